@@ -1,0 +1,5 @@
+import sys
+
+from relaycast.cli import main
+
+sys.exit(main())

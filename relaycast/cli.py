@@ -1,0 +1,126 @@
+"""The `relaycast` command: serve, demo, fake-upstream."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from typing import Sequence
+
+from relaycast import config as config_mod
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="relaycast",
+        description="relaycast: an OpenAI-compatible LLM gateway that makes every LLM call measurable, traceable "
+        "and debuggable.",
+        epilog="Start with `relaycast demo`: it runs fake providers, the gateway and a realistic load on this machine.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the gateway from a YAML config", description="Run the gateway from a YAML config.")
+    p.add_argument("--config", "-c", required=True, help="path to relaycast.yaml")
+    p.add_argument("--host", help="listen address (default: server.host in the config, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default: server.port in the config, else 8080)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address with no gateway keys")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    d = sub.add_parser(
+        "demo",
+        help="run fake providers, the gateway and a realistic load, then print a summary",
+        description="Start fake upstream providers on loopback, the gateway in front of them, and send a realistic "
+        "mix of requests through it with the official openai SDK. Without --requests it keeps serving until Ctrl-C.",
+    )
+    d.add_argument("--requests", "-n", type=int, help="send N requests, print the summary and exit")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
+    d.add_argument("--port", type=int, default=8080, help="gateway port (default 8080; a free one if taken)")
+    d.add_argument("--upstream-port", type=int, default=8081, help="fake upstream port (default 8081; a free one if taken)")
+    d.add_argument("--write-config", metavar="FILE", help="also write the config the demo runs to FILE")
+    d.add_argument("--seed", type=int, default=1, help="seed of the request mix")
+
+    f = sub.add_parser(
+        "fake-upstream",
+        help="run the fake provider server (OpenAI and Anthropic wire formats)",
+        description="Run the fake provider server. Behaviour per request comes from the model name "
+        "(`gpt-4o-mini@ttft_ms=200,tokens=40`) or the `x-fake-behaviour` header; see relaycast/fake/behaviour.py.",
+    )
+    f.add_argument("--host", default="127.0.0.1")
+    f.add_argument("--port", type=int, default=8081)
+    f.add_argument("--api-key", help="require this key (Bearer or x-api-key)")
+    f.add_argument("--behaviour", default="", help="default behaviour, e.g. 'latency_ms=50,tokens=20'")
+    f.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"])
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "demo":
+        from relaycast.demo import run_demo
+
+        return run_demo(args)
+    if args.command == "fake-upstream":
+        return _fake(args)
+    parser.print_help()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from relaycast.log import configure
+    from relaycast.server.app import Gateway
+    from relaycast.server.runner import uvicorn_config
+
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as e:
+        print(f"relaycast: invalid config: {e}", file=sys.stderr)
+        return 2
+    host = args.host or cfg.server.host
+    port = args.port if args.port is not None else cfg.server.port
+    if not is_loopback(host) and not cfg.keys and not (args.insecure or cfg.server.insecure):
+        print(
+            f"relaycast: refusing to listen on {host} with no gateway keys configured: anyone who can reach it could "
+            "spend your provider credits. Add `keys:` to the config, listen on 127.0.0.1, or pass --insecure.",
+            file=sys.stderr,
+        )
+        return 2
+    configure(args.log_level)
+    server = uvicorn.Server(uvicorn_config(Gateway(cfg), host, port, log_level="warning"))
+    print(f"relaycast: serving on http://{host}:{port}/v1 (config {args.config})", file=sys.stderr, flush=True)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _fake(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from relaycast.fake.behaviour import BadBehaviour, parse
+    from relaycast.fake.server import FakeUpstream
+    from relaycast.server.runner import uvicorn_config
+
+    try:
+        defaults = parse(args.behaviour)
+    except BadBehaviour as e:
+        print(f"relaycast fake-upstream: {e}", file=sys.stderr)
+        return 2
+    app = FakeUpstream(defaults=defaults, api_key=args.api_key)
+    print(f"relaycast fake-upstream: serving on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level=args.log_level)).run()
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

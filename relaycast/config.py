@@ -1,0 +1,355 @@
+"""Configuration: YAML with ${ENV} references, validated once at load into frozen objects.
+
+Every problem is reported with the exact place, e.g. `models[2].targets[0]: unknown provider 'opnai'`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+
+from relaycast.providers.presets import PRESETS
+
+DEFAULT_MAX_BODY = 20 * 1024 * 1024
+
+
+class ConfigError(ValueError):
+    def __init__(self, where: str, problem: str, source: str | None = None) -> None:
+        self.where = where
+        self.problem = problem
+        prefix = f"{source}: " if source else ""
+        super().__init__(f"{prefix}{where}: {problem}" if where else f"{prefix}{problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_s: float = 10.0
+    first_token_s: float = 120.0  # until the response starts (headers, or the first stream event)
+    idle_s: float = 120.0  # between two stream reads
+    total_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: str  # a preset name
+    adapter: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    models: tuple[str, ...] = ()
+    timeouts: Timeouts = Timeouts()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAlias:
+    name: str
+    targets: tuple[str, ...]  # "provider/model", in order of preference
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKey:
+    name: str
+    sha256: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, ModelAlias]
+    keys: tuple[GatewayKey, ...] = ()
+    admin_key_sha256: str | None = field(default=None, repr=False)
+    source: str | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value this config holds, for the redactor."""
+        return tuple(
+            s
+            for p in self.providers.values()
+            for s in (p.api_key, *(v for k, v in p.headers if _secret_header(k)))
+            if s
+        )
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _secret_header(name: str) -> bool:
+    n = name.lower()
+    return "auth" in n or "key" in n or "token" in n or "secret" in n
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError("", f"cannot read config: {e.strerror}", str(p)) from None
+    return parse(text, env=env, source=str(p))
+
+
+def parse(text: str, env: Mapping[str, str] | None = None, source: str | None = None) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(where, f"invalid YAML: {problem}", source) from None
+    try:
+        return _build(raw if raw is not None else {}, os.environ if env is None else env, source)
+    except ConfigError as e:
+        if e.args and source and not str(e).startswith(source):
+            raise ConfigError(e.where, e.problem, source) from None
+        raise
+
+
+def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
+    r = _Reader(env)
+    root = r.mapping(raw, "", {"server", "providers", "models", "keys", "admin_key"})
+    server = _server(r, root.get("server"))
+    providers = _providers(r, root.get("providers"))
+    models = _models(r, root.get("models"), providers)
+    keys = _keys(r, root.get("keys"))
+    admin = root.get("admin_key")
+    admin_hash = None
+    if admin is not None:
+        admin_hash = _secret_or_hash(r, admin, "admin_key")
+    return Config(
+        server=server,
+        providers=MappingProxyType(providers),
+        models=MappingProxyType(models),
+        keys=keys,
+        admin_key_sha256=admin_hash,
+        source=source,
+    )
+
+
+def _server(r: _Reader, raw: Any) -> ServerConfig:
+    if raw is None:
+        return ServerConfig()
+    m = r.mapping(raw, "server", {"host", "port", "max_body_bytes", "insecure"})
+    return ServerConfig(
+        host=r.string(m.get("host", "127.0.0.1"), "server.host"),
+        port=r.integer(m.get("port", 8080), "server.port", 0, 65535),
+        max_body_bytes=r.integer(m.get("max_body_bytes", DEFAULT_MAX_BODY), "server.max_body_bytes", 1024),
+        insecure=r.boolean(m.get("insecure", False), "server.insecure"),
+    )
+
+
+def _providers(r: _Reader, raw: Any) -> dict[str, ProviderConfig]:
+    if raw is None:
+        raise ConfigError("providers", "at least one provider is required")
+    items = r.sequence(raw, "providers")
+    out: dict[str, ProviderConfig] = {}
+    allowed = {"name", "kind", "base_url", "api_key", "headers", "models", "timeouts"}
+    for i, item in enumerate(items):
+        at = f"providers[{i}]"
+        m = r.mapping(item, at, allowed)
+        name = r.string(r.required(m, "name", at), f"{at}.name")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(f"{at}.name", f"'{name}' may only hold letters, digits, '_', '.' and '-'")
+        if name in out:
+            raise ConfigError(f"{at}.name", f"duplicate provider name '{name}'")
+        kind = r.string(m.get("kind", name), f"{at}.kind")
+        preset = PRESETS.get(kind)
+        if preset is None:
+            raise ConfigError(f"{at}.kind", f"unknown kind '{kind}' (expected one of: {', '.join(PRESETS)})")
+        base_url = m.get("base_url", preset.base_url)
+        if base_url is None:
+            raise ConfigError(f"{at}.base_url", f"required for kind '{kind}'")
+        base_url = r.string(base_url, f"{at}.base_url").rstrip("/")
+        if not re.match(r"https?://[^/]+", base_url):
+            raise ConfigError(f"{at}.base_url", f"'{base_url}' is not an http(s) URL")
+        api_key = m.get("api_key")
+        if api_key is not None:
+            api_key = r.string(api_key, f"{at}.api_key") or None
+        headers = ()
+        if m.get("headers") is not None:
+            hm = r.mapping(m["headers"], f"{at}.headers", None)
+            headers = tuple((str(k), r.string(v, f"{at}.headers.{k}")) for k, v in hm.items())
+        models: tuple[str, ...] = ()
+        if m.get("models") is not None:
+            models = tuple(
+                r.string(v, f"{at}.models[{j}]") for j, v in enumerate(r.sequence(m["models"], f"{at}.models"))
+            )
+        out[name] = ProviderConfig(
+            name=name,
+            kind=kind,
+            adapter=preset.adapter,
+            base_url=base_url,
+            api_key=api_key,
+            headers=headers,
+            models=models,
+            timeouts=_timeouts(r, m.get("timeouts"), f"{at}.timeouts"),
+        )
+    if not out:
+        raise ConfigError("providers", "at least one provider is required")
+    return out
+
+
+def _timeouts(r: _Reader, raw: Any, at: str) -> Timeouts:
+    if raw is None:
+        return Timeouts()
+    m = r.mapping(raw, at, {"connect", "first_token", "idle", "total"})
+    d = Timeouts()
+    return Timeouts(
+        connect_s=r.number(m.get("connect", d.connect_s), f"{at}.connect"),
+        first_token_s=r.number(m.get("first_token", d.first_token_s), f"{at}.first_token"),
+        idle_s=r.number(m.get("idle", d.idle_s), f"{at}.idle"),
+        total_s=r.number(m.get("total", d.total_s), f"{at}.total"),
+    )
+
+
+def _models(r: _Reader, raw: Any, providers: dict[str, ProviderConfig]) -> dict[str, ModelAlias]:
+    if raw is None:
+        return {}
+    out: dict[str, ModelAlias] = {}
+    for i, item in enumerate(r.sequence(raw, "models")):
+        at = f"models[{i}]"
+        m = r.mapping(item, at, {"name", "targets"})
+        name = r.string(r.required(m, "name", at), f"{at}.name")
+        if name in out:
+            raise ConfigError(f"{at}.name", f"duplicate model alias '{name}'")
+        if name.split("/", 1)[0] in providers and "/" in name:
+            raise ConfigError(f"{at}.name", f"'{name}' would shadow a provider's model; pick another alias")
+        targets = r.sequence(r.required(m, "targets", at), f"{at}.targets")
+        if not targets:
+            raise ConfigError(f"{at}.targets", "needs at least one target")
+        parsed = []
+        for j, t in enumerate(targets):
+            t = r.string(t, f"{at}.targets[{j}]")
+            prov, sep, model = t.partition("/")
+            if not sep or not model:
+                raise ConfigError(f"{at}.targets[{j}]", f"'{t}' is not of the form provider/model")
+            if prov not in providers:
+                raise ConfigError(f"{at}.targets[{j}]", f"unknown provider '{prov}'")
+            parsed.append(t)
+        out[name] = ModelAlias(name=name, targets=tuple(parsed))
+    return out
+
+
+def _keys(r: _Reader, raw: Any) -> tuple[GatewayKey, ...]:
+    if raw is None:
+        return ()
+    out = []
+    for i, item in enumerate(r.sequence(raw, "keys")):
+        at = f"keys[{i}]"
+        m = r.mapping(item, at, {"name", "secret", "sha256"})
+        name = r.string(r.required(m, "name", at), f"{at}.name")
+        out.append(GatewayKey(name=name, sha256=_secret_or_hash(r, m, at)))
+    names = [k.name for k in out]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ConfigError(f"keys[{i}].name", f"duplicate key name '{n}'")
+    return tuple(out)
+
+
+def _secret_or_hash(r: _Reader, raw: Any, at: str) -> str:
+    if isinstance(raw, str):
+        raw = {"secret": raw}
+    m = r.mapping(raw, at, {"name", "secret", "sha256"})
+    if ("secret" in m) == ("sha256" in m):
+        raise ConfigError(at, "give exactly one of 'secret' (usually ${ENV_VAR}) or 'sha256'")
+    if "sha256" in m:
+        h = r.string(m["sha256"], f"{at}.sha256").lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", h):
+            raise ConfigError(f"{at}.sha256", "must be 64 hex digits")
+        return h
+    secret = r.string(m["secret"], f"{at}.secret")
+    if len(secret) < 8:
+        raise ConfigError(f"{at}.secret", "must be at least 8 characters")
+    return hash_secret(secret)
+
+
+class _Reader:
+    """Typed access to raw YAML values, with ${ENV} expansion of strings and exact error places."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def expand(self, value: str, at: str) -> str:
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in self.env:
+                return self.env[name]
+            if default is not None:
+                return default
+            raise ConfigError(at, f"environment variable {name} is not set")
+
+        return _ENV_REF.sub(sub, value)
+
+    def mapping(self, v: Any, at: str, allowed: set[str] | None) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise ConfigError(at, f"expected a mapping, got {_kind(v)}")
+        if allowed is not None:
+            for k in v:
+                if k not in allowed:
+                    raise ConfigError(f"{at}.{k}" if at else str(k), f"unknown setting (expected one of: {', '.join(sorted(allowed))})")
+        return v
+
+    def sequence(self, v: Any, at: str) -> list[Any]:
+        if not isinstance(v, list):
+            raise ConfigError(at, f"expected a list, got {_kind(v)}")
+        return v
+
+    def required(self, m: dict[str, Any], key: str, at: str) -> Any:
+        if m.get(key) is None:
+            raise ConfigError(f"{at}.{key}", "is required")
+        return m[key]
+
+    def string(self, v: Any, at: str) -> str:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ConfigError(at, f"expected a string, got {_kind(v)}")
+        return self.expand(str(v), at)
+
+    def integer(self, v: Any, at: str, lo: int | None = None, hi: int | None = None) -> int:
+        if isinstance(v, str):
+            v = self.expand(v, at)
+            try:
+                v = int(v)
+            except ValueError:
+                raise ConfigError(at, f"expected an integer, got '{v}'") from None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(at, f"expected an integer, got {_kind(v)}")
+        if lo is not None and v < lo or hi is not None and v > hi:
+            raise ConfigError(at, f"{v} is out of range [{lo}, {hi if hi is not None else '∞'}]")
+        return v
+
+    def number(self, v: Any, at: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError(at, f"expected a positive number of seconds, got {v!r}")
+        return float(v)
+
+    def boolean(self, v: Any, at: str) -> bool:
+        if not isinstance(v, bool):
+            raise ConfigError(at, f"expected true or false, got {_kind(v)}")
+        return v
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: f"'{v}'", bool: str(v).lower()}.get(type(v), repr(v))

@@ -1,0 +1,303 @@
+"""`relaycast demo`: fake providers on loopback, the gateway in front of them, a realistic load through it.
+
+The fake upstream runs as a subprocess; the gateway runs in this process on a background thread; the load is
+sent with the official `openai` SDK, as an application would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from relaycast import config as config_mod
+from relaycast.server.runner import ThreadedServer, free_port
+
+ADMIN_KEY = "demo-admin-key-0001"
+
+CONFIG_TEMPLATE = """\
+# relaycast config written by `relaycast demo`.
+# The providers below point at relaycast's fake upstream. To run this file on its own:
+#   relaycast fake-upstream --port {upstream_port} --api-key demo-upstream-key &
+#   relaycast serve --config {path}
+# To use real providers, replace a provider with e.g.
+#   - name: openai
+#     kind: openai
+#     api_key: ${{OPENAI_API_KEY}}
+#     models: [gpt-4o-mini]
+server:
+  host: 127.0.0.1
+  port: {port}
+admin_key: ${{RELAYCAST_ADMIN_KEY:-{admin_key}}}
+providers:
+  - name: fakeai            # OpenAI wire format
+    kind: openai_compatible
+    base_url: http://127.0.0.1:{upstream_port}/v1
+    api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
+    models: [gpt-4o-mini, gpt-4o, text-embedding-3-small]
+  - name: flaky             # the same fake, failing 30% of requests with 503
+    kind: openai_compatible
+    base_url: http://127.0.0.1:{upstream_port}/v1
+    api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
+    headers:
+      x-fake-behaviour: "fail_rate=0.3"
+    models: [gpt-4o-mini]
+  - name: fakeanthropic     # Anthropic Messages API wire format
+    kind: anthropic
+    base_url: http://127.0.0.1:{upstream_port}/v1
+    api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
+    models: [claude-3-5-haiku-latest]
+models:
+  - name: fast              # fails over from the flaky provider to the healthy one
+    targets: [flaky/gpt-4o-mini, fakeai/gpt-4o-mini]
+  - name: smart
+    targets: [fakeanthropic/claude-3-5-haiku-latest, fakeai/gpt-4o]
+"""
+
+USERS = ("alice", "bob", "carol", "dave", "erin")
+FEATURES = ("chat-ui", "summarizer", "search", "support-bot")
+# (model, share). Model names after '@' pick the fake upstream's behaviour (latency, errors, ...).
+MIX = (
+    ("fast", 30),
+    ("smart", 20),
+    ("fakeai/gpt-4o-mini@ttft_ms=40,tps=400,tokens=24", 15),
+    ("fakeanthropic/claude-3-5-haiku-latest@latency_ms=60,cached=12", 10),
+    ("fakeai/gpt-4o@latency_ms=120,tokens=48", 10),
+    ("fakeai/gpt-4o-mini@error=429,retry_after=1", 5),
+    ("fakeai/gpt-4o@content_policy", 4),
+    ("fakeai/gpt-4o@context_length", 3),
+    ("fakeanthropic/claude-3-5-haiku-latest@error=529", 3),
+)
+
+
+@dataclass
+class Tally:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    models: dict[str, int] = field(default_factory=dict)
+    ok: int = 0
+    streams: int = 0
+    failovers: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+def _wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process serving {url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status < 500:
+                    return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up within {timeout:g}s")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    port = _port(args.port)
+    upstream_port = _port(args.upstream_port)
+    tmp = tempfile.TemporaryDirectory(prefix="relaycast-demo-")
+    path = Path(args.write_config) if args.write_config else Path(tmp.name) / "relaycast.yaml"
+    path.write_text(CONFIG_TEMPLATE.format(port=port, upstream_port=upstream_port, admin_key=ADMIN_KEY, path=path))
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+    if args.write_config:
+        say(f"wrote the demo config to {path}")
+    cfg = config_mod.load(path)
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "relaycast", "fake-upstream", "--port", str(upstream_port),
+         "--api-key", os.environ.get("FAKE_UPSTREAM_KEY", "demo-upstream-key"), "--log-level", "critical"],
+        stdout=subprocess.DEVNULL,
+    )
+    gateway = None
+    try:
+        _wait_http(f"http://127.0.0.1:{upstream_port}/v1/models", proc=fake)
+        from relaycast.server.app import Gateway
+
+        gateway = ThreadedServer(Gateway(cfg), port=port, log_level="error").start()
+        base = f"http://127.0.0.1:{port}/v1"
+        say(f"fake upstream on http://127.0.0.1:{upstream_port}/v1 (OpenAI and Anthropic wire formats)")
+        say(f"relaycast gateway on {base}")
+        n = args.requests if args.requests is not None else 200
+        if n < 0:
+            say("--requests must be 0 or more")
+            return 2
+        t0 = time.monotonic()
+        tally = asyncio.run(_load(base, n, max(1, args.concurrency), args.seed))
+        elapsed = time.monotonic() - t0
+        summary = _summary(tally, n, elapsed, _admin_stats(port))
+        if args.json:
+            print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_summary(summary)
+        if args.requests is None:
+            say(f"\nrelaycast keeps serving on {base} — try:\n"
+                f"  curl {base}/chat/completions -H 'content-type: application/json' "
+                "-d '{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'\n"
+                "Press Ctrl-C to stop.")
+            _wait_for_interrupt()
+        return 0
+    except RuntimeError as e:
+        print(f"relaycast demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        fake.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            fake.wait(5)
+        if fake.poll() is None:
+            fake.kill()
+        tmp.cleanup()
+
+
+def _wait_for_interrupt() -> None:
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+async def _load(base: str, n: int, concurrency: int, seed: int) -> Tally:
+    import openai
+
+    rng = random.Random(seed)
+    models = [m for m, _ in MIX]
+    weights = [w for _, w in MIX]
+    plan = [
+        (rng.choices(models, weights)[0], rng.choice(USERS), rng.choice(FEATURES), rng.random() < 0.5, i)
+        for i in range(n)
+    ]
+    tally = Tally()
+    client = openai.AsyncOpenAI(base_url=base, api_key="not-needed-for-the-demo", max_retries=0, timeout=30)
+    queue: asyncio.Queue[tuple[str, str, str, bool, int]] = asyncio.Queue()
+    for item in plan:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty():
+            model, user, feature, stream, i = queue.get_nowait()
+            await _one(client, tally, model, user, feature, stream, i)
+
+    async with client:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, n)))))
+    return tally
+
+
+async def _one(client: Any, tally: Tally, model: str, user: str, feature: str, stream: bool, i: int) -> None:
+    import openai
+
+    messages = [
+        {"role": "system", "content": f"You are the {feature} assistant."},
+        {"role": "user", "content": f"Request {i}: summarise why gateways need observability."},
+    ]
+    headers = {"X-Title": feature, "x-session-id": f"{user}-session-{i % 3}"}
+    tally.models[model] = tally.models.get(model, 0) + 1
+    start = time.perf_counter()
+    try:
+        raw = await client.chat.completions.with_raw_response.create(
+            model=model, messages=messages, user=user, stream=stream, extra_headers=headers,
+            **({"stream_options": {"include_usage": True}} if stream else {}),
+        )
+        if int(raw.headers.get("x-relaycast-attempts", "1")) > 1:
+            tally.failovers += 1
+        result = await raw.parse()
+        if stream:
+            tally.streams += 1
+            async for chunk in result:
+                if chunk.usage:
+                    tally.prompt_tokens += chunk.usage.prompt_tokens
+                    tally.completion_tokens += chunk.usage.completion_tokens
+        elif result.usage:
+            tally.prompt_tokens += result.usage.prompt_tokens
+            tally.completion_tokens += result.usage.completion_tokens
+        tally.ok += 1
+    except openai.APIError as e:
+        body = e.body if isinstance(e.body, dict) else {}
+        cls = body.get("code") or getattr(e, "code", None) or type(e).__name__
+        tally.errors[str(cls)] = tally.errors.get(str(cls), 0) + 1
+    tally.latencies_ms.append((time.perf_counter() - start) * 1000)
+
+
+def _admin_stats(port: int) -> dict[str, Any] | None:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/admin/stats",
+        headers={"authorization": f"Bearer {os.environ.get('RELAYCAST_ADMIN_KEY', ADMIN_KEY)}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return orjson.loads(r.read())
+    except Exception:  # noqa: BLE001 - the summary works without it
+        return None
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return round(s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))], 1)
+
+
+def _summary(t: Tally, n: int, elapsed: float, gw: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "requests": n,
+        "ok": t.ok,
+        "errors": dict(sorted(t.errors.items())),
+        "streams": t.streams,
+        "failovers": t.failovers,
+        "models": dict(sorted(t.models.items(), key=lambda kv: -kv[1])),
+        "latency_ms": {"p50": _pct(t.latencies_ms, 50), "p99": _pct(t.latencies_ms, 99)},
+        "tokens": {"prompt": t.prompt_tokens, "completion": t.completion_tokens},
+        "elapsed_s": round(elapsed, 2),
+        "gateway": gw,
+    }
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    print(f"\nrelaycast demo: {s['requests']} requests in {s['elapsed_s']}s")
+    print(f"  ok {s['ok']}   errors {sum(s['errors'].values())}   streams {s['streams']}   failovers {s['failovers']}")
+    print(f"  latency p50 {s['latency_ms']['p50']} ms   p99 {s['latency_ms']['p99']} ms")
+    print(f"  tokens: {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion")
+    if s["errors"]:
+        print("  errors by class:")
+        for cls, count in s["errors"].items():
+            print(f"    {cls:<18} {count}")
+    print("  requests by model:")
+    for model, count in s["models"].items():
+        print(f"    {model:<58} {count}")
+    gw = s.get("gateway")
+    if gw:
+        print("  attempts by target (the gateway's view):")
+        for target, info in sorted(gw["targets"].items()):
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(info["attempts"].items()))
+            print(f"    {target:<58} {outcomes}")

@@ -1,0 +1,98 @@
+"""How the fake upstream behaves for one request, chosen by the model name and/or a header.
+
+Model name:  `gpt-4o-mini@ttft_ms=200,tps=50,tokens=40`   (everything after '@')
+Header:      `x-fake-behaviour: error=429;retry_after=2`   (',' or ';' between settings; wins over the name)
+
+Settings
+  latency_ms=N        delay before a non-streaming answer (and the default time to first token)
+  ttft_ms=N           delay before the first stream chunk
+  tps=N               stream tokens per second (0: as fast as possible)
+  tokens=N            output tokens (default 16)
+  prompt_tokens=N     report this many prompt tokens (default: counted from the messages)
+  cached=N            cached prompt tokens in usage (OpenAI cached_tokens / Anthropic cache_read_input_tokens)
+  cache_write=N       cache-write tokens (Anthropic cache_creation_input_tokens)
+  reasoning=N         reasoning tokens in usage (part of the output tokens)
+  cost=X              report an upstream cost in usage.cost (as OpenRouter does)
+  error=CODE          answer with that HTTP error in the provider's real error body (400 401 404 429 500 503 529)
+  retry_after=S       Retry-After header on 429/529
+  fail_rate=P         answer 503 (OpenAI) / 529 (Anthropic) with probability P
+  content_policy      refuse for content policy
+  context_length      refuse for context length
+  cut_after=N         stream: drop the connection after N chunks
+  stall_after=N       stream: stop sending (connection open) after N chunks, for stall_ms (default 1 hour)
+  malformed_after=N   stream: send a chunk that is not JSON after N chunks
+  tool_call           answer with a call to the first tool given
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+FLAGS = ("content_policy", "context_length", "tool_call")
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    latency_ms: float = 0
+    ttft_ms: float | None = None
+    tps: float = 0
+    tokens: int = 16
+    prompt_tokens: int | None = None
+    cached: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+    cost: float | None = None
+    error: int | None = None
+    retry_after: float | None = None
+    fail_rate: float = 0
+    content_policy: bool = False
+    context_length: bool = False
+    cut_after: int | None = None
+    stall_after: int | None = None
+    stall_ms: float = 3_600_000
+    malformed_after: int | None = None
+    tool_call: bool = False
+
+    @property
+    def first_token_ms(self) -> float:
+        return self.latency_ms if self.ttft_ms is None else self.ttft_ms
+
+
+_TYPES = {f.name: f.type for f in fields(Behaviour)}
+
+
+class BadBehaviour(ValueError):
+    pass
+
+
+def parse(spec: str, base: Behaviour = Behaviour()) -> Behaviour:
+    """Apply `k=v` settings from spec (separated by ',' or ';') on top of base."""
+    changes: dict[str, object] = {}
+    for item in spec.replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if key not in _TYPES:
+            raise BadBehaviour(f"unknown fake behaviour '{key}'")
+        if key in FLAGS:
+            changes[key] = value.strip().lower() not in ("0", "false", "no") if sep else True
+            continue
+        if not sep:
+            raise BadBehaviour(f"fake behaviour '{key}' needs a value")
+        try:
+            t = _TYPES[key]
+            changes[key] = int(value) if "int" in str(t) and "float" not in str(t) else float(value)
+        except ValueError:
+            raise BadBehaviour(f"fake behaviour '{key}' has a bad value '{value}'") from None
+    return replace(base, **changes) if changes else base
+
+
+def for_request(model: str, header: str | None, base: Behaviour) -> tuple[str, Behaviour]:
+    """The model name the fake reports, and the behaviour asked for."""
+    name, _, spec = model.partition("@")
+    b = parse(spec, base) if spec else base
+    if header:
+        b = parse(header, b)
+    return name, b

@@ -1,0 +1,122 @@
+"""What every provider adapter offers the executor, and the helpers they share.
+
+An adapter knows one wire format: how to build the upstream request, how to read its response and stream,
+and how to classify its errors into the tree in `relaycast.errors`. It knows nothing of routing or telemetry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Protocol
+
+import aiohttp
+
+from relaycast import errors
+from relaycast.config import ProviderConfig
+from relaycast.schema import ChatRequest
+from relaycast.telemetry.records import Usage
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A finished non-streaming completion, already in OpenAI's format."""
+
+    body: bytes
+    usage: Usage | None
+    finish_reason: str | None
+    output_text: str | None
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What the gateway learns from a stream while forwarding it."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    first_token_ns: int | None = None  # monotonic time of the first content-bearing event
+    text: list[str] = field(default_factory=list)
+    done: bool = False  # the stream ended properly ([DONE] or its native equivalent)
+
+    def saw_token(self) -> None:
+        if self.first_token_ns is None:
+            self.first_token_ns = time.monotonic_ns()
+
+
+class ChatStream(Protocol):
+    """An open upstream stream. Iterating yields bytes ready to send to the client (OpenAI SSE events).
+
+    Iteration raises a `ProviderError` (StreamCut, MalformedResponse, Timeout, or an error event's class)
+    when the upstream fails mid-stream. `aclose()` releases the upstream connection at once.
+    """
+
+    state: StreamState
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    config: ProviderConfig
+
+    async def chat(self, req: ChatRequest, model: str) -> ChatResult: ...
+
+    async def chat_stream(self, req: ChatRequest, model: str) -> ChatStream: ...
+
+    async def embeddings(self, body: dict[str, Any], model: str) -> tuple[bytes, Usage | None]: ...
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Retry-After as seconds (delta-seconds or HTTP-date), or retry-after-ms. None if absent or unreadable."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    v = headers.get("retry-after")
+    if not v:
+        return None
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int = 4 * 1024 * 1024) -> bytes:
+    """Read an upstream body, refusing to buffer more than `limit` bytes."""
+    chunks = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise errors.MalformedResponse(f"upstream response larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def connection_error(exc: BaseException, target: str) -> errors.ProviderError:
+    """Classify a transport failure. The message names the failure, never the request's headers."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError)):
+        return errors.Timeout("upstream timed out", phase="connect", target=target)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return errors.StreamCut("upstream closed the connection mid-response", target=target)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return errors.ConnectionFailed("upstream disconnected", target=target)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return errors.ConnectionFailed(f"cannot connect to upstream: {exc.os_error.strerror or exc.os_error}", target=target)
+    return errors.ConnectionFailed(f"upstream connection failed: {type(exc).__name__}", target=target)
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)

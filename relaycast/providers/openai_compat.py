@@ -1,0 +1,311 @@
+"""OpenAI-compatible wire format: OpenAI, OpenRouter, Groq, Together, Fireworks, DeepSeek, Mistral, vLLM, Ollama.
+
+Non-streaming bodies are forwarded as the upstream sent them. Stream events are forwarded byte for byte;
+each is parsed only to learn usage, finish reason and errors, and the usage-only chunk is dropped when the
+client did not ask for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import aiohttp
+import orjson
+
+from relaycast import errors
+from relaycast.config import ProviderConfig
+from relaycast.providers.base import (
+    TRANSPORT_ERRORS,
+    ChatResult,
+    StreamState,
+    connection_error,
+    read_limited,
+    retry_after_seconds,
+)
+from relaycast.providers.presets import PRESETS
+from relaycast.schema import ChatRequest, upstream_body
+from relaycast.sse import DONE, DONE_EVENT, EventSplitter
+from relaycast.telemetry.records import Usage
+
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "invalid_prompt", "moderation_blocked"})
+CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
+# OpenAI-compatible servers that give no code (vLLM, Ollama, ...) still say it in words.
+CONTEXT_LENGTH_WORDS = ("maximum context length", "context length", "context_length", "too many tokens", "prompt is too long")
+CONTENT_POLICY_WORDS = ("content management policy", "content policy", "usage policy", "flagged")
+
+
+class OpenAICompatProvider:
+    def __init__(self, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self._session = session
+        preset = PRESETS[config.kind]
+        self._preset = preset
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers.update(dict(config.headers))
+        if config.api_key:
+            headers[preset.auth_header] = preset.auth_scheme + config.api_key
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.timeouts.connect_s, connect=config.timeouts.connect_s
+        )
+
+    # --- chat ---------------------------------------------------------------------------------
+
+    def _chat_body(self, req: ChatRequest, model: str, stream: bool) -> bytes:
+        body = upstream_body(req, model, keep_openrouter=self._preset.openrouter_extensions)
+        if stream and self._preset.stream_usage:
+            so = dict(body.get("stream_options") or {})
+            so["include_usage"] = True
+            body["stream_options"] = so
+        return orjson.dumps(body)
+
+    async def _post(self, path: str, data: bytes, target: str) -> aiohttp.ClientResponse:
+        t = self.config.timeouts
+        try:
+            async with asyncio.timeout(t.first_token_s):
+                resp = await self._session.post(
+                    self.config.base_url + path, data=data, headers=self._headers, timeout=self._timeout
+                )
+        except TimeoutError:
+            raise errors.Timeout(
+                f"no response from upstream within {t.first_token_s:g}s", phase="first_token", target=target
+            ) from None
+        except TRANSPORT_ERRORS as e:
+            raise connection_error(e, target) from None
+        if resp.status >= 400:
+            try:
+                async with asyncio.timeout(t.idle_s):
+                    raw = await read_limited(resp, 256 * 1024)
+            except (TimeoutError, *TRANSPORT_ERRORS, errors.MalformedResponse):
+                raw = b""
+            finally:
+                resp.release()
+            raise classify(resp.status, raw, resp.headers, target)
+        return resp
+
+    async def chat(self, req: ChatRequest, model: str) -> ChatResult:
+        target = f"{self.config.name}/{model}"
+        resp = await self._post("/chat/completions", self._chat_body(req, model, False), target)
+        try:
+            async with asyncio.timeout(self.config.timeouts.idle_s):
+                raw = await read_limited(resp, 64 * 1024 * 1024)
+        except TimeoutError:
+            raise errors.Timeout("upstream stalled while sending its response", phase="idle", target=target) from None
+        except TRANSPORT_ERRORS as e:
+            raise connection_error(e, target) from None
+        finally:
+            resp.release()
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise errors.MalformedResponse("upstream response is not JSON", target=target) from None
+        if not isinstance(parsed, dict):
+            raise errors.MalformedResponse("upstream response is not a JSON object", target=target)
+        if "error" in parsed and not parsed.get("choices"):
+            # Some OpenAI-compatible servers answer 200 with an error body.
+            raise classify(_status_of(parsed["error"]), raw, {}, target)
+        choices = parsed.get("choices")
+        if not isinstance(choices, list):
+            raise errors.MalformedResponse("upstream response has no 'choices'", target=target)
+        usage = parsed.get("usage")
+        first = choices[0] if choices and isinstance(choices[0], dict) else {}
+        msg = first.get("message") or {}
+        text = msg.get("content") if isinstance(msg, dict) else None
+        return ChatResult(
+            body=raw,
+            usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
+            finish_reason=first.get("finish_reason"),
+            output_text=text if isinstance(text, str) else None,
+        )
+
+    async def chat_stream(self, req: ChatRequest, model: str) -> OpenAIStream:
+        target = f"{self.config.name}/{model}"
+        resp = await self._post("/chat/completions", self._chat_body(req, model, True), target)
+        ctype = resp.headers.get("content-type", "")
+        if "text/event-stream" not in ctype:
+            # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
+            try:
+                raw = await read_limited(resp, 256 * 1024)
+            finally:
+                resp.release()
+            raise classify(_status_of(_error_of(raw)) or 502, raw, resp.headers, target)
+        return OpenAIStream(resp, target, req.include_usage, self.config.timeouts.idle_s)
+
+    # --- embeddings -----------------------------------------------------------------------------
+
+    async def embeddings(self, body: dict[str, Any], model: str) -> tuple[bytes, Usage | None]:
+        target = f"{self.config.name}/{model}"
+        out = {k: v for k, v in body.items() if k not in ("models", "provider", "session_id", "trace")}
+        out["model"] = model
+        resp = await self._post("/embeddings", orjson.dumps(out), target)
+        try:
+            raw = await read_limited(resp, 256 * 1024 * 1024)
+        except TRANSPORT_ERRORS as e:
+            raise connection_error(e, target) from None
+        finally:
+            resp.release()
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise errors.MalformedResponse("upstream response is not JSON", target=target) from None
+        usage = parsed.get("usage") if isinstance(parsed, dict) else None
+        return raw, Usage.from_openai(usage) if isinstance(usage, dict) else None
+
+
+class OpenAIStream:
+    """Forwards an upstream OpenAI SSE stream event by event, learning what the gateway needs on the way."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, target: str, client_usage: bool, idle_s: float) -> None:
+        self._resp = resp
+        self._target = target
+        self._client_usage = client_usage
+        self._idle_s = idle_s
+        self.state = StreamState()
+
+    async def aclose(self) -> None:
+        # close(), not release(): an unfinished stream must not go back to the pool, and the upstream
+        # must see the cancellation at once.
+        self._resp.close()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        splitter = EventSplitter()
+        content = self._resp.content
+        state = self.state
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._idle_s):
+                        chunk = await content.readany()
+                except TimeoutError:
+                    raise errors.Timeout(
+                        f"upstream sent nothing for {self._idle_s:g}s mid-stream", phase="idle", target=self._target
+                    ) from None
+                except TRANSPORT_ERRORS as e:
+                    raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=self._target) from None
+                if not chunk:
+                    break
+                try:
+                    events = splitter.feed(chunk)
+                except ValueError as e:
+                    raise errors.MalformedResponse(str(e), target=self._target) from None
+                out = []
+                for ev in events:
+                    data = ev.data
+                    if data == DONE:
+                        state.done = True
+                        out.append(DONE_EVENT)
+                        continue
+                    if not data:
+                        continue
+                    keep = self._inspect(data)
+                    if keep:
+                        out.append(b"data: " + data + b"\n\n")
+                if out:
+                    yield b"".join(out)
+                if state.done:
+                    return
+        finally:
+            self._resp.release() if state.done else self._resp.close()
+        if state.finish_reason is not None:
+            # Ended without [DONE] but complete: finish it properly for the client.
+            state.done = True
+            yield DONE_EVENT
+            return
+        raise errors.StreamCut("upstream ended the stream before it finished", target=self._target)
+
+    def _inspect(self, data: bytes) -> bool:
+        """Learn from one event; return whether to forward it."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise errors.MalformedResponse("upstream sent a stream event that is not JSON", target=self._target) from None
+        if not isinstance(obj, dict):
+            raise errors.MalformedResponse("upstream sent a stream event that is not an object", target=self._target)
+        err = obj.get("error")
+        if err is not None:
+            raise classify(_status_of(err) or 502, data, {}, self._target)
+        state = self.state
+        choices = obj.get("choices")
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            state.usage = Usage.from_openai(usage)
+        if choices:
+            c0 = choices[0]
+            if isinstance(c0, dict):
+                delta = c0.get("delta")
+                if isinstance(delta, dict):
+                    text = delta.get("content")
+                    if text:
+                        state.saw_token()
+                        state.text.append(text)
+                    elif delta.get("tool_calls") or delta.get("reasoning") or delta.get("reasoning_content"):
+                        state.saw_token()
+                fr = c0.get("finish_reason")
+                if fr:
+                    state.finish_reason = fr
+            return True
+        # A chunk without choices: the usage chunk (forwarded only if the client asked for it).
+        return usage is None or self._client_usage
+
+
+# --- error classification -----------------------------------------------------------------------
+
+
+def _error_of(raw: bytes) -> Any:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed.get("error") if isinstance(parsed, dict) else None
+
+
+def _status_of(err: Any) -> int:
+    if isinstance(err, dict):
+        code = err.get("code")
+        if isinstance(code, int) and 400 <= code < 600:
+            return code
+        if isinstance(code, str) and code.isdigit() and 400 <= int(code) < 600:
+            return int(code)
+        if code in CONTEXT_LENGTH_CODES or code in CONTENT_POLICY_CODES:
+            return 400
+    return 0
+
+
+def classify(status: int, raw: bytes, headers: Any, target: str) -> errors.ProviderError:
+    """Turn an OpenAI-compatible error answer into the error tree. Codes first; words only as a fallback."""
+    err = _error_of(raw) if raw else None
+    if isinstance(err, dict):
+        message = str(err.get("message") or "")
+        code = str(err.get("code") or "")
+        etype = str(err.get("type") or "")
+    else:
+        message = raw[:300].decode("utf-8", "replace").strip() if raw else ""
+        code = etype = ""
+    message = message or f"upstream returned HTTP {status}"
+    kw: dict[str, Any] = {"target": target, "upstream_status": status or None}
+    lower = message.lower()
+    if status == 429:
+        quota = code in QUOTA_CODES or etype in QUOTA_CODES
+        return errors.RateLimited(message, retry_after=retry_after_seconds(headers), quota=quota, **kw)
+    if status == 529:
+        return errors.Overloaded(message, retry_after=retry_after_seconds(headers), **kw)
+    if status in (401, 403):
+        return errors.UpstreamAuth(f"upstream rejected the gateway's credentials: {message}", **kw)
+    if status == 404:
+        return errors.UpstreamNotFound(message, **kw)
+    if status == 408:
+        return errors.Timeout(message, phase="total", **kw)
+    if 400 <= status < 500:
+        if code in CONTEXT_LENGTH_CODES or any(w in lower for w in CONTEXT_LENGTH_WORDS):
+            return errors.ContextLength(message, **kw)
+        if code in CONTENT_POLICY_CODES or any(w in lower for w in CONTENT_POLICY_WORDS):
+            return errors.ContentPolicy(message, **kw)
+        if status == 413:
+            return errors.ContextLength(message, **kw)
+        return errors.UpstreamBadRequest(message, param=err.get("param") if isinstance(err, dict) else None, **kw)
+    return errors.Upstream5xx(message, **kw)

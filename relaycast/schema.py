@@ -1,0 +1,205 @@
+"""OpenAI-compatible request models. Requests are parsed and validated once, here, at the edge.
+
+Parameters relaycast does not interpret (tools, response_format, seed, logprobs, n, stop, ...) are kept in
+`body` and pass through unchanged to OpenAI-compatible upstreams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from relaycast.errors import InvalidRequest
+from relaycast.telemetry.records import Attribution
+
+# OpenRouter request extensions: read by the gateway, not sent to upstreams that do not know them.
+OPENROUTER_EXTENSIONS = ("models", "provider", "session_id", "trace", "route", "transforms", "plugins", "usage")
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MAX_ID_LEN = 256
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    body: dict[str, Any]  # the client's JSON, as sent
+    model: str
+    fallbacks: tuple[str, ...]  # OpenRouter `models`: tried in order after `model`
+    stream: bool
+    include_usage: bool  # the client asked for the usage chunk (stream_options.include_usage)
+    messages: list[dict[str, Any]]
+    attribution: Attribution
+
+
+@dataclass(slots=True)
+class EmbeddingsRequest:
+    body: dict[str, Any]
+    model: str
+    attribution: Attribution
+
+
+def load_json(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"request body must be a JSON object, got {_kind(body)}")
+    return body
+
+
+def parse_chat(raw: bytes, headers: dict[bytes, bytes]) -> ChatRequest:
+    body = load_json(raw)
+    model, fallbacks = _model_and_fallbacks(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("'messages' is required", param="messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    for i, m in enumerate(messages):
+        _check_message(m, i)
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidRequest(f"'stream' must be a boolean, got {_kind(stream)}", param="stream")
+    include_usage = False
+    so = body.get("stream_options")
+    if so is not None:
+        if not isinstance(so, dict):
+            raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+        iu = so.get("include_usage", False)
+        if not isinstance(iu, bool):
+            raise InvalidRequest("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
+        include_usage = iu
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        v = body.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise InvalidRequest(f"'{name}' must be a positive integer, got {_kind(v)}", param=name)
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        v = body.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InvalidRequest(f"'{name}' must be a number, got {_kind(v)}", param=name)
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise InvalidRequest("'tools' must be an array", param="tools")
+    return ChatRequest(
+        body=body,
+        model=model,
+        fallbacks=fallbacks,
+        stream=stream,
+        include_usage=include_usage,
+        messages=messages,
+        attribution=attribution(body, headers),
+    )
+
+
+def parse_embeddings(raw: bytes, headers: dict[bytes, bytes]) -> EmbeddingsRequest:
+    body = load_json(raw)
+    model, _ = _model_and_fallbacks(body)
+    inp = body.get("input")
+    if inp is None:
+        raise InvalidRequest("'input' is required", param="input")
+    ok = isinstance(inp, str) or (
+        isinstance(inp, list)
+        and inp
+        and (all(isinstance(x, str) for x in inp) or all(isinstance(x, int) for x in inp) or all(isinstance(x, list) for x in inp))
+    )
+    if not ok:
+        raise InvalidRequest("'input' must be a string, an array of strings, or an array of token arrays", param="input")
+    return EmbeddingsRequest(body=body, model=model, attribution=attribution(body, headers))
+
+
+def attribution(body: dict[str, Any], headers: dict[bytes, bytes]) -> Attribution:
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise InvalidRequest("'user' must be a string", param="user")
+    user = user or _header(headers, b"x-relaycast-user")
+    session = body.get("session_id")
+    if session is not None and not isinstance(session, str):
+        raise InvalidRequest("'session_id' must be a string", param="session_id")
+    session = session or _header(headers, b"x-session-id")
+    trace = body.get("trace")
+    if trace is not None and not isinstance(trace, dict):
+        raise InvalidRequest("'trace' must be an object", param="trace")
+    feature = _header(headers, b"x-relaycast-feature") or _header(headers, b"x-title")
+    for name, v in (("user", user), ("session_id", session)):
+        if v is not None and len(v) > MAX_ID_LEN:
+            raise InvalidRequest(f"'{name}' is longer than {MAX_ID_LEN} characters", param=name)
+    return Attribution(
+        user=user,
+        session_id=session,
+        feature=feature,
+        app_url=_header(headers, b"http-referer"),
+        trace=trace,
+    )
+
+
+def upstream_body(req: ChatRequest, model: str, *, keep_openrouter: bool) -> dict[str, Any]:
+    """The client's body with the target's model and without extensions the upstream would reject."""
+    body = dict(req.body)
+    body["model"] = model
+    for k in OPENROUTER_EXTENSIONS:
+        if k in body and not (keep_openrouter and k in ("session_id", "trace", "usage")):
+            del body[k]
+    if keep_openrouter and req.attribution.session_id and "session_id" not in body:
+        body["session_id"] = req.attribution.session_id
+    return body
+
+
+def _model_and_fallbacks(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    model = body.get("model")
+    models = body.get("models")
+    if models is not None:
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise InvalidRequest("'models' must be an array of model names", param="models")
+    if model is None:
+        if not models:
+            raise InvalidRequest("'model' is required", param="model")
+        model, models = models[0], models[1:]
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(f"'model' must be a non-empty string, got {_kind(model)}", param="model")
+    fallbacks = tuple(m for m in (models or ()) if m != model)
+    return model, fallbacks
+
+
+def _check_message(m: Any, i: int) -> None:
+    at = f"messages[{i}]"
+    if not isinstance(m, dict):
+        raise InvalidRequest(f"'{at}' must be an object, got {_kind(m)}", param=at)
+    role = m.get("role")
+    if role not in ROLES:
+        raise InvalidRequest(
+            f"'{at}.role' must be one of {', '.join(sorted(ROLES))}, got {_kind(role)}", param=f"{at}.role"
+        )
+    content = m.get("content")
+    if content is None:
+        if role == "assistant" and (m.get("tool_calls") or m.get("function_call")):
+            return
+        if role == "assistant" and "content" in m:
+            return
+        raise InvalidRequest(f"'{at}.content' is required", param=f"{at}.content")
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{at}.content' must be a string or an array of parts", param=f"{at}.content")
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(f"'{at}.content[{j}]' must be an object with a 'type'", param=f"{at}.content[{j}]")
+
+
+def _header(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    v = headers.get(name)
+    if not v:
+        return None
+    return v.decode("utf-8", "replace")[:MAX_ID_LEN]
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}.get(type(v), type(v).__name__)

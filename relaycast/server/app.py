@@ -1,0 +1,174 @@
+"""The gateway as a pure ASGI app: routing of paths, lifespan (one pooled HTTP client), small endpoints.
+
+The chat and embeddings handlers live in `server.handlers`; this module only dispatches and renders errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any, Callable, Iterable
+
+import aiohttp
+import orjson
+
+from relaycast import errors
+from relaycast.config import Config
+from relaycast.log import EventLog
+from relaycast.providers.registry import build_providers
+from relaycast.redact import Redactor
+from relaycast.routing.executor import Executor
+from relaycast.routing.plan import Planner
+from relaycast.server.asgi import JSON, Receive, Scope, Send, header_map, send_bytes
+from relaycast.server.auth import Authenticator
+from relaycast.server.handlers import Handlers
+from relaycast.telemetry.records import RequestRecord
+from relaycast.telemetry.stats import Stats
+
+Sink = Callable[[RequestRecord], None]
+_SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+class Gateway:
+    """`Gateway(config)` is the ASGI application. Extra record sinks (telemetry destinations) may be given."""
+
+    def __init__(self, config: Config, sinks: Iterable[Sink] = ()) -> None:
+        self.config = config
+        self.redactor = Redactor(config.secrets())
+        self.log = EventLog(self.redactor)
+        self.auth = Authenticator(config)
+        self.planner = Planner(config)
+        self.stats = Stats()
+        self.sinks: tuple[Sink, ...] = (self.stats, *sinks)
+        self.started = time.time()
+        self._session: aiohttp.ClientSession | None = None
+        self._handlers: Handlers | None = None
+        self._models_body = _models_body(config)
+        self._routes: dict[tuple[str, str], Callable[..., Any]] = {
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/embeddings"): self._embeddings,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/healthz"): self._health,
+            ("GET", "/admin/stats"): self._admin_stats,
+        }
+        self._paths = {p for _, p in self._routes}
+
+    # --- lifespan -----------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(), auto_decompress=True, trust_env=False
+        )
+        try:
+            providers = build_providers(self.config, self._session)
+        except BaseException:
+            await self.shutdown()
+            raise
+        self._handlers = Handlers(self, Executor(providers, self.log))
+        self.log.info(
+            "gateway_started", providers=",".join(self.config.providers), aliases=len(self.config.models), keys=len(self.config.keys)
+        )
+
+    async def shutdown(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- ASGI ---------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as e:  # noqa: BLE001 - reported to the server, which stops
+                    await send({"type": "lifespan.startup.failed", "message": self.redactor.scrub(str(e))})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_map(scope)
+        rid = _request_id(headers)
+        ids = [(b"x-request-id", rid.encode())]
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]
+        handler = self._routes.get((scope["method"], path))
+        try:
+            if handler is None:
+                if path in self._paths:
+                    raise errors.MethodNotAllowed(f"Method {scope['method']} is not allowed on {path}.")
+                raise errors.NotFoundRoute(f"Unknown request URL: {scope['method']} {path}.")
+            await handler(scope, receive, send, headers, rid, ids)
+        except errors.RelaycastError as e:
+            await self.send_error(send, e, ids)
+        except Exception as e:  # noqa: BLE001 - the last line of defence: a 500 in OpenAI's format, logged
+            self.log.error("internal_error", request_id=rid, error=type(e).__name__, message=str(e)[:300])
+            logging.getLogger("relaycast").debug("internal error", exc_info=True)
+            await self.send_error(send, errors.RelaycastError("Internal error in the gateway."), ids)
+
+    async def send_error(self, send: Send, e: errors.RelaycastError, headers: list[tuple[bytes, bytes]]) -> None:
+        body = self.redactor.scrub_bytes(e.body_bytes())
+        await send_bytes(send, e.status_code, body, [*headers, *e.headers()])
+
+    def emit(self, record: RequestRecord) -> None:
+        """Hand a finished record to every sink. Never raises into the request."""
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception as e:  # noqa: BLE001
+                self.log.error("sink_failed", sink=type(sink).__name__, error=type(e).__name__)
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        assert self._handlers is not None, "gateway not started"
+        await self._handlers.chat(scope, receive, send, headers, rid, ids)
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        assert self._handlers is not None, "gateway not started"
+        await self._handlers.embeddings(scope, receive, send, headers, rid, ids)
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        self.auth.client(headers)
+        await send_bytes(send, 200, self._models_body, ids)
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        await send_bytes(send, 200, b'{"status":"ok"}', ids)
+
+    async def _admin_stats(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        self.auth.admin(headers)
+        body = self.stats.snapshot()
+        body["uptime_s"] = round(time.time() - self.started, 3)
+        await send_bytes(send, 200, orjson.dumps(body), ids)
+
+
+def _models_body(config: Config) -> bytes:
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "relaycast"} for name in config.models]
+    for p in config.providers.values():
+        data.extend({"id": f"{p.name}/{m}", "object": "model", "created": 0, "owned_by": p.name} for m in p.models)
+    return orjson.dumps({"object": "list", "data": data})
+
+
+def _request_id(headers: dict[bytes, bytes]) -> str:
+    given = headers.get(b"x-request-id")
+    if given and len(given) <= 128 and all(c in _SAFE_ID for c in given):
+        return given.decode()
+    return "req_" + secrets.token_hex(12)
+
+
+__all__ = ["Gateway", "JSON"]

@@ -1,0 +1,93 @@
+"""Frozen records of what happened to one request. Built after the response; exporters turn them into wire formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the upstream reported them, normalised to OpenAI's meaning.
+
+    `prompt_tokens` includes cached and cache-write tokens; `completion_tokens` includes reasoning tokens.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    reported_cost_usd: str | None = None  # an upstream's own figure (OpenRouter's usage.cost), as text
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, u: dict[str, Any]) -> Usage:
+        pd = u.get("prompt_tokens_details") or {}
+        cd = u.get("completion_tokens_details") or {}
+        cost = u.get("cost")
+        return cls(
+            prompt_tokens=int(u.get("prompt_tokens") or 0),
+            completion_tokens=int(u.get("completion_tokens") or 0),
+            cached_tokens=int(pd.get("cached_tokens") or 0),
+            cache_write_tokens=int(pd.get("cache_write_tokens") or pd.get("cache_creation_tokens") or 0),
+            reasoning_tokens=int(cd.get("reasoning_tokens") or 0),
+            reported_cost_usd=None if cost is None else str(cost),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Who and what a request is for. Travels on every record and span."""
+
+    user: str | None = None
+    session_id: str | None = None
+    feature: str | None = None  # X-Title, or a relaycast header
+    app_url: str | None = None  # HTTP-Referer
+    key_name: str | None = None
+    trace: dict[str, Any] | None = None  # OpenRouter-style `trace` metadata, as the client sent it
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    target: str  # "openai/gpt-4o-mini"
+    provider: str
+    model: str
+    started_ns: int  # monotonic offset from the request's start
+    duration_ns: int
+    ttft_ns: int | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    upstream_status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_class is None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    request_id: str
+    endpoint: str  # "chat.completions" | "embeddings"
+    model_requested: str
+    stream: bool
+    started_unix_ns: int
+    duration_ns: int
+    status_code: int
+    attribution: Attribution
+    attempts: tuple[Attempt, ...] = ()
+    error_class: str | None = None
+    error_message: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # request parameters, as metadata
+    input_messages: tuple[dict[str, Any], ...] = ()
+    output_text: str | None = None
+    client_cancelled: bool = False
+
+    @property
+    def final_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None

@@ -1,0 +1,139 @@
+"""Shared test harness: a fake upstream on loopback (in-process) and `relaycast serve` as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+import pytest
+
+from relaycast.fake.server import FakeUpstream
+from relaycast.server.runner import ThreadedServer, free_port
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+ADMIN_KEY = "admin-key-for-tests-01"
+
+
+class Fake:
+    """The fake upstream, plus its request log."""
+
+    def __init__(self, server: ThreadedServer) -> None:
+        self.server = server
+        self.url = server.url + "/v1"
+
+    def requests(self) -> list[dict]:
+        with urllib.request.urlopen(self.server.url + "/_fake/requests") as r:
+            return orjson.loads(r.read())
+
+    def last_body(self) -> dict:
+        return self.requests()[-1]["body"]
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.server.url + "/_fake/stats") as r:
+            return orjson.loads(r.read())
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(self.server.url + "/_fake/reset", data=b"", method="POST")).close()
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[Fake]:
+    server = ThreadedServer(FakeUpstream(api_key=UPSTREAM_KEY)).start()
+    yield Fake(server)
+    server.stop()
+
+
+class GatewayProcess:
+    """`relaycast serve --config FILE` in a subprocess on a free loopback port; its log kept in a file."""
+
+    def __init__(self, config_text: str, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="relaycast-test-")
+        self.config_path = Path(self.dir.name) / "relaycast.yaml"
+        self.config_path.write_text(config_text)
+        self.log_path = Path(self.dir.name) / "gateway.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.url + "/v1"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relaycast", "serve", "--config", str(self.config_path), "--port", str(self.port), *extra_args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> GatewayProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}: {self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"gateway did not start: {self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._log.close()
+        self.dir.cleanup()
+
+
+def standard_config(fake_url: str, extra: str = "") -> str:
+    return f"""
+admin_key: {ADMIN_KEY}
+providers:
+  - name: fakeai
+    kind: openai_compatible
+    base_url: {fake_url}
+    api_key: ${{TEST_UPSTREAM_KEY}}
+    models: [gpt-4o-mini, gpt-4o, text-embedding-3-small]
+    timeouts: {{idle: 1.5, first_token: 3, total: 20}}
+  - name: badkey
+    kind: openai_compatible
+    base_url: {fake_url}
+    api_key: sk-wrong-key-for-tests-999999
+  - name: claude
+    kind: anthropic
+    base_url: {fake_url}
+    api_key: ${{TEST_UPSTREAM_KEY}}
+    models: [claude-3-5-haiku-latest]
+  - name: down
+    kind: openai_compatible
+    base_url: http://127.0.0.1:{free_port()}/v1
+    timeouts: {{connect: 1}}
+models:
+  - name: fast
+    targets: [fakeai/gpt-4o-mini@error=503, fakeai/gpt-4o-mini]
+  - name: resilient
+    targets: [down/gpt-4o-mini, fakeai/gpt-4o-mini@error=429;retry_after=3, fakeai/gpt-4o]
+  - name: all-down
+    targets: [fakeai/gpt-4o-mini@error=500, fakeai/gpt-4o@error=503]
+  - name: refusing
+    targets: [fakeai/gpt-4o@content_policy, fakeai/gpt-4o-mini]
+{extra}
+"""
+
+
+@pytest.fixture(scope="session")
+def gateway(fake: Fake) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(standard_config(fake.url), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
+    yield gw
+    gw.stop()
