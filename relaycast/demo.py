@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -120,6 +121,8 @@ def _wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | 
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # The demo's own output is the summary; the gateway's per-error log lines would drown it.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s %(message)s")
     port = _port(args.port)
     upstream_port = _port(args.upstream_port)
     tmp = tempfile.TemporaryDirectory(prefix="relaycast-demo-")
@@ -231,7 +234,7 @@ async def _one(client: Any, tally: Tally, model: str, user: str, feature: str, s
         )
         if int(raw.headers.get("x-relaycast-attempts", "1")) > 1:
             tally.failovers += 1
-        result = await raw.parse()
+        result = raw.parse()
         if stream:
             tally.streams += 1
             async for chunk in result:

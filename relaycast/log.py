@@ -7,8 +7,6 @@ from typing import Any
 
 from relaycast.redact import Redactor
 
-logger = logging.getLogger("relaycast")
-
 
 class EventLog:
     """Logs named events with fields through one redactor. Owned by the app; no module-level state."""

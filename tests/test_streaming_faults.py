@@ -65,7 +65,11 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_upstream_stream(gatewa
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode() + b"\r\n\r\n" + body
     )
-    assert b"data: " in s.recv(65536)
+    got = b""
+    while b"data: " not in got:
+        part = s.recv(65536)
+        assert part, "the gateway closed the stream early"
+        got += part
     deadline = time.monotonic() + 5
     while fake.stats()["active_streams"] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -73,21 +73,26 @@ async def wait_disconnect(receive: Receive) -> None:
 
 
 async def run_until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
-    """Run `work`; cancel it at once if the client disconnects first (then raise ClientGone)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_disconnect(receive))
+    """Await `work` in this task; if the client disconnects first, cancel it at once and raise ClientGone.
+
+    One watcher task per request, and `work` runs inline (no second task), to keep the request path cheap.
+    """
+    me = asyncio.current_task()
+    assert me is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await wait_disconnect(receive)
+        gone = True
+        me.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
-        watcher.cancel()
+        if gone and me.uncancel() == 0:
+            raise ClientGone() from None
         raise
-    if task.done():
+    finally:
         watcher.cancel()
-        return task.result()
-    task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, Exception):
-        pass
-    raise ClientGone()
