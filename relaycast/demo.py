@@ -98,6 +98,8 @@ class Tally:
 
 
 def _port(preferred: int) -> int:
+    if preferred == 0:
+        return free_port()
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", preferred))

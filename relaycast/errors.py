@@ -1,6 +1,6 @@
 """The error tree. Every failure the gateway reports is one of these classes.
 
-    RelaycastError                      status  class (code)       retryable
+    RelaycastError                      status  class (code)       retryable (and fails over to the next target)
     ├── GatewayError                    (the client's request or the gateway itself)
     │   ├── InvalidRequest               400    invalid_request    no
     │   ├── Unauthorized                 401    unauthorized       no
@@ -10,7 +10,7 @@
     │   ├── MethodNotAllowed             405    method_not_allowed no
     │   ├── PayloadTooLarge              413    payload_too_large  no
     │   ├── UnsupportedMediaType         415    unsupported_media  no
-    │   └── NotSupported                 400    not_supported      no
+    │   └── NotSupported                 400    not_supported      no    (but the next target may do it)
     └── ProviderError                   (an upstream attempt failed; classified once, in the adapter)
         ├── Timeout                      504    timeout            yes   (phase: connect | first_token | idle | total)
         ├── RateLimited                  429    rate_limit         yes   (retry_after; quota=True when billing)
@@ -40,7 +40,8 @@ class RelaycastError(Exception):
     status_code: ClassVar[int] = 500
     error_class: ClassVar[str] = "internal"
     openai_type: ClassVar[str] = "server_error"
-    retryable: ClassVar[bool] = False
+    retryable: ClassVar[bool] = False  # the same target may succeed if asked again (with backoff)
+    fails_over: ClassVar[bool] = False  # another target may succeed: try the next one
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -79,9 +80,12 @@ class InvalidRequest(GatewayError):
 
 
 class NotSupported(GatewayError):
+    """The target cannot do what was asked (embeddings on Anthropic, n > 1, ...); another target may."""
+
     status_code = 400
     error_class = "not_supported"
     openai_type = "invalid_request_error"
+    fails_over = True
 
 
 class Unauthorized(GatewayError):
@@ -159,6 +163,7 @@ class Timeout(ProviderError):
     error_class = "timeout"
     openai_type = "timeout_error"
     retryable = True
+    fails_over = True
 
     def __init__(self, message: str, *, phase: str = "total", **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -172,6 +177,7 @@ class RateLimited(ProviderError):
     error_class = "rate_limit"
     openai_type = "rate_limit_error"
     retryable = True
+    fails_over = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, quota: bool = False, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -226,6 +232,7 @@ class Upstream5xx(ProviderError):
     error_class = "upstream_5xx"
     openai_type = "server_error"
     retryable = True
+    fails_over = True
 
 
 class ConnectionFailed(ProviderError):
@@ -233,6 +240,7 @@ class ConnectionFailed(ProviderError):
     error_class = "connection"
     openai_type = "server_error"
     retryable = True
+    fails_over = True
 
 
 class StreamCut(ProviderError):
@@ -240,6 +248,7 @@ class StreamCut(ProviderError):
     error_class = "stream_cut"
     openai_type = "server_error"
     retryable = True
+    fails_over = True
 
 
 class MalformedResponse(ProviderError):
@@ -247,12 +256,13 @@ class MalformedResponse(ProviderError):
     error_class = "malformed"
     openai_type = "server_error"
     retryable = True
+    fails_over = True
 
 
 class AllAttemptsFailed(RelaycastError):
     """Every target failed. Renders as the most telling error; keeps all of them for the trace."""
 
-    def __init__(self, errors: list[ProviderError]) -> None:
+    def __init__(self, errors: list[RelaycastError]) -> None:
         self.errors = errors
         self.final = _most_telling(errors)
         super().__init__(self.final.message, param=self.final.param)
@@ -268,7 +278,7 @@ class AllAttemptsFailed(RelaycastError):
     def body(self) -> dict[str, Any]:
         body = self.final.body()
         if len(self.errors) > 1:
-            tried = ", ".join(f"{e.target}: {e.error_class}" for e in self.errors)
+            tried = ", ".join(f"{getattr(e, 'target', '?')}: {e.error_class}" for e in self.errors)
             body["error"]["message"] = f"all {len(self.errors)} targets failed ({tried}); last: {self.final.message}"
         return body
 
@@ -276,9 +286,9 @@ class AllAttemptsFailed(RelaycastError):
         return self.final.headers()
 
 
-def _most_telling(errors: list[ProviderError]) -> ProviderError:
-    # A non-retryable answer (a refusal, a bad request) says more about the request than a later outage.
+def _most_telling(errors: list[RelaycastError]) -> RelaycastError:
+    # An answer that stops failover (a refusal, a bad request) says more about the request than an outage.
     for e in errors:
-        if not e.retryable:
+        if not e.fails_over:
             return e
     return errors[-1]

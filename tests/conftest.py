@@ -126,6 +126,8 @@ models:
     targets: [down/gpt-4o-mini, fakeai/gpt-4o-mini@error=429;retry_after=3, fakeai/gpt-4o]
   - name: all-down
     targets: [fakeai/gpt-4o-mini@error=500, fakeai/gpt-4o@error=503]
+  - name: embed-anywhere
+    targets: [claude/claude-3-5-haiku-latest, fakeai/text-embedding-3-small]
   - name: refusing
     targets: [fakeai/gpt-4o@content_policy, fakeai/gpt-4o-mini]
 {extra}

@@ -110,3 +110,10 @@ def test_anthropic_overloaded_is_classified_as_rate_limit_with_503(client: opena
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(model="claude/claude-3-5-haiku-latest@error=529", messages=MSGS)
     assert (e.value.status_code, _code(e.value)) == (503, "rate_limit")
+
+
+def test_a_target_that_cannot_do_the_request_is_skipped_for_the_next(client: openai.OpenAI) -> None:
+    raw = client.embeddings.with_raw_response.create(model="embed-anywhere", input="hello")
+    assert raw.headers["x-relaycast-attempts"] == "2"
+    assert raw.headers["x-relaycast-target"] == "fakeai/text-embedding-3-small"
+    assert len(raw.parse().data) == 1

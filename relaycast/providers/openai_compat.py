@@ -82,7 +82,7 @@ class OpenAICompatProvider:
                 raw = b""
             finally:
                 resp.release()
-            raise classify(resp.status, raw, resp.headers, target)
+            raise classify(resp.status, raw, resp.headers, target, self.config.api_key)
         return resp
 
     async def chat(self, req: ChatRequest, model: str) -> ChatResult:
@@ -105,7 +105,7 @@ class OpenAICompatProvider:
             raise errors.MalformedResponse("upstream response is not a JSON object", target=target)
         if "error" in parsed and not parsed.get("choices"):
             # Some OpenAI-compatible servers answer 200 with an error body.
-            raise classify(_status_of(parsed["error"]), raw, {}, target)
+            raise classify(_status_of(parsed["error"]), raw, {}, target, self.config.api_key)
         choices = parsed.get("choices")
         if not isinstance(choices, list):
             raise errors.MalformedResponse("upstream response has no 'choices'", target=target)
@@ -130,8 +130,8 @@ class OpenAICompatProvider:
                 raw = await read_limited(resp, 256 * 1024)
             finally:
                 resp.release()
-            raise classify(_status_of(_error_of(raw)) or 502, raw, resp.headers, target)
-        return OpenAIStream(resp, target, req.include_usage, self.config.timeouts.idle_s)
+            raise classify(_status_of(_error_of(raw)) or 502, raw, resp.headers, target, self.config.api_key)
+        return OpenAIStream(resp, target, req.include_usage, self.config.timeouts.idle_s, self.config.api_key)
 
     # --- embeddings -----------------------------------------------------------------------------
 
@@ -157,8 +157,11 @@ class OpenAICompatProvider:
 class OpenAIStream:
     """Forwards an upstream OpenAI SSE stream event by event, learning what the gateway needs on the way."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, target: str, client_usage: bool, idle_s: float) -> None:
+    def __init__(
+        self, resp: aiohttp.ClientResponse, target: str, client_usage: bool, idle_s: float, secret: str | None = None
+    ) -> None:
         self._resp = resp
+        self._secret = secret
         self._target = target
         self._client_usage = client_usage
         self._idle_s = idle_s
@@ -228,7 +231,7 @@ class OpenAIStream:
             raise errors.MalformedResponse("upstream sent a stream event that is not an object", target=self._target)
         err = obj.get("error")
         if err is not None:
-            raise classify(_status_of(err) or 502, data, {}, self._target)
+            raise classify(_status_of(err) or 502, data, {}, self._target, self._secret)
         state = self.state
         choices = obj.get("choices")
         usage = obj.get("usage")
@@ -276,8 +279,11 @@ def _status_of(err: Any) -> int:
     return 0
 
 
-def classify(status: int, raw: bytes, headers: Any, target: str) -> errors.ProviderError:
-    """Turn an OpenAI-compatible error answer into the error tree. Codes first; words only as a fallback."""
+def classify(status: int, raw: bytes, headers: Any, target: str, secret: str | None = None) -> errors.ProviderError:
+    """Turn an OpenAI-compatible error answer into the error tree. Codes first; words only as a fallback.
+
+    `secret` (the provider key) is scrubbed from the message: some upstreams echo the key they were given.
+    """
     err = _error_of(raw) if raw else None
     if isinstance(err, dict):
         message = str(err.get("message") or "")
@@ -287,6 +293,8 @@ def classify(status: int, raw: bytes, headers: Any, target: str) -> errors.Provi
         message = raw[:300].decode("utf-8", "replace").strip() if raw else ""
         code = etype = ""
     message = message or f"upstream returned HTTP {status}"
+    if secret:
+        message = message.replace(secret, "[REDACTED]")
     kw: dict[str, Any] = {"target": target, "upstream_status": status or None}
     lower = message.lower()
     if status == 429:

@@ -20,6 +20,10 @@ from relaycast.schema import ChatRequest
 from relaycast.telemetry.records import Attempt, Usage
 
 
+# What one target can fail with: its upstream's errors, or a request this target's adapter cannot map.
+TARGET_ERRORS = (errors.ProviderError, errors.NotSupported, errors.InvalidRequest)
+
+
 @dataclass(slots=True)
 class OpenStream:
     target: Target
@@ -65,7 +69,7 @@ class Executor:
     async def complete(
         self, req: ChatRequest, plan: tuple[Target, ...], t0_ns: int, attempts: list[Attempt]
     ) -> tuple[ChatResult, Target]:
-        failures: list[errors.ProviderError] = []
+        failures: list[errors.RelaycastError] = []
         for target in plan:
             provider = self._providers[target.provider]
             started = time.monotonic_ns()
@@ -73,10 +77,10 @@ class Executor:
                 async with asyncio.timeout(provider.config.timeouts.total_s):
                     result = await provider.chat(req, target.model)
             except TimeoutError:
-                err: errors.ProviderError = errors.Timeout(
+                err: errors.RelaycastError = errors.Timeout(
                     f"upstream did not finish within {provider.config.timeouts.total_s:g}s", phase="total", target=target.name
                 )
-            except errors.ProviderError as e:
+            except TARGET_ERRORS as e:
                 err = e
             except asyncio.CancelledError:
                 attempts.append(attempt_record(target, t0_ns, started, error_class="client_cancelled"))
@@ -92,14 +96,14 @@ class Executor:
             attempts.append(attempt_record(target, t0_ns, started, error=err))
             failures.append(err)
             self._failed(target, err)
-            if not err.retryable:
+            if not err.fails_over:
                 break
         raise errors.AllAttemptsFailed(failures)
 
     async def open_stream(
         self, req: ChatRequest, plan: tuple[Target, ...], t0_ns: int, attempts: list[Attempt]
     ) -> OpenStream:
-        failures: list[errors.ProviderError] = []
+        failures: list[errors.RelaycastError] = []
         for target in plan:
             provider = self._providers[target.provider]
             started = time.monotonic_ns()
@@ -111,13 +115,13 @@ class Executor:
                     first = await chunks.__anext__()
                 except StopAsyncIteration:
                     raise errors.StreamCut("upstream ended the stream before sending anything", target=target.name) from None
-            except errors.ProviderError as e:
+            except TARGET_ERRORS as e:
                 if stream is not None:
                     await stream.aclose()
                 attempts.append(attempt_record(target, t0_ns, started, error=e))
                 failures.append(e)
                 self._failed(target, e)
-                if not e.retryable:
+                if not e.fails_over:
                     break
                 continue
             except BaseException:
@@ -131,7 +135,7 @@ class Executor:
     async def embed(
         self, body: dict[str, Any], plan: tuple[Target, ...], t0_ns: int, attempts: list[Attempt]
     ) -> tuple[bytes, Target]:
-        failures: list[errors.ProviderError] = []
+        failures: list[errors.RelaycastError] = []
         for target in plan:
             provider = self._providers[target.provider]
             started = time.monotonic_ns()
@@ -139,8 +143,8 @@ class Executor:
                 async with asyncio.timeout(provider.config.timeouts.total_s):
                     raw, usage = await provider.embeddings(body, target.model)
             except TimeoutError:
-                err: errors.ProviderError = errors.Timeout("upstream did not finish in time", phase="total", target=target.name)
-            except errors.ProviderError as e:
+                err: errors.RelaycastError = errors.Timeout("upstream did not finish in time", phase="total", target=target.name)
+            except TARGET_ERRORS as e:
                 err = e
             else:
                 attempts.append(attempt_record(target, t0_ns, started, usage=usage))
@@ -148,19 +152,19 @@ class Executor:
             attempts.append(attempt_record(target, t0_ns, started, error=err))
             failures.append(err)
             self._failed(target, err)
-            if not err.retryable:
+            if not err.fails_over:
                 break
         raise errors.AllAttemptsFailed(failures)
 
     def total_timeout(self, target: Target) -> float:
         return self._providers[target.provider].config.timeouts.total_s
 
-    def _failed(self, target: Target, err: errors.ProviderError) -> None:
+    def _failed(self, target: Target, err: errors.RelaycastError) -> None:
         self._log.warning(
             "upstream_error",
             target=target.name,
             error_class=err.error_class,
-            status=err.upstream_status,
-            will_fail_over=err.retryable,
+            status=getattr(err, "upstream_status", None),
+            will_fail_over=err.fails_over,
             message=err.message[:200],
         )

@@ -1,0 +1,194 @@
+"""Anthropic's Messages API wire format, as the real API sends it: message objects, stream events, error bodies.
+
+Usage follows Anthropic's meaning: `input_tokens` excludes cached tokens, so for a behaviour with
+`prompt_tokens=P, cached=C, cache_write=W` the fake reports input_tokens = P - C - W (never below 0),
+cache_read_input_tokens = C and cache_creation_input_tokens = W; the gateway's prompt_tokens is then P again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from relaycast.fake import openai_wire
+from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
+from relaycast.fake.server import FakeState, _send_chunks, _sleep_ms
+from relaycast.server.asgi import SSE_HEADERS, Send, send_bytes
+
+MAX_CONTEXT = 200_000
+ERRORS = {
+    400: ("invalid_request_error", "temperature: range: 0..1"),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+    404: ("not_found_error", "model: {model}"),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "This request would exceed your organization's rate limit of 50 requests per minute."),
+    500: ("api_error", "Internal server error"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+async def messages(state: FakeState, body: dict[str, Any], headers: dict[bytes, bytes], send: Send) -> None:
+    """POST /v1/messages."""
+    rid = state.next_id("req_fake")
+    if not headers.get(b"anthropic-version"):
+        await _error(send, rid, 400, "invalid_request_error", "anthropic-version: header is required")
+        return
+    if state.api_key is not None and headers.get(b"x-api-key", b"").decode("latin-1") != state.api_key:
+        await _error(send, rid, 401, *ERRORS[401])
+        return
+    header = headers.get(b"x-fake-behaviour")
+    try:
+        model, b = for_request(str(body.get("model", "")), header.decode("latin-1") if header else None, state.defaults)
+    except BadBehaviour as e:
+        await _error(send, rid, 400, "invalid_request_error", f"model: {e}")
+        return
+    problem = _invalid(body)
+    if problem:
+        await _error(send, rid, 400, "invalid_request_error", problem)
+        return
+    status = b.error
+    if status is None and b.fail_rate and state.rng.random() < b.fail_rate:
+        status = 529
+    if status is not None:
+        await _sleep_ms(b.latency_ms)
+        etype, message = ERRORS.get(status, ("api_error" if status >= 500 else "invalid_request_error", "Error"))
+        retry = b.retry_after if b.retry_after is not None else (1 if status == 429 else None)
+        await _error(send, rid, status, etype, message.format(model=model), retry)
+        return
+    prompt = _prompt_tokens(b, body)
+    if b.context_length:
+        message = f"prompt is too long: {MAX_CONTEXT + prompt} tokens > {MAX_CONTEXT} maximum"
+        await _error(send, rid, 400, "invalid_request_error", message)
+        return
+    mid = state.next_id("msg_fake")
+    if body.get("stream"):
+        await _stream(send, rid, mid, model, b, body, prompt)
+        return
+    await _sleep_ms(b.latency_ms)
+    answer = orjson.dumps(message_object(mid, model, b, body, prompt))
+    await send_bytes(send, 200, answer, [(b"request-id", rid.encode())])
+
+
+def _invalid(body: dict[str, Any]) -> str | None:
+    mt = body.get("max_tokens")
+    if mt is None:
+        return "max_tokens: Field required"
+    if isinstance(mt, bool) or not isinstance(mt, int) or mt < 1:
+        return "max_tokens: Input should be a valid positive integer"
+    msgs = body.get("messages")
+    if msgs is None:
+        return "messages: Field required"
+    if not isinstance(msgs, list) or not msgs:
+        return "messages: at least one message is required"
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+    return None
+
+
+def _prompt_tokens(b: Behaviour, body: dict[str, Any]) -> int:
+    if b.prompt_tokens is not None:
+        return b.prompt_tokens
+    n = openai_wire.count_prompt_tokens(body.get("messages"))
+    system = body.get("system")
+    if isinstance(system, str):
+        n += len(system) // 4
+    elif isinstance(system, list):
+        n += sum(len(s.get("text") or "") for s in system if isinstance(s, dict)) // 4
+    return n
+
+
+def usage(b: Behaviour, prompt: int, output: int) -> dict[str, Any]:
+    return {
+        "input_tokens": max(0, prompt - b.cached - b.cache_write),
+        "cache_creation_input_tokens": b.cache_write,
+        "cache_read_input_tokens": b.cached,
+        "output_tokens": output,
+        "service_tier": "standard",
+    }
+
+
+def _tool_use(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+        return None
+    return {"type": "tool_use", "id": "toolu_fake0001", "name": tools[0].get("name", "tool"), "input": {"query": "fox"}}
+
+
+def _outcome(b: Behaviour, body: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str]:
+    """The text tokens, the tool_use block (if any) and the stop_reason of an answer."""
+    if b.content_policy:
+        return [], None, "refusal"
+    call = _tool_use(body) if b.tool_call else None
+    if call:
+        return [], call, "tool_use"
+    limit = body["max_tokens"]
+    return openai_wire.tokens(min(b.tokens, limit)), None, "max_tokens" if limit <= b.tokens else "end_turn"
+
+
+def message_object(mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int) -> dict[str, Any]:
+    toks, call, stop = _outcome(b, body)
+    content: list[dict[str, Any]] = [{"type": "text", "text": "".join(toks)}] if toks else []
+    if call:
+        content.append(call)
+    return {
+        "id": mid,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": usage(b, prompt, len(toks) + (12 if call else 0)),
+    }
+
+
+def _event(kind: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
+
+
+def stream_events(mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int) -> list[bytes]:
+    """The events of a streamed answer, in Anthropic's order."""
+    toks, call, stop = _outcome(b, body)
+    start = message_object(mid, model, b, body, prompt)
+    start.update(content=[], stop_reason=None, usage=usage(b, prompt, 1))
+    events = [_event("message_start", {"message": start})]
+    if call:
+        block = {**call, "input": {}}
+        pieces = ["", '{"query": ', '"fox"}']
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+    else:
+        block = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": t} for t in toks]
+    events.append(_event("content_block_start", {"index": 0, "content_block": block}))
+    events.append(_event("ping", {}))
+    events.extend(_event("content_block_delta", {"index": 0, "delta": d}) for d in deltas)
+    events.append(_event("content_block_stop", {"index": 0}))
+    output = len(toks) + (12 if call else 0)
+    delta = {"stop_reason": stop, "stop_sequence": None}
+    events.append(_event("message_delta", {"delta": delta, "usage": {"output_tokens": output}}))
+    events.append(_event("message_stop", {}))
+    return events
+
+
+async def _stream(send: Send, rid: str, mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int) -> None:
+    events = stream_events(mid, model, b, body, prompt)
+    await _sleep_ms(b.first_token_ms)
+    await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"request-id", rid.encode())]})
+    await _send_chunks(send, events, b)
+
+
+def error_body(etype: str, message: str, rid: str) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": etype, "message": message}, "request_id": rid})
+
+
+async def _error(send: Send, rid: str, status: int, etype: str, message: str, retry_after: float | None = None) -> None:
+    headers = [(b"request-id", rid.encode())]
+    if retry_after is not None:
+        seconds = int(retry_after) if float(retry_after).is_integer() else retry_after
+        headers.append((b"retry-after", str(seconds).encode()))
+    if status == 529:
+        headers.append((b"x-should-retry", b"true"))
+    await send_bytes(send, status, error_body(etype, message, rid), headers)

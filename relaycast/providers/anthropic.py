@@ -1,0 +1,371 @@
+"""Anthropic's native Messages API, offered to clients as OpenAI chat completions.
+
+`AnthropicProvider` posts to `{base_url}/messages` and maps both ways (the pure mapping is in `anthropic_map`).
+Streams are translated event by event into OpenAI `chat.completion.chunk` events by `StreamTranslator`;
+each upstream read becomes at most one yield, so tokens reach the client as soon as they arrive.
+Errors are classified once, here, by `classify`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+import aiohttp
+import orjson
+
+from relaycast import errors
+from relaycast.config import ProviderConfig
+from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
+from relaycast.providers.base import (
+    TRANSPORT_ERRORS,
+    ChatResult,
+    StreamState,
+    connection_error,
+    read_limited,
+    retry_after_seconds,
+)
+from relaycast.schema import ChatRequest
+from relaycast.sse import DONE_EVENT, EventSplitter
+from relaycast.telemetry.records import Usage
+
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider:
+    def __init__(self, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self._session = session
+        headers = {"content-type": "application/json", "accept": "application/json", "anthropic-version": API_VERSION}
+        headers.update((k.lower(), v) for k, v in config.headers)  # e.g. anthropic-beta, or another version
+        if config.api_key:
+            headers["x-api-key"] = config.api_key
+        self._headers = headers
+        self._url = config.base_url + "/messages"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=config.timeouts.connect_s, connect=config.timeouts.connect_s
+        )
+
+    async def _post(self, body: dict[str, Any], target: str) -> aiohttp.ClientResponse:
+        t = self.config.timeouts
+        try:
+            async with asyncio.timeout(t.first_token_s):
+                resp = await self._session.post(
+                    self._url, data=orjson.dumps(body), headers=self._headers, timeout=self._timeout
+                )
+        except TimeoutError:
+            raise errors.Timeout(
+                f"no response from upstream within {t.first_token_s:g}s", phase="first_token", target=target
+            ) from None
+        except TRANSPORT_ERRORS as e:
+            raise connection_error(e, target) from None
+        if resp.status >= 400:
+            try:
+                async with asyncio.timeout(t.idle_s):
+                    raw = await read_limited(resp, 256 * 1024)
+            except (TimeoutError, *TRANSPORT_ERRORS, errors.MalformedResponse):
+                raw = b""
+            finally:
+                resp.release()
+            raise classify(resp.status, raw, resp.headers, target, self.config.api_key)
+        return resp
+
+    async def chat(self, req: ChatRequest, model: str) -> ChatResult:
+        target = f"{self.config.name}/{model}"
+        resp = await self._post(request_body(req.body, model, stream=False), target)
+        try:
+            async with asyncio.timeout(self.config.timeouts.idle_s):
+                raw = await read_limited(resp, 64 * 1024 * 1024)
+        except TimeoutError:
+            raise errors.Timeout("upstream stalled while sending its response", phase="idle", target=target) from None
+        except TRANSPORT_ERRORS as e:
+            raise connection_error(e, target) from None
+        finally:
+            resp.release()
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise errors.MalformedResponse("upstream response is not JSON", target=target) from None
+        if isinstance(parsed, dict) and parsed.get("type") == "error":
+            raise classify(0, parsed, resp.headers, target, self.config.api_key)
+        return chat_result(parsed, model, int(time.time()), target)
+
+    async def chat_stream(self, req: ChatRequest, model: str) -> AnthropicStream:
+        target = f"{self.config.name}/{model}"
+        resp = await self._post(request_body(req.body, model, stream=True), target)
+        if "text/event-stream" not in resp.headers.get("content-type", ""):
+            # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
+            try:
+                async with asyncio.timeout(self.config.timeouts.idle_s):
+                    raw = await read_limited(resp, 256 * 1024)
+            except TimeoutError:
+                raise errors.Timeout("upstream stalled while sending its answer", phase="idle", target=target) from None
+            except TRANSPORT_ERRORS as e:
+                raise connection_error(e, target) from None
+            finally:
+                resp.release()
+            if (_error_of(raw) or {}).get("type") is None:
+                raise errors.MalformedResponse("upstream answered a stream request without streaming", target=target)
+            raise classify(0, raw, resp.headers, target, self.config.api_key)
+        translator = StreamTranslator(model, req.include_usage, target, int(time.time()), self.config.api_key)
+        return AnthropicStream(resp, translator, self.config.timeouts.idle_s)
+
+    async def embeddings(self, body: dict[str, Any], model: str) -> tuple[bytes, Usage | None]:
+        raise errors.NotSupported(f"provider '{self.config.name}' (anthropic) does not offer embeddings", param="model")
+
+
+class AnthropicStream:
+    """An open Anthropic stream, read as OpenAI SSE events. `state` fills in as events arrive."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, translator: StreamTranslator, idle_s: float) -> None:
+        self._resp = resp
+        self._translator = translator
+        self._idle_s = idle_s
+        self.state = translator.state
+
+    async def aclose(self) -> None:
+        # close(), not release(): an unfinished stream must not go back to the pool.
+        self._resp.close()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        splitter = EventSplitter()
+        content = self._resp.content
+        translator = self._translator
+        target = translator.target
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._idle_s):
+                        chunk = await content.readany()
+                except TimeoutError:
+                    raise errors.Timeout(
+                        f"upstream sent nothing for {self._idle_s:g}s mid-stream", phase="idle", target=target
+                    ) from None
+                except TRANSPORT_ERRORS as e:
+                    raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=target) from None
+                if not chunk:
+                    break
+                try:
+                    events = splitter.feed(chunk)
+                except ValueError as e:
+                    raise errors.MalformedResponse(str(e), target=target) from None
+                out = b"".join([translator.feed(ev.event, ev.data) for ev in events])
+                if out:
+                    yield out
+                if self.state.done:
+                    return
+        finally:
+            self._resp.release() if self.state.done else self._resp.close()
+        raise errors.StreamCut("upstream ended the stream before message_stop", target=target)
+
+
+class StreamTranslator:
+    """Turns Anthropic stream events into OpenAI chunk events and records what it learns in `state`. No I/O."""
+
+    def __init__(
+        self, model: str, include_usage: bool, target: str, created: int, secret: str | None = None
+    ) -> None:
+        self.state = StreamState()
+        self.target = target
+        self._include_usage = include_usage
+        self._created = created
+        self._secret = secret
+        self._model = model
+        self._head = self._make_head("chatcmpl-anthropic", model)
+        self._tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool_calls index
+        self._usage: dict[str, Any] = {}
+
+    def feed(self, event: str | None, data: bytes) -> bytes:
+        """One upstream event in; zero or more OpenAI SSE events out (joined). Raises on error events."""
+        if not data:
+            return b""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise errors.MalformedResponse("upstream stream event is not JSON", target=self.target) from None
+        if not isinstance(obj, dict):
+            raise errors.MalformedResponse("upstream sent a stream event that is not an object", target=self.target)
+        kind = obj.get("type") or event
+        if kind == "content_block_delta":
+            return self._delta(obj)
+        if kind == "message_start":
+            return self._message_start(obj)
+        if kind == "content_block_start":
+            return self._block_start(obj)
+        if kind == "message_delta":
+            return self._message_delta(obj)
+        if kind == "message_stop":
+            return self._message_stop()
+        if kind == "error":
+            raise classify(0, obj, {}, self.target, self._secret)
+        return b""  # ping, content_block_stop, and event types added later
+
+    def _make_head(self, mid: str, model: str) -> bytes:
+        return (
+            b'{"id":' + orjson.dumps(mid) + b',"object":"chat.completion.chunk","created":'
+            + str(self._created).encode() + b',"model":' + orjson.dumps(model) + b',"choices":'
+        )
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + self._head + orjson.dumps([choice]) + b"}\n\n"
+
+    def _message_start(self, obj: dict[str, Any]) -> bytes:
+        msg = obj.get("message")
+        if not isinstance(msg, dict):
+            raise errors.MalformedResponse("message_start without a message", target=self.target)
+        mid, model = msg.get("id"), msg.get("model")
+        if isinstance(mid, str):
+            self._head = self._make_head(mid, model if isinstance(model, str) and model else self._model)
+        self._add_usage(msg.get("usage"))
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def _block_start(self, obj: dict[str, Any]) -> bytes:
+        block = obj.get("content_block")
+        if not isinstance(block, dict):
+            return b""
+        kind = block.get("type")
+        if kind == "tool_use":
+            index = len(self._tools)
+            self._tools[obj.get("index", index)] = index
+            self.state.saw_token()
+            call = {"index": index, "id": block.get("id"), "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""}}  # fmt: skip
+            return self._chunk({"tool_calls": [call]})
+        if kind == "text" and block.get("text"):
+            return self._text(block["text"])
+        if kind == "thinking" and block.get("thinking"):
+            self.state.saw_token()
+            return self._chunk({"reasoning_content": block["thinking"]})
+        return b""
+
+    def _delta(self, obj: dict[str, Any]) -> bytes:
+        delta = obj.get("delta")
+        if not isinstance(delta, dict):
+            return b""
+        kind = delta.get("type")
+        if kind == "text_delta":
+            text = delta.get("text")
+            return self._text(text) if isinstance(text, str) and text else b""
+        if kind == "input_json_delta":
+            part = delta.get("partial_json")
+            index = self._tools.get(obj.get("index"))  # type: ignore[arg-type]
+            if not part or index is None:
+                return b""
+            self.state.saw_token()
+            return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+        if kind == "thinking_delta" and delta.get("thinking"):
+            self.state.saw_token()
+            return self._chunk({"reasoning_content": delta["thinking"]})
+        return b""  # signature_delta, citations_delta, ...
+
+    def _text(self, text: str) -> bytes:
+        self.state.saw_token()
+        self.state.text.append(text)
+        return self._chunk({"content": text})
+
+    def _message_delta(self, obj: dict[str, Any]) -> bytes:
+        self._add_usage(obj.get("usage"))
+        delta = obj.get("delta")
+        finish = finish_reason(delta.get("stop_reason")) if isinstance(delta, dict) else None
+        if finish is None:
+            return b""
+        self.state.finish_reason = finish
+        return self._chunk({}, finish)
+
+    def _message_stop(self) -> bytes:
+        state = self.state
+        out = []
+        if state.finish_reason is None:  # message_delta never said why: it ended normally
+            state.finish_reason = "stop"
+            out.append(self._chunk({}, "stop"))
+        if self._include_usage:
+            usage = openai_usage(state.usage or Usage())
+            out.append(b"data: " + self._head + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n")
+        out.append(DONE_EVENT)
+        state.done = True
+        return b"".join(out)
+
+    def _add_usage(self, u: Any) -> None:
+        # message_start carries input (and cache) counts; message_delta carries the cumulative output count,
+        # and on newer API versions the final input counts too.
+        if isinstance(u, dict):
+            self._usage.update((k, v) for k, v in u.items() if v is not None)
+            self.state.usage = usage_of(self._usage)
+
+
+# --- error classification -----------------------------------------------------------------------
+
+STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+CONTEXT_WORDS = ("prompt is too long", "context window", "context limit", "context length")
+BILLING_WORDS = ("credit balance", "billing", "spend limit", "purchase credits")
+
+
+def _error_of(raw: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    return err if isinstance(err, dict) else None
+
+
+def classify(status: int, body: Any, headers: Any, target: str, secret: str | None = None) -> errors.ProviderError:
+    """Classify an Anthropic error once: by error type first, then by HTTP status; words only refine a 400.
+
+    `body` is the raw answer or the parsed error object. `status` is 0 when unknown (a stream `error` event
+    arrives after a 200): the error type's usual status is reported then. `secret` is scrubbed from messages.
+    """
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            body = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            body = {"error": {"message": bytes(body[:300]).decode("utf-8", "replace").strip()}}
+    err = body.get("error") if isinstance(body, dict) else None
+    err = err if isinstance(err, dict) else {}
+    etype = str(err.get("type") or "")
+    status = status or STATUS_OF_TYPE.get(etype, 502)
+    message = str(err.get("message") or "") or f"upstream returned HTTP {status}"
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    lower = message.lower()
+    kw: dict[str, Any] = {"target": target, "upstream_status": status}
+    billing = any(w in lower for w in BILLING_WORDS)
+    if etype == "overloaded_error" or status == 529:
+        return errors.Overloaded(message, retry_after=retry_after_seconds(headers), **kw)
+    if etype == "rate_limit_error" or status == 429:
+        return errors.RateLimited(message, retry_after=retry_after_seconds(headers), quota=billing, **kw)
+    if etype == "billing_error" or status == 402:
+        return errors.RateLimited(message, quota=True, **kw)
+    if etype in ("authentication_error", "permission_error") or status in (401, 403):
+        return errors.UpstreamAuth(f"upstream rejected the gateway's credentials: {message}", **kw)
+    if etype == "not_found_error" or status == 404:
+        return errors.UpstreamNotFound(message, **kw)
+    if etype == "request_too_large" or status == 413:
+        return errors.ContextLength(message, **kw)
+    if etype == "timeout_error" or status in (408, 504):
+        return errors.Timeout(message, phase="total", **kw)
+    if etype == "api_error" or status >= 500:
+        return errors.Upstream5xx(message, **kw)
+    if any(w in lower for w in CONTEXT_WORDS):
+        return errors.ContextLength(message, **kw)
+    if "policy" in lower and ("blocked" in lower or "violat" in lower):
+        return errors.ContentPolicy(message, **kw)
+    if billing:  # "Your credit balance is too low ..." arrives as a 400: our account's problem, not the request's
+        return errors.RateLimited(message, quota=True, **kw)
+    return errors.UpstreamBadRequest(message, **kw)
