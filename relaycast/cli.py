@@ -54,6 +54,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("--behaviour", default="", help="default behaviour, e.g. 'latency_ms=50,tokens=20'")
     f.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error", "critical"])
 
+    b = sub.add_parser(
+        "broadcast",
+        help="test or inspect broadcast destinations (Datadog, OTLP, webhook, file)",
+        description="Test Connection for broadcast destinations, and their status on a running gateway.",
+    )
+    bsub = b.add_subparsers(dest="broadcast_command", metavar="ACTION", required=True)
+    bt = bsub.add_parser(
+        "test",
+        help="check a destination's connection and send it one test span",
+        description="For Datadog: check the API key against the site and send one test span (or check the agent). "
+        "For OTLP and webhooks: send a test payload. For files: check the directory is writable. Exit 0 only if "
+        "every destination tested is OK.",
+    )
+    bt.add_argument("name", nargs="?", help="the destination to test (default: all)")
+    bt.add_argument("--config", "-c", required=True, help="path to relaycast.yaml")
+    bs = bsub.add_parser("status", help="per-destination counters of a running gateway (admin key)")
+    bs.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    bs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
+    bs.add_argument("--json", action="store_true", help="print JSON")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -63,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args)
     if args.command == "fake-upstream":
         return _fake(args)
+    if args.command == "broadcast":
+        from relaycast.broadcast_cli import broadcast_status, broadcast_test
+
+        return broadcast_test(args) if args.broadcast_command == "test" else broadcast_status(args)
     parser.print_help()
     return 0
 

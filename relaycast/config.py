@@ -11,11 +11,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
 from relaycast.providers.presets import PRESETS
+
+if TYPE_CHECKING:
+    from relaycast.telemetry.settings import BroadcastConfig
 
 DEFAULT_MAX_BODY = 20 * 1024 * 1024
 
@@ -76,15 +79,18 @@ class Config:
     keys: tuple[GatewayKey, ...] = ()
     admin_key_sha256: str | None = field(default=None, repr=False)
     source: str | None = None
+    broadcast: BroadcastConfig | None = None
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this config holds, for the redactor."""
-        return tuple(
+        provider = tuple(
             s
             for p in self.providers.values()
             for s in (p.api_key, *(v for k, v in p.headers if _secret_header(k)))
             if s
         )
+        dests = self.broadcast.destinations if self.broadcast else ()
+        return provider + tuple(s for d in dests for s in d.secrets())
 
 
 def hash_secret(secret: str) -> str:
@@ -128,7 +134,9 @@ def parse(text: str, env: Mapping[str, str] | None = None, source: str | None = 
 
 def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
     r = _Reader(env)
-    root = r.mapping(raw, "", {"server", "providers", "models", "keys", "admin_key"})
+    from relaycast.telemetry.settings import parse_broadcast
+
+    root = r.mapping(raw, "", {"server", "providers", "models", "keys", "admin_key", "broadcast"})
     server = _server(r, root.get("server"))
     providers = _providers(r, root.get("providers"))
     models = _models(r, root.get("models"), providers)
@@ -144,6 +152,7 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
         keys=keys,
         admin_key_sha256=admin_hash,
         source=source,
+        broadcast=parse_broadcast(r, root.get("broadcast"), env, source),
     )
 
 

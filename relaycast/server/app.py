@@ -23,6 +23,7 @@ from relaycast.routing.plan import Planner
 from relaycast.server.asgi import JSON, Receive, Scope, Send, header_map, send_bytes
 from relaycast.server.auth import Authenticator
 from relaycast.server.handlers import Handlers
+from relaycast.telemetry.pipeline import Broadcaster
 from relaycast.telemetry.records import RequestRecord
 from relaycast.telemetry.stats import Stats
 
@@ -43,6 +44,8 @@ class Gateway:
         self.sinks: tuple[Sink, ...] = (self.stats, *sinks)
         self.started = time.time()
         self._session: aiohttp.ClientSession | None = None
+        self._telemetry_session: aiohttp.ClientSession | None = None
+        self.broadcaster: Broadcaster | None = None
         self._handlers: Handlers | None = None
         self._models_body = _models_body(config)
         self._routes: dict[tuple[str, str], Callable[..., Any]] = {
@@ -51,6 +54,8 @@ class Gateway:
             ("GET", "/v1/models"): self._models,
             ("GET", "/healthz"): self._health,
             ("GET", "/admin/stats"): self._admin_stats,
+            ("GET", "/admin/broadcast"): self._admin_broadcast,
+            ("POST", "/admin/broadcast/test"): self._admin_broadcast_test,
         }
         self._paths = {p for _, p in self._routes}
 
@@ -67,11 +72,24 @@ class Gateway:
             await self.shutdown()
             raise
         self._handlers = Handlers(self, Executor(providers, self.log))
+        if self.config.broadcast and self.config.broadcast.destinations:
+            # Its own client: the exporters' HTTP never shares a pool (or a slowdown) with the providers'.
+            self._telemetry_session = aiohttp.ClientSession(trust_env=False)
+            self.broadcaster = Broadcaster(self.config.broadcast, self._telemetry_session, self.redactor, self.log)
+            self.broadcaster.start()
+            self.sinks = (*self.sinks, self.broadcaster)
         self.log.info(
             "gateway_started", providers=",".join(self.config.providers), aliases=len(self.config.models), keys=len(self.config.keys)
         )
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, flush_timeout_s: float = 10.0) -> None:
+        """Stop: flush the broadcast queues within the deadline (spooling what could not be sent), then close."""
+        if self.broadcaster is not None:
+            await self.broadcaster.stop(flush_timeout_s)
+            self.broadcaster = None
+        if self._telemetry_session is not None:
+            await self._telemetry_session.close()
+            self._telemetry_session = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -155,6 +173,22 @@ class Gateway:
         body = self.stats.snapshot()
         body["uptime_s"] = round(time.time() - self.started, 3)
         await send_bytes(send, 200, orjson.dumps(body), ids)
+
+
+    async def _admin_broadcast(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        self.auth.admin(headers)
+        body = {"destinations": self.broadcaster.status() if self.broadcaster else []}
+        await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
+
+    async def _admin_broadcast_test(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        self.auth.admin(headers)
+        qs = dict(p.split("=", 1) for p in scope.get("query_string", b"").decode().split("&") if "=" in p)
+        name = qs.get("name") or None
+        if self.broadcaster is None or (name and name not in self.broadcaster.destinations):
+            raise errors.NotFoundRoute(f"No broadcast destination named '{name}'." if name else "No broadcast destinations are configured.")
+        results = await self.broadcaster.test(name)
+        body = {"results": {n: {"ok": r.ok, "message": r.message} for n, r in results.items()}}
+        await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
 
 
 def _models_body(config: Config) -> bytes:

@@ -1,0 +1,85 @@
+"""What every broadcast exporter offers the pipeline.
+
+An exporter knows one destination's wire format: it encodes a record into items (bytes), joins items into one
+request body, sends it, and checks its connection. It knows nothing of queues, retries or spools: the pipeline
+does those, the same way for every destination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from relaycast.providers.base import retry_after_seconds
+from relaycast.telemetry.records import RequestRecord
+
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+
+
+class ExportError(Exception):
+    """An export failed. `retryable`: 408, 429, 5xx and connection errors; other 4xx never will succeed."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    ok: bool
+    message: str  # said plainly: "ok", "invalid API key", "wrong site", "unreachable", ...
+    __test__ = False  # not a pytest test class
+
+
+class Exporter(Protocol):
+    kind: str
+    max_batch_bytes: int  # a request body never passes this
+    max_age_s: float | None  # records older than this are refused by the destination (discarded, counted)
+
+    def encode(self, record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...]) -> list[bytes]:
+        """The record as items for this destination (e.g. one per span)."""
+        ...
+
+    async def send(self, items: list[bytes]) -> None:
+        """Send one batch. Raises ExportError."""
+        ...
+
+    async def test(self) -> TestResult: ...
+
+    async def close(self) -> None: ...
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], timeout_s: float, what: str
+) -> tuple[int, bytes]:
+    """POST for an exporter; raise ExportError classified for the retry rules. Returns (status, body)."""
+    try:
+        async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                raise ExportError(
+                    f"{what} answered HTTP {resp.status}",
+                    retryable=resp.status in RETRYABLE_STATUS,
+                    status=resp.status,
+                    retry_after=retry_after_seconds(resp.headers),
+                )
+            return resp.status, raw
+    except ExportError:
+        raise
+    except TimeoutError:
+        raise ExportError(f"{what} did not answer within {timeout_s:g}s", retryable=True) from None
+    except (aiohttp.ClientError, OSError) as e:
+        raise ExportError(f"{what} unreachable: {type(e).__name__}", retryable=True) from None
+
+
+def join_json_array(items: list[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
+
+
+def str_tags(tags: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in (tags or {}).items())

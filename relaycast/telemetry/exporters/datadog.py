@@ -1,0 +1,247 @@
+"""Datadog LLM Observability, in the wire format Datadog's own `ddtrace` library sends.
+
+Agentless: `POST https://llmobs-intake.<site>/api/v2/llmobs` with `DD-API-KEY`. Through an Agent:
+`POST <agent>/evp_proxy/v2/api/v2/llmobs` with `X-Datadog-EVP-Subdomain: llmobs-intake` (the agent adds the
+key). The body is a JSON array of envelopes, one span each: a `workflow` root span for the request and one `llm`
+span per provider attempt. Units as Datadog wants them: durations in ns, time to first token in seconds, cost
+in dollars. A span of 5,000,000 bytes or more loses its input and output and is marked `dropped_io`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from relaycast import __version__
+from relaycast.telemetry import spans
+from relaycast.telemetry.exporters.base import ExportError, TestResult, join_json_array, post
+from relaycast.telemetry.records import Attempt, RequestRecord
+from relaycast.telemetry.settings import DatadogOptions, DestinationConfig
+
+MAX_BODY = 5 * 1024 * 1024
+MAX_SPAN = 5_000_000
+TRACER_VERSION = f"relaycast-{__version__}"
+
+
+class DatadogExporter:
+    kind = "datadog"
+    max_batch_bytes = MAX_BODY - 64 * 1024  # room for the array's brackets and commas
+    max_age_s = 24 * 3600.0  # Datadog refuses older spans
+
+    def __init__(self, dest: DestinationConfig, session: aiohttp.ClientSession) -> None:
+        assert isinstance(dest.options, DatadogOptions)
+        self.dest = dest
+        self.o: DatadogOptions = dest.options
+        self._session = session
+        if self.o.agentless:
+            self._headers = {"content-type": "application/json", "dd-api-key": self.o.api_key or ""}
+            self._what = f"Datadog intake ({self.o.site})"
+        else:
+            self._headers = {"content-type": "application/json", "x-datadog-evp-subdomain": "llmobs-intake"}
+            self._what = f"Datadog Agent at {self.o.agent_url}"
+        base = [f"ml_app:{self.o.ml_app}", f"service:{self.o.service}", "source:relaycast", f"version:{__version__}"]
+        if self.o.env:
+            base.append(f"env:{self.o.env}")
+        self._base_tags = base
+
+    # --- encoding -------------------------------------------------------------------------------
+
+    def encode(self, record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...]) -> list[bytes]:
+        ids = spans.trace_ids(record)
+        common = self._tags(record, tags)
+        out = [self._envelope(self._root(record, ids, common, privacy))]
+        for i, a in enumerate(record.attempts):
+            out.append(self._envelope(self._attempt(record, i, a, ids, common, privacy)))
+        return out
+
+    def _envelope(self, span: dict[str, Any]) -> bytes:
+        env = {"_dd.stage": "raw", "_dd.tracer_version": TRACER_VERSION, "event_type": "span", "spans": [span]}
+        data = orjson.dumps(env)
+        if len(data) < MAX_SPAN:
+            return data
+        span["meta"]["input"] = {"value": spans.DROPPED_IO}
+        span["meta"]["output"] = {"value": spans.DROPPED_IO}
+        span["collection_errors"] = ["dropped_io"]
+        return orjson.dumps(env)
+
+    def _tags(self, record: RequestRecord, extra: tuple[tuple[str, str], ...]) -> list[str]:
+        a = record.attribution
+        t = list(self._base_tags)
+        for key, value in (("user_id", a.user), ("session_id", a.session_id), ("feature", a.feature),
+                           ("app_url", a.app_url), ("gateway_key", a.key_name)):  # fmt: skip
+            if value:
+                t.append(f"{key}:{value}")
+        t.extend(f"{k}:{v}" for k, v in extra)
+        return t
+
+    def _span(self, record: RequestRecord, ids: spans.TraceIds, span_id: int, parent: str, name: str, start_ns: int,
+              duration_ns: int, error: tuple[str, str] | None, tags: list[str]) -> dict[str, Any]:  # fmt: skip
+        span: dict[str, Any] = {
+            "trace_id": ids.trace_id,
+            "span_id": str(span_id),
+            "parent_id": parent,
+            "name": name,
+            "start_ns": start_ns,
+            "duration": max(0, duration_ns),
+            "status": "error" if error else "ok",
+            "meta": {},
+            "metrics": {},
+            "tags": [*tags, "error:1" if error else "error:0", *([f"error_type:{error[0]}"] if error else [])],
+            "_dd": {"span_id": str(span_id), "trace_id": ids.trace_id, "apm_trace_id": ids.trace_id},
+        }
+        if record.attribution.session_id:
+            span["session_id"] = record.attribution.session_id
+        if error:
+            span["meta"]["error"] = {"type": error[0], "message": error[1]}
+        return span
+
+    def _root(self, record: RequestRecord, ids: spans.TraceIds, tags: list[str], privacy: bool) -> dict[str, Any]:
+        error = (record.error_class, record.error_message or record.error_class) if record.error_class else None
+        span = self._span(record, ids, ids.root_span_id, "undefined", spans.root_name(record), record.started_unix_ns,
+                          record.duration_ns, error, tags)  # fmt: skip
+        meta = span["meta"]
+        meta["span"] = {"kind": "workflow"}
+        if not privacy:
+            meta["input"] = {"value": spans.last_user_text(record)}
+            if record.output_text is not None:
+                meta["output"] = {"value": record.output_text}
+        meta["metadata"] = {
+            **spans.trace_metadata(record),
+            "request_id": record.request_id,
+            "model_requested": record.model_requested,
+            "stream": record.stream,
+            "status_code": record.status_code,
+            "attempts": len(record.attempts),
+            **({"client_cancelled": True} if record.client_cancelled else {}),
+        }
+        return span  # tokens and cost live on the llm spans only, so Datadog does not count them twice
+
+    def _attempt(self, record: RequestRecord, i: int, a: Attempt, ids: spans.TraceIds, tags: list[str],
+                 privacy: bool) -> dict[str, Any]:  # fmt: skip
+        error = (a.error_class, a.error_message or a.error_class) if a.error_class else None
+        span = self._span(record, ids, ids.attempt_span_id(i), str(ids.root_span_id),
+                          spans.attempt_name(record) if record.attribution.trace else f"{a.provider}.{_op(record)}",
+                          record.started_unix_ns + a.started_ns, a.duration_ns, error,
+                          [*tags, f"target:{a.target}"])  # fmt: skip
+        meta = span["meta"]
+        meta["span"] = {"kind": "embedding" if record.endpoint == "embeddings" else "llm"}
+        meta["model_name"] = a.model
+        meta["model_provider"] = a.provider.lower()
+        if not privacy and record.endpoint != "embeddings":
+            meta["input"] = {"messages": spans.input_messages(record)}
+            text = spans.attempt_output_text(record, i, a)
+            if text is not None:
+                meta["output"] = {"messages": [{"role": "assistant", "content": text}]}
+        meta["metadata"] = {
+            **record.params,
+            **({"finish_reason": a.finish_reason} if a.finish_reason else {}),
+            **({"upstream_status": a.upstream_status} if a.upstream_status else {}),
+        }
+        span["metrics"] = _usage_metrics(a)
+        return span
+
+    # --- sending --------------------------------------------------------------------------------
+
+    async def send(self, items: list[bytes]) -> None:
+        await post(self._session, self.o.intake_url, join_json_array(items), self._headers, self.dest.timeout_s, self._what)
+
+    async def test(self) -> TestResult:
+        if self.o.agentless:
+            verdict = await self._validate_key()
+            if verdict is not None:
+                return verdict
+        else:
+            verdict = await self._check_agent()
+            if verdict is not None:
+                return verdict
+        try:
+            await self.send([self._envelope(self._test_span())])
+        except ExportError as e:
+            if e.status == 403:
+                return TestResult(False, "invalid API key: the intake refused it (HTTP 403)")
+            return TestResult(False, f"test span not accepted: {e.message}")
+        if self.o.agentless:
+            return TestResult(True, f"ok: API key valid for site {self.o.site}; a test span was accepted (ml_app {self.o.ml_app})")
+        return TestResult(True, f"ok: agent found at {self.o.agent_url}; a test span was accepted (ml_app {self.o.ml_app})")
+
+    async def _validate_key(self) -> TestResult | None:
+        url = f"{self.o.api_url}/api/v1/validate"
+        try:
+            async with self._session.get(url, headers={"dd-api-key": self.o.api_key or ""},
+                                         timeout=aiohttp.ClientTimeout(total=self.dest.timeout_s)) as r:  # fmt: skip
+                body = await r.read()
+                status = r.status
+        except TimeoutError:
+            return TestResult(False, f"unreachable: {self.o.api_url} did not answer in {self.dest.timeout_s:g}s")
+        except (aiohttp.ClientError, OSError) as e:
+            return TestResult(False, f"unreachable: cannot reach {self.o.api_url} ({type(e).__name__}); check the site")
+        if status == 403:
+            return TestResult(False, f"invalid API key for site {self.o.site} (HTTP 403); if the key is right, check the site")
+        if status != 200:
+            return TestResult(False, f"key check failed: {self.o.api_url} answered HTTP {status}")
+        try:
+            valid = orjson.loads(body).get("valid") is True
+        except (orjson.JSONDecodeError, AttributeError):
+            valid = False
+        return None if valid else TestResult(False, f"invalid API key for site {self.o.site}")
+
+    async def _check_agent(self) -> TestResult | None:
+        url = f"{(self.o.agent_url or '').rstrip('/')}/info"
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.dest.timeout_s)) as r:
+                info = await r.read()
+                status = r.status
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return TestResult(False, f"agent not found at {self.o.agent_url}")
+        if status != 200:
+            return TestResult(False, f"agent at {self.o.agent_url} answered /info with HTTP {status}")
+        try:
+            endpoints = orjson.loads(info).get("endpoints") or []
+        except (orjson.JSONDecodeError, AttributeError):
+            endpoints = []
+        if endpoints and not any(str(e).startswith("/evp_proxy/v2") for e in endpoints):
+            return TestResult(False, f"the agent at {self.o.agent_url} has no EVP proxy (v2); upgrade the Datadog Agent")
+        return None
+
+    def _test_span(self) -> dict[str, Any]:
+        import time
+
+        from relaycast.telemetry.records import Attribution
+
+        now = time.time_ns()
+        rec = RequestRecord(request_id=f"relaycast-test-{now}", endpoint="test", model_requested="test", stream=False,
+                            started_unix_ns=now, duration_ns=1_000_000, status_code=200, attribution=Attribution())  # fmt: skip
+        span = self._root(rec, spans.trace_ids(rec), [*self._base_tags, "relaycast_test:true"], privacy=True)
+        span["name"] = "relaycast.test_connection"
+        return span
+
+    async def close(self) -> None:
+        return None
+
+
+def _op(record: RequestRecord) -> str:
+    return "embeddings" if record.endpoint == "embeddings" else "chat"
+
+
+def _usage_metrics(a: Attempt) -> dict[str, float]:
+    m: dict[str, float] = {}
+    u = a.usage
+    if u is not None:
+        m["input_tokens"] = u.prompt_tokens
+        m["output_tokens"] = u.completion_tokens
+        m["total_tokens"] = u.total_tokens
+        m["cache_read_input_tokens"] = u.cached_tokens
+        if u.cache_write_tokens:
+            m["cache_write_input_tokens"] = u.cache_write_tokens
+        if u.reasoning_tokens:
+            m["reasoning_output_tokens"] = u.reasoning_tokens
+        if u.reported_cost_usd is not None:
+            try:
+                m["total_cost"] = float(u.reported_cost_usd)
+            except ValueError:
+                pass
+    if a.ttft_ns is not None:
+        m["time_to_first_token"] = a.ttft_ns / 1e9
+    return m

@@ -1,0 +1,333 @@
+"""The `broadcast:` section of the config, and the standard Datadog and OpenTelemetry environment variables.
+
+    broadcast:
+      spool_dir: .relaycast/spool        # beside the config file unless absolute
+      destinations:
+        - name: datadog
+          kind: datadog                   # datadog | otlp | webhook | file
+          api_key: ${DD_API_KEY}
+          ml_app: checkout
+          site: us5.datadoghq.com         # or https://api.us5.datadoghq.com
+          # agent_url: http://127.0.0.1:8126   (through a local Datadog Agent instead)
+          sample_rate: 1.0                # kept or dropped per session, deterministically
+          privacy_mode: false             # true: no prompts or completions
+          include_keys: [web-app]         # gateway key names; exclude_keys too
+          tags: {team: payments}
+
+Config values win over the environment: a configured Datadog destination takes from DD_* only what it does not
+set; a Datadog (or OTLP) destination exists with no YAML at all when the standard variables are set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from relaycast.config import ConfigError, _Reader
+
+KINDS = ("datadog", "otlp", "webhook", "file")
+DD_SITES = ("datadoghq.com", "us3.datadoghq.com", "us5.datadoghq.com", "datadoghq.eu", "ap1.datadoghq.com", "ap2.datadoghq.com")
+DEFAULT_SITE = "us5.datadoghq.com"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DatadogOptions:
+    site: str  # "us5.datadoghq.com"
+    ml_app: str
+    service: str
+    env: str | None
+    api_key: str | None = field(repr=False)  # agentless
+    agent_url: str | None  # agent mode when set
+    api_url_override: str | None = None  # advanced: a proxy in front of api.<site> (and tests)
+    intake_url_override: str | None = None  # advanced: a proxy in front of llmobs-intake.<site>
+
+    @property
+    def agentless(self) -> bool:
+        return self.agent_url is None
+
+    @property
+    def api_url(self) -> str:
+        return (self.api_url_override or f"https://api.{self.site}").rstrip("/")
+
+    @property
+    def intake_url(self) -> str:
+        if self.agent_url:
+            return self.agent_url.rstrip("/") + "/evp_proxy/v2/api/v2/llmobs"
+        return (self.intake_url_override or f"https://llmobs-intake.{self.site}").rstrip("/") + "/api/v2/llmobs"
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpOptions:
+    endpoint: str  # the full traces URL, .../v1/traces
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+    protocol: str = "protobuf"  # "protobuf" | "json"
+    service: str = "relaycast"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOptions:
+    url: str
+    secret: str | None = field(default=None, repr=False)  # HMAC-SHA256 signing secret
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FileOptions:
+    path: str
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationConfig:
+    name: str
+    kind: str
+    options: DatadogOptions | OtlpOptions | WebhookOptions | FileOptions
+    enabled: bool = True
+    sample_rate: float = 1.0
+    privacy_mode: bool = False
+    include_keys: tuple[str, ...] = ()
+    exclude_keys: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    queue_size: int = 10_000
+    max_batch_records: int = 1000
+    flush_interval_s: float = 1.0
+    timeout_s: float = 5.0
+    max_retries: int = 4
+    spool_max_bytes: int = 64 * MiB
+
+    def secrets(self) -> tuple[str, ...]:
+        o = self.options
+        out: list[str] = []
+        if isinstance(o, DatadogOptions) and o.api_key:
+            out.append(o.api_key)
+        if isinstance(o, WebhookOptions) and o.secret:
+            out.append(o.secret)
+        if isinstance(o, (OtlpOptions, WebhookOptions)):
+            out.extend(v for _, v in o.headers if len(v) >= 8)
+        return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastConfig:
+    destinations: tuple[DestinationConfig, ...] = ()
+    spool_dir: str = ".relaycast/spool"
+
+
+COMMON = {
+    "name", "kind", "enabled", "sample_rate", "privacy_mode", "include_keys", "exclude_keys", "tags", "queue_size",
+    "max_batch_records", "flush_interval", "timeout", "max_retries", "spool_max_bytes",
+}
+KIND_KEYS = {
+    "datadog": {"api_key", "site", "ml_app", "service", "env", "agent_url", "api_url", "intake_url"},
+    "otlp": {"endpoint", "headers", "protocol", "service"},
+    "webhook": {"url", "secret", "headers"},
+    "file": {"path", "max_bytes", "backups"},
+}
+
+
+def parse_broadcast(r: _Reader, raw: Any, env: Mapping[str, str], source: str | None) -> BroadcastConfig:
+    base = Path(source).parent if source else Path(".")
+    spool_dir = ".relaycast/spool"
+    items: list[Any] = []
+    if raw is not None:
+        m = r.mapping(raw, "broadcast", {"destinations", "spool_dir"})
+        spool_dir = r.string(m.get("spool_dir", spool_dir), "broadcast.spool_dir")
+        if m.get("destinations") is not None:
+            items = r.sequence(m["destinations"], "broadcast.destinations")
+    dests: list[DestinationConfig] = []
+    for i, item in enumerate(items):
+        dests.append(_destination(r, item, f"broadcast.destinations[{i}]", env, base))
+    names = [d.name for d in dests]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ConfigError(f"broadcast.destinations[{i}].name", f"duplicate destination name '{n}'")
+    kinds = {d.kind for d in dests}
+    if "datadog" not in kinds:
+        dd = datadog_from_env(env)
+        if dd is not None:
+            dests.append(dd)
+    if "otlp" not in kinds:
+        otel = otlp_from_env(env)
+        if otel is not None:
+            dests.append(otel)
+    spool = Path(spool_dir)
+    return BroadcastConfig(destinations=tuple(dests), spool_dir=str(spool if spool.is_absolute() else base / spool))
+
+
+def _destination(r: _Reader, raw: Any, at: str, env: Mapping[str, str], base: Path) -> DestinationConfig:
+    m = r.mapping(raw, at, None)
+    kind = r.string(m.get("kind", m.get("name", "")), f"{at}.kind")
+    if kind not in KINDS:
+        raise ConfigError(f"{at}.kind", f"unknown kind '{kind}' (expected one of: {', '.join(KINDS)})")
+    allowed = COMMON | KIND_KEYS[kind]
+    for k in m:
+        if k not in allowed:
+            raise ConfigError(f"{at}.{k}", f"unknown setting for a {kind} destination (expected one of: {', '.join(sorted(allowed))})")
+    name = r.string(m.get("name", kind), f"{at}.name")
+    if kind == "datadog":
+        options: Any = _datadog(r, m, at, env)
+    elif kind == "otlp":
+        options = OtlpOptions(
+            endpoint=_url(r, r.required(m, "endpoint", at), f"{at}.endpoint"),
+            headers=_headers(r, m.get("headers"), f"{at}.headers"),
+            protocol=_choice(r, m.get("protocol", "protobuf"), f"{at}.protocol", ("protobuf", "json")),
+            service=r.string(m.get("service", env.get("OTEL_SERVICE_NAME", "relaycast")), f"{at}.service"),
+        )
+    elif kind == "webhook":
+        secret = m.get("secret")
+        options = WebhookOptions(
+            url=_url(r, r.required(m, "url", at), f"{at}.url"),
+            secret=r.string(secret, f"{at}.secret") if secret is not None else None,
+            headers=_headers(r, m.get("headers"), f"{at}.headers"),
+        )
+    else:
+        path = Path(r.string(r.required(m, "path", at), f"{at}.path"))
+        options = FileOptions(
+            path=str(path if path.is_absolute() else base / path),
+            max_bytes=r.integer(m.get("max_bytes", 10 * MiB), f"{at}.max_bytes", 1024),
+            backups=r.integer(m.get("backups", 5), f"{at}.backups", 0, 1000),
+        )
+    rate = m.get("sample_rate", 1.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ConfigError(f"{at}.sample_rate", f"must be a number from 0 to 1, got {rate!r}")
+    tags = m.get("tags")
+    return DestinationConfig(
+        name=name,
+        kind=kind,
+        options=options,
+        enabled=r.boolean(m.get("enabled", True), f"{at}.enabled"),
+        sample_rate=float(rate),
+        privacy_mode=r.boolean(m.get("privacy_mode", False), f"{at}.privacy_mode"),
+        include_keys=_names(r, m.get("include_keys"), f"{at}.include_keys"),
+        exclude_keys=_names(r, m.get("exclude_keys"), f"{at}.exclude_keys"),
+        tags=tuple((str(k), r.string(v, f"{at}.tags.{k}")) for k, v in (r.mapping(tags, f"{at}.tags", None) if tags is not None else {}).items()),
+        queue_size=r.integer(m.get("queue_size", 10_000), f"{at}.queue_size", 1),
+        max_batch_records=r.integer(m.get("max_batch_records", 1000), f"{at}.max_batch_records", 1),
+        flush_interval_s=r.number(m.get("flush_interval", 1.0), f"{at}.flush_interval"),
+        timeout_s=r.number(m.get("timeout", 5.0), f"{at}.timeout"),
+        max_retries=r.integer(m.get("max_retries", 4), f"{at}.max_retries", 0, 100),
+        spool_max_bytes=r.integer(m.get("spool_max_bytes", 64 * MiB), f"{at}.spool_max_bytes", 0),
+    )
+
+
+def _datadog(r: _Reader, m: dict[str, Any], at: str, env: Mapping[str, str]) -> DatadogOptions:
+    agent_url = m.get("agent_url")
+    if agent_url is not None:
+        agent_url = _url(r, agent_url, f"{at}.agent_url")
+    api_key = m.get("api_key", env.get("DD_API_KEY"))
+    api_key = r.string(api_key, f"{at}.api_key") if api_key else None
+    if agent_url is None and not api_key:
+        raise ConfigError(f"{at}.api_key", "required for agentless mode (or set agent_url to send through a Datadog Agent)")
+    return DatadogOptions(
+        site=parse_site(r.string(m.get("site", env.get("DD_SITE", DEFAULT_SITE)), f"{at}.site"), f"{at}.site"),
+        ml_app=r.string(m.get("ml_app", env.get("DD_LLMOBS_ML_APP", "relaycast")), f"{at}.ml_app"),
+        service=r.string(m.get("service", env.get("DD_SERVICE", "relaycast")), f"{at}.service"),
+        env=r.string(m["env"], f"{at}.env") if m.get("env") is not None else env.get("DD_ENV"),
+        api_key=api_key,
+        agent_url=agent_url,
+        api_url_override=_url(r, m["api_url"], f"{at}.api_url") if m.get("api_url") is not None else None,
+        intake_url_override=_url(r, m["intake_url"], f"{at}.intake_url") if m.get("intake_url") is not None else None,
+    )
+
+
+def parse_site(value: str, at: str) -> str:
+    """`us5.datadoghq.com`, `https://api.us5.datadoghq.com`, `https://us5.datadoghq.com` or
+    `app.datadoghq.com` -> `us5.datadoghq.com` / `datadoghq.com`."""
+    v = value.strip().lower()
+    v = re.sub(r"^https?://", "", v).rstrip("/")
+    for prefix in ("api.", "app.", "llmobs-intake."):
+        if v.startswith(prefix):
+            v = v[len(prefix):]
+    if v not in DD_SITES:
+        raise ConfigError(at, f"'{value}' is not a Datadog site with LLM Observability (one of: {', '.join(DD_SITES)})")
+    return v
+
+
+def datadog_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
+    """A Datadog destination from DD_* variables alone, as Datadog's own library reads them."""
+    agentless = env.get("DD_LLMOBS_AGENTLESS_ENABLED", "").strip().lower() in ("1", "true", "yes")
+    agent_url = env.get("DD_TRACE_AGENT_URL")
+    if not agent_url and env.get("DD_AGENT_HOST"):
+        agent_url = f"http://{env['DD_AGENT_HOST']}:{env.get('DD_TRACE_AGENT_PORT', '8126')}"
+    api_key = env.get("DD_API_KEY") or None
+    if agentless:
+        if not api_key:
+            raise ConfigError("DD_LLMOBS_AGENTLESS_ENABLED", "is set but DD_API_KEY is not")
+        agent_url = None
+    elif not agent_url and not api_key:
+        return None
+    if agent_url and not agentless:
+        api_key = None  # the agent adds the key itself
+    return DestinationConfig(
+        name="datadog",
+        kind="datadog",
+        options=DatadogOptions(
+            site=parse_site(env.get("DD_SITE", DEFAULT_SITE), "DD_SITE"),
+            ml_app=env.get("DD_LLMOBS_ML_APP") or env.get("DD_SERVICE") or "relaycast",
+            service=env.get("DD_SERVICE") or "relaycast",
+            env=env.get("DD_ENV"),
+            api_key=api_key,
+            agent_url=agent_url.rstrip("/") if agent_url else None,
+        ),
+    )
+
+
+def otlp_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not endpoint and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    if not endpoint:
+        return None
+    headers = parse_otel_headers(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS") or "")
+    proto = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").lower()
+    return DestinationConfig(
+        name="otlp",
+        kind="otlp",
+        options=OtlpOptions(
+            endpoint=endpoint,
+            headers=headers,
+            protocol="json" if proto == "http/json" else "protobuf",
+            service=env.get("OTEL_SERVICE_NAME", "relaycast"),
+        ),
+    )
+
+
+def parse_otel_headers(text: str) -> tuple[tuple[str, str], ...]:
+    from urllib.parse import unquote
+
+    out = []
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if sep and k.strip():
+            out.append((unquote(k.strip()), unquote(v.strip())))
+    return tuple(out)
+
+
+def _url(r: _Reader, v: Any, at: str) -> str:
+    s = r.string(v, at)
+    if not re.match(r"https?://[^/]+", s):
+        raise ConfigError(at, f"'{s}' is not an http(s) URL")
+    return s
+
+
+def _headers(r: _Reader, v: Any, at: str) -> tuple[tuple[str, str], ...]:
+    if v is None:
+        return ()
+    return tuple((str(k), r.string(x, f"{at}.{k}")) for k, x in r.mapping(v, at, None).items())
+
+
+def _names(r: _Reader, v: Any, at: str) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    return tuple(r.string(x, f"{at}[{i}]") for i, x in enumerate(r.sequence(v, at)))
+
+
+def _choice(r: _Reader, v: Any, at: str, options: tuple[str, ...]) -> str:
+    s = r.string(v, at)
+    if s not in options:
+        raise ConfigError(at, f"'{s}' is not one of: {', '.join(options)}")
+    return s

@@ -1,0 +1,93 @@
+"""A request record seen as a trace: one root span for the request and one LLM span per provider attempt.
+
+Exporters (Datadog, OTLP, ...) turn these into their wire formats. Ids are derived from the request id, so a
+record exported twice (a retry, a replay from the spool) carries the same ids, and tests can predict them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from relaycast.telemetry.records import Attempt, RequestRecord
+
+DROPPED_IO = "[relaycast: dropped because of size]"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceIds:
+    trace_id: str  # 32 lowercase hex
+    root_span_id: int  # unsigned 64-bit
+
+    def attempt_span_id(self, index: int) -> int:
+        return _u64(f"{self.trace_id}:{index}")
+
+
+def trace_ids(record: RequestRecord) -> TraceIds:
+    """The record's trace id: the client's `trace.trace_id` if it is 32 hex digits, else one derived from the
+    request id, with the start time in its top 32 bits (as Datadog's tracers make them)."""
+    given = (record.attribution.trace or {}).get("trace_id")
+    if isinstance(given, str) and len(given) == 32 and all(c in "0123456789abcdef" for c in given.lower()):
+        tid = given.lower()
+    else:
+        seconds = (record.started_unix_ns // 1_000_000_000) & 0xFFFFFFFF
+        tid = f"{seconds:08x}00000000{_u64(record.request_id):016x}"
+    return TraceIds(trace_id=tid, root_span_id=_u64("root:" + record.request_id))
+
+
+def _u64(text: str) -> int:
+    v = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    return v or 1
+
+
+def root_name(record: RequestRecord) -> str:
+    t = record.attribution.trace or {}
+    name = t.get("trace_name") or t.get("span_name")
+    return str(name) if name else f"relaycast.{record.endpoint}"
+
+
+def attempt_name(record: RequestRecord) -> str:
+    t = record.attribution.trace or {}
+    name = t.get("generation_name")
+    return str(name) if name else f"relaycast.{record.endpoint}.attempt"
+
+
+def last_user_text(record: RequestRecord) -> str:
+    for m in reversed(record.input_messages):
+        if m.get("role") == "user":
+            return content_text(m.get("content"))
+    return ""
+
+
+def content_text(content: Any) -> str:
+    """Message content as text: strings as they are, text parts joined, other parts named."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, dict):
+                if isinstance(p.get("text"), str):
+                    parts.append(p["text"])
+                elif p.get("type"):
+                    parts.append(f"[{p['type']}]")
+        return "\n".join(parts)
+    return ""
+
+
+def input_messages(record: RequestRecord) -> list[dict[str, str]]:
+    return [{"role": str(m.get("role", "")), "content": content_text(m.get("content"))} for m in record.input_messages]
+
+
+def trace_metadata(record: RequestRecord) -> dict[str, Any]:
+    """`trace` keys without special meaning go to span metadata."""
+    special = {"trace_id", "trace_name", "span_name", "generation_name", "parent_span_id"}
+    return {k: v for k, v in (record.attribution.trace or {}).items() if k not in special}
+
+
+def attempt_output_text(record: RequestRecord, index: int, attempt: Attempt) -> str | None:
+    """The output of an attempt: only the attempt that served the request has one."""
+    if attempt.ok and index == len(record.attempts) - 1:
+        return record.output_text
+    return None

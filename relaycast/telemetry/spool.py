@@ -1,0 +1,107 @@
+"""A bounded on-disk spool of encoded batches, for a destination that is down. Survives restarts.
+
+One file per batch, named `<oldest record's unix ns>-<seq>.batch`, so files sort oldest first and a batch too
+old for its destination can be discarded without reading it. Each file holds its items framed as a 4-byte
+big-endian length then the bytes. Files are written to a temporary name and renamed, so a crash never leaves a
+half batch. All methods block: the pipeline calls them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    path: Path
+    oldest_unix_ns: int
+    size: int
+
+
+class Spool:
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._count = 0
+        if self.directory.is_dir():
+            for p in self.directory.glob("*.tmp"):
+                p.unlink(missing_ok=True)
+            for e in self._entries():
+                self._bytes += e.size
+                self._count += 1
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def batches(self) -> int:
+        return self._count
+
+    def put(self, items: list[bytes], oldest_unix_ns: int) -> bool:
+        """Store a batch. False (and nothing stored) when the spool would pass its size limit."""
+        data = b"".join(_LEN.pack(len(it)) + it for it in items)
+        with self._lock:
+            if self._bytes + len(data) > self.max_bytes:
+                return False
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"{oldest_unix_ns:020d}-{os.getpid()}-{next(self._seq):08d}.batch"
+            tmp = self.directory / (name + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.rename(self.directory / name)
+            self._bytes += len(data)
+            self._count += 1
+            return True
+
+    def oldest(self) -> SpoolEntry | None:
+        entries = self._entries()
+        return entries[0] if entries else None
+
+    def read(self, entry: SpoolEntry) -> list[bytes]:
+        data = entry.path.read_bytes()
+        items = []
+        pos = 0
+        while pos + 4 <= len(data):
+            (n,) = _LEN.unpack_from(data, pos)
+            pos += 4
+            items.append(data[pos : pos + n])
+            pos += n
+        return items
+
+    def count_items(self, entry: SpoolEntry) -> int:
+        return len(self.read(entry))
+
+    def remove(self, entry: SpoolEntry) -> None:
+        with self._lock:
+            try:
+                entry.path.unlink()
+            except FileNotFoundError:
+                return
+            self._bytes -= entry.size
+            self._count -= 1
+
+    def _entries(self) -> list[SpoolEntry]:
+        if not self.directory.is_dir():
+            return []
+        out = []
+        for p in sorted(self.directory.glob("*.batch")):
+            try:
+                oldest = int(p.name.split("-", 1)[0])
+                size = p.stat().st_size
+            except (ValueError, OSError):
+                continue
+            out.append(SpoolEntry(p, oldest, size))
+        return out

@@ -1,0 +1,88 @@
+"""A capture server for broadcast tests: records every request; its answers can be scripted (status, delay)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from relaycast.server.runner import free_port
+
+
+@dataclass
+class Captured:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Script:
+    """What the server answers: `statuses` are used first, one per request; then `default`."""
+
+    statuses: list[int] = field(default_factory=list)
+    default: int = 202
+    delay_s: float = 0.0
+    body: bytes = b"{}"
+    routes: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # path -> fixed answer
+
+
+class CaptureServer:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests: list[Captured] = []
+        self.script = Script()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        with self._lock:
+            self.requests.append(Captured(request.method, request.path, dict(request.headers), body))
+            fixed = self.script.routes.get(request.path)
+            status = self.script.statuses.pop(0) if self.script.statuses else self.script.default
+            delay = self.script.delay_s
+        if fixed is not None:
+            return web.Response(status=fixed[0], body=fixed[1], content_type="application/json")
+        if delay:
+            await asyncio.sleep(delay)
+        return web.Response(status=status, body=self.script.body, content_type="application/json")
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    def start(self) -> CaptureServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def posts(self, path: str | None = None) -> list[Captured]:
+        with self._lock:
+            return [r for r in self.requests if r.method == "POST" and (path is None or r.path == path)]
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, "timed out waiting on the capture server"
+            time.sleep(0.02)

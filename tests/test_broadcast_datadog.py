@@ -1,0 +1,222 @@
+"""Datadog LLM Observability through a Datadog Agent: Datadog's own ddapm-test-agent receives the spans of real
+requests sent with the openai SDK; their shape is compared with the body ddtrace itself sends."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import openai
+import pytest
+
+from relaycast.server.runner import free_port
+from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ddtrace-4.16-llmobs-agentless-body.json"
+MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+
+
+class DatadogTestAgent:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+        env["DISABLE_LLMOBS_DATA_FORWARDING"] = "true"
+        exe = Path(sys.executable).with_name("ddapm-test-agent")
+        self.proc = subprocess.Popen(
+            [str(exe), "--host", "127.0.0.1", "--port", str(self.port), "--otlp-http-port", str(free_port()),
+             "--otlp-grpc-port", str(free_port()), "--web-ui-port", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/info", timeout=1).close()
+                return
+            except OSError:
+                assert self.proc.poll() is None, "ddapm-test-agent exited"
+                assert time.monotonic() < deadline, "ddapm-test-agent did not start"
+                time.sleep(0.1)
+
+    def spans(self) -> list[dict]:
+        with urllib.request.urlopen(self.url + "/test/session/requests", timeout=5) as r:
+            reqs = json.load(r)
+        out = []
+        for req in reqs:
+            if "/evp_proxy/v2/api/v2/llmobs" not in req["url"]:
+                continue
+            assert req["headers"].get("x-datadog-evp-subdomain", req["headers"].get("X-Datadog-EVP-Subdomain")) == "llmobs-intake"
+            for env in json.loads(base64.b64decode(req["body"])):
+                assert env["event_type"] == "span" and env["_dd.stage"] == "raw"
+                out.extend(env["spans"])
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def agent() -> Iterator[DatadogTestAgent]:
+    a = DatadogTestAgent()
+    yield a
+    a.stop()
+
+
+@pytest.fixture(scope="module")
+def dd_gateway(fake: Fake, agent: DatadogTestAgent, tmp_path_factory) -> Iterator[GatewayProcess]:
+    spool = tmp_path_factory.mktemp("spool")
+    extra = f"""
+broadcast:
+  spool_dir: {spool}
+  destinations:
+    - name: datadog
+      kind: datadog
+      agent_url: {agent.url}
+      ml_app: relaycast-tests
+      service: gateway
+      env: ci
+      flush_interval: 0.2
+      tags: {{team: infra}}
+"""
+    gw = GatewayProcess(standard_config(fake.url, extra), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
+    yield gw
+    gw.stop()
+
+
+def _trace(agent: DatadogTestAgent, request_id: str, n_spans: int) -> list[dict]:
+    deadline = time.monotonic() + 10
+    while True:
+        spans = agent.spans()
+        roots = [s for s in spans if s["parent_id"] == "undefined" and s["meta"]["metadata"].get("request_id") == request_id]
+        if roots:
+            trace = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
+            if len(trace) >= n_spans:
+                return trace
+        assert time.monotonic() < deadline, f"spans of {request_id} did not arrive"
+        time.sleep(0.1)
+
+
+def _tags(span: dict) -> dict[str, str]:
+    return dict(t.split(":", 1) for t in span["tags"])
+
+
+def test_a_completion_becomes_a_workflow_root_with_an_llm_child_carrying_tokens_and_attribution(dd_gateway, agent) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(
+        model="fakeai/gpt-4o-mini@tokens=9,cached=4", messages=MSGS, user="user-42", temperature=0.0, max_tokens=16,
+        extra_headers={"x-session-id": "session-123", "X-Title": "calc"},
+    )
+    root, llm = sorted(_trace(agent, raw.headers["x-request-id"], 2), key=lambda s: s["parent_id"] != "undefined")
+    assert len(root["trace_id"]) == 32 and int(root["trace_id"], 16)
+    assert root["span_id"].isdigit() and llm["parent_id"] == root["span_id"] and llm["trace_id"] == root["trace_id"]
+    assert root["meta"]["span"]["kind"] == "workflow" and llm["meta"]["span"]["kind"] == "llm"
+    assert root["meta"]["input"] == {"value": "What is 2+2?"}
+    assert llm["meta"]["input"]["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+    assert llm["meta"]["output"]["messages"][0]["role"] == "assistant"
+    assert (llm["meta"]["model_name"], llm["meta"]["model_provider"]) == ("gpt-4o-mini@tokens=9,cached=4", "fakeai")
+    assert llm["meta"]["metadata"] == {"temperature": 0.0, "max_tokens": 16, "finish_reason": "stop"}
+    m = llm["metrics"]
+    assert (m["output_tokens"], m["cache_read_input_tokens"], m["total_tokens"]) == (9, 4, m["input_tokens"] + 9)
+    assert llm["start_ns"] >= root["start_ns"] and llm["duration"] <= root["duration"]
+    for span in (root, llm):
+        t = _tags(span)
+        assert {k: t[k] for k in ("ml_app", "service", "env", "user_id", "session_id", "feature", "team", "error")} == {
+            "ml_app": "relaycast-tests", "service": "gateway", "env": "ci", "user_id": "user-42",
+            "session_id": "session-123", "feature": "calc", "team": "infra", "error": "0",
+        }  # fmt: skip
+        assert span["session_id"] == "session-123" and span["status"] == "ok"
+
+
+def test_a_stream_reports_time_to_first_token_in_seconds(dd_gateway, agent) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(
+        model="fakeai/gpt-4o-mini@ttft_ms=150,tokens=5", messages=MSGS, stream=True
+    )
+    list(raw.parse())
+    llm = [s for s in _trace(agent, raw.headers["x-request-id"], 2) if s["meta"]["span"]["kind"] == "llm"][0]
+    ttft = llm["metrics"]["time_to_first_token"]
+    assert 0.15 <= ttft < llm["duration"] / 1e9
+    assert llm["metrics"]["output_tokens"] == 5
+    assert llm["meta"]["output"]["messages"][0]["content"] == "the quick brown fox jumps"
+
+
+def test_a_failover_has_an_errored_llm_span_then_an_ok_one(dd_gateway, agent) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(model="fast", messages=MSGS)
+    trace = _trace(agent, raw.headers["x-request-id"], 3)
+    root = next(s for s in trace if s["parent_id"] == "undefined")
+    failed, ok = sorted((s for s in trace if s is not root), key=lambda s: s["start_ns"])
+    assert (failed["status"], failed["meta"]["error"]["type"], _tags(failed)["error_type"]) == ("error", "upstream_5xx", "upstream_5xx")
+    assert failed["meta"]["metadata"]["upstream_status"] == 503
+    assert "output" not in failed["meta"]
+    assert ok["status"] == "ok" and root["status"] == "ok"
+    assert root["meta"]["metadata"]["attempts"] == 2
+
+
+def test_a_failed_request_has_error_status_type_and_message(dd_gateway, agent) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as e:
+        c.chat.completions.create(model="fakeai/gpt-4o@error=429", messages=MSGS)
+    trace = _trace(agent, e.value.response.headers["x-request-id"], 2)
+    for span in trace:
+        assert span["status"] == "error"
+        assert span["meta"]["error"]["type"] == "rate_limit"
+        assert "Rate limit reached" in span["meta"]["error"]["message"]
+        assert _tags(span)["error"] == "1" and _tags(span)["error_type"] == "rate_limit"
+
+
+def test_our_spans_have_the_shape_ddtrace_sends(dd_gateway, agent) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(model="fakeai/gpt-4o-mini", messages=MSGS, extra_headers={"x-session-id": "s"})
+    ours = _trace(agent, raw.headers["x-request-id"], 2)
+    reference = json.loads(REFERENCE.read_text())
+    ref_root = reference[0]["spans"][0]
+    ref_llm = reference[1]["spans"][0]
+    our_root = next(s for s in ours if s["parent_id"] == "undefined")
+    our_llm = next(s for s in ours if s["parent_id"] != "undefined")
+    for ref, span in ((ref_root, our_root), (ref_llm, our_llm)):
+        assert set(ref) <= set(span), f"missing span fields: {set(ref) - set(span)}"
+        assert set(ref["meta"]) <= set(span["meta"]), f"missing meta fields: {set(ref['meta']) - set(span['meta'])}"
+        for key in ("trace_id", "span_id", "parent_id", "name", "status", "session_id"):
+            assert type(span[key]) is type(ref[key]), key
+        assert type(span["start_ns"]) is int and type(span["duration"]) is int
+    assert set(our_llm["metrics"]) <= {
+        "input_tokens", "output_tokens", "total_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
+        "reasoning_output_tokens", "time_to_first_token", "input_cost", "output_cost", "total_cost",
+    }  # fmt: skip
+    assert set(ref_llm["metrics"]) - {"input_cost", "output_cost", "total_cost", "time_to_first_token"} <= set(our_llm["metrics"])
+
+
+def test_no_secret_reaches_the_agent(dd_gateway, agent) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.APIStatusError):
+        c.chat.completions.create(model="badkey/gpt-4o-mini", messages=MSGS)
+    time.sleep(0.6)
+    with urllib.request.urlopen(agent.url + "/test/session/requests", timeout=5) as r:
+        reqs = json.load(r)
+    assert reqs
+    for req in reqs:
+        body = base64.b64decode(req["body"])
+        assert UPSTREAM_KEY.encode() not in body and b"sk-wrong-key-for-tests-999999" not in body
+
+
+def test_standard_datadog_environment_variables_create_the_destination(fake: Fake, agent: DatadogTestAgent) -> None:
+    gw = GatewayProcess(
+        standard_config(fake.url),
+        env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY, "DD_TRACE_AGENT_URL": agent.url, "DD_LLMOBS_ML_APP": "from-env", "DD_ENV": "envtest"},
+    ).wait_ready()
+    try:
+        c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        raw = c.chat.completions.with_raw_response.create(model="fakeai/gpt-4o-mini", messages=MSGS)
+        for span in _trace(agent, raw.headers["x-request-id"], 2):
+            assert _tags(span)["ml_app"] == "from-env" and _tags(span)["env"] == "envtest"
+    finally:
+        gw.stop()
