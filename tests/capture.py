@@ -16,8 +16,9 @@ from relaycast.server.runner import free_port
 class Captured:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # lower-case names
     body: bytes
+    status: int = 0  # what the server answered
 
 
 @dataclass
@@ -46,10 +47,12 @@ class CaptureServer:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         with self._lock:
-            self.requests.append(Captured(request.method, request.path, dict(request.headers), body))
             fixed = self.script.routes.get(request.path)
-            status = self.script.statuses.pop(0) if self.script.statuses else self.script.default
+            status = self.script.statuses.pop(0) if self.script.statuses and fixed is None else self.script.default
+            if fixed is not None:
+                status = fixed[0]
             delay = self.script.delay_s
+            self.requests.append(Captured(request.method, request.path, {k.lower(): v for k, v in request.headers.items()}, body, status))
         if fixed is not None:
             return web.Response(status=fixed[0], body=fixed[1], content_type="application/json")
         if delay:
@@ -65,6 +68,17 @@ class CaptureServer:
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()
         self._loop.run_forever()
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        # Cancel scripted slow answers still pending, so no coroutine outlives this server's loop.
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        assert self._runner is not None
+        await self._runner.cleanup()
 
     def start(self) -> CaptureServer:
         self._thread.start()
@@ -73,7 +87,7 @@ class CaptureServer:
 
     def stop(self) -> None:
         if self._loop is not None and self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
