@@ -155,7 +155,14 @@ def run_demo(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         tally = asyncio.run(_load(base, n, max(1, args.concurrency), args.seed))
         elapsed = time.monotonic() - t0
-        summary = _summary(tally, n, elapsed, _admin_stats(port))
+        summary = _summary(tally, n, elapsed, _admin(port, "/admin/stats"))
+        dests = (_admin(port, "/admin/broadcast") or {}).get("destinations")
+        deadline = time.monotonic() + 3
+        while dests and any(d["queued"] for d in dests) and time.monotonic() < deadline:
+            time.sleep(0.2)  # let the broadcast pipeline flush before reporting it
+            dests = (_admin(port, "/admin/broadcast") or {}).get("destinations")
+        if dests:
+            summary["broadcast"] = dests
         if args.json:
             print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
         else:
@@ -254,9 +261,9 @@ async def _one(client: Any, tally: Tally, model: str, user: str, feature: str, s
     tally.latencies_ms.append((time.perf_counter() - start) * 1000)
 
 
-def _admin_stats(port: int) -> dict[str, Any] | None:
+def _admin(port: int, path: str) -> dict[str, Any] | None:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/admin/stats",
+        f"http://127.0.0.1:{port}{path}",
         headers={"authorization": f"Bearer {os.environ.get('RELAYCAST_ADMIN_KEY', ADMIN_KEY)}"},
     )
     try:
@@ -300,6 +307,9 @@ def _print_summary(s: dict[str, Any]) -> None:
     print("  requests by model:")
     for model, count in s["models"].items():
         print(f"    {model:<58} {count}")
+    for d in s.get("broadcast") or ():
+        print(f"  broadcast to {d['name']} ({d['kind']}): sent {d['sent']}, queued {d['queued']}, "
+              f"dropped {sum(d['dropped'].values())}{'' if d['healthy'] else ', DOWN: ' + str(d['last_error'])}")
     gw = s.get("gateway")
     if gw:
         print("  attempts by target (the gateway's view):")
