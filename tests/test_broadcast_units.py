@@ -1,0 +1,157 @@
+"""Pure pieces of broadcast: settings and the standard environment variables, Datadog span encoding limits,
+the spool, and the age limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import pytest
+
+from relaycast.config import ConfigError, parse
+from relaycast.log import EventLog
+from relaycast.redact import Redactor
+from relaycast.telemetry.exporters.datadog import DatadogExporter
+from relaycast.telemetry.pipeline import Destination
+from relaycast.telemetry.records import Attempt, Attribution, RequestRecord, Usage
+from relaycast.telemetry.settings import DatadogOptions, DestinationConfig, OtlpOptions, parse_site
+from relaycast.telemetry.spool import Spool
+
+BASE = "providers: [{name: a, kind: openai, api_key: k}]\n"
+
+
+@pytest.mark.parametrize(
+    ("given", "site"),
+    [
+        ("us5.datadoghq.com", "us5.datadoghq.com"),
+        ("https://api.us5.datadoghq.com", "us5.datadoghq.com"),
+        ("https://api.datadoghq.com/", "datadoghq.com"),
+        ("app.datadoghq.eu", "datadoghq.eu"),
+        ("AP1.datadoghq.com", "ap1.datadoghq.com"),
+    ],
+)
+def test_a_site_is_accepted_as_a_name_or_a_url(given: str, site: str) -> None:
+    assert parse_site(given, "site") == site
+
+
+def test_a_gov_or_unknown_site_is_refused_with_the_list() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_site("ddog-gov.com", "broadcast.destinations[0].site")
+    assert "broadcast.destinations[0].site" in str(e.value) and "us5.datadoghq.com" in str(e.value)
+
+
+def test_dd_variables_alone_create_an_agentless_datadog_destination_defaulting_to_us5() -> None:
+    cfg = parse(BASE, env={"DD_API_KEY": "k" * 32, "DD_LLMOBS_ML_APP": "shop", "DD_ENV": "prod", "DD_SERVICE": "gw"})
+    (d,) = cfg.broadcast.destinations
+    o = d.options
+    assert isinstance(o, DatadogOptions) and o.agentless
+    assert (o.site, o.ml_app, o.env, o.service) == ("us5.datadoghq.com", "shop", "prod", "gw")
+    assert o.intake_url == "https://llmobs-intake.us5.datadoghq.com/api/v2/llmobs"
+    assert o.api_url == "https://api.us5.datadoghq.com"
+    assert "k" * 32 in cfg.secrets() and "k" * 32 not in repr(cfg)
+
+
+def test_dd_agent_host_and_port_mean_agent_mode() -> None:
+    cfg = parse(BASE, env={"DD_AGENT_HOST": "127.0.0.1", "DD_TRACE_AGENT_PORT": "8136", "DD_API_KEY": "x" * 32})
+    o = cfg.broadcast.destinations[0].options
+    assert o.agent_url == "http://127.0.0.1:8136" and o.api_key is None
+    assert o.intake_url == "http://127.0.0.1:8136/evp_proxy/v2/api/v2/llmobs"
+
+
+def test_agentless_enabled_without_a_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(BASE, env={"DD_LLMOBS_AGENTLESS_ENABLED": "true"})
+    assert "DD_API_KEY" in str(e.value)
+
+
+def test_config_values_win_over_the_environment() -> None:
+    text = BASE + "broadcast:\n  destinations:\n    - {name: dd, kind: datadog, ml_app: from-yaml, site: datadoghq.eu}\n"
+    cfg = parse(text, env={"DD_API_KEY": "k" * 32, "DD_LLMOBS_ML_APP": "from-env", "DD_SITE": "us3.datadoghq.com", "DD_ENV": "e"})
+    (d,) = cfg.broadcast.destinations
+    assert (d.name, d.options.ml_app, d.options.site, d.options.env, d.options.api_key) == ("dd", "from-yaml", "datadoghq.eu", "e", "k" * 32)
+
+
+def test_otel_variables_create_an_otlp_destination() -> None:
+    cfg = parse(BASE, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/", "OTEL_EXPORTER_OTLP_HEADERS": "dd-api-key=abc%3D,x=y"})
+    (d,) = cfg.broadcast.destinations
+    assert isinstance(d.options, OtlpOptions)
+    assert d.options.endpoint == "http://127.0.0.1:4318/v1/traces"
+    assert d.options.headers == (("dd-api-key", "abc="), ("x", "y"))
+
+
+def test_a_bad_destination_names_the_place() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse(BASE + "broadcast:\n  destinations:\n    - {name: x, kind: datadog, api_key: k, sample_rate: 2}\n", env={})
+    assert "broadcast.destinations[0].sample_rate" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse(BASE + "broadcast:\n  destinations:\n    - {name: x, kind: splunk}\n", env={})
+    assert "broadcast.destinations[0].kind: unknown kind 'splunk'" in str(e.value)
+
+
+def _dd(**over: object) -> DatadogExporter:
+    opts = DatadogOptions(site="us5.datadoghq.com", ml_app="app", service="svc", env="test", api_key="k", agent_url=None)
+    return DatadogExporter(DestinationConfig(name="dd", kind="datadog", options=opts, **over), None)  # type: ignore[arg-type]
+
+
+def _record(output: str = "4", started: int | None = None) -> RequestRecord:
+    return RequestRecord(
+        request_id="req-1", endpoint="chat.completions", model_requested="m", stream=True,
+        started_unix_ns=started or time.time_ns(), duration_ns=5_000_000, status_code=200,
+        attribution=Attribution(user="u"), input_messages=({"role": "user", "content": "2+2?"},), output_text=output,
+        attempts=(Attempt(target="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", started_ns=1000,
+                          duration_ns=4_000_000, ttft_ns=1_500_000,
+                          usage=Usage(prompt_tokens=10, completion_tokens=3, cached_tokens=4, reasoning_tokens=1,
+                                      reported_cost_usd="0.00012"), finish_reason="stop"),),
+    )  # fmt: skip
+
+
+def test_datadog_units_are_seconds_for_ttft_and_dollars_for_cost() -> None:
+    root, llm = (json.loads(x)["spans"][0] for x in _dd().encode(_record(), False, ()))
+    assert llm["metrics"]["time_to_first_token"] == 0.0015
+    assert llm["metrics"]["total_cost"] == 0.00012
+    assert (llm["metrics"]["cache_read_input_tokens"], llm["metrics"]["reasoning_output_tokens"]) == (4, 1)
+    assert root["metrics"] == {}, "tokens are counted once, on the llm span"
+
+
+def test_an_oversized_span_keeps_everything_but_its_input_and_output() -> None:
+    root, llm = (json.loads(x)["spans"][0] for x in _dd().encode(_record(output="x" * 5_100_000), False, ()))
+    for span in (root, llm):
+        assert span["collection_errors"] == ["dropped_io"]
+        assert "dropped because of size" in json.dumps(span["meta"]["output"])
+        assert span["tags"] and span["trace_id"]
+    assert llm["metrics"]["output_tokens"] == 3
+
+
+def test_the_spool_survives_a_restart_and_keeps_its_bound(tmp_path) -> None:
+    s = Spool(tmp_path, max_bytes=100)
+    assert s.put([b"a" * 10, b"b" * 20], 5)
+    assert s.put([b"c"], 7)
+    assert not s.put([b"d" * 200], 9), "over the bound: refused"
+    s2 = Spool(tmp_path, max_bytes=100)
+    assert s2.batches == 2 and s2.bytes == s.bytes
+    first = s2.oldest()
+    assert first.oldest_unix_ns == 5 and s2.read(first) == [b"a" * 10, b"b" * 20]
+    s2.remove(first)
+    assert s2.read(s2.oldest()) == [b"c"] and s2.batches == 1
+
+
+def test_spooled_spans_older_than_24_hours_are_discarded_and_counted(tmp_path) -> None:
+    now = time.time_ns()
+
+    async def run() -> dict:
+        session = aiohttp.ClientSession()
+        dest = DestinationConfig(name="dd", kind="datadog", options=DatadogOptions(
+            site="us5.datadoghq.com", ml_app="a", service="s", env=None, api_key="k", agent_url=None,
+            intake_url_override="http://127.0.0.1:9"))  # fmt: skip
+        spool = Spool(tmp_path, 10**6)
+        spool.put([b"{}"] * 3, now - 25 * 3600 * 10**9)
+        red = Redactor()
+        d = Destination(dest, DatadogExporter(dest, session), spool, red, EventLog(red), clock=lambda: now)
+        await d._replay()
+        await session.close()
+        return d.status()
+
+    status = asyncio.run(run())
+    assert status["dropped"] == {"too_old": 3} and status["spooled_batches"] == 0
