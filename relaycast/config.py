@@ -18,6 +18,7 @@ import yaml
 from relaycast.providers.presets import PRESETS
 
 if TYPE_CHECKING:
+    from relaycast.routing.settings import Route, RoutingSettings
     from relaycast.telemetry.settings import BroadcastConfig
 
 DEFAULT_MAX_BODY = 20 * 1024 * 1024
@@ -52,12 +53,6 @@ class ProviderConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelAlias:
-    name: str
-    targets: tuple[str, ...]  # "provider/model", in order of preference
-
-
-@dataclass(frozen=True, slots=True)
 class GatewayKey:
     name: str
     sha256: str = field(repr=False)
@@ -75,11 +70,12 @@ class ServerConfig:
 class Config:
     server: ServerConfig
     providers: Mapping[str, ProviderConfig]
-    models: Mapping[str, ModelAlias]
+    models: Mapping[str, Route]
     keys: tuple[GatewayKey, ...] = ()
     admin_key_sha256: str | None = field(default=None, repr=False)
     source: str | None = None
     broadcast: BroadcastConfig | None = None
+    routing: RoutingSettings | None = None
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this config holds, for the redactor."""
@@ -134,12 +130,13 @@ def parse(text: str, env: Mapping[str, str] | None = None, source: str | None = 
 
 def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
     r = _Reader(env)
+    from relaycast.routing.settings import parse_routes, parse_routing
     from relaycast.telemetry.settings import parse_broadcast
 
-    root = r.mapping(raw, "", {"server", "providers", "models", "keys", "admin_key", "broadcast"})
+    root = r.mapping(raw, "", {"server", "providers", "models", "routing", "keys", "admin_key", "broadcast"})
     server = _server(r, root.get("server"))
     providers = _providers(r, root.get("providers"))
-    models = _models(r, root.get("models"), providers)
+    models = parse_routes(r, root.get("models"), providers)
     keys = _keys(r, root.get("keys"))
     admin = root.get("admin_key")
     admin_hash = None
@@ -153,6 +150,7 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
         admin_key_sha256=admin_hash,
         source=source,
         broadcast=parse_broadcast(r, root.get("broadcast"), env, source),
+        routing=parse_routing(r, root.get("routing")),
     )
 
 
@@ -230,34 +228,6 @@ def _timeouts(r: _Reader, raw: Any, at: str) -> Timeouts:
         idle_s=r.number(m.get("idle", d.idle_s), f"{at}.idle"),
         total_s=r.number(m.get("total", d.total_s), f"{at}.total"),
     )
-
-
-def _models(r: _Reader, raw: Any, providers: dict[str, ProviderConfig]) -> dict[str, ModelAlias]:
-    if raw is None:
-        return {}
-    out: dict[str, ModelAlias] = {}
-    for i, item in enumerate(r.sequence(raw, "models")):
-        at = f"models[{i}]"
-        m = r.mapping(item, at, {"name", "targets"})
-        name = r.string(r.required(m, "name", at), f"{at}.name")
-        if name in out:
-            raise ConfigError(f"{at}.name", f"duplicate model alias '{name}'")
-        if name.split("/", 1)[0] in providers and "/" in name:
-            raise ConfigError(f"{at}.name", f"'{name}' would shadow a provider's model; pick another alias")
-        targets = r.sequence(r.required(m, "targets", at), f"{at}.targets")
-        if not targets:
-            raise ConfigError(f"{at}.targets", "needs at least one target")
-        parsed = []
-        for j, t in enumerate(targets):
-            t = r.string(t, f"{at}.targets[{j}]")
-            prov, sep, model = t.partition("/")
-            if not sep or not model:
-                raise ConfigError(f"{at}.targets[{j}]", f"'{t}' is not of the form provider/model")
-            if prov not in providers:
-                raise ConfigError(f"{at}.targets[{j}]", f"unknown provider '{prov}'")
-            parsed.append(t)
-        out[name] = ModelAlias(name=name, targets=tuple(parsed))
-    return out
 
 
 def _keys(r: _Reader, raw: Any) -> tuple[GatewayKey, ...]:

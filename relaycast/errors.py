@@ -6,6 +6,7 @@
     │   ├── Unauthorized                 401    unauthorized       no
     │   ├── Forbidden                    403    forbidden          no
     │   ├── NotFoundRoute                404    not_found          no
+    │   ├── NoRoute                      503    no_route           no    (every target excluded or circuit-open)
     │   ├── ModelNotFound                404    model_not_found    no
     │   ├── MethodNotAllowed             405    method_not_allowed no
     │   ├── PayloadTooLarge              413    payload_too_large  no
@@ -101,6 +102,14 @@ class Forbidden(GatewayError):
     status_code = 403
     error_class = "forbidden"
     openai_type = "permission_error"
+
+
+class NoRoute(GatewayError):
+    """Every target of the route is excluded: open circuits, or the request's provider preferences."""
+
+    status_code = 503
+    error_class = "no_route"
+    openai_type = "server_error"
 
 
 class NotFoundRoute(GatewayError):

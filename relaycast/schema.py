@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from relaycast.errors import InvalidRequest
+from relaycast.routing.policy import ProviderPrefs
 from relaycast.telemetry.records import Attribution
 
 # OpenRouter request extensions: read by the gateway, not sent to upstreams that do not know them.
@@ -29,6 +30,7 @@ class ChatRequest:
     include_usage: bool  # the client asked for the usage chunk (stream_options.include_usage)
     messages: list[dict[str, Any]]
     attribution: Attribution
+    prefs: ProviderPrefs = ProviderPrefs()
 
 
 @dataclass(slots=True)
@@ -93,6 +95,7 @@ def parse_chat(raw: bytes, headers: dict[bytes, bytes]) -> ChatRequest:
         include_usage=include_usage,
         messages=messages,
         attribution=attribution(body, headers),
+        prefs=provider_prefs(body.get("provider")),
     )
 
 
@@ -135,6 +138,44 @@ def attribution(body: dict[str, Any], headers: dict[bytes, bytes]) -> Attributio
         app_url=_header(headers, b"http-referer"),
         trace=trace,
     )
+
+
+def provider_prefs(raw: Any) -> ProviderPrefs:
+    """OpenRouter's `provider` object: order, allow_fallbacks, only, ignore, sort, max_price."""
+    if raw is None:
+        return ProviderPrefs()
+    if not isinstance(raw, dict):
+        raise InvalidRequest("'provider' must be an object", param="provider")
+
+    def names(key: str) -> tuple[str, ...]:
+        v = raw.get(key)
+        if v is None:
+            return ()
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise InvalidRequest(f"'provider.{key}' must be an array of provider names", param=f"provider.{key}")
+        return tuple(v)
+
+    allow = raw.get("allow_fallbacks", True)
+    if not isinstance(allow, bool):
+        raise InvalidRequest("'provider.allow_fallbacks' must be a boolean", param="provider.allow_fallbacks")
+    sort = raw.get("sort")
+    if isinstance(sort, dict):  # the newer object form: {"by": "price", ...}
+        sort = sort.get("by")
+    if sort is not None and sort not in ("price", "throughput", "latency"):
+        raise InvalidRequest("'provider.sort' must be one of price, throughput, latency", param="provider.sort")
+    max_price = raw.get("max_price") or {}
+    if not isinstance(max_price, dict):
+        raise InvalidRequest("'provider.max_price' must be an object", param="provider.max_price")
+    caps = []
+    for k in ("prompt", "completion"):
+        v = max_price.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise InvalidRequest(f"'provider.max_price.{k}' must be a price in USD per million tokens", param=f"provider.max_price.{k}")
+        caps.append(None if v is None else float(v))
+    return ProviderPrefs(
+        order=names("order"), allow_fallbacks=allow, only=names("only"), ignore=names("ignore"), sort=sort,
+        max_prompt_price=caps[0], max_completion_price=caps[1],
+    )  # fmt: skip
 
 
 def upstream_body(req: ChatRequest, model: str, *, keep_openrouter: bool) -> dict[str, Any]:

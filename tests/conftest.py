@@ -97,8 +97,11 @@ class GatewayProcess:
 
 
 def standard_config(fake_url: str, extra: str = "") -> str:
+    # Circuits would open on the deliberately failing targets and make tests depend on their order.
     return f"""
 admin_key: {ADMIN_KEY}
+routing:
+  circuit: {{failures: 1000}}
 providers:
   - name: fakeai
     kind: openai_compatible

@@ -16,10 +16,11 @@ import aiohttp
 import orjson
 
 from relaycast import errors
-from relaycast.config import ProviderConfig
+from relaycast.config import ProviderConfig, Timeouts
 from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
 from relaycast.providers.base import (
     TRANSPORT_ERRORS,
+    connect_timeout,
     ChatResult,
     StreamState,
     connection_error,
@@ -43,16 +44,14 @@ class AnthropicProvider:
             headers["x-api-key"] = config.api_key
         self._headers = headers
         self._url = config.base_url + "/messages"
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=config.timeouts.connect_s, connect=config.timeouts.connect_s
-        )
+        self._timeout = connect_timeout(config.timeouts)
 
-    async def _post(self, body: dict[str, Any], target: str) -> aiohttp.ClientResponse:
-        t = self.config.timeouts
+    async def _post(self, body: dict[str, Any], target: str, t: Timeouts) -> aiohttp.ClientResponse:
         try:
             async with asyncio.timeout(t.first_token_s):
                 resp = await self._session.post(
-                    self._url, data=orjson.dumps(body), headers=self._headers, timeout=self._timeout
+                    self._url, data=orjson.dumps(body), headers=self._headers,
+                    timeout=self._timeout if t is self.config.timeouts else connect_timeout(t),
                 )
         except TimeoutError:
             raise errors.Timeout(
@@ -71,11 +70,12 @@ class AnthropicProvider:
             raise classify(resp.status, raw, resp.headers, target, self.config.api_key)
         return resp
 
-    async def chat(self, req: ChatRequest, model: str) -> ChatResult:
+    async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
-        resp = await self._post(request_body(req.body, model, stream=False), target)
+        t = timeouts or self.config.timeouts
+        resp = await self._post(request_body(req.body, model, stream=False), target, t)
         try:
-            async with asyncio.timeout(self.config.timeouts.idle_s):
+            async with asyncio.timeout(t.idle_s):
                 raw = await read_limited(resp, 64 * 1024 * 1024)
         except TimeoutError:
             raise errors.Timeout("upstream stalled while sending its response", phase="idle", target=target) from None
@@ -91,13 +91,14 @@ class AnthropicProvider:
             raise classify(0, parsed, resp.headers, target, self.config.api_key)
         return chat_result(parsed, model, int(time.time()), target)
 
-    async def chat_stream(self, req: ChatRequest, model: str) -> AnthropicStream:
+    async def chat_stream(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> AnthropicStream:
         target = f"{self.config.name}/{model}"
-        resp = await self._post(request_body(req.body, model, stream=True), target)
+        t = timeouts or self.config.timeouts
+        resp = await self._post(request_body(req.body, model, stream=True), target, t)
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
             try:
-                async with asyncio.timeout(self.config.timeouts.idle_s):
+                async with asyncio.timeout(t.idle_s):
                     raw = await read_limited(resp, 256 * 1024)
             except TimeoutError:
                 raise errors.Timeout("upstream stalled while sending its answer", phase="idle", target=target) from None
@@ -109,7 +110,7 @@ class AnthropicProvider:
                 raise errors.MalformedResponse("upstream answered a stream request without streaming", target=target)
             raise classify(0, raw, resp.headers, target, self.config.api_key)
         translator = StreamTranslator(model, req.include_usage, target, int(time.time()), self.config.api_key)
-        return AnthropicStream(resp, translator, self.config.timeouts.idle_s)
+        return AnthropicStream(resp, translator, t.idle_s)
 
     async def embeddings(self, body: dict[str, Any], model: str) -> tuple[bytes, Usage | None]:
         raise errors.NotSupported(f"provider '{self.config.name}' (anthropic) does not offer embeddings", param="model")

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Protocol
 import aiohttp
 
 from relaycast import errors
-from relaycast.config import ProviderConfig
+from relaycast.config import ProviderConfig, Timeouts
 from relaycast.schema import ChatRequest
 from relaycast.telemetry.records import Usage
 
@@ -62,14 +62,19 @@ class ChatStream(Protocol):
 class Provider(Protocol):
     config: ProviderConfig
 
-    async def chat(self, req: ChatRequest, model: str) -> ChatResult: ...
+    async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult: ...
 
-    async def chat_stream(self, req: ChatRequest, model: str) -> ChatStream: ...
+    async def chat_stream(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatStream: ...
 
     async def embeddings(self, body: dict[str, Any], model: str) -> tuple[bytes, Usage | None]: ...
 
 
 # --- shared helpers -----------------------------------------------------------------------------
+
+
+def connect_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    """aiohttp's part of the timeouts: connecting. The rest is enforced with asyncio.timeout by the caller."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, connect=t.connect_s)
 
 
 def retry_after_seconds(headers: Any) -> float | None:

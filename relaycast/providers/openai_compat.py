@@ -14,9 +14,10 @@ import aiohttp
 import orjson
 
 from relaycast import errors
-from relaycast.config import ProviderConfig
+from relaycast.config import ProviderConfig, Timeouts
 from relaycast.providers.base import (
     TRANSPORT_ERRORS,
+    connect_timeout,
     ChatResult,
     StreamState,
     connection_error,
@@ -47,9 +48,7 @@ class OpenAICompatProvider:
         if config.api_key:
             headers[preset.auth_header] = preset.auth_scheme + config.api_key
         self._headers = headers
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=config.timeouts.connect_s, connect=config.timeouts.connect_s
-        )
+        self._timeout = connect_timeout(config.timeouts)
 
     # --- chat ---------------------------------------------------------------------------------
 
@@ -61,12 +60,12 @@ class OpenAICompatProvider:
             body["stream_options"] = so
         return orjson.dumps(body)
 
-    async def _post(self, path: str, data: bytes, target: str) -> aiohttp.ClientResponse:
-        t = self.config.timeouts
+    async def _post(self, path: str, data: bytes, target: str, t: Timeouts) -> aiohttp.ClientResponse:
         try:
             async with asyncio.timeout(t.first_token_s):
                 resp = await self._session.post(
-                    self.config.base_url + path, data=data, headers=self._headers, timeout=self._timeout
+                    self.config.base_url + path, data=data, headers=self._headers,
+                    timeout=self._timeout if t is self.config.timeouts else connect_timeout(t),
                 )
         except TimeoutError:
             raise errors.Timeout(
@@ -85,11 +84,12 @@ class OpenAICompatProvider:
             raise classify(resp.status, raw, resp.headers, target, self.config.api_key)
         return resp
 
-    async def chat(self, req: ChatRequest, model: str) -> ChatResult:
+    async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
-        resp = await self._post("/chat/completions", self._chat_body(req, model, False), target)
+        t = timeouts or self.config.timeouts
+        resp = await self._post("/chat/completions", self._chat_body(req, model, False), target, t)
         try:
-            async with asyncio.timeout(self.config.timeouts.idle_s):
+            async with asyncio.timeout(t.idle_s):
                 raw = await read_limited(resp, 64 * 1024 * 1024)
         except TimeoutError:
             raise errors.Timeout("upstream stalled while sending its response", phase="idle", target=target) from None
@@ -120,9 +120,10 @@ class OpenAICompatProvider:
             output_text=text if isinstance(text, str) else None,
         )
 
-    async def chat_stream(self, req: ChatRequest, model: str) -> OpenAIStream:
+    async def chat_stream(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> OpenAIStream:
         target = f"{self.config.name}/{model}"
-        resp = await self._post("/chat/completions", self._chat_body(req, model, True), target)
+        t = timeouts or self.config.timeouts
+        resp = await self._post("/chat/completions", self._chat_body(req, model, True), target, t)
         ctype = resp.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
@@ -131,7 +132,7 @@ class OpenAICompatProvider:
             finally:
                 resp.release()
             raise classify(_status_of(_error_of(raw)) or 502, raw, resp.headers, target, self.config.api_key)
-        return OpenAIStream(resp, target, req.include_usage, self.config.timeouts.idle_s, self.config.api_key)
+        return OpenAIStream(resp, target, req.include_usage, t.idle_s, self.config.api_key)
 
     # --- embeddings -----------------------------------------------------------------------------
 
@@ -139,7 +140,7 @@ class OpenAICompatProvider:
         target = f"{self.config.name}/{model}"
         out = {k: v for k, v in body.items() if k not in ("models", "provider", "session_id", "trace")}
         out["model"] = model
-        resp = await self._post("/embeddings", orjson.dumps(out), target)
+        resp = await self._post("/embeddings", orjson.dumps(out), target, self.config.timeouts)
         try:
             raw = await read_limited(resp, 256 * 1024 * 1024)
         except TRANSPORT_ERRORS as e:

@@ -1,24 +1,36 @@
-"""Run a plan's attempts: one target after another, failing over on errors whose class allows it.
+"""Run a plan's attempts under one deadline, doing for each error class what that class calls for.
 
-Every attempt, failed or not, is appended to the caller's `attempts` list as it ends, so the trace has them
-even when the request fails or the client goes away. Streams fail over only before their first bytes are
-handed back; after that the caller owns the stream.
+- rate_limit: the target cools down (Retry-After, or longer when quota is exhausted); next target at once.
+- upstream_5xx, connection, timeout, stream_cut, malformed: next target; the same target again only with
+  backoff, within the route's retry budget and the request's deadline.
+- content_policy / context_length: the route's fallback for that class if it has one, else the answer stands.
+- auth, bad_request, not_found, invalid_request: no retry.
+- not_supported (this target cannot do the request): next target.
+
+Streams fail over only before their first token is handed back (the bytes before it are held). With
+`hedge_after_ms`, a stream that has no first token by then races a second target; the first to produce a
+token wins and the other is cancelled (both are recorded). Every attempt is appended to the caller's
+`attempts` list as it ends, and observed by the health board.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
 
 from relaycast import errors
+from relaycast.config import Timeouts
 from relaycast.log import EventLog
 from relaycast.providers.base import ChatResult, ChatStream, Provider
-from relaycast.routing.plan import Target
+from relaycast.routing.health import HealthBoard
+from relaycast.routing.plan import Plan
+from relaycast.routing.target import Target
 from relaycast.schema import ChatRequest
 from relaycast.telemetry.records import Attempt, Usage
-
 
 # What one target can fail with: its upstream's errors, or a request this target's adapter cannot map.
 TARGET_ERRORS = (errors.ProviderError, errors.NotSupported, errors.InvalidRequest)
@@ -29,8 +41,9 @@ class OpenStream:
     target: Target
     stream: ChatStream
     chunks: AsyncIterator[bytes]
-    first: bytes
+    first: bytes  # everything up to and including the first token
     started_ns: int  # monotonic
+    deadline: float  # loop time by which the whole stream must end
 
 
 def attempt_record(
@@ -61,105 +74,274 @@ def attempt_record(
     )
 
 
-class Executor:
-    def __init__(self, providers: Mapping[str, Provider], log: EventLog) -> None:
-        self._providers = providers
-        self._log = log
+class Steps:
+    """What to try next, for one request: the plan's targets, retries with backoff, fallbacks by class."""
 
-    async def complete(
-        self, req: ChatRequest, plan: tuple[Target, ...], t0_ns: int, attempts: list[Attempt]
-    ) -> tuple[ChatResult, Target]:
-        failures: list[errors.RelaycastError] = []
-        for target in plan:
+    def __init__(self, plan: Plan, board: HealthBoard, deadline: float, rng: random.Random) -> None:
+        self.route = plan.route
+        self._board = board
+        self._deadline = deadline
+        self._rng = rng
+        self._queue: collections.deque[tuple[Target, float]] = collections.deque((t, 0.0) for t in plan.targets)
+        self._retries_left = plan.route.retries
+        self._retry_count = 0
+        self._used_fallbacks: set[str] = set()
+        self.failures: list[errors.RelaycastError] = []
+        self.stopped = False  # a failure said: try nothing more
+
+    async def next(self) -> Target | None:
+        loop = asyncio.get_running_loop()
+        while self._queue and not self.stopped:
+            target, not_before = self._queue.popleft()
+            if not self._board.admit(target.name):
+                continue
+            wait = not_before - loop.time()
+            if wait > 0:
+                if not_before >= self._deadline:
+                    self._board.release(target.name)
+                    continue
+                await asyncio.sleep(wait)
+            return target
+        return None
+
+    def failed(self, target: Target, err: errors.RelaycastError) -> bool:
+        """Record a failure; False when nothing more should be tried."""
+        self.failures.append(err)
+        self.stopped = not self._decide(target, err)
+        return not self.stopped
+
+    def _decide(self, target: Target, err: errors.RelaycastError) -> bool:
+        cls = err.error_class
+        if cls in ("content_policy", "context_length"):
+            fallback = self.route.content_policy_fallback if cls == "content_policy" else self.route.context_length_fallback
+            if not fallback or cls in self._used_fallbacks:
+                return False
+            self._used_fallbacks.add(cls)
+            self._queue = collections.deque((Target.parse(t), 0.0) for t in fallback if Target.parse(t).model != target.model)
+            return bool(self._queue)
+        if not err.fails_over:
+            return False
+        if err.retryable and cls != "rate_limit" and self._retries_left > 0:
+            self._retries_left -= 1
+            self._retry_count += 1
+            backoff = min(0.1 * 2 ** (self._retry_count - 1), 2.0) * (0.5 + self._rng.random() / 2)
+            self._queue.append((target, asyncio.get_running_loop().time() + backoff))
+        return True
+
+    def give_up(self) -> errors.RelaycastError:
+        if self.failures:
+            return errors.AllAttemptsFailed(self.failures)
+        return errors.NoRoute(f"No target of '{self.route.name}' is available right now (circuits open or cooling down).")
+
+
+class Executor:
+    def __init__(self, providers: Mapping[str, Provider], board: HealthBoard, log: EventLog, rng: random.Random | None = None) -> None:
+        self._providers = providers
+        self.board = board
+        self._log = log
+        self._rng = rng or random.Random()
+
+    # --- timing -------------------------------------------------------------------------------
+
+    def timeouts(self, plan: Plan, target: Target) -> Timeouts:
+        base = self._providers[target.provider].config.timeouts
+        rt = plan.route.timeouts
+        if rt.connect_s is None and rt.ttft_s is None and rt.idle_s is None and rt.total_s is None:
+            return base
+        return Timeouts(
+            connect_s=rt.connect_s or base.connect_s,
+            first_token_s=rt.ttft_s or base.first_token_s,
+            idle_s=rt.idle_s or base.idle_s,
+            total_s=rt.total_s or base.total_s,
+        )
+
+    def deadline(self, plan: Plan, t0_ns: int) -> float:
+        """The request's deadline in loop time: the route's total timeout, else the first target's."""
+        total = plan.route.timeouts.total_s or self._providers[plan.targets[0].provider].config.timeouts.total_s
+        return asyncio.get_running_loop().time() - (time.monotonic_ns() - t0_ns) / 1e9 + total
+
+    # --- non-streaming ------------------------------------------------------------------------
+
+    async def complete(self, req: ChatRequest, plan: Plan, t0_ns: int, attempts: list[Attempt]) -> tuple[ChatResult, Target]:
+        deadline = self.deadline(plan, t0_ns)
+        steps = Steps(plan, self.board, deadline, self._rng)
+        while (target := await steps.next()) is not None:
             provider = self._providers[target.provider]
+            t = self.timeouts(plan, target)
             started = time.monotonic_ns()
             try:
-                async with asyncio.timeout(provider.config.timeouts.total_s):
-                    result = await provider.chat(req, target.model)
+                async with asyncio.timeout(_remaining(deadline, t.total_s)):
+                    result = await provider.chat(req, target.model, t)
             except TimeoutError:
-                err: errors.RelaycastError = errors.Timeout(
-                    f"upstream did not finish within {provider.config.timeouts.total_s:g}s", phase="total", target=target.name
-                )
+                err: errors.RelaycastError = errors.Timeout("upstream did not answer within the deadline", phase="total", target=target.name)
             except TARGET_ERRORS as e:
                 err = e
             except asyncio.CancelledError:
-                attempts.append(attempt_record(target, t0_ns, started, error_class="client_cancelled"))
+                self._cancelled(target, t0_ns, started, attempts, "client_cancelled")
                 raise
             else:
                 ended = time.monotonic_ns()
-                attempts.append(
-                    attempt_record(
-                        target, t0_ns, started, ended_ns=ended, ttft_ns=ended, usage=result.usage, finish_reason=result.finish_reason
-                    )
-                )
+                attempts.append(attempt_record(target, t0_ns, started, ended_ns=ended, usage=result.usage, finish_reason=result.finish_reason))
+                out = result.usage.completion_tokens if result.usage else 0
+                self.board.observe(target.name, (ended - started) / 1e6, None, None, out)
                 return result, target
-            attempts.append(attempt_record(target, t0_ns, started, error=err))
-            failures.append(err)
-            self._failed(target, err)
-            if not err.fails_over:
+            self._failed(target, t0_ns, started, attempts, err)
+            if not steps.failed(target, err):
                 break
-        raise errors.AllAttemptsFailed(failures)
+        raise steps.give_up()
 
-    async def open_stream(
-        self, req: ChatRequest, plan: tuple[Target, ...], t0_ns: int, attempts: list[Attempt]
-    ) -> OpenStream:
-        failures: list[errors.RelaycastError] = []
-        for target in plan:
-            provider = self._providers[target.provider]
-            started = time.monotonic_ns()
-            stream: ChatStream | None = None
-            try:
-                stream = await provider.chat_stream(req, target.model)
-                chunks = stream.__aiter__()
-                try:
-                    first = await chunks.__anext__()
-                except StopAsyncIteration:
-                    raise errors.StreamCut("upstream ended the stream before sending anything", target=target.name) from None
-            except TARGET_ERRORS as e:
-                if stream is not None:
-                    await stream.aclose()
-                attempts.append(attempt_record(target, t0_ns, started, error=e))
-                failures.append(e)
-                self._failed(target, e)
-                if not e.fails_over:
-                    break
-                continue
-            except BaseException:
-                if stream is not None:
-                    await stream.aclose()
-                attempts.append(attempt_record(target, t0_ns, started, error_class="client_cancelled"))
-                raise
-            return OpenStream(target=target, stream=stream, chunks=chunks, first=first, started_ns=started)
-        raise errors.AllAttemptsFailed(failures)
-
-    async def embed(
-        self, body: dict[str, Any], plan: tuple[Target, ...], t0_ns: int, attempts: list[Attempt]
-    ) -> tuple[bytes, Target]:
-        failures: list[errors.RelaycastError] = []
-        for target in plan:
+    async def embed(self, body: dict[str, Any], plan: Plan, t0_ns: int, attempts: list[Attempt]) -> tuple[bytes, Target]:
+        deadline = self.deadline(plan, t0_ns)
+        steps = Steps(plan, self.board, deadline, self._rng)
+        while (target := await steps.next()) is not None:
             provider = self._providers[target.provider]
             started = time.monotonic_ns()
             try:
-                async with asyncio.timeout(provider.config.timeouts.total_s):
+                async with asyncio.timeout(_remaining(deadline, provider.config.timeouts.total_s)):
                     raw, usage = await provider.embeddings(body, target.model)
             except TimeoutError:
-                err: errors.RelaycastError = errors.Timeout("upstream did not finish in time", phase="total", target=target.name)
+                err: errors.RelaycastError = errors.Timeout("upstream did not answer within the deadline", phase="total", target=target.name)
             except TARGET_ERRORS as e:
                 err = e
+            except asyncio.CancelledError:
+                self._cancelled(target, t0_ns, started, attempts, "client_cancelled")
+                raise
             else:
-                attempts.append(attempt_record(target, t0_ns, started, usage=usage))
+                ended = time.monotonic_ns()
+                attempts.append(attempt_record(target, t0_ns, started, ended_ns=ended, usage=usage))
+                self.board.observe(target.name, (ended - started) / 1e6, None, None)
                 return raw, target
-            attempts.append(attempt_record(target, t0_ns, started, error=err))
-            failures.append(err)
-            self._failed(target, err)
-            if not err.fails_over:
+            self._failed(target, t0_ns, started, attempts, err)
+            if not steps.failed(target, err):
                 break
-        raise errors.AllAttemptsFailed(failures)
+        raise steps.give_up()
 
-    def total_timeout(self, target: Target) -> float:
-        return self._providers[target.provider].config.timeouts.total_s
+    # --- streaming ----------------------------------------------------------------------------
 
-    def _failed(self, target: Target, err: errors.RelaycastError) -> None:
+    async def open_stream(self, req: ChatRequest, plan: Plan, t0_ns: int, attempts: list[Attempt]) -> OpenStream:
+        deadline = self.deadline(plan, t0_ns)
+        steps = Steps(plan, self.board, deadline, self._rng)
+        hedge = plan.route.hedge_after_s
+        while (target := await steps.next()) is not None:
+            if hedge is None:
+                try:
+                    return await self._open_one(req, plan, target, t0_ns, deadline, attempts)
+                except TARGET_ERRORS as e:
+                    if not steps.failed(target, e):
+                        break
+                continue
+            won = await self._hedged(req, plan, target, steps, hedge, t0_ns, deadline, attempts)
+            if won is not None:
+                return won
+        raise steps.give_up()
+
+    async def _hedged(self, req: ChatRequest, plan: Plan, first: Target, steps: Steps, hedge_s: float, t0_ns: int,
+                      deadline: float, attempts: list[Attempt]) -> OpenStream | None:  # fmt: skip
+        """Race `first` against the next target if it has no first token after `hedge_s`. None: all failed."""
+        reasons: dict[asyncio.Task[OpenStream], list[str]] = {}
+
+        def start(t: Target) -> asyncio.Task[OpenStream]:
+            why = ["client_cancelled"]
+            task = asyncio.ensure_future(self._open_one(req, plan, t, t0_ns, deadline, attempts, why))
+            reasons[task] = why
+            return task
+
+        pending = {start(first)}
+        targets = {next(iter(pending)): first}
+        hedged = False
+        try:
+            while pending:
+                timeout = None if hedged else hedge_s
+                done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done and not hedged:
+                    hedged = True
+                    second = await steps.next()
+                    if second is not None:
+                        self._log.info("hedge_started", first=first.name, second=second.name, after_ms=int(hedge_s * 1000))
+                        task = start(second)
+                        targets[task] = second
+                        pending.add(task)
+                    continue
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        for other in pending:
+                            reasons[other][0] = "hedge_lost"
+                            other.cancel()
+                        await asyncio.gather(*pending, return_exceptions=True)
+                        return task.result()
+                    if not isinstance(exc, TARGET_ERRORS):
+                        raise exc
+                    steps.failed(targets[task], exc)
+            return None
+        except asyncio.CancelledError:
+            for task in reasons:
+                task.cancel()
+            await asyncio.gather(*reasons, return_exceptions=True)
+            raise
+
+    async def _open_one(self, req: ChatRequest, plan: Plan, target: Target, t0_ns: int, deadline: float,
+                        attempts: list[Attempt], cancel_class: list[str] | None = None) -> OpenStream:  # fmt: skip
+        """Open a stream and read it up to its first token, within the TTFT budget. Records a failed attempt."""
+        provider = self._providers[target.provider]
+        t = self.timeouts(plan, target)
+        started = time.monotonic_ns()
+        stream: ChatStream | None = None
+        held: list[bytes] = []
+        budget = _remaining(deadline, t.first_token_s)
+        try:
+            async with asyncio.timeout(budget):
+                stream = await provider.chat_stream(req, target.model, t)
+                chunks = stream.__aiter__()
+                while stream.state.first_token_ns is None and not stream.state.done:
+                    try:
+                        held.append(await chunks.__anext__())
+                    except StopAsyncIteration:
+                        raise errors.StreamCut("upstream ended the stream before its first token", target=target.name) from None
+        except TimeoutError:
+            err: errors.RelaycastError = errors.Timeout(
+                f"no first token within {budget:.3g}s", phase="first_token", target=target.name
+            )
+        except TARGET_ERRORS as e:
+            err = e
+        except asyncio.CancelledError:
+            if stream is not None:
+                await stream.aclose()
+            self._cancelled(target, t0_ns, started, attempts, (cancel_class or ["client_cancelled"])[0])
+            raise
+        else:
+            return OpenStream(target=target, stream=stream, chunks=chunks, first=b"".join(held), started_ns=started, deadline=deadline)
+        if stream is not None:
+            await stream.aclose()
+        self._failed(target, t0_ns, started, attempts, err)
+        raise err
+
+    def stream_ended(self, opened: OpenStream, t0_ns: int, attempts: list[Attempt], err: errors.RelaycastError | None) -> None:
+        """Record the serving attempt of a stream once it ended (finished, failed mid-way, or abandoned)."""
+        state = opened.stream.state
+        cls = None if err or state.done else "client_cancelled"
+        ended = time.monotonic_ns()
+        attempts.append(
+            attempt_record(opened.target, t0_ns, opened.started_ns, ended_ns=ended, ttft_ns=state.first_token_ns,
+                           usage=state.usage, finish_reason=state.finish_reason, error=err, error_class=cls)  # fmt: skip
+        )
+        if cls is not None:
+            self.board.release(opened.target.name)
+            return
+        ttft_ms = None if state.first_token_ns is None else (state.first_token_ns - opened.started_ns) / 1e6
+        out = state.usage.completion_tokens if state.usage else 0
+        self.board.observe(opened.target.name, (ended - opened.started_ns) / 1e6, ttft_ms, err.error_class if err else None, out)
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def _failed(self, target: Target, t0_ns: int, started: int, attempts: list[Attempt], err: errors.RelaycastError) -> None:
+        ended = time.monotonic_ns()
+        attempts.append(attempt_record(target, t0_ns, started, ended_ns=ended, error=err))
+        if err.error_class in ("not_supported", "invalid_request"):
+            self.board.release(target.name)  # says nothing about the target's health
+        else:
+            self.board.observe(target.name, (ended - started) / 1e6, None, err.error_class,
+                               retry_after=getattr(err, "retry_after", None), quota=getattr(err, "quota", False))  # fmt: skip
         self._log.warning(
             "upstream_error",
             target=target.name,
@@ -168,3 +350,11 @@ class Executor:
             will_fail_over=err.fails_over,
             message=err.message[:200],
         )
+
+    def _cancelled(self, target: Target, t0_ns: int, started: int, attempts: list[Attempt], cls: str) -> None:
+        attempts.append(attempt_record(target, t0_ns, started, error_class=cls))
+        self.board.release(target.name)
+
+
+def _remaining(deadline: float, cap: float) -> float:
+    return max(0.001, min(cap, deadline - asyncio.get_running_loop().time()))

@@ -19,7 +19,9 @@ from relaycast.log import EventLog
 from relaycast.providers.registry import build_providers
 from relaycast.redact import Redactor
 from relaycast.routing.executor import Executor
+from relaycast.routing.health import HealthBoard
 from relaycast.routing.plan import Planner
+from relaycast.routing.settings import RoutingSettings
 from relaycast.server.asgi import JSON, Receive, Scope, Send, header_map, send_bytes
 from relaycast.server.auth import Authenticator
 from relaycast.server.handlers import Handlers
@@ -39,7 +41,8 @@ class Gateway:
         self.redactor = Redactor(config.secrets())
         self.log = EventLog(self.redactor)
         self.auth = Authenticator(config)
-        self.planner = Planner(config)
+        self.board = HealthBoard(config.routing or RoutingSettings(), self.log)
+        self.planner = Planner(config, self.board)
         self.stats = Stats()
         self.sinks: tuple[Sink, ...] = (self.stats, *sinks)
         self.started = time.time()
@@ -54,6 +57,7 @@ class Gateway:
             ("GET", "/v1/models"): self._models,
             ("GET", "/healthz"): self._health,
             ("GET", "/admin/stats"): self._admin_stats,
+            ("GET", "/admin/routes"): self._admin_routes,
             ("GET", "/admin/broadcast"): self._admin_broadcast,
             ("POST", "/admin/broadcast/test"): self._admin_broadcast_test,
         }
@@ -71,7 +75,7 @@ class Gateway:
         except BaseException:
             await self.shutdown()
             raise
-        self._handlers = Handlers(self, Executor(providers, self.log))
+        self._handlers = Handlers(self, Executor(providers, self.board, self.log))
         if self.config.broadcast and self.config.broadcast.destinations:
             # Its own client: the exporters' HTTP never shares a pool (or a slowdown) with the providers'.
             self._telemetry_session = aiohttp.ClientSession(trust_env=False)
@@ -174,6 +178,14 @@ class Gateway:
         body["uptime_s"] = round(time.time() - self.started, 3)
         await send_bytes(send, 200, orjson.dumps(body), ids)
 
+
+    async def _admin_routes(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        self.auth.admin(headers)
+        routes = {
+            name: {"strategy": r.strategy, "targets": list(r.targets), "sla": {"p99_ms": r.sla_p99_ms, "ttft_p99_ms": r.sla_ttft_p99_ms}}
+            for name, r in self.config.models.items()
+        }
+        await send_bytes(send, 200, orjson.dumps({"routes": routes, "targets": self.board.status()}), ids)
 
     async def _admin_broadcast(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
         self.auth.admin(headers)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from relaycast import errors
-from relaycast.routing.executor import Executor, OpenStream, attempt_record
+from relaycast.routing.executor import Executor, OpenStream
 from relaycast.schema import ChatRequest, parse_chat, parse_embeddings
 from relaycast.server.asgi import SSE_HEADERS, BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, run_until_disconnect, send_bytes
 from relaycast.sse import encode
@@ -57,7 +57,7 @@ class Handlers:
         req = parse_chat(raw, headers)
         if key_name:
             req.attribution = _with_key(req.attribution, key_name)
-        plan = self.gw.planner.plan(req.model, req.fallbacks)
+        plan = self.gw.planner.plan(req.model, req.fallbacks, req.prefs)
         attempts: list[Attempt] = []
         outcome: dict[str, Any] = {"status": 200, "error": None, "text": None, "cancelled": False}
         try:
@@ -107,37 +107,27 @@ class Handlers:
             await self.gw.send_error(send, e, [*ids, *_served(None, len(attempts))])
             return
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *ids, *_served(opened.target.name, len(attempts) + 1)]})
-        err = await self._forward(opened, send)
-        state = opened.stream.state
-        outcome["text"] = "".join(state.text) if state.text else None
-        if err is not None:
-            outcome["error"] = err
-            outcome["status"] = 200  # the response started as 200; the error went as an event
-        attempts.append(
-            attempt_record(
-                opened.target,
-                t0,
-                opened.started_ns,
-                ttft_ns=state.first_token_ns,
-                usage=state.usage,
-                finish_reason=state.finish_reason,
-                error=err,
-                error_class=None if err or state.done else "client_cancelled",
-            )
-        )
+        err = None
+        try:
+            err = await self._forward(opened, send)
+        finally:
+            state = opened.stream.state
+            outcome["text"] = "".join(state.text) if state.text else None
+            if err is not None:
+                outcome["error"] = err  # the response started as 200; the error went as an event
+            self.executor.stream_ended(opened, t0, attempts, err)
 
     async def _forward(self, opened: OpenStream, send: Send) -> errors.RelaycastError | None:
         """Send the stream to the client. A mid-stream failure ends it with an error event, never [DONE]."""
-        provider_total = self.executor.total_timeout(opened.target)
         try:
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + provider_total):
+            async with asyncio.timeout_at(opened.deadline):
                 await send({"type": "http.response.body", "body": opened.first, "more_body": True})
                 async for chunk in opened.chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except errors.ProviderError as e:
             err: errors.RelaycastError | None = e
         except TimeoutError:
-            err = errors.Timeout(f"stream did not finish within {provider_total:g}s", phase="total", target=opened.target.name)
+            err = errors.Timeout("stream did not finish within the request's deadline", phase="total", target=opened.target.name)
         except asyncio.CancelledError:
             await opened.stream.aclose()
             raise

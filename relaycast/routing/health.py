@@ -1,0 +1,288 @@
+"""Per-target health: rolling latency and TTFT histograms, error rates by class, cool-downs, circuit breakers.
+
+Statistics are kept cheaply: a rolling window of a few slots, each a fixed log-spaced histogram (62 buckets,
+about 12% wide) and a few counters, so memory and cost stay flat with traffic. Percentiles are read from the
+buckets and cached for a moment, so routing reads them without work per request. Everything here is in
+memory and O(1) per observation: no lock, no I/O on the request path.
+
+Circuit: closed -> (N consecutive failures) -> open -> (cool-down) -> half_open: one probe at a time;
+its success closes the circuit, its failure opens it again.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from relaycast.log import EventLog
+from relaycast.routing.settings import RoutingSettings
+
+Clock = Callable[[], float]  # monotonic seconds
+
+_GROWTH = 1.25
+_N_BUCKETS = 62  # 1 ms .. ~1,000 s
+_LOG = math.log(_GROWTH)
+BOUNDS_MS = tuple(_GROWTH**i for i in range(_N_BUCKETS))
+SLOTS = 6
+
+# Classes that say a target is unhealthy (the request itself was fine).
+HEALTH_FAILURES = frozenset({"upstream_5xx", "connection", "timeout", "stream_cut", "malformed", "auth"})
+
+
+def bucket(ms: float) -> int:
+    if ms <= 1.0:
+        return 0
+    return min(_N_BUCKETS - 1, math.ceil(math.log(ms) / _LOG))
+
+
+def percentile(hist: list[int], total: int, q: float) -> float | None:
+    if total <= 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for i, n in enumerate(hist):
+        seen += n
+        if seen >= rank:
+            return BOUNDS_MS[i]
+    return BOUNDS_MS[-1]
+
+
+@dataclass(slots=True)
+class _Slot:
+    epoch: int = -1
+    latency: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
+    ttft: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
+    ok: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    out_tokens: int = 0
+    gen_s: float = 0.0
+
+    def reset(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.latency = [0] * _N_BUCKETS
+        self.ttft = [0] * _N_BUCKETS
+        self.ok = 0
+        self.errors = collections.Counter()
+        self.out_tokens = 0
+        self.gen_s = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    p50_ms: float | None
+    p99_ms: float | None
+    ttft_p99_ms: float | None
+    tokens_per_s: float | None
+
+    @property
+    def error_rate(self) -> float:
+        failures = sum(n for c, n in self.errors.items() if c in HEALTH_FAILURES)
+        return failures / self.requests if self.requests else 0.0
+
+
+class TargetHealth:
+    def __init__(self, name: str, settings: RoutingSettings, clock: Clock) -> None:
+        self.name = name
+        self._s = settings
+        self._clock = clock
+        self._slot_s = settings.window_s / SLOTS
+        self._slots = [_Slot() for _ in range(SLOTS)]
+        self._snap: Snapshot | None = None
+        self._snap_at = -1.0
+        self.consecutive_failures = 0
+        self.circuit = "closed"
+        self.opened_at = 0.0
+        self.probe_in_flight = False
+        self.cooldown_until = 0.0
+        self.cooldown_reason: str | None = None
+
+    def _slot(self, now: float) -> _Slot:
+        epoch = int(now / self._slot_s)
+        s = self._slots[epoch % SLOTS]
+        if s.epoch != epoch:
+            s.reset(epoch)
+        return s
+
+    def observe(self, duration_ms: float, ttft_ms: float | None, error_class: str | None, out_tokens: int) -> None:
+        now = self._clock()
+        s = self._slot(now)
+        if error_class is None:
+            s.ok += 1
+            s.latency[bucket(duration_ms)] += 1
+            if ttft_ms is not None:
+                s.ttft[bucket(ttft_ms)] += 1
+            gen_ms = duration_ms - (ttft_ms or 0.0)
+            if out_tokens and gen_ms > 0:
+                s.out_tokens += out_tokens
+                s.gen_s += gen_ms / 1000
+        else:
+            s.errors[error_class] += 1
+            if error_class == "timeout":
+                s.latency[bucket(duration_ms)] += 1  # a timeout is a slow answer too
+        self._snap = None
+
+    def snapshot(self, max_age_s: float = 0.25) -> Snapshot:
+        now = self._clock()
+        if self._snap is not None and now - self._snap_at < max_age_s:
+            return self._snap
+        oldest = int(now / self._slot_s) - SLOTS + 1
+        lat = [0] * _N_BUCKETS
+        ttft = [0] * _N_BUCKETS
+        ok = 0
+        errs: collections.Counter[str] = collections.Counter()
+        toks, gen = 0, 0.0
+        for s in self._slots:
+            if s.epoch < oldest:
+                continue
+            ok += s.ok
+            errs.update(s.errors)
+            toks += s.out_tokens
+            gen += s.gen_s
+            for i in range(_N_BUCKETS):
+                lat[i] += s.latency[i]
+                ttft[i] += s.ttft[i]
+        nlat, nttft = sum(lat), sum(ttft)
+        snap = Snapshot(
+            requests=ok + sum(errs.values()),
+            ok=ok,
+            errors=dict(errs),
+            p50_ms=percentile(lat, nlat, 0.5),
+            p99_ms=percentile(lat, nlat, 0.99),
+            ttft_p99_ms=percentile(ttft, nttft, 0.99),
+            tokens_per_s=toks / gen if gen > 0 else None,
+        )
+        self._snap, self._snap_at = snap, now
+        return snap
+
+
+class HealthBoard:
+    """Every target's health, and the transitions between states, logged and counted."""
+
+    def __init__(self, settings: RoutingSettings, log: EventLog, clock: Clock = time.monotonic) -> None:
+        self.settings = settings
+        self._log = log
+        self._clock = clock
+        self._targets: dict[str, TargetHealth] = {}
+        self.transitions: collections.Counter[tuple[str, str]] = collections.Counter()  # (target, "from->to")
+        self.demoted: dict[tuple[str, str], str] = {}  # (route, target) -> reason
+
+    def target(self, name: str) -> TargetHealth:
+        t = self._targets.get(name)
+        if t is None:
+            t = self._targets[name] = TargetHealth(name, self.settings, self._clock)
+        return t
+
+    def targets(self) -> dict[str, TargetHealth]:
+        return self._targets
+
+    # --- states -------------------------------------------------------------------------------
+
+    def state(self, name: str) -> str:
+        """'ok', 'cooling' (rate limited), 'open', 'half_open' (a probe may go), or 'probing' (one is out)."""
+        t = self.target(name)
+        now = self._clock()
+        if t.circuit == "open":
+            if now - t.opened_at < self.settings.circuit_cooldown_s:
+                return "open"
+            self._move(t, "half_open")
+        if t.circuit == "half_open":
+            return "probing" if t.probe_in_flight else "half_open"
+        if t.cooldown_until > now:
+            return "cooling"
+        return "ok"
+
+    def admit(self, name: str) -> bool:
+        """May an attempt start on this target now? Takes the half-open probe slot when it is free."""
+        st = self.state(name)
+        if st in ("open", "probing"):
+            return False
+        if st == "half_open":
+            self.target(name).probe_in_flight = True
+        return True
+
+    def is_demoted(self, route: str, name: str, sla_p99_ms: float | None, sla_ttft_p99_ms: float | None) -> bool:
+        """Over its route's SLA or over the error-rate threshold, with enough requests in the window to say."""
+        snap = self.target(name).snapshot()
+        reason = None
+        if snap.requests >= self.settings.min_requests:
+            if snap.error_rate > self.settings.error_rate:
+                reason = f"error rate {snap.error_rate:.0%} over {self.settings.error_rate:.0%}"
+            elif sla_p99_ms is not None and snap.p99_ms is not None and snap.p99_ms > sla_p99_ms:
+                reason = f"p99 {snap.p99_ms:.0f} ms over the SLA of {sla_p99_ms:.0f} ms"
+            elif sla_ttft_p99_ms is not None and snap.ttft_p99_ms is not None and snap.ttft_p99_ms > sla_ttft_p99_ms:
+                reason = f"TTFT p99 {snap.ttft_p99_ms:.0f} ms over the SLA of {sla_ttft_p99_ms:.0f} ms"
+        key = (route, name)
+        was = key in self.demoted
+        if reason and not was:
+            self.demoted[key] = reason
+            self.transitions[(name, "ok->demoted")] += 1
+            self._log.warning("target_demoted", route=route, target=name, reason=reason)
+        elif not reason and was:
+            del self.demoted[key]
+            self.transitions[(name, "demoted->ok")] += 1
+            self._log.info("target_promoted", route=route, target=name)
+        return reason is not None
+
+    # --- observations (after each attempt) ----------------------------------------------------
+
+    def observe(self, name: str, duration_ms: float, ttft_ms: float | None, error_class: str | None,
+                out_tokens: int = 0, retry_after: float | None = None, quota: bool = False) -> None:  # fmt: skip
+        t = self.target(name)
+        t.observe(duration_ms, ttft_ms, error_class, out_tokens)
+        if error_class == "rate_limit":
+            wait = self.settings.quota_cooldown_s if quota else (retry_after or self.settings.rate_limit_cooldown_s)
+            t.cooldown_until = max(t.cooldown_until, self._clock() + wait)
+            t.cooldown_reason = "quota exhausted" if quota else "rate limited"
+            self.transitions[(name, "ok->cooling")] += 1
+            self._log.warning("target_cooling", target=name, seconds=round(wait, 1), reason=t.cooldown_reason)
+        if error_class in HEALTH_FAILURES:
+            t.consecutive_failures += 1
+            if t.circuit == "half_open" or (t.circuit == "closed" and t.consecutive_failures >= self.settings.circuit_failures):
+                t.opened_at = self._clock()
+                self._move(t, "open")
+        elif error_class is None:
+            t.consecutive_failures = 0
+            if t.circuit == "half_open":
+                self._move(t, "closed")
+        t.probe_in_flight = False  # the attempt (a probe or not) is over
+
+    def release(self, name: str) -> None:
+        """An attempt ended without a verdict on the target (the client left): free the probe slot."""
+        self.target(name).probe_in_flight = False
+
+    def _move(self, t: TargetHealth, to: str) -> None:
+        if t.circuit == to:
+            return
+        self.transitions[(t.name, f"{t.circuit}->{to}")] += 1
+        self._log.warning("circuit_" + to, target=t.name, consecutive_failures=t.consecutive_failures)
+        t.circuit = to
+        if to != "half_open":
+            t.probe_in_flight = False
+
+    # --- the admin view -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, dict]:
+        out = {}
+        for name, t in sorted(self._targets.items()):
+            snap = t.snapshot(max_age_s=0)
+            out[name] = {
+                "state": self.state(name),
+                "circuit": t.circuit,
+                "consecutive_failures": t.consecutive_failures,
+                "cooling_for_s": round(max(0.0, t.cooldown_until - self._clock()), 1),
+                "cooldown_reason": t.cooldown_reason if t.cooldown_until > self._clock() else None,
+                "window": {
+                    "requests": snap.requests, "ok": snap.ok, "errors": snap.errors,
+                    "error_rate": round(snap.error_rate, 4), "p50_ms": snap.p50_ms, "p99_ms": snap.p99_ms,
+                    "ttft_p99_ms": snap.ttft_p99_ms, "tokens_per_s": snap.tokens_per_s,
+                },  # fmt: skip
+                "demoted_in": {r: why for (r, n), why in self.demoted.items() if n == name},
+                "transitions": {k: v for (n, k), v in self.transitions.items() if n == name},
+            }
+        return out
