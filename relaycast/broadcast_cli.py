@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import urllib.error
-import urllib.request
 
 import aiohttp
 import orjson
 
 from relaycast import config as config_mod
+from relaycast.admin_client import admin_get
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters import build
 
@@ -49,17 +47,8 @@ def broadcast_test(args: argparse.Namespace) -> int:
 
 
 def broadcast_status(args: argparse.Namespace) -> int:
-    key = args.admin_key or os.environ.get("RELAYCAST_ADMIN_KEY", "")
-    req = urllib.request.Request(args.url.rstrip("/") + "/admin/broadcast", headers={"authorization": f"Bearer {key}"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            body = orjson.loads(r.read())
-    except urllib.error.HTTPError as e:
-        msg = orjson.loads(e.read()).get("error", {}).get("message", "") if e.code < 500 else ""
-        print(f"relaycast: the gateway answered HTTP {e.code}: {msg}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"relaycast: cannot reach the gateway at {args.url}: {e}", file=sys.stderr)
+    body = admin_get(args.url, "/admin/broadcast", args.admin_key)
+    if body is None:
         return 1
     if args.json:
         print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())

@@ -74,6 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     bs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     bs.add_argument("--json", action="store_true", help="print JSON")
 
+    rt = sub.add_parser("routes", help="routing health of a running gateway", description="Routing health of a running gateway.")
+    rsub = rt.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
+    rs = rsub.add_parser("status", help="per-target state, latency percentiles, error rates and transitions (admin key)")
+    rs.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    rs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
+    rs.add_argument("--json", action="store_true", help="print JSON")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -87,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from relaycast.broadcast_cli import broadcast_status, broadcast_test
 
         return broadcast_test(args) if args.broadcast_command == "test" else broadcast_status(args)
+    if args.command == "routes":
+        from relaycast.admin_client import routes_status
+
+        return routes_status(args)
     parser.print_help()
     return 0
 

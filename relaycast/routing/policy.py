@@ -76,7 +76,7 @@ def order(
         healthy, demoted = [demoted[0], *healthy], demoted[1:]
     out = [c.target for c in (*healthy, *demoted)]
     if not out:
-        out = [c.target for c in cooling]
+        out = [c.target for c in sorted(cooling, key=lambda c: c.demoted)]
     if not prefs.allow_fallbacks:
         out = out[:1]
     return out

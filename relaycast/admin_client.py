@@ -1,0 +1,57 @@
+"""The command line's view of a running gateway's admin API: `relaycast routes status` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+
+
+def admin_get(url: str, path: str, admin_key: str | None) -> dict[str, Any] | None:
+    """GET an admin endpoint; print a plain error and return None when it fails."""
+    key = admin_key or os.environ.get("RELAYCAST_ADMIN_KEY", "")
+    req = urllib.request.Request(url.rstrip("/") + path, headers={"authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return orjson.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            msg = orjson.loads(e.read()).get("error", {}).get("message", "")
+        except (orjson.JSONDecodeError, AttributeError):
+            msg = ""
+        print(f"relaycast: the gateway answered HTTP {e.code}: {msg}", file=sys.stderr)
+    except OSError as e:
+        print(f"relaycast: cannot reach the gateway at {url}: {e}", file=sys.stderr)
+    return None
+
+
+def routes_status(args: argparse.Namespace) -> int:
+    body = admin_get(args.url, "/admin/routes", args.admin_key)
+    if body is None:
+        return 1
+    if args.json:
+        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for name, r in body["routes"].items():
+        sla = ", ".join(f"{k} {v:g}" for k, v in r["sla"].items() if v is not None) or "no SLA"
+        print(f"route {name} ({r['strategy']}; {sla}): {' -> '.join(r['targets'])}")
+    targets = body["targets"]
+    if not targets:
+        print("no traffic yet")
+    for name, t in targets.items():
+        w = t["window"]
+        ms = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(w["errors"].items())) or "none"
+        state = t["state"] + (f" ({t['cooldown_reason']}, {t['cooling_for_s']} s)" if t["cooldown_reason"] else "")
+        print(f"{name}: {state}, circuit {t['circuit']}; {w['requests']} requests, error rate {w['error_rate']:.1%}, "
+              f"p50 {ms(w['p50_ms'])}, p99 {ms(w['p99_ms'])}, TTFT p99 {ms(w['ttft_p99_ms'])}; errors: {errs}")  # fmt: skip
+        for route, why in t["demoted_in"].items():
+            print(f"  demoted in {route}: {why}")
+        if t["transitions"]:
+            print("  transitions: " + ", ".join(f"{k} {v}" for k, v in t["transitions"].items()))
+    return 0

@@ -1,0 +1,188 @@
+"""The pure routing policy, and the health statistics it reads. Property tests where a rule must always hold."""
+
+from __future__ import annotations
+
+import collections
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relaycast.log import EventLog
+from relaycast.redact import Redactor
+from relaycast.routing.health import HealthBoard, TargetHealth, bucket, percentile
+from relaycast.routing.policy import Candidate, ProviderPrefs, order
+from relaycast.routing.settings import Price, RoutingSettings
+from relaycast.routing.target import Target
+
+PROVIDERS = ["openai", "anthropic", "groq", "mistral"]
+STATES = ["ok", "cooling", "open", "half_open", "probing"]
+
+candidate = st.builds(
+    Candidate,
+    target=st.builds(Target, st.sampled_from(PROVIDERS), st.sampled_from(["m1", "m2", "m3"])),
+    weight=st.floats(0.1, 10),
+    price=st.one_of(st.none(), st.builds(Price, st.floats(0, 20), st.floats(0, 60))),
+    state=st.sampled_from(STATES),
+    demoted=st.booleans(),
+    p99_ms=st.one_of(st.none(), st.floats(1, 10_000)),
+)
+prefs = st.builds(
+    ProviderPrefs,
+    order=st.lists(st.sampled_from(PROVIDERS), max_size=2).map(tuple),
+    allow_fallbacks=st.booleans(),
+    only=st.lists(st.sampled_from(PROVIDERS), max_size=2).map(tuple),
+    ignore=st.lists(st.sampled_from(PROVIDERS), max_size=2).map(tuple),
+    sort=st.sampled_from([None, "price", "latency", "throughput"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(candidate, max_size=8, unique_by=lambda c: c.target), st.sampled_from(["priority", "weighted", "lowest_latency", "lowest_cost"]), prefs, st.integers(0, 2**32))
+def test_the_policy_never_picks_an_open_circuit_a_busy_probe_or_an_excluded_provider(cands, strategy, p, seed) -> None:
+    out = order(cands, strategy, p, random.Random(seed), probe_share=0.5)
+    by_target = {c.target: c for c in cands}
+    assert len(out) == len(set(out))
+    for t in out:
+        c = by_target[t]
+        assert c.state not in ("open", "probing")
+        if p.only:
+            assert t.provider in p.only
+        assert t.provider not in p.ignore
+    if not p.allow_fallbacks:
+        assert len(out) <= 1
+    if any(c.state in ("ok", "half_open") for c in cands if (not p.only or c.target.provider in p.only) and c.target.provider not in p.ignore):
+        assert all(by_target[t].state != "cooling" for t in out), "a rate-limited target only as a last resort"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(candidate, min_size=1, max_size=6, unique_by=lambda c: c.target), st.integers(0, 2**32))
+def test_healthy_targets_come_before_demoted_ones_without_probes(cands, seed) -> None:
+    out = order(cands, "priority", ProviderPrefs(), random.Random(seed), probe_share=0.0)
+    demoted_seen = False
+    for t in out:
+        c = next(c for c in cands if c.target == t)
+        if c.demoted:
+            demoted_seen = True
+        else:
+            assert not demoted_seen, "a healthy target after a demoted one"
+
+
+def test_weights_converge_to_their_shares() -> None:
+    cands = [Candidate(Target("a", "m"), weight=1), Candidate(Target("b", "m"), weight=3)]
+    rng = random.Random(1)
+    first = collections.Counter(order(cands, "weighted", ProviderPrefs(), rng)[0].provider for _ in range(20_000))
+    assert abs(first["b"] / 20_000 - 0.75) < 0.02
+
+
+def test_provider_order_sort_and_price_caps() -> None:
+    cands = [
+        Candidate(Target("openai", "m"), price=Price(5, 15), p99_ms=900),
+        Candidate(Target("groq", "m"), price=Price(0.1, 0.1), p99_ms=200),
+        Candidate(Target("anthropic", "m"), price=Price(3, 15), p99_ms=400),
+    ]
+    rng = random.Random(0)
+    names = lambda prefs, strategy="priority": [t.provider for t in order(cands, strategy, prefs, rng)]  # noqa: E731
+    assert names(ProviderPrefs()) == ["openai", "groq", "anthropic"]
+    assert names(ProviderPrefs(sort="price")) == ["groq", "anthropic", "openai"]
+    assert names(ProviderPrefs(sort="latency")) == ["groq", "anthropic", "openai"]
+    assert names(ProviderPrefs(order=("anthropic",))) == ["anthropic", "openai", "groq"]
+    assert names(ProviderPrefs(max_prompt_price=4)) == ["groq", "anthropic"]
+    assert names(ProviderPrefs(only=("OpenAI", "groq"), allow_fallbacks=False)) == ["openai"]
+    assert names(ProviderPrefs(), "lowest_cost") == ["groq", "anthropic", "openai"]
+
+
+def test_a_demoted_target_gets_about_the_probe_share_of_first_places() -> None:
+    cands = [Candidate(Target("slow", "m"), demoted=True), Candidate(Target("fast", "m"))]
+    rng = random.Random(3)
+    firsts = collections.Counter(order(cands, "priority", ProviderPrefs(), rng, probe_share=0.1)[0].provider for _ in range(10_000))
+    assert abs(firsts["slow"] / 10_000 - 0.1) < 0.015
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.5, 500_000), min_size=1, max_size=300), st.sampled_from([0.5, 0.9, 0.99]))
+def test_histogram_percentiles_are_within_one_bucket_of_the_exact_value(values, q) -> None:
+    hist = [0] * 62
+    for v in values:
+        hist[bucket(v)] += 1
+    exact = sorted(values)[max(0, -(-int(q * len(values) * 1000) // 1000) - 1)]
+    got = percentile(hist, len(values), q)
+    assert exact / 1.26 <= got <= max(1.0, exact * 1.26)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _board(clock: Clock, **over) -> HealthBoard:  # type: ignore[no-untyped-def]
+    red = Redactor()
+    return HealthBoard(RoutingSettings(window_s=60, min_requests=5, **over), EventLog(red), clock)
+
+
+def test_samples_leave_the_window_as_time_passes() -> None:
+    clock = Clock()
+    h = TargetHealth("t", RoutingSettings(window_s=60), clock)
+    for _ in range(10):
+        h.observe(500, None, None, 0)
+    assert h.snapshot(max_age_s=0).p99_ms >= 500
+    clock.t += 30
+    h.observe(10, None, None, 0)
+    assert h.snapshot(max_age_s=0).requests == 11
+    clock.t += 45
+    snap = h.snapshot(max_age_s=0)
+    assert snap.requests == 1 and snap.p99_ms < 20
+
+
+def test_the_circuit_opens_after_consecutive_failures_then_half_opens_for_one_probe() -> None:
+    clock = Clock()
+    b = _board(clock, circuit_failures=3, circuit_cooldown_s=10)
+    for _ in range(3):
+        assert b.admit("t")
+        b.observe("t", 5, None, "upstream_5xx")
+    assert b.state("t") == "open" and not b.admit("t")
+    clock.t += 11
+    assert b.state("t") == "half_open"
+    assert b.admit("t") and not b.admit("t"), "one probe at a time"
+    b.observe("t", 5, None, "connection")
+    assert b.state("t") == "open"
+    clock.t += 11
+    assert b.admit("t")
+    b.observe("t", 5, None, None)
+    assert b.state("t") == "ok" and b.target("t").circuit == "closed"
+    assert b.transitions[("t", "closed->open")] == 1 and b.transitions[("t", "half_open->closed")] == 1
+
+
+def test_refusals_do_not_count_against_a_target() -> None:
+    b = _board(Clock(), circuit_failures=2)
+    for cls in ("content_policy", "context_length", "bad_request", "content_policy"):
+        b.observe("t", 5, None, cls)
+    assert b.state("t") == "ok"
+
+
+def test_a_rate_limit_cools_the_target_for_retry_after_and_quota_for_longer() -> None:
+    clock = Clock()
+    b = _board(clock, quota_cooldown_s=300)
+    b.observe("a", 5, None, "rate_limit", retry_after=7)
+    b.observe("q", 5, None, "rate_limit", quota=True)
+    assert b.state("a") == "cooling" and b.state("q") == "cooling"
+    clock.t += 8
+    assert b.state("a") == "ok" and b.state("q") == "cooling"
+
+
+def test_a_target_over_its_sla_is_demoted_and_promoted_when_it_recovers() -> None:
+    clock = Clock()
+    b = _board(clock)
+    for _ in range(5):
+        b.observe("t", 800, None, None)
+    assert b.is_demoted("fast", "t", 500, None)
+    assert "p99" in b.demoted[("fast", "t")]
+    clock.t += 61
+    for _ in range(5):
+        b.observe("t", 50, None, None)
+    clock.t += 1
+    assert not b.is_demoted("fast", "t", 500, None)
+    assert b.transitions[("t", "ok->demoted")] == 1 and b.transitions[("t", "demoted->ok")] == 1
