@@ -31,11 +31,12 @@ class Redactor:
         return _PATTERNS.sub(MASK, text)
 
     def scrub_known(self, data: bytes) -> bytes:
-        """Replace the known secrets only (a fast substring search; for exported payloads)."""
+        """Mask the known secrets only, for exported payloads: a fast substring search, and a mask of the same
+        length, so length-framed encodings (OTLP protobuf) stay valid."""
         for s in self._exact:
             b = s.encode()
             if b in data:
-                data = data.replace(b, MASK.encode())
+                data = data.replace(b, b"*" * len(b))
         return data
 
     def scrub_bytes(self, data: bytes) -> bytes:

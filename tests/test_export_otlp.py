@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import logging
 import socket
@@ -23,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
+from relaycast.redact import Redactor
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import ExportError
@@ -66,11 +68,12 @@ def stream_record() -> RequestRecord:
 
 def failover_record() -> RequestRecord:
     """A failed attempt (rate limited), then a successful one on another provider."""
-    failed = Attempt(target="anthropic/claude-3-5-haiku", provider="anthropic", model="claude-3-5-haiku", started_ns=1 * MS,
-                     duration_ns=40 * MS, error_class="rate_limit", error_message="429 Too Many Requests",
-                     upstream_status=429)  # fmt: skip
+    failed = Attempt(target="anthropic/claude-3-5-haiku", provider="anthropic", model="claude-3-5-haiku",
+                     started_ns=1 * MS, duration_ns=40 * MS, error_class="rate_limit",
+                     error_message="429 Too Many Requests", upstream_status=429)  # fmt: skip
     served = Attempt(target="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", started_ns=45 * MS,
-                     duration_ns=300 * MS, usage=Usage(prompt_tokens=20, completion_tokens=5), finish_reason="length")  # fmt: skip
+                     duration_ns=300 * MS, usage=Usage(prompt_tokens=20, completion_tokens=5),
+                     finish_reason="length")  # fmt: skip
     return RequestRecord(
         request_id="req-failover-2", endpoint="chat.completions", model_requested="resilient", stream=False,
         started_unix_ns=T0 + 5_000 * MS, duration_ns=350 * MS, status_code=200, attribution=Attribution(user="u-1"),
@@ -80,14 +83,17 @@ def failover_record() -> RequestRecord:
 
 def failed_record() -> RequestRecord:
     """Every target failed: the request itself is an error."""
-    a1 = Attempt(target="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", started_ns=0, duration_ns=20 * MS,
-                 error_class="upstream_5xx", error_message="upstream answered HTTP 500", upstream_status=500)  # fmt: skip
+    a1 = Attempt(target="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", started_ns=0,
+                 duration_ns=20 * MS, error_class="upstream_5xx", error_message="upstream answered HTTP 500",
+                 upstream_status=500)  # fmt: skip
     a2 = Attempt(target="openai/gpt-4o", provider="openai", model="gpt-4o", started_ns=25 * MS, duration_ns=30 * MS,
-                 error_class="upstream_5xx", error_message="upstream answered HTTP 503", upstream_status=503)  # fmt: skip
+                 error_class="upstream_5xx", error_message="upstream answered HTTP 503",
+                 upstream_status=503)  # fmt: skip
     return RequestRecord(
         request_id="req-failed-3", endpoint="chat.completions", model_requested="all-down", stream=False,
-        started_unix_ns=T0 + 9_000 * MS, duration_ns=60 * MS, status_code=502, attribution=Attribution(key_name="batch"),
-        attempts=(a1, a2), error_class="upstream_5xx", error_message="all targets failed", input_messages=MESSAGES,
+        started_unix_ns=T0 + 9_000 * MS, duration_ns=60 * MS, status_code=502,
+        attribution=Attribution(key_name="batch"), attempts=(a1, a2), error_class="upstream_5xx",
+        error_message="all targets failed", input_messages=MESSAGES,
     )  # fmt: skip
 
 
@@ -121,7 +127,10 @@ def attrs(kvs: Any) -> dict[str, Any]:
     for kv in kvs:
         v = kv.value
         which = v.WhichOneof("value")
-        out[kv.key] = [getattr(x, x.WhichOneof("value")) for x in v.array_value.values] if which == "array_value" else getattr(v, which)
+        if which == "array_value":
+            out[kv.key] = [getattr(x, x.WhichOneof("value")) for x in v.array_value.values]
+        else:
+            out[kv.key] = getattr(v, which)
     return out
 
 
@@ -277,8 +286,7 @@ def test_json_items_hold_the_same_spans_as_protobuf_items_with_hex_ids():
 
 def test_oversized_content_is_replaced_by_a_marker_so_the_record_still_fits():
     huge = "x" * (5 * 1024 * 1024)
-    record = RequestRecord(**{**{f: getattr(stream_record(), f) for f in RequestRecord.__slots__},
-                              "input_messages": ({"role": "user", "content": huge},)})  # fmt: skip
+    record = dataclasses.replace(stream_record(), input_messages=({"role": "user", "content": huge},))
     ex = exporter()
     item = ex.encode(record, False, TAGS)[0]
     assert len(item) <= ex.max_batch_bytes
@@ -291,7 +299,8 @@ def test_oversized_content_is_replaced_by_a_marker_so_the_record_still_fits():
 def test_client_parent_span_id_links_the_root_to_the_callers_trace():
     trace = {"trace_id": "0af7651916cd43dd8448eb211c80319c", "parent_span_id": "b7ad6b7169203331"}
     record = RequestRecord(request_id="req-linked", endpoint="chat.completions", model_requested="m", stream=False,
-                           started_unix_ns=T0, duration_ns=MS, status_code=200, attribution=Attribution(trace=trace))  # fmt: skip
+                           started_unix_ns=T0, duration_ns=MS, status_code=200,
+                           attribution=Attribution(trace=trace))  # fmt: skip
     (root,) = all_spans(one(record))
     assert root.trace_id.hex() == trace["trace_id"]
     assert root.parent_span_id.hex() == trace["parent_span_id"]
@@ -429,6 +438,24 @@ def test_503_is_retryable_with_retry_after_and_400_is_not():
             await ex.send(items)
         assert e429.value.retryable
         assert all(SECRET not in str(e.value) for e in (e503, e400, e500, e429))
+
+    run(body)
+
+
+def test_a_secret_masked_by_the_pipeline_leaves_protobuf_items_decodable():
+    key = "sk-upstream-secret-0123456789abcdef"  # the pipeline masks known secrets in items, length kept
+    leaky = dataclasses.replace(failover_record(), input_messages=({"role": "user", "content": f"my key is {key}"},))
+
+    async def body(cap: Capture, session: aiohttp.ClientSession) -> None:
+        ex = OtlpExporter(dest(cap.url + "/v1/traces"), session)
+        scrub = Redactor([key]).scrub_known
+        items = [scrub(it) for r in (stream_record(), leaky, failed_record()) for it in ex.encode(r, False, TAGS)]
+        await ex.send(items)
+        (_, _, raw), = cap.requests
+        assert key.encode() not in raw
+        req = ExportTraceServiceRequest.FromString(raw)
+        assert len(req.resource_spans) == 3
+        assert b"my key is " + b"*" * len(key) in raw
 
     run(body)
 

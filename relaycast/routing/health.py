@@ -27,6 +27,7 @@ _N_BUCKETS = 62  # 1 ms .. ~1,000 s
 _LOG = math.log(_GROWTH)
 BOUNDS_MS = tuple(_GROWTH**i for i in range(_N_BUCKETS))
 SLOTS = 6
+MAX_TARGETS = 10_000  # clients name targets (`provider/any-model`): the board forgets the oldest past this
 
 # Classes that say a target is unhealthy (the request itself was fine).
 HEALTH_FAILURES = frozenset({"upstream_5xx", "connection", "timeout", "stream_cut", "malformed", "auth"})
@@ -175,8 +176,16 @@ class HealthBoard:
     def target(self, name: str) -> TargetHealth:
         t = self._targets.get(name)
         if t is None:
+            if len(self._targets) >= MAX_TARGETS:
+                self._forget_oldest()
             t = self._targets[name] = TargetHealth(name, self.settings, self._clock)
         return t
+
+    def _forget_oldest(self) -> None:
+        oldest = next(iter(self._targets))
+        del self._targets[oldest]
+        for key in [k for k in self.demoted if k[1] == oldest]:
+            del self.demoted[key]
 
     def targets(self) -> dict[str, TargetHealth]:
         return self._targets

@@ -34,6 +34,7 @@ class Planner:
             for m in p.models:
                 owners.setdefault(m, []).append(p.name)
         self._bare = {m: ps[0] for m, ps in owners.items() if len(ps) == 1}
+        self._parsed: dict[str, Target] = {}
 
     def route(self, model: str) -> Route:
         hit = self._config.models.get(model)
@@ -63,8 +64,14 @@ class Planner:
     def ordered(self, route: Route, prefs: ProviderPrefs = ProviderPrefs()) -> list[Target]:
         board = self._board
         cands = []
+        parsed = self._parsed
+        configured = route.name in self._config.models  # only configured routes are cached: bounded
         for i, text in enumerate(route.targets):
-            t = Target.parse(text)
+            t = parsed.get(text)
+            if t is None:
+                t = Target.parse(text)
+                if configured:
+                    parsed[text] = t
             snap = board.target(t.name).snapshot()
             cands.append(
                 Candidate(

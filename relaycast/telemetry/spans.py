@@ -28,7 +28,7 @@ def trace_ids(record: RequestRecord) -> TraceIds:
     """The record's trace id: the client's `trace.trace_id` if it is 32 hex digits, else one derived from the
     request id, with the start time in its top 32 bits (as Datadog's tracers make them)."""
     given = (record.attribution.trace or {}).get("trace_id")
-    if isinstance(given, str) and len(given) == 32 and all(c in "0123456789abcdef" for c in given.lower()):
+    if isinstance(given, str) and len(given) == 32 and all(c in "0123456789abcdef" for c in given.lower()) and given.strip("0"):
         tid = given.lower()
     else:
         seconds = (record.started_unix_ns // 1_000_000_000) & 0xFFFFFFFF
@@ -47,10 +47,12 @@ def root_name(record: RequestRecord) -> str:
     return str(name) if name else f"relaycast.{record.endpoint}"
 
 
-def attempt_name(record: RequestRecord) -> str:
-    t = record.attribution.trace or {}
-    name = t.get("generation_name")
-    return str(name) if name else f"relaycast.{record.endpoint}.attempt"
+def attempt_name(record: RequestRecord, provider: str) -> str:
+    """`trace.generation_name` if the client gave one, else `<provider>.chat` (or `.embeddings`)."""
+    name = (record.attribution.trace or {}).get("generation_name")
+    if name:
+        return str(name)
+    return f"{provider}.{'embeddings' if record.endpoint == 'embeddings' else 'chat'}"
 
 
 def last_user_text(record: RequestRecord) -> str:

@@ -8,6 +8,9 @@ from typing import Any
 from relaycast.telemetry.records import RequestRecord
 
 
+MAX_TARGETS = 1000  # distinct targets counted by name; the rest are counted as "(other)"
+
+
 class Stats:
     def __init__(self) -> None:
         self.requests = 0
@@ -22,10 +25,12 @@ class Stats:
         if rec.error_class:
             self.errors_by_class[rec.error_class] += 1
         for a in rec.attempts:
-            self.attempts[(a.target, a.error_class or "ok")] += 1
-            if a.usage:
-                self.tokens[(a.target, "prompt")] += a.usage.prompt_tokens
-                self.tokens[(a.target, "completion")] += a.usage.completion_tokens
+            target = a.target
+            if (target, "prompt") not in self.tokens and len(self.tokens) >= 2 * MAX_TARGETS:
+                target = "(other)"
+            self.attempts[(target, a.error_class or "ok")] += 1
+            self.tokens[(target, "prompt")] += a.usage.prompt_tokens if a.usage else 0
+            self.tokens[(target, "completion")] += a.usage.completion_tokens if a.usage else 0
 
     def snapshot(self) -> dict[str, Any]:
         targets: dict[str, dict[str, Any]] = {}

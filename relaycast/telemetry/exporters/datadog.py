@@ -122,7 +122,7 @@ class DatadogExporter:
                  privacy: bool) -> dict[str, Any]:  # fmt: skip
         error = (a.error_class, a.error_message or a.error_class) if a.error_class else None
         span = self._span(record, ids, ids.attempt_span_id(i), str(ids.root_span_id),
-                          spans.attempt_name(record) if record.attribution.trace else f"{a.provider}.{_op(record)}",
+                          spans.attempt_name(record, a.provider),
                           record.started_unix_ns + a.started_ns, a.duration_ns, error,
                           [*tags, f"target:{a.target}"])  # fmt: skip
         meta = span["meta"]
@@ -219,10 +219,6 @@ class DatadogExporter:
 
     async def close(self) -> None:
         return None
-
-
-def _op(record: RequestRecord) -> str:
-    return "embeddings" if record.endpoint == "embeddings" else "chat"
 
 
 def _usage_metrics(a: Attempt) -> dict[str, float]:

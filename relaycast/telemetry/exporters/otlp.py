@@ -220,17 +220,18 @@ class OtlpExporter:
             return None
         rejected, message = partial
         self.rejected_spans += rejected
-        self.last_partial_success = message or None
+        self.last_partial_success = message[:500] or None
         log.warning(
             "export_partial_success destination=%s rejected_spans=%d error=%s",
-            self.dest.name, rejected, orjson.dumps(message).decode(),
+            self.dest.name, rejected, orjson.dumps(message[:500]).decode(),
         )  # fmt: skip
         return partial
 
     async def test(self) -> TestResult:
         now = time.time_ns()
-        rec = RequestRecord(request_id=f"relaycast-test-{now}", endpoint="test", model_requested="test", stream=False,
-                            started_unix_ns=now, duration_ns=1_000_000, status_code=200, attribution=Attribution())  # fmt: skip
+        rec = RequestRecord(request_id=f"relaycast-test-{now}", endpoint="test", model_requested="test",
+                            stream=False, started_unix_ns=now, duration_ns=1_000_000, status_code=200,
+                            attribution=Attribution())  # fmt: skip
         ids = spans.trace_ids(rec)
         span_list, content = self._spans(rec, ids, True, self.dest.tags)
         span_list[0].name = "relaycast.test_connection"
@@ -269,7 +270,7 @@ def _operation(record: RequestRecord) -> str:
 
 def _attempt_name(record: RequestRecord, op: str, a: Attempt) -> str:
     t = record.attribution.trace or {}
-    return spans.attempt_name(record) if t.get("generation_name") else f"{op} {a.model}"
+    return spans.attempt_name(record, a.provider) if t.get("generation_name") else f"{op} {a.model}"
 
 
 def _common_attrs(record: RequestRecord, tags: tuple[tuple[str, str], ...]) -> dict[str, Value]:
@@ -403,7 +404,8 @@ def _clean(value: Any) -> Any:
 
 def _input_messages(record: RequestRecord) -> list[dict[str, Any]]:
     """The GenAI input-messages schema: role and text parts."""
-    return [{"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]} for m in spans.input_messages(record)]
+    msgs = spans.input_messages(record)
+    return [{"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]} for m in msgs]
 
 
 def _output_messages(text: str, finish_reason: str | None) -> list[dict[str, Any]]:
@@ -541,6 +543,7 @@ def _split(s: _Span, content: _Content) -> tuple[dict[str, Value], dict[str, Val
     if s.common.keys().isdisjoint(own):
         return own, s.common
     return {**s.common, **own}, None
+
 
 
 def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
