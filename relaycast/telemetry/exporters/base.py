@@ -59,9 +59,11 @@ async def post(
 ) -> tuple[int, bytes]:
     """POST for an exporter; raise ExportError classified for the retry rules. Returns (status, body)."""
     try:
-        async with session.post(url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.post(
+            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False
+        ) as resp:
             raw = await resp.read()
-            if resp.status >= 400:
+            if resp.status >= 300:  # a redirect is not followed: it would turn a POST into a GET elsewhere
                 raise ExportError(
                     f"{what} answered HTTP {resp.status}",
                     retryable=resp.status in RETRYABLE_STATUS,

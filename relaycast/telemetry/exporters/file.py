@@ -1,0 +1,152 @@
+"""File: request records appended as JSON lines (the shape `jsonrecord` documents), with size-based rotation.
+
+When appending a line would take `path` past `max_bytes`, the file rotates first: `path.N-1` -> `path.N` ... `path`
+-> `path.1`, keeping `backups` old files (the oldest is deleted; with 0 the file just starts anew). A line is
+never split across files and never appended to an unfinished line left by a crash. A single line longer than
+`max_bytes` (rare: content is dropped first, see `jsonrecord`) gets a file of its own rather than being lost.
+
+Every file operation runs in a worker thread (`asyncio.to_thread`), so the event loop that serves requests never
+waits on a disk. A failed write is undone (the file is cut back to its previous length) and raised as a retryable
+ExportError, so the pipeline retries or spools the batch; delivery is at least once (a batch that failed after a
+rotation may repeat the lines written before it): deduplicate on `request_id`. Files are created mode 0640, since
+records hold prompts and completions. Lines are not fsynced: a machine crash may lose the last batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import aiohttp
+
+from relaycast.telemetry.exporters.base import ExportError, TestResult
+from relaycast.telemetry.exporters.jsonrecord import record_json
+from relaycast.telemetry.records import RequestRecord
+from relaycast.telemetry.settings import DestinationConfig, FileOptions
+
+MiB = 1024 * 1024
+FILE_MODE = 0o640
+
+
+class FileExporter:
+    kind = "file"
+    max_batch_bytes = 8 * MiB
+    max_age_s = None
+
+    def __init__(self, dest: DestinationConfig, session: aiohttp.ClientSession | None = None) -> None:
+        assert isinstance(dest.options, FileOptions)
+        self.dest = dest
+        self.o: FileOptions = dest.options
+        self.path = Path(self.o.path)
+        self._lock = threading.Lock()  # one writer at a time, whichever thread runs it
+
+    def encode(self, record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...]) -> list[bytes]:
+        limit = min(self.max_batch_bytes, self.o.max_bytes - 1)  # the line and its newline fit in one file
+        return [record_json(record, privacy, tags, max_bytes=limit)]
+
+    async def send(self, items: list[bytes]) -> None:
+        if not items:
+            return
+        try:
+            await asyncio.to_thread(self._append, items)
+        except OSError as e:
+            raise ExportError(f"cannot write to {self.path}: {_reason(e)}", retryable=True) from None
+
+    async def test(self) -> TestResult:
+        try:
+            await asyncio.to_thread(self._check_writable)
+        except OSError as e:
+            return TestResult(False, f"cannot write to {self.path.parent}: {_reason(e)}")
+        return TestResult(True, f"ok: can write to {self.path}")
+
+    async def close(self) -> None:
+        return None  # no file is held open between batches
+
+    # --- in a worker thread ---------------------------------------------------------------------
+
+    def _append(self, items: list[bytes]) -> None:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            size = self._size_ending_a_line()
+            chunk: list[bytes] = []
+            for item in items:
+                line = item + b"\n"
+                if size + len(line) > self.o.max_bytes and size > 0:
+                    self._write(chunk)
+                    chunk = []
+                    self._rotate()
+                    size = 0
+                chunk.append(line)
+                size += len(line)
+            self._write(chunk)
+
+    def _size_ending_a_line(self) -> int:
+        """The file's size; when a crash left it mid-line, the unfinished line is ended first."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size == 0:
+            return 0
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return size
+        self._write([b"\n"])
+        return size + 1
+
+    def _write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        data = b"".join(lines)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError:
+                try:
+                    os.ftruncate(fd, before)  # no half line is left behind
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(fd)
+
+    def _rotate(self) -> None:
+        n = self.o.backups
+        if n <= 0:
+            self.path.unlink(missing_ok=True)
+            return
+        oldest = self._backup(n)
+        oldest.unlink(missing_ok=True)
+        for i in range(n - 1, 0, -1):
+            src = self._backup(i)
+            if src.exists():
+                os.replace(src, self._backup(i + 1))
+        os.replace(self.path, self._backup(1))
+
+    def _backup(self, i: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{i}")
+
+    def _check_writable(self) -> None:
+        """Create the directory if missing, then prove it takes a new file (as rotation needs) and, when the log
+        exists already, that it opens for appending. Writes no record."""
+        directory = self.path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".relaycast-test-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+        if self.path.exists():
+            if self.path.is_dir():
+                raise IsADirectoryError(21, f"{self.path.name} is a directory")
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or type(e).__name__

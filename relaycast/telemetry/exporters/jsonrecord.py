@@ -1,0 +1,140 @@
+"""The one JSON shape of a request record, shared by the webhook and file exporters.
+
+    {"schema": "relaycast.request.v1", "request_id": ..., "trace_id": <32 hex>, "endpoint": ...,
+     "model_requested": ..., "stream": ..., "started_at": "2025-10-09T08:53:20.123456Z", "started_unix_ns": ...,
+     "duration_ms": 805.0, "status_code": 200, "error_class": null, "error_message": null,
+     "attribution": {"user", "session_id", "feature", "app_url", "key_name", "trace"},
+     "params": {...}, "attempts": [{"target", "provider", "model", "started_offset_ms", "duration_ms", "ttft_ms",
+     "finish_reason", "error_class", "error_message", "upstream_status",
+     "usage": {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
+               "reasoning_tokens", "reported_cost_usd"} | null}],
+     "privacy_mode": false, "input_messages": [...], "output_text": ..., "client_cancelled": false,
+     "tags": {...}}
+
+Keys always come in this order, and every key is always present, except that with privacy mode on
+`input_messages` and `output_text` are left out entirely (and `privacy_mode` is true). A record whose JSON would
+pass `max_bytes` keeps everything but its prompt and completion, which become `spans.DROPPED_IO`, and gains
+`"collection_errors": ["dropped_io"]` (the record is marked, not lost). Times are milliseconds as floats, offsets
+from the request's start; `usage` is null when the upstream reported none; `reported_cost_usd` is the upstream's
+own figure as text (never a float, so no precision is lost).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from relaycast.telemetry import spans
+from relaycast.telemetry.records import Attempt, RequestRecord, Usage
+
+SCHEMA = "relaycast.request.v1"
+_OPTS = orjson.OPT_NON_STR_KEYS
+_NS_PER_MS = 1_000_000
+
+
+def record_json(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...] = (), *,
+                max_bytes: int | None = None) -> bytes:  # fmt: skip
+    """The record as one JSON object (no trailing newline)."""
+    doc = _document(record, privacy, tags)
+    out = _dumps(doc)
+    if max_bytes is not None and len(out) > max_bytes and not privacy:
+        doc["input_messages"] = [{"role": "user", "content": spans.DROPPED_IO}] if record.input_messages else []
+        doc["output_text"] = spans.DROPPED_IO if record.output_text is not None else None
+        doc["collection_errors"] = ["dropped_io"]
+        out = _dumps(doc)
+    return out
+
+
+def rfc3339(unix_ns: int) -> str:
+    """`2025-10-09T08:53:20.123456Z`: UTC, always six fractional digits (truncated, never rounded up)."""
+    seconds, ns = divmod(unix_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{ns // 1000:06d}Z"
+
+
+def _document(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    a = record.attribution
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "request_id": record.request_id,
+        "trace_id": spans.trace_ids(record).trace_id,
+        "endpoint": record.endpoint,
+        "model_requested": record.model_requested,
+        "stream": record.stream,
+        "started_at": rfc3339(record.started_unix_ns),
+        "started_unix_ns": record.started_unix_ns,
+        "duration_ms": record.duration_ns / _NS_PER_MS,
+        "status_code": record.status_code,
+        "error_class": record.error_class,
+        "error_message": record.error_message,
+        "attribution": {
+            "user": a.user,
+            "session_id": a.session_id,
+            "feature": a.feature,
+            "app_url": a.app_url,
+            "key_name": a.key_name,
+            "trace": a.trace,
+        },
+        "params": record.params,
+        "attempts": [_attempt(x) for x in record.attempts],
+        "privacy_mode": bool(privacy),
+    }
+    if not privacy:
+        doc["input_messages"] = list(record.input_messages)
+        doc["output_text"] = record.output_text
+    doc["client_cancelled"] = record.client_cancelled
+    doc["tags"] = dict(tags)
+    return doc
+
+
+def _attempt(x: Attempt) -> dict[str, Any]:
+    return {
+        "target": x.target,
+        "provider": x.provider,
+        "model": x.model,
+        "started_offset_ms": x.started_ns / _NS_PER_MS,
+        "duration_ms": x.duration_ns / _NS_PER_MS,
+        "ttft_ms": None if x.ttft_ns is None else x.ttft_ns / _NS_PER_MS,
+        "finish_reason": x.finish_reason,
+        "error_class": x.error_class,
+        "error_message": x.error_message,
+        "upstream_status": x.upstream_status,
+        "usage": None if x.usage is None else _usage(x.usage),
+    }
+
+
+def _usage(u: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+        "cached_tokens": u.cached_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+        "reported_cost_usd": u.reported_cost_usd,
+    }
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    """Client-supplied values (params, trace metadata, messages) may hold what orjson refuses: integers beyond
+    64 bits become strings, anything else unknown its `str()`; the record is never lost to an odd value."""
+    try:
+        return orjson.dumps(doc, default=str, option=_OPTS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_plain(doc), default=str, option=_OPTS)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, int):
+        return v if -(2**63) <= v < 2**64 else str(v)
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, (str, float)):
+        return v
+    return str(v)
