@@ -21,6 +21,8 @@ from relaycast.providers.anthropic_map import chat_result, finish_reason, openai
 from relaycast.providers.base import (
     TRANSPORT_ERRORS,
     connect_timeout,
+    post_upstream,
+    read_answer,
     ChatResult,
     StreamState,
     connection_error,
@@ -47,42 +49,16 @@ class AnthropicProvider:
         self._timeout = connect_timeout(config.timeouts)
 
     async def _post(self, body: dict[str, Any], target: str, t: Timeouts) -> aiohttp.ClientResponse:
-        try:
-            async with asyncio.timeout(t.first_token_s):
-                resp = await self._session.post(
-                    self._url, data=orjson.dumps(body), headers=self._headers,
-                    timeout=self._timeout if t is self.config.timeouts else connect_timeout(t),
-                )
-        except TimeoutError:
-            raise errors.Timeout(
-                f"no response from upstream within {t.first_token_s:g}s", phase="first_token", target=target
-            ) from None
-        except TRANSPORT_ERRORS as e:
-            raise connection_error(e, target) from None
-        if resp.status >= 400:
-            try:
-                async with asyncio.timeout(t.idle_s):
-                    raw = await read_limited(resp, 256 * 1024)
-            except (TimeoutError, *TRANSPORT_ERRORS, errors.MalformedResponse):
-                raw = b""
-            finally:
-                resp.release()
-            raise classify(resp.status, raw, resp.headers, target, self.config.api_key)
-        return resp
+        connect = self._timeout if t is self.config.timeouts else connect_timeout(t)
+        key = self.config.api_key
+        return await post_upstream(self._session, self._url, orjson.dumps(body), self._headers, t, connect, target,
+                                   lambda status, raw, headers: classify(status, raw, headers, target, key))  # fmt: skip
 
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
         resp = await self._post(request_body(req.body, model, stream=False), target, t)
-        try:
-            async with asyncio.timeout(t.idle_s):
-                raw = await read_limited(resp, 64 * 1024 * 1024)
-        except TimeoutError:
-            raise errors.Timeout("upstream stalled while sending its response", phase="idle", target=target) from None
-        except TRANSPORT_ERRORS as e:
-            raise connection_error(e, target) from None
-        finally:
-            resp.release()
+        raw = await read_answer(resp, t, target, 64 * 1024 * 1024)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:

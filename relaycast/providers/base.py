@@ -10,7 +10,7 @@ import asyncio
 import email.utils
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol
 
 import aiohttp
 
@@ -125,3 +125,47 @@ def connection_error(exc: BaseException, target: str) -> errors.ProviderError:
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+async def post_upstream(
+    session: aiohttp.ClientSession,
+    url: str,
+    data: bytes,
+    headers: dict[str, str],
+    t: Timeouts,
+    connect: aiohttp.ClientTimeout,
+    target: str,
+    classify: Callable[[int, bytes, Any], errors.ProviderError],
+) -> aiohttp.ClientResponse:
+    """POST to an upstream and wait for its answer to start, within the first-token budget. An error answer is
+    read (bounded) and classified by the adapter's `classify(status, body, headers)`."""
+    try:
+        async with asyncio.timeout(t.first_token_s):
+            resp = await session.post(url, data=data, headers=headers, timeout=connect)
+    except TimeoutError:
+        raise errors.Timeout(f"no response from upstream within {t.first_token_s:g}s", phase="first_token", target=target) from None
+    except TRANSPORT_ERRORS as e:
+        raise connection_error(e, target) from None
+    if resp.status >= 400:
+        try:
+            async with asyncio.timeout(t.idle_s):
+                raw = await read_limited(resp, 256 * 1024)
+        except (TimeoutError, *TRANSPORT_ERRORS, errors.MalformedResponse):
+            raw = b""
+        finally:
+            resp.release()
+        raise classify(resp.status, raw, resp.headers)
+    return resp
+
+
+async def read_answer(resp: aiohttp.ClientResponse, t: Timeouts, target: str, limit: int) -> bytes:
+    """Read a whole upstream answer, each read within the idle budget; then give the connection back."""
+    try:
+        async with asyncio.timeout(t.idle_s):
+            return await read_limited(resp, limit)
+    except TimeoutError:
+        raise errors.Timeout("upstream stalled while sending its response", phase="idle", target=target) from None
+    except TRANSPORT_ERRORS as e:
+        raise connection_error(e, target) from None
+    finally:
+        resp.release()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
 from relaycast import errors
 from relaycast.routing.executor import Executor, OpenStream
+from relaycast.routing.plan import Plan
 from relaycast.schema import ChatRequest, parse_chat, parse_embeddings
 from relaycast.server.asgi import SSE_HEADERS, BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, run_until_disconnect, send_bytes
 from relaycast.sse import encode
@@ -22,6 +24,16 @@ PARAM_KEYS = (
     "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop", "seed", "presence_penalty",
     "frequency_penalty", "response_format", "tool_choice", "reasoning_effort", "logprobs", "top_logprobs",
 )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the client was told, filled in while the request runs; the record is built from it afterwards."""
+
+    status: int = 200
+    error: errors.RelaycastError | None = None
+    text: str | None = None
+    cancelled: bool = False
 
 
 class Handlers:
@@ -57,53 +69,62 @@ class Handlers:
         req = parse_chat(raw, headers)
         if key_name:
             req.attribution = _with_key(req.attribution, key_name)
-        plan = self.gw.planner.plan(req.model, req.fallbacks, req.prefs)
         attempts: list[Attempt] = []
-        outcome: dict[str, Any] = {"status": 200, "error": None, "text": None, "cancelled": False}
+        outcome = Outcome()
+        try:
+            plan = self.gw.planner.plan(req.model, req.fallbacks, req.prefs)
+        except errors.NoRoute as e:  # every target excluded: recorded, as it is an outage for this client
+            outcome.status, outcome.error = e.status_code, e
+            await self.gw.send_error(send, e, ids)
+            self._emit_chat(rid, req, wall0, t0, attempts, outcome)
+            return
         try:
             if req.stream:
                 await run_until_disconnect(receive, self._stream(req, plan, t0, attempts, send, ids, outcome))
             else:
                 await run_until_disconnect(receive, self._complete(req, plan, t0, attempts, send, ids, outcome))
         except ClientGone:
-            outcome["cancelled"] = True
+            outcome.cancelled = True
         finally:
-            err = outcome["error"]
-            self.gw.emit(
-                RequestRecord(
-                    request_id=rid,
-                    endpoint="chat.completions",
-                    model_requested=req.model,
-                    stream=req.stream,
-                    started_unix_ns=wall0,
-                    duration_ns=time.monotonic_ns() - t0,
-                    status_code=499 if outcome["cancelled"] else outcome["status"],
-                    attribution=req.attribution,
-                    attempts=tuple(attempts),
-                    error_class=err.error_class if err else ("client_cancelled" if outcome["cancelled"] else None),
-                    error_message=self.gw.redactor.scrub(err.message) if err else None,
-                    params={k: req.body[k] for k in PARAM_KEYS if k in req.body},
-                    input_messages=tuple(req.messages),
-                    output_text=outcome["text"],
-                    client_cancelled=outcome["cancelled"],
-                )
-            )
+            self._emit_chat(rid, req, wall0, t0, attempts, outcome)
 
-    async def _complete(self, req: ChatRequest, plan: Any, t0: int, attempts: list, send: Send, ids: list, outcome: dict) -> None:
+    def _emit_chat(self, rid: str, req: ChatRequest, wall0: int, t0: int, attempts: list[Attempt], outcome: Outcome) -> None:
+        err = outcome.error
+        self.gw.emit(
+            RequestRecord(
+                request_id=rid,
+                endpoint="chat.completions",
+                model_requested=req.model,
+                stream=req.stream,
+                started_unix_ns=wall0,
+                duration_ns=time.monotonic_ns() - t0,
+                status_code=499 if outcome.cancelled else outcome.status,
+                attribution=req.attribution,
+                attempts=tuple(attempts),
+                error_class=err.error_class if err else ("client_cancelled" if outcome.cancelled else None),
+                error_message=self.gw.redactor.scrub(err.message) if err else None,
+                params={k: req.body[k] for k in PARAM_KEYS if k in req.body},
+                input_messages=tuple(req.messages),
+                output_text=outcome.text,
+                client_cancelled=outcome.cancelled,
+            )
+        )
+
+    async def _complete(self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome) -> None:
         try:
             result, target = await self.executor.complete(req, plan, t0, attempts)
         except errors.RelaycastError as e:
-            outcome["status"], outcome["error"] = e.status_code, e
+            outcome.status, outcome.error = e.status_code, e
             await self.gw.send_error(send, e, [*ids, *_served(None, len(attempts))])
             return
-        outcome["text"] = result.output_text
+        outcome.text = result.output_text
         await send_bytes(send, 200, result.body, [*ids, *_served(target.name, len(attempts))])
 
-    async def _stream(self, req: ChatRequest, plan: Any, t0: int, attempts: list, send: Send, ids: list, outcome: dict) -> None:
+    async def _stream(self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome) -> None:
         try:
             opened = await self.executor.open_stream(req, plan, t0, attempts)
         except errors.RelaycastError as e:
-            outcome["status"], outcome["error"] = e.status_code, e
+            outcome.status, outcome.error = e.status_code, e
             await self.gw.send_error(send, e, [*ids, *_served(None, len(attempts))])
             return
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *ids, *_served(opened.target.name, len(attempts) + 1)]})
@@ -112,9 +133,9 @@ class Handlers:
             err = await self._forward(opened, send)
         finally:
             state = opened.stream.state
-            outcome["text"] = "".join(state.text) if state.text else None
+            outcome.text = "".join(state.text) if state.text else None
             if err is not None:
-                outcome["error"] = err  # the response started as 200; the error went as an event
+                outcome.error = err  # the response started as 200; the error went as an event
             self.executor.stream_ended(opened, t0, attempts, err)
 
     async def _forward(self, opened: OpenStream, send: Send) -> errors.RelaycastError | None:

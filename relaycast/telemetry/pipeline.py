@@ -229,6 +229,9 @@ class Destination:
         if self.spool is None:
             self.dropped["export_failed"] += len(items)
             return
+        if self.spool.bytes + sum(4 + len(it) for it in items) > self.spool.max_bytes:
+            self.dropped["spool_full"] += len(items)  # known full: no thread, no disk
+            return
         ok = await asyncio.to_thread(self.spool.put, items, oldest)
         if not ok:
             self.dropped["spool_full"] += len(items)

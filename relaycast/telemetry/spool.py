@@ -50,19 +50,21 @@ class Spool:
 
     def put(self, items: list[bytes], oldest_unix_ns: int) -> bool:
         """Store a batch. False (and nothing stored) when the spool would pass its size limit."""
-        data = b"".join(_LEN.pack(len(it)) + it for it in items)
+        size = sum(4 + len(it) for it in items)
         with self._lock:
-            if self._bytes + len(data) > self.max_bytes:
+            if self._bytes + size > self.max_bytes:
                 return False
             self.directory.mkdir(parents=True, exist_ok=True)
             name = f"{oldest_unix_ns:020d}-{os.getpid()}-{next(self._seq):08d}.batch"
             tmp = self.directory / (name + ".tmp")
             with open(tmp, "wb") as f:
-                f.write(data)
+                for it in items:  # item by item: no batch-sized copy in memory
+                    f.write(_LEN.pack(len(it)))
+                    f.write(it)
                 f.flush()
                 os.fsync(f.fileno())
             tmp.rename(self.directory / name)
-            self._bytes += len(data)
+            self._bytes += size
             self._count += 1
             return True
 

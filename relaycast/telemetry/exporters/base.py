@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -77,6 +78,18 @@ async def post(
         raise ExportError(f"{what} did not answer within {timeout_s:g}s", retryable=True) from None
     except (aiohttp.ClientError, OSError) as e:
         raise ExportError(f"{what} unreachable: {type(e).__name__}", retryable=True) from None
+
+
+def display_url(url: str, with_path: bool = True) -> str:
+    """An endpoint safe for messages and logs: never credentials or the query (and, without the path, never a
+    path either: webhook paths often hold tokens)."""
+    try:
+        u = urlsplit(url)
+        host = u.hostname or ""
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        return "(unparseable URL)"
+    return f"{u.scheme}://{host}{port}{u.path if with_path else ''}"
 
 
 def join_json_array(items: list[bytes]) -> bytes:

@@ -28,14 +28,13 @@ import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from relaycast import __version__
 from relaycast.telemetry import spans
-from relaycast.telemetry.exporters.base import ExportError, TestResult, post
+from relaycast.telemetry.exporters.base import ExportError, TestResult, display_url, post
 from relaycast.telemetry.records import Attempt, Attribution, RequestRecord
 from relaycast.telemetry.settings import DestinationConfig, OtlpOptions
 
@@ -104,7 +103,7 @@ class OtlpExporter:
         content_type = "application/json" if self._json else "application/x-protobuf"
         self._headers = {k: v for k, v in self.o.headers if k.lower() not in ("content-type", "content-length")}
         self._headers["content-type"] = content_type
-        self._what = f"OTLP endpoint {_display(self.o.endpoint)}"
+        self._what = f"OTLP endpoint {display_url(self.o.endpoint)}"
         self._resource: dict[str, Value] = {
             "service.name": self.o.service,
             "telemetry.sdk.name": "relaycast",
@@ -243,10 +242,10 @@ class OtlpExporter:
         partial = _partial_success(raw, self._json)
         if partial is not None and partial[0]:
             return TestResult(False, f"the endpoint rejected the test span: {partial[1] or 'no reason given'}")
-        return TestResult(True, f"ok: {_display(self.o.endpoint)} accepted a test span (service {self.o.service})")
+        return TestResult(True, f"ok: {display_url(self.o.endpoint)} accepted a test span (service {self.o.service})")
 
     def _verdict(self, e: ExportError) -> str:
-        where = _display(self.o.endpoint)
+        where = display_url(self.o.endpoint)
         if e.status == 404:
             return f"endpoint answered HTTP 404 (is the path /v1/traces?): {where}"
         if e.status in (401, 403):
@@ -434,16 +433,6 @@ def _remote_parent(record: RequestRecord, ids: spans.TraceIds) -> tuple[bytes, i
         return bytes.fromhex(parent), FLAG_SAMPLED | FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE
     return b"", FLAG_SAMPLED | FLAG_HAS_IS_REMOTE
 
-
-def _display(url: str) -> str:
-    """The endpoint without credentials or query: safe for messages and logs."""
-    try:
-        u = urlsplit(url)
-        host = u.hostname or ""
-        port = f":{u.port}" if u.port else ""
-    except ValueError:
-        return "(unparseable URL)"
-    return f"{u.scheme}://{host}{port}{u.path}"
 
 
 # --- protobuf (binary) --------------------------------------------------------------------------

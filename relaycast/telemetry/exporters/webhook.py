@@ -29,11 +29,10 @@ import hashlib
 import hmac
 import time
 from typing import Callable
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from relaycast.telemetry.exporters.base import ExportError, TestResult, post
+from relaycast.telemetry.exporters.base import ExportError, TestResult, display_url, post
 from relaycast.telemetry.exporters.jsonrecord import record_json
 from relaycast.telemetry.records import RequestRecord
 from relaycast.telemetry.settings import DestinationConfig, WebhookOptions
@@ -83,7 +82,7 @@ class WebhookExporter:
         self._headers = {k: v for k, v in self.o.headers if k.lower() not in _OURS}
         self._headers["content-type"] = "application/json"
         self._headers["user-agent"] = "relaycast"
-        self._where = _display(self.o.url)
+        self._where = display_url(self.o.url, with_path=False)
         self._what = f"webhook {self._where}"
 
     def encode(self, record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...]) -> list[bytes]:
@@ -121,13 +120,3 @@ class WebhookExporter:
     async def close(self) -> None:
         return None  # the session belongs to the caller
 
-
-def _display(url: str) -> str:
-    """Scheme, host and port only: webhook paths and queries often hold tokens, so they never reach messages."""
-    try:
-        u = urlsplit(url)
-        host = u.hostname or ""
-        port = f":{u.port}" if u.port else ""
-    except ValueError:
-        return "(unparseable URL)"
-    return f"{u.scheme}://{host}{port}"
