@@ -8,8 +8,8 @@ Errors are classified once, here, by `classify`.
 
 from __future__ import annotations
 
-import asyncio
 import time
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -19,18 +19,16 @@ from relaycast import errors
 from relaycast.config import ProviderConfig, Timeouts
 from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
 from relaycast.providers.base import (
-    TRANSPORT_ERRORS,
     connect_timeout,
     post_upstream,
     read_answer,
+    upstream_events,
     ChatResult,
     StreamState,
-    connection_error,
-    read_limited,
     retry_after_seconds,
 )
 from relaycast.schema import ChatRequest
-from relaycast.sse import DONE_EVENT, EventSplitter
+from relaycast.sse import DONE_EVENT
 from relaycast.telemetry.records import Usage
 
 API_VERSION = "2023-06-01"
@@ -73,15 +71,7 @@ class AnthropicProvider:
         resp = await self._post(request_body(req.body, model, stream=True), target, t)
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
-            try:
-                async with asyncio.timeout(t.idle_s):
-                    raw = await read_limited(resp, 256 * 1024)
-            except TimeoutError:
-                raise errors.Timeout("upstream stalled while sending its answer", phase="idle", target=target) from None
-            except TRANSPORT_ERRORS as e:
-                raise connection_error(e, target) from None
-            finally:
-                resp.release()
+            raw = await read_answer(resp, t, target, 256 * 1024)
             if (_error_of(raw) or {}).get("type") is None:
                 raise errors.MalformedResponse("upstream answered a stream request without streaming", target=target)
             raise classify(0, raw, resp.headers, target, self.config.api_key)
@@ -109,32 +99,16 @@ class AnthropicStream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        splitter = EventSplitter()
-        content = self._resp.content
         translator = self._translator
         target = translator.target
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self._idle_s):
-                        chunk = await content.readany()
-                except TimeoutError:
-                    raise errors.Timeout(
-                        f"upstream sent nothing for {self._idle_s:g}s mid-stream", phase="idle", target=target
-                    ) from None
-                except TRANSPORT_ERRORS as e:
-                    raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=target) from None
-                if not chunk:
-                    break
-                try:
-                    events = splitter.feed(chunk)
-                except ValueError as e:
-                    raise errors.MalformedResponse(str(e), target=target) from None
-                out = b"".join([translator.feed(ev.event, ev.data) for ev in events])
-                if out:
-                    yield out
-                if self.state.done:
-                    return
+            async with aclosing(upstream_events(self._resp, self._idle_s, target)) as reads:
+                async for events in reads:
+                    out = b"".join([translator.feed(ev.event, ev.data) for ev in events])
+                    if out:
+                        yield out
+                    if self.state.done:
+                        return
         finally:
             self._resp.release() if self.state.done else self._resp.close()
         raise errors.StreamCut("upstream ended the stream before message_stop", target=target)

@@ -17,6 +17,7 @@ import aiohttp
 from relaycast import errors
 from relaycast.config import ProviderConfig, Timeouts
 from relaycast.schema import ChatRequest
+from relaycast.sse import Event, EventSplitter
 from relaycast.telemetry.records import Usage
 
 
@@ -156,6 +157,29 @@ async def post_upstream(
             resp.release()
         raise classify(resp.status, raw, resp.headers)
     return resp
+
+
+async def upstream_events(resp: aiohttp.ClientResponse, idle_s: float, target: str) -> AsyncIterator[list[Event]]:
+    """An upstream's SSE events, one list per network read, as they arrive. Raises Timeout when nothing came for
+    `idle_s`, StreamCut when the connection broke, MalformedResponse for an oversized event. Ends with the body."""
+    splitter = EventSplitter()
+    content = resp.content
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise errors.Timeout(f"upstream sent nothing for {idle_s:g}s mid-stream", phase="idle", target=target) from None
+        except TRANSPORT_ERRORS as e:
+            raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=target) from None
+        if not chunk:
+            return
+        try:
+            events = splitter.feed(chunk)
+        except ValueError as e:
+            raise errors.MalformedResponse(str(e), target=target) from None
+        if events:
+            yield events
 
 
 async def read_answer(resp: aiohttp.ClientResponse, t: Timeouts, target: str, limit: int) -> bytes:

@@ -7,7 +7,7 @@ client did not ask for it.
 
 from __future__ import annotations
 
-import asyncio
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -20,6 +20,7 @@ from relaycast.providers.base import (
     connect_timeout,
     post_upstream,
     read_answer,
+    upstream_events,
     ChatResult,
     StreamState,
     connection_error,
@@ -28,7 +29,7 @@ from relaycast.providers.base import (
 )
 from relaycast.providers.presets import PRESETS
 from relaycast.schema import ChatRequest, upstream_body
-from relaycast.sse import DONE, DONE_EVENT, EventSplitter
+from relaycast.sse import DONE, DONE_EVENT
 from relaycast.telemetry.records import Usage
 
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "invalid_prompt", "moderation_blocked"})
@@ -103,10 +104,7 @@ class OpenAICompatProvider:
         ctype = resp.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
-            try:
-                raw = await read_limited(resp, 256 * 1024)
-            finally:
-                resp.release()
+            raw = await read_answer(resp, t, target, 256 * 1024)
             raise classify(_status_of(_error_of(raw)) or 502, raw, resp.headers, target, self.config.api_key)
         return OpenAIStream(resp, target, req.include_usage, t.idle_s, self.config.api_key)
 
@@ -153,42 +151,23 @@ class OpenAIStream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        splitter = EventSplitter()
-        content = self._resp.content
         state = self.state
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self._idle_s):
-                        chunk = await content.readany()
-                except TimeoutError:
-                    raise errors.Timeout(
-                        f"upstream sent nothing for {self._idle_s:g}s mid-stream", phase="idle", target=self._target
-                    ) from None
-                except TRANSPORT_ERRORS as e:
-                    raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=self._target) from None
-                if not chunk:
-                    break
-                try:
-                    events = splitter.feed(chunk)
-                except ValueError as e:
-                    raise errors.MalformedResponse(str(e), target=self._target) from None
-                out = []
-                for ev in events:
-                    data = ev.data
-                    if data == DONE:
-                        state.done = True
-                        out.append(DONE_EVENT)
-                        continue
-                    if not data:
-                        continue
-                    keep = self._inspect(data)
-                    if keep:
-                        out.append(b"data: " + data + b"\n\n")
-                if out:
-                    yield b"".join(out)
-                if state.done:
-                    return
+            async with aclosing(upstream_events(self._resp, self._idle_s, self._target)) as reads:
+                async for events in reads:
+                    out = []
+                    for ev in events:
+                        data = ev.data
+                        if data == DONE:
+                            state.done = True
+                            out.append(DONE_EVENT)
+                            continue
+                        if data and self._inspect(data):
+                            out.append(b"data: " + data + b"\n\n")
+                    if out:
+                        yield b"".join(out)
+                    if state.done:
+                        return
         finally:
             self._resp.release() if state.done else self._resp.close()
         if state.finish_reason is not None:
