@@ -26,7 +26,6 @@ import orjson
 from relaycast.fake import openai_wire
 from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
 from relaycast.server.asgi import (
-    JSON,
     SSE_HEADERS,
     ClientGone,
     Receive,
@@ -251,4 +250,4 @@ def _num(x: float) -> bytes:
     return str(int(x) if float(x).is_integer() else x).encode()
 
 
-__all__ = ["FakeUpstream", "FakeState", "JSON"]
+__all__ = ["FakeUpstream", "FakeState"]

@@ -22,7 +22,7 @@ from relaycast.routing.executor import Executor
 from relaycast.routing.health import HealthBoard
 from relaycast.routing.plan import Planner
 from relaycast.routing.settings import RoutingSettings
-from relaycast.server.asgi import JSON, Receive, Scope, Send, header_map, send_bytes
+from relaycast.server.asgi import Receive, Scope, Send, header_map, send_bytes
 from relaycast.server.auth import Authenticator
 from relaycast.server.handlers import Handlers
 from relaycast.telemetry.pipeline import Broadcaster
@@ -217,4 +217,4 @@ def _request_id(headers: dict[bytes, bytes]) -> str:
     return "req_" + secrets.token_hex(12)
 
 
-__all__ = ["Gateway", "JSON"]
+__all__ = ["Gateway"]
