@@ -107,7 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from relaycast.log import configure
     from relaycast.server.app import Gateway
-    from relaycast.server.runner import tune_gc, tune_malloc, uvicorn_config
+    from relaycast.server.runner import tune_gc, uvicorn_config
 
     try:
         cfg = config_mod.load(args.config)
@@ -125,7 +125,6 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     configure(args.log_level)
     tune_gc()
-    tune_malloc()
     server = uvicorn.Server(uvicorn_config(Gateway(cfg), host, port, log_level="warning"))
     print(f"relaycast: serving on http://{host}:{port}/v1 (config {args.config})", file=sys.stderr, flush=True)
     server.run()

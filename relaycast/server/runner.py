@@ -39,27 +39,6 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def tune_malloc() -> None:
-    """On glibc: give large blocks (over 256 KiB: request bodies, export batches) back to the system when freed,
-    and keep at most two malloc arenas. glibc otherwise raises its mmap threshold after the first large free and
-    keeps one arena per thread; a gateway whose telemetry batches go through worker threads saw its RSS creep
-    (bench/broadcast.py, a destination down for 10 minutes)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return  # not glibc
-    m_mmap_threshold, m_arena_max = -3, -8
-    mallopt(m_mmap_threshold, 256 * 1024)
-    mallopt(m_arena_max, 2)
-
-
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -73,7 +73,7 @@ class FileExporter:
             size = self._size_ending_a_line()
             chunk: list[bytes] = []
             for item in items:
-                line = item + b"\n"
+                line = b"".join((item, b"\n"))  # items may be views into a spooled batch
                 if size + len(line) > self.o.max_bytes and size > 0:
                     self._write(chunk)
                     chunk = []
