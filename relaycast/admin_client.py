@@ -1,4 +1,4 @@
-"""The command line's view of a running gateway's admin API: `relaycast routes status` and friends."""
+"""The command line's view of a running gateway's admin API: `relaycast routes status`, `relaycast broadcast status`."""
 
 from __future__ import annotations
 
@@ -30,13 +30,21 @@ def admin_get(url: str, path: str, admin_key: str | None) -> dict[str, Any] | No
     return None
 
 
-def routes_status(args: argparse.Namespace) -> int:
-    body = admin_get(args.url, "/admin/routes", args.admin_key)
+def _fetch(args: argparse.Namespace, path: str) -> dict[str, Any] | int:
+    """The admin endpoint's body to print as text, or the exit status when done (failed, or printed as JSON)."""
+    body = admin_get(args.url, path, args.admin_key)
     if body is None:
         return 1
     if args.json:
         print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         return 0
+    return body
+
+
+def routes_status(args: argparse.Namespace) -> int:
+    body = _fetch(args, "/admin/routes")
+    if isinstance(body, int):
+        return body
     for name, r in body["routes"].items():
         sla = ", ".join(f"{k} {v:g}" for k, v in r["sla"].items() if v is not None) or "no SLA"
         print(f"route {name} ({r['strategy']}; {sla}): {' -> '.join(r['targets'])}")
@@ -54,4 +62,23 @@ def routes_status(args: argparse.Namespace) -> int:
             print(f"  demoted in {route}: {why}")
         if t["transitions"]:
             print("  transitions: " + ", ".join(f"{k} {v}" for k, v in t["transitions"].items()))
+    return 0
+
+
+def broadcast_status(args: argparse.Namespace) -> int:
+    body = _fetch(args, "/admin/broadcast")
+    if isinstance(body, int):
+        return body
+    dests = body.get("destinations", [])
+    if not dests:
+        print("no broadcast destinations")
+    for d in dests:
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(d["dropped"].items())) or "none"
+        print(
+            f"{d['name']} ({d['kind']}): {'healthy' if d['healthy'] else 'DOWN'}; sent {d['sent']} in "
+            f"{d['batches_sent']} batches, queued {d['queued']}, spooled {d['spooled_batches']} batches "
+            f"({d['spool_bytes']} bytes), retries {d['retries']}, dropped: {dropped}"
+        )
+        if d.get("last_error"):
+            print(f"  last error: {d['last_error']}")
     return 0

@@ -1,4 +1,4 @@
-"""`relaycast broadcast test` and `relaycast broadcast status`."""
+"""`relaycast broadcast test`: Test Connection for the destinations of a config, without a running gateway."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import asyncio
 import sys
 
 import aiohttp
-import orjson
 
 from relaycast import config as config_mod
-from relaycast.admin_client import admin_get
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters import build
 
@@ -44,25 +42,3 @@ def broadcast_test(args: argparse.Namespace) -> int:
     for name, kind, ok, message in results:
         print(f"{'OK  ' if ok else 'FAIL'} {name} ({kind}): {message}")
     return 0 if all(ok for _, _, ok, _ in results) else 1
-
-
-def broadcast_status(args: argparse.Namespace) -> int:
-    body = admin_get(args.url, "/admin/broadcast", args.admin_key)
-    if body is None:
-        return 1
-    if args.json:
-        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
-        return 0
-    dests = body.get("destinations", [])
-    if not dests:
-        print("no broadcast destinations")
-    for d in dests:
-        dropped = ", ".join(f"{k} {v}" for k, v in sorted(d["dropped"].items())) or "none"
-        print(
-            f"{d['name']} ({d['kind']}): {'healthy' if d['healthy'] else 'DOWN'}; sent {d['sent']} in "
-            f"{d['batches_sent']} batches, queued {d['queued']}, spooled {d['spooled_batches']} batches "
-            f"({d['spool_bytes']} bytes), retries {d['retries']}, dropped: {dropped}"
-        )
-        if d.get("last_error"):
-            print(f"  last error: {d['last_error']}")
-    return 0

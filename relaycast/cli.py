@@ -91,9 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fake-upstream":
         return _fake(args)
     if args.command == "broadcast":
-        from relaycast.broadcast_cli import broadcast_status, broadcast_test
+        if args.broadcast_command == "test":
+            from relaycast.broadcast_cli import broadcast_test
 
-        return broadcast_test(args) if args.broadcast_command == "test" else broadcast_status(args)
+            return broadcast_test(args)
+        from relaycast.admin_client import broadcast_status
+
+        return broadcast_status(args)
     if args.command == "routes":
         from relaycast.admin_client import routes_status
 

@@ -85,9 +85,6 @@ class Spool:
             pos += n
         return items
 
-    def count_items(self, entry: SpoolEntry) -> int:
-        return len(self.read(entry))
-
     def remove(self, entry: SpoolEntry) -> None:
         with self._lock:
             try:

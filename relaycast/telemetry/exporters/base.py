@@ -8,7 +8,7 @@ does those, the same way for every destination.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -95,6 +95,3 @@ def display_url(url: str, with_path: bool = True) -> str:
 def join_json_array(items: list[bytes]) -> bytes:
     return b"[" + b",".join(items) + b"]"
 
-
-def str_tags(tags: Any) -> tuple[tuple[str, str], ...]:
-    return tuple((str(k), str(v)) for k, v in (tags or {}).items())
