@@ -6,6 +6,9 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+import aiohttp
 
 from aiohttp import web
 
@@ -100,3 +103,44 @@ class CaptureServer:
         while not predicate():
             assert time.monotonic() < deadline, "timed out waiting on the capture server"
             time.sleep(0.02)
+
+
+class AsyncCapture:
+    """The same, inside a test's own event loop: `async with AsyncCapture() as cap`. `answers` are used in order,
+    each a status or (status, headers, body); then 200 with an empty body."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []  # (path, lower-case headers, body)
+        self.answers: list[int | tuple[int, dict[str, str], bytes]] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append((request.path, {k.lower(): v for k, v in request.headers.items()}, body))
+        answer = self.answers.pop(0) if self.answers else 200
+        status, headers, out = (answer, {}, b"") if isinstance(answer, int) else answer
+        return web.Response(status=status, headers=headers, body=out)
+
+    async def __aenter__(self) -> AsyncCapture:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+def run_with_capture(body: Callable[[AsyncCapture, aiohttp.ClientSession], Awaitable[Any]]) -> Any:
+    """Run `body(capture, session)` in a fresh event loop with a capture server and a client session."""
+
+    async def main() -> Any:
+        async with AsyncCapture() as cap, aiohttp.ClientSession() as session:
+            return await body(cap, session)
+
+    return asyncio.run(main())

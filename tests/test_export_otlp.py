@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import base64
 import logging
 import socket
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 from google.protobuf import json_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,6 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
+from tests.capture import AsyncCapture as Capture
+from tests.capture import run_with_capture as run
 from relaycast.redact import Redactor
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters import build
@@ -341,45 +341,6 @@ def test_any_trace_metadata_and_prompt_round_trip_through_the_official_decoder(m
 
 
 # --- sending --------------------------------------------------------------------------------------
-
-
-class Capture:
-    """An OTLP receiver on 127.0.0.1 that records requests; `answers` are used in order, then 200 + empty body."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.answers: list[tuple[int, dict[str, str], bytes]] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.requests.append((request.path, {k.lower(): v for k, v in request.headers.items()}, body))
-        status, headers, answer = self.answers.pop(0) if self.answers else (200, {}, b"")
-        return web.Response(status=status, headers=headers, body=answer)
-
-    async def __aenter__(self) -> Capture:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-
-def run(body: Callable[[Capture, aiohttp.ClientSession], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with Capture() as cap, aiohttp.ClientSession() as session:
-            return await body(cap, session)
-
-    return asyncio.run(main())
 
 
 def test_sends_three_records_as_one_export_request_to_the_configured_path_with_headers():

@@ -8,13 +8,14 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
+from tests.capture import AsyncCapture as Capture
+from tests.capture import run_with_capture as run
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import ExportError
@@ -144,41 +145,6 @@ def test_odd_client_values_in_metadata_never_lose_the_record():
 
 
 # --- webhook --------------------------------------------------------------------------------------
-
-
-class Capture:
-    """A webhook receiver on 127.0.0.1 that records requests; `answers` are used in order, then 200."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.answers: list[int] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.requests.append((request.path, {k.lower(): v for k, v in request.headers.items()}, await request.read()))
-        return web.Response(status=self.answers.pop(0) if self.answers else 200, text="ok")
-
-    async def __aenter__(self) -> Capture:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-
-def run(body: Callable[[Capture, aiohttp.ClientSession], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with Capture() as cap, aiohttp.ClientSession() as session:
-            return await body(cap, session)
-
-    return asyncio.run(main())
 
 
 def webhook_dest(url: str, secret: str | None = SECRET, headers: tuple[tuple[str, str], ...] = ()) -> DestinationConfig:
