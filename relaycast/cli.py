@@ -81,7 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     rs.add_argument("--json", action="store_true", help="print JSON")
 
+    rep = sub.add_parser("report", help="spend, tokens, latency or errors from the store",
+                         description="Spend and tokens by model, provider, user, feature or key; or latency percentiles; "
+                                     "or error rates; from the store (--config) or a running gateway (--url).")  # fmt: skip
+    from relaycast.report import add_arguments
+
+    add_arguments(rep)
     args = parser.parse_args(argv)
+    if args.command == "report":
+        from relaycast.report import run
+
+        return run(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "demo":

@@ -18,6 +18,8 @@ import yaml
 from relaycast.providers.presets import PRESETS
 
 if TYPE_CHECKING:
+    from relaycast.costs.catalog import ModelPrice
+    from relaycast.store.settings import StoreConfig
     from relaycast.routing.settings import Route, RoutingSettings
     from relaycast.telemetry.settings import BroadcastConfig
 
@@ -76,6 +78,9 @@ class Config:
     source: str | None = None
     broadcast: BroadcastConfig | None = None
     routing: RoutingSettings | None = None
+    store: StoreConfig | None = None
+    prices: Mapping[str, ModelPrice] = field(default_factory=lambda: MappingProxyType({}))
+    dashboard_secret: str | None = field(default=None, repr=False)  # signs dashboard sessions (random if unset)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this config holds, for the redactor."""
@@ -86,7 +91,9 @@ class Config:
             if s
         )
         dests = self.broadcast.destinations if self.broadcast else ()
-        return provider + tuple(s for d in dests for s in d.secrets())
+        store = self.store.secrets() if self.store else ()
+        dash = (self.dashboard_secret,) if self.dashboard_secret else ()
+        return provider + tuple(s for d in dests for s in d.secrets()) + store + dash
 
 
 def hash_secret(secret: str) -> str:
@@ -131,9 +138,12 @@ def parse(text: str, env: Mapping[str, str] | None = None, source: str | None = 
 def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
     r = _Reader(env)
     from relaycast.routing.settings import parse_routes, parse_routing
+    from relaycast.costs.settings import parse_prices
+    from relaycast.store.settings import parse_store
     from relaycast.telemetry.settings import parse_broadcast
 
-    root = r.mapping(raw, "", {"server", "providers", "models", "routing", "keys", "admin_key", "broadcast"})
+    root = r.mapping(raw, "", {"server", "providers", "models", "routing", "keys", "admin_key", "broadcast", "store", "prices",
+                               "dashboard"})  # fmt: skip
     server = _server(r, root.get("server"))
     providers = _providers(r, root.get("providers"))
     models = parse_routes(r, root.get("models"), providers)
@@ -151,7 +161,24 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
         source=source,
         broadcast=parse_broadcast(r, root.get("broadcast"), env, source),
         routing=parse_routing(r, root.get("routing")),
+        store=parse_store(r, root.get("store"), env, source),
+        prices=parse_prices(r, root.get("prices")),
+        dashboard_secret=_dashboard_secret(r, root.get("dashboard")),
     )
+
+
+def _dashboard_secret(r: _Reader, raw: Any) -> str | None:
+    """`dashboard: {session_secret: ...}`: replicas behind one load balancer share it, so a login holds on each."""
+    if raw is None:
+        return None
+    m = r.mapping(raw, "dashboard", {"session_secret"})
+    v = m.get("session_secret")
+    if v is None:
+        return None
+    v = r.string(v, "dashboard.session_secret")
+    if len(v) < 16:
+        raise ConfigError("dashboard.session_secret", "must be at least 16 characters")
+    return v
 
 
 def _server(r: _Reader, raw: Any) -> ServerConfig:

@@ -32,7 +32,8 @@ ADMIN_KEY = "demo-admin-key-0001"
 
 CONFIG_TEMPLATE = """\
 # relaycast config written by `relaycast demo`.
-# The providers below point at relaycast's fake upstream. To run this file on its own:
+# The providers below all point at relaycast's fake upstream, each with its own simulated behaviour (latency,
+# tokens, cache use, failures). To run this file on its own:
 #   relaycast fake-upstream --port {upstream_port} --api-key demo-upstream-key &
 #   relaycast serve --config {path}
 # To use real providers, replace a provider with e.g.
@@ -44,44 +45,69 @@ server:
   host: 127.0.0.1
   port: {port}
 admin_key: ${{RELAYCAST_ADMIN_KEY:-{admin_key}}}
+store:
+  path: {store_path}        # SQLite; requests, costs and latencies for the dashboard and `relaycast report`
 providers:
-  - name: fakeai            # OpenAI wire format
+  - name: fakeai            # OpenAI wire format; priced as OpenAI's models (see relaycast/costs/prices.json)
     kind: openai_compatible
     base_url: http://127.0.0.1:{upstream_port}/v1
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
+    headers:
+      x-fake-behaviour: "latency_ms=90,ttft_ms=45,tps=400,tokens=40,cached=16"
     models: [gpt-4o-mini, gpt-4o, text-embedding-3-small]
   - name: flaky             # the same fake, failing 30% of requests with 503
     kind: openai_compatible
     base_url: http://127.0.0.1:{upstream_port}/v1
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
     headers:
-      x-fake-behaviour: "fail_rate=0.3"
+      x-fake-behaviour: "fail_rate=0.3,latency_ms=60,ttft_ms=30,tokens=24"
     models: [gpt-4o-mini]
-  - name: fakeanthropic     # Anthropic Messages API wire format
+  - name: fakeanthropic     # Anthropic Messages API wire format, with prompt caching
     kind: anthropic
     base_url: http://127.0.0.1:{upstream_port}/v1
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
+    headers:
+      x-fake-behaviour: "latency_ms=160,ttft_ms=80,tps=250,tokens=48,cached=24,cache_write=8"
     models: [claude-3-5-haiku-latest]
+  - name: fastllama         # a fast open model; its price comes from `prices:` below
+    kind: openai_compatible
+    base_url: http://127.0.0.1:{upstream_port}/v1
+    api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
+    headers:
+      x-fake-behaviour: "latency_ms=25,ttft_ms=12,tps=900,tokens=32"
+    models: [llama-3.1-8b-instant]
+  - name: selfhosted        # a vLLM server of your own: no list price, so its requests show as "unpriced"
+    kind: vllm
+    base_url: http://127.0.0.1:{upstream_port}/v1
+    api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
+    headers:
+      x-fake-behaviour: "latency_ms=200,ttft_ms=110,tps=120,tokens=36"
+    models: [my-finetune-7b]
+prices:                     # USD per million tokens: extends and overrides the packaged catalog
+  fastllama/llama-3.1-8b-instant: {{input: 0.05, output: 0.08}}
 models:
   - name: fast              # fails over from the flaky provider to the healthy one
     targets: [flaky/gpt-4o-mini, fakeai/gpt-4o-mini]
   - name: smart
     targets: [fakeanthropic/claude-3-5-haiku-latest, fakeai/gpt-4o]
+  - name: cheap
+    targets: [fastllama/llama-3.1-8b-instant, fakeai/gpt-4o-mini]
 """
 
 USERS = ("alice", "bob", "carol", "dave", "erin")
 FEATURES = ("chat-ui", "summarizer", "search", "support-bot")
-# (model, share). Model names after '@' pick the fake upstream's behaviour (latency, errors, ...).
+# (model, share). A suffix after '@' picks a simulated failure of the fake upstream (rate limit, refusal, ...).
 MIX = (
-    ("fast", 30),
+    ("fast", 26),
     ("smart", 20),
-    ("fakeai/gpt-4o-mini@ttft_ms=40,tps=400,tokens=24", 15),
-    ("fakeanthropic/claude-3-5-haiku-latest@latency_ms=60,cached=12", 10),
-    ("fakeai/gpt-4o@latency_ms=120,tokens=48", 10),
+    ("cheap", 14),
+    ("fakeai/gpt-4o-mini", 10),
+    ("fakeai/gpt-4o", 8),
+    ("selfhosted/my-finetune-7b", 6),
     ("fakeai/gpt-4o-mini@error=429,retry_after=1", 5),
     ("fakeai/gpt-4o@content_policy", 4),
     ("fakeai/gpt-4o@context_length", 3),
-    ("fakeanthropic/claude-3-5-haiku-latest@error=529", 3),
+    ("fakeanthropic/claude-3-5-haiku-latest@error=529", 4),
 )
 
 
@@ -129,7 +155,9 @@ def run_demo(args: argparse.Namespace) -> int:
     upstream_port = _port(args.upstream_port)
     tmp = tempfile.TemporaryDirectory(prefix="relaycast-demo-")
     path = Path(args.write_config) if args.write_config else Path(tmp.name) / "relaycast.yaml"
-    path.write_text(CONFIG_TEMPLATE.format(port=port, upstream_port=upstream_port, admin_key=ADMIN_KEY, path=path))
+    store_path = Path(args.write_config).with_suffix(".db").name if args.write_config else "relaycast-demo.db"
+    path.write_text(CONFIG_TEMPLATE.format(port=port, upstream_port=upstream_port, admin_key=ADMIN_KEY, path=path,
+                                           store_path=store_path))  # fmt: skip
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
     if args.write_config:
         say(f"wrote the demo config to {path}")
@@ -156,6 +184,7 @@ def run_demo(args: argparse.Namespace) -> int:
         tally = asyncio.run(_load(base, n, max(1, args.concurrency), args.seed))
         elapsed = time.monotonic() - t0
         summary = _summary(tally, n, elapsed, _admin(port, "/admin/stats"))
+        summary["cost"] = _costs(port, n)
         dests = (_admin(port, "/admin/broadcast") or {}).get("destinations")
         deadline = time.monotonic() + 3
         while dests and any(d["queued"] for d in dests) and time.monotonic() < deadline:
@@ -168,7 +197,8 @@ def run_demo(args: argparse.Namespace) -> int:
         else:
             _print_summary(summary)
         if args.requests is None:
-            say(f"\nrelaycast keeps serving on {base} — try:\n"
+            say(f"\nDashboard: http://127.0.0.1:{port}/dashboard  (admin key: {os.environ.get('RELAYCAST_ADMIN_KEY', ADMIN_KEY)})")
+            say(f"relaycast keeps serving on {base} — try:\n"
                 f"  curl {base}/chat/completions -H 'content-type: application/json' "
                 "-d '{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'\n"
                 "Press Ctrl-C to stop.")
@@ -273,6 +303,21 @@ def _admin(port: int, path: str) -> dict[str, Any] | None:
         return None
 
 
+def _costs(port: int, n: int) -> dict[str, Any] | None:
+    """Spend by model from the store's analytics, once the store has written the demo's requests."""
+    deadline = time.monotonic() + 5
+    doc = None
+    while time.monotonic() < deadline:
+        doc = _admin(port, "/admin/analytics/spend?by=model&since=1h&limit=20")
+        if doc is None or doc["totals"]["requests"] >= n:
+            break
+        time.sleep(0.2)
+    if doc is None:
+        return None
+    return {"total_usd": doc["totals"]["cost_usd"], "unpriced_requests": doc["totals"]["unpriced_requests"],
+            "by_model": {g["key"]: g["cost_usd"] for g in doc["groups"]}}  # fmt: skip
+
+
 def _pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -300,6 +345,12 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"  ok {s['ok']}   errors {sum(s['errors'].values())}   streams {s['streams']}   failovers {s['failovers']}")
     print(f"  latency p50 {s['latency_ms']['p50']} ms   p99 {s['latency_ms']['p99']} ms")
     print(f"  tokens: {s['tokens']['prompt']} prompt, {s['tokens']['completion']} completion")
+    cost = s.get("cost")
+    if cost:
+        unpriced = f" (+{cost['unpriced_requests']} unpriced requests)" if cost["unpriced_requests"] else ""
+        print(f"  cost: ${cost['total_usd']}{unpriced}")
+        for model, usd in cost["by_model"].items():
+            print(f"    {model:<58} {'unpriced' if usd is None else '$' + usd}")
     if s["errors"]:
         print("  errors by class:")
         for cls, count in s["errors"].items():

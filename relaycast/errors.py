@@ -130,6 +130,14 @@ class MethodNotAllowed(GatewayError):
     openai_type = "invalid_request_error"
 
 
+class StoreNotReady(GatewayError):
+    """The analytics store is disabled or its database cannot be reached."""
+
+    status_code = 503
+    error_class = "store_unavailable"
+    openai_type = "server_error"
+
+
 class PayloadTooLarge(GatewayError):
     status_code = 413
     error_class = "payload_too_large"

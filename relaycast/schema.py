@@ -137,7 +137,33 @@ def attribution(body: dict[str, Any], headers: dict[bytes, bytes]) -> Attributio
         feature=feature,
         app_url=_header(headers, b"http-referer"),
         trace=trace,
+        tags=_tags(headers.get(b"x-relaycast-tags")),
     )
+
+
+MAX_TAGS = 20
+
+
+def _tags(raw: bytes | None) -> tuple[tuple[str, str], ...]:
+    """`X-Relaycast-Tags: team=search, env=prod` (a bare word is a tag with an empty value)."""
+    if not raw:
+        return ()
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequest("X-Relaycast-Tags must be UTF-8 text") from None
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not key:
+            continue
+        if len(key) > 100 or len(value) > 200:
+            raise InvalidRequest("X-Relaycast-Tags: a key is at most 100 characters and a value at most 200")
+        out[key] = value
+    if len(out) > MAX_TAGS:
+        raise InvalidRequest(f"X-Relaycast-Tags: at most {MAX_TAGS} tags")
+    return tuple(out.items())
 
 
 def provider_prefs(raw: Any) -> ProviderPrefs:

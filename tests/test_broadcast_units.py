@@ -103,7 +103,8 @@ def _record(output: str = "4", started: int | None = None) -> RequestRecord:
         attempts=(Attempt(target="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", started_ns=1000,
                           duration_ns=4_000_000, ttft_ns=1_500_000,
                           usage=Usage(prompt_tokens=10, completion_tokens=3, cached_tokens=4, reasoning_tokens=1,
-                                      reported_cost_usd="0.00012"), finish_reason="stop"),),
+                                      reported_cost_usd="0.00012"), finish_reason="stop",
+                          cost_pusd=120_000_000, cost_source="reported"),),
     )  # fmt: skip
 
 

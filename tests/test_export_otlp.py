@@ -56,7 +56,7 @@ def stream_record() -> RequestRecord:
                   reported_cost_usd="0.00042")  # fmt: skip
     attempt = Attempt(target="openrouter/openai/gpt-4o-mini", provider="openrouter", model="openai/gpt-4o-mini",
                       started_ns=2 * MS, duration_ns=800 * MS, ttft_ns=150 * MS, usage=usage, finish_reason="stop",
-                      upstream_status=200)  # fmt: skip
+                      upstream_status=200, cost_pusd=420_000_000, cost_source="reported")  # fmt: skip
     return RequestRecord(
         request_id="req-stream-1", endpoint="chat.completions", model_requested="fast", stream=True,
         started_unix_ns=T0, duration_ns=805 * MS, status_code=200, attribution=ATTRIBUTION, attempts=(attempt,),

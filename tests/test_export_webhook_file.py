@@ -45,7 +45,7 @@ def served_record(i: int = 0, **changes: Any) -> RequestRecord:
                   reasoning_tokens=12, reported_cost_usd="0.00042")  # fmt: skip
     served = Attempt(target="openrouter/openai/gpt-4o-mini", provider="openrouter", model="openai/gpt-4o-mini",
                      started_ns=45_500_000, duration_ns=800 * MS, ttft_ns=150_250_000, usage=usage,
-                     finish_reason="stop", upstream_status=200)  # fmt: skip
+                     finish_reason="stop", upstream_status=200, cost_pusd=420_000_000, cost_source="reported")  # fmt: skip
     fields: dict[str, Any] = dict(
         request_id=f"req-{i:04d}", endpoint="chat.completions", model_requested="fast", stream=True,
         started_unix_ns=T0 + i * MS, duration_ns=850_250_000, status_code=200,
@@ -76,11 +76,11 @@ def test_record_json_has_every_field_in_a_stable_order():
     assert list(doc) == [
         "schema", "request_id", "trace_id", "endpoint", "model_requested", "stream", "started_at", "started_unix_ns",
         "duration_ms", "status_code", "error_class", "error_message", "attribution", "params", "attempts",
-        "privacy_mode", "input_messages", "output_text", "client_cancelled", "tags",
+        "cost_usd", "cost_source", "privacy_mode", "input_messages", "output_text", "client_cancelled", "tags",
     ]  # fmt: skip
     assert list(doc["attempts"][1]) == [
         "target", "provider", "model", "started_offset_ms", "duration_ms", "ttft_ms", "finish_reason", "error_class",
-        "error_message", "upstream_status", "usage",
+        "error_message", "upstream_status", "usage", "cost_usd", "cost_source",
     ]  # fmt: skip
     assert record_json(served_record(), False, TAGS) == record_json(served_record(), False, TAGS)
 
@@ -94,7 +94,7 @@ def test_record_json_values_times_usage_attribution_and_tags():
     assert doc["started_unix_ns"] == T0 and doc["duration_ms"] == 850.25
     assert doc["attribution"] == {"user": "user-42", "session_id": "sess-9", "feature": "Checkout",
                                   "app_url": "https://shop.example", "key_name": "web-app",
-                                  "trace": {"trace_name": "checkout", "order_id": 1234}}  # fmt: skip
+                                  "trace": {"trace_name": "checkout", "order_id": 1234}, "tags": {}}  # fmt: skip
     assert doc["params"] == {"temperature": 0.2, "max_tokens": 64}
     failed, served = doc["attempts"]
     assert failed["error_class"] == "rate_limit" and failed["upstream_status"] == 429 and failed["usage"] is None
@@ -102,6 +102,9 @@ def test_record_json_values_times_usage_attribution_and_tags():
     assert served["usage"] == {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150,
                                "cached_tokens": 100, "cache_write_tokens": 4, "reasoning_tokens": 12,
                                "reported_cost_usd": "0.00042"}  # fmt: skip
+    assert served["cost_usd"] == "0.00042" and served["cost_source"] == "reported"
+    assert failed["cost_usd"] == "0" and failed["cost_source"] == "none"
+    assert doc["cost_usd"] == "0.00042" and doc["cost_source"] == "reported"
     assert doc["input_messages"] == [dict(m) for m in MESSAGES] and doc["output_text"] == ANSWER
     assert doc["privacy_mode"] is False and doc["client_cancelled"] is False
     assert doc["tags"] == {"team": "payments", "env": "staging"}

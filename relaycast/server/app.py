@@ -15,6 +15,8 @@ import orjson
 
 from relaycast import errors
 from relaycast.config import Config
+from relaycast.costs.catalog import Catalog, ModelPrice, Pricer
+from relaycast.costs.compute import Coster
 from relaycast.log import EventLog
 from relaycast.providers.registry import build_providers
 from relaycast.redact import Redactor
@@ -24,7 +26,12 @@ from relaycast.routing.plan import Planner
 from relaycast.routing.settings import RoutingSettings
 from relaycast.server.asgi import Receive, Scope, Send, header_map, send_bytes
 from relaycast.server.auth import Authenticator
+from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
+from relaycast.server.analytics import Analytics
+from relaycast.server.dashboard import Dashboard
 from relaycast.server.handlers import Handlers
+from relaycast.store.reader import StoreReader
+from relaycast.store.writer import StoreWriter
 from relaycast.telemetry.pipeline import Broadcaster
 from relaycast.telemetry.records import RequestRecord
 from relaycast.telemetry.stats import Stats
@@ -44,6 +51,11 @@ class Gateway:
         self.board = HealthBoard(config.routing or RoutingSettings(), self.log)
         self.planner = Planner(config, self.board)
         self.stats = Stats()
+        self.coster = Coster(_pricer(config))
+        self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
+        self.store: StoreWriter | None = None
+        self._reader: StoreReader | None = None
+        self.analytics = Analytics(None, self.redactor)
         self.sinks: tuple[Sink, ...] = (self.stats, *sinks)
         self.started = time.time()
         self._session: aiohttp.ClientSession | None = None
@@ -60,6 +72,7 @@ class Gateway:
             ("GET", "/admin/routes"): self._admin_routes,
             ("GET", "/admin/broadcast"): self._admin_broadcast,
             ("POST", "/admin/broadcast/test"): self._admin_broadcast_test,
+            ("GET", "/admin/store"): self._admin_store,
         }
         self._paths = {p for _, p in self._routes}
 
@@ -76,6 +89,12 @@ class Gateway:
             await self.shutdown()
             raise
         self._handlers = Handlers(self, Executor(providers, self.board, self.log))
+        if self.config.store is not None:
+            self.store = StoreWriter(self.config.store, self.redactor, self.log)
+            await self.store.start()
+            self._reader = StoreReader(self.config.store)
+            self.analytics = Analytics(self._reader, self.redactor)
+            self.sinks = (*self.sinks, self.store)
         if self.config.broadcast and self.config.broadcast.destinations:
             # Its own client: the exporters' HTTP never shares a pool (or a slowdown) with the providers'.
             self._telemetry_session = aiohttp.ClientSession(trust_env=False)
@@ -91,6 +110,12 @@ class Gateway:
         if self.broadcaster is not None:
             await self.broadcaster.stop(flush_timeout_s)
             self.broadcaster = None
+        if self.store is not None:
+            await self.store.stop(flush_timeout_s)
+            self.store = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._telemetry_session is not None:
             await self._telemetry_session.close()
             self._telemetry_session = None
@@ -131,6 +156,13 @@ class Gateway:
             path = path[:-1]
         handler = self._routes.get((scope["method"], path))
         try:
+            if handler is None and path.startswith(ANALYTICS_PREFIX):
+                self.admin_or_session(headers)
+                await self.analytics.handle(scope, send, path, ids)
+                return
+            if handler is None and (path == "/dashboard" or path.startswith("/dashboard/")):
+                await self.dashboard.handle(scope, receive, send, headers, path, ids)
+                return
             if handler is None:
                 if path in self._paths:
                     raise errors.MethodNotAllowed(f"Method {scope['method']} is not allowed on {path}.")
@@ -154,6 +186,12 @@ class Gateway:
                 sink(record)
             except Exception as e:  # noqa: BLE001
                 self.log.error("sink_failed", sink=type(sink).__name__, error=type(e).__name__)
+
+    def admin_or_session(self, headers: dict[bytes, bytes]) -> None:
+        """The admin key, or a dashboard session cookie."""
+        if b"authorization" not in headers and b"x-api-key" not in headers and self.dashboard.valid(headers):
+            return
+        self.auth.admin(headers)
 
     # --- endpoints ----------------------------------------------------------------------------
 
@@ -201,6 +239,24 @@ class Gateway:
         results = await self.broadcaster.test(name)
         body = {"results": {n: {"ok": r.ok, "message": r.message} for n, r in results.items()}}
         await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
+
+
+    async def _admin_store(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        self.auth.admin(headers)
+        body = {"store": self.store.status() if self.store else None, "prices_as_of": self.coster.pricer.catalog.as_of,
+                "token_estimator": self.coster.estimator.method}  # fmt: skip
+        await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
+
+
+def _pricer(config: Config) -> Pricer:
+    kinds = {name: p.kind for name, p in config.providers.items()}
+    route_prices: dict[str, ModelPrice] = {}
+    for route in config.models.values():
+        for target, price in zip(route.targets, route.prices or ()):
+            if price is not None:
+                route_prices[target] = ModelPrice.parse({"input": repr(price.input), "output": repr(price.output)}, "route",
+                                                        f"models.{route.name}")  # fmt: skip
+    return Pricer(Catalog.packaged(), kinds, config.prices, route_prices)
 
 
 def _models_body(config: Config) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import orjson
@@ -100,7 +100,7 @@ class Handlers:
                 duration_ns=time.monotonic_ns() - t0,
                 status_code=499 if outcome.cancelled else outcome.status,
                 attribution=req.attribution,
-                attempts=tuple(attempts),
+                attempts=self.gw.coster.chat(attempts, req.messages, outcome.text),
                 error_class=err.error_class if err else ("client_cancelled" if outcome.cancelled else None),
                 error_message=self.gw.redactor.scrub(err.message) if err else None,
                 params={k: req.body[k] for k in PARAM_KEYS if k in req.body},
@@ -193,7 +193,7 @@ class Handlers:
                 duration_ns=time.monotonic_ns() - t0,
                 status_code=status,
                 attribution=attribution,
-                attempts=tuple(attempts),
+                attempts=self.gw.coster.embeddings(attempts, req.body.get("input")),
                 error_class=err.error_class if err else None,
                 error_message=self.gw.redactor.scrub(err.message) if err else None,
             )
@@ -208,6 +208,4 @@ def _served(target: str | None, attempts: int) -> list[tuple[bytes, bytes]]:
 
 
 def _with_key(a: Attribution, key_name: str) -> Attribution:
-    return Attribution(
-        user=a.user, session_id=a.session_id, feature=a.feature, app_url=a.app_url, key_name=key_name, trace=a.trace
-    )
+    return replace(a, key_name=key_name)

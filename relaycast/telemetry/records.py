@@ -48,7 +48,8 @@ class Attribution:
     feature: str | None = None  # X-Title, or a relaycast header
     app_url: str | None = None  # HTTP-Referer
     key_name: str | None = None
-    trace: dict[str, Any] | None = None  # OpenRouter-style `trace` metadata, as the client sent it
+    trace: dict[str, Any] | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # free-form, from the X-Relaycast-Tags header  # OpenRouter-style `trace` metadata, as the client sent it
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,8 @@ class Attempt:
     error_class: str | None = None
     error_message: str | None = None
     upstream_status: int | None = None
+    cost_pusd: int | None = None  # pico-dollars; None when unpriced (see relaycast.costs)
+    cost_source: str = "none"  # computed | reported | estimated | unpriced | none (not billed)
 
     @property
     def ok(self) -> bool:
@@ -91,3 +94,31 @@ class RequestRecord:
     @property
     def final_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
+
+    @property
+    def cost(self) -> tuple[int | None, str]:
+        """(pico-dollars, source) of the whole request: the sum of its attempts; None if any billed attempt is
+        unpriced (an unknown cost is never shown as a smaller known one). The source is the least certain one:
+        unpriced > estimated > reported > computed > none."""
+        source = "none"
+        total = 0
+        for a in self.attempts:
+            if COST_RANK[a.cost_source] > COST_RANK[source]:
+                source = a.cost_source
+            if a.cost_pusd is not None:
+                total += a.cost_pusd
+        return (None if source == "unpriced" else total), source
+
+    def all_tags(self) -> dict[str, str]:
+        """Free-form tags: scalar `trace` metadata (ids and names excluded), then the header's tags, which win."""
+        out: dict[str, str] = {}
+        for k, v in (self.attribution.trace or {}).items():
+            if k in TRACE_ID_KEYS or v is None or not isinstance(v, (str, int, float, bool)):
+                continue
+            out[str(k)[:100]] = ("true" if v else "false") if isinstance(v, bool) else str(v)[:200]
+        out.update(self.attribution.tags)
+        return out
+
+
+COST_RANK = {"unpriced": 4, "estimated": 3, "reported": 2, "computed": 1, "none": 0}
+TRACE_ID_KEYS = frozenset({"trace_id", "trace_name", "span_name", "generation_name", "parent_span_id"})

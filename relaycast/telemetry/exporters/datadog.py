@@ -15,6 +15,7 @@ import aiohttp
 import orjson
 
 from relaycast import __version__
+from relaycast.costs.money import usd_float
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, join_json_array, post
 from relaycast.telemetry.records import Attempt, RequestRecord
@@ -73,6 +74,7 @@ class DatadogExporter:
                            ("app_url", a.app_url), ("gateway_key", a.key_name)):  # fmt: skip
             if value:
                 t.append(f"{key}:{value}")
+        t.extend(f"{k}:{v}" for k, v in record.all_tags().items())
         t.extend(f"{k}:{v}" for k, v in extra)
         return t
 
@@ -233,11 +235,8 @@ def _usage_metrics(a: Attempt) -> dict[str, float]:
             m["cache_write_input_tokens"] = u.cache_write_tokens
         if u.reasoning_tokens:
             m["reasoning_output_tokens"] = u.reasoning_tokens
-        if u.reported_cost_usd is not None:
-            try:
-                m["total_cost"] = float(u.reported_cost_usd)
-            except ValueError:
-                pass
+    if a.cost_pusd is not None and a.cost_source != "none":
+        m["total_cost"] = usd_float(a.cost_pusd)  # ours (computed, estimated) or the upstream's (reported)
     if a.ttft_ns is not None:
         m["time_to_first_token"] = a.ttft_ns / 1e9
     return m

@@ -3,12 +3,12 @@
     {"schema": "relaycast.request.v1", "request_id": ..., "trace_id": <32 hex>, "endpoint": ...,
      "model_requested": ..., "stream": ..., "started_at": "2025-10-09T08:53:20.123456Z", "started_unix_ns": ...,
      "duration_ms": 805.0, "status_code": 200, "error_class": null, "error_message": null,
-     "attribution": {"user", "session_id", "feature", "app_url", "key_name", "trace"},
+     "attribution": {"user", "session_id", "feature", "app_url", "key_name", "trace", "tags"},
      "params": {...}, "attempts": [{"target", "provider", "model", "started_offset_ms", "duration_ms", "ttft_ms",
      "finish_reason", "error_class", "error_message", "upstream_status",
      "usage": {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
-               "reasoning_tokens", "reported_cost_usd"} | null}],
-     "privacy_mode": false, "input_messages": [...], "output_text": ..., "client_cancelled": false,
+               "reasoning_tokens", "reported_cost_usd"} | null, "cost_usd", "cost_source"}],
+     "cost_usd": "0.00000105" | null, "cost_source": "computed", "privacy_mode": false, "input_messages": [...], "output_text": ..., "client_cancelled": false,
      "tags": {...}}
 
 Keys always come in this order, and every key is always present, except that with privacy mode on
@@ -16,7 +16,8 @@ Keys always come in this order, and every key is always present, except that wit
 pass `max_bytes` keeps everything but its prompt and completion, which become `spans.DROPPED_IO`, and gains
 `"collection_errors": ["dropped_io"]` (the record is marked, not lost). Times are milliseconds as floats, offsets
 from the request's start; `usage` is null when the upstream reported none; `reported_cost_usd` is the upstream's
-own figure as text (never a float, so no precision is lost).
+own figure as text (never a float, so no precision is lost). `cost_usd` is exact decimal text, null when the model
+has no price (`cost_source` "unpriced"); see relaycast.costs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from relaycast.costs.money import format_usd
 from relaycast.telemetry import spans
 from relaycast.telemetry.records import Attempt, RequestRecord, Usage
 
@@ -56,6 +58,7 @@ def rfc3339(unix_ns: int) -> str:
 
 def _document(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     a = record.attribution
+    cost, cost_source = record.cost
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "request_id": record.request_id,
@@ -76,9 +79,12 @@ def _document(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str],
             "app_url": a.app_url,
             "key_name": a.key_name,
             "trace": a.trace,
+            "tags": dict(a.tags),
         },
         "params": record.params,
         "attempts": [_attempt(x) for x in record.attempts],
+        "cost_usd": format_usd(cost),
+        "cost_source": cost_source,
         "privacy_mode": bool(privacy),
     }
     if not privacy:
@@ -102,6 +108,8 @@ def _attempt(x: Attempt) -> dict[str, Any]:
         "error_message": x.error_message,
         "upstream_status": x.upstream_status,
         "usage": None if x.usage is None else _usage(x.usage),
+        "cost_usd": format_usd(x.cost_pusd) if x.cost_source != "none" else "0",
+        "cost_source": x.cost_source,
     }
 
 

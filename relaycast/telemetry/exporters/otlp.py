@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 
 from relaycast import __version__
+from relaycast.costs.money import usd_float
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, display_url, post
 from relaycast.telemetry.records import Attempt, Attribution, RequestRecord
@@ -285,6 +286,8 @@ def _common_attrs(record: RequestRecord, tags: tuple[tuple[str, str], ...]) -> d
                        ("relaycast.key_name", a.key_name)):  # fmt: skip
         if value:
             out[key] = value
+    for key, value in record.attribution.tags:
+        out[f"relaycast.tag.{key}"] = value
     out["relaycast.request_id"] = record.request_id
     return out
 
@@ -314,9 +317,11 @@ def _attempt_attrs(record: RequestRecord, i: int, a: Attempt, op: str) -> dict[s
             out["gen_ai.usage.cache_creation.input_tokens"] = u.cache_write_tokens
         if u.reasoning_tokens:
             out["gen_ai.usage.reasoning.output_tokens"] = u.reasoning_tokens
-        cost = _float(u.reported_cost_usd)
-        if cost is not None:
-            out["gen_ai.usage.total_cost"] = cost  # only the total is known from an upstream's own figure
+    if a.cost_pusd is not None and a.cost_source != "none":
+        out["gen_ai.usage.total_cost"] = usd_float(a.cost_pusd)  # US dollars, as OpenRouter's broadcast names it
+        out["relaycast.cost.source"] = a.cost_source
+    elif a.cost_source == "unpriced":
+        out["relaycast.cost.source"] = "unpriced"
     if a.ttft_ns is not None:
         out["gen_ai.server.time_to_first_token"] = a.ttft_ns / 1e9
         out["gen_ai.response.time_to_first_chunk"] = a.ttft_ns / 1e9

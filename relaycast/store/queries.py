@@ -1,0 +1,402 @@
+"""Analytics over the store: spend, latency percentiles, error rates, the request explorer and one request's
+waterfall. Each function takes a blocking `Connection` and returns the JSON document the analytics API serves
+(and `relaycast report` prints); they read the hourly rollups, so their cost does not grow with stored requests.
+
+Money leaves as exact decimal text (`cost_usd`); the per-bucket `series` carry floats, for charts only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+import orjson
+
+from relaycast.costs.money import format_usd, usd_float
+from relaycast.store.db import Connection
+from relaycast.store.histogram import percentiles
+from relaycast.store.rows import TOTAL, TTFT
+from relaycast.store.schema import USAGE_SUMS
+
+DIMENSIONS = {"model": "model", "provider": "provider", "target": "target", "key": "key_name", "user": "user_id",
+              "feature": "feature", "route": "model_requested"}  # fmt: skip
+LATENCY_DIMENSIONS = ("model", "provider", "target")
+NOT_ERRORS = frozenset({"ok", "client_cancelled", "hedge_lost"})  # outcomes that say nothing against a provider
+OTHER = "(other)"
+QS = (50.0, 90.0, 99.0)
+MAX_LIMIT = 1000
+_REL = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class BadQuery(ValueError):
+    """A parameter the analytics cannot take; becomes a 400 with this message."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    since: int  # unix seconds, the start of its first bucket
+    until: int  # unix seconds, exclusive
+    bucket: str  # "hour" | "day"
+    filters: Mapping[str, str] = field(default_factory=dict)  # dimension -> exact value
+
+    @property
+    def bucket_s(self) -> int:
+        return 3600 if self.bucket == "hour" else 86400
+
+    def buckets(self) -> list[int]:
+        return list(range(self.since, self.until, self.bucket_s))
+
+    def bucket_of(self, hour: int) -> int:
+        return hour - (hour - self.since) % self.bucket_s
+
+
+def parse_time(text: str, now: float, param: str) -> float:
+    """`24h`, `30m`, `7d` (that long ago), unix seconds, or an ISO 8601 time."""
+    t = text.strip()
+    m = _REL.match(t)
+    if m:
+        return now - float(m.group(1)) * _UNIT[m.group(2)]
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadQuery(f"'{param}' must be like 24h, 7d, unix seconds or an ISO 8601 time; got '{text[:50]}'", param) from None
+
+
+def window(params: Mapping[str, str], now: float | None = None, default_since: str = "24h") -> Window:
+    now = time.time() if now is None else now
+    since = parse_time(params.get("since") or default_since, now, "since")
+    until = parse_time(params["until"], now, "until") if params.get("until") else now
+    if until <= since:
+        raise BadQuery("'until' must be after 'since'", "until")
+    bucket = params.get("bucket") or ("hour" if until - since <= 3 * 86400 else "day")
+    if bucket not in ("hour", "day"):
+        raise BadQuery("'bucket' must be 'hour' or 'day'", "bucket")
+    step = 3600 if bucket == "hour" else 86400
+    start = int(since) // 3600 * 3600
+    if bucket == "day":
+        start = int(since) // 86400 * 86400
+    end = start + math.ceil((until - start) / step) * step
+    if (end - start) // step > 2000:
+        raise BadQuery("too many buckets: use bucket=day or a shorter range", "bucket")
+    filters = {}
+    for dim in DIMENSIONS:
+        v = params.get(dim)
+        if v is not None:
+            filters[dim] = v if v != "(none)" else ""
+    return Window(since=start, until=end, bucket=bucket, filters=filters)
+
+
+def _dimension(by: str, allowed: Any = DIMENSIONS) -> str:
+    if by not in allowed:
+        raise BadQuery(f"'by' must be one of {', '.join(allowed)}; got '{by[:50]}'", "by")
+    return DIMENSIONS[by]
+
+
+def _where(w: Window, allowed: Any = DIMENSIONS) -> tuple[str, list[Any]]:
+    sql = "hour >= ? AND hour < ?"
+    args: list[Any] = [w.since, w.until]
+    for dim, v in w.filters.items():
+        if dim not in allowed:
+            raise BadQuery(f"this view cannot be filtered by '{dim}' (it can by {', '.join(allowed)})", dim)
+        sql += f" AND {DIMENSIONS[dim]} = ?"
+        args.append(v)
+    return sql, args
+
+
+def _limit(v: Any, default: int) -> int:
+    if v is None or v == "":
+        return default
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise BadQuery("'limit' must be an integer", "limit") from None
+    if not 1 <= n <= MAX_LIMIT:
+        raise BadQuery(f"'limit' must be from 1 to {MAX_LIMIT}", "limit")
+    return n
+
+
+# --- spend and tokens ---------------------------------------------------------------------------
+
+
+def _usage_doc(sums: list[int]) -> dict[str, Any]:
+    d = dict(zip(USAGE_SUMS, (int(x or 0) for x in sums)))
+    cost = d.pop("cost_pusd")
+    unpriced = d.pop("unpriced")
+    estimated = d.pop("estimated")
+    reported = d.pop("reported")
+    nothing_priced = unpriced > 0 and unpriced == d["requests"]
+    d["cost_usd"] = None if nothing_priced else format_usd(cost)
+    d["cost_pusd"] = None if nothing_priced else cost
+    d["unpriced_requests"] = unpriced
+    d["estimated_requests"] = estimated
+    d["reported_requests"] = reported
+    return d
+
+
+_RAW_SUMS = (
+    "count(*)",
+    "sum(CASE WHEN (status >= 400 OR error_class IS NOT NULL) AND status <> 499 THEN 1 ELSE 0 END)",
+    "sum(prompt_tokens)", "sum(completion_tokens)", "sum(cached_tokens)", "sum(cache_write_tokens)", "sum(reasoning_tokens)",
+    "sum(coalesce(cost_pusd, 0))",
+    "sum(CASE WHEN cost_source = 'unpriced' THEN 1 ELSE 0 END)",
+    "sum(CASE WHEN cost_source = 'estimated' THEN 1 ELSE 0 END)",
+    "sum(CASE WHEN cost_source = 'reported' THEN 1 ELSE 0 END)",
+)  # the same sums as usage_hourly's, from the raw requests
+_COST, _REQS = 8, 1  # positions in a (key, *sums) row
+
+
+def _spend_rows(conn: Connection, w: Window, by: str) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(totals, rows per group, rows per (hour, group)) with USAGE_SUMS order. Unfiltered: from the per-dimension
+    rollup. Filtered (e.g. features of one model): from the raw requests, through the (dimension, time) indexes."""
+    if not w.filters:
+        sums = ", ".join(f"sum({c})" for c in USAGE_SUMS)
+        base = "FROM usage_hourly WHERE dim = ? AND hour >= ? AND hour < ?"
+        totals = conn.query(f"SELECT {sums} {base}", ("all", w.since, w.until))[0]
+        grouped = conn.query(f"SELECT value, {sums} {base} GROUP BY value", (by, w.since, w.until))
+        series = conn.query(f"SELECT hour, value, sum(cost_pusd), sum(requests), sum(prompt_tokens + completion_tokens) {base} "
+                            "GROUP BY hour, value", (by, w.since, w.until))  # fmt: skip
+        return totals, grouped, series
+    col = DIMENSIONS[by]
+    where = "ts_ms >= ? AND ts_ms < ?"
+    args: list[Any] = [w.since * 1000, w.until * 1000]
+    for dim, v in w.filters.items():
+        where += f" AND {DIMENSIONS[dim]} = ?"
+        args.append(v)
+    sums = ", ".join(_RAW_SUMS)
+    totals = conn.query(f"SELECT {sums} FROM requests WHERE {where}", args)[0]
+    grouped = conn.query(f"SELECT {col}, {sums} FROM requests WHERE {where} GROUP BY {col}", args)
+    series = conn.query(
+        f"SELECT (ts_ms / 3600000) * 3600 AS h, {col}, sum(coalesce(cost_pusd, 0)), count(*), "
+        f"sum(prompt_tokens + completion_tokens) FROM requests WHERE {where} GROUP BY h, {col}", args)  # fmt: skip
+    return totals, grouped, series
+
+
+def spend(conn: Connection, w: Window, by: str = "model", limit: Any = None) -> dict[str, Any]:
+    _dimension(by)
+    n = _limit(limit, 10)
+    total_row, grouped, rows = _spend_rows(conn, w, by)
+    grouped = sorted(grouped, key=lambda r: (-(r[_COST] or 0), -(r[_REQS] or 0), r[0]))  # by cost, then requests
+    top = [r[0] for r in grouped[:n]]
+    groups = [{"key": r[0], **_usage_doc(list(r[1:]))} for r in grouped[:n]]
+    rest = grouped[n:]
+    if rest:
+        merged = [sum(int(r[i] or 0) for r in rest) for i in range(1, len(USAGE_SUMS) + 1)]
+        groups.append({"key": OTHER, **_usage_doc(merged)})
+    buckets = w.buckets()
+    index = {b: i for i, b in enumerate(buckets)}
+    series: dict[str, dict[str, list[float]]] = {}
+    keep = set(top)
+    for hour, key, cost, reqs, toks in rows:
+        i = index.get(w.bucket_of(int(hour)))
+        if i is None:
+            continue
+        name = key if key in keep else OTHER
+        s = series.get(name)
+        if s is None:
+            s = series[name] = {"cost": [0.0] * len(buckets), "requests": [0] * len(buckets), "tokens": [0] * len(buckets)}
+        s["cost"][i] += usd_float(cost)
+        s["requests"][i] += int(reqs or 0)
+        s["tokens"][i] += int(toks or 0)
+    return {
+        "since": w.since, "until": w.until, "bucket": w.bucket, "bucket_s": w.bucket_s, "by": by,
+        "filters": dict(w.filters), "totals": _usage_doc(list(total_row)), "groups": groups, "buckets": buckets,
+        "series": series,
+    }  # fmt: skip
+
+
+# --- latency ------------------------------------------------------------------------------------
+
+
+def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
+    col = _dimension(by, LATENCY_DIMENSIONS)
+    where, args = _where(w, LATENCY_DIMENSIONS)
+    rows = conn.query(
+        f"SELECT hour, {col}, kind, bucket, sum(n) FROM latency_hourly WHERE {where} GROUP BY hour, {col}, kind, bucket", args
+    )
+    buckets = w.buckets()
+    index = {b: i for i, b in enumerate(buckets)}
+    overall: dict[tuple[str, int], dict[int, int]] = {}
+    per: dict[tuple[str, int, int], dict[int, int]] = {}
+    for hour, key, kind, b, n in rows:
+        n = int(n)
+        o = overall.setdefault((key, kind), {})
+        o[b] = o.get(b, 0) + n
+        i = index.get(w.bucket_of(hour))
+        if i is not None:
+            p = per.setdefault((key, kind, i), {})
+            p[b] = p.get(b, 0) + n
+    keys = sorted({k for k, _ in overall}, key=lambda k: -sum(overall.get((k, TOTAL), {}).values()))
+    groups = []
+    series: dict[str, dict[str, list[float | None]]] = {}
+    for key in keys:
+        tot = overall.get((key, TOTAL), {})
+        ttft = overall.get((key, TTFT), {})
+        pt, pf = percentiles(tot.items(), QS), percentiles(ttft.items(), QS)
+        groups.append({
+            "key": key, "attempts": sum(tot.values()), "streams": sum(ttft.values()),
+            "total_ms": {"p50": pt[50.0], "p90": pt[90.0], "p99": pt[99.0]},
+            "ttft_ms": {"p50": pf[50.0], "p90": pf[90.0], "p99": pf[99.0]},
+        })  # fmt: skip
+        s: dict[str, list[float | None]] = {"total_p50": [], "total_p99": [], "ttft_p50": [], "ttft_p99": []}
+        for i in range(len(buckets)):
+            a = percentiles(per.get((key, TOTAL, i), {}).items(), (50.0, 99.0))
+            f = percentiles(per.get((key, TTFT, i), {}).items(), (50.0, 99.0))
+            s["total_p50"].append(a[50.0])
+            s["total_p99"].append(a[99.0])
+            s["ttft_p50"].append(f[50.0])
+            s["ttft_p99"].append(f[99.0])
+        series[key] = s
+    return {"since": w.since, "until": w.until, "bucket": w.bucket, "bucket_s": w.bucket_s, "by": by,
+            "filters": dict(w.filters), "buckets": buckets, "groups": groups, "series": series}  # fmt: skip
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
+    where, args = _where(w, LATENCY_DIMENSIONS)
+    rows = conn.query(f"SELECT hour, provider, outcome, sum(n) FROM attempts_hourly WHERE {where} GROUP BY hour, provider, outcome", args)
+    buckets = w.buckets()
+    index = {b: i for i, b in enumerate(buckets)}
+    totals: dict[str, dict[str, int]] = {}
+    series: dict[str, dict[str, list[Any]]] = {}
+    for hour, provider, outcome, n in rows:
+        n = int(n)
+        t = totals.setdefault(provider, {})
+        t[outcome] = t.get(outcome, 0) + n
+        i = index.get(w.bucket_of(hour))
+        if i is None:
+            continue
+        s = series.setdefault(provider, {"attempts": [0] * len(buckets), "errors": [0] * len(buckets), "rate": []})
+        if outcome in NOT_ERRORS and outcome != "ok":
+            continue
+        s["attempts"][i] += n
+        if outcome not in NOT_ERRORS:
+            s["errors"][i] += n
+    for s in series.values():
+        s["rate"] = [round(e / a, 4) if a else None for a, e in zip(s["attempts"], s["errors"])]
+    providers = []
+    for provider, t in totals.items():
+        by_class = {c: n for c, n in sorted(t.items(), key=lambda x: -x[1]) if c not in NOT_ERRORS}
+        attempts = sum(n for c, n in t.items() if c == "ok" or c not in NOT_ERRORS)
+        errors = sum(by_class.values())
+        providers.append({"provider": provider, "attempts": attempts, "errors": errors,
+                          "error_rate": round(errors / attempts, 4) if attempts else None, "by_class": by_class,
+                          "cancelled": sum(n for c, n in t.items() if c in NOT_ERRORS and c != "ok")})  # fmt: skip
+    providers.sort(key=lambda p: (-(p["error_rate"] or 0), p["provider"]))
+    return {"since": w.since, "until": w.until, "bucket": w.bucket, "bucket_s": w.bucket_s, "filters": dict(w.filters),
+            "buckets": buckets, "providers": providers, "series": series}  # fmt: skip
+
+
+# --- the request explorer -----------------------------------------------------------------------
+
+_LIST_COLUMNS = ("id", "request_id", "ts_ms", "endpoint", "model_requested", "target", "provider", "model", "status",
+                 "error_class", "stream", "duration_us", "ttft_us", "attempts", "prompt_tokens", "completion_tokens",
+                 "cost_pusd", "cost_source", "user_id", "feature", "key_name", "session_id")  # fmt: skip
+_DETAIL_COLUMNS = ("tags", "params", "app_url", "error_message", "input_messages", "output_text", "cached_tokens",
+                   "cache_write_tokens", "reasoning_tokens")  # fmt: skip
+
+
+def _request_doc(r: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "request_id": r["request_id"], "ts": r["ts_ms"], "endpoint": r["endpoint"],
+        "model_requested": r["model_requested"], "target": r["target"] or None, "provider": r["provider"] or None,
+        "model": r["model"], "status": r["status"], "error_class": r["error_class"], "stream": bool(r["stream"]),
+        "duration_ms": r["duration_us"] / 1000, "ttft_ms": None if r["ttft_us"] is None else r["ttft_us"] / 1000,
+        "attempts": r["attempts"], "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
+        "cost_usd": format_usd(r["cost_pusd"]), "cost_source": r["cost_source"], "user": r["user_id"] or None,
+        "feature": r["feature"] or None, "key": r["key_name"] or None, "session_id": r["session_id"],
+    }  # fmt: skip
+
+
+def requests(conn: Connection, params: Mapping[str, str], now: float | None = None) -> dict[str, Any]:
+    n = _limit(params.get("limit"), 50)
+    now = time.time() if now is None else now
+    sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM requests WHERE ts_ms >= ?"
+    args: list[Any] = [int(parse_time(params.get("since") or "30d", now, "since") * 1000)]
+    if params.get("until"):
+        sql += " AND ts_ms < ?"
+        args.append(int(parse_time(params["until"], now, "until") * 1000))
+    for dim, col in DIMENSIONS.items():
+        v = params.get(dim)
+        if v:
+            sql += f" AND {col} = ?"
+            args.append(v if v != "(none)" else "")
+    status = params.get("status")
+    if status == "error":  # a stream that failed mid-way answered 200, then an error event
+        sql += " AND (status >= 400 OR error_class IS NOT NULL)"
+    elif status == "ok":
+        sql += " AND status < 400 AND error_class IS NULL"
+    elif status:
+        raise BadQuery("'status' must be 'ok' or 'error'", "status")
+    before = params.get("before")
+    if before:
+        ts, _, rid = before.partition(":")
+        if not ts.isdigit() or not rid.lstrip("-").isdigit():
+            raise BadQuery("'before' must be a cursor from a previous page's next_before", "before")
+        sql += " AND ts_ms <= ? AND (ts_ms < ? OR id < ?)"  # the first term keeps the time index usable
+        args += [int(ts), int(ts), int(rid)]
+    sql += " ORDER BY ts_ms DESC, id DESC LIMIT ?"
+    args.append(n + 1)
+    rows = [dict(zip(_LIST_COLUMNS, r)) for r in conn.query(sql, args)]
+    more = len(rows) > n
+    rows = rows[:n]
+    return {
+        "requests": [_request_doc(r) for r in rows],
+        "next_before": f"{rows[-1]['ts_ms']}:{rows[-1]['id']}" if more and rows else None,
+    }
+
+
+def request_detail(conn: Connection, request_id: str) -> dict[str, Any] | None:
+    cols = _LIST_COLUMNS + _DETAIL_COLUMNS
+    found = conn.query(f"SELECT {', '.join(cols)} FROM requests WHERE request_id = ? ORDER BY ts_ms DESC LIMIT 1", (request_id,))
+    if not found:
+        return None
+    r = dict(zip(cols, found[0]))
+    doc = _request_doc(r)
+    doc.update({
+        "tags": _loads(r["tags"]) or {}, "params": _loads(r["params"]) or {}, "app_url": r["app_url"],
+        "error_message": r["error_message"], "input_messages": _loads(r["input_messages"]), "output_text": r["output_text"],
+        "cached_tokens": r["cached_tokens"], "cache_write_tokens": r["cache_write_tokens"],
+        "reasoning_tokens": r["reasoning_tokens"],
+    })  # fmt: skip
+    acols = ("idx", "target", "provider", "model", "started_us", "duration_us", "ttft_us", "upstream_status", "error_class",
+             "error_message", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+             "reasoning_tokens", "cost_pusd", "cost_source")  # fmt: skip
+    attempts = []
+    for a in conn.query(f"SELECT {', '.join(acols)} FROM attempts WHERE request_row = ? ORDER BY idx", (r["id"],)):
+        d = dict(zip(acols, a))
+        attempts.append({
+            "index": d["idx"], "target": d["target"], "provider": d["provider"], "model": d["model"],
+            "started_ms": d["started_us"] / 1000, "duration_ms": d["duration_us"] / 1000,
+            "ttft_ms": None if d["ttft_us"] is None else d["ttft_us"] / 1000, "upstream_status": d["upstream_status"],
+            "error_class": d["error_class"], "error_message": d["error_message"], "finish_reason": d["finish_reason"],
+            "prompt_tokens": d["prompt_tokens"], "completion_tokens": d["completion_tokens"],
+            "cached_tokens": d["cached_tokens"], "cache_write_tokens": d["cache_write_tokens"],
+            "reasoning_tokens": d["reasoning_tokens"],
+            "cost_usd": format_usd(d["cost_pusd"]) if d["cost_source"] != "none" else "0",
+            "cost_source": d["cost_source"],
+        })  # fmt: skip
+    return {"request": doc, "attempts": attempts}
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text

@@ -1,0 +1,249 @@
+"""The store as a telemetry sink: records queue in memory and are written in batches, off the request path.
+
+Calling the writer is O(1) and never raises (a full queue drops the oldest record and counts it). A worker task
+hands each batch to the store's one writer thread, which builds the rows and commits them with the rollups in
+one transaction. A database that is down (Postgres restarting, a locked SQLite file) keeps the batch queued and
+is retried with backoff; nothing is lost unless the queue overflows, and that is counted. Retention deletes
+old rows hourly. On shutdown the queue is flushed within the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from relaycast.log import EventLog
+from relaycast.redact import Redactor
+from relaycast.store import rows as rows_mod
+from relaycast.store.db import Connection, is_db_error, is_transient
+from relaycast.store.schema import (ATTEMPT_COLUMNS, ATTEMPT_KEYS, LATENCY_KEYS, REQUEST_COLUMNS, USAGE_KEYS, USAGE_SUMS,
+                                    upsert_sql)  # fmt: skip
+from relaycast.store.settings import StoreConfig
+from relaycast.telemetry.records import RequestRecord
+
+RETENTION_EVERY_S = 3600.0
+MAX_BACKOFF_S = 30.0
+
+_UPSERT_USAGE = upsert_sql("usage_hourly", USAGE_KEYS, USAGE_SUMS)
+_UPSERT_OUTCOME = upsert_sql("attempts_hourly", ATTEMPT_KEYS, ("n",))
+_UPSERT_LATENCY = upsert_sql("latency_hourly", LATENCY_KEYS, ("n",))
+
+
+def write_batch(conn: Connection, batch: rows_mod.Batch) -> None:
+    with conn.transaction():
+        conn.insert("requests", REQUEST_COLUMNS, batch.requests)
+        conn.insert("attempts", ATTEMPT_COLUMNS, batch.attempts)
+        conn.executemany(_UPSERT_USAGE, batch.usage_rows())
+        if batch.outcomes:
+            conn.executemany(_UPSERT_OUTCOME, batch.outcome_rows())
+        if batch.latency:
+            conn.executemany(_UPSERT_LATENCY, batch.latency_rows())
+
+
+def delete_older_than(conn: Connection, cutoff_ms: int) -> int:
+    hour = cutoff_ms // 3_600_000 * 3600
+    with conn.transaction():
+        n = conn.execute("DELETE FROM requests WHERE ts_ms < ?", (cutoff_ms,))
+        conn.execute("DELETE FROM attempts WHERE ts_ms < ?", (cutoff_ms,))
+        for table in ("usage_hourly", "attempts_hourly", "latency_hourly"):
+            conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
+    return max(n, 0)
+
+
+class StoreWriter:
+    def __init__(self, cfg: StoreConfig, redactor: Redactor, log: EventLog, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self._redactor = redactor
+        self._log = log
+        self._clock = clock
+        self._queue: collections.deque[RequestRecord] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="relaycast-store-write")
+        self._conn: Connection | None = None  # touched only on the writer thread
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._next_retention = 0.0
+        self.written = 0
+        self.batches = 0
+        self.failures = 0
+        self.deleted = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.last_error: str | None = None
+        self.schema_version: int | None = None
+
+    # --- the request side ---------------------------------------------------------------------
+
+    def __call__(self, record: RequestRecord) -> None:
+        if len(self._queue) >= self.cfg.queue_size:
+            self._queue.popleft()
+            self.dropped["queue_full"] += 1
+        self._queue.append(record)
+        if self._wake is not None and len(self._queue) >= self.cfg.batch_size:
+            self._wake.set()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and apply migrations. A database that is down is retried by the worker, not fatal."""
+        self._wake = asyncio.Event()
+        try:
+            await self._in_thread(self._ensure_open)
+        except Exception as e:  # noqa: BLE001
+            if not is_db_error(e):
+                raise
+            self._failed(e)
+        self._task = asyncio.create_task(self._run(), name="relaycast-store")
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            self._task = None
+        if self._queue:
+            self.dropped["shutdown"] += len(self._queue)
+            self._log.warning("store_records_lost_at_shutdown", count=len(self._queue))
+            self._queue.clear()
+        await self._in_thread(self._close)
+        self._pool.shutdown(wait=True)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "store": self.cfg.display(),
+            "schema_version": self.schema_version,
+            "written": self.written,
+            "batches": self.batches,
+            "queued": len(self._queue),
+            "failures": self.failures,
+            "dropped": dict(self.dropped),
+            "deleted_by_retention": self.deleted,
+            "last_error": self.last_error,
+        }
+
+    async def flush(self) -> None:
+        """Write everything queued now (tests, the report command, shutdown)."""
+        while self._queue:
+            if not await self._write_some():
+                return
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        backoff = 0.5
+        while True:
+            if not self._stopping and len(self._queue) < self.cfg.batch_size:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval_s)
+                except asyncio.TimeoutError:
+                    pass
+            self._wake.clear()
+            ok = True
+            while self._queue and ok:
+                ok = await self._write_some()
+            if ok:
+                backoff = 0.5
+                await self._retention()
+            if self._stopping and (ok or not self._queue):
+                return
+            if not ok:
+                if self._stopping:
+                    return  # the database is down at shutdown: what is queued is counted as lost by stop()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _write_some(self) -> bool:
+        n = min(len(self._queue), self.cfg.batch_size)
+        records = [self._queue.popleft() for _ in range(n)]
+        try:
+            await self._in_thread(self._write, records)
+        except Exception as e:  # noqa: BLE001
+            if not is_transient(e):
+                # The database refused some record (not a transient failure): write them one by one, count the rest.
+                written, rejected = await self._in_thread(self._write_each, records)
+                self.written += written
+                self.dropped["rejected"] += rejected
+                self._log.error("store_rejected_records", count=rejected, error=type(e).__name__,
+                                message=self._redactor.scrub(str(e)[:200]))  # fmt: skip
+                return True
+            self._failed(e)
+            room = self.cfg.queue_size - len(self._queue)
+            if room < len(records):
+                self.dropped["queue_full"] += len(records) - max(room, 0)
+                records = records[len(records) - max(room, 0):]
+            self._queue.extendleft(reversed(records))
+            return False
+        self.written += n
+        self.batches += 1
+        return True
+
+    async def _retention(self) -> None:
+        now = self._clock()
+        if now < self._next_retention:
+            return
+        self._next_retention = now + RETENTION_EVERY_S
+        cutoff_ms = int((now - self.cfg.retention_days * 86400) * 1000)
+        try:
+            self.deleted += await self._in_thread(lambda: delete_older_than(self._ensure_open(), cutoff_ms))
+        except Exception as e:  # noqa: BLE001
+            if not is_db_error(e):
+                raise
+            self._failed(e)
+            self._next_retention = now + 60
+
+    def _failed(self, e: BaseException) -> None:
+        self.failures += 1
+        msg = self._redactor.scrub(str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__)
+        if msg != self.last_error:
+            self._log.error("store_unavailable", store=self.cfg.display(), error=msg)
+        self.last_error = msg
+
+    # --- on the writer thread -----------------------------------------------------------------
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _ensure_open(self) -> Connection:
+        if self._conn is None:
+            conn = Connection(self.cfg)
+            try:
+                self.schema_version = conn.migrate()
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            self.last_error = None
+        return self._conn
+
+    def _write(self, records: list[RequestRecord]) -> None:
+        batch = rows_mod.build(records, self._redactor, self.cfg.privacy_mode)
+        conn = self._ensure_open()
+        try:
+            write_batch(conn, batch)
+        except BaseException:
+            self._close()  # reconnect next time: the connection may be broken
+            raise
+
+    def _write_each(self, records: list[RequestRecord]) -> tuple[int, int]:
+        ok = bad = 0
+        for rec in records:
+            try:
+                self._write([rec])
+                ok += 1
+            except Exception as e:  # noqa: BLE001
+                if is_transient(e):
+                    raise
+                bad += 1
+        return ok, bad
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,54 @@
+"""Helpers for tests of the store: a throwaway Postgres database, and the analytics API read as an admin."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterator
+
+import orjson
+
+from tests.conftest import ADMIN_KEY
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_database() -> Iterator[str]:
+    """Create an empty database on this machine's Postgres server; drop it afterwards. Yields its URL."""
+    import psycopg
+
+    name = "relaycast_test_" + secrets.token_hex(4)
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as c:
+            c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def admin_get(base: str, path: str, key: str | None = ADMIN_KEY) -> tuple[int, Any]:
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, orjson.loads(e.read() or b"null")
+
+
+def wait_stored(base: str, request_ids: list[str], timeout: float = 15.0) -> dict[str, Any]:
+    """Each request's stored detail, once the store has written them all."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        for rid in request_ids:
+            if rid not in found:
+                status, body = admin_get(base, f"/admin/analytics/requests/{rid}")
+                if status == 200:
+                    found[rid] = body
+        if len(found) == len(request_ids):
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not stored within {timeout}s: {sorted(set(request_ids) - set(found))}")
