@@ -82,3 +82,37 @@ def broadcast_status(args: argparse.Namespace) -> int:
         if d.get("last_error"):
             print(f"  last error: {d['last_error']}")
     return 0
+
+
+def monitors_status(args: argparse.Namespace) -> int:
+    body = _fetch(args, "/admin/monitors")
+    if isinstance(body, int):
+        return body
+    mon = body.get("monitors")
+    if mon is None:
+        print("no monitors configured (monitors: rules: in the config)")
+        return 0
+    when = mon["last_evaluated_at"]
+    print(f"{len(mon['rules'])} rules, evaluated every {mon['interval_s']:g}s; {mon['evaluations']} evaluations"
+          f"{'' if when is None else ', last at ' + _utc(when)}, {mon['errors']} errors")  # fmt: skip
+    for r in mon["rules"]:
+        alerting = [f for f in r["findings"] if f["state"] == "ALERT"]
+        state = "ALERT" if alerting else ("OK" if r["findings"] else "no data yet")
+        print(f"{r['name']} ({r['kind']}): {state}")
+        for f in alerting or r["findings"][:3]:
+            print(f"  {f['state']:<5} {f['message']}")
+    for name, n in mon["notify"].items():
+        print(f"notify {name} ({n['kind']}): sent {n['sent']}, failed {n['failed']}, retries {n['retries']}, queued {n['queued']}")
+    incidents = body.get("incidents") or []
+    if incidents:
+        print("recent incidents:")
+        for i in incidents[:20]:
+            end = "open" if i["resolved_ms"] is None else "resolved " + _utc(i["resolved_ms"] / 1000)
+            print(f"  {_utc(i['opened_ms'] / 1000)}  {i['rule']}{' (' + i['scope'] + ')' if i['scope'] else ''}: {end}; {i['message']}")
+    return 0
+
+
+def _utc(unix_s: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

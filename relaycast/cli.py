@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from relaycast import config as config_mod
@@ -81,6 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     rs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     rs.add_argument("--json", action="store_true", help="print JSON")
 
+    mo = sub.add_parser("monitors", help="monitor rules: status of a running gateway, or export as Datadog / Prometheus",
+                        description="Monitor rules: their state on a running gateway, or the configured rules exported as "
+                                    "Datadog monitors or Prometheus alerting rules.")  # fmt: skip
+    msub = mo.add_subparsers(dest="monitors_command", required=True)
+    ms = msub.add_parser("status", help="rules, alerts and recent incidents of a running gateway (admin key)")
+    ms.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    ms.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
+    ms.add_argument("--json", action="store_true", help="print JSON")
+    me = msub.add_parser("export", help="the configured rules as Datadog monitor definitions or Prometheus alerting rules")
+    me.add_argument("--config", "-c", required=True, help="path to relaycast.yaml")
+    me.add_argument("--format", required=True, choices=("datadog", "prometheus"))
+    me.add_argument("--ml-app", help="Datadog ml_app to scope monitors to (default: the config's Datadog destination)")
+    me.add_argument("--output", "-o", help="write to this file (default: standard output)")
     rep = sub.add_parser("report", help="spend, tokens, latency or errors from the store",
                          description="Spend and tokens by model, provider, user, feature or key; or latency percentiles; "
                                      "or error rates; from the store (--config) or a running gateway (--url).")  # fmt: skip
@@ -88,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_arguments(rep)
     args = parser.parse_args(argv)
+    if args.command == "monitors":
+        if args.monitors_command == "status":
+            from relaycast.admin_client import monitors_status
+
+            return monitors_status(args)
+        return _monitors_export(args)
     if args.command == "report":
         from relaycast.report import run
 
@@ -113,6 +133,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return routes_status(args)
     parser.print_help()
+    return 0
+
+
+def _monitors_export(args: argparse.Namespace) -> int:
+    import orjson
+
+    from relaycast.monitors.export import datadog_monitors, prometheus_rules
+
+    try:
+        cfg = config_mod.load(args.config)
+    except config_mod.ConfigError as e:
+        print(f"relaycast: invalid config: {e}", file=sys.stderr)
+        return 2
+    if cfg.monitors is None or not cfg.monitors.rules:
+        print("relaycast: the config has no monitor rules (monitors: rules:)", file=sys.stderr)
+        return 2
+    if args.format == "datadog":
+        monitors, notes = datadog_monitors(cfg, args.ml_app)
+        text = orjson.dumps(monitors, option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text, notes = prometheus_rules(cfg)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

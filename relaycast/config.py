@@ -18,6 +18,7 @@ import yaml
 from relaycast.providers.presets import PRESETS
 
 if TYPE_CHECKING:
+    from relaycast.monitors.settings import MonitorsConfig
     from relaycast.costs.catalog import ModelPrice
     from relaycast.store.settings import StoreConfig
     from relaycast.routing.settings import Route, RoutingSettings
@@ -81,6 +82,8 @@ class Config:
     store: StoreConfig | None = None
     prices: Mapping[str, ModelPrice] = field(default_factory=lambda: MappingProxyType({}))
     dashboard_secret: str | None = field(default=None, repr=False)  # signs dashboard sessions (random if unset)
+    monitors: MonitorsConfig | None = None
+    metrics: MetricsConfig = field(default_factory=lambda: _metrics_default())
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this config holds, for the redactor."""
@@ -93,7 +96,8 @@ class Config:
         dests = self.broadcast.destinations if self.broadcast else ()
         store = self.store.secrets() if self.store else ()
         dash = (self.dashboard_secret,) if self.dashboard_secret else ()
-        return provider + tuple(s for d in dests for s in d.secrets()) + store + dash
+        mon = self.monitors.secrets() if self.monitors else ()
+        return provider + tuple(s for d in dests for s in d.secrets()) + store + dash + mon
 
 
 def hash_secret(secret: str) -> str:
@@ -139,15 +143,20 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
     r = _Reader(env)
     from relaycast.routing.settings import parse_routes, parse_routing
     from relaycast.costs.settings import parse_prices
+    from relaycast.monitors.settings import parse_monitors
     from relaycast.store.settings import parse_store
     from relaycast.telemetry.settings import parse_broadcast
 
     root = r.mapping(raw, "", {"server", "providers", "models", "routing", "keys", "admin_key", "broadcast", "store", "prices",
-                               "dashboard"})  # fmt: skip
+                               "dashboard", "monitors", "metrics"})  # fmt: skip
     server = _server(r, root.get("server"))
     providers = _providers(r, root.get("providers"))
     models = parse_routes(r, root.get("models"), providers)
     keys = _keys(r, root.get("keys"))
+    monitors = parse_monitors(r, root.get("monitors"))
+    store_raw = root.get("store")
+    if monitors is not None and monitors.rules and (store_raw is False or (isinstance(store_raw, dict) and store_raw.get("enabled") is False)):
+        raise ConfigError("monitors", "monitors read the store: enable `store:` to use them")
     admin = root.get("admin_key")
     admin_hash = None
     if admin is not None:
@@ -164,7 +173,32 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
         store=parse_store(r, root.get("store"), env, source),
         prices=parse_prices(r, root.get("prices")),
         dashboard_secret=_dashboard_secret(r, root.get("dashboard")),
+        monitors=monitors,
+        metrics=_metrics(r, root.get("metrics")),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`metrics: {public: false, user_label: false}`: GET /metrics needs the admin key unless public; the `user`
+    label is off by default, to bound the number of series."""
+
+    public: bool = False
+    user_label: bool = False
+    max_series: int = 10_000
+
+
+def _metrics_default() -> MetricsConfig:
+    return MetricsConfig()
+
+
+def _metrics(r: _Reader, raw: Any) -> MetricsConfig:
+    if raw is None:
+        return MetricsConfig()
+    m = r.mapping(raw, "metrics", {"public", "user_label", "max_series"})
+    return MetricsConfig(public=r.boolean(m.get("public", False), "metrics.public"),
+                         user_label=r.boolean(m.get("user_label", False), "metrics.user_label"),
+                         max_series=r.integer(m.get("max_series", 10_000), "metrics.max_series", 10, 10_000_000))  # fmt: skip
 
 
 def _dashboard_secret(r: _Reader, raw: Any) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import openai
 import pytest
 
+from relaycast.store.schema import LATEST
 from tests.conftest import UPSTREAM_KEY, GatewayProcess, standard_config
 from tests.store_helpers import admin_get, postgres_database, wait_stored
 
@@ -190,7 +191,7 @@ def test_analytics_needs_the_admin_key_and_rejects_bad_parameters(store_gw):
 def test_store_status_and_schema_version(store_gw):
     gw, where = store_gw
     status, body = admin_get(gw.url, "/admin/store")
-    assert status == 200 and body["store"]["schema_version"] == 1 and body["prices_as_of"]
+    assert status == 200 and body["store"]["schema_version"] == LATEST and body["prices_as_of"]
     assert "@" not in body["store"]["store"] or "postgres@" in body["store"]["store"]
     if where == "sqlite":
         assert (gw.config_path.parent / "data" / "requests.db").exists()  # beside the config, created on first run

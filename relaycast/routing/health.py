@@ -172,6 +172,8 @@ class HealthBoard:
         self._targets: dict[str, TargetHealth] = {}
         self.transitions: collections.Counter[tuple[str, str]] = collections.Counter()  # (target, "from->to")
         self.demoted: dict[tuple[str, str], str] = {}  # (route, target) -> reason
+        # Set by the monitors: (route or "*", target or "provider:<name>") -> reason, while their alert is open.
+        self.monitor_alerts: dict[tuple[str, str], str] = {}
 
     def target(self, name: str) -> TargetHealth:
         t = self._targets.get(name)
@@ -218,8 +220,8 @@ class HealthBoard:
     def is_demoted(self, route: str, name: str, sla_p99_ms: float | None, sla_ttft_p99_ms: float | None) -> bool:
         """Over its route's SLA or over the error-rate threshold, with enough requests in the window to say."""
         snap = self.target(name).snapshot()
-        reason = None
-        if snap.requests >= self.settings.min_requests:
+        reason = self._monitor_reason(route, name) if self.monitor_alerts else None
+        if reason is None and snap.requests >= self.settings.min_requests:
             if snap.error_rate > self.settings.error_rate:
                 reason = f"error rate {snap.error_rate:.0%} over {self.settings.error_rate:.0%}"
             elif sla_p99_ms is not None and snap.p99_ms is not None and snap.p99_ms > sla_p99_ms:
@@ -237,6 +239,11 @@ class HealthBoard:
             self.transitions[(name, "demoted->ok")] += 1
             self._log.info("target_promoted", route=route, target=name)
         return reason is not None
+
+    def _monitor_reason(self, route: str, name: str) -> str | None:
+        a = self.monitor_alerts
+        provider = "provider:" + name.split("/", 1)[0]
+        return a.get((route, name)) or a.get(("*", name)) or a.get((route, provider)) or a.get(("*", provider))
 
     # --- observations (after each attempt) ----------------------------------------------------
 

@@ -30,11 +30,15 @@ from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
 from relaycast.server.analytics import Analytics
 from relaycast.server.dashboard import Dashboard
 from relaycast.server.handlers import Handlers
+from relaycast.server.scrape import scrape_gauges
 from relaycast.store.reader import StoreReader
 from relaycast.store.writer import StoreWriter
 from relaycast.telemetry.pipeline import Broadcaster
 from relaycast.telemetry.records import RequestRecord
+from relaycast.telemetry.metrics import Metrics
 from relaycast.telemetry.stats import Stats
+from relaycast.monitors.engine import MonitorEngine
+from relaycast.monitors.notify import Notifier
 
 Sink = Callable[[RequestRecord], None]
 _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -43,20 +47,26 @@ _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 class Gateway:
     """`Gateway(config)` is the ASGI application. Extra record sinks (telemetry destinations) may be given."""
 
-    def __init__(self, config: Config, sinks: Iterable[Sink] = ()) -> None:
+    def __init__(self, config: Config, sinks: Iterable[Sink] = (), clock: Callable[[], float] | None = None) -> None:
+        """`clock` (wall-clock seconds) replaces the system's for record timestamps and monitors: tests inject one."""
         self.config = config
+        self.clock: Callable[[], float] = clock or time.time
+        self.wall_ns: Callable[[], int] = (lambda: int(self.clock() * 1e9)) if clock else time.time_ns
         self.redactor = Redactor(config.secrets())
         self.log = EventLog(self.redactor)
         self.auth = Authenticator(config)
         self.board = HealthBoard(config.routing or RoutingSettings(), self.log)
         self.planner = Planner(config, self.board)
         self.stats = Stats()
+        self.metrics = Metrics(config.metrics)
+        self.monitors: MonitorEngine | None = None
+        self._notifier: Notifier | None = None
         self.coster = Coster(_pricer(config))
         self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
         self.store: StoreWriter | None = None
         self._reader: StoreReader | None = None
         self.analytics = Analytics(None, self.redactor)
-        self.sinks: tuple[Sink, ...] = (self.stats, *sinks)
+        self.sinks: tuple[Sink, ...] = (self.stats, self.metrics, *sinks)
         self.started = time.time()
         self._session: aiohttp.ClientSession | None = None
         self._telemetry_session: aiohttp.ClientSession | None = None
@@ -73,6 +83,9 @@ class Gateway:
             ("GET", "/admin/broadcast"): self._admin_broadcast,
             ("POST", "/admin/broadcast/test"): self._admin_broadcast_test,
             ("GET", "/admin/store"): self._admin_store,
+            ("GET", "/admin/monitors"): self._admin_monitors,
+            ("POST", "/admin/monitors/evaluate"): self._admin_monitors_evaluate,
+            ("GET", "/metrics"): self._metrics,
         }
         self._paths = {p for _, p in self._routes}
 
@@ -95,6 +108,14 @@ class Gateway:
             self._reader = StoreReader(self.config.store)
             self.analytics = Analytics(self._reader, self.redactor)
             self.sinks = (*self.sinks, self.store)
+            mon = self.config.monitors
+            if mon is not None and mon.rules:
+                if self._telemetry_session is None:
+                    self._telemetry_session = aiohttp.ClientSession(trust_env=False)
+                self._notifier = Notifier(mon.notify, self._telemetry_session, self.log, self.redactor)
+                self._notifier.start()
+                self.monitors = MonitorEngine(mon, self._reader, self.store, self.board, self._notifier, self.log, self.clock)
+                self.monitors.start()
         if self.config.broadcast and self.config.broadcast.destinations:
             # Its own client: the exporters' HTTP never shares a pool (or a slowdown) with the providers'.
             self._telemetry_session = aiohttp.ClientSession(trust_env=False)
@@ -110,6 +131,12 @@ class Gateway:
         if self.broadcaster is not None:
             await self.broadcaster.stop(flush_timeout_s)
             self.broadcaster = None
+        if self.monitors is not None:
+            await self.monitors.stop()
+            self.monitors = None
+        if self._notifier is not None:
+            await self._notifier.stop()
+            self._notifier = None
         if self.store is not None:
             await self.store.stop(flush_timeout_s)
             self.store = None
@@ -246,6 +273,30 @@ class Gateway:
         body = {"store": self.store.status() if self.store else None, "prices_as_of": self.coster.pricer.catalog.as_of,
                 "token_estimator": self.coster.estimator.method}  # fmt: skip
         await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
+
+
+    async def _admin_monitors(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        self.auth.admin(headers)
+        body: dict[str, Any] = {"monitors": self.monitors.status() if self.monitors else None, "incidents": []}
+        if self._reader is not None and self.monitors is not None:
+            from relaycast.monitors.incidents import recent
+
+            body["incidents"] = await self._reader.run(recent, 50)
+        await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
+
+    async def _admin_monitors_evaluate(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        self.auth.admin(headers)
+        if self.monitors is None:
+            raise errors.NotFoundRoute("No monitors are configured (monitors: rules: in the config).")
+        events = await self.monitors.evaluate()
+        body = {"notifications": events, "monitors": self.monitors.status()}
+        await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+        if not self.config.metrics.public:
+            self.auth.admin(headers)
+        body = self.metrics.render(scrape_gauges(self))
+        await send_bytes(send, 200, body, ids, (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
 
 
 def _pricer(config: Config) -> Pricer:

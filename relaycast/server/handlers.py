@@ -60,7 +60,7 @@ class Handlers:
 
     async def chat(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
         t0 = time.monotonic_ns()
-        wall0 = time.time_ns()
+        wall0 = self.gw.wall_ns()
         key_name = self.gw.auth.client(headers)
         try:
             raw = await self._read(scope, receive, headers)
@@ -165,7 +165,7 @@ class Handlers:
 
     async def embeddings(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
         t0 = time.monotonic_ns()
-        wall0 = time.time_ns()
+        wall0 = self.gw.wall_ns()
         key_name = self.gw.auth.client(headers)
         try:
             raw = await self._read(scope, receive, headers)

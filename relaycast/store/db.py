@@ -72,6 +72,10 @@ class Connection:
         cur = self._conn.execute(self._sql(sql), params)
         return cur.rowcount
 
+    def query_in_tx(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read inside a transaction (does not end it, unlike `query`)."""
+        return self._conn.execute(self._sql(sql), params).fetchall()
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if self.dialect == "postgres":
             with self._conn.cursor() as cur:

@@ -48,6 +48,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             kind SMALLINT NOT NULL, bucket INTEGER NOT NULL, n BIGINT NOT NULL,
             PRIMARY KEY (hour, provider, model, target, kind, bucket))""",
     )),
+    (2, (
+        # Monitor incidents. At most one open incident per (rule, scope), enforced by the database: replicas that
+        # share a store race to open it, and only the one whose insert succeeds notifies.
+        """CREATE TABLE incidents (
+            id TEXT PRIMARY KEY, rule TEXT NOT NULL, scope TEXT NOT NULL, kind TEXT NOT NULL, opened_ms BIGINT NOT NULL,
+            resolved_ms BIGINT, value DOUBLE PRECISION, threshold DOUBLE PRECISION, message TEXT NOT NULL,
+            resolve_message TEXT, details TEXT)""",
+        "CREATE UNIQUE INDEX incidents_one_open ON incidents (rule, scope) WHERE resolved_ms IS NULL",
+        "CREATE INDEX incidents_opened ON incidents (opened_ms)",
+    )),
 )
 
 LATEST = MIGRATIONS[-1][0]

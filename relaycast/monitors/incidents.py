@@ -1,0 +1,65 @@
+"""Incidents in the store: opened when a rule starts firing for a scope, resolved when it stops.
+
+The database allows one open incident per (rule, scope) (a unique partial index), so when several replicas share
+a store and evaluate the same rule, exactly one opens the incident (and notifies) and exactly one resolves it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+
+from relaycast.monitors.rules import Finding
+from relaycast.monitors.settings import Rule
+from relaycast.store.db import Connection, is_transient
+
+_COLS = ("id", "rule", "scope", "kind", "opened_ms", "resolved_ms", "value", "threshold", "message", "resolve_message", "details")
+
+
+def open_map(conn: Connection) -> dict[tuple[str, str], str]:
+    """(rule, scope) -> incident id, for every open incident."""
+    return {(r, s): i for i, r, s in conn.query("SELECT id, rule, scope FROM incidents WHERE resolved_ms IS NULL")}
+
+
+def open_incident(conn: Connection, rule: Rule, f: Finding, now_ms: int) -> dict[str, Any] | None:
+    """Open it; None when another replica already has (the unique index refused this one)."""
+    iid = "inc_" + secrets.token_hex(8)
+    row = (iid, rule.name, f.scope, rule.kind, now_ms, None, f.value, f.threshold, f.message, None,
+           orjson.dumps(f.details, default=str).decode())  # fmt: skip
+    try:
+        with conn.transaction():
+            conn.execute(f"INSERT INTO incidents ({', '.join(_COLS)}) VALUES ({', '.join('?' for _ in _COLS)})", row)
+    except Exception as e:
+        if is_transient(e):
+            raise
+        return None  # an open incident for (rule, scope) exists already
+    return dict(zip(_COLS, row))
+
+
+def resolve_incident(conn: Connection, rule: Rule, scope: str, message: str, now_ms: int) -> dict[str, Any] | None:
+    """Resolve the open incident; None when there was none left (another replica resolved it)."""
+    with conn.transaction():
+        found = conn.query_in_tx(f"SELECT {', '.join(_COLS)} FROM incidents WHERE rule = ? AND scope = ? AND resolved_ms IS NULL",
+                                 (rule.name, scope))  # fmt: skip
+        if not found:
+            return None
+        n = conn.execute("UPDATE incidents SET resolved_ms = ?, resolve_message = ? WHERE id = ? AND resolved_ms IS NULL",
+                         (now_ms, message, found[0][0]))  # fmt: skip
+    if n != 1:
+        return None
+    inc = dict(zip(_COLS, found[0]))
+    inc.update(resolved_ms=now_ms, resolve_message=message)
+    return inc
+
+
+def recent(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
+    rows = conn.query(f"SELECT {', '.join(_COLS)} FROM incidents ORDER BY opened_ms DESC LIMIT ?", (limit,))
+    out = []
+    for r in rows:
+        d = dict(zip(_COLS, r))
+        d["details"] = orjson.loads(d["details"]) if d["details"] else {}
+        d["state"] = "open" if d["resolved_ms"] is None else "resolved"
+        out.append(d)
+    return out

@@ -1,0 +1,165 @@
+"""Prometheus metrics at `GET /metrics`, in the text exposition format (version 0.0.4).
+
+A record sink: each finished request updates counters and histograms in memory (a few dict operations, after
+the response). Cost and latency are counters and histograms, never last-value gauges, so `rate()`,
+`increase()` and `histogram_quantile()` work across scrapes and replicas. Labels are bounded: `user` only when
+`metrics.user_label` is on, and past `metrics.max_series` series a metric counts new label values as "(other)".
+
+    relaycast_requests_total{route, model, provider, key, feature, outcome}      counter
+    relaycast_tokens_total{model, provider, key, feature, type}                  counter (prompt, completion, cached, ...)
+    relaycast_cost_usd_total{model, provider, key, feature}                      counter, exact to the pico-dollar
+    relaycast_unpriced_requests_total{model, provider}                           counter
+    relaycast_request_duration_seconds{route, model, provider}                   histogram (end to end)
+    relaycast_attempt_duration_seconds{provider, model, target}                  histogram (each attempt)
+    relaycast_ttft_seconds{provider, model, target}                              histogram (streams)
+    relaycast_attempts_total{provider, model, target, outcome}                   counter ("ok" or the error class)
+    relaycast_target_state{target, state}, relaycast_target_demoted{route, target}, relaycast_broadcast_*,
+    relaycast_store_*, relaycast_monitor_alerting{rule, scope}                   gauges and counters read at scrape
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from relaycast.config import MetricsConfig
+from relaycast.costs.money import PICO_PER_USD
+from relaycast.telemetry.records import RequestRecord
+
+BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+OTHER = "(other)"
+TOKEN_TYPES = ("prompt", "completion", "cached", "cache_write", "reasoning")
+
+
+class _Family:
+    """One metric family: label tuples -> value, bounded."""
+
+    def __init__(self, name: str, kind: str, help_: str, labels: tuple[str, ...], max_series: int) -> None:
+        self.name, self.kind, self.help, self.labels = name, kind, help_, labels
+        self.max = max_series
+        self.values: dict[tuple[str, ...], Any] = {}
+
+    def key(self, values: tuple[str, ...], keep_last: int = 0) -> tuple[str, ...]:
+        if values in self.values or len(self.values) < self.max:
+            return values
+        n = len(values) - keep_last
+        return tuple(OTHER for _ in range(n)) + values[n:]
+
+    def inc(self, values: tuple[str, ...], amount: float = 1, keep_last: int = 0) -> None:
+        k = self.key(values, keep_last)
+        self.values[k] = self.values.get(k, 0) + amount
+
+
+class _Histogram(_Family):
+    def observe(self, values: tuple[str, ...], seconds: float) -> None:
+        k = self.key(values)
+        h = self.values.get(k)
+        if h is None:
+            h = self.values[k] = [0] * (len(BUCKETS_S) + 2)  # per-bucket counts, then sum, then count
+        for i, b in enumerate(BUCKETS_S):
+            if seconds <= b:
+                h[i] += 1
+                break
+        h[-2] += seconds
+        h[-1] += 1
+
+
+class Metrics:
+    def __init__(self, cfg: MetricsConfig) -> None:
+        self.cfg = cfg
+        dims = ("model", "provider", "key", "feature") + (("user",) if cfg.user_label else ())
+        m = cfg.max_series
+        self.requests = _Family("relaycast_requests_total", "counter", "Requests, by how they ended (ok, error, cancelled).",
+                                ("route", *dims, "outcome"), m)  # fmt: skip
+        self.tokens = _Family("relaycast_tokens_total", "counter", "Tokens, by type (prompt includes cached and cache-write; completion includes reasoning).",
+                              (*dims, "type"), m)  # fmt: skip
+        self.cost = _Family("relaycast_cost_usd_total", "counter", "Cost in US dollars (computed, reported or estimated; unpriced requests excluded).", dims, m)
+        self.unpriced = _Family("relaycast_unpriced_requests_total", "counter", "Requests to models with no known price.", ("model", "provider"), m)
+        self.duration = _Histogram("relaycast_request_duration_seconds", "histogram", "End-to-end request duration.", ("route", "model", "provider"), m)
+        self.attempt_duration = _Histogram("relaycast_attempt_duration_seconds", "histogram", "Duration of each provider attempt that succeeded.",
+                                           ("provider", "model", "target"), m)  # fmt: skip
+        self.ttft = _Histogram("relaycast_ttft_seconds", "histogram", "Time to first token of each streamed attempt.", ("provider", "model", "target"), m)
+        self.attempts = _Family("relaycast_attempts_total", "counter", "Provider attempts, by outcome: ok or the error class.",
+                                ("provider", "model", "target", "outcome"), m)  # fmt: skip
+        self._families = (self.requests, self.tokens, self.cost, self.unpriced, self.duration, self.attempt_duration, self.ttft, self.attempts)
+
+    def __call__(self, rec: RequestRecord) -> None:
+        a = rec.attribution
+        final = rec.final_attempt
+        model = final.model if final else rec.model_requested
+        provider = final.provider if final else ""
+        dims: tuple[str, ...] = (model, provider, a.key_name or "", a.feature or "")
+        if self.cfg.user_label:
+            dims += (a.user or "",)
+        outcome = "cancelled" if rec.client_cancelled else ("error" if rec.status_code >= 400 or rec.error_class else "ok")
+        self.requests.inc((rec.model_requested, *dims, outcome), keep_last=1)
+        self.duration.observe((rec.model_requested, model, provider), rec.duration_ns / 1e9)
+        cost, source = rec.cost
+        if source == "unpriced":
+            self.unpriced.inc((model, provider))
+        elif cost:
+            self.cost.inc(dims, cost / PICO_PER_USD)
+        tokens = [0, 0, 0, 0, 0]
+        for at in rec.attempts:
+            self.attempts.inc((at.provider, at.model, at.target, at.error_class or "ok"), keep_last=1)
+            if at.ok:
+                self.attempt_duration.observe((at.provider, at.model, at.target), at.duration_ns / 1e9)
+                if at.ttft_ns is not None:
+                    self.ttft.observe((at.provider, at.model, at.target), at.ttft_ns / 1e9)
+            u = at.usage
+            if u is not None:
+                tokens[0] += u.prompt_tokens
+                tokens[1] += u.completion_tokens
+                tokens[2] += u.cached_tokens
+                tokens[3] += u.cache_write_tokens
+                tokens[4] += u.reasoning_tokens
+        for t, n in zip(TOKEN_TYPES, tokens):
+            if n:
+                self.tokens.inc((*dims, t), n, keep_last=1)
+
+    def render(self, gauges: Iterable[tuple[str, str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]] = ()) -> bytes:
+        """The exposition text; `gauges` adds families read at scrape time: (name, type, help, labels, samples)."""
+        out: list[str] = []
+        for f in self._families:
+            out.append(f"# HELP {f.name} {f.help}\n# TYPE {f.name} {f.kind}\n")
+            if isinstance(f, _Histogram):
+                base = f.name
+                for values, h in f.values.items():
+                    lab = _labels(f.labels, values)
+                    cum = 0
+                    for i, b in enumerate(BUCKETS_S):
+                        cum += h[i]
+                        out.append(f"{base}_bucket{_join(lab, _le(b))} {cum}\n")
+                    out.append(f"{base}_bucket{_join(lab, 'le=' + chr(34) + '+Inf' + chr(34))} {h[-1]}\n")
+                    out.append(f"{base}_sum{{{lab}}} {_num(h[-2])}\n" if lab else f"{base}_sum {_num(h[-2])}\n")
+                    out.append(f"{base}_count{{{lab}}} {h[-1]}\n" if lab else f"{base}_count {h[-1]}\n")
+            else:
+                for values, v in f.values.items():
+                    out.append(f"{f.name}{{{_labels(f.labels, values)}}} {_num(v)}\n")
+        for name, kind, help_, labels, samples in gauges:
+            out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
+            for values, v in samples:
+                lab = _labels(labels, values)
+                out.append(f"{name}{{{lab}}} {_num(v)}\n" if lab else f"{name} {_num(v)}\n")
+        return "".join(out).encode()
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    return ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(names, values))
+
+
+def _le(b: float) -> str:
+    return 'le="' + format(b, "g") + '"'
+
+
+def _join(lab: str, extra: str) -> str:
+    return "{" + (lab + "," if lab else "") + extra + "}"
+
+
+def _num(v: float) -> str:
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))
