@@ -116,3 +116,67 @@ def _utc(unix_s: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def admin_send(url: str, method: str, path: str, admin_key: str | None, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """POST (or another method) to an admin endpoint; print a plain error and return None when it fails."""
+    key = admin_key or os.environ.get("RELAYCAST_ADMIN_KEY", "")
+    data = orjson.dumps(body) if body is not None else b""
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
+                                 headers={"authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return orjson.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            msg = orjson.loads(e.read()).get("error", {}).get("message", "")
+        except (orjson.JSONDecodeError, AttributeError):
+            msg = ""
+        print(f"relaycast: the gateway answered HTTP {e.code}: {msg}", file=sys.stderr)
+    except OSError as e:
+        print(f"relaycast: cannot reach the gateway at {url}: {e}", file=sys.stderr)
+    return None
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    cmd = args.keys_command
+    if cmd == "list":
+        body = _fetch(args, "/admin/keys")
+        if isinstance(body, int):
+            return body
+        if not body["keys"]:
+            print("no virtual keys (keys in the config file are not listed here)")
+        for k in body["keys"]:
+            lim = ", ".join(f"{n} {v:g}" for n, v in k["limits"].items() if v is not None) or "no limits"
+            models = ", ".join(k["models"]) if k["models"] is not None else "all models"
+            print(f"{k['name']:<20} {k['prefix']}…  {k['state']:<8} owner {k['owner'] or '-'}; {models}; {lim}")
+        return 0
+    if cmd == "create":
+        spec: dict[str, Any] = {"name": args.name}
+        for f in ("owner", "user", "feature", "rpm", "tpm"):
+            if getattr(args, f) is not None:
+                spec[f] = getattr(args, f)
+        if args.models:
+            spec["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+        if args.budget_day is not None:
+            spec["budget_day_usd"] = args.budget_day
+        if args.budget_month is not None:
+            spec["budget_month_usd"] = args.budget_month
+        if args.expires_in_days is not None:
+            spec["expires_in_s"] = args.expires_in_days * 86400
+        if args.tag:
+            spec["tags"] = dict(t.split("=", 1) if "=" in t else (t, "") for t in args.tag)
+        out = admin_send(args.url, "POST", "/admin/keys", args.admin_key, spec)
+    else:
+        out = admin_send(args.url, "POST", f"/admin/keys/{args.name}/{cmd}", args.admin_key)
+    if out is None:
+        return 1
+    if args.json:
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    elif cmd == "revoke":
+        print(f"revoked {args.name}: it stops working on every replica within a second")
+    else:
+        print(out["secret"])
+        print(f"({'created' if cmd == 'create' else 'rotated'} {args.name}; this secret is shown once: relaycast keeps only its hash)",
+              file=sys.stderr)
+    return 0

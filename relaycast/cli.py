@@ -95,6 +95,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     me.add_argument("--format", required=True, choices=("datadog", "prometheus"))
     me.add_argument("--ml-app", help="Datadog ml_app to scope monitors to (default: the config's Datadog destination)")
     me.add_argument("--output", "-o", help="write to this file (default: standard output)")
+    ke = sub.add_parser("keys", help="virtual gateway keys of a running gateway: create, list, revoke, rotate (admin key)",
+                        description="Issue and manage virtual gateway keys through a running gateway's admin API. "
+                                    "A key's secret is printed once, at creation or rotation; relaycast keeps only its hash.")  # fmt: skip
+    ksub = ke.add_subparsers(dest="keys_command", required=True)
+    for name, help_ in (("create", "issue a key (prints its secret once)"), ("list", "list keys (never secrets)"),
+                        ("revoke", "revoke a key: 401 on every replica within a second"),
+                        ("rotate", "a new secret for a key; the old one stops working")):  # fmt: skip
+        kp = ksub.add_parser(name, help=help_)
+        if name != "list":
+            kp.add_argument("name", help="the key's name")
+        kp.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+        kp.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
+        kp.add_argument("--json", action="store_true", help="print JSON")
+        if name == "create":
+            kp.add_argument("--owner")
+            kp.add_argument("--models", help="comma-separated models or routes it may use; patterns allowed (openai/*)")
+            kp.add_argument("--user", help="default user for its requests")
+            kp.add_argument("--feature", help="default feature for its requests")
+            kp.add_argument("--tag", action="append", help="default tag k=v (repeatable)")
+            kp.add_argument("--rpm", type=int, help="requests per minute")
+            kp.add_argument("--tpm", type=int, help="tokens per minute")
+            kp.add_argument("--budget-day", type=float, help="USD per UTC day")
+            kp.add_argument("--budget-month", type=float, help="USD per UTC month")
+            kp.add_argument("--expires-in-days", type=float)
     rep = sub.add_parser("report", help="spend, tokens, latency or errors from the store",
                          description="Spend and tokens by model, provider, user, feature or key; or latency percentiles; "
                                      "or error rates; from the store (--config) or a running gateway (--url).")  # fmt: skip
@@ -102,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_arguments(rep)
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        from relaycast.admin_client import keys_command
+
+        return keys_command(args)
     if args.command == "monitors":
         if args.monitors_command == "status":
             from relaycast.admin_client import monitors_status

@@ -18,6 +18,8 @@ import yaml
 from relaycast.providers.presets import PRESETS
 
 if TYPE_CHECKING:
+    from relaycast.keys.policy import KeyPolicy
+    from relaycast.limits.settings import LimitsConfig
     from relaycast.monitors.settings import MonitorsConfig
     from relaycast.costs.catalog import ModelPrice
     from relaycast.store.settings import StoreConfig
@@ -59,6 +61,13 @@ class ProviderConfig:
 class GatewayKey:
     name: str
     sha256: str = field(repr=False)
+    policy: KeyPolicy = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            from relaycast.keys.policy import KeyPolicy
+
+            object.__setattr__(self, "policy", KeyPolicy(name=self.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,7 @@ class Config:
     prices: Mapping[str, ModelPrice] = field(default_factory=lambda: MappingProxyType({}))
     dashboard_secret: str | None = field(default=None, repr=False)  # signs dashboard sessions (random if unset)
     monitors: MonitorsConfig | None = None
+    limits: LimitsConfig | None = None
     metrics: MetricsConfig = field(default_factory=lambda: _metrics_default())
 
     def secrets(self) -> tuple[str, ...]:
@@ -97,7 +107,8 @@ class Config:
         store = self.store.secrets() if self.store else ()
         dash = (self.dashboard_secret,) if self.dashboard_secret else ()
         mon = self.monitors.secrets() if self.monitors else ()
-        return provider + tuple(s for d in dests for s in d.secrets()) + store + dash + mon
+        lim = self.limits.secrets() if self.limits else ()
+        return provider + tuple(s for d in dests for s in d.secrets()) + store + dash + mon + lim
 
 
 def hash_secret(secret: str) -> str:
@@ -143,12 +154,13 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
     r = _Reader(env)
     from relaycast.routing.settings import parse_routes, parse_routing
     from relaycast.costs.settings import parse_prices
+    from relaycast.limits.settings import parse_limits
     from relaycast.monitors.settings import parse_monitors
     from relaycast.store.settings import parse_store
     from relaycast.telemetry.settings import parse_broadcast
 
     root = r.mapping(raw, "", {"server", "providers", "models", "routing", "keys", "admin_key", "broadcast", "store", "prices",
-                               "dashboard", "monitors", "metrics"})  # fmt: skip
+                               "dashboard", "monitors", "metrics", "limits", "redis_url"})  # fmt: skip
     server = _server(r, root.get("server"))
     providers = _providers(r, root.get("providers"))
     models = parse_routes(r, root.get("models"), providers)
@@ -175,6 +187,7 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
         dashboard_secret=_dashboard_secret(r, root.get("dashboard")),
         monitors=monitors,
         metrics=_metrics(r, root.get("metrics")),
+        limits=parse_limits(r, root.get("limits"), env, root.get("redis_url")),
     )
 
 
@@ -292,14 +305,28 @@ def _timeouts(r: _Reader, raw: Any, at: str) -> Timeouts:
 
 
 def _keys(r: _Reader, raw: Any) -> tuple[GatewayKey, ...]:
+    from relaycast.keys.policy import LIMIT_FIELDS, KeyPolicy, Limits
+
     if raw is None:
         return ()
     out = []
     for i, item in enumerate(r.sequence(raw, "keys")):
         at = f"keys[{i}]"
-        m = r.mapping(item, at, {"name", "secret", "sha256"})
+        m = r.mapping(item, at, {"name", "secret", "sha256", "models", "user", "feature", "owner", *LIMIT_FIELDS})
         name = r.string(r.required(m, "name", at), f"{at}.name")
-        out.append(GatewayKey(name=name, sha256=_secret_or_hash(r, m, at)))
+        sha = _secret_or_hash(r, {k: m[k] for k in ("secret", "sha256") if k in m}, at)
+        models = None
+        if m.get("models") is not None:
+            models = tuple(r.string(x, f"{at}.models") for x in r.sequence(m["models"], f"{at}.models"))
+        try:
+            limits = Limits.parse(m, at)
+        except ValueError as e:
+            where, _, problem = str(e).partition(": ")
+            raise ConfigError(where, problem) from None
+        policy = KeyPolicy(name=name, source="config", owner=m.get("owner"), models=models,
+                           user=r.string(m["user"], f"{at}.user") if m.get("user") else None,
+                           feature=r.string(m["feature"], f"{at}.feature") if m.get("feature") else None, limits=limits)  # fmt: skip
+        out.append(GatewayKey(name=name, sha256=sha, policy=policy))
     names = [k.name for k in out]
     for i, n in enumerate(names):
         if n in names[:i]:

@@ -174,6 +174,10 @@ class HealthBoard:
         self.demoted: dict[tuple[str, str], str] = {}  # (route, target) -> reason
         # Set by the monitors: (route or "*", target or "provider:<name>") -> reason, while their alert is open.
         self.monitor_alerts: dict[tuple[str, str], str] = {}
+        # From other replicas (routing.shared): circuits they opened (target -> until, monotonic) and demotions.
+        self.shared_open: dict[str, float] = {}
+        self.shared_demoted: dict[tuple[str, str], str] = {}
+        self.demoted_source: dict[tuple[str, str], str] = {}  # local | monitor | shared: only local ones are published
 
     def target(self, name: str) -> TargetHealth:
         t = self._targets.get(name)
@@ -188,6 +192,7 @@ class HealthBoard:
         del self._targets[oldest]
         for key in [k for k in self.demoted if k[1] == oldest]:
             del self.demoted[key]
+            self.demoted_source.pop(key, None)
 
     def targets(self) -> dict[str, TargetHealth]:
         return self._targets
@@ -206,6 +211,8 @@ class HealthBoard:
             return "probing" if t.probe_in_flight else "half_open"
         if t.cooldown_until > now:
             return "cooling"
+        if self.shared_open and self.shared_open.get(name, 0.0) > now:
+            return "open"  # another replica's circuit: avoided here too until its cool-down ends
         return "ok"
 
     def admit(self, name: str) -> bool:
@@ -221,7 +228,11 @@ class HealthBoard:
         """Over its route's SLA or over the error-rate threshold, with enough requests in the window to say."""
         snap = self.target(name).snapshot()
         reason = self._monitor_reason(route, name) if self.monitor_alerts else None
+        source = "monitor"
+        if reason is None and self.shared_demoted:
+            reason, source = self.shared_demoted.get((route, name)), "shared"
         if reason is None and snap.requests >= self.settings.min_requests:
+            source = "local"
             if snap.error_rate > self.settings.error_rate:
                 reason = f"error rate {snap.error_rate:.0%} over {self.settings.error_rate:.0%}"
             elif sla_p99_ms is not None and snap.p99_ms is not None and snap.p99_ms > sla_p99_ms:
@@ -230,12 +241,15 @@ class HealthBoard:
                 reason = f"TTFT p99 {snap.ttft_p99_ms:.0f} ms over the SLA of {sla_ttft_p99_ms:.0f} ms"
         key = (route, name)
         was = key in self.demoted
+        if reason:
+            self.demoted_source[key] = source
         if reason and not was:
             self.demoted[key] = reason
             self.transitions[(name, "ok->demoted")] += 1
             self._log.warning("target_demoted", route=route, target=name, reason=reason)
         elif not reason and was:
             del self.demoted[key]
+            self.demoted_source.pop(key, None)
             self.transitions[(name, "demoted->ok")] += 1
             self._log.info("target_promoted", route=route, target=name)
         return reason is not None

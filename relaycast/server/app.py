@@ -5,6 +5,7 @@ The chat and embeddings handlers live in `server.handlers`; this module only dis
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -24,13 +25,19 @@ from relaycast.routing.executor import Executor
 from relaycast.routing.health import HealthBoard
 from relaycast.routing.plan import Planner
 from relaycast.routing.settings import RoutingSettings
+from relaycast.routing.shared import SharedHealth
 from relaycast.server.asgi import Receive, Scope, Send, header_map, send_bytes
+from relaycast.keys.registry import KeyRegistry
+from relaycast.limits.base import Limiter
 from relaycast.server.auth import Authenticator
 from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
 from relaycast.server.analytics import Analytics
 from relaycast.server.dashboard import Dashboard
 from relaycast.server.handlers import Handlers
 from relaycast.server.scrape import scrape_gauges
+from relaycast.server.limits import build_limiter
+from relaycast.server.keys_api import PREFIX as KEYS_PREFIX
+from relaycast.server.keys_api import KeysApi
 from relaycast.store.reader import StoreReader
 from relaycast.store.writer import StoreWriter
 from relaycast.telemetry.pipeline import Broadcaster
@@ -54,7 +61,12 @@ class Gateway:
         self.wall_ns: Callable[[], int] = (lambda: int(self.clock() * 1e9)) if clock else time.time_ns
         self.redactor = Redactor(config.secrets())
         self.log = EventLog(self.redactor)
-        self.auth = Authenticator(config)
+        self.keys = KeyRegistry(config, self.log)
+        self.auth = Authenticator(config, self.keys)
+        self.limiter: Limiter | None = None
+        self.keys_api = KeysApi(self)
+        self.shared_health: SharedHealth | None = None
+        self._pending: set[asyncio.Task[None]] = set()
         self.board = HealthBoard(config.routing or RoutingSettings(), self.log)
         self.planner = Planner(config, self.board)
         self.stats = Stats()
@@ -108,6 +120,7 @@ class Gateway:
             self._reader = StoreReader(self.config.store)
             self.analytics = Analytics(self._reader, self.redactor)
             self.sinks = (*self.sinks, self.store)
+            await self.keys.start(self._reader)
             mon = self.config.monitors
             if mon is not None and mon.rules:
                 if self._telemetry_session is None:
@@ -122,12 +135,25 @@ class Gateway:
             self.broadcaster = Broadcaster(self.config.broadcast, self._telemetry_session, self.redactor, self.log)
             self.broadcaster.start()
             self.sinks = (*self.sinks, self.broadcaster)
+        self.limiter = build_limiter(self)
+        if self.config.limits is not None and self.config.limits.redis_url:
+            self.shared_health = SharedHealth(self.config.limits.redis_url, self.board, self.log)
+            self.shared_health.start()
         self.log.info(
             "gateway_started", providers=",".join(self.config.providers), aliases=len(self.config.models), keys=len(self.config.keys)
         )
 
     async def shutdown(self, flush_timeout_s: float = 10.0) -> None:
         """Stop: flush the broadcast queues within the deadline (spooling what could not be sent), then close."""
+        await self.keys.stop()
+        if self.shared_health is not None:
+            await self.shared_health.stop()
+            self.shared_health = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self.limiter is not None and hasattr(self.limiter, "close"):
+            await self.limiter.close()
+        self.limiter = None
         if self.broadcaster is not None:
             await self.broadcaster.stop(flush_timeout_s)
             self.broadcaster = None
@@ -183,6 +209,10 @@ class Gateway:
             path = path[:-1]
         handler = self._routes.get((scope["method"], path))
         try:
+            if handler is None and (path == KEYS_PREFIX or path.startswith(KEYS_PREFIX + "/")):
+                self.auth.admin(headers)
+                await self.keys_api.handle(scope, receive, send, path, ids)
+                return
             if handler is None and path.startswith(ANALYTICS_PREFIX):
                 self.admin_or_session(headers)
                 await self.analytics.handle(scope, send, path, ids)
@@ -214,6 +244,12 @@ class Gateway:
             except Exception as e:  # noqa: BLE001
                 self.log.error("sink_failed", sink=type(sink).__name__, error=type(e).__name__)
 
+    def later(self, coro: Any) -> None:
+        """Run `coro` after the response, keeping a reference until it ends (limit settlements)."""
+        t = asyncio.ensure_future(coro)
+        self._pending.add(t)
+        t.add_done_callback(self._pending.discard)
+
     def admin_or_session(self, headers: dict[bytes, bytes]) -> None:
         """The admin key, or a dashboard session cookie."""
         if b"authorization" not in headers and b"x-api-key" not in headers and self.dashboard.valid(headers):
@@ -241,6 +277,8 @@ class Gateway:
         self.auth.admin(headers)
         body = self.stats.snapshot()
         body["uptime_s"] = round(time.time() - self.started, 3)
+        body["limits"] = self.limiter.status() if self.limiter else None
+        body["keys"] = {"required": self.keys.required, "reloads": self.keys.reloads}
         await send_bytes(send, 200, orjson.dumps(body), ids)
 
 

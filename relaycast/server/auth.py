@@ -4,28 +4,38 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 from relaycast.config import Config
 from relaycast.errors import Forbidden, Unauthorized
+from relaycast.keys.policy import KeyPolicy
+from relaycast.keys.registry import KeyRegistry
 
 
 class Authenticator:
-    def __init__(self, config: Config) -> None:
-        self._keys = {k.sha256: k.name for k in config.keys}
+    def __init__(self, config: Config, registry: KeyRegistry) -> None:
+        self.registry = registry
         self._admin = config.admin_key_sha256
-        self.required = bool(self._keys)
 
-    def client(self, headers: dict[bytes, bytes]) -> str | None:
-        """The name of the gateway key presented, or None when no keys are configured."""
-        if not self._keys:
+    @property
+    def required(self) -> bool:
+        return self.registry.required
+
+    def client(self, headers: dict[bytes, bytes], now_ms: int | None = None) -> KeyPolicy | None:
+        """The key presented and what it may do; None when the gateway has no keys at all (open)."""
+        if not self.registry.required:
             return None
         token = _bearer(headers)
         if token is None:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer <relaycast key>'.")
-        name = self._keys.get(hashlib.sha256(token).hexdigest())
-        if name is None:
+        policy = self.registry.lookup(hashlib.sha256(token).hexdigest())
+        if policy is None:
             raise Unauthorized("Incorrect API key provided.")
-        return name
+        if policy.revoked_ms is not None:
+            raise Unauthorized(f"The API key '{policy.name}' has been revoked.")
+        if policy.expires_ms is not None and (now_ms if now_ms is not None else time.time() * 1000) >= policy.expires_ms:
+            raise Unauthorized(f"The API key '{policy.name}' has expired.")
+        return policy
 
     def admin(self, headers: dict[bytes, bytes]) -> None:
         if self._admin is None:

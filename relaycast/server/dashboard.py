@@ -9,6 +9,7 @@ hash, so changing the admin key ends every session.
 from __future__ import annotations
 
 import hashlib
+import re
 import hmac
 import mimetypes
 import secrets
@@ -112,7 +113,7 @@ class Dashboard:
     async def _page(self, send: Send, name: str, ids: list[tuple[bytes, bytes]], status: int = 200, error: bool = False) -> None:
         _, body = self._files[name]
         if error:  # the login page's error line, shown by the server: the page runs no inline script
-            body = body.replace(b'id="login-error" hidden', b'id="login-error"')
+            body = re.sub(rb'(<[^>]*id="login-error"[^>]*?)\s+hidden(\s*>)', rb"\1\2", body, count=1)
         await send_bytes(send, status, body, [*ids, (b"cache-control", b"no-store"), *_SECURITY], HTML)
 
     async def _login(self, receive: Receive, send: Send, ids: list[tuple[bytes, bytes]]) -> None:

@@ -15,6 +15,9 @@ from relaycast.routing.plan import Plan
 from relaycast.schema import ChatRequest, parse_chat, parse_embeddings
 from relaycast.server.asgi import SSE_HEADERS, BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, run_until_disconnect, send_bytes
 from relaycast.sse import encode
+from relaycast.keys.policy import KeyPolicy
+from relaycast.limits.base import LimiterUnavailable, LimitExceeded, Reservation
+from relaycast.server import limits
 from relaycast.telemetry.records import Attempt, Attribution, RequestRecord
 
 if TYPE_CHECKING:
@@ -61,22 +64,26 @@ class Handlers:
     async def chat(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
         t0 = time.monotonic_ns()
         wall0 = self.gw.wall_ns()
-        key_name = self.gw.auth.client(headers)
+        key = self.gw.auth.client(headers)
         try:
             raw = await self._read(scope, receive, headers)
         except ClientGone:
             return
         req = parse_chat(raw, headers)
-        if key_name:
-            req.attribution = _with_key(req.attribution, key_name)
+        if key is not None:
+            _check_models(key, (req.model, *req.fallbacks))
+            req.attribution = _with_key(req.attribution, key)
         attempts: list[Attempt] = []
         outcome = Outcome()
+        reservation = None
         try:
             plan = self.gw.planner.plan(req.model, req.fallbacks, req.prefs)
-        except errors.NoRoute as e:  # every target excluded: recorded, as it is an outage for this client
+            reservation = await limits.admit(self.gw, key, req.attribution, plan, req.body,
+                                             lambda: self.gw.coster.estimator.prompt(req.messages))  # fmt: skip
+        except (errors.NoRoute, LimitExceeded, LimiterUnavailable) as e:  # recorded: an outage or a refusal for this client
             outcome.status, outcome.error = e.status_code, e
             await self.gw.send_error(send, e, ids)
-            self._emit_chat(rid, req, wall0, t0, attempts, outcome)
+            self._emit_chat(rid, req, wall0, t0, attempts, outcome, None)
             return
         try:
             if req.stream:
@@ -86,29 +93,30 @@ class Handlers:
         except ClientGone:
             outcome.cancelled = True
         finally:
-            self._emit_chat(rid, req, wall0, t0, attempts, outcome)
+            self._emit_chat(rid, req, wall0, t0, attempts, outcome, reservation)
 
-    def _emit_chat(self, rid: str, req: ChatRequest, wall0: int, t0: int, attempts: list[Attempt], outcome: Outcome) -> None:
+    def _emit_chat(self, rid: str, req: ChatRequest, wall0: int, t0: int, attempts: list[Attempt], outcome: Outcome,
+                   reservation: Reservation | None) -> None:  # fmt: skip
         err = outcome.error
-        self.gw.emit(
-            RequestRecord(
-                request_id=rid,
-                endpoint="chat.completions",
-                model_requested=req.model,
-                stream=req.stream,
-                started_unix_ns=wall0,
-                duration_ns=time.monotonic_ns() - t0,
-                status_code=499 if outcome.cancelled else outcome.status,
-                attribution=req.attribution,
-                attempts=self.gw.coster.chat(attempts, req.messages, outcome.text),
-                error_class=err.error_class if err else ("client_cancelled" if outcome.cancelled else None),
-                error_message=self.gw.redactor.scrub(err.message) if err else None,
-                params={k: req.body[k] for k in PARAM_KEYS if k in req.body},
-                input_messages=tuple(req.messages),
-                output_text=outcome.text,
-                client_cancelled=outcome.cancelled,
-            )
+        rec = RequestRecord(
+            request_id=rid,
+            endpoint="chat.completions",
+            model_requested=req.model,
+            stream=req.stream,
+            started_unix_ns=wall0,
+            duration_ns=time.monotonic_ns() - t0,
+            status_code=499 if outcome.cancelled else outcome.status,
+            attribution=req.attribution,
+            attempts=self.gw.coster.chat(attempts, req.messages, outcome.text),
+            error_class=err.error_class if err else ("client_cancelled" if outcome.cancelled else None),
+            error_message=self.gw.redactor.scrub(err.message) if err else None,
+            params={k: req.body[k] for k in PARAM_KEYS if k in req.body},
+            input_messages=tuple(req.messages),
+            output_text=outcome.text,
+            client_cancelled=outcome.cancelled,
         )
+        self.gw.emit(rec)
+        limits.settle(self.gw, reservation, rec)
 
     async def _complete(self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome) -> None:
         try:
@@ -166,38 +174,44 @@ class Handlers:
     async def embeddings(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
         t0 = time.monotonic_ns()
         wall0 = self.gw.wall_ns()
-        key_name = self.gw.auth.client(headers)
+        key = self.gw.auth.client(headers)
         try:
             raw = await self._read(scope, receive, headers)
         except ClientGone:
             return
         req = parse_embeddings(raw, headers)
+        if key is not None:
+            _check_models(key, (req.model,))
+            req.attribution = _with_key(req.attribution, key)
         plan = self.gw.planner.plan(req.model)
         attempts: list[Attempt] = []
         status, err = 200, None
+        reservation = None
         try:
+            reservation = await limits.admit(self.gw, key, req.attribution, plan, {"max_tokens": 1},
+                                             lambda: self.gw.coster.estimator.embedding_input(req.body.get("input")))  # fmt: skip
             body, target = await self.executor.embed(req.body, plan, t0, attempts)
         except errors.RelaycastError as e:
             status, err = e.status_code, e
             await self.gw.send_error(send, e, [*ids, *_served(None, len(attempts))])
         else:
             await send_bytes(send, 200, body, [*ids, *_served(target.name, len(attempts))])
-        attribution = _with_key(req.attribution, key_name) if key_name else req.attribution
-        self.gw.emit(
-            RequestRecord(
-                request_id=rid,
-                endpoint="embeddings",
-                model_requested=req.model,
-                stream=False,
-                started_unix_ns=wall0,
-                duration_ns=time.monotonic_ns() - t0,
-                status_code=status,
-                attribution=attribution,
-                attempts=self.gw.coster.embeddings(attempts, req.body.get("input")),
-                error_class=err.error_class if err else None,
-                error_message=self.gw.redactor.scrub(err.message) if err else None,
-            )
+        attribution = req.attribution
+        rec = RequestRecord(
+            request_id=rid,
+            endpoint="embeddings",
+            model_requested=req.model,
+            stream=False,
+            started_unix_ns=wall0,
+            duration_ns=time.monotonic_ns() - t0,
+            status_code=status,
+            attribution=attribution,
+            attempts=self.gw.coster.embeddings(attempts, req.body.get("input")),
+            error_class=err.error_class if err else None,
+            error_message=self.gw.redactor.scrub(err.message) if err else None,
         )
+        self.gw.emit(rec)
+        limits.settle(self.gw, reservation, rec)
 
 
 def _served(target: str | None, attempts: int) -> list[tuple[bytes, bytes]]:
@@ -207,5 +221,16 @@ def _served(target: str | None, attempts: int) -> list[tuple[bytes, bytes]]:
     return h
 
 
-def _with_key(a: Attribution, key_name: str) -> Attribution:
-    return replace(a, key_name=key_name)
+def _with_key(a: Attribution, key: KeyPolicy) -> Attribution:
+    """The key's name, and its default user, feature and tags where the request gave none."""
+    tags = a.tags
+    if key.tags:
+        given = dict(a.tags)
+        tags = tuple({**dict(key.tags), **given}.items())
+    return replace(a, key_name=key.name, user=a.user or key.user, feature=a.feature or key.feature, tags=tags)
+
+
+def _check_models(key: KeyPolicy, models: tuple[str, ...]) -> None:
+    for m in models:
+        if not key.allows(m):
+            raise errors.Forbidden(f"The API key '{key.name}' may not use the model '{m[:200]}'.", param="model")

@@ -58,6 +58,14 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         "CREATE UNIQUE INDEX incidents_one_open ON incidents (rule, scope) WHERE resolved_ms IS NULL",
         "CREATE INDEX incidents_opened ON incidents (opened_ms)",
     )),
+    (3, (
+        # Virtual gateway keys: the secret is never stored, only its SHA-256; `prefix` is what lists show.
+        """CREATE TABLE gateway_keys (
+            name TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, owner TEXT, models TEXT,
+            user_id TEXT, feature TEXT, tags TEXT, limits TEXT, created_ms BIGINT NOT NULL, expires_ms BIGINT,
+            revoked_ms BIGINT, rotated_ms BIGINT, updated_ms BIGINT NOT NULL)""",
+        "CREATE INDEX gateway_keys_updated ON gateway_keys (updated_ms)",
+    )),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,88 @@
+"""What the limiters share: the checks a request must pass, its reservation, and the 429 that names the limit."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from relaycast import errors
+from relaycast.keys.policy import Limits
+
+NANO_PER_PICO = 1000  # budgets are kept in nano-dollars: exact in Redis' integers and Lua's doubles up to $9M
+
+
+class LimitExceeded(errors.GatewayError):
+    """429 in OpenAI's format, naming the limit; Retry-After says when it frees up."""
+
+    status_code = 429
+    error_class = "rate_limit_exceeded"
+    openai_type = "requests"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        if limit == "tpm":
+            self.openai_type = "tokens"  # type: ignore[misc]
+        elif limit.startswith("budget"):
+            self.openai_type = "insufficient_quota"  # type: ignore[misc]
+            self.error_class = "budget_exceeded"  # type: ignore[misc]
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"retry-after", str(self.retry_after_s).encode())]
+
+
+class LimiterUnavailable(errors.GatewayError):
+    status_code = 503
+    error_class = "limiter_unavailable"
+    openai_type = "server_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    scope: str  # "key", "user" or "feature"
+    name: str
+    limits: Limits
+
+    @property
+    def label(self) -> str:
+        return f"{self.scope} '{self.name}'"
+
+
+@dataclass(slots=True)
+class Reservation:
+    checks: tuple[Check, ...]
+    est_tokens: int
+    est_nano: int
+    now: float
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    minute: int = 0  # the minute window the tokens were counted in (Redis)
+    settled: bool = False
+    budgets: list[Any] = field(default_factory=list)  # what to settle: in-memory cells, or Redis hash names
+
+
+class Limiter(Protocol):
+    async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation: ...
+
+    async def settle(self, res: Reservation, tokens: int, nano: int) -> None: ...
+
+    def status(self) -> dict: ...
+
+
+def period_bounds(now: float, period: str) -> tuple[str, float]:
+    """(period id, seconds until it ends) for a UTC day or month."""
+    t = datetime.fromtimestamp(now, timezone.utc)
+    if period == "day":
+        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        nxt = datetime.fromtimestamp(start.timestamp() + 86400, timezone.utc)
+        return start.strftime("%Y-%m-%d"), nxt.timestamp() - now
+    start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start.strftime("%Y-%m"), nxt.timestamp() - now
+
+
+def budget_message(c: Check, period: str, limit_usd: float) -> str:
+    return f"Budget exceeded: {c.label} has spent its ${limit_usd:g} for this {period} (UTC)."

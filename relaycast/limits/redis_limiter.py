@@ -1,0 +1,198 @@
+"""Limits in Redis, shared by every replica: one Lua script checks every limit of a request and, only if all
+pass, records it, atomically; so N replicas together admit N requests per minute for a limit of N, and budget
+reservations from all replicas add up in one place.
+
+Keys (`relaycast:` prefix, each with an expiry so nothing is left behind):
+  rl:{scope}:{name}:rpm              sorted set of request ids scored by time (exact sliding minute)
+  rl:{scope}:{name}:tpm:{minute}     tokens counted in one clock minute (sliding-window counter over two)
+  rl:{scope}:{name}:budget:{period}  hash {spent, reserved} in nano-dollars, seeded from the store's spend
+
+When Redis cannot be reached, `on_redis_error` decides: `open` admits the request (logged, counted), `closed`
+refuses it with 503.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any, Awaitable, Callable
+
+from relaycast.limits.base import Check, LimiterUnavailable, LimitExceeded, Reservation, budget_message, period_bounds
+from relaycast.limits.settings import LimitsConfig
+from relaycast.log import EventLog
+
+PREFIX = "relaycast:rl:"
+SpendLoader = Callable[[str, str, str], Awaitable[int]]
+
+# ARGV: now_ms, request id, est_tokens, est_nano, n, then per check: base, rpm, tpm, day_limit, day_id, day_ttl,
+# day_seed, month_limit, month_id, month_ttl, month_seed (0 = no limit; seed -1 = not loaded, treated as 0).
+ADMIT = """
+local now = tonumber(ARGV[1]); local rid = ARGV[2]; local est_t = tonumber(ARGV[3]); local est_n = tonumber(ARGV[4])
+local n = tonumber(ARGV[5]); local minute = math.floor(now / 60000); local frac = (now % 60000) / 60000
+for i = 0, n - 1 do
+  local o = 6 + i * 11; local base = ARGV[o]
+  local rpm = tonumber(ARGV[o + 1]); local tpm = tonumber(ARGV[o + 2])
+  if rpm > 0 then
+    redis.call('ZREMRANGEBYSCORE', base .. ':rpm', '-inf', now - 60000)
+    if redis.call('ZCARD', base .. ':rpm') >= rpm then
+      local oldest = redis.call('ZRANGE', base .. ':rpm', 0, 0, 'WITHSCORES')
+      return {0, i, 'rpm', tonumber(oldest[2]) + 60000 - now}
+    end
+  end
+  if tpm > 0 then
+    local cur = tonumber(redis.call('GET', base .. ':tpm:' .. minute) or '0')
+    local prev = tonumber(redis.call('GET', base .. ':tpm:' .. (minute - 1)) or '0')
+    local used = cur + prev * (1 - frac)
+    if used > 0 and used + est_t > tpm then return {0, i, 'tpm', 60000 - (now % 60000)} end
+  end
+  for p = 0, 1 do
+    local limit = tonumber(ARGV[o + 3 + p * 4])
+    if limit > 0 then
+      local key = base .. ':budget:' .. ARGV[o + 4 + p * 4]
+      if redis.call('EXISTS', key) == 0 then
+        local seed = tonumber(ARGV[o + 6 + p * 4])
+        if seed < 0 then return {-1, i, p == 0 and 'budget_day' or 'budget_month', 0} end
+        redis.call('HSET', key, 'spent', seed, 'reserved', 0)
+        redis.call('EXPIRE', key, tonumber(ARGV[o + 5 + p * 4]))
+      end
+      local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
+      local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
+      if spent + reserved + est_n > limit then return {0, i, p == 0 and 'budget_day' or 'budget_month', 0} end
+    end
+  end
+end
+for i = 0, n - 1 do
+  local o = 6 + i * 11; local base = ARGV[o]
+  if tonumber(ARGV[o + 1]) > 0 then
+    redis.call('ZADD', base .. ':rpm', now, rid); redis.call('PEXPIRE', base .. ':rpm', 61000)
+  end
+  if tonumber(ARGV[o + 2]) > 0 then
+    redis.call('INCRBY', base .. ':tpm:' .. minute, est_t); redis.call('PEXPIRE', base .. ':tpm:' .. minute, 125000)
+  end
+  for p = 0, 1 do
+    if tonumber(ARGV[o + 3 + p * 4]) > 0 then
+      redis.call('HINCRBY', base .. ':budget:' .. ARGV[o + 4 + p * 4], 'reserved', est_n)
+    end
+  end
+end
+return {1, minute}
+"""
+
+
+def _base(c: Check) -> str:
+    return f"{PREFIX}{c.scope}:{c.name}"
+
+
+class RedisLimiter:
+    def __init__(self, cfg: LimitsConfig, log: EventLog, load_spend: SpendLoader | None = None) -> None:
+        import redis.asyncio as aioredis
+
+        assert cfg.redis_url is not None
+        self.cfg = cfg
+        self._log = log
+        self._load = load_spend
+        self._redis = aioredis.from_url(cfg.redis_url, socket_timeout=cfg.redis_timeout_s, socket_connect_timeout=cfg.redis_timeout_s,
+                                        health_check_interval=30)  # fmt: skip
+        self._admit = self._redis.register_script(ADMIT)
+        self._seeds: dict[tuple[str, str, str], int] = {}  # budgets whose store spend this process has loaded
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.redis_errors = 0
+        self.admitted_open = 0
+        self._last_error_log = 0.0
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _seed(self, c: Check, period: str, now: float) -> int:
+        pid, _ = period_bounds(now, period)
+        key = (c.scope, c.name, pid)
+        if key not in self._seeds:
+            self._seeds[key] = await self._load(c.scope, c.name, period) if self._load else 0
+        return self._seeds[key]
+
+    def _argv(self, checks: tuple[Check, ...], res: Reservation, now: float, seeds: dict[tuple[int, str], int]) -> list[Any]:
+        argv: list[Any] = [int(now * 1000), res.id, res.est_tokens, res.est_nano, len(checks)]
+        for i, c in enumerate(checks):
+            argv += [_base(c), c.limits.rpm or 0, c.limits.tpm or 0]
+            for period, limit in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)):
+                pid, left = period_bounds(now, period)
+                argv += [int(limit * 1e9) if limit else 0, pid, int(left) + 86400, seeds.get((i, period), -1)]
+        return argv
+
+    async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation:
+        res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now)
+        seeds: dict[tuple[int, str], int] = {}
+        try:
+            for attempt in range(2):
+                out = await self._admit(args=self._argv(checks, res, now, seeds))
+                if int(out[0]) != -1:
+                    break
+                # A budget this Redis has not seen this period: seed it from the store's spend, then ask again.
+                for i, c in enumerate(checks):
+                    for period, limit in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)):
+                        if limit:
+                            seeds[(i, period)] = await self._seed(c, period, now)
+        except Exception as e:  # noqa: BLE001 - redis errors of every kind: the configured failure mode decides
+            if not _is_redis_error(e):
+                raise
+            return self._unavailable(e, res)
+        if int(out[0]) == 1:
+            res.minute = int(out[1])
+            res.budgets = [(f"{_base(c)}:budget:{period_bounds(now, p)[0]}") for c in checks
+                           for p, lim in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)) if lim]  # fmt: skip
+            return res
+        c = checks[int(out[1])]
+        which = out[2].decode() if isinstance(out[2], bytes) else str(out[2])
+        self.rejected[which] += 1
+        if which == "rpm":
+            raise LimitExceeded(f"Rate limit reached for {c.label}: {c.limits.rpm} requests per minute.", limit="rpm",
+                                retry_after_s=float(out[3]) / 1000)  # fmt: skip
+        if which == "tpm":
+            raise LimitExceeded(f"Rate limit reached for {c.label}: {c.limits.tpm} tokens per minute.", limit="tpm",
+                                retry_after_s=float(out[3]) / 1000)  # fmt: skip
+        period = "day" if which == "budget_day" else "month"
+        limit = c.limits.budget_day_usd if period == "day" else c.limits.budget_month_usd
+        raise LimitExceeded(budget_message(c, period, limit or 0), limit=which, retry_after_s=period_bounds(now, period)[1])
+
+    def _unavailable(self, e: BaseException, res: Reservation) -> Reservation:
+        self.redis_errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log > 5:
+            self._last_error_log = now
+            self._log.error("limiter_redis_unavailable", mode=self.cfg.on_redis_error, error=type(e).__name__,
+                            errors_so_far=self.redis_errors)  # fmt: skip
+        if self.cfg.on_redis_error == "closed":
+            raise LimiterUnavailable("Rate limits cannot be checked (Redis is unreachable) and the gateway is set to fail closed.")
+        self.admitted_open += 1
+        res.settled = True  # nothing was recorded in Redis: nothing to settle
+        return res
+
+    async def settle(self, res: Reservation, tokens: int, nano: int) -> None:
+        if res.settled:
+            return
+        res.settled = True
+        try:
+            async with self._redis.pipeline(transaction=False) as p:
+                for key in res.budgets:
+                    p.hincrby(key, "spent", nano)
+                    p.hincrby(key, "reserved", -res.est_nano)
+                if tokens != res.est_tokens:
+                    for c in res.checks:
+                        if c.limits.tpm:
+                            p.incrby(f"{_base(c)}:tpm:{res.minute}", tokens - res.est_tokens)
+                await p.execute()
+        except Exception as e:  # noqa: BLE001
+            if not _is_redis_error(e):
+                raise
+            self.redis_errors += 1
+            self._log.error("limiter_settle_failed", error=type(e).__name__)
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "redis", "on_redis_error": self.cfg.on_redis_error, "rejected": dict(self.rejected),
+                "redis_errors": self.redis_errors, "admitted_while_redis_down": self.admitted_open}  # fmt: skip
+
+
+def _is_redis_error(e: BaseException) -> bool:
+    import redis.exceptions
+
+    return isinstance(e, (redis.exceptions.RedisError, OSError, TimeoutError))

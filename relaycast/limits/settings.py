@@ -1,0 +1,65 @@
+"""The `limits:` section of the config.
+
+    limits:
+      redis_url: redis://127.0.0.1:6379/0   # shared by replicas; without it, limits are kept in this process
+      on_redis_error: open                   # open: admit, log loudly, count | closed: refuse with 503
+      redis_timeout_ms: 200
+      per_user: {rpm: 30, budget_day_usd: 5}  # the same limits for every user (the `user` field or header)
+      per_feature: {tpm: 200000}
+
+Per-key limits live on the key (config `keys:` entries or `relaycast keys create --rpm ...`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from relaycast.config import ConfigError, _Reader
+from relaycast.keys.policy import LIMIT_FIELDS, Limits
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    redis_url: str | None = field(default=None, repr=False)
+    on_redis_error: str = "open"
+    redis_timeout_s: float = 0.2
+    per_user: Limits = field(default_factory=Limits)
+    per_feature: Limits = field(default_factory=Limits)
+    estimate_output_tokens: int = 256  # the output a request without max_tokens is assumed to use, for reservations
+
+    def secrets(self) -> tuple[str, ...]:
+        from urllib.parse import urlsplit
+
+        if self.redis_url:
+            pw = urlsplit(self.redis_url).password
+            if pw:
+                return (pw,)
+        return ()
+
+
+def parse_limits(r: _Reader, raw: Any, env: dict[str, str] | Any, root_redis_url: Any = None) -> LimitsConfig:
+    """`limits.redis_url`, else the top-level `redis_url`, else $RELAYCAST_REDIS_URL: one Redis for limits and for
+    the routing health replicas share."""
+    m = r.mapping(raw or {}, "limits", {"redis_url", "on_redis_error", "redis_timeout_ms", "per_user", "per_feature",
+                                         "estimate_output_tokens"})  # fmt: skip
+    url = m.get("redis_url") or root_redis_url or env.get("RELAYCAST_REDIS_URL") or None
+    if url is not None:
+        url = r.string(url, "limits.redis_url")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("limits.redis_url", "must be a redis:// (or rediss://, unix://) URL")
+    mode = r.string(m.get("on_redis_error", "open"), "limits.on_redis_error")
+    if mode not in ("open", "closed"):
+        raise ConfigError("limits.on_redis_error", "must be 'open' or 'closed'")
+    out: dict[str, Limits] = {}
+    for k in ("per_user", "per_feature"):
+        sub = r.mapping(m.get(k) or {}, f"limits.{k}", set(LIMIT_FIELDS))
+        try:
+            out[k] = Limits.parse(sub, f"limits.{k}")
+        except ValueError as e:
+            where, _, problem = str(e).partition(": ")
+            raise ConfigError(where, problem) from None
+    return LimitsConfig(redis_url=url, on_redis_error=mode,
+                        redis_timeout_s=r.integer(m.get("redis_timeout_ms", 200), "limits.redis_timeout_ms", 1, 60_000) / 1000,
+                        per_user=out["per_user"], per_feature=out["per_feature"],
+                        estimate_output_tokens=r.integer(m.get("estimate_output_tokens", 256), "limits.estimate_output_tokens", 1))  # fmt: skip
