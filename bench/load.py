@@ -431,6 +431,7 @@ def run(args: argparse.Namespace) -> int:
             "    kind: openai_compatible\n"
             f"    base_url: http://{HOST}:{fake_port}/v1\n"
             "    api_key: bench-upstream-key\n"
+            + ("store: {enabled: false}\n" if args.no_store else "")
         )
         py = sys.executable
         fake = start([py, "-m", "relaycast", "fake-upstream", "--host", HOST, "--port", str(fake_port), "--log-level", "critical"], fake_log)
@@ -540,7 +541,7 @@ def run(args: argparse.Namespace) -> int:
         summary["gateway_log_tail"] = warn[-200:]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "load-quick" if args.quick else "load-latest"  # a smoke test never replaces the full results
+    stem = ("load-quick" if args.quick else "load-latest") + ("-no-store" if args.no_store else "")  # a smoke test never replaces the full results
     (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(table + "\n")
     print(f"\nwrote {RESULTS / f'{stem}.json'} and {RESULTS / f'{stem}.md'}")
@@ -637,6 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=8, help="whole seconds per measured scenario (default 8)")
     p.add_argument("--warmup", type=int, default=2, help="whole seconds of warm-up before each scenario (default 2; 0: none)")
     p.add_argument("--quick", action="store_true", help="2 s runs of a subset (50 connections only): a smoke test")
+    p.add_argument("--no-store", action="store_true", help="run the gateway without its store (store: {enabled: false}), to measure what the store costs")
     p.add_argument(
         "--jitter-ms",
         type=int,

@@ -14,8 +14,18 @@ import orjson
 
 def admin_get(url: str, path: str, admin_key: str | None) -> dict[str, Any] | None:
     """GET an admin endpoint; print a plain error and return None when it fails."""
+    return admin_send(url, "GET", path, admin_key)
+
+
+def admin_send(url: str, method: str, path: str, admin_key: str | None, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Call an admin endpoint (a JSON body for POST); print a plain error and return None when it fails."""
     key = admin_key or os.environ.get("RELAYCAST_ADMIN_KEY", "")
-    req = urllib.request.Request(url.rstrip("/") + path, headers={"authorization": f"Bearer {key}"})
+    headers = {"authorization": f"Bearer {key}"}
+    data = None
+    if method != "GET":
+        data = orjson.dumps(body) if body is not None else b""
+        headers["content-type"] = "application/json"
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return orjson.loads(r.read())
@@ -116,26 +126,6 @@ def _utc(unix_s: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def admin_send(url: str, method: str, path: str, admin_key: str | None, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """POST (or another method) to an admin endpoint; print a plain error and return None when it fails."""
-    key = admin_key or os.environ.get("RELAYCAST_ADMIN_KEY", "")
-    data = orjson.dumps(body) if body is not None else b""
-    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
-                                 headers={"authorization": f"Bearer {key}", "content-type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return orjson.loads(r.read())
-    except urllib.error.HTTPError as e:
-        try:
-            msg = orjson.loads(e.read()).get("error", {}).get("message", "")
-        except (orjson.JSONDecodeError, AttributeError):
-            msg = ""
-        print(f"relaycast: the gateway answered HTTP {e.code}: {msg}", file=sys.stderr)
-    except OSError as e:
-        print(f"relaycast: cannot reach the gateway at {url}: {e}", file=sys.stderr)
-    return None
 
 
 def keys_command(args: argparse.Namespace) -> int:

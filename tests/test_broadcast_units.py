@@ -156,3 +156,19 @@ def test_spooled_spans_older_than_24_hours_are_discarded_and_counted(tmp_path) -
 
     status = asyncio.run(run())
     assert status["dropped"] == {"too_old": 3} and status["spooled_batches"] == 0
+
+
+def test_attribution_tags_reach_datadog_and_otlp_spans():
+    """Free-form tags (the X-Relaycast-Tags header, scalar `trace` metadata) go to destinations as tags."""
+    import dataclasses
+
+    from relaycast.telemetry.exporters.otlp import _common_attrs
+
+    rec = dataclasses.replace(_record(), attribution=Attribution(user="u", feature="search", key_name="web",
+                                                                 trace={"trace_name": "t", "order_id": 7},
+                                                                 tags=(("team", "payments"), ("env", "prod"))))  # fmt: skip
+    root, llm = (json.loads(x)["spans"][0] for x in _dd().encode(rec, False, ()))
+    for span in (root, llm):
+        assert {"team:payments", "env:prod", "order_id:7", "feature:search", "gateway_key:web", "user_id:u"} <= set(span["tags"])
+    attrs = _common_attrs(rec, ())
+    assert attrs["relaycast.tag.team"] == "payments" and attrs["relaycast.feature"] == "search"

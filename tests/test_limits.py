@@ -110,5 +110,18 @@ def test_keys_cli_create_list_rotate_revoke(fake):
         dup = cli("create", "team-c")
         assert dup.returncode == 1 and "exists already" in dup.stderr
         assert secret not in gw.log() and new not in gw.log()
+        # A key past its expiry: 401, saying so.
+        import json
+        import time
+        import urllib.request
+
+        req = urllib.request.Request(gw.url + "/admin/keys", method="POST", data=json.dumps({"name": "brief", "expires_in_s": 1}).encode(),
+                                     headers={"authorization": f"Bearer {ADMIN_KEY}"})  # fmt: skip
+        with urllib.request.urlopen(req) as r:
+            brief = json.loads(r.read())["secret"]
+        assert _call(gw, brief)[0] == 200
+        time.sleep(1.1)
+        status, body, _ = _call(gw, brief)
+        assert status == 401 and "expired" in body["error"]["message"]
     finally:
         gw.stop()

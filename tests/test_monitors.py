@@ -62,6 +62,7 @@ monitors:
     - {{name: spend-spike, kind: spend_spike, window: 1h, baseline_windows: 6, threshold_pct: 200, min_usd: 0.01}}
     - {{name: slowable-p99, kind: latency_sla, route: slowable, metric: p99, threshold_ms: 250, window: 5m, min_requests: 5}}
     - {{name: flaky-errors, kind: error_rate, provider: flaky, threshold_pct: 20, window: 5m, min_requests: 5}}
+    - {{name: bob-daily, kind: budget, user: bob, period: day, limit_usd: 0.003}}
 """
 
 
@@ -221,3 +222,27 @@ def test_a_failing_notification_target_is_retried_and_never_blocks_evaluation(en
     hook.wait_for(lambda: len(_events(hook, "flaky-errors")) > before + 0 and any(
         p.status < 300 for p in hook.posts("/hook") if json.loads(p.body).get("rule") == "flaky-errors" and
         json.loads(p.body).get("incident_id") == fired[0]["incident_id"]), timeout=20)  # fmt: skip
+
+
+def test_budget_alerts_once_in_its_day_and_resolves_the_next(env):
+    """bob spent $0.00021 a request, 18 requests in the spike test's day: over $0.003 once, then a new UTC day."""
+    gw, clock, hook = env["gw"], env["clock"], env["hook"]
+    clock.set(START + 50 * 3600)  # two UTC days later: bob has spent nothing today
+    _evaluate(gw)
+    hook.wait_for(lambda: len(_events(hook, "bob-daily")) == 2)
+    events = _events(hook, "bob-daily")
+    assert [e["event"] for e in events] == ["alert", "resolved"] and events[0]["scope"] == "user=bob"
+    assert events[0]["value"] > 0.003 and "budget $0.003" in events[0]["message"]
+
+
+def test_monitors_status_command(env):
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "relaycast", "monitors", "status", "--url", env["gw"].url], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "RELAYCAST_ADMIN_KEY": ADMIN_KEY})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for name in ("spend-spike (spend_spike)", "slowable-p99 (latency_sla)", "flaky-errors (error_rate)", "bob-daily (budget)",
+                 "notify hook (webhook)", "recent incidents:"):  # fmt: skip
+        assert name in out.stdout, out.stdout

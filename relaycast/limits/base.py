@@ -62,6 +62,7 @@ class Reservation:
     minute: int = 0  # the minute window the tokens were counted in (Redis)
     settled: bool = False
     budgets: list[Any] = field(default_factory=list)  # what to settle: in-memory cells, or Redis hash names
+    entries: list[Any] = field(default_factory=list)  # in memory: the token-window entries it added
 
 
 class Limiter(Protocol):

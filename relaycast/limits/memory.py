@@ -20,7 +20,7 @@ class MemoryLimiter:
     def __init__(self, load_spend: SpendLoader | None = None) -> None:
         self._load = load_spend
         self._requests: dict[tuple[str, str], collections.deque[float]] = {}
-        self._tokens: dict[tuple[str, str], collections.deque[list[Any]]] = {}  # [ts, tokens, reservation id]
+        self._tokens: dict[tuple[str, str], collections.deque[list[Any]]] = {}  # [ts, tokens, key]
         self._token_sums: dict[tuple[str, str], int] = {}
         self._budgets: dict[tuple[str, str, str], list[int]] = {}  # (scope, name, period id) -> [spent, reserved]
         self.rejected: collections.Counter[str] = collections.Counter()
@@ -72,8 +72,10 @@ class MemoryLimiter:
             if c.limits.rpm is not None:
                 self._requests[key].append(now)
             if c.limits.tpm is not None:
-                self._tokens[key].append([now, est_tokens, res.id])
+                entry = [now, est_tokens, key]
+                self._tokens[key].append(entry)
                 self._token_sums[key] = self._token_sums.get(key, 0) + est_tokens
+                res.entries.append(entry)  # settled in O(1), without searching the window
         for b in budgets:
             b[1] += est_nano
         res.budgets = budgets
@@ -81,7 +83,9 @@ class MemoryLimiter:
 
     def _prune_tokens(self, key: tuple[str, str], q: collections.deque[list[Any]], now: float) -> None:
         while q and q[0][0] <= now - WINDOW_S:
-            self._token_sums[key] -= q.popleft()[1]
+            old = q.popleft()
+            self._token_sums[key] -= old[1]
+            old[2] = None
 
     async def settle(self, res: Reservation, tokens: int, nano: int) -> None:
         if res.settled:
@@ -90,15 +94,11 @@ class MemoryLimiter:
         for b in res.budgets:
             b[0] += nano
             b[1] -= res.est_nano
-        for c in res.checks:
-            if c.limits.tpm is None:
-                continue
-            key = (c.scope, c.name)
-            for entry in self._tokens.get(key, ()):
-                if entry[2] == res.id:
-                    self._token_sums[key] += tokens - entry[1]
-                    entry[1] = tokens
-                    break
+        for entry in res.entries:
+            key = entry[2]
+            if key is not None:  # still in the window (pruning clears it): the window's sum takes the real count
+                self._token_sums[key] += tokens - entry[1]
+                entry[1] = tokens
 
     def status(self) -> dict[str, Any]:
         return {"backend": "memory", "rejected": dict(self.rejected)}

@@ -91,7 +91,7 @@ class Dashboard:
             return
         if path == "/dashboard/login":
             if method == "POST":
-                await self._login(receive, send, ids)
+                await self._login(receive, send, ids, secure=scope.get("scheme") == "https")
             elif method == "GET":
                 await self._page(send, "login.html", ids)
             else:
@@ -116,7 +116,7 @@ class Dashboard:
             body = re.sub(rb'(<[^>]*id="login-error"[^>]*?)\s+hidden(\s*>)', rb"\1\2", body, count=1)
         await send_bytes(send, status, body, [*ids, (b"cache-control", b"no-store"), *_SECURITY], HTML)
 
-    async def _login(self, receive: Receive, send: Send, ids: list[tuple[bytes, bytes]]) -> None:
+    async def _login(self, receive: Receive, send: Send, ids: list[tuple[bytes, bytes]], secure: bool = False) -> None:
         raw = await read_body(receive, 16 * 1024)
         fields = dict(parse_qsl(raw.decode("utf-8", "replace")))
         key = fields.get("key", "").strip().encode()
@@ -124,7 +124,7 @@ class Dashboard:
         if not ok:
             await self._page(send, "login.html", ids, status=401, error=True)
             return
-        cookie = f"{COOKIE}={self.new_session()}; Path=/; Max-Age={SESSION_S}; HttpOnly; SameSite=Strict"
+        cookie = f"{COOKIE}={self.new_session()}; Path=/; Max-Age={SESSION_S}; HttpOnly; SameSite=Strict" + ("; Secure" if secure else "")
         await _redirect(send, "/dashboard", ids, cookie)
 
 

@@ -131,25 +131,25 @@ class _Tx:
                 pass
 
 
-def is_db_error(e: BaseException) -> bool:
-    if isinstance(e, (sqlite3.Error, StoreUnavailable)):
-        return True
+def _psycopg() -> Any:
     try:
         import psycopg
     except ImportError:
-        return False
-    return isinstance(e, psycopg.Error)
+        return None
+    return psycopg
+
+
+def is_db_error(e: BaseException) -> bool:
+    pg = _psycopg()
+    return isinstance(e, (sqlite3.Error, StoreUnavailable)) or (pg is not None and isinstance(e, pg.Error))
 
 
 def is_transient(e: BaseException) -> bool:
     """The database is down, busy or the connection broke: the same write can succeed later."""
-    if isinstance(e, (sqlite3.OperationalError, StoreUnavailable)):
-        return True
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))
+    pg = _psycopg()
+    return isinstance(e, (sqlite3.OperationalError, StoreUnavailable)) or (
+        pg is not None and isinstance(e, (pg.OperationalError, pg.InterfaceError))
+    )
 
 
 def _first_line(e: BaseException) -> str:
