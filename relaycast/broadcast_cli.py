@@ -14,10 +14,8 @@ from relaycast.telemetry.exporters import build
 
 
 def broadcast_test(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as e:
-        print(f"relaycast: invalid config: {e}", file=sys.stderr)
+    cfg = config_mod.load_or_say(args.config)
+    if cfg is None:
         return 2
     dests = [d for d in (cfg.broadcast.destinations if cfg.broadcast else ()) if args.name is None or d.name == args.name]
     if not dests:

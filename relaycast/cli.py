@@ -169,10 +169,8 @@ def _monitors_export(args: argparse.Namespace) -> int:
 
     from relaycast.monitors.export import datadog_monitors, prometheus_rules
 
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as e:
-        print(f"relaycast: invalid config: {e}", file=sys.stderr)
+    cfg = config_mod.load_or_say(args.config)
+    if cfg is None:
         return 2
     if cfg.monitors is None or not cfg.monitors.rules:
         print("relaycast: the config has no monitor rules (monitors: rules:)", file=sys.stderr)
@@ -198,10 +196,8 @@ def _serve(args: argparse.Namespace) -> int:
     from relaycast.server.app import Gateway
     from relaycast.server.runner import tune_gc, uvicorn_config
 
-    try:
-        cfg = config_mod.load(args.config)
-    except config_mod.ConfigError as e:
-        print(f"relaycast: invalid config: {e}", file=sys.stderr)
+    cfg = config_mod.load_or_say(args.config)
+    if cfg is None:
         return 2
     host = args.host or cfg.server.host
     port = args.port if args.port is not None else cfg.server.port

@@ -134,6 +134,17 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     return parse(text, env=env, source=str(p))
 
 
+def load_or_say(path: str | os.PathLike[str]) -> Config | None:
+    """For commands: the config, or None after printing why it is invalid (the caller exits with 2)."""
+    import sys
+
+    try:
+        return load(path)
+    except ConfigError as e:
+        print(f"relaycast: invalid config: {e}", file=sys.stderr)
+        return None
+
+
 def parse(text: str, env: Mapping[str, str] | None = None, source: str | None = None) -> Config:
     try:
         raw = yaml.safe_load(text)

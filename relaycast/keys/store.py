@@ -13,7 +13,7 @@ import orjson
 
 from relaycast.config import hash_secret
 from relaycast.keys.policy import KeyPolicy, Limits
-from relaycast.store.db import Connection, is_transient
+from relaycast.store.db import Connection
 
 SECRET_PREFIX = "rk-"
 _COLS = ("name", "sha256", "prefix", "owner", "models", "user_id", "feature", "tags", "limits", "created_ms", "expires_ms",
@@ -34,13 +34,8 @@ def create(conn: Connection, policy: KeyPolicy, now_ms: int) -> str:
     row = (policy.name, hash_secret(secret), secret[:8], policy.owner, _j(list(policy.models) if policy.models is not None else None),
            policy.user, policy.feature, _j(dict(policy.tags)) if policy.tags else None, _j(policy.limits.doc()), now_ms,
            policy.expires_ms, None, None, now_ms)  # fmt: skip
-    try:
-        with conn.transaction():
-            conn.execute(f"INSERT INTO gateway_keys ({', '.join(_COLS)}) VALUES ({', '.join('?' for _ in _COLS)})", row)
-    except Exception as e:
-        if is_transient(e):
-            raise
-        raise KeyExists(policy.name) from None
+    if not conn.insert_unique("gateway_keys", _COLS, row):
+        raise KeyExists(policy.name)
     return secret
 
 

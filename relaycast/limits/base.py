@@ -6,7 +6,7 @@ import math
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Awaitable, Protocol
 
 from relaycast import errors
 from relaycast.keys.policy import Limits
@@ -68,7 +68,10 @@ class Reservation:
 class Limiter(Protocol):
     async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation: ...
 
-    async def settle(self, res: Reservation, tokens: int, nano: int) -> None: ...
+    def settle(self, res: Reservation, tokens: int, nano: int) -> Awaitable[None] | None:
+        """Replace the reservation by what the request really used: done at once (memory), or a coroutine to run
+        after the response (Redis)."""
+        ...
 
     def status(self) -> dict: ...
 

@@ -87,7 +87,8 @@ class MemoryLimiter:
             self._token_sums[key] -= old[1]
             old[2] = None
 
-    async def settle(self, res: Reservation, tokens: int, nano: int) -> None:
+    def settle(self, res: Reservation, tokens: int, nano: int) -> None:
+        """Synchronous: nothing to wait for in memory (no task per request)."""
         if res.settled:
             return
         res.settled = True

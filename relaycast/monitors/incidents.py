@@ -13,7 +13,7 @@ import orjson
 
 from relaycast.monitors.rules import Finding
 from relaycast.monitors.settings import Rule
-from relaycast.store.db import Connection, is_transient
+from relaycast.store.db import Connection
 
 _COLS = ("id", "rule", "scope", "kind", "opened_ms", "resolved_ms", "value", "threshold", "message", "resolve_message", "details")
 
@@ -28,13 +28,8 @@ def open_incident(conn: Connection, rule: Rule, f: Finding, now_ms: int) -> dict
     iid = "inc_" + secrets.token_hex(8)
     row = (iid, rule.name, f.scope, rule.kind, now_ms, None, f.value, f.threshold, f.message, None,
            orjson.dumps(f.details, default=str).decode())  # fmt: skip
-    try:
-        with conn.transaction():
-            conn.execute(f"INSERT INTO incidents ({', '.join(_COLS)}) VALUES ({', '.join('?' for _ in _COLS)})", row)
-    except Exception as e:
-        if is_transient(e):
-            raise
-        return None  # an open incident for (rule, scope) exists already
+    if not conn.insert_unique("incidents", _COLS, row):
+        return None  # an open incident for (rule, scope) exists already: another replica opened it
     return dict(zip(_COLS, row))
 
 

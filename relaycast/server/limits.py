@@ -86,4 +86,6 @@ def settle(gw: Gateway, res: Reservation | None, rec: RequestRecord) -> None:
         return
     tokens = sum(a.usage.total_tokens for a in rec.attempts if a.usage)
     pico, _ = rec.cost
-    gw.later(gw.limiter.settle(res, tokens, -(-(pico or 0) // NANO_PER_PICO)))
+    pending = gw.limiter.settle(res, tokens, -(-(pico or 0) // NANO_PER_PICO))
+    if pending is not None:
+        gw.later(pending)

@@ -94,6 +94,17 @@ class Connection:
         else:
             self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", rows)
 
+    def insert_unique(self, table: str, columns: tuple[str, ...], row: tuple[Any, ...]) -> bool:
+        """Insert one row in its own transaction; False when a unique constraint refuses it."""
+        try:
+            with self.transaction():
+                self.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", row)
+        except Exception as e:
+            if is_transient(e) or not is_db_error(e):
+                raise
+            return False
+        return True
+
     def migrate(self) -> int:
         """Apply the migrations this database has not seen; returns the schema version."""
         with self.transaction():
