@@ -131,7 +131,8 @@ class Gateway:
                 self.monitors.start()
         if self.config.broadcast and self.config.broadcast.destinations:
             # Its own client: the exporters' HTTP never shares a pool (or a slowdown) with the providers'.
-            self._telemetry_session = aiohttp.ClientSession(trust_env=False)
+            if self._telemetry_session is None:
+                self._telemetry_session = aiohttp.ClientSession(trust_env=False)
             self.broadcaster = Broadcaster(self.config.broadcast, self._telemetry_session, self.redactor, self.log)
             self.broadcaster.start()
             self.sinks = (*self.sinks, self.broadcaster)
