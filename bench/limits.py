@@ -73,12 +73,14 @@ def main() -> int:
                     load.wait_http(f"http://{HOST}:{port}/healthz", gw, d / "gateway.log")
                     url = f"http://{HOST}:{port}/v1/chat/completions"
                     load.run_wrk(url, script, args.conns, 2)  # warm-up
+                    cpu0 = load.cpu_seconds(gw.pid)
                     out = load.parse_wrk(load.run_wrk(url, script, args.conns, args.duration))
+                    out["cpu_us"] = (load.cpu_seconds(gw.pid) - cpu0) / max(1, out["requests"]) * 1e6
                     if out.get("status"):
                         raise RuntimeError(f"{which}: {out['status']} non-2xx answers; see {d / 'gateway.log'}")
                     runs[which].append(out)
                     print(f"run {r + 1} {which:<7} p50 {out['p50_us'] / 1000:.2f} ms  p99 {out['p99_us'] / 1000:.2f} ms  "
-                          f"{out['requests'] / (out['duration_us'] / 1e6):,.0f} req/s", flush=True)  # fmt: skip
+                          f"{out['requests'] / (out['duration_us'] / 1e6):,.0f} req/s  gateway CPU {out['cpu_us']:.0f} µs/req", flush=True)  # fmt: skip
                 finally:
                     load.stop(gw)
         for which, outs in runs.items():
@@ -86,16 +88,18 @@ def main() -> int:
                 "p50_ms": statistics.median(o["p50_us"] for o in outs) / 1000,
                 "p99_ms": statistics.median(o["p99_us"] for o in outs) / 1000,
                 "rps": statistics.median(o["requests"] / (o["duration_us"] / 1e6) for o in outs),
+                "cpu_us": statistics.median(o["cpu_us"] for o in outs),
             }
     finally:
         load.stop(fake)
     base = results["none"]
     md = [f"# bench/limits.py: {args.runs} runs x {args.duration:g} s, wrk {args.conns} connections, non-streaming, upstream answers at once",
           "", f"machine: {load.machine().get('cpu', '')}", "",
-          "| limits | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+          "| limits | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | gateway CPU µs/req | added CPU µs/req |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for which, r in results.items():
         md.append(f"| {which} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p50_ms'] - base['p50_ms']:+.2f} | "
-                  f"{r['p99_ms'] - base['p99_ms']:+.2f} | {r['rps']:,.0f} |")  # fmt: skip
+                  f"{r['p99_ms'] - base['p99_ms']:+.2f} | {r['rps']:,.0f} | {r['cpu_us']:.0f} | {r['cpu_us'] - base['cpu_us']:+.0f} |")  # fmt: skip
     out = Path(__file__).parent / "results"
     (out / "limits-latest.json").write_text(json.dumps({"results": results, "when": time.time(), "runs": args.runs}, indent=2))
     (out / "limits-latest.md").write_text("\n".join(md) + "\n")

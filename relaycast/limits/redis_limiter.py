@@ -7,21 +7,26 @@ Keys (`relaycast:` prefix, each with an expiry so nothing is left behind):
   rl:{scope}:{name}:tpm:{minute}     tokens counted in one clock minute (sliding-window counter over two)
   rl:{scope}:{name}:budget:{period}  hash {spent, reserved} in nano-dollars, seeded from the store's spend
 
-When Redis cannot be reached, `on_redis_error` decides: `open` admits the request (logged, counted), `closed`
+Settlements (the real cost and tokens replacing the estimates) are summed per key and sent together every 50 ms,
+so a request costs one round trip to Redis, not two. When Redis cannot be reached, `on_redis_error` decides: `open` admits the request (logged, counted), `closed`
 refuses it with 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import hashlib
 import time
 from typing import Any, Awaitable, Callable
 
 from relaycast.limits.base import Check, LimiterUnavailable, LimitExceeded, Reservation, budget_message, period_bounds
+from relaycast.limits.resp import RedisReplyError, RespClient
 from relaycast.limits.settings import LimitsConfig
 from relaycast.log import EventLog
 
 PREFIX = "relaycast:rl:"
+SETTLE_EVERY_S = 0.05  # settlements are summed and sent together this often: one round trip for many requests
 SpendLoader = Callable[[str, str, str], Awaitable[int]]
 
 # ARGV: now_ms, request id, est_tokens, est_nano, n, then per check: base, rpm, tpm, day_limit, day_id, day_ttl,
@@ -85,23 +90,34 @@ def _base(c: Check) -> str:
 
 class RedisLimiter:
     def __init__(self, cfg: LimitsConfig, log: EventLog, load_spend: SpendLoader | None = None) -> None:
-        import redis.asyncio as aioredis
-
         assert cfg.redis_url is not None
         self.cfg = cfg
         self._log = log
         self._load = load_spend
-        self._redis = aioredis.from_url(cfg.redis_url, socket_timeout=cfg.redis_timeout_s, socket_connect_timeout=cfg.redis_timeout_s,
-                                        health_check_interval=30)  # fmt: skip
-        self._admit = self._redis.register_script(ADMIT)
+        self._redis = RespClient(cfg.redis_url, cfg.redis_timeout_s)
+        self._sha = hashlib.sha1(ADMIT.encode()).hexdigest()
         self._seeds: dict[tuple[str, str, str], int] = {}  # budgets whose store spend this process has loaded
         self.rejected: collections.Counter[str] = collections.Counter()
         self.redis_errors = 0
         self.admitted_open = 0
         self._last_error_log = 0.0
+        self._settlements: dict[tuple[str, str], int] = {}  # (key, hash field or "") -> delta, not yet sent
+        self._flusher: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self.flush()
+        await self._redis.close()
+
+    async def _run_admit(self, argv: list[Any]) -> Any:
+        try:
+            return await self._redis.call("EVALSHA", self._sha, 0, *argv)
+        except RedisReplyError as e:
+            if not str(e).startswith("NOSCRIPT"):
+                raise
+            await self._redis.call("SCRIPT", "LOAD", ADMIT)  # a new or restarted Redis: load the script once
+            return await self._redis.call("EVALSHA", self._sha, 0, *argv)
 
     async def _seed(self, c: Check, period: str, now: float) -> int:
         pid, _ = period_bounds(now, period)
@@ -124,7 +140,7 @@ class RedisLimiter:
         seeds: dict[tuple[int, str], int] = {}
         try:
             for attempt in range(2):
-                out = await self._admit(args=self._argv(checks, res, now, seeds))
+                out = await self._run_admit(self._argv(checks, res, now, seeds))
                 if int(out[0]) != -1:
                     break
                 # A budget this Redis has not seen this period: seed it from the store's spend, then ask again.
@@ -167,25 +183,40 @@ class RedisLimiter:
         res.settled = True  # nothing was recorded in Redis: nothing to settle
         return res
 
-    async def settle(self, res: Reservation, tokens: int, nano: int) -> None:
+    def settle(self, res: Reservation, tokens: int, nano: int) -> None:
+        """Queue the settlement; a background task sends the queued ones in one pipeline every SETTLE_EVERY_S.
+        Until then the reservation (the estimate) stands in Redis, so the budget guarantee holds meanwhile."""
         if res.settled:
             return
         res.settled = True
+        ops = self._settlements
+        for key in res.budgets:
+            ops[(key, "spent")] = ops.get((key, "spent"), 0) + nano
+            ops[(key, "reserved")] = ops.get((key, "reserved"), 0) - res.est_nano
+        if tokens != res.est_tokens:
+            for c in res.checks:
+                if c.limits.tpm:
+                    k = (f"{_base(c)}:tpm:{res.minute}", "")
+                    ops[k] = ops.get(k, 0) + tokens - res.est_tokens
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(SETTLE_EVERY_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        ops, self._settlements = self._settlements, {}
+        if not ops:
+            return
+        commands = [("HINCRBY", key, field, delta) if field else ("INCRBY", key, delta) for (key, field), delta in ops.items() if delta]
         try:
-            async with self._redis.pipeline(transaction=False) as p:
-                for key in res.budgets:
-                    p.hincrby(key, "spent", nano)
-                    p.hincrby(key, "reserved", -res.est_nano)
-                if tokens != res.est_tokens:
-                    for c in res.checks:
-                        if c.limits.tpm:
-                            p.incrby(f"{_base(c)}:tpm:{res.minute}", tokens - res.est_tokens)
-                await p.execute()
+            await self._redis.pipeline(commands)
         except Exception as e:  # noqa: BLE001
             if not _is_redis_error(e):
                 raise
             self.redis_errors += 1
-            self._log.error("limiter_settle_failed", error=type(e).__name__)
+            self._log.error("limiter_settle_failed", error=type(e).__name__, pending_settlements=len(ops))
 
     def status(self) -> dict[str, Any]:
         return {"backend": "redis", "on_redis_error": self.cfg.on_redis_error, "rejected": dict(self.rejected),
@@ -193,6 +224,4 @@ class RedisLimiter:
 
 
 def _is_redis_error(e: BaseException) -> bool:
-    import redis.exceptions
-
-    return isinstance(e, (redis.exceptions.RedisError, OSError, TimeoutError))
+    return isinstance(e, (RedisReplyError, OSError, TimeoutError))

@@ -1,574 +1,574 @@
 /* relaycast dashboard: vanilla JS, no build step. All inserted data goes through textContent. */
 "use strict";
 (() => {
-  const VIEWS = ["overview", "latency", "errors", "requests"];
-  const PALETTE = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#ec4899", "#14b8a6", "#84cc16", "#f97316", "#6366f1", "#06b6d4"];
-  const OTHER_COLOR = "#94a3b8";
-  const MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-  const body = document.body;
-  const $ = (id) => document.getElementById(id);
+const VIEWS = ["overview", "latency", "errors", "requests"];
+const PALETTE = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#ec4899", "#14b8a6", "#84cc16", "#f97316", "#6366f1", "#06b6d4"];
+const OTHER_COLOR = "#94a3b8";
+const MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const body = document.body;
+const $ = (id) => document.getElementById(id);
 
-  const state = { range: "24h", view: null, token: 0, latBy: "model", before: null, detailId: null, colors: new Map() };
+const state = { range: "24h", view: null, token: 0, latBy: "model", before: null, detailId: null, colors: new Map() };
 
-  // ---------- DOM helpers ----------
-  function el(tag, attrs, ...children) {
-    const n = document.createElement(tag);
-    if (attrs) {
-      for (const [k, v] of Object.entries(attrs)) {
-        if (v === null || v === undefined || v === false) continue;
-        if (k === "class") n.className = v;
-        else if (k === "text") n.textContent = String(v);
-        else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
-        else n.setAttribute(k, String(v));
+// ---------- DOM helpers ----------
+function el(tag, attrs, ...children) {
+  const n = document.createElement(tag);
+  if (attrs) {
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") n.className = v;
+      else if (k === "text") n.textContent = String(v);
+      else if (k.startsWith("on")) n.addEventListener(k.slice(2), v);
+      else n.setAttribute(k, String(v));
+    }
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    n.append(c instanceof Node ? c : String(c)); // strings become text nodes
+  }
+  return n;
+}
+
+// ---------- formatting ----------
+const pad = (n) => String(n).padStart(2, "0");
+const disp = (k) => (k === "" || k === null || k === undefined ? "(none)" : String(k));
+const compactFmt = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+const fmtInt = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString());
+const fmtCompact = (n) => (n === null || n === undefined ? "—" : compactFmt.format(Number(n)));
+
+function money(v) {
+  if (v === null || v === undefined || v === "") return null;
+  const n = Number(v);
+  if (!Number.isFinite(n)) return String(v);
+  if (n === 0) return "$0.00";
+  const a = Math.abs(n);
+  let s;
+  if (a >= 1) s = a.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  else {
+    const d = Math.min(10, Math.max(2, 2 - Math.floor(Math.log10(a))));
+    s = a.toFixed(d).replace(/(\.\d\d\d*?)0+$/, "$1");
+    if (Number(s) === 0) s = "<0.0000000001";
+  }
+  return (n < 0 ? "-$" : "$") + s;
+}
+
+/** Cost text for a group/request: never shows $0 for unpriced traffic. */
+function costText(cost, unpriced) {
+  const m = money(cost);
+  if (m === null) return unpriced > 0 ? "unpriced" : "—";
+  return unpriced > 0 ? `${m} + ${unpriced} unpriced` : m;
+}
+
+function fmtMs(v) {
+  if (v === null || v === undefined || !Number.isFinite(Number(v))) return "—";
+  v = Number(v);
+  if (v < 10) return `${v.toFixed(1)} ms`;
+  if (v < 1000) return `${Math.round(v)} ms`;
+  return `${(v / 1000).toFixed(v < 10000 ? 2 : 1)} s`;
+}
+function fmtPct(r) {
+  if (r === null || r === undefined || !Number.isFinite(Number(r))) return "—";
+  const p = Number(r) * 100;
+  return `${p > 0 && p < 1 ? p.toFixed(2) : p.toFixed(1)}%`;
+}
+function bucketLabel(ts, bucket) {
+  const d = new Date(ts * 1000);
+  return bucket === "day" ? `${MON[d.getMonth()]} ${pad(d.getDate())}` : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+function fullTime(ms, seconds = true) {
+  const d = new Date(ms);
+  return `${MON[d.getMonth()]} ${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? ":" + pad(d.getSeconds()) : ""}`;
+}
+function colorFor(key) {
+  if (key === "(other)") return OTHER_COLOR;
+  if (!state.colors.has(key)) state.colors.set(key, PALETTE[state.colors.size % PALETTE.length]);
+  return state.colors.get(key);
+}
+const alpha = (hex, a) => hex + Math.round(a * 255).toString(16).padStart(2, "0");
+
+// ---------- API ----------
+class ApiError extends Error {}
+async function api(path, params = {}) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, String(v));
+  const qs = q.toString();
+  const r = await fetch(`/admin/analytics/${path}${qs ? "?" + qs : ""}`, {
+    credentials: "same-origin",
+    headers: { Accept: "application/json" },
+  });
+  if (r.status === 401) {
+    location.href = "/dashboard/login";
+    throw new ApiError("Session expired");
+  }
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* non-JSON body */ }
+  if (!r.ok) throw new ApiError((data && data.error && data.error.message) || `HTTP ${r.status}`);
+  return data;
+}
+
+// ---------- charts ----------
+function countPoints(datasets) {
+  let n = 0;
+  for (const ds of datasets) for (const v of ds.data) if (v !== null && v !== undefined && !Number.isNaN(v)) n++;
+  return n;
+}
+function drawChart(id, config, timeBuckets) {
+  const canvas = $(id);
+  const old = Chart.getChart(canvas);
+  if (old) old.destroy();
+  const opts = config.options || (config.options = {});
+  opts.animation = false;
+  opts.responsive = true;
+  opts.maintainAspectRatio = false;
+  opts.plugins = opts.plugins || {};
+  if (timeBuckets) {
+    const tt = opts.plugins.tooltip || (opts.plugins.tooltip = {});
+    tt.callbacks = Object.assign({ title: (items) => (items.length ? fullTime(timeBuckets[items[0].dataIndex] * 1000, false) : "") }, tt.callbacks);
+  }
+  new Chart(canvas, config);
+  const n = countPoints(config.data.datasets);
+  canvas.dataset.points = String(n);
+  canvas.parentElement.classList.toggle("is-empty", n === 0);
+}
+function setupChartDefaults() {
+  const d = Chart.defaults;
+  d.animation = false;
+  d.font.family = getComputedStyle(body).fontFamily;
+  d.font.size = 12;
+  d.color = "#64748b";
+  d.borderColor = "#eef0f4";
+  d.plugins.legend.position = "bottom";
+  d.plugins.legend.labels.boxWidth = 10;
+  d.plugins.legend.labels.boxHeight = 10;
+  d.plugins.legend.labels.usePointStyle = true;
+  d.plugins.tooltip.backgroundColor = "#0f172a";
+  d.plugins.tooltip.padding = 10;
+  d.plugins.tooltip.cornerRadius = 6;
+  d.interaction = { mode: "index", intersect: false };
+}
+const gridX = { grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 16 } };
+
+// ---------- shared table builder ----------
+function table(tbl, headers, rows) {
+  const thead = el("thead", null, el("tr", null, headers.map((h) => el("th", { class: h.num ? "num" : null, text: h.label }))));
+  const tbody = el("tbody");
+  if (!rows.length) tbody.append(el("tr", null, el("td", { class: "empty", colspan: headers.length, text: "No data in this range" })));
+  for (const r of rows) tbody.append(el("tr", null, r));
+  tbl.replaceChildren(thead, tbody);
+}
+const td = (text, cls) => el("td", { class: cls || null }, text);
+
+// ---------- Overview ----------
+function kpi(label, value, sub, cls) {
+  return el("div", { class: "kpi" + (cls ? " " + cls : "") },
+    el("div", { class: "kpi-label", text: label }),
+    el("div", { class: "kpi-value", text: value }),
+    el("div", { class: "kpi-sub", text: sub || "\u00a0" }));
+}
+function renderKpis(t) {
+  const reqs = t.requests || 0;
+  const errRate = reqs ? (t.errors || 0) / reqs : null;
+  const priced = [];
+  if (t.estimated_requests) priced.push(`${fmtInt(t.estimated_requests)} estimated`);
+  if (t.reported_requests) priced.push(`${fmtInt(t.reported_requests)} reported`);
+  const tokens = (t.prompt_tokens || 0) + (t.completion_tokens || 0);
+  let tokSub = `${fmtCompact(t.prompt_tokens || 0)} in · ${fmtCompact(t.completion_tokens || 0)} out`;
+  if (t.cached_tokens) tokSub += ` · ${fmtCompact(t.cached_tokens)} cached`;
+  const spend = money(t.cost_usd);
+  $("kpis").replaceChildren(
+    kpi("Total spend", spend === null ? (t.unpriced_requests > 0 ? "unpriced" : "—") : spend, priced.length ? "incl. " + priced.join(", ") : "computed from prices", "kpi-accent"),
+    kpi("Requests", fmtInt(reqs), `${fmtInt(t.errors || 0)} failed`),
+    kpi("Error rate", fmtPct(errRate), reqs ? "of requests" : "no traffic", errRate > 0.05 ? "kpi-bad" : null),
+    kpi("Tokens", fmtCompact(tokens), tokSub),
+    kpi("Unpriced requests", fmtInt(t.unpriced_requests || 0), t.unpriced_requests > 0 ? "not counted in spend" : "everything priced", t.unpriced_requests > 0 ? "kpi-warn" : null));
+}
+function renderTop(id, groups) {
+  const root = $(id);
+  root.replaceChildren();
+  if (!groups || !groups.length) {
+    root.append(el("li", { class: "empty", text: "No requests in this range" }));
+    return;
+  }
+  const useCost = groups.some((g) => g.cost_usd !== null && Number(g.cost_usd) > 0);
+  const val = (g) => (useCost ? Number(g.cost_usd || 0) : g.requests || 0);
+  const max = Math.max(...groups.map(val)) || 1;
+  for (const g of groups) {
+    const bar = el("span", { class: "top-bar-fill" });
+    bar.style.width = `${Math.max(1.5, (val(g) / max) * 100)}%`;
+    bar.style.background = id === "top-models" ? colorFor(g.key) : id === "top-users" ? "#0ea5e9" : "#10b981";
+    const cost = costText(g.cost_usd, g.unpriced_requests || 0);
+    root.append(el("li", { class: "top-row" },
+      el("div", { class: "top-line" },
+        el("span", { class: "top-name" + (g.key === "" || g.key === "(other)" ? " muted" : ""), title: disp(g.key), text: disp(g.key) }),
+        el("span", { class: "top-vals" },
+          el("span", { class: "top-cost" + (cost === "unpriced" ? " unpriced" : ""), text: cost }),
+          el("span", { class: "top-req", text: `${fmtInt(g.requests)} req` }))),
+      el("div", { class: "top-bar" }, bar)));
+  }
+}
+async function loadOverview(tok) {
+  const [m, u, f] = await Promise.all(["model", "user", "feature"].map((by) => api("spend", { by, since: state.range, limit: 8 })));
+  if (tok !== state.token) return;
+  renderKpis(m.totals || {});
+  const buckets = m.buckets || [];
+  const entries = Object.entries(m.series || {});
+  const sum = (a) => (a || []).reduce((x, y) => x + (y || 0), 0);
+  entries.sort((a, b) => (a[0] === "(other)") - (b[0] === "(other)") || sum(b[1].cost) - sum(a[1].cost));
+  drawChart("spend-chart", {
+    type: "bar",
+    data: {
+      labels: buckets.map((b) => bucketLabel(b, m.bucket)),
+      datasets: entries.map(([k, s]) => ({ label: disp(k), data: s.cost || [], backgroundColor: colorFor(k), stack: "cost", borderRadius: 2, maxBarThickness: 36 })),
+    },
+    options: {
+      scales: {
+        x: Object.assign({ stacked: true }, gridX),
+        y: { stacked: true, beginAtZero: true, ticks: { callback: (v) => money(v) } },
+      },
+      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${money(c.raw)}` } } },
+    },
+  }, buckets);
+  renderTop("top-models", m.groups);
+  renderTop("top-users", u.groups);
+  renderTop("top-features", f.groups);
+}
+
+// ---------- Latency ----------
+async function loadLatency(tok) {
+  const d = await api("latency", { by: state.latBy, since: state.range });
+  if (tok !== state.token) return;
+  const buckets = d.buckets || [];
+  const datasets = [];
+  for (const [k, s] of Object.entries(d.series || {})) {
+    const c = colorFor(k);
+    const base = { borderColor: c, backgroundColor: c, borderWidth: 2, pointRadius: 1.5, pointHoverRadius: 4, spanGaps: true, cubicInterpolationMode: "monotone" };
+    datasets.push(Object.assign({ label: `${disp(k)} p50`, data: s.total_p50 || [] }, base));
+    datasets.push(Object.assign({ label: `${disp(k)} p99`, data: s.total_p99 || [], borderDash: [5, 4], borderWidth: 1.5 }, base, { borderWidth: 1.5 }));
+  }
+  drawChart("latency-chart", {
+    type: "line",
+    data: { labels: buckets.map((b) => bucketLabel(b, d.bucket)), datasets },
+    options: {
+      scales: { x: gridX, y: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } } },
+      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtMs(c.raw)}` } } },
+    },
+  }, buckets);
+
+  const groups = d.groups || [];
+  const top = groups.slice(0, 12);
+  const p = (o, k) => (o && o[k] !== undefined ? o[k] : null);
+  drawChart("ttft-chart", {
+    type: "bar",
+    data: {
+      labels: top.map((g) => disp(g.key)),
+      datasets: [
+        { label: "TTFT p99", data: top.map((g) => p(g.ttft_ms, "p99")), backgroundColor: "#0ea5e9", borderRadius: 3, maxBarThickness: 28 },
+        { label: "Total p99", data: top.map((g) => p(g.total_ms, "p99")), backgroundColor: "#4f46e5", borderRadius: 3, maxBarThickness: 28 },
+      ],
+    },
+    options: {
+      scales: { x: gridX, y: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } } },
+      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtMs(c.raw)}` } } },
+    },
+  });
+
+  const H = (label, num) => ({ label, num });
+  table($("latency-table"),
+    [H(state.latBy === "provider" ? "Provider" : "Model"), H("Attempts", 1), H("p50", 1), H("p90", 1), H("p99", 1), H("TTFT p50", 1), H("TTFT p90", 1), H("TTFT p99", 1)],
+    groups.map((g) => [
+      el("td", null, el("span", { class: "swatch" }), disp(g.key)),
+      td(fmtInt(g.attempts), "num"),
+      td(fmtMs(p(g.total_ms, "p50")), "num"), td(fmtMs(p(g.total_ms, "p90")), "num"), td(fmtMs(p(g.total_ms, "p99")), "num strong"),
+      td(fmtMs(p(g.ttft_ms, "p50")), "num"), td(fmtMs(p(g.ttft_ms, "p90")), "num"), td(fmtMs(p(g.ttft_ms, "p99")), "num strong"),
+    ]));
+  const sw = $("latency-table").querySelectorAll(".swatch");
+  groups.forEach((g, i) => { if (sw[i]) sw[i].style.background = colorFor(g.key); });
+}
+
+// ---------- Errors ----------
+async function loadErrors(tok) {
+  const d = await api("errors", { since: state.range });
+  if (tok !== state.token) return;
+  const buckets = d.buckets || [];
+  const providers = d.providers || [];
+  drawChart("errors-chart", {
+    type: "line",
+    data: {
+      labels: buckets.map((b) => bucketLabel(b, d.bucket)),
+      datasets: Object.entries(d.series || {}).map(([k, s]) => {
+        const c = colorFor("provider:" + k);
+        return { label: disp(k), data: s.rate || [], borderColor: c, backgroundColor: alpha(c, 0.12), fill: false, borderWidth: 2, pointRadius: 1.5, cubicInterpolationMode: "monotone" };
+      }),
+    },
+    options: {
+      scales: { x: gridX, y: { beginAtZero: true, suggestedMax: 0.1, ticks: { callback: (v) => fmtPct(v) } } },
+      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtPct(c.raw)}` } } },
+    },
+  }, buckets);
+  const rows = providers.slice().sort((a, b) => (b.error_rate || 0) - (a.error_rate || 0));
+  table($("errors-table"),
+    [{ label: "Provider" }, { label: "Attempts", num: 1 }, { label: "Errors", num: 1 }, { label: "Error rate" }, { label: "By class" }],
+    rows.map((r) => {
+      const fill = el("span", { class: "rate-fill" });
+      fill.style.width = `${Math.min(100, (r.error_rate || 0) * 100)}%`;
+      const cls = Object.entries(r.by_class || {}).sort((a, b) => b[1] - a[1]);
+      return [
+        td(disp(r.provider), "strong"),
+        td(fmtInt(r.attempts), "num"),
+        td(fmtInt(r.errors), "num"),
+        el("td", { class: "rate-cell" }, el("span", { class: "rate-bar" + ((r.error_rate || 0) >= 0.1 ? " bad" : "") }, fill), el("span", { class: "rate-val", text: fmtPct(r.error_rate) })),
+        el("td", null, cls.length ? cls.map(([c, n]) => el("span", { class: "chip chip-err" }, c, el("b", { text: fmtInt(n) }))) : el("span", { class: "muted", text: "none" })),
+      ];
+    }));
+}
+
+// ---------- Requests ----------
+function statusBadge(status, errorClass) {
+  const ok = !errorClass && status !== null && status !== undefined && status < 400;
+  const text = [status === null || status === undefined ? null : String(status), errorClass].filter(Boolean).join(" · ") || "—";
+  return el("span", { class: "badge " + (ok ? "badge-ok" : "badge-err"), text });
+}
+function costCell(r) {
+  const m = money(r.cost_usd);
+  const text = m === null ? (r.cost_source === "unpriced" ? "unpriced" : "—") : m;
+  const c = el("span", { class: m === null && r.cost_source === "unpriced" ? "unpriced" : null, title: r.cost_source ? `cost source: ${r.cost_source}` : null, text });
+  return el("td", { class: "num" }, c, r.cost_source === "estimated" || r.cost_source === "reported" ? el("span", { class: "src", text: r.cost_source === "estimated" ? "est" : "rep" }) : null);
+}
+function requestRow(r) {
+  const tokens = r.prompt_tokens === null && r.completion_tokens === null ? "—" : `${fmtInt(r.prompt_tokens || 0)} → ${fmtInt(r.completion_tokens || 0)}`;
+  return el("tr", { "data-request-id": r.request_id, tabindex: "0", class: r.request_id === state.detailId ? "selected" : null },
+    td(fullTime(r.ts), "nowrap mono small"),
+    el("td", { class: "strong" }, disp(r.model_requested), r.attempts > 1 ? el("span", { class: "src", title: `${r.attempts} attempts`, text: `×${r.attempts}` }) : null),
+    td(r.target || "—", "mono small"),
+    el("td", null, statusBadge(r.status, r.error_class)),
+    td(fmtMs(r.duration_ms), "num"),
+    td(r.stream ? fmtMs(r.ttft_ms) : "—", "num"),
+    td(tokens, "num nowrap"),
+    costCell(r),
+    td(disp(r.user), r.user ? null : "muted"),
+    td(disp(r.feature), r.feature ? null : "muted"));
+}
+function requestParams() {
+  return {
+    limit: 50,
+    since: state.range,
+    model: $("filter-model").value.trim(),
+    user: $("filter-user").value.trim(),
+    feature: $("filter-feature").value.trim(),
+    status: $("filter-status").value,
+  };
+}
+async function loadRequests(tok, append) {
+  const params = requestParams();
+  if (append) params.before = state.before;
+  const d = await api("requests", params);
+  if (tok !== state.token) return;
+  const tbody = $("requests-table").tBodies[0];
+  const rows = (d.requests || []).map(requestRow);
+  if (append) tbody.append(...rows);
+  else tbody.replaceChildren(...rows);
+  state.before = d.next_before || null;
+  $("requests-more").hidden = !state.before;
+  $("requests-empty").hidden = tbody.rows.length > 0;
+}
+async function loadMore() {
+  const btn = $("requests-more");
+  btn.disabled = true;
+  btn.textContent = "Loading…";
+  try { await loadRequests(state.token, true); } catch (e) { showError(e); } finally {
+    btn.disabled = false;
+    btn.textContent = "Load more";
+  }
+}
+
+// ---------- Request detail ----------
+function section(title, ...content) {
+  return el("section", { class: "d-section" }, el("h3", { text: title }), ...content);
+}
+function kv(pairs) {
+  return el("dl", { class: "kv" }, pairs.filter(Boolean).map(([k, v, cls]) => [el("dt", { text: k }), el("dd", { class: cls || null }, v instanceof Node ? v : String(v === null || v === undefined || v === "" ? "—" : v))]));
+}
+function privacyNote() { return el("p", { class: "muted note", text: "not stored (privacy mode)" }); }
+function renderMessages(msgs) {
+  if (msgs === null || msgs === undefined) return privacyNote();
+  if (!msgs.length) return el("p", { class: "muted note", text: "none" });
+  return el("div", { class: "msgs" }, msgs.map((m) => el("div", { class: "msg" },
+    el("div", { class: "msg-role", text: (m && m.role) || "?" }),
+    el("pre", { class: "msg-body", text: typeof (m && m.content) === "string" ? m.content : JSON.stringify(m && m.content !== undefined ? m.content : m, null, 2) }))));
+}
+function waterfall(req, attempts) {
+  const end = (a) => (Number(a.started_ms) || 0) + (Number(a.duration_ms) || 0);
+  const total = Math.max(Number(req.duration_ms) || 0, ...attempts.map(end), 1);
+  const wf = el("div", { id: "waterfall", class: "wf" });
+  wf.append(el("div", { class: "wf-axis" }, el("span"), el("div", { class: "wf-scale" }, el("span", { text: "0" }), el("span", { text: fmtMs(total / 2) }), el("span", { text: fmtMs(total) })), el("span")));
+  if (!attempts.length) wf.append(el("p", { class: "muted note", text: "No attempts recorded." }));
+  for (const a of attempts) {
+    const ok = !a.error_class && !(a.upstream_status >= 400);
+    const left = Math.min(100, ((Number(a.started_ms) || 0) / total) * 100);
+    const width = Math.min(100 - left, Math.max(0.8, ((Number(a.duration_ms) || 0) / total) * 100));
+    const bar = el("div", { class: "wf-bar " + (ok ? "wf-ok" : "wf-error"), title: `${a.target}: started +${fmtMs(a.started_ms)}, took ${fmtMs(a.duration_ms)}` });
+    bar.style.left = `${left}%`;
+    bar.style.width = `${width}%`;
+    if (a.ttft_ms !== null && a.ttft_ms !== undefined && a.duration_ms > 0) {
+      const mk = el("div", { class: "wf-ttft", title: `TTFT ${fmtMs(a.ttft_ms)}` });
+      mk.style.left = `${Math.min(100, (a.ttft_ms / a.duration_ms) * 100)}%`;
+      bar.append(mk);
+    }
+    const meta = [fmtMs(a.duration_ms)];
+    if (a.ttft_ms !== null && a.ttft_ms !== undefined) meta.push(`TTFT ${fmtMs(a.ttft_ms)}`);
+    const row = el("div", { class: "wf-row " + (ok ? "ok" : "error"), "data-attempt": String(a.index) },
+      el("div", { class: "wf-label" }, el("span", { class: "wf-idx", text: `#${a.index}` }), el("span", { class: "wf-target mono", title: a.target, text: a.target || "—" })),
+      el("div", { class: "wf-track" }, bar),
+      el("div", { class: "wf-meta" }, meta.join(" · "),
+        ok ? null : el("span", { class: "wf-errclass", text: [a.error_class || "error", a.upstream_status ? `(${a.upstream_status})` : null].filter(Boolean).join(" ") })));
+    wf.append(row);
+    if (!ok && a.error_message) wf.append(el("div", { class: "wf-msg", text: a.error_message }));
+  }
+  return wf;
+}
+function renderDetail(d) {
+  const r = d.request || {};
+  const attempts = (d.attempts || []).slice().sort((a, b) => a.index - b.index);
+  const costM = money(r.cost_usd);
+  const cost = costM === null ? (r.cost_source === "unpriced" ? "unpriced" : "—") : costM;
+  const out = [];
+  out.push(el("div", { class: "d-title" }, el("code", { class: "mono", text: r.request_id }), statusBadge(r.status, r.error_class)));
+  if (r.error_class || r.error_message) {
+    out.push(el("div", { class: "d-error" }, el("b", { text: r.error_class || "error" }), r.error_message ? el("span", { text: " — " + r.error_message }) : null));
+  }
+  out.push(section("Summary", kv([
+    ["Time", fullTime(r.ts)], ["Endpoint", r.endpoint, "mono"], ["Model requested", r.model_requested],
+    ["Target", r.target, "mono"], ["Stream", r.stream ? "yes" : "no"], ["Attempts", fmtInt(r.attempts)],
+    ["Duration", fmtMs(r.duration_ms)], ["TTFT", fmtMs(r.ttft_ms)],
+    ["Tokens", `${fmtInt(r.prompt_tokens || 0)} prompt · ${fmtInt(r.completion_tokens || 0)} completion`],
+    ["Cost", `${cost}${r.cost_source ? ` (${r.cost_source})` : ""}`, cost === "unpriced" ? "unpriced" : null],
+  ])));
+  out.push(section("Attribution", kv([
+    ["User", disp(r.user)], ["Feature", disp(r.feature)], ["Key", disp(r.key), "mono"],
+    ["Session", r.session_id, "mono"], r.app_url ? ["App URL", r.app_url, "mono"] : null,
+  ]), r.tags && Object.keys(r.tags).length ? el("div", { class: "chips" }, Object.entries(r.tags).map(([k, v]) => el("span", { class: "chip" }, `${k}=`, el("b", { text: typeof v === "string" ? v : JSON.stringify(v) })))) : null));
+  out.push(section("Attempts", waterfall(r, attempts)));
+  out.push(section("Parameters", r.params && Object.keys(r.params).length ? el("pre", { class: "code", text: JSON.stringify(r.params, null, 2) }) : el("p", { class: "muted note", text: "none" })));
+  out.push(section("Input messages", renderMessages(r.input_messages)));
+  const output = r.output_text !== null && r.output_text !== undefined ? el("pre", { class: "msg-body out", text: r.output_text })
+    : (r.input_messages === null || r.input_messages === undefined ? privacyNote() : el("p", { class: "muted note", text: "no output" }));
+  out.push(section("Output", output));
+  $("detail-body").replaceChildren(...out);
+}
+async function openDetail(id) {
+  const panel = $("request-detail");
+  state.detailId = id;
+  delete panel.dataset.requestId;
+  panel.hidden = false;
+  body.classList.add("drawer-open");
+  for (const tr of $("requests-table").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.requestId === id);
+  $("detail-body").replaceChildren(el("p", { class: "muted note", text: "Loading…" }));
+  try {
+    const d = await api(`requests/${encodeURIComponent(id)}`);
+    if (state.detailId !== id) return;
+    renderDetail(d);
+    panel.dataset.requestId = id;
+    $("detail-body").scrollTop = 0;
+  } catch (e) {
+    if (state.detailId === id) $("detail-body").replaceChildren(el("p", { class: "d-error", text: `Could not load request: ${e.message}` }));
+  }
+}
+function closeDetail() {
+  state.detailId = null;
+  const panel = $("request-detail");
+  panel.hidden = true;
+  delete panel.dataset.requestId;
+  body.classList.remove("drawer-open");
+  for (const tr of $("requests-table").tBodies[0].rows) tr.classList.remove("selected");
+}
+
+// ---------- routing / loading ----------
+const LOADERS = { overview: loadOverview, latency: loadLatency, errors: loadErrors, requests: (tok) => loadRequests(tok, false) };
+function showError(e) {
+  if (e instanceof ApiError && e.message === "Session expired") return;
+  $("alert-text").textContent = `Could not load data: ${e && e.message ? e.message : e}`;
+  $("alert").hidden = false;
+}
+async function load(view) {
+  const tok = ++state.token;
+  delete body.dataset.loaded;
+  delete body.dataset.error;
+  $("alert").hidden = true;
+  body.classList.add("is-loading");
+  try {
+    await LOADERS[view](tok);
+    if (tok === state.token) body.dataset.loaded = view;
+  } catch (e) {
+    if (tok === state.token) {
+      body.dataset.error = view;
+      showError(e);
+    }
+  } finally {
+    if (tok === state.token) body.classList.remove("is-loading");
+  }
+}
+function route() {
+  let v = location.hash.replace(/^#/, "");
+  if (!VIEWS.includes(v)) v = "overview";
+  state.view = v;
+  body.dataset.view = v;
+  for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== `view-${v}`;
+  for (const a of document.querySelectorAll(".tabs a")) {
+    const on = a.dataset.view === v;
+    a.classList.toggle("active", on);
+    if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  if (v !== "requests") closeDetail();
+  load(v);
+}
+
+function init() {
+  if (typeof Chart === "undefined") {
+    showError(new Error("chart library failed to load"));
+    return;
+  }
+  setupChartDefaults();
+  const range = $("range");
+  state.range = range.value || "24h";
+  range.addEventListener("change", () => { state.range = range.value; load(state.view); });
+  $("alert-retry").addEventListener("click", () => load(state.view));
+
+  for (const b of $("latency-by").querySelectorAll("button")) {
+    b.addEventListener("click", () => {
+      if (state.latBy === b.dataset.by) return;
+      state.latBy = b.dataset.by;
+      for (const x of $("latency-by").querySelectorAll("button")) {
+        x.classList.toggle("active", x === b);
+        x.setAttribute("aria-pressed", String(x === b));
       }
-    }
-    for (const c of children.flat(Infinity)) {
-      if (c === null || c === undefined || c === false) continue;
-      n.append(c instanceof Node ? c : String(c)); // strings become text nodes
-    }
-    return n;
-  }
-
-  // ---------- formatting ----------
-  const pad = (n) => String(n).padStart(2, "0");
-  const disp = (k) => (k === "" || k === null || k === undefined ? "(none)" : String(k));
-  const compactFmt = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
-  const fmtInt = (n) => (n === null || n === undefined ? "—" : Number(n).toLocaleString());
-  const fmtCompact = (n) => (n === null || n === undefined ? "—" : compactFmt.format(Number(n)));
-
-  function money(v) {
-    if (v === null || v === undefined || v === "") return null;
-    const n = Number(v);
-    if (!Number.isFinite(n)) return String(v);
-    if (n === 0) return "$0.00";
-    const a = Math.abs(n);
-    let s;
-    if (a >= 1) s = a.toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-    else {
-      const d = Math.min(10, Math.max(2, 2 - Math.floor(Math.log10(a))));
-      s = a.toFixed(d).replace(/(\.\d\d\d*?)0+$/, "$1");
-      if (Number(s) === 0) s = "<0.0000000001";
-    }
-    return (n < 0 ? "-$" : "$") + s;
-  }
-
-  /** Cost text for a group/request: never shows $0 for unpriced traffic. */
-  function costText(cost, unpriced) {
-    const m = money(cost);
-    if (m === null) return unpriced > 0 ? "unpriced" : "—";
-    return unpriced > 0 ? `${m} + ${unpriced} unpriced` : m;
-  }
-
-  function fmtMs(v) {
-    if (v === null || v === undefined || !Number.isFinite(Number(v))) return "—";
-    v = Number(v);
-    if (v < 10) return `${v.toFixed(1)} ms`;
-    if (v < 1000) return `${Math.round(v)} ms`;
-    return `${(v / 1000).toFixed(v < 10000 ? 2 : 1)} s`;
-  }
-  function fmtPct(r) {
-    if (r === null || r === undefined || !Number.isFinite(Number(r))) return "—";
-    const p = Number(r) * 100;
-    return `${p > 0 && p < 1 ? p.toFixed(2) : p.toFixed(1)}%`;
-  }
-  function bucketLabel(ts, bucket) {
-    const d = new Date(ts * 1000);
-    return bucket === "day" ? `${MON[d.getMonth()]} ${pad(d.getDate())}` : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
-  }
-  function fullTime(ms, seconds = true) {
-    const d = new Date(ms);
-    return `${MON[d.getMonth()]} ${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}${seconds ? ":" + pad(d.getSeconds()) : ""}`;
-  }
-  function colorFor(key) {
-    if (key === "(other)") return OTHER_COLOR;
-    if (!state.colors.has(key)) state.colors.set(key, PALETTE[state.colors.size % PALETTE.length]);
-    return state.colors.get(key);
-  }
-  const alpha = (hex, a) => hex + Math.round(a * 255).toString(16).padStart(2, "0");
-
-  // ---------- API ----------
-  class ApiError extends Error {}
-  async function api(path, params = {}) {
-    const q = new URLSearchParams();
-    for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, String(v));
-    const qs = q.toString();
-    const r = await fetch(`/admin/analytics/${path}${qs ? "?" + qs : ""}`, {
-      credentials: "same-origin",
-      headers: { Accept: "application/json" },
+      load("latency");
     });
-    if (r.status === 401) {
-      location.href = "/dashboard/login";
-      throw new ApiError("Session expired");
-    }
-    let data = null;
-    try { data = await r.json(); } catch (_) { /* non-JSON body */ }
-    if (!r.ok) throw new ApiError((data && data.error && data.error.message) || `HTTP ${r.status}`);
-    return data;
   }
 
-  // ---------- charts ----------
-  function countPoints(datasets) {
-    let n = 0;
-    for (const ds of datasets) for (const v of ds.data) if (v !== null && v !== undefined && !Number.isNaN(v)) n++;
-    return n;
-  }
-  function drawChart(id, config, timeBuckets) {
-    const canvas = $(id);
-    const old = Chart.getChart(canvas);
-    if (old) old.destroy();
-    const opts = config.options || (config.options = {});
-    opts.animation = false;
-    opts.responsive = true;
-    opts.maintainAspectRatio = false;
-    opts.plugins = opts.plugins || {};
-    if (timeBuckets) {
-      const tt = opts.plugins.tooltip || (opts.plugins.tooltip = {});
-      tt.callbacks = Object.assign({ title: (items) => (items.length ? fullTime(timeBuckets[items[0].dataIndex] * 1000, false) : "") }, tt.callbacks);
-    }
-    new Chart(canvas, config);
-    const n = countPoints(config.data.datasets);
-    canvas.dataset.points = String(n);
-    canvas.parentElement.classList.toggle("is-empty", n === 0);
-  }
-  function setupChartDefaults() {
-    const d = Chart.defaults;
-    d.animation = false;
-    d.font.family = getComputedStyle(body).fontFamily;
-    d.font.size = 12;
-    d.color = "#64748b";
-    d.borderColor = "#eef0f4";
-    d.plugins.legend.position = "bottom";
-    d.plugins.legend.labels.boxWidth = 10;
-    d.plugins.legend.labels.boxHeight = 10;
-    d.plugins.legend.labels.usePointStyle = true;
-    d.plugins.tooltip.backgroundColor = "#0f172a";
-    d.plugins.tooltip.padding = 10;
-    d.plugins.tooltip.cornerRadius = 6;
-    d.interaction = { mode: "index", intersect: false };
-  }
-  const gridX = { grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 16 } };
+  let debounce = null;
+  const refilter = () => { clearTimeout(debounce); debounce = setTimeout(() => load("requests"), 300); };
+  const form = $("requests-filters");
+  form.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(debounce); load("requests"); });
+  form.addEventListener("input", (e) => { if (e.target.tagName === "INPUT") refilter(); });
+  $("filter-status").addEventListener("change", () => { clearTimeout(debounce); load("requests"); });
+  $("requests-more").addEventListener("click", loadMore);
 
-  // ---------- shared table builder ----------
-  function table(tbl, headers, rows) {
-    const thead = el("thead", null, el("tr", null, headers.map((h) => el("th", { class: h.num ? "num" : null, text: h.label }))));
-    const tbody = el("tbody");
-    if (!rows.length) tbody.append(el("tr", null, el("td", { class: "empty", colspan: headers.length, text: "No data in this range" })));
-    for (const r of rows) tbody.append(el("tr", null, r));
-    tbl.replaceChildren(thead, tbody);
-  }
-  const td = (text, cls) => el("td", { class: cls || null }, text);
+  const tbody = $("requests-table").tBodies[0];
+  tbody.addEventListener("click", (e) => {
+    const tr = e.target.closest("tr[data-request-id]");
+    if (tr) openDetail(tr.dataset.requestId);
+  });
+  tbody.addEventListener("keydown", (e) => {
+    const tr = e.target.closest("tr[data-request-id]");
+    if (tr && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); openDetail(tr.dataset.requestId); }
+  });
+  $("detail-close").addEventListener("click", closeDetail);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("request-detail").hidden) closeDetail(); });
 
-  // ---------- Overview ----------
-  function kpi(label, value, sub, cls) {
-    return el("div", { class: "kpi" + (cls ? " " + cls : "") },
-      el("div", { class: "kpi-label", text: label }),
-      el("div", { class: "kpi-value", text: value }),
-      el("div", { class: "kpi-sub", text: sub || "\u00a0" }));
-  }
-  function renderKpis(t) {
-    const reqs = t.requests || 0;
-    const errRate = reqs ? (t.errors || 0) / reqs : null;
-    const priced = [];
-    if (t.estimated_requests) priced.push(`${fmtInt(t.estimated_requests)} estimated`);
-    if (t.reported_requests) priced.push(`${fmtInt(t.reported_requests)} reported`);
-    const tokens = (t.prompt_tokens || 0) + (t.completion_tokens || 0);
-    let tokSub = `${fmtCompact(t.prompt_tokens || 0)} in · ${fmtCompact(t.completion_tokens || 0)} out`;
-    if (t.cached_tokens) tokSub += ` · ${fmtCompact(t.cached_tokens)} cached`;
-    const spend = money(t.cost_usd);
-    $("kpis").replaceChildren(
-      kpi("Total spend", spend === null ? (t.unpriced_requests > 0 ? "unpriced" : "—") : spend, priced.length ? "incl. " + priced.join(", ") : "computed from prices", "kpi-accent"),
-      kpi("Requests", fmtInt(reqs), `${fmtInt(t.errors || 0)} failed`),
-      kpi("Error rate", fmtPct(errRate), reqs ? "of requests" : "no traffic", errRate > 0.05 ? "kpi-bad" : null),
-      kpi("Tokens", fmtCompact(tokens), tokSub),
-      kpi("Unpriced requests", fmtInt(t.unpriced_requests || 0), t.unpriced_requests > 0 ? "not counted in spend" : "everything priced", t.unpriced_requests > 0 ? "kpi-warn" : null));
-  }
-  function renderTop(id, groups) {
-    const root = $(id);
-    root.replaceChildren();
-    if (!groups || !groups.length) {
-      root.append(el("li", { class: "empty", text: "No requests in this range" }));
-      return;
-    }
-    const useCost = groups.some((g) => g.cost_usd !== null && Number(g.cost_usd) > 0);
-    const val = (g) => (useCost ? Number(g.cost_usd || 0) : g.requests || 0);
-    const max = Math.max(...groups.map(val)) || 1;
-    for (const g of groups) {
-      const bar = el("span", { class: "top-bar-fill" });
-      bar.style.width = `${Math.max(1.5, (val(g) / max) * 100)}%`;
-      bar.style.background = id === "top-models" ? colorFor(g.key) : id === "top-users" ? "#0ea5e9" : "#10b981";
-      const cost = costText(g.cost_usd, g.unpriced_requests || 0);
-      root.append(el("li", { class: "top-row" },
-        el("div", { class: "top-line" },
-          el("span", { class: "top-name" + (g.key === "" || g.key === "(other)" ? " muted" : ""), title: disp(g.key), text: disp(g.key) }),
-          el("span", { class: "top-vals" },
-            el("span", { class: "top-cost" + (cost === "unpriced" ? " unpriced" : ""), text: cost }),
-            el("span", { class: "top-req", text: `${fmtInt(g.requests)} req` }))),
-        el("div", { class: "top-bar" }, bar)));
-    }
-  }
-  async function loadOverview(tok) {
-    const [m, u, f] = await Promise.all(["model", "user", "feature"].map((by) => api("spend", { by, since: state.range, limit: 8 })));
-    if (tok !== state.token) return;
-    renderKpis(m.totals || {});
-    const buckets = m.buckets || [];
-    const entries = Object.entries(m.series || {});
-    const sum = (a) => (a || []).reduce((x, y) => x + (y || 0), 0);
-    entries.sort((a, b) => (a[0] === "(other)") - (b[0] === "(other)") || sum(b[1].cost) - sum(a[1].cost));
-    drawChart("spend-chart", {
-      type: "bar",
-      data: {
-        labels: buckets.map((b) => bucketLabel(b, m.bucket)),
-        datasets: entries.map(([k, s]) => ({ label: disp(k), data: s.cost || [], backgroundColor: colorFor(k), stack: "cost", borderRadius: 2, maxBarThickness: 36 })),
-      },
-      options: {
-        scales: {
-          x: Object.assign({ stacked: true }, gridX),
-          y: { stacked: true, beginAtZero: true, ticks: { callback: (v) => money(v) } },
-        },
-        plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${money(c.raw)}` } } },
-      },
-    }, buckets);
-    renderTop("top-models", m.groups);
-    renderTop("top-users", u.groups);
-    renderTop("top-features", f.groups);
-  }
+  window.addEventListener("hashchange", route);
+  route();
+}
 
-  // ---------- Latency ----------
-  async function loadLatency(tok) {
-    const d = await api("latency", { by: state.latBy, since: state.range });
-    if (tok !== state.token) return;
-    const buckets = d.buckets || [];
-    const datasets = [];
-    for (const [k, s] of Object.entries(d.series || {})) {
-      const c = colorFor(k);
-      const base = { borderColor: c, backgroundColor: c, borderWidth: 2, pointRadius: 1.5, pointHoverRadius: 4, spanGaps: true, tension: 0.25 };
-      datasets.push(Object.assign({ label: `${disp(k)} p50`, data: s.total_p50 || [] }, base));
-      datasets.push(Object.assign({ label: `${disp(k)} p99`, data: s.total_p99 || [], borderDash: [5, 4], borderWidth: 1.5 }, base, { borderWidth: 1.5 }));
-    }
-    drawChart("latency-chart", {
-      type: "line",
-      data: { labels: buckets.map((b) => bucketLabel(b, d.bucket)), datasets },
-      options: {
-        scales: { x: gridX, y: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } } },
-        plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtMs(c.raw)}` } } },
-      },
-    }, buckets);
-
-    const groups = d.groups || [];
-    const top = groups.slice(0, 12);
-    const p = (o, k) => (o && o[k] !== undefined ? o[k] : null);
-    drawChart("ttft-chart", {
-      type: "bar",
-      data: {
-        labels: top.map((g) => disp(g.key)),
-        datasets: [
-          { label: "TTFT p99", data: top.map((g) => p(g.ttft_ms, "p99")), backgroundColor: "#0ea5e9", borderRadius: 3, maxBarThickness: 28 },
-          { label: "Total p99", data: top.map((g) => p(g.total_ms, "p99")), backgroundColor: "#4f46e5", borderRadius: 3, maxBarThickness: 28 },
-        ],
-      },
-      options: {
-        scales: { x: gridX, y: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } } },
-        plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtMs(c.raw)}` } } },
-      },
-    });
-
-    const H = (label, num) => ({ label, num });
-    table($("latency-table"),
-      [H(state.latBy === "provider" ? "Provider" : "Model"), H("Attempts", 1), H("p50", 1), H("p90", 1), H("p99", 1), H("TTFT p50", 1), H("TTFT p90", 1), H("TTFT p99", 1)],
-      groups.map((g) => [
-        el("td", null, el("span", { class: "swatch" }), disp(g.key)),
-        td(fmtInt(g.attempts), "num"),
-        td(fmtMs(p(g.total_ms, "p50")), "num"), td(fmtMs(p(g.total_ms, "p90")), "num"), td(fmtMs(p(g.total_ms, "p99")), "num strong"),
-        td(fmtMs(p(g.ttft_ms, "p50")), "num"), td(fmtMs(p(g.ttft_ms, "p90")), "num"), td(fmtMs(p(g.ttft_ms, "p99")), "num strong"),
-      ]));
-    const sw = $("latency-table").querySelectorAll(".swatch");
-    groups.forEach((g, i) => { if (sw[i]) sw[i].style.background = colorFor(g.key); });
-  }
-
-  // ---------- Errors ----------
-  async function loadErrors(tok) {
-    const d = await api("errors", { since: state.range });
-    if (tok !== state.token) return;
-    const buckets = d.buckets || [];
-    const providers = d.providers || [];
-    drawChart("errors-chart", {
-      type: "line",
-      data: {
-        labels: buckets.map((b) => bucketLabel(b, d.bucket)),
-        datasets: Object.entries(d.series || {}).map(([k, s]) => {
-          const c = colorFor("provider:" + k);
-          return { label: disp(k), data: s.rate || [], borderColor: c, backgroundColor: alpha(c, 0.12), fill: false, borderWidth: 2, pointRadius: 1.5, tension: 0.25 };
-        }),
-      },
-      options: {
-        scales: { x: gridX, y: { beginAtZero: true, suggestedMax: 0.1, ticks: { callback: (v) => fmtPct(v) } } },
-        plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtPct(c.raw)}` } } },
-      },
-    }, buckets);
-    const rows = providers.slice().sort((a, b) => (b.error_rate || 0) - (a.error_rate || 0));
-    table($("errors-table"),
-      [{ label: "Provider" }, { label: "Attempts", num: 1 }, { label: "Errors", num: 1 }, { label: "Error rate" }, { label: "By class" }],
-      rows.map((r) => {
-        const fill = el("span", { class: "rate-fill" });
-        fill.style.width = `${Math.min(100, (r.error_rate || 0) * 100)}%`;
-        const cls = Object.entries(r.by_class || {}).sort((a, b) => b[1] - a[1]);
-        return [
-          td(disp(r.provider), "strong"),
-          td(fmtInt(r.attempts), "num"),
-          td(fmtInt(r.errors), "num"),
-          el("td", { class: "rate-cell" }, el("span", { class: "rate-bar" + ((r.error_rate || 0) >= 0.1 ? " bad" : "") }, fill), el("span", { class: "rate-val", text: fmtPct(r.error_rate) })),
-          el("td", null, cls.length ? cls.map(([c, n]) => el("span", { class: "chip chip-err" }, c, el("b", { text: fmtInt(n) }))) : el("span", { class: "muted", text: "none" })),
-        ];
-      }));
-  }
-
-  // ---------- Requests ----------
-  function statusBadge(status, errorClass) {
-    const ok = !errorClass && status !== null && status !== undefined && status < 400;
-    const text = [status === null || status === undefined ? null : String(status), errorClass].filter(Boolean).join(" · ") || "—";
-    return el("span", { class: "badge " + (ok ? "badge-ok" : "badge-err"), text });
-  }
-  function costCell(r) {
-    const m = money(r.cost_usd);
-    const text = m === null ? (r.cost_source === "unpriced" ? "unpriced" : "—") : m;
-    const c = el("span", { class: m === null && r.cost_source === "unpriced" ? "unpriced" : null, title: r.cost_source ? `cost source: ${r.cost_source}` : null, text });
-    return el("td", { class: "num" }, c, r.cost_source === "estimated" || r.cost_source === "reported" ? el("span", { class: "src", text: r.cost_source === "estimated" ? "est" : "rep" }) : null);
-  }
-  function requestRow(r) {
-    const tokens = r.prompt_tokens === null && r.completion_tokens === null ? "—" : `${fmtInt(r.prompt_tokens || 0)} → ${fmtInt(r.completion_tokens || 0)}`;
-    return el("tr", { "data-request-id": r.request_id, tabindex: "0", class: r.request_id === state.detailId ? "selected" : null },
-      td(fullTime(r.ts), "nowrap mono small"),
-      el("td", { class: "strong" }, disp(r.model_requested), r.attempts > 1 ? el("span", { class: "src", title: `${r.attempts} attempts`, text: `×${r.attempts}` }) : null),
-      td(r.target || "—", "mono small"),
-      el("td", null, statusBadge(r.status, r.error_class)),
-      td(fmtMs(r.duration_ms), "num"),
-      td(r.stream ? fmtMs(r.ttft_ms) : "—", "num"),
-      td(tokens, "num nowrap"),
-      costCell(r),
-      td(disp(r.user), r.user ? null : "muted"),
-      td(disp(r.feature), r.feature ? null : "muted"));
-  }
-  function requestParams() {
-    return {
-      limit: 50,
-      since: state.range,
-      model: $("filter-model").value.trim(),
-      user: $("filter-user").value.trim(),
-      feature: $("filter-feature").value.trim(),
-      status: $("filter-status").value,
-    };
-  }
-  async function loadRequests(tok, append) {
-    const params = requestParams();
-    if (append) params.before = state.before;
-    const d = await api("requests", params);
-    if (tok !== state.token) return;
-    const tbody = $("requests-table").tBodies[0];
-    const rows = (d.requests || []).map(requestRow);
-    if (append) tbody.append(...rows);
-    else tbody.replaceChildren(...rows);
-    state.before = d.next_before || null;
-    $("requests-more").hidden = !state.before;
-    $("requests-empty").hidden = tbody.rows.length > 0;
-  }
-  async function loadMore() {
-    const btn = $("requests-more");
-    btn.disabled = true;
-    btn.textContent = "Loading…";
-    try { await loadRequests(state.token, true); } catch (e) { showError(e); } finally {
-      btn.disabled = false;
-      btn.textContent = "Load more";
-    }
-  }
-
-  // ---------- Request detail ----------
-  function section(title, ...content) {
-    return el("section", { class: "d-section" }, el("h3", { text: title }), ...content);
-  }
-  function kv(pairs) {
-    return el("dl", { class: "kv" }, pairs.filter(Boolean).map(([k, v, cls]) => [el("dt", { text: k }), el("dd", { class: cls || null }, v instanceof Node ? v : String(v === null || v === undefined || v === "" ? "—" : v))]));
-  }
-  function privacyNote() { return el("p", { class: "muted note", text: "not stored (privacy mode)" }); }
-  function renderMessages(msgs) {
-    if (msgs === null || msgs === undefined) return privacyNote();
-    if (!msgs.length) return el("p", { class: "muted note", text: "none" });
-    return el("div", { class: "msgs" }, msgs.map((m) => el("div", { class: "msg" },
-      el("div", { class: "msg-role", text: (m && m.role) || "?" }),
-      el("pre", { class: "msg-body", text: typeof (m && m.content) === "string" ? m.content : JSON.stringify(m && m.content !== undefined ? m.content : m, null, 2) }))));
-  }
-  function waterfall(req, attempts) {
-    const end = (a) => (Number(a.started_ms) || 0) + (Number(a.duration_ms) || 0);
-    const total = Math.max(Number(req.duration_ms) || 0, ...attempts.map(end), 1);
-    const wf = el("div", { id: "waterfall", class: "wf" });
-    wf.append(el("div", { class: "wf-axis" }, el("span"), el("div", { class: "wf-scale" }, el("span", { text: "0" }), el("span", { text: fmtMs(total / 2) }), el("span", { text: fmtMs(total) })), el("span")));
-    if (!attempts.length) wf.append(el("p", { class: "muted note", text: "No attempts recorded." }));
-    for (const a of attempts) {
-      const ok = !a.error_class && !(a.upstream_status >= 400);
-      const left = Math.min(100, ((Number(a.started_ms) || 0) / total) * 100);
-      const width = Math.min(100 - left, Math.max(0.8, ((Number(a.duration_ms) || 0) / total) * 100));
-      const bar = el("div", { class: "wf-bar " + (ok ? "wf-ok" : "wf-error"), title: `${a.target}: started +${fmtMs(a.started_ms)}, took ${fmtMs(a.duration_ms)}` });
-      bar.style.left = `${left}%`;
-      bar.style.width = `${width}%`;
-      if (a.ttft_ms !== null && a.ttft_ms !== undefined && a.duration_ms > 0) {
-        const mk = el("div", { class: "wf-ttft", title: `TTFT ${fmtMs(a.ttft_ms)}` });
-        mk.style.left = `${Math.min(100, (a.ttft_ms / a.duration_ms) * 100)}%`;
-        bar.append(mk);
-      }
-      const meta = [fmtMs(a.duration_ms)];
-      if (a.ttft_ms !== null && a.ttft_ms !== undefined) meta.push(`TTFT ${fmtMs(a.ttft_ms)}`);
-      const row = el("div", { class: "wf-row " + (ok ? "ok" : "error"), "data-attempt": String(a.index) },
-        el("div", { class: "wf-label" }, el("span", { class: "wf-idx", text: `#${a.index}` }), el("span", { class: "wf-target mono", title: a.target, text: a.target || "—" })),
-        el("div", { class: "wf-track" }, bar),
-        el("div", { class: "wf-meta" }, meta.join(" · "),
-          ok ? null : el("span", { class: "wf-errclass", text: [a.error_class || "error", a.upstream_status ? `(${a.upstream_status})` : null].filter(Boolean).join(" ") })));
-      wf.append(row);
-      if (!ok && a.error_message) wf.append(el("div", { class: "wf-msg", text: a.error_message }));
-    }
-    return wf;
-  }
-  function renderDetail(d) {
-    const r = d.request || {};
-    const attempts = (d.attempts || []).slice().sort((a, b) => a.index - b.index);
-    const costM = money(r.cost_usd);
-    const cost = costM === null ? (r.cost_source === "unpriced" ? "unpriced" : "—") : costM;
-    const out = [];
-    out.push(el("div", { class: "d-title" }, el("code", { class: "mono", text: r.request_id }), statusBadge(r.status, r.error_class)));
-    if (r.error_class || r.error_message) {
-      out.push(el("div", { class: "d-error" }, el("b", { text: r.error_class || "error" }), r.error_message ? el("span", { text: " — " + r.error_message }) : null));
-    }
-    out.push(section("Summary", kv([
-      ["Time", fullTime(r.ts)], ["Endpoint", r.endpoint, "mono"], ["Model requested", r.model_requested],
-      ["Target", r.target, "mono"], ["Stream", r.stream ? "yes" : "no"], ["Attempts", fmtInt(r.attempts)],
-      ["Duration", fmtMs(r.duration_ms)], ["TTFT", fmtMs(r.ttft_ms)],
-      ["Tokens", `${fmtInt(r.prompt_tokens || 0)} prompt · ${fmtInt(r.completion_tokens || 0)} completion`],
-      ["Cost", `${cost}${r.cost_source ? ` (${r.cost_source})` : ""}`, cost === "unpriced" ? "unpriced" : null],
-    ])));
-    out.push(section("Attribution", kv([
-      ["User", disp(r.user)], ["Feature", disp(r.feature)], ["Key", disp(r.key), "mono"],
-      ["Session", r.session_id, "mono"], r.app_url ? ["App URL", r.app_url, "mono"] : null,
-    ]), r.tags && Object.keys(r.tags).length ? el("div", { class: "chips" }, Object.entries(r.tags).map(([k, v]) => el("span", { class: "chip" }, `${k}=`, el("b", { text: typeof v === "string" ? v : JSON.stringify(v) })))) : null));
-    out.push(section("Attempts", waterfall(r, attempts)));
-    out.push(section("Parameters", r.params && Object.keys(r.params).length ? el("pre", { class: "code", text: JSON.stringify(r.params, null, 2) }) : el("p", { class: "muted note", text: "none" })));
-    out.push(section("Input messages", renderMessages(r.input_messages)));
-    const output = r.output_text !== null && r.output_text !== undefined ? el("pre", { class: "msg-body out", text: r.output_text })
-      : (r.input_messages === null || r.input_messages === undefined ? privacyNote() : el("p", { class: "muted note", text: "no output" }));
-    out.push(section("Output", output));
-    $("detail-body").replaceChildren(...out);
-  }
-  async function openDetail(id) {
-    const panel = $("request-detail");
-    state.detailId = id;
-    delete panel.dataset.requestId;
-    panel.hidden = false;
-    body.classList.add("drawer-open");
-    for (const tr of $("requests-table").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.requestId === id);
-    $("detail-body").replaceChildren(el("p", { class: "muted note", text: "Loading…" }));
-    try {
-      const d = await api(`requests/${encodeURIComponent(id)}`);
-      if (state.detailId !== id) return;
-      renderDetail(d);
-      panel.dataset.requestId = id;
-      $("detail-body").scrollTop = 0;
-    } catch (e) {
-      if (state.detailId === id) $("detail-body").replaceChildren(el("p", { class: "d-error", text: `Could not load request: ${e.message}` }));
-    }
-  }
-  function closeDetail() {
-    state.detailId = null;
-    const panel = $("request-detail");
-    panel.hidden = true;
-    delete panel.dataset.requestId;
-    body.classList.remove("drawer-open");
-    for (const tr of $("requests-table").tBodies[0].rows) tr.classList.remove("selected");
-  }
-
-  // ---------- routing / loading ----------
-  const LOADERS = { overview: loadOverview, latency: loadLatency, errors: loadErrors, requests: (tok) => loadRequests(tok, false) };
-  function showError(e) {
-    if (e instanceof ApiError && e.message === "Session expired") return;
-    $("alert-text").textContent = `Could not load data: ${e && e.message ? e.message : e}`;
-    $("alert").hidden = false;
-  }
-  async function load(view) {
-    const tok = ++state.token;
-    delete body.dataset.loaded;
-    delete body.dataset.error;
-    $("alert").hidden = true;
-    body.classList.add("is-loading");
-    try {
-      await LOADERS[view](tok);
-      if (tok === state.token) body.dataset.loaded = view;
-    } catch (e) {
-      if (tok === state.token) {
-        body.dataset.error = view;
-        showError(e);
-      }
-    } finally {
-      if (tok === state.token) body.classList.remove("is-loading");
-    }
-  }
-  function route() {
-    let v = location.hash.replace(/^#/, "");
-    if (!VIEWS.includes(v)) v = "overview";
-    state.view = v;
-    body.dataset.view = v;
-    for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== `view-${v}`;
-    for (const a of document.querySelectorAll(".tabs a")) {
-      const on = a.dataset.view === v;
-      a.classList.toggle("active", on);
-      if (on) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
-    }
-    if (v !== "requests") closeDetail();
-    load(v);
-  }
-
-  function init() {
-    if (typeof Chart === "undefined") {
-      showError(new Error("chart library failed to load"));
-      return;
-    }
-    setupChartDefaults();
-    const range = $("range");
-    state.range = range.value || "24h";
-    range.addEventListener("change", () => { state.range = range.value; load(state.view); });
-    $("alert-retry").addEventListener("click", () => load(state.view));
-
-    for (const b of $("latency-by").querySelectorAll("button")) {
-      b.addEventListener("click", () => {
-        if (state.latBy === b.dataset.by) return;
-        state.latBy = b.dataset.by;
-        for (const x of $("latency-by").querySelectorAll("button")) {
-          x.classList.toggle("active", x === b);
-          x.setAttribute("aria-pressed", String(x === b));
-        }
-        load("latency");
-      });
-    }
-
-    let debounce = null;
-    const refilter = () => { clearTimeout(debounce); debounce = setTimeout(() => load("requests"), 300); };
-    const form = $("requests-filters");
-    form.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(debounce); load("requests"); });
-    form.addEventListener("input", (e) => { if (e.target.tagName === "INPUT") refilter(); });
-    $("filter-status").addEventListener("change", () => { clearTimeout(debounce); load("requests"); });
-    $("requests-more").addEventListener("click", loadMore);
-
-    const tbody = $("requests-table").tBodies[0];
-    tbody.addEventListener("click", (e) => {
-      const tr = e.target.closest("tr[data-request-id]");
-      if (tr) openDetail(tr.dataset.requestId);
-    });
-    tbody.addEventListener("keydown", (e) => {
-      const tr = e.target.closest("tr[data-request-id]");
-      if (tr && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); openDetail(tr.dataset.requestId); }
-    });
-    $("detail-close").addEventListener("click", closeDetail);
-    document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("request-detail").hidden) closeDetail(); });
-
-    window.addEventListener("hashchange", route);
-    route();
-  }
-
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
-  else init();
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+else init();
 })();
