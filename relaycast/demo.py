@@ -315,7 +315,7 @@ def _costs(port: int, n: int) -> dict[str, Any] | None:
     if doc is None:
         return None
     return {"total_usd": doc["totals"]["cost_usd"], "unpriced_requests": doc["totals"]["unpriced_requests"],
-            "by_model": {g["key"]: g["cost_usd"] for g in doc["groups"]}}  # fmt: skip
+            "by_model": {g["key"]: g["cost_usd"] for g in doc["groups"] if g["cost_usd"] != "0"}}  # fmt: skip (failed-only: $0)
 
 
 def _pct(values: list[float], p: float) -> float:
