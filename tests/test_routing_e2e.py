@@ -69,6 +69,16 @@ routing:
         yield openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=20), records, gw, srv.url
 
 
+def last_record(records: list[RequestRecord], count: int = 1, timeout: float = 5.0) -> RequestRecord:
+    """The newest record once `count` have arrived: a record is emitted after its response is sent, so the
+    client can see the answer a moment before the record exists."""
+    deadline = time.monotonic() + timeout
+    while len(records) < count:
+        assert time.monotonic() < deadline, f"only {len(records)} of {count} records arrived"
+        time.sleep(0.01)
+    return records[-1]
+
+
 def served(client: openai.OpenAI, model: str = "r", **kw: object) -> tuple[str, int]:
     raw = client.chat.completions.with_raw_response.create(model=model, messages=MSGS, **kw)
     raw.parse()
@@ -99,7 +109,8 @@ def test_5xx_retries_the_same_target_with_backoff_within_the_retry_budget(ups) -
             c.chat.completions.create(model="r", messages=MSGS)
         assert e.value.status_code == 502
         assert e.value.response.headers["x-relaycast-attempts"] == "3"
-        gaps = [b.started_ns - (a.started_ns + a.duration_ns) for a, b in zip(records[-1].attempts, records[-1].attempts[1:])]
+        rec = last_record(records)
+        gaps = [b.started_ns - (a.started_ns + a.duration_ns) for a, b in zip(rec.attempts, rec.attempts[1:])]
         assert all(g >= 40_000_000 for g in gaps), "each retry waited a backoff"
 
 
@@ -179,8 +190,7 @@ def test_a_stream_without_a_first_token_in_its_ttft_budget_fails_over(ups) -> No
         raw = c.chat.completions.with_raw_response.create(model="r", messages=MSGS, stream=True)
         text = "".join(ch.choices[0].delta.content or "" for ch in raw.parse() if ch.choices)
         assert raw.headers["x-relaycast-target"] == "pb/m" and text.startswith("the quick")
-        time.sleep(0.1)
-        first = records[-1].attempts[0]
+        first = last_record(records).attempts[0]
         assert first.error_class == "timeout" and 0.29e9 <= first.duration_ns < 1.5e9
 
 
@@ -191,9 +201,11 @@ def test_hedging_returns_the_faster_stream_and_cancels_the_other(ups) -> None:
         raw = c.chat.completions.with_raw_response.create(model="r", messages=MSGS, stream=True)
         list(raw.parse())
         assert raw.headers["x-relaycast-target"] == "pb/m"
-        time.sleep(0.2)
-        classes = {att.target: att.error_class for att in records[-1].attempts}
+        classes = {att.target: att.error_class for att in last_record(records).attempts}
         assert classes == {"pa/m": "hedge_lost", "pb/m": None}
+        deadline = time.monotonic() + 2
+        while a.stats()["active_streams"] and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert a.stats()["active_streams"] == 0, "the losing upstream stream was cancelled"
 
 
