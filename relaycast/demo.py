@@ -183,8 +183,9 @@ def run_demo(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         tally = asyncio.run(_load(base, n, max(1, args.concurrency), args.seed))
         elapsed = time.monotonic() - t0
+        cost = _costs(port, n)  # waits until the store has every request: their records are all emitted by then
         summary = _summary(tally, n, elapsed, _admin(port, "/admin/stats"))
-        summary["cost"] = _costs(port, n)
+        summary["cost"] = cost
         dests = (_admin(port, "/admin/broadcast") or {}).get("destinations")
         deadline = time.monotonic() + 3
         while dests and any(d["queued"] for d in dests) and time.monotonic() < deadline:

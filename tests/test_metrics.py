@@ -34,6 +34,7 @@ def test_metrics_after_real_traffic(fake):
                                                     extra_headers={"x-request-id": "m-stream"}):  # fmt: skip
             pass
         ids.append("m-stream")
+        wait_stored(gw.url, ids)  # each record is emitted just after its response: wait until all are in
         fams = _scrape(gw.url)
 
         req = fams["relaycast_requests"]  # the parser names a counter family without its _total suffix
@@ -55,7 +56,6 @@ def test_metrics_after_real_traffic(fake):
         assert any(s.name.endswith("_count") and s.value == 1 for s in ttft.samples)
 
         # Cost is a counter that agrees with the store's exact total.
-        wait_stored(gw.url, ids)
         _, spend = admin_get(gw.url, "/admin/analytics/spend?since=1h")
         cost = sum(s.value for s in fams["relaycast_cost_usd"].samples)
         assert fams["relaycast_cost_usd"].type == "counter"

@@ -78,6 +78,7 @@ def env(tmp_path_factory) -> Iterator[dict]:
     clock = Clock(START)
     gw = ThreadedServer(Gateway(cfg, clock=clock)).start()
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    ANSWERED[gw.url] = [0]  # responses the tests have seen: the gateway emits each record just after its response
     yield {"gw": gw, "client": client, "clock": clock, "hook": hook, "slow": slow_upstream}
     gw.stop()
     hook.stop()
@@ -85,7 +86,18 @@ def env(tmp_path_factory) -> Iterator[dict]:
     slowfake.stop()
 
 
+ANSWERED: dict[str, list[int]] = {}
+
+
 def _evaluate(gw: ThreadedServer) -> list[dict]:
+    """Evaluate the monitors once every answered request's record has reached the gateway's sinks."""
+    deadline = time.monotonic() + 5
+    while True:
+        with urllib.request.urlopen(urllib.request.Request(gw.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN_KEY}"})) as r:
+            if json.loads(r.read())["requests"] >= ANSWERED[gw.url][0]:
+                break
+        assert time.monotonic() < deadline, "records did not arrive"
+        time.sleep(0.01)
     req = urllib.request.Request(gw.url + "/admin/monitors/evaluate", data=b"", method="POST",
                                  headers={"authorization": f"Bearer {ADMIN_KEY}"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=30) as r:
@@ -96,10 +108,22 @@ def _events(hook: CaptureServer, rule: str, path: str = "/hook") -> list[dict]:
     return [json.loads(p.body) for p in hook.posts(path) if json.loads(p.body).get("rule") == rule]
 
 
+def _answered(client: openai.OpenAI) -> None:
+    ANSWERED[str(client.base_url).removesuffix("/v1/").removesuffix("/v1")][0] += 1
+
+
 def _send(client: openai.OpenAI, n: int, model: str, user: str = "alice", feature: str = "chat") -> None:
     for _ in range(n):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], user=user,
                                        extra_headers={"X-Title": feature})  # fmt: skip
+        _answered(client)
+
+
+def _fail(client: openai.OpenAI, n: int, model: str) -> None:
+    for _ in range(n):
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+        _answered(client)
 
 
 NORMAL = "fakeai/gpt-4o-mini@prompt_tokens=1000,tokens=100"  # $0.00021 a request
@@ -166,6 +190,7 @@ def test_sla_breach_alerts_demotes_the_target_and_resolves(env):
     assert len(fired) == 1 and fired[0]["scope"] == "target=primary/gpt-4o-mini" and fired[0]["value"] > 250
     # The router agrees: the alerting target is demoted, so the route's next request goes to the other one.
     raw = client.chat.completions.with_raw_response.create(model="slowable", messages=[{"role": "user", "content": "hi"}])
+    _answered(client)
     assert raw.headers["x-relaycast-target"] == "fakeai/gpt-4o-mini"
     with urllib.request.urlopen(urllib.request.Request(gw.url + "/admin/routes", headers={"authorization": f"Bearer {ADMIN_KEY}"})) as r:
         routes = json.loads(r.read())
@@ -188,9 +213,7 @@ def test_error_rate_breach_alerts_once_and_resolves_once(env):
     _send(client, 6, "flaky/gpt-4o-mini")
     assert not [e for e in _evaluate(gw) if e["rule"] == "flaky-errors"]
     clock.set(base + 600)
-    for _ in range(6):
-        with pytest.raises(openai.APIStatusError):
-            client.chat.completions.create(model="flaky/gpt-4o-mini@error=503", messages=[{"role": "user", "content": "hi"}])
+    _fail(client, 6, "flaky/gpt-4o-mini@error=503")
     _send(client, 2, "flaky/gpt-4o-mini")
     fired = [e for e in _evaluate(gw) if e["rule"] == "flaky-errors"]
     assert len(fired) == 1 and fired[0]["value"] == 75.0 and fired[0]["details"]["by_class"] == {"upstream_5xx": 6}
@@ -213,9 +236,7 @@ def test_a_failing_notification_target_is_retried_and_never_blocks_evaluation(en
     client = env["client"]
     _send(client, 6, "flaky/gpt-4o-mini")
     before = len(_events(hook, "flaky-errors"))
-    for _ in range(6):
-        with pytest.raises(openai.APIStatusError):
-            client.chat.completions.create(model="flaky/gpt-4o-mini@error=503", messages=[{"role": "user", "content": "hi"}])
+    _fail(client, 6, "flaky/gpt-4o-mini@error=503")
     t0 = time.monotonic()
     fired = [e for e in _evaluate(gw) if e["rule"] == "flaky-errors"]
     assert len(fired) == 1 and time.monotonic() - t0 < 5  # the evaluation returned; delivery goes on behind it

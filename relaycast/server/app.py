@@ -115,7 +115,7 @@ class Gateway:
             raise
         self._handlers = Handlers(self, Executor(providers, self.board, self.log))
         if self.config.store is not None:
-            self.store = StoreWriter(self.config.store, self.redactor, self.log)
+            self.store = StoreWriter(self.config.store, self.redactor, self.log, self.clock)  # retention on the same clock as the records
             await self.store.start()
             self._reader = StoreReader(self.config.store)
             self.analytics = Analytics(self._reader, self.redactor)
