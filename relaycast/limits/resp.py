@@ -91,19 +91,20 @@ class RespClient:
             self._proto = proto
             if self._password:
                 auth = (self._username, self._password) if self._username else (self._password,)
-                await self._send(proto, ("AUTH", *auth))
+                await self._send(proto, [("AUTH", *auth)])
             if self._db:
-                await self._send(proto, ("SELECT", self._db))
+                await self._send(proto, [("SELECT", self._db)])
             return proto
 
-    async def _send(self, proto: _Protocol, *commands: tuple[Any, ...]) -> list[Any]:
+    async def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]], errors_as_values: bool = False) -> list[Any]:
+        """Write the commands at once and wait for their replies, in order (Redis errors raised, or returned)."""
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in commands]
         proto.waiting.extend(futs)
         assert proto.transport is not None
         proto.transport.write(b"".join(_encode(c) for c in commands))
         try:
-            return await asyncio.wait_for(asyncio.gather(*futs), self._timeout)
+            return await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=errors_as_values), self._timeout)
         except asyncio.TimeoutError:
             # The connection is out of step with its replies now: drop it, every waiter fails, the next call reconnects.
             if proto.transport is not None:
@@ -130,18 +131,7 @@ class RespClient:
         """Several commands in one write; replies in order (a Redis error comes back as an exception object)."""
         if not commands:
             return []
-        proto = await self._connection()
-        loop = asyncio.get_running_loop()
-        futs = [loop.create_future() for _ in commands]
-        proto.waiting.extend(futs)
-        assert proto.transport is not None
-        proto.transport.write(b"".join(_encode(c) for c in commands))
-        try:
-            return await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), self._timeout)
-        except asyncio.TimeoutError:
-            if proto.transport is not None:
-                proto.transport.abort()
-            raise TimeoutError("Redis did not answer in time") from None
+        return await self._send(await self._connection(), commands, errors_as_values=True)
 
     async def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
