@@ -29,7 +29,7 @@ from relaycast.store import queries, rows
 from relaycast.store.db import Connection
 from relaycast.store.settings import StoreConfig
 from relaycast.store.writer import write_batch
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord, Usage
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 
 MODELS = [("openai", m) for m in ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini")] + \
          [("anthropic", m) for m in ("claude-3-5-haiku-latest", "claude-sonnet-4-0")] + \

@@ -1,5 +1,5 @@
 import sys
 
-from relaycast.cli import main
+from relaycast.cli.main import main
 
 sys.exit(main())

@@ -12,13 +12,25 @@ from typing import Any
 import orjson
 
 from relaycast.errors import InvalidRequest
-from relaycast.routing.policy import ProviderPrefs
-from relaycast.telemetry.records import Attribution
+from relaycast.records import Attribution
 
 # OpenRouter request extensions: read by the gateway, not sent to upstreams that do not know them.
 OPENROUTER_EXTENSIONS = ("models", "provider", "session_id", "trace", "route", "transforms", "plugins", "usage")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_ID_LEN = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPrefs:
+    """OpenRouter's `provider` request object."""
+
+    order: tuple[str, ...] = ()
+    allow_fallbacks: bool = True
+    only: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    sort: str | None = None  # "price" | "throughput" | "latency"
+    max_prompt_price: float | None = None  # USD per million tokens
+    max_completion_price: float | None = None
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from relaycast.costs.catalog import ModelPrice, Pricer
 from relaycast.costs.estimate import TokenEstimator
 from relaycast.costs.money import pico_from_usd
-from relaycast.telemetry.records import Attempt, Usage
+from relaycast.records import Attempt, Usage
 
 COMPUTED, REPORTED, ESTIMATED, UNPRICED, NONE = "computed", "reported", "estimated", "unpriced", "none"
 

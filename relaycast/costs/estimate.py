@@ -14,7 +14,7 @@ import re
 import tempfile
 from typing import Any, Callable, Iterable
 
-from relaycast.telemetry.spans import content_text
+from relaycast.records import content_text
 
 PER_MESSAGE = 3  # OpenAI's chat format: tokens around each message
 REPLY_PRIMING = 3

@@ -13,11 +13,11 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from relaycast.config import ConfigError, _Reader
+from relaycast.config_reader import ConfigError, Reader
 from relaycast.costs.catalog import ModelPrice
 
 
-def parse_prices(r: _Reader, raw: Any) -> Mapping[str, ModelPrice]:
+def parse_prices(r: Reader, raw: Any) -> Mapping[str, ModelPrice]:
     if raw is None:
         return MappingProxyType({})
     m = r.mapping(raw, "prices", None)

@@ -14,7 +14,7 @@ import orjson
 from relaycast.fake import openai_wire
 from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
 from relaycast.fake.server import FakeState, _send_chunks, _sleep_ms
-from relaycast.server.asgi import SSE_HEADERS, Send, send_bytes
+from relaycast.asgi import SSE_HEADERS, Send, send_bytes
 
 MAX_CONTEXT = 200_000
 ERRORS = {

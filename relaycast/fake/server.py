@@ -25,7 +25,7 @@ import orjson
 
 from relaycast.fake import openai_wire
 from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
-from relaycast.server.asgi import (
+from relaycast.asgi import (
     SSE_HEADERS,
     ClientGone,
     Receive,

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from relaycast.config import hash_secret
+from relaycast.keys.settings import hash_secret
 from relaycast.keys.policy import KeyPolicy, Limits
 from relaycast.store.db import Connection
 

@@ -21,7 +21,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from relaycast.limits.base import Check, LimiterUnavailable, LimitExceeded, Reservation, budget_message, period_bounds
-from relaycast.limits.resp import RedisReplyError, RespClient
+from relaycast.redis import RedisReplyError, RespClient
 from relaycast.limits.settings import LimitsConfig
 from relaycast.log import EventLog
 

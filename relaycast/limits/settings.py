@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from relaycast.config import ConfigError, _Reader
+from relaycast.config_reader import ConfigError, Reader
 from relaycast.keys.policy import LIMIT_FIELDS, Limits
 
 
@@ -38,7 +38,7 @@ class LimitsConfig:
         return ()
 
 
-def parse_limits(r: _Reader, raw: Any, env: dict[str, str] | Any, root_redis_url: Any = None) -> LimitsConfig:
+def parse_limits(r: Reader, raw: Any, env: dict[str, str] | Any, root_redis_url: Any = None) -> LimitsConfig:
     """`limits.redis_url`, else the top-level `redis_url`, else $RELAYCAST_REDIS_URL: one Redis for limits and for
     the routing health replicas share."""
     m = r.mapping(raw or {}, "limits", {"redis_url", "on_redis_error", "redis_timeout_ms", "per_user", "per_feature",

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from relaycast.config import ConfigError, _Reader
+from relaycast.config_reader import ConfigError, Reader
 
 KINDS = ("spend_spike", "latency_sla", "error_rate", "budget")
 NOTIFY_KINDS = ("webhook", "slack")
@@ -92,7 +92,7 @@ class MonitorsConfig:
         return tuple(out)
 
 
-def duration(r: _Reader, v: Any, at: str) -> float:
+def duration(r: Reader, v: Any, at: str) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
         return float(v)
     m = _DURATION.match(str(v).strip()) if isinstance(v, str) else None
@@ -101,7 +101,7 @@ def duration(r: _Reader, v: Any, at: str) -> float:
     return float(m.group(1)) * _UNIT[m.group(2)]
 
 
-def parse_monitors(r: _Reader, raw: Any) -> MonitorsConfig | None:
+def parse_monitors(r: Reader, raw: Any) -> MonitorsConfig | None:
     if raw is None:
         return None
     m = r.mapping(raw, "monitors", {"interval_s", "rules", "notify"})
@@ -121,7 +121,7 @@ def parse_monitors(r: _Reader, raw: Any) -> MonitorsConfig | None:
     return MonitorsConfig(interval_s=interval, rules=rules, notify=targets)
 
 
-def _target(r: _Reader, raw: Any, at: str) -> NotifyTarget:
+def _target(r: Reader, raw: Any, at: str) -> NotifyTarget:
     m = r.mapping(raw, at, {"name", "kind", "url", "secret", "timeout_s", "max_attempts"})
     kind = r.string(r.required(m, "kind", at), f"{at}.kind")
     if kind not in NOTIFY_KINDS:
@@ -146,7 +146,7 @@ _ALLOWED = {
 }
 
 
-def _rule(r: _Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
+def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
     pre = r.mapping(raw, at, None)
     kind = r.string(r.required(pre, "kind", at), f"{at}.kind")
     if kind not in KINDS:
@@ -208,14 +208,14 @@ def _number(v: Any, at: str) -> float:
     return float(v)
 
 
-def _positive(r: _Reader, v: Any, at: str) -> float:
+def _positive(r: Reader, v: Any, at: str) -> float:
     x = _number(v, at)
     if x <= 0:
         raise ConfigError(at, "must be more than 0")
     return x
 
 
-def _non_negative(r: _Reader, v: Any, at: str) -> float:
+def _non_negative(r: Reader, v: Any, at: str) -> float:
     x = _number(v, at)
     if x < 0:
         raise ConfigError(at, "must not be negative")

@@ -16,8 +16,9 @@ import aiohttp
 import orjson
 
 from relaycast import errors
-from relaycast.config import ProviderConfig, Timeouts
+from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
+from relaycast.retry import retry_after_seconds
 from relaycast.providers.base import (
     connect_timeout,
     post_upstream,
@@ -25,11 +26,10 @@ from relaycast.providers.base import (
     upstream_events,
     ChatResult,
     StreamState,
-    retry_after_seconds,
 )
 from relaycast.schema import ChatRequest
 from relaycast.sse import DONE_EVENT
-from relaycast.telemetry.records import Usage
+from relaycast.records import Usage
 
 API_VERSION = "2023-06-01"
 

@@ -17,7 +17,7 @@ import orjson
 
 from relaycast import errors
 from relaycast.providers.base import ChatResult
-from relaycast.telemetry.records import Usage
+from relaycast.records import Usage
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often leave it out
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})

@@ -7,7 +7,6 @@ and how to classify its errors into the tree in `relaycast.errors`. It knows not
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol
@@ -15,10 +14,10 @@ from typing import Any, AsyncIterator, Callable, Protocol
 import aiohttp
 
 from relaycast import errors
-from relaycast.config import ProviderConfig, Timeouts
+from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.schema import ChatRequest
 from relaycast.sse import Event, EventSplitter
-from relaycast.telemetry.records import Usage
+from relaycast.records import Usage
 
 
 @dataclass(slots=True)
@@ -76,28 +75,6 @@ class Provider(Protocol):
 def connect_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     """aiohttp's part of the timeouts: connecting. The rest is enforced with asyncio.timeout by the caller."""
     return aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, connect=t.connect_s)
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """Retry-After as seconds (delta-seconds or HTTP-date), or retry-after-ms. None if absent or unreadable."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    v = headers.get("retry-after")
-    if not v:
-        return None
-    try:
-        return max(0.0, float(v))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(v)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 async def read_limited(resp: aiohttp.ClientResponse, limit: int = 4 * 1024 * 1024) -> bytes:

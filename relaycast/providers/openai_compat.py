@@ -14,7 +14,8 @@ import aiohttp
 import orjson
 
 from relaycast import errors
-from relaycast.config import ProviderConfig, Timeouts
+from relaycast.providers.settings import ProviderConfig, Timeouts
+from relaycast.retry import retry_after_seconds
 from relaycast.providers.base import (
     TRANSPORT_ERRORS,
     connect_timeout,
@@ -25,12 +26,11 @@ from relaycast.providers.base import (
     StreamState,
     connection_error,
     read_limited,
-    retry_after_seconds,
 )
 from relaycast.providers.presets import PRESETS
 from relaycast.schema import ChatRequest, upstream_body
 from relaycast.sse import DONE, DONE_EVENT
-from relaycast.telemetry.records import Usage
+from relaycast.records import Usage
 
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "invalid_prompt", "moderation_blocked"})
 CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})

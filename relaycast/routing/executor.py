@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
 
 from relaycast import errors
-from relaycast.config import Timeouts
+from relaycast.providers.settings import Timeouts
 from relaycast.log import EventLog
 from relaycast.providers.base import ChatResult, ChatStream, Provider
 from relaycast.routing.health import HealthBoard
 from relaycast.routing.plan import Plan
 from relaycast.routing.target import Target
 from relaycast.schema import ChatRequest
-from relaycast.telemetry.records import Attempt, Usage
+from relaycast.records import Attempt, Usage
 
 # What one target can fail with: its upstream's errors, or a request this target's adapter cannot map.
 TARGET_ERRORS = (errors.ProviderError, errors.NotSupported, errors.InvalidRequest)

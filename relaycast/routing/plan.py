@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from relaycast.config import Config
 from relaycast.errors import ModelNotFound, NoRoute
 from relaycast.routing.health import HealthBoard
-from relaycast.routing.policy import Candidate, ProviderPrefs, order
+from relaycast.routing.policy import Candidate, order
+from relaycast.schema import ProviderPrefs
 from relaycast.routing.settings import Route
 from relaycast.routing.target import Target
 

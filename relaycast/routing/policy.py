@@ -18,19 +18,7 @@ from typing import Sequence
 
 from relaycast.routing.target import Target
 from relaycast.routing.settings import Price
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderPrefs:
-    """OpenRouter's `provider` request object."""
-
-    order: tuple[str, ...] = ()
-    allow_fallbacks: bool = True
-    only: tuple[str, ...] = ()
-    ignore: tuple[str, ...] = ()
-    sort: str | None = None  # "price" | "throughput" | "latency"
-    max_prompt_price: float | None = None  # USD per million tokens
-    max_completion_price: float | None = None
+from relaycast.schema import ProviderPrefs
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from relaycast.config import ConfigError, _Reader
+from relaycast.config_reader import ConfigError, Reader
 
 if TYPE_CHECKING:
-    from relaycast.config import ProviderConfig
+    from relaycast.providers.settings import ProviderConfig
 
 STRATEGIES = ("priority", "weighted", "lowest_latency", "lowest_cost")
 
@@ -83,7 +83,7 @@ ROUTE_KEYS = {
 }  # fmt: skip
 
 
-def parse_routes(r: _Reader, raw: Any, providers: dict[str, ProviderConfig]) -> dict[str, Route]:
+def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> dict[str, Route]:
     if raw is None:
         return {}
     out: dict[str, Route] = {}
@@ -138,7 +138,7 @@ def parse_routes(r: _Reader, raw: Any, providers: dict[str, ProviderConfig]) -> 
     return out
 
 
-def parse_routing(r: _Reader, raw: Any) -> RoutingSettings:
+def parse_routing(r: Reader, raw: Any) -> RoutingSettings:
     if raw is None:
         return RoutingSettings()
     keys = {"window_s", "min_requests", "error_rate", "circuit", "probe_share", "rate_limit_cooldown_s", "quota_cooldown_s"}
@@ -157,7 +157,7 @@ def parse_routing(r: _Reader, raw: Any) -> RoutingSettings:
     )
 
 
-def _target(r: _Reader, t: Any, at: str, providers: dict[str, ProviderConfig]) -> str:
+def _target(r: Reader, t: Any, at: str, providers: dict[str, ProviderConfig]) -> str:
     t = r.string(t, at)
     prov, sep, model = t.partition("/")
     if not sep or not model:
@@ -167,20 +167,20 @@ def _target(r: _Reader, t: Any, at: str, providers: dict[str, ProviderConfig]) -
     return t
 
 
-def _fallback(r: _Reader, v: Any, at: str, providers: dict[str, ProviderConfig]) -> tuple[str, ...]:
+def _fallback(r: Reader, v: Any, at: str, providers: dict[str, ProviderConfig]) -> tuple[str, ...]:
     if v is None:
         return ()
     items = [v] if isinstance(v, str) else r.sequence(v, at)
     return tuple(_target(r, t, f"{at}[{i}]" if not isinstance(v, str) else at, providers) for i, t in enumerate(items))
 
 
-def _share(r: _Reader, v: Any, at: str) -> float:
+def _share(r: Reader, v: Any, at: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
         raise ConfigError(at, f"must be a number from 0 to 1, got {v!r}")
     return float(v)
 
 
-def _money(r: _Reader, v: Any, at: str) -> float:
+def _money(r: Reader, v: Any, at: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise ConfigError(at, f"must be a price in USD per million tokens, got {v!r}")
     return float(v)

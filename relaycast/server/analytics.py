@@ -17,7 +17,7 @@ import orjson
 
 from relaycast import errors
 from relaycast.redact import Redactor
-from relaycast.server.asgi import Scope, Send, send_bytes
+from relaycast.asgi import Scope, Send, send_bytes
 from relaycast.store import queries
 from relaycast.store.db import is_db_error
 from relaycast.store.reader import StoreReader

@@ -25,8 +25,8 @@ from relaycast.routing.executor import Executor
 from relaycast.routing.health import HealthBoard
 from relaycast.routing.plan import Planner
 from relaycast.routing.settings import RoutingSettings
-from relaycast.routing.shared import SharedHealth
-from relaycast.server.asgi import Receive, Scope, Send, header_map, send_bytes
+from relaycast.routing.replicas import SharedHealth
+from relaycast.asgi import Receive, Scope, Send, header_map, send_bytes
 from relaycast.keys.registry import KeyRegistry
 from relaycast.limits.base import Limiter
 from relaycast.server.auth import Authenticator
@@ -41,7 +41,7 @@ from relaycast.server.keys_api import KeysApi
 from relaycast.store.reader import StoreReader
 from relaycast.store.writer import StoreWriter
 from relaycast.telemetry.pipeline import Broadcaster
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 from relaycast.telemetry.metrics import Metrics
 from relaycast.telemetry.stats import Stats
 from relaycast.monitors.engine import MonitorEngine

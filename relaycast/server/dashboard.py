@@ -18,7 +18,7 @@ from importlib import resources
 from urllib.parse import parse_qsl
 
 from relaycast import errors
-from relaycast.server.asgi import Receive, Scope, Send, read_body, send_bytes
+from relaycast.asgi import Receive, Scope, Send, read_body, send_bytes
 
 COOKIE = "relaycast_session"
 SESSION_S = 12 * 3600

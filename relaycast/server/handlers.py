@@ -13,12 +13,12 @@ from relaycast import errors
 from relaycast.routing.executor import Executor, OpenStream
 from relaycast.routing.plan import Plan
 from relaycast.schema import ChatRequest, parse_chat, parse_embeddings
-from relaycast.server.asgi import SSE_HEADERS, BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, run_until_disconnect, send_bytes
+from relaycast.asgi import SSE_HEADERS, BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, run_until_disconnect, send_bytes
 from relaycast.sse import encode
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import LimiterUnavailable, LimitExceeded, Reservation
 from relaycast.server import limits
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord
+from relaycast.records import Attempt, Attribution, RequestRecord
 
 if TYPE_CHECKING:
     from relaycast.server.app import Gateway

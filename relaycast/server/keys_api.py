@@ -17,7 +17,7 @@ import orjson
 from relaycast import errors
 from relaycast.keys import store as key_store
 from relaycast.keys.policy import LIMIT_FIELDS, KeyPolicy, Limits
-from relaycast.server.asgi import Receive, Scope, Send, read_body, send_bytes
+from relaycast.asgi import Receive, Scope, Send, read_body, send_bytes
 from relaycast.store.db import is_db_error
 
 if TYPE_CHECKING:

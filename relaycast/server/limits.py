@@ -15,7 +15,7 @@ from relaycast.limits.memory import MemoryLimiter
 from relaycast.limits.settings import LimitsConfig
 from relaycast.routing.plan import Plan
 from relaycast.store.db import Connection
-from relaycast.telemetry.records import Attribution, RequestRecord, Usage
+from relaycast.records import Attribution, RequestRecord, Usage
 
 if TYPE_CHECKING:
     from relaycast.server.app import Gateway

@@ -14,7 +14,7 @@ import orjson
 
 from relaycast.redact import Redactor
 from relaycast.store.histogram import bucket_of
-from relaycast.telemetry.records import RequestRecord, Usage
+from relaycast.records import RequestRecord, Usage
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
 TOTAL, TTFT = 0, 1  # latency_hourly.kind

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from relaycast.config import ConfigError, _Reader
+from relaycast.config_reader import ConfigError, Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class StoreConfig:
         return ()
 
 
-def parse_store(r: _Reader, raw: Any, env: Mapping[str, str], source: str | None) -> StoreConfig | None:
+def parse_store(r: Reader, raw: Any, env: Mapping[str, str], source: str | None) -> StoreConfig | None:
     base = Path(source).parent if source else Path(".")
     m: dict[str, Any] = {}
     if raw is not None:

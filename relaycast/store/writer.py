@@ -22,7 +22,7 @@ from relaycast.store.db import Connection, is_db_error, is_transient
 from relaycast.store.schema import (ATTEMPT_COLUMNS, ATTEMPT_KEYS, LATENCY_KEYS, REQUEST_COLUMNS, USAGE_KEYS, USAGE_SUMS,
                                     upsert_sql)  # fmt: skip
 from relaycast.store.settings import StoreConfig
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 
 RETENTION_EVERY_S = 3600.0
 BUILD_SLICE = 16  # records per slice of row building (about 0.3 ms of Python) before the GIL is offered back

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from relaycast.config import MetricsConfig
+from relaycast.telemetry.settings import MetricsConfig
 from relaycast.costs.money import PICO_PER_USD
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 
 BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 OTHER = "(other)"

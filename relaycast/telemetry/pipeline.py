@@ -25,7 +25,7 @@ from relaycast.log import EventLog
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import ExportError, Exporter, TestResult
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 from relaycast.telemetry.settings import BroadcastConfig, DestinationConfig
 from relaycast.telemetry.spool import Spool
 

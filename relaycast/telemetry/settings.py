@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from relaycast.config import ConfigError, _Reader
+from relaycast.config_reader import ConfigError, Reader
 
 KINDS = ("datadog", "otlp", "webhook", "file")
 DD_SITES = ("datadoghq.com", "us3.datadoghq.com", "us5.datadoghq.com", "datadoghq.eu", "ap1.datadoghq.com", "ap2.datadoghq.com")
@@ -129,7 +129,7 @@ KIND_KEYS = {
 }
 
 
-def parse_broadcast(r: _Reader, raw: Any, env: Mapping[str, str], source: str | None) -> BroadcastConfig:
+def parse_broadcast(r: Reader, raw: Any, env: Mapping[str, str], source: str | None) -> BroadcastConfig:
     base = Path(source).parent if source else Path(".")
     spool_dir = ".relaycast/spool"
     items: list[Any] = []
@@ -158,7 +158,7 @@ def parse_broadcast(r: _Reader, raw: Any, env: Mapping[str, str], source: str | 
     return BroadcastConfig(destinations=tuple(dests), spool_dir=str(spool if spool.is_absolute() else base / spool))
 
 
-def _destination(r: _Reader, raw: Any, at: str, env: Mapping[str, str], base: Path) -> DestinationConfig:
+def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Path) -> DestinationConfig:
     m = r.mapping(raw, at, None)
     kind = r.string(m.get("kind", m.get("name", "")), f"{at}.kind")
     if kind not in KINDS:
@@ -214,7 +214,7 @@ def _destination(r: _Reader, raw: Any, at: str, env: Mapping[str, str], base: Pa
     )
 
 
-def _datadog(r: _Reader, m: dict[str, Any], at: str, env: Mapping[str, str]) -> DatadogOptions:
+def _datadog(r: Reader, m: dict[str, Any], at: str, env: Mapping[str, str]) -> DatadogOptions:
     agent_url = m.get("agent_url")
     if agent_url is not None:
         agent_url = _url(r, agent_url, f"{at}.agent_url")
@@ -307,27 +307,46 @@ def parse_otel_headers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _url(r: _Reader, v: Any, at: str) -> str:
+def _url(r: Reader, v: Any, at: str) -> str:
     s = r.string(v, at)
     if not re.match(r"https?://[^/]+", s):
         raise ConfigError(at, f"'{s}' is not an http(s) URL")
     return s
 
 
-def _headers(r: _Reader, v: Any, at: str) -> tuple[tuple[str, str], ...]:
+def _headers(r: Reader, v: Any, at: str) -> tuple[tuple[str, str], ...]:
     if v is None:
         return ()
     return tuple((str(k), r.string(x, f"{at}.{k}")) for k, x in r.mapping(v, at, None).items())
 
 
-def _names(r: _Reader, v: Any, at: str) -> tuple[str, ...]:
+def _names(r: Reader, v: Any, at: str) -> tuple[str, ...]:
     if v is None:
         return ()
     return tuple(r.string(x, f"{at}[{i}]") for i, x in enumerate(r.sequence(v, at)))
 
 
-def _choice(r: _Reader, v: Any, at: str, options: tuple[str, ...]) -> str:
+def _choice(r: Reader, v: Any, at: str, options: tuple[str, ...]) -> str:
     s = r.string(v, at)
     if s not in options:
         raise ConfigError(at, f"'{s}' is not one of: {', '.join(options)}")
     return s
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`metrics: {public: false, user_label: false}`: GET /metrics needs the admin key unless public; the `user`
+    label is off by default, to bound the number of series."""
+
+    public: bool = False
+    user_label: bool = False
+    max_series: int = 10_000
+
+
+def parse_metrics(r: Reader, raw: Any) -> MetricsConfig:
+    if raw is None:
+        return MetricsConfig()
+    m = r.mapping(raw, "metrics", {"public", "user_label", "max_series"})
+    return MetricsConfig(public=r.boolean(m.get("public", False), "metrics.public"),
+                         user_label=r.boolean(m.get("user_label", False), "metrics.user_label"),
+                         max_series=r.integer(m.get("max_series", 10_000), "metrics.max_series", 10, 10_000_000))  # fmt: skip

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from relaycast.telemetry.records import Attempt, RequestRecord
+from relaycast.records import Attempt, RequestRecord, content_text
 
 DROPPED_IO = "[relaycast: dropped because of size]"
 
@@ -59,22 +59,6 @@ def last_user_text(record: RequestRecord) -> str:
     for m in reversed(record.input_messages):
         if m.get("role") == "user":
             return content_text(m.get("content"))
-    return ""
-
-
-def content_text(content: Any) -> str:
-    """Message content as text: strings as they are, text parts joined, other parts named."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for p in content:
-            if isinstance(p, dict):
-                if isinstance(p.get("text"), str):
-                    parts.append(p["text"])
-                elif p.get("type"):
-                    parts.append(f"[{p['type']}]")
-        return "\n".join(parts)
     return ""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 
 
 MAX_TARGETS = 1000  # distinct targets counted by name; the rest are counted as "(other)"

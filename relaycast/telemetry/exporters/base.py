@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from relaycast.providers.base import retry_after_seconds
-from relaycast.telemetry.records import RequestRecord
+from relaycast.retry import retry_after_seconds
+from relaycast.records import RequestRecord
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 

@@ -18,7 +18,7 @@ from relaycast import __version__
 from relaycast.costs.money import usd_float
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, join_json_array, post
-from relaycast.telemetry.records import Attempt, RequestRecord
+from relaycast.records import Attempt, RequestRecord
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig
 
 MAX_BODY = 5 * 1024 * 1024
@@ -210,7 +210,7 @@ class DatadogExporter:
     def _test_span(self) -> dict[str, Any]:
         import time
 
-        from relaycast.telemetry.records import Attribution
+        from relaycast.records import Attribution
 
         now = time.time_ns()
         rec = RequestRecord(request_id=f"relaycast-test-{now}", endpoint="test", model_requested="test", stream=False,

@@ -24,7 +24,7 @@ import aiohttp
 
 from relaycast.telemetry.exporters.base import ExportError, TestResult
 from relaycast.telemetry.exporters.jsonrecord import record_json
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 from relaycast.telemetry.settings import DestinationConfig, FileOptions
 
 MiB = 1024 * 1024

@@ -29,7 +29,7 @@ import orjson
 
 from relaycast.costs.money import format_usd
 from relaycast.telemetry import spans
-from relaycast.telemetry.records import Attempt, RequestRecord, Usage
+from relaycast.records import Attempt, RequestRecord, Usage
 
 SCHEMA = "relaycast.request.v1"
 _OPTS = orjson.OPT_NON_STR_KEYS

@@ -36,7 +36,7 @@ from relaycast import __version__
 from relaycast.costs.money import usd_float
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, display_url, post
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord
+from relaycast.records import Attempt, Attribution, RequestRecord
 from relaycast.telemetry.settings import DestinationConfig, OtlpOptions
 
 MiB = 1024 * 1024

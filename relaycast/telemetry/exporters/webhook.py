@@ -34,7 +34,7 @@ import aiohttp
 
 from relaycast.telemetry.exporters.base import ExportError, TestResult, display_url, post
 from relaycast.telemetry.exporters.jsonrecord import record_json
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 from relaycast.telemetry.settings import DestinationConfig, WebhookOptions
 
 MiB = 1024 * 1024

@@ -19,7 +19,7 @@ from relaycast.costs.catalog import Catalog, ModelPrice, Pricer
 from relaycast.costs.compute import Coster, usage_cost
 from relaycast.costs.estimate import TokenEstimator, heuristic_tokens
 from relaycast.costs.money import format_usd, pico_from_usd
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord, Usage
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 
 RAW = json.loads(resources.files("relaycast.costs").joinpath("prices.json").read_text())
 CATALOG = Catalog.packaged()

@@ -20,7 +20,7 @@ from relaycast.redact import Redactor
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer
 from relaycast.telemetry.pipeline import Broadcaster
-from relaycast.telemetry.records import Attribution, RequestRecord
+from relaycast.records import Attribution, RequestRecord
 from tests.capture import CaptureServer
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
 

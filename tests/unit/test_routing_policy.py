@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from relaycast.log import EventLog
 from relaycast.redact import Redactor
 from relaycast.routing.health import HealthBoard, TargetHealth, bucket, percentile
-from relaycast.routing.policy import Candidate, ProviderPrefs, order
+from relaycast.routing.policy import Candidate, order
+from relaycast.schema import ProviderPrefs
 from relaycast.routing.settings import Price, RoutingSettings
 from relaycast.routing.target import Target
 

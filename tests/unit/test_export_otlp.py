@@ -29,7 +29,7 @@ from relaycast.telemetry import spans
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import ExportError
 from relaycast.telemetry.exporters.otlp import OtlpExporter
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord, Usage
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.telemetry.settings import DestinationConfig, OtlpOptions
 
 T0 = 1_760_000_000_123_456_789

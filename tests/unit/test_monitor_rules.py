@@ -10,7 +10,7 @@ from relaycast.store import rows
 from relaycast.store.db import Connection
 from relaycast.store.settings import StoreConfig
 from relaycast.store.writer import write_batch
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord, Usage
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 
 NOW = 1_790_000_000.0
 DAY = 86400

@@ -122,42 +122,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("report", help="spend, tokens, latency or errors from the store",
                          description="Spend and tokens by model, provider, user, feature or key; or latency percentiles; "
                                      "or error rates; from the store (--config) or a running gateway (--url).")  # fmt: skip
-    from relaycast.report import add_arguments
+    from relaycast.cli.report import add_arguments
 
     add_arguments(rep)
     args = parser.parse_args(argv)
     if args.command == "keys":
-        from relaycast.admin_client import keys_command
+        from relaycast.cli.admin import keys_command
 
         return keys_command(args)
     if args.command == "monitors":
         if args.monitors_command == "status":
-            from relaycast.admin_client import monitors_status
+            from relaycast.cli.admin import monitors_status
 
             return monitors_status(args)
         return _monitors_export(args)
     if args.command == "report":
-        from relaycast.report import run
+        from relaycast.cli.report import run
 
         return run(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "demo":
-        from relaycast.demo import run_demo
+        from relaycast.cli.demo import run_demo
 
         return run_demo(args)
     if args.command == "fake-upstream":
         return _fake(args)
     if args.command == "broadcast":
         if args.broadcast_command == "test":
-            from relaycast.broadcast_cli import broadcast_test
+            from relaycast.cli.broadcast import broadcast_test
 
             return broadcast_test(args)
-        from relaycast.admin_client import broadcast_status
+        from relaycast.cli.admin import broadcast_status
 
         return broadcast_status(args)
     if args.command == "routes":
-        from relaycast.admin_client import routes_status
+        from relaycast.cli.admin import routes_status
 
         return routes_status(args)
     parser.print_help()

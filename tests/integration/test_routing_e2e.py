@@ -21,7 +21,7 @@ from relaycast.fake.behaviour import Behaviour
 from relaycast.fake.server import FakeUpstream
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 
 MSGS = [{"role": "user", "content": "hello"}]
 ADMIN = "routing-admin-key"

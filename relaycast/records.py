@@ -122,3 +122,19 @@ class RequestRecord:
 
 COST_RANK = {"unpriced": 4, "estimated": 3, "reported": 2, "computed": 1, "none": 0}
 TRACE_ID_KEYS = frozenset({"trace_id", "trace_name", "span_name", "generation_name", "parent_span_id"})
+
+
+def content_text(content: Any) -> str:
+    """Message content as text: strings as they are, text parts joined, other parts named."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, dict):
+                if isinstance(p.get("text"), str):
+                    parts.append(p["text"])
+                elif p.get("type"):
+                    parts.append(f"[{p['type']}]")
+        return "\n".join(parts)
+    return ""

@@ -12,7 +12,7 @@ import pytest
 from relaycast.config import parse
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer
-from relaycast.telemetry.records import RequestRecord
+from relaycast.records import RequestRecord
 from tests.conftest import UPSTREAM_KEY, Fake, standard_config
 
 MSGS = [{"role": "user", "content": "hello"}]

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from relaycast.config import ConfigError, hash_secret, load, parse
+from relaycast.config import ConfigError, load, parse
+from relaycast.keys.settings import hash_secret
 
 GOOD = """
 server: {host: 127.0.0.1, port: 9000}

@@ -17,16 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaycast import errors
-from relaycast.config import ProviderConfig, Timeouts
+from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.fake.server import FakeUpstream
 from relaycast.providers.anthropic import AnthropicProvider, StreamTranslator, classify
 from relaycast.providers.anthropic_map import chat_result, finish_reason, request_body
 from relaycast.schema import ChatRequest, parse_chat
 from relaycast.server.runner import ThreadedServer
 from relaycast.sse import DONE_EVENT, EventSplitter
-from relaycast.telemetry.records import Usage
+from relaycast.records import Usage
 
-FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic"
 KEY = "sk-ant-test-0123456789abcdef-secret"
 MODEL = "claude-3-5-haiku-latest"
 TARGET = f"claude/{MODEL}"

@@ -15,7 +15,7 @@ from relaycast.log import EventLog
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters.datadog import DatadogExporter
 from relaycast.telemetry.pipeline import Destination
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord, Usage
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig, OtlpOptions, parse_site
 from relaycast.telemetry.spool import Spool
 

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import orjson
 
 from relaycast import config as config_mod
-from relaycast.admin_client import admin_get
+from relaycast.cli.admin import admin_get
 from relaycast.store import queries
 from relaycast.store.db import Connection, is_db_error
 

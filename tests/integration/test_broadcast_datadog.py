@@ -19,7 +19,7 @@ import pytest
 from relaycast.server.runner import free_port
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ddtrace-4.16-llmobs-agentless-body.json"
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "datadog" / "ddtrace-4.16-llmobs-agentless-body.json"
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from relaycast.limits.resp import RedisReplyError, RespClient
+from relaycast.redis import RedisReplyError, RespClient
 
 URL = "redis://127.0.0.1:6379/7"
 

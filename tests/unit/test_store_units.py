@@ -15,7 +15,7 @@ from relaycast.store.db import Connection
 from relaycast.store.schema import LATEST
 from relaycast.store.settings import StoreConfig
 from relaycast.store.writer import delete_older_than, write_batch
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord, Usage
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from tests.conftest import UPSTREAM_KEY, GatewayProcess, standard_config
 from tests.store_helpers import admin_get, postgres_database, wait_stored
 

@@ -22,7 +22,7 @@ from relaycast.telemetry.exporters.base import ExportError
 from relaycast.telemetry.exporters.file import FileExporter
 from relaycast.telemetry.exporters.jsonrecord import SCHEMA, record_json, rfc3339
 from relaycast.telemetry.exporters.webhook import WebhookExporter, sign, verify_signature
-from relaycast.telemetry.records import Attempt, Attribution, RequestRecord, Usage
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.telemetry.settings import DestinationConfig, FileOptions, WebhookOptions
 
 T0 = 1_760_000_000_123_456_789

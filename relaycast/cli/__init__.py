@@ -1,0 +1,1 @@
+"""The `relaycast` command: serve, demo, fake-upstream, report, keys, monitors, broadcast."""
