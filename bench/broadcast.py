@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import load  # noqa: E402  (the core benchmark's helpers: processes, wrk, /proc readings)
+import load
 
 HOST = load.HOST
 DD_KEY = "benchmark0000000000000000000000000"
@@ -81,8 +81,21 @@ class Gateway:
         cfg = tmp / f"{name}.yaml"
         cfg.write_text(text)
         self.log = tmp / f"{name}.log"
-        self.proc = load.start([sys.executable, "-m", "relaycast", "serve", "--config", str(cfg), "--port", str(self.port),
-                                "--log-level", "error"], self.log)  # fmt: skip
+        self.proc = load.start(
+            [
+                sys.executable,
+                "-m",
+                "relaycast",
+                "serve",
+                "--config",
+                str(cfg),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+            ],
+            self.log,
+        )
         load.wait_http(f"http://{HOST}:{self.port}/healthz", self.proc, self.log)
         self.url = f"http://{HOST}:{self.port}/v1/chat/completions"
 
@@ -102,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"machine": load.machine(), "date": dt.date.today().isoformat(), "on_off": [], "down": {}}
     try:
         up = load.free_port()
-        fake = load.start([sys.executable, "-m", "relaycast", "fake-upstream", "--port", str(up), "--log-level", "critical"], tmp / "fake.log")
+        fake = load.start(
+            [sys.executable, "-m", "relaycast", "fake-upstream", "--port", str(up), "--log-level", "critical"],
+            tmp / "fake.log",
+        )
         procs.append(fake)
         load.wait_http(f"http://{HOST}:{up}/v1/models", fake, tmp / "fake.log")
         sink_port = load.free_port()
@@ -117,11 +133,19 @@ def run(args: argparse.Namespace) -> int:
         for latency in (0, 50):
             a = measure(off.url, tmp, latency, args.duration)
             b = measure(on.url, tmp, latency, args.duration)
-            row = {"upstream_ms": latency, "off": a, "on": b, "p50_diff_ms": b["p50_ms"] - a["p50_ms"],
-                   "rps_loss": 1 - b["rps"] / a["rps"] if a["rps"] else None}  # fmt: skip
+            row = {
+                "upstream_ms": latency,
+                "off": a,
+                "on": b,
+                "p50_diff_ms": b["p50_ms"] - a["p50_ms"],
+                "rps_loss": 1 - b["rps"] / a["rps"] if a["rps"] else None,
+            }
             out["on_off"].append(row)
-            print(f"upstream {latency} ms: off {a['rps']:.0f} req/s p50 {a['p50_ms']:.2f} ms | on {b['rps']:.0f} req/s "
-                  f"p50 {b['p50_ms']:.2f} ms | p50 +{row['p50_diff_ms']:.2f} ms, throughput -{row['rps_loss']:.1%}", flush=True)  # fmt: skip
+            print(
+                f"upstream {latency} ms: off {a['rps']:.0f} req/s p50 {a['p50_ms']:.2f} ms | on {b['rps']:.0f} req/s "
+                f"p50 {b['p50_ms']:.2f} ms | p50 +{row['p50_diff_ms']:.2f} ms, throughput -{row['rps_loss']:.1%}",
+                flush=True,
+            )
         load.stop(on.proc)
 
         down_port = load.free_port()  # nothing listens there
@@ -134,16 +158,29 @@ def run(args: argparse.Namespace) -> int:
         total = args.down_minutes * 60
         lat = []
         while time.monotonic() - started < total:
-            r = load.parse_wrk(load.run_wrk(down.url, script, 50, min(10, max(1, total - (time.monotonic() - started)))))
+            r = load.parse_wrk(
+                load.run_wrk(down.url, script, 50, min(10, max(1, total - (time.monotonic() - started))))
+            )
             rss, hwm = load.memory_mb(down.proc.pid)
             t = round(time.monotonic() - started)
-            curve.append({"t_s": t, "rss_mb": round(rss, 1), "p50_ms": round(r["p50_us"] / 1000, 2), "errors": r.get("status", 0)})
+            curve.append(
+                {
+                    "t_s": t,
+                    "rss_mb": round(rss, 1),
+                    "p50_ms": round(r["p50_us"] / 1000, 2),
+                    "errors": r.get("status", 0),
+                }
+            )
             lat.append(r["p50_us"] / 1000)
             print(f"  down {t:4d} s: RSS {rss:6.1f} MB, p50 {r['p50_us'] / 1000:.2f} ms", flush=True)
-        out["down"] = {"minutes": args.down_minutes, "curve": curve,
-                       "rss_first_mb": curve[0]["rss_mb"] if curve else None, "rss_last_mb": curve[-1]["rss_mb"] if curve else None,
-                       "rss_max_mb": max(c["rss_mb"] for c in curve) if curve else None,
-                       "p50_ms_median": sorted(lat)[len(lat) // 2] if lat else None}  # fmt: skip
+        out["down"] = {
+            "minutes": args.down_minutes,
+            "curve": curve,
+            "rss_first_mb": curve[0]["rss_mb"] if curve else None,
+            "rss_last_mb": curve[-1]["rss_mb"] if curve else None,
+            "rss_max_mb": max(c["rss_mb"] for c in curve) if curve else None,
+            "p50_ms_median": sorted(lat)[len(lat) // 2] if lat else None,
+        }
     finally:
         for p in reversed(procs):
             load.stop(p)
@@ -157,19 +194,29 @@ def run(args: argparse.Namespace) -> int:
 
 def markdown(out: dict[str, Any]) -> str:
     m = out["machine"]
-    lines = [f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}; {out['date']}; "
-             "non-streaming, 50 connections, wrk -t1, fake upstream, sink, gateway and wrk on one machine.", "",
-             "| upstream | broadcast off req/s | on req/s | throughput loss | off p50 ms | on p50 ms | p50 difference |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}; {out['date']}; "
+        "non-streaming, 50 connections, wrk -t1, fake upstream, sink, gateway and wrk on one machine.",
+        "",
+        "| upstream | broadcast off req/s | on req/s | throughput loss | off p50 ms | on p50 ms | p50 difference |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in out["on_off"]:
-        lines.append(f"| {r['upstream_ms']} ms | {r['off']['rps']:,.0f} | {r['on']['rps']:,.0f} | {r['rps_loss']:.1%} | "
-                     f"{r['off']['p50_ms']:.2f} | {r['on']['p50_ms']:.2f} | {r['p50_diff_ms']:+.2f} ms |")  # fmt: skip
+        lines.append(
+            f"| {r['upstream_ms']} ms | {r['off']['rps']:,.0f} | {r['on']['rps']:,.0f} | {r['rps_loss']:.1%} | "
+            f"{r['off']['p50_ms']:.2f} | {r['on']['p50_ms']:.2f} | {r['p50_diff_ms']:+.2f} ms |"
+        )
     d = out.get("down") or {}
     if d.get("curve"):
-        lines += ["", f"Datadog destination down for {d['minutes']} min under load (50 ms upstream, 50 connections): "
-                  f"RSS {d['rss_first_mb']} MB at the start, {d['rss_max_mb']} MB at most, {d['rss_last_mb']} MB at the end; "
-                  f"median p50 {d['p50_ms_median']:.2f} ms.", "",
-                  "| t (s) | RSS (MB) | p50 (ms) |", "|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            "",
+            f"Datadog destination down for {d['minutes']} min under load (50 ms upstream, 50 connections): "
+            f"RSS {d['rss_first_mb']} MB at the start, {d['rss_max_mb']} MB at most, {d['rss_last_mb']} MB at the end; "
+            f"median p50 {d['p50_ms_median']:.2f} ms.",
+            "",
+            "| t (s) | RSS (MB) | p50 (ms) |",
+            "|---:|---:|---:|",
+        ]
         lines += [f"| {c['t_s']} | {c['rss_mb']} | {c['p50_ms']} |" for c in d["curve"]]
     return "\n".join(lines) + "\n"
 
@@ -177,7 +224,9 @@ def markdown(out: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=8, help="seconds per on/off measurement (default 8)")
-    p.add_argument("--down-minutes", type=float, default=10, help="minutes with the Datadog destination down (default 10)")
+    p.add_argument(
+        "--down-minutes", type=float, default=10, help="minutes with the Datadog destination down (default 10)"
+    )
     p.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.sink:

@@ -20,11 +20,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import load  # noqa: E402
+import load
 
 ADMIN = "bench-dashboard-admin-key-0001"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 def main() -> int:
@@ -36,10 +44,25 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="relaycast-bench-dash-"))
     port = load.free_port()
-    (tmp / "relaycast.yaml").write_text(f"admin_key: {ADMIN}\nstore: {{path: '{Path(args.store).resolve()}'}}\n"
-                                        "providers: [{name: fake, kind: openai_compatible, base_url: 'http://127.0.0.1:9/v1'}]\n")  # fmt: skip
-    gw = load.start([sys.executable, "-m", "relaycast", "serve", "--config", str(tmp / "relaycast.yaml"), "--port", str(port),
-                     "--log-level", "warning"], tmp / "gateway.log")  # fmt: skip
+    (tmp / "relaycast.yaml").write_text(
+        f"admin_key: {ADMIN}\nstore: {{path: '{Path(args.store).resolve()}'}}\n"
+        "providers: [{name: fake, kind: openai_compatible, base_url: 'http://127.0.0.1:9/v1'}]\n"
+    )
+    gw = load.start(
+        [
+            sys.executable,
+            "-m",
+            "relaycast",
+            "serve",
+            "--config",
+            str(tmp / "relaycast.yaml"),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        tmp / "gateway.log",
+    )
     base = f"http://127.0.0.1:{port}"
     rows: list[dict] = []
     try:
@@ -51,7 +74,9 @@ def main() -> int:
             page.fill("#login-key", ADMIN)
             page.click("#login-submit")
             page.wait_for_url(base + "/dashboard*")
-            total = page.evaluate("fetch('/admin/analytics/spend?since=30d').then(r => r.json()).then(d => d.totals.requests)")
+            total = page.evaluate(
+                "fetch('/admin/analytics/spend?since=30d').then(r => r.json()).then(d => d.totals.requests)"
+            )
             print(f"store: {args.store}, {total:,} requests in the last 30 days", flush=True)
             for rng in ("24h", "7d"):
                 for view in ("overview", "latency", "errors", "requests"):
@@ -63,11 +88,18 @@ def main() -> int:
                         page.select_option("#range", rng) if rng != "24h" else None
                         page.wait_for_function(f"() => document.body.dataset.loaded === '{view}'", timeout=30_000)
                         if rng != "24h":  # the range change reloads the view: wait for that load, too
-                            page.wait_for_function(f"() => document.body.dataset.loaded === '{view}' && !document.body.classList.contains('is-loading')",
-                                                   timeout=30_000)  # fmt: skip
+                            page.wait_for_function(
+                                f"() => document.body.dataset.loaded === '{view}' && !document.body.classList.contains('is-loading')",
+                                timeout=30_000,
+                            )
                         times.append((time.perf_counter() - t0) * 1000)
-                    rows.append({"view": view, "range": rng, "median_ms": statistics.median(times), "max_ms": max(times)})
-                    print(f"{view:<9} {rng:>4}: median {rows[-1]['median_ms']:.0f} ms, worst {rows[-1]['max_ms']:.0f} ms", flush=True)
+                    rows.append(
+                        {"view": view, "range": rng, "median_ms": statistics.median(times), "max_ms": max(times)}
+                    )
+                    print(
+                        f"{view:<9} {rng:>4}: median {rows[-1]['median_ms']:.0f} ms, worst {rows[-1]['max_ms']:.0f} ms",
+                        flush=True,
+                    )
             # A request's waterfall, from the explorer.
             times = []
             for _ in range(args.loads):
@@ -78,13 +110,21 @@ def main() -> int:
                 page.locator("#requests-table tr[data-request-id]").nth(3).click()
                 page.wait_for_selector("#request-detail[data-request-id] #waterfall .wf-row", timeout=30_000)
                 times.append((time.perf_counter() - t0) * 1000)
-            rows.append({"view": "waterfall", "range": "-", "median_ms": statistics.median(times), "max_ms": max(times)})
-            print(f"waterfall      : median {rows[-1]['median_ms']:.0f} ms, worst {rows[-1]['max_ms']:.0f} ms", flush=True)
+            rows.append(
+                {"view": "waterfall", "range": "-", "median_ms": statistics.median(times), "max_ms": max(times)}
+            )
+            print(
+                f"waterfall      : median {rows[-1]['median_ms']:.0f} ms, worst {rows[-1]['max_ms']:.0f} ms", flush=True
+            )
             browser.close()
     finally:
         load.stop(gw)
-    md = [f"# bench/dashboard.py: {total:,} stored requests, SQLite, headless Chromium, {args.loads} loads each", "",
-          "| view | range | median ms | worst ms |", "|---|---|---:|---:|"]  # fmt: skip
+    md = [
+        f"# bench/dashboard.py: {total:,} stored requests, SQLite, headless Chromium, {args.loads} loads each",
+        "",
+        "| view | range | median ms | worst ms |",
+        "|---|---|---:|---:|",
+    ]
     md += [f"| {r['view']} | {r['range']} | {r['median_ms']:.0f} | {r['max_ms']:.0f} |" for r in rows]
     out = Path(__file__).parent / "results"
     (out / "dashboard-latest.json").write_text(json.dumps({"requests": total, "rows": rows}, indent=2))

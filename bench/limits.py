@@ -25,12 +25,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import load  # noqa: E402 - the core benchmark's helpers (start, stop, wait_http, wrk)
+import load
 
 KEY = "rk-bench-limits-key-0000000001"
 HOST = "127.0.0.1"
-LUA = load.LUA.replace('wrk.headers["Content-Type"] = "application/json"',
-                       f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer {KEY}"')  # fmt: skip
+LUA = load.LUA.replace(
+    'wrk.headers["Content-Type"] = "application/json"',
+    f'wrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer {KEY}"',
+)
 LIMITS = {
     "none": "",
     "memory": ", rpm: 100000000, tpm: 1000000000000, budget_day_usd: 1000000",
@@ -40,8 +42,10 @@ LIMITS = {
 
 def config(fake_port: int, which: str) -> str:
     redis = "redis_url: redis://127.0.0.1:6379/6\n" if which == "redis" else ""
-    return (f"server: {{host: {HOST}}}\n{redis}keys:\n  - {{name: bench, secret: {KEY}{LIMITS[which]}}}\n"
-            f"providers:\n  - {{name: fake, kind: openai_compatible, base_url: 'http://{HOST}:{fake_port}/v1', api_key: k}}\n")  # fmt: skip
+    return (
+        f"server: {{host: {HOST}}}\n{redis}keys:\n  - {{name: bench, secret: {KEY}{LIMITS[which]}}}\n"
+        f"providers:\n  - {{name: fake, kind: openai_compatible, base_url: 'http://{HOST}:{fake_port}/v1', api_key: k}}\n"
+    )
 
 
 def main() -> int:
@@ -52,14 +56,29 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="relaycast-bench-limits-"))
     fake_port = load.free_port()
-    fake = load.start([sys.executable, "-m", "relaycast", "fake-upstream", "--host", HOST, "--port", str(fake_port),
-                       "--log-level", "critical"], tmp / "fake.log")  # fmt: skip
+    fake = load.start(
+        [
+            sys.executable,
+            "-m",
+            "relaycast",
+            "fake-upstream",
+            "--host",
+            HOST,
+            "--port",
+            str(fake_port),
+            "--log-level",
+            "critical",
+        ],
+        tmp / "fake.log",
+    )
     results: dict[str, dict[str, float]] = {}
     try:
         load.wait_http(f"http://{HOST}:{fake_port}/v1/models", fake, tmp / "fake.log")
         body = load.body("fake/gpt-4o-mini@tokens=20", False)
         script = tmp / "bench.lua"
-        script.write_text(LUA.replace("__BODY__", body).replace("__ACCEPT__", '"application/json"').replace("__DELAY__", ""))
+        script.write_text(
+            LUA.replace("__BODY__", body).replace("__ACCEPT__", '"application/json"').replace("__DELAY__", "")
+        )
         runs: dict[str, list[dict]] = {k: [] for k in LIMITS}
         for r in range(args.runs):
             for which in LIMITS:  # interleaved, so drift on the machine touches every configuration alike
@@ -67,8 +86,23 @@ def main() -> int:
                 d.mkdir()
                 (d / "relaycast.yaml").write_text(config(fake_port, which))
                 port = load.free_port()
-                gw = load.start([sys.executable, "-m", "relaycast", "serve", "--config", str(d / "relaycast.yaml"), "--host", HOST,
-                                 "--port", str(port), "--log-level", "warning"], d / "gateway.log")  # fmt: skip
+                gw = load.start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "relaycast",
+                        "serve",
+                        "--config",
+                        str(d / "relaycast.yaml"),
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                    ],
+                    d / "gateway.log",
+                )
                 try:
                     load.wait_http(f"http://{HOST}:{port}/healthz", gw, d / "gateway.log")
                     url = f"http://{HOST}:{port}/v1/chat/completions"
@@ -79,8 +113,11 @@ def main() -> int:
                     if out.get("status"):
                         raise RuntimeError(f"{which}: {out['status']} non-2xx answers; see {d / 'gateway.log'}")
                     runs[which].append(out)
-                    print(f"run {r + 1} {which:<7} p50 {out['p50_us'] / 1000:.2f} ms  p99 {out['p99_us'] / 1000:.2f} ms  "
-                          f"{out['requests'] / (out['duration_us'] / 1e6):,.0f} req/s  gateway CPU {out['cpu_us']:.0f} µs/req", flush=True)  # fmt: skip
+                    print(
+                        f"run {r + 1} {which:<7} p50 {out['p50_us'] / 1000:.2f} ms  p99 {out['p99_us'] / 1000:.2f} ms  "
+                        f"{out['requests'] / (out['duration_us'] / 1e6):,.0f} req/s  gateway CPU {out['cpu_us']:.0f} µs/req",
+                        flush=True,
+                    )
                 finally:
                     load.stop(gw)
         for which, outs in runs.items():
@@ -93,15 +130,23 @@ def main() -> int:
     finally:
         load.stop(fake)
     base = results["none"]
-    md = [f"# bench/limits.py: {args.runs} runs x {args.duration:g} s, wrk {args.conns} connections, non-streaming, upstream answers at once",
-          "", f"machine: {load.machine().get('cpu', '')}", "",
-          "| limits | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | gateway CPU µs/req | added CPU µs/req |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    md = [
+        f"# bench/limits.py: {args.runs} runs x {args.duration:g} s, wrk {args.conns} connections, non-streaming, upstream answers at once",
+        "",
+        f"machine: {load.machine().get('cpu', '')}",
+        "",
+        "| limits | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | gateway CPU µs/req | added CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for which, r in results.items():
-        md.append(f"| {which} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p50_ms'] - base['p50_ms']:+.2f} | "
-                  f"{r['p99_ms'] - base['p99_ms']:+.2f} | {r['rps']:,.0f} | {r['cpu_us']:.0f} | {r['cpu_us'] - base['cpu_us']:+.0f} |")  # fmt: skip
+        md.append(
+            f"| {which} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p50_ms'] - base['p50_ms']:+.2f} | "
+            f"{r['p99_ms'] - base['p99_ms']:+.2f} | {r['rps']:,.0f} | {r['cpu_us']:.0f} | {r['cpu_us'] - base['cpu_us']:+.0f} |"
+        )
     out = Path(__file__).parent / "results"
-    (out / "limits-latest.json").write_text(json.dumps({"results": results, "when": time.time(), "runs": args.runs}, indent=2))
+    (out / "limits-latest.json").write_text(
+        json.dumps({"results": results, "when": time.time(), "runs": args.runs}, indent=2)
+    )
     (out / "limits-latest.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -162,7 +162,9 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     fh = open(log, "wb")
     try:
         # Its own session, so stopping it (and anything it spawned) is one signal to its process group.
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     finally:
         fh.close()
 
@@ -186,7 +188,9 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"{url}: process exited with {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -348,7 +352,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
             "status": int(non2xx.group(1)) if non2xx else 0,
         }
         if sock:
-            parsed.update(zip(("connect", "read", "write", "timeout"), map(int, sock.groups())))
+            parsed.update(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=False))
     parsed["rps_text"] = float(rps.group(1)) if rps else None
     return parsed
 
@@ -390,7 +394,9 @@ def machine() -> dict[str, Any]:
         version = getattr(relaycast, "__version__", "?")
     except ImportError:
         version = "?"
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -399,7 +405,7 @@ def machine() -> dict[str, Any]:
         "wrk": wrk_v[0].split(" Copyright")[0].split(" [")[0].strip() if wrk_v else "?",
         "relaycast": version,
         "git": git or None,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -413,7 +419,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['platform']}")
     print(f"date:    {info['date']}   {info['wrk']}   relaycast {info['relaycast']} ({info['git']})")
     jitter = f", random 0-{JITTER_MS} ms pause before each request" if JITTER_MS else ""
-    print(f"runs:    {duration:g} s per scenario after a {warmup:g} s warm-up, wrk -t1{jitter}, all on {HOST}\n", flush=True)
+    print(
+        f"runs:    {duration:g} s per scenario after a {warmup:g} s warm-up, wrk -t1{jitter}, all on {HOST}\n",
+        flush=True,
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="relaycast-bench-"))
     fake = gateway = None
@@ -430,12 +439,41 @@ def run(args: argparse.Namespace) -> int:
             "  - name: fake\n"
             "    kind: openai_compatible\n"
             f"    base_url: http://{HOST}:{fake_port}/v1\n"
-            "    api_key: bench-upstream-key\n"
-            + ("store: {enabled: false}\n" if args.no_store else "")
+            "    api_key: bench-upstream-key\n" + ("store: {enabled: false}\n" if args.no_store else "")
         )
         py = sys.executable
-        fake = start([py, "-m", "relaycast", "fake-upstream", "--host", HOST, "--port", str(fake_port), "--log-level", "critical"], fake_log)
-        gateway = start([py, "-m", "relaycast", "serve", "--config", str(config), "--host", HOST, "--port", str(gw_port), "--log-level", "warning"], gateway_log)
+        fake = start(
+            [
+                py,
+                "-m",
+                "relaycast",
+                "fake-upstream",
+                "--host",
+                HOST,
+                "--port",
+                str(fake_port),
+                "--log-level",
+                "critical",
+            ],
+            fake_log,
+        )
+        gateway = start(
+            [
+                py,
+                "-m",
+                "relaycast",
+                "serve",
+                "--config",
+                str(config),
+                "--host",
+                HOST,
+                "--port",
+                str(gw_port),
+                "--log-level",
+                "warning",
+            ],
+            gateway_log,
+        )
         wait_http(f"http://{HOST}:{fake_port}/v1/models", fake, fake_log)
         wait_http(f"http://{HOST}:{gw_port}/healthz", gateway, gateway_log)
         urls = {
@@ -466,7 +504,9 @@ def run(args: argparse.Namespace) -> int:
                     raise RuntimeError(f"a subprocess exited during {sc.label} (code {p.returncode})")
             n = int(w["requests"])
             secs = w["duration_us"] / 1e6 if w["duration_us"] else duration
-            errors = {k: int(w.get(k, 0)) for k in ("status", "connect", "read", "write", "timeout") if int(w.get(k, 0))}
+            errors = {
+                k: int(w.get(k, 0)) for k in ("status", "connect", "read", "write", "timeout") if int(w.get(k, 0))
+            }
             r = Result(
                 path=sc.path,
                 stream=sc.stream,
@@ -494,7 +534,9 @@ def run(args: argparse.Namespace) -> int:
                 if n:
                     r.gateway_cpu_us_per_request = round((gw_cpu1 - gw_cpu0) / n * 1e6, 1)
                 r.gateway_rss_mb, r.gateway_hwm_mb = (round(v, 1) for v in memory_mb(gateway.pid))
-                direct = next((d for d in results if d.path == "direct" and (d.stream, d.latency_ms, d.conns) == sc.key), None)
+                direct = next(
+                    (d for d in results if d.path == "direct" and (d.stream, d.latency_ms, d.conns) == sc.key), None
+                )
                 if direct:
                     r.overhead_p50_ms = round(r.p50_ms - direct.p50_ms, 3)
                     r.overhead_p99_ms = round(r.p99_ms - direct.p99_ms, 3)
@@ -509,7 +551,10 @@ def run(args: argparse.Namespace) -> int:
         stop(fake)
         for name, log in (("gateway", gateway_log), ("fake upstream", fake_log)):
             if log.exists() and log.stat().st_size:
-                print(f"\n--- {name} log (last 2000 characters) ---\n{log.read_text(errors='replace')[-2000:]}", file=sys.stderr)
+                print(
+                    f"\n--- {name} log (last 2000 characters) ---\n{log.read_text(errors='replace')[-2000:]}",
+                    file=sys.stderr,
+                )
         raise
     finally:
         stop(gateway)
@@ -518,7 +563,14 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     summary = {
         "machine": info,
-        "settings": {"duration_s": duration, "warmup_s": warmup, "quick": args.quick, "jitter_ms": JITTER_MS, "output_tokens": TOKENS, "wrk_threads": 1},
+        "settings": {
+            "duration_s": duration,
+            "warmup_s": warmup,
+            "quick": args.quick,
+            "jitter_ms": JITTER_MS,
+            "output_tokens": TOKENS,
+            "wrk_threads": 1,
+        },
         "gateway": {"rss_mb_at_end": round(final_rss, 1), "peak_rss_mb": round(final_hwm, 1)},
         "results": [asdict(r) for r in results],
     }
@@ -541,7 +593,9 @@ def run(args: argparse.Namespace) -> int:
         summary["gateway_log_tail"] = warn[-200:]
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = ("load-quick" if args.quick else "load-latest") + ("-no-store" if args.no_store else "")  # a smoke test never replaces the full results
+    stem = ("load-quick" if args.quick else "load-latest") + (
+        "-no-store" if args.no_store else ""
+    )  # a smoke test never replaces the full results
     (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(table + "\n")
     print(f"\nwrote {RESULTS / f'{stem}.json'} and {RESULTS / f'{stem}.md'}")
@@ -576,26 +630,51 @@ def progress_line(sc: Scenario, r: Result) -> str:
 
 def evaluate(results: list[Result], peak_rss_mb: float) -> list[dict[str, Any]]:
     def find(path: str, stream: bool, latency: int, conns: int) -> Result | None:
-        return next((r for r in results if (r.path, r.stream, r.latency_ms, r.conns) == (path, stream, latency, conns)), None)
+        return next(
+            (r for r in results if (r.path, r.stream, r.latency_ms, r.conns) == (path, stream, latency, conns)), None
+        )
 
     out: list[dict[str, Any]] = []
     for stream in (False, True):
         r = find("relaycast", stream, 50, 50)
         mode = "streaming" if stream else "non-streaming"
         if r is not None and r.overhead_p50_ms is not None:
-            out.append({"target": f"overhead p50 ≤ {TARGET_OVERHEAD_P50_MS} ms (50 conns, 50 ms upstream, {mode})",
-                        "value": f"{r.overhead_p50_ms:.2f} ms", "met": r.overhead_p50_ms <= TARGET_OVERHEAD_P50_MS and not r.error_total})
-            out.append({"target": f"overhead p99 ≤ {TARGET_OVERHEAD_P99_MS:g} ms (50 conns, 50 ms upstream, {mode})",
-                        "value": f"{r.overhead_p99_ms:.2f} ms", "met": r.overhead_p99_ms <= TARGET_OVERHEAD_P99_MS and not r.error_total})
+            out.append(
+                {
+                    "target": f"overhead p50 ≤ {TARGET_OVERHEAD_P50_MS} ms (50 conns, 50 ms upstream, {mode})",
+                    "value": f"{r.overhead_p50_ms:.2f} ms",
+                    "met": r.overhead_p50_ms <= TARGET_OVERHEAD_P50_MS and not r.error_total,
+                }
+            )
+            out.append(
+                {
+                    "target": f"overhead p99 ≤ {TARGET_OVERHEAD_P99_MS:g} ms (50 conns, 50 ms upstream, {mode})",
+                    "value": f"{r.overhead_p99_ms:.2f} ms",
+                    "met": r.overhead_p99_ms <= TARGET_OVERHEAD_P99_MS and not r.error_total,
+                }
+            )
     r = find("relaycast", False, 0, 50)
     if r is not None:
-        out.append({"target": f"≥ {TARGET_RPS:,} req/s non-streaming, instant upstream, through relaycast, 50 conns",
-                    "value": f"{r.rps:,.0f} req/s", "met": r.rps >= TARGET_RPS and not r.error_total})
-    out.append({"target": f"gateway peak RSS ≤ {TARGET_RSS_MB} MB", "value": f"{peak_rss_mb:.0f} MB", "met": peak_rss_mb <= TARGET_RSS_MB})
+        out.append(
+            {
+                "target": f"≥ {TARGET_RPS:,} req/s non-streaming, instant upstream, through relaycast, 50 conns",
+                "value": f"{r.rps:,.0f} req/s",
+                "met": r.rps >= TARGET_RPS and not r.error_total,
+            }
+        )
+    out.append(
+        {
+            "target": f"gateway peak RSS ≤ {TARGET_RSS_MB} MB",
+            "value": f"{peak_rss_mb:.0f} MB",
+            "met": peak_rss_mb <= TARGET_RSS_MB,
+        }
+    )
     return out
 
 
-def markdown(results: list[Result], info: dict[str, Any], summary: dict[str, Any], targets: list[dict[str, Any]]) -> str:
+def markdown(
+    results: list[Result], info: dict[str, Any], summary: dict[str, Any], targets: list[dict[str, Any]]
+) -> str:
     s = summary["settings"]
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['wrk']}; {info['date'][:10]}; "
@@ -617,7 +696,11 @@ def markdown(results: list[Result], info: dict[str, Any], summary: dict[str, Any
             f"{fmt(r.overhead_p99_ms, signed=True)} | {fmt(r.gateway_cpu_us_per_request, 0)} | {err} |"
         )
     g = summary["gateway"]
-    lines += ["", f"Gateway peak RSS (VmHWM): {g['peak_rss_mb']:.1f} MB (RSS at the end {g['rss_mb_at_end']:.1f} MB).", ""]
+    lines += [
+        "",
+        f"Gateway peak RSS (VmHWM): {g['peak_rss_mb']:.1f} MB (RSS at the end {g['rss_mb_at_end']:.1f} MB).",
+        "",
+    ]
     noisy = [r for r in results if (r.other_cpu_cores or 0) >= NOISY_CORES]
     if noisy:
         lines += [
@@ -634,11 +717,19 @@ def markdown(results: list[Result], info: dict[str, Any], summary: dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=int, default=8, help="whole seconds per measured scenario (default 8)")
-    p.add_argument("--warmup", type=int, default=2, help="whole seconds of warm-up before each scenario (default 2; 0: none)")
+    p.add_argument(
+        "--warmup", type=int, default=2, help="whole seconds of warm-up before each scenario (default 2; 0: none)"
+    )
     p.add_argument("--quick", action="store_true", help="2 s runs of a subset (50 connections only): a smoke test")
-    p.add_argument("--no-store", action="store_true", help="run the gateway without its store (store: {enabled: false}), to measure what the store costs")
+    p.add_argument(
+        "--no-store",
+        action="store_true",
+        help="run the gateway without its store (store: {enabled: false}), to measure what the store costs",
+    )
     p.add_argument(
         "--jitter-ms",
         type=int,

@@ -54,7 +54,7 @@ def main() -> None:
             for _ in range(50):
                 board.observe(f"p/m{i}", rng.uniform(50, 900), rng.uniform(10, 200), None, 20)
         planner = Planner(cfg, board, rng)
-        print(f"| {n} | {_per_call_us(lambda: planner.plan('r')):.1f} |")
+        print(f"| {n} | {_per_call_us(lambda planner=planner: planner.plan('r')):.1f} |")
 
     print("\nobserve one attempt, after K earlier observations of the same target")
     print("| earlier observations | µs per observation |")
@@ -63,7 +63,7 @@ def main() -> None:
         board = HealthBoard(RoutingSettings(), EventLog(red))
         for _ in range(k):
             board.observe("p/m0", 120.0, 40.0, None, 20)
-        print(f"| {k:,} | {_per_call_us(lambda: board.observe('p/m0', 120.0, 40.0, None, 20)):.2f} |")
+        print(f"| {k:,} | {_per_call_us(lambda board=board: board.observe('p/m0', 120.0, 40.0, None, 20)):.2f} |")
 
 
 if __name__ == "__main__":

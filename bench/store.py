@@ -21,21 +21,24 @@ import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store import queries, rows
 from relaycast.store.db import Connection
 from relaycast.store.settings import StoreConfig
 from relaycast.store.writer import write_batch
-from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 
-MODELS = [("openai", m) for m in ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini")] + \
-         [("anthropic", m) for m in ("claude-3-5-haiku-latest", "claude-sonnet-4-0")] + \
-         [("groq", m) for m in ("llama-3.1-8b-instant", "llama-3.3-70b-versatile")] + \
-         [("openrouter", m) for m in ("google/gemini-2.5-flash", "deepseek/deepseek-chat")] + \
-         [("vllm", m) for m in ("llama-3-8b-finetune", "qwen-2.5-7b")]  # fmt: skip
+MODELS = (
+    [("openai", m) for m in ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o4-mini")]
+    + [("anthropic", m) for m in ("claude-3-5-haiku-latest", "claude-sonnet-4-0")]
+    + [("groq", m) for m in ("llama-3.1-8b-instant", "llama-3.3-70b-versatile")]
+    + [("openrouter", m) for m in ("google/gemini-2.5-flash", "deepseek/deepseek-chat")]
+    + [("vllm", m) for m in ("llama-3-8b-finetune", "qwen-2.5-7b")]
+)
 BATCH = 2000
 
 
@@ -44,7 +47,10 @@ def synth(n: int, seed: int, span_s: float, now: float) -> Any:
     users = [f"user-{i:03d}" for i in range(200)]
     features = [f"feature-{i:02d}" for i in range(20)]
     keys = [f"key-{i}" for i in range(8)]
-    msgs = ({"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Summarise this ticket in one line."})
+    msgs = (
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "Summarise this ticket in one line."},
+    )
     for i in range(n):
         prov, model = MODELS[rng.randrange(len(MODELS))]
         start = now - span_s + (i + rng.random()) * span_s / n  # in time order, as a gateway writes them
@@ -53,24 +59,59 @@ def synth(n: int, seed: int, span_s: float, now: float) -> Any:
         attempts = []
         t = 0
         if rng.random() < 0.06:
-            attempts.append(Attempt(target=f"{prov}/{model}", provider=prov, model=model, started_ns=0, duration_ns=20_000_000,
-                                    error_class=rng.choice(("upstream_5xx", "rate_limit", "timeout")), upstream_status=503))  # fmt: skip
+            attempts.append(
+                Attempt(
+                    target=f"{prov}/{model}",
+                    provider=prov,
+                    model=model,
+                    started_ns=0,
+                    duration_ns=20_000_000,
+                    error_class=rng.choice(("upstream_5xx", "rate_limit", "timeout")),
+                    upstream_status=503,
+                )
+            )
             t = 21_000_000
         ok = rng.random() > 0.02
-        usage = Usage(prompt_tokens=rng.randint(50, 3000), completion_tokens=rng.randint(10, 800), cached_tokens=rng.choice((0, 0, 512)))
+        usage = Usage(
+            prompt_tokens=rng.randint(50, 3000),
+            completion_tokens=rng.randint(10, 800),
+            cached_tokens=rng.choice((0, 0, 512)),
+        )
         cost = None if prov == "vllm" else usage.prompt_tokens * 150_000 + usage.completion_tokens * 600_000
-        attempts.append(Attempt(target=f"{prov}/{model}", provider=prov, model=model, started_ns=t, duration_ns=dur,
-                                ttft_ns=dur // 5 if stream else None, usage=usage if ok else None,
-                                error_class=None if ok else "timeout", cost_pusd=cost if ok else None,
-                                cost_source=("unpriced" if cost is None else "computed") if ok else "none"))  # fmt: skip
+        attempts.append(
+            Attempt(
+                target=f"{prov}/{model}",
+                provider=prov,
+                model=model,
+                started_ns=t,
+                duration_ns=dur,
+                ttft_ns=dur // 5 if stream else None,
+                usage=usage if ok else None,
+                error_class=None if ok else "timeout",
+                cost_pusd=cost if ok else None,
+                cost_source=("unpriced" if cost is None else "computed") if ok else "none",
+            )
+        )
         yield RequestRecord(
-            request_id=f"req_{seed}_{i}_{secrets.token_hex(4)}", endpoint="chat.completions", model_requested=model, stream=stream,
-            started_unix_ns=int(start * 1e9), duration_ns=t + dur + 300_000, status_code=200 if ok else 504,
-            attribution=Attribution(user=users[int(rng.paretovariate(1.2)) % 200], feature=rng.choice(features),
-                                    key_name=rng.choice(keys), session_id=f"s{rng.randrange(10**6)}"),
-            attempts=tuple(attempts), error_class=None if ok else "timeout", params={"temperature": 0.2},
-            input_messages=msgs, output_text="A short one-line summary of the ticket." if ok else None,
-        )  # fmt: skip
+            request_id=f"req_{seed}_{i}_{secrets.token_hex(4)}",
+            endpoint="chat.completions",
+            model_requested=model,
+            stream=stream,
+            started_unix_ns=int(start * 1e9),
+            duration_ns=t + dur + 300_000,
+            status_code=200 if ok else 504,
+            attribution=Attribution(
+                user=users[int(rng.paretovariate(1.2)) % 200],
+                feature=rng.choice(features),
+                key_name=rng.choice(keys),
+                session_id=f"s{rng.randrange(10**6)}",
+            ),
+            attempts=tuple(attempts),
+            error_class=None if ok else "timeout",
+            params={"temperature": 0.2},
+            input_messages=msgs,
+            output_text="A short one-line summary of the ticket." if ok else None,
+        )
 
 
 def insert(cfg: StoreConfig, n: int, now: float) -> dict[str, float]:
@@ -94,8 +135,12 @@ def insert(cfg: StoreConfig, n: int, now: float) -> dict[str, float]:
         if done % 100_000 == 0:
             print(f"  {done:,} inserted ({done / (build_s + write_s):,.0f}/s)", flush=True)
     conn.close()
-    return {"requests": n, "rows_per_s": n / (build_s + write_s), "build_us_per_request": build_s / n * 1e6,
-            "write_us_per_request": write_s / n * 1e6}  # fmt: skip
+    return {
+        "requests": n,
+        "rows_per_s": n / (build_s + write_s),
+        "build_us_per_request": build_s / n * 1e6,
+        "write_us_per_request": write_s / n * 1e6,
+    }
 
 
 def time_queries(cfg: StoreConfig, now: float) -> dict[str, float]:
@@ -104,7 +149,9 @@ def time_queries(cfg: StoreConfig, now: float) -> dict[str, float]:
     q: dict[str, Callable[[], Any]] = {
         "spend by model, 24 h, hourly": lambda: queries.spend(conn, queries.window({"since": "24h"}, now), "model"),
         "spend by user, 7 d, daily": lambda: queries.spend(conn, queries.window({"since": "7d"}, now), "user"),
-        "spend by feature, 7 d, one model": lambda: queries.spend(conn, queries.window({"since": "7d", "model": "gpt-4o"}, now), "feature"),
+        "spend by feature, 7 d, one model": lambda: queries.spend(
+            conn, queries.window({"since": "7d", "model": "gpt-4o"}, now), "feature"
+        ),
         "latency by model, 24 h": lambda: queries.latency(conn, queries.window({"since": "24h"}, now), "model"),
         "latency by provider, 7 d": lambda: queries.latency(conn, queries.window({"since": "7d"}, now), "provider"),
         "errors by provider, 24 h": lambda: queries.error_rates(conn, queries.window({"since": "24h"}, now)),
@@ -153,8 +200,10 @@ def main() -> None:
     ap.add_argument("--keep", help="write the SQLite store to this file and keep it")
     args = ap.parse_args()
     now = time.time()
-    results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                               "requests": args.requests}  # fmt: skip
+    results: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "requests": args.requests,
+    }
     tmp = tempfile.TemporaryDirectory()
     path = args.keep or str(Path(tmp.name) / "bench.db")
     if args.keep and os.path.exists(path):
@@ -188,7 +237,9 @@ def main() -> None:
     md = [f"# bench/store.py: {args.requests:,} requests", "", f"machine: {results['machine']}", ""]
     engines = [e for e in ("sqlite", "postgres") if e in results]
     md += ["| | " + " | ".join(engines) + " |", "|---|" + "---:|" * len(engines)]
-    md.append("| insert, requests/s | " + " | ".join(f"{results[e]['insert']['rows_per_s']:,.0f}" for e in engines) + " |")
+    md.append(
+        "| insert, requests/s | " + " | ".join(f"{results[e]['insert']['rows_per_s']:,.0f}" for e in engines) + " |"
+    )
     for name in results["sqlite"]["queries_ms"]:
         md.append(f"| {name}, ms | " + " | ".join(f"{results[e]['queries_ms'][name]:.1f}" for e in engines) + " |")
     (out / "store-latest.md").write_text("\n".join(md) + "\n")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -53,7 +54,9 @@ def header_map(scope: Scope) -> dict[bytes, bytes]:
     return dict(scope["headers"])
 
 
-async def send_bytes(send: Send, status: int, body: bytes, headers: Headers, content_type: tuple[bytes, bytes] = JSON) -> None:
+async def send_bytes(
+    send: Send, status: int, body: bytes, headers: Headers, content_type: tuple[bytes, bytes] = JSON
+) -> None:
     await send(
         {
             "type": "http.response.start",

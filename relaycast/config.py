@@ -6,17 +6,18 @@ Every problem is reported with the exact place, e.g. `models[2].targets[0]: unkn
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.costs.catalog import ModelPrice
 from relaycast.costs.settings import parse_prices
-from relaycast.keys.settings import GatewayKey, secret_or_hash, parse_keys
+from relaycast.keys.settings import GatewayKey, parse_keys, secret_or_hash
 from relaycast.limits.settings import LimitsConfig, parse_limits
 from relaycast.monitors.settings import MonitorsConfig, parse_monitors
 from relaycast.providers.settings import ProviderConfig, parse_providers
@@ -67,6 +68,7 @@ class Config:
 
 # --- loading ------------------------------------------------------------------------------------
 
+
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
     p = Path(path)
     try:
@@ -106,15 +108,37 @@ def parse(text: str, env: Mapping[str, str] | None = None, source: str | None = 
 def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
     r = Reader(env)
 
-    root = r.mapping(raw, "", {"server", "providers", "models", "routing", "keys", "admin_key", "broadcast", "store", "prices",
-                               "dashboard", "monitors", "metrics", "limits", "redis_url"})  # fmt: skip
+    root = r.mapping(
+        raw,
+        "",
+        {
+            "server",
+            "providers",
+            "models",
+            "routing",
+            "keys",
+            "admin_key",
+            "broadcast",
+            "store",
+            "prices",
+            "dashboard",
+            "monitors",
+            "metrics",
+            "limits",
+            "redis_url",
+        },
+    )
     server = _server(r, root.get("server"))
     providers = parse_providers(r, root.get("providers"))
     models = parse_routes(r, root.get("models"), providers)
     keys = parse_keys(r, root.get("keys"))
     monitors = parse_monitors(r, root.get("monitors"))
     store_raw = root.get("store")
-    if monitors is not None and monitors.rules and (store_raw is False or (isinstance(store_raw, dict) and store_raw.get("enabled") is False)):
+    if (
+        monitors is not None
+        and monitors.rules
+        and (store_raw is False or (isinstance(store_raw, dict) and store_raw.get("enabled") is False))
+    ):
         raise ConfigError("monitors", "monitors read the store: enable `store:` to use them")
     admin = root.get("admin_key")
     admin_hash = None
@@ -162,5 +186,3 @@ def _server(r: Reader, raw: Any) -> ServerConfig:
         max_body_bytes=r.integer(m.get("max_body_bytes", DEFAULT_MAX_BODY), "server.max_body_bytes", 1024),
         insecure=r.boolean(m.get("insecure", False), "server.insecure"),
     )
-
-

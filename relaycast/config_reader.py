@@ -7,10 +7,10 @@ Every subsystem's `settings.py` imports only this module from the config root: `
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
 
 
 class ConfigError(ValueError):
@@ -44,7 +44,10 @@ class Reader:
         if allowed is not None:
             for k in v:
                 if k not in allowed:
-                    raise ConfigError(f"{at}.{k}" if at else str(k), f"unknown setting (expected one of: {', '.join(sorted(allowed))})")
+                    raise ConfigError(
+                        f"{at}.{k}" if at else str(k),
+                        f"unknown setting (expected one of: {', '.join(sorted(allowed))})",
+                    )
         return v
 
     def sequence(self, v: Any, at: str) -> list[Any]:

@@ -49,7 +49,9 @@ class Attribution:
     app_url: str | None = None  # HTTP-Referer
     key_name: str | None = None
     trace: dict[str, Any] | None = None
-    tags: tuple[tuple[str, str], ...] = ()  # free-form, from the X-Relaycast-Tags header  # OpenRouter-style `trace` metadata, as the client sent it
+    tags: tuple[
+        tuple[str, str], ...
+    ] = ()  # free-form, from the X-Relaycast-Tags header  # OpenRouter-style `trace` metadata, as the client sent it
 
 
 @dataclass(frozen=True, slots=True)

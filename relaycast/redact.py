@@ -7,7 +7,7 @@ provider key or a bearer token is masked by pattern, so a key echoed back by an 
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 MASK = "[REDACTED]"
 _PATTERNS = re.compile(

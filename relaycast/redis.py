@@ -96,7 +96,9 @@ class RespClient:
                 await self._send(proto, [("SELECT", self._db)])
             return proto
 
-    async def _send(self, proto: _Protocol, commands: list[tuple[Any, ...]], errors_as_values: bool = False) -> list[Any]:
+    async def _send(
+        self, proto: _Protocol, commands: list[tuple[Any, ...]], errors_as_values: bool = False
+    ) -> list[Any]:
         """Write the commands at once and wait for their replies, in order (Redis errors raised, or returned)."""
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in commands]
@@ -105,7 +107,7 @@ class RespClient:
         proto.transport.write(b"".join(_encode(c) for c in commands))
         try:
             return await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=errors_as_values), self._timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             # The connection is out of step with its replies now: drop it, every waiter fails, the next call reconnects.
             if proto.transport is not None:
                 proto.transport.abort()

@@ -86,7 +86,9 @@ def parse_chat(raw: bytes, headers: dict[bytes, bytes]) -> ChatRequest:
             raise InvalidRequest("'stream_options' must be an object", param="stream_options")
         iu = so.get("include_usage", False)
         if not isinstance(iu, bool):
-            raise InvalidRequest("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
+            raise InvalidRequest(
+                "'stream_options.include_usage' must be a boolean", param="stream_options.include_usage"
+            )
         include_usage = iu
     for name in ("max_tokens", "max_completion_tokens", "n"):
         v = body.get(name)
@@ -120,10 +122,16 @@ def parse_embeddings(raw: bytes, headers: dict[bytes, bytes]) -> EmbeddingsReque
     ok = isinstance(inp, str) or (
         isinstance(inp, list)
         and inp
-        and (all(isinstance(x, str) for x in inp) or all(isinstance(x, int) for x in inp) or all(isinstance(x, list) for x in inp))
+        and (
+            all(isinstance(x, str) for x in inp)
+            or all(isinstance(x, int) for x in inp)
+            or all(isinstance(x, list) for x in inp)
+        )
     )
     if not ok:
-        raise InvalidRequest("'input' must be a string, an array of strings, or an array of token arrays", param="input")
+        raise InvalidRequest(
+            "'input' must be a string, an array of strings, or an array of token arrays", param="input"
+        )
     return EmbeddingsRequest(body=body, model=model, attribution=attribution(body, headers))
 
 
@@ -208,12 +216,19 @@ def provider_prefs(raw: Any) -> ProviderPrefs:
     for k in ("prompt", "completion"):
         v = max_price.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise InvalidRequest(f"'provider.max_price.{k}' must be a price in USD per million tokens", param=f"provider.max_price.{k}")
+            raise InvalidRequest(
+                f"'provider.max_price.{k}' must be a price in USD per million tokens", param=f"provider.max_price.{k}"
+            )
         caps.append(None if v is None else float(v))
     return ProviderPrefs(
-        order=names("order"), allow_fallbacks=allow, only=names("only"), ignore=names("ignore"), sort=sort,
-        max_prompt_price=caps[0], max_completion_price=caps[1],
-    )  # fmt: skip
+        order=names("order"),
+        allow_fallbacks=allow,
+        only=names("only"),
+        ignore=names("ignore"),
+        sort=sort,
+        max_prompt_price=caps[0],
+        max_completion_price=caps[1],
+    )
 
 
 def upstream_body(req: ChatRequest, model: str, *, keep_openrouter: bool) -> dict[str, Any]:
@@ -281,4 +296,6 @@ def _kind(v: Any) -> str:
         return "null"
     if isinstance(v, bool):
         return "a boolean"
-    return {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+    return {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}.get(
+        type(v), type(v).__name__
+    )

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
-
 from aiohttp import web
 
 from relaycast.server.runner import free_port
@@ -55,7 +55,9 @@ class CaptureServer:
             if fixed is not None:
                 status = fixed[0]
             delay = self.script.delay_s
-            self.requests.append(Captured(request.method, request.path, {k.lower(): v for k, v in request.headers.items()}, body, status))
+            self.requests.append(
+                Captured(request.method, request.path, {k.lower(): v for k, v in request.headers.items()}, body, status)
+            )
         if fixed is not None:
             return web.Response(status=fixed[0], body=fixed[1], content_type="application/json")
         if delay:

@@ -8,8 +8,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
@@ -40,7 +40,9 @@ class Fake:
             return orjson.loads(r.read())
 
     def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(self.server.url + "/_fake/reset", data=b"", method="POST")).close()
+        urllib.request.urlopen(
+            urllib.request.Request(self.server.url + "/_fake/reset", data=b"", method="POST")
+        ).close()
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +65,17 @@ class GatewayProcess:
         self.base_url = self.url + "/v1"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relaycast", "serve", "--config", str(self.config_path), "--port", str(self.port), *extra_args],
+            [
+                sys.executable,
+                "-m",
+                "relaycast",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+                *extra_args,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

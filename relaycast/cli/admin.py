@@ -7,6 +7,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -17,7 +18,9 @@ def admin_get(url: str, path: str, admin_key: str | None) -> dict[str, Any] | No
     return admin_send(url, "GET", path, admin_key)
 
 
-def admin_send(url: str, method: str, path: str, admin_key: str | None, body: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def admin_send(
+    url: str, method: str, path: str, admin_key: str | None, body: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """Call an admin endpoint (a JSON body for POST); print a plain error and return None when it fails."""
     key = admin_key or os.environ.get("RELAYCAST_ADMIN_KEY", "")
     headers = {"authorization": f"Bearer {key}"}
@@ -66,8 +69,10 @@ def routes_status(args: argparse.Namespace) -> int:
         ms = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
         errs = ", ".join(f"{k} {v}" for k, v in sorted(w["errors"].items())) or "none"
         state = t["state"] + (f" ({t['cooldown_reason']}, {t['cooling_for_s']} s)" if t["cooldown_reason"] else "")
-        print(f"{name}: {state}, circuit {t['circuit']}; {w['requests']} requests, error rate {w['error_rate']:.1%}, "
-              f"p50 {ms(w['p50_ms'])}, p99 {ms(w['p99_ms'])}, TTFT p99 {ms(w['ttft_p99_ms'])}; errors: {errs}")  # fmt: skip
+        print(
+            f"{name}: {state}, circuit {t['circuit']}; {w['requests']} requests, error rate {w['error_rate']:.1%}, "
+            f"p50 {ms(w['p50_ms'])}, p99 {ms(w['p99_ms'])}, TTFT p99 {ms(w['ttft_p99_ms'])}; errors: {errs}"
+        )
         for route, why in t["demoted_in"].items():
             print(f"  demoted in {route}: {why}")
         if t["transitions"]:
@@ -103,8 +108,10 @@ def monitors_status(args: argparse.Namespace) -> int:
         print("no monitors configured (monitors: rules: in the config)")
         return 0
     when = mon["last_evaluated_at"]
-    print(f"{len(mon['rules'])} rules, evaluated every {mon['interval_s']:g}s; {mon['evaluations']} evaluations"
-          f"{'' if when is None else ', last at ' + _utc(when)}, {mon['errors']} errors")  # fmt: skip
+    print(
+        f"{len(mon['rules'])} rules, evaluated every {mon['interval_s']:g}s; {mon['evaluations']} evaluations"
+        f"{'' if when is None else ', last at ' + _utc(when)}, {mon['errors']} errors"
+    )
     for r in mon["rules"]:
         alerting = [f for f in r["findings"] if f["state"] == "ALERT"]
         state = "ALERT" if alerting else ("OK" if r["findings"] else "no data yet")
@@ -112,20 +119,24 @@ def monitors_status(args: argparse.Namespace) -> int:
         for f in alerting or r["findings"][:3]:
             print(f"  {f['state']:<5} {f['message']}")
     for name, n in mon["notify"].items():
-        print(f"notify {name} ({n['kind']}): sent {n['sent']}, failed {n['failed']}, retries {n['retries']}, queued {n['queued']}")
+        print(
+            f"notify {name} ({n['kind']}): sent {n['sent']}, failed {n['failed']}, retries {n['retries']}, queued {n['queued']}"
+        )
     incidents = body.get("incidents") or []
     if incidents:
         print("recent incidents:")
         for i in incidents[:20]:
             end = "open" if i["resolved_ms"] is None else "resolved " + _utc(i["resolved_ms"] / 1000)
-            print(f"  {_utc(i['opened_ms'] / 1000)}  {i['rule']}{' (' + i['scope'] + ')' if i['scope'] else ''}: {end}; {i['message']}")
+            print(
+                f"  {_utc(i['opened_ms'] / 1000)}  {i['rule']}{' (' + i['scope'] + ')' if i['scope'] else ''}: {end}; {i['message']}"
+            )
     return 0
 
 
 def _utc(unix_s: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def keys_command(args: argparse.Namespace) -> int:
@@ -167,6 +178,8 @@ def keys_command(args: argparse.Namespace) -> int:
         print(f"revoked {args.name}: it stops working on every replica within a second")
     else:
         print(out["secret"])
-        print(f"({'created' if cmd == 'create' else 'rotated'} {args.name}; this secret is shown once: relaycast keeps only its hash)",
-              file=sys.stderr)
+        print(
+            f"({'created' if cmd == 'create' else 'rotated'} {args.name}; this secret is shown once: relaycast keeps only its hash)",
+            file=sys.stderr,
+        )
     return 0

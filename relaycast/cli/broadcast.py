@@ -17,10 +17,15 @@ def broadcast_test(args: argparse.Namespace) -> int:
     cfg = config_mod.load_or_say(args.config)
     if cfg is None:
         return 2
-    dests = [d for d in (cfg.broadcast.destinations if cfg.broadcast else ()) if args.name is None or d.name == args.name]
+    dests = [
+        d for d in (cfg.broadcast.destinations if cfg.broadcast else ()) if args.name is None or d.name == args.name
+    ]
     if not dests:
         which = f"named '{args.name}' " if args.name else ""
-        print(f"relaycast: no broadcast destination {which}is configured (nor set by DD_* / OTEL_* variables)", file=sys.stderr)
+        print(
+            f"relaycast: no broadcast destination {which}is configured (nor set by DD_* / OTEL_* variables)",
+            file=sys.stderr,
+        )
         return 2
     redactor = Redactor(cfg.secrets())
 

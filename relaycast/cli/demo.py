@@ -156,15 +156,28 @@ def run_demo(args: argparse.Namespace) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="relaycast-demo-")
     path = Path(args.write_config) if args.write_config else Path(tmp.name) / "relaycast.yaml"
     store_path = Path(args.write_config).with_suffix(".db").name if args.write_config else "relaycast-demo.db"
-    path.write_text(CONFIG_TEMPLATE.format(port=port, upstream_port=upstream_port, admin_key=ADMIN_KEY, path=path,
-                                           store_path=store_path))  # fmt: skip
+    path.write_text(
+        CONFIG_TEMPLATE.format(
+            port=port, upstream_port=upstream_port, admin_key=ADMIN_KEY, path=path, store_path=store_path
+        )
+    )
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
     if args.write_config:
         say(f"wrote the demo config to {path}")
     cfg = config_mod.load(path)
     fake = subprocess.Popen(
-        [sys.executable, "-m", "relaycast", "fake-upstream", "--port", str(upstream_port),
-         "--api-key", os.environ.get("FAKE_UPSTREAM_KEY", "demo-upstream-key"), "--log-level", "critical"],
+        [
+            sys.executable,
+            "-m",
+            "relaycast",
+            "fake-upstream",
+            "--port",
+            str(upstream_port),
+            "--api-key",
+            os.environ.get("FAKE_UPSTREAM_KEY", "demo-upstream-key"),
+            "--log-level",
+            "critical",
+        ],
         stdout=subprocess.DEVNULL,
     )
     gateway = None
@@ -198,11 +211,15 @@ def run_demo(args: argparse.Namespace) -> int:
         else:
             _print_summary(summary)
         if args.requests is None:
-            say(f"\nDashboard: http://127.0.0.1:{port}/dashboard  (admin key: {os.environ.get('RELAYCAST_ADMIN_KEY', ADMIN_KEY)})")
-            say(f"relaycast keeps serving on {base} — try:\n"
+            say(
+                f"\nDashboard: http://127.0.0.1:{port}/dashboard  (admin key: {os.environ.get('RELAYCAST_ADMIN_KEY', ADMIN_KEY)})"
+            )
+            say(
+                f"relaycast keeps serving on {base} — try:\n"
                 f"  curl {base}/chat/completions -H 'content-type: application/json' "
-                "-d '{\"model\":\"fast\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'\n"
-                "Press Ctrl-C to stop.")
+                '-d \'{"model":"fast","messages":[{"role":"user","content":"hello"}]}\'\n'
+                "Press Ctrl-C to stop."
+            )
             _wait_for_interrupt()
         return 0
     except RuntimeError as e:
@@ -269,7 +286,11 @@ async def _one(client: Any, tally: Tally, model: str, user: str, feature: str, s
     start = time.perf_counter()
     try:
         raw = await client.chat.completions.with_raw_response.create(
-            model=model, messages=messages, user=user, stream=stream, extra_headers=headers,
+            model=model,
+            messages=messages,
+            user=user,
+            stream=stream,
+            extra_headers=headers,
             **({"stream_options": {"include_usage": True}} if stream else {}),
         )
         if int(raw.headers.get("x-relaycast-attempts", "1")) > 1:
@@ -315,8 +336,11 @@ def _costs(port: int, n: int) -> dict[str, Any] | None:
         time.sleep(0.2)
     if doc is None:
         return None
-    return {"total_usd": doc["totals"]["cost_usd"], "unpriced_requests": doc["totals"]["unpriced_requests"],
-            "by_model": {g["key"]: g["cost_usd"] for g in doc["groups"] if g["cost_usd"] != "0"}}  # fmt: skip (failed-only: $0)
+    return {
+        "total_usd": doc["totals"]["cost_usd"],
+        "unpriced_requests": doc["totals"]["unpriced_requests"],
+        "by_model": {g["key"]: g["cost_usd"] for g in doc["groups"] if g["cost_usd"] != "0"},
+    }  # failed-only: $0
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -360,8 +384,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     for model, count in s["models"].items():
         print(f"    {model:<58} {count}")
     for d in s.get("broadcast") or ():
-        print(f"  broadcast to {d['name']} ({d['kind']}): sent {d['sent']}, queued {d['queued']}, "
-              f"dropped {sum(d['dropped'].values())}{'' if d['healthy'] else ', DOWN: ' + str(d['last_error'])}")
+        print(
+            f"  broadcast to {d['name']} ({d['kind']}): sent {d['sent']}, queued {d['queued']}, "
+            f"dropped {sum(d['dropped'].values())}{'' if d['healthy'] else ', DOWN: ' + str(d['last_error'])}"
+        )
     gw = s.get("gateway")
     if gw:
         print("  attempts by target (the gateway's view):")

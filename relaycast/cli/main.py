@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from relaycast import config as config_mod
 
@@ -22,7 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("serve", help="run the gateway from a YAML config", description="Run the gateway from a YAML config.")
+    p = sub.add_parser(
+        "serve", help="run the gateway from a YAML config", description="Run the gateway from a YAML config."
+    )
     p.add_argument("--config", "-c", required=True, help="path to relaycast.yaml")
     p.add_argument("--host", help="listen address (default: server.host in the config, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default: server.port in the config, else 8080)")
@@ -39,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
     d.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
     d.add_argument("--port", type=int, default=8080, help="gateway port (default 8080; a free one if taken)")
-    d.add_argument("--upstream-port", type=int, default=8081, help="fake upstream port (default 8081; a free one if taken)")
+    d.add_argument(
+        "--upstream-port", type=int, default=8081, help="fake upstream port (default 8081; a free one if taken)"
+    )
     d.add_argument("--write-config", metavar="FILE", help="also write the config the demo runs to FILE")
     d.add_argument("--seed", type=int, default=1, help="seed of the request mix")
 
@@ -75,33 +79,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     bs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     bs.add_argument("--json", action="store_true", help="print JSON")
 
-    rt = sub.add_parser("routes", help="routing health of a running gateway", description="Routing health of a running gateway.")
+    rt = sub.add_parser(
+        "routes", help="routing health of a running gateway", description="Routing health of a running gateway."
+    )
     rsub = rt.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
-    rs = rsub.add_parser("status", help="per-target state, latency percentiles, error rates and transitions (admin key)")
+    rs = rsub.add_parser(
+        "status", help="per-target state, latency percentiles, error rates and transitions (admin key)"
+    )
     rs.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
     rs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     rs.add_argument("--json", action="store_true", help="print JSON")
 
-    mo = sub.add_parser("monitors", help="monitor rules: status of a running gateway, or export as Datadog / Prometheus",
-                        description="Monitor rules: their state on a running gateway, or the configured rules exported as "
-                                    "Datadog monitors or Prometheus alerting rules.")  # fmt: skip
+    mo = sub.add_parser(
+        "monitors",
+        help="monitor rules: status of a running gateway, or export as Datadog / Prometheus",
+        description="Monitor rules: their state on a running gateway, or the configured rules exported as "
+        "Datadog monitors or Prometheus alerting rules.",
+    )
     msub = mo.add_subparsers(dest="monitors_command", required=True)
     ms = msub.add_parser("status", help="rules, alerts and recent incidents of a running gateway (admin key)")
     ms.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
     ms.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     ms.add_argument("--json", action="store_true", help="print JSON")
-    me = msub.add_parser("export", help="the configured rules as Datadog monitor definitions or Prometheus alerting rules")
+    me = msub.add_parser(
+        "export", help="the configured rules as Datadog monitor definitions or Prometheus alerting rules"
+    )
     me.add_argument("--config", "-c", required=True, help="path to relaycast.yaml")
     me.add_argument("--format", required=True, choices=("datadog", "prometheus"))
     me.add_argument("--ml-app", help="Datadog ml_app to scope monitors to (default: the config's Datadog destination)")
     me.add_argument("--output", "-o", help="write to this file (default: standard output)")
-    ke = sub.add_parser("keys", help="virtual gateway keys of a running gateway: create, list, revoke, rotate (admin key)",
-                        description="Issue and manage virtual gateway keys through a running gateway's admin API. "
-                                    "A key's secret is printed once, at creation or rotation; relaycast keeps only its hash.")  # fmt: skip
+    ke = sub.add_parser(
+        "keys",
+        help="virtual gateway keys of a running gateway: create, list, revoke, rotate (admin key)",
+        description="Issue and manage virtual gateway keys through a running gateway's admin API. "
+        "A key's secret is printed once, at creation or rotation; relaycast keeps only its hash.",
+    )
     ksub = ke.add_subparsers(dest="keys_command", required=True)
-    for name, help_ in (("create", "issue a key (prints its secret once)"), ("list", "list keys (never secrets)"),
-                        ("revoke", "revoke a key: 401 on every replica within a second"),
-                        ("rotate", "a new secret for a key; the old one stops working")):  # fmt: skip
+    for name, help_ in (
+        ("create", "issue a key (prints its secret once)"),
+        ("list", "list keys (never secrets)"),
+        ("revoke", "revoke a key: 401 on every replica within a second"),
+        ("rotate", "a new secret for a key; the old one stops working"),
+    ):
         kp = ksub.add_parser(name, help=help_)
         if name != "list":
             kp.add_argument("name", help="the key's name")
@@ -119,9 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             kp.add_argument("--budget-day", type=float, help="USD per UTC day")
             kp.add_argument("--budget-month", type=float, help="USD per UTC month")
             kp.add_argument("--expires-in-days", type=float)
-    rep = sub.add_parser("report", help="spend, tokens, latency or errors from the store",
-                         description="Spend and tokens by model, provider, user, feature or key; or latency percentiles; "
-                                     "or error rates; from the store (--config) or a running gateway (--url).")  # fmt: skip
+    rep = sub.add_parser(
+        "report",
+        help="spend, tokens, latency or errors from the store",
+        description="Spend and tokens by model, provider, user, feature or key; or latency percentiles; "
+        "or error rates; from the store (--config) or a running gateway (--url).",
+    )
     from relaycast.cli.report import add_arguments
 
     add_arguments(rep)

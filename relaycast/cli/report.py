@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import sys
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
@@ -28,8 +29,11 @@ VIEWS = ("spend", "latency", "errors")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--by", default=None, help="spend: model|provider|user|feature|key|target|route (default model); "
-                                              "latency: model|provider|target")  # fmt: skip
+    p.add_argument(
+        "--by",
+        default=None,
+        help="spend: model|provider|user|feature|key|target|route (default model); latency: model|provider|target",
+    )
     p.add_argument("--since", default="24h", help="how far back: 1h, 24h, 7d, or a time (default 24h)")
     p.add_argument("--until", default=None, help="end of the range (default now)")
     p.add_argument("--view", default="spend", choices=VIEWS, help="what to report (default spend)")
@@ -70,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         if args.view == "spend":
             t = doc["totals"]
             extra = f", {t['unpriced_requests']} unpriced" if t["unpriced_requests"] else ""
-            print(f"\n{t['requests']} requests, {_usd(t['cost_usd'])} in total{extra} "
-                  f"({_when(doc['since'])} to {_when(doc['until'])} UTC)")  # fmt: skip
+            print(
+                f"\n{t['requests']} requests, {_usd(t['cost_usd'])} in total{extra} "
+                f"({_when(doc['since'])} to {_when(doc['until'])} UTC)"
+            )
     return 0
 
 
@@ -115,25 +121,62 @@ def _remote(args: argparse.Namespace, params: dict[str, str]) -> dict[str, Any] 
 
 def _table(view: str, doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     if view == "spend":
-        header = [doc["by"], "requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
-                  "cost_usd", "unpriced"]  # fmt: skip
-        rows = [[g["key"] or "(none)", g["requests"], g["errors"], g["prompt_tokens"], g["completion_tokens"],
-                 g["cached_tokens"], g["reasoning_tokens"], g["cost_usd"] if g["cost_usd"] is not None else "unpriced",
-                 g["unpriced_requests"]] for g in doc["groups"]]  # fmt: skip
+        header = [
+            doc["by"],
+            "requests",
+            "errors",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
+            "cost_usd",
+            "unpriced",
+        ]
+        rows = [
+            [
+                g["key"] or "(none)",
+                g["requests"],
+                g["errors"],
+                g["prompt_tokens"],
+                g["completion_tokens"],
+                g["cached_tokens"],
+                g["reasoning_tokens"],
+                g["cost_usd"] if g["cost_usd"] is not None else "unpriced",
+                g["unpriced_requests"],
+            ]
+            for g in doc["groups"]
+        ]
         return header, rows
     if view == "latency":
         header = [doc["by"], "attempts", "p50_ms", "p90_ms", "p99_ms", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms"]
-        rows = [[g["key"], g["attempts"], *(g["total_ms"][p] for p in ("p50", "p90", "p99")),
-                 *(g["ttft_ms"][p] for p in ("p50", "p90", "p99"))] for g in doc["groups"]]  # fmt: skip
+        rows = [
+            [
+                g["key"],
+                g["attempts"],
+                *(g["total_ms"][p] for p in ("p50", "p90", "p99")),
+                *(g["ttft_ms"][p] for p in ("p50", "p90", "p99")),
+            ]
+            for g in doc["groups"]
+        ]
         return header, rows
     header = ["provider", "attempts", "errors", "error_rate", "by_class"]
-    rows = [[p["provider"], p["attempts"], p["errors"], p["error_rate"],
-             " ".join(f"{k}={v}" for k, v in p["by_class"].items())] for p in doc["providers"]]  # fmt: skip
+    rows = [
+        [
+            p["provider"],
+            p["attempts"],
+            p["errors"],
+            p["error_rate"],
+            " ".join(f"{k}={v}" for k, v in p["by_class"].items()),
+        ]
+        for p in doc["providers"]
+    ]
     return header, rows
 
 
 def _print_table(header: list[str], rows: list[list[Any]]) -> None:
-    cells = [header] + [["-" if v is None else (_usd(v) if header[i] == "cost_usd" else str(v)) for i, v in enumerate(r)] for r in rows]
+    cells = [header] + [
+        ["-" if v is None else (_usd(v) if header[i] == "cost_usd" else str(v)) for i, v in enumerate(r)] for r in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for n, r in enumerate(cells):
         print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip())
@@ -151,6 +194,6 @@ def _usd(v: str | None) -> str:
 
 
 def _when(unix_s: int) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(unix_s, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M")

@@ -16,9 +16,10 @@ A suffix after '@' (`gpt-4o-mini@fast`, the fake upstream's behaviour syntax) or
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 from relaycast.costs.money import pico_from_usd
 
@@ -44,7 +45,9 @@ class ModelPrice:
     def parse(cls, raw: Mapping[str, Any], source: str, where: str) -> ModelPrice:
         unknown = set(raw) - set(FIELDS) - {"aliases"}
         if unknown:
-            raise ValueError(f"{where}: unknown price field(s) {', '.join(sorted(unknown))} (known: {', '.join(FIELDS)})")
+            raise ValueError(
+                f"{where}: unknown price field(s) {', '.join(sorted(unknown))} (known: {', '.join(FIELDS)})"
+            )
         if "input" not in raw and "output" not in raw:
             raise ValueError(f"{where}: a price needs at least 'input' or 'output'")
         vals: dict[str, int] = {}
@@ -140,7 +143,11 @@ class Pricer:
         for name in _candidates(model):
             if name.endswith(":free"):
                 return FREE
-            hit = self._overrides.get(f"{provider}/{name}") or self._overrides.get(name) or self._routes.get(f"{provider}/{name}")
+            hit = (
+                self._overrides.get(f"{provider}/{name}")
+                or self._overrides.get(name)
+                or self._routes.get(f"{provider}/{name}")
+            )
             if hit is not None:
                 return hit
             kind = self._kinds.get(provider, "")

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any
 
 from relaycast.costs.catalog import ModelPrice, Pricer
 from relaycast.costs.estimate import TokenEstimator
@@ -44,7 +45,9 @@ class Coster:
         self.pricer = pricer
         self.estimator = estimator or TokenEstimator()
 
-    def chat(self, attempts: Sequence[Attempt], messages: Sequence[dict[str, Any]], output_text: str | None) -> tuple[Attempt, ...]:
+    def chat(
+        self, attempts: Sequence[Attempt], messages: Sequence[dict[str, Any]], output_text: str | None
+    ) -> tuple[Attempt, ...]:
         last = len(attempts) - 1
         out: list[Attempt] = []
         for i, a in enumerate(attempts):
@@ -53,8 +56,10 @@ class Coster:
             if usage is None and (a.ok or a.ttft_ns is not None):
                 # It produced output (or succeeded) without a usage report: estimate what was billed.
                 text = output_text if i == last else None
-                usage = Usage(prompt_tokens=self.estimator.prompt(messages),
-                              completion_tokens=self.estimator.count(text) if text else 0)  # fmt: skip
+                usage = Usage(
+                    prompt_tokens=self.estimator.prompt(messages),
+                    completion_tokens=self.estimator.count(text) if text else 0,
+                )
                 estimated = True
             out.append(self._priced(a, usage, estimated))
         return tuple(out)
@@ -79,4 +84,6 @@ class Coster:
         price = self.pricer.price(a.provider, a.model)
         if price is None:
             return replace(a, usage=usage, cost_pusd=None, cost_source=UNPRICED)
-        return replace(a, usage=usage, cost_pusd=usage_cost(usage, price), cost_source=ESTIMATED if estimated else COMPUTED)
+        return replace(
+            a, usage=usage, cost_pusd=usage_cost(usage, price), cost_source=ESTIMATED if estimated else COMPUTED
+        )

@@ -12,7 +12,8 @@ import hashlib
 import os
 import re
 import tempfile
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from relaycast.records import content_text
 
@@ -41,7 +42,11 @@ def _cached_tiktoken() -> Callable[[str], int] | None:
         import tiktoken
     except ImportError:
         return None
-    cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    cache = (
+        os.environ.get("TIKTOKEN_CACHE_DIR")
+        or os.environ.get("DATA_GYM_CACHE_DIR")
+        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    )
     if not os.path.exists(os.path.join(cache, hashlib.sha1(_O200K_URL.encode()).hexdigest())):
         return None
     try:

@@ -10,8 +10,9 @@ USD per million tokens (`request`: USD per request), up to six decimals.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.costs.catalog import ModelPrice

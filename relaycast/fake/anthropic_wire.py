@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
+from relaycast.asgi import SSE_HEADERS, Send, send_bytes
 from relaycast.fake import openai_wire
 from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
 from relaycast.fake.server import FakeState, _send_chunks, _sleep_ms
-from relaycast.asgi import SSE_HEADERS, Send, send_bytes
 
 MAX_CONTEXT = 200_000
 ERRORS = {

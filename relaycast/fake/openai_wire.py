@@ -69,7 +69,11 @@ def tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
 
 def completion(rid: str, model: str, b: Behaviour, body: dict[str, Any]) -> bytes:
     call = tool_call(body) if b.tool_call else None
-    message: dict[str, Any] = {"role": "assistant", "content": None if call else "".join(tokens(b.tokens)), "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if call else "".join(tokens(b.tokens)),
+        "refusal": None,
+    }
     if call:
         message["tool_calls"] = [call]
     return orjson.dumps(
@@ -83,7 +87,9 @@ def completion(rid: str, model: str, b: Behaviour, body: dict[str, Any]) -> byte
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": "tool_calls" if call else ("length" if body.get("max_tokens") == b.tokens else "stop"),
+                    "finish_reason": "tool_calls"
+                    if call
+                    else ("length" if body.get("max_tokens") == b.tokens else "stop"),
                 }
             ],
             "usage": usage(b, count_prompt_tokens(body.get("messages"))),
@@ -98,8 +104,12 @@ class ChunkWriter:
 
     def __init__(self, rid: str, model: str, with_usage: bool) -> None:
         self._head = (
-            b'{"id":"' + rid.encode() + b'","object":"chat.completion.chunk","created":'
-            + str(int(time.time())).encode() + b',"model":' + orjson.dumps(model)
+            b'{"id":"'
+            + rid.encode()
+            + b'","object":"chat.completion.chunk","created":'
+            + str(int(time.time())).encode()
+            + b',"model":'
+            + orjson.dumps(model)
             + b',"system_fingerprint":"fp_fake","choices":'
         )
         self._tail = b',"usage":null}' if with_usage else b"}"
@@ -132,7 +142,12 @@ def error_body(status: int, model: str, presented_key: str | None = None) -> tup
             "code": "rate_limit_exceeded",
         }
     elif status == 400:
-        err = {"message": "Invalid value for 'temperature'.", "type": "invalid_request_error", "param": "temperature", "code": None}
+        err = {
+            "message": "Invalid value for 'temperature'.",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": None,
+        }
     else:
         err = {
             "message": "The server had an error while processing your request. Sorry about that!",

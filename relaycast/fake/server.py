@@ -23,8 +23,6 @@ from typing import Any
 
 import orjson
 
-from relaycast.fake import openai_wire
-from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
 from relaycast.asgi import (
     SSE_HEADERS,
     ClientGone,
@@ -36,6 +34,8 @@ from relaycast.asgi import (
     run_until_disconnect,
     send_bytes,
 )
+from relaycast.fake import openai_wire
+from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
 
 SECRET_HEADERS = (b"authorization", b"x-api-key", b"api-key")
 
@@ -92,7 +92,12 @@ class FakeUpstream:
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            await send_bytes(send, 400, b'{"error":{"message":"We could not parse the JSON body of your request.","type":"invalid_request_error","param":null,"code":null}}', [])
+            await send_bytes(
+                send,
+                400,
+                b'{"error":{"message":"We could not parse the JSON body of your request.","type":"invalid_request_error","param":null,"code":null}}',
+                [],
+            )
             return
         self.state.log.append(
             {
@@ -122,7 +127,14 @@ class FakeUpstream:
         try:
             name, b = for_request(model, _text(headers.get(b"x-fake-behaviour")), self.state.defaults)
         except BadBehaviour as e:
-            await send_bytes(send, 400, orjson.dumps({"error": {"message": str(e), "type": "invalid_request_error", "param": "model", "code": None}}), [])
+            await send_bytes(
+                send,
+                400,
+                orjson.dumps(
+                    {"error": {"message": str(e), "type": "invalid_request_error", "param": "model", "code": None}}
+                ),
+                [],
+            )
             return
         if self.state.api_key is not None and presented != self.state.api_key:
             err, _ = openai_wire.error_body(401, name, presented)
@@ -174,7 +186,9 @@ class FakeUpstream:
             chunks.append(w.usage_chunk(openai_wire.usage(b, openai_wire.count_prompt_tokens(body.get("messages")))))
         chunks.append(b"data: [DONE]\n\n")
         await _sleep_ms(b.first_token_ms)
-        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"x-request-id", rid.encode())]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"x-request-id", rid.encode())]}
+        )
         await _send_chunks(send, chunks, b, self.state)
 
 
@@ -203,7 +217,9 @@ async def _send_paced(send: Send, chunks: list[bytes], b: Behaviour) -> None:
     if limit == len(chunks):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     elif limit == b.malformed_after:
-        await send({"type": "http.response.body", "body": b'data: {"id": "broken", "choices": [\n\n', "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": b'data: {"id": "broken", "choices": [\n\n', "more_body": True}
+        )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     elif limit == b.stall_after:
         await asyncio.sleep(b.stall_ms / 1000)
@@ -231,7 +247,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 def _models() -> bytes:
     names = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-3-5-haiku-latest")
     return orjson.dumps(
-        {"object": "list", "data": [{"id": n, "object": "model", "created": 1700000000, "owned_by": "fake"} for n in names]}
+        {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "created": 1700000000, "owned_by": "fake"} for n in names],
+        }
     )
 
 

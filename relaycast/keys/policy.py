@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +19,12 @@ class Limits:
         return any(v is not None for v in (self.rpm, self.tpm, self.budget_day_usd, self.budget_month_usd))
 
     def doc(self) -> dict[str, Any]:
-        return {"rpm": self.rpm, "tpm": self.tpm, "budget_day_usd": self.budget_day_usd, "budget_month_usd": self.budget_month_usd}
+        return {
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "budget_day_usd": self.budget_day_usd,
+            "budget_month_usd": self.budget_month_usd,
+        }
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], where: str) -> Limits:

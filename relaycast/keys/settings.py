@@ -43,9 +43,15 @@ def parse_keys(r: Reader, raw: Any) -> tuple[GatewayKey, ...]:
         except ValueError as e:
             where, _, problem = str(e).partition(": ")
             raise ConfigError(where, problem) from None
-        policy = KeyPolicy(name=name, source="config", owner=m.get("owner"), models=models,
-                           user=r.string(m["user"], f"{at}.user") if m.get("user") else None,
-                           feature=r.string(m["feature"], f"{at}.feature") if m.get("feature") else None, limits=limits)  # fmt: skip
+        policy = KeyPolicy(
+            name=name,
+            source="config",
+            owner=m.get("owner"),
+            models=models,
+            user=r.string(m["user"], f"{at}.user") if m.get("user") else None,
+            feature=r.string(m["feature"], f"{at}.feature") if m.get("feature") else None,
+            limits=limits,
+        )
         out.append(GatewayKey(name=name, sha256=sha, policy=policy))
     names = [k.name for k in out]
     for i, n in enumerate(names):

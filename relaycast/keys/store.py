@@ -11,13 +11,27 @@ from typing import Any
 
 import orjson
 
-from relaycast.keys.settings import hash_secret
 from relaycast.keys.policy import KeyPolicy, Limits
+from relaycast.keys.settings import hash_secret
 from relaycast.store.db import Connection
 
 SECRET_PREFIX = "rk-"
-_COLS = ("name", "sha256", "prefix", "owner", "models", "user_id", "feature", "tags", "limits", "created_ms", "expires_ms",
-         "revoked_ms", "rotated_ms", "updated_ms")  # fmt: skip
+_COLS = (
+    "name",
+    "sha256",
+    "prefix",
+    "owner",
+    "models",
+    "user_id",
+    "feature",
+    "tags",
+    "limits",
+    "created_ms",
+    "expires_ms",
+    "revoked_ms",
+    "rotated_ms",
+    "updated_ms",
+)
 
 
 class KeyExists(Exception):
@@ -31,9 +45,22 @@ def new_secret() -> str:
 def create(conn: Connection, policy: KeyPolicy, now_ms: int) -> str:
     """Store a new key; returns its secret (the only time it exists anywhere)."""
     secret = new_secret()
-    row = (policy.name, hash_secret(secret), secret[:8], policy.owner, _j(list(policy.models) if policy.models is not None else None),
-           policy.user, policy.feature, _j(dict(policy.tags)) if policy.tags else None, _j(policy.limits.doc()), now_ms,
-           policy.expires_ms, None, None, now_ms)  # fmt: skip
+    row = (
+        policy.name,
+        hash_secret(secret),
+        secret[:8],
+        policy.owner,
+        _j(list(policy.models) if policy.models is not None else None),
+        policy.user,
+        policy.feature,
+        _j(dict(policy.tags)) if policy.tags else None,
+        _j(policy.limits.doc()),
+        now_ms,
+        policy.expires_ms,
+        None,
+        None,
+        now_ms,
+    )
     if not conn.insert_unique("gateway_keys", _COLS, row):
         raise KeyExists(policy.name)
     return secret
@@ -41,8 +68,10 @@ def create(conn: Connection, policy: KeyPolicy, now_ms: int) -> str:
 
 def revoke(conn: Connection, name: str, now_ms: int) -> bool:
     with conn.transaction():
-        n = conn.execute("UPDATE gateway_keys SET revoked_ms = ?, updated_ms = ? WHERE name = ? AND revoked_ms IS NULL",
-                         (now_ms, now_ms, name))  # fmt: skip
+        n = conn.execute(
+            "UPDATE gateway_keys SET revoked_ms = ?, updated_ms = ? WHERE name = ? AND revoked_ms IS NULL",
+            (now_ms, now_ms, name),
+        )
     return n == 1
 
 
@@ -50,8 +79,10 @@ def rotate(conn: Connection, name: str, now_ms: int) -> str | None:
     """A new secret for the key; the old one stops working at once. None if there is no such live key."""
     secret = new_secret()
     with conn.transaction():
-        n = conn.execute("UPDATE gateway_keys SET sha256 = ?, prefix = ?, rotated_ms = ?, updated_ms = ? WHERE name = ? AND revoked_ms IS NULL",
-                         (hash_secret(secret), secret[:8], now_ms, now_ms, name))  # fmt: skip
+        n = conn.execute(
+            "UPDATE gateway_keys SET sha256 = ?, prefix = ?, rotated_ms = ?, updated_ms = ? WHERE name = ? AND revoked_ms IS NULL",
+            (hash_secret(secret), secret[:8], now_ms, now_ms, name),
+        )
     return secret if n == 1 else None
 
 
@@ -65,7 +96,7 @@ def load(conn: Connection) -> list[tuple[str, KeyPolicy]]:
     """(sha256, policy) for every key, revoked ones included (so their use gets a precise 401)."""
     out = []
     for r in conn.query(f"SELECT {', '.join(_COLS)} FROM gateway_keys"):
-        d = dict(zip(_COLS, r))
+        d = dict(zip(_COLS, r, strict=False))
         out.append((d["sha256"], _policy(d)))
     return out
 
@@ -74,12 +105,25 @@ def listing(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.query(f"SELECT {', '.join(_COLS)} FROM gateway_keys ORDER BY created_ms")
     out = []
     for r in rows:
-        d = dict(zip(_COLS, r))
+        d = dict(zip(_COLS, r, strict=False))
         p = _policy(d)
-        out.append({"name": p.name, "prefix": d["prefix"], "owner": p.owner, "models": list(p.models) if p.models is not None else None,
-                    "user": p.user, "feature": p.feature, "tags": dict(p.tags), "limits": p.limits.doc(),
-                    "created_ms": d["created_ms"], "expires_ms": d["expires_ms"], "revoked_ms": d["revoked_ms"],
-                    "rotated_ms": d["rotated_ms"], "state": _state(d)})  # fmt: skip
+        out.append(
+            {
+                "name": p.name,
+                "prefix": d["prefix"],
+                "owner": p.owner,
+                "models": list(p.models) if p.models is not None else None,
+                "user": p.user,
+                "feature": p.feature,
+                "tags": dict(p.tags),
+                "limits": p.limits.doc(),
+                "created_ms": d["created_ms"],
+                "expires_ms": d["expires_ms"],
+                "revoked_ms": d["revoked_ms"],
+                "rotated_ms": d["rotated_ms"],
+                "state": _state(d),
+            }
+        )
     return out
 
 
@@ -93,10 +137,18 @@ def _policy(d: dict[str, Any]) -> KeyPolicy:
     models = orjson.loads(d["models"]) if d["models"] else None
     tags = orjson.loads(d["tags"]) if d["tags"] else {}
     lim = orjson.loads(d["limits"]) if d["limits"] else {}
-    return KeyPolicy(name=d["name"], source="store", owner=d["owner"], models=tuple(models) if models is not None else None,
-                     user=d["user_id"], feature=d["feature"], tags=tuple(tags.items()),
-                     limits=Limits(**{k: v for k, v in lim.items() if v is not None}), expires_ms=d["expires_ms"],
-                     revoked_ms=d["revoked_ms"])  # fmt: skip
+    return KeyPolicy(
+        name=d["name"],
+        source="store",
+        owner=d["owner"],
+        models=tuple(models) if models is not None else None,
+        user=d["user_id"],
+        feature=d["feature"],
+        tags=tuple(tags.items()),
+        limits=Limits(**{k: v for k, v in lim.items() if v is not None}),
+        expires_ms=d["expires_ms"],
+        revoked_ms=d["revoked_ms"],
+    )
 
 
 def _j(v: Any) -> str:

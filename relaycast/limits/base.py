@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from relaycast import errors
 from relaycast.keys.policy import Limits
@@ -78,10 +79,10 @@ class Limiter(Protocol):
 
 def period_bounds(now: float, period: str) -> tuple[str, float]:
     """(period id, seconds until it ends) for a UTC day or month."""
-    t = datetime.fromtimestamp(now, timezone.utc)
+    t = datetime.fromtimestamp(now, UTC)
     if period == "day":
         start = t.replace(hour=0, minute=0, second=0, microsecond=0)
-        nxt = datetime.fromtimestamp(start.timestamp() + 86400, timezone.utc)
+        nxt = datetime.fromtimestamp(start.timestamp() + 86400, UTC)
         return start.strftime("%Y-%m-%d"), nxt.timestamp() - now
     start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)

@@ -8,7 +8,8 @@ when the request ends, so concurrent requests cannot together overshoot a budget
 from __future__ import annotations
 
 import collections
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from relaycast.limits.base import Check, LimitExceeded, Reservation, budget_message, period_bounds
 
@@ -55,17 +56,23 @@ class MemoryLimiter:
                     q.popleft()
                 if len(q) >= c.limits.rpm:
                     self.rejected["rpm"] += 1
-                    raise LimitExceeded(f"Rate limit reached for {c.label}: {c.limits.rpm} requests per minute.",
-                                        limit="rpm", retry_after_s=q[0] + WINDOW_S - now)  # fmt: skip
+                    raise LimitExceeded(
+                        f"Rate limit reached for {c.label}: {c.limits.rpm} requests per minute.",
+                        limit="rpm",
+                        retry_after_s=q[0] + WINDOW_S - now,
+                    )
             if c.limits.tpm is not None:
                 q2 = self._tokens.setdefault(key, collections.deque())
                 self._prune_tokens(key, q2, now)
                 used = self._token_sums.get(key, 0)
                 if used and used + est_tokens > c.limits.tpm:
                     self.rejected["tpm"] += 1
-                    raise LimitExceeded(f"Rate limit reached for {c.label}: {c.limits.tpm} tokens per minute "
-                                        f"({used} used, this request needs about {est_tokens}).",
-                                        limit="tpm", retry_after_s=q2[0][0] + WINDOW_S - now)  # fmt: skip
+                    raise LimitExceeded(
+                        f"Rate limit reached for {c.label}: {c.limits.tpm} tokens per minute "
+                        f"({used} used, this request needs about {est_tokens}).",
+                        limit="tpm",
+                        retry_after_s=q2[0][0] + WINDOW_S - now,
+                    )
         res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now)
         for c in checks:
             key = (c.scope, c.name)

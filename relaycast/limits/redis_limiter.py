@@ -18,12 +18,13 @@ import asyncio
 import collections
 import hashlib
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from relaycast.limits.base import Check, LimiterUnavailable, LimitExceeded, Reservation, budget_message, period_bounds
-from relaycast.redis import RedisReplyError, RespClient
 from relaycast.limits.settings import LimitsConfig
 from relaycast.log import EventLog
+from relaycast.redis import RedisReplyError, RespClient
 
 PREFIX = "relaycast:rl:"
 SETTLE_EVERY_S = 0.05  # settlements are summed and sent together this often: one round trip for many requests
@@ -126,7 +127,9 @@ class RedisLimiter:
             self._seeds[key] = await self._load(c.scope, c.name, period) if self._load else 0
         return self._seeds[key]
 
-    def _argv(self, checks: tuple[Check, ...], res: Reservation, now: float, seeds: dict[tuple[int, str], int]) -> list[Any]:
+    def _argv(
+        self, checks: tuple[Check, ...], res: Reservation, now: float, seeds: dict[tuple[int, str], int]
+    ) -> list[Any]:
         argv: list[Any] = [int(now * 1000), res.id, res.est_tokens, res.est_nano, len(checks)]
         for i, c in enumerate(checks):
             argv += [_base(c), c.limits.rpm or 0, c.limits.tpm or 0]
@@ -139,7 +142,7 @@ class RedisLimiter:
         res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now)
         seeds: dict[tuple[int, str], int] = {}
         try:
-            for attempt in range(2):
+            for _attempt in range(2):
                 out = await self._run_admit(self._argv(checks, res, now, seeds))
                 if int(out[0]) != -1:
                     break
@@ -148,37 +151,55 @@ class RedisLimiter:
                     for period, limit in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)):
                         if limit:
                             seeds[(i, period)] = await self._seed(c, period, now)
-        except Exception as e:  # noqa: BLE001 - redis errors of every kind: the configured failure mode decides
+        except Exception as e:
             if not _is_redis_error(e):
                 raise
             return self._unavailable(e, res)
         if int(out[0]) == 1:
             res.minute = int(out[1])
-            res.budgets = [(f"{_base(c)}:budget:{period_bounds(now, p)[0]}") for c in checks
-                           for p, lim in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)) if lim]  # fmt: skip
+            res.budgets = [
+                (f"{_base(c)}:budget:{period_bounds(now, p)[0]}")
+                for c in checks
+                for p, lim in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd))
+                if lim
+            ]
             return res
         c = checks[int(out[1])]
         which = out[2].decode() if isinstance(out[2], bytes) else str(out[2])
         self.rejected[which] += 1
         if which == "rpm":
-            raise LimitExceeded(f"Rate limit reached for {c.label}: {c.limits.rpm} requests per minute.", limit="rpm",
-                                retry_after_s=float(out[3]) / 1000)  # fmt: skip
+            raise LimitExceeded(
+                f"Rate limit reached for {c.label}: {c.limits.rpm} requests per minute.",
+                limit="rpm",
+                retry_after_s=float(out[3]) / 1000,
+            )
         if which == "tpm":
-            raise LimitExceeded(f"Rate limit reached for {c.label}: {c.limits.tpm} tokens per minute.", limit="tpm",
-                                retry_after_s=float(out[3]) / 1000)  # fmt: skip
+            raise LimitExceeded(
+                f"Rate limit reached for {c.label}: {c.limits.tpm} tokens per minute.",
+                limit="tpm",
+                retry_after_s=float(out[3]) / 1000,
+            )
         period = "day" if which == "budget_day" else "month"
         limit = c.limits.budget_day_usd if period == "day" else c.limits.budget_month_usd
-        raise LimitExceeded(budget_message(c, period, limit or 0), limit=which, retry_after_s=period_bounds(now, period)[1])
+        raise LimitExceeded(
+            budget_message(c, period, limit or 0), limit=which, retry_after_s=period_bounds(now, period)[1]
+        )
 
     def _unavailable(self, e: BaseException, res: Reservation) -> Reservation:
         self.redis_errors += 1
         now = time.monotonic()
         if now - self._last_error_log > 5:
             self._last_error_log = now
-            self._log.error("limiter_redis_unavailable", mode=self.cfg.on_redis_error, error=type(e).__name__,
-                            errors_so_far=self.redis_errors)  # fmt: skip
+            self._log.error(
+                "limiter_redis_unavailable",
+                mode=self.cfg.on_redis_error,
+                error=type(e).__name__,
+                errors_so_far=self.redis_errors,
+            )
         if self.cfg.on_redis_error == "closed":
-            raise LimiterUnavailable("Rate limits cannot be checked (Redis is unreachable) and the gateway is set to fail closed.")
+            raise LimiterUnavailable(
+                "Rate limits cannot be checked (Redis is unreachable) and the gateway is set to fail closed."
+            )
         self.admitted_open += 1
         res.settled = True  # nothing was recorded in Redis: nothing to settle
         return res
@@ -209,18 +230,27 @@ class RedisLimiter:
         ops, self._settlements = self._settlements, {}
         if not ops:
             return
-        commands = [("HINCRBY", key, field, delta) if field else ("INCRBY", key, delta) for (key, field), delta in ops.items() if delta]
+        commands = [
+            ("HINCRBY", key, field, delta) if field else ("INCRBY", key, delta)
+            for (key, field), delta in ops.items()
+            if delta
+        ]
         try:
             await self._redis.pipeline(commands)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if not _is_redis_error(e):
                 raise
             self.redis_errors += 1
             self._log.error("limiter_settle_failed", error=type(e).__name__, pending_settlements=len(ops))
 
     def status(self) -> dict[str, Any]:
-        return {"backend": "redis", "on_redis_error": self.cfg.on_redis_error, "rejected": dict(self.rejected),
-                "redis_errors": self.redis_errors, "admitted_while_redis_down": self.admitted_open}  # fmt: skip
+        return {
+            "backend": "redis",
+            "on_redis_error": self.cfg.on_redis_error,
+            "rejected": dict(self.rejected),
+            "redis_errors": self.redis_errors,
+            "admitted_while_redis_down": self.admitted_open,
+        }
 
 
 def _is_redis_error(e: BaseException) -> bool:

@@ -41,8 +41,11 @@ class LimitsConfig:
 def parse_limits(r: Reader, raw: Any, env: dict[str, str] | Any, root_redis_url: Any = None) -> LimitsConfig:
     """`limits.redis_url`, else the top-level `redis_url`, else $RELAYCAST_REDIS_URL: one Redis for limits and for
     the routing health replicas share."""
-    m = r.mapping(raw or {}, "limits", {"redis_url", "on_redis_error", "redis_timeout_ms", "per_user", "per_feature",
-                                         "estimate_output_tokens"})  # fmt: skip
+    m = r.mapping(
+        raw or {},
+        "limits",
+        {"redis_url", "on_redis_error", "redis_timeout_ms", "per_user", "per_feature", "estimate_output_tokens"},
+    )
     url = m.get("redis_url") or root_redis_url or env.get("RELAYCAST_REDIS_URL") or None
     if url is not None:
         url = r.string(url, "limits.redis_url")
@@ -59,7 +62,11 @@ def parse_limits(r: Reader, raw: Any, env: dict[str, str] | Any, root_redis_url:
         except ValueError as e:
             where, _, problem = str(e).partition(": ")
             raise ConfigError(where, problem) from None
-    return LimitsConfig(redis_url=url, on_redis_error=mode,
-                        redis_timeout_s=r.integer(m.get("redis_timeout_ms", 200), "limits.redis_timeout_ms", 1, 60_000) / 1000,
-                        per_user=out["per_user"], per_feature=out["per_feature"],
-                        estimate_output_tokens=r.integer(m.get("estimate_output_tokens", 256), "limits.estimate_output_tokens", 1))  # fmt: skip
+    return LimitsConfig(
+        redis_url=url,
+        on_redis_error=mode,
+        redis_timeout_s=r.integer(m.get("redis_timeout_ms", 200), "limits.redis_timeout_ms", 1, 60_000) / 1000,
+        per_user=out["per_user"],
+        per_feature=out["per_feature"],
+        estimate_output_tokens=r.integer(m.get("estimate_output_tokens", 256), "limits.estimate_output_tokens", 1),
+    )

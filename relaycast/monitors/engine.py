@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from relaycast.log import EventLog
 from relaycast.monitors import incidents
@@ -25,8 +26,16 @@ from relaycast.store.writer import StoreWriter
 
 
 class MonitorEngine:
-    def __init__(self, cfg: MonitorsConfig, reader: StoreReader, writer: StoreWriter | None, board: HealthBoard,
-                 notifier: Notifier, log: EventLog, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: MonitorsConfig,
+        reader: StoreReader,
+        writer: StoreWriter | None,
+        board: HealthBoard,
+        notifier: Notifier,
+        log: EventLog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cfg = cfg
         self._reader = reader
         self._writer = writer
@@ -75,7 +84,9 @@ class MonitorEngine:
 
     # --- on a reader thread -------------------------------------------------------------------
 
-    def _evaluate_all(self, conn: Connection, now: float) -> tuple[list[tuple[Rule, dict[str, Any]]], dict[tuple[str, str], str]]:
+    def _evaluate_all(
+        self, conn: Connection, now: float
+    ) -> tuple[list[tuple[Rule, dict[str, Any]]], dict[tuple[str, str], str]]:
         now_ms = int(now * 1000)
         events: list[tuple[Rule, dict[str, Any]]] = []
         demotions: dict[tuple[str, str], str] = {}
@@ -108,7 +119,7 @@ class MonitorEngine:
                         events.append((rule, _event("resolved", rule, f, inc, now_ms)))
                 if f.firing and f.demote is not None:
                     demotions[f.demote] = f"monitor {rule.name}: {f.message}"
-            for (rname, scope) in [k for k in open_now if k[0] == rule.name and k[1] not in seen]:
+            for rname, scope in [k for k in open_now if k[0] == rule.name and k[1] not in seen]:
                 # The scope has no data in the window any more (no traffic): the condition no longer holds.
                 msg = f"no data for {scope or 'the rule'} in the window"
                 inc = incidents.resolve_incident(conn, rule, scope, msg, now_ms)
@@ -118,21 +129,39 @@ class MonitorEngine:
         return events, demotions
 
     def status(self) -> dict[str, Any]:
-        return {"interval_s": self.cfg.interval_s, "evaluations": self.evaluations, "errors": self.errors,
-                "last_evaluated_at": self.last_at,
-                "rules": [{"name": r.name, "kind": r.kind, "findings": self.last.get(r.name, [])} for r in self.cfg.rules],
-                "notify": self._notifier.status()}  # fmt: skip
+        return {
+            "interval_s": self.cfg.interval_s,
+            "evaluations": self.evaluations,
+            "errors": self.errors,
+            "last_evaluated_at": self.last_at,
+            "rules": [{"name": r.name, "kind": r.kind, "findings": self.last.get(r.name, [])} for r in self.cfg.rules],
+            "notify": self._notifier.status(),
+        }
 
 
 def _finding_doc(f: Finding) -> dict[str, Any]:
-    return {"scope": f.scope, "state": "ALERT" if f.firing else "OK", "value": f.value, "threshold": f.threshold,
-            "message": f.message}  # fmt: skip
+    return {
+        "scope": f.scope,
+        "state": "ALERT" if f.firing else "OK",
+        "value": f.value,
+        "threshold": f.threshold,
+        "message": f.message,
+    }
 
 
 def _event(kind: str, rule: Rule, f: Finding, inc: dict[str, Any], now_ms: int) -> dict[str, Any]:
     return {
-        "event": kind, "incident_id": inc["id"], "rule": rule.name, "kind": rule.kind, "scope": f.scope,
-        "state": "ALERT" if kind == "alert" else "OK", "value": f.value, "threshold": f.threshold, "message": f.message,
-        "details": f.details, "opened_at_ms": inc["opened_ms"], "resolved_at_ms": now_ms if kind == "resolved" else None,
+        "event": kind,
+        "incident_id": inc["id"],
+        "rule": rule.name,
+        "kind": rule.kind,
+        "scope": f.scope,
+        "state": "ALERT" if kind == "alert" else "OK",
+        "value": f.value,
+        "threshold": f.threshold,
+        "message": f.message,
+        "details": f.details,
+        "opened_at_ms": inc["opened_ms"],
+        "resolved_at_ms": now_ms if kind == "resolved" else None,
         "source": "relaycast",
-    }  # fmt: skip
+    }

@@ -61,13 +61,17 @@ def prometheus_rule(config: Config, rule: Rule) -> tuple[dict[str, Any], list[st
         sel = _sel([(PROM_LABELS[k], "=", v) for k, v in rule.where])
         by = f" by ({PROM_LABELS[rule.by]})" if rule.by else ""
         if rule.by == "user" and not config.metrics.user_label:
-            notes.append("the user label is off in /metrics (metrics.user_label: false): this rule cannot split by user")
+            notes.append(
+                "the user label is off in /metrics (metrics.user_label: false): this rule cannot split by user"
+            )
         cur = f"sum{by}(increase(relaycast_cost_usd_total{sel}[{w}]))"
         n = rule.baseline_windows
         if rule.baseline == "previous":
             base = f"(sum{by}(increase(relaycast_cost_usd_total{sel}[{_dur(rule.window_s * n)}] offset {w})) / {n})"
         else:
-            terms = " + ".join(f"sum{by}(increase(relaycast_cost_usd_total{sel}[{w}] offset {d}d))" for d in range(1, min(n, 30) + 1))
+            terms = " + ".join(
+                f"sum{by}(increase(relaycast_cost_usd_total{sel}[{w}] offset {d}d))" for d in range(1, min(n, 30) + 1)
+            )
             base = f"(({terms}) / {min(n, 30)})"
         expr = f"{cur} > {1 + rule.threshold_pct / 100:g} * {base} and {cur} >= {rule.min_usd:g}"
         summary = f"Spend over {w} grew more than {rule.threshold_pct:g}% against its baseline"
@@ -87,10 +91,14 @@ def prometheus_rule(config: Config, rule: Rule) -> tuple[dict[str, Any], list[st
         summary = f"{rule.metric} of {{{{ $labels.target }}}} over {rule.threshold_ms:g} ms"
     elif rule.kind == "error_rate":
         assert rule.provider is not None
-        errs = [("provider", "=", rule.provider)] + ([("outcome", "=", rule.error_class)] if rule.error_class else [("outcome", "!~", NOT_ERRORS)])
+        errs = [("provider", "=", rule.provider)] + (
+            [("outcome", "=", rule.error_class)] if rule.error_class else [("outcome", "!~", NOT_ERRORS)]
+        )
         total = _sel([("provider", "=", rule.provider), ("outcome", "!~", CANCELLED)])
-        expr = (f"sum(increase(relaycast_attempts_total{_sel(errs)}[{w}])) / sum(increase(relaycast_attempts_total{total}[{w}])) "
-                f"> {rule.threshold_pct / 100:g} and sum(increase(relaycast_attempts_total{total}[{w}])) >= {rule.min_requests}")  # fmt: skip
+        expr = (
+            f"sum(increase(relaycast_attempts_total{_sel(errs)}[{w}])) / sum(increase(relaycast_attempts_total{total}[{w}])) "
+            f"> {rule.threshold_pct / 100:g} and sum(increase(relaycast_attempts_total{total}[{w}])) >= {rule.min_requests}"
+        )
         summary = f"{rule.provider} error rate over {rule.threshold_pct:g}%"
     else:
         assert rule.scope is not None
@@ -150,15 +158,23 @@ def datadog_monitor(config: Config, rule: Rule, ml_app: str, env: str | None) ->
     options: dict[str, Any] = {"notify_no_data": False, "include_tags": True, "renotify_interval": 0}
     if rule.kind == "spend_spike":
         scope = [(DD_DIMS[k], v) for k, v in rule.where if k in DD_DIMS]
-        lost = [k for k, _ in rule.where if k not in DD_DIMS] + ([rule.by] if rule.by and rule.by not in DD_DIMS else [])
+        lost = [k for k, _ in rule.where if k not in DD_DIMS] + (
+            [rule.by] if rule.by and rule.by not in DD_DIMS else []
+        )
         if lost:
-            notes.append(f"Datadog's LLM Observability metrics have no {', '.join(sorted(set(lost)))} tag: exported for the whole ml_app")
+            notes.append(
+                f"Datadog's LLM Observability metrics have no {', '.join(sorted(set(lost)))} tag: exported for the whole ml_app"
+            )
         by = f" by {{{DD_DIMS[rule.by]}}}" if rule.by in DD_DIMS else ""
         shift = w if rule.baseline == "previous" else "1d"
         if rule.baseline_windows > 1:
-            notes.append(f"a change alert compares with the one window {shift} earlier, not the mean of {rule.baseline_windows}")
+            notes.append(
+                f"a change alert compares with the one window {shift} earlier, not the mean of {rule.baseline_windows}"
+            )
         if rule.min_usd > 0:
-            notes.append(f"the ${rule.min_usd:g} floor is not part of the query (combine with a threshold monitor on {DD_COST})")
+            notes.append(
+                f"the ${rule.min_usd:g} floor is not part of the query (combine with a threshold monitor on {DD_COST})"
+            )
         query = f"pct_change(sum(last_{w}),last_{shift}):sum:{DD_COST}{_tags(base + ['span_kind:llm'], scope)}{by}.as_count() > {rule.threshold_pct:g}"
         options["thresholds"] = {"critical": float(rule.threshold_pct)}
         message += f" LLM spend over {w} grew more than {rule.threshold_pct:g}% against the window {shift} earlier."
@@ -173,7 +189,9 @@ def datadog_monitor(config: Config, rule: Rule, ml_app: str, env: str | None) ->
             models = sorted({t.split("/", 1)[1] for t in targets if "/" in t})
             if len(models) == 1:
                 pairs = [("model_name", models[0])]
-            notes.append("LLM Observability metrics carry model and provider, not relaycast routes or targets: scoped by model")
+            notes.append(
+                "LLM Observability metrics carry model and provider, not relaycast routes or targets: scoped by model"
+            )
         if rule.metric.startswith("ttft_"):
             notes.append("time to first token is not an LLM Observability metric: exported on the span duration")
         q = rule.metric.rsplit("p", 1)[1]
@@ -196,15 +214,26 @@ def datadog_monitor(config: Config, rule: Rule, ml_app: str, env: str | None) ->
             notes.append(f"Datadog's LLM Observability metrics have no {dim} tag: exported for the whole ml_app")
         span = "1d" if rule.period == "day" else "1w"
         if rule.period == "month":
-            notes.append("Datadog metric monitors look back at most a week or so: a monthly budget becomes a weekly share of it")
+            notes.append(
+                "Datadog metric monitors look back at most a week or so: a monthly budget becomes a weekly share of it"
+            )
         limit = rule.limit_usd if rule.period == "day" else rule.limit_usd * 7 / 30
-        query = f"sum(last_{span}):sum:{DD_COST}{_tags(base + ['span_kind:llm'], pairs)}.as_count() / {NANO} > {limit:g}"
+        query = (
+            f"sum(last_{span}):sum:{DD_COST}{_tags(base + ['span_kind:llm'], pairs)}.as_count() / {NANO} > {limit:g}"
+        )
         options["thresholds"] = {"critical": float(limit)}
         message += f" {dim} {value} spent more than ${limit:g} over {span}."
     if notes:
         message += " Note: " + "; ".join(notes) + "."
-    monitor = {"name": f"[relaycast] {rule.name}", "type": "query alert", "query": query, "message": message,
-               "tags": ["source:relaycast", f"relaycast_rule:{rule.name}", f"ml_app:{ml_app}"], "options": options, "priority": 3}  # fmt: skip
+    monitor = {
+        "name": f"[relaycast] {rule.name}",
+        "type": "query alert",
+        "query": query,
+        "message": message,
+        "tags": ["source:relaycast", f"relaycast_rule:{rule.name}", f"ml_app:{ml_app}"],
+        "options": options,
+        "priority": 3,
+    }
     return monitor, notes
 
 

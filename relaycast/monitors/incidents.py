@@ -15,7 +15,19 @@ from relaycast.monitors.rules import Finding
 from relaycast.monitors.settings import Rule
 from relaycast.store.db import Connection
 
-_COLS = ("id", "rule", "scope", "kind", "opened_ms", "resolved_ms", "value", "threshold", "message", "resolve_message", "details")
+_COLS = (
+    "id",
+    "rule",
+    "scope",
+    "kind",
+    "opened_ms",
+    "resolved_ms",
+    "value",
+    "threshold",
+    "message",
+    "resolve_message",
+    "details",
+)
 
 
 def open_map(conn: Connection) -> dict[tuple[str, str], str]:
@@ -26,25 +38,40 @@ def open_map(conn: Connection) -> dict[tuple[str, str], str]:
 def open_incident(conn: Connection, rule: Rule, f: Finding, now_ms: int) -> dict[str, Any] | None:
     """Open it; None when another replica already has (the unique index refused this one)."""
     iid = "inc_" + secrets.token_hex(8)
-    row = (iid, rule.name, f.scope, rule.kind, now_ms, None, f.value, f.threshold, f.message, None,
-           orjson.dumps(f.details, default=str).decode())  # fmt: skip
+    row = (
+        iid,
+        rule.name,
+        f.scope,
+        rule.kind,
+        now_ms,
+        None,
+        f.value,
+        f.threshold,
+        f.message,
+        None,
+        orjson.dumps(f.details, default=str).decode(),
+    )
     if not conn.insert_unique("incidents", _COLS, row):
         return None  # an open incident for (rule, scope) exists already: another replica opened it
-    return dict(zip(_COLS, row))
+    return dict(zip(_COLS, row, strict=False))
 
 
 def resolve_incident(conn: Connection, rule: Rule, scope: str, message: str, now_ms: int) -> dict[str, Any] | None:
     """Resolve the open incident; None when there was none left (another replica resolved it)."""
     with conn.transaction():
-        found = conn.query_in_tx(f"SELECT {', '.join(_COLS)} FROM incidents WHERE rule = ? AND scope = ? AND resolved_ms IS NULL",
-                                 (rule.name, scope))  # fmt: skip
+        found = conn.query_in_tx(
+            f"SELECT {', '.join(_COLS)} FROM incidents WHERE rule = ? AND scope = ? AND resolved_ms IS NULL",
+            (rule.name, scope),
+        )
         if not found:
             return None
-        n = conn.execute("UPDATE incidents SET resolved_ms = ?, resolve_message = ? WHERE id = ? AND resolved_ms IS NULL",
-                         (now_ms, message, found[0][0]))  # fmt: skip
+        n = conn.execute(
+            "UPDATE incidents SET resolved_ms = ?, resolve_message = ? WHERE id = ? AND resolved_ms IS NULL",
+            (now_ms, message, found[0][0]),
+        )
     if n != 1:
         return None
-    inc = dict(zip(_COLS, found[0]))
+    inc = dict(zip(_COLS, found[0], strict=False))
     inc.update(resolved_ms=now_ms, resolve_message=message)
     return inc
 
@@ -53,7 +80,7 @@ def recent(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
     rows = conn.query(f"SELECT {', '.join(_COLS)} FROM incidents ORDER BY opened_ms DESC LIMIT ?", (limit,))
     out = []
     for r in rows:
-        d = dict(zip(_COLS, r))
+        d = dict(zip(_COLS, r, strict=False))
         d["details"] = orjson.loads(d["details"]) if d["details"] else {}
         d["state"] = "open" if d["resolved_ms"] is None else "resolved"
         out.append(d)

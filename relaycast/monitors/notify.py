@@ -38,7 +38,9 @@ def slack_body(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class Notifier:
-    def __init__(self, targets: tuple[NotifyTarget, ...], session: aiohttp.ClientSession, log: EventLog, redactor: Redactor) -> None:
+    def __init__(
+        self, targets: tuple[NotifyTarget, ...], session: aiohttp.ClientSession, log: EventLog, redactor: Redactor
+    ) -> None:
         self._targets = {t.name: t for t in targets}
         self._session = session
         self._log = log
@@ -65,7 +67,12 @@ class Notifier:
     def send(self, event: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
         """Queue an alert or resolution for each target (all, or `only` those named). Never blocks or raises."""
         level = self._log.warning if event["event"] == "alert" else self._log.info
-        level("monitor_" + event["event"], rule=event["rule"], scope=event.get("scope") or "-", message=event["message"][:300])
+        level(
+            "monitor_" + event["event"],
+            rule=event["rule"],
+            scope=event.get("scope") or "-",
+            message=event["message"][:300],
+        )
         for name in only if only is not None else self._targets:
             q = self._queues.get(name)
             if q is None:
@@ -77,8 +84,16 @@ class Notifier:
             self._wake[name].set()
 
     def status(self) -> dict[str, Any]:
-        return {n: {"kind": t.kind, "sent": self.sent[n], "failed": self.failed[n], "retries": self.retries[n],
-                    "queued": len(self._queues[n])} for n, t in self._targets.items()}  # fmt: skip
+        return {
+            n: {
+                "kind": t.kind,
+                "sent": self.sent[n],
+                "failed": self.failed[n],
+                "retries": self.retries[n],
+                "queued": len(self._queues[n]),
+            }
+            for n, t in self._targets.items()
+        }
 
     async def _worker(self, name: str) -> None:
         target = self._targets[name]
@@ -108,7 +123,9 @@ class Notifier:
                 headers[SIGNATURE_HEADER] = sign(t.secret, ts, body)
             retry_after = None
             try:
-                async with self._session.post(t.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=t.timeout_s)) as r:
+                async with self._session.post(
+                    t.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=t.timeout_s)
+                ) as r:
                     await r.read()
                     if r.status < 300:
                         return True
@@ -116,12 +133,16 @@ class Notifier:
                     problem = f"HTTP {r.status}"
                     ra = r.headers.get("retry-after")
                     retry_after = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 retryable, problem = True, type(e).__name__
             if not retryable or attempt == t.max_attempts:
-                self._log.error("monitor_notification_failed", target=t.name, attempts=attempt, problem=problem, rule=event["rule"])
+                self._log.error(
+                    "monitor_notification_failed", target=t.name, attempts=attempt, problem=problem, rule=event["rule"]
+                )
                 return False
             self.retries[t.name] += 1
-            await asyncio.sleep(min(MAX_BACKOFF_S, retry_after if retry_after is not None else delay * (0.5 + random.random())))
+            await asyncio.sleep(
+                min(MAX_BACKOFF_S, retry_after if retry_after is not None else delay * (0.5 + random.random()))
+            )
             delay = min(delay * 2, MAX_BACKOFF_S)
         return False

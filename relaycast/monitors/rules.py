@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from relaycast.costs.money import PICO_PER_USD, format_usd
@@ -54,10 +54,14 @@ def _windows(rule: Rule, now_ms: int) -> list[tuple[int, int, int]]:
     if rule.baseline == "previous":
         return [(k, now_ms - (k + 1) * w, now_ms - k * w) for k in range(rule.baseline_windows + 1)]
     day = 86_400_000
-    return [(0, now_ms - w, now_ms)] + [(d, now_ms - d * day - w, now_ms - d * day) for d in range(1, rule.baseline_windows + 1)]
+    return [(0, now_ms - w, now_ms)] + [
+        (d, now_ms - d * day - w, now_ms - d * day) for d in range(1, rule.baseline_windows + 1)
+    ]
 
 
-def _spend_by_window(conn: Connection, rule: Rule, now_ms: int, dim: str | None, extra: tuple[tuple[str, str], ...] = ()) -> dict[tuple[int, str], int]:
+def _spend_by_window(
+    conn: Connection, rule: Rule, now_ms: int, dim: str | None, extra: tuple[tuple[str, str], ...] = ()
+) -> dict[tuple[int, str], int]:
     """pico-dollars per (window k, value of `dim`), from the raw requests in each window."""
     where, args = "", []
     for d, v in (*rule.where, *extra):
@@ -70,13 +74,18 @@ def _spend_by_window(conn: Connection, rule: Rule, now_ms: int, dim: str | None,
         w = int(rule.window_s * 1000)
         rows = conn.query(
             f"SELECT (? - ts_ms) / ? AS k, {col}, sum(coalesce(cost_pusd, 0)) FROM requests "
-            f"WHERE ts_ms > ? AND ts_ms <= ?{where} GROUP BY k, {col}", [now_ms, w, wins[-1][1], now_ms, *args])  # fmt: skip
+            f"WHERE ts_ms > ? AND ts_ms <= ?{where} GROUP BY k, {col}",
+            [now_ms, w, wins[-1][1], now_ms, *args],
+        )
         for k, v, pico in rows:
             out[(int(k), v)] = out.get((int(k), v), 0) + int(pico or 0)
         return out
     for k, start, end in wins:
-        for v, pico in conn.query(f"SELECT {col}, sum(coalesce(cost_pusd, 0)) FROM requests WHERE ts_ms > ? AND ts_ms <= ?{where} "
-                                  f"GROUP BY {col}", [start, end, *args]):  # fmt: skip
+        for v, pico in conn.query(
+            f"SELECT {col}, sum(coalesce(cost_pusd, 0)) FROM requests WHERE ts_ms > ? AND ts_ms <= ?{where} "
+            f"GROUP BY {col}",
+            [start, end, *args],
+        ):
             out[(k, v)] = int(pico or 0)
     return out
 
@@ -106,8 +115,12 @@ def spend_spike(conn: Connection, rule: Rule, now: float) -> list[Finding]:
             msg = f"{what} is {_usd(current)}, {g} against a baseline of {_usd(baseline)} (threshold +{rule.threshold_pct:g}%)"
         else:
             msg = f"{what} is {_usd(current)} against a baseline of {_usd(baseline)}"
-        details: dict[str, Any] = {"current_usd": current / PICO_PER_USD, "baseline_usd": None if baseline is None else baseline / PICO_PER_USD,
-                                   "growth_pct": None if growth is None else round(growth, 1), "baseline_windows": len(usable)}  # fmt: skip
+        details: dict[str, Any] = {
+            "current_usd": current / PICO_PER_USD,
+            "baseline_usd": None if baseline is None else baseline / PICO_PER_USD,
+            "growth_pct": None if growth is None else round(growth, 1),
+            "baseline_windows": len(usable),
+        }
         if firing:
             extra = ((rule.by, v),) if rule.by else ()
             details["top_contributors"] = _contributors(conn, rule, now_ms, usable, extra)
@@ -118,7 +131,9 @@ def spend_spike(conn: Connection, rule: Rule, now: float) -> list[Finding]:
     return findings
 
 
-def _contributors(conn: Connection, rule: Rule, now_ms: int, usable: list[int], extra: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+def _contributors(
+    conn: Connection, rule: Rule, now_ms: int, usable: list[int], extra: tuple[tuple[str, str], ...]
+) -> list[dict[str, Any]]:
     """Which users, features, models and keys grew the most against their own baseline."""
     out = []
     for dim in CONTRIBUTOR_DIMS:
@@ -129,8 +144,15 @@ def _contributors(conn: Connection, rule: Rule, now_ms: int, usable: list[int], 
             base = sum(spend.get((k, v), 0) for k in usable) / len(usable) if usable else 0
             growth = spend[(0, v)] - base
             if growth > 0:
-                out.append({"dimension": dim, "value": v, "current_usd": spend[(0, v)] / PICO_PER_USD,
-                            "baseline_usd": base / PICO_PER_USD, "growth_pico": growth})  # fmt: skip
+                out.append(
+                    {
+                        "dimension": dim,
+                        "value": v,
+                        "current_usd": spend[(0, v)] / PICO_PER_USD,
+                        "baseline_usd": base / PICO_PER_USD,
+                        "growth_pico": growth,
+                    }
+                )
     out.sort(key=lambda c: -c["growth_pico"])
     for c in out:
         c["growth_usd"] = c["growth_pico"] / PICO_PER_USD
@@ -171,8 +193,17 @@ def latency_sla(conn: Connection, rule: Rule, now: float) -> list[Finding]:
         firing = n >= rule.min_requests and p > rule.threshold_ms
         label = rule.metric.replace("ttft_", "TTFT ")
         msg = f"{target}: {label} {p:.0f} ms over {_dur(rule.window_s)} ({n} requests), SLA {rule.threshold_ms:g} ms"
-        findings.append(Finding(f"target={target}", firing, round(p, 1), rule.threshold_ms, msg,
-                                {"requests": n, "metric": rule.metric}, (rule.route or "*", target)))  # fmt: skip
+        findings.append(
+            Finding(
+                f"target={target}",
+                firing,
+                round(p, 1),
+                rule.threshold_ms,
+                msg,
+                {"requests": n, "metric": rule.metric},
+                (rule.route or "*", target),
+            )
+        )
     return findings
 
 
@@ -180,8 +211,10 @@ def latency_sla(conn: Connection, rule: Rule, now: float) -> list[Finding]:
 
 
 def error_rate(conn: Connection, rule: Rule, now: float) -> list[Finding]:
-    rows = conn.query("SELECT error_class, count(*) FROM attempts WHERE provider = ? AND ts_ms > ? AND ts_ms <= ? GROUP BY error_class",
-                      (rule.provider, int((now - rule.window_s) * 1000), int(now * 1000)))  # fmt: skip
+    rows = conn.query(
+        "SELECT error_class, count(*) FROM attempts WHERE provider = ? AND ts_ms > ? AND ts_ms <= ? GROUP BY error_class",
+        (rule.provider, int((now - rule.window_s) * 1000), int(now * 1000)),
+    )
     attempts = errors = 0
     by_class: dict[str, int] = {}
     for cls, n in rows:
@@ -196,17 +229,28 @@ def error_rate(conn: Connection, rule: Rule, now: float) -> list[Finding]:
     rate = errors / attempts * 100 if attempts else 0.0
     firing = attempts >= rule.min_requests and rate > rule.threshold_pct
     what = f"{rule.error_class} errors" if rule.error_class else "errors"
-    msg = (f"{rule.provider}: {what} {rate:.1f}% of {attempts} attempts over {_dur(rule.window_s)} "
-           f"(threshold {rule.threshold_pct:g}%)")  # fmt: skip
-    return [Finding(f"provider={rule.provider}", firing, round(rate, 2), rule.threshold_pct, msg,
-                    {"attempts": attempts, "errors": errors, "by_class": by_class}, ("*", f"provider:{rule.provider}"))]  # fmt: skip
+    msg = (
+        f"{rule.provider}: {what} {rate:.1f}% of {attempts} attempts over {_dur(rule.window_s)} "
+        f"(threshold {rule.threshold_pct:g}%)"
+    )
+    return [
+        Finding(
+            f"provider={rule.provider}",
+            firing,
+            round(rate, 2),
+            rule.threshold_pct,
+            msg,
+            {"attempts": attempts, "errors": errors, "by_class": by_class},
+            ("*", f"provider:{rule.provider}"),
+        )
+    ]
 
 
 # --- budget -------------------------------------------------------------------------------------
 
 
 def period_start(now: float, period: str) -> int:
-    t = datetime.fromtimestamp(now, timezone.utc)
+    t = datetime.fromtimestamp(now, UTC)
     start = t.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "month":
         start = start.replace(day=1)
@@ -217,16 +261,26 @@ def budget(conn: Connection, rule: Rule, now: float) -> list[Finding]:
     assert rule.scope is not None
     dim, value = rule.scope
     start = period_start(now, rule.period)
-    row = conn.query("SELECT sum(cost_pusd), sum(unpriced) FROM usage_hourly WHERE dim = ? AND value = ? AND hour >= ? AND hour <= ?",
-                     (dim, value, start, int(now)))[0]  # fmt: skip
+    row = conn.query(
+        "SELECT sum(cost_pusd), sum(unpriced) FROM usage_hourly WHERE dim = ? AND value = ? AND hour >= ? AND hour <= ?",
+        (dim, value, start, int(now)),
+    )[0]
     pico = int(row[0] or 0)
     limit = rule.limit_usd * PICO_PER_USD
     firing = pico > limit
     msg = f"{dim} {value}: {_usd(pico)} spent this {rule.period} (UTC), budget {_usd(limit)}"
     if row[1]:
         msg += f"; {int(row[1])} unpriced requests not counted"
-    return [Finding(f"{dim}={value}", firing, pico / PICO_PER_USD, rule.limit_usd, msg,
-                    {"period": rule.period, "period_start": start, "unpriced_requests": int(row[1] or 0)})]  # fmt: skip
+    return [
+        Finding(
+            f"{dim}={value}",
+            firing,
+            pico / PICO_PER_USD,
+            rule.limit_usd,
+            msg,
+            {"period": rule.period, "period_start": start, "unpriced_requests": int(row[1] or 0)},
+        )
+    ]
 
 
 def _dur(s: float) -> str:

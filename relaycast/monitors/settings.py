@@ -108,12 +108,18 @@ def parse_monitors(r: Reader, raw: Any) -> MonitorsConfig | None:
     interval = r.number(m.get("interval_s", 60), "monitors.interval_s")
     if interval < 1:
         raise ConfigError("monitors.interval_s", "must be at least 1 second")
-    targets = tuple(_target(r, t, f"monitors.notify[{i}]") for i, t in enumerate(r.sequence(m.get("notify") or [], "monitors.notify")))
+    targets = tuple(
+        _target(r, t, f"monitors.notify[{i}]")
+        for i, t in enumerate(r.sequence(m.get("notify") or [], "monitors.notify"))
+    )
     names = [t.name for t in targets]
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ConfigError(f"monitors.notify[{i}].name", f"duplicate name '{n}'")
-    rules = tuple(_rule(r, x, f"monitors.rules[{i}]", set(names)) for i, x in enumerate(r.sequence(m.get("rules") or [], "monitors.rules")))
+    rules = tuple(
+        _rule(r, x, f"monitors.rules[{i}]", set(names))
+        for i, x in enumerate(r.sequence(m.get("rules") or [], "monitors.rules"))
+    )
     rnames = [x.name for x in rules]
     for i, n in enumerate(rnames):
         if n in rnames[:i]:
@@ -130,11 +136,13 @@ def _target(r: Reader, raw: Any, at: str) -> NotifyTarget:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{at}.url", "must be an http:// or https:// URL")
     return NotifyTarget(
-        name=r.string(m.get("name", kind), f"{at}.name"), kind=kind, url=url,
+        name=r.string(m.get("name", kind), f"{at}.name"),
+        kind=kind,
+        url=url,
         secret=r.string(m["secret"], f"{at}.secret") if m.get("secret") is not None else None,
         timeout_s=r.number(m.get("timeout_s", 10), f"{at}.timeout_s"),
         max_attempts=r.integer(m.get("max_attempts", 8), f"{at}.max_attempts", 1, 100),
-    )  # fmt: skip
+    )
 
 
 _COMMON = {"name", "kind", "window", "notify"}
@@ -170,11 +178,16 @@ def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
         if by is not None and by not in SCOPE_DIMS:
             raise ConfigError(f"{at}.by", f"must be one of {', '.join(SCOPE_DIMS)}")
         where = r.mapping(m.get("where") or {}, f"{at}.where", set(SCOPE_DIMS))
-        kw.update(baseline=baseline, baseline_windows=r.integer(m.get("baseline_windows", 24 if baseline == "previous" else 7),
-                                                                f"{at}.baseline_windows", 1, 1000),
-                  threshold_pct=_positive(r, m.get("threshold_pct", 200), f"{at}.threshold_pct"),
-                  min_usd=_non_negative(r, m.get("min_usd", 0), f"{at}.min_usd"), by=by,
-                  where=tuple((k, r.string(v, f"{at}.where.{k}")) for k, v in where.items()))  # fmt: skip
+        kw.update(
+            baseline=baseline,
+            baseline_windows=r.integer(
+                m.get("baseline_windows", 24 if baseline == "previous" else 7), f"{at}.baseline_windows", 1, 1000
+            ),
+            threshold_pct=_positive(r, m.get("threshold_pct", 200), f"{at}.threshold_pct"),
+            min_usd=_non_negative(r, m.get("min_usd", 0), f"{at}.min_usd"),
+            by=by,
+            where=tuple((k, r.string(v, f"{at}.where.{k}")) for k, v in where.items()),
+        )
     elif kind == "latency_sla":
         picked = [k for k in ("route", "model", "provider", "target") if m.get(k) is not None]
         if len(picked) != 1:
@@ -182,14 +195,19 @@ def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
         metric = r.string(m.get("metric", "p99"), f"{at}.metric")
         if metric not in ("p50", "p90", "p99", "ttft_p50", "ttft_p90", "ttft_p99"):
             raise ConfigError(f"{at}.metric", "must be p50, p90, p99, ttft_p50, ttft_p90 or ttft_p99")
-        kw.update({picked[0]: r.string(m[picked[0]], f"{at}.{picked[0]}")}, metric=metric,
-                  threshold_ms=_positive(r, r.required(m, "threshold_ms", at), f"{at}.threshold_ms"),
-                  min_requests=r.integer(m.get("min_requests", 10), f"{at}.min_requests", 1))  # fmt: skip
+        kw.update(
+            {picked[0]: r.string(m[picked[0]], f"{at}.{picked[0]}")},
+            metric=metric,
+            threshold_ms=_positive(r, r.required(m, "threshold_ms", at), f"{at}.threshold_ms"),
+            min_requests=r.integer(m.get("min_requests", 10), f"{at}.min_requests", 1),
+        )
     elif kind == "error_rate":
-        kw.update(provider=r.string(r.required(m, "provider", at), f"{at}.provider"),
-                  error_class=r.string(m["error_class"], f"{at}.error_class") if m.get("error_class") else None,
-                  threshold_pct=_positive(r, r.required(m, "threshold_pct", at), f"{at}.threshold_pct"),
-                  min_requests=r.integer(m.get("min_requests", 20), f"{at}.min_requests", 1))  # fmt: skip
+        kw.update(
+            provider=r.string(r.required(m, "provider", at), f"{at}.provider"),
+            error_class=r.string(m["error_class"], f"{at}.error_class") if m.get("error_class") else None,
+            threshold_pct=_positive(r, r.required(m, "threshold_pct", at), f"{at}.threshold_pct"),
+            min_requests=r.integer(m.get("min_requests", 20), f"{at}.min_requests", 1),
+        )
     else:
         picked = [k for k in SCOPE_DIMS if m.get(k) is not None]
         if len(picked) != 1:
@@ -197,8 +215,11 @@ def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
         period = r.string(m.get("period", "day"), f"{at}.period")
         if period not in ("day", "month"):
             raise ConfigError(f"{at}.period", "must be 'day' or 'month'")
-        kw.update(scope=(picked[0], r.string(m[picked[0]], f"{at}.{picked[0]}")), period=period,
-                  limit_usd=_positive(r, r.required(m, "limit_usd", at), f"{at}.limit_usd"))  # fmt: skip
+        kw.update(
+            scope=(picked[0], r.string(m[picked[0]], f"{at}.{picked[0]}")),
+            period=period,
+            limit_usd=_positive(r, r.required(m, "limit_usd", at), f"{at}.limit_usd"),
+        )
     return Rule(**kw)
 
 

@@ -9,27 +9,28 @@ Errors are classified once, here, by `classify`.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
 
 from relaycast import errors
-from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
-from relaycast.retry import retry_after_seconds
 from relaycast.providers.base import (
+    ChatResult,
+    StreamState,
     connect_timeout,
     post_upstream,
     read_answer,
     upstream_events,
-    ChatResult,
-    StreamState,
 )
+from relaycast.providers.settings import ProviderConfig, Timeouts
+from relaycast.records import Usage
+from relaycast.retry import retry_after_seconds
 from relaycast.schema import ChatRequest
 from relaycast.sse import DONE_EVENT
-from relaycast.records import Usage
 
 API_VERSION = "2023-06-01"
 
@@ -49,8 +50,16 @@ class AnthropicProvider:
     async def _post(self, body: dict[str, Any], target: str, t: Timeouts) -> aiohttp.ClientResponse:
         connect = self._timeout if t is self.config.timeouts else connect_timeout(t)
         key = self.config.api_key
-        return await post_upstream(self._session, self._url, orjson.dumps(body), self._headers, t, connect, target,
-                                   lambda status, raw, headers: classify(status, raw, headers, target, key))  # fmt: skip
+        return await post_upstream(
+            self._session,
+            self._url,
+            orjson.dumps(body),
+            self._headers,
+            t,
+            connect,
+            target,
+            lambda status, raw, headers: classify(status, raw, headers, target, key),
+        )
 
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
@@ -117,9 +126,7 @@ class AnthropicStream:
 class StreamTranslator:
     """Turns Anthropic stream events into OpenAI chunk events and records what it learns in `state`. No I/O."""
 
-    def __init__(
-        self, model: str, include_usage: bool, target: str, created: int, secret: str | None = None
-    ) -> None:
+    def __init__(self, model: str, include_usage: bool, target: str, created: int, secret: str | None = None) -> None:
         self.state = StreamState()
         self.target = target
         self._include_usage = include_usage
@@ -157,8 +164,13 @@ class StreamTranslator:
 
     def _make_head(self, mid: str, model: str) -> bytes:
         return (
-            b'{"id":' + orjson.dumps(mid) + b',"object":"chat.completion.chunk","created":'
-            + str(self._created).encode() + b',"model":' + orjson.dumps(model) + b',"choices":'
+            b'{"id":'
+            + orjson.dumps(mid)
+            + b',"object":"chat.completion.chunk","created":'
+            + str(self._created).encode()
+            + b',"model":'
+            + orjson.dumps(model)
+            + b',"choices":'
         )
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -184,8 +196,12 @@ class StreamTranslator:
             index = len(self._tools)
             self._tools[obj.get("index", index)] = index
             self.state.saw_token()
-            call = {"index": index, "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name"), "arguments": ""}}  # fmt: skip
+            call = {
+                "index": index,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""},
+            }
             return self._chunk({"tool_calls": [call]})
         if kind == "text" and block.get("text"):
             return self._text(block["text"])

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
 from relaycast import errors
 from relaycast.providers.settings import ProviderConfig, Timeouts
+from relaycast.records import Usage
 from relaycast.schema import ChatRequest
 from relaycast.sse import Event, EventSplitter
-from relaycast.records import Usage
 
 
 @dataclass(slots=True)
@@ -98,7 +99,9 @@ def connection_error(exc: BaseException, target: str) -> errors.ProviderError:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return errors.ConnectionFailed("upstream disconnected", target=target)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return errors.ConnectionFailed(f"cannot connect to upstream: {exc.os_error.strerror or exc.os_error}", target=target)
+        return errors.ConnectionFailed(
+            f"cannot connect to upstream: {exc.os_error.strerror or exc.os_error}", target=target
+        )
     return errors.ConnectionFailed(f"upstream connection failed: {type(exc).__name__}", target=target)
 
 
@@ -121,7 +124,9 @@ async def post_upstream(
         async with asyncio.timeout(t.first_token_s):
             resp = await session.post(url, data=data, headers=headers, timeout=connect)
     except TimeoutError:
-        raise errors.Timeout(f"no response from upstream within {t.first_token_s:g}s", phase="first_token", target=target) from None
+        raise errors.Timeout(
+            f"no response from upstream within {t.first_token_s:g}s", phase="first_token", target=target
+        ) from None
     except TRANSPORT_ERRORS as e:
         raise connection_error(e, target) from None
     if resp.status >= 400:
@@ -146,7 +151,9 @@ async def upstream_events(resp: aiohttp.ClientResponse, idle_s: float, target: s
             async with asyncio.timeout(idle_s):
                 chunk = await content.readany()
         except TimeoutError:
-            raise errors.Timeout(f"upstream sent nothing for {idle_s:g}s mid-stream", phase="idle", target=target) from None
+            raise errors.Timeout(
+                f"upstream sent nothing for {idle_s:g}s mid-stream", phase="idle", target=target
+            ) from None
         except TRANSPORT_ERRORS as e:
             raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=target) from None
         if not chunk:

@@ -7,36 +7,43 @@ client did not ask for it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
 
 from relaycast import errors
-from relaycast.providers.settings import ProviderConfig, Timeouts
-from relaycast.retry import retry_after_seconds
 from relaycast.providers.base import (
     TRANSPORT_ERRORS,
-    connect_timeout,
-    post_upstream,
-    read_answer,
-    upstream_events,
     ChatResult,
     StreamState,
+    connect_timeout,
     connection_error,
+    post_upstream,
+    read_answer,
     read_limited,
+    upstream_events,
 )
 from relaycast.providers.presets import PRESETS
+from relaycast.providers.settings import ProviderConfig, Timeouts
+from relaycast.records import Usage
+from relaycast.retry import retry_after_seconds
 from relaycast.schema import ChatRequest, upstream_body
 from relaycast.sse import DONE, DONE_EVENT
-from relaycast.records import Usage
 
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "invalid_prompt", "moderation_blocked"})
 CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
 QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
 # OpenAI-compatible servers that give no code (vLLM, Ollama, ...) still say it in words.
-CONTEXT_LENGTH_WORDS = ("maximum context length", "context length", "context_length", "too many tokens", "prompt is too long")
+CONTEXT_LENGTH_WORDS = (
+    "maximum context length",
+    "context length",
+    "context_length",
+    "too many tokens",
+    "prompt is too long",
+)
 CONTENT_POLICY_WORDS = ("content management policy", "content policy", "usage policy", "flagged")
 
 
@@ -66,8 +73,16 @@ class OpenAICompatProvider:
     async def _post(self, path: str, data: bytes, target: str, t: Timeouts) -> aiohttp.ClientResponse:
         connect = self._timeout if t is self.config.timeouts else connect_timeout(t)
         key = self.config.api_key
-        return await post_upstream(self._session, self.config.base_url + path, data, self._headers, t, connect, target,
-                                   lambda status, raw, headers: classify(status, raw, headers, target, key))  # fmt: skip
+        return await post_upstream(
+            self._session,
+            self.config.base_url + path,
+            data,
+            self._headers,
+            t,
+            connect,
+            target,
+            lambda status, raw, headers: classify(status, raw, headers, target, key),
+        )
 
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
@@ -182,7 +197,9 @@ class OpenAIStream:
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise errors.MalformedResponse("upstream sent a stream event that is not JSON", target=self._target) from None
+            raise errors.MalformedResponse(
+                "upstream sent a stream event that is not JSON", target=self._target
+            ) from None
         if not isinstance(obj, dict):
             raise errors.MalformedResponse("upstream sent a stream event that is not an object", target=self._target)
         err = obj.get("error")

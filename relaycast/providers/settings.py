@@ -29,18 +29,6 @@ class ProviderConfig:
     models: tuple[str, ...] = ()
     timeouts: Timeouts = Timeouts()
 
-
-@dataclass(frozen=True, slots=True)
-class ProviderConfig:
-    name: str
-    kind: str  # a preset name
-    adapter: str
-    base_url: str
-    api_key: str | None = field(default=None, repr=False)
-    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    models: tuple[str, ...] = ()
-    timeouts: Timeouts = Timeouts()
-
     def secrets(self) -> tuple[str, ...]:
         """The API key and any secret-looking header values, for the redactor."""
         return tuple(s for s in (self.api_key, *(v for k, v in self.headers if secret_header(k))) if s)

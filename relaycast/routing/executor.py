@@ -19,18 +19,19 @@ import asyncio
 import collections
 import random
 import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 from relaycast import errors
-from relaycast.providers.settings import Timeouts
 from relaycast.log import EventLog
 from relaycast.providers.base import ChatResult, ChatStream, Provider
+from relaycast.providers.settings import Timeouts
+from relaycast.records import Attempt, Usage
 from relaycast.routing.health import HealthBoard
 from relaycast.routing.plan import Plan
 from relaycast.routing.target import Target
 from relaycast.schema import ChatRequest
-from relaycast.records import Attempt, Usage
 
 # What one target can fail with: its upstream's errors, or a request this target's adapter cannot map.
 TARGET_ERRORS = (errors.ProviderError, errors.NotSupported, errors.InvalidRequest)
@@ -113,11 +114,15 @@ class Steps:
     def _decide(self, target: Target, err: errors.RelaycastError) -> bool:
         cls = err.error_class
         if cls in ("content_policy", "context_length"):
-            fallback = self.route.content_policy_fallback if cls == "content_policy" else self.route.context_length_fallback
+            fallback = (
+                self.route.content_policy_fallback if cls == "content_policy" else self.route.context_length_fallback
+            )
             if not fallback or cls in self._used_fallbacks:
                 return False
             self._used_fallbacks.add(cls)
-            self._queue = collections.deque((Target.parse(t), 0.0) for t in fallback if Target.parse(t).model != target.model)
+            self._queue = collections.deque(
+                (Target.parse(t), 0.0) for t in fallback if Target.parse(t).model != target.model
+            )
             return bool(self._queue)
         if not err.fails_over:
             return False
@@ -131,11 +136,15 @@ class Steps:
     def give_up(self) -> errors.RelaycastError:
         if self.failures:
             return errors.AllAttemptsFailed(self.failures)
-        return errors.NoRoute(f"No target of '{self.route.name}' is available right now (circuits open or cooling down).")
+        return errors.NoRoute(
+            f"No target of '{self.route.name}' is available right now (circuits open or cooling down)."
+        )
 
 
 class Executor:
-    def __init__(self, providers: Mapping[str, Provider], board: HealthBoard, log: EventLog, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, providers: Mapping[str, Provider], board: HealthBoard, log: EventLog, rng: random.Random | None = None
+    ) -> None:
         self._providers = providers
         self.board = board
         self._log = log
@@ -162,7 +171,9 @@ class Executor:
 
     # --- non-streaming ------------------------------------------------------------------------
 
-    async def complete(self, req: ChatRequest, plan: Plan, t0_ns: int, attempts: list[Attempt]) -> tuple[ChatResult, Target]:
+    async def complete(
+        self, req: ChatRequest, plan: Plan, t0_ns: int, attempts: list[Attempt]
+    ) -> tuple[ChatResult, Target]:
         deadline = self.deadline(plan, t0_ns)
         steps = Steps(plan, self.board, deadline, self._rng)
         while (target := await steps.next()) is not None:
@@ -173,7 +184,9 @@ class Executor:
                 async with asyncio.timeout(_remaining(deadline, t.total_s)):
                     result = await provider.chat(req, target.model, t)
             except TimeoutError:
-                err: errors.RelaycastError = errors.Timeout("upstream did not answer within the deadline", phase="total", target=target.name)
+                err: errors.RelaycastError = errors.Timeout(
+                    "upstream did not answer within the deadline", phase="total", target=target.name
+                )
             except TARGET_ERRORS as e:
                 err = e
             except asyncio.CancelledError:
@@ -181,7 +194,11 @@ class Executor:
                 raise
             else:
                 ended = time.monotonic_ns()
-                attempts.append(attempt_record(target, t0_ns, started, ended_ns=ended, usage=result.usage, finish_reason=result.finish_reason))
+                attempts.append(
+                    attempt_record(
+                        target, t0_ns, started, ended_ns=ended, usage=result.usage, finish_reason=result.finish_reason
+                    )
+                )
                 out = result.usage.completion_tokens if result.usage else 0
                 self.board.observe(target.name, (ended - started) / 1e6, None, None, out)
                 return result, target
@@ -190,7 +207,9 @@ class Executor:
                 break
         raise steps.give_up()
 
-    async def embed(self, body: dict[str, Any], plan: Plan, t0_ns: int, attempts: list[Attempt]) -> tuple[bytes, Target]:
+    async def embed(
+        self, body: dict[str, Any], plan: Plan, t0_ns: int, attempts: list[Attempt]
+    ) -> tuple[bytes, Target]:
         deadline = self.deadline(plan, t0_ns)
         steps = Steps(plan, self.board, deadline, self._rng)
         while (target := await steps.next()) is not None:
@@ -200,7 +219,9 @@ class Executor:
                 async with asyncio.timeout(_remaining(deadline, provider.config.timeouts.total_s)):
                     raw, usage = await provider.embeddings(body, target.model)
             except TimeoutError:
-                err: errors.RelaycastError = errors.Timeout("upstream did not answer within the deadline", phase="total", target=target.name)
+                err: errors.RelaycastError = errors.Timeout(
+                    "upstream did not answer within the deadline", phase="total", target=target.name
+                )
             except TARGET_ERRORS as e:
                 err = e
             except asyncio.CancelledError:
@@ -235,8 +256,17 @@ class Executor:
                 return won
         raise steps.give_up()
 
-    async def _hedged(self, req: ChatRequest, plan: Plan, first: Target, steps: Steps, hedge_s: float, t0_ns: int,
-                      deadline: float, attempts: list[Attempt]) -> OpenStream | None:  # fmt: skip
+    async def _hedged(
+        self,
+        req: ChatRequest,
+        plan: Plan,
+        first: Target,
+        steps: Steps,
+        hedge_s: float,
+        t0_ns: int,
+        deadline: float,
+        attempts: list[Attempt],
+    ) -> OpenStream | None:
         """Race `first` against the next target if it has no first token after `hedge_s`. None: all failed."""
         reasons: dict[asyncio.Task[OpenStream], list[str]] = {}
 
@@ -257,7 +287,9 @@ class Executor:
                     hedged = True
                     second = await steps.next()
                     if second is not None:
-                        self._log.info("hedge_started", first=first.name, second=second.name, after_ms=int(hedge_s * 1000))
+                        self._log.info(
+                            "hedge_started", first=first.name, second=second.name, after_ms=int(hedge_s * 1000)
+                        )
                         task = start(second)
                         targets[task] = second
                         pending.add(task)
@@ -280,8 +312,16 @@ class Executor:
             await asyncio.gather(*reasons, return_exceptions=True)
             raise
 
-    async def _open_one(self, req: ChatRequest, plan: Plan, target: Target, t0_ns: int, deadline: float,
-                        attempts: list[Attempt], cancel_class: list[str] | None = None) -> OpenStream:  # fmt: skip
+    async def _open_one(
+        self,
+        req: ChatRequest,
+        plan: Plan,
+        target: Target,
+        t0_ns: int,
+        deadline: float,
+        attempts: list[Attempt],
+        cancel_class: list[str] | None = None,
+    ) -> OpenStream:
         """Open a stream and read it up to its first token, within the TTFT budget. Records a failed attempt."""
         provider = self._providers[target.provider]
         t = self.timeouts(plan, target)
@@ -297,7 +337,9 @@ class Executor:
                     try:
                         held.append(await chunks.__anext__())
                     except StopAsyncIteration:
-                        raise errors.StreamCut("upstream ended the stream before its first token", target=target.name) from None
+                        raise errors.StreamCut(
+                            "upstream ended the stream before its first token", target=target.name
+                        ) from None
         except TimeoutError:
             err: errors.RelaycastError = errors.Timeout(
                 f"no first token within {budget:.3g}s", phase="first_token", target=target.name
@@ -310,38 +352,61 @@ class Executor:
             self._cancelled(target, t0_ns, started, attempts, (cancel_class or ["client_cancelled"])[0])
             raise
         else:
-            return OpenStream(target=target, stream=stream, chunks=chunks, first=b"".join(held), started_ns=started, deadline=deadline)
+            return OpenStream(
+                target=target, stream=stream, chunks=chunks, first=b"".join(held), started_ns=started, deadline=deadline
+            )
         if stream is not None:
             await stream.aclose()
         self._failed(target, t0_ns, started, attempts, err)
         raise err
 
-    def stream_ended(self, opened: OpenStream, t0_ns: int, attempts: list[Attempt], err: errors.RelaycastError | None) -> None:
+    def stream_ended(
+        self, opened: OpenStream, t0_ns: int, attempts: list[Attempt], err: errors.RelaycastError | None
+    ) -> None:
         """Record the serving attempt of a stream once it ended (finished, failed mid-way, or abandoned)."""
         state = opened.stream.state
         cls = None if err or state.done else "client_cancelled"
         ended = time.monotonic_ns()
         attempts.append(
-            attempt_record(opened.target, t0_ns, opened.started_ns, ended_ns=ended, ttft_ns=state.first_token_ns,
-                           usage=state.usage, finish_reason=state.finish_reason, error=err, error_class=cls)  # fmt: skip
+            attempt_record(
+                opened.target,
+                t0_ns,
+                opened.started_ns,
+                ended_ns=ended,
+                ttft_ns=state.first_token_ns,
+                usage=state.usage,
+                finish_reason=state.finish_reason,
+                error=err,
+                error_class=cls,
+            )
         )
         if cls is not None:
             self.board.release(opened.target.name)
             return
         ttft_ms = None if state.first_token_ns is None else (state.first_token_ns - opened.started_ns) / 1e6
         out = state.usage.completion_tokens if state.usage else 0
-        self.board.observe(opened.target.name, (ended - opened.started_ns) / 1e6, ttft_ms, err.error_class if err else None, out)
+        self.board.observe(
+            opened.target.name, (ended - opened.started_ns) / 1e6, ttft_ms, err.error_class if err else None, out
+        )
 
     # --- bookkeeping --------------------------------------------------------------------------
 
-    def _failed(self, target: Target, t0_ns: int, started: int, attempts: list[Attempt], err: errors.RelaycastError) -> None:
+    def _failed(
+        self, target: Target, t0_ns: int, started: int, attempts: list[Attempt], err: errors.RelaycastError
+    ) -> None:
         ended = time.monotonic_ns()
         attempts.append(attempt_record(target, t0_ns, started, ended_ns=ended, error=err))
         if err.error_class in ("not_supported", "invalid_request"):
             self.board.release(target.name)  # says nothing about the target's health
         else:
-            self.board.observe(target.name, (ended - started) / 1e6, None, err.error_class,
-                               retry_after=getattr(err, "retry_after", None), quota=getattr(err, "quota", False))  # fmt: skip
+            self.board.observe(
+                target.name,
+                (ended - started) / 1e6,
+                None,
+                err.error_class,
+                retry_after=getattr(err, "retry_after", None),
+                quota=getattr(err, "quota", False),
+            )
         self._log.warning(
             "upstream_error",
             target=target.name,

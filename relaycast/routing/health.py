@@ -14,8 +14,8 @@ from __future__ import annotations
 import collections
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from relaycast.log import EventLog
 from relaycast.routing.settings import RoutingSettings
@@ -261,8 +261,16 @@ class HealthBoard:
 
     # --- observations (after each attempt) ----------------------------------------------------
 
-    def observe(self, name: str, duration_ms: float, ttft_ms: float | None, error_class: str | None,
-                out_tokens: int = 0, retry_after: float | None = None, quota: bool = False) -> None:  # fmt: skip
+    def observe(
+        self,
+        name: str,
+        duration_ms: float,
+        ttft_ms: float | None,
+        error_class: str | None,
+        out_tokens: int = 0,
+        retry_after: float | None = None,
+        quota: bool = False,
+    ) -> None:
         t = self.target(name)
         t.observe(duration_ms, ttft_ms, error_class, out_tokens)
         if error_class == "rate_limit":
@@ -273,7 +281,9 @@ class HealthBoard:
             self._log.warning("target_cooling", target=name, seconds=round(wait, 1), reason=t.cooldown_reason)
         if error_class in HEALTH_FAILURES:
             t.consecutive_failures += 1
-            if t.circuit == "half_open" or (t.circuit == "closed" and t.consecutive_failures >= self.settings.circuit_failures):
+            if t.circuit == "half_open" or (
+                t.circuit == "closed" and t.consecutive_failures >= self.settings.circuit_failures
+            ):
                 t.opened_at = self._clock()
                 self._move(t, "open")
         elif error_class is None:
@@ -308,10 +318,15 @@ class HealthBoard:
                 "cooling_for_s": round(max(0.0, t.cooldown_until - self._clock()), 1),
                 "cooldown_reason": t.cooldown_reason if t.cooldown_until > self._clock() else None,
                 "window": {
-                    "requests": snap.requests, "ok": snap.ok, "errors": snap.errors,
-                    "error_rate": round(snap.error_rate, 4), "p50_ms": snap.p50_ms, "p99_ms": snap.p99_ms,
-                    "ttft_p99_ms": snap.ttft_p99_ms, "tokens_per_s": snap.tokens_per_s,
-                },  # fmt: skip
+                    "requests": snap.requests,
+                    "ok": snap.ok,
+                    "errors": snap.errors,
+                    "error_rate": round(snap.error_rate, 4),
+                    "p50_ms": snap.p50_ms,
+                    "p99_ms": snap.p99_ms,
+                    "ttft_p99_ms": snap.ttft_p99_ms,
+                    "tokens_per_s": snap.tokens_per_s,
+                },
                 "demoted_in": {r: why for (r, n), why in self.demoted.items() if n == name},
                 "transitions": {k: v for (n, k), v in self.transitions.items() if n == name},
             }

@@ -10,9 +10,9 @@ from relaycast.config import Config
 from relaycast.errors import ModelNotFound, NoRoute
 from relaycast.routing.health import HealthBoard
 from relaycast.routing.policy import Candidate, order
-from relaycast.schema import ProviderPrefs
 from relaycast.routing.settings import Route
 from relaycast.routing.target import Target
+from relaycast.schema import ProviderPrefs
 
 __all__ = ["Plan", "Planner", "Target"]
 

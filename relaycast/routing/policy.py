@@ -13,11 +13,11 @@ Order of decisions:
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from relaycast.routing.target import Target
 from relaycast.routing.settings import Price
+from relaycast.routing.target import Target
 from relaycast.schema import ProviderPrefs
 
 
@@ -56,7 +56,9 @@ def order(
     cands = _by_strategy(cands, prefs.sort or strategy, rng)
     if prefs.order:
         rank = {p.lower(): i for i, p in enumerate(prefs.order)}
-        cands.sort(key=lambda c: min(rank.get(c.target.provider.lower(), len(rank)), rank.get(c.kind.lower(), len(rank))))
+        cands.sort(
+            key=lambda c: min(rank.get(c.target.provider.lower(), len(rank)), rank.get(c.kind.lower(), len(rank)))
+        )
     healthy = [c for c in cands if c.state in ("ok", "half_open") and not c.demoted]
     demoted = [c for c in cands if c.state in ("ok", "half_open") and c.demoted]
     cooling = [c for c in cands if c.state == "cooling"]

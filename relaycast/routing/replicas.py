@@ -24,7 +24,9 @@ DEMOTION_HOLD_S = 3.0  # a published demotion stands this long unless republishe
 
 
 class SharedHealth:
-    def __init__(self, url: str, board: HealthBoard, log: EventLog, interval_s: float = 0.5, timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, board: HealthBoard, log: EventLog, interval_s: float = 0.5, timeout_s: float = 0.5
+    ) -> None:
         import redis.asyncio as aioredis
 
         self._redis = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
@@ -69,11 +71,15 @@ class SharedHealth:
         for name, t in list(b.targets().items()):
             if t.circuit == "open":
                 until = wall + max(0.0, b.settings.circuit_cooldown_s - (mono - t.opened_at))
-                out[f"{self.replica}|open|{name}"] = orjson.dumps({"until": until, "reason": f"circuit open after {t.consecutive_failures} failures"})
+                out[f"{self.replica}|open|{name}"] = orjson.dumps(
+                    {"until": until, "reason": f"circuit open after {t.consecutive_failures} failures"}
+                )
         for (route, name), why in list(b.demoted.items()):
             if b.demoted_source.get((route, name)) != "local":
                 continue  # another replica's or a monitor's: republishing it would keep it alive forever
-            out[f"{self.replica}|demoted|{route}|{name}"] = orjson.dumps({"until": wall + DEMOTION_HOLD_S, "reason": why})
+            out[f"{self.replica}|demoted|{route}|{name}"] = orjson.dumps(
+                {"until": wall + DEMOTION_HOLD_S, "reason": why}
+            )
         return out
 
     async def sync(self) -> None:

@@ -1,25 +1,25 @@
 """Routes (the `models:` section) and routing health settings (the `routing:` section), validated at load.
 
-    models:
-      - name: fast
-        strategy: lowest_latency          # priority (default) | weighted | lowest_latency | lowest_cost
-        targets:
-          - openai/gpt-4o-mini
-          - {target: groq/llama-3.1-8b-instant, weight: 2, price: {input: 0.05, output: 0.08}}
-        sla: {p99_ms: 3000, ttft_p99_ms: 800}   # a target over its SLA is demoted
-        timeouts: {connect: 3, ttft: 2, idle: 10, total: 30}   # seconds; total is the request's deadline
-        retries: 1                        # same-target retries per request, with backoff, within the deadline
-        hedge_after_ms: 400               # streams: start the next target if no first token by then
-        content_policy_fallback: anthropic/claude-3-5-haiku-latest
-        context_length_fallback: [openai/gpt-4.1]
-    routing:
-      window_s: 60                        # rolling window of the health statistics
-      min_requests: 10                    # before an error rate or a p99 counts
-      error_rate: 0.5                     # a target failing more than this share is demoted
-      circuit: {failures: 5, cooldown_s: 30}
-      probe_share: 0.05                   # share of requests that try a demoted target first
-      rate_limit_cooldown_s: 5            # without Retry-After
-      quota_cooldown_s: 300               # quota or billing exhausted
+models:
+  - name: fast
+    strategy: lowest_latency          # priority (default) | weighted | lowest_latency | lowest_cost
+    targets:
+      - openai/gpt-4o-mini
+      - {target: groq/llama-3.1-8b-instant, weight: 2, price: {input: 0.05, output: 0.08}}
+    sla: {p99_ms: 3000, ttft_p99_ms: 800}   # a target over its SLA is demoted
+    timeouts: {connect: 3, ttft: 2, idle: 10, total: 30}   # seconds; total is the request's deadline
+    retries: 1                        # same-target retries per request, with backoff, within the deadline
+    hedge_after_ms: 400               # streams: start the next target if no first token by then
+    content_policy_fallback: anthropic/claude-3-5-haiku-latest
+    context_length_fallback: [openai/gpt-4.1]
+routing:
+  window_s: 60                        # rolling window of the health statistics
+  min_requests: 10                    # before an error rate or a p99 counts
+  error_rate: 0.5                     # a target failing more than this share is demoted
+  circuit: {failures: 5, cooldown_s: 30}
+  probe_share: 0.05                   # share of requests that try a demoted target first
+  rate_limit_cooldown_s: 5            # without Retry-After
+  quota_cooldown_s: 300               # quota or billing exhausted
 """
 
 from __future__ import annotations
@@ -78,9 +78,16 @@ class RoutingSettings:
 
 
 ROUTE_KEYS = {
-    "name", "targets", "strategy", "sla", "timeouts", "retries", "hedge_after_ms", "content_policy_fallback",
+    "name",
+    "targets",
+    "strategy",
+    "sla",
+    "timeouts",
+    "retries",
+    "hedge_after_ms",
+    "content_policy_fallback",
     "context_length_fallback",
-}  # fmt: skip
+}
 
 
 def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> dict[str, Route]:
@@ -109,17 +116,26 @@ def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> d
                     weight = r.number(tm["weight"], f"{tat}.weight")
                 if tm.get("price") is not None:
                     pm = r.mapping(tm["price"], f"{tat}.price", {"input", "output"})
-                    price = Price(_money(r, pm.get("input", 0), f"{tat}.price.input"), _money(r, pm.get("output", 0), f"{tat}.price.output"))
+                    price = Price(
+                        _money(r, pm.get("input", 0), f"{tat}.price.input"),
+                        _money(r, pm.get("output", 0), f"{tat}.price.output"),
+                    )
             targets.append(_target(r, t, tat, providers))
             weights.append(weight)
             prices.append(price)
         strategy = r.string(m.get("strategy", "priority"), f"{at}.strategy")
         if strategy not in STRATEGIES:
-            raise ConfigError(f"{at}.strategy", f"unknown strategy '{strategy}' (expected one of: {', '.join(STRATEGIES)})")
+            raise ConfigError(
+                f"{at}.strategy", f"unknown strategy '{strategy}' (expected one of: {', '.join(STRATEGIES)})"
+            )
         if strategy == "lowest_cost" and any(p is None for p in prices):
             raise ConfigError(f"{at}.targets", "strategy lowest_cost needs a price on every target")
         sla = r.mapping(m["sla"], f"{at}.sla", {"p99_ms", "ttft_p99_ms"}) if m.get("sla") is not None else {}
-        tm = r.mapping(m["timeouts"], f"{at}.timeouts", {"connect", "ttft", "idle", "total"}) if m.get("timeouts") is not None else {}
+        tm = (
+            r.mapping(m["timeouts"], f"{at}.timeouts", {"connect", "ttft", "idle", "total"})
+            if m.get("timeouts") is not None
+            else {}
+        )
         hedge = m.get("hedge_after_ms")
         out[name] = Route(
             name=name,
@@ -129,11 +145,20 @@ def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> d
             strategy=strategy,
             sla_p99_ms=r.number(sla["p99_ms"], f"{at}.sla.p99_ms") if "p99_ms" in sla else None,
             sla_ttft_p99_ms=r.number(sla["ttft_p99_ms"], f"{at}.sla.ttft_p99_ms") if "ttft_p99_ms" in sla else None,
-            timeouts=RouteTimeouts(*(r.number(tm[k], f"{at}.timeouts.{k}") if k in tm else None for k in ("connect", "ttft", "idle", "total"))),
+            timeouts=RouteTimeouts(
+                *(
+                    r.number(tm[k], f"{at}.timeouts.{k}") if k in tm else None
+                    for k in ("connect", "ttft", "idle", "total")
+                )
+            ),
             retries=r.integer(m.get("retries", 0), f"{at}.retries", 0, 10),
             hedge_after_s=r.number(hedge, f"{at}.hedge_after_ms") / 1000 if hedge is not None else None,
-            content_policy_fallback=_fallback(r, m.get("content_policy_fallback"), f"{at}.content_policy_fallback", providers),
-            context_length_fallback=_fallback(r, m.get("context_length_fallback"), f"{at}.context_length_fallback", providers),
+            content_policy_fallback=_fallback(
+                r, m.get("content_policy_fallback"), f"{at}.content_policy_fallback", providers
+            ),
+            context_length_fallback=_fallback(
+                r, m.get("context_length_fallback"), f"{at}.context_length_fallback", providers
+            ),
         )
     return out
 
@@ -141,7 +166,15 @@ def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> d
 def parse_routing(r: Reader, raw: Any) -> RoutingSettings:
     if raw is None:
         return RoutingSettings()
-    keys = {"window_s", "min_requests", "error_rate", "circuit", "probe_share", "rate_limit_cooldown_s", "quota_cooldown_s"}
+    keys = {
+        "window_s",
+        "min_requests",
+        "error_rate",
+        "circuit",
+        "probe_share",
+        "rate_limit_cooldown_s",
+        "quota_cooldown_s",
+    }
     m = r.mapping(raw, "routing", keys)
     d = RoutingSettings()
     c = r.mapping(m["circuit"], "routing.circuit", {"failures", "cooldown_s"}) if m.get("circuit") is not None else {}
@@ -152,7 +185,9 @@ def parse_routing(r: Reader, raw: Any) -> RoutingSettings:
         circuit_failures=r.integer(c.get("failures", d.circuit_failures), "routing.circuit.failures", 1),
         circuit_cooldown_s=r.number(c.get("cooldown_s", d.circuit_cooldown_s), "routing.circuit.cooldown_s"),
         probe_share=_share(r, m.get("probe_share", d.probe_share), "routing.probe_share"),
-        rate_limit_cooldown_s=r.number(m.get("rate_limit_cooldown_s", d.rate_limit_cooldown_s), "routing.rate_limit_cooldown_s"),
+        rate_limit_cooldown_s=r.number(
+            m.get("rate_limit_cooldown_s", d.rate_limit_cooldown_s), "routing.rate_limit_cooldown_s"
+        ),
         quota_cooldown_s=r.number(m.get("quota_cooldown_s", d.quota_cooldown_s), "routing.quota_cooldown_s"),
     )
 

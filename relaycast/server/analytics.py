@@ -10,14 +10,15 @@ string, runs a `store.queries` function on the store's reader threads, and rende
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
 from relaycast import errors
-from relaycast.redact import Redactor
 from relaycast.asgi import Scope, Send, send_bytes
+from relaycast.redact import Redactor
 from relaycast.store import queries
 from relaycast.store.db import is_db_error
 from relaycast.store.reader import StoreReader
@@ -44,18 +45,20 @@ class Analytics:
     async def handle(self, scope: Scope, send: Send, path: str, ids: list[tuple[bytes, bytes]]) -> None:
         if scope["method"] != "GET":
             raise errors.MethodNotAllowed(f"Method {scope['method']} is not allowed on {path}.")
-        view = path[len(PREFIX):]
+        view = path[len(PREFIX) :]
         params = query_params(scope)
         try:
             if view.startswith("requests/") and len(view) > len("requests/"):
-                rid = view[len("requests/"):]
+                rid = view[len("requests/") :]
                 body = await self._run(queries.request_detail, rid)
                 if body is None:
                     raise errors.NotFoundRoute(f"No stored request with id '{rid[:128]}'.")
             else:
                 make = self._views.get(view)
                 if make is None:
-                    raise errors.NotFoundRoute(f"Unknown analytics view '{view[:64]}' (spend, latency, errors, requests).")
+                    raise errors.NotFoundRoute(
+                        f"Unknown analytics view '{view[:64]}' (spend, latency, errors, requests)."
+                    )
                 fn, *args = make(params)
                 body = await self._run(fn, *args)
         except queries.BadQuery as e:
@@ -69,5 +72,7 @@ class Analytics:
             return await self._reader.run(fn, *args)
         except Exception as e:
             if is_db_error(e):
-                raise errors.StoreNotReady(f"The store cannot be read: {self._redactor.scrub(str(e).splitlines()[0][:200])}") from None
+                raise errors.StoreNotReady(
+                    f"The store cannot be read: {self._redactor.scrub(str(e).splitlines()[0][:200])}"
+                ) from None
             raise

@@ -9,43 +9,44 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import aiohttp
 import orjson
 
 from relaycast import errors
+from relaycast.asgi import Receive, Scope, Send, header_map, send_bytes
 from relaycast.config import Config
 from relaycast.costs.catalog import Catalog, ModelPrice, Pricer
 from relaycast.costs.compute import Coster
+from relaycast.keys.registry import KeyRegistry
+from relaycast.limits.base import Limiter
 from relaycast.log import EventLog
+from relaycast.monitors.engine import MonitorEngine
+from relaycast.monitors.notify import Notifier
 from relaycast.providers.registry import build_providers
+from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.routing.executor import Executor
 from relaycast.routing.health import HealthBoard
 from relaycast.routing.plan import Planner
-from relaycast.routing.settings import RoutingSettings
 from relaycast.routing.replicas import SharedHealth
-from relaycast.asgi import Receive, Scope, Send, header_map, send_bytes
-from relaycast.keys.registry import KeyRegistry
-from relaycast.limits.base import Limiter
-from relaycast.server.auth import Authenticator
+from relaycast.routing.settings import RoutingSettings
 from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
 from relaycast.server.analytics import Analytics
+from relaycast.server.auth import Authenticator
 from relaycast.server.dashboard import Dashboard
 from relaycast.server.handlers import Handlers
-from relaycast.server.scrape import scrape_gauges
-from relaycast.server.limits import build_limiter
 from relaycast.server.keys_api import PREFIX as KEYS_PREFIX
 from relaycast.server.keys_api import KeysApi
+from relaycast.server.limits import build_limiter
+from relaycast.server.scrape import scrape_gauges
 from relaycast.store.reader import StoreReader
 from relaycast.store.writer import StoreWriter
-from relaycast.telemetry.pipeline import Broadcaster
-from relaycast.records import RequestRecord
 from relaycast.telemetry.metrics import Metrics
+from relaycast.telemetry.pipeline import Broadcaster
 from relaycast.telemetry.stats import Stats
-from relaycast.monitors.engine import MonitorEngine
-from relaycast.monitors.notify import Notifier
 
 Sink = Callable[[RequestRecord], None]
 _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -106,7 +107,10 @@ class Gateway:
     async def startup(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(), auto_decompress=True, trust_env=False
+            connector=connector,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+            auto_decompress=True,
+            trust_env=False,
         )
         try:
             providers = build_providers(self.config, self._session)
@@ -115,7 +119,9 @@ class Gateway:
             raise
         self._handlers = Handlers(self, Executor(providers, self.board, self.log))
         if self.config.store is not None:
-            self.store = StoreWriter(self.config.store, self.redactor, self.log, self.clock)  # retention on the same clock as the records
+            self.store = StoreWriter(
+                self.config.store, self.redactor, self.log, self.clock
+            )  # retention on the same clock as the records
             await self.store.start()
             self._reader = StoreReader(self.config.store)
             self.analytics = Analytics(self._reader, self.redactor)
@@ -127,7 +133,9 @@ class Gateway:
                     self._telemetry_session = aiohttp.ClientSession(trust_env=False)
                 self._notifier = Notifier(mon.notify, self._telemetry_session, self.log, self.redactor)
                 self._notifier.start()
-                self.monitors = MonitorEngine(mon, self._reader, self.store, self.board, self._notifier, self.log, self.clock)
+                self.monitors = MonitorEngine(
+                    mon, self._reader, self.store, self.board, self._notifier, self.log, self.clock
+                )
                 self.monitors.start()
         if self.config.broadcast and self.config.broadcast.destinations:
             # Its own client: the exporters' HTTP never shares a pool (or a slowdown) with the providers'.
@@ -141,7 +149,10 @@ class Gateway:
             self.shared_health = SharedHealth(self.config.limits.redis_url, self.board, self.log)
             self.shared_health.start()
         self.log.info(
-            "gateway_started", providers=",".join(self.config.providers), aliases=len(self.config.models), keys=len(self.config.keys)
+            "gateway_started",
+            providers=",".join(self.config.providers),
+            aliases=len(self.config.models),
+            keys=len(self.config.keys),
         )
 
     async def shutdown(self, flush_timeout_s: float = 10.0) -> None:
@@ -228,7 +239,7 @@ class Gateway:
             await handler(scope, receive, send, headers, rid, ids)
         except errors.RelaycastError as e:
             await self.send_error(send, e, ids)
-        except Exception as e:  # noqa: BLE001 - the last line of defence: a 500 in OpenAI's format, logged
+        except Exception as e:
             self.log.error("internal_error", request_id=rid, error=type(e).__name__, message=str(e)[:300])
             logging.getLogger("relaycast").debug("internal error", exc_info=True)
             await self.send_error(send, errors.RelaycastError("Internal error in the gateway."), ids)
@@ -274,7 +285,9 @@ class Gateway:
     async def _health(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
         await send_bytes(send, 200, b'{"status":"ok"}', ids)
 
-    async def _admin_stats(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def _admin_stats(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list
+    ) -> None:
         self.auth.admin(headers)
         body = self.stats.snapshot()
         body["uptime_s"] = round(time.time() - self.started, 3)
@@ -282,39 +295,55 @@ class Gateway:
         body["keys"] = {"required": self.keys.required, "reloads": self.keys.reloads}
         await send_bytes(send, 200, orjson.dumps(body), ids)
 
-
-    async def _admin_routes(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def _admin_routes(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list
+    ) -> None:
         self.auth.admin(headers)
         routes = {
-            name: {"strategy": r.strategy, "targets": list(r.targets), "sla": {"p99_ms": r.sla_p99_ms, "ttft_p99_ms": r.sla_ttft_p99_ms}}
+            name: {
+                "strategy": r.strategy,
+                "targets": list(r.targets),
+                "sla": {"p99_ms": r.sla_p99_ms, "ttft_p99_ms": r.sla_ttft_p99_ms},
+            }
             for name, r in self.config.models.items()
         }
         await send_bytes(send, 200, orjson.dumps({"routes": routes, "targets": self.board.status()}), ids)
 
-    async def _admin_broadcast(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def _admin_broadcast(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list
+    ) -> None:
         self.auth.admin(headers)
         body = {"destinations": self.broadcaster.status() if self.broadcaster else []}
         await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
 
-    async def _admin_broadcast_test(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def _admin_broadcast_test(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list
+    ) -> None:
         self.auth.admin(headers)
         qs = dict(p.split("=", 1) for p in scope.get("query_string", b"").decode().split("&") if "=" in p)
         name = qs.get("name") or None
         if self.broadcaster is None or (name and name not in self.broadcaster.destinations):
-            raise errors.NotFoundRoute(f"No broadcast destination named '{name}'." if name else "No broadcast destinations are configured.")
+            raise errors.NotFoundRoute(
+                f"No broadcast destination named '{name}'." if name else "No broadcast destinations are configured."
+            )
         results = await self.broadcaster.test(name)
         body = {"results": {n: {"ok": r.ok, "message": r.message} for n, r in results.items()}}
         await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
 
-
-    async def _admin_store(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def _admin_store(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list
+    ) -> None:
         self.auth.admin(headers)
-        body = {"store": self.store.status() if self.store else None, "prices_as_of": self.coster.pricer.catalog.as_of,
-                "token_estimator": self.coster.estimator.method}  # fmt: skip
+        body = {
+            "store": self.store.status() if self.store else None,
+            "prices_as_of": self.coster.pricer.catalog.as_of,
+            "token_estimator": self.coster.estimator.method,
+        }
         await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
 
-
-    async def _admin_monitors(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def _admin_monitors(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list
+    ) -> None:
         self.auth.admin(headers)
         body: dict[str, Any] = {"monitors": self.monitors.status() if self.monitors else None, "incidents": []}
         if self._reader is not None and self.monitors is not None:
@@ -323,7 +352,9 @@ class Gateway:
             body["incidents"] = await self._reader.run(recent, 50)
         await send_bytes(send, 200, self.redactor.scrub_bytes(orjson.dumps(body)), ids)
 
-    async def _admin_monitors_evaluate(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def _admin_monitors_evaluate(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list
+    ) -> None:
         self.auth.admin(headers)
         if self.monitors is None:
             raise errors.NotFoundRoute("No monitors are configured (monitors: rules: in the config).")
@@ -342,10 +373,11 @@ def _pricer(config: Config) -> Pricer:
     kinds = {name: p.kind for name, p in config.providers.items()}
     route_prices: dict[str, ModelPrice] = {}
     for route in config.models.values():
-        for target, price in zip(route.targets, route.prices or ()):
+        for target, price in zip(route.targets, route.prices or (), strict=False):
             if price is not None:
-                route_prices[target] = ModelPrice.parse({"input": repr(price.input), "output": repr(price.output)}, "route",
-                                                        f"models.{route.name}")  # fmt: skip
+                route_prices[target] = ModelPrice.parse(
+                    {"input": repr(price.input), "output": repr(price.output)}, "route", f"models.{route.name}"
+                )
     return Pricer(Catalog.packaged(), kinds, config.prices, route_prices)
 
 

@@ -33,7 +33,10 @@ class Authenticator:
             raise Unauthorized("Incorrect API key provided.")
         if policy.revoked_ms is not None:
             raise Unauthorized(f"The API key '{policy.name}' has been revoked.")
-        if policy.expires_ms is not None and (now_ms if now_ms is not None else time.time() * 1000) >= policy.expires_ms:
+        if (
+            policy.expires_ms is not None
+            and (now_ms if now_ms is not None else time.time() * 1000) >= policy.expires_ms
+        ):
             raise Unauthorized(f"The API key '{policy.name}' has expired.")
         return policy
 

@@ -9,9 +9,9 @@ hash, so changing the admin key ends every session.
 from __future__ import annotations
 
 import hashlib
-import re
 import hmac
 import mimetypes
+import re
 import secrets
 import time
 from importlib import resources
@@ -23,10 +23,16 @@ from relaycast.asgi import Receive, Scope, Send, read_body, send_bytes
 COOKIE = "relaycast_session"
 SESSION_S = 12 * 3600
 STATIC_PREFIX = "/dashboard/static/"
-_CSP = (b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'")  # fmt: skip
-_SECURITY = [(b"content-security-policy", _CSP), (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-             (b"x-frame-options", b"DENY")]  # fmt: skip
+_CSP = (
+    b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+_SECURITY = [
+    (b"content-security-policy", _CSP),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
 HTML = (b"content-type", b"text/html; charset=utf-8")
 
 
@@ -53,7 +59,9 @@ def _load_static() -> dict[str, tuple[bytes, bytes]]:
 class Dashboard:
     def __init__(self, admin_sha256: str | None, secret: str | None, clock=time.time) -> None:  # type: ignore[no-untyped-def]
         self._admin = admin_sha256
-        self._key = hashlib.sha256((secret or secrets.token_hex(32)).encode() + b"|" + (admin_sha256 or "").encode()).digest()
+        self._key = hashlib.sha256(
+            (secret or secrets.token_hex(32)).encode() + b"|" + (admin_sha256 or "").encode()
+        ).digest()
         self._clock = clock
         self._files = _load_static()
 
@@ -79,15 +87,24 @@ class Dashboard:
 
     # --- pages --------------------------------------------------------------------------------
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], path: str,
-                     ids: list[tuple[bytes, bytes]]) -> None:  # fmt: skip
+    async def handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        path: str,
+        ids: list[tuple[bytes, bytes]],
+    ) -> None:
         method = scope["method"]
         if path.startswith(STATIC_PREFIX):
-            found = self._files.get(path[len(STATIC_PREFIX):])
+            found = self._files.get(path[len(STATIC_PREFIX) :])
             if found is None or method != "GET" or path.endswith(".html"):
                 raise errors.NotFoundRoute(f"Unknown request URL: {method} {path}.")
             ctype, body = found
-            await send_bytes(send, 200, body, [*ids, (b"cache-control", b"no-cache"), *_SECURITY], (b"content-type", ctype))
+            await send_bytes(
+                send, 200, body, [*ids, (b"cache-control", b"no-cache"), *_SECURITY], (b"content-type", ctype)
+            )
             return
         if path == "/dashboard/login":
             if method == "POST":
@@ -110,7 +127,9 @@ class Dashboard:
             return
         raise errors.NotFoundRoute(f"Unknown request URL: {method} {path}.")
 
-    async def _page(self, send: Send, name: str, ids: list[tuple[bytes, bytes]], status: int = 200, error: bool = False) -> None:
+    async def _page(
+        self, send: Send, name: str, ids: list[tuple[bytes, bytes]], status: int = 200, error: bool = False
+    ) -> None:
         _, body = self._files[name]
         if error:  # the login page's error line, shown by the server: the page runs no inline script
             body = re.sub(rb'(<[^>]*id="login-error"[^>]*?)\s+hidden(\s*>)', rb"\1\2", body, count=1)
@@ -124,7 +143,9 @@ class Dashboard:
         if not ok:
             await self._page(send, "login.html", ids, status=401, error=True)
             return
-        cookie = f"{COOKIE}={self.new_session()}; Path=/; Max-Age={SESSION_S}; HttpOnly; SameSite=Strict" + ("; Secure" if secure else "")
+        cookie = f"{COOKIE}={self.new_session()}; Path=/; Max-Age={SESSION_S}; HttpOnly; SameSite=Strict" + (
+            "; Secure" if secure else ""
+        )
         await _redirect(send, "/dashboard", ids, cookie)
 
 
@@ -141,4 +162,3 @@ def _cookie(raw: bytes, name: str) -> str | None:
         if k == name:
             return v
     return None
-

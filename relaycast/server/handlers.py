@@ -10,22 +10,44 @@ from typing import TYPE_CHECKING
 import orjson
 
 from relaycast import errors
+from relaycast.asgi import (
+    SSE_HEADERS,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    run_until_disconnect,
+    send_bytes,
+)
+from relaycast.keys.policy import KeyPolicy
+from relaycast.limits.base import LimiterUnavailable, LimitExceeded, Reservation
+from relaycast.records import Attempt, Attribution, RequestRecord
 from relaycast.routing.executor import Executor, OpenStream
 from relaycast.routing.plan import Plan
 from relaycast.schema import ChatRequest, parse_chat, parse_embeddings
-from relaycast.asgi import SSE_HEADERS, BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, run_until_disconnect, send_bytes
-from relaycast.sse import encode
-from relaycast.keys.policy import KeyPolicy
-from relaycast.limits.base import LimiterUnavailable, LimitExceeded, Reservation
 from relaycast.server import limits
-from relaycast.records import Attempt, Attribution, RequestRecord
+from relaycast.sse import encode
 
 if TYPE_CHECKING:
     from relaycast.server.app import Gateway
 
 PARAM_KEYS = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop", "seed", "presence_penalty",
-    "frequency_penalty", "response_format", "tool_choice", "reasoning_effort", "logprobs", "top_logprobs",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "tool_choice",
+    "reasoning_effort",
+    "logprobs",
+    "top_logprobs",
 )
 
 
@@ -78,9 +100,14 @@ class Handlers:
         reservation = None
         try:
             plan = self.gw.planner.plan(req.model, req.fallbacks, req.prefs)
-            reservation = await limits.admit(self.gw, key, req.attribution, plan, req.body,
-                                             lambda: self.gw.coster.estimator.prompt(req.messages))  # fmt: skip
-        except (errors.NoRoute, LimitExceeded, LimiterUnavailable) as e:  # recorded: an outage or a refusal for this client
+            reservation = await limits.admit(
+                self.gw, key, req.attribution, plan, req.body, lambda: self.gw.coster.estimator.prompt(req.messages)
+            )
+        except (
+            errors.NoRoute,
+            LimitExceeded,
+            LimiterUnavailable,
+        ) as e:  # recorded: an outage or a refusal for this client
             outcome.status, outcome.error = e.status_code, e
             await self.gw.send_error(send, e, ids)
             self._emit_chat(rid, req, wall0, t0, attempts, outcome, None)
@@ -95,8 +122,16 @@ class Handlers:
         finally:
             self._emit_chat(rid, req, wall0, t0, attempts, outcome, reservation)
 
-    def _emit_chat(self, rid: str, req: ChatRequest, wall0: int, t0: int, attempts: list[Attempt], outcome: Outcome,
-                   reservation: Reservation | None) -> None:  # fmt: skip
+    def _emit_chat(
+        self,
+        rid: str,
+        req: ChatRequest,
+        wall0: int,
+        t0: int,
+        attempts: list[Attempt],
+        outcome: Outcome,
+        reservation: Reservation | None,
+    ) -> None:
         err = outcome.error
         rec = RequestRecord(
             request_id=rid,
@@ -118,7 +153,9 @@ class Handlers:
         self.gw.emit(rec)
         limits.settle(self.gw, reservation, rec)
 
-    async def _complete(self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome) -> None:
+    async def _complete(
+        self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome
+    ) -> None:
         try:
             result, target = await self.executor.complete(req, plan, t0, attempts)
         except errors.RelaycastError as e:
@@ -128,14 +165,22 @@ class Handlers:
         outcome.text = result.output_text
         await send_bytes(send, 200, result.body, [*ids, *_served(target.name, len(attempts))])
 
-    async def _stream(self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome) -> None:
+    async def _stream(
+        self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome
+    ) -> None:
         try:
             opened = await self.executor.open_stream(req, plan, t0, attempts)
         except errors.RelaycastError as e:
             outcome.status, outcome.error = e.status_code, e
             await self.gw.send_error(send, e, [*ids, *_served(None, len(attempts))])
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *ids, *_served(opened.target.name, len(attempts) + 1)]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, *ids, *_served(opened.target.name, len(attempts) + 1)],
+            }
+        )
         err = None
         try:
             err = await self._forward(opened, send)
@@ -156,7 +201,9 @@ class Handlers:
         except errors.ProviderError as e:
             err: errors.RelaycastError | None = e
         except TimeoutError:
-            err = errors.Timeout("stream did not finish within the request's deadline", phase="total", target=opened.target.name)
+            err = errors.Timeout(
+                "stream did not finish within the request's deadline", phase="total", target=opened.target.name
+            )
         except asyncio.CancelledError:
             await opened.stream.aclose()
             raise
@@ -164,7 +211,9 @@ class Handlers:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return None
         await opened.stream.aclose()
-        self.gw.log.warning("stream_failed", target=opened.target.name, error_class=err.error_class, message=err.message[:200])
+        self.gw.log.warning(
+            "stream_failed", target=opened.target.name, error_class=err.error_class, message=err.message[:200]
+        )
         event = self.gw.redactor.scrub_bytes(orjson.dumps(err.body()))
         await send({"type": "http.response.body", "body": encode(event), "more_body": False})
         return err
@@ -188,8 +237,14 @@ class Handlers:
         status, err = 200, None
         reservation = None
         try:
-            reservation = await limits.admit(self.gw, key, req.attribution, plan, {"max_tokens": 1},
-                                             lambda: self.gw.coster.estimator.embedding_input(req.body.get("input")))  # fmt: skip
+            reservation = await limits.admit(
+                self.gw,
+                key,
+                req.attribution,
+                plan,
+                {"max_tokens": 1},
+                lambda: self.gw.coster.estimator.embedding_input(req.body.get("input")),
+            )
             body, target = await self.executor.embed(req.body, plan, t0, attempts)
         except errors.RelaycastError as e:
             status, err = e.status_code, e

@@ -1,10 +1,10 @@
 """The keys admin API (admin key only):
 
-    POST /admin/keys                  {"name", "owner", "models", "user", "feature", "tags", "rpm", "tpm",
-                                       "budget_day_usd", "budget_month_usd", "expires_in_s"}  -> 201, the secret once
-    GET  /admin/keys                  every key, without secrets (a prefix tells them apart)
-    POST /admin/keys/<name>/revoke    the key stops working on every replica within a second
-    POST /admin/keys/<name>/rotate    a new secret; the old one stops working
+POST /admin/keys                  {"name", "owner", "models", "user", "feature", "tags", "rpm", "tpm",
+                                   "budget_day_usd", "budget_month_usd", "expires_in_s"}  -> 201, the secret once
+GET  /admin/keys                  every key, without secrets (a prefix tells them apart)
+POST /admin/keys/<name>/revoke    the key stops working on every replica within a second
+POST /admin/keys/<name>/rotate    a new secret; the old one stops working
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from relaycast import errors
+from relaycast.asgi import Receive, Scope, Send, read_body, send_bytes
 from relaycast.keys import store as key_store
 from relaycast.keys.policy import LIMIT_FIELDS, KeyPolicy, Limits
-from relaycast.asgi import Receive, Scope, Send, read_body, send_bytes
 from relaycast.store.db import is_db_error
 
 if TYPE_CHECKING:
@@ -32,11 +32,13 @@ class KeysApi:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, path: str, ids: list[tuple[bytes, bytes]]) -> None:
+    async def handle(
+        self, scope: Scope, receive: Receive, send: Send, path: str, ids: list[tuple[bytes, bytes]]
+    ) -> None:
         method = scope["method"]
         if self.gw._reader is None:
             raise errors.StoreNotReady("Virtual keys live in the store, and the store is disabled.")
-        rest = path[len(PREFIX):].strip("/")
+        rest = path[len(PREFIX) :].strip("/")
         try:
             if rest == "" and method == "GET":
                 body: Any = {"keys": await self.gw._reader.run(key_store.listing)}
@@ -50,7 +52,9 @@ class KeysApi:
                 raise errors.NotFoundRoute(f"Unknown request URL: {method} {path}.")
         except Exception as e:
             if is_db_error(e):
-                raise errors.StoreNotReady(f"The key store cannot be reached: {self.gw.redactor.scrub(str(e).splitlines()[0][:200])}") from None
+                raise errors.StoreNotReady(
+                    f"The key store cannot be reached: {self.gw.redactor.scrub(str(e).splitlines()[0][:200])}"
+                ) from None
             raise
         await self.gw.keys.refresh()  # this replica at once; the others within a second
         await send_bytes(send, status, orjson.dumps(body), [*ids, (b"cache-control", b"no-store")])
@@ -73,7 +77,9 @@ class KeysApi:
             raise errors.InvalidRequest(f"'{name}' is a key of the config file", param="name")
         models = spec.get("models")
         if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) and m for m in models)):
-            raise errors.InvalidRequest("'models' must be a list of model names or patterns (e.g. \"openai/*\")", param="models")
+            raise errors.InvalidRequest(
+                "'models' must be a list of model names or patterns (e.g. \"openai/*\")", param="models"
+            )
         tags = spec.get("tags") or {}
         if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
             raise errors.InvalidRequest("'tags' must be an object of strings", param="tags")
@@ -83,20 +89,31 @@ class KeysApi:
         try:
             limits = Limits.parse(spec, "key")
         except ValueError as e:
-            raise errors.InvalidRequest(str(e).removeprefix("key."), param=str(e).split(":")[0].removeprefix("key.")) from None
+            raise errors.InvalidRequest(
+                str(e).removeprefix("key."), param=str(e).split(":")[0].removeprefix("key.")
+            ) from None
         now_ms = int(self.gw.clock() * 1000)
         expires = spec.get("expires_in_s")
         if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float)) or expires <= 0):
             raise errors.InvalidRequest("'expires_in_s' must be a number of seconds above 0", param="expires_in_s")
-        policy = KeyPolicy(name=name, source="store", owner=spec.get("owner"), models=tuple(models) if models is not None else None,
-                           user=spec.get("user"), feature=spec.get("feature"), tags=tuple(tags.items()), limits=limits,
-                           expires_ms=now_ms + int(expires * 1000) if expires else None)  # fmt: skip
+        policy = KeyPolicy(
+            name=name,
+            source="store",
+            owner=spec.get("owner"),
+            models=tuple(models) if models is not None else None,
+            user=spec.get("user"),
+            feature=spec.get("feature"),
+            tags=tuple(tags.items()),
+            limits=limits,
+            expires_ms=now_ms + int(expires * 1000) if expires else None,
+        )
         assert self.gw._reader is not None
         try:
             secret = await self.gw._reader.run(key_store.create, policy, now_ms)
         except key_store.KeyExists:
-            raise errors.InvalidRequest(f"a key named '{name}' exists already (rotate it, or revoke it and pick another name)",
-                                        param="name") from None  # fmt: skip
+            raise errors.InvalidRequest(
+                f"a key named '{name}' exists already (rotate it, or revoke it and pick another name)", param="name"
+            ) from None
         self.gw.log.info("key_created", key=name, prefix=secret[:8])
         listed = next(k for k in await self.gw._reader.run(key_store.listing) if k["name"] == name)
         return {"key": listed, "secret": secret, "note": "Store this secret now: relaycast keeps only its hash."}

@@ -6,16 +6,17 @@ requests that have a limit, so a gateway without limits pays nothing for this.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from relaycast.costs.compute import usage_cost
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import NANO_PER_PICO, Check, Limiter, Reservation
 from relaycast.limits.memory import MemoryLimiter
 from relaycast.limits.settings import LimitsConfig
+from relaycast.records import Attribution, RequestRecord, Usage
 from relaycast.routing.plan import Plan
 from relaycast.store.db import Connection
-from relaycast.records import Attribution, RequestRecord, Usage
 
 if TYPE_CHECKING:
     from relaycast.server.app import Gateway
@@ -46,7 +47,9 @@ def build_limiter(gw: Gateway) -> Limiter:
 
 
 def _spend_since(conn: Connection, scope: str, name: str, start: int) -> int:
-    row = conn.query("SELECT sum(cost_pusd) FROM usage_hourly WHERE dim = ? AND value = ? AND hour >= ?", (scope, name, start))
+    row = conn.query(
+        "SELECT sum(cost_pusd) FROM usage_hourly WHERE dim = ? AND value = ? AND hour >= ?", (scope, name, start)
+    )
     return int(row[0][0] or 0)
 
 
@@ -62,8 +65,14 @@ def checks_for(cfg: LimitsConfig | None, key: KeyPolicy | None, a: Attribution) 
     return tuple(out)
 
 
-async def admit(gw: Gateway, key: KeyPolicy | None, attribution: Attribution, plan: Plan, body: dict[str, Any],
-                count_prompt: Callable[[], int]) -> Reservation | None:  # fmt: skip
+async def admit(
+    gw: Gateway,
+    key: KeyPolicy | None,
+    attribution: Attribution,
+    plan: Plan,
+    body: dict[str, Any],
+    count_prompt: Callable[[], int],
+) -> Reservation | None:
     """Reserve the request against its limits (raises LimitExceeded with a 429), or None when it has none."""
     checks = checks_for(gw.config.limits, key, attribution)
     if not checks or gw.limiter is None:
@@ -77,7 +86,9 @@ async def admit(gw: Gateway, key: KeyPolicy | None, attribution: Attribution, pl
         t = plan.targets[0]
         price = gw.coster.pricer.price(t.provider, t.model)
         if price is not None:
-            est_nano = -(-usage_cost(Usage(prompt_tokens=prompt_tokens, completion_tokens=out_tokens), price) // NANO_PER_PICO)
+            est_nano = -(
+                -usage_cost(Usage(prompt_tokens=prompt_tokens, completion_tokens=out_tokens), price) // NANO_PER_PICO
+            )
     return await gw.limiter.admit(checks, prompt_tokens + out_tokens, est_nano, gw.clock())
 
 

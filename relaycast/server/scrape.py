@@ -19,29 +19,103 @@ def scrape_gauges(gw: Gateway) -> list[Family]:
     for name in list(board.targets()):
         st = board.state(name)
         states.extend(((name, s), 1.0 if s == st else 0.0) for s in STATES)
-    for (route, target) in board.demoted:
+    for route, target in board.demoted:
         demoted.append(((route, target), 1.0))
-    out.append(("relaycast_target_state", "gauge", "Routing state of each target (1 for its current state).", ("target", "state"), states))
-    out.append(("relaycast_target_demoted", "gauge", "Targets demoted in a route (SLA or error rate).", ("route", "target"), demoted))
+    out.append(
+        (
+            "relaycast_target_state",
+            "gauge",
+            "Routing state of each target (1 for its current state).",
+            ("target", "state"),
+            states,
+        )
+    )
+    out.append(
+        (
+            "relaycast_target_demoted",
+            "gauge",
+            "Targets demoted in a route (SLA or error rate).",
+            ("route", "target"),
+            demoted,
+        )
+    )
     if gw.broadcaster is not None:
         dests: list[dict[str, Any]] = gw.broadcaster.status()
-        out.append(("relaycast_broadcast_sent_total", "counter", "Records delivered to each broadcast destination.", ("destination",),
-                    [((d["name"],), d["sent"]) for d in dests]))  # fmt: skip
-        out.append(("relaycast_broadcast_retries_total", "counter", "Batch retries per destination.", ("destination",),
-                    [((d["name"],), d["retries"]) for d in dests]))  # fmt: skip
-        out.append(("relaycast_broadcast_dropped_total", "counter", "Records dropped per destination, by reason.", ("destination", "reason"),
-                    [((d["name"], r), n) for d in dests for r, n in d["dropped"].items()]))  # fmt: skip
-        out.append(("relaycast_broadcast_queued", "gauge", "Records waiting per destination.", ("destination",),
-                    [((d["name"],), d["queued"]) for d in dests]))  # fmt: skip
-        out.append(("relaycast_broadcast_spool_bytes", "gauge", "Bytes spooled to disk per destination.", ("destination",),
-                    [((d["name"],), d["spool_bytes"]) for d in dests]))  # fmt: skip
+        out.append(
+            (
+                "relaycast_broadcast_sent_total",
+                "counter",
+                "Records delivered to each broadcast destination.",
+                ("destination",),
+                [((d["name"],), d["sent"]) for d in dests],
+            )
+        )
+        out.append(
+            (
+                "relaycast_broadcast_retries_total",
+                "counter",
+                "Batch retries per destination.",
+                ("destination",),
+                [((d["name"],), d["retries"]) for d in dests],
+            )
+        )
+        out.append(
+            (
+                "relaycast_broadcast_dropped_total",
+                "counter",
+                "Records dropped per destination, by reason.",
+                ("destination", "reason"),
+                [((d["name"], r), n) for d in dests for r, n in d["dropped"].items()],
+            )
+        )
+        out.append(
+            (
+                "relaycast_broadcast_queued",
+                "gauge",
+                "Records waiting per destination.",
+                ("destination",),
+                [((d["name"],), d["queued"]) for d in dests],
+            )
+        )
+        out.append(
+            (
+                "relaycast_broadcast_spool_bytes",
+                "gauge",
+                "Bytes spooled to disk per destination.",
+                ("destination",),
+                [((d["name"],), d["spool_bytes"]) for d in dests],
+            )
+        )
     if gw.store is not None:
         s = gw.store.status()
-        out.append(("relaycast_store_written_total", "counter", "Requests written to the store.", (), [((), s["written"])]))
-        out.append(("relaycast_store_dropped_total", "counter", "Requests the store lost, by reason.", ("reason",),
-                    [((r,), n) for r, n in s["dropped"].items()]))  # fmt: skip
-        out.append(("relaycast_store_queued", "gauge", "Requests waiting to be written to the store.", (), [((), s["queued"])]))
+        out.append(
+            ("relaycast_store_written_total", "counter", "Requests written to the store.", (), [((), s["written"])])
+        )
+        out.append(
+            (
+                "relaycast_store_dropped_total",
+                "counter",
+                "Requests the store lost, by reason.",
+                ("reason",),
+                [((r,), n) for r, n in s["dropped"].items()],
+            )
+        )
+        out.append(
+            ("relaycast_store_queued", "gauge", "Requests waiting to be written to the store.", (), [((), s["queued"])])
+        )
     if gw.monitors is not None:
-        firing = [((r["name"], f["scope"]), 1.0 if f["state"] == "ALERT" else 0.0) for r in gw.monitors.status()["rules"] for f in r["findings"]]
-        out.append(("relaycast_monitor_alerting", "gauge", "1 while a monitor rule fires for a scope.", ("rule", "scope"), firing))
+        firing = [
+            ((r["name"], f["scope"]), 1.0 if f["state"] == "ALERT" else 0.0)
+            for r in gw.monitors.status()["rules"]
+            for f in r["findings"]
+        ]
+        out.append(
+            (
+                "relaycast_monitor_alerting",
+                "gauge",
+                "1 while a monitor rule fires for a scope.",
+                ("rule", "scope"),
+                firing,
+            )
+        )
     return out

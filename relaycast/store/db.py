@@ -8,8 +8,9 @@ from the event loop.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from relaycast.store.schema import ID_PRIMARY_KEY, MIGRATIONS
 from relaycast.store.settings import StoreConfig
@@ -92,13 +93,17 @@ class Connection:
                 for r in rows:
                     cp.write_row(r)
         else:
-            self._conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", rows)
+            self._conn.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", rows
+            )
 
     def insert_unique(self, table: str, columns: tuple[str, ...], row: tuple[Any, ...]) -> bool:
         """Insert one row in its own transaction; False when a unique constraint refuses it."""
         try:
             with self.transaction():
-                self.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", row)
+                self.execute(
+                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})", row
+                )
         except Exception as e:
             if is_transient(e) or not is_db_error(e):
                 raise

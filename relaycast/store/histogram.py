@@ -4,7 +4,7 @@ its geometric middle, so a percentile from buckets is within ±RATIO/2 (about 5%
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 RATIO = 1.1
 _LOG = math.log(RATIO)

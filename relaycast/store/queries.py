@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 
@@ -22,8 +23,15 @@ from relaycast.store.histogram import percentiles
 from relaycast.store.rows import TOTAL, TTFT
 from relaycast.store.schema import USAGE_SUMS
 
-DIMENSIONS = {"model": "model", "provider": "provider", "target": "target", "key": "key_name", "user": "user_id",
-              "feature": "feature", "route": "model_requested"}  # fmt: skip
+DIMENSIONS = {
+    "model": "model",
+    "provider": "provider",
+    "target": "target",
+    "key": "key_name",
+    "user": "user_id",
+    "feature": "feature",
+    "route": "model_requested",
+}
 LATENCY_DIMENSIONS = ("model", "provider", "target")
 NOT_ERRORS = frozenset({"ok", "client_cancelled", "hedge_lost"})  # outcomes that say nothing against a provider
 OTHER = "(other)"
@@ -72,7 +80,9 @@ def parse_time(text: str, now: float, param: str) -> float:
     try:
         return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        raise BadQuery(f"'{param}' must be like 24h, 7d, unix seconds or an ISO 8601 time; got '{text[:50]}'", param) from None
+        raise BadQuery(
+            f"'{param}' must be like 24h, 7d, unix seconds or an ISO 8601 time; got '{text[:50]}'", param
+        ) from None
 
 
 def window(params: Mapping[str, str], now: float | None = None, default_since: str = "24h") -> Window:
@@ -132,7 +142,7 @@ def _limit(v: Any, default: int) -> int:
 
 
 def _usage_doc(sums: list[int]) -> dict[str, Any]:
-    d = dict(zip(USAGE_SUMS, (int(x or 0) for x in sums)))
+    d = dict(zip(USAGE_SUMS, (int(x or 0) for x in sums), strict=False))
     cost = d.pop("cost_pusd")
     unpriced = d.pop("unpriced")
     estimated = d.pop("estimated")
@@ -149,7 +159,11 @@ def _usage_doc(sums: list[int]) -> dict[str, Any]:
 _RAW_SUMS = (
     "count(*)",
     "sum(CASE WHEN (status >= 400 OR error_class IS NOT NULL) AND status <> 499 THEN 1 ELSE 0 END)",
-    "sum(prompt_tokens)", "sum(completion_tokens)", "sum(cached_tokens)", "sum(cache_write_tokens)", "sum(reasoning_tokens)",
+    "sum(prompt_tokens)",
+    "sum(completion_tokens)",
+    "sum(cached_tokens)",
+    "sum(cache_write_tokens)",
+    "sum(reasoning_tokens)",
     "sum(coalesce(cost_pusd, 0))",
     "sum(CASE WHEN cost_source = 'unpriced' THEN 1 ELSE 0 END)",
     "sum(CASE WHEN cost_source = 'estimated' THEN 1 ELSE 0 END)",
@@ -158,7 +172,9 @@ _RAW_SUMS = (
 _COST, _REQS = 8, 1  # positions in a (key, *sums) row
 
 
-def _spend_rows(conn: Connection, w: Window, by: str) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def _spend_rows(
+    conn: Connection, w: Window, by: str
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(totals, rows per group, rows per (hour, group)) with USAGE_SUMS order. Unfiltered: from the per-dimension
     rollup. Filtered (e.g. features of one model): from the raw requests, through the (dimension, time) indexes."""
     if not w.filters:
@@ -166,8 +182,11 @@ def _spend_rows(conn: Connection, w: Window, by: str) -> tuple[tuple[Any, ...], 
         base = "FROM usage_hourly WHERE dim = ? AND hour >= ? AND hour < ?"
         totals = conn.query(f"SELECT {sums} {base}", ("all", w.since, w.until))[0]
         grouped = conn.query(f"SELECT value, {sums} {base} GROUP BY value", (by, w.since, w.until))
-        series = conn.query(f"SELECT hour, value, sum(cost_pusd), sum(requests), sum(prompt_tokens + completion_tokens) {base} "
-                            "GROUP BY hour, value", (by, w.since, w.until))  # fmt: skip
+        series = conn.query(
+            f"SELECT hour, value, sum(cost_pusd), sum(requests), sum(prompt_tokens + completion_tokens) {base} "
+            "GROUP BY hour, value",
+            (by, w.since, w.until),
+        )
         return totals, grouped, series
     col = DIMENSIONS[by]
     where = "ts_ms >= ? AND ts_ms < ?"
@@ -180,7 +199,9 @@ def _spend_rows(conn: Connection, w: Window, by: str) -> tuple[tuple[Any, ...], 
     grouped = conn.query(f"SELECT {col}, {sums} FROM requests WHERE {where} GROUP BY {col}", args)
     series = conn.query(
         f"SELECT (ts_ms / 3600000) * 3600 AS h, {col}, sum(coalesce(cost_pusd, 0)), count(*), "
-        f"sum(prompt_tokens + completion_tokens) FROM requests WHERE {where} GROUP BY h, {col}", args)  # fmt: skip
+        f"sum(prompt_tokens + completion_tokens) FROM requests WHERE {where} GROUP BY h, {col}",
+        args,
+    )
     return totals, grouped, series
 
 
@@ -206,15 +227,26 @@ def spend(conn: Connection, w: Window, by: str = "model", limit: Any = None) -> 
         name = key if key in keep else OTHER
         s = series.get(name)
         if s is None:
-            s = series[name] = {"cost": [0.0] * len(buckets), "requests": [0] * len(buckets), "tokens": [0] * len(buckets)}
+            s = series[name] = {
+                "cost": [0.0] * len(buckets),
+                "requests": [0] * len(buckets),
+                "tokens": [0] * len(buckets),
+            }
         s["cost"][i] += usd_float(cost)
         s["requests"][i] += int(reqs or 0)
         s["tokens"][i] += int(toks or 0)
     return {
-        "since": w.since, "until": w.until, "bucket": w.bucket, "bucket_s": w.bucket_s, "by": by,
-        "filters": dict(w.filters), "totals": _usage_doc(list(total_row)), "groups": groups, "buckets": buckets,
+        "since": w.since,
+        "until": w.until,
+        "bucket": w.bucket,
+        "bucket_s": w.bucket_s,
+        "by": by,
+        "filters": dict(w.filters),
+        "totals": _usage_doc(list(total_row)),
+        "groups": groups,
+        "buckets": buckets,
         "series": series,
-    }  # fmt: skip
+    }
 
 
 # --- latency ------------------------------------------------------------------------------------
@@ -226,7 +258,9 @@ def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
     # Grouped by the view's bucket in SQL (a day holds 24 hourly rows): the rows returned do not grow with the range.
     rows = conn.query(
         f"SELECT ((hour - ?) / ?) * ? + ? AS b, {col}, kind, bucket, sum(n) FROM latency_hourly WHERE {where} "
-        f"GROUP BY b, {col}, kind, bucket", [w.since, w.bucket_s, w.bucket_s, w.since, *args])  # fmt: skip
+        f"GROUP BY b, {col}, kind, bucket",
+        [w.since, w.bucket_s, w.bucket_s, w.since, *args],
+    )
     buckets = w.buckets()
     index = {b: i for i, b in enumerate(buckets)}
     overall: dict[tuple[str, int], dict[int, int]] = {}
@@ -246,11 +280,15 @@ def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
         tot = overall.get((key, TOTAL), {})
         ttft = overall.get((key, TTFT), {})
         pt, pf = percentiles(tot.items(), QS), percentiles(ttft.items(), QS)
-        groups.append({
-            "key": key, "attempts": sum(tot.values()), "streams": sum(ttft.values()),
-            "total_ms": {"p50": pt[50.0], "p90": pt[90.0], "p99": pt[99.0]},
-            "ttft_ms": {"p50": pf[50.0], "p90": pf[90.0], "p99": pf[99.0]},
-        })  # fmt: skip
+        groups.append(
+            {
+                "key": key,
+                "attempts": sum(tot.values()),
+                "streams": sum(ttft.values()),
+                "total_ms": {"p50": pt[50.0], "p90": pt[90.0], "p99": pt[99.0]},
+                "ttft_ms": {"p50": pf[50.0], "p90": pf[90.0], "p99": pf[99.0]},
+            }
+        )
         s: dict[str, list[float | None]] = {"total_p50": [], "total_p99": [], "ttft_p50": [], "ttft_p99": []}
         for i in range(len(buckets)):
             a = percentiles(per.get((key, TOTAL, i), {}).items(), (50.0, 99.0))
@@ -260,8 +298,17 @@ def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
             s["ttft_p50"].append(f[50.0])
             s["ttft_p99"].append(f[99.0])
         series[key] = s
-    return {"since": w.since, "until": w.until, "bucket": w.bucket, "bucket_s": w.bucket_s, "by": by,
-            "filters": dict(w.filters), "buckets": buckets, "groups": groups, "series": series}  # fmt: skip
+    return {
+        "since": w.since,
+        "until": w.until,
+        "bucket": w.bucket,
+        "bucket_s": w.bucket_s,
+        "by": by,
+        "filters": dict(w.filters),
+        "buckets": buckets,
+        "groups": groups,
+        "series": series,
+    }
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -269,7 +316,10 @@ def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
 
 def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
     where, args = _where(w, LATENCY_DIMENSIONS)
-    rows = conn.query(f"SELECT hour, provider, outcome, sum(n) FROM attempts_hourly WHERE {where} GROUP BY hour, provider, outcome", args)
+    rows = conn.query(
+        f"SELECT hour, provider, outcome, sum(n) FROM attempts_hourly WHERE {where} GROUP BY hour, provider, outcome",
+        args,
+    )
     buckets = w.buckets()
     index = {b: i for i, b in enumerate(buckets)}
     totals: dict[str, dict[str, int]] = {}
@@ -288,39 +338,98 @@ def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
         if outcome not in NOT_ERRORS:
             s["errors"][i] += n
     for s in series.values():
-        s["rate"] = [round(e / a, 4) if a else None for a, e in zip(s["attempts"], s["errors"])]
+        s["rate"] = [round(e / a, 4) if a else None for a, e in zip(s["attempts"], s["errors"], strict=False)]
     providers = []
     for provider, t in totals.items():
         by_class = {c: n for c, n in sorted(t.items(), key=lambda x: -x[1]) if c not in NOT_ERRORS}
         attempts = sum(n for c, n in t.items() if c == "ok" or c not in NOT_ERRORS)
         errors = sum(by_class.values())
-        providers.append({"provider": provider, "attempts": attempts, "errors": errors,
-                          "error_rate": round(errors / attempts, 4) if attempts else None, "by_class": by_class,
-                          "cancelled": sum(n for c, n in t.items() if c in NOT_ERRORS and c != "ok")})  # fmt: skip
+        providers.append(
+            {
+                "provider": provider,
+                "attempts": attempts,
+                "errors": errors,
+                "error_rate": round(errors / attempts, 4) if attempts else None,
+                "by_class": by_class,
+                "cancelled": sum(n for c, n in t.items() if c in NOT_ERRORS and c != "ok"),
+            }
+        )
     providers.sort(key=lambda p: (-(p["error_rate"] or 0), p["provider"]))
-    return {"since": w.since, "until": w.until, "bucket": w.bucket, "bucket_s": w.bucket_s, "filters": dict(w.filters),
-            "buckets": buckets, "providers": providers, "series": series}  # fmt: skip
+    return {
+        "since": w.since,
+        "until": w.until,
+        "bucket": w.bucket,
+        "bucket_s": w.bucket_s,
+        "filters": dict(w.filters),
+        "buckets": buckets,
+        "providers": providers,
+        "series": series,
+    }
 
 
 # --- the request explorer -----------------------------------------------------------------------
 
-_LIST_COLUMNS = ("id", "request_id", "ts_ms", "endpoint", "model_requested", "target", "provider", "model", "status",
-                 "error_class", "stream", "duration_us", "ttft_us", "attempts", "prompt_tokens", "completion_tokens",
-                 "cost_pusd", "cost_source", "user_id", "feature", "key_name", "session_id")  # fmt: skip
-_DETAIL_COLUMNS = ("tags", "params", "app_url", "error_message", "input_messages", "output_text", "cached_tokens",
-                   "cache_write_tokens", "reasoning_tokens")  # fmt: skip
+_LIST_COLUMNS = (
+    "id",
+    "request_id",
+    "ts_ms",
+    "endpoint",
+    "model_requested",
+    "target",
+    "provider",
+    "model",
+    "status",
+    "error_class",
+    "stream",
+    "duration_us",
+    "ttft_us",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_pusd",
+    "cost_source",
+    "user_id",
+    "feature",
+    "key_name",
+    "session_id",
+)
+_DETAIL_COLUMNS = (
+    "tags",
+    "params",
+    "app_url",
+    "error_message",
+    "input_messages",
+    "output_text",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
 
 
 def _request_doc(r: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "request_id": r["request_id"], "ts": r["ts_ms"], "endpoint": r["endpoint"],
-        "model_requested": r["model_requested"], "target": r["target"] or None, "provider": r["provider"] or None,
-        "model": r["model"], "status": r["status"], "error_class": r["error_class"], "stream": bool(r["stream"]),
-        "duration_ms": r["duration_us"] / 1000, "ttft_ms": None if r["ttft_us"] is None else r["ttft_us"] / 1000,
-        "attempts": r["attempts"], "prompt_tokens": r["prompt_tokens"], "completion_tokens": r["completion_tokens"],
-        "cost_usd": format_usd(r["cost_pusd"]), "cost_source": r["cost_source"], "user": r["user_id"] or None,
-        "feature": r["feature"] or None, "key": r["key_name"] or None, "session_id": r["session_id"],
-    }  # fmt: skip
+        "request_id": r["request_id"],
+        "ts": r["ts_ms"],
+        "endpoint": r["endpoint"],
+        "model_requested": r["model_requested"],
+        "target": r["target"] or None,
+        "provider": r["provider"] or None,
+        "model": r["model"],
+        "status": r["status"],
+        "error_class": r["error_class"],
+        "stream": bool(r["stream"]),
+        "duration_ms": r["duration_us"] / 1000,
+        "ttft_ms": None if r["ttft_us"] is None else r["ttft_us"] / 1000,
+        "attempts": r["attempts"],
+        "prompt_tokens": r["prompt_tokens"],
+        "completion_tokens": r["completion_tokens"],
+        "cost_usd": format_usd(r["cost_pusd"]),
+        "cost_source": r["cost_source"],
+        "user": r["user_id"] or None,
+        "feature": r["feature"] or None,
+        "key": r["key_name"] or None,
+        "session_id": r["session_id"],
+    }
 
 
 def requests(conn: Connection, params: Mapping[str, str], now: float | None = None) -> dict[str, Any]:
@@ -352,7 +461,7 @@ def requests(conn: Connection, params: Mapping[str, str], now: float | None = No
         args += [int(ts), int(ts), int(rid)]
     sql += " ORDER BY ts_ms DESC, id DESC LIMIT ?"
     args.append(n + 1)
-    rows = [dict(zip(_LIST_COLUMNS, r)) for r in conn.query(sql, args)]
+    rows = [dict(zip(_LIST_COLUMNS, r, strict=False)) for r in conn.query(sql, args)]
     more = len(rows) > n
     rows = rows[:n]
     return {
@@ -363,34 +472,71 @@ def requests(conn: Connection, params: Mapping[str, str], now: float | None = No
 
 def request_detail(conn: Connection, request_id: str) -> dict[str, Any] | None:
     cols = _LIST_COLUMNS + _DETAIL_COLUMNS
-    found = conn.query(f"SELECT {', '.join(cols)} FROM requests WHERE request_id = ? ORDER BY ts_ms DESC LIMIT 1", (request_id,))
+    found = conn.query(
+        f"SELECT {', '.join(cols)} FROM requests WHERE request_id = ? ORDER BY ts_ms DESC LIMIT 1", (request_id,)
+    )
     if not found:
         return None
-    r = dict(zip(cols, found[0]))
+    r = dict(zip(cols, found[0], strict=False))
     doc = _request_doc(r)
-    doc.update({
-        "tags": _loads(r["tags"]) or {}, "params": _loads(r["params"]) or {}, "app_url": r["app_url"],
-        "error_message": r["error_message"], "input_messages": _loads(r["input_messages"]), "output_text": r["output_text"],
-        "cached_tokens": r["cached_tokens"], "cache_write_tokens": r["cache_write_tokens"],
-        "reasoning_tokens": r["reasoning_tokens"],
-    })  # fmt: skip
-    acols = ("idx", "target", "provider", "model", "started_us", "duration_us", "ttft_us", "upstream_status", "error_class",
-             "error_message", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
-             "reasoning_tokens", "cost_pusd", "cost_source")  # fmt: skip
+    doc.update(
+        {
+            "tags": _loads(r["tags"]) or {},
+            "params": _loads(r["params"]) or {},
+            "app_url": r["app_url"],
+            "error_message": r["error_message"],
+            "input_messages": _loads(r["input_messages"]),
+            "output_text": r["output_text"],
+            "cached_tokens": r["cached_tokens"],
+            "cache_write_tokens": r["cache_write_tokens"],
+            "reasoning_tokens": r["reasoning_tokens"],
+        }
+    )
+    acols = (
+        "idx",
+        "target",
+        "provider",
+        "model",
+        "started_us",
+        "duration_us",
+        "ttft_us",
+        "upstream_status",
+        "error_class",
+        "error_message",
+        "finish_reason",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "cost_pusd",
+        "cost_source",
+    )
     attempts = []
     for a in conn.query(f"SELECT {', '.join(acols)} FROM attempts WHERE request_row = ? ORDER BY idx", (r["id"],)):
-        d = dict(zip(acols, a))
-        attempts.append({
-            "index": d["idx"], "target": d["target"], "provider": d["provider"], "model": d["model"],
-            "started_ms": d["started_us"] / 1000, "duration_ms": d["duration_us"] / 1000,
-            "ttft_ms": None if d["ttft_us"] is None else d["ttft_us"] / 1000, "upstream_status": d["upstream_status"],
-            "error_class": d["error_class"], "error_message": d["error_message"], "finish_reason": d["finish_reason"],
-            "prompt_tokens": d["prompt_tokens"], "completion_tokens": d["completion_tokens"],
-            "cached_tokens": d["cached_tokens"], "cache_write_tokens": d["cache_write_tokens"],
-            "reasoning_tokens": d["reasoning_tokens"],
-            "cost_usd": format_usd(d["cost_pusd"]) if d["cost_source"] != "none" else "0",
-            "cost_source": d["cost_source"],
-        })  # fmt: skip
+        d = dict(zip(acols, a, strict=False))
+        attempts.append(
+            {
+                "index": d["idx"],
+                "target": d["target"],
+                "provider": d["provider"],
+                "model": d["model"],
+                "started_ms": d["started_us"] / 1000,
+                "duration_ms": d["duration_us"] / 1000,
+                "ttft_ms": None if d["ttft_us"] is None else d["ttft_us"] / 1000,
+                "upstream_status": d["upstream_status"],
+                "error_class": d["error_class"],
+                "error_message": d["error_message"],
+                "finish_reason": d["finish_reason"],
+                "prompt_tokens": d["prompt_tokens"],
+                "completion_tokens": d["completion_tokens"],
+                "cached_tokens": d["cached_tokens"],
+                "cache_write_tokens": d["cache_write_tokens"],
+                "reasoning_tokens": d["reasoning_tokens"],
+                "cost_usd": format_usd(d["cost_pusd"]) if d["cost_source"] != "none" else "0",
+                "cost_source": d["cost_source"],
+            }
+        )
     return {"request": doc, "attempts": attempts}
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import collections
 import secrets
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
+from relaycast.records import RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store.histogram import bucket_of
-from relaycast.records import RequestRecord, Usage
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
 TOTAL, TTFT = 0, 1  # latency_hourly.kind
@@ -90,12 +91,26 @@ def add(batch: Batch, rec: RequestRecord, redactor: Redactor, privacy: bool) -> 
         t = _tokens(at.usage)
         for j in range(5):
             tokens[j] += t[j]
-        batch.attempts.append((
-            row_id_, i, ts_ms, at.model, at.provider, at.target, at.started_ns // 1000, at.duration_ns // 1000,
-            None if at.ttft_ns is None else at.ttft_ns // 1000, at.upstream_status, at.error_class,
-            _text(at.error_message, redactor), at.finish_reason, *t, at.cost_pusd,
-            at.cost_source,
-        ))  # fmt: skip
+        batch.attempts.append(
+            (
+                row_id_,
+                i,
+                ts_ms,
+                at.model,
+                at.provider,
+                at.target,
+                at.started_ns // 1000,
+                at.duration_ns // 1000,
+                None if at.ttft_ns is None else at.ttft_ns // 1000,
+                at.upstream_status,
+                at.error_class,
+                _text(at.error_message, redactor),
+                at.finish_reason,
+                *t,
+                at.cost_pusd,
+                at.cost_source,
+            )
+        )
         outcome = at.error_class or "ok"
         batch.outcomes[(hour, at.provider, at.model, at.target, outcome)] += 1
         if at.ok:
@@ -107,19 +122,58 @@ def add(batch: Batch, rec: RequestRecord, redactor: Redactor, privacy: bool) -> 
     if final is not None and final.ttft_ns is not None:
         ttft_us = (final.started_ns + final.ttft_ns) // 1000  # from the request's start
     tags = rec.all_tags()
-    batch.requests.append((
-        row_id_, rec.request_id, ts_ms, rec.endpoint, rec.model_requested, model, provider, target, key, user, feature,
-        _text(a.app_url), _text(a.session_id), _json(tags, redactor) if tags else None, rec.status_code, rec.error_class,
-        _text(rec.error_message), 1 if rec.stream else 0, rec.duration_ns // 1000, ttft_us, len(rec.attempts), *tokens, cost,
-        source, _json(rec.params, redactor) if rec.params else None,
-        None if privacy or not rec.input_messages else _json(list(rec.input_messages), redactor),
-        None if privacy else _text(rec.output_text, redactor),
-    ))  # fmt: skip
+    batch.requests.append(
+        (
+            row_id_,
+            rec.request_id,
+            ts_ms,
+            rec.endpoint,
+            rec.model_requested,
+            model,
+            provider,
+            target,
+            key,
+            user,
+            feature,
+            _text(a.app_url),
+            _text(a.session_id),
+            _json(tags, redactor) if tags else None,
+            rec.status_code,
+            rec.error_class,
+            _text(rec.error_message),
+            1 if rec.stream else 0,
+            rec.duration_ns // 1000,
+            ttft_us,
+            len(rec.attempts),
+            *tokens,
+            cost,
+            source,
+            _json(rec.params, redactor) if rec.params else None,
+            None if privacy or not rec.input_messages else _json(list(rec.input_messages), redactor),
+            None if privacy else _text(rec.output_text, redactor),
+        )
+    )
     error = 1 if (rec.status_code >= 400 or rec.error_class) and not rec.client_cancelled else 0
-    delta = (1, error, *tokens, cost or 0, int(source == "unpriced"), int(source == "estimated"), int(source == "reported"))
+    delta = (
+        1,
+        error,
+        *tokens,
+        cost or 0,
+        int(source == "unpriced"),
+        int(source == "estimated"),
+        int(source == "reported"),
+    )
     usage = batch.usage
-    for dim, value in (("all", ""), ("model", model), ("provider", provider), ("target", target), ("key", key),
-                       ("user", user), ("feature", feature), ("route", rec.model_requested)):  # fmt: skip
+    for dim, value in (
+        ("all", ""),
+        ("model", model),
+        ("provider", provider),
+        ("target", target),
+        ("key", key),
+        ("user", user),
+        ("feature", feature),
+        ("route", rec.model_requested),
+    ):
         ukey = (dim, hour, value)
         sums = usage.get(ukey)
         if sums is None:

@@ -11,67 +11,89 @@ so the dashboard's cost does not grow with the number of stored requests.
 from __future__ import annotations
 
 _DIMS = "model_requested TEXT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, target TEXT NOT NULL"
-_TOKENS = ("prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL, "
-           "cache_write_tokens BIGINT NOT NULL, reasoning_tokens BIGINT NOT NULL")  # fmt: skip
+_TOKENS = (
+    "prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL, "
+    "cache_write_tokens BIGINT NOT NULL, reasoning_tokens BIGINT NOT NULL"
+)
 
 # SQLite: an INTEGER PRIMARY KEY is the rowid itself (no second index); Postgres: a 64-bit key.
 ID_PRIMARY_KEY = {"sqlite": "INTEGER PRIMARY KEY", "postgres": "BIGINT PRIMARY KEY"}
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (1, (
-        f"""CREATE TABLE requests (
+    (
+        1,
+        (
+            f"""CREATE TABLE requests (
             id {{ID_PRIMARY_KEY}}, request_id TEXT NOT NULL, ts_ms BIGINT NOT NULL, endpoint TEXT NOT NULL, {_DIMS},
             key_name TEXT NOT NULL, user_id TEXT NOT NULL, feature TEXT NOT NULL, app_url TEXT, session_id TEXT,
             tags TEXT, status INTEGER NOT NULL, error_class TEXT, error_message TEXT, stream SMALLINT NOT NULL,
             duration_us BIGINT NOT NULL, ttft_us BIGINT, attempts INTEGER NOT NULL, {_TOKENS},
             cost_pusd BIGINT, cost_source TEXT NOT NULL, params TEXT, input_messages TEXT, output_text TEXT)""",
-        "CREATE INDEX requests_ts ON requests (ts_ms)",
-        "CREATE INDEX requests_request_id ON requests (request_id)",
-        "CREATE INDEX requests_user_ts ON requests (user_id, ts_ms)",
-        "CREATE INDEX requests_model_ts ON requests (model, ts_ms)",
-        f"""CREATE TABLE attempts (
+            "CREATE INDEX requests_ts ON requests (ts_ms)",
+            "CREATE INDEX requests_request_id ON requests (request_id)",
+            "CREATE INDEX requests_user_ts ON requests (user_id, ts_ms)",
+            "CREATE INDEX requests_model_ts ON requests (model, ts_ms)",
+            f"""CREATE TABLE attempts (
             request_row BIGINT NOT NULL, idx INTEGER NOT NULL, ts_ms BIGINT NOT NULL, model TEXT NOT NULL,
             provider TEXT NOT NULL, target TEXT NOT NULL, started_us BIGINT NOT NULL, duration_us BIGINT NOT NULL,
             ttft_us BIGINT, upstream_status INTEGER, error_class TEXT, error_message TEXT, finish_reason TEXT,
             {_TOKENS}, cost_pusd BIGINT, cost_source TEXT NOT NULL, PRIMARY KEY (request_row, idx))""",
-        "CREATE INDEX attempts_ts ON attempts (ts_ms)",
-        f"""CREATE TABLE usage_hourly (
+            "CREATE INDEX attempts_ts ON attempts (ts_ms)",
+            f"""CREATE TABLE usage_hourly (
             hour BIGINT NOT NULL, dim TEXT NOT NULL, value TEXT NOT NULL,
             requests BIGINT NOT NULL, errors BIGINT NOT NULL, {_TOKENS}, cost_pusd BIGINT NOT NULL,
             unpriced BIGINT NOT NULL, estimated BIGINT NOT NULL, reported BIGINT NOT NULL,
             PRIMARY KEY (dim, hour, value))""",
-        """CREATE TABLE attempts_hourly (
+            """CREATE TABLE attempts_hourly (
             hour BIGINT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, target TEXT NOT NULL,
             outcome TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (hour, provider, model, target, outcome))""",
-        """CREATE TABLE latency_hourly (
+            """CREATE TABLE latency_hourly (
             hour BIGINT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, target TEXT NOT NULL,
             kind SMALLINT NOT NULL, bucket INTEGER NOT NULL, n BIGINT NOT NULL,
             PRIMARY KEY (hour, provider, model, target, kind, bucket))""",
-    )),
-    (2, (
-        # Monitor incidents. At most one open incident per (rule, scope), enforced by the database: replicas that
-        # share a store race to open it, and only the one whose insert succeeds notifies.
-        """CREATE TABLE incidents (
+        ),
+    ),
+    (
+        2,
+        (
+            # Monitor incidents. At most one open incident per (rule, scope), enforced by the database: replicas that
+            # share a store race to open it, and only the one whose insert succeeds notifies.
+            """CREATE TABLE incidents (
             id TEXT PRIMARY KEY, rule TEXT NOT NULL, scope TEXT NOT NULL, kind TEXT NOT NULL, opened_ms BIGINT NOT NULL,
             resolved_ms BIGINT, value DOUBLE PRECISION, threshold DOUBLE PRECISION, message TEXT NOT NULL,
             resolve_message TEXT, details TEXT)""",
-        "CREATE UNIQUE INDEX incidents_one_open ON incidents (rule, scope) WHERE resolved_ms IS NULL",
-        "CREATE INDEX incidents_opened ON incidents (opened_ms)",
-    )),
-    (3, (
-        # Virtual gateway keys: the secret is never stored, only its SHA-256; `prefix` is what lists show.
-        """CREATE TABLE gateway_keys (
+            "CREATE UNIQUE INDEX incidents_one_open ON incidents (rule, scope) WHERE resolved_ms IS NULL",
+            "CREATE INDEX incidents_opened ON incidents (opened_ms)",
+        ),
+    ),
+    (
+        3,
+        (
+            # Virtual gateway keys: the secret is never stored, only its SHA-256; `prefix` is what lists show.
+            """CREATE TABLE gateway_keys (
             name TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, owner TEXT, models TEXT,
             user_id TEXT, feature TEXT, tags TEXT, limits TEXT, created_ms BIGINT NOT NULL, expires_ms BIGINT,
             revoked_ms BIGINT, rotated_ms BIGINT, updated_ms BIGINT NOT NULL)""",
-        "CREATE INDEX gateway_keys_updated ON gateway_keys (updated_ms)",
-    )),
+            "CREATE INDEX gateway_keys_updated ON gateway_keys (updated_ms)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]
 
-USAGE_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
-              "reasoning_tokens", "cost_pusd", "unpriced", "estimated", "reported")  # fmt: skip
+USAGE_SUMS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_pusd",
+    "unpriced",
+    "estimated",
+    "reported",
+)
 USAGE_KEYS = ("dim", "hour", "value")
 # usage_hourly holds one row per hour for each value of each dimension (and dim 'all', value ''), so a grouping
 # reads only its own rows: their number grows with distinct users or models per hour, not with requests.
@@ -80,20 +102,66 @@ ATTEMPT_KEYS = ("hour", "provider", "model", "target", "outcome")
 LATENCY_KEYS = ("hour", "provider", "model", "target", "kind", "bucket")
 
 REQUEST_COLUMNS = (
-    "id", "request_id", "ts_ms", "endpoint", "model_requested", "model", "provider", "target", "key_name", "user_id",
-    "feature", "app_url", "session_id", "tags", "status", "error_class", "error_message", "stream", "duration_us",
-    "ttft_us", "attempts", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
-    "reasoning_tokens", "cost_pusd", "cost_source", "params", "input_messages", "output_text",
-)  # fmt: skip
+    "id",
+    "request_id",
+    "ts_ms",
+    "endpoint",
+    "model_requested",
+    "model",
+    "provider",
+    "target",
+    "key_name",
+    "user_id",
+    "feature",
+    "app_url",
+    "session_id",
+    "tags",
+    "status",
+    "error_class",
+    "error_message",
+    "stream",
+    "duration_us",
+    "ttft_us",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_pusd",
+    "cost_source",
+    "params",
+    "input_messages",
+    "output_text",
+)
 ATTEMPT_COLUMNS = (
-    "request_row", "idx", "ts_ms", "model", "provider", "target", "started_us", "duration_us", "ttft_us",
-    "upstream_status", "error_class", "error_message", "finish_reason", "prompt_tokens", "completion_tokens",
-    "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_pusd", "cost_source",
-)  # fmt: skip
+    "request_row",
+    "idx",
+    "ts_ms",
+    "model",
+    "provider",
+    "target",
+    "started_us",
+    "duration_us",
+    "ttft_us",
+    "upstream_status",
+    "error_class",
+    "error_message",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_pusd",
+    "cost_source",
+)
 
 
 def upsert_sql(table: str, keys: tuple[str, ...], sums: tuple[str, ...]) -> str:
     cols = keys + sums
     sets = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
-    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")  # fmt: skip
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+    )

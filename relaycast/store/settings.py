@@ -12,9 +12,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from relaycast.config_reader import ConfigError, Reader
@@ -58,8 +59,20 @@ def parse_store(r: Reader, raw: Any, env: Mapping[str, str], source: str | None)
     if raw is not None:
         if raw is False:
             return None
-        m = r.mapping(raw, "store", {"path", "url", "retention_days", "privacy_mode", "enabled", "queue_size", "batch_size",
-                                     "flush_interval_s"})  # fmt: skip
+        m = r.mapping(
+            raw,
+            "store",
+            {
+                "path",
+                "url",
+                "retention_days",
+                "privacy_mode",
+                "enabled",
+                "queue_size",
+                "batch_size",
+                "flush_interval_s",
+            },
+        )
         if m.get("enabled") is not None and not r.boolean(m["enabled"], "store.enabled"):
             return None
     url = m.get("url") or env.get("RELAYCAST_STORE_URL") or None

@@ -12,17 +12,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from relaycast.log import EventLog
+from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.store import rows as rows_mod
 from relaycast.store.db import Connection, is_db_error, is_transient
-from relaycast.store.schema import (ATTEMPT_COLUMNS, ATTEMPT_KEYS, LATENCY_KEYS, REQUEST_COLUMNS, USAGE_KEYS, USAGE_SUMS,
-                                    upsert_sql)  # fmt: skip
+from relaycast.store.schema import (
+    ATTEMPT_COLUMNS,
+    ATTEMPT_KEYS,
+    LATENCY_KEYS,
+    REQUEST_COLUMNS,
+    USAGE_KEYS,
+    USAGE_SUMS,
+    upsert_sql,
+)
 from relaycast.store.settings import StoreConfig
-from relaycast.records import RequestRecord
 
 RETENTION_EVERY_S = 3600.0
 BUILD_SLICE = 16  # records per slice of row building (about 0.3 ms of Python) before the GIL is offered back
@@ -55,7 +63,9 @@ def delete_older_than(conn: Connection, cutoff_ms: int) -> int:
 
 
 class StoreWriter:
-    def __init__(self, cfg: StoreConfig, redactor: Redactor, log: EventLog, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, cfg: StoreConfig, redactor: Redactor, log: EventLog, clock: Callable[[], float] = time.time
+    ) -> None:
         self.cfg = cfg
         self._redactor = redactor
         self._log = log
@@ -92,7 +102,7 @@ class StoreWriter:
         self._wake = asyncio.Event()
         try:
             await self._in_thread(self._ensure_open)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if not is_db_error(e):
                 raise
             self._failed(e)
@@ -105,7 +115,7 @@ class StoreWriter:
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
             self._task = None
         if self._queue:
@@ -143,7 +153,7 @@ class StoreWriter:
             if not self._stopping and len(self._queue) < self.cfg.batch_size:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             self._wake.clear()
             ok = True
@@ -171,14 +181,18 @@ class StoreWriter:
                 written, rejected = await self._in_thread(self._write_each, records)
                 self.written += written
                 self.dropped["rejected"] += rejected
-                self._log.error("store_rejected_records", count=rejected, error=type(e).__name__,
-                                message=self._redactor.scrub(str(e)[:200]))  # fmt: skip
+                self._log.error(
+                    "store_rejected_records",
+                    count=rejected,
+                    error=type(e).__name__,
+                    message=self._redactor.scrub(str(e)[:200]),
+                )
                 return True
             self._failed(e)
             room = self.cfg.queue_size - len(self._queue)
             if room < len(records):
                 self.dropped["queue_full"] += len(records) - max(room, 0)
-                records = records[len(records) - max(room, 0):]
+                records = records[len(records) - max(room, 0) :]
             self._queue.extendleft(reversed(records))
             return False
         self.written += n
@@ -193,7 +207,7 @@ class StoreWriter:
         cutoff_ms = int((now - self.cfg.retention_days * 86400) * 1000)
         try:
             self.deleted += await self._in_thread(lambda: delete_older_than(self._ensure_open(), cutoff_ms))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if not is_db_error(e):
                 raise
             self._failed(e)
@@ -228,7 +242,7 @@ class StoreWriter:
         # up for more than a fraction of a millisecond (a whole batch at once stalled requests for milliseconds).
         batch = rows_mod.Batch()
         for i in range(0, len(records), BUILD_SLICE):
-            for rec in records[i:i + BUILD_SLICE]:
+            for rec in records[i : i + BUILD_SLICE]:
                 rows_mod.add(batch, rec, self._redactor, self.cfg.privacy_mode)
             time.sleep(0)
         conn = self._ensure_open()
@@ -244,7 +258,7 @@ class StoreWriter:
             try:
                 self._write([rec])
                 ok += 1
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 if is_transient(e):
                     raise
                 bad += 1

@@ -19,11 +19,12 @@ the response). Cost and latency are counters and histograms, never last-value ga
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from relaycast.telemetry.settings import MetricsConfig
 from relaycast.costs.money import PICO_PER_USD
 from relaycast.records import RequestRecord
+from relaycast.telemetry.settings import MetricsConfig
 
 BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 OTHER = "(other)"
@@ -68,19 +69,72 @@ class Metrics:
         self.cfg = cfg
         dims = ("model", "provider", "key", "feature") + (("user",) if cfg.user_label else ())
         m = cfg.max_series
-        self.requests = _Family("relaycast_requests_total", "counter", "Requests, by how they ended (ok, error, cancelled).",
-                                ("route", *dims, "outcome"), m)  # fmt: skip
-        self.tokens = _Family("relaycast_tokens_total", "counter", "Tokens, by type (prompt includes cached and cache-write; completion includes reasoning).",
-                              (*dims, "type"), m)  # fmt: skip
-        self.cost = _Family("relaycast_cost_usd_total", "counter", "Cost in US dollars (computed, reported or estimated; unpriced requests excluded).", dims, m)
-        self.unpriced = _Family("relaycast_unpriced_requests_total", "counter", "Requests to models with no known price.", ("model", "provider"), m)
-        self.duration = _Histogram("relaycast_request_duration_seconds", "histogram", "End-to-end request duration.", ("route", "model", "provider"), m)
-        self.attempt_duration = _Histogram("relaycast_attempt_duration_seconds", "histogram", "Duration of each provider attempt that succeeded.",
-                                           ("provider", "model", "target"), m)  # fmt: skip
-        self.ttft = _Histogram("relaycast_ttft_seconds", "histogram", "Time to first token of each streamed attempt.", ("provider", "model", "target"), m)
-        self.attempts = _Family("relaycast_attempts_total", "counter", "Provider attempts, by outcome: ok or the error class.",
-                                ("provider", "model", "target", "outcome"), m)  # fmt: skip
-        self._families = (self.requests, self.tokens, self.cost, self.unpriced, self.duration, self.attempt_duration, self.ttft, self.attempts)
+        self.requests = _Family(
+            "relaycast_requests_total",
+            "counter",
+            "Requests, by how they ended (ok, error, cancelled).",
+            ("route", *dims, "outcome"),
+            m,
+        )
+        self.tokens = _Family(
+            "relaycast_tokens_total",
+            "counter",
+            "Tokens, by type (prompt includes cached and cache-write; completion includes reasoning).",
+            (*dims, "type"),
+            m,
+        )
+        self.cost = _Family(
+            "relaycast_cost_usd_total",
+            "counter",
+            "Cost in US dollars (computed, reported or estimated; unpriced requests excluded).",
+            dims,
+            m,
+        )
+        self.unpriced = _Family(
+            "relaycast_unpriced_requests_total",
+            "counter",
+            "Requests to models with no known price.",
+            ("model", "provider"),
+            m,
+        )
+        self.duration = _Histogram(
+            "relaycast_request_duration_seconds",
+            "histogram",
+            "End-to-end request duration.",
+            ("route", "model", "provider"),
+            m,
+        )
+        self.attempt_duration = _Histogram(
+            "relaycast_attempt_duration_seconds",
+            "histogram",
+            "Duration of each provider attempt that succeeded.",
+            ("provider", "model", "target"),
+            m,
+        )
+        self.ttft = _Histogram(
+            "relaycast_ttft_seconds",
+            "histogram",
+            "Time to first token of each streamed attempt.",
+            ("provider", "model", "target"),
+            m,
+        )
+        self.attempts = _Family(
+            "relaycast_attempts_total",
+            "counter",
+            "Provider attempts, by outcome: ok or the error class.",
+            ("provider", "model", "target", "outcome"),
+            m,
+        )
+        self._families = (
+            self.requests,
+            self.tokens,
+            self.cost,
+            self.unpriced,
+            self.duration,
+            self.attempt_duration,
+            self.ttft,
+            self.attempts,
+        )
 
     def __call__(self, rec: RequestRecord) -> None:
         a = rec.attribution
@@ -90,7 +144,9 @@ class Metrics:
         dims: tuple[str, ...] = (model, provider, a.key_name or "", a.feature or "")
         if self.cfg.user_label:
             dims += (a.user or "",)
-        outcome = "cancelled" if rec.client_cancelled else ("error" if rec.status_code >= 400 or rec.error_class else "ok")
+        outcome = (
+            "cancelled" if rec.client_cancelled else ("error" if rec.status_code >= 400 or rec.error_class else "ok")
+        )
         self.requests.inc((rec.model_requested, *dims, outcome), keep_last=1)
         self.duration.observe((rec.model_requested, model, provider), rec.duration_ns / 1e9)
         cost, source = rec.cost
@@ -112,11 +168,13 @@ class Metrics:
                 tokens[2] += u.cached_tokens
                 tokens[3] += u.cache_write_tokens
                 tokens[4] += u.reasoning_tokens
-        for t, n in zip(TOKEN_TYPES, tokens):
+        for t, n in zip(TOKEN_TYPES, tokens, strict=False):
             if n:
                 self.tokens.inc((*dims, t), n, keep_last=1)
 
-    def render(self, gauges: Iterable[tuple[str, str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]] = ()) -> bytes:
+    def render(
+        self, gauges: Iterable[tuple[str, str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]] = ()
+    ) -> bytes:
         """The exposition text; `gauges` adds families read at scrape time: (name, type, help, labels, samples)."""
         out: list[str] = []
         for f in self._families:
@@ -148,7 +206,7 @@ def _escape(v: str) -> str:
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    return ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(names, values))
+    return ",".join(f'{n}="{_escape(str(v))}"' for n, v in zip(names, values, strict=False))
 
 
 def _le(b: float) -> str:

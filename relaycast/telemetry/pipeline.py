@@ -17,15 +17,16 @@ import hashlib
 import logging
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
 from relaycast.log import EventLog
+from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters import build
-from relaycast.telemetry.exporters.base import ExportError, Exporter, TestResult
-from relaycast.records import RequestRecord
+from relaycast.telemetry.exporters.base import Exporter, ExportError, TestResult
 from relaycast.telemetry.settings import BroadcastConfig, DestinationConfig
 from relaycast.telemetry.spool import Spool
 
@@ -36,7 +37,13 @@ class Destination:
     """One destination's queue, worker, counters and spool."""
 
     def __init__(
-        self, cfg: DestinationConfig, exporter: Exporter, spool: Spool | None, redactor: Redactor, log: EventLog, clock: Clock
+        self,
+        cfg: DestinationConfig,
+        exporter: Exporter,
+        spool: Spool | None,
+        redactor: Redactor,
+        log: EventLog,
+        clock: Clock,
     ) -> None:
         self.cfg = cfg
         self.exporter = exporter
@@ -91,7 +98,9 @@ class Destination:
         self._wake.set()
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), max(0.0, deadline - asyncio.get_running_loop().time()))
+                await asyncio.wait_for(
+                    asyncio.shield(self._task), max(0.0, deadline - asyncio.get_running_loop().time())
+                )
             except TimeoutError:
                 self._task.cancel()
                 try:
@@ -149,7 +158,9 @@ class Destination:
                 self.dropped["too_old"] += 1
                 continue
             try:
-                encoded = [self._redactor.scrub_known(it) for it in exp.encode(rec, self.cfg.privacy_mode, self.cfg.tags)]
+                encoded = [
+                    self._redactor.scrub_known(it) for it in exp.encode(rec, self.cfg.privacy_mode, self.cfg.tags)
+                ]
             except Exception as e:  # noqa: BLE001 - one bad record must not stop the destination
                 q.popleft()
                 self.dropped["encode_error"] += 1
@@ -264,8 +275,13 @@ class Destination:
     def _error(self, message: str, **fields: Any) -> None:
         self.last_error = self._redactor.scrub(message)
         self.last_error_at = time.time()
-        self._log.event(logging.DEBUG if fields.get("will_retry") else logging.WARNING, "export_failed",
-                        destination=self.cfg.name, error=self.last_error, **fields)  # fmt: skip
+        self._log.event(
+            logging.DEBUG if fields.get("will_retry") else logging.WARNING,
+            "export_failed",
+            destination=self.cfg.name,
+            error=self.last_error,
+            **fields,
+        )
 
     def status(self) -> dict[str, Any]:
         return {
@@ -327,7 +343,7 @@ class Broadcaster:
     async def test(self, name: str | None = None) -> dict[str, TestResult]:
         chosen = [d for n, d in self.destinations.items() if name is None or n == name]
         results = await asyncio.gather(*(_safe_test(d) for d in chosen))
-        return {d.cfg.name: r for d, r in zip(chosen, results)}
+        return {d.cfg.name: r for d, r in zip(chosen, results, strict=False)}
 
 
 async def _safe_test(d: Destination) -> TestResult:

@@ -21,14 +21,22 @@ set; a Datadog (or OTLP) destination exists with no YAML at all when the standar
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from relaycast.config_reader import ConfigError, Reader
 
 KINDS = ("datadog", "otlp", "webhook", "file")
-DD_SITES = ("datadoghq.com", "us3.datadoghq.com", "us5.datadoghq.com", "datadoghq.eu", "ap1.datadoghq.com", "ap2.datadoghq.com")
+DD_SITES = (
+    "datadoghq.com",
+    "us3.datadoghq.com",
+    "us5.datadoghq.com",
+    "datadoghq.eu",
+    "ap1.datadoghq.com",
+    "ap2.datadoghq.com",
+)
 DEFAULT_SITE = "us5.datadoghq.com"
 MiB = 1024 * 1024
 
@@ -118,8 +126,20 @@ class BroadcastConfig:
 
 
 COMMON = {
-    "name", "kind", "enabled", "sample_rate", "privacy_mode", "include_keys", "exclude_keys", "tags", "queue_size",
-    "max_batch_records", "flush_interval", "timeout", "max_retries", "spool_max_bytes",
+    "name",
+    "kind",
+    "enabled",
+    "sample_rate",
+    "privacy_mode",
+    "include_keys",
+    "exclude_keys",
+    "tags",
+    "queue_size",
+    "max_batch_records",
+    "flush_interval",
+    "timeout",
+    "max_retries",
+    "spool_max_bytes",
 }
 KIND_KEYS = {
     "datadog": {"api_key", "site", "ml_app", "service", "env", "agent_url", "api_url", "intake_url"},
@@ -166,7 +186,9 @@ def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Pat
     allowed = COMMON | KIND_KEYS[kind]
     for k in m:
         if k not in allowed:
-            raise ConfigError(f"{at}.{k}", f"unknown setting for a {kind} destination (expected one of: {', '.join(sorted(allowed))})")
+            raise ConfigError(
+                f"{at}.{k}", f"unknown setting for a {kind} destination (expected one of: {', '.join(sorted(allowed))})"
+            )
     name = r.string(m.get("name", kind), f"{at}.name")
     if kind == "datadog":
         options: Any = _datadog(r, m, at, env)
@@ -204,7 +226,10 @@ def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Pat
         privacy_mode=r.boolean(m.get("privacy_mode", False), f"{at}.privacy_mode"),
         include_keys=_names(r, m.get("include_keys"), f"{at}.include_keys"),
         exclude_keys=_names(r, m.get("exclude_keys"), f"{at}.exclude_keys"),
-        tags=tuple((str(k), r.string(v, f"{at}.tags.{k}")) for k, v in (r.mapping(tags, f"{at}.tags", None) if tags is not None else {}).items()),
+        tags=tuple(
+            (str(k), r.string(v, f"{at}.tags.{k}"))
+            for k, v in (r.mapping(tags, f"{at}.tags", None) if tags is not None else {}).items()
+        ),
         queue_size=r.integer(m.get("queue_size", 10_000), f"{at}.queue_size", 1),
         max_batch_records=r.integer(m.get("max_batch_records", 1000), f"{at}.max_batch_records", 1),
         flush_interval_s=r.number(m.get("flush_interval", 1.0), f"{at}.flush_interval"),
@@ -221,7 +246,9 @@ def _datadog(r: Reader, m: dict[str, Any], at: str, env: Mapping[str, str]) -> D
     api_key = m.get("api_key", env.get("DD_API_KEY"))
     api_key = r.string(api_key, f"{at}.api_key") if api_key else None
     if agent_url is None and not api_key:
-        raise ConfigError(f"{at}.api_key", "required for agentless mode (or set agent_url to send through a Datadog Agent)")
+        raise ConfigError(
+            f"{at}.api_key", "required for agentless mode (or set agent_url to send through a Datadog Agent)"
+        )
     return DatadogOptions(
         site=parse_site(r.string(m.get("site", env.get("DD_SITE", DEFAULT_SITE)), f"{at}.site"), f"{at}.site"),
         ml_app=r.string(m.get("ml_app", env.get("DD_LLMOBS_ML_APP", "relaycast")), f"{at}.ml_app"),
@@ -241,7 +268,7 @@ def parse_site(value: str, at: str) -> str:
     v = re.sub(r"^https?://", "", v).rstrip("/")
     for prefix in ("api.", "app.", "llmobs-intake."):
         if v.startswith(prefix):
-            v = v[len(prefix):]
+            v = v[len(prefix) :]
     if v not in DD_SITES:
         raise ConfigError(at, f"'{value}' is not a Datadog site with LLM Observability (one of: {', '.join(DD_SITES)})")
     return v
@@ -282,8 +309,12 @@ def otlp_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
         endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
     if not endpoint:
         return None
-    headers = parse_otel_headers(env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS") or "")
-    proto = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").lower()
+    headers = parse_otel_headers(
+        env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.get("OTEL_EXPORTER_OTLP_HEADERS") or ""
+    )
+    proto = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    ).lower()
     return DestinationConfig(
         name="otlp",
         kind="otlp",
@@ -347,6 +378,8 @@ def parse_metrics(r: Reader, raw: Any) -> MetricsConfig:
     if raw is None:
         return MetricsConfig()
     m = r.mapping(raw, "metrics", {"public", "user_label", "max_series"})
-    return MetricsConfig(public=r.boolean(m.get("public", False), "metrics.public"),
-                         user_label=r.boolean(m.get("user_label", False), "metrics.user_label"),
-                         max_series=r.integer(m.get("max_series", 10_000), "metrics.max_series", 10, 10_000_000))  # fmt: skip
+    return MetricsConfig(
+        public=r.boolean(m.get("public", False), "metrics.public"),
+        user_label=r.boolean(m.get("user_label", False), "metrics.user_label"),
+        max_series=r.integer(m.get("max_series", 10_000), "metrics.max_series", 10, 10_000_000),
+    )

@@ -28,7 +28,12 @@ def trace_ids(record: RequestRecord) -> TraceIds:
     """The record's trace id: the client's `trace.trace_id` if it is 32 hex digits, else one derived from the
     request id, with the start time in its top 32 bits (as Datadog's tracers make them)."""
     given = (record.attribution.trace or {}).get("trace_id")
-    if isinstance(given, str) and len(given) == 32 and all(c in "0123456789abcdef" for c in given.lower()) and given.strip("0"):
+    if (
+        isinstance(given, str)
+        and len(given) == 32
+        and all(c in "0123456789abcdef" for c in given.lower())
+        and given.strip("0")
+    ):
         tid = given.lower()
     else:
         seconds = (record.started_unix_ns // 1_000_000_000) & 0xFFFFFFFF

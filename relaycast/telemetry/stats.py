@@ -7,7 +7,6 @@ from typing import Any
 
 from relaycast.records import RequestRecord
 
-
 MAX_TARGETS = 1000  # distinct targets counted by name; the rest are counted as "(other)"
 
 

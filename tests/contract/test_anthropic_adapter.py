@@ -7,8 +7,9 @@ adapter against the fake upstream on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
@@ -17,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaycast import errors
-from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.fake.server import FakeUpstream
 from relaycast.providers.anthropic import AnthropicProvider, StreamTranslator, classify
 from relaycast.providers.anthropic_map import chat_result, finish_reason, request_body
+from relaycast.providers.settings import ProviderConfig, Timeouts
+from relaycast.records import Usage
 from relaycast.schema import ChatRequest, parse_chat
 from relaycast.server.runner import ThreadedServer
 from relaycast.sse import DONE_EVENT, EventSplitter
-from relaycast.records import Usage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "anthropic"
 KEY = "sk-ant-test-0123456789abcdef-secret"
@@ -134,10 +135,14 @@ def image(url: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"messages": [{"role": "assistant", "content": None, "tool_calls": [tool_call("c1", "f", "{not json")]}]},
-         "messages[0].tool_calls[0].function.arguments"),
-        ({"messages": [{"role": "assistant", "content": None, "tool_calls": [tool_call("c1", "f", "[1, 2]")]}]},
-         "messages[0].tool_calls[0].function.arguments"),
+        (
+            {"messages": [{"role": "assistant", "content": None, "tool_calls": [tool_call("c1", "f", "{not json")]}]},
+            "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": None, "tool_calls": [tool_call("c1", "f", "[1, 2]")]}]},
+            "messages[0].tool_calls[0].function.arguments",
+        ),
         ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id"),
         ({"messages": user_parts(image("ftp://x/y.png"))}, "messages[0].content[0].image_url"),
         ({"messages": user_parts(image("data:image/png,raw"))}, "messages[0].content[0].image_url.url"),
@@ -149,7 +154,7 @@ def image(url: str) -> dict[str, Any]:
         ({"stop": 5}, "stop"),
         ({"n": 2}, "n"),
     ],
-)  # fmt: skip
+)
 def test_request_rejects_shapes_anthropic_cannot_take_naming_the_param(body: dict[str, Any], param: str) -> None:
     with pytest.raises((errors.InvalidRequest, errors.NotSupported)) as e:
         mapped(**body)
@@ -191,9 +196,16 @@ def test_response_that_is_not_a_message_is_malformed() -> None:
 
 @pytest.mark.parametrize(
     ("stop", "finish"),
-    [("end_turn", "stop"), ("stop_sequence", "stop"), ("pause_turn", "stop"), ("max_tokens", "length"),
-     ("tool_use", "tool_calls"), ("refusal", "content_filter"), (None, None)],
-)  # fmt: skip
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("pause_turn", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        (None, None),
+    ],
+)
 def test_stop_reasons_map_to_openai_finish_reasons(stop: str | None, finish: str | None) -> None:
     assert finish_reason(stop) == finish
 
@@ -210,8 +222,12 @@ def test_stream_fixture_becomes_openai_chunks_with_text_then_an_indexed_tool_cal
     assert deltas[0] == {"role": "assistant", "content": ""}
     assert [d["content"] for d in deltas if d.get("content")] == ["Checking", " the weather."]
     calls = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
-    assert calls[0] == {"index": 0, "id": "toolu_01RCfixtureStreamTool", "type": "function",
-                        "function": {"name": "get_weather", "arguments": ""}}  # fmt: skip
+    assert calls[0] == {
+        "index": 0,
+        "id": "toolu_01RCfixtureStreamTool",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     assert "".join(c["function"]["arguments"] for c in calls) == '{"city": "Lisbon"}'
     assert all(c["index"] == 0 for c in calls)
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
@@ -229,7 +245,7 @@ def test_stream_translation_does_not_depend_on_how_upstream_reads_split_the_byte
     whole = b"".join(first.feed(e.event, e.data) for e in EventSplitter().feed(raw))
     tr, splitter, out = StreamTranslator(MODEL, True, TARGET, 0), EventSplitter(), []
     bounds = [0, *sorted(c % len(raw) for c in cuts), len(raw)]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         out.extend(tr.feed(e.event, e.data) for e in splitter.feed(raw[a:b]))
     assert b"".join(out) == whole and tr.state.done
 
@@ -500,8 +516,17 @@ def test_fake_streams_events_in_anthropic_order(fake_url: str) -> None:
     assert status == 200 and headers["content-type"].startswith("text/event-stream") and headers["request-id"]
     events = EventSplitter().feed(raw)
     names = [ev.event for ev in events]
-    assert names == ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta",
-                     "content_block_delta", "content_block_stop", "message_delta", "message_stop"]  # fmt: skip
+    assert names == [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     assert all(orjson.loads(ev.data)["type"] == ev.event for ev in events)
     start = orjson.loads(events[0].data)["message"]
     assert start["id"].startswith("msg_") and start["content"] == [] and start["stop_reason"] is None
@@ -513,13 +538,17 @@ def test_fake_streams_events_in_anthropic_order(fake_url: str) -> None:
     ("body", "headers", "status", "etype"),
     [
         ({"model": MODEL, "max_tokens": 8, "messages": USER}, {"x-api-key": KEY}, 400, "invalid_request_error"),
-        ({"model": MODEL, "max_tokens": 8, "messages": USER}, {**HEADERS, "x-api-key": "no"}, 401,
-         "authentication_error"),
+        (
+            {"model": MODEL, "max_tokens": 8, "messages": USER},
+            {**HEADERS, "x-api-key": "no"},
+            401,
+            "authentication_error",
+        ),
         ({"model": MODEL, "messages": USER}, HEADERS, 400, "invalid_request_error"),
         ({"model": MODEL, "max_tokens": 8}, HEADERS, 400, "invalid_request_error"),
         ({"model": MODEL + "@error=500", "max_tokens": 8, "messages": USER}, HEADERS, 500, "api_error"),
     ],
-)  # fmt: skip
+)
 def test_fake_requires_version_header_key_max_tokens_and_messages(
     fake_url: str, body: dict[str, Any], headers: dict[str, str], status: int, etype: str
 ) -> None:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import openai
 import orjson
@@ -21,7 +21,9 @@ MSGS = [{"role": "user", "content": "hi"}]
 @pytest.fixture(scope="module")
 def keyed(fake: Fake) -> Iterator[GatewayProcess]:
     keys = "keys:\n  - name: web-app\n    secret: ${APP_KEY}\n  - name: batch\n    sha256: " + "ab" * 32 + "\n"
-    gw = GatewayProcess(standard_config(fake.url, keys), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY, "APP_KEY": APP_KEY}).wait_ready()
+    gw = GatewayProcess(
+        standard_config(fake.url, keys), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY, "APP_KEY": APP_KEY}
+    ).wait_ready()
     yield gw
     gw.stop()
 
@@ -79,7 +81,10 @@ def test_serve_refuses_a_non_loopback_address_without_keys(fake: Fake, tmp_path)
     cfg.write_text(standard_config(fake.url))
     r = subprocess.run(
         [sys.executable, "-m", "relaycast", "serve", "--config", str(cfg), "--host", "0.0.0.0"],
-        capture_output=True, text=True, timeout=30, env={"TEST_UPSTREAM_KEY": "k", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"TEST_UPSTREAM_KEY": "k", "PATH": ""},
     )
     assert r.returncode == 2
     assert "refusing to listen on 0.0.0.0" in r.stderr and "--insecure" in r.stderr

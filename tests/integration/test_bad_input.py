@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -31,19 +31,63 @@ CASES = [
     ("model wrong type", b'{"model":5,"messages":[{"role":"user","content":"x"}]}', 400, "'model' must be", "model"),
     ("no messages", b'{"model":"fakeai/gpt-4o"}', 400, "'messages' is required", "messages"),
     ("messages empty", b'{"model":"fakeai/gpt-4o","messages":[]}', 400, "non-empty", "messages"),
-    ("bad role", b'{"model":"fakeai/gpt-4o","messages":[{"role":"wizard","content":"x"}]}', 400, "role", "messages[0].role"),
-    ("content wrong type", b'{"model":"fakeai/gpt-4o","messages":[{"role":"user","content":5}]}', 400, "content", "messages[0].content"),
-    ("stream wrong type", b'{"model":"fakeai/gpt-4o","stream":"yes","messages":[{"role":"user","content":"x"}]}', 400, "'stream'", "stream"),
-    ("max_tokens negative", b'{"model":"fakeai/gpt-4o","max_tokens":-1,"messages":[{"role":"user","content":"x"}]}', 400, "max_tokens", "max_tokens"),
-    ("unknown model", b'{"model":"nope/gpt-4o","messages":[{"role":"user","content":"x"}]}', 404, "does not exist", "model"),
-    ("unknown bare model", b'{"model":"gpt-17","messages":[{"role":"user","content":"x"}]}', 404, "does not exist", "model"),
+    (
+        "bad role",
+        b'{"model":"fakeai/gpt-4o","messages":[{"role":"wizard","content":"x"}]}',
+        400,
+        "role",
+        "messages[0].role",
+    ),
+    (
+        "content wrong type",
+        b'{"model":"fakeai/gpt-4o","messages":[{"role":"user","content":5}]}',
+        400,
+        "content",
+        "messages[0].content",
+    ),
+    (
+        "stream wrong type",
+        b'{"model":"fakeai/gpt-4o","stream":"yes","messages":[{"role":"user","content":"x"}]}',
+        400,
+        "'stream'",
+        "stream",
+    ),
+    (
+        "max_tokens negative",
+        b'{"model":"fakeai/gpt-4o","max_tokens":-1,"messages":[{"role":"user","content":"x"}]}',
+        400,
+        "max_tokens",
+        "max_tokens",
+    ),
+    (
+        "unknown model",
+        b'{"model":"nope/gpt-4o","messages":[{"role":"user","content":"x"}]}',
+        404,
+        "does not exist",
+        "model",
+    ),
+    (
+        "unknown bare model",
+        b'{"model":"gpt-17","messages":[{"role":"user","content":"x"}]}',
+        404,
+        "does not exist",
+        "model",
+    ),
     ("models wrong type", b'{"models":"a","messages":[{"role":"user","content":"x"}]}', 400, "'models'", "models"),
-    ("trace wrong type", b'{"model":"fakeai/gpt-4o","trace":"t","messages":[{"role":"user","content":"x"}]}', 400, "'trace'", "trace"),
+    (
+        "trace wrong type",
+        b'{"model":"fakeai/gpt-4o","trace":"t","messages":[{"role":"user","content":"x"}]}',
+        400,
+        "'trace'",
+        "trace",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "body", "status", "words", "param"), CASES, ids=[c[0] for c in CASES])
-def test_bad_chat_request_gets_a_4xx_in_openai_format(gateway: GatewayProcess, name: str, body: bytes, status: int, words: str, param: str | None) -> None:
+def test_bad_chat_request_gets_a_4xx_in_openai_format(
+    gateway: GatewayProcess, name: str, body: bytes, status: int, words: str, param: str | None
+) -> None:
     code, err = _post(gateway.base_url + "/chat/completions", body)
     assert code == status
     assert set(err["error"]) == {"message", "type", "param", "code"}

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
@@ -31,10 +31,23 @@ class DatadogTestAgent:
         env["DISABLE_LLMOBS_DATA_FORWARDING"] = "true"
         exe = Path(sys.executable).with_name("ddapm-test-agent")
         self.proc = subprocess.Popen(
-            [str(exe), "--host", "127.0.0.1", "--port", str(self.port), "--otlp-http-port", str(free_port()),
-             "--otlp-grpc-port", str(free_port()), "--web-ui-port", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-        )  # fmt: skip
+            [
+                str(exe),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--otlp-http-port",
+                str(free_port()),
+                "--otlp-grpc-port",
+                str(free_port()),
+                "--web-ui-port",
+                "0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -52,7 +65,10 @@ class DatadogTestAgent:
         for req in reqs:
             if "/evp_proxy/v2/api/v2/llmobs" not in req["url"]:
                 continue
-            assert req["headers"].get("x-datadog-evp-subdomain", req["headers"].get("X-Datadog-EVP-Subdomain")) == "llmobs-intake"
+            assert (
+                req["headers"].get("x-datadog-evp-subdomain", req["headers"].get("X-Datadog-EVP-Subdomain"))
+                == "llmobs-intake"
+            )
             for env in json.loads(base64.b64decode(req["body"])):
                 assert env["event_type"] == "span" and env["_dd.stage"] == "raw"
                 out.extend(env["spans"])
@@ -95,7 +111,9 @@ def _trace(agent: DatadogTestAgent, request_id: str, n_spans: int) -> list[dict]
     deadline = time.monotonic() + 10
     while True:
         spans = agent.spans()
-        roots = [s for s in spans if s["parent_id"] == "undefined" and s["meta"]["metadata"].get("request_id") == request_id]
+        roots = [
+            s for s in spans if s["parent_id"] == "undefined" and s["meta"]["metadata"].get("request_id") == request_id
+        ]
         if roots:
             trace = [s for s in spans if s["trace_id"] == roots[0]["trace_id"]]
             if len(trace) >= n_spans:
@@ -108,10 +126,16 @@ def _tags(span: dict) -> dict[str, str]:
     return dict(t.split(":", 1) for t in span["tags"])
 
 
-def test_a_completion_becomes_a_workflow_root_with_an_llm_child_carrying_tokens_and_attribution(dd_gateway, agent) -> None:
+def test_a_completion_becomes_a_workflow_root_with_an_llm_child_carrying_tokens_and_attribution(
+    dd_gateway, agent
+) -> None:
     c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
     raw = c.chat.completions.with_raw_response.create(
-        model="fakeai/gpt-4o-mini@tokens=9,cached=4", messages=MSGS, user="user-42", temperature=0.0, max_tokens=16,
+        model="fakeai/gpt-4o-mini@tokens=9,cached=4",
+        messages=MSGS,
+        user="user-42",
+        temperature=0.0,
+        max_tokens=16,
         extra_headers={"x-session-id": "session-123", "X-Title": "calc"},
     )
     root, llm = sorted(_trace(agent, raw.headers["x-request-id"], 2), key=lambda s: s["parent_id"] != "undefined")
@@ -119,7 +143,10 @@ def test_a_completion_becomes_a_workflow_root_with_an_llm_child_carrying_tokens_
     assert root["span_id"].isdigit() and llm["parent_id"] == root["span_id"] and llm["trace_id"] == root["trace_id"]
     assert root["meta"]["span"]["kind"] == "workflow" and llm["meta"]["span"]["kind"] == "llm"
     assert root["meta"]["input"] == {"value": "What is 2+2?"}
-    assert llm["meta"]["input"]["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+    assert llm["meta"]["input"]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+2?"},
+    ]
     assert llm["meta"]["output"]["messages"][0]["role"] == "assistant"
     assert (llm["meta"]["model_name"], llm["meta"]["model_provider"]) == ("gpt-4o-mini@tokens=9,cached=4", "fakeai")
     assert llm["meta"]["metadata"] == {"temperature": 0.0, "max_tokens": 16, "finish_reason": "stop"}
@@ -129,9 +156,15 @@ def test_a_completion_becomes_a_workflow_root_with_an_llm_child_carrying_tokens_
     for span in (root, llm):
         t = _tags(span)
         assert {k: t[k] for k in ("ml_app", "service", "env", "user_id", "session_id", "feature", "team", "error")} == {
-            "ml_app": "relaycast-tests", "service": "gateway", "env": "ci", "user_id": "user-42",
-            "session_id": "session-123", "feature": "calc", "team": "infra", "error": "0",
-        }  # fmt: skip
+            "ml_app": "relaycast-tests",
+            "service": "gateway",
+            "env": "ci",
+            "user_id": "user-42",
+            "session_id": "session-123",
+            "feature": "calc",
+            "team": "infra",
+            "error": "0",
+        }
         assert span["session_id"] == "session-123" and span["status"] == "ok"
 
 
@@ -154,7 +187,11 @@ def test_a_failover_has_an_errored_llm_span_then_an_ok_one(dd_gateway, agent) ->
     trace = _trace(agent, raw.headers["x-request-id"], 3)
     root = next(s for s in trace if s["parent_id"] == "undefined")
     failed, ok = sorted((s for s in trace if s is not root), key=lambda s: s["start_ns"])
-    assert (failed["status"], failed["meta"]["error"]["type"], _tags(failed)["error_type"]) == ("error", "upstream_5xx", "upstream_5xx")
+    assert (failed["status"], failed["meta"]["error"]["type"], _tags(failed)["error_type"]) == (
+        "error",
+        "upstream_5xx",
+        "upstream_5xx",
+    )
     assert failed["meta"]["metadata"]["upstream_status"] == 503
     assert "output" not in failed["meta"]
     assert ok["status"] == "ok" and root["status"] == "ok"
@@ -175,7 +212,9 @@ def test_a_failed_request_has_error_status_type_and_message(dd_gateway, agent) -
 
 def test_our_spans_have_the_shape_ddtrace_sends(dd_gateway, agent) -> None:
     c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
-    raw = c.chat.completions.with_raw_response.create(model="fakeai/gpt-4o-mini", messages=MSGS, extra_headers={"x-session-id": "s"})
+    raw = c.chat.completions.with_raw_response.create(
+        model="fakeai/gpt-4o-mini", messages=MSGS, extra_headers={"x-session-id": "s"}
+    )
     ours = _trace(agent, raw.headers["x-request-id"], 2)
     reference = json.loads(REFERENCE.read_text())
     ref_root = reference[0]["spans"][0]
@@ -189,10 +228,20 @@ def test_our_spans_have_the_shape_ddtrace_sends(dd_gateway, agent) -> None:
             assert type(span[key]) is type(ref[key]), key
         assert type(span["start_ns"]) is int and type(span["duration"]) is int
     assert set(our_llm["metrics"]) <= {
-        "input_tokens", "output_tokens", "total_tokens", "cache_read_input_tokens", "cache_write_input_tokens",
-        "reasoning_output_tokens", "time_to_first_token", "input_cost", "output_cost", "total_cost",
-    }  # fmt: skip
-    assert set(ref_llm["metrics"]) - {"input_cost", "output_cost", "total_cost", "time_to_first_token"} <= set(our_llm["metrics"])
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "cache_read_input_tokens",
+        "cache_write_input_tokens",
+        "reasoning_output_tokens",
+        "time_to_first_token",
+        "input_cost",
+        "output_cost",
+        "total_cost",
+    }
+    assert set(ref_llm["metrics"]) - {"input_cost", "output_cost", "total_cost", "time_to_first_token"} <= set(
+        our_llm["metrics"]
+    )
 
 
 def test_no_secret_reaches_the_agent(dd_gateway, agent) -> None:
@@ -211,7 +260,12 @@ def test_no_secret_reaches_the_agent(dd_gateway, agent) -> None:
 def test_standard_datadog_environment_variables_create_the_destination(fake: Fake, agent: DatadogTestAgent) -> None:
     gw = GatewayProcess(
         standard_config(fake.url),
-        env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY, "DD_TRACE_AGENT_URL": agent.url, "DD_LLMOBS_ML_APP": "from-env", "DD_ENV": "envtest"},
+        env={
+            "TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+            "DD_TRACE_AGENT_URL": agent.url,
+            "DD_LLMOBS_ML_APP": "from-env",
+            "DD_ENV": "envtest",
+        },
     ).wait_ready()
     try:
         c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)

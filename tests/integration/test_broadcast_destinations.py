@@ -48,7 +48,9 @@ broadcast:
     assert capture.posts("/v1/traces")[0].headers["x-team"] == "infra"
 
     hook = capture.posts("/hook")[0]
-    assert verify_signature(HOOK_SECRET, hook.headers["x-relaycast-timestamp"], hook.body, hook.headers["x-relaycast-signature"])
+    assert verify_signature(
+        HOOK_SECRET, hook.headers["x-relaycast-timestamp"], hook.body, hook.headers["x-relaycast-signature"]
+    )
     body = json.loads(hook.body)
     (record,) = body["records"]
     assert record["request_id"] == rid and record["attribution"]["user"] == "alice"

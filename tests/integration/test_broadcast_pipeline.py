@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import openai
@@ -16,11 +16,11 @@ import pytest
 
 from relaycast.config import parse
 from relaycast.log import EventLog
+from relaycast.records import Attribution, RequestRecord
 from relaycast.redact import Redactor
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer
 from relaycast.telemetry.pipeline import Broadcaster
-from relaycast.records import Attribution, RequestRecord
 from tests.capture import CaptureServer
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
 
@@ -31,7 +31,9 @@ MSGS = [{"role": "user", "content": "hello"}]
 def dd_config(fake_url: str, capture_url: str, spool: str, **over: object) -> str:
     settings = {"flush_interval": 0.1, "max_retries": 2, "timeout": 0.5, **over}
     lines = "\n".join(f"      {k}: {v}" for k, v in settings.items())
-    return standard_config(fake_url, f"""
+    return standard_config(
+        fake_url,
+        f"""
 broadcast:
   spool_dir: {spool}
   destinations:
@@ -42,7 +44,8 @@ broadcast:
       api_url: {capture_url}
       intake_url: {capture_url}
 {lines}
-""")
+""",
+    )
 
 
 @pytest.fixture
@@ -72,7 +75,9 @@ def test_agentless_posts_to_the_intake_path_with_the_key_header(fake: Fake, capt
     assert isinstance(json.loads(post.body), list)
 
 
-def test_every_span_arrives_exactly_once_when_the_destination_fails_then_recovers(fake: Fake, capture: CaptureServer, tmp_path) -> None:
+def test_every_span_arrives_exactly_once_when_the_destination_fails_then_recovers(
+    fake: Fake, capture: CaptureServer, tmp_path
+) -> None:
     capture.script.statuses = [500] * 3 + [503] * 2  # three tries of one batch, then two failed probes
     cfg = parse(dd_config(fake.url, capture.url, str(tmp_path)), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
     gw = Gateway(cfg)
@@ -80,7 +85,9 @@ def test_every_span_arrives_exactly_once_when_the_destination_fails_then_recover
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
         expected = 0
         for i in range(30):
-            raw = c.chat.completions.with_raw_response.create(model="fast" if i % 3 == 0 else "fakeai/gpt-4o-mini", messages=MSGS)
+            raw = c.chat.completions.with_raw_response.create(
+                model="fast" if i % 3 == 0 else "fakeai/gpt-4o-mini", messages=MSGS
+            )
             expected += 1 + int(raw.headers["x-relaycast-attempts"])  # a root span and one span per attempt
             time.sleep(0.03)
         capture.wait_for(lambda: len(accepted_span_ids(capture)) >= expected, timeout=20)
@@ -104,7 +111,9 @@ def test_a_hanging_destination_does_not_hold_up_requests(fake: Fake, capture: Ca
         assert "did not answer" in gw.broadcaster.status()[0]["last_error"]
 
 
-def test_spans_spooled_while_the_destination_is_down_are_delivered_after_a_restart(fake: Fake, capture: CaptureServer, tmp_path) -> None:
+def test_spans_spooled_while_the_destination_is_down_are_delivered_after_a_restart(
+    fake: Fake, capture: CaptureServer, tmp_path
+) -> None:
     capture.script.default = 503
     text = dd_config(fake.url, capture.url, str(tmp_path / "spool"))
     gw = GatewayProcess(text, env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
@@ -129,11 +138,17 @@ def test_spans_spooled_while_the_destination_is_down_are_delivered_after_a_resta
 
 def _record(i: int, session: str | None = None, key: str | None = None) -> RequestRecord:
     return RequestRecord(
-        request_id=f"req-{i}", endpoint="chat.completions", model_requested="m", stream=False,
-        started_unix_ns=time.time_ns(), duration_ns=1000, status_code=200,
-        attribution=Attribution(session_id=session, key_name=key), input_messages=({"role": "user", "content": "secret prompt"},),
+        request_id=f"req-{i}",
+        endpoint="chat.completions",
+        model_requested="m",
+        stream=False,
+        started_unix_ns=time.time_ns(),
+        duration_ns=1000,
+        status_code=200,
+        attribution=Attribution(session_id=session, key_name=key),
+        input_messages=({"role": "user", "content": "secret prompt"},),
         output_text="secret completion",
-    )  # fmt: skip
+    )
 
 
 def _broadcaster(capture_url: str, tmp_path, **over: object) -> tuple[Broadcaster, aiohttp.ClientSession]:
@@ -202,12 +217,19 @@ def test_privacy_mode_sends_no_prompts_or_completions(capture: CaptureServer, tm
     ("validate", "expect_code", "words"),
     [((200, b'{"valid": true}'), 0, "ok: API key valid"), ((403, b'{"errors": ["Forbidden"]}'), 1, "invalid API key")],
 )
-def test_broadcast_test_checks_the_key_and_sends_a_test_span(capture: CaptureServer, tmp_path, validate, expect_code, words) -> None:
+def test_broadcast_test_checks_the_key_and_sends_a_test_span(
+    capture: CaptureServer, tmp_path, validate, expect_code, words
+) -> None:
     capture.script.routes["/api/v1/validate"] = validate
     cfg = tmp_path / "relaycast.yaml"
     cfg.write_text(dd_config("http://127.0.0.1:9/v1", capture.url, str(tmp_path / "spool")))
-    r = subprocess.run([sys.executable, "-m", "relaycast", "broadcast", "test", "dd", "--config", str(cfg)],
-                       capture_output=True, text=True, timeout=30, env={"TEST_UPSTREAM_KEY": "k", "PATH": ""})  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "relaycast", "broadcast", "test", "dd", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"TEST_UPSTREAM_KEY": "k", "PATH": ""},
+    )
     assert r.returncode == expect_code, r.stdout + r.stderr
     assert words in r.stdout
     assert DD_KEY not in r.stdout + r.stderr
@@ -219,6 +241,11 @@ def test_broadcast_test_checks_the_key_and_sends_a_test_span(capture: CaptureSer
 def test_broadcast_test_reports_an_unreachable_site(tmp_path) -> None:
     cfg = tmp_path / "relaycast.yaml"
     cfg.write_text(dd_config("http://127.0.0.1:9/v1", "http://127.0.0.1:9", str(tmp_path / "spool")))
-    r = subprocess.run([sys.executable, "-m", "relaycast", "broadcast", "test", "--config", str(cfg)],
-                       capture_output=True, text=True, timeout=30, env={"TEST_UPSTREAM_KEY": "k", "PATH": ""})  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "relaycast", "broadcast", "test", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"TEST_UPSTREAM_KEY": "k", "PATH": ""},
+    )
     assert r.returncode == 1 and "unreachable" in r.stdout

@@ -73,7 +73,16 @@ def test_async_client_streams_and_completes_concurrently(gateway: GatewayProcess
 
 
 def test_parameters_the_gateway_does_not_interpret_pass_through_unchanged(client: openai.OpenAI, fake: Fake) -> None:
-    tools = [{"type": "function", "function": {"name": "lookup", "description": "Look up", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "description": "Look up",
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+    ]
     client.chat.completions.create(
         model="fakeai/gpt-4o-mini",
         messages=MSGS,
@@ -98,12 +107,19 @@ def test_parameters_the_gateway_does_not_interpret_pass_through_unchanged(client
     assert sent["custom_vendor_flag"] == {"a": [1, 2]}
 
 
-def test_openrouter_extensions_are_accepted_and_not_sent_to_an_openai_upstream(client: openai.OpenAI, fake: Fake) -> None:
+def test_openrouter_extensions_are_accepted_and_not_sent_to_an_openai_upstream(
+    client: openai.OpenAI, fake: Fake
+) -> None:
     r = client.chat.completions.create(
         model="fakeai/gpt-4o-mini",
         messages=MSGS,
         user="alice",
-        extra_body={"models": ["fakeai/gpt-4o"], "provider": {"order": ["fakeai"]}, "session_id": "s1", "trace": {"trace_name": "t"}},
+        extra_body={
+            "models": ["fakeai/gpt-4o"],
+            "provider": {"order": ["fakeai"]},
+            "session_id": "s1",
+            "trace": {"trace_name": "t"},
+        },
         extra_headers={"HTTP-Referer": "https://app.example", "X-Title": "My App"},
     )
     assert r.choices[0].message.content
@@ -114,7 +130,9 @@ def test_openrouter_extensions_are_accepted_and_not_sent_to_an_openai_upstream(c
 
 
 def test_tool_calls_come_back_in_openai_shape(client: openai.OpenAI) -> None:
-    tools = [{"type": "function", "function": {"name": "search_docs", "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {"type": "function", "function": {"name": "search_docs", "parameters": {"type": "object", "properties": {}}}}
+    ]
     r = client.chat.completions.create(model="fakeai/gpt-4o-mini@tool_call", messages=MSGS, tools=tools)
     call = r.choices[0].message.tool_calls[0]
     assert (call.function.name, r.choices[0].finish_reason) == ("search_docs", "tool_calls")

@@ -28,7 +28,18 @@ def test_every_command_explains_itself(cmd: tuple[str, ...]) -> None:
 
 def test_demo_sends_n_requests_and_prints_a_json_summary(tmp_path) -> None:
     cfg = tmp_path / "demo.yaml"
-    r = _run("demo", "--requests", "60", "--json", "--port", str(free_port()), "--upstream-port", str(free_port()), "--write-config", str(cfg))
+    r = _run(
+        "demo",
+        "--requests",
+        "60",
+        "--json",
+        "--port",
+        str(free_port()),
+        "--upstream-port",
+        str(free_port()),
+        "--write-config",
+        str(cfg),
+    )
     assert r.returncode == 0, r.stderr
     s = orjson.loads(r.stdout)
     assert s["requests"] == 60
@@ -47,7 +58,10 @@ def test_demo_sends_n_requests_and_prints_a_json_summary(tmp_path) -> None:
 
 def test_fake_upstream_runs_on_its_own_and_speaks_openai(tmp_path) -> None:
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "relaycast", "fake-upstream", "--port", str(port), "--behaviour", "tokens=3"], stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "relaycast", "fake-upstream", "--port", str(port), "--behaviour", "tokens=3"],
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 15
         while True:

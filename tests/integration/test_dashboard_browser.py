@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
@@ -19,10 +19,20 @@ from tests.store_helpers import wait_stored
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("RELAYCAST_ARTIFACTS", "artifacts"))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +40,21 @@ def dash(fake) -> Iterator[tuple[GatewayProcess, list[str]]]:
     gw = GatewayProcess(standard_config(fake.url), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
     client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
     ids = []
-    plan = [("fast", False, "alice", "checkout"), ("fakeai/gpt-4o-mini@ttft_ms=30,tokens=30", True, "bob", "search"),
-            ("claude/claude-3-5-haiku-latest@cached=20", False, "carol", "support"), ("fakeai/gpt-4o", True, "alice", "search"),
-            ("resilient", False, "dave", "checkout")] * 3  # fmt: skip
+    plan = [
+        ("fast", False, "alice", "checkout"),
+        ("fakeai/gpt-4o-mini@ttft_ms=30,tokens=30", True, "bob", "search"),
+        ("claude/claude-3-5-haiku-latest@cached=20", False, "carol", "support"),
+        ("fakeai/gpt-4o", True, "alice", "search"),
+        ("resilient", False, "dave", "checkout"),
+    ] * 3
     for i, (model, stream, user, feature) in enumerate(plan):
         rid = f"dash-{i}"
-        kw = dict(model=model, messages=[{"role": "user", "content": f"question {i}"}], user=user,
-                  extra_headers={"x-request-id": rid, "X-Title": feature})  # fmt: skip
+        kw = dict(
+            model=model,
+            messages=[{"role": "user", "content": f"question {i}"}],
+            user=user,
+            extra_headers={"x-request-id": rid, "X-Title": feature},
+        )
         if stream:
             for _ in client.chat.completions.create(stream=True, **kw):
                 pass
@@ -44,8 +62,9 @@ def dash(fake) -> Iterator[tuple[GatewayProcess, list[str]]]:
             client.chat.completions.create(**kw)
         ids.append(rid)
     try:
-        client.chat.completions.create(model="all-down", messages=[{"role": "user", "content": "x"}],
-                                       extra_headers={"x-request-id": "dash-failed"})  # fmt: skip
+        client.chat.completions.create(
+            model="all-down", messages=[{"role": "user", "content": "x"}], extra_headers={"x-request-id": "dash-failed"}
+        )
     except openai.APIError:
         ids.append("dash-failed")
     wait_stored(gw.url, ids)
@@ -79,7 +98,12 @@ def test_login_charts_and_waterfall(dash, browser):
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     failed: list[str] = []
-    page.on("response", lambda r: failed.append(f"{r.request.method} {r.url.removeprefix(gw.url)} {r.status}") if r.status >= 400 else None)
+    page.on(
+        "response",
+        lambda r: (
+            failed.append(f"{r.request.method} {r.url.removeprefix(gw.url)} {r.status}") if r.status >= 400 else None
+        ),
+    )
     requests_seen: list[str] = []
     page.on("request", lambda r: requests_seen.append(r.url))
 
@@ -127,7 +151,9 @@ def test_login_charts_and_waterfall(dash, browser):
     _shot(page, "waterfall")
 
     # Everything came from the gateway itself (no CDN), nothing went wrong in the page, and no secret shows.
-    assert all(u.startswith(gw.url) or u.startswith("data:") for u in requests_seen), [u for u in requests_seen if not u.startswith(gw.url)]
+    assert all(u.startswith(gw.url) or u.startswith("data:") for u in requests_seen), [
+        u for u in requests_seen if not u.startswith(gw.url)
+    ]
     assert not problems, problems
     assert failed == ["POST /dashboard/login 401"], failed  # only the wrong key, on purpose
     html = page.content()

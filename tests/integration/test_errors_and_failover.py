@@ -71,7 +71,9 @@ def test_context_length_is_a_400_with_its_class(client: openai.OpenAI) -> None:
     assert "maximum context length" in e.value.message
 
 
-def test_upstream_auth_failure_is_a_502_that_never_shows_the_key(client: openai.OpenAI, gateway: GatewayProcess) -> None:
+def test_upstream_auth_failure_is_a_502_that_never_shows_the_key(
+    client: openai.OpenAI, gateway: GatewayProcess
+) -> None:
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(model="badkey/gpt-4o-mini", messages=MSGS)
     assert e.value.status_code == 502
@@ -100,7 +102,9 @@ def test_a_provider_that_is_down_is_a_502_connection_error(client: openai.OpenAI
 
 def test_openrouter_models_list_is_an_ordered_fallback(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model="fakeai/gpt-4o@error=503", messages=MSGS, extra_body={"models": ["fakeai/gpt-4o-mini@error=500", "fakeai/gpt-4o-mini"]}
+        model="fakeai/gpt-4o@error=503",
+        messages=MSGS,
+        extra_body={"models": ["fakeai/gpt-4o-mini@error=500", "fakeai/gpt-4o-mini"]},
     )
     assert raw.headers["x-relaycast-attempts"] == "3"
     assert raw.headers["x-relaycast-target"] == "fakeai/gpt-4o-mini"

@@ -24,8 +24,9 @@ limits:
 def _call(gw: GatewayProcess, key: str, **kw) -> tuple[int, dict, dict]:
     client = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
     try:
-        raw = client.chat.completions.with_raw_response.create(model=kw.pop("model", "fakeai/gpt-4o-mini"),
-                                                               messages=[{"role": "user", "content": "hi"}], **kw)  # fmt: skip
+        raw = client.chat.completions.with_raw_response.create(
+            model=kw.pop("model", "fakeai/gpt-4o-mini"), messages=[{"role": "user", "content": "hi"}], **kw
+        )
         return raw.status_code, {}, dict(raw.headers)
     except openai.APIStatusError as e:
         return e.status_code, e.response.json(), dict(e.response.headers)
@@ -45,18 +46,26 @@ def test_requests_per_minute_per_key_and_per_user_in_memory(limited):
     assert status == 429 and "user 'u1'" in body["error"]["message"] and int(headers["retry-after"]) >= 1
     assert _call(limited, KEY, user="u2")[0] == 200  # another user: the key's third request
     status, body, _ = _call(limited, KEY, user="u3")
-    assert status == 429 and "key 'small'" in body["error"]["message"] and "3 requests per minute" in body["error"]["message"]
+    assert (
+        status == 429
+        and "key 'small'" in body["error"]["message"]
+        and "3 requests per minute" in body["error"]["message"]
+    )
     _, stats = admin_get(limited.url, "/admin/stats")
     assert stats["limits"]["backend"] == "memory" and stats["limits"]["rejected"]["rpm"] == 2
 
 
 def test_tokens_per_minute_counts_real_usage(fake):
-    gw = GatewayProcess(standard_config(fake.url, f"keys: [{{name: t, secret: {KEY}, tpm: 300}}]"),
-                        env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()  # fmt: skip
+    gw = GatewayProcess(
+        standard_config(fake.url, f"keys: [{{name: t, secret: {KEY}, tpm: 300}}]"),
+        env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY},
+    ).wait_ready()
     try:
         assert _call(gw, KEY, model="fakeai/gpt-4o-mini@tokens=150", max_tokens=150)[0] == 200
         status, body, _ = _call(gw, KEY, model="fakeai/gpt-4o-mini@tokens=150", max_tokens=150)
-        assert status == 429 and body["error"]["type"] == "tokens" and "300 tokens per minute" in body["error"]["message"]
+        assert (
+            status == 429 and body["error"]["type"] == "tokens" and "300 tokens per minute" in body["error"]["message"]
+        )
         assert _call(gw, KEY, model="fakeai/gpt-4o-mini@tokens=5", max_tokens=5)[0] == 200  # a small one still fits
     finally:
         gw.stop()
@@ -84,12 +93,19 @@ def test_keys_cli_create_list_rotate_revoke(fake):
     env = {**os.environ, "RELAYCAST_ADMIN_KEY": ADMIN_KEY}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "relaycast", "keys", *args, "--url", gw.url], capture_output=True, text=True,
-                              timeout=60, env=env)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "relaycast", "keys", *args, "--url", gw.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
 
     try:
         assert _call(gw, "anything")[0] == 200  # no keys yet: the gateway is open
-        made = cli("create", "team-c", "--owner", "c@example.com", "--models", "fakeai/*", "--rpm", "100", "--budget-day", "5")
+        made = cli(
+            "create", "team-c", "--owner", "c@example.com", "--models", "fakeai/*", "--rpm", "100", "--budget-day", "5"
+        )
         assert made.returncode == 0, made.stderr
         secret = made.stdout.strip()
         assert secret.startswith("rk-") and "shown once" in made.stderr
@@ -115,8 +131,12 @@ def test_keys_cli_create_list_rotate_revoke(fake):
         import time
         import urllib.request
 
-        req = urllib.request.Request(gw.url + "/admin/keys", method="POST", data=json.dumps({"name": "brief", "expires_in_s": 1}).encode(),
-                                     headers={"authorization": f"Bearer {ADMIN_KEY}"})  # fmt: skip
+        req = urllib.request.Request(
+            gw.url + "/admin/keys",
+            method="POST",
+            data=json.dumps({"name": "brief", "expires_in_s": 1}).encode(),
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        )
         with urllib.request.urlopen(req) as r:
             brief = json.loads(r.read())["secret"]
         assert _call(gw, brief)[0] == 200

@@ -27,11 +27,19 @@ def test_metrics_after_real_traffic(fake):
         client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
         ids = []
         for i in range(4):
-            client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "hi"}], user=f"user-{i}",
-                                           extra_headers={"X-Title": "search", "x-request-id": f"m-{i}"})  # fmt: skip
+            client.chat.completions.create(
+                model="fast",
+                messages=[{"role": "user", "content": "hi"}],
+                user=f"user-{i}",
+                extra_headers={"X-Title": "search", "x-request-id": f"m-{i}"},
+            )
             ids.append(f"m-{i}")
-        for chunk in client.chat.completions.create(model="fakeai/gpt-4o@ttft_ms=20", stream=True, messages=[{"role": "user", "content": "x"}],
-                                                    extra_headers={"x-request-id": "m-stream"}):  # fmt: skip
+        for _chunk in client.chat.completions.create(
+            model="fakeai/gpt-4o@ttft_ms=20",
+            stream=True,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-request-id": "m-stream"},
+        ):
             pass
         ids.append("m-stream")
         wait_stored(gw.url, ids)  # each record is emitted just after its response: wait until all are in
@@ -60,7 +68,9 @@ def test_metrics_after_real_traffic(fake):
         cost = sum(s.value for s in fams["relaycast_cost_usd"].samples)
         assert fams["relaycast_cost_usd"].type == "counter"
         assert abs(Decimal(str(cost)) - Decimal(spend["totals"]["cost_usd"])) < Decimal("0.000000001")
-        tokens = {s.labels["type"]: s.value for s in fams["relaycast_tokens"].samples if s.labels["model"] == "gpt-4o-mini"}
+        tokens = {
+            s.labels["type"]: s.value for s in fams["relaycast_tokens"].samples if s.labels["model"] == "gpt-4o-mini"
+        }
         assert tokens["prompt"] > 0 and tokens["completion"] > 0
 
         # Routing state, the store and the broadcast pipeline are there too.

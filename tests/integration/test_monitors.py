@@ -9,9 +9,9 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
@@ -73,7 +73,9 @@ def env(tmp_path_factory) -> Iterator[dict]:
     slow_upstream = FakeUpstream(api_key="k")
     slowfake = ThreadedServer(slow_upstream).start()
     hook = CaptureServer().start()
-    text = CONFIG.format(admin=ADMIN_KEY, fake=fake.url + "/v1", slowfake=slowfake.url + "/v1", hook=hook.url, secret=HOOK_SECRET)
+    text = CONFIG.format(
+        admin=ADMIN_KEY, fake=fake.url + "/v1", slowfake=slowfake.url + "/v1", hook=hook.url, secret=HOOK_SECRET
+    )
     cfg = config_mod.parse(text, env={}, source=str(tmp / "relaycast.yaml"))
     clock = Clock(START)
     gw = ThreadedServer(Gateway(cfg, clock=clock)).start()
@@ -93,13 +95,16 @@ def _evaluate(gw: ThreadedServer) -> list[dict]:
     """Evaluate the monitors once every answered request's record has reached the gateway's sinks."""
     deadline = time.monotonic() + 5
     while True:
-        with urllib.request.urlopen(urllib.request.Request(gw.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN_KEY}"})) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(gw.url + "/admin/stats", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        ) as r:
             if json.loads(r.read())["requests"] >= ANSWERED[gw.url][0]:
                 break
         assert time.monotonic() < deadline, "records did not arrive"
         time.sleep(0.01)
-    req = urllib.request.Request(gw.url + "/admin/monitors/evaluate", data=b"", method="POST",
-                                 headers={"authorization": f"Bearer {ADMIN_KEY}"})  # fmt: skip
+    req = urllib.request.Request(
+        gw.url + "/admin/monitors/evaluate", data=b"", method="POST", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())["notifications"]
 
@@ -114,8 +119,9 @@ def _answered(client: openai.OpenAI) -> None:
 
 def _send(client: openai.OpenAI, n: int, model: str, user: str = "alice", feature: str = "chat") -> None:
     for _ in range(n):
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], user=user,
-                                       extra_headers={"X-Title": feature})  # fmt: skip
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], user=user, extra_headers={"X-Title": feature}
+        )
         _answered(client)
 
 
@@ -158,10 +164,15 @@ def test_spend_spike_alerts_once_names_the_top_contributor_and_resolves_once(env
     assert alert["event"] == "alert" and alert["state"] == "ALERT" and alert["value"] > 0.15
     top = alert["details"]["top_contributors"][0]
     assert (top["dimension"], top["value"]) in {("user", "mallory"), ("feature", "runaway-agent"), ("model", "gpt-4o")}
-    assert {(c["dimension"], c["value"]) for c in alert["details"]["top_contributors"]} >= {("user", "mallory"), ("feature", "runaway-agent")}
+    assert {(c["dimension"], c["value"]) for c in alert["details"]["top_contributors"]} >= {
+        ("user", "mallory"),
+        ("feature", "runaway-agent"),
+    }
     assert "mallory" in alert["message"] or "runaway-agent" in alert["message"] or "gpt-4o" in alert["message"]
     post = hook.posts("/hook")[0]
-    assert verify_signature(HOOK_SECRET, post.headers["x-relaycast-timestamp"], post.body, post.headers["x-relaycast-signature"])
+    assert verify_signature(
+        HOOK_SECRET, post.headers["x-relaycast-timestamp"], post.body, post.headers["x-relaycast-signature"]
+    )
     # Back to normal: one resolution.
     clock.set(START + 9 * 3600 + 60)
     _send(client, 6, NORMAL, "alice")
@@ -189,10 +200,14 @@ def test_sla_breach_alerts_demotes_the_target_and_resolves(env):
     fired = [e for e in _evaluate(gw) if e["rule"] == "slowable-p99"]
     assert len(fired) == 1 and fired[0]["scope"] == "target=primary/gpt-4o-mini" and fired[0]["value"] > 250
     # The router agrees: the alerting target is demoted, so the route's next request goes to the other one.
-    raw = client.chat.completions.with_raw_response.create(model="slowable", messages=[{"role": "user", "content": "hi"}])
+    raw = client.chat.completions.with_raw_response.create(
+        model="slowable", messages=[{"role": "user", "content": "hi"}]
+    )
     _answered(client)
     assert raw.headers["x-relaycast-target"] == "fakeai/gpt-4o-mini"
-    with urllib.request.urlopen(urllib.request.Request(gw.url + "/admin/routes", headers={"authorization": f"Bearer {ADMIN_KEY}"})) as r:
+    with urllib.request.urlopen(
+        urllib.request.Request(gw.url + "/admin/routes", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    ) as r:
         routes = json.loads(r.read())
     assert "slowable-p99" in routes["targets"]["primary/gpt-4o-mini"]["demoted_in"]["slowable"]
     assert not [e for e in _evaluate(gw) if e["rule"] == "slowable-p99"]
@@ -222,7 +237,9 @@ def test_error_rate_breach_alerts_once_and_resolves_once(env):
     _send(client, 6, "flaky/gpt-4o-mini")
     assert [e["event"] for e in _evaluate(gw) if e["rule"] == "flaky-errors"] == ["resolved"]
     hook.wait_for(lambda: len(_events(hook, "flaky-errors")) == 2)
-    with urllib.request.urlopen(urllib.request.Request(gw.url + "/admin/monitors", headers={"authorization": f"Bearer {ADMIN_KEY}"})) as r:
+    with urllib.request.urlopen(
+        urllib.request.Request(gw.url + "/admin/monitors", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    ) as r:
         status = json.loads(r.read())
     incidents = [i for i in status["incidents"] if i["rule"] == "flaky-errors"]
     assert len(incidents) == 1 and incidents[0]["state"] == "resolved"
@@ -240,9 +257,18 @@ def test_a_failing_notification_target_is_retried_and_never_blocks_evaluation(en
     t0 = time.monotonic()
     fired = [e for e in _evaluate(gw) if e["rule"] == "flaky-errors"]
     assert len(fired) == 1 and time.monotonic() - t0 < 5  # the evaluation returned; delivery goes on behind it
-    hook.wait_for(lambda: len(_events(hook, "flaky-errors")) > before + 0 and any(
-        p.status < 300 for p in hook.posts("/hook") if json.loads(p.body).get("rule") == "flaky-errors" and
-        json.loads(p.body).get("incident_id") == fired[0]["incident_id"]), timeout=20)  # fmt: skip
+    hook.wait_for(
+        lambda: (
+            len(_events(hook, "flaky-errors")) > before + 0
+            and any(
+                p.status < 300
+                for p in hook.posts("/hook")
+                if json.loads(p.body).get("rule") == "flaky-errors"
+                and json.loads(p.body).get("incident_id") == fired[0]["incident_id"]
+            )
+        ),
+        timeout=20,
+    )
 
 
 def test_budget_alerts_once_in_its_day_and_resolves_the_next(env):
@@ -261,9 +287,20 @@ def test_monitors_status_command(env):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "relaycast", "monitors", "status", "--url", env["gw"].url], capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "RELAYCAST_ADMIN_KEY": ADMIN_KEY})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "relaycast", "monitors", "status", "--url", env["gw"].url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RELAYCAST_ADMIN_KEY": ADMIN_KEY},
+    )
     assert out.returncode == 0, out.stderr
-    for name in ("spend-spike (spend_spike)", "slowable-p99 (latency_sla)", "flaky-errors (error_rate)", "bob-daily (budget)",
-                 "notify hook (webhook)", "recent incidents:"):  # fmt: skip
+    for name in (
+        "spend-spike (spend_spike)",
+        "slowable-p99 (latency_sla)",
+        "flaky-errors (error_rate)",
+        "bob-daily (budget)",
+        "notify hook (webhook)",
+        "recent incidents:",
+    ):
         assert name in out.stdout, out.stdout

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import openai
 import pytest
 
 from relaycast.config import parse
+from relaycast.records import RequestRecord
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer
-from relaycast.records import RequestRecord
 from tests.conftest import UPSTREAM_KEY, Fake, standard_config
 
 MSGS = [{"role": "user", "content": "hello"}]
@@ -61,7 +61,13 @@ def test_a_record_keeps_attribution_from_openrouter_fields_and_headers(inproc) -
     )
     rec = sink.wait_for(raw.headers["x-request-id"])
     a = rec.attribution
-    assert (a.user, a.session_id, a.feature, a.app_url, a.key_name) == ("alice", "sess-1", "Checkout Assistant", "https://shop.example", "web-app")
+    assert (a.user, a.session_id, a.feature, a.app_url, a.key_name) == (
+        "alice",
+        "sess-1",
+        "Checkout Assistant",
+        "https://shop.example",
+        "web-app",
+    )
     assert a.trace == {"trace_name": "checkout", "generation_name": "g1"}
     assert rec.params == {"temperature": 0.2}
     assert rec.status_code == 200 and rec.error_class is None
@@ -74,7 +80,9 @@ def test_a_record_keeps_attribution_from_openrouter_fields_and_headers(inproc) -
 def test_a_stream_record_has_ttft_usage_and_the_failed_attempt_before_it(inproc) -> None:
     client, sink = inproc
     raw = client.chat.completions.with_raw_response.create(
-        model="fakeai/gpt-4o-mini@error=503", messages=MSGS, stream=True,
+        model="fakeai/gpt-4o-mini@error=503",
+        messages=MSGS,
+        stream=True,
         extra_body={"models": ["fakeai/gpt-4o-mini@ttft_ms=80,tokens=6,cached=2"]},
     )
     list(raw.parse())

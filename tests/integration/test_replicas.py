@@ -8,8 +8,8 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Iterator
 
 import openai
 import pytest
@@ -59,8 +59,18 @@ def replicas(fake) -> Iterator[dict]:
     hook = CaptureServer().start()
     gen = postgres_database()
     pg = next(gen)
-    text = CONFIG.format(admin=ADMIN_KEY, pg=pg, redis=REDIS_DB, rpm_key=RPM_KEY, budget_key=BUDGET_KEY, open_key=OPEN_KEY,
-                         budget=BUDGET_USD, fake=fake.url, upstream=UPSTREAM_KEY, hook=hook.url)  # fmt: skip
+    text = CONFIG.format(
+        admin=ADMIN_KEY,
+        pg=pg,
+        redis=REDIS_DB,
+        rpm_key=RPM_KEY,
+        budget_key=BUDGET_KEY,
+        open_key=OPEN_KEY,
+        budget=BUDGET_USD,
+        fake=fake.url,
+        upstream=UPSTREAM_KEY,
+        hook=hook.url,
+    )
     a = GatewayProcess(text).wait_ready()
     b = GatewayProcess(text).wait_ready()
     yield {"a": a, "b": b, "pg": pg, "hook": hook, "redis": r}
@@ -77,7 +87,9 @@ def _client(gw: GatewayProcess, key: str) -> openai.OpenAI:
 
 def _call(client: openai.OpenAI, model: str = "fakeai/gpt-4o-mini", **kw) -> tuple[int, dict]:
     try:
-        raw = client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": "hi"}], **kw)
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": "hi"}], **kw
+        )
         return raw.status_code, {"headers": dict(raw.headers)}
     except openai.APIStatusError as e:
         return e.status_code, {"body": e.response.json(), "headers": dict(e.response.headers)}
@@ -102,8 +114,12 @@ def test_a_budget_is_not_overshot_by_more_than_one_estimate_under_concurrency(re
     clients = [_client(a, BUDGET_KEY), _client(b, BUDGET_KEY)]
     model = "fakeai/gpt-4o@tokens=100"  # about $0.001 a request: 100 output tokens at $10 per million
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda i: _call(clients[i % 2], model, max_tokens=100, extra_headers={"x-request-id": f"budget-{i}"}),
-                                range(40)))  # fmt: skip
+        results = list(
+            pool.map(
+                lambda i: _call(clients[i % 2], model, max_tokens=100, extra_headers={"x-request-id": f"budget-{i}"}),
+                range(40),
+            )
+        )
     ok = [i for i, (s, _) in enumerate(results) if s == 200]
     refused = [d for s, d in results if s == 429]
     assert refused and ok
@@ -139,7 +155,9 @@ def test_monitors_on_both_replicas_alert_once(replicas):
     ca = _client(a, OPEN_KEY)
     for _ in range(3):
         _call(ca, "bad/gpt-4o-mini")  # 503s on the bad provider, whatever its circuit says
-    hook.wait_for(lambda: len([p for p in hook.posts("/hook") if json.loads(p.body)["rule"] == "bad-errors"]) >= 1, timeout=15)
+    hook.wait_for(
+        lambda: len([p for p in hook.posts("/hook") if json.loads(p.body)["rule"] == "bad-errors"]) >= 1, timeout=15
+    )
     time.sleep(3)  # three more evaluation rounds on each replica
     alerts = [json.loads(p.body) for p in hook.posts("/hook") if json.loads(p.body)["rule"] == "bad-errors"]
     assert [x["event"] for x in alerts] == ["alert"]
@@ -149,9 +167,14 @@ def test_keys_are_hashed_and_revocation_reaches_every_replica_within_a_second(re
     import psycopg
 
     a, b = replicas["a"], replicas["b"]
-    req = urllib.request.Request(a.url + "/admin/keys", method="POST", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                                 data=json.dumps({"name": "team-b", "owner": "b@example.com", "models": ["fakeai/*"], "user": "svc-b",
-                                                  "rpm": 1000}).encode())  # fmt: skip
+    req = urllib.request.Request(
+        a.url + "/admin/keys",
+        method="POST",
+        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        data=json.dumps(
+            {"name": "team-b", "owner": "b@example.com", "models": ["fakeai/*"], "user": "svc-b", "rpm": 1000}
+        ).encode(),
+    )
     with urllib.request.urlopen(req) as r:
         assert r.status == 201
         created = json.loads(r.read())
@@ -170,9 +193,13 @@ def test_keys_are_hashed_and_revocation_reaches_every_replica_within_a_second(re
         time.sleep(0.05)
     assert status == 200
     status, d = _call(cb, "guarded")
-    assert status == 403 and d["body"]["error"]["type"] == "permission_error" and "team-b" in d["body"]["error"]["message"]
+    assert (
+        status == 403 and d["body"]["error"]["type"] == "permission_error" and "team-b" in d["body"]["error"]["message"]
+    )
     # Revoked through A: 401 on B within a second.
-    rv = urllib.request.Request(a.url + "/admin/keys/team-b/revoke", method="POST", data=b"", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    rv = urllib.request.Request(
+        a.url + "/admin/keys/team-b/revoke", method="POST", data=b"", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
     urllib.request.urlopen(rv).close()
     t0 = time.monotonic()
     while (status := _call(cb)[0]) == 200:
@@ -183,7 +210,9 @@ def test_keys_are_hashed_and_revocation_reaches_every_replica_within_a_second(re
     assert _call(_client(b, "rk-not-a-key-at-all-000000"))[0] == 401
     # Nothing secret in either replica's log, nor in the key listing.
     _, listing = admin_get(b.url, "/admin/keys")
-    assert secret not in json.dumps(listing) and any(k["name"] == "team-b" and k["state"] == "revoked" for k in listing["keys"])
+    assert secret not in json.dumps(listing) and any(
+        k["name"] == "team-b" and k["state"] == "revoked" for k in listing["keys"]
+    )
     for gw in (a, b):
         assert secret not in gw.log() and RPM_KEY not in gw.log()
 

@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import openai
 import pytest
@@ -19,9 +19,9 @@ import pytest
 from relaycast.config import parse
 from relaycast.fake.behaviour import Behaviour
 from relaycast.fake.server import FakeUpstream
+from relaycast.records import RequestRecord
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer
-from relaycast.records import RequestRecord
 
 MSGS = [{"role": "user", "content": "hello"}]
 ADMIN = "routing-admin-key"
@@ -52,7 +52,9 @@ def ups() -> Iterator[tuple[Upstream, Upstream]]:
 
 
 @contextmanager
-def gateway(a: Upstream, b: Upstream, models: str, routing: str = "") -> Iterator[tuple[openai.OpenAI, list[RequestRecord], Gateway, str]]:
+def gateway(
+    a: Upstream, b: Upstream, models: str, routing: str = ""
+) -> Iterator[tuple[openai.OpenAI, list[RequestRecord], Gateway, str]]:
     text = f"""
 admin_key: {ADMIN}
 providers:
@@ -110,7 +112,9 @@ def test_5xx_retries_the_same_target_with_backoff_within_the_retry_budget(ups) -
         assert e.value.status_code == 502
         assert e.value.response.headers["x-relaycast-attempts"] == "3"
         rec = last_record(records)
-        gaps = [b.started_ns - (a.started_ns + a.duration_ns) for a, b in zip(rec.attempts, rec.attempts[1:])]
+        gaps = [
+            b.started_ns - (a.started_ns + a.duration_ns) for a, b in zip(rec.attempts, rec.attempts[1:], strict=False)
+        ]
         assert all(g >= 40_000_000 for g in gaps), "each retry waited a backoff"
 
 
@@ -160,7 +164,11 @@ def test_the_circuit_opens_on_consecutive_failures_and_half_opens_after_the_cool
         time.sleep(0.6)
         assert served(c) == ("pa/m", 1), "half-open: a probe goes through, succeeds and closes the circuit"
         assert gw.board.status()["pa/m"]["circuit"] == "closed"
-        assert gw.board.status()["pa/m"]["transitions"] == {"closed->open": 1, "open->half_open": 1, "half_open->closed": 1}
+        assert gw.board.status()["pa/m"]["transitions"] == {
+            "closed->open": 1,
+            "open->half_open": 1,
+            "half_open->closed": 1,
+        }
 
 
 def test_a_target_over_its_sla_loses_its_traffic_and_wins_it_back_when_it_recovers(ups) -> None:
@@ -213,7 +221,12 @@ def test_the_request_deadline_is_never_exceeded(ups) -> None:
     a, b = ups
     a.behave(latency_ms=3000)
     b.behave(latency_ms=3000)
-    with gateway(a, b, "  - {name: r, targets: [pa/m, pb/m], retries: 3, timeouts: {total: 0.8}}") as (c, records, gw, _):
+    with gateway(a, b, "  - {name: r, targets: [pa/m, pb/m], retries: 3, timeouts: {total: 0.8}}") as (
+        c,
+        records,
+        gw,
+        _,
+    ):
         start = time.monotonic()
         with pytest.raises(openai.APIStatusError) as e:
             c.chat.completions.create(model="r", messages=MSGS)
@@ -240,11 +253,20 @@ def test_openrouter_provider_preferences_are_honoured(ups) -> None:
 def test_routes_status_shows_states_percentiles_and_transitions(ups) -> None:
     a, b = ups
     a.behave(error=500)
-    with gateway(a, b, "  - {name: r, targets: [pa/m, pb/m]}", "  circuit: {failures: 2, cooldown_s: 60}") as (c, records, gw, url):
+    with gateway(a, b, "  - {name: r, targets: [pa/m, pb/m]}", "  circuit: {failures: 2, cooldown_s: 60}") as (
+        c,
+        records,
+        gw,
+        url,
+    ):
         for _ in range(3):
             served(c)
-        out = subprocess.run([sys.executable, "-m", "relaycast", "routes", "status", "--url", url, "--admin-key", ADMIN],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "relaycast", "routes", "status", "--url", url, "--admin-key", ADMIN],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert out.returncode == 0, out.stderr
         assert "pa/m" in out.stdout and "open" in out.stdout and "upstream_5xx" in out.stdout
         assert "pb/m" in out.stdout and "p99" in out.stdout
@@ -253,7 +275,12 @@ def test_routes_status_shows_states_percentiles_and_transitions(ups) -> None:
 def test_concurrent_requests_share_one_half_open_probe(ups) -> None:
     a, b = ups
     a.behave(error=500)
-    with gateway(a, b, "  - {name: r, targets: [pa/m, pb/m]}", "  circuit: {failures: 1, cooldown_s: 0.3}") as (c, records, gw, _):
+    with gateway(a, b, "  - {name: r, targets: [pa/m, pb/m]}", "  circuit: {failures: 1, cooldown_s: 0.3}") as (
+        c,
+        records,
+        gw,
+        _,
+    ):
         served(c)
         a.behave(latency_ms=300)
         time.sleep(0.35)

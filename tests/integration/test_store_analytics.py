@@ -7,8 +7,8 @@ usage, an upstream-reported cost, an unpriced model and a cut stream; totals mus
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any, Iterator
 
 import openai
 import pytest
@@ -37,7 +37,9 @@ def _config(fake_url: str, store: str) -> str:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def store_gw(request, fake) -> Iterator[tuple[GatewayProcess, str]]:
     if request.param == "sqlite":
-        gw = GatewayProcess(_config(fake.url, "store: {path: data/requests.db}"), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+        gw = GatewayProcess(
+            _config(fake.url, "store: {path: data/requests.db}"), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+        )
         yield gw.wait_ready(), "sqlite"
         gw.stop()
     else:
@@ -54,12 +56,23 @@ def store_gw(request, fake) -> Iterator[tuple[GatewayProcess, str]]:
 # (request id, model, stream, expected cost_usd, expected source). Prices: the packaged catalog.
 CASES = [
     # gpt-4o-mini: 600 plain input x 0.15 + 400 cached x 0.075 + 200 output (50 of them reasoning) x 0.60, per 1M.
-    ("t-cached", "fakeai/gpt-4o-mini@prompt_tokens=1000,cached=400,tokens=200,reasoning=50", False, "0.00024", "computed"),
+    (
+        "t-cached",
+        "fakeai/gpt-4o-mini@prompt_tokens=1000,cached=400,tokens=200,reasoning=50",
+        False,
+        "0.00024",
+        "computed",
+    ),
     # a stream's usage chunk: 100 x 0.15 + 20 x 0.60
     ("t-stream", "fakeai/gpt-4o-mini@prompt_tokens=100,tokens=20", True, "0.000027", "computed"),
     # claude-3-5-haiku: 500 x 0.80 + 1000 cached x 0.08 + 1500 written x 1.00 + 100 x 4.00
-    ("t-cachewrite", "claude/claude-3-5-haiku-latest@prompt_tokens=3000,cached=1000,cache_write=1500,tokens=100", False,
-     "0.00238", "computed"),
+    (
+        "t-cachewrite",
+        "claude/claude-3-5-haiku-latest@prompt_tokens=3000,cached=1000,cache_write=1500,tokens=100",
+        False,
+        "0.00238",
+        "computed",
+    ),
     ("t-reported", "orouter/openai/gpt-4o-mini@cost=0.00123", False, "0.00123", "reported"),
     ("t-unpriced", "private/my-private-model", False, None, "unpriced"),
     ("t-failover", "fast", False, None, "computed"),  # 503 then served: the failed attempt costs nothing
@@ -71,22 +84,35 @@ def _send(gw: GatewayProcess, tag: str) -> list[str]:
     ids = []
     for rid, model, stream, _, _ in CASES:
         rid = f"{rid}-{tag}"
-        headers = {"x-request-id": rid, "X-Title": "checkout" if "cache" in rid else "search",
-                   "X-Relaycast-Tags": "team=payments,env=test"}  # fmt: skip
+        headers = {
+            "x-request-id": rid,
+            "X-Title": "checkout" if "cache" in rid else "search",
+            "X-Relaycast-Tags": "team=payments,env=test",
+        }
         if stream:
-            chunks = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stream=True,
-                                                    user="alice", extra_headers=headers)  # fmt: skip
+            chunks = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                user="alice",
+                extra_headers=headers,
+            )
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         else:
-            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], user="bob",
-                                           extra_headers=headers)  # fmt: skip
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], user="bob", extra_headers=headers
+            )
         ids.append(rid)
     # A stream cut mid-way: no usage ever comes, so the cost is estimated from the prompt and what was received.
     cut = f"t-cut-{tag}"
     with pytest.raises(openai.APIError):
-        for _ in client.chat.completions.create(model="fakeai/gpt-4o-mini@cut_after=3,tokens=50", stream=True, user="carol",
-                                                messages=[{"role": "user", "content": "tell me a story"}],
-                                                extra_headers={"x-request-id": cut}):  # fmt: skip
+        for _ in client.chat.completions.create(
+            model="fakeai/gpt-4o-mini@cut_after=3,tokens=50",
+            stream=True,
+            user="carol",
+            messages=[{"role": "user", "content": "tell me a story"}],
+            extra_headers={"x-request-id": cut},
+        ):
             pass
     return [*ids, cut]
 
@@ -157,7 +183,10 @@ def test_latency_errors_and_explorer_pages(store_gw):
     g = {x["key"]: x for x in lat["groups"]}
     streamed = "gpt-4o-mini@prompt_tokens=100,tokens=20"  # the fake's behaviour suffix is part of the model's name
     assert g["gpt-4o-mini"]["total_ms"]["p50"] > 0 and g["gpt-4o-mini"]["ttft_ms"]["p99"] is None  # no stream
-    assert g[streamed]["ttft_ms"]["p50"] is not None and g[streamed]["ttft_ms"]["p99"] <= g[streamed]["total_ms"]["p99"] * 1.1
+    assert (
+        g[streamed]["ttft_ms"]["p50"] is not None
+        and g[streamed]["ttft_ms"]["p99"] <= g[streamed]["total_ms"]["p99"] * 1.1
+    )
     assert len(lat["series"]["gpt-4o-mini"]["total_p99"]) == len(lat["buckets"])
     _, err = admin_get(gw.url, "/admin/analytics/errors?since=1h")
     fakeai = next(p for p in err["providers"] if p["provider"] == "fakeai")
@@ -178,10 +207,18 @@ def test_analytics_needs_the_admin_key_and_rejects_bad_parameters(store_gw):
     assert status == 401 and body["error"]["code"] == "unauthorized"
     status, body = admin_get(gw.url, "/admin/analytics/spend", key="wrong")
     assert status == 401
-    for path, param in (("spend?by=colour", "by"), ("spend?since=yesterdayish", "since"), ("spend?limit=0", "limit"),
-                        ("latency?by=user", "by"), ("requests?before=zzz", "before"), ("spend?bucket=week", "bucket")):  # fmt: skip
+    for path, param in (
+        ("spend?by=colour", "by"),
+        ("spend?since=yesterdayish", "since"),
+        ("spend?limit=0", "limit"),
+        ("latency?by=user", "by"),
+        ("requests?before=zzz", "before"),
+        ("spend?bucket=week", "bucket"),
+    ):
         status, body = admin_get(gw.url, "/admin/analytics/" + path)
-        assert status == 400 and body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == param, path
+        assert status == 400 and body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == param, (
+            path
+        )
     status, body = admin_get(gw.url, "/admin/analytics/requests/no-such-request")
     assert status == 404 and body["error"]["message"]
     status, body = admin_get(gw.url, "/admin/analytics/nope")
@@ -226,9 +263,17 @@ def test_report_command_prints_the_same_figures(store_gw):
     _, api = admin_get(gw.url, "/admin/analytics/spend?by=user&since=24h&limit=50")
 
     def report(*args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "relaycast", "report", *args], capture_output=True, text=True, timeout=60,
-                             env={**__import__("os").environ, "RELAYCAST_ADMIN_KEY": "admin-key-for-tests-01",
-                                  "TEST_UPSTREAM_KEY": UPSTREAM_KEY})  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "relaycast", "report", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **__import__("os").environ,
+                "RELAYCAST_ADMIN_KEY": "admin-key-for-tests-01",
+                "TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+            },
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -238,7 +283,9 @@ def test_report_command_prints_the_same_figures(store_gw):
     assert direct["totals"] == remote["totals"] == api["totals"]
     rows = list(csv.DictReader(io.StringIO(report("--config", str(gw.config_path), "--by", "user", "--format", "csv"))))
     assert {r["user"] for r in rows} >= {"alice", "bob", "carol"}
-    assert sum(Decimal(r["cost_usd"]) for r in rows if r["cost_usd"] != "unpriced") == Decimal(api["totals"]["cost_usd"])
+    assert sum(Decimal(r["cost_usd"]) for r in rows if r["cost_usd"] != "unpriced") == Decimal(
+        api["totals"]["cost_usd"]
+    )
     table = report("--url", gw.url, "--by", "feature")
     assert "checkout" in table and "requests" in table and "in total" in table
     latency = report("--url", gw.url, "--view", "latency", "--by", "provider", "--format", "csv")

@@ -52,7 +52,9 @@ def test_the_openai_sdk_raises_on_a_mid_stream_error_event(gateway: GatewayProce
     client = openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
     got = []
     with pytest.raises(openai.APIError) as e:
-        for chunk in client.chat.completions.create(model="fakeai/gpt-4o-mini@tokens=10,cut_after=4", messages=MSGS, stream=True):
+        for chunk in client.chat.completions.create(
+            model="fakeai/gpt-4o-mini@tokens=10,cut_after=4", messages=MSGS, stream=True
+        ):
             got.append(chunk)
     assert got, "chunks before the cut reached the client"
     assert "stream" in str(e.value.message)
@@ -63,7 +65,9 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_upstream_stream(gatewa
     s = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
     s.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-        + str(len(body)).encode() + b"\r\n\r\n" + body
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
     got = b""
     while b"data: " not in got:
@@ -81,12 +85,16 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_upstream_stream(gatewa
     assert fake.stats()["active_streams"] == 0, "the upstream stream ended within 3 s of the client leaving"
 
 
-def test_a_client_that_disconnects_during_a_non_streaming_request_does_not_break_the_gateway(gateway: GatewayProcess) -> None:
+def test_a_client_that_disconnects_during_a_non_streaming_request_does_not_break_the_gateway(
+    gateway: GatewayProcess,
+) -> None:
     body = orjson.dumps({"model": "fakeai/gpt-4o-mini@latency_ms=2000", "messages": MSGS})
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
         s.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-            + str(len(body)).encode() + b"\r\n\r\n" + body
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
         )
         time.sleep(0.1)
     client = openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)

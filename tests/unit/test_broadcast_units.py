@@ -12,10 +12,10 @@ import pytest
 
 from relaycast.config import ConfigError, parse
 from relaycast.log import EventLog
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters.datadog import DatadogExporter
 from relaycast.telemetry.pipeline import Destination
-from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig, OtlpOptions, parse_site
 from relaycast.telemetry.spool import Spool
 
@@ -67,14 +67,31 @@ def test_agentless_enabled_without_a_key_is_a_config_error() -> None:
 
 
 def test_config_values_win_over_the_environment() -> None:
-    text = BASE + "broadcast:\n  destinations:\n    - {name: dd, kind: datadog, ml_app: from-yaml, site: datadoghq.eu}\n"
-    cfg = parse(text, env={"DD_API_KEY": "k" * 32, "DD_LLMOBS_ML_APP": "from-env", "DD_SITE": "us3.datadoghq.com", "DD_ENV": "e"})
+    text = (
+        BASE + "broadcast:\n  destinations:\n    - {name: dd, kind: datadog, ml_app: from-yaml, site: datadoghq.eu}\n"
+    )
+    cfg = parse(
+        text,
+        env={"DD_API_KEY": "k" * 32, "DD_LLMOBS_ML_APP": "from-env", "DD_SITE": "us3.datadoghq.com", "DD_ENV": "e"},
+    )
     (d,) = cfg.broadcast.destinations
-    assert (d.name, d.options.ml_app, d.options.site, d.options.env, d.options.api_key) == ("dd", "from-yaml", "datadoghq.eu", "e", "k" * 32)
+    assert (d.name, d.options.ml_app, d.options.site, d.options.env, d.options.api_key) == (
+        "dd",
+        "from-yaml",
+        "datadoghq.eu",
+        "e",
+        "k" * 32,
+    )
 
 
 def test_otel_variables_create_an_otlp_destination() -> None:
-    cfg = parse(BASE, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/", "OTEL_EXPORTER_OTLP_HEADERS": "dd-api-key=abc%3D,x=y"})
+    cfg = parse(
+        BASE,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318/",
+            "OTEL_EXPORTER_OTLP_HEADERS": "dd-api-key=abc%3D,x=y",
+        },
+    )
     (d,) = cfg.broadcast.destinations
     assert isinstance(d.options, OtlpOptions)
     assert d.options.endpoint == "http://127.0.0.1:4318/v1/traces"
@@ -83,7 +100,9 @@ def test_otel_variables_create_an_otlp_destination() -> None:
 
 def test_a_bad_destination_names_the_place() -> None:
     with pytest.raises(ConfigError) as e:
-        parse(BASE + "broadcast:\n  destinations:\n    - {name: x, kind: datadog, api_key: k, sample_rate: 2}\n", env={})
+        parse(
+            BASE + "broadcast:\n  destinations:\n    - {name: x, kind: datadog, api_key: k, sample_rate: 2}\n", env={}
+        )
     assert "broadcast.destinations[0].sample_rate" in str(e.value)
     with pytest.raises(ConfigError) as e:
         parse(BASE + "broadcast:\n  destinations:\n    - {name: x, kind: splunk}\n", env={})
@@ -91,21 +110,45 @@ def test_a_bad_destination_names_the_place() -> None:
 
 
 def _dd(**over: object) -> DatadogExporter:
-    opts = DatadogOptions(site="us5.datadoghq.com", ml_app="app", service="svc", env="test", api_key="k", agent_url=None)
+    opts = DatadogOptions(
+        site="us5.datadoghq.com", ml_app="app", service="svc", env="test", api_key="k", agent_url=None
+    )
     return DatadogExporter(DestinationConfig(name="dd", kind="datadog", options=opts, **over), None)  # type: ignore[arg-type]
 
 
 def _record(output: str = "4", started: int | None = None) -> RequestRecord:
     return RequestRecord(
-        request_id="req-1", endpoint="chat.completions", model_requested="m", stream=True,
-        started_unix_ns=started or time.time_ns(), duration_ns=5_000_000, status_code=200,
-        attribution=Attribution(user="u"), input_messages=({"role": "user", "content": "2+2?"},), output_text=output,
-        attempts=(Attempt(target="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", started_ns=1000,
-                          duration_ns=4_000_000, ttft_ns=1_500_000,
-                          usage=Usage(prompt_tokens=10, completion_tokens=3, cached_tokens=4, reasoning_tokens=1,
-                                      reported_cost_usd="0.00012"), finish_reason="stop",
-                          cost_pusd=120_000_000, cost_source="reported"),),
-    )  # fmt: skip
+        request_id="req-1",
+        endpoint="chat.completions",
+        model_requested="m",
+        stream=True,
+        started_unix_ns=started or time.time_ns(),
+        duration_ns=5_000_000,
+        status_code=200,
+        attribution=Attribution(user="u"),
+        input_messages=({"role": "user", "content": "2+2?"},),
+        output_text=output,
+        attempts=(
+            Attempt(
+                target="openai/gpt-4o-mini",
+                provider="openai",
+                model="gpt-4o-mini",
+                started_ns=1000,
+                duration_ns=4_000_000,
+                ttft_ns=1_500_000,
+                usage=Usage(
+                    prompt_tokens=10,
+                    completion_tokens=3,
+                    cached_tokens=4,
+                    reasoning_tokens=1,
+                    reported_cost_usd="0.00012",
+                ),
+                finish_reason="stop",
+                cost_pusd=120_000_000,
+                cost_source="reported",
+            ),
+        ),
+    )
 
 
 def test_datadog_units_are_seconds_for_ttft_and_dollars_for_cost() -> None:
@@ -143,9 +186,19 @@ def test_spooled_spans_older_than_24_hours_are_discarded_and_counted(tmp_path) -
 
     async def run() -> dict:
         session = aiohttp.ClientSession()
-        dest = DestinationConfig(name="dd", kind="datadog", options=DatadogOptions(
-            site="us5.datadoghq.com", ml_app="a", service="s", env=None, api_key="k", agent_url=None,
-            intake_url_override="http://127.0.0.1:9"))  # fmt: skip
+        dest = DestinationConfig(
+            name="dd",
+            kind="datadog",
+            options=DatadogOptions(
+                site="us5.datadoghq.com",
+                ml_app="a",
+                service="s",
+                env=None,
+                api_key="k",
+                agent_url=None,
+                intake_url_override="http://127.0.0.1:9",
+            ),
+        )
         spool = Spool(tmp_path, 10**6)
         spool.put([b"{}"] * 3, now - 25 * 3600 * 10**9)
         red = Redactor()
@@ -164,11 +217,20 @@ def test_attribution_tags_reach_datadog_and_otlp_spans():
 
     from relaycast.telemetry.exporters.otlp import _common_attrs
 
-    rec = dataclasses.replace(_record(), attribution=Attribution(user="u", feature="search", key_name="web",
-                                                                 trace={"trace_name": "t", "order_id": 7},
-                                                                 tags=(("team", "payments"), ("env", "prod"))))  # fmt: skip
+    rec = dataclasses.replace(
+        _record(),
+        attribution=Attribution(
+            user="u",
+            feature="search",
+            key_name="web",
+            trace={"trace_name": "t", "order_id": 7},
+            tags=(("team", "payments"), ("env", "prod")),
+        ),
+    )
     root, llm = (json.loads(x)["spans"][0] for x in _dd().encode(rec, False, ()))
     for span in (root, llm):
-        assert {"team:payments", "env:prod", "order_id:7", "feature:search", "gateway_key:web", "user_id:u"} <= set(span["tags"])
+        assert {"team:payments", "env:prod", "order_id:7", "feature:search", "gateway_key:web", "user_id:u"} <= set(
+            span["tags"]
+        )
     attrs = _common_attrs(rec, ())
     assert attrs["relaycast.tag.team"] == "payments" and attrs["relaycast.feature"] == "search"

@@ -61,16 +61,31 @@ BAD = [
         "  - {name: o, targets: [opnai/gpt-4o]}\n",
         "models[2].targets[0]: unknown provider 'opnai'",
     ),
-    ("providers:\n  - {name: a, kind: openai, api_key: '${NOPE_KEY}'}\n", "providers[0].api_key: environment variable NOPE_KEY is not set"),
+    (
+        "providers:\n  - {name: a, kind: openai, api_key: '${NOPE_KEY}'}\n",
+        "providers[0].api_key: environment variable NOPE_KEY is not set",
+    ),
     ("providers:\n  - {name: a, kind: vllm}\n", "providers[0].base_url: required for kind 'vllm'"),
     ("providers:\n  - {name: a, kind: openai, apikey: k}\n", "providers[0].apikey: unknown setting"),
-    ("providers:\n  - {name: a, kind: openai}\n  - {name: a, kind: groq}\n", "providers[1].name: duplicate provider name 'a'"),
-    ("providers:\n  - {name: a, kind: openai}\nmodels:\n  - {name: m, targets: [gpt-4o]}\n", "models[0].targets[0]: 'gpt-4o' is not of the form provider/model"),
+    (
+        "providers:\n  - {name: a, kind: openai}\n  - {name: a, kind: groq}\n",
+        "providers[1].name: duplicate provider name 'a'",
+    ),
+    (
+        "providers:\n  - {name: a, kind: openai}\nmodels:\n  - {name: m, targets: [gpt-4o]}\n",
+        "models[0].targets[0]: 'gpt-4o' is not of the form provider/model",
+    ),
     ("providers:\n  - {name: a, kind: openai}\nserver: {port: http}\n", "server.port: expected an integer"),
-    ("providers:\n  - {name: a, kind: openai, timeouts: {total: -1}}\n", "providers[0].timeouts.total: expected a positive number"),
+    (
+        "providers:\n  - {name: a, kind: openai, timeouts: {total: -1}}\n",
+        "providers[0].timeouts.total: expected a positive number",
+    ),
     ("providers: [\n", "invalid YAML"),
     ("server: {}\n", "providers: at least one provider is required"),
-    ("providers:\n  - {name: a, kind: openai}\nkeys:\n  - {name: k, secret: short}\n", "keys[0].secret: must be at least 8 characters"),
+    (
+        "providers:\n  - {name: a, kind: openai}\nkeys:\n  - {name: k, secret: short}\n",
+        "keys[0].secret: must be at least 8 characters",
+    ),
 ]
 
 
@@ -92,7 +107,9 @@ def test_invalid_yaml_points_at_the_line(tmp_path) -> None:
 def test_serve_with_an_invalid_config_stops_with_the_message_and_exit_2(tmp_path) -> None:
     p = tmp_path / "relaycast.yaml"
     p.write_text("providers:\n  - {name: a, kind: openai}\nmodels:\n  - {name: m, targets: [opnai/x]}\n")
-    r = subprocess.run([sys.executable, "-m", "relaycast", "serve", "--config", str(p)], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "relaycast", "serve", "--config", str(p)], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 2
     assert "models[0].targets[0]: unknown provider 'opnai'" in r.stderr
     assert "Traceback" not in r.stderr

@@ -26,16 +26,25 @@ CATALOG = Catalog.packaged()
 KINDS = {"openai": "openai", "claude": "anthropic", "fakeai": "openai_compatible", "or": "openrouter", "local": "vllm"}
 
 
-def expected_usd(key: str, prompt: int, completion: int, cached: int = 0, write: int = 0, reasoning: int = 0) -> Decimal:
+def expected_usd(
+    key: str, prompt: int, completion: int, cached: int = 0, write: int = 0, reasoning: int = 0
+) -> Decimal:
     p = {k: Decimal(v) for k, v in RAW["models"][key].items() if k != "aliases"}
     inp, out = p.get("input", Decimal(0)), p.get("output", Decimal(0))
     m = Decimal(1_000_000)
-    return ((prompt - cached - write) * inp + cached * p.get("cached_input", inp) + write * p.get("cache_write", inp)
-            + (completion - reasoning) * out + reasoning * p.get("reasoning", out)) / m + p.get("request", Decimal(0))  # fmt: skip
+    return (
+        (prompt - cached - write) * inp
+        + cached * p.get("cached_input", inp)
+        + write * p.get("cache_write", inp)
+        + (completion - reasoning) * out
+        + reasoning * p.get("reasoning", out)
+    ) / m + p.get("request", Decimal(0))
 
 
 def attempt(provider: str, model: str, usage: Usage | None = None, **kw) -> Attempt:
-    return Attempt(target=f"{provider}/{model}", provider=provider, model=model, started_ns=0, duration_ns=1, usage=usage, **kw)
+    return Attempt(
+        target=f"{provider}/{model}", provider=provider, model=model, started_ns=0, duration_ns=1, usage=usage, **kw
+    )
 
 
 def test_catalog_is_dated_and_every_price_is_exact():
@@ -65,10 +74,18 @@ def test_cache_writes_are_priced_as_writes():
 
 
 def test_reasoning_priced_differently_and_request_fees():
-    over = {"fakeai/thinker": ModelPrice.parse({"input": 0.15, "output": 0.60, "reasoning": 3.5, "request": 0.001}, "config", "t")}
+    over = {
+        "fakeai/thinker": ModelPrice.parse(
+            {"input": 0.15, "output": 0.60, "reasoning": 3.5, "request": 0.001}, "config", "t"
+        )
+    }
     pricer = Pricer(CATALOG, KINDS, overrides=over)
-    cost = usage_cost(Usage(prompt_tokens=100, completion_tokens=1000, reasoning_tokens=800), pricer.price("fakeai", "thinker"))
-    assert Decimal(format_usd(cost)) == (100 * Decimal("0.15") + 200 * Decimal("0.60") + 800 * Decimal("3.5")) / 10**6 + Decimal("0.001")
+    cost = usage_cost(
+        Usage(prompt_tokens=100, completion_tokens=1000, reasoning_tokens=800), pricer.price("fakeai", "thinker")
+    )
+    assert Decimal(format_usd(cost)) == (
+        100 * Decimal("0.15") + 200 * Decimal("0.60") + 800 * Decimal("3.5")
+    ) / 10**6 + Decimal("0.001")
 
 
 def test_lookup_order_config_then_catalog_and_unknown_is_unpriced():
@@ -93,10 +110,21 @@ def test_reported_cost_wins_and_is_marked():
 
 def test_unpriced_is_never_zero():
     coster = Coster(Pricer(CATALOG, KINDS))
-    (a,) = coster.chat([attempt("fakeai", "my-private-finetune", Usage(prompt_tokens=10, completion_tokens=5))], [], "ok")
+    (a,) = coster.chat(
+        [attempt("fakeai", "my-private-finetune", Usage(prompt_tokens=10, completion_tokens=5))], [], "ok"
+    )
     assert a.cost_source == "unpriced" and a.cost_pusd is None
-    rec = RequestRecord(request_id="r", endpoint="chat.completions", model_requested="m", stream=False,
-                        started_unix_ns=0, duration_ns=1, status_code=200, attribution=Attribution(), attempts=(a,))  # fmt: skip
+    rec = RequestRecord(
+        request_id="r",
+        endpoint="chat.completions",
+        model_requested="m",
+        stream=False,
+        started_unix_ns=0,
+        duration_ns=1,
+        status_code=200,
+        attribution=Attribution(),
+        attempts=(a,),
+    )
     assert rec.cost == (None, "unpriced")
 
 
@@ -118,7 +146,9 @@ def test_config_prices_are_validated():
         config_mod.parse("providers: [{name: a, kind: openai, api_key: k}]\nprices: {x: {input: 0.0000001}}", env={})
     with pytest.raises(config_mod.ConfigError, match="unknown price field"):
         config_mod.parse("providers: [{name: a, kind: openai, api_key: k}]\nprices: {x: {inptu: 1}}", env={})
-    c = config_mod.parse("providers: [{name: a, kind: openai, api_key: k}]\nprices: {a/x: {input: 0.15, output: 0.6}}", env={})
+    c = config_mod.parse(
+        "providers: [{name: a, kind: openai, api_key: k}]\nprices: {a/x: {input: 0.15, output: 0.6}}", env={}
+    )
     assert c.prices["a/x"].input == 150_000 and c.prices["a/x"].cached_input == 150_000
 
 
@@ -135,8 +165,22 @@ tokens = st.integers(min_value=0, max_value=2_000_000)
 @given(p=tokens, c=tokens, cached=tokens, write=tokens, reasoning=tokens, extra=st.integers(0, 10_000))
 def test_cost_never_falls_when_tokens_grow(p, c, cached, write, reasoning, extra):
     price = CATALOG.by_key["anthropic/claude-3-5-haiku-latest"]
-    u = Usage(prompt_tokens=p, completion_tokens=c, cached_tokens=cached, cache_write_tokens=write, reasoning_tokens=reasoning)
-    more_in = Usage(prompt_tokens=p + extra, completion_tokens=c, cached_tokens=cached, cache_write_tokens=write, reasoning_tokens=reasoning)
-    more_out = Usage(prompt_tokens=p, completion_tokens=c + extra, cached_tokens=cached, cache_write_tokens=write, reasoning_tokens=reasoning)
+    u = Usage(
+        prompt_tokens=p, completion_tokens=c, cached_tokens=cached, cache_write_tokens=write, reasoning_tokens=reasoning
+    )
+    more_in = Usage(
+        prompt_tokens=p + extra,
+        completion_tokens=c,
+        cached_tokens=cached,
+        cache_write_tokens=write,
+        reasoning_tokens=reasoning,
+    )
+    more_out = Usage(
+        prompt_tokens=p,
+        completion_tokens=c + extra,
+        cached_tokens=cached,
+        cache_write_tokens=write,
+        reasoning_tokens=reasoning,
+    )
     base = usage_cost(u, price)
     assert base >= 0 and usage_cost(more_in, price) >= base and usage_cost(more_out, price) >= base

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import base64
+import dataclasses
 import logging
 import socket
 from typing import Any
@@ -22,15 +22,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
-from tests.capture import AsyncCapture as Capture
-from tests.capture import run_with_capture as run
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import ExportError
 from relaycast.telemetry.exporters.otlp import OtlpExporter
-from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.telemetry.settings import DestinationConfig, OtlpOptions
+from tests.capture import AsyncCapture as Capture
+from tests.capture import run_with_capture as run
 
 T0 = 1_760_000_000_123_456_789
 MS = 1_000_000
@@ -52,54 +52,129 @@ MESSAGES = ({"role": "system", "content": SYSTEM}, {"role": "user", "content": [
 
 def stream_record() -> RequestRecord:
     """A successful stream: time to first token, cached and reasoning tokens, OpenRouter's reported cost."""
-    usage = Usage(prompt_tokens=120, completion_tokens=30, cached_tokens=100, reasoning_tokens=12,
-                  reported_cost_usd="0.00042")  # fmt: skip
-    attempt = Attempt(target="openrouter/openai/gpt-4o-mini", provider="openrouter", model="openai/gpt-4o-mini",
-                      started_ns=2 * MS, duration_ns=800 * MS, ttft_ns=150 * MS, usage=usage, finish_reason="stop",
-                      upstream_status=200, cost_pusd=420_000_000, cost_source="reported")  # fmt: skip
+    usage = Usage(
+        prompt_tokens=120, completion_tokens=30, cached_tokens=100, reasoning_tokens=12, reported_cost_usd="0.00042"
+    )
+    attempt = Attempt(
+        target="openrouter/openai/gpt-4o-mini",
+        provider="openrouter",
+        model="openai/gpt-4o-mini",
+        started_ns=2 * MS,
+        duration_ns=800 * MS,
+        ttft_ns=150 * MS,
+        usage=usage,
+        finish_reason="stop",
+        upstream_status=200,
+        cost_pusd=420_000_000,
+        cost_source="reported",
+    )
     return RequestRecord(
-        request_id="req-stream-1", endpoint="chat.completions", model_requested="fast", stream=True,
-        started_unix_ns=T0, duration_ns=805 * MS, status_code=200, attribution=ATTRIBUTION, attempts=(attempt,),
-        params={"temperature": 0.2, "max_tokens": 64, "top_p": 1, "stop": "END", "seed": 7, "n": 1,
-                "response_format": {"type": "json_object"}, "tool_choice": "auto", "reasoning_effort": "low"},
-        input_messages=MESSAGES, output_text=ANSWER,
-    )  # fmt: skip
+        request_id="req-stream-1",
+        endpoint="chat.completions",
+        model_requested="fast",
+        stream=True,
+        started_unix_ns=T0,
+        duration_ns=805 * MS,
+        status_code=200,
+        attribution=ATTRIBUTION,
+        attempts=(attempt,),
+        params={
+            "temperature": 0.2,
+            "max_tokens": 64,
+            "top_p": 1,
+            "stop": "END",
+            "seed": 7,
+            "n": 1,
+            "response_format": {"type": "json_object"},
+            "tool_choice": "auto",
+            "reasoning_effort": "low",
+        },
+        input_messages=MESSAGES,
+        output_text=ANSWER,
+    )
 
 
 def failover_record() -> RequestRecord:
     """A failed attempt (rate limited), then a successful one on another provider."""
-    failed = Attempt(target="anthropic/claude-3-5-haiku", provider="anthropic", model="claude-3-5-haiku",
-                     started_ns=1 * MS, duration_ns=40 * MS, error_class="rate_limit",
-                     error_message="429 Too Many Requests", upstream_status=429)  # fmt: skip
-    served = Attempt(target="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", started_ns=45 * MS,
-                     duration_ns=300 * MS, usage=Usage(prompt_tokens=20, completion_tokens=5),
-                     finish_reason="length")  # fmt: skip
+    failed = Attempt(
+        target="anthropic/claude-3-5-haiku",
+        provider="anthropic",
+        model="claude-3-5-haiku",
+        started_ns=1 * MS,
+        duration_ns=40 * MS,
+        error_class="rate_limit",
+        error_message="429 Too Many Requests",
+        upstream_status=429,
+    )
+    served = Attempt(
+        target="openai/gpt-4o-mini",
+        provider="openai",
+        model="gpt-4o-mini",
+        started_ns=45 * MS,
+        duration_ns=300 * MS,
+        usage=Usage(prompt_tokens=20, completion_tokens=5),
+        finish_reason="length",
+    )
     return RequestRecord(
-        request_id="req-failover-2", endpoint="chat.completions", model_requested="resilient", stream=False,
-        started_unix_ns=T0 + 5_000 * MS, duration_ns=350 * MS, status_code=200, attribution=Attribution(user="u-1"),
-        attempts=(failed, served), input_messages=MESSAGES, output_text=ANSWER,
-    )  # fmt: skip
+        request_id="req-failover-2",
+        endpoint="chat.completions",
+        model_requested="resilient",
+        stream=False,
+        started_unix_ns=T0 + 5_000 * MS,
+        duration_ns=350 * MS,
+        status_code=200,
+        attribution=Attribution(user="u-1"),
+        attempts=(failed, served),
+        input_messages=MESSAGES,
+        output_text=ANSWER,
+    )
 
 
 def failed_record() -> RequestRecord:
     """Every target failed: the request itself is an error."""
-    a1 = Attempt(target="openai/gpt-4o-mini", provider="openai", model="gpt-4o-mini", started_ns=0,
-                 duration_ns=20 * MS, error_class="upstream_5xx", error_message="upstream answered HTTP 500",
-                 upstream_status=500)  # fmt: skip
-    a2 = Attempt(target="openai/gpt-4o", provider="openai", model="gpt-4o", started_ns=25 * MS, duration_ns=30 * MS,
-                 error_class="upstream_5xx", error_message="upstream answered HTTP 503",
-                 upstream_status=503)  # fmt: skip
+    a1 = Attempt(
+        target="openai/gpt-4o-mini",
+        provider="openai",
+        model="gpt-4o-mini",
+        started_ns=0,
+        duration_ns=20 * MS,
+        error_class="upstream_5xx",
+        error_message="upstream answered HTTP 500",
+        upstream_status=500,
+    )
+    a2 = Attempt(
+        target="openai/gpt-4o",
+        provider="openai",
+        model="gpt-4o",
+        started_ns=25 * MS,
+        duration_ns=30 * MS,
+        error_class="upstream_5xx",
+        error_message="upstream answered HTTP 503",
+        upstream_status=503,
+    )
     return RequestRecord(
-        request_id="req-failed-3", endpoint="chat.completions", model_requested="all-down", stream=False,
-        started_unix_ns=T0 + 9_000 * MS, duration_ns=60 * MS, status_code=502,
-        attribution=Attribution(key_name="batch"), attempts=(a1, a2), error_class="upstream_5xx",
-        error_message="all targets failed", input_messages=MESSAGES,
-    )  # fmt: skip
+        request_id="req-failed-3",
+        endpoint="chat.completions",
+        model_requested="all-down",
+        stream=False,
+        started_unix_ns=T0 + 9_000 * MS,
+        duration_ns=60 * MS,
+        status_code=502,
+        attribution=Attribution(key_name="batch"),
+        attempts=(a1, a2),
+        error_class="upstream_5xx",
+        error_message="all targets failed",
+        input_messages=MESSAGES,
+    )
 
 
 def dest(endpoint: str = "http://127.0.0.1:4318/v1/traces", protocol: str = "protobuf") -> DestinationConfig:
-    options = OtlpOptions(endpoint=endpoint, headers=(("x-api-key", SECRET), ("dd-otlp-source", "llmobs")),
-                          protocol=protocol, service="checkout")  # fmt: skip
+    options = OtlpOptions(
+        endpoint=endpoint,
+        headers=(("x-api-key", SECRET), ("dd-otlp-source", "llmobs")),
+        protocol=protocol,
+        service="checkout",
+    )
     return DestinationConfig(name="otel", kind="otlp", options=options, tags=TAGS, timeout_s=2.0)
 
 
@@ -170,7 +245,7 @@ def test_span_times_are_the_record_start_plus_attempt_offsets():
     root, first, second = all_spans(one(record))
     assert root.start_time_unix_nano == record.started_unix_ns
     assert root.end_time_unix_nano == record.started_unix_ns + record.duration_ns
-    for span, a in zip((first, second), record.attempts):
+    for span, a in zip((first, second), record.attempts, strict=False):
         assert span.start_time_unix_nano == record.started_unix_ns + a.started_ns
         assert span.end_time_unix_nano - span.start_time_unix_nano == a.duration_ns
 
@@ -224,8 +299,10 @@ def test_attribution_trace_metadata_and_tags_are_on_every_span():
 def test_prompt_and_completion_are_json_messages_on_attempt_spans_output_only_on_the_serving_one():
     root, failed, served = all_spans(one(failover_record()))
     assert "gen_ai.input.messages" not in attrs(root.attributes)
-    expected_input = [{"role": "system", "parts": [{"type": "text", "content": SYSTEM}]},
-                      {"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]  # fmt: skip
+    expected_input = [
+        {"role": "system", "parts": [{"type": "text", "content": SYSTEM}]},
+        {"role": "user", "parts": [{"type": "text", "content": PROMPT}]},
+    ]
     for span in (failed, served):
         assert orjson.loads(attrs(span.attributes)["gen_ai.input.messages"]) == expected_input
     assert "gen_ai.output.messages" not in attrs(failed.attributes)
@@ -298,9 +375,16 @@ def test_oversized_content_is_replaced_by_a_marker_so_the_record_still_fits():
 
 def test_client_parent_span_id_links_the_root_to_the_callers_trace():
     trace = {"trace_id": "0af7651916cd43dd8448eb211c80319c", "parent_span_id": "b7ad6b7169203331"}
-    record = RequestRecord(request_id="req-linked", endpoint="chat.completions", model_requested="m", stream=False,
-                           started_unix_ns=T0, duration_ns=MS, status_code=200,
-                           attribution=Attribution(trace=trace))  # fmt: skip
+    record = RequestRecord(
+        request_id="req-linked",
+        endpoint="chat.completions",
+        model_requested="m",
+        stream=False,
+        started_unix_ns=T0,
+        duration_ns=MS,
+        status_code=200,
+        attribution=Attribution(trace=trace),
+    )
     (root,) = all_spans(one(record))
     assert root.trace_id.hex() == trace["trace_id"]
     assert root.parent_span_id.hex() == trace["parent_span_id"]
@@ -309,19 +393,33 @@ def test_client_parent_span_id_links_the_root_to_the_callers_trace():
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     meta=st.dictionaries(
-        st.text(min_size=1, max_size=12).filter(lambda k: k not in ("trace_id", "parent_span_id", "trace_name",
-                                                                   "span_name", "generation_name")),  # fmt: skip
-        st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.booleans(),
-                  st.floats(allow_nan=False, allow_infinity=False)),  # fmt: skip
+        st.text(min_size=1, max_size=12).filter(
+            lambda k: k not in ("trace_id", "parent_span_id", "trace_name", "span_name", "generation_name")
+        ),
+        st.one_of(
+            st.text(max_size=40),
+            st.integers(-(2**63), 2**63 - 1),
+            st.booleans(),
+            st.floats(allow_nan=False, allow_infinity=False),
+        ),
         max_size=6,
     ),
     prompt=st.text(max_size=300),
 )
 def test_any_trace_metadata_and_prompt_round_trip_through_the_official_decoder(meta, prompt):
-    record = RequestRecord(request_id="req-prop", endpoint="chat.completions", model_requested="m", stream=False,
-                           started_unix_ns=T0, duration_ns=MS, status_code=200, attribution=Attribution(trace=meta),
-                           attempts=stream_record().attempts, input_messages=({"role": "user", "content": prompt},),
-                           output_text=prompt)  # fmt: skip
+    record = RequestRecord(
+        request_id="req-prop",
+        endpoint="chat.completions",
+        model_requested="m",
+        stream=False,
+        started_unix_ns=T0,
+        duration_ns=MS,
+        status_code=200,
+        attribution=Attribution(trace=meta),
+        attempts=stream_record().attempts,
+        input_messages=({"role": "user", "content": prompt},),
+        output_text=prompt,
+    )
     for protocol in ("protobuf", "json"):
         item = exporter(protocol).encode(record, False, ())[0]
         if protocol == "json":
@@ -349,7 +447,7 @@ def test_sends_three_records_as_one_export_request_to_the_configured_path_with_h
         assert isinstance(ex, OtlpExporter)
         items = [it for r in (stream_record(), failover_record(), failed_record()) for it in ex.encode(r, False, TAGS)]
         await ex.send(items)
-        (path, headers, raw), = cap.requests
+        ((path, headers, raw),) = cap.requests
         assert path == "/otlp/v1/traces"
         assert headers["content-type"] == "application/x-protobuf"
         assert headers["x-api-key"] == SECRET and headers["dd-otlp-source"] == "llmobs"
@@ -366,11 +464,11 @@ def test_json_protocol_sends_resource_spans_json_with_hex_ids():
         ex = OtlpExporter(dest(cap.url + "/v1/traces", protocol="json"), session)
         records = (stream_record(), failover_record())
         await ex.send([it for r in records for it in ex.encode(r, False, TAGS)])
-        (path, headers, raw), = cap.requests
+        ((path, headers, raw),) = cap.requests
         assert headers["content-type"] == "application/json"
         doc = orjson.loads(raw)
         assert len(doc["resourceSpans"]) == 2
-        for rs, record in zip(doc["resourceSpans"], records):
+        for rs, record in zip(doc["resourceSpans"], records, strict=False):
             ids = spans.trace_ids(record)
             root = rs["scopeSpans"][0]["spans"][0]
             assert root["traceId"] == ids.trace_id
@@ -412,7 +510,7 @@ def test_a_secret_masked_by_the_pipeline_leaves_protobuf_items_decodable():
         scrub = Redactor([key]).scrub_known
         items = [scrub(it) for r in (stream_record(), leaky, failed_record()) for it in ex.encode(r, False, TAGS)]
         await ex.send(items)
-        (_, _, raw), = cap.requests
+        ((_, _, raw),) = cap.requests
         assert key.encode() not in raw
         req = ExportTraceServiceRequest.FromString(raw)
         assert len(req.resource_spans) == 3

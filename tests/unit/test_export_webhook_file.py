@@ -14,16 +14,16 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.capture import AsyncCapture as Capture
-from tests.capture import run_with_capture as run
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import ExportError
 from relaycast.telemetry.exporters.file import FileExporter
 from relaycast.telemetry.exporters.jsonrecord import SCHEMA, record_json, rfc3339
 from relaycast.telemetry.exporters.webhook import WebhookExporter, sign, verify_signature
-from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.telemetry.settings import DestinationConfig, FileOptions, WebhookOptions
+from tests.capture import AsyncCapture as Capture
+from tests.capture import run_with_capture as run
 
 T0 = 1_760_000_000_123_456_789
 MS = 1_000_000
@@ -38,34 +38,87 @@ MESSAGES = ({"role": "system", "content": "Be brief."}, {"role": "user", "conten
 def served_record(i: int = 0, **changes: Any) -> RequestRecord:
     """A failed attempt (rate limited), then a streamed answer from another provider with cached and reasoning
     tokens and a reported cost."""
-    failed = Attempt(target="anthropic/claude-3-5-haiku", provider="anthropic", model="claude-3-5-haiku",
-                     started_ns=1 * MS, duration_ns=40 * MS, error_class="rate_limit",
-                     error_message="429 Too Many Requests", upstream_status=429)  # fmt: skip
-    usage = Usage(prompt_tokens=120, completion_tokens=30, cached_tokens=100, cache_write_tokens=4,
-                  reasoning_tokens=12, reported_cost_usd="0.00042")  # fmt: skip
-    served = Attempt(target="openrouter/openai/gpt-4o-mini", provider="openrouter", model="openai/gpt-4o-mini",
-                     started_ns=45_500_000, duration_ns=800 * MS, ttft_ns=150_250_000, usage=usage,
-                     finish_reason="stop", upstream_status=200, cost_pusd=420_000_000, cost_source="reported")  # fmt: skip
+    failed = Attempt(
+        target="anthropic/claude-3-5-haiku",
+        provider="anthropic",
+        model="claude-3-5-haiku",
+        started_ns=1 * MS,
+        duration_ns=40 * MS,
+        error_class="rate_limit",
+        error_message="429 Too Many Requests",
+        upstream_status=429,
+    )
+    usage = Usage(
+        prompt_tokens=120,
+        completion_tokens=30,
+        cached_tokens=100,
+        cache_write_tokens=4,
+        reasoning_tokens=12,
+        reported_cost_usd="0.00042",
+    )
+    served = Attempt(
+        target="openrouter/openai/gpt-4o-mini",
+        provider="openrouter",
+        model="openai/gpt-4o-mini",
+        started_ns=45_500_000,
+        duration_ns=800 * MS,
+        ttft_ns=150_250_000,
+        usage=usage,
+        finish_reason="stop",
+        upstream_status=200,
+        cost_pusd=420_000_000,
+        cost_source="reported",
+    )
     fields: dict[str, Any] = dict(
-        request_id=f"req-{i:04d}", endpoint="chat.completions", model_requested="fast", stream=True,
-        started_unix_ns=T0 + i * MS, duration_ns=850_250_000, status_code=200,
-        attribution=Attribution(user="user-42", session_id="sess-9", feature="Checkout",
-                                app_url="https://shop.example", key_name="web-app",
-                                trace={"trace_name": "checkout", "order_id": 1234}),
-        attempts=(failed, served), params={"temperature": 0.2, "max_tokens": 64},
-        input_messages=MESSAGES, output_text=ANSWER,
-    )  # fmt: skip
+        request_id=f"req-{i:04d}",
+        endpoint="chat.completions",
+        model_requested="fast",
+        stream=True,
+        started_unix_ns=T0 + i * MS,
+        duration_ns=850_250_000,
+        status_code=200,
+        attribution=Attribution(
+            user="user-42",
+            session_id="sess-9",
+            feature="Checkout",
+            app_url="https://shop.example",
+            key_name="web-app",
+            trace={"trace_name": "checkout", "order_id": 1234},
+        ),
+        attempts=(failed, served),
+        params={"temperature": 0.2, "max_tokens": 64},
+        input_messages=MESSAGES,
+        output_text=ANSWER,
+    )
     fields.update(changes)
     return RequestRecord(**fields)
 
 
 def failed_record() -> RequestRecord:
-    a = Attempt(target="openai/gpt-4o", provider="openai", model="gpt-4o", started_ns=0, duration_ns=20 * MS,
-                error_class="upstream_5xx", error_message="upstream answered HTTP 503", upstream_status=503)  # fmt: skip
-    return RequestRecord(request_id="req-failed", endpoint="chat.completions", model_requested="all-down",
-                         stream=False, started_unix_ns=T0, duration_ns=21 * MS, status_code=502,
-                         attribution=Attribution(), attempts=(a,), error_class="upstream_5xx",
-                         error_message="all targets failed", input_messages=MESSAGES)  # fmt: skip
+    a = Attempt(
+        target="openai/gpt-4o",
+        provider="openai",
+        model="gpt-4o",
+        started_ns=0,
+        duration_ns=20 * MS,
+        error_class="upstream_5xx",
+        error_message="upstream answered HTTP 503",
+        upstream_status=503,
+    )
+    return RequestRecord(
+        request_id="req-failed",
+        endpoint="chat.completions",
+        model_requested="all-down",
+        stream=False,
+        started_unix_ns=T0,
+        duration_ns=21 * MS,
+        status_code=502,
+        attribution=Attribution(),
+        attempts=(a,),
+        error_class="upstream_5xx",
+        error_message="all targets failed",
+        input_messages=MESSAGES,
+    )
 
 
 # --- the JSON record ------------------------------------------------------------------------------
@@ -74,14 +127,44 @@ def failed_record() -> RequestRecord:
 def test_record_json_has_every_field_in_a_stable_order():
     doc = orjson.loads(record_json(served_record(), False, TAGS))
     assert list(doc) == [
-        "schema", "request_id", "trace_id", "endpoint", "model_requested", "stream", "started_at", "started_unix_ns",
-        "duration_ms", "status_code", "error_class", "error_message", "attribution", "params", "attempts",
-        "cost_usd", "cost_source", "privacy_mode", "input_messages", "output_text", "client_cancelled", "tags",
-    ]  # fmt: skip
+        "schema",
+        "request_id",
+        "trace_id",
+        "endpoint",
+        "model_requested",
+        "stream",
+        "started_at",
+        "started_unix_ns",
+        "duration_ms",
+        "status_code",
+        "error_class",
+        "error_message",
+        "attribution",
+        "params",
+        "attempts",
+        "cost_usd",
+        "cost_source",
+        "privacy_mode",
+        "input_messages",
+        "output_text",
+        "client_cancelled",
+        "tags",
+    ]
     assert list(doc["attempts"][1]) == [
-        "target", "provider", "model", "started_offset_ms", "duration_ms", "ttft_ms", "finish_reason", "error_class",
-        "error_message", "upstream_status", "usage", "cost_usd", "cost_source",
-    ]  # fmt: skip
+        "target",
+        "provider",
+        "model",
+        "started_offset_ms",
+        "duration_ms",
+        "ttft_ms",
+        "finish_reason",
+        "error_class",
+        "error_message",
+        "upstream_status",
+        "usage",
+        "cost_usd",
+        "cost_source",
+    ]
     assert record_json(served_record(), False, TAGS) == record_json(served_record(), False, TAGS)
 
 
@@ -92,16 +175,28 @@ def test_record_json_values_times_usage_attribution_and_tags():
     assert doc["trace_id"] == spans.trace_ids(rec).trace_id
     assert doc["started_at"] == "2025-10-09T08:53:20.123456Z"
     assert doc["started_unix_ns"] == T0 and doc["duration_ms"] == 850.25
-    assert doc["attribution"] == {"user": "user-42", "session_id": "sess-9", "feature": "Checkout",
-                                  "app_url": "https://shop.example", "key_name": "web-app",
-                                  "trace": {"trace_name": "checkout", "order_id": 1234}, "tags": {}}  # fmt: skip
+    assert doc["attribution"] == {
+        "user": "user-42",
+        "session_id": "sess-9",
+        "feature": "Checkout",
+        "app_url": "https://shop.example",
+        "key_name": "web-app",
+        "trace": {"trace_name": "checkout", "order_id": 1234},
+        "tags": {},
+    }
     assert doc["params"] == {"temperature": 0.2, "max_tokens": 64}
     failed, served = doc["attempts"]
     assert failed["error_class"] == "rate_limit" and failed["upstream_status"] == 429 and failed["usage"] is None
     assert served["started_offset_ms"] == 45.5 and served["duration_ms"] == 800.0 and served["ttft_ms"] == 150.25
-    assert served["usage"] == {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150,
-                               "cached_tokens": 100, "cache_write_tokens": 4, "reasoning_tokens": 12,
-                               "reported_cost_usd": "0.00042"}  # fmt: skip
+    assert served["usage"] == {
+        "prompt_tokens": 120,
+        "completion_tokens": 30,
+        "total_tokens": 150,
+        "cached_tokens": 100,
+        "cache_write_tokens": 4,
+        "reasoning_tokens": 12,
+        "reported_cost_usd": "0.00042",
+    }
     assert served["cost_usd"] == "0.00042" and served["cost_source"] == "reported"
     assert failed["cost_usd"] == "0" and failed["cost_source"] == "none"
     assert doc["cost_usd"] == "0.00042" and doc["cost_source"] == "reported"
@@ -164,13 +259,14 @@ def closed_port_url() -> str:
 
 def test_webhook_posts_the_records_and_their_count_as_json_with_configured_headers():
     async def body(cap: Capture, session: aiohttp.ClientSession) -> None:
-        ex = build(webhook_dest(cap.url + "/hooks/relaycast?token=abc", headers=(("authorization", HEADER_TOKEN),)),
-                   session)  # fmt: skip
+        ex = build(
+            webhook_dest(cap.url + "/hooks/relaycast?token=abc", headers=(("authorization", HEADER_TOKEN),)), session
+        )
         assert isinstance(ex, WebhookExporter) and ex.kind == "webhook" and ex.max_age_s is None
         records = [served_record(1), failed_record(), served_record(2)]
         items = [it for r in records for it in ex.encode(r, False, TAGS)]
         await ex.send(items)
-        (path, headers, raw), = cap.requests
+        ((path, headers, raw),) = cap.requests
         assert path == "/hooks/relaycast"
         assert headers["content-type"] == "application/json" and headers["user-agent"] == "relaycast"
         assert headers["authorization"] == HEADER_TOKEN
@@ -186,7 +282,7 @@ def test_signature_verifies_and_fails_with_a_wrong_secret_a_tampered_body_or_a_s
     async def body(cap: Capture, session: aiohttp.ClientSession) -> None:
         ex = WebhookExporter(webhook_dest(cap.url), session)
         await ex.send(ex.encode(served_record(), False, TAGS))
-        (_, headers, raw), = cap.requests
+        ((_, headers, raw),) = cap.requests
         ts, sig = headers["x-relaycast-timestamp"], headers["x-relaycast-signature"]
         assert abs(int(ts) - time.time()) < 5 and sig.startswith("sha256=") and len(sig) == 7 + 64
         assert verify_signature(SECRET, ts, raw, sig)
@@ -215,7 +311,7 @@ def test_webhook_uses_the_injected_clock_for_the_timestamp():
     async def body(cap: Capture, session: aiohttp.ClientSession) -> None:
         ex = WebhookExporter(webhook_dest(cap.url), session, clock=lambda: 1_700_000_000.9)
         await ex.send(ex.encode(served_record(), False, TAGS))
-        (_, headers, raw), = cap.requests
+        ((_, headers, raw),) = cap.requests
         assert headers["x-relaycast-timestamp"] == "1700000000"
         assert verify_signature(SECRET, "1700000000", raw, headers["x-relaycast-signature"], now=1_700_000_000)
 
@@ -226,7 +322,7 @@ def test_without_a_secret_no_signature_headers_are_sent():
     async def body(cap: Capture, session: aiohttp.ClientSession) -> None:
         ex = WebhookExporter(webhook_dest(cap.url, secret=None), session)
         await ex.send(ex.encode(served_record(), False, TAGS))
-        (_, headers, _), = cap.requests
+        ((_, headers, _),) = cap.requests
         assert "x-relaycast-signature" not in headers and "x-relaycast-timestamp" not in headers
 
     run(body)
@@ -237,7 +333,7 @@ def test_configured_headers_cannot_replace_content_type_or_the_signature():
         forged = (("Content-Type", "text/plain"), ("X-Relaycast-Signature", "sha256=00"), ("x-team", "pay"))
         ex = WebhookExporter(webhook_dest(cap.url, headers=forged), session)
         await ex.send(ex.encode(served_record(), False, TAGS))
-        (_, headers, raw), = cap.requests
+        ((_, headers, raw),) = cap.requests
         assert headers["content-type"] == "application/json" and headers["x-team"] == "pay"
         assert verify_signature(SECRET, headers["x-relaycast-timestamp"], raw, headers["x-relaycast-signature"])
 
@@ -278,7 +374,7 @@ def test_webhook_privacy_mode_leaves_no_prompt_or_completion_text_in_the_body():
     async def body(cap: Capture, session: aiohttp.ClientSession) -> None:
         ex = WebhookExporter(webhook_dest(cap.url), session)
         await ex.send(ex.encode(served_record(), True, TAGS))
-        (_, _, raw), = cap.requests
+        ((_, _, raw),) = cap.requests
         assert PROMPT.encode() not in raw and ANSWER.encode() not in raw and b"prompt-marker" not in raw
         doc = orjson.loads(raw)
         assert doc["records"][0]["privacy_mode"] is True and doc["records"][0]["request_id"] == "req-0000"
@@ -291,7 +387,7 @@ def test_connection_test_posts_a_signed_empty_test_body_and_reports_ok():
         ex = WebhookExporter(webhook_dest(cap.url + "/hook", headers=(("authorization", HEADER_TOKEN),)), session)
         result = await ex.test()
         assert result.ok and result.message.startswith("ok")
-        (_, headers, raw), = cap.requests
+        ((_, headers, raw),) = cap.requests
         assert orjson.loads(raw) == {"records": [], "count": 0, "test": True}
         assert verify_signature(SECRET, headers["x-relaycast-timestamp"], raw, headers["x-relaycast-signature"])
         assert SECRET not in result.message and HEADER_TOKEN not in result.message
@@ -319,8 +415,9 @@ def test_connection_test_reports_http_errors_and_unreachable_plainly_without_sec
 
 
 def file_exporter(path: Path, max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> FileExporter:
-    dest = DestinationConfig(name="log", kind="file", options=FileOptions(path=str(path), max_bytes=max_bytes,
-                                                                          backups=backups), tags=TAGS)  # fmt: skip
+    dest = DestinationConfig(
+        name="log", kind="file", options=FileOptions(path=str(path), max_bytes=max_bytes, backups=backups), tags=TAGS
+    )
     ex = build(dest, session=None)  # type: ignore[arg-type] # a file needs no HTTP session
     assert isinstance(ex, FileExporter)
     return ex
@@ -331,7 +428,7 @@ def write(ex: FileExporter, records: list[RequestRecord], privacy: bool = False,
 
     async def main() -> None:
         for i in range(0, len(items), batch):
-            await ex.send(items[i:i + batch])
+            await ex.send(items[i : i + batch])
 
     asyncio.run(main())
 

@@ -40,8 +40,12 @@ monitors:
 def _export(tmp_path: Path, fmt: str) -> tuple[str, str]:
     cfg = tmp_path / "relaycast.yaml"
     cfg.write_text(CONFIG)
-    r = subprocess.run([sys.executable, "-m", "relaycast", "monitors", "export", "--config", str(cfg), "--format", fmt],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "relaycast", "monitors", "export", "--config", str(cfg), "--format", fmt],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout, r.stderr
 
@@ -69,7 +73,9 @@ def test_datadog_export_is_valid_for_the_monitor_api(tmp_path):
         assert "dd-key-0123456789" not in json.dumps(m)
     by_name = {m["name"]: m for m in monitors}
     spike = by_name["[relaycast] hourly-spend-spike"]["query"]
-    assert spike.startswith("pct_change(sum(last_1h),last_1h):sum:ml_obs.span.llm.total.cost{") and spike.endswith("> 200")
+    assert spike.startswith("pct_change(sum(last_1h),last_1h):sum:ml_obs.span.llm.total.cost{") and spike.endswith(
+        "> 200"
+    )
     assert by_name["[relaycast] user-spike"]["query"].startswith("pct_change(sum(last_1h),last_1d):")
     p99 = by_name["[relaycast] fast-p99"]["query"]
     assert p99.startswith("percentile(last_5m):p99:ml_obs.span.duration{") and p99.endswith("> 2")
@@ -80,7 +86,9 @@ def test_datadog_export_is_valid_for_the_monitor_api(tmp_path):
     assert "no user tag" in by_name["[relaycast] user-spike"]["message"]
 
 
-PROMTOOL = shutil.which("promtool") or next((p for p in ("/opt/prometheus-deb/usr/bin/promtool",) if os.path.exists(p)), None)
+PROMTOOL = shutil.which("promtool") or next(
+    (p for p in ("/opt/prometheus-deb/usr/bin/promtool",) if os.path.exists(p)), None
+)
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus package) is not at hand")
@@ -97,30 +105,56 @@ def test_prometheus_rules_pass_promtool_and_fire_on_matching_series(tmp_path):
     test = {
         "rule_files": [str(rules)],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                {"series": 'relaycast_attempts_total{provider="openai",model="gpt-4o-mini",target="openai/gpt-4o-mini",outcome="ok"}',
-                 "values": "0+90x10"},
-                {"series": 'relaycast_attempts_total{provider="openai",model="gpt-4o-mini",target="openai/gpt-4o-mini",outcome="upstream_5xx"}',
-                 "values": "0+10x10"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "10m", "alertname": "Relaycast_openai_errors",
-                 "exp_alerts": [{"exp_labels": {"severity": "warning", "relaycast_rule": "openai-errors", "relaycast_kind": "error_rate"},
-                                 "exp_annotations": {"summary": "openai error rate over 5%", "relaycast_rule": "openai-errors"}}]},
-                {"eval_time": "10m", "alertname": "Relaycast_openai_429s", "exp_alerts": []},
-            ],
-        }],
-    }  # fmt: skip
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'relaycast_attempts_total{provider="openai",model="gpt-4o-mini",target="openai/gpt-4o-mini",outcome="ok"}',
+                        "values": "0+90x10",
+                    },
+                    {
+                        "series": 'relaycast_attempts_total{provider="openai",model="gpt-4o-mini",target="openai/gpt-4o-mini",outcome="upstream_5xx"}',
+                        "values": "0+10x10",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "10m",
+                        "alertname": "Relaycast_openai_errors",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "relaycast_rule": "openai-errors",
+                                    "relaycast_kind": "error_rate",
+                                },
+                                "exp_annotations": {
+                                    "summary": "openai error rate over 5%",
+                                    "relaycast_rule": "openai-errors",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "10m", "alertname": "Relaycast_openai_429s", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
     (tmp_path / "test.yml").write_text(yaml.safe_dump(test))
-    run = subprocess.run([PROMTOOL, "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [PROMTOOL, "test", "rules", str(tmp_path / "test.yml")], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_export_refuses_a_config_without_rules(tmp_path):
     cfg = tmp_path / "relaycast.yaml"
     cfg.write_text("providers: [{name: openai, kind: openai, api_key: k}]\n")
-    r = subprocess.run([sys.executable, "-m", "relaycast", "monitors", "export", "--config", str(cfg), "--format", "prometheus"],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "relaycast", "monitors", "export", "--config", str(cfg), "--format", "prometheus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "no monitor rules" in r.stderr

@@ -5,23 +5,39 @@ from __future__ import annotations
 
 from relaycast import config as config_mod
 from relaycast.monitors.rules import spend_spike
+from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store import rows
 from relaycast.store.db import Connection
 from relaycast.store.settings import StoreConfig
 from relaycast.store.writer import write_batch
-from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 
 NOW = 1_790_000_000.0
 DAY = 86400
 
 
 def _rec(i: int, at: float, user: str, pico: int) -> RequestRecord:
-    a = Attempt(target="p/m", provider="p", model="m", started_ns=0, duration_ns=1_000_000, usage=Usage(prompt_tokens=10),
-                cost_pusd=pico, cost_source="computed")  # fmt: skip
-    return RequestRecord(request_id=f"r{i}", endpoint="chat.completions", model_requested="m", stream=False,
-                         started_unix_ns=int(at * 1e9), duration_ns=1_000_000, status_code=200,
-                         attribution=Attribution(user=user), attempts=(a,))  # fmt: skip
+    a = Attempt(
+        target="p/m",
+        provider="p",
+        model="m",
+        started_ns=0,
+        duration_ns=1_000_000,
+        usage=Usage(prompt_tokens=10),
+        cost_pusd=pico,
+        cost_source="computed",
+    )
+    return RequestRecord(
+        request_id=f"r{i}",
+        endpoint="chat.completions",
+        model_requested="m",
+        stream=False,
+        started_unix_ns=int(at * 1e9),
+        duration_ns=1_000_000,
+        status_code=200,
+        attribution=Attribution(user=user),
+        attempts=(a,),
+    )
 
 
 def _rule(text: str):
@@ -47,21 +63,29 @@ def test_same_hour_baseline_floor_and_scope(tmp_path):
     recs.append(_rec(i, NOW - 200, "alice", 1_000_000_000_000))
     write_batch(conn, rows.build(recs, Redactor(()), False))
 
-    same = _rule("{name: s, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 1}")
+    same = _rule(
+        "{name: s, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 1}"
+    )
     (f,) = spend_spike(conn, same, NOW)
     # $4 now against a mean of $1 at this hour on the three days before: +300%, over the +200% threshold.
     assert f.firing and f.value == 4.0 and f.details["baseline_usd"] == 1.0 and f.details["growth_pct"] == 300.0
     top = f.details["top_contributors"][0]
     assert (top["dimension"], top["value"]) == ("user", "mallory") and "mallory" in f.message
 
-    prev = _rule("{name: p, kind: spend_spike, window: 1h, baseline: previous, baseline_windows: 5, threshold_pct: 200, min_usd: 1}")
+    prev = _rule(
+        "{name: p, kind: spend_spike, window: 1h, baseline: previous, baseline_windows: 5, threshold_pct: 200, min_usd: 1}"
+    )
     (g,) = spend_spike(conn, prev, NOW)
     assert not g.firing and g.details["baseline_usd"] == 5.0  # against the busy previous hours it is no spike
 
-    floor = _rule("{name: f, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 10}")
+    floor = _rule(
+        "{name: f, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 10}"
+    )
     assert not spend_spike(conn, floor, NOW)[0].firing  # +300%, but under the $10 floor
 
-    by_user = _rule("{name: u, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 1, by: user}")
+    by_user = _rule(
+        "{name: u, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 1, by: user}"
+    )
     firing = {x.scope for x in spend_spike(conn, by_user, NOW) if x.firing}
     assert firing == {"user=mallory"}  # alice spent $1 now against her $1: no growth; mallory grew from nothing
     conn.close()

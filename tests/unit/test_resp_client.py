@@ -20,7 +20,13 @@ def test_commands_pipelines_errors_and_concurrency():
             assert await c.call("INCRBY", "relaycast:test:x", 41) == 42
             with pytest.raises(RedisReplyError, match="NOSCRIPT"):
                 await c.call("EVALSHA", "0" * 40, 0)
-            replies = await c.pipeline([("INCRBY", "relaycast:test:x", 1), ("HINCRBY", "relaycast:test:x", "f", 1), ("GET", "relaycast:test:x")])
+            replies = await c.pipeline(
+                [
+                    ("INCRBY", "relaycast:test:x", 1),
+                    ("HINCRBY", "relaycast:test:x", "f", 1),
+                    ("GET", "relaycast:test:x"),
+                ]
+            )
             assert replies[0] == 43 and isinstance(replies[1], RedisReplyError) and replies[2] == b"43"
             # Many calls in flight on one connection get their own replies, in order.
             got = await asyncio.gather(*(c.call("ECHO", str(i)) for i in range(500)))

@@ -12,9 +12,9 @@ from relaycast.log import EventLog
 from relaycast.redact import Redactor
 from relaycast.routing.health import HealthBoard, TargetHealth, bucket, percentile
 from relaycast.routing.policy import Candidate, order
-from relaycast.schema import ProviderPrefs
 from relaycast.routing.settings import Price, RoutingSettings
 from relaycast.routing.target import Target
+from relaycast.schema import ProviderPrefs
 
 PROVIDERS = ["openai", "anthropic", "groq", "mistral"]
 STATES = ["ok", "cooling", "open", "half_open", "probing"]
@@ -39,7 +39,12 @@ prefs = st.builds(
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(candidate, max_size=8, unique_by=lambda c: c.target), st.sampled_from(["priority", "weighted", "lowest_latency", "lowest_cost"]), prefs, st.integers(0, 2**32))
+@given(
+    st.lists(candidate, max_size=8, unique_by=lambda c: c.target),
+    st.sampled_from(["priority", "weighted", "lowest_latency", "lowest_cost"]),
+    prefs,
+    st.integers(0, 2**32),
+)
 def test_the_policy_never_picks_an_open_circuit_a_busy_probe_or_an_excluded_provider(cands, strategy, p, seed) -> None:
     out = order(cands, strategy, p, random.Random(seed), probe_share=0.5)
     by_target = {c.target: c for c in cands}
@@ -52,7 +57,11 @@ def test_the_policy_never_picks_an_open_circuit_a_busy_probe_or_an_excluded_prov
         assert t.provider not in p.ignore
     if not p.allow_fallbacks:
         assert len(out) <= 1
-    if any(c.state in ("ok", "half_open") for c in cands if (not p.only or c.target.provider in p.only) and c.target.provider not in p.ignore):
+    if any(
+        c.state in ("ok", "half_open")
+        for c in cands
+        if (not p.only or c.target.provider in p.only) and c.target.provider not in p.ignore
+    ):
         assert all(by_target[t].state != "cooling" for t in out), "a rate-limited target only as a last resort"
 
 
@@ -96,7 +105,9 @@ def test_provider_order_sort_and_price_caps() -> None:
 def test_a_demoted_target_gets_about_the_probe_share_of_first_places() -> None:
     cands = [Candidate(Target("slow", "m"), demoted=True), Candidate(Target("fast", "m"))]
     rng = random.Random(3)
-    firsts = collections.Counter(order(cands, "priority", ProviderPrefs(), rng, probe_share=0.1)[0].provider for _ in range(10_000))
+    firsts = collections.Counter(
+        order(cands, "priority", ProviderPrefs(), rng, probe_share=0.1)[0].provider for _ in range(10_000)
+    )
     assert abs(firsts["slow"] / 10_000 - 0.1) < 0.015
 
 

@@ -7,12 +7,20 @@ from hypothesis import strategies as st
 
 from relaycast.sse import EventSplitter, encode
 
-payload = st.binary(min_size=1, max_size=60).filter(lambda b: b"\n" not in b and b"\r" not in b and not b.startswith(b" "))
+payload = st.binary(min_size=1, max_size=60).filter(
+    lambda b: b"\n" not in b and b"\r" not in b and not b.startswith(b" ")
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(payload, min_size=1, max_size=12), st.lists(st.integers(min_value=1, max_value=40), max_size=30), st.sampled_from([b"\n", b"\r\n"]))
-def test_events_round_trip_through_any_split_of_the_byte_stream(datas: list[bytes], cuts: list[int], newline: bytes) -> None:
+@given(
+    st.lists(payload, min_size=1, max_size=12),
+    st.lists(st.integers(min_value=1, max_value=40), max_size=30),
+    st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_events_round_trip_through_any_split_of_the_byte_stream(
+    datas: list[bytes], cuts: list[int], newline: bytes
+) -> None:
     stream = b"".join(encode(d) for d in datas).replace(b"\n", newline)
     splitter = EventSplitter()
     got = []
@@ -27,7 +35,7 @@ def test_events_round_trip_through_any_split_of_the_byte_stream(datas: list[byte
 
 def test_comments_named_events_and_multiline_data() -> None:
     s = EventSplitter()
-    evs = s.feed(b": keep-alive\n\nevent: message_start\ndata: {\"a\":\ndata: 1}\n\ndata: [DONE]\n\n")
+    evs = s.feed(b': keep-alive\n\nevent: message_start\ndata: {"a":\ndata: 1}\n\ndata: [DONE]\n\n')
     assert [(e.event, e.data) for e in evs] == [("message_start", b'{"a":\n1}'), (None, b"[DONE]")]
 
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from relaycast.retry import retry_after_seconds
 from relaycast.records import RequestRecord
+from relaycast.retry import retry_after_seconds
 
 RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 
@@ -22,7 +22,9 @@ RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 class ExportError(Exception):
     """An export failed. `retryable`: 408, 429, 5xx and connection errors; other 4xx never will succeed."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
@@ -94,4 +96,3 @@ def display_url(url: str, with_path: bool = True) -> str:
 
 def join_json_array(items: list[bytes]) -> bytes:
     return b"[" + b",".join(items) + b"]"
-

@@ -16,9 +16,9 @@ import orjson
 
 from relaycast import __version__
 from relaycast.costs.money import usd_float
+from relaycast.records import Attempt, RequestRecord
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, join_json_array, post
-from relaycast.records import Attempt, RequestRecord
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig
 
 MAX_BODY = 5 * 1024 * 1024
@@ -70,16 +70,31 @@ class DatadogExporter:
     def _tags(self, record: RequestRecord, extra: tuple[tuple[str, str], ...]) -> list[str]:
         a = record.attribution
         t = list(self._base_tags)
-        for key, value in (("user_id", a.user), ("session_id", a.session_id), ("feature", a.feature),
-                           ("app_url", a.app_url), ("gateway_key", a.key_name)):  # fmt: skip
+        for key, value in (
+            ("user_id", a.user),
+            ("session_id", a.session_id),
+            ("feature", a.feature),
+            ("app_url", a.app_url),
+            ("gateway_key", a.key_name),
+        ):
             if value:
                 t.append(f"{key}:{value}")
         t.extend(f"{k}:{v}" for k, v in record.all_tags().items())
         t.extend(f"{k}:{v}" for k, v in extra)
         return t
 
-    def _span(self, record: RequestRecord, ids: spans.TraceIds, span_id: int, parent: str, name: str, start_ns: int,
-              duration_ns: int, error: tuple[str, str] | None, tags: list[str]) -> dict[str, Any]:  # fmt: skip
+    def _span(
+        self,
+        record: RequestRecord,
+        ids: spans.TraceIds,
+        span_id: int,
+        parent: str,
+        name: str,
+        start_ns: int,
+        duration_ns: int,
+        error: tuple[str, str] | None,
+        tags: list[str],
+    ) -> dict[str, Any]:
         span: dict[str, Any] = {
             "trace_id": ids.trace_id,
             "span_id": str(span_id),
@@ -101,8 +116,17 @@ class DatadogExporter:
 
     def _root(self, record: RequestRecord, ids: spans.TraceIds, tags: list[str], privacy: bool) -> dict[str, Any]:
         error = (record.error_class, record.error_message or record.error_class) if record.error_class else None
-        span = self._span(record, ids, ids.root_span_id, "undefined", spans.root_name(record), record.started_unix_ns,
-                          record.duration_ns, error, tags)  # fmt: skip
+        span = self._span(
+            record,
+            ids,
+            ids.root_span_id,
+            "undefined",
+            spans.root_name(record),
+            record.started_unix_ns,
+            record.duration_ns,
+            error,
+            tags,
+        )
         meta = span["meta"]
         meta["span"] = {"kind": "workflow"}
         if not privacy:
@@ -120,13 +144,21 @@ class DatadogExporter:
         }
         return span  # tokens and cost live on the llm spans only, so Datadog does not count them twice
 
-    def _attempt(self, record: RequestRecord, i: int, a: Attempt, ids: spans.TraceIds, tags: list[str],
-                 privacy: bool) -> dict[str, Any]:  # fmt: skip
+    def _attempt(
+        self, record: RequestRecord, i: int, a: Attempt, ids: spans.TraceIds, tags: list[str], privacy: bool
+    ) -> dict[str, Any]:
         error = (a.error_class, a.error_message or a.error_class) if a.error_class else None
-        span = self._span(record, ids, ids.attempt_span_id(i), str(ids.root_span_id),
-                          spans.attempt_name(record, a.provider),
-                          record.started_unix_ns + a.started_ns, a.duration_ns, error,
-                          [*tags, f"target:{a.target}"])  # fmt: skip
+        span = self._span(
+            record,
+            ids,
+            ids.attempt_span_id(i),
+            str(ids.root_span_id),
+            spans.attempt_name(record, a.provider),
+            record.started_unix_ns + a.started_ns,
+            a.duration_ns,
+            error,
+            [*tags, f"target:{a.target}"],
+        )
         meta = span["meta"]
         meta["span"] = {"kind": "embedding" if record.endpoint == "embeddings" else "llm"}
         meta["model_name"] = a.model
@@ -147,7 +179,9 @@ class DatadogExporter:
     # --- sending --------------------------------------------------------------------------------
 
     async def send(self, items: list[bytes]) -> None:
-        await post(self._session, self.o.intake_url, join_json_array(items), self._headers, self.dest.timeout_s, self._what)
+        await post(
+            self._session, self.o.intake_url, join_json_array(items), self._headers, self.dest.timeout_s, self._what
+        )
 
     async def test(self) -> TestResult:
         if self.o.agentless:
@@ -165,14 +199,21 @@ class DatadogExporter:
                 return TestResult(False, "invalid API key: the intake refused it (HTTP 403)")
             return TestResult(False, f"test span not accepted: {e.message}")
         if self.o.agentless:
-            return TestResult(True, f"ok: API key valid for site {self.o.site}; a test span was accepted (ml_app {self.o.ml_app})")
-        return TestResult(True, f"ok: agent found at {self.o.agent_url}; a test span was accepted (ml_app {self.o.ml_app})")
+            return TestResult(
+                True, f"ok: API key valid for site {self.o.site}; a test span was accepted (ml_app {self.o.ml_app})"
+            )
+        return TestResult(
+            True, f"ok: agent found at {self.o.agent_url}; a test span was accepted (ml_app {self.o.ml_app})"
+        )
 
     async def _validate_key(self) -> TestResult | None:
         url = f"{self.o.api_url}/api/v1/validate"
         try:
-            async with self._session.get(url, headers={"dd-api-key": self.o.api_key or ""},
-                                         timeout=aiohttp.ClientTimeout(total=self.dest.timeout_s)) as r:  # fmt: skip
+            async with self._session.get(
+                url,
+                headers={"dd-api-key": self.o.api_key or ""},
+                timeout=aiohttp.ClientTimeout(total=self.dest.timeout_s),
+            ) as r:
                 body = await r.read()
                 status = r.status
         except TimeoutError:
@@ -180,7 +221,9 @@ class DatadogExporter:
         except (aiohttp.ClientError, OSError) as e:
             return TestResult(False, f"unreachable: cannot reach {self.o.api_url} ({type(e).__name__}); check the site")
         if status == 403:
-            return TestResult(False, f"invalid API key for site {self.o.site} (HTTP 403); if the key is right, check the site")
+            return TestResult(
+                False, f"invalid API key for site {self.o.site} (HTTP 403); if the key is right, check the site"
+            )
         if status != 200:
             return TestResult(False, f"key check failed: {self.o.api_url} answered HTTP {status}")
         try:
@@ -204,7 +247,9 @@ class DatadogExporter:
         except (orjson.JSONDecodeError, AttributeError):
             endpoints = []
         if endpoints and not any(str(e).startswith("/evp_proxy/v2") for e in endpoints):
-            return TestResult(False, f"the agent at {self.o.agent_url} has no EVP proxy (v2); upgrade the Datadog Agent")
+            return TestResult(
+                False, f"the agent at {self.o.agent_url} has no EVP proxy (v2); upgrade the Datadog Agent"
+            )
         return None
 
     def _test_span(self) -> dict[str, Any]:
@@ -213,8 +258,16 @@ class DatadogExporter:
         from relaycast.records import Attribution
 
         now = time.time_ns()
-        rec = RequestRecord(request_id=f"relaycast-test-{now}", endpoint="test", model_requested="test", stream=False,
-                            started_unix_ns=now, duration_ns=1_000_000, status_code=200, attribution=Attribution())  # fmt: skip
+        rec = RequestRecord(
+            request_id=f"relaycast-test-{now}",
+            endpoint="test",
+            model_requested="test",
+            stream=False,
+            started_unix_ns=now,
+            duration_ns=1_000_000,
+            status_code=200,
+            attribution=Attribution(),
+        )
         span = self._root(rec, spans.trace_ids(rec), [*self._base_tags, "relaycast_test:true"], privacy=True)
         span["name"] = "relaycast.test_connection"
         return span

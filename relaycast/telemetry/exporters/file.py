@@ -22,9 +22,9 @@ from pathlib import Path
 
 import aiohttp
 
+from relaycast.records import RequestRecord
 from relaycast.telemetry.exporters.base import ExportError, TestResult
 from relaycast.telemetry.exporters.jsonrecord import record_json
-from relaycast.records import RequestRecord
 from relaycast.telemetry.settings import DestinationConfig, FileOptions
 
 MiB = 1024 * 1024
@@ -108,7 +108,7 @@ class FileExporter:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             except OSError:
                 try:
                     os.ftruncate(fd, before)  # no half line is left behind

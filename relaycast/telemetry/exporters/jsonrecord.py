@@ -22,22 +22,23 @@ has no price (`cost_source` "unpriced"); see relaycast.costs.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from relaycast.costs.money import format_usd
-from relaycast.telemetry import spans
 from relaycast.records import Attempt, RequestRecord, Usage
+from relaycast.telemetry import spans
 
 SCHEMA = "relaycast.request.v1"
 _OPTS = orjson.OPT_NON_STR_KEYS
 _NS_PER_MS = 1_000_000
 
 
-def record_json(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...] = (), *,
-                max_bytes: int | None = None) -> bytes:  # fmt: skip
+def record_json(
+    record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...] = (), *, max_bytes: int | None = None
+) -> bytes:
     """The record as one JSON object (no trailing newline)."""
     doc = _document(record, privacy, tags)
     out = _dumps(doc)
@@ -52,7 +53,7 @@ def record_json(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str
 def rfc3339(unix_ns: int) -> str:
     """`2025-10-09T08:53:20.123456Z`: UTC, always six fractional digits (truncated, never rounded up)."""
     seconds, ns = divmod(unix_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{ns // 1000:06d}Z"
 
 

@@ -26,17 +26,18 @@ import logging
 import math
 import struct
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import aiohttp
 import orjson
 
 from relaycast import __version__
 from relaycast.costs.money import usd_float
+from relaycast.records import Attempt, Attribution, RequestRecord
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, display_url, post
-from relaycast.records import Attempt, Attribution, RequestRecord
 from relaycast.telemetry.settings import DestinationConfig, OtlpOptions
 
 MiB = 1024 * 1024
@@ -130,8 +131,9 @@ class OtlpExporter:
             return _json_resource_spans(self._resource, trace_id, span_list, content)
         return _pb_resource_spans(self._pb_resource, bytes.fromhex(trace_id), span_list, content)
 
-    def _spans(self, record: RequestRecord, ids: spans.TraceIds, privacy: bool,
-               tags: tuple[tuple[str, str], ...]) -> tuple[list[_Span], _Content]:  # fmt: skip
+    def _spans(
+        self, record: RequestRecord, ids: spans.TraceIds, privacy: bool, tags: tuple[tuple[str, str], ...]
+    ) -> tuple[list[_Span], _Content]:
         common = _common_attrs(record, tags)  # shared by every span, encoded once
         root = self._root(record, ids, common)
         out = [root]
@@ -223,15 +225,24 @@ class OtlpExporter:
         self.last_partial_success = message[:500] or None
         log.warning(
             "export_partial_success destination=%s rejected_spans=%d error=%s",
-            self.dest.name, rejected, orjson.dumps(message[:500]).decode(),
-        )  # fmt: skip
+            self.dest.name,
+            rejected,
+            orjson.dumps(message[:500]).decode(),
+        )
         return partial
 
     async def test(self) -> TestResult:
         now = time.time_ns()
-        rec = RequestRecord(request_id=f"relaycast-test-{now}", endpoint="test", model_requested="test",
-                            stream=False, started_unix_ns=now, duration_ns=1_000_000, status_code=200,
-                            attribution=Attribution())  # fmt: skip
+        rec = RequestRecord(
+            request_id=f"relaycast-test-{now}",
+            endpoint="test",
+            model_requested="test",
+            stream=False,
+            started_unix_ns=now,
+            duration_ns=1_000_000,
+            status_code=200,
+            attribution=Attribution(),
+        )
         ids = spans.trace_ids(rec)
         span_list, content = self._spans(rec, ids, True, self.dest.tags)
         span_list[0].name = "relaycast.test_connection"
@@ -281,9 +292,14 @@ def _common_attrs(record: RequestRecord, tags: tuple[tuple[str, str], ...]) -> d
         if v is not None:
             out[f"relaycast.trace.{key}"] = v
     a = record.attribution
-    for key, value in (("user.id", a.user), ("session.id", a.session_id), ("gen_ai.conversation.id", a.session_id),
-                       ("relaycast.feature", a.feature), ("relaycast.app_url", a.app_url),
-                       ("relaycast.key_name", a.key_name)):  # fmt: skip
+    for key, value in (
+        ("user.id", a.user),
+        ("session.id", a.session_id),
+        ("gen_ai.conversation.id", a.session_id),
+        ("relaycast.feature", a.feature),
+        ("relaycast.app_url", a.app_url),
+        ("relaycast.key_name", a.key_name),
+    ):
         if value:
             out[key] = value
     for key, value in record.attribution.tags:
@@ -424,8 +440,12 @@ def _dropped(content: _Content) -> _Content:
         "gen_ai.input.messages": _json_text([{"role": "user", "parts": [marker]}]),
         "gen_ai.output.messages": _json_text([{"role": "assistant", "parts": [marker], "finish_reason": "stop"}]),
     }
-    return _Content({sid: {k: texts[k] for k in t} | {"relaycast.collection_errors": "dropped_io"}
-                     for sid, t in content.by_span.items()})  # fmt: skip
+    return _Content(
+        {
+            sid: {k: texts[k] for k in t} | {"relaycast.collection_errors": "dropped_io"}
+            for sid, t in content.by_span.items()
+        }
+    )
 
 
 def _remote_parent(record: RequestRecord, ids: spans.TraceIds) -> tuple[bytes, int]:
@@ -433,11 +453,16 @@ def _remote_parent(record: RequestRecord, ids: spans.TraceIds) -> tuple[bytes, i
     t = record.attribution.trace or {}
     parent = t.get("parent_span_id")
     given = t.get("trace_id")
-    if (isinstance(parent, str) and len(parent) == 16 and isinstance(given, str) and given.lower() == ids.trace_id
-            and all(c in "0123456789abcdef" for c in parent.lower()) and int(parent, 16)):  # fmt: skip
+    if (
+        isinstance(parent, str)
+        and len(parent) == 16
+        and isinstance(given, str)
+        and given.lower() == ids.trace_id
+        and all(c in "0123456789abcdef" for c in parent.lower())
+        and int(parent, 16)
+    ):
         return bytes.fromhex(parent), FLAG_SAMPLED | FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE
     return b"", FLAG_SAMPLED | FLAG_HAS_IS_REMOTE
-
 
 
 # --- protobuf (binary) --------------------------------------------------------------------------
@@ -537,7 +562,6 @@ def _split(s: _Span, content: _Content) -> tuple[dict[str, Value], dict[str, Val
     if s.common.keys().isdisjoint(own):
         return own, s.common
     return {**s.common, **own}, None
-
 
 
 def _read_varint(buf: bytes, i: int) -> tuple[int, int]:

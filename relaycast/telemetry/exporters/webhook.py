@@ -28,13 +28,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import aiohttp
 
+from relaycast.records import RequestRecord
 from relaycast.telemetry.exporters.base import ExportError, TestResult, display_url, post
 from relaycast.telemetry.exporters.jsonrecord import record_json
-from relaycast.records import RequestRecord
 from relaycast.telemetry.settings import DestinationConfig, WebhookOptions
 
 MiB = 1024 * 1024
@@ -50,8 +50,9 @@ def sign(secret: str, timestamp: int | str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def verify_signature(secret: str, timestamp: str | int, body: bytes, header: str, tolerance_s: float = 300,
-                     now: float | None = None) -> bool:  # fmt: skip
+def verify_signature(
+    secret: str, timestamp: str | int, body: bytes, header: str, tolerance_s: float = 300, now: float | None = None
+) -> bool:
     """True when `header` (the `x-relaycast-signature` value) signs `body` sent at `timestamp` (the
     `x-relaycast-timestamp` value) with `secret`, and the timestamp is within `tolerance_s` of `now`."""
     try:
@@ -72,8 +73,9 @@ class WebhookExporter:
     max_batch_bytes = 4 * MiB - 64 * 1024
     max_age_s = None
 
-    def __init__(self, dest: DestinationConfig, session: aiohttp.ClientSession,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(
+        self, dest: DestinationConfig, session: aiohttp.ClientSession, clock: Callable[[], float] = time.time
+    ) -> None:
         assert isinstance(dest.options, WebhookOptions)
         self.dest = dest
         self.o: WebhookOptions = dest.options
@@ -107,8 +109,9 @@ class WebhookExporter:
 
     async def test(self) -> TestResult:
         try:
-            status, _ = await post(self._session, self.o.url, TEST_BODY, self.headers(TEST_BODY), self.dest.timeout_s,
-                                   self._what)  # fmt: skip
+            status, _ = await post(
+                self._session, self.o.url, TEST_BODY, self.headers(TEST_BODY), self.dest.timeout_s, self._what
+            )
         except ExportError as e:
             if e.status is not None:
                 return TestResult(False, f"{self._where} answered HTTP {e.status}")
@@ -119,4 +122,3 @@ class WebhookExporter:
 
     async def close(self) -> None:
         return None  # the session belongs to the caller
-
