@@ -15,6 +15,7 @@ import random
 import time
 
 from relaycast.config import parse
+from relaycast.costs.pricer import build_pricer
 from relaycast.log import EventLog
 from relaycast.redact import Redactor
 from relaycast.routing.health import HealthBoard
@@ -53,7 +54,7 @@ def main() -> None:
         for i in range(n):
             for _ in range(50):
                 board.observe(f"p/m{i}", rng.uniform(50, 900), rng.uniform(10, 200), None, 20)
-        planner = Planner(cfg, board, rng)
+        planner = Planner(cfg.models, cfg.providers, board, build_pricer(cfg.providers, cfg.models, cfg.prices), rng)
         print(f"| {n} | {_per_call_us(lambda planner=planner: planner.plan('r')):.1f} |")
 
     print("\nobserve one attempt, after K earlier observations of the same target")

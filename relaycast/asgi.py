@@ -99,3 +99,28 @@ async def run_until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
         raise
     finally:
         watcher.cancel()
+
+
+class Request:
+    """One HTTP request as the gateway's handlers see it: the ASGI triple, the headers as a map (lower-case
+    names), the request id, and the response headers every answer carries (`x-request-id`)."""
+
+    __slots__ = ("scope", "receive", "send", "headers", "id", "id_headers", "method", "path")
+
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], request_id: str
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.headers = headers
+        self.id = request_id
+        self.id_headers: Headers = [(b"x-request-id", request_id.encode())]
+        self.method: str = scope["method"]
+        path: str = scope["path"]
+        self.path = path[:-1] if len(path) > 1 and path.endswith("/") else path
+
+    def query(self) -> dict[str, str]:
+        """The query string's `name=value` pairs (the last of a repeated name wins)."""
+        raw = self.scope.get("query_string", b"").decode("latin-1")
+        return dict(p.split("=", 1) for p in raw.split("&") if "=" in p)

@@ -55,6 +55,12 @@ class Config:
     limits: LimitsConfig | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
+    @property
+    def redis_url(self) -> str | None:
+        """The one Redis (limits, and the routing health replicas share): the top-level `redis_url`,
+        `limits.redis_url`, or $RELAYCAST_REDIS_URL, resolved when the config is read."""
+        return self.limits.redis_url if self.limits is not None else None
+
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this config holds, for the redactor."""
         provider = tuple(s for p in self.providers.values() for s in p.secrets())

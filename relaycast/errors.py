@@ -1,37 +1,51 @@
 """The error tree. Every failure the gateway reports is one of these classes.
 
-    RelaycastError                      status  class (code)       retryable (and fails over to the next target)
-    ├── GatewayError                    (the client's request or the gateway itself)
-    │   ├── InvalidRequest               400    invalid_request    no
-    │   ├── Unauthorized                 401    unauthorized       no
-    │   ├── Forbidden                    403    forbidden          no
-    │   ├── NotFoundRoute                404    not_found          no
-    │   ├── NoRoute                      503    no_route           no    (every target excluded or circuit-open)
-    │   ├── ModelNotFound                404    model_not_found    no
-    │   ├── MethodNotAllowed             405    method_not_allowed no
-    │   ├── PayloadTooLarge              413    payload_too_large  no
-    │   ├── UnsupportedMediaType         415    unsupported_media  no
-    │   └── NotSupported                 400    not_supported      no    (but the next target may do it)
-    └── ProviderError                   (an upstream attempt failed; classified once, in the adapter)
-        ├── Timeout                      504    timeout            yes   (phase: connect | first_token | idle | total)
-        ├── RateLimited                  429    rate_limit         yes   (retry_after; quota=True when billing)
-        │   └── Overloaded               503    rate_limit         yes   (Anthropic 529)
-        ├── ContentPolicy                400    content_policy     no
-        ├── ContextLength                400    context_length     no
-        ├── UpstreamAuth                 502    auth               no    (our provider key is wrong, not theirs)
-        ├── UpstreamBadRequest           400    bad_request        no
-        ├── UpstreamNotFound             404    not_found          no
-        ├── Upstream5xx                  502    upstream_5xx       yes
-        ├── ConnectionFailed             502    connection         yes
-        ├── StreamCut                    502    stream_cut         yes   (only before bytes reached the client)
-        └── MalformedResponse            502    malformed          yes
+HTTP is the status the client gets; `code` is the `error_class` (the OpenAI error body's `code`, and the
+`x-relaycast-error-class` header); `retry`: the same target may succeed if asked again (`retryable`);
+`failover`: the next target may succeed (`fails_over`).
 
-`AllAttemptsFailed` is the aggregate raised when every target of a plan failed: it keeps every attempt's
-error for the trace and renders as the most telling one.
+    class                            HTTP code                    retry  failover
+    RelaycastError                   500  internal                no     no   (an unexpected failure)
+    ├── GatewayError                      (the client's request, or the gateway itself)
+    │   ├── InvalidRequest           400  invalid_request         no     no
+    │   ├── NotSupported             400  not_supported           no     yes  (the next target may do it)
+    │   ├── Unauthorized             401  unauthorized            no     no   (with WWW-Authenticate)
+    │   ├── Forbidden                403  forbidden               no     no
+    │   ├── NotFoundRoute            404  not_found               no     no
+    │   ├── ModelNotFound            404  model_not_found         no     no
+    │   ├── MethodNotAllowed         405  method_not_allowed      no     no
+    │   ├── PayloadTooLarge          413  payload_too_large       no     no
+    │   ├── UnsupportedMediaType     415  unsupported_media_type  no     no
+    │   ├── LimitExceeded            429  rate_limit_exceeded     no     no   (type requests; Retry-After)
+    │   │   ├── TokenLimitExceeded   429  rate_limit_exceeded     no     no   (type tokens)
+    │   │   └── BudgetExceeded       429  budget_exceeded         no     no   (type insufficient_quota)
+    │   ├── NoRoute                  503  no_route                no     no   (every target excluded or circuit-open)
+    │   ├── StoreNotReady            503  store_unavailable       no     no
+    │   ├── NotReady                 503  not_ready               no     no   (starting or stopping)
+    │   └── LimiterUnavailable       503  limiter_unavailable     no     no   (Redis unreachable, failing closed)
+    ├── ProviderError                     (an upstream attempt failed; classified once, in the adapter)
+    │   ├── Timeout                  504  timeout                 yes    yes  (phase: connect|first_token|idle|total)
+    │   ├── RateLimited              429  rate_limit              yes    yes  (retry_after; quota=True when billing)
+    │   │   └── Overloaded           503  rate_limit              yes    yes  (Anthropic 529)
+    │   ├── ContentPolicy            400  content_policy          no     no
+    │   ├── ContextLength            400  context_length          no     no
+    │   ├── UpstreamAuth             502  auth                    no     no   (our provider key is wrong, not theirs)
+    │   ├── UpstreamBadRequest       400  bad_request             no     no
+    │   ├── UpstreamNotFound         404  not_found               no     no
+    │   ├── Upstream5xx              502  upstream_5xx            yes    yes
+    │   ├── ConnectionFailed         502  connection              yes    yes
+    │   ├── StreamCut                502  stream_cut              yes    yes
+    │   └── MalformedResponse        502  malformed               yes    yes
+    └── AllAttemptsFailed                 (every target of a plan failed)
+
+A stream fails over only before its first token reaches the client. `AllAttemptsFailed` keeps every attempt's
+error for the trace and renders as the most telling one (the first that does not fail over, else the last): its
+status, code and headers are that error's.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import orjson
@@ -138,6 +152,14 @@ class StoreNotReady(GatewayError):
     openai_type = "server_error"
 
 
+class NotReady(GatewayError):
+    """The gateway is starting or stopping: its parts are not there to serve the request."""
+
+    status_code = 503
+    error_class = "not_ready"
+    openai_type = "server_error"
+
+
 class PayloadTooLarge(GatewayError):
     status_code = 413
     error_class = "payload_too_large"
@@ -148,6 +170,60 @@ class UnsupportedMediaType(GatewayError):
     status_code = 415
     error_class = "unsupported_media_type"
     openai_type = "invalid_request_error"
+
+
+# --- the gateway's own limits (virtual keys, users, features) -----------------------------------
+
+
+class LimitExceeded(GatewayError):
+    """A limit refused the request: 429 in OpenAI's format, naming the limit; Retry-After says when it frees up.
+
+    `LimitExceeded(message, limit=..., retry_after_s=...)` makes the class the limit names: `tpm` a
+    `TokenLimitExceeded`, `budget_day` and `budget_month` a `BudgetExceeded`, anything else (`rpm`) a
+    `LimitExceeded`.
+    """
+
+    status_code = 429
+    error_class = "rate_limit_exceeded"
+    openai_type = "requests"
+
+    def __new__(cls, message: str, *, limit: str, retry_after_s: float) -> LimitExceeded:
+        made: type[LimitExceeded] = cls
+        if cls is LimitExceeded:
+            if limit == "tpm":
+                made = TokenLimitExceeded
+            elif limit.startswith("budget"):
+                made = BudgetExceeded
+        return super().__new__(made, message)
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"retry-after", str(self.retry_after_s).encode())]
+
+
+class TokenLimitExceeded(LimitExceeded):
+    """The tokens-per-minute limit."""
+
+    openai_type = "tokens"
+
+
+class BudgetExceeded(LimitExceeded):
+    """A daily or monthly spending budget; Retry-After is the end of its UTC period."""
+
+    error_class = "budget_exceeded"
+    openai_type = "insufficient_quota"
+
+
+class LimiterUnavailable(GatewayError):
+    """The limits cannot be checked (Redis is unreachable) and the gateway is set to fail closed."""
+
+    status_code = 503
+    error_class = "limiter_unavailable"
+    openai_type = "server_error"
 
 
 # --- upstream errors, classified in the provider adapter -----------------------------------------

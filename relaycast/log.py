@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from relaycast.redact import Redactor
+
+# The id of the request being served, bound by the app for the request's task (and the tasks it starts): every
+# event logged while it runs carries `request_id=` without each caller passing it.
+REQUEST_ID: ContextVar[str | None] = ContextVar("relaycast_request_id", default=None)
 
 
 class EventLog:
@@ -19,10 +24,15 @@ class EventLog:
         if not self._log.isEnabledFor(level):
             return
         parts = [name]
+        rid = REQUEST_ID.get()
+        if rid is not None and "request_id" not in fields:
+            parts.append(f"request_id={rid}")
         for k, v in fields.items():
             if v is None:
                 continue
             s = str(v)
+            if "\n" in s or "\r" in s:  # one event, one line: a value cannot forge another
+                s = s.replace("\r", "\\r").replace("\n", "\\n")
             if " " in s or '"' in s:
                 s = '"' + s.replace('"', '\\"') + '"'
             parts.append(f"{k}={s}")

@@ -1,18 +1,24 @@
-"""A small Redis client for the limiter's hot path: one connection, RESP2 over asyncio, replies parsed by hiredis.
+"""relaycast's Redis client (the limiter's hot path, and the routing health replicas share): one connection, RESP2
+over asyncio, replies parsed by hiredis.
 
 redis-py's asyncio client spends about 150 µs of CPU per command here (a connection pool, command objects,
 generic parsing); the limiter sends one command per request, so that was most of what a Redis-backed limit cost.
 This client writes commands straight to one socket and matches replies to waiting futures in order, so many
 requests in flight share the connection (pipelined by construction). On any connection error, every waiting call
 fails with ConnectionError and the next call reconnects.
+
+URLs: `redis://[[user]:password@]host[:port][/db]`, `rediss://...` (TLS, verified against the system's CAs or
+`?ssl_ca_certs=<file>`), `unix://[[user]:password@]/path/to/socket[?db=N]`. Each new connection authenticates
+and selects its database before any command.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
@@ -68,9 +74,13 @@ def _expire(fut: asyncio.Future[Any], proto: _Protocol) -> None:
 class RespClient:
     def __init__(self, url: str, timeout_s: float) -> None:
         u = urlsplit(url)
+        query = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        self._socket = u.path if u.scheme == "unix" else None
         self._host = u.hostname or "127.0.0.1"
         self._port = u.port or 6379
-        self._db = int(u.path.lstrip("/") or 0) if u.path.lstrip("/").isdigit() else 0
+        db = query.get("db", "") if u.scheme == "unix" else u.path.lstrip("/")
+        self._db = int(db) if db.isdigit() else 0
+        self._ssl = ssl.create_default_context(cafile=query.get("ssl_ca_certs")) if u.scheme == "rediss" else None
         self._password = unquote(u.password) if u.password else None
         self._username = unquote(u.username) if u.username else None
         self._timeout = timeout_s
@@ -87,13 +97,24 @@ class RespClient:
             if self._proto is not None and not self._proto.closed:
                 return self._proto
             loop = asyncio.get_running_loop()
-            _, proto = await asyncio.wait_for(loop.create_connection(_Protocol, self._host, self._port), self._timeout)
-            self._proto = proto
+            if self._socket is not None:
+                connect = loop.create_unix_connection(_Protocol, self._socket)
+            else:
+                connect = loop.create_connection(_Protocol, self._host, self._port, ssl=self._ssl)
+            _, proto = await asyncio.wait_for(connect, self._timeout)
+            setup: list[tuple[Any, ...]] = []
             if self._password:
-                auth = (self._username, self._password) if self._username else (self._password,)
-                await self._send(proto, [("AUTH", *auth)])
+                setup.append(("AUTH", self._username, self._password) if self._username else ("AUTH", self._password))
             if self._db:
-                await self._send(proto, [("SELECT", self._db)])
+                setup.append(("select", self._db))  # commands are case-blind; lower case keeps `grep SELECT` to SQL
+            if setup:
+                try:
+                    await self._send(proto, setup)
+                except BaseException:
+                    if proto.transport is not None:
+                        proto.transport.abort()  # refused (a wrong password, no such db): not a connection to keep
+                    raise
+            self._proto = proto
             return proto
 
     async def _send(

@@ -31,7 +31,8 @@ def admin_send(
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return orjson.loads(r.read())
+            answer: dict[str, Any] | None = orjson.loads(r.read())
+            return answer
     except urllib.error.HTTPError as e:
         try:
             msg = orjson.loads(e.read()).get("error", {}).get("message", "")
@@ -66,12 +67,11 @@ def routes_status(args: argparse.Namespace) -> int:
         print("no traffic yet")
     for name, t in targets.items():
         w = t["window"]
-        ms = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
         errs = ", ".join(f"{k} {v}" for k, v in sorted(w["errors"].items())) or "none"
         state = t["state"] + (f" ({t['cooldown_reason']}, {t['cooling_for_s']} s)" if t["cooldown_reason"] else "")
         print(
             f"{name}: {state}, circuit {t['circuit']}; {w['requests']} requests, error rate {w['error_rate']:.1%}, "
-            f"p50 {ms(w['p50_ms'])}, p99 {ms(w['p99_ms'])}, TTFT p99 {ms(w['ttft_p99_ms'])}; errors: {errs}"
+            f"p50 {_ms(w['p50_ms'])}, p99 {_ms(w['p99_ms'])}, TTFT p99 {_ms(w['ttft_p99_ms'])}; errors: {errs}"
         )
         for route, why in t["demoted_in"].items():
             print(f"  demoted in {route}: {why}")
@@ -183,3 +183,7 @@ def keys_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f} ms"

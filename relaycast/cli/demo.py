@@ -161,7 +161,11 @@ def run_demo(args: argparse.Namespace) -> int:
             port=port, upstream_port=upstream_port, admin_key=ADMIN_KEY, path=path, store_path=store_path
         )
     )
-    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
+    out = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the summary
+
+    def say(*parts: object) -> None:
+        print(*parts, file=out, flush=True)
+
     if args.write_config:
         say(f"wrote the demo config to {path}")
     cfg = config_mod.load(path)
@@ -320,7 +324,8 @@ def _admin(port: int, path: str) -> dict[str, Any] | None:
     )
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
-            return orjson.loads(r.read())
+            answer: dict[str, Any] | None = orjson.loads(r.read())
+            return answer
     except Exception:  # noqa: BLE001 - the summary works without it
         return None
 

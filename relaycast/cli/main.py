@@ -1,4 +1,15 @@
-"""The `relaycast` command: serve, demo, fake-upstream."""
+"""The `relaycast` command: parses its arguments and runs one subcommand (`relaycast COMMAND --help` lists each
+one's options).
+
+    serve                                   the gateway, from a YAML config
+    demo                                    fake providers, the gateway and a realistic load, with a summary
+    fake-upstream                           the fake provider server (OpenAI and Anthropic wire formats)
+    broadcast test | status                 test destinations' connections; their counters on a running gateway
+    routes status                           routing health of a running gateway
+    monitors status | export                monitor state on a running gateway; rules as Datadog or Prometheus
+    keys create | list | revoke | rotate    virtual gateway keys, through a running gateway's admin API
+    report                                  spend, tokens, latency or errors, from the store or a running gateway
+"""
 
 from __future__ import annotations
 
@@ -10,7 +21,7 @@ from pathlib import Path
 
 from relaycast import config as config_mod
 
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,11 +208,16 @@ def _monitors_export(args: argparse.Namespace) -> int:
     if cfg.monitors is None or not cfg.monitors.rules:
         print("relaycast: the config has no monitor rules (monitors: rules:)", file=sys.stderr)
         return 2
+    routes = {name: r.targets for name, r in cfg.models.items()}
     if args.format == "datadog":
-        monitors, notes = datadog_monitors(cfg, args.ml_app)
+        from relaycast.telemetry.settings import DatadogOptions
+
+        dests = cfg.broadcast.destinations if cfg.broadcast else ()
+        dd = next((d.options for d in dests if isinstance(d.options, DatadogOptions)), None)
+        monitors, notes = datadog_monitors(cfg.monitors.rules, routes, dd, args.ml_app)
         text = orjson.dumps(monitors, option=orjson.OPT_INDENT_2).decode() + "\n"
     else:
-        text, notes = prometheus_rules(cfg)
+        text, notes = prometheus_rules(cfg.monitors.rules, routes, cfg.metrics.user_label)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     if args.output:

@@ -1,4 +1,5 @@
-"""Exact cost: the price catalog (`catalog`), cost of an attempt (`compute`), token estimates (`estimate`).
+"""Exact cost: the price catalog (`catalog`), which price applies (`pricer`), cost of an attempt (`compute`),
+token estimates (`estimate`).
 
 Money is integer pico-dollars (1e-12 USD) everywhere: a price of up to six decimals per million tokens is exactly
 an integer number of pico-dollars per token, so a cost is an exact integer and any sum of costs is exact.

@@ -1,16 +1,8 @@
-"""The price catalog: the data file shipped with the package, extended and overridden by the config.
+"""The price catalog: the data file shipped with the package (`prices.json`), and the one price type, `ModelPrice`.
 
 Prices are given in USD per million tokens (and USD per request for `request` fees) as decimal text, and held as
-integer pico-dollars per token, which is exact for any price with up to six decimals. Lookup for an attempt on
-provider `p` (of kind `k`) and model `m`, first match wins:
-
-1. the config's `prices`: `p/m`, then `m`;
-2. the price on the route's target (`models: ... price:`);
-3. the catalog: `k/m`, then `m` alone when exactly one catalog entry (or alias) carries that name, except for
-   self-hosted kinds (vLLM, Ollama), whose models have no list price.
-
-A suffix after '@' (`gpt-4o-mini@fast`, the fake upstream's behaviour syntax) or ':' (OpenRouter variants such as
-`:nitro`) is tried off when the full name is not found; `:free` is priced at zero.
+integer pico-dollars per token, which is exact for any price with up to six decimals. The same type holds the
+catalog's prices, the config's `prices:` and a route target's `price:`; `costs.pricer` resolves which one applies.
 """
 
 from __future__ import annotations
@@ -24,9 +16,7 @@ from typing import Any
 from relaycast.costs.money import pico_from_usd
 
 PER_MILLION = 10**6  # a price per 1M tokens in USD, times this, is pico-dollars per token
-SELF_HOSTED = frozenset({"vllm", "ollama"})
 FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning", "request")
-MAX_MEMO = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +77,7 @@ FREE = ModelPrice(0, 0, 0, 0, 0, 0, source="catalog")
 @dataclass(frozen=True, slots=True)
 class Catalog:
     as_of: str
-    by_key: Mapping[str, ModelPrice]  # "kind/model" and aliases
+    by_key: Mapping[str, ModelPrice]  # "vendor/model" and aliases
     by_model: Mapping[str, ModelPrice]  # bare model names that are unambiguous
 
     @classmethod
@@ -104,68 +94,8 @@ class Catalog:
             names = [key, *raw.get("aliases", ())]
             for name in names:
                 by_key[name] = price
-            kind, _, model = key.partition("/")
-            for name in (model, *(a for a in raw.get("aliases", ()) if "/" not in a or a.split("/", 1)[0] != kind)):
+            vendor, _, model = key.partition("/")
+            for name in (model, *(a for a in raw.get("aliases", ()) if "/" not in a or a.split("/", 1)[0] != vendor)):
                 bare.setdefault(name, []).append(price)
         by_model = {name: ps[0] for name, ps in bare.items() if len(set(ps)) == 1}
         return cls(as_of=str(data.get("as_of", "")), by_key=by_key, by_model=by_model)
-
-
-class Pricer:
-    """Resolves the price of (provider, model), memoised. `kinds` maps provider names to their preset kind."""
-
-    def __init__(
-        self,
-        catalog: Catalog,
-        kinds: Mapping[str, str],
-        overrides: Mapping[str, ModelPrice] | None = None,
-        route_prices: Mapping[str, ModelPrice] | None = None,
-    ) -> None:
-        self.catalog = catalog
-        self._kinds = dict(kinds)
-        self._overrides = dict(overrides or {})
-        self._routes = dict(route_prices or {})
-        self._memo: dict[tuple[str, str], ModelPrice | None] = {}
-
-    def price(self, provider: str, model: str) -> ModelPrice | None:
-        key = (provider, model)
-        try:
-            return self._memo[key]
-        except KeyError:
-            pass
-        found = self._find(provider, model)
-        if len(self._memo) >= MAX_MEMO:
-            self._memo.clear()
-        self._memo[key] = found
-        return found
-
-    def _find(self, provider: str, model: str) -> ModelPrice | None:
-        for name in _candidates(model):
-            if name.endswith(":free"):
-                return FREE
-            hit = (
-                self._overrides.get(f"{provider}/{name}")
-                or self._overrides.get(name)
-                or self._routes.get(f"{provider}/{name}")
-            )
-            if hit is not None:
-                return hit
-            kind = self._kinds.get(provider, "")
-            hit = self.catalog.by_key.get(f"{kind}/{name}")
-            if hit is None and kind == "openrouter":
-                hit = self.catalog.by_key.get(name)
-            if hit is None and kind not in SELF_HOSTED:
-                hit = self.catalog.by_model.get(name)
-            if hit is not None:
-                return hit
-        return None
-
-
-def _candidates(model: str) -> list[str]:
-    names = [model]
-    if "@" in model:
-        names.append(model.split("@", 1)[0])
-    for n in list(names):
-        if ":" in n:
-            names.append(n.split(":", 1)[0])
-    return names

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from relaycast.costs.catalog import ModelPrice, Pricer
+from relaycast.costs.catalog import ModelPrice
 from relaycast.costs.estimate import TokenEstimator
 from relaycast.costs.money import pico_from_usd
+from relaycast.costs.pricer import Pricer
 from relaycast.records import Attempt, Usage
 
 COMPUTED, REPORTED, ESTIMATED, UNPRICED, NONE = "computed", "reported", "estimated", "unpriced", "none"

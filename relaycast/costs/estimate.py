@@ -39,7 +39,7 @@ def heuristic_tokens(text: str) -> int:
 
 def _cached_tiktoken() -> Callable[[str], int] | None:
     try:
-        import tiktoken
+        import tiktoken  # type: ignore[import-not-found,unused-ignore]  # optional, untyped
     except ImportError:
         return None
     cache = (

@@ -5,7 +5,8 @@
       my-finetune: {input: 0.30, output: 1.20, cache_write: 0.375, reasoning: 2.0, request: 0.001}
       llama3:8b: {input: 0, output: 0}                                       # self-hosted: free, not unpriced
 
-USD per million tokens (`request`: USD per request), up to six decimals.
+USD per million tokens (`request`: USD per request), up to six decimals. `parse_price` also reads a route
+target's `price:` (routing.settings).
 """
 
 from __future__ import annotations
@@ -25,9 +26,18 @@ def parse_prices(r: Reader, raw: Any) -> Mapping[str, ModelPrice]:
     out: dict[str, ModelPrice] = {}
     for name, spec in m.items():
         at = f"prices.{name}"
-        spec = r.mapping(spec, at, None)
-        try:
-            out[str(name)] = ModelPrice.parse(spec, "config", at)
-        except ValueError as e:
-            raise ConfigError(at, str(e).removeprefix(f"{at}: ").removeprefix(f"{at}.")) from None
+        out[str(name)] = parse_price(r.mapping(spec, at, None), "config", at)
     return MappingProxyType(out)
+
+
+def parse_price(raw: Mapping[str, Any], source: str, at: str) -> ModelPrice:
+    """One price of the config at place `at`; a problem is a `ConfigError` at its exact place (`at.input`)."""
+    try:
+        return ModelPrice.parse(raw, source, at)
+    except ValueError as e:
+        rest = str(e).removeprefix(at)
+        where = at
+        if rest.startswith("."):
+            field, _, rest = rest[1:].partition(": ")
+            where = f"{at}.{field}"
+        raise ConfigError(where, rest.removeprefix(": ")) from None

@@ -7,6 +7,7 @@ cache_read_input_tokens = C and cache_creation_input_tokens = W; the gateway's p
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -14,19 +15,24 @@ import orjson
 from relaycast.asgi import SSE_HEADERS, Send, send_bytes
 from relaycast.fake import openai_wire
 from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
-from relaycast.fake.server import FakeState, _send_chunks, _sleep_ms
+from relaycast.fake.common import FakeState, num, send_chunks, sleep_ms, text
 
 MAX_CONTEXT = 200_000
-ERRORS = {
-    400: ("invalid_request_error", "temperature: range: 0..1"),
-    401: ("authentication_error", "invalid x-api-key"),
-    403: ("permission_error", "Your API key does not have permission to use the specified resource."),
-    404: ("not_found_error", "model: {model}"),
-    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
-    429: ("rate_limit_error", "This request would exceed your organization's rate limit of 50 requests per minute."),
-    500: ("api_error", "Internal server error"),
-    529: ("overloaded_error", "Overloaded"),
-}
+ERRORS = MappingProxyType(
+    {
+        400: ("invalid_request_error", "temperature: range: 0..1"),
+        401: ("authentication_error", "invalid x-api-key"),
+        403: ("permission_error", "Your API key does not have permission to use the specified resource."),
+        404: ("not_found_error", "model: {model}"),
+        413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+        429: (
+            "rate_limit_error",
+            "This request would exceed your organization's rate limit of 50 requests per minute.",
+        ),
+        500: ("api_error", "Internal server error"),
+        529: ("overloaded_error", "Overloaded"),
+    }
+)
 
 
 async def messages(state: FakeState, body: dict[str, Any], headers: dict[bytes, bytes], send: Send) -> None:
@@ -38,9 +44,8 @@ async def messages(state: FakeState, body: dict[str, Any], headers: dict[bytes, 
     if state.api_key is not None and headers.get(b"x-api-key", b"").decode("latin-1") != state.api_key:
         await _error(send, rid, 401, *ERRORS[401])
         return
-    header = headers.get(b"x-fake-behaviour")
     try:
-        model, b = for_request(str(body.get("model", "")), header.decode("latin-1") if header else None, state.defaults)
+        model, b = for_request(str(body.get("model", "")), text(headers.get(b"x-fake-behaviour")), state.defaults)
     except BadBehaviour as e:
         await _error(send, rid, 400, "invalid_request_error", f"model: {e}")
         return
@@ -52,7 +57,7 @@ async def messages(state: FakeState, body: dict[str, Any], headers: dict[bytes, 
     if status is None and b.fail_rate and state.rng.random() < b.fail_rate:
         status = 529
     if status is not None:
-        await _sleep_ms(b.latency_ms)
+        await sleep_ms(b.latency_ms)
         etype, message = ERRORS.get(status, ("api_error" if status >= 500 else "invalid_request_error", "Error"))
         retry = b.retry_after if b.retry_after is not None else (1 if status == 429 else None)
         await _error(send, rid, status, etype, message.format(model=model), retry)
@@ -66,7 +71,7 @@ async def messages(state: FakeState, body: dict[str, Any], headers: dict[bytes, 
     if body.get("stream"):
         await _stream(send, rid, mid, model, b, body, prompt)
         return
-    await _sleep_ms(b.latency_ms)
+    await sleep_ms(b.latency_ms)
     answer = orjson.dumps(message_object(mid, model, b, body, prompt))
     await send_bytes(send, 200, answer, [(b"request-id", rid.encode())])
 
@@ -175,9 +180,9 @@ def stream_events(mid: str, model: str, b: Behaviour, body: dict[str, Any], prom
 
 async def _stream(send: Send, rid: str, mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int) -> None:
     events = stream_events(mid, model, b, body, prompt)
-    await _sleep_ms(b.first_token_ms)
+    await sleep_ms(b.first_token_ms)
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"request-id", rid.encode())]})
-    await _send_chunks(send, events, b)
+    await send_chunks(send, events, b)
 
 
 def error_body(etype: str, message: str, rid: str) -> bytes:
@@ -187,8 +192,7 @@ def error_body(etype: str, message: str, rid: str) -> bytes:
 async def _error(send: Send, rid: str, status: int, etype: str, message: str, retry_after: float | None = None) -> None:
     headers = [(b"request-id", rid.encode())]
     if retry_after is not None:
-        seconds = int(retry_after) if float(retry_after).is_integer() else retry_after
-        headers.append((b"retry-after", str(seconds).encode()))
+        headers.append((b"retry-after", num(retry_after)))
     if status == 529:
         headers.append((b"x-should-retry", b"true"))
     await send_bytes(send, status, error_body(etype, message, rid), headers)

@@ -27,6 +27,8 @@ Settings
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from types import MappingProxyType
+from typing import Any
 
 FLAGS = ("content_policy", "context_length", "tool_call")
 
@@ -58,7 +60,7 @@ class Behaviour:
         return self.latency_ms if self.ttft_ms is None else self.ttft_ms
 
 
-_TYPES = {f.name: f.type for f in fields(Behaviour)}
+_TYPES = MappingProxyType({f.name: f.type for f in fields(Behaviour)})
 
 
 class BadBehaviour(ValueError):
@@ -67,7 +69,7 @@ class BadBehaviour(ValueError):
 
 def parse(spec: str, base: Behaviour = Behaviour()) -> Behaviour:
     """Apply `k=v` settings from spec (separated by ',' or ';') on top of base."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # values typed by _TYPES
     for item in spec.replace(";", ",").split(","):
         item = item.strip()
         if not item:

@@ -155,7 +155,7 @@ def error_body(status: int, model: str, presented_key: str | None = None) -> tup
             "param": None,
             "code": None,
         }
-    return orjson.dumps({"error": err}), err["type"]
+    return orjson.dumps({"error": err}), str(err["type"])
 
 
 CONTEXT_LENGTH = orjson.dumps(

@@ -14,11 +14,7 @@ Behaviour per request: see `relaycast.fake.behaviour`.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import itertools
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -34,25 +30,9 @@ from relaycast.asgi import (
     run_until_disconnect,
     send_bytes,
 )
-from relaycast.fake import openai_wire
+from relaycast.fake import anthropic_wire, openai_wire
 from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
-
-SECRET_HEADERS = (b"authorization", b"x-api-key", b"api-key")
-
-
-@dataclass
-class FakeState:
-    """Per-server state: the default behaviour, the key it expects, a seeded RNG and the request log."""
-
-    defaults: Behaviour = Behaviour()
-    api_key: str | None = None
-    rng: random.Random = field(default_factory=lambda: random.Random(7))
-    log: collections.deque[dict[str, Any]] = field(default_factory=lambda: collections.deque(maxlen=200))
-    ids: itertools.count = field(default_factory=itertools.count)
-    active_streams: int = 0  # streams being sent right now (tests check that a cancelled stream ends)
-
-    def next_id(self, prefix: str) -> str:
-        return f"{prefix}{next(self.ids):08d}"
+from relaycast.fake.common import SECRET_HEADERS, FakeState, bearer, num, send_chunks, sleep_ms, text
 
 
 class FakeUpstream:
@@ -107,8 +87,6 @@ class FakeUpstream:
             }
         )
         if path == "/messages":
-            from relaycast.fake import anthropic_wire
-
             work = anthropic_wire.messages(self.state, body, headers, send)
         else:
             work = self._openai(path, body, headers, send)
@@ -122,10 +100,10 @@ class FakeUpstream:
             await work
 
     async def _openai(self, path: str, body: dict[str, Any], headers: dict[bytes, bytes], send: Send) -> None:
-        presented = _bearer(headers)
+        presented = bearer(headers)
         model = str(body.get("model", ""))
         try:
-            name, b = for_request(model, _text(headers.get(b"x-fake-behaviour")), self.state.defaults)
+            name, b = for_request(model, text(headers.get(b"x-fake-behaviour")), self.state.defaults)
         except BadBehaviour as e:
             await send_bytes(
                 send,
@@ -141,7 +119,7 @@ class FakeUpstream:
             await send_bytes(send, 401, err, [])
             return
         if path == "/embeddings":
-            await _sleep_ms(b.latency_ms)
+            await sleep_ms(b.latency_ms)
             await send_bytes(send, 200, openai_wire.embeddings(name, body.get("input")), [])
             return
         await self._chat(name, b, body, send)
@@ -151,11 +129,11 @@ class FakeUpstream:
         if status is None and b.fail_rate and self.state.rng.random() < b.fail_rate:
             status = 503
         if status is not None:
-            await _sleep_ms(b.latency_ms)
+            await sleep_ms(b.latency_ms)
             err, _ = openai_wire.error_body(status, model)
             extra = []
             if b.retry_after is not None:
-                extra.append((b"retry-after", _num(b.retry_after)))
+                extra.append((b"retry-after", num(b.retry_after)))
             await send_bytes(send, status, err, extra)
             return
         if b.context_length:
@@ -166,7 +144,7 @@ class FakeUpstream:
             return
         rid = self.state.next_id("chatcmpl-fake")
         if not body.get("stream"):
-            await _sleep_ms(b.latency_ms)
+            await sleep_ms(b.latency_ms)
             await send_bytes(send, 200, openai_wire.completion(rid, model, b, body), [(b"x-request-id", rid.encode())])
             return
         await self._stream(rid, model, b, body, send)
@@ -185,53 +163,11 @@ class FakeUpstream:
         if with_usage:
             chunks.append(w.usage_chunk(openai_wire.usage(b, openai_wire.count_prompt_tokens(body.get("messages")))))
         chunks.append(b"data: [DONE]\n\n")
-        await _sleep_ms(b.first_token_ms)
+        await sleep_ms(b.first_token_ms)
         await send(
             {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"x-request-id", rid.encode())]}
         )
-        await _send_chunks(send, chunks, b, self.state)
-
-
-async def _send_chunks(send: Send, chunks: list[bytes], b: Behaviour, state: FakeState | None = None) -> None:
-    """Send stream chunks with the behaviour's pacing and faults. Used by both wire formats."""
-    if state is None:
-        await _send_paced(send, chunks, b)
-        return
-    state.active_streams += 1
-    try:
-        await _send_paced(send, chunks, b)
-    finally:
-        state.active_streams -= 1
-
-
-async def _send_paced(send: Send, chunks: list[bytes], b: Behaviour) -> None:
-    limit = min(x for x in (b.cut_after, b.stall_after, b.malformed_after, len(chunks)) if x is not None)
-    if not b.tps and limit == len(chunks):
-        await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": False})
-        return
-    gap = 1.0 / b.tps if b.tps else 0.0
-    for i, c in enumerate(chunks[:limit]):
-        if i and gap:
-            await asyncio.sleep(gap)
-        await send({"type": "http.response.body", "body": c, "more_body": True})
-    if limit == len(chunks):
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    elif limit == b.malformed_after:
-        await send(
-            {"type": "http.response.body", "body": b'data: {"id": "broken", "choices": [\n\n', "more_body": True}
-        )
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    elif limit == b.stall_after:
-        await asyncio.sleep(b.stall_ms / 1000)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-    else:
-        # cut: end the response with the chunked body unfinished, as a dropped connection would.
-        raise ConnectionAbortedError("fake upstream cut the stream")
-
-
-async def _sleep_ms(ms: float) -> None:
-    if ms > 0:
-        await asyncio.sleep(ms / 1000)
+        await send_chunks(send, chunks, b, self.state)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -254,19 +190,4 @@ def _models() -> bytes:
     )
 
 
-def _bearer(headers: dict[bytes, bytes]) -> str | None:
-    v = headers.get(b"authorization")
-    if v and v.lower().startswith(b"bearer "):
-        return v[7:].decode("latin-1")
-    return None
-
-
-def _text(v: bytes | None) -> str | None:
-    return v.decode("latin-1") if v else None
-
-
-def _num(x: float) -> bytes:
-    return str(int(x) if float(x).is_integer() else x).encode()
-
-
-__all__ = ["FakeUpstream", "FakeState"]
+__all__ = ["FakeUpstream"]

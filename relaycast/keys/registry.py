@@ -8,21 +8,20 @@ every replica within a second.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from relaycast.config import Config
-from relaycast.keys import store as key_store
 from relaycast.keys.policy import KeyPolicy
+from relaycast.keys.settings import GatewayKey
 from relaycast.log import EventLog
-from relaycast.store.db import is_db_error
+from relaycast.store import keys as key_store
+from relaycast.store.db import Connection, is_db_error
 from relaycast.store.reader import StoreReader
 
 POLL_S = 0.5
 
 
 class KeyRegistry:
-    def __init__(self, config: Config, log: EventLog) -> None:
-        self._config_keys: dict[str, KeyPolicy] = {k.sha256: k.policy for k in config.keys}
+    def __init__(self, keys: tuple[GatewayKey, ...], log: EventLog) -> None:
+        self._config_keys: dict[str, KeyPolicy] = {k.sha256: k.policy for k in keys}
         self._store_keys: dict[str, KeyPolicy] = {}
         self._version: tuple[int, int] | None = None
         self._reader: StoreReader | None = None
@@ -62,7 +61,7 @@ class KeyRegistry:
         if changed:
             self.reloads += 1
 
-    def _reload_if_changed(self, conn: Any) -> bool:
+    def _reload_if_changed(self, conn: Connection) -> bool:
         v = key_store.version(conn)
         if v == self._version:
             return False

@@ -1,45 +1,17 @@
-"""What the limiters share: the checks a request must pass, its reservation, and the 429 that names the limit."""
+"""What the limiters share: the checks a request must pass and its reservation. The 429 that names the limit
+(`LimitExceeded`) is in `relaycast.errors`."""
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from relaycast import errors
 from relaycast.keys.policy import Limits
 
 NANO_PER_PICO = 1000  # budgets are kept in nano-dollars: exact in Redis' integers and Lua's doubles up to $9M
-
-
-class LimitExceeded(errors.GatewayError):
-    """429 in OpenAI's format, naming the limit; Retry-After says when it frees up."""
-
-    status_code = 429
-    error_class = "rate_limit_exceeded"
-    openai_type = "requests"
-
-    def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.limit = limit
-        self.retry_after_s = max(1, math.ceil(retry_after_s))
-        if limit == "tpm":
-            self.openai_type = "tokens"  # type: ignore[misc]
-        elif limit.startswith("budget"):
-            self.openai_type = "insufficient_quota"  # type: ignore[misc]
-            self.error_class = "budget_exceeded"  # type: ignore[misc]
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return [*super().headers(), (b"retry-after", str(self.retry_after_s).encode())]
-
-
-class LimiterUnavailable(errors.GatewayError):
-    status_code = 503
-    error_class = "limiter_unavailable"
-    openai_type = "server_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +46,11 @@ class Limiter(Protocol):
         after the response (Redis)."""
         ...
 
-    def status(self) -> dict: ...
+    def status(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None:
+        """Release connections (Redis); nothing for the in-memory limiter."""
+        ...
 
 
 def period_bounds(now: float, period: str) -> tuple[str, float]:
@@ -87,6 +63,15 @@ def period_bounds(now: float, period: str) -> tuple[str, float]:
     start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return start.strftime("%Y-%m"), nxt.timestamp() - now
+
+
+def period_start(now: float, period: str) -> int:
+    """The unix second a UTC day (`period="day"`) or month (`"month"`) began."""
+    t = datetime.fromtimestamp(now, UTC)
+    start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "month":
+        start = start.replace(day=1)
+    return int(start.timestamp())
 
 
 def budget_message(c: Check, period: str, limit_usd: float) -> str:

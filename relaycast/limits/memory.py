@@ -11,7 +11,8 @@ import collections
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from relaycast.limits.base import Check, LimitExceeded, Reservation, budget_message, period_bounds
+from relaycast.errors import LimitExceeded
+from relaycast.limits.base import Check, Reservation, budget_message, period_bounds
 
 WINDOW_S = 60.0
 SpendLoader = Callable[[str, str, str], Awaitable[int]]  # (scope, name, period) -> nano-dollars spent so far
@@ -110,3 +111,6 @@ class MemoryLimiter:
 
     def status(self) -> dict[str, Any]:
         return {"backend": "memory", "rejected": dict(self.rejected)}
+
+    async def close(self) -> None:
+        """Nothing to release: the counters live in this process."""

@@ -21,7 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from relaycast.limits.base import Check, LimiterUnavailable, LimitExceeded, Reservation, budget_message, period_bounds
+from relaycast.errors import LimiterUnavailable, LimitExceeded
+from relaycast.limits.base import Check, Reservation, budget_message, period_bounds
 from relaycast.limits.settings import LimitsConfig
 from relaycast.log import EventLog
 from relaycast.redis import RedisReplyError, RespClient

@@ -1,13 +1,15 @@
-"""The `limits:` section of the config.
+"""The `limits:` section of the config, and the Redis replicas share.
 
+    redis_url: redis://127.0.0.1:6379/0     # top level: the one Redis, for limits and shared routing health
     limits:
-      redis_url: redis://127.0.0.1:6379/0   # shared by replicas; without it, limits are kept in this process
       on_redis_error: open                   # open: admit, log loudly, count | closed: refuse with 503
       redis_timeout_ms: 200
       per_user: {rpm: 30, budget_day_usd: 5}  # the same limits for every user (the `user` field or header)
       per_feature: {tpm: 200000}
 
-Per-key limits live on the key (config `keys:` entries or `relaycast keys create --rpm ...`).
+Without a Redis, limits are kept in this process and routing health is not shared. The URL may also be given as
+$RELAYCAST_REDIS_URL, or as `limits.redis_url` (accepted, and taken first when both are set). Per-key limits live
+on the key (config `keys:` entries or `relaycast keys create --rpm ...`).
 """
 
 from __future__ import annotations
@@ -39,18 +41,19 @@ class LimitsConfig:
 
 
 def parse_limits(r: Reader, raw: Any, env: dict[str, str] | Any, root_redis_url: Any = None) -> LimitsConfig:
-    """`limits.redis_url`, else the top-level `redis_url`, else $RELAYCAST_REDIS_URL: one Redis for limits and for
-    the routing health replicas share."""
+    """The limits, and the one Redis for limits and the routing health replicas share: `limits.redis_url`, else the
+    top-level `redis_url` (`root_redis_url`), else $RELAYCAST_REDIS_URL."""
     m = r.mapping(
         raw or {},
         "limits",
         {"redis_url", "on_redis_error", "redis_timeout_ms", "per_user", "per_feature", "estimate_output_tokens"},
     )
     url = m.get("redis_url") or root_redis_url or env.get("RELAYCAST_REDIS_URL") or None
+    where = "limits.redis_url" if m.get("redis_url") else "redis_url" if root_redis_url else "$RELAYCAST_REDIS_URL"
     if url is not None:
-        url = r.string(url, "limits.redis_url")
+        url = r.string(url, where)
         if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("limits.redis_url", "must be a redis:// (or rediss://, unix://) URL")
+            raise ConfigError(where, "must be a redis:// (or rediss://, unix://) URL")
     mode = r.string(m.get("on_redis_error", "open"), "limits.on_redis_error")
     if mode not in ("open", "closed"):
         raise ConfigError("limits.on_redis_error", "must be 'open' or 'closed'")

@@ -4,7 +4,9 @@ tells the routing health board which targets its latency and error-rate alerts c
 router agree on what is healthy.
 
 Evaluation reads the store after flushing this replica's queued records into it, on the store's reader threads:
-the event loop never waits on a query. A rule that fails to evaluate is logged and skipped; the others go on.
+the event loop never waits on a query. `evaluate` fetches the rows a rule needs (`relaycast.store.monitor_queries`)
+and hands them to the rule's pure function (`relaycast.monitors.rules`). A rule that fails to evaluate is logged
+and skipped; the others go on.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from relaycast.log import EventLog
-from relaycast.monitors import incidents
+from relaycast.monitors import rules
 from relaycast.monitors.notify import Notifier
-from relaycast.monitors.rules import Finding, evaluate
+from relaycast.monitors.rules import Finding
 from relaycast.monitors.settings import MonitorsConfig, Rule
 from relaycast.routing.health import HealthBoard
+from relaycast.store import incidents
+from relaycast.store import monitor_queries as q
 from relaycast.store.db import Connection, is_db_error
 from relaycast.store.reader import StoreReader
 from relaycast.store.writer import StoreWriter
@@ -106,14 +110,17 @@ class MonitorEngine:
                 seen.add(f.scope)
                 key = (rule.name, f.scope)
                 if f.firing and key not in open_now:
-                    inc = incidents.open_incident(conn, rule, f, now_ms)
+                    new = incidents.NewIncident(
+                        rule.name, rule.kind, f.scope, f.value, f.threshold, f.message, f.details
+                    )
+                    inc = incidents.open_incident(conn, new, now_ms)
                     if inc is not None:
                         open_now[key] = inc["id"]
                         events.append((rule, _event("alert", rule, f, inc, now_ms)))
                     else:
                         open_now[key] = "(another replica)"
                 elif not f.firing and key in open_now:
-                    inc = incidents.resolve_incident(conn, rule, f.scope, f.message, now_ms)
+                    inc = incidents.resolve_incident(conn, rule.name, f.scope, f.message, now_ms)
                     open_now.pop(key, None)
                     if inc is not None:
                         events.append((rule, _event("resolved", rule, f, inc, now_ms)))
@@ -122,7 +129,7 @@ class MonitorEngine:
             for rname, scope in [k for k in open_now if k[0] == rule.name and k[1] not in seen]:
                 # The scope has no data in the window any more (no traffic): the condition no longer holds.
                 msg = f"no data for {scope or 'the rule'} in the window"
-                inc = incidents.resolve_incident(conn, rule, scope, msg, now_ms)
+                inc = incidents.resolve_incident(conn, rule.name, scope, msg, now_ms)
                 open_now.pop((rname, scope), None)
                 if inc is not None:
                     events.append((rule, _event("resolved", rule, Finding(scope, False, None, 0, msg), inc, now_ms)))
@@ -137,6 +144,38 @@ class MonitorEngine:
             "rules": [{"name": r.name, "kind": r.kind, "findings": self.last.get(r.name, [])} for r in self.cfg.rules],
             "notify": self._notifier.status(),
         }
+
+
+def evaluate(conn: Connection, rule: Rule, now: float) -> list[Finding]:
+    """The rule's findings at `now`: the rows it judges, read from the store, then judged."""
+    if rule.kind == "spend_spike":
+        return _spend_spike(conn, rule, now)
+    if rule.kind == "latency_sla":
+        since, until = rules.span_ms(rule, now)
+        samples = q.attempt_latencies(
+            conn, since, until, route=rule.route, model=rule.model, provider=rule.provider, target=rule.target
+        )
+        return rules.latency_sla(rule, samples)
+    if rule.kind == "error_rate":
+        assert rule.provider is not None
+        return rules.error_rate(rule, q.attempt_outcomes(conn, rule.provider, *rules.span_ms(rule, now)))
+    assert rule.scope is not None
+    return rules.budget(rule, now, q.usage_total(conn, *rule.scope, *rules.budget_span(rule, now)))
+
+
+def _spend_spike(conn: Connection, rule: Rule, now: float) -> list[Finding]:
+    windows = rules.spend_windows(rule, now)
+    first = q.first_request_ms(conn)
+    findings = rules.spend_spike(rule, now, first, q.spend_by_window(conn, windows, rule.by, rule.where))
+    usable = rules.usable_windows(rule, now, first)
+    out = []
+    for f in findings:
+        if f.firing:
+            where = rules.contributor_where(rule, f)
+            by_dim = {d: q.spend_by_window(conn, windows, d, where) for d in rules.contributor_dims(rule)}
+            f = rules.with_contributors(f, rules.contributors(usable, by_dim))
+        out.append(f)
+    return out
 
 
 def _finding_doc(f: Finding) -> dict[str, Any]:

@@ -5,6 +5,9 @@
   metrics Datadog derives from the spans relaycast broadcasts (`ml_obs.*`, tagged by `ml_app`, `model_name`,
   `model_provider`, `env`).
 
+Both take the rules and the routes (route name -> its targets); Prometheus also whether `/metrics` carries the
+user label, Datadog the options of the configured Datadog destination (for `ml_app` and `env`).
+
 Each export says plainly where it can only approximate a rule: Prometheus has no calendar day, so a budget is a
 rolling 24 h (30 d for a month); Datadog's LLM Observability metrics carry no user, feature or key tags, and a
 change alert compares with one earlier window (not a mean of N), so such rules are exported at the closest scope
@@ -14,12 +17,15 @@ and the difference is written into the monitor's message.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
 
-from relaycast.config import Config
 from relaycast.monitors.settings import Rule
+from relaycast.telemetry.settings import DatadogOptions
+
+Routes = Mapping[str, tuple[str, ...]]  # route name -> its targets ("provider/model"), in order
 
 PROM_LABELS = {"model": "model", "provider": "provider", "key": "key", "feature": "feature", "user": "user"}
 NOT_ERRORS = "ok|client_cancelled|hedge_lost"
@@ -47,12 +53,12 @@ def _alert_name(rule: Rule) -> str:
     return "Relaycast_" + re.sub(r"[^A-Za-z0-9_]", "_", rule.name)
 
 
-def _route_targets(config: Config, route: str) -> list[str]:
-    r = config.models.get(route)
-    return list(r.targets) if r else [route]
+def _route_targets(routes: Routes, route: str) -> list[str]:
+    targets = routes.get(route)
+    return list(targets) if targets is not None else [route]
 
 
-def prometheus_rule(config: Config, rule: Rule) -> tuple[dict[str, Any], list[str]]:
+def prometheus_rule(rule: Rule, routes: Routes, user_label: bool) -> tuple[dict[str, Any], list[str]]:
     """One alerting rule, and notes on what it approximates."""
     notes: list[str] = []
     w = _dur(rule.window_s)
@@ -60,7 +66,7 @@ def prometheus_rule(config: Config, rule: Rule) -> tuple[dict[str, Any], list[st
     if rule.kind == "spend_spike":
         sel = _sel([(PROM_LABELS[k], "=", v) for k, v in rule.where])
         by = f" by ({PROM_LABELS[rule.by]})" if rule.by else ""
-        if rule.by == "user" and not config.metrics.user_label:
+        if rule.by == "user" and not user_label:
             notes.append(
                 "the user label is off in /metrics (metrics.user_label: false): this rule cannot split by user"
             )
@@ -79,7 +85,7 @@ def prometheus_rule(config: Config, rule: Rule) -> tuple[dict[str, Any], list[st
         metric = "relaycast_ttft_seconds" if rule.metric.startswith("ttft_") else "relaycast_attempt_duration_seconds"
         q = float(rule.metric.rsplit("p", 1)[1]) / 100
         if rule.route is not None:
-            targets = _route_targets(config, rule.route)
+            targets = _route_targets(routes, rule.route)
             sel_pairs = [("target", "=~", "|".join(re.escape(t) for t in targets))]
         else:
             col = "model" if rule.model else "provider" if rule.provider else "target"
@@ -105,7 +111,7 @@ def prometheus_rule(config: Config, rule: Rule) -> tuple[dict[str, Any], list[st
         dim, value = rule.scope
         span = "1d" if rule.period == "day" else "30d"
         notes.append(f"Prometheus has no calendar {rule.period}: this is spend over a rolling {span}")
-        if dim == "user" and not config.metrics.user_label:
+        if dim == "user" and not user_label:
             notes.append("the user label is off in /metrics (metrics.user_label: false)")
         expr = f"sum(increase(relaycast_cost_usd_total{_sel([(PROM_LABELS[dim], '=', value)])}[{span}])) > {rule.limit_usd:g}"
         summary = f"{dim} {value} spent more than ${rule.limit_usd:g} in a {rule.period}"
@@ -115,14 +121,16 @@ def prometheus_rule(config: Config, rule: Rule) -> tuple[dict[str, Any], list[st
     return {"alert": _alert_name(rule), "expr": expr, "labels": labels, "annotations": annotations}, notes
 
 
-def prometheus_rules(config: Config) -> tuple[str, list[str]]:
-    """A Prometheus rules file (YAML) for every configured rule, and the notes on approximations."""
-    rules, notes = [], []
-    for r in config.monitors.rules if config.monitors else ():
-        rule, n = prometheus_rule(config, r)
-        rules.append(rule)
+def prometheus_rules(rules: Iterable[Rule], routes: Routes, user_label: bool) -> tuple[str, list[str]]:
+    """A Prometheus rules file (YAML) for every rule, and the notes on approximations. `user_label`: whether
+    `/metrics` carries the user label (`metrics.user_label`)."""
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for r in rules:
+        rule, n = prometheus_rule(r, routes, user_label)
+        out.append(rule)
         notes.extend(f"{r.name}: {x}" for x in n)
-    doc = {"groups": [{"name": "relaycast", "rules": rules}]}
+    doc = {"groups": [{"name": "relaycast", "rules": out}]}
     return yaml.safe_dump(doc, sort_keys=False, width=1000), notes
 
 
@@ -136,13 +144,10 @@ NANO = 1_000_000_000
 DD_DIMS = {"model": "model_name", "provider": "model_provider"}  # the only scopes ml_obs metrics carry
 
 
-def datadog_scope(config: Config, ml_app: str | None) -> tuple[str, str | None, str]:
-    """(ml_app, env, service) from the config's Datadog destination, or the given ml_app."""
-    from relaycast.telemetry.settings import DatadogOptions
-
-    for d in config.broadcast.destinations if config.broadcast else ():
-        if isinstance(d.options, DatadogOptions):
-            return ml_app or d.options.ml_app, d.options.env, d.options.service
+def datadog_scope(datadog: DatadogOptions | None, ml_app: str | None) -> tuple[str, str | None, str]:
+    """(ml_app, env, service) from the Datadog destination's options, or the given ml_app."""
+    if datadog is not None:
+        return ml_app or datadog.ml_app, datadog.env, datadog.service
     return ml_app or "relaycast", None, "relaycast"
 
 
@@ -150,7 +155,7 @@ def _tags(base: list[str], pairs: list[tuple[str, str]]) -> str:
     return "{" + ",".join(base + [f"{k}:{v}" for k, v in pairs]) + "}"
 
 
-def datadog_monitor(config: Config, rule: Rule, ml_app: str, env: str | None) -> tuple[dict[str, Any], list[str]]:
+def datadog_monitor(rule: Rule, routes: Routes, ml_app: str, env: str | None) -> tuple[dict[str, Any], list[str]]:
     notes: list[str] = []
     base = [f"ml_app:{ml_app}"] + ([f"env:{env}"] if env else [])
     w = _dur(rule.window_s)
@@ -185,7 +190,7 @@ def datadog_monitor(config: Config, rule: Rule, ml_app: str, env: str | None) ->
         elif rule.provider:
             pairs = [("model_provider", rule.provider)]
         else:
-            targets = _route_targets(config, rule.route) if rule.route else [rule.target or ""]
+            targets = _route_targets(routes, rule.route) if rule.route else [rule.target or ""]
             models = sorted({t.split("/", 1)[1] for t in targets if "/" in t})
             if len(models) == 1:
                 pairs = [("model_name", models[0])]
@@ -237,11 +242,16 @@ def datadog_monitor(config: Config, rule: Rule, ml_app: str, env: str | None) ->
     return monitor, notes
 
 
-def datadog_monitors(config: Config, ml_app: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    app, env, _ = datadog_scope(config, ml_app)
-    out, notes = [], []
-    for r in config.monitors.rules if config.monitors else ():
-        m, n = datadog_monitor(config, r, app, env)
+def datadog_monitors(
+    rules: Iterable[Rule], routes: Routes, datadog: DatadogOptions | None, ml_app: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Datadog monitor definitions for every rule, and the notes on approximations. `datadog`: the options of the
+    configured Datadog destination (None: none is configured); `ml_app` overrides its ml_app."""
+    app, env, _ = datadog_scope(datadog, ml_app)
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for r in rules:
+        m, n = datadog_monitor(r, routes, app, env)
         out.append(m)
         notes.extend(f"{r.name}: {x}" for x in n)
     return out, notes

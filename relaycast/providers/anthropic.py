@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -18,9 +19,8 @@ import orjson
 
 from relaycast import errors
 from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
-from relaycast.providers.base import (
-    ChatResult,
-    StreamState,
+from relaycast.providers.base import ChatResult, StreamState
+from relaycast.providers.http import (
     connect_timeout,
     post_upstream,
     read_answer,
@@ -113,7 +113,15 @@ class AnthropicStream:
         try:
             async with aclosing(upstream_events(self._resp, self._idle_s, target)) as reads:
                 async for events in reads:
-                    out = b"".join([translator.feed(ev.event, ev.data) for ev in events])
+                    parts: list[bytes] = []
+                    try:
+                        for ev in events:
+                            parts.append(translator.feed(ev.event, ev.data))
+                    except errors.ProviderError:
+                        if parts:  # what came before the failure in the same read still reaches the client
+                            yield b"".join(parts)
+                        raise
+                    out = b"".join(parts)
                     if out:
                         yield out
                     if self.state.done:
@@ -267,18 +275,20 @@ class StreamTranslator:
 
 # --- error classification -----------------------------------------------------------------------
 
-STATUS_OF_TYPE = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "billing_error": 402,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "timeout_error": 504,
-    "overloaded_error": 529,
-}
+STATUS_OF_TYPE = MappingProxyType(
+    {
+        "invalid_request_error": 400,
+        "authentication_error": 401,
+        "billing_error": 402,
+        "permission_error": 403,
+        "not_found_error": 404,
+        "request_too_large": 413,
+        "rate_limit_error": 429,
+        "api_error": 500,
+        "timeout_error": 504,
+        "overloaded_error": 529,
+    }
+)
 CONTEXT_WORDS = ("prompt is too long", "context window", "context limit", "context length")
 BILLING_WORDS = ("credit balance", "billing", "spend limit", "purchase credits")
 

@@ -11,6 +11,7 @@ Thinking blocks become `reasoning_content`, as DeepSeek and vLLM name it.
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -21,15 +22,17 @@ from relaycast.records import Usage
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often leave it out
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
+FINISH_REASONS = MappingProxyType(
+    {
+        "end_turn": "stop",
+        "stop_sequence": "stop",
+        "pause_turn": "stop",
+        "max_tokens": "length",
+        "model_context_window_exceeded": "length",
+        "tool_use": "tool_calls",
+        "refusal": "content_filter",
+    }
+)
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[^,;]*)*),(.*)", re.S)
 
 
@@ -117,7 +120,8 @@ def _system(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]] | None:
 
 def _compact(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     if len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]:
-        return blocks[0]["text"]
+        text: str = blocks[0]["text"]
+        return text
     return blocks
 
 

@@ -15,10 +15,9 @@ import aiohttp
 import orjson
 
 from relaycast import errors
-from relaycast.providers.base import (
+from relaycast.providers.base import ChatResult, StreamState
+from relaycast.providers.http import (
     TRANSPORT_ERRORS,
-    ChatResult,
-    StreamState,
     connect_timeout,
     connection_error,
     post_upstream,
@@ -177,7 +176,13 @@ class OpenAIStream:
                             state.done = True
                             out.append(DONE_EVENT)
                             continue
-                        if data and self._inspect(data):
+                        try:
+                            keep = bool(data) and self._inspect(data)
+                        except errors.ProviderError:
+                            if out:  # what came before the failure in the same read still reaches the client
+                                yield b"".join(out)
+                            raise
+                        if keep:
                             out.append(b"data: " + data + b"\n\n")
                     if out:
                         yield b"".join(out)

@@ -1,8 +1,15 @@
-"""The only list of providers relaycast knows by name. Adding an OpenAI-compatible provider is one row here."""
+"""The only list of providers relaycast knows by name. Adding an OpenAI-compatible provider is one row here.
+
+Besides the wire details, a preset carries the facts other packages need about a provider, so that nothing
+outside `providers/` names one: how its models are priced (`price_vendor`, `vendor_in_model_name`,
+`self_hosted`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,18 +21,39 @@ class Preset:
     stream_usage: bool = True  # honours stream_options.include_usage
     openrouter_extensions: bool = False  # forward session_id / trace upstream
     needs_key: bool = True
+    # The vendor its models are listed under in the price catalog (`groq` -> `groq/llama-3.1-8b-instant`).
+    price_vendor: str | None = None
+    # Model names carry their vendor (`openai/gpt-4o-mini`, `anthropic/claude-3.5-haiku`) and are priced as that
+    # catalog entry.
+    vendor_in_model_name: bool = False
+    # Serves models on the operator's own hardware: they have no list price, so a model name is never priced
+    # from another vendor's list (only from the config's `prices:` or a route's `price:`).
+    self_hosted: bool = False
 
 
-PRESETS: dict[str, Preset] = {
-    "openai": Preset("openai", "https://api.openai.com/v1"),
-    "openrouter": Preset("openai", "https://openrouter.ai/api/v1", openrouter_extensions=True),
-    "groq": Preset("openai", "https://api.groq.com/openai/v1"),
-    "together": Preset("openai", "https://api.together.xyz/v1"),
-    "fireworks": Preset("openai", "https://api.fireworks.ai/inference/v1"),
-    "deepseek": Preset("openai", "https://api.deepseek.com/v1"),
-    "mistral": Preset("openai", "https://api.mistral.ai/v1", stream_usage=False),
-    "vllm": Preset("openai", None, needs_key=False),
-    "ollama": Preset("openai", "http://127.0.0.1:11434/v1", needs_key=False),
-    "openai_compatible": Preset("openai", None, needs_key=False),
-    "anthropic": Preset("anthropic", "https://api.anthropic.com/v1", auth_header="x-api-key", auth_scheme=""),
-}
+PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        "openai": Preset("openai", "https://api.openai.com/v1", price_vendor="openai"),
+        "openrouter": Preset(
+            "openai",
+            "https://openrouter.ai/api/v1",
+            openrouter_extensions=True,
+            vendor_in_model_name=True,
+        ),
+        "groq": Preset("openai", "https://api.groq.com/openai/v1", price_vendor="groq"),
+        "together": Preset("openai", "https://api.together.xyz/v1", price_vendor="together"),
+        "fireworks": Preset("openai", "https://api.fireworks.ai/inference/v1", price_vendor="fireworks"),
+        "deepseek": Preset("openai", "https://api.deepseek.com/v1", price_vendor="deepseek"),
+        "mistral": Preset("openai", "https://api.mistral.ai/v1", stream_usage=False, price_vendor="mistral"),
+        "vllm": Preset("openai", None, needs_key=False, self_hosted=True),
+        "ollama": Preset("openai", "http://127.0.0.1:11434/v1", needs_key=False, self_hosted=True),
+        "openai_compatible": Preset("openai", None, needs_key=False),
+        "anthropic": Preset(
+            "anthropic",
+            "https://api.anthropic.com/v1",
+            auth_header="x-api-key",
+            auth_scheme="",
+            price_vendor="anthropic",
+        ),
+    }
+)

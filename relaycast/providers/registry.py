@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import aiohttp
 
-from relaycast.config import Config
 from relaycast.providers.base import Provider
+from relaycast.providers.settings import ProviderConfig
 
-ADAPTERS = {
-    "openai": "relaycast.providers.openai_compat:OpenAICompatProvider",
-    "anthropic": "relaycast.providers.anthropic:AnthropicProvider",
-}
+ADAPTERS = MappingProxyType(
+    {
+        "openai": "relaycast.providers.openai_compat:OpenAICompatProvider",
+        "anthropic": "relaycast.providers.anthropic:AnthropicProvider",
+    }
+)
 
 
 def adapter_class(adapter: str) -> type:
     module, _, cls = ADAPTERS[adapter].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    cls_: type = getattr(importlib.import_module(module), cls)
+    return cls_
 
 
-def build_providers(config: Config, session: aiohttp.ClientSession) -> Mapping[str, Provider]:
-    return {name: adapter_class(p.adapter)(p, session) for name, p in config.providers.items()}
+def build_providers(providers: Mapping[str, ProviderConfig], session: aiohttp.ClientSession) -> Mapping[str, Provider]:
+    """One adapter per provider config, keyed by the provider's name; they share the caller's HTTP session."""
+    return {name: adapter_class(p.adapter)(p, session) for name, p in providers.items()}

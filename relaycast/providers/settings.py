@@ -66,7 +66,7 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
         api_key = m.get("api_key")
         if api_key is not None:
             api_key = r.string(api_key, f"{at}.api_key") or None
-        headers = ()
+        headers: tuple[tuple[str, str], ...] = ()
         if m.get("headers") is not None:
             hm = r.mapping(m["headers"], f"{at}.headers", None)
             headers = tuple((str(k), r.string(v, f"{at}.headers.{k}")) for k, v in hm.items())

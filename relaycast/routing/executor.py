@@ -9,8 +9,11 @@
 
 Streams fail over only before their first token is handed back (the bytes before it are held). With
 `hedge_after_ms`, a stream that has no first token by then races a second target; the first to produce a
-token wins and the other is cancelled (both are recorded). Every attempt is appended to the caller's
-`attempts` list as it ends, and observed by the health board.
+token wins and the other is cancelled (both are recorded).
+
+`Executor.run(plan, t0_ns)` starts one request's `Run`, which owns its attempt log: every attempt is recorded
+once, as it ends, and observed by the health board. A stream the run opens records its own serving attempt
+when `OpenStream.relay` ends (finished, failed mid-way, or abandoned by the client).
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from relaycast import errors
@@ -28,23 +30,16 @@ from relaycast.log import EventLog
 from relaycast.providers.base import ChatResult, ChatStream, Provider
 from relaycast.providers.settings import Timeouts
 from relaycast.records import Attempt, Usage
+from relaycast.retry import backoff
 from relaycast.routing.health import HealthBoard
 from relaycast.routing.plan import Plan
 from relaycast.routing.target import Target
 from relaycast.schema import ChatRequest
 
 # What one target can fail with: its upstream's errors, or a request this target's adapter cannot map.
+RETRY_BASE_S, RETRY_CAP_S = 0.1, 2.0  # a target retried after a retryable failure: 0.1 s, doubling, at most 2 s
+
 TARGET_ERRORS = (errors.ProviderError, errors.NotSupported, errors.InvalidRequest)
-
-
-@dataclass(slots=True)
-class OpenStream:
-    target: Target
-    stream: ChatStream
-    chunks: AsyncIterator[bytes]
-    first: bytes  # everything up to and including the first token
-    started_ns: int  # monotonic
-    deadline: float  # loop time by which the whole stream must end
 
 
 def attempt_record(
@@ -129,8 +124,8 @@ class Steps:
         if err.retryable and cls != "rate_limit" and self._retries_left > 0:
             self._retries_left -= 1
             self._retry_count += 1
-            backoff = min(0.1 * 2 ** (self._retry_count - 1), 2.0) * (0.5 + self._rng.random() / 2)
-            self._queue.append((target, asyncio.get_running_loop().time() + backoff))
+            wait = backoff(self._retry_count, RETRY_BASE_S, RETRY_CAP_S, self._rng)
+            self._queue.append((target, asyncio.get_running_loop().time() + wait))
         return True
 
     def give_up(self) -> errors.RelaycastError:
@@ -142,6 +137,8 @@ class Steps:
 
 
 class Executor:
+    """Runs plans against the providers. One `Run` per request: `executor.run(plan, t0_ns)`."""
+
     def __init__(
         self, providers: Mapping[str, Provider], board: HealthBoard, log: EventLog, rng: random.Random | None = None
     ) -> None:
@@ -150,7 +147,9 @@ class Executor:
         self._log = log
         self._rng = rng or random.Random()
 
-    # --- timing -------------------------------------------------------------------------------
+    def run(self, plan: Plan, t0_ns: int) -> Run:
+        """A request's run of `plan`; `t0_ns` is when the request arrived (monotonic ns)."""
+        return Run(self, plan, t0_ns)
 
     def timeouts(self, plan: Plan, target: Target) -> Timeouts:
         base = self._providers[target.provider].config.timeouts
@@ -169,16 +168,35 @@ class Executor:
         total = plan.route.timeouts.total_s or self._providers[plan.targets[0].provider].config.timeouts.total_s
         return asyncio.get_running_loop().time() - (time.monotonic_ns() - t0_ns) / 1e9 + total
 
+
+class Run:
+    """One request's attempts at a plan, under one deadline. Owns the attempt log (`attempts`)."""
+
+    def __init__(self, ex: Executor, plan: Plan, t0_ns: int) -> None:
+        self._ex = ex
+        self._providers = ex._providers
+        self._board = ex.board
+        self._log = ex._log
+        self.plan = plan
+        self.t0_ns = t0_ns
+        self._attempts: list[Attempt] = []
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        """Every attempt recorded so far, in the order they ended."""
+        return tuple(self._attempts)
+
+    def _steps(self) -> tuple[Steps, float]:
+        deadline = self._ex.deadline(self.plan, self.t0_ns)
+        return Steps(self.plan, self._board, deadline, self._ex._rng), deadline
+
     # --- non-streaming ------------------------------------------------------------------------
 
-    async def complete(
-        self, req: ChatRequest, plan: Plan, t0_ns: int, attempts: list[Attempt]
-    ) -> tuple[ChatResult, Target]:
-        deadline = self.deadline(plan, t0_ns)
-        steps = Steps(plan, self.board, deadline, self._rng)
+    async def complete(self, req: ChatRequest) -> tuple[ChatResult, Target]:
+        steps, deadline = self._steps()
         while (target := await steps.next()) is not None:
             provider = self._providers[target.provider]
-            t = self.timeouts(plan, target)
+            t = self._ex.timeouts(self.plan, target)
             started = time.monotonic_ns()
             try:
                 async with asyncio.timeout(_remaining(deadline, t.total_s)):
@@ -190,28 +208,30 @@ class Executor:
             except TARGET_ERRORS as e:
                 err = e
             except asyncio.CancelledError:
-                self._cancelled(target, t0_ns, started, attempts, "client_cancelled")
+                self._cancelled(target, started, "client_cancelled")
                 raise
             else:
                 ended = time.monotonic_ns()
-                attempts.append(
+                self._attempts.append(
                     attempt_record(
-                        target, t0_ns, started, ended_ns=ended, usage=result.usage, finish_reason=result.finish_reason
+                        target,
+                        self.t0_ns,
+                        started,
+                        ended_ns=ended,
+                        usage=result.usage,
+                        finish_reason=result.finish_reason,
                     )
                 )
                 out = result.usage.completion_tokens if result.usage else 0
-                self.board.observe(target.name, (ended - started) / 1e6, None, None, out)
+                self._board.observe(target.name, (ended - started) / 1e6, None, None, out)
                 return result, target
-            self._failed(target, t0_ns, started, attempts, err)
+            self._failed(target, started, err)
             if not steps.failed(target, err):
                 break
         raise steps.give_up()
 
-    async def embed(
-        self, body: dict[str, Any], plan: Plan, t0_ns: int, attempts: list[Attempt]
-    ) -> tuple[bytes, Target]:
-        deadline = self.deadline(plan, t0_ns)
-        steps = Steps(plan, self.board, deadline, self._rng)
+    async def embed(self, body: dict[str, Any]) -> tuple[bytes, Target]:
+        steps, deadline = self._steps()
         while (target := await steps.next()) is not None:
             provider = self._providers[target.provider]
             started = time.monotonic_ns()
@@ -225,54 +245,45 @@ class Executor:
             except TARGET_ERRORS as e:
                 err = e
             except asyncio.CancelledError:
-                self._cancelled(target, t0_ns, started, attempts, "client_cancelled")
+                self._cancelled(target, started, "client_cancelled")
                 raise
             else:
                 ended = time.monotonic_ns()
-                attempts.append(attempt_record(target, t0_ns, started, ended_ns=ended, usage=usage))
-                self.board.observe(target.name, (ended - started) / 1e6, None, None)
+                self._attempts.append(attempt_record(target, self.t0_ns, started, ended_ns=ended, usage=usage))
+                self._board.observe(target.name, (ended - started) / 1e6, None, None)
                 return raw, target
-            self._failed(target, t0_ns, started, attempts, err)
+            self._failed(target, started, err)
             if not steps.failed(target, err):
                 break
         raise steps.give_up()
 
     # --- streaming ----------------------------------------------------------------------------
 
-    async def open_stream(self, req: ChatRequest, plan: Plan, t0_ns: int, attempts: list[Attempt]) -> OpenStream:
-        deadline = self.deadline(plan, t0_ns)
-        steps = Steps(plan, self.board, deadline, self._rng)
-        hedge = plan.route.hedge_after_s
+    async def open_stream(self, req: ChatRequest) -> OpenStream:
+        steps, deadline = self._steps()
+        hedge = self.plan.route.hedge_after_s
         while (target := await steps.next()) is not None:
             if hedge is None:
                 try:
-                    return await self._open_one(req, plan, target, t0_ns, deadline, attempts)
+                    return await self._open_one(req, target, deadline)
                 except TARGET_ERRORS as e:
                     if not steps.failed(target, e):
                         break
                 continue
-            won = await self._hedged(req, plan, target, steps, hedge, t0_ns, deadline, attempts)
+            won = await self._hedged(req, target, steps, hedge, deadline)
             if won is not None:
                 return won
         raise steps.give_up()
 
     async def _hedged(
-        self,
-        req: ChatRequest,
-        plan: Plan,
-        first: Target,
-        steps: Steps,
-        hedge_s: float,
-        t0_ns: int,
-        deadline: float,
-        attempts: list[Attempt],
+        self, req: ChatRequest, first: Target, steps: Steps, hedge_s: float, deadline: float
     ) -> OpenStream | None:
         """Race `first` against the next target if it has no first token after `hedge_s`. None: all failed."""
         reasons: dict[asyncio.Task[OpenStream], list[str]] = {}
 
         def start(t: Target) -> asyncio.Task[OpenStream]:
             why = ["client_cancelled"]
-            task = asyncio.ensure_future(self._open_one(req, plan, t, t0_ns, deadline, attempts, why))
+            task = asyncio.ensure_future(self._open_one(req, t, deadline, why))
             reasons[task] = why
             return task
 
@@ -313,18 +324,11 @@ class Executor:
             raise
 
     async def _open_one(
-        self,
-        req: ChatRequest,
-        plan: Plan,
-        target: Target,
-        t0_ns: int,
-        deadline: float,
-        attempts: list[Attempt],
-        cancel_class: list[str] | None = None,
+        self, req: ChatRequest, target: Target, deadline: float, cancel_class: list[str] | None = None
     ) -> OpenStream:
         """Open a stream and read it up to its first token, within the TTFT budget. Records a failed attempt."""
         provider = self._providers[target.provider]
-        t = self.timeouts(plan, target)
+        t = self._ex.timeouts(self.plan, target)
         started = time.monotonic_ns()
         stream: ChatStream | None = None
         held: list[bytes] = []
@@ -349,28 +353,24 @@ class Executor:
         except asyncio.CancelledError:
             if stream is not None:
                 await stream.aclose()
-            self._cancelled(target, t0_ns, started, attempts, (cancel_class or ["client_cancelled"])[0])
+            self._cancelled(target, started, (cancel_class or ["client_cancelled"])[0])
             raise
         else:
-            return OpenStream(
-                target=target, stream=stream, chunks=chunks, first=b"".join(held), started_ns=started, deadline=deadline
-            )
+            return OpenStream(self, target, stream, chunks, b"".join(held), started, deadline)
         if stream is not None:
             await stream.aclose()
-        self._failed(target, t0_ns, started, attempts, err)
+        self._failed(target, started, err)
         raise err
 
-    def stream_ended(
-        self, opened: OpenStream, t0_ns: int, attempts: list[Attempt], err: errors.RelaycastError | None
-    ) -> None:
+    def stream_ended(self, opened: OpenStream, err: errors.RelaycastError | None) -> None:
         """Record the serving attempt of a stream once it ended (finished, failed mid-way, or abandoned)."""
         state = opened.stream.state
         cls = None if err or state.done else "client_cancelled"
         ended = time.monotonic_ns()
-        attempts.append(
+        self._attempts.append(
             attempt_record(
                 opened.target,
-                t0_ns,
+                self.t0_ns,
                 opened.started_ns,
                 ended_ns=ended,
                 ttft_ns=state.first_token_ns,
@@ -381,25 +381,27 @@ class Executor:
             )
         )
         if cls is not None:
-            self.board.release(opened.target.name)
+            self._board.release(opened.target.name)
             return
         ttft_ms = None if state.first_token_ns is None else (state.first_token_ns - opened.started_ns) / 1e6
         out = state.usage.completion_tokens if state.usage else 0
-        self.board.observe(
+        self._board.observe(
             opened.target.name, (ended - opened.started_ns) / 1e6, ttft_ms, err.error_class if err else None, out
         )
+        if err is not None:
+            self._log.warning(
+                "stream_failed", target=opened.target.name, error_class=err.error_class, message=err.message[:200]
+            )
 
     # --- bookkeeping --------------------------------------------------------------------------
 
-    def _failed(
-        self, target: Target, t0_ns: int, started: int, attempts: list[Attempt], err: errors.RelaycastError
-    ) -> None:
+    def _failed(self, target: Target, started: int, err: errors.RelaycastError) -> None:
         ended = time.monotonic_ns()
-        attempts.append(attempt_record(target, t0_ns, started, ended_ns=ended, error=err))
+        self._attempts.append(attempt_record(target, self.t0_ns, started, ended_ns=ended, error=err))
         if err.error_class in ("not_supported", "invalid_request"):
-            self.board.release(target.name)  # says nothing about the target's health
+            self._board.release(target.name)  # says nothing about the target's health
         else:
-            self.board.observe(
+            self._board.observe(
                 target.name,
                 (ended - started) / 1e6,
                 None,
@@ -416,9 +418,68 @@ class Executor:
             message=err.message[:200],
         )
 
-    def _cancelled(self, target: Target, t0_ns: int, started: int, attempts: list[Attempt], cls: str) -> None:
-        attempts.append(attempt_record(target, t0_ns, started, error_class=cls))
-        self.board.release(target.name)
+    def _cancelled(self, target: Target, started: int, cls: str) -> None:
+        self._attempts.append(attempt_record(target, self.t0_ns, started, error_class=cls))
+        self._board.release(target.name)
+
+
+class OpenStream:
+    """A stream that produced its first token. `relay` forwards it and records the serving attempt at its end."""
+
+    __slots__ = ("_run", "target", "stream", "_chunks", "first", "started_ns", "deadline", "_ended")
+
+    def __init__(
+        self,
+        run: Run,
+        target: Target,
+        stream: ChatStream,
+        chunks: AsyncIterator[bytes],
+        first: bytes,
+        started_ns: int,
+        deadline: float,
+    ) -> None:
+        self._run = run
+        self.target = target
+        self.stream = stream
+        self._chunks = chunks
+        self.first = first  # everything up to and including the first token
+        self.started_ns = started_ns  # monotonic
+        self.deadline = deadline  # loop time by which the whole stream must end
+        self._ended = False
+
+    async def relay(self, send: Callable[[bytes], Awaitable[None]]) -> errors.RelaycastError | None:
+        """Send the held bytes and every later chunk through `send`, within the request's deadline.
+
+        Returns None when the stream finished, or the error that ended it mid-way (the upstream is closed; the
+        caller tells the client). When the caller is cancelled (the client left), the attempt is recorded as
+        `client_cancelled` and the cancellation propagates. Either way the serving attempt is recorded once."""
+        err: errors.RelaycastError | None = None
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                await send(self.first)
+                async for chunk in self._chunks:
+                    await send(chunk)
+        except errors.ProviderError as e:
+            err = e
+        except TimeoutError:
+            err = errors.Timeout(
+                "stream did not finish within the request's deadline", phase="total", target=self.target.name
+            )
+        except BaseException:
+            await self.stream.aclose()
+            self._end(None)
+            raise
+        else:
+            self._end(None)
+            return None
+        await self.stream.aclose()
+        self._end(err)
+        return err
+
+    def _end(self, err: errors.RelaycastError | None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._run.stream_ended(self, err)
 
 
 def _remaining(deadline: float, cap: float) -> float:

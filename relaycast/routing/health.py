@@ -1,9 +1,10 @@
 """Per-target health: rolling latency and TTFT histograms, error rates by class, cool-downs, circuit breakers.
 
-Statistics are kept cheaply: a rolling window of a few slots, each a fixed log-spaced histogram (62 buckets,
-about 12% wide) and a few counters, so memory and cost stay flat with traffic. Percentiles are read from the
-buckets and cached for a moment, so routing reads them without work per request. Everything here is in
-memory and O(1) per observation: no lock, no I/O on the request path.
+Statistics are kept cheaply: a rolling window of a few slots, each holding latency and TTFT counts in the
+store's log-scale buckets (`relaycast.store.histogram`: 10% wide, so a percentile is within about 5% of the
+exact one) and a few counters, so memory and cost stay flat with traffic. Percentiles are read from the buckets
+and cached for a moment, so routing reads them without work per request. Everything here is in memory and O(1)
+per observation: no lock, no I/O on the request path.
 
 Circuit: closed -> (N consecutive failures) -> open -> (cool-down) -> half_open: one probe at a time;
 its success closes the circuit, its failure opens it again.
@@ -12,20 +13,17 @@ its success closes the circuit, its failure opens it again.
 from __future__ import annotations
 
 import collections
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from relaycast.log import EventLog
 from relaycast.routing.settings import RoutingSettings
+from relaycast.store.histogram import bucket_of, percentiles
 
 Clock = Callable[[], float]  # monotonic seconds
 
-_GROWTH = 1.25
-_N_BUCKETS = 62  # 1 ms .. ~1,000 s
-_LOG = math.log(_GROWTH)
-BOUNDS_MS = tuple(_GROWTH**i for i in range(_N_BUCKETS))
 SLOTS = 6
 MAX_TARGETS = 10_000  # clients name targets (`provider/any-model`): the board forgets the oldest past this
 
@@ -33,29 +31,11 @@ MAX_TARGETS = 10_000  # clients name targets (`provider/any-model`): the board f
 HEALTH_FAILURES = frozenset({"upstream_5xx", "connection", "timeout", "stream_cut", "malformed", "auth"})
 
 
-def bucket(ms: float) -> int:
-    if ms <= 1.0:
-        return 0
-    return min(_N_BUCKETS - 1, math.ceil(math.log(ms) / _LOG))
-
-
-def percentile(hist: list[int], total: int, q: float) -> float | None:
-    if total <= 0:
-        return None
-    rank = max(1, math.ceil(q * total))
-    seen = 0
-    for i, n in enumerate(hist):
-        seen += n
-        if seen >= rank:
-            return BOUNDS_MS[i]
-    return BOUNDS_MS[-1]
-
-
 @dataclass(slots=True)
 class _Slot:
     epoch: int = -1
-    latency: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
-    ttft: list[int] = field(default_factory=lambda: [0] * _N_BUCKETS)
+    latency: collections.Counter[int] = field(default_factory=collections.Counter)  # histogram bucket -> count
+    ttft: collections.Counter[int] = field(default_factory=collections.Counter)
     ok: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     out_tokens: int = 0
@@ -63,8 +43,8 @@ class _Slot:
 
     def reset(self, epoch: int) -> None:
         self.epoch = epoch
-        self.latency = [0] * _N_BUCKETS
-        self.ttft = [0] * _N_BUCKETS
+        self.latency = collections.Counter()
+        self.ttft = collections.Counter()
         self.ok = 0
         self.errors = collections.Counter()
         self.out_tokens = 0
@@ -115,9 +95,9 @@ class TargetHealth:
         s = self._slot(now)
         if error_class is None:
             s.ok += 1
-            s.latency[bucket(duration_ms)] += 1
+            s.latency[bucket_of(duration_ms)] += 1
             if ttft_ms is not None:
-                s.ttft[bucket(ttft_ms)] += 1
+                s.ttft[bucket_of(ttft_ms)] += 1
             gen_ms = duration_ms - (ttft_ms or 0.0)
             if out_tokens and gen_ms > 0:
                 s.out_tokens += out_tokens
@@ -125,7 +105,7 @@ class TargetHealth:
         else:
             s.errors[error_class] += 1
             if error_class == "timeout":
-                s.latency[bucket(duration_ms)] += 1  # a timeout is a slow answer too
+                s.latency[bucket_of(duration_ms)] += 1  # a timeout is a slow answer too
         self._snap = None
 
     def snapshot(self, max_age_s: float = 0.25) -> Snapshot:
@@ -133,8 +113,8 @@ class TargetHealth:
         if self._snap is not None and now - self._snap_at < max_age_s:
             return self._snap
         oldest = int(now / self._slot_s) - SLOTS + 1
-        lat = [0] * _N_BUCKETS
-        ttft = [0] * _N_BUCKETS
+        lat: collections.Counter[int] = collections.Counter()
+        ttft: collections.Counter[int] = collections.Counter()
         ok = 0
         errs: collections.Counter[str] = collections.Counter()
         toks, gen = 0, 0.0
@@ -145,17 +125,17 @@ class TargetHealth:
             errs.update(s.errors)
             toks += s.out_tokens
             gen += s.gen_s
-            for i in range(_N_BUCKETS):
-                lat[i] += s.latency[i]
-                ttft[i] += s.ttft[i]
-        nlat, nttft = sum(lat), sum(ttft)
+            lat.update(s.latency)
+            ttft.update(s.ttft)
+        lat_q = percentiles(lat.items(), (50.0, 99.0))
+        ttft_q = percentiles(ttft.items(), (99.0,))
         snap = Snapshot(
             requests=ok + sum(errs.values()),
             ok=ok,
             errors=dict(errs),
-            p50_ms=percentile(lat, nlat, 0.5),
-            p99_ms=percentile(lat, nlat, 0.99),
-            ttft_p99_ms=percentile(ttft, nttft, 0.99),
+            p50_ms=lat_q[50.0],
+            p99_ms=lat_q[99.0],
+            ttft_p99_ms=ttft_q[99.0],
             tokens_per_s=toks / gen if gen > 0 else None,
         )
         self._snap, self._snap_at = snap, now
@@ -307,7 +287,7 @@ class HealthBoard:
 
     # --- the admin view -----------------------------------------------------------------------
 
-    def status(self) -> dict[str, dict]:
+    def status(self) -> dict[str, dict[str, Any]]:
         out = {}
         for name, t in sorted(self._targets.items()):
             snap = t.snapshot(max_age_s=0)

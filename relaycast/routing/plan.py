@@ -1,18 +1,23 @@
 """Turn a requested model (and OpenRouter's `models` fallbacks and `provider` preferences) into an ordered plan
-of targets, using the routes of the config, the health board and the routing policy."""
+of targets, using the configured routes and providers, the health board, the pricer and the routing policy."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from relaycast.config import Config
+from relaycast.costs.pricer import Pricer
 from relaycast.errors import ModelNotFound, NoRoute
 from relaycast.routing.health import HealthBoard
-from relaycast.routing.policy import Candidate, order
+from relaycast.routing.policy import Candidate, order, uses_price
 from relaycast.routing.settings import Route
 from relaycast.routing.target import Target
 from relaycast.schema import ProviderPrefs
+
+if TYPE_CHECKING:
+    from relaycast.providers.settings import ProviderConfig
 
 __all__ = ["Plan", "Planner", "Target"]
 
@@ -24,25 +29,36 @@ class Plan:
 
 
 class Planner:
-    def __init__(self, config: Config, board: HealthBoard, rng: random.Random | None = None) -> None:
-        self._config = config
+    """Plans over the configured `routes` (aliases) and `providers`; targets are priced by `pricer`."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Route],
+        providers: Mapping[str, ProviderConfig],
+        board: HealthBoard,
+        pricer: Pricer,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._routes = routes
+        self._providers = tuple(providers)
         self._board = board
+        self._pricer = pricer
         self._rng = rng or random.Random()
-        self._kinds = {p.name: p.kind for p in config.providers.values()}
+        self._kinds = {p.name: p.kind for p in providers.values()}
         # A bare model name listed by exactly one provider resolves to it (`gpt-4o-mini` -> `openai/gpt-4o-mini`).
         owners: dict[str, list[str]] = {}
-        for p in config.providers.values():
+        for p in providers.values():
             for m in p.models:
                 owners.setdefault(m, []).append(p.name)
         self._bare = {m: ps[0] for m, ps in owners.items() if len(ps) == 1}
         self._parsed: dict[str, Target] = {}
 
     def route(self, model: str) -> Route:
-        hit = self._config.models.get(model)
+        hit = self._routes.get(model)
         if hit is not None:
             return hit
         provider, sep, name = model.partition("/")
-        if sep and name and provider in self._config.providers:
+        if sep and name and provider in self._kinds:
             return Route(name=model, targets=(model,))
         owner = self._bare.get(model)
         if owner is not None:
@@ -66,7 +82,8 @@ class Planner:
         board = self._board
         cands = []
         parsed = self._parsed
-        configured = route.name in self._config.models  # only configured routes are cached: bounded
+        configured = route.name in self._routes  # only configured routes are cached: bounded
+        priced = uses_price(route.strategy, prefs)
         for i, text in enumerate(route.targets):
             t = parsed.get(text)
             if t is None:
@@ -79,7 +96,7 @@ class Planner:
                     target=t,
                     kind=self._kinds.get(t.provider, ""),
                     weight=route.weights[i] if route.weights else 1.0,
-                    price=route.prices[i] if route.prices else None,
+                    price=self._pricer.price(t.provider, t.model) if priced else None,
                     state=board.state(t.name),
                     demoted=board.is_demoted(route.name, t.name, route.sla_p99_ms, route.sla_ttft_p99_ms),
                     p50_ms=snap.p50_ms,
@@ -90,10 +107,10 @@ class Planner:
         return order(cands, route.strategy, prefs, self._rng, board.settings.probe_share)
 
     def _unknown(self, model: str) -> str:
-        providers = ", ".join(self._config.providers)
+        providers = ", ".join(self._providers)
         msg = f"The model '{model}' does not exist. Use 'provider/model' with a configured provider ({providers})"
-        if self._config.models:
-            msg += f" or an alias ({', '.join(self._config.models)})"
+        if self._routes:
+            msg += f" or an alias ({', '.join(self._routes)})"
         return msg + "."
 
     def _no_route(self, route: Route, prefs: ProviderPrefs) -> str:

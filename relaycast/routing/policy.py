@@ -8,6 +8,12 @@ Order of decisions:
    first demoted target first, so a recovered target wins its traffic back), rate-limited ones only as a last
    resort, open circuits never;
 4. `allow_fallbacks: false` keeps only the first.
+
+Prices are each candidate's `costs.ModelPrice` as the pricer resolves it (the config's `prices:`, a route
+target's `price:`, the packaged catalog). `lowest_cost` and `sort: "price"` order by input + output price per
+token, ties in route order; a target with no known price sorts after every priced one. `max_price` (`prompt`,
+`completion`: USD per million tokens, compared exactly) keeps the targets priced at or under each cap given; a
+target with no known price is excluded, as OpenRouter does, since it cannot be shown to be under the cap.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from relaycast.routing.settings import Price
+from relaycast.costs.catalog import PER_MILLION, ModelPrice
+from relaycast.costs.money import pico_from_usd
 from relaycast.routing.target import Target
 from relaycast.schema import ProviderPrefs
 
@@ -26,7 +33,7 @@ class Candidate:
     target: Target
     kind: str = ""  # the provider's preset ("openai", "anthropic", ...), matched by `provider` preferences too
     weight: float = 1.0
-    price: Price | None = None
+    price: ModelPrice | None = None  # None: no known price (the planner reads prices only when `uses_price`)
     state: str = "ok"  # ok | cooling | open | half_open | probing
     demoted: bool = False
     p50_ms: float | None = None
@@ -52,7 +59,8 @@ def order(
         ignore = frozenset(p.lower() for p in prefs.ignore)
         cands = [c for c in cands if not c.named(ignore)]
     if prefs.max_prompt_price is not None or prefs.max_completion_price is not None:
-        cands = [c for c in cands if _within(c.price, prefs)]
+        prompt_cap, completion_cap = _cap(prefs.max_prompt_price), _cap(prefs.max_completion_price)
+        cands = [c for c in cands if _within(c.price, prompt_cap, completion_cap)]
     cands = _by_strategy(cands, prefs.sort or strategy, rng)
     if prefs.order:
         rank = {p.lower(): i for i, p in enumerate(prefs.order)}
@@ -72,12 +80,27 @@ def order(
     return out
 
 
-def _within(price: Price | None, prefs: ProviderPrefs) -> bool:
+def uses_price(strategy: str, prefs: ProviderPrefs) -> bool:
+    """Whether ordering for this strategy and these preferences reads the candidates' prices."""
+    return (
+        strategy == "lowest_cost"
+        or prefs.sort == "price"
+        or prefs.max_prompt_price is not None
+        or prefs.max_completion_price is not None
+    )
+
+
+def _cap(usd_per_million: float | None) -> int | None:
+    """A cap in USD per million tokens as pico-dollars per million tokens (exact: 0.15 is 150_000_000_000)."""
+    return None if usd_per_million is None else pico_from_usd(usd_per_million)
+
+
+def _within(price: ModelPrice | None, prompt_cap: int | None, completion_cap: int | None) -> bool:
     if price is None:
         return False  # an unknown price cannot be shown to be under the cap
-    if prefs.max_prompt_price is not None and price.input > prefs.max_prompt_price:
+    if prompt_cap is not None and price.input * PER_MILLION > prompt_cap:
         return False
-    return prefs.max_completion_price is None or price.output <= prefs.max_completion_price
+    return completion_cap is None or price.output * PER_MILLION <= completion_cap
 
 
 def _by_strategy(cands: list[Candidate], strategy: str, rng: random.Random) -> list[Candidate]:
@@ -87,7 +110,7 @@ def _by_strategy(cands: list[Candidate], strategy: str, rng: random.Random) -> l
         # Unknown latency sorts first: a target with no recent traffic gets explored.
         return sorted(cands, key=lambda c: -1.0 if c.p99_ms is None else c.p99_ms)
     if strategy in ("lowest_cost", "price"):
-        return sorted(cands, key=lambda c: float("inf") if c.price is None else c.price.input + c.price.output)
+        return sorted(cands, key=lambda c: (1, 0) if c.price is None else (0, c.price.input + c.price.output))
     if strategy == "throughput":
         return sorted(cands, key=lambda c: -(c.tokens_per_s or 0.0))
     return cands

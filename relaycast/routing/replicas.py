@@ -5,6 +5,7 @@ replica is avoided by all of them within a second, without each having to fail o
 One hash, `relaycast:health`; fields `<replica>|open|<target>` and `<replica>|demoted|<route>|<target>`, values
 `{"until": <unix s>, "reason": ...}`. A replica rewrites only its own fields; entries past `until` are ignored and
 removed by whoever sees them. Latency windows stay per replica; decisions made from them are what is shared.
+Each sync is one pipelined round trip on relaycast's Redis client (`relaycast.redis`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 
 from relaycast.log import EventLog
+from relaycast.redis import RedisReplyError, RespClient
 from relaycast.routing.health import HealthBoard
 
 KEY = "relaycast:health"
@@ -27,9 +29,7 @@ class SharedHealth:
     def __init__(
         self, url: str, board: HealthBoard, log: EventLog, interval_s: float = 0.5, timeout_s: float = 0.5
     ) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._redis = RespClient(url, timeout_s)
         self._board = board
         self._log = log
         self.replica = secrets.token_hex(4)
@@ -49,10 +49,10 @@ class SharedHealth:
             self._task = None
         try:
             if self._mine:
-                await self._redis.hdel(KEY, *self._mine)
+                await self._redis.call("HDEL", KEY, *self._mine)
         except Exception:  # noqa: BLE001 - leaving: entries expire by their own `until`
             pass
-        await self._redis.aclose()
+        await self._redis.close()
 
     async def _run(self) -> None:
         while True:
@@ -86,15 +86,19 @@ class SharedHealth:
         wall, mono = time.time(), time.monotonic()
         mine = self._local(wall, mono)
         gone = self._mine - set(mine)
-        async with self._redis.pipeline(transaction=False) as p:
-            if mine:
-                p.hset(KEY, mapping=mine)
-            if gone:
-                p.hdel(KEY, *gone)
-            p.hgetall(KEY)
-            results = await p.execute()
+        commands: list[tuple[Any, ...]] = []
+        if mine:
+            commands.append(("HSET", KEY, *(x for kv in mine.items() for x in kv)))
+        if gone:
+            commands.append(("HDEL", KEY, *gone))
+        commands.append(("HGETALL", KEY))
+        results = await self._redis.pipeline(commands)
+        for r in results:
+            if isinstance(r, RedisReplyError):
+                raise r
         self._mine = set(mine)
-        everything: dict[bytes, bytes] = results[-1]
+        flat: list[bytes] = results[-1]
+        everything = dict(zip(flat[::2], flat[1::2], strict=True))
         shared_open: dict[str, float] = {}
         shared_demoted: dict[tuple[str, str], str] = {}
         stale = []
@@ -119,4 +123,4 @@ class SharedHealth:
         self._board.shared_open = shared_open
         self._board.shared_demoted = shared_demoted
         if stale:
-            await self._redis.hdel(KEY, *stale)
+            await self._redis.call("HDEL", KEY, *stale)

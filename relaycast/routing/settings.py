@@ -5,7 +5,7 @@ models:
     strategy: lowest_latency          # priority (default) | weighted | lowest_latency | lowest_cost
     targets:
       - openai/gpt-4o-mini
-      - {target: groq/llama-3.1-8b-instant, weight: 2, price: {input: 0.05, output: 0.08}}
+      - {target: groq/llama-3.1-8b-instant, weight: 2, price: {input: 0.05, output: 0.08}}   # USD per 1M tokens
     sla: {p99_ms: 3000, ttft_p99_ms: 800}   # a target over its SLA is demoted
     timeouts: {connect: 3, ttft: 2, idle: 10, total: 30}   # seconds; total is the request's deadline
     retries: 1                        # same-target retries per request, with backoff, within the deadline
@@ -20,6 +20,10 @@ routing:
   probe_share: 0.05                   # share of requests that try a demoted target first
   rate_limit_cooldown_s: 5            # without Retry-After
   quota_cooldown_s: 300               # quota or billing exhausted
+
+A target's `price:` is a `costs.ModelPrice` (source "route"): it overrides the catalog's price for that target, and
+the config's `prices:` override it (see `costs.pricer`). `lowest_cost` needs no `price:`: it orders by whatever
+price the pricer knows.
 """
 
 from __future__ import annotations
@@ -28,17 +32,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from relaycast.config_reader import ConfigError, Reader
+from relaycast.costs.catalog import ModelPrice
+from relaycast.costs.settings import parse_price
 
 if TYPE_CHECKING:
     from relaycast.providers.settings import ProviderConfig
 
 STRATEGIES = ("priority", "weighted", "lowest_latency", "lowest_cost")
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    input: float  # USD per million input tokens
-    output: float  # USD per million output tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class Route:
     name: str
     targets: tuple[str, ...]  # "provider/model", in order of preference
     weights: tuple[float, ...] = ()
-    prices: tuple[Price | None, ...] = ()
+    prices: tuple[ModelPrice | None, ...] = ()  # a target's `price:` (source "route"), by position
     strategy: str = "priority"
     sla_p99_ms: float | None = None
     sla_ttft_p99_ms: float | None = None
@@ -105,7 +105,9 @@ def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> d
         items = r.sequence(r.required(m, "targets", at), f"{at}.targets")
         if not items:
             raise ConfigError(f"{at}.targets", "needs at least one target")
-        targets, weights, prices = [], [], []
+        targets: list[str] = []
+        weights: list[float] = []
+        prices: list[ModelPrice | None] = []
         for j, t in enumerate(items):
             tat = f"{at}.targets[{j}]"
             weight, price = 1.0, None
@@ -115,11 +117,7 @@ def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> d
                 if "weight" in tm:
                     weight = r.number(tm["weight"], f"{tat}.weight")
                 if tm.get("price") is not None:
-                    pm = r.mapping(tm["price"], f"{tat}.price", {"input", "output"})
-                    price = Price(
-                        _money(r, pm.get("input", 0), f"{tat}.price.input"),
-                        _money(r, pm.get("output", 0), f"{tat}.price.output"),
-                    )
+                    price = _price(r, tm["price"], f"{tat}.price")
             targets.append(_target(r, t, tat, providers))
             weights.append(weight)
             prices.append(price)
@@ -128,8 +126,6 @@ def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> d
             raise ConfigError(
                 f"{at}.strategy", f"unknown strategy '{strategy}' (expected one of: {', '.join(STRATEGIES)})"
             )
-        if strategy == "lowest_cost" and any(p is None for p in prices):
-            raise ConfigError(f"{at}.targets", "strategy lowest_cost needs a price on every target")
         sla = r.mapping(m["sla"], f"{at}.sla", {"p99_ms", "ttft_p99_ms"}) if m.get("sla") is not None else {}
         tm = (
             r.mapping(m["timeouts"], f"{at}.timeouts", {"connect", "ttft", "idle", "total"})
@@ -193,13 +189,13 @@ def parse_routing(r: Reader, raw: Any) -> RoutingSettings:
 
 
 def _target(r: Reader, t: Any, at: str, providers: dict[str, ProviderConfig]) -> str:
-    t = r.string(t, at)
-    prov, sep, model = t.partition("/")
+    text = r.string(t, at)
+    prov, sep, model = text.partition("/")
     if not sep or not model:
-        raise ConfigError(at, f"'{t}' is not of the form provider/model")
+        raise ConfigError(at, f"'{text}' is not of the form provider/model")
     if prov not in providers:
         raise ConfigError(at, f"unknown provider '{prov}'")
-    return t
+    return text
 
 
 def _fallback(r: Reader, v: Any, at: str, providers: dict[str, ProviderConfig]) -> tuple[str, ...]:
@@ -215,7 +211,14 @@ def _share(r: Reader, v: Any, at: str) -> float:
     return float(v)
 
 
-def _money(r: Reader, v: Any, at: str) -> float:
+def _price(r: Reader, raw: Any, at: str) -> ModelPrice:
+    """A target's `price: {input, output}` in USD per million tokens (a missing one is 0)."""
+    pm = r.mapping(raw, at, {"input", "output"})
+    usd = {k: _money(pm.get(k, 0), f"{at}.{k}") for k in ("input", "output")}
+    return parse_price(usd, "route", at)
+
+
+def _money(v: Any, at: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise ConfigError(at, f"must be a price in USD per million tokens, got {v!r}")
     return float(v)

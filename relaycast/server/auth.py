@@ -6,16 +6,15 @@ import hashlib
 import hmac
 import time
 
-from relaycast.config import Config
 from relaycast.errors import Forbidden, Unauthorized
 from relaycast.keys.policy import KeyPolicy
 from relaycast.keys.registry import KeyRegistry
 
 
 class Authenticator:
-    def __init__(self, config: Config, registry: KeyRegistry) -> None:
+    def __init__(self, admin_key_sha256: str | None, registry: KeyRegistry) -> None:
         self.registry = registry
-        self._admin = config.admin_key_sha256
+        self._admin = admin_key_sha256
 
     @property
     def required(self) -> bool:

@@ -1,37 +1,23 @@
-"""The chat-completions and embeddings endpoints: edge checks, the executor, the response, then the record."""
+"""The chat-completions and embeddings endpoints. Each reads: parse -> plan -> admit -> run -> respond -> emit."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import orjson
 
 from relaycast import errors
-from relaycast.asgi import (
-    SSE_HEADERS,
-    BodyTooLarge,
-    ClientGone,
-    Receive,
-    Scope,
-    Send,
-    read_body,
-    run_until_disconnect,
-    send_bytes,
-)
+from relaycast.asgi import SSE_HEADERS, BodyTooLarge, ClientGone, Request, read_body, run_until_disconnect, send_bytes
+from relaycast.errors import LimiterUnavailable, LimitExceeded
 from relaycast.keys.policy import KeyPolicy
-from relaycast.limits.base import LimiterUnavailable, LimitExceeded, Reservation
-from relaycast.records import Attempt, Attribution, RequestRecord
-from relaycast.routing.executor import Executor, OpenStream
-from relaycast.routing.plan import Plan
+from relaycast.limits.base import Reservation
+from relaycast.records import Attribution, RequestRecord
+from relaycast.routing.executor import Executor, Run
 from relaycast.schema import ChatRequest, parse_chat, parse_embeddings
-from relaycast.server import limits
+from relaycast.server.respond import send_error, served
+from relaycast.server.services import Services
 from relaycast.sse import encode
-
-if TYPE_CHECKING:
-    from relaycast.server.app import Gateway
 
 PARAM_KEYS = (
     "temperature",
@@ -62,79 +48,112 @@ class Outcome:
 
 
 class Handlers:
-    def __init__(self, gw: Gateway, executor: Executor) -> None:
-        self.gw = gw
+    def __init__(self, services: Services, executor: Executor) -> None:
+        self.s = services
         self.executor = executor
-        self.max_body = gw.config.server.max_body_bytes
+        self.max_body = services.config.server.max_body_bytes
 
-    async def _read(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
-        ctype = headers.get(b"content-type")
+    async def _read(self, r: Request) -> bytes:
+        ctype = r.headers.get(b"content-type")
         if ctype is not None and b"json" not in ctype.lower():
             raise errors.UnsupportedMediaType(
                 f"Content-Type must be application/json, got '{ctype.decode('latin-1')[:100]}'."
             )
-        clen = headers.get(b"content-length")
+        clen = r.headers.get(b"content-length")
         if clen is not None and clen.isdigit() and int(clen) > self.max_body:
             raise errors.PayloadTooLarge(f"Request body is larger than the limit of {self.max_body} bytes.")
         try:
-            return await read_body(receive, self.max_body)
+            return await read_body(r.receive, self.max_body)
         except BodyTooLarge:
             raise errors.PayloadTooLarge(f"Request body is larger than the limit of {self.max_body} bytes.") from None
 
     # --- chat ---------------------------------------------------------------------------------
 
-    async def chat(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def chat(self, r: Request) -> None:
         t0 = time.monotonic_ns()
-        wall0 = self.gw.wall_ns()
-        key = self.gw.auth.client(headers)
+        wall0 = self.s.wall_ns()
+        key = self.s.auth.client(r.headers)
         try:
-            raw = await self._read(scope, receive, headers)
+            raw = await self._read(r)
         except ClientGone:
             return
-        req = parse_chat(raw, headers)
+        req = parse_chat(raw, r.headers)
         if key is not None:
             _check_models(key, (req.model, *req.fallbacks))
             req.attribution = _with_key(req.attribution, key)
-        attempts: list[Attempt] = []
         outcome = Outcome()
+        run: Run | None = None
         reservation = None
         try:
-            plan = self.gw.planner.plan(req.model, req.fallbacks, req.prefs)
-            reservation = await limits.admit(
-                self.gw, key, req.attribution, plan, req.body, lambda: self.gw.coster.estimator.prompt(req.messages)
+            plan = self.s.planner.plan(req.model, req.fallbacks, req.prefs)
+            run = self.executor.run(plan, t0)
+            reservation = await self.s.admission.admit(
+                key, req.attribution, plan, req.body, lambda: self.s.coster.estimator.prompt(req.messages)
             )
-        except (
-            errors.NoRoute,
-            LimitExceeded,
-            LimiterUnavailable,
-        ) as e:  # recorded: an outage or a refusal for this client
+        except (errors.NoRoute, LimitExceeded, LimiterUnavailable) as e:  # recorded: an outage or a refusal
             outcome.status, outcome.error = e.status_code, e
-            await self.gw.send_error(send, e, ids)
-            self._emit_chat(rid, req, wall0, t0, attempts, outcome, None)
+            await send_error(r.send, self.s.redactor, e, r.id_headers)
+            self._emit_chat(r, req, wall0, t0, run, outcome, None)
             return
         try:
-            if req.stream:
-                await run_until_disconnect(receive, self._stream(req, plan, t0, attempts, send, ids, outcome))
-            else:
-                await run_until_disconnect(receive, self._complete(req, plan, t0, attempts, send, ids, outcome))
+            respond = self._stream if req.stream else self._complete
+            await run_until_disconnect(r.receive, respond(r, req, run, outcome))
         except ClientGone:
             outcome.cancelled = True
         finally:
-            self._emit_chat(rid, req, wall0, t0, attempts, outcome, reservation)
+            self._emit_chat(r, req, wall0, t0, run, outcome, reservation)
+
+    async def _complete(self, r: Request, req: ChatRequest, run: Run, outcome: Outcome) -> None:
+        try:
+            result, target = await run.complete(req)
+        except errors.RelaycastError as e:
+            outcome.status, outcome.error = e.status_code, e
+            await send_error(r.send, self.s.redactor, e, [*r.id_headers, *served(None, len(run.attempts))])
+            return
+        outcome.text = result.output_text
+        await send_bytes(r.send, 200, result.body, [*r.id_headers, *served(target.name, len(run.attempts))])
+
+    async def _stream(self, r: Request, req: ChatRequest, run: Run, outcome: Outcome) -> None:
+        try:
+            opened = await run.open_stream(req)
+        except errors.RelaycastError as e:
+            outcome.status, outcome.error = e.status_code, e
+            await send_error(r.send, self.s.redactor, e, [*r.id_headers, *served(None, len(run.attempts))])
+            return
+        send = r.send
+        headers = [*SSE_HEADERS, *r.id_headers, *served(opened.target.name, len(run.attempts) + 1)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+        async def body(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        try:
+            err = await opened.relay(body)
+        finally:
+            state = opened.stream.state
+            outcome.text = "".join(state.text) if state.text else None
+        if err is None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        # The response started as 200: a mid-stream failure ends it with an error event, never [DONE].
+        outcome.error = err
+        event = self.s.redactor.scrub_bytes(orjson.dumps(err.body()))
+        await send({"type": "http.response.body", "body": encode(event), "more_body": False})
 
     def _emit_chat(
         self,
-        rid: str,
+        r: Request,
         req: ChatRequest,
         wall0: int,
         t0: int,
-        attempts: list[Attempt],
+        run: Run | None,
         outcome: Outcome,
         reservation: Reservation | None,
     ) -> None:
         err = outcome.error
+        attempts = run.attempts if run is not None else ()
         rec = RequestRecord(
-            request_id=rid,
+            request_id=r.id,
             endpoint="chat.completions",
             model_requested=req.model,
             stream=req.stream,
@@ -142,138 +161,64 @@ class Handlers:
             duration_ns=time.monotonic_ns() - t0,
             status_code=499 if outcome.cancelled else outcome.status,
             attribution=req.attribution,
-            attempts=self.gw.coster.chat(attempts, req.messages, outcome.text),
+            attempts=self.s.coster.chat(list(attempts), req.messages, outcome.text),
             error_class=err.error_class if err else ("client_cancelled" if outcome.cancelled else None),
-            error_message=self.gw.redactor.scrub(err.message) if err else None,
+            error_message=self.s.redactor.scrub(err.message) if err else None,
             params={k: req.body[k] for k in PARAM_KEYS if k in req.body},
             input_messages=tuple(req.messages),
             output_text=outcome.text,
             client_cancelled=outcome.cancelled,
         )
-        self.gw.emit(rec)
-        limits.settle(self.gw, reservation, rec)
-
-    async def _complete(
-        self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome
-    ) -> None:
-        try:
-            result, target = await self.executor.complete(req, plan, t0, attempts)
-        except errors.RelaycastError as e:
-            outcome.status, outcome.error = e.status_code, e
-            await self.gw.send_error(send, e, [*ids, *_served(None, len(attempts))])
-            return
-        outcome.text = result.output_text
-        await send_bytes(send, 200, result.body, [*ids, *_served(target.name, len(attempts))])
-
-    async def _stream(
-        self, req: ChatRequest, plan: Plan, t0: int, attempts: list, send: Send, ids: list, outcome: Outcome
-    ) -> None:
-        try:
-            opened = await self.executor.open_stream(req, plan, t0, attempts)
-        except errors.RelaycastError as e:
-            outcome.status, outcome.error = e.status_code, e
-            await self.gw.send_error(send, e, [*ids, *_served(None, len(attempts))])
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*SSE_HEADERS, *ids, *_served(opened.target.name, len(attempts) + 1)],
-            }
-        )
-        err = None
-        try:
-            err = await self._forward(opened, send)
-        finally:
-            state = opened.stream.state
-            outcome.text = "".join(state.text) if state.text else None
-            if err is not None:
-                outcome.error = err  # the response started as 200; the error went as an event
-            self.executor.stream_ended(opened, t0, attempts, err)
-
-    async def _forward(self, opened: OpenStream, send: Send) -> errors.RelaycastError | None:
-        """Send the stream to the client. A mid-stream failure ends it with an error event, never [DONE]."""
-        try:
-            async with asyncio.timeout_at(opened.deadline):
-                await send({"type": "http.response.body", "body": opened.first, "more_body": True})
-                async for chunk in opened.chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except errors.ProviderError as e:
-            err: errors.RelaycastError | None = e
-        except TimeoutError:
-            err = errors.Timeout(
-                "stream did not finish within the request's deadline", phase="total", target=opened.target.name
-            )
-        except asyncio.CancelledError:
-            await opened.stream.aclose()
-            raise
-        else:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return None
-        await opened.stream.aclose()
-        self.gw.log.warning(
-            "stream_failed", target=opened.target.name, error_class=err.error_class, message=err.message[:200]
-        )
-        event = self.gw.redactor.scrub_bytes(orjson.dumps(err.body()))
-        await send({"type": "http.response.body", "body": encode(event), "more_body": False})
-        return err
+        self.s.emit(rec)
+        self.s.admission.settle(reservation, rec)
 
     # --- embeddings ---------------------------------------------------------------------------
 
-    async def embeddings(self, scope: Scope, receive: Receive, send: Send, headers: dict, rid: str, ids: list) -> None:
+    async def embeddings(self, r: Request) -> None:
         t0 = time.monotonic_ns()
-        wall0 = self.gw.wall_ns()
-        key = self.gw.auth.client(headers)
+        wall0 = self.s.wall_ns()
+        key = self.s.auth.client(r.headers)
         try:
-            raw = await self._read(scope, receive, headers)
+            raw = await self._read(r)
         except ClientGone:
             return
-        req = parse_embeddings(raw, headers)
+        req = parse_embeddings(raw, r.headers)
         if key is not None:
             _check_models(key, (req.model,))
             req.attribution = _with_key(req.attribution, key)
-        plan = self.gw.planner.plan(req.model)
-        attempts: list[Attempt] = []
+        plan = self.s.planner.plan(req.model)
+        run = self.executor.run(plan, t0)
         status, err = 200, None
         reservation = None
         try:
-            reservation = await limits.admit(
-                self.gw,
+            reservation = await self.s.admission.admit(
                 key,
                 req.attribution,
                 plan,
                 {"max_tokens": 1},
-                lambda: self.gw.coster.estimator.embedding_input(req.body.get("input")),
+                lambda: self.s.coster.estimator.embedding_input(req.body.get("input")),
             )
-            body, target = await self.executor.embed(req.body, plan, t0, attempts)
+            body, target = await run.embed(req.body)
         except errors.RelaycastError as e:
             status, err = e.status_code, e
-            await self.gw.send_error(send, e, [*ids, *_served(None, len(attempts))])
+            await send_error(r.send, self.s.redactor, e, [*r.id_headers, *served(None, len(run.attempts))])
         else:
-            await send_bytes(send, 200, body, [*ids, *_served(target.name, len(attempts))])
-        attribution = req.attribution
+            await send_bytes(r.send, 200, body, [*r.id_headers, *served(target.name, len(run.attempts))])
         rec = RequestRecord(
-            request_id=rid,
+            request_id=r.id,
             endpoint="embeddings",
             model_requested=req.model,
             stream=False,
             started_unix_ns=wall0,
             duration_ns=time.monotonic_ns() - t0,
             status_code=status,
-            attribution=attribution,
-            attempts=self.gw.coster.embeddings(attempts, req.body.get("input")),
+            attribution=req.attribution,
+            attempts=self.s.coster.embeddings(list(run.attempts), req.body.get("input")),
             error_class=err.error_class if err else None,
-            error_message=self.gw.redactor.scrub(err.message) if err else None,
+            error_message=self.s.redactor.scrub(err.message) if err else None,
         )
-        self.gw.emit(rec)
-        limits.settle(self.gw, reservation, rec)
-
-
-def _served(target: str | None, attempts: int) -> list[tuple[bytes, bytes]]:
-    h = [(b"x-relaycast-attempts", str(attempts).encode())]
-    if target:
-        h.append((b"x-relaycast-target", target.encode()))
-    return h
+        self.s.emit(rec)
+        self.s.admission.settle(reservation, rec)
 
 
 def _with_key(a: Attribution, key: KeyPolicy) -> Attribution:

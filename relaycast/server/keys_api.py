@@ -10,18 +10,16 @@ POST /admin/keys/<name>/rotate    a new secret; the old one stops working
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from relaycast import errors
-from relaycast.asgi import Receive, Scope, Send, read_body, send_bytes
-from relaycast.keys import store as key_store
+from relaycast.asgi import Receive, Request, read_body, send_bytes
 from relaycast.keys.policy import LIMIT_FIELDS, KeyPolicy, Limits
+from relaycast.server.services import Services
+from relaycast.store import keys as key_store
 from relaycast.store.db import is_db_error
-
-if TYPE_CHECKING:
-    from relaycast.server.app import Gateway
 
 PREFIX = "/admin/keys"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -29,22 +27,20 @@ _FIELDS = {"name", "owner", "models", "user", "feature", "tags", "expires_in_s",
 
 
 class KeysApi:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, services: Services) -> None:
+        self.s = services
 
-    async def handle(
-        self, scope: Scope, receive: Receive, send: Send, path: str, ids: list[tuple[bytes, bytes]]
-    ) -> None:
-        method = scope["method"]
-        if self.gw._reader is None:
+    async def handle(self, r: Request) -> None:
+        method, path = r.method, r.path
+        if self.s.reader is None:
             raise errors.StoreNotReady("Virtual keys live in the store, and the store is disabled.")
         rest = path[len(PREFIX) :].strip("/")
         try:
             if rest == "" and method == "GET":
-                body: Any = {"keys": await self.gw._reader.run(key_store.listing)}
+                body: Any = {"keys": await self.s.reader.run(key_store.listing)}
                 status = 200
             elif rest == "" and method == "POST":
-                status, body = 201, await self._create(receive)
+                status, body = 201, await self._create(r.receive)
             elif rest.count("/") == 1 and method == "POST" and rest.split("/")[1] in ("revoke", "rotate"):
                 name, action = rest.split("/")
                 status, body = 200, await self._change(name, action)
@@ -53,11 +49,11 @@ class KeysApi:
         except Exception as e:
             if is_db_error(e):
                 raise errors.StoreNotReady(
-                    f"The key store cannot be reached: {self.gw.redactor.scrub(str(e).splitlines()[0][:200])}"
+                    f"The key store cannot be reached: {self.s.redactor.scrub(str(e).splitlines()[0][:200])}"
                 ) from None
             raise
-        await self.gw.keys.refresh()  # this replica at once; the others within a second
-        await send_bytes(send, status, orjson.dumps(body), [*ids, (b"cache-control", b"no-store")])
+        await self.s.keys.refresh()  # this replica at once; the others within a second
+        await send_bytes(r.send, status, orjson.dumps(body), [*r.id_headers, (b"cache-control", b"no-store")])
 
     async def _create(self, receive: Receive) -> dict[str, Any]:
         raw = await read_body(receive, 64 * 1024)
@@ -73,7 +69,7 @@ class KeysApi:
         name = spec.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise errors.InvalidRequest("'name' must be 1-64 letters, digits, '_', '.' or '-'", param="name")
-        if any(k.name == name for k in self.gw.config.keys):
+        if any(k.name == name for k in self.s.config.keys):
             raise errors.InvalidRequest(f"'{name}' is a key of the config file", param="name")
         models = spec.get("models")
         if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) and m for m in models)):
@@ -92,7 +88,7 @@ class KeysApi:
             raise errors.InvalidRequest(
                 str(e).removeprefix("key."), param=str(e).split(":")[0].removeprefix("key.")
             ) from None
-        now_ms = int(self.gw.clock() * 1000)
+        now_ms = int(self.s.clock() * 1000)
         expires = spec.get("expires_in_s")
         if expires is not None and (isinstance(expires, bool) or not isinstance(expires, (int, float)) or expires <= 0):
             raise errors.InvalidRequest("'expires_in_s' must be a number of seconds above 0", param="expires_in_s")
@@ -107,27 +103,27 @@ class KeysApi:
             limits=limits,
             expires_ms=now_ms + int(expires * 1000) if expires else None,
         )
-        assert self.gw._reader is not None
+        assert self.s.reader is not None
         try:
-            secret = await self.gw._reader.run(key_store.create, policy, now_ms)
+            secret = await self.s.reader.run(key_store.create, policy, now_ms)
         except key_store.KeyExists:
             raise errors.InvalidRequest(
                 f"a key named '{name}' exists already (rotate it, or revoke it and pick another name)", param="name"
             ) from None
-        self.gw.log.info("key_created", key=name, prefix=secret[:8])
-        listed = next(k for k in await self.gw._reader.run(key_store.listing) if k["name"] == name)
+        self.s.log.info("key_created", key=name, prefix=secret[:8])
+        listed = next(k for k in await self.s.reader.run(key_store.listing) if k["name"] == name)
         return {"key": listed, "secret": secret, "note": "Store this secret now: relaycast keeps only its hash."}
 
     async def _change(self, name: str, action: str) -> dict[str, Any]:
-        assert self.gw._reader is not None
-        now_ms = int(self.gw.clock() * 1000)
+        assert self.s.reader is not None
+        now_ms = int(self.s.clock() * 1000)
         if action == "revoke":
-            if not await self.gw._reader.run(key_store.revoke, name, now_ms):
+            if not await self.s.reader.run(key_store.revoke, name, now_ms):
                 raise errors.NotFoundRoute(f"No active key named '{name[:64]}'.")
-            self.gw.log.info("key_revoked", key=name)
+            self.s.log.info("key_revoked", key=name)
             return {"name": name, "revoked": True}
-        secret = await self.gw._reader.run(key_store.rotate, name, now_ms)
+        secret = await self.s.reader.run(key_store.rotate, name, now_ms)
         if secret is None:
             raise errors.NotFoundRoute(f"No active key named '{name[:64]}'.")
-        self.gw.log.info("key_rotated", key=name, prefix=secret[:8])
+        self.s.log.info("key_rotated", key=name, prefix=secret[:8])
         return {"name": name, "secret": secret, "note": "The previous secret no longer works. Store this one now."}

@@ -42,7 +42,8 @@ def tune_gc() -> None:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class ThreadedServer:
@@ -52,7 +53,6 @@ class ThreadedServer:
         self.host = host
         self.port = port or free_port(host)
         self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, log_level=log_level))
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._run, name=f"asgi-{self.port}", daemon=True)
 
     @property

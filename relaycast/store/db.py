@@ -1,5 +1,8 @@
 """One small face over SQLite (stdlib `sqlite3`) and Postgres (`psycopg` 3): connect, migrate, run SQL.
 
+psycopg is one of relaycast's dependencies (`psycopg[binary]` in pyproject.toml), imported only when a Postgres
+store is configured.
+
 SQL is written once with `?` placeholders and the subset both engines share (ON CONFLICT upserts, BIGINT, no
 vendor functions); Postgres gets `%s`. Connections are blocking and used from the store's own threads only, never
 from the event loop.
@@ -32,7 +35,10 @@ class Connection:
             try:
                 import psycopg
             except ImportError:
-                raise StoreUnavailable("a Postgres store needs psycopg: pip install 'relaycast[postgres]'") from None
+                raise StoreUnavailable(
+                    "a Postgres store needs psycopg, a dependency of relaycast that cannot be imported here: "
+                    "pip install 'psycopg[binary]>=3.1'"
+                ) from None
             try:
                 self._conn: Any = psycopg.connect(cfg.url, autocommit=False, connect_timeout=10)
             except psycopg.Error as e:
@@ -53,7 +59,7 @@ class Connection:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._conn.execute(self._sql(sql), params)
-        rows = cur.fetchall()
+        rows: list[tuple[Any, ...]] = cur.fetchall()
         if self.dialect == "postgres":
             self._conn.rollback()  # end the read's transaction: no snapshot held between queries
         return rows
@@ -71,11 +77,13 @@ class Connection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = self._conn.execute(self._sql(sql), params)
-        return cur.rowcount
+        count: int = cur.rowcount
+        return count
 
     def query_in_tx(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A read inside a transaction (does not end it, unlike `query`)."""
-        return self._conn.execute(self._sql(sql), params).fetchall()
+        rows: list[tuple[Any, ...]] = self._conn.execute(self._sql(sql), params).fetchall()
+        return rows
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if self.dialect == "postgres":

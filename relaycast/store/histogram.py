@@ -1,5 +1,10 @@
-"""Log-scale latency buckets: a value in ms falls in bucket floor(log(v) / log(RATIO)); a bucket reads back as
-its geometric middle, so a percentile from buckets is within ±RATIO/2 (about 5%) of the exact one."""
+"""Log-scale latency buckets, the one histogram of the gateway: the store's latency tables and the routing health
+board both count in them.
+
+A value in ms falls in bucket floor(log(v) / log(RATIO)); a bucket reads back as its geometric middle, so a
+percentile from buckets is within ±RATIO/2 (about 5%) of the exact one. Bucket numbers are kept in the store's
+rows, so RATIO and FLOOR_MS never change.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ def bucket_of(ms: float) -> int:
 
 
 def value_of(bucket: int) -> float:
-    return RATIO ** (bucket + 0.5)
+    return math.pow(RATIO, bucket + 0.5)
 
 
 def percentiles(counts: Iterable[tuple[int, int]], qs: Iterable[float]) -> dict[float, float | None]:

@@ -142,7 +142,7 @@ def _limit(v: Any, default: int) -> int:
 
 
 def _usage_doc(sums: list[int]) -> dict[str, Any]:
-    d = dict(zip(USAGE_SUMS, (int(x or 0) for x in sums), strict=False))
+    d: dict[str, Any] = dict(zip(USAGE_SUMS, (int(x or 0) for x in sums), strict=False))
     cost = d.pop("cost_pusd")
     unpriced = d.pop("unpriced")
     estimated = d.pop("estimated")
@@ -339,7 +339,7 @@ def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
             s["errors"][i] += n
     for s in series.values():
         s["rate"] = [round(e / a, 4) if a else None for a, e in zip(s["attempts"], s["errors"], strict=False)]
-    providers = []
+    providers: list[dict[str, Any]] = []
     for provider, t in totals.items():
         by_class = {c: n for c, n in sorted(t.items(), key=lambda x: -x[1]) if c not in NOT_ERRORS}
         attempts = sum(n for c, n in t.items() if c == "ok" or c not in NOT_ERRORS)

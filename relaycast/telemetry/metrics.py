@@ -15,10 +15,14 @@ the response). Cost and latency are counters and histograms, never last-value ga
     relaycast_attempts_total{provider, model, target, outcome}                   counter ("ok" or the error class)
     relaycast_target_state{target, state}, relaycast_target_demoted{route, target}, relaycast_broadcast_*,
     relaycast_store_*, relaycast_monitor_alerting{rule, scope}                   gauges and counters read at scrape
+
+The same sink keeps the gateway's own totals for `GET /admin/stats` (`stats_snapshot`): requests by status,
+errors by class, and attempts and tokens by target (the first 1,000 targets by name, the rest as "(other)").
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +33,7 @@ from relaycast.telemetry.settings import MetricsConfig
 BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 OTHER = "(other)"
 TOKEN_TYPES = ("prompt", "completion", "cached", "cache_write", "reasoning")
+MAX_STATS_TARGETS = 1000  # targets counted by name in the /admin/stats totals; the rest are counted as OTHER
 
 
 class _Family:
@@ -62,6 +67,43 @@ class _Histogram(_Family):
                 break
         h[-2] += seconds
         h[-1] += 1
+
+
+class _Totals:
+    """The /admin/stats view: unlabelled totals, and attempts and tokens by target."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.by_status: collections.Counter[int] = collections.Counter()
+        self.errors_by_class: collections.Counter[str] = collections.Counter()
+        self.attempts: collections.Counter[tuple[str, str]] = collections.Counter()  # (target, "ok" | class)
+        self.tokens: collections.Counter[tuple[str, str]] = collections.Counter()  # (target, prompt|completion)
+
+    def request(self, rec: RequestRecord) -> None:
+        self.requests += 1
+        self.by_status[rec.status_code] += 1
+        if rec.error_class:
+            self.errors_by_class[rec.error_class] += 1
+
+    def attempt(self, target: str, outcome: str, prompt_tokens: int, completion_tokens: int) -> None:
+        if (target, "prompt") not in self.tokens and len(self.tokens) >= 2 * MAX_STATS_TARGETS:
+            target = OTHER
+        self.attempts[(target, outcome)] += 1
+        self.tokens[(target, "prompt")] += prompt_tokens
+        self.tokens[(target, "completion")] += completion_tokens
+
+    def snapshot(self) -> dict[str, Any]:
+        targets: dict[str, dict[str, Any]] = {}
+        for (target, outcome), n in self.attempts.items():
+            targets.setdefault(target, {"attempts": {}, "tokens": {}})["attempts"][outcome] = n
+        for (target, kind), n in self.tokens.items():
+            targets.setdefault(target, {"attempts": {}, "tokens": {}})["tokens"][kind] = n
+        return {
+            "requests": self.requests,
+            "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+            "errors_by_class": dict(self.errors_by_class),
+            "targets": targets,
+        }
 
 
 class Metrics:
@@ -125,6 +167,7 @@ class Metrics:
             ("provider", "model", "target", "outcome"),
             m,
         )
+        self._totals = _Totals()
         self._families = (
             self.requests,
             self.tokens,
@@ -147,6 +190,7 @@ class Metrics:
         outcome = (
             "cancelled" if rec.client_cancelled else ("error" if rec.status_code >= 400 or rec.error_class else "ok")
         )
+        self._totals.request(rec)
         self.requests.inc((rec.model_requested, *dims, outcome), keep_last=1)
         self.duration.observe((rec.model_requested, model, provider), rec.duration_ns / 1e9)
         cost, source = rec.cost
@@ -162,6 +206,9 @@ class Metrics:
                 if at.ttft_ns is not None:
                     self.ttft.observe((at.provider, at.model, at.target), at.ttft_ns / 1e9)
             u = at.usage
+            self._totals.attempt(
+                at.target, at.error_class or "ok", u.prompt_tokens if u else 0, u.completion_tokens if u else 0
+            )
             if u is not None:
                 tokens[0] += u.prompt_tokens
                 tokens[1] += u.completion_tokens
@@ -171,6 +218,11 @@ class Metrics:
         for t, n in zip(TOKEN_TYPES, tokens, strict=False):
             if n:
                 self.tokens.inc((*dims, t), n, keep_last=1)
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """The totals `GET /admin/stats` serves: requests, by_status, errors_by_class, and per target its attempts
+        by outcome ("ok" or the error class) and its prompt and completion tokens."""
+        return self._totals.snapshot()
 
     def render(
         self, gauges: Iterable[tuple[str, str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]] = ()

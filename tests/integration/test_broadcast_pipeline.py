@@ -92,7 +92,7 @@ def test_every_span_arrives_exactly_once_when_the_destination_fails_then_recover
             time.sleep(0.03)
         capture.wait_for(lambda: len(accepted_span_ids(capture)) >= expected, timeout=20)
         time.sleep(0.3)
-        status = gw.broadcaster.status()[0]
+        status = gw.services.broadcaster.status()[0]
     ids = accepted_span_ids(capture)
     assert len(ids) == expected and len(set(ids)) == expected, "each span exactly once"
     assert status["dropped"] == {} and status["sent"] == expected
@@ -107,8 +107,8 @@ def test_a_hanging_destination_does_not_hold_up_requests(fake: Fake, capture: Ca
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=2)
         for _ in range(20):
             assert c.chat.completions.create(model="fakeai/gpt-4o-mini", messages=MSGS).choices
-        capture.wait_for(lambda: gw.broadcaster.status()[0]["last_error"] is not None, timeout=10)
-        assert "did not answer" in gw.broadcaster.status()[0]["last_error"]
+        capture.wait_for(lambda: gw.services.broadcaster.status()[0]["last_error"] is not None, timeout=10)
+        assert "did not answer" in gw.services.broadcaster.status()[0]["last_error"]
 
 
 def test_spans_spooled_while_the_destination_is_down_are_delivered_after_a_restart(

@@ -99,8 +99,8 @@ def test_a_rate_limited_target_cools_down_and_is_skipped_until_then(ups) -> None
     with gateway(a, b, "  - {name: r, targets: [pa/m, pb/m]}") as (c, records, gw, _):
         assert served(c) == ("pb/m", 2)
         assert served(c) == ("pb/m", 1), "the cooling target is not asked again"
-        assert gw.board.status()["pa/m"]["state"] == "cooling"
-        assert 25 < gw.board.status()["pa/m"]["cooling_for_s"] <= 30
+        assert gw.services.board.status()["pa/m"]["state"] == "cooling"
+        assert 25 < gw.services.board.status()["pa/m"]["cooling_for_s"] <= 30
 
 
 def test_5xx_retries_the_same_target_with_backoff_within_the_retry_budget(ups) -> None:
@@ -158,13 +158,13 @@ def test_the_circuit_opens_on_consecutive_failures_and_half_opens_after_the_cool
     with gateway(a, b, "  - {name: r, targets: [pa/m, pb/m]}", routing) as (c, records, gw, _):
         for _ in range(3):
             assert served(c) == ("pb/m", 2)
-        assert gw.board.status()["pa/m"]["circuit"] == "open"
+        assert gw.services.board.status()["pa/m"]["circuit"] == "open"
         assert served(c) == ("pb/m", 1), "an open circuit is skipped"
         a.behave()
         time.sleep(0.6)
         assert served(c) == ("pa/m", 1), "half-open: a probe goes through, succeeds and closes the circuit"
-        assert gw.board.status()["pa/m"]["circuit"] == "closed"
-        assert gw.board.status()["pa/m"]["transitions"] == {
+        assert gw.services.board.status()["pa/m"]["circuit"] == "closed"
+        assert gw.services.board.status()["pa/m"]["transitions"] == {
             "closed->open": 1,
             "open->half_open": 1,
             "half_open->closed": 1,
@@ -181,13 +181,13 @@ def test_a_target_over_its_sla_loses_its_traffic_and_wins_it_back_when_it_recove
         assert first[:3] == ["pa/m"] * 3
         later = [served(c)[0] for _ in range(20)]
         assert later.count("pb/m") >= 10, "the slow target lost most of its traffic"
-        assert ("r", "pa/m") in gw.board.demoted
+        assert ("r", "pa/m") in gw.services.board.demoted
         a.behave()  # recovered
         deadline = time.monotonic() + 8
-        while ("r", "pa/m") in gw.board.demoted and time.monotonic() < deadline:
+        while ("r", "pa/m") in gw.services.board.demoted and time.monotonic() < deadline:
             served(c)
             time.sleep(0.02)
-        assert ("r", "pa/m") not in gw.board.demoted, "promoted back once its window holds only fast answers"
+        assert ("r", "pa/m") not in gw.services.board.demoted, "promoted back once its window holds only fast answers"
         assert [served(c)[0] for _ in range(5)] == ["pa/m"] * 5
 
 

@@ -215,7 +215,7 @@ def test_attribution_tags_reach_datadog_and_otlp_spans():
     """Free-form tags (the X-Relaycast-Tags header, scalar `trace` metadata) go to destinations as tags."""
     import dataclasses
 
-    from relaycast.telemetry.exporters.otlp import _common_attrs
+    from relaycast.telemetry.exporters.otlp_semconv import common_attrs
 
     rec = dataclasses.replace(
         _record(),
@@ -232,5 +232,5 @@ def test_attribution_tags_reach_datadog_and_otlp_spans():
         assert {"team:payments", "env:prod", "order_id:7", "feature:search", "gateway_key:web", "user_id:u"} <= set(
             span["tags"]
         )
-    attrs = _common_attrs(rec, ())
+    attrs = common_attrs(rec, ())
     assert attrs["relaycast.tag.team"] == "payments" and attrs["relaycast.feature"] == "search"

@@ -86,6 +86,19 @@ BAD = [
         "providers:\n  - {name: a, kind: openai}\nkeys:\n  - {name: k, secret: short}\n",
         "keys[0].secret: must be at least 8 characters",
     ),
+    (
+        "providers:\n  - {name: a, kind: openai}\nmodels:\n  - {name: m, targets: [{target: a/x, price: {input: -1}}]}\n",
+        "models[0].targets[0].price.input: must be a price in USD per million tokens, got -1",
+    ),
+    (
+        "providers:\n  - {name: a, kind: openai}\nmodels:\n"
+        "  - {name: m, targets: [a/y, {target: a/x, price: {output: 0.0000001}}]}\n",
+        "models[0].targets[1].price.output: 1e-07 has more than six decimals per million tokens",
+    ),
+    (
+        "providers:\n  - {name: a, kind: openai}\nmodels:\n  - {name: m, targets: [{target: a/x, price: {inptu: 1}}]}\n",
+        "models[0].targets[0].price.inptu: unknown setting",
+    ),
 ]
 
 

@@ -15,10 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relaycast import config as config_mod
-from relaycast.costs.catalog import Catalog, ModelPrice, Pricer
+from relaycast.costs.catalog import Catalog, ModelPrice
 from relaycast.costs.compute import Coster, usage_cost
 from relaycast.costs.estimate import TokenEstimator, heuristic_tokens
 from relaycast.costs.money import format_usd, pico_from_usd
+from relaycast.costs.pricer import Pricer, build_pricer
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 
 RAW = json.loads(resources.files("relaycast.costs").joinpath("prices.json").read_text())
@@ -106,6 +107,26 @@ def test_reported_cost_wins_and_is_marked():
     u = Usage(prompt_tokens=1000, completion_tokens=1000, reported_cost_usd="0.0123456789")
     (a,) = coster.chat([attempt("or", "openai/gpt-4o-mini", u)], [], "x")
     assert a.cost_source == "reported" and format_usd(a.cost_pusd) == "0.0123456789"
+
+
+def test_the_pricer_of_a_config_prices_route_targets_under_the_config_prices():
+    cfg = config_mod.parse(
+        """
+providers: [{name: fakeai, kind: openai_compatible, base_url: "http://127.0.0.1:9/v1"}]
+models:
+  - name: r
+    targets: [{target: fakeai/gpt-4o, price: {input: 0.01}}, {target: fakeai/gpt-4o-mini, price: {output: 7}}]
+prices: {fakeai/gpt-4o-mini: {input: 1, output: 2}}
+""",
+        env={},
+    )
+    pricer = build_pricer(cfg.providers, cfg.models, cfg.prices)
+    routed = pricer.price("fakeai", "gpt-4o")
+    assert routed is not None and (routed.source, routed.input, routed.output) == ("route", 10_000, 0)
+    configured = pricer.price("fakeai", "gpt-4o-mini")
+    assert configured is not None and (configured.source, configured.output) == ("config", 2_000_000)
+    listed = pricer.price("fakeai", "gpt-4.1")
+    assert listed is not None and (listed.source, listed.input) == ("catalog", 2_000_000)
 
 
 def test_unpriced_is_never_zero():

@@ -1,10 +1,10 @@
-"""Monitor rules against a store written directly: the same-hour baseline of a spend spike, its floor, and its
-`by` scope naming the value that grew (the end-to-end monitor tests cover the `previous` baseline)."""
+"""Monitor rules evaluated against a store written directly: the same-hour baseline of a spend spike, its floor,
+and its `by` scope naming the value that grew (the end-to-end monitor tests cover the `previous` baseline)."""
 
 from __future__ import annotations
 
 from relaycast import config as config_mod
-from relaycast.monitors.rules import spend_spike
+from relaycast.monitors.engine import evaluate
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store import rows
@@ -66,7 +66,7 @@ def test_same_hour_baseline_floor_and_scope(tmp_path):
     same = _rule(
         "{name: s, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 1}"
     )
-    (f,) = spend_spike(conn, same, NOW)
+    (f,) = evaluate(conn, same, NOW)
     # $4 now against a mean of $1 at this hour on the three days before: +300%, over the +200% threshold.
     assert f.firing and f.value == 4.0 and f.details["baseline_usd"] == 1.0 and f.details["growth_pct"] == 300.0
     top = f.details["top_contributors"][0]
@@ -75,17 +75,17 @@ def test_same_hour_baseline_floor_and_scope(tmp_path):
     prev = _rule(
         "{name: p, kind: spend_spike, window: 1h, baseline: previous, baseline_windows: 5, threshold_pct: 200, min_usd: 1}"
     )
-    (g,) = spend_spike(conn, prev, NOW)
+    (g,) = evaluate(conn, prev, NOW)
     assert not g.firing and g.details["baseline_usd"] == 5.0  # against the busy previous hours it is no spike
 
     floor = _rule(
         "{name: f, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 10}"
     )
-    assert not spend_spike(conn, floor, NOW)[0].firing  # +300%, but under the $10 floor
+    assert not evaluate(conn, floor, NOW)[0].firing  # +300%, but under the $10 floor
 
     by_user = _rule(
         "{name: u, kind: spend_spike, window: 1h, baseline: same_hour, baseline_windows: 3, threshold_pct: 200, min_usd: 1, by: user}"
     )
-    firing = {x.scope for x in spend_spike(conn, by_user, NOW) if x.firing}
+    firing = {x.scope for x in evaluate(conn, by_user, NOW) if x.firing}
     assert firing == {"user=mallory"}  # alice spent $1 now against her $1: no growth; mallory grew from nothing
     conn.close()

@@ -19,4 +19,5 @@ EXPORTERS = {
 
 def build(dest: DestinationConfig, session: aiohttp.ClientSession) -> Exporter:
     module, _, cls = EXPORTERS[dest.kind].partition(":")
-    return getattr(importlib.import_module(module), cls)(dest, session)
+    exporter: Exporter = getattr(importlib.import_module(module), cls)(dest, session)
+    return exporter

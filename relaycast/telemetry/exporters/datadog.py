@@ -14,12 +14,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from relaycast import __version__
 from relaycast.costs.money import usd_float
 from relaycast.records import Attempt, RequestRecord
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, join_json_array, post
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig
+from relaycast.version import __version__
 
 MAX_BODY = 5 * 1024 * 1024
 MAX_SPAN = 5_000_000

@@ -3,8 +3,9 @@
 Each POST carries `{"records": [<record>, ...], "count": N}`, each record in the shape `jsonrecord` documents
 (`"schema": "relaycast.request.v1"`), with `content-type: application/json` and `user-agent: relaycast`, plus the
 configured headers. A record may arrive more than once (a retry after a timeout, a replay from the spool):
-deduplicate on `request_id`. Any 2xx/3xx answer is a success; 408, 429 and 5xx (and connection errors) are
-retried with backoff, other 4xx drop the batch.
+deduplicate on `request_id`. A 2xx answer is a success; 408, 429 and 5xx (and connection errors) are
+retried with backoff; a redirect is not followed (it would turn the POST into a GET elsewhere): a 3xx, like any
+other 4xx, drops the batch and is counted as rejected.
 
 Signatures. With a `secret` configured, every POST (the Test Connection one too) carries
 

@@ -7,12 +7,12 @@ a store and evaluate the same rule, exactly one opens the incident (and notifies
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from relaycast.monitors.rules import Finding
-from relaycast.monitors.settings import Rule
 from relaycast.store.db import Connection
 
 _COLS = (
@@ -30,38 +30,51 @@ _COLS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class NewIncident:
+    """What a rule found when it started firing for a scope."""
+
+    rule: str
+    kind: str
+    scope: str  # "" for the whole rule, else "user=alice", "target=openai/gpt-4o", ...
+    value: float | None
+    threshold: float
+    message: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
 def open_map(conn: Connection) -> dict[tuple[str, str], str]:
     """(rule, scope) -> incident id, for every open incident."""
     return {(r, s): i for i, r, s in conn.query("SELECT id, rule, scope FROM incidents WHERE resolved_ms IS NULL")}
 
 
-def open_incident(conn: Connection, rule: Rule, f: Finding, now_ms: int) -> dict[str, Any] | None:
+def open_incident(conn: Connection, new: NewIncident, now_ms: int) -> dict[str, Any] | None:
     """Open it; None when another replica already has (the unique index refused this one)."""
     iid = "inc_" + secrets.token_hex(8)
     row = (
         iid,
-        rule.name,
-        f.scope,
-        rule.kind,
+        new.rule,
+        new.scope,
+        new.kind,
         now_ms,
         None,
-        f.value,
-        f.threshold,
-        f.message,
+        new.value,
+        new.threshold,
+        new.message,
         None,
-        orjson.dumps(f.details, default=str).decode(),
+        orjson.dumps(dict(new.details), default=str).decode(),
     )
     if not conn.insert_unique("incidents", _COLS, row):
         return None  # an open incident for (rule, scope) exists already: another replica opened it
     return dict(zip(_COLS, row, strict=False))
 
 
-def resolve_incident(conn: Connection, rule: Rule, scope: str, message: str, now_ms: int) -> dict[str, Any] | None:
+def resolve_incident(conn: Connection, rule: str, scope: str, message: str, now_ms: int) -> dict[str, Any] | None:
     """Resolve the open incident; None when there was none left (another replica resolved it)."""
     with conn.transaction():
         found = conn.query_in_tx(
             f"SELECT {', '.join(_COLS)} FROM incidents WHERE rule = ? AND scope = ? AND resolved_ms IS NULL",
-            (rule.name, scope),
+            (rule, scope),
         )
         if not found:
             return None

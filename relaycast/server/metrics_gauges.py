@@ -3,19 +3,19 @@ health, the broadcast pipeline, the store writer and the monitors."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from relaycast.server.app import Gateway
+from relaycast.server.services import Services
 
 STATES = ("ok", "cooling", "open", "half_open", "probing")
 Family = tuple[str, str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]
 
 
-def scrape_gauges(gw: Gateway) -> list[Family]:
+def scrape_gauges(services: Services) -> list[Family]:
     out: list[Family] = []
-    board = gw.board
-    states, demoted = [], []
+    board = services.board
+    states: list[tuple[tuple[str, ...], float]] = []
+    demoted: list[tuple[tuple[str, ...], float]] = []
     for name in list(board.targets()):
         st = board.state(name)
         states.extend(((name, s), 1.0 if s == st else 0.0) for s in STATES)
@@ -39,8 +39,8 @@ def scrape_gauges(gw: Gateway) -> list[Family]:
             demoted,
         )
     )
-    if gw.broadcaster is not None:
-        dests: list[dict[str, Any]] = gw.broadcaster.status()
+    if services.broadcaster is not None:
+        dests: list[dict[str, Any]] = services.broadcaster.status()
         out.append(
             (
                 "relaycast_broadcast_sent_total",
@@ -86,8 +86,8 @@ def scrape_gauges(gw: Gateway) -> list[Family]:
                 [((d["name"],), d["spool_bytes"]) for d in dests],
             )
         )
-    if gw.store is not None:
-        s = gw.store.status()
+    if services.store is not None:
+        s = services.store.status()
         out.append(
             ("relaycast_store_written_total", "counter", "Requests written to the store.", (), [((), s["written"])])
         )
@@ -103,10 +103,10 @@ def scrape_gauges(gw: Gateway) -> list[Family]:
         out.append(
             ("relaycast_store_queued", "gauge", "Requests waiting to be written to the store.", (), [((), s["queued"])])
         )
-    if gw.monitors is not None:
-        firing = [
+    if services.monitors is not None:
+        firing: list[tuple[tuple[str, ...], float]] = [
             ((r["name"], f["scope"]), 1.0 if f["state"] == "ALERT" else 0.0)
-            for r in gw.monitors.status()["rules"]
+            for r in services.monitors.status()["rules"]
             for f in r["findings"]
         ]
         out.append(

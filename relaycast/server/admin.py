@@ -1,0 +1,105 @@
+"""The admin endpoints (`/admin/*` but keys and analytics, which have their own modules) and `/metrics`.
+
+Every one needs the admin key (`/metrics` unless `metrics.public`); every body is scrubbed of secrets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from relaycast import errors
+from relaycast.asgi import Request, send_bytes
+from relaycast.server.metrics_gauges import scrape_gauges
+from relaycast.server.services import Services
+from relaycast.store.incidents import recent
+
+Endpoint = Callable[[Request], Awaitable[None]]
+PROMETHEUS_TEXT = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+
+
+class Admin:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    def routes(self) -> dict[tuple[str, str], Endpoint]:
+        return {
+            ("GET", "/admin/stats"): self.stats,
+            ("GET", "/admin/routes"): self.routing,
+            ("GET", "/admin/broadcast"): self.broadcast,
+            ("POST", "/admin/broadcast/test"): self.broadcast_test,
+            ("GET", "/admin/store"): self.store,
+            ("GET", "/admin/monitors"): self.monitors,
+            ("POST", "/admin/monitors/evaluate"): self.monitors_evaluate,
+            ("GET", "/metrics"): self.metrics,
+        }
+
+    async def _json(self, r: Request, body: Any) -> None:
+        await send_bytes(r.send, 200, self.s.redactor.scrub_bytes(orjson.dumps(body)), r.id_headers)
+
+    async def stats(self, r: Request) -> None:
+        self.s.auth.admin(r.headers)
+        body = self.s.metrics.stats_snapshot()
+        body["uptime_s"] = round(time.time() - self.s.started, 3)
+        body["limits"] = self.s.limiter.status() if self.s.limiter else None
+        body["keys"] = {"required": self.s.keys.required, "reloads": self.s.keys.reloads}
+        await self._json(r, body)
+
+    async def routing(self, r: Request) -> None:
+        self.s.auth.admin(r.headers)
+        routes = {
+            name: {
+                "strategy": route.strategy,
+                "targets": list(route.targets),
+                "sla": {"p99_ms": route.sla_p99_ms, "ttft_p99_ms": route.sla_ttft_p99_ms},
+            }
+            for name, route in self.s.config.models.items()
+        }
+        await self._json(r, {"routes": routes, "targets": self.s.board.status()})
+
+    async def broadcast(self, r: Request) -> None:
+        self.s.auth.admin(r.headers)
+        await self._json(r, {"destinations": self.s.broadcaster.status() if self.s.broadcaster else []})
+
+    async def broadcast_test(self, r: Request) -> None:
+        self.s.auth.admin(r.headers)
+        name = r.query().get("name") or None
+        b = self.s.broadcaster
+        if b is None or (name and name not in b.destinations):
+            raise errors.NotFoundRoute(
+                f"No broadcast destination named '{name}'." if name else "No broadcast destinations are configured."
+            )
+        results = await b.test(name)
+        await self._json(r, {"results": {n: {"ok": t.ok, "message": t.message} for n, t in results.items()}})
+
+    async def store(self, r: Request) -> None:
+        self.s.auth.admin(r.headers)
+        body = {
+            "store": self.s.store.status() if self.s.store else None,
+            "prices_as_of": self.s.coster.pricer.catalog.as_of,
+            "token_estimator": self.s.coster.estimator.method,
+        }
+        await self._json(r, body)
+
+    async def monitors(self, r: Request) -> None:
+        self.s.auth.admin(r.headers)
+        body: dict[str, Any] = {"monitors": self.s.monitors.status() if self.s.monitors else None, "incidents": []}
+        if self.s.reader is not None and self.s.monitors is not None:
+            body["incidents"] = await self.s.reader.run(recent, 50)
+        await self._json(r, body)
+
+    async def monitors_evaluate(self, r: Request) -> None:
+        self.s.auth.admin(r.headers)
+        if self.s.monitors is None:
+            raise errors.NotFoundRoute("No monitors are configured (monitors: rules: in the config).")
+        events = await self.s.monitors.evaluate()
+        await self._json(r, {"notifications": events, "monitors": self.s.monitors.status()})
+
+    async def metrics(self, r: Request) -> None:
+        if not self.s.config.metrics.public:
+            self.s.auth.admin(r.headers)
+        body = self.s.metrics.render(scrape_gauges(self.s))
+        await send_bytes(r.send, 200, body, r.id_headers, PROMETHEUS_TEXT)

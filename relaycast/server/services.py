@@ -1,0 +1,203 @@
+"""The parts of a running gateway, built in one place (`Services.start`, from the lifespan) and closed in one place
+(`Services.close`). Handlers, the admin API, the keys API and `/metrics` receive them explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import aiohttp
+import orjson
+
+from relaycast.config import Config
+from relaycast.costs.compute import Coster
+from relaycast.costs.pricer import build_pricer
+from relaycast.keys.registry import KeyRegistry
+from relaycast.limits.admission import Admission, SpendSince, build_limiter
+from relaycast.limits.base import Limiter
+from relaycast.log import EventLog
+from relaycast.monitors.engine import MonitorEngine
+from relaycast.monitors.notify import Notifier
+from relaycast.providers.registry import build_providers
+from relaycast.records import RequestRecord
+from relaycast.redact import Redactor
+from relaycast.routing.executor import Executor
+from relaycast.routing.health import HealthBoard
+from relaycast.routing.plan import Planner
+from relaycast.routing.replicas import SharedHealth
+from relaycast.routing.settings import RoutingSettings
+from relaycast.server.analytics import Analytics
+from relaycast.server.auth import Authenticator
+from relaycast.server.dashboard import Dashboard
+from relaycast.store.reader import StoreReader
+from relaycast.store.spend import spend_since
+from relaycast.store.writer import StoreWriter
+from relaycast.telemetry.metrics import Metrics
+from relaycast.telemetry.pipeline import Broadcaster
+
+Sink = Callable[[RequestRecord], None]
+
+
+class Services:
+    """Everything a running gateway is made of. Build with `await Services.start(config)`; `await close()`."""
+
+    def __init__(self, config: Config, sinks: Iterable[Sink] = (), clock: Callable[[], float] | None = None) -> None:
+        """The parts that need no I/O. `clock` (wall-clock seconds) replaces the system's for record timestamps,
+        retention and monitors: tests inject one."""
+        self.config = config
+        self.clock: Callable[[], float] = clock or time.time
+        self.wall_ns: Callable[[], int] = (lambda: int(self.clock() * 1e9)) if clock else time.time_ns
+        self.started = time.time()
+        self.redactor = Redactor(config.secrets())
+        self.log = EventLog(self.redactor)
+        self.keys = KeyRegistry(config.keys, self.log)
+        self.auth = Authenticator(config.admin_key_sha256, self.keys)
+        self.board = HealthBoard(config.routing or RoutingSettings(), self.log)
+        pricer = build_pricer(config.providers, config.models, config.prices)
+        self.planner = Planner(config.models, config.providers, self.board, pricer)
+        self.metrics = Metrics(config.metrics)
+        self.coster = Coster(pricer)
+        self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
+        self.models_body = _models_body(config)
+        self.analytics = Analytics(None, self.redactor)
+        self.executor: Executor | None = None
+        self.store: StoreWriter | None = None
+        self.reader: StoreReader | None = None
+        self.broadcaster: Broadcaster | None = None
+        self.monitors: MonitorEngine | None = None
+        self.notifier: Notifier | None = None
+        self.limiter: Limiter | None = None
+        self.replicas: SharedHealth | None = None
+        self.admission = Admission(config.limits, None, self.coster.pricer, self.clock, self.later)
+        self.sinks: tuple[Sink, ...] = (self.metrics, *sinks)
+        self._http: aiohttp.ClientSession | None = None
+        self._telemetry_http: aiohttp.ClientSession | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def start(
+        cls, config: Config, sinks: Iterable[Sink] = (), clock: Callable[[], float] | None = None
+    ) -> Services:
+        s = cls(config, sinks, clock)
+        try:
+            await s._start()
+        except BaseException:
+            await s.close()
+            raise
+        return s
+
+    async def _start(self) -> None:
+        config = self.config
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
+        self._http = aiohttp.ClientSession(
+            connector=connector,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+            auto_decompress=True,
+            trust_env=False,
+        )
+        self.executor = Executor(build_providers(config.providers, self._http), self.board, self.log)
+        if config.store is not None:
+            # Retention runs on the same clock as the records.
+            self.store = StoreWriter(config.store, self.redactor, self.log, self.clock)
+            await self.store.start()
+            self.reader = StoreReader(config.store)
+            self.analytics = Analytics(self.reader, self.redactor)
+            self.sinks = (*self.sinks, self.store)
+            await self.keys.start(self.reader)
+            mon = config.monitors
+            if mon is not None and mon.rules:
+                self.notifier = Notifier(mon.notify, self._telemetry_session(), self.log, self.redactor)
+                self.notifier.start()
+                self.monitors = MonitorEngine(
+                    mon, self.reader, self.store, self.board, self.notifier, self.log, self.clock
+                )
+                self.monitors.start()
+        if config.broadcast and config.broadcast.destinations:
+            self.broadcaster = Broadcaster(config.broadcast, self._telemetry_session(), self.redactor, self.log)
+            self.broadcaster.start()
+            self.sinks = (*self.sinks, self.broadcaster)
+        self.limiter = build_limiter(config.limits, self.log, self._spend_since(), self.clock)
+        self.admission = Admission(config.limits, self.limiter, self.coster.pricer, self.clock, self.later)
+        if config.redis_url:
+            self.replicas = SharedHealth(config.redis_url, self.board, self.log)
+            self.replicas.start()
+        self.log.info(
+            "gateway_started",
+            providers=",".join(config.providers),
+            aliases=len(config.models),
+            keys=len(config.keys),
+        )
+
+    def _telemetry_session(self) -> aiohttp.ClientSession:
+        """The exporters' and notifiers' own HTTP client: it never shares a pool (or a slowdown) with providers'."""
+        if self._telemetry_http is None:
+            self._telemetry_http = aiohttp.ClientSession(trust_env=False)
+        return self._telemetry_http
+
+    def _spend_since(self) -> SpendSince:
+        """What the store says a scope spent in a period so far, in pico-dollars (0 without a store or when it is
+        down: the limiter then counts from zero, and the log says so)."""
+
+        async def load(scope: str, name: str, start_s: int) -> int:
+            if self.reader is None:
+                return 0
+            try:
+                return await self.reader.run(spend_since, scope, name, start_s)
+            except Exception as e:  # noqa: BLE001 - a store that is down
+                self.log.error("limits_spend_unknown", scope=scope, scope_name=name, error=type(e).__name__)
+                return 0
+
+        return load
+
+    async def close(self, flush_timeout_s: float = 10.0) -> None:
+        """Stop: flush the broadcast queues within the deadline (spooling what could not be sent), then close."""
+        await self.keys.stop()
+        if self.replicas is not None:
+            await self.replicas.stop()
+            self.replicas = None
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self.limiter is not None:
+            await self.limiter.close()
+            self.limiter = None
+        if self.broadcaster is not None:
+            await self.broadcaster.stop(flush_timeout_s)
+            self.broadcaster = None
+        if self.monitors is not None:
+            await self.monitors.stop()
+            self.monitors = None
+        if self.notifier is not None:
+            await self.notifier.stop()
+            self.notifier = None
+        if self.store is not None:
+            await self.store.stop(flush_timeout_s)
+            self.store = None
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        for session in (self._telemetry_http, self._http):
+            if session is not None:
+                await session.close()
+        self._telemetry_http = self._http = None
+
+    def emit(self, record: RequestRecord) -> None:
+        """Hand a finished record to every sink. Never raises into the request."""
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception as e:  # noqa: BLE001
+                self.log.error("sink_failed", sink=type(sink).__name__, error=type(e).__name__)
+
+    def later(self, coro: Awaitable[None]) -> None:
+        """Run `coro` after the response, keeping a reference until it ends (limit settlements)."""
+        t = asyncio.ensure_future(coro)
+        self._pending.add(t)
+        t.add_done_callback(self._pending.discard)
+
+
+def _models_body(config: Config) -> bytes:
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "relaycast"} for name in config.models]
+    for p in config.providers.values():
+        data.extend({"id": f"{p.name}/{m}", "object": "model", "created": 0, "owned_by": p.name} for m in p.models)
+    return orjson.dumps({"object": "list", "data": data})
