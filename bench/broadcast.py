@@ -1,45 +1,57 @@
 """Broadcast benchmark: what sending every request out of band costs the request path, and what a dead
 destination does to memory.
 
-    python bench/broadcast.py                    # on/off comparison, then 10 minutes with Datadog down
-    python bench/broadcast.py --down-minutes 2   # a shorter outage
+    python bench/broadcast.py                        # on/off comparison, then a 10-minute outage
+    python bench/broadcast.py --outage-only --down-minutes 8 --rate 300
+    python bench/broadcast.py --outage-only --healthy --down-minutes 8   # the same traffic, destination up
 
-1. On versus off: the same wrk load as bench/load.py (non-streaming, 50 connections, upstream 0 ms and 50 ms)
-   against a gateway without broadcast, then against one broadcasting to two destinations (Datadog agentless,
-   pointed at a loopback sink that answers 202 like the intake, and a JSON-lines file). Reports p50 difference
-   and throughput loss.
-2. Destination down: the Datadog destination points at a port where nothing listens; wrk keeps the gateway
-   busy for --down-minutes while the gateway's RSS is sampled every 10 s. Reports the curve and the latency
-   of requests during the outage.
+1. On versus off (needs wrk): the same wrk load as bench/load.py (non-streaming, 50 connections, upstream 0 ms
+   and 50 ms) against a gateway without broadcast, then against one broadcasting to two destinations (Datadog
+   agentless, pointed at a loopback sink that answers 202 like the intake, and a JSON-lines file). Reports p50
+   difference and throughput loss.
+2. Outage: steady traffic (`--rate` requests per second, open loop, 50 ms upstream) while the Datadog
+   destination's intake answers 503 for `--error-minutes`, then stops listening (connection refused) for the
+   rest of `--down-minutes`. Every 10 s: the gateway's RSS and the destination's counters from /admin/broadcast
+   (queued, spooled batches and bytes, drops by reason, retries). `--healthy` keeps the intake answering 202, as
+   a control: what the same traffic does to memory with nothing down.
 
-Only 127.0.0.1; stops by itself; always stops its subprocesses. Writes bench/results/broadcast-latest.{json,md}.
+Only 127.0.0.1; stops by itself; always stops its subprocesses. Writes bench/results/broadcast-latest.{json,md}
+(the outage alone: broadcast-outage-latest.{json,md}).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
+import os
+import platform
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load
 
 HOST = load.HOST
 DD_KEY = "benchmark0000000000000000000000000"
+ADMIN_KEY = "bench-admin-key"
+SAMPLE_S = 10
 
 
-def sink_main(port: int) -> None:
-    """A Datadog intake stand-in: accepts any POST with 202, as fast as it can."""
+def sink_main(port: int, status: int) -> None:
+    """A Datadog intake stand-in: answers any POST with `status` (202 like the intake, or 503), as fast as it can."""
     from aiohttp import web
 
     async def ok(request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(status=202, body=b"{}")
+        return web.Response(status=status, body=b"{}")
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", ok)
@@ -48,6 +60,7 @@ def sink_main(port: int) -> None:
 
 def config(upstream: int, tmp: Path, broadcast: str | None, sink: int | None) -> str:
     text = f"""
+admin_key: {ADMIN_KEY}
 providers:
   - name: fake
     kind: openai_compatible
@@ -109,10 +122,37 @@ def measure(url: str, tmp: Path, latency_ms: int, seconds: int) -> dict[str, Any
     return {"rps": rps, "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000, "errors": r.get("status", 0)}
 
 
+def machine() -> dict[str, Any]:
+    try:
+        return load.machine()
+    except FileNotFoundError:  # no wrk: the outage scenario does not need it
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if "model name" in ln
+            ),
+            "?",
+        )
+        return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def start_sink(tmp: Path, port: int, status: int) -> Any:
+    proc = load.start([sys.executable, __file__, "--sink", str(port), "--sink-status", str(status)], tmp / "sink.log")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with load.socket.create_connection((HOST, port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the sink did not start")
+
+
 def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="relaycast-bench-bc-"))
     procs = []
-    out: dict[str, Any] = {"machine": load.machine(), "date": dt.date.today().isoformat(), "on_off": [], "down": {}}
+    out: dict[str, Any] = {"machine": machine(), "date": dt.date.today().isoformat(), "on_off": [], "down": {}}
     try:
         up = load.free_port()
         fake = load.start(
@@ -121,86 +161,216 @@ def run(args: argparse.Namespace) -> int:
         )
         procs.append(fake)
         load.wait_http(f"http://{HOST}:{up}/v1/models", fake, tmp / "fake.log")
-        sink_port = load.free_port()
-        sink = load.start([sys.executable, __file__, "--sink", str(sink_port)], tmp / "sink.log")
-        procs.append(sink)
-        time.sleep(1.0)
-
-        off = Gateway(tmp, "off", config(up, tmp, None, None))
-        procs.append(off.proc)
-        on = Gateway(tmp, "on", config(up, tmp, "on", sink_port))
-        procs.append(on.proc)
-        for latency in (0, 50):
-            a = measure(off.url, tmp, latency, args.duration)
-            b = measure(on.url, tmp, latency, args.duration)
-            row = {
-                "upstream_ms": latency,
-                "off": a,
-                "on": b,
-                "p50_diff_ms": b["p50_ms"] - a["p50_ms"],
-                "rps_loss": 1 - b["rps"] / a["rps"] if a["rps"] else None,
-            }
-            out["on_off"].append(row)
-            print(
-                f"upstream {latency} ms: off {a['rps']:.0f} req/s p50 {a['p50_ms']:.2f} ms | on {b['rps']:.0f} req/s "
-                f"p50 {b['p50_ms']:.2f} ms | p50 +{row['p50_diff_ms']:.2f} ms, throughput -{row['rps_loss']:.1%}",
-                flush=True,
-            )
-        load.stop(on.proc)
-
-        down_port = load.free_port()  # nothing listens there
-        down = Gateway(tmp, "down", config(up, tmp, "down", down_port))
-        procs.append(down.proc)
-        sc = load.Scenario(path="relaycast", stream=False, latency_ms=50, conns=50)
-        script = load.write_lua(tmp, sc, load.LUA, "-down")
-        curve = []
-        started = time.monotonic()
-        total = args.down_minutes * 60
-        lat = []
-        while time.monotonic() - started < total:
-            r = load.parse_wrk(
-                load.run_wrk(down.url, script, 50, min(10, max(1, total - (time.monotonic() - started))))
-            )
-            rss, hwm = load.memory_mb(down.proc.pid)
-            t = round(time.monotonic() - started)
-            curve.append(
-                {
-                    "t_s": t,
-                    "rss_mb": round(rss, 1),
-                    "p50_ms": round(r["p50_us"] / 1000, 2),
-                    "errors": r.get("status", 0),
+        if not args.outage_only:
+            sink_port = load.free_port()
+            procs.append(start_sink(tmp, sink_port, 202))
+            off = Gateway(tmp, "off", config(up, tmp, None, None))
+            procs.append(off.proc)
+            on = Gateway(tmp, "on", config(up, tmp, "on", sink_port))
+            procs.append(on.proc)
+            for latency in (0, 50):
+                a = measure(off.url, tmp, latency, args.duration)
+                b = measure(on.url, tmp, latency, args.duration)
+                row = {
+                    "upstream_ms": latency,
+                    "off": a,
+                    "on": b,
+                    "p50_diff_ms": b["p50_ms"] - a["p50_ms"],
+                    "rps_loss": 1 - b["rps"] / a["rps"] if a["rps"] else None,
                 }
-            )
-            lat.append(r["p50_us"] / 1000)
-            print(f"  down {t:4d} s: RSS {rss:6.1f} MB, p50 {r['p50_us'] / 1000:.2f} ms", flush=True)
-        out["down"] = {
-            "minutes": args.down_minutes,
-            "curve": curve,
-            "rss_first_mb": curve[0]["rss_mb"] if curve else None,
-            "rss_last_mb": curve[-1]["rss_mb"] if curve else None,
-            "rss_max_mb": max(c["rss_mb"] for c in curve) if curve else None,
-            "p50_ms_median": sorted(lat)[len(lat) // 2] if lat else None,
-        }
+                out["on_off"].append(row)
+                print(
+                    f"upstream {latency} ms: off {a['rps']:.0f} req/s p50 {a['p50_ms']:.2f} ms | on {b['rps']:.0f} "
+                    f"req/s p50 {b['p50_ms']:.2f} ms | p50 +{row['p50_diff_ms']:.2f} ms, "
+                    f"throughput -{row['rps_loss']:.1%}",
+                    flush=True,
+                )
+            load.stop(on.proc)
+            load.stop(off.proc)
+        out["down"] = outage(args, tmp, up, procs)
     finally:
         for p in reversed(procs):
             load.stop(p)
     md = markdown(out)
     print("\n" + md)
     load.RESULTS.mkdir(exist_ok=True)
-    (load.RESULTS / "broadcast-latest.json").write_text(json.dumps(out, indent=2))
-    (load.RESULTS / "broadcast-latest.md").write_text(md)
+    name = "broadcast-outage-latest" if args.outage_only else "broadcast-latest"
+    (load.RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
+    (load.RESULTS / f"{name}.md").write_text(md)
     return 0
+
+
+def outage(args: argparse.Namespace, tmp: Path, up: int, procs: list[Any]) -> dict[str, Any]:
+    """Traffic while the Datadog intake answers 503, then refuses connections; RSS and counters sampled."""
+    sink_port = load.free_port()
+    sink = start_sink(tmp, sink_port, 202 if args.healthy else 503)
+    procs.append(sink)
+    gw = Gateway(tmp, "down", config(up, tmp, "down", sink_port))
+    procs.append(gw.proc)
+    total_s = args.down_minutes * 60
+    refuse_at = None if args.healthy else args.error_minutes * 60
+
+    def stop_sink() -> None:
+        load.stop(sink)
+
+    if args.wrk:
+        curve = wrk_load(gw, tmp, args.wrk, total_s, refuse_at, stop_sink)
+    else:
+        curve = asyncio.run(steady_load(gw, args.rate, total_s, refuse_at, stop_sink))
+    steady = [c for c in curve if c["t_s"] >= 60] or curve
+    return {
+        "minutes": args.down_minutes,
+        "traffic": f"wrk, {args.wrk} connections (closed loop)" if args.wrk else f"{args.rate:g} req/s",
+        "healthy": args.healthy,
+        "error_minutes": None if args.healthy else args.error_minutes,
+        "curve": curve,
+        "rss_first_mb": curve[0]["rss_mb"] if curve else None,
+        "rss_after_1min_mb": steady[0]["rss_mb"] if steady else None,
+        "rss_last_mb": curve[-1]["rss_mb"] if curve else None,
+        "rss_max_mb": max(c["rss_mb"] for c in curve) if curve else None,
+        "p50_ms_median": sorted(c["p50_ms"] for c in curve)[len(curve) // 2] if curve else None,
+    }
+
+
+def memory_parts_mb(pid: int) -> dict[str, float]:
+    """RSS by kind of mapping: the main malloc heap, anonymous maps (thread arenas, Python's arenas, large
+    buffers) and files (the interpreter's and libraries' code)."""
+    parts = {"heap": 0, "anon": 0, "file": 0}
+    kind = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if head and "-" in head[0] and len(head) >= 5 and ":" in head[3]:  # "start-end perms offset dev inode [path]"
+            path = head[5] if len(head) > 5 else ""
+            kind = "heap" if path == "[heap]" else ("anon" if not path or path.startswith("[") else "file")
+        elif line.startswith("Rss:"):
+            parts[kind] += int(line.split()[1])
+    return {k: round(v / 1024, 1) for k, v in parts.items()}
+
+
+def sample(gw: Gateway, t_s: float, phase: str, p50_ms: float, requests: int, errors: int) -> dict[str, Any]:
+    """One point of the curve: the gateway's RSS and the Datadog destination's counters."""
+    req = urllib.request.Request(
+        f"http://{HOST}:{gw.port}/admin/broadcast", headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        d = next(x for x in json.loads(r.read())["destinations"] if x["name"] == "datadog")
+    rss, hwm = load.memory_mb(gw.proc.pid)
+    parts = memory_parts_mb(gw.proc.pid)
+    row = {
+        "t_s": round(t_s),
+        "phase": phase,
+        "rss_mb": round(rss, 1),
+        "hwm_mb": round(hwm, 1),
+        "heap_mb": parts["heap"],
+        "anon_mb": parts["anon"],
+        "file_mb": parts["file"],
+        "p50_ms": round(p50_ms, 2),
+        "requests": requests,
+        "errors": errors,
+        "queued": d["queued"],
+        "spooled_batches": d["spooled_batches"],
+        "spool_mb": round(d["spool_bytes"] / 2**20, 1),
+        "dropped": d["dropped"],
+        "sent": d["sent"],
+        "retries": d["retries"],
+    }
+    print(
+        f"  {phase:>7} {row['t_s']:4d} s: RSS {rss:6.1f} MB (peak {hwm:.1f}; heap {parts['heap']}, anon "
+        f"{parts['anon']}, files {parts['file']}), p50 {row['p50_ms']:.2f} ms, "
+        f"{requests} req, queued {row['queued']}, spool {row['spooled_batches']} batches / {row['spool_mb']} MB, "
+        f"dropped {row['dropped']}",
+        flush=True,
+    )
+    return row
+
+
+def wrk_load(
+    gw: Gateway, tmp: Path, conns: int, total_s: float, refuse_at: float | None, stop_sink: Any
+) -> list[dict[str, Any]]:
+    """Closed-loop load: wrk runs of SAMPLE_S seconds back to back, a sample after each."""
+    sc = load.Scenario(path="relaycast", stream=False, latency_ms=50, conns=conns)
+    script = load.write_lua(tmp, sc, load.LUA, "-outage")
+    curve: list[dict[str, Any]] = []
+    started = time.monotonic()
+    phase = "up" if refuse_at is None else "503"
+    while (elapsed := time.monotonic() - started) < total_s:
+        if refuse_at is not None and elapsed >= refuse_at:
+            stop_sink()
+            refuse_at, phase = None, "refused"
+        r = load.parse_wrk(load.run_wrk(gw.url, script, conns, min(SAMPLE_S, max(1, total_s - elapsed))))
+        errors = r.get("status", 0) + sum(r.get(k, 0) for k in ("connect", "read", "write", "timeout"))
+        curve.append(sample(gw, time.monotonic() - started, phase, r["p50_us"] / 1000, r["requests"], errors))
+    return curve
+
+
+async def steady_load(
+    gw: Gateway, rate: float, total_s: float, refuse_at: float | None, stop_sink: Any
+) -> list[dict[str, Any]]:
+    """Open-loop load: `rate` requests per second whatever the answers' latency (at most 400 in flight)."""
+    body = load.body("fake/gpt-4o-mini@latency_ms=50,tokens=20", False).encode()
+    headers = {"content-type": "application/json"}
+    loop = asyncio.get_running_loop()
+    window: list[float] = []
+    errors = 0
+    inflight: set[asyncio.Task[None]] = set()
+    curve: list[dict[str, Any]] = []
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=400)) as session:
+
+        async def one() -> None:
+            nonlocal errors
+            t0 = loop.time()
+            try:
+                async with session.post(gw.url, data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                errors += 1
+            window.append(loop.time() - t0)
+
+        started = loop.time()
+        next_sample = started + SAMPLE_S
+        phase = "up" if refuse_at is None else "503"
+        sent = 0
+        while (now := loop.time()) - started < total_s:
+            if refuse_at is not None and now - started >= refuse_at:
+                await asyncio.to_thread(stop_sink)
+                refuse_at, phase = None, "refused"
+            for _ in range(max(0, int((now - started) * rate) - sent)):
+                if len(inflight) < 400:
+                    task = loop.create_task(one())
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                else:
+                    errors += 1  # the gateway is not keeping up: counted, not queued
+                sent += 1
+            if now >= next_sample:
+                next_sample += SAMPLE_S
+                lat = sorted(window)
+                p50 = lat[len(lat) // 2] * 1000 if lat else 0.0
+                curve.append(await asyncio.to_thread(sample, gw, now - started, phase, p50, len(lat), errors))
+                window.clear()
+                errors = 0
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*inflight, return_exceptions=True)
+    return curve
 
 
 def markdown(out: dict[str, Any]) -> str:
     m = out["machine"]
     lines = [
         f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}; {out['date']}; "
-        "non-streaming, 50 connections, wrk -t1, fake upstream, sink, gateway and wrk on one machine.",
-        "",
-        "| upstream | broadcast off req/s | on req/s | throughput loss | off p50 ms | on p50 ms | p50 difference |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "fake upstream, sink, gateway and load generator on one machine."
     ]
+    if out["on_off"]:
+        lines += [
+            "",
+            "On/off: non-streaming, 50 connections, wrk -t1.",
+            "",
+            "| upstream | broadcast off req/s | on req/s | throughput loss | off p50 ms | on p50 ms | p50 difference |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     for r in out["on_off"]:
         lines.append(
             f"| {r['upstream_ms']} ms | {r['off']['rps']:,.0f} | {r['on']['rps']:,.0f} | {r['rps_loss']:.1%} | "
@@ -208,29 +378,47 @@ def markdown(out: dict[str, Any]) -> str:
         )
     d = out.get("down") or {}
     if d.get("curve"):
+        what = (
+            "Datadog intake up (control)"
+            if d["healthy"]
+            else f"Datadog intake answering 503 for {d['error_minutes']} min, then refusing connections"
+        )
         lines += [
             "",
-            f"Datadog destination down for {d['minutes']} min under load (50 ms upstream, 50 connections): "
-            f"RSS {d['rss_first_mb']} MB at the start, {d['rss_max_mb']} MB at most, {d['rss_last_mb']} MB at the end; "
-            f"median p50 {d['p50_ms_median']:.2f} ms.",
+            f"{what}; {d['minutes']} min of traffic at {d['traffic']} (50 ms upstream, non-streaming): "
+            f"RSS {d['rss_first_mb']} MB at 10 s, {d['rss_after_1min_mb']} MB at 1 min, {d['rss_max_mb']} MB at most, "
+            f"{d['rss_last_mb']} MB at the end; median p50 {d['p50_ms_median']:.2f} ms.",
             "",
-            "| t (s) | RSS (MB) | p50 (ms) |",
-            "|---:|---:|---:|",
+            "| t (s) | phase | RSS (MB) | of it heap | p50 (ms) | req | queued | spool batches | spool MB | dropped | retries |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
         ]
-        lines += [f"| {c['t_s']} | {c['rss_mb']} | {c['p50_ms']} |" for c in d["curve"]]
+        lines += [
+            f"| {c['t_s']} | {c['phase']} | {c['rss_mb']} | {c['heap_mb']} | {c['p50_ms']} | {c['requests']} | {c['queued']} | "
+            f"{c['spooled_batches']} | {c['spool_mb']} | "
+            f"{', '.join(f'{k} {v}' for k, v in sorted(c['dropped'].items())) or '-'} | {c['retries']} |"
+            for c in d["curve"]
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=8, help="seconds per on/off measurement (default 8)")
+    p.add_argument("--down-minutes", type=float, default=10, help="minutes of the outage scenario (default 10)")
     p.add_argument(
-        "--down-minutes", type=float, default=10, help="minutes with the Datadog destination down (default 10)"
+        "--error-minutes", type=float, default=2, help="of those, minutes the intake answers 503 (default 2)"
     )
+    p.add_argument("--rate", type=float, default=300, help="requests per second during the outage (default 300)")
+    p.add_argument(
+        "--wrk", type=int, metavar="CONNS", help="outage traffic from wrk with CONNS connections instead of --rate"
+    )
+    p.add_argument("--outage-only", action="store_true", help="skip the on/off comparison (no wrk needed)")
+    p.add_argument("--healthy", action="store_true", help="control: the intake stays up during the outage scenario")
     p.add_argument("--sink", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--sink-status", type=int, default=202, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.sink:
-        sink_main(args.sink)
+        sink_main(args.sink, args.sink_status)
         return 0
     return run(args)
 

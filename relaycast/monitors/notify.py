@@ -1,9 +1,10 @@
 """Alert notifications: a generic JSON webhook (optionally HMAC-signed like the broadcast webhook), a
 Slack-compatible incoming webhook, and always the log.
 
-`Notifier.send` only queues: each target has its own worker that retries with backoff (2xx is success; 408, 429,
-5xx and connection errors are retried up to `max_attempts`, other 4xx are not), so a target that is down never
-delays an evaluation or another target. Outcomes are counted per target.
+`Notifier.send` only queues: each target has its own `BatchWorker` (one event per export) that retries with
+jittered backoff honouring Retry-After (2xx is success; `relaycast.retry`'s rules: 408, 429, 5xx and connection
+errors are retried up to `max_attempts`, other 4xx are not), so a target that is down never delays an evaluation
+or another target. Outcomes are counted per target; what is still queued at shutdown counts as failed.
 """
 
 from __future__ import annotations
@@ -12,18 +13,26 @@ import asyncio
 import collections
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import orjson
 
+from relaycast import retry
 from relaycast.log import EventLog
 from relaycast.monitors.settings import NotifyTarget
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from relaycast.worker import BatchPolicy, BatchWorker, Sleep
 
 MAX_QUEUE = 1000
+BACKOFF_BASE_S = 1.0  # 1 s doubling, jittered, at most 60 s (Retry-After too)
 MAX_BACKOFF_S = 60.0
+
+
+class NotificationFailed(Exception):
+    """A notification was not delivered after its attempts (already logged); the worker counts it as failed."""
 
 
 def slack_body(event: dict[str, Any]) -> dict[str, Any]:
@@ -39,30 +48,56 @@ def slack_body(event: dict[str, Any]) -> dict[str, Any]:
 
 class Notifier:
     def __init__(
-        self, targets: tuple[NotifyTarget, ...], session: aiohttp.ClientSession, log: EventLog, redactor: Redactor
+        self,
+        targets: tuple[NotifyTarget, ...],
+        session: aiohttp.ClientSession,
+        log: EventLog,
+        redactor: Redactor,
+        *,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._targets = {t.name: t for t in targets}
         self._session = session
         self._log = log
         self._redactor = redactor
-        self._queues: dict[str, collections.deque[dict[str, Any]]] = {t.name: collections.deque() for t in targets}
-        self._wake = {t.name: asyncio.Event() for t in targets}
-        self._tasks: list[asyncio.Task[None]] = []
-        self.sent: collections.Counter[str] = collections.Counter()
-        self.failed: collections.Counter[str] = collections.Counter()
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._wall = wall  # signature timestamps
+        self._workers: dict[str, BatchWorker[dict[str, Any]]] = {
+            t.name: BatchWorker(
+                f"notify-{t.name}",
+                self._exporter(t),
+                BatchPolicy(max_queue=MAX_QUEUE, max_batch=1, interval_s=1.0),
+                on_error=lambda e: None,  # a failed delivery is logged where it fails
+                sleep=sleep,
+            )
+            for t in targets
+        }
         self.retries: collections.Counter[str] = collections.Counter()
 
+    @property
+    def sent(self) -> collections.Counter[str]:
+        return collections.Counter({n: w.sent for n, w in self._workers.items()})
+
+    @property
+    def failed(self) -> collections.Counter[str]:
+        """Events not delivered per target: failed deliveries, overflow drops, and shutdown leftovers."""
+        return collections.Counter({n: w.failed + sum(w.dropped.values()) for n, w in self._workers.items()})
+
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(n), name=f"relaycast-notify-{n}") for n in self._targets]
+        for w in self._workers.values():
+            w.start()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while any(self._queues.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        """Deliver what is queued within `timeout_s`; what is left is counted as failed and logged."""
+        names = list(self._workers)
+        lefts = await asyncio.gather(*(w.stop(w.clock() + timeout_s) for w in self._workers.values()))
+        for name, left in zip(names, lefts, strict=True):
+            if left:
+                self._workers[name].drop("shutdown", len(left))
+                self._log.warning("monitor_notifications_lost_at_shutdown", target=name, count=len(left))
 
     def send(self, event: dict[str, Any], only: tuple[str, ...] | None = None) -> None:
         """Queue an alert or resolution for each target (all, or `only` those named). Never blocks or raises."""
@@ -74,51 +109,38 @@ class Notifier:
             message=event["message"][:300],
         )
         for name in only if only is not None else self._targets:
-            q = self._queues.get(name)
-            if q is None:
-                continue
-            if len(q) >= MAX_QUEUE:
-                q.popleft()
-                self.failed[name] += 1
-            q.append(event)
-            self._wake[name].set()
+            w = self._workers.get(name)
+            if w is not None:
+                w.put(event)
 
     def status(self) -> dict[str, Any]:
+        sent, failed = self.sent, self.failed
         return {
             n: {
                 "kind": t.kind,
-                "sent": self.sent[n],
-                "failed": self.failed[n],
+                "sent": sent[n],
+                "failed": failed[n],
                 "retries": self.retries[n],
-                "queued": len(self._queues[n]),
+                "queued": self._workers[n].queued + self._workers[n].in_flight,
             }
             for n, t in self._targets.items()
         }
 
-    async def _worker(self, name: str) -> None:
-        target = self._targets[name]
-        q = self._queues[name]
-        while True:
-            if not q:
-                self._wake[name].clear()
-                await self._wake[name].wait()
-                continue
-            event = q[0]
-            ok = await self._deliver(target, event)
-            q.popleft()
-            if ok:
-                self.sent[name] += 1
-            else:
-                self.failed[name] += 1
+    def _exporter(self, t: NotifyTarget) -> Callable[[list[dict[str, Any]]], Awaitable[None]]:
+        async def export(events: list[dict[str, Any]]) -> None:
+            for event in events:
+                await self._deliver(t, event)
 
-    async def _deliver(self, t: NotifyTarget, event: dict[str, Any]) -> bool:
+        return export
+
+    async def _deliver(self, t: NotifyTarget, event: dict[str, Any]) -> None:
+        """Deliver one event, retrying what may succeed; raise NotificationFailed when it was not delivered."""
         body = orjson.dumps(slack_body(event) if t.kind == "slack" else event)
         body = self._redactor.scrub_bytes(body)
-        delay = 1.0
         for attempt in range(1, t.max_attempts + 1):
             headers = {"content-type": "application/json", "user-agent": "relaycast"}
             if t.secret:
-                ts = int(time.time())
+                ts = int(self._wall())
                 headers[TIMESTAMP_HEADER] = str(ts)
                 headers[SIGNATURE_HEADER] = sign(t.secret, ts, body)
             retry_after = None
@@ -128,21 +150,17 @@ class Notifier:
                 ) as r:
                     await r.read()
                     if r.status < 300:
-                        return True
-                    retryable = r.status in (408, 429) or r.status >= 500
+                        return
+                    retryable = retry.is_retryable_status(r.status)
                     problem = f"HTTP {r.status}"
-                    ra = r.headers.get("retry-after")
-                    retry_after = float(ra) if ra and ra.replace(".", "", 1).isdigit() else None
+                    retry_after = retry.retry_after_seconds(r.headers)
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                retryable, problem = True, type(e).__name__
+                retryable, problem = retry.is_retryable(e), type(e).__name__
             if not retryable or attempt == t.max_attempts:
                 self._log.error(
                     "monitor_notification_failed", target=t.name, attempts=attempt, problem=problem, rule=event["rule"]
                 )
-                return False
+                raise NotificationFailed(problem)
             self.retries[t.name] += 1
-            await asyncio.sleep(
-                min(MAX_BACKOFF_S, retry_after if retry_after is not None else delay * (0.5 + random.random()))
-            )
-            delay = min(delay * 2, MAX_BACKOFF_S)
-        return False
+            await self._sleep(retry.retry_delay(attempt, BACKOFF_BASE_S, MAX_BACKOFF_S, self._rng, retry_after))
+        raise NotificationFailed("no attempts")

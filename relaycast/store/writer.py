@@ -1,21 +1,24 @@
 """The store as a telemetry sink: records queue in memory and are written in batches, off the request path.
 
-Calling the writer is O(1) and never raises (a full queue drops the oldest record and counts it). A worker task
-hands each batch to the store's one writer thread, which builds the rows and commits them with the rollups in
-one transaction. A database that is down (Postgres restarting, a locked SQLite file) keeps the batch queued and
-is retried with backoff; nothing is lost unless the queue overflows, and that is counted. Retention deletes
-old rows hourly. On shutdown the queue is flushed within the deadline.
+Calling the writer is O(1) and never raises: it puts the record on a `BatchWorker` (a full queue drops the oldest
+record and counts it). The worker hands each batch to the store's one writer thread, which builds the rows and
+commits them with the rollups in one transaction. A database that is down (Postgres restarting, a locked SQLite
+file) keeps the batch queued and is retried with jittered backoff; nothing is lost unless the queue overflows,
+and that is counted. Retention deletes old rows hourly. On shutdown the queue is flushed within the deadline;
+what the database did not take by then is counted as `shutdown` and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from relaycast import retry
 from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
@@ -31,9 +34,11 @@ from relaycast.store.schema import (
     upsert_sql,
 )
 from relaycast.store.settings import StoreConfig
+from relaycast.worker import BatchPolicy, BatchWorker, RetryLater
 
 RETENTION_EVERY_S = 3600.0
 BUILD_SLICE = 16  # records per slice of row building (about 0.3 ms of Python) before the GIL is offered back
+BACKOFF_BASE_S = 0.5  # a database that is down: retried after 0.5 s doubling, jittered, at most 30 s
 MAX_BACKOFF_S = 30.0
 
 _UPSERT_USAGE = upsert_sql("usage_hourly", USAGE_KEYS, USAGE_SUMS)
@@ -64,64 +69,59 @@ def delete_older_than(conn: Connection, cutoff_ms: int) -> int:
 
 class StoreWriter:
     def __init__(
-        self, cfg: StoreConfig, redactor: Redactor, log: EventLog, clock: Callable[[], float] = time.time
+        self,
+        cfg: StoreConfig,
+        redactor: Redactor,
+        log: EventLog,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
         self._redactor = redactor
         self._log = log
         self._clock = clock
-        self._queue: collections.deque[RequestRecord] = collections.deque()
-        self._wake: asyncio.Event | None = None
+        self._rng = rng or random.Random()
+        self._worker: BatchWorker[RequestRecord] = BatchWorker(
+            "store",
+            self._export,
+            BatchPolicy(max_queue=cfg.queue_size, max_batch=cfg.batch_size, interval_s=cfg.flush_interval_s),
+            idle=self._retention,
+            on_error=self._failed,
+        )
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="relaycast-store-write")
         self._conn: Connection | None = None  # touched only on the writer thread
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._failed_writes = 0  # in a row: the backoff's attempt number
         self._next_retention = 0.0
         self.written = 0
         self.batches = 0
         self.failures = 0
         self.deleted = 0
-        self.dropped: collections.Counter[str] = collections.Counter()
+        self.dropped: collections.Counter[str] = self._worker.dropped  # queue_full, rejected, shutdown
         self.last_error: str | None = None
         self.schema_version: int | None = None
 
     # --- the request side ---------------------------------------------------------------------
 
     def __call__(self, record: RequestRecord) -> None:
-        if len(self._queue) >= self.cfg.queue_size:
-            self._queue.popleft()
-            self.dropped["queue_full"] += 1
-        self._queue.append(record)
-        if self._wake is not None and len(self._queue) >= self.cfg.batch_size:
-            self._wake.set()
+        self._worker.put(record)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the store and apply migrations. A database that is down is retried by the worker, not fatal."""
-        self._wake = asyncio.Event()
         try:
             await self._in_thread(self._ensure_open)
         except Exception as e:
             if not is_db_error(e):
                 raise
             self._failed(e)
-        self._task = asyncio.create_task(self._run(), name="relaycast-store")
+        self._worker.start()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        self._stopping = True
-        if self._wake is not None:
-            self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            self._task = None
-        if self._queue:
-            self.dropped["shutdown"] += len(self._queue)
-            self._log.warning("store_records_lost_at_shutdown", count=len(self._queue))
-            self._queue.clear()
+        left = await self._worker.stop(self._worker.clock() + timeout_s)
+        if left:
+            self._worker.drop("shutdown", len(left))
+            self._log.warning("store_records_lost_at_shutdown", count=len(left), error=self.last_error or "-")
         await self._in_thread(self._close)
         self._pool.shutdown(wait=True)
 
@@ -131,7 +131,7 @@ class StoreWriter:
             "schema_version": self.schema_version,
             "written": self.written,
             "batches": self.batches,
-            "queued": len(self._queue),
+            "queued": self._worker.queued,
             "failures": self.failures,
             "dropped": dict(self.dropped),
             "deleted_by_retention": self.deleted,
@@ -140,64 +140,37 @@ class StoreWriter:
 
     async def flush(self) -> None:
         """Write everything queued now (tests, the report command, shutdown)."""
-        while self._queue:
-            if not await self._write_some():
-                return
+        await self._worker.flush()
 
-    # --- the worker ---------------------------------------------------------------------------
+    # --- the worker's export and idle step ------------------------------------------------------
 
-    async def _run(self) -> None:
-        assert self._wake is not None
-        backoff = 0.5
-        while True:
-            if not self._stopping and len(self._queue) < self.cfg.batch_size:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval_s)
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            ok = True
-            while self._queue and ok:
-                ok = await self._write_some()
-            if ok:
-                backoff = 0.5
-                await self._retention()
-            if self._stopping and (ok or not self._queue):
-                return
-            if not ok:
-                if self._stopping:
-                    return  # the database is down at shutdown: what is queued is counted as lost by stop()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-
-    async def _write_some(self) -> bool:
-        n = min(len(self._queue), self.cfg.batch_size)
-        records = [self._queue.popleft() for _ in range(n)]
+    async def _export(self, records: list[RequestRecord]) -> None:
         try:
-            await self._in_thread(self._write, records)
-        except Exception as e:  # noqa: BLE001
-            if not is_transient(e):
+            try:
+                await self._in_thread(self._write, records)
+            except Exception as e:
+                if is_transient(e):
+                    raise
                 # The database refused some record (not a transient failure): write them one by one, count the rest.
                 written, rejected = await self._in_thread(self._write_each, records)
                 self.written += written
-                self.dropped["rejected"] += rejected
+                self._worker.drop("rejected", rejected)
                 self._log.error(
                     "store_rejected_records",
                     count=rejected,
                     error=type(e).__name__,
                     message=self._redactor.scrub(str(e)[:200]),
                 )
-                return True
+                return
+        except Exception as e:
+            if not is_transient(e):
+                raise
             self._failed(e)
-            room = self.cfg.queue_size - len(self._queue)
-            if room < len(records):
-                self.dropped["queue_full"] += len(records) - max(room, 0)
-                records = records[len(records) - max(room, 0) :]
-            self._queue.extendleft(reversed(records))
-            return False
-        self.written += n
+            self._failed_writes += 1
+            raise RetryLater(retry.backoff(self._failed_writes, BACKOFF_BASE_S, MAX_BACKOFF_S, self._rng)) from e
+        self._failed_writes = 0
+        self.written += len(records)
         self.batches += 1
-        return True
 
     async def _retention(self) -> None:
         now = self._clock()

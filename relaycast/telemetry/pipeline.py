@@ -1,10 +1,12 @@
-"""The out-of-band broadcast pipeline, built like OpenTelemetry's batch span processor, on asyncio.
+"""The out-of-band broadcast pipeline: one `BatchWorker` per destination, shaped like OpenTelemetry's batch span
+processor.
 
 `Broadcaster` is a record sink: calling it is O(1) per destination, never blocks and never raises. Each
 destination has its own bounded queue (full: the oldest record is dropped and counted) and its own worker,
-so a slow or dead destination delays neither the request nor another destination. A worker sends a batch
-when it is full (records or bytes) or when the flush interval passes; retries only what can succeed
-(408, 429, 5xx, connection errors) with jittered exponential backoff honouring Retry-After; and spools what
+so a slow or dead destination delays neither the request nor another destination. A worker encodes a batch
+(at most `max_batch_records` records, split into request bodies of at most the exporter's `max_batch_bytes`)
+when it is full or when the flush interval passes; retries only what can succeed (`relaycast.retry`: 408, 429,
+5xx, connection errors; OTLP narrows it) with jittered exponential backoff honouring Retry-After; and spools what
 still fails to disk, to be replayed when the destination answers again or after a restart. Every drop is
 counted by reason.
 """
@@ -12,16 +14,16 @@ counted by reason.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 import aiohttp
 
+from relaycast import retry
 from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
@@ -29,12 +31,19 @@ from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import Exporter, ExportError, TestResult
 from relaycast.telemetry.settings import BroadcastConfig, DestinationConfig
 from relaycast.telemetry.spool import Spool
+from relaycast.worker import BatchPolicy, BatchWorker, Sleep
 
 Clock = Callable[[], int]  # unix ns
 
+RETRY_BASE_S = 0.2  # a batch's retries: 0.2 s doubling, jittered, at most 10 s (or what Retry-After asks, <= 60 s)
+RETRY_CAP_S = 10.0
+PROBE_BASE_S = 1.0  # a destination that is down is probed 1 s after, doubling to 30 s
+PROBE_CAP_S = 30.0
+REPLAY_PER_WAKE = 100  # spooled batches replayed per wake-up, at most
+
 
 class Destination:
-    """One destination's queue, worker, counters and spool."""
+    """One destination's worker, counters and spool."""
 
     def __init__(
         self,
@@ -44,6 +53,9 @@ class Destination:
         redactor: Redactor,
         log: EventLog,
         clock: Clock,
+        *,
+        rng: random.Random | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.cfg = cfg
         self.exporter = exporter
@@ -51,13 +63,22 @@ class Destination:
         self._redactor = redactor
         self._log = log
         self._clock = clock
-        self._queue: collections.deque[RequestRecord] = collections.deque()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self.worker: BatchWorker[RequestRecord] = BatchWorker(
+            f"broadcast-{cfg.name}",
+            self._export,
+            BatchPolicy(max_queue=cfg.queue_size, max_batch=cfg.max_batch_records, interval_s=cfg.flush_interval_s),
+            idle=self._replay,
+            on_error=lambda e: self._error(f"internal: {type(e).__name__}: {e}"),
+            sleep=sleep,
+        )
+        self.dropped = self.worker.dropped  # one counter by reason: the worker's (queue_full) and ours
         self._healthy = True
-        self._next_probe = 0.0
-        self._probe_delay = 1.0
+        self._next_probe = 0.0  # on the worker's clock
+        self._failed_probes = 0
+        self._handled = 0  # records of the batch being exported that were sent, spooled or dropped
+        self._cut_short: int | None = None  # _handled when stop() cancelled an export
         self._include = frozenset(cfg.include_keys)
         self._exclude = frozenset(cfg.exclude_keys)
         self.sent = 0
@@ -65,7 +86,6 @@ class Destination:
         self.retries = 0
         self.sampled_out = 0
         self.filtered_out = 0
-        self.dropped: collections.Counter[str] = collections.Counter()
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.last_success_at: float | None = None
@@ -80,126 +100,105 @@ class Destination:
         if self.cfg.sample_rate < 1.0 and not _sampled(record, self.cfg.sample_rate):
             self.sampled_out += 1
             return
-        if len(self._queue) >= self.cfg.queue_size:
-            self._queue.popleft()
-            self.dropped["queue_full"] += 1
-        self._queue.append(record)
-        if len(self._queue) >= self.cfg.max_batch_records:
-            self._wake.set()
+        self.worker.put(record)
 
-    # --- the worker ---------------------------------------------------------------------------
+    # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"broadcast-{self.cfg.name}")
+        self.worker.start()
 
     async def stop(self, deadline: float) -> None:
-        """Stop taking records, send what is queued until `deadline` (loop time), spool the rest."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(
-                    asyncio.shield(self._task), max(0.0, deadline - asyncio.get_running_loop().time())
-                )
-            except TimeoutError:
-                self._task.cancel()
-                try:
-                    await self._task
-                except asyncio.CancelledError:
-                    pass
-        await self._spool_rest()
+        """Stop taking records, send what is queued until `deadline` (on the worker's clock), spool the rest."""
+        left = await self.worker.stop(deadline)
+        if self._cut_short is not None:  # the in-flight batch comes back first; its first records were handled
+            left = left[self._cut_short :]
+            self._cut_short = None
+        for items, oldest, _ in self._chunks(left):
+            if items:
+                await self._to_spool(items, oldest)
         await self.exporter.close()
-
-    async def _run(self) -> None:
-        while True:
-            if not self._stopping:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval_s)
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            try:
-                await self._drain()
-                if not self._stopping:
-                    await self._replay()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a worker never dies
-                self._error(f"internal: {type(e).__name__}: {e}")
-            if self._stopping:
-                return
 
     async def flush(self) -> None:
         """Send everything queued now (tests, Test Connection, shutdown)."""
-        await self._drain()
+        await self.worker.flush()
 
-    async def _drain(self) -> None:
-        while self._queue:
-            items, oldest, n_records = self._next_batch()
-            if items:
-                await self._deliver(items, oldest)
-            elif not n_records:
-                return
+    # --- the worker's export and idle step ----------------------------------------------------------
 
-    def _next_batch(self) -> tuple[list[bytes], int, int]:
+    async def _export(self, records: list[RequestRecord]) -> None:
+        self._handled = 0
+        self._cut_short = None
+        try:
+            for items, oldest, n in self._chunks(records):
+                if items:
+                    await self._deliver(items, oldest)
+                self._handled += n
+        except asyncio.CancelledError:
+            self._cut_short = self._handled
+            raise
+
+    def _chunks(self, records: Iterable[RequestRecord]) -> Iterator[tuple[list[bytes], int, int]]:
+        """The records encoded as request bodies' worth of items (at most the exporter's max_batch_bytes each):
+        (items, oldest record's unix ns, records consumed). Too old, unencodable and oversized ones are counted."""
         exp = self.exporter
         limit = exp.max_batch_bytes
         max_age_ns = int(exp.max_age_s * 1e9) if exp.max_age_s else None
         now = self._clock()
         items: list[bytes] = []
-        size = 0
-        oldest = 0
-        taken = 0
-        q = self._queue
-        while q and taken < self.cfg.max_batch_records:
-            rec = q[0]
+        size = oldest = taken = 0
+        for rec in records:
+            taken += 1
             if max_age_ns is not None and now - rec.started_unix_ns > max_age_ns:
-                q.popleft()
-                self.dropped["too_old"] += 1
+                self.worker.drop("too_old")
                 continue
             try:
                 encoded = [
                     self._redactor.scrub_known(it) for it in exp.encode(rec, self.cfg.privacy_mode, self.cfg.tags)
                 ]
             except Exception as e:  # noqa: BLE001 - one bad record must not stop the destination
-                q.popleft()
-                self.dropped["encode_error"] += 1
+                self.worker.drop("encode_error")
                 self._error(f"encode failed: {type(e).__name__}")
                 continue
             rsize = sum(len(it) for it in encoded)
             if items and size + rsize > limit:
-                break  # this record starts the next batch
-            q.popleft()
-            taken += 1
+                yield items, oldest, taken - 1  # this record starts the next body
+                items, size, oldest, taken = [], 0, 0, 1
             for it in encoded:
                 if len(it) > limit:
-                    self.dropped["too_large"] += 1
+                    self.worker.drop("too_large")
                     continue
                 items.append(it)
                 size += len(it)
             oldest = rec.started_unix_ns if not oldest else min(oldest, rec.started_unix_ns)
-        return items, oldest, taken
+        if taken:
+            yield items, oldest, taken
 
     async def _deliver(self, items: list[bytes], oldest: int) -> None:
-        if not self._healthy and not self._stopping:
-            await self._to_spool(items, oldest)  # known down: no retries; the spool replay probes for recovery
-            return
+        probe = False
+        if not self._healthy and not self.worker.stopping:
+            # Known down: no retries. The spool's replay probes for recovery; with nothing spooled to probe with
+            # (no spool, or one too small for a batch), this batch is the probe once one is due.
+            spooled = self.spool is not None and self.spool.batches > 0
+            if spooled or self.worker.clock() < self._next_probe:
+                await self._to_spool(items, oldest)
+                return
+            probe = True
+        max_retries = 0 if probe else self.cfg.max_retries
         attempt = 0
         while True:
             try:
                 await self.exporter.send(items)
             except ExportError as e:
-                self._error(e.message, status=e.status, will_retry=e.retryable and attempt < self.cfg.max_retries)
+                self._error(e.message, status=e.status, will_retry=e.retryable and attempt < max_retries)
                 if not e.retryable:
-                    self.dropped["rejected"] += len(items)
+                    self.worker.drop("rejected", len(items))
                     return
-                if attempt >= self.cfg.max_retries or self._stopping:
+                if attempt >= max_retries or self.worker.stopping:
                     self._mark_down()
                     await self._to_spool(items, oldest)
                     return
                 attempt += 1
                 self.retries += 1
-                await asyncio.sleep(_backoff(attempt, e.retry_after))
+                await self._sleep(retry.retry_delay(attempt, RETRY_BASE_S, RETRY_CAP_S, self._rng, e.retry_after))
             else:
                 self._success(len(items))
                 return
@@ -209,17 +208,17 @@ class Destination:
         spool = self.spool
         if spool is None or spool.batches == 0:
             return
-        loop = asyncio.get_running_loop()
-        if not self._healthy and loop.time() < self._next_probe:
+        if not self._healthy and self.worker.clock() < self._next_probe:
             return
         max_age_ns = int(self.exporter.max_age_s * 1e9) if self.exporter.max_age_s else None
-        for _ in range(100):  # bounded work per wake-up
+        for _ in range(REPLAY_PER_WAKE):  # bounded work per wake-up
             entry = await asyncio.to_thread(spool.oldest)
-            if entry is None or self._stopping or self._queue:
+            if entry is None or self.worker.stopping or self.worker.queued:
                 return
-            items = await asyncio.to_thread(spool.read, entry)
+            # Views into one buffer, not copies; Exporter.send promises bytes-like use only (join, len, concat).
+            items = cast("list[bytes]", await asyncio.to_thread(spool.read, entry))
             if max_age_ns is not None and self._clock() - entry.oldest_unix_ns > max_age_ns:
-                self.dropped["too_old"] += len(items)
+                self.worker.drop("too_old", len(items))
                 await asyncio.to_thread(spool.remove, entry)
                 self._log.warning("spool_discarded", destination=self.cfg.name, events=len(items), reason="too_old")
                 continue
@@ -228,7 +227,7 @@ class Destination:
             except ExportError as e:
                 self._error(e.message, status=e.status, will_retry=e.retryable)
                 if not e.retryable:
-                    self.dropped["rejected"] += len(items)
+                    self.worker.drop("rejected", len(items))
                     await asyncio.to_thread(spool.remove, entry)
                     continue
                 self._mark_down()
@@ -238,22 +237,16 @@ class Destination:
 
     async def _to_spool(self, items: list[bytes], oldest: int) -> None:
         if self.spool is None:
-            self.dropped["export_failed"] += len(items)
+            self.worker.drop("export_failed", len(items))
             return
         if self.spool.bytes + sum(4 + len(it) for it in items) > self.spool.max_bytes:
-            self.dropped["spool_full"] += len(items)  # known full: no thread, no disk
+            self.worker.drop("spool_full", len(items))  # known full: no thread, no disk
             return
         ok = await asyncio.to_thread(self.spool.put, items, oldest)
         if not ok:
-            self.dropped["spool_full"] += len(items)
+            self.worker.drop("spool_full", len(items))
 
-    async def _spool_rest(self) -> None:
-        while self._queue:
-            items, oldest, taken = self._next_batch()
-            if items:
-                await self._to_spool(items, oldest)
-            elif not taken:
-                break
+    # --- health and counters -----------------------------------------------------------------------
 
     def _success(self, n: int) -> None:
         self.sent += n
@@ -262,15 +255,15 @@ class Destination:
         if not self._healthy:
             self._log.info("destination_recovered", destination=self.cfg.name)
         self._healthy = True
-        self._probe_delay = 1.0
+        self._failed_probes = 0
 
     def _mark_down(self) -> None:
-        loop = asyncio.get_running_loop()
         if self._healthy:
             self._log.warning("destination_down", destination=self.cfg.name, error=self.last_error)
         self._healthy = False
-        self._next_probe = loop.time() + self._probe_delay * (0.5 + random.random())
-        self._probe_delay = min(self._probe_delay * 2, 30.0)
+        self._failed_probes += 1
+        wait = retry.backoff(self._failed_probes, PROBE_BASE_S, PROBE_CAP_S, self._rng)
+        self._next_probe = self.worker.clock() + wait
 
     def _error(self, message: str, **fields: Any) -> None:
         self.last_error = self._redactor.scrub(message)
@@ -288,7 +281,7 @@ class Destination:
             "name": self.cfg.name,
             "kind": self.cfg.kind,
             "healthy": self._healthy,
-            "queued": len(self._queue),
+            "queued": self.worker.queued,
             "sent": self.sent,
             "batches_sent": self.batches_sent,
             "retries": self.retries,
@@ -331,8 +324,8 @@ class Broadcaster:
             d.start()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        await asyncio.gather(*(d.stop(deadline) for d in self.destinations.values()))
+        """Send what is queued within `timeout_s` (all destinations at once), spool the rest, close."""
+        await asyncio.gather(*(d.stop(d.worker.clock() + timeout_s) for d in self.destinations.values()))
 
     async def flush(self) -> None:
         await asyncio.gather(*(d.flush() for d in self.destinations.values()))
@@ -358,10 +351,3 @@ def _sampled(record: RequestRecord, rate: float) -> bool:
     key = record.attribution.session_id or record.request_id
     h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
     return h / 2**64 < rate
-
-
-def _backoff(attempt: int, retry_after: float | None) -> float:
-    if retry_after is not None:
-        return min(retry_after, 60.0)
-    base = min(0.2 * 2 ** (attempt - 1), 10.0)
-    return base * (0.5 + random.random() / 2)

@@ -8,6 +8,7 @@ half batch. All methods block: the pipeline calls them in a worker thread.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 import struct
@@ -48,7 +49,7 @@ class Spool:
     def batches(self) -> int:
         return self._count
 
-    def put(self, items: list[bytes], oldest_unix_ns: int) -> bool:
+    def put(self, items: list[builtins.bytes], oldest_unix_ns: int) -> bool:  # `bytes` here is the property
         """Store a batch. False (and nothing stored) when the spool would pass its size limit."""
         size = sum(4 + len(it) for it in items)
         with self._lock:

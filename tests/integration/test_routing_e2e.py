@@ -179,8 +179,8 @@ def test_a_target_over_its_sla_loses_its_traffic_and_wins_it_back_when_it_recove
     with gateway(a, b, models, routing) as (c, records, gw, _):
         first = [served(c)[0] for _ in range(4)]
         assert first[:3] == ["pa/m"] * 3
-        later = [served(c)[0] for _ in range(20)]
-        assert later.count("pb/m") >= 10, "the slow target lost most of its traffic"
+        later = [served(c)[0] for _ in range(40)]  # probes (probe_share 0.3) are random: 40 keep a flake rare
+        assert later.count("pb/m") >= 20, "the slow target lost most of its traffic"
         assert ("r", "pa/m") in gw.services.board.demoted
         a.behave()  # recovered
         deadline = time.monotonic() + 8

@@ -14,13 +14,12 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from relaycast.records import RequestRecord
-from relaycast.retry import retry_after_seconds
-
-RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+from relaycast.retry import RETRYABLE_STATUS, is_retryable_status, retry_after_seconds
 
 
 class ExportError(Exception):
-    """An export failed. `retryable`: 408, 429, 5xx and connection errors; other 4xx never will succeed."""
+    """An export failed. `retryable` by `relaycast.retry`'s rules: 408, 429, 5xx and connection errors (an
+    exporter may narrow the statuses, as OTLP does); other 4xx never will succeed."""
 
     def __init__(
         self, message: str, *, retryable: bool, status: int | None = None, retry_after: float | None = None
@@ -58,9 +57,16 @@ class Exporter(Protocol):
 
 
 async def post(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], timeout_s: float, what: str
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout_s: float,
+    what: str,
+    retryable: frozenset[int] = RETRYABLE_STATUS,
 ) -> tuple[int, bytes]:
-    """POST for an exporter; raise ExportError classified for the retry rules. Returns (status, body)."""
+    """POST for an exporter; raise ExportError classified for the retry rules (`retryable`: the statuses worth
+    another try at this endpoint). Returns (status, body)."""
     try:
         async with session.post(
             url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False
@@ -69,7 +75,7 @@ async def post(
             if resp.status >= 300:  # a redirect is not followed: it would turn a POST into a GET elsewhere
                 raise ExportError(
                     f"{what} answered HTTP {resp.status}",
-                    retryable=resp.status in RETRYABLE_STATUS,
+                    retryable=is_retryable_status(resp.status, retryable),
                     status=resp.status,
                     retry_after=retry_after_seconds(resp.headers),
                 )
