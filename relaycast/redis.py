@@ -106,7 +106,8 @@ class RespClient:
             if self._password:
                 setup.append(("AUTH", self._username, self._password) if self._username else ("AUTH", self._password))
             if self._db:
-                setup.append(("select", self._db))  # commands are case-blind; lower case keeps `grep SELECT` to SQL
+                # Redis commands are case-blind: lower case keeps greps for SQL to store/.
+                setup.append(("select", self._db))
             if setup:
                 try:
                     await self._send(proto, setup)
