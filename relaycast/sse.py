@@ -21,40 +21,63 @@ class EventSplitter:
     """Incremental SSE parser. Feed bytes as they arrive; get complete events back.
 
     Handles \\n, \\r\\n and \\r line endings, events split across reads, several events in one read,
-    comments (lines starting with ':'), and multi-line data.
+    comments (lines starting with ':'), and multi-line data. Linear in the bytes fed, however they are split:
+    each read is normalised and searched once, and the bytes of an unfinished event are joined once, when it
+    ends. An unfinished event past `max_event_bytes` raises ValueError (the caller's `malformed`).
     """
 
-    __slots__ = ("_buf", "max_event_bytes")
+    __slots__ = ("_parts", "_size", "_cr", "max_event_bytes")
 
     def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
-        self._buf = b""
+        self._parts: list[bytes] = []  # the unfinished event, as received (normalised), read by read
+        self._size = 0
+        self._cr = False  # the last read ended with \r: its \n may open the next one
         self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[Event]:
-        buf = self._buf + chunk if self._buf else chunk
-        if b"\r" in buf:
-            # Normalise \r\n and lone \r, but keep a trailing \r: its \n may be in the next read.
-            tail = b"\r" if buf.endswith(b"\r") else b""
-            buf = buf[: len(buf) - len(tail)].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+        if self._cr:
+            chunk = b"\r" + chunk
+        self._cr = chunk.endswith(b"\r")
+        if self._cr:
+            chunk = chunk[:-1]
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._parts:
+            # An event ends in this read only if "\n\n" is in it, or straddles the previous read and this one.
+            straddles = self._parts[-1].endswith(b"\n") and chunk.startswith(b"\n")
+            if not straddles and b"\n\n" not in chunk:
+                self._keep(chunk)
+                return []
+            buf = b"".join(self._parts) + chunk
+            self._parts.clear()
+            self._size = 0
+        else:
+            buf = chunk
         events: list[Event] = []
         start = 0
         while True:
             end = buf.find(b"\n\n", start)
             if end < 0:
                 break
-            block = buf[start:end]
+            ev = parse_block(buf[start:end])
             start = end + 2
-            ev = parse_block(block)
             if ev is not None:
                 events.append(ev)
-        self._buf = buf[start:]
-        if len(self._buf) > self.max_event_bytes:
-            raise ValueError(f"SSE event larger than {self.max_event_bytes} bytes")
+        if start < len(buf):
+            self._keep(buf[start:] if start else buf)
         return events
+
+    def _keep(self, part: bytes) -> None:
+        if not part:
+            return
+        self._parts.append(part)
+        self._size += len(part)
+        if self._size > self.max_event_bytes:
+            raise ValueError(f"SSE event larger than {self.max_event_bytes} bytes")
 
     def pending(self) -> bytes:
         """Bytes received that do not yet form a complete event."""
-        return self._buf
+        return b"".join(self._parts) + (b"\r" if self._cr else b"")
 
 
 def parse_block(block: bytes) -> Event | None:

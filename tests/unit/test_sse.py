@@ -41,3 +41,23 @@ def test_comments_named_events_and_multiline_data() -> None:
 
 def test_multiline_data_is_encoded_as_several_data_lines() -> None:
     assert encode(b"a\nb", event="x") == b"event: x\ndata: a\ndata: b\n\n"
+
+
+def test_an_unfinished_event_past_the_limit_is_refused_however_it_is_split() -> None:
+    s = EventSplitter(max_event_bytes=64 * 1024)
+    line = b"data: " + b"x" * 1000
+    try:
+        for _ in range(100):
+            s.feed(line)
+    except ValueError as e:
+        assert "larger than 65536 bytes" in str(e)
+    else:
+        raise AssertionError("a 100 KB event without an end was accepted")
+
+
+def test_an_event_that_ends_across_two_reads_is_found() -> None:
+    s = EventSplitter()
+    assert s.feed(b"data: a\n") == []
+    assert [e.data for e in s.feed(b"\ndata: b\r")] == [b"a"]
+    assert [e.data for e in s.feed(b"\n\r\n")] == [b"b"]
+    assert s.pending() == b""
