@@ -18,6 +18,8 @@ from relaycast.records import Attribution
 OPENROUTER_EXTENSIONS = ("models", "provider", "session_id", "trace", "route", "transforms", "plugins", "usage")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_ID_LEN = 256
+MAX_MODEL_NAME = 256  # characters; visible ASCII only (names become metric labels, headers and log fields)
+MAX_FALLBACKS = 8  # OpenRouter `models` entries after the first: each one is planned and may be tried
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,14 +251,28 @@ def _model_and_fallbacks(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     if models is not None:
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise InvalidRequest("'models' must be an array of model names", param="models")
+        if len(models) > MAX_FALLBACKS + 1:
+            raise InvalidRequest(f"'models' may name at most {MAX_FALLBACKS + 1} models", param="models")
+        for i, m in enumerate(models):
+            _check_model_name(m, f"models[{i}]")
     if model is None:
         if not models:
             raise InvalidRequest("'model' is required", param="model")
         model, models = models[0], models[1:]
     if not isinstance(model, str) or not model:
         raise InvalidRequest(f"'model' must be a non-empty string, got {_kind(model)}", param="model")
-    fallbacks = tuple(m for m in (models or ()) if m != model)
+    _check_model_name(model, "model")
+    fallbacks = tuple(dict.fromkeys(m for m in (models or ()) if m != model))
+    if len(fallbacks) > MAX_FALLBACKS:
+        raise InvalidRequest(f"'models' may name at most {MAX_FALLBACKS} fallbacks besides 'model'", param="models")
     return model, fallbacks
+
+
+def _check_model_name(name: str, at: str) -> None:
+    if len(name) > MAX_MODEL_NAME or not name.isascii() or not name.isprintable() or " " in name:
+        raise InvalidRequest(
+            f"'{at}' must be a model name of at most {MAX_MODEL_NAME} visible ASCII characters", param=at
+        )
 
 
 def _check_message(m: Any, i: int) -> None:

@@ -68,10 +68,13 @@ class Planner:
     def plan(self, model: str, fallbacks: tuple[str, ...] = (), prefs: ProviderPrefs = ProviderPrefs()) -> Plan:
         route = self.route(model)
         out = self.ordered(route, prefs)
-        for fb in fallbacks:
-            for t in self.ordered(self.route(fb), prefs):
-                if t not in out:
-                    out.append(t)
+        if fallbacks:
+            seen = set(out)
+            for fb in fallbacks:
+                for t in self.ordered(self.route(fb), prefs):
+                    if t not in seen:
+                        seen.add(t)
+                        out.append(t)
         if not prefs.allow_fallbacks:
             out = out[:1]
         if not out:

@@ -75,6 +75,45 @@ CASES = [
     ),
     ("models wrong type", b'{"models":"a","messages":[{"role":"user","content":"x"}]}', 400, "'models'", "models"),
     (
+        "4,000 fallbacks (planning them froze the gateway)",
+        b'{"model":"fakeai/gpt-4o","models":['
+        + b",".join(b'"fakeai/m%d"' % i for i in range(4000))
+        + b'],"messages":[{"role":"user","content":"x"}]}',
+        400,
+        "at most 9 models",
+        "models",
+    ),
+    (
+        "9 fallbacks besides the model",
+        b'{"model":"fakeai/gpt-4o","models":['
+        + b",".join(b'"fakeai/m%d"' % i for i in range(9))
+        + b'],"messages":[{"role":"user","content":"x"}]}',
+        400,
+        "at most 8 fallbacks",
+        "models",
+    ),
+    (
+        "a 1 MiB model name (it became a metric label and a header)",
+        b'{"model":"fakeai/' + b"x" * (1 << 20) + b'","messages":[{"role":"user","content":"x"}]}',
+        400,
+        "at most 256 visible ASCII characters",
+        "model",
+    ),
+    (
+        "a model name with a newline",
+        b'{"model":"fakeai/gpt-4o\\nx-evil: 1","messages":[{"role":"user","content":"x"}]}',
+        400,
+        "visible ASCII",
+        "model",
+    ),
+    (
+        "a fallback name with a space",
+        b'{"model":"fakeai/gpt-4o","models":["fakeai/gpt 4o"],"messages":[{"role":"user","content":"x"}]}',
+        400,
+        "visible ASCII",
+        "models[0]",
+    ),
+    (
         "trace wrong type",
         b'{"model":"fakeai/gpt-4o","trace":"t","messages":[{"role":"user","content":"x"}]}',
         400,
