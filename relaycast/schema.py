@@ -19,6 +19,7 @@ OPENROUTER_EXTENSIONS = ("models", "provider", "session_id", "trace", "route", "
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_ID_LEN = 256
 MAX_MODEL_NAME = 256  # characters; visible ASCII only (names become metric labels, headers and log fields)
+MAX_DEPTH = 64  # nesting of arrays and objects in a request body (JSON schemas of tools included)
 MAX_FALLBACKS = 8  # OpenRouter `models` entries after the first: each one is planned and may be tried
 
 
@@ -63,7 +64,24 @@ def load_json(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"request body must be a JSON object, got {_kind(body)}")
+    if _too_deep(body, MAX_DEPTH):
+        raise InvalidRequest(f"request body is nested deeper than {MAX_DEPTH} levels")
     return body
+
+
+def _too_deep(body: dict[str, Any], limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (linear in the containers; stops at the first too deep).
+    The body is re-encoded for the upstream and stored, and encoders refuse deep nesting."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for v in children:
+            if isinstance(v, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((v, depth + 1))
+    return False
 
 
 def parse_chat(raw: bytes, headers: dict[bytes, bytes]) -> ChatRequest:
@@ -280,7 +298,7 @@ def _check_message(m: Any, i: int) -> None:
     if not isinstance(m, dict):
         raise InvalidRequest(f"'{at}' must be an object, got {_kind(m)}", param=at)
     role = m.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(
             f"'{at}.role' must be one of {', '.join(sorted(ROLES))}, got {_kind(role)}", param=f"{at}.role"
         )

@@ -107,6 +107,30 @@ CASES = [
         "model",
     ),
     (
+        "a role that is an object",
+        b'{"model":"fakeai/gpt-4o","messages":[{"role":{"a":1},"content":"x"}]}',
+        400,
+        "must be one of",
+        "messages[0].role",
+    ),
+    (
+        "a role that is an array",
+        b'{"model":"fakeai/gpt-4o","messages":[{"role":["user"],"content":"x"}]}',
+        400,
+        "must be one of",
+        "messages[0].role",
+    ),
+    (
+        "JSON nested 1,000 levels deep (it failed when re-encoded for the upstream)",
+        b'{"model":"fakeai/gpt-4o","trace":{"x":'
+        + b"[" * 1000
+        + b"]" * 1000
+        + b'},"messages":[{"role":"user","content":"x"}]}',
+        400,
+        "nested deeper than 64 levels",
+        None,
+    ),
+    (
         "a fallback name with a space",
         b'{"model":"fakeai/gpt-4o","models":["fakeai/gpt 4o"],"messages":[{"role":"user","content":"x"}]}',
         400,
