@@ -69,7 +69,7 @@ class Services:
         self.notifier: Notifier | None = None
         self.limiter: Limiter | None = None
         self.replicas: SharedHealth | None = None
-        self.admission = Admission(config.limits, None, self.coster.pricer, self.clock, self.later)
+        self.admission: Admission  # with the limiter, in _start
         self.sinks: tuple[Sink, ...] = (self.metrics, *sinks)
         self._http: aiohttp.ClientSession | None = None
         self._telemetry_http: aiohttp.ClientSession | None = None
