@@ -49,6 +49,13 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(parts)
 
 
+def is_json(content_type: bytes | None) -> bool:
+    """The media type is exactly application/json (parameters such as `charset=utf-8` allowed)."""
+    if content_type is None:
+        return False
+    return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
+
+
 def header_map(scope: Scope) -> dict[bytes, bytes]:
     """Request headers by lower-case name (ASGI servers already lower-case them)."""
     return dict(scope["headers"])
@@ -103,19 +110,32 @@ async def run_until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
 
 class Request:
     """One HTTP request as the gateway's handlers see it: the ASGI triple, the headers as a map (lower-case
-    names), the request id, and the response headers every answer carries (`x-request-id`)."""
+    names), the request id (the gateway's own: it keys the record), the client's `x-request-id` if it sent one,
+    and the response headers every answer carries: `x-request-id` (the client's, echoed, else the gateway's)
+    and `x-relaycast-request-id` (the gateway's)."""
 
-    __slots__ = ("scope", "receive", "send", "headers", "id", "id_headers", "method", "path")
+    __slots__ = ("scope", "receive", "send", "headers", "id", "client_id", "id_headers", "method", "path")
 
     def __init__(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], request_id: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        request_id: str,
+        client_id: str | None = None,
     ) -> None:
         self.scope = scope
         self.receive = receive
         self.send = send
         self.headers = headers
         self.id = request_id
-        self.id_headers: Headers = [(b"x-request-id", request_id.encode())]
+        self.client_id = client_id
+        own = request_id.encode()
+        self.id_headers: Headers = [
+            (b"x-request-id", client_id.encode() if client_id else own),
+            (b"x-relaycast-request-id", own),
+        ]
         self.method: str = scope["method"]
         path: str = scope["path"]
         self.path = path[:-1] if len(path) > 1 and path.endswith("/") else path

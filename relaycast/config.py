@@ -36,6 +36,15 @@ class ServerConfig:
     port: int = 8080
     max_body_bytes: int = DEFAULT_MAX_BODY
     insecure: bool = False
+    # Host names the gateway answers to; () means the default: loopback names when bound to loopback, the bound
+    # address otherwise, any when bound to 0.0.0.0/::. ("*",) allows any.
+    allowed_hosts: tuple[str, ...] = ()
+    # Connection guards (server/guards.py): seconds and bytes a client may take before it is answered 408/431/503.
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 75.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +71,18 @@ class Config:
         return self.limits.redis_url if self.limits is not None else None
 
     def secrets(self) -> tuple[str, ...]:
-        """Every secret value this config holds, for the redactor."""
+        """Every secret value this config holds, for the redactor (which also masks their encoded forms)."""
+        from relaycast.redact import url_secrets
+
         provider = tuple(s for p in self.providers.values() for s in p.secrets())
         dests = self.broadcast.destinations if self.broadcast else ()
         store = self.store.secrets() if self.store else ()
         dash = (self.dashboard_secret,) if self.dashboard_secret else ()
         mon = self.monitors.secrets() if self.monitors else ()
         lim = self.limits.secrets() if self.limits else ()
-        return provider + tuple(s for d in dests for s in d.secrets()) + store + dash + mon + lim
+        # A password given as a query parameter (`?password=`) rather than in the userinfo.
+        urls = url_secrets(self.store.url if self.store else None) + url_secrets(self.redis_url)
+        return provider + tuple(s for d in dests for s in d.secrets()) + store + dash + mon + lim + urls
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -149,7 +162,9 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
     admin = root.get("admin_key")
     admin_hash = None
     if admin is not None:
-        admin_hash = secret_or_hash(r, admin, "admin_key")
+        admin_hash = secret_or_hash(
+            r, admin, "admin_key", min_len=16, why=": it guards /admin/*, /metrics and the dashboard"
+        )
     return Config(
         server=server,
         providers=MappingProxyType(providers),
@@ -185,10 +200,48 @@ def _dashboard_secret(r: Reader, raw: Any) -> str | None:
 def _server(r: Reader, raw: Any) -> ServerConfig:
     if raw is None:
         return ServerConfig()
-    m = r.mapping(raw, "server", {"host", "port", "max_body_bytes", "insecure"})
+    m = r.mapping(
+        raw,
+        "server",
+        {
+            "host",
+            "port",
+            "max_body_bytes",
+            "insecure",
+            "allowed_hosts",
+            "header_timeout",
+            "body_timeout",
+            "keep_alive_timeout",
+            "max_header_bytes",
+            "max_connections",
+        },
+    )
+    d = ServerConfig()
     return ServerConfig(
         host=r.string(m.get("host", "127.0.0.1"), "server.host"),
         port=r.integer(m.get("port", 8080), "server.port", 0, 65535),
         max_body_bytes=r.integer(m.get("max_body_bytes", DEFAULT_MAX_BODY), "server.max_body_bytes", 1024),
         insecure=r.boolean(m.get("insecure", False), "server.insecure"),
+        allowed_hosts=_allowed_hosts(r, m.get("allowed_hosts")),
+        header_timeout=r.number(m.get("header_timeout", d.header_timeout), "server.header_timeout"),
+        body_timeout=r.number(m.get("body_timeout", d.body_timeout), "server.body_timeout"),
+        keep_alive_timeout=r.number(m.get("keep_alive_timeout", d.keep_alive_timeout), "server.keep_alive_timeout"),
+        max_header_bytes=r.integer(
+            m.get("max_header_bytes", d.max_header_bytes), "server.max_header_bytes", 1024, 16 * 1024 * 1024
+        ),
+        max_connections=r.integer(m.get("max_connections", d.max_connections), "server.max_connections", 1),
     )
+
+
+def _allowed_hosts(r: Reader, raw: Any) -> tuple[str, ...]:
+    """`server.allowed_hosts`: host names (no port), compared case-insensitively; `["*"]` allows any."""
+    if raw is None:
+        return ()
+    hosts = []
+    for i, v in enumerate(r.sequence(raw, "server.allowed_hosts")):
+        at = f"server.allowed_hosts[{i}]"
+        h = r.string(v, at).strip().lower()
+        if not h or any(c.isspace() or c in "/?#@" for c in h):
+            raise ConfigError(at, f"expected a host name, got '{h}'")
+        hosts.append(h)
+    return tuple(hosts)

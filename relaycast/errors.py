@@ -14,15 +14,19 @@ HTTP is the status the client gets; `code` is the `error_class` (the OpenAI erro
     │   ├── NotFoundRoute            404  not_found               no     no
     │   ├── ModelNotFound            404  model_not_found         no     no
     │   ├── MethodNotAllowed         405  method_not_allowed      no     no
+    │   ├── RequestTimeout           408  request_timeout         no     no   (headers or body not read in time)
     │   ├── PayloadTooLarge          413  payload_too_large       no     no
     │   ├── UnsupportedMediaType     415  unsupported_media_type  no     no
     │   ├── LimitExceeded            429  rate_limit_exceeded     no     no   (type requests; Retry-After)
     │   │   ├── TokenLimitExceeded   429  rate_limit_exceeded     no     no   (type tokens)
+    │   │   │   └── RequestTooLarge  429  rate_limit_exceeded     no     no   (one request above tpm; no Retry-After)
     │   │   └── BudgetExceeded       429  budget_exceeded         no     no   (type insufficient_quota)
+    │   ├── HeadersTooLarge          431  headers_too_large       no     no
     │   ├── NoRoute                  503  no_route                no     no   (every target excluded or circuit-open)
     │   ├── StoreNotReady            503  store_unavailable       no     no
     │   ├── NotReady                 503  not_ready               no     no   (starting or stopping)
-    │   └── LimiterUnavailable       503  limiter_unavailable     no     no   (Redis unreachable, failing closed)
+    │   ├── LimiterUnavailable       503  limiter_unavailable     no     no   (Redis unreachable, failing closed)
+    │   └── OverCapacity             503  over_capacity           no     no   (a connection above server.max_connections)
     ├── ProviderError                     (an upstream attempt failed; classified once, in the adapter)
     │   ├── Timeout                  504  timeout                 yes    yes  (phase: connect|first_token|idle|total)
     │   ├── RateLimited              429  rate_limit              yes    yes  (retry_after; quota=True when billing)
@@ -35,7 +39,8 @@ HTTP is the status the client gets; `code` is the `error_class` (the OpenAI erro
     │   ├── Upstream5xx              502  upstream_5xx            yes    yes
     │   ├── ConnectionFailed         502  connection              yes    yes
     │   ├── StreamCut                502  stream_cut              yes    yes
-    │   └── MalformedResponse        502  malformed               yes    yes
+    │   ├── MalformedResponse        502  malformed               yes    yes
+    │   └── UpstreamRedirect         502  redirect                no     yes  (a 3xx: not followed, it holds the key)
     └── AllAttemptsFailed                 (every target of a plan failed)
 
 A stream fails over only before its first token reaches the client. `AllAttemptsFailed` keeps every attempt's
@@ -211,11 +216,47 @@ class TokenLimitExceeded(LimitExceeded):
     openai_type = "tokens"
 
 
+class RequestTooLarge(TokenLimitExceeded):
+    """One request's token estimate alone is above a tokens-per-minute limit: retrying cannot help, so there is
+    no Retry-After (as OpenAI's "Request too large" 429)."""
+
+    def __new__(cls, message: str) -> RequestTooLarge:
+        return Exception.__new__(cls, message)
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, limit="tpm", retry_after_s=0)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return GatewayError.headers(self)
+
+
 class BudgetExceeded(LimitExceeded):
     """A daily or monthly spending budget; Retry-After is the end of its UTC period."""
 
     error_class = "budget_exceeded"
     openai_type = "insufficient_quota"
+
+
+class RequestTimeout(GatewayError):
+    """A connection did not send its request headers or body within the server's read deadlines."""
+
+    status_code = 408
+    error_class = "request_timeout"
+    openai_type = "invalid_request_error"
+
+
+class HeadersTooLarge(GatewayError):
+    status_code = 431
+    error_class = "headers_too_large"
+    openai_type = "invalid_request_error"
+
+
+class OverCapacity(GatewayError):
+    """A connection above `server.max_connections`."""
+
+    status_code = 503
+    error_class = "over_capacity"
+    openai_type = "server_error"
 
 
 class LimiterUnavailable(GatewayError):
@@ -349,6 +390,16 @@ class MalformedResponse(ProviderError):
     error_class = "malformed"
     openai_type = "server_error"
     retryable = True
+    fails_over = True
+
+
+class UpstreamRedirect(ProviderError):
+    """The upstream answered a redirect, which is not followed: the request holds the provider key and the prompt.
+    Asking again would get the same answer; another target may be configured right."""
+
+    status_code = 502
+    error_class = "redirect"
+    openai_type = "server_error"
     fails_over = True
 
 

@@ -77,7 +77,7 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    request_id: str
+    request_id: str  # made by the gateway, unique: the record's key in the store and every export
     endpoint: str  # "chat.completions" | "embeddings"
     model_requested: str
     stream: bool
@@ -92,6 +92,7 @@ class RequestRecord:
     input_messages: tuple[dict[str, Any], ...] = ()
     output_text: str | None = None
     client_cancelled: bool = False
+    client_request_id: str | None = None  # the client's x-request-id: an attribute only; `request_id` is ours
 
     @property
     def final_attempt(self) -> Attempt | None:

@@ -21,6 +21,8 @@ MAX_ID_LEN = 256
 MAX_MODEL_NAME = 256  # characters; visible ASCII only (names become metric labels, headers and log fields)
 MAX_DEPTH = 64  # nesting of arrays and objects in a request body (JSON schemas of tools included)
 MAX_FALLBACKS = 8  # OpenRouter `models` entries after the first: each one is planned and may be tried
+MAX_TOKENS = 2**31 - 1  # max_tokens / max_completion_tokens: a 32-bit integer, which every upstream and Redis takes
+MAX_N = 128  # choices per request, as OpenAI allows
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +113,12 @@ def parse_chat(raw: bytes, headers: dict[bytes, bytes]) -> ChatRequest:
                 "'stream_options.include_usage' must be a boolean", param="stream_options.include_usage"
             )
         include_usage = iu
-    for name in ("max_tokens", "max_completion_tokens", "n"):
+    for name, most in (("max_tokens", MAX_TOKENS), ("max_completion_tokens", MAX_TOKENS), ("n", MAX_N)):
         v = body.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise InvalidRequest(f"'{name}' must be a positive integer, got {_kind(v)}", param=name)
+        if v is not None and v > most:
+            raise InvalidRequest(f"'{name}' must be at most {most}, got {v}", param=name)
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         v = body.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):

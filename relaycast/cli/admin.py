@@ -18,6 +18,18 @@ def admin_get(url: str, path: str, admin_key: str | None) -> dict[str, Any] | No
     return admin_send(url, "GET", path, admin_key)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects keeping `Authorization`: the admin key would go wherever a 3xx points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def open_without_redirects(req: urllib.request.Request, timeout: float) -> Any:
+    """`urllib.request.urlopen`, except that a redirect is an HTTPError instead of a new request."""
+    return urllib.request.build_opener(_NoRedirect()).open(req, timeout=timeout)
+
+
 def admin_send(
     url: str, method: str, path: str, admin_key: str | None, body: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
@@ -30,7 +42,7 @@ def admin_send(
         headers["content-type"] = "application/json"
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with open_without_redirects(req, timeout=10) as r:
             answer: dict[str, Any] | None = orjson.loads(r.read())
             return answer
     except urllib.error.HTTPError as e:
@@ -149,6 +161,8 @@ def keys_command(args: argparse.Namespace) -> int:
             print("no virtual keys (keys in the config file are not listed here)")
         for k in body["keys"]:
             lim = ", ".join(f"{n} {v:g}" for n, v in k["limits"].items() if v is not None) or "no limits"
+            if k.get("pin"):
+                lim += f"; pinned to {', '.join(f'{f} {k[f]}' for f in ('user', 'feature') if k.get(f))}"
             models = ", ".join(k["models"]) if k["models"] is not None else "all models"
             print(f"{k['name']:<20} {k['prefix']}…  {k['state']:<8} owner {k['owner'] or '-'}; {models}; {lim}")
         return 0
@@ -167,6 +181,8 @@ def keys_command(args: argparse.Namespace) -> int:
             spec["expires_in_s"] = args.expires_in_days * 86400
         if args.tag:
             spec["tags"] = dict(t.split("=", 1) if "=" in t else (t, "") for t in args.tag)
+        if getattr(args, "pin", False):  # --pin: its --user and --feature replace what its requests say
+            spec["pin"] = True
         out = admin_send(args.url, "POST", "/admin/keys", args.admin_key, spec)
     else:
         out = admin_send(args.url, "POST", f"/admin/keys/{args.name}/{cmd}", args.admin_key)

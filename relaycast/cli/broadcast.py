@@ -11,6 +11,7 @@ import aiohttp
 from relaycast import config as config_mod
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters import build
+from relaycast.telemetry.exporters.base import refuse_redirects
 
 
 def broadcast_test(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def broadcast_test(args: argparse.Namespace) -> int:
     redactor = Redactor(cfg.secrets())
 
     async def run() -> list[tuple[str, str, bool, str]]:
-        async with aiohttp.ClientSession(trust_env=False) as session:
+        async with aiohttp.ClientSession(trust_env=False, trace_configs=[refuse_redirects()]) as session:
             out = []
             for d in dests:
                 exporter = build(d, session)

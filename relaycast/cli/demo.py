@@ -1,7 +1,8 @@
 """`relaycast demo`: fake providers on loopback, the gateway in front of them, a realistic load through it.
 
 The fake upstream runs as a subprocess; the gateway runs in this process on a background thread; the load is
-sent with the official `openai` SDK, as an application would.
+sent with the official `openai` SDK, as an application would. The admin key is $RELAYCAST_ADMIN_KEY, else a new
+random one each run, printed with the gateway's address.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -27,8 +29,6 @@ import orjson
 
 from relaycast import config as config_mod
 from relaycast.server.runner import ThreadedServer, free_port
-
-ADMIN_KEY = "demo-admin-key-0001"
 
 CONFIG_TEMPLATE = """\
 # relaycast config written by `relaycast demo`.
@@ -156,11 +156,15 @@ def run_demo(args: argparse.Namespace) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="relaycast-demo-")
     path = Path(args.write_config) if args.write_config else Path(tmp.name) / "relaycast.yaml"
     store_path = Path(args.write_config).with_suffix(".db").name if args.write_config else "relaycast-demo.db"
-    path.write_text(
-        CONFIG_TEMPLATE.format(
-            port=port, upstream_port=upstream_port, admin_key=ADMIN_KEY, path=path, store_path=store_path
-        )
+    admin_key = os.environ.get("RELAYCAST_ADMIN_KEY") or secrets.token_urlsafe(24)
+    text = CONFIG_TEMPLATE.format(
+        port=port, upstream_port=upstream_port, admin_key=admin_key, path=path, store_path=store_path
     )
+    # The file holds the admin key: readable by its owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)  # an existing file keeps its mode through O_TRUNC
     out = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the summary
 
     def say(*parts: object) -> None:
@@ -168,7 +172,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if args.write_config:
         say(f"wrote the demo config to {path}")
-    cfg = config_mod.load(path)
+    cfg = config_mod.load_or_say(path)  # e.g. a $RELAYCAST_ADMIN_KEY too short to be an admin key
+    if cfg is None:
+        tmp.cleanup()
+        return 2
     fake = subprocess.Popen(
         [
             sys.executable,
@@ -189,10 +196,11 @@ def run_demo(args: argparse.Namespace) -> int:
         _wait_http(f"http://127.0.0.1:{upstream_port}/v1/models", proc=fake)
         from relaycast.server.app import Gateway
 
-        gateway = ThreadedServer(Gateway(cfg), port=port, log_level="error").start()
+        gateway = ThreadedServer(Gateway(cfg), port=port, log_level="error", settings=cfg.server).start()
         base = f"http://127.0.0.1:{port}/v1"
         say(f"fake upstream on http://127.0.0.1:{upstream_port}/v1 (OpenAI and Anthropic wire formats)")
         say(f"relaycast gateway on {base}")
+        say(f"dashboard on http://127.0.0.1:{port}/dashboard (admin key: {admin_key})")
         n = args.requests if args.requests is not None else 200
         if n < 0:
             say("--requests must be 0 or more")
@@ -200,14 +208,14 @@ def run_demo(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         tally = asyncio.run(_load(base, n, max(1, args.concurrency), args.seed))
         elapsed = time.monotonic() - t0
-        cost = _costs(port, n)  # waits until the store has every request: their records are all emitted by then
-        summary = _summary(tally, n, elapsed, _admin(port, "/admin/stats"))
+        cost = _costs(port, admin_key, n)  # waits until the store has every request: all emitted by then
+        summary = _summary(tally, n, elapsed, _admin(port, admin_key, "/admin/stats"))
         summary["cost"] = cost
-        dests = (_admin(port, "/admin/broadcast") or {}).get("destinations")
+        dests = (_admin(port, admin_key, "/admin/broadcast") or {}).get("destinations")
         deadline = time.monotonic() + 3
         while dests and any(d["queued"] for d in dests) and time.monotonic() < deadline:
             time.sleep(0.2)  # let the broadcast pipeline flush before reporting it
-            dests = (_admin(port, "/admin/broadcast") or {}).get("destinations")
+            dests = (_admin(port, admin_key, "/admin/broadcast") or {}).get("destinations")
         if dests:
             summary["broadcast"] = dests
         if args.json:
@@ -215,9 +223,7 @@ def run_demo(args: argparse.Namespace) -> int:
         else:
             _print_summary(summary)
         if args.requests is None:
-            say(
-                f"\nDashboard: http://127.0.0.1:{port}/dashboard  (admin key: {os.environ.get('RELAYCAST_ADMIN_KEY', ADMIN_KEY)})"
-            )
+            say(f"\nDashboard: http://127.0.0.1:{port}/dashboard  (admin key: {admin_key})")
             say(
                 f"relaycast keeps serving on {base} — try:\n"
                 f"  curl {base}/chat/completions -H 'content-type: application/json' "
@@ -317,11 +323,8 @@ async def _one(client: Any, tally: Tally, model: str, user: str, feature: str, s
     tally.latencies_ms.append((time.perf_counter() - start) * 1000)
 
 
-def _admin(port: int, path: str) -> dict[str, Any] | None:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        headers={"authorization": f"Bearer {os.environ.get('RELAYCAST_ADMIN_KEY', ADMIN_KEY)}"},
-    )
+def _admin(port: int, admin_key: str, path: str) -> dict[str, Any] | None:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"authorization": f"Bearer {admin_key}"})
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             answer: dict[str, Any] | None = orjson.loads(r.read())
@@ -330,12 +333,12 @@ def _admin(port: int, path: str) -> dict[str, Any] | None:
         return None
 
 
-def _costs(port: int, n: int) -> dict[str, Any] | None:
+def _costs(port: int, admin_key: str, n: int) -> dict[str, Any] | None:
     """Spend by model from the store's analytics, once the store has written the demo's requests."""
     deadline = time.monotonic() + 5
     doc = None
     while time.monotonic() < deadline:
-        doc = _admin(port, "/admin/analytics/spend?by=model&since=1h&limit=20")
+        doc = _admin(port, admin_key, "/admin/analytics/spend?by=model&since=1h&limit=20")
         if doc is None or doc["totals"]["requests"] >= n:
             break
         time.sleep(0.2)

@@ -14,6 +14,7 @@ one's options).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import sys
 from collections.abc import Sequence
@@ -143,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             kp.add_argument("--models", help="comma-separated models or routes it may use; patterns allowed (openai/*)")
             kp.add_argument("--user", help="default user for its requests")
             kp.add_argument("--feature", help="default feature for its requests")
+            kp.add_argument(
+                "--pin", action="store_true", help="its --user and --feature replace what its requests name"
+            )
             kp.add_argument("--tag", action="append", help="default tag k=v (repeatable)")
             kp.add_argument("--rpm", type=int, help="requests per minute")
             kp.add_argument("--tpm", type=int, help="tokens per minute")
@@ -232,6 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from relaycast.log import configure
     from relaycast.server.app import Gateway
+    from relaycast.server.guards import ConnectionGuard
     from relaycast.server.runner import tune_gc, uvicorn_config
 
     cfg = config_mod.load_or_say(args.config)
@@ -246,9 +251,13 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    # The gateway checks Host against the address it really listens on.
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, host=host, port=port))
     configure(args.log_level)
     tune_gc()
-    server = uvicorn.Server(uvicorn_config(Gateway(cfg), host, port, log_level="warning"))
+    guard = ConnectionGuard(cfg.server)
+    app = Gateway(cfg, connections=guard.counts)
+    server = uvicorn.Server(uvicorn_config(app, host, port, log_level="warning", guard=guard))
     print(f"relaycast: serving on http://{host}:{port}/v1 (config {args.config})", file=sys.stderr, flush=True)
     server.run()
     return 0 if server.started else 1

@@ -5,6 +5,8 @@
   the model prices reasoning differently).
 - An upstream's own figure (OpenRouter's `usage.cost`) wins and is marked "reported".
 - An attempt that produced output but never reported usage (a cut stream) is estimated and marked "estimated".
+  Only its visible text can be counted (hidden reasoning cannot): budgets charge such a request at least what its
+  reservation assumed (`limits.admission`).
 - A failed attempt that produced nothing is not billed ("none"); a model with no price is "unpriced" (None, never 0).
 """
 

@@ -1,11 +1,14 @@
-"""What a gateway key may do: its models, default attribution and limits. Shared by config keys and virtual keys."""
+"""What a gateway key may do: its models, attribution and limits. Shared by config keys and virtual keys."""
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only a type: this module imports nothing of relaycast at run time
+    from relaycast.records import Attribution
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,7 @@ class KeyPolicy:
     models: tuple[str, ...] | None = None  # allowed models / routes (shell patterns: "openai/*"); None: all
     user: str | None = None  # default attribution when the request names none
     feature: str | None = None
+    pin: bool = False  # the key's user and feature (those it sets) replace whatever the request says
     tags: tuple[tuple[str, str], ...] = ()
     limits: Limits = field(default_factory=Limits)
     expires_ms: int | None = None
@@ -64,3 +68,16 @@ class KeyPolicy:
         if self.models is None:
             return True
         return any(m == model or fnmatch.fnmatchcase(model, m) for m in self.models)
+
+    def attribute(self, a: Attribution) -> Attribution:
+        """The request's attribution under this key: the key's name; its user, feature and tags where the request
+        gave none, or always for the user and feature a pinning key sets (per-user and per-feature limits then
+        count what the key says, not what its client claims)."""
+        tags = a.tags
+        if self.tags:
+            tags = tuple({**dict(self.tags), **dict(a.tags)}.items())
+        if self.pin:
+            user, feature = self.user or a.user, self.feature or a.feature
+        else:
+            user, feature = a.user or self.user, a.feature or self.feature
+        return replace(a, key_name=self.name, user=user, feature=feature, tags=tags)

@@ -32,7 +32,9 @@ def parse_keys(r: Reader, raw: Any) -> tuple[GatewayKey, ...]:
     out = []
     for i, item in enumerate(r.sequence(raw, "keys")):
         at = f"keys[{i}]"
-        m = r.mapping(item, at, {"name", "secret", "sha256", "models", "user", "feature", "owner", *LIMIT_FIELDS})
+        m = r.mapping(
+            item, at, {"name", "secret", "sha256", "models", "user", "feature", "pin", "owner", *LIMIT_FIELDS}
+        )
         name = r.string(r.required(m, "name", at), f"{at}.name")
         sha = secret_or_hash(r, {k: m[k] for k in ("secret", "sha256") if k in m}, at)
         models = None
@@ -43,13 +45,19 @@ def parse_keys(r: Reader, raw: Any) -> tuple[GatewayKey, ...]:
         except ValueError as e:
             where, _, problem = str(e).partition(": ")
             raise ConfigError(where, problem) from None
+        user = r.string(m["user"], f"{at}.user") if m.get("user") else None
+        feature = r.string(m["feature"], f"{at}.feature") if m.get("feature") else None
+        pin = r.boolean(m.get("pin", False), f"{at}.pin")
+        if pin and user is None and feature is None:
+            raise ConfigError(f"{at}.pin", "pins the key's user and feature: give 'user' or 'feature' (or both)")
         policy = KeyPolicy(
             name=name,
             source="config",
             owner=m.get("owner"),
             models=models,
-            user=r.string(m["user"], f"{at}.user") if m.get("user") else None,
-            feature=r.string(m["feature"], f"{at}.feature") if m.get("feature") else None,
+            user=user,
+            feature=feature,
+            pin=pin,
             limits=limits,
         )
         out.append(GatewayKey(name=name, sha256=sha, policy=policy))
@@ -60,7 +68,7 @@ def parse_keys(r: Reader, raw: Any) -> tuple[GatewayKey, ...]:
     return tuple(out)
 
 
-def secret_or_hash(r: Reader, raw: Any, at: str) -> str:
+def secret_or_hash(r: Reader, raw: Any, at: str, min_len: int = 8, why: str = "") -> str:
     if isinstance(raw, str):
         raw = {"secret": raw}
     m = r.mapping(raw, at, {"name", "secret", "sha256"})
@@ -72,6 +80,6 @@ def secret_or_hash(r: Reader, raw: Any, at: str) -> str:
             raise ConfigError(f"{at}.sha256", "must be 64 hex digits")
         return h
     secret = r.string(m["secret"], f"{at}.secret")
-    if len(secret) < 8:
-        raise ConfigError(f"{at}.secret", "must be at least 8 characters")
+    if len(secret) < min_len:
+        raise ConfigError(f"{at}.secret", f"must be at least {min_len} characters{why}")
     return hash_secret(secret)

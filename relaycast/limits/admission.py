@@ -3,6 +3,12 @@
 The limiter is in memory, or in Redis when `redis_url` is set. Checks and estimates are only computed for
 requests that have a limit, so a gateway without limits pays nothing for this. A budget this replica has not
 seen this period starts from what the store says the scope spent (`SpendSince`).
+
+A reservation is what the request can cost at most: its prompt (estimated) plus `n` times its output cap, priced at
+the dearest target it may be served by (reasoning and cache writes included). When a token or budget limit applies
+and the client sent no `max_tokens` / `max_completion_tokens`, the cap is set on the request
+(`limits.default_max_tokens`), so the upstream cannot produce more than was reserved. A budget refuses a model
+that nothing prices: its spend could not be counted.
 """
 
 from __future__ import annotations
@@ -10,14 +16,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from relaycast.costs.compute import usage_cost
+from relaycast.costs.catalog import ModelPrice
+from relaycast.costs.compute import ESTIMATED, UNPRICED
 from relaycast.costs.pricer import Pricer
+from relaycast.errors import Forbidden, InvalidRequest
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import NANO_PER_PICO, Check, Limiter, Reservation, period_start
 from relaycast.limits.memory import MemoryLimiter
 from relaycast.limits.settings import LimitsConfig
 from relaycast.log import EventLog
-from relaycast.records import Attribution, RequestRecord, Usage
+from relaycast.records import Attribution, RequestRecord
 from relaycast.routing.plan import Plan
 
 SpendSince = Callable[[str, str, int], Awaitable[int]]  # (scope, name, unix start) -> pico-dollars spent since
@@ -37,19 +45,51 @@ def build_limiter(
         from relaycast.limits.redis_limiter import RedisLimiter
 
         return RedisLimiter(cfg, log, load_spend)
-    return MemoryLimiter(load_spend)
+    return MemoryLimiter(load_spend, cfg.max_scopes if cfg is not None else LimitsConfig().max_scopes)
 
 
 def checks_for(cfg: LimitsConfig | None, key: KeyPolicy | None, a: Attribution) -> tuple[Check, ...]:
     out = []
-    if key is not None and key.limits.any():
-        out.append(Check("key", key.name, key.limits))
+    if key is not None:
+        if key.pin:  # the limits count the key's user and feature whatever the caller made of the attribution
+            a = key.attribute(a)
+        if key.limits.any():
+            out.append(Check("key", key.name, key.limits))
     if cfg is not None:
+        if cfg.require_user and not a.user:
+            raise InvalidRequest(
+                "This gateway requires a user: send the 'user' field (or the x-relaycast-user header).", param="user"
+            )
         if a.user and cfg.per_user.any():
             out.append(Check("user", a.user, cfg.per_user))
         if a.feature and cfg.per_feature.any():
             out.append(Check("feature", a.feature, cfg.per_feature))
     return tuple(out)
+
+
+def _dearest(pricer: Pricer, plan: Plan, checks: tuple[Check, ...]) -> ModelPrice:
+    """The highest price per token of each kind over the targets the request may be served by. Raises Forbidden,
+    naming the model, when one of them has no price: a budget cannot count what it does not know."""
+    prices = []
+    for t in plan.targets:
+        p = pricer.price(t.provider, t.model)
+        if p is None:
+            c = next(c for c in checks if c.limits.budget_day_usd or c.limits.budget_month_usd)
+            raise Forbidden(
+                f"The model '{t.model}' on provider '{t.provider}' has no known price, and {c.label} has a budget: "
+                f"its spend could not be counted. Price it in the gateway's config (a `prices:` entry for "
+                f"'{t.provider}/{t.model}', or a `price:` on the route's target), or use a priced model.",
+                param="model",
+            )
+        prices.append(p)
+    return ModelPrice(
+        input=max((max(p.input, p.cache_write) for p in prices), default=0),
+        output=max((max(p.output, p.reasoning) for p in prices), default=0),  # reasoning is part of the output
+        cached_input=0,
+        cache_write=0,
+        reasoning=0,
+        request=max((p.request for p in prices), default=0),
+    )
 
 
 class Admission:
@@ -78,28 +118,39 @@ class Admission:
         body: dict[str, Any],
         count_prompt: Callable[[], int],
     ) -> Reservation | None:
-        """Reserve the request against its limits (raises LimitExceeded with a 429), or None when it has none."""
+        """Reserve the request against its limits (raises LimitExceeded with a 429), or None when it has none.
+
+        May set `max_tokens` in `body`, the request the providers send upstream."""
         checks = checks_for(self._given, key, attribution)
         if not checks or self._limiter is None:
             return None
-        prompt_tokens = count_prompt()
-        out = body.get("max_completion_tokens") or body.get("max_tokens")
-        out_tokens = out if isinstance(out, int) and out > 0 else self._cfg.estimate_output_tokens
-        est_nano = 0
-        if any(c.limits.budget_day_usd or c.limits.budget_month_usd for c in checks):
-            t = plan.targets[0]
-            price = self._pricer.price(t.provider, t.model)
-            if price is not None:
-                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out_tokens)
-                est_nano = -(-usage_cost(usage, price) // NANO_PER_PICO)
-        return await self._limiter.admit(checks, prompt_tokens + out_tokens, est_nano, self._clock())
+        budgeted = any(c.limits.budget_day_usd or c.limits.budget_month_usd for c in checks)
+        est_tokens = est_nano = 0
+        if budgeted or any(c.limits.tpm for c in checks):
+            out = body.get("max_completion_tokens") or body.get("max_tokens")
+            if not isinstance(out, int) or isinstance(out, bool) or out < 1:
+                out = body["max_tokens"] = self._cfg.default_max_tokens
+            n = body.get("n")
+            outputs = (n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1) * out
+            prompt_tokens = count_prompt()
+            est_tokens = prompt_tokens + outputs
+            if budgeted:
+                p = _dearest(self._pricer, plan, checks)
+                est_nano = -(-(prompt_tokens * p.input + outputs * p.output + p.request) // NANO_PER_PICO)
+        return await self._limiter.admit(checks, est_tokens, est_nano, self._clock())
 
     def settle(self, res: Reservation | None, rec: RequestRecord) -> None:
-        """Replace the reservation by what the request used (after the response)."""
+        """Replace the reservation by what the request used (after the response).
+
+        When the upstream never reported usage (a cut stream, estimated from its visible text: hidden reasoning
+        is not in it) or the cost is unknown, at least the reservation is charged."""
         if res is None or self._limiter is None:
             return
         tokens = sum(a.usage.total_tokens for a in rec.attempts if a.usage)
-        pico, _ = rec.cost
-        pending = self._limiter.settle(res, tokens, -(-(pico or 0) // NANO_PER_PICO))
+        pico, source = rec.cost
+        nano = -(-(pico or 0) // NANO_PER_PICO)
+        if source in (ESTIMATED, UNPRICED):
+            tokens, nano = max(tokens, res.est_tokens), max(nano, res.est_nano)
+        pending = self._limiter.settle(res, tokens, nano)
         if pending is not None:
             self._later(pending)

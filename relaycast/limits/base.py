@@ -1,5 +1,5 @@
-"""What the limiters share: the checks a request must pass and its reservation. The 429 that names the limit
-(`LimitExceeded`) is in `relaycast.errors`."""
+"""What the limiters share: the checks a request must pass, its reservation, and the refusal of a request larger
+than a tokens-per-minute limit. The 429 that names the limit (`LimitExceeded`) is in `relaycast.errors`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from relaycast.errors import RequestTooLarge
 from relaycast.keys.policy import Limits
 
 NANO_PER_PICO = 1000  # budgets are kept in nano-dollars: exact in Redis' integers and Lua's doubles up to $9M
@@ -36,6 +37,8 @@ class Reservation:
     settled: bool = False
     budgets: list[Any] = field(default_factory=list)  # what to settle: in-memory cells, or Redis hash names
     entries: list[Any] = field(default_factory=list)  # in memory: the token-window entries it added
+    scopes: list[Any] = field(default_factory=list)  # in memory: the scopes it holds in flight
+    local: bool = False  # admitted by this process's limits while Redis could not answer
 
 
 class Limiter(Protocol):
@@ -51,6 +54,17 @@ class Limiter(Protocol):
     async def close(self) -> None:
         """Release connections (Redis); nothing for the in-memory limiter."""
         ...
+
+
+def too_large(checks: tuple[Check, ...], est_tokens: int) -> RequestTooLarge | None:
+    """The refusal for a request whose estimate alone passes a tokens-per-minute limit, if it does."""
+    for c in checks:
+        if c.limits.tpm is not None and est_tokens > c.limits.tpm:
+            return RequestTooLarge(
+                f"Request too large for {c.label} on tokens per minute (TPM): Limit {c.limits.tpm}, Requested "
+                f"{est_tokens}. The prompt or max_tokens must be reduced for it to run."
+            )
+    return None
 
 
 def period_bounds(now: float, period: str) -> tuple[str, float]:

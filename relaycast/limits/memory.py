@@ -1,8 +1,13 @@
 """Limits in this process: exact sliding windows for requests and tokens per minute, budgets with reservations.
 
-Every check of a request is made before any is applied, on the event loop (no lock needed), so a request either
-passes them all or changes nothing. Spend is reserved from an estimate at admission and replaced by the real cost
-when the request ends, so concurrent requests cannot together overshoot a budget by more than one estimate.
+A request's budgets are loaded first (the spend so far comes from the store: an await); then every check is made
+and, only if all pass, applied, with no await in between (no lock needed), so a request either passes them all
+or changes nothing. Spend is reserved from an estimate at admission and replaced by the real cost when the request
+ends, so concurrent requests cannot together overshoot a budget by more than one estimate.
+
+State is kept per scope (a key, a user, a feature), for at most `max_scopes` of them: past that the least recently
+used scope with nothing in flight is dropped (counted as `evicted`), and its budget is loaded from the store again
+if it comes back. Client-chosen user names cannot grow it without bound.
 """
 
 from __future__ import annotations
@@ -12,47 +17,125 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relaycast.errors import LimitExceeded
-from relaycast.limits.base import Check, Reservation, budget_message, period_bounds
+from relaycast.limits.base import Check, Reservation, budget_message, period_bounds, too_large
 
 WINDOW_S = 60.0
+MAX_SCOPES = 10_000
+EVICT_TRIES = 16  # scopes in flight skipped at most, per eviction: past it the map grows by one (bounded by load)
 SpendLoader = Callable[[str, str, str], Awaitable[int]]  # (scope, name, period) -> nano-dollars spent so far
 
 
-class MemoryLimiter:
-    def __init__(self, load_spend: SpendLoader | None = None) -> None:
-        self._load = load_spend
-        self._requests: dict[tuple[str, str], collections.deque[float]] = {}
-        self._tokens: dict[tuple[str, str], collections.deque[list[Any]]] = {}  # [ts, tokens, key]
-        self._token_sums: dict[tuple[str, str], int] = {}
-        self._budgets: dict[tuple[str, str, str], list[int]] = {}  # (scope, name, period id) -> [spent, reserved]
-        self.rejected: collections.Counter[str] = collections.Counter()
+class _Scope:
+    """One key's, user's or feature's windows and budgets."""
 
-    async def _budget(self, c: Check, period: str, now: float) -> tuple[list[int], float]:
-        pid, left = period_bounds(now, period)
-        key = (c.scope, c.name, pid)
-        b = self._budgets.get(key)
+    __slots__ = ("requests", "tokens", "token_sum", "budgets", "inflight")
+
+    def __init__(self) -> None:
+        self.requests: collections.deque[float] | None = None
+        self.tokens: collections.deque[list[Any]] | None = None  # [ts, tokens, scope or None once pruned]
+        self.token_sum = 0
+        self.budgets: dict[str, list[int]] = {}  # period id ("2025-11-01", "2025-11") -> [spent, reserved]
+        self.inflight = 0  # reservations not yet settled: such a scope is never evicted
+
+    def prune_tokens(self, now: float) -> collections.deque[list[Any]]:
+        q = self.tokens
+        if q is None:
+            q = self.tokens = collections.deque()
+        while q and q[0][0] <= now - WINDOW_S:
+            old = q.popleft()
+            self.token_sum -= old[1]
+            old[2] = None
+        return q
+
+    def budget(self, pid: str, spent: int) -> list[int]:
+        """The cell of a period, made from `spent` when new; a past period of the same kind is dropped."""
+        b = self.budgets.get(pid)
         if b is None:
-            spent = await self._load(c.scope, c.name, period) if self._load else 0
-            b = self._budgets.setdefault(key, [spent, 0])
-        return b, left
+            for old in [p for p in self.budgets if len(p) == len(pid)]:
+                del self.budgets[old]  # reservations still pointing at it settle into the detached cell
+            b = self.budgets[pid] = [spent, 0]
+        return b
+
+
+class MemoryLimiter:
+    def __init__(self, load_spend: SpendLoader | None = None, max_scopes: int = MAX_SCOPES) -> None:
+        self._load = load_spend
+        self._max = max_scopes
+        self._scopes: collections.OrderedDict[tuple[str, str], _Scope] = collections.OrderedDict()
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.evicted = 0
+
+    def _budgets_of(self, c: Check, now: float) -> list[tuple[str, str, float, float]]:
+        """(period, period id, seconds left, limit in USD) for each budget of a check."""
+        out = []
+        for period, limit in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)):
+            if limit is not None:
+                pid, left = period_bounds(now, period)
+                out.append((period, pid, left, limit))
+        return out
+
+    async def _load_missing(
+        self, checks: tuple[Check, ...], periods: list[list[tuple[str, str, float, float]]]
+    ) -> dict[tuple[str, str, str], int]:
+        """The store's spend for every budget cell not in memory. A cell may be evicted while another is loaded,
+        so look again after loading: the second pass finds only cells dropped meanwhile, and a third finds none."""
+        loaded: dict[tuple[str, str, str], int] = {}
+        while True:
+            missing = []
+            for c, of_c in zip(checks, periods, strict=True):
+                s = self._scopes.get((c.scope, c.name))
+                for period, pid, _, _ in of_c:
+                    k = (c.scope, c.name, pid)
+                    if (s is None or pid not in s.budgets) and k not in loaded:
+                        missing.append((c, period, k))
+            if not missing:
+                return loaded
+            for c, period, k in missing:
+                loaded[k] = await self._load(c.scope, c.name, period) if self._load else 0
+
+    def _scope(self, key: tuple[str, str]) -> _Scope:
+        s = self._scopes.get(key)
+        if s is not None:
+            self._scopes.move_to_end(key)
+            return s
+        if len(self._scopes) >= self._max:
+            self._evict()
+        s = self._scopes[key] = _Scope()
+        return s
+
+    def _evict(self) -> None:
+        for _ in range(min(EVICT_TRIES, len(self._scopes))):
+            key, s = next(iter(self._scopes.items()))
+            if s.inflight:
+                self._scopes.move_to_end(key)  # its reservations must stay counted
+                continue
+            del self._scopes[key]
+            for entry in s.tokens or ():
+                entry[2] = None  # the entries point back at it: break the cycle so it is freed now
+            self.evicted += 1
+            return
 
     async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation:
+        big = too_large(checks, est_tokens)
+        if big is not None:
+            self.rejected["tpm_request_too_large"] += 1
+            raise big
+        periods = [self._budgets_of(c, now) for c in checks]
+        loaded = await self._load_missing(checks, periods) if any(periods) else {}
+        # From here to the end: no await. Every check first, then every change.
+        scopes = [self._scope((c.scope, c.name)) for c in checks]
         budgets: list[list[int]] = []
-        # Budgets first (their spend may need loading: an await), then the windows, with no await between
-        # checking and applying.
-        for c in checks:
-            for period, limit in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)):
-                if limit is None:
-                    continue
-                b, left = await self._budget(c, period, now)
+        for c, s, of_c in zip(checks, scopes, periods, strict=True):
+            for period, pid, left, limit in of_c:
+                b = s.budget(pid, loaded.get((c.scope, c.name, pid), 0))
                 if b[0] + b[1] + est_nano > limit * 1e9:
                     self.rejected[f"budget_{period}"] += 1
                     raise LimitExceeded(budget_message(c, period, limit), limit=f"budget_{period}", retry_after_s=left)
                 budgets.append(b)
-        for c in checks:
-            key = (c.scope, c.name)
             if c.limits.rpm is not None:
-                q = self._requests.setdefault(key, collections.deque())
+                q = s.requests
+                if q is None:
+                    q = s.requests = collections.deque()
                 while q and q[0] <= now - WINDOW_S:
                     q.popleft()
                 if len(q) >= c.limits.rpm:
@@ -63,37 +146,32 @@ class MemoryLimiter:
                         retry_after_s=q[0] + WINDOW_S - now,
                     )
             if c.limits.tpm is not None:
-                q2 = self._tokens.setdefault(key, collections.deque())
-                self._prune_tokens(key, q2, now)
-                used = self._token_sums.get(key, 0)
-                if used and used + est_tokens > c.limits.tpm:
+                q2 = s.prune_tokens(now)
+                if s.token_sum + est_tokens > c.limits.tpm:
                     self.rejected["tpm"] += 1
                     raise LimitExceeded(
                         f"Rate limit reached for {c.label}: {c.limits.tpm} tokens per minute "
-                        f"({used} used, this request needs about {est_tokens}).",
+                        f"({s.token_sum} used, this request needs about {est_tokens}).",
                         limit="tpm",
-                        retry_after_s=q2[0][0] + WINDOW_S - now,
+                        retry_after_s=q2[0][0] + WINDOW_S - now if q2 else 1,
                     )
         res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now)
-        for c in checks:
-            key = (c.scope, c.name)
+        for c, s in zip(checks, scopes, strict=True):
             if c.limits.rpm is not None:
-                self._requests[key].append(now)
+                assert s.requests is not None
+                s.requests.append(now)
             if c.limits.tpm is not None:
-                entry = [now, est_tokens, key]
-                self._tokens[key].append(entry)
-                self._token_sums[key] = self._token_sums.get(key, 0) + est_tokens
+                assert s.tokens is not None
+                entry = [now, est_tokens, s]
+                s.tokens.append(entry)
+                s.token_sum += est_tokens
                 res.entries.append(entry)  # settled in O(1), without searching the window
+            s.inflight += 1
         for b in budgets:
             b[1] += est_nano
         res.budgets = budgets
+        res.scopes = scopes
         return res
-
-    def _prune_tokens(self, key: tuple[str, str], q: collections.deque[list[Any]], now: float) -> None:
-        while q and q[0][0] <= now - WINDOW_S:
-            old = q.popleft()
-            self._token_sums[key] -= old[1]
-            old[2] = None
 
     def settle(self, res: Reservation, tokens: int, nano: int) -> None:
         """Synchronous: nothing to wait for in memory (no task per request)."""
@@ -104,13 +182,20 @@ class MemoryLimiter:
             b[0] += nano
             b[1] -= res.est_nano
         for entry in res.entries:
-            key = entry[2]
-            if key is not None:  # still in the window (pruning clears it): the window's sum takes the real count
-                self._token_sums[key] += tokens - entry[1]
+            s = entry[2]
+            if s is not None:  # still in the window (pruning clears it): the window's sum takes the real count
+                s.token_sum += tokens - entry[1]
                 entry[1] = tokens
+        for s in res.scopes:
+            s.inflight -= 1
 
     def status(self) -> dict[str, Any]:
-        return {"backend": "memory", "rejected": dict(self.rejected)}
+        return {
+            "backend": "memory",
+            "rejected": dict(self.rejected),
+            "scopes": len(self._scopes),
+            "evicted": self.evicted,
+        }
 
     async def close(self) -> None:
         """Nothing to release: the counters live in this process."""

@@ -8,8 +8,11 @@ Keys (`relaycast:` prefix, each with an expiry so nothing is left behind):
   rl:{scope}:{name}:budget:{period}  hash {spent, reserved} in nano-dollars, seeded from the store's spend
 
 Settlements (the real cost and tokens replacing the estimates) are summed per key and sent together every 50 ms,
-so a request costs one round trip to Redis, not two. When Redis cannot be reached, `on_redis_error` decides: `open` admits the request (logged, counted), `closed`
-refuses it with 503.
+so a request costs one round trip to Redis, not two.
+
+When Redis cannot answer within `redis_timeout_ms`: a request with a budget is refused with 503 unless
+`budgets_on_redis_error: open`; any other is refused with 503 under `on_redis_error: closed`, and under `open`
+(the default) checked against this replica's own in-memory limits, as if it were alone, until Redis answers again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relaycast.errors import LimiterUnavailable, LimitExceeded
-from relaycast.limits.base import Check, Reservation, budget_message, period_bounds
+from relaycast.limits.base import Check, Reservation, budget_message, period_bounds, too_large
+from relaycast.limits.memory import MemoryLimiter
 from relaycast.limits.settings import LimitsConfig
 from relaycast.log import EventLog
 from relaycast.redis import RedisReplyError, RespClient
@@ -98,7 +102,7 @@ class RedisLimiter:
         self._load = load_spend
         self._redis = RespClient(cfg.redis_url, cfg.redis_timeout_s)
         self._sha = hashlib.sha1(ADMIT.encode()).hexdigest()
-        self._seeds: dict[tuple[str, str, str], int] = {}  # budgets whose store spend this process has loaded
+        self._local = MemoryLimiter(load_spend, cfg.max_scopes)  # while Redis cannot answer, with `open`
         self.rejected: collections.Counter[str] = collections.Counter()
         self.redis_errors = 0
         self.admitted_open = 0
@@ -121,13 +125,6 @@ class RedisLimiter:
             await self._redis.call("SCRIPT", "LOAD", ADMIT)  # a new or restarted Redis: load the script once
             return await self._redis.call("EVALSHA", self._sha, 0, *argv)
 
-    async def _seed(self, c: Check, period: str, now: float) -> int:
-        pid, _ = period_bounds(now, period)
-        key = (c.scope, c.name, pid)
-        if key not in self._seeds:
-            self._seeds[key] = await self._load(c.scope, c.name, period) if self._load else 0
-        return self._seeds[key]
-
     def _argv(
         self, checks: tuple[Check, ...], res: Reservation, now: float, seeds: dict[tuple[int, str], int]
     ) -> list[Any]:
@@ -140,6 +137,10 @@ class RedisLimiter:
         return argv
 
     async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation:
+        big = too_large(checks, est_tokens)
+        if big is not None:
+            self.rejected["tpm_request_too_large"] += 1
+            raise big
         res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now)
         seeds: dict[tuple[int, str], int] = {}
         try:
@@ -148,14 +149,15 @@ class RedisLimiter:
                 if int(out[0]) != -1:
                     break
                 # A budget this Redis has not seen this period: seed it from the store's spend, then ask again.
+                # (Not remembered here: once seeded, Redis has it until the period ends.)
                 for i, c in enumerate(checks):
                     for period, limit in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)):
                         if limit:
-                            seeds[(i, period)] = await self._seed(c, period, now)
+                            seeds[(i, period)] = await self._load(c.scope, c.name, period) if self._load else 0
         except Exception as e:
             if not _is_redis_error(e):
                 raise
-            return self._unavailable(e, res)
+            return await self._unavailable(e, checks, res)
         if int(out[0]) == 1:
             res.minute = int(out[1])
             res.budgets = [
@@ -186,7 +188,7 @@ class RedisLimiter:
             budget_message(c, period, limit or 0), limit=which, retry_after_s=period_bounds(now, period)[1]
         )
 
-    def _unavailable(self, e: BaseException, res: Reservation) -> Reservation:
+    async def _unavailable(self, e: BaseException, checks: tuple[Check, ...], res: Reservation) -> Reservation:
         self.redis_errors += 1
         now = time.monotonic()
         if now - self._last_error_log > 5:
@@ -201,13 +203,23 @@ class RedisLimiter:
             raise LimiterUnavailable(
                 "Rate limits cannot be checked (Redis is unreachable) and the gateway is set to fail closed."
             )
+        budgeted = any(c.limits.budget_day_usd or c.limits.budget_month_usd for c in checks)
+        if budgeted and self.cfg.budgets_on_redis_error == "closed":
+            raise LimiterUnavailable(
+                "Budgets cannot be checked (Redis is unreachable) and budgets fail closed "
+                "(limits.budgets_on_redis_error)."
+            )
+        local = await self._local.admit(checks, res.est_tokens, res.est_nano, res.now)
+        local.local = True
         self.admitted_open += 1
-        res.settled = True  # nothing was recorded in Redis: nothing to settle
-        return res
+        return local
 
     def settle(self, res: Reservation, tokens: int, nano: int) -> None:
         """Queue the settlement; a background task sends the queued ones in one pipeline every SETTLE_EVERY_S.
         Until then the reservation (the estimate) stands in Redis, so the budget guarantee holds meanwhile."""
+        if res.local:
+            self._local.settle(res, tokens, nano)
+            return
         if res.settled:
             return
         res.settled = True
@@ -248,9 +260,11 @@ class RedisLimiter:
         return {
             "backend": "redis",
             "on_redis_error": self.cfg.on_redis_error,
+            "budgets_on_redis_error": self.cfg.budgets_on_redis_error,
             "rejected": dict(self.rejected),
             "redis_errors": self.redis_errors,
             "admitted_while_redis_down": self.admitted_open,
+            "while_redis_down": self._local.status(),  # this replica's own limits, used only then
         }
 
 

@@ -1,10 +1,11 @@
 """Alert notifications: a generic JSON webhook (optionally HMAC-signed like the broadcast webhook), a
-Slack-compatible incoming webhook, and always the log.
+Slack-compatible incoming webhook (text from records and the config escaped for mrkdwn), and always the log.
 
 `Notifier.send` only queues: each target has its own `BatchWorker` (one event per export) that retries with
 jittered backoff honouring Retry-After (2xx is success; `relaycast.retry`'s rules: 408, 429, 5xx and connection
-errors are retried up to `max_attempts`, other 4xx are not), so a target that is down never delays an evaluation
-or another target. Outcomes are counted per target; what is still queued at shutdown counts as failed.
+errors are retried up to `max_attempts`, other 4xx are not, and a redirect is neither followed nor retried), so a
+target that is down never delays an evaluation or another target. Outcomes are counted per target; what is still
+queued at shutdown counts as failed.
 """
 
 from __future__ import annotations
@@ -35,14 +36,29 @@ class NotificationFailed(Exception):
     """A notification was not delivered after its attempts (already logged); the worker counts it as failed."""
 
 
-def slack_body(event: dict[str, Any]) -> dict[str, Any]:
+def slack_text(value: Any, scrub: Callable[[str], str] | None = None) -> str:
+    """Text from records or the config made inert in Slack mrkdwn: `&`, `<` and `>` escaped as Slack asks, so a
+    user id like `<!channel>` or `<https://x|click>` is shown, never a mention or a link. `scrub` runs first,
+    while a secret still reads as itself."""
+    text = scrub(str(value)) if scrub is not None else str(value)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_code(value: Any, scrub: Callable[[str], str] | None = None) -> str:
+    """`slack_text` for inside a code span, which a backquote would end (mrkdwn cannot escape one)."""
+    return slack_text(value, scrub).replace("`", "'")
+
+
+def slack_body(event: dict[str, Any], scrub: Callable[[str], str] | None = None) -> dict[str, Any]:
     icon = ":rotating_light:" if event["event"] == "alert" else ":white_check_mark:"
-    head = f"{icon} *{'ALERT' if event['event'] == 'alert' else 'RESOLVED'}* relaycast monitor `{event['rule']}`"
+    state = "ALERT" if event["event"] == "alert" else "RESOLVED"
+    head = f"{icon} *{state}* relaycast monitor `{slack_code(event['rule'], scrub)}`"
     if event.get("scope"):
-        head += f" ({event['scope']})"
-    lines = [head, event["message"]]
+        head += f" ({slack_text(event['scope'], scrub)})"
+    lines = [head, slack_text(event["message"], scrub)]
     for c in (event.get("details") or {}).get("top_contributors", [])[:3]:
-        lines.append(f"• {c['dimension']} `{c['value'] or '(none)'}`: +${c['growth_usd']:.2f}")
+        value = slack_code(c["value"] or "(none)", scrub)
+        lines.append(f"• {slack_text(c['dimension'], scrub)} `{value}`: +${c['growth_usd']:.2f}")
     return {"text": "\n".join(lines)}
 
 
@@ -135,7 +151,7 @@ class Notifier:
 
     async def _deliver(self, t: NotifyTarget, event: dict[str, Any]) -> None:
         """Deliver one event, retrying what may succeed; raise NotificationFailed when it was not delivered."""
-        body = orjson.dumps(slack_body(event) if t.kind == "slack" else event)
+        body = orjson.dumps(slack_body(event, self._redactor.scrub) if t.kind == "slack" else event)
         body = self._redactor.scrub_bytes(body)
         for attempt in range(1, t.max_attempts + 1):
             headers = {"content-type": "application/json", "user-agent": "relaycast"}
@@ -145,14 +161,19 @@ class Notifier:
                 headers[SIGNATURE_HEADER] = sign(t.secret, ts, body)
             retry_after = None
             try:
+                # A redirect is not followed: it would take the signed alert (and the URL's token) elsewhere.
                 async with self._session.post(
-                    t.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=t.timeout_s)
+                    t.url,
+                    data=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=t.timeout_s),
+                    allow_redirects=False,
                 ) as r:
                     await r.read()
                     if r.status < 300:
                         return
                     retryable = retry.is_retryable_status(r.status)
-                    problem = f"HTTP {r.status}"
+                    problem = f"HTTP {r.status}" + (" (a redirect, not followed)" if r.status < 400 else "")
                     retry_after = retry.retry_after_seconds(r.headers)
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 retryable, problem = retry.is_retryable(e), type(e).__name__

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relaycast.config_reader import ConfigError, Reader
+from relaycast.redact import url_secrets
 
 KINDS = ("spend_spike", "latency_sla", "error_rate", "budget")
 NOTIFY_KINDS = ("webhook", "slack")
@@ -87,6 +88,7 @@ class MonitorsConfig:
         for t in self.notify:
             if t.kind == "slack":
                 out.append(t.url)  # a Slack incoming-webhook URL is itself the credential
+            out.extend(url_secrets(t.url))  # a password or token in a webhook URL
             if t.secret:
                 out.append(t.secret)
         return tuple(out)

@@ -2,7 +2,8 @@
 events, and classifying transport failures into the tree in `relaycast.errors`.
 
 aiohttp enforces only the connect timeout (`connect_timeout`); the first-token and idle budgets are enforced
-here with `asyncio.timeout`, so each phase fails with its own `Timeout(phase=...)`.
+here with `asyncio.timeout`, so each phase fails with its own `Timeout(phase=...)`. Redirects are never followed:
+a 3xx answer is a `MalformedResponse` naming where it pointed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -53,6 +55,25 @@ def connection_error(exc: BaseException, target: str) -> errors.ProviderError:
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
+def redirect_refused(status: int, location: str | None, target: str) -> errors.ProviderError:
+    """An upstream answered a redirect. It is not followed (the request holds the provider key and the prompt):
+    the attempt fails over, and the message says where the upstream pointed, without its query."""
+    where = ""
+    if location:
+        try:
+            u = urlsplit(location)
+            port = f":{u.port}" if u.port else ""
+            where = f" to {u.scheme}://{u.hostname}{port}{u.path}" if u.hostname else f" to {u.path}"
+        except ValueError:
+            where = ""
+    return errors.UpstreamRedirect(
+        f"upstream answered HTTP {status}, a redirect{where[:200]}; redirects are not followed, since they would "
+        "carry the provider key and the prompt elsewhere: set the provider's base_url to the final URL",
+        target=target,
+        upstream_status=status,
+    )
+
+
 async def post_upstream(
     session: aiohttp.ClientSession,
     url: str,
@@ -67,13 +88,18 @@ async def post_upstream(
     read (bounded) and classified by the adapter's `classify(status, body, headers)`."""
     try:
         async with asyncio.timeout(t.first_token_s):
-            resp = await session.post(url, data=data, headers=headers, timeout=connect)
+            # Never follow a redirect: it would carry the provider key headers and the prompt to another place.
+            resp = await session.post(url, data=data, headers=headers, timeout=connect, allow_redirects=False)
     except TimeoutError:
         raise errors.Timeout(
             f"no response from upstream within {t.first_token_s:g}s", phase="first_token", target=target
         ) from None
     except TRANSPORT_ERRORS as e:
         raise connection_error(e, target) from None
+    if 300 <= resp.status < 400:
+        location = resp.headers.get("location")
+        resp.release()
+        raise redirect_refused(resp.status, location, target)
     if resp.status >= 400:
         try:
             async with asyncio.timeout(t.idle_s):

@@ -63,6 +63,10 @@ class OpenAICompatProvider:
 
     def _chat_body(self, req: ChatRequest, model: str, stream: bool) -> bytes:
         body = upstream_body(req, model, keep_openrouter=self._preset.openrouter_extensions)
+        cap = self._preset.output_cap
+        if cap != "max_tokens" and "max_tokens" in body:
+            given = body.pop("max_tokens")
+            body.setdefault(cap, given)
         if stream and self._preset.stream_usage:
             so = dict(body.get("stream_options") or {})
             so["include_usage"] = True

@@ -29,11 +29,17 @@ class Preset:
     # Serves models on the operator's own hardware: they have no list price, so a model name is never priced
     # from another vendor's list (only from the config's `prices:` or a route's `price:`).
     self_hosted: bool = False
+    # The field that caps a completion's output. OpenAI's reasoning models refuse `max_tokens` and every OpenAI chat
+    # model takes `max_completion_tokens`, so for OpenAI a `max_tokens` (the client's, or the cap the gateway sets
+    # for a budget) is sent under that name.
+    output_cap: str = "max_tokens"
 
 
 PRESETS: Mapping[str, Preset] = MappingProxyType(
     {
-        "openai": Preset("openai", "https://api.openai.com/v1", price_vendor="openai"),
+        "openai": Preset(
+            "openai", "https://api.openai.com/v1", price_vendor="openai", output_cap="max_completion_tokens"
+        ),
         "openrouter": Preset(
             "openai",
             "https://openrouter.ai/api/v1",

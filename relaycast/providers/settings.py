@@ -8,6 +8,7 @@ from typing import Any
 
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.providers.presets import PRESETS
+from relaycast.redact import header_secrets, url_secrets
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +31,10 @@ class ProviderConfig:
     timeouts: Timeouts = Timeouts()
 
     def secrets(self) -> tuple[str, ...]:
-        """The API key and any secret-looking header values, for the redactor."""
-        return tuple(s for s in (self.api_key, *(v for k, v in self.headers if secret_header(k))) if s)
-
-
-def secret_header(name: str) -> bool:
-    n = name.lower()
-    return "auth" in n or "key" in n or "token" in n or "secret" in n
+        """For the redactor: the API key, every credential header's value whatever its length (by name:
+        authorization, api-key, cookie, ...; see `redact.secret_name`), and a password or token in `base_url`."""
+        headers = (s for k, v in self.headers for s in header_secrets(k, v))
+        return tuple(s for s in (self.api_key, *headers, *url_secrets(self.base_url)) if s)
 
 
 def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:

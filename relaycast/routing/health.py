@@ -8,24 +8,34 @@ per observation: no lock, no I/O on the request path.
 
 Circuit: closed -> (N consecutive failures) -> open -> (cool-down) -> half_open: one probe at a time;
 its success closes the circuit, its failure opens it again.
+
+Which targets have state is decided by the config, never by clients: every target the config defines (routes'
+targets and fallbacks, the models a provider lists) keeps its state for the life of the process. A client naming
+`provider/any-model` on a configured provider reaches a target the config does not define; those pass-through
+targets live apart, in a small least-recently-used table that evicts pass-through entries only (healthy ones
+first) and counts each eviction, so no number of distinct model names can erase a configured target's circuit.
 """
 
 from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relaycast.log import EventLog
-from relaycast.routing.settings import RoutingSettings
+from relaycast.routing.settings import Route, RoutingSettings
 from relaycast.store.histogram import bucket_of, percentiles
+
+if TYPE_CHECKING:
+    from relaycast.providers.settings import ProviderConfig
 
 Clock = Callable[[], float]  # monotonic seconds
 
 SLOTS = 6
-MAX_TARGETS = 10_000  # clients name targets (`provider/any-model`): the board forgets the oldest past this
+MAX_PASS_THROUGH = 512  # targets the config does not define (clients name them): the least recently used go first
+EVICT_SCAN = 8  # oldest pass-through entries looked at for a healthy one to evict before the oldest goes anyway
 
 # Classes that say a target is unhealthy (the request itself was fine).
 HEALTH_FAILURES = frozenset({"upstream_5xx", "connection", "timeout", "stream_cut", "malformed", "auth"})
@@ -67,6 +77,16 @@ class Snapshot:
         return failures / self.requests if self.requests else 0.0
 
 
+def configured_targets(routes: Mapping[str, Route], providers: Mapping[str, ProviderConfig]) -> frozenset[str]:
+    """The targets the config defines: every route's targets and fallbacks, and each provider's listed models."""
+    names: set[str] = set()
+    for r in routes.values():
+        names.update(r.targets, r.content_policy_fallback, r.context_length_fallback)
+    for p in providers.values():
+        names.update(f"{p.name}/{m}" for m in p.models)
+    return frozenset(names)
+
+
 class TargetHealth:
     def __init__(self, name: str, settings: RoutingSettings, clock: Clock) -> None:
         self.name = name
@@ -82,6 +102,12 @@ class TargetHealth:
         self.probe_in_flight = False
         self.cooldown_until = 0.0
         self.cooldown_reason: str | None = None
+        self.demoted_in: set[str] = set()  # routes: what to forget with the target
+        self.transition_kinds: dict[str, None] = {}  # in the order they first happened
+
+    def calm(self, now: float) -> bool:
+        """Nothing worth keeping but its statistics: circuit closed, not cooling, demoted nowhere."""
+        return self.circuit == "closed" and self.cooldown_until <= now and not self.demoted_in
 
     def _slot(self, now: float) -> _Slot:
         epoch = int(now / self._slot_s)
@@ -143,13 +169,28 @@ class TargetHealth:
 
 
 class HealthBoard:
-    """Every target's health, and the transitions between states, logged and counted."""
+    """Every target's health, and the transitions between states, logged and counted.
 
-    def __init__(self, settings: RoutingSettings, log: EventLog, clock: Clock = time.monotonic) -> None:
+    `configured` names the targets the config defines (`configured_targets`): they keep their state for good.
+    Any other target is a pass-through one, kept in a bounded table (`MAX_PASS_THROUGH`)."""
+
+    def __init__(
+        self,
+        settings: RoutingSettings,
+        log: EventLog,
+        clock: Clock = time.monotonic,
+        *,
+        configured: Iterable[str] = (),
+        max_pass_through: int = MAX_PASS_THROUGH,
+    ) -> None:
         self.settings = settings
         self._log = log
         self._clock = clock
-        self._targets: dict[str, TargetHealth] = {}
+        self._configured = frozenset(configured)
+        self._targets: dict[str, TargetHealth] = {}  # configured targets only: bounded by the config
+        self._passing: collections.OrderedDict[str, TargetHealth] = collections.OrderedDict()  # LRU order
+        self._max_passing = max(1, max_pass_through)
+        self.evicted = 0  # pass-through targets forgotten to make room
         self.transitions: collections.Counter[tuple[str, str]] = collections.Counter()  # (target, "from->to")
         self.demoted: dict[tuple[str, str], str] = {}  # (route, target) -> reason
         # Set by the monitors: (route or "*", target or "provider:<name>") -> reason, while their alert is open.
@@ -160,29 +201,64 @@ class HealthBoard:
         self.demoted_source: dict[tuple[str, str], str] = {}  # local | monitor | shared: only local ones are published
 
     def target(self, name: str) -> TargetHealth:
-        t = self._targets.get(name)
-        if t is None:
-            if len(self._targets) >= MAX_TARGETS:
-                self._forget_oldest()
-            t = self._targets[name] = TargetHealth(name, self.settings, self._clock)
+        if name in self._configured:
+            t = self._targets.get(name)
+            if t is None:
+                t = self._targets[name] = TargetHealth(name, self.settings, self._clock)
+            return t
+        passing = self._passing
+        t = passing.get(name)
+        if t is not None:
+            passing.move_to_end(name)
+            return t
+        if len(passing) >= self._max_passing:
+            self._evict_one()
+        t = passing[name] = TargetHealth(name, self.settings, self._clock)
         return t
 
-    def _forget_oldest(self) -> None:
-        oldest = next(iter(self._targets))
-        del self._targets[oldest]
-        for key in [k for k in self.demoted if k[1] == oldest]:
-            del self.demoted[key]
-            self.demoted_source.pop(key, None)
+    def _peek(self, name: str) -> TargetHealth | None:
+        """The target's state if it has any, without creating it or refreshing its place in the table."""
+        return self._targets.get(name) or self._passing.get(name)
+
+    def _evict_one(self) -> None:
+        """Forget one pass-through target: the least recently used calm one among the oldest few, else the oldest."""
+        now = self._clock()
+        victim = None
+        for i, (name, t) in enumerate(self._passing.items()):
+            if i >= EVICT_SCAN:
+                break
+            if t.calm(now):
+                victim = name
+                break
+        if victim is None:
+            victim = next(iter(self._passing))
+        t = self._passing.pop(victim)
+        for route in t.demoted_in:
+            self.demoted.pop((route, victim), None)
+            self.demoted_source.pop((route, victim), None)
+        for kind in t.transition_kinds:
+            self.transitions.pop((victim, kind), None)
+        self.evicted += 1
 
     def targets(self) -> dict[str, TargetHealth]:
-        return self._targets
+        """Every target with state: the configured ones, then the pass-through ones (a copy)."""
+        return {**self._targets, **self._passing}
+
+    def pass_through_count(self) -> int:
+        return len(self._passing)
+
+    def _count(self, t: TargetHealth, kind: str) -> None:
+        self.transitions[(t.name, kind)] += 1
+        t.transition_kinds[kind] = None
 
     # --- states -------------------------------------------------------------------------------
 
     def state(self, name: str) -> str:
         """'ok', 'cooling' (rate limited), 'open', 'half_open' (a probe may go), or 'probing' (one is out)."""
-        t = self.target(name)
+        t = self._peek(name)
         now = self._clock()
+        if t is None:
+            return "open" if self.shared_open and self.shared_open.get(name, 0.0) > now else "ok"
         if t.circuit == "open":
             if now - t.opened_at < self.settings.circuit_cooldown_s:
                 return "open"
@@ -206,7 +282,8 @@ class HealthBoard:
 
     def is_demoted(self, route: str, name: str, sla_p99_ms: float | None, sla_ttft_p99_ms: float | None) -> bool:
         """Over its route's SLA or over the error-rate threshold, with enough requests in the window to say."""
-        snap = self.target(name).snapshot()
+        t = self.target(name)
+        snap = t.snapshot()
         reason = self._monitor_reason(route, name) if self.monitor_alerts else None
         source = "monitor"
         if reason is None and self.shared_demoted:
@@ -225,12 +302,14 @@ class HealthBoard:
             self.demoted_source[key] = source
         if reason and not was:
             self.demoted[key] = reason
-            self.transitions[(name, "ok->demoted")] += 1
+            t.demoted_in.add(route)
+            self._count(t, "ok->demoted")
             self._log.warning("target_demoted", route=route, target=name, reason=reason)
         elif not reason and was:
             del self.demoted[key]
             self.demoted_source.pop(key, None)
-            self.transitions[(name, "demoted->ok")] += 1
+            t.demoted_in.discard(route)
+            self._count(t, "demoted->ok")
             self._log.info("target_promoted", route=route, target=name)
         return reason is not None
 
@@ -257,7 +336,7 @@ class HealthBoard:
             wait = self.settings.quota_cooldown_s if quota else (retry_after or self.settings.rate_limit_cooldown_s)
             t.cooldown_until = max(t.cooldown_until, self._clock() + wait)
             t.cooldown_reason = "quota exhausted" if quota else "rate limited"
-            self.transitions[(name, "ok->cooling")] += 1
+            self._count(t, "ok->cooling")
             self._log.warning("target_cooling", target=name, seconds=round(wait, 1), reason=t.cooldown_reason)
         if error_class in HEALTH_FAILURES:
             t.consecutive_failures += 1
@@ -274,12 +353,14 @@ class HealthBoard:
 
     def release(self, name: str) -> None:
         """An attempt ended without a verdict on the target (the client left): free the probe slot."""
-        self.target(name).probe_in_flight = False
+        t = self._peek(name)
+        if t is not None:
+            t.probe_in_flight = False
 
     def _move(self, t: TargetHealth, to: str) -> None:
         if t.circuit == to:
             return
-        self.transitions[(t.name, f"{t.circuit}->{to}")] += 1
+        self._count(t, f"{t.circuit}->{to}")
         self._log.warning("circuit_" + to, target=t.name, consecutive_failures=t.consecutive_failures)
         t.circuit = to
         if to != "half_open":
@@ -289,7 +370,7 @@ class HealthBoard:
 
     def status(self) -> dict[str, dict[str, Any]]:
         out = {}
-        for name, t in sorted(self._targets.items()):
+        for name, t in sorted(self.targets().items()):
             snap = t.snapshot(max_age_s=0)
             out[name] = {
                 "state": self.state(name),
@@ -307,7 +388,7 @@ class HealthBoard:
                     "ttft_p99_ms": snap.ttft_p99_ms,
                     "tokens_per_s": snap.tokens_per_s,
                 },
-                "demoted_in": {r: why for (r, n), why in self.demoted.items() if n == name},
-                "transitions": {k: v for (n, k), v in self.transitions.items() if n == name},
+                "demoted_in": {r: self.demoted[(r, name)] for r in sorted(t.demoted_in) if (r, name) in self.demoted},
+                "transitions": {k: self.transitions[(name, k)] for k in t.transition_kinds},
             }
         return out

@@ -1,17 +1,26 @@
 """The gateway as a pure ASGI app: the lifespan builds and closes the `Services`; requests are dispatched to the
-handlers (chat, embeddings), the admin API, the keys API, analytics and the dashboard; errors render here."""
+handlers (chat, embeddings), the admin API, the keys API, analytics and the dashboard; errors render here.
+
+Every request first passes the edge checks, which stop a web page in someone's browser from using the gateway
+(cross-site requests, DNS rebinding): its `Host`, and its `Origin` when it has one, must name a host the gateway
+serves (`server.allowed_hosts`, by default the names of the address it listens on), and a body must be
+`application/json` (the dashboard's login and logout forms excepted). `/healthz` is exempt: probes call it by IP
+address, and it answers nothing but `ok`.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from relaycast import errors
-from relaycast.asgi import Receive, Request, Scope, Send, header_map, send_bytes
-from relaycast.config import Config
+from relaycast.asgi import Receive, Request, Scope, Send, header_map, is_json, send_bytes
+from relaycast.config import Config, ServerConfig
 from relaycast.log import REQUEST_ID
 from relaycast.redact import Redactor
+from relaycast.server import openapi
 from relaycast.server.admin import Admin
 from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
 from relaycast.server.handlers import Handlers
@@ -22,17 +31,30 @@ from relaycast.server.services import Services, Sink
 
 Endpoint = Callable[[Request], Awaitable[None]]
 _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
+_FORMS = frozenset({"/dashboard/login", "/dashboard/logout"})  # HTML forms: the browser sends them form-encoded
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Gateway:
     """`Gateway(config)` is the ASGI application. Extra record sinks (telemetry destinations) may be given, and
-    a wall clock (`clock`, seconds) to replace the system's: tests inject one."""
+    a wall clock (`clock`, seconds) to replace the system's: tests inject one. `connections` reads the server's
+    connection counts (`ConnectionGuard.counts`) for `/metrics`."""
 
-    def __init__(self, config: Config, sinks: Iterable[Sink] = (), clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sinks: Iterable[Sink] = (),
+        clock: Callable[[], float] | None = None,
+        connections: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self.config = config
+        self._connections = connections
         self._sinks = tuple(sinks)
         self._clock = clock
         self._redactor = Redactor(config.secrets())  # for a startup failure, before the services exist
+        self._hosts = allowed_hosts(config.server)
         self.services: Services | None = None
         self._routes: dict[tuple[str, str], Endpoint] = {}
         self._paths: frozenset[str] = frozenset()
@@ -43,6 +65,7 @@ class Gateway:
     async def startup(self) -> None:
         s = await Services.start(self.config, self._sinks, self._clock)
         assert s.executor is not None
+        s.connections = self._connections
         handlers = Handlers(s, s.executor)
 
         async def models(r: Request) -> None:
@@ -53,6 +76,7 @@ class Gateway:
             await send_bytes(r.send, 200, b'{"status":"ok"}', r.id_headers)
 
         self._routes = {
+            ("GET", "/openapi.json"): openapi.serve,
             ("POST", "/v1/chat/completions"): handlers.chat,
             ("POST", "/v1/embeddings"): handlers.embeddings,
             ("GET", "/v1/models"): models,
@@ -95,11 +119,12 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
-        r = Request(scope, receive, send, headers, _request_id(headers))
+        r = Request(scope, receive, send, headers, "req_" + secrets.token_hex(12), _client_request_id(headers))
         REQUEST_ID.set(r.id)  # this request's task only: each ASGI request runs in its own context
         s = self.services
         redactor = s.redactor if s is not None else self._redactor
         try:
+            self._check_edge(r)
             if s is None:
                 raise errors.NotReady("The gateway is starting or stopping.")
             await self._dispatch(s, r)
@@ -110,6 +135,32 @@ class Gateway:
                 s.log.error("internal_error", request_id=r.id, error=type(e).__name__, message=str(e)[:300])
             logging.getLogger("relaycast").debug("internal error", exc_info=True)
             await send_error(send, redactor, errors.RelaycastError("Internal error in the gateway."), r.id_headers)
+
+    def _check_edge(self, r: Request) -> None:
+        """Host, Origin and the body's media type (the module docstring says why)."""
+        if r.path == "/healthz":
+            return
+        hosts = self._hosts
+        if hosts is not None:
+            host = r.headers.get(b"host")  # absent only from clients that are not browsers (ASGI in-process)
+            if host is not None and host_name(host) not in hosts:
+                raise errors.Forbidden(
+                    f"This gateway does not serve the host '{host.decode('latin-1')[:100]}': list it in "
+                    "'server.allowed_hosts' to allow it.",
+                    param="host",
+                )
+            origin = r.headers.get(b"origin")
+            if origin is not None and origin_host(origin) not in hosts:
+                raise errors.Forbidden(
+                    f"Requests from the web origin '{origin.decode('latin-1')[:100]}' are not allowed: list its host "
+                    "in 'server.allowed_hosts' to allow it.",
+                    param="origin",
+                )
+        if r.method not in _NO_BODY_METHODS and r.path not in _FORMS and _has_body(r.headers):
+            ctype = r.headers.get(b"content-type")
+            if not is_json(ctype):
+                got = "none" if ctype is None else f"'{ctype.decode('latin-1')[:100]}'"
+                raise errors.UnsupportedMediaType(f"Content-Type must be application/json, got {got}.")
 
     async def _dispatch(self, s: Services, r: Request) -> None:
         path = r.path
@@ -138,11 +189,59 @@ def _admin_or_session(s: Services, headers: dict[bytes, bytes]) -> None:
     s.auth.admin(headers)
 
 
-def _request_id(headers: dict[bytes, bytes]) -> str:
+def _client_request_id(headers: dict[bytes, bytes]) -> str | None:
+    """The client's `x-request-id` when it is safe to echo and record (at most 128 of `[A-Za-z0-9-_.:]`)."""
     given = headers.get(b"x-request-id")
     if given and len(given) <= 128 and all(c in _SAFE_ID for c in given):
         return given.decode()
-    return "req_" + secrets.token_hex(12)
+    return None
+
+
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    clen = headers.get(b"content-length")
+    return b"transfer-encoding" in headers or (clen is not None and clen.strip() != b"0")
+
+
+def allowed_hosts(server: ServerConfig) -> frozenset[str] | None:
+    """The host names a request's Host and Origin may name (lower case, IPv6 without brackets); None allows any.
+
+    `server.allowed_hosts` when given (`*` allows any); else from the listen address: the loopback names when it
+    is a loopback address, any when it is 0.0.0.0 or ::, else that address (or name) alone."""
+    if server.allowed_hosts:
+        given = frozenset(h.strip("[]").lower() for h in server.allowed_hosts)
+        return None if "*" in given else given
+    bound = server.host.strip("[]").lower()
+    if bound in _ANY_ADDRESS:
+        return None
+    if bound in _LOOPBACK_NAMES or _is_loopback_ip(bound):
+        return _LOOPBACK_NAMES | {bound}
+    return frozenset({bound})
+
+
+def host_name(value: bytes) -> str:
+    """A Host header's name without its port: `[::1]:8080` -> `::1`, `Example.com:80` -> `example.com`."""
+    v = value.decode("latin-1").strip().lower()
+    if v.startswith("["):
+        end = v.find("]")
+        return v[1:end] if end > 0 else v
+    if v.count(":") == 1:
+        return v.partition(":")[0]
+    return v
+
+
+def origin_host(value: bytes) -> str | None:
+    """An Origin header's host (`http://localhost:5173` -> `localhost`); None for `null` and anything unparsable."""
+    _, sep, rest = value.partition(b"://")
+    if not sep or not rest:
+        return None
+    return host_name(rest.partition(b"/")[0])
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 __all__ = ["Gateway"]

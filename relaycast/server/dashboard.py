@@ -1,15 +1,24 @@
 """The dashboard: static pages bundled with the package, behind a login with the admin key.
 
 `POST /dashboard/login` with the admin key sets an HttpOnly, SameSite=Strict session cookie: the key never goes in
-a URL and is never stored in the browser. The cookie is `<expiry>.<HMAC(expiry)>`, signed with
+a URL and is never stored in the browser. The cookie is `<session id>.<expiry>.<HMAC(id.expiry)>`, signed with
 `dashboard.session_secret` (shared by replicas) or a per-process random secret, and bound to the admin key's
 hash, so changing the admin key ends every session.
+
+`POST /dashboard/logout` revokes the session in this process: its id is kept until the session would have
+expired. The set is bounded; when it is full, every session issued so far ends instead (the safe way to forget).
+Replicas each keep their own set, so a logout holds on the replica that served it.
+
+Failed logins are throttled per client address: after `LOGIN_FAILURES` in `LOGIN_WINDOW_S` seconds, every login
+from that address gets a 429 with Retry-After until the window ends. The map is bounded: when it is full, new
+addresses share one bucket (so many addresses together still get no more guesses).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import mimetypes
 import re
 import secrets
@@ -18,10 +27,15 @@ from importlib import resources
 from urllib.parse import parse_qsl
 
 from relaycast import errors
-from relaycast.asgi import Receive, Scope, Send, read_body, send_bytes
+from relaycast.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_bytes
 
 COOKIE = "relaycast_session"
 SESSION_S = 12 * 3600
+MAX_REVOKED = 10_000  # revoked sessions remembered until they expire
+LOGIN_FAILURES = 5  # failed logins allowed per client address per window ...
+LOGIN_WINDOW_S = 60.0  # ... of this many seconds, counted from the first failure
+MAX_CLIENTS = 10_000  # client addresses whose failures are tracked
+_SHARED = "*"  # the bucket of addresses beyond MAX_CLIENTS (no real address is "*")
 STATIC_PREFIX = "/dashboard/static/"
 _CSP = (
     b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -30,7 +44,9 @@ _CSP = (
 _SECURITY = [
     (b"content-security-policy", _CSP),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # Not no-referrer: under it browsers send `Origin: null` with the pages' own form posts (login, logout),
+    # which the gateway's Origin check refuses. same-origin still sends nothing to other sites.
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
 HTML = (b"content-type", b"text/html; charset=utf-8")
@@ -64,26 +80,103 @@ class Dashboard:
         ).digest()
         self._clock = clock
         self._files = _load_static()
+        self._revoked: dict[str, int] = {}  # session id -> its expiry (unix seconds)
+        self._not_before = 0  # sessions issued before this (unix seconds) are over: set when _revoked overflows
+        self._failures: dict[str, tuple[float, int]] = {}  # client address -> (window start, failed logins)
+        self._pruned_at = 0.0
+        self.counters = {
+            "logins": 0,
+            "login_failures": 0,
+            "logins_throttled": 0,
+            "logouts": 0,
+            "revoked_overflows": 0,  # the revoked set was full: every session issued until then ended
+            "clients_shared": 0,  # failures counted in the shared bucket because the address map was full
+        }
 
     # --- sessions -----------------------------------------------------------------------------
 
-    def _sign(self, expiry: int) -> str:
-        return hmac.new(self._key, str(expiry).encode(), hashlib.sha256).hexdigest()
+    def _sign(self, sid: str, expiry: int) -> str:
+        return hmac.new(self._key, f"{sid}.{expiry}".encode(), hashlib.sha256).hexdigest()
 
     def new_session(self) -> str:
-        expiry = int(self._clock()) + SESSION_S
-        return f"{expiry}.{self._sign(expiry)}"
+        expiry = max(int(self._clock()), self._not_before) + SESSION_S
+        sid = secrets.token_hex(16)
+        return f"{sid}.{expiry}.{self._sign(sid, expiry)}"
 
-    def valid(self, headers: dict[bytes, bytes]) -> bool:
+    def _session(self, headers: dict[bytes, bytes]) -> tuple[str, int] | None:
+        """The (id, expiry) of the request's session when it is signed, unexpired and not revoked."""
         if self._admin is None:
-            return False
+            return None
         token = _cookie(headers.get(b"cookie", b""), COOKIE)
         if not token:
-            return False
-        expiry, _, mac = token.partition(".")
-        if not expiry.isdigit() or int(expiry) < self._clock():
-            return False
-        return hmac.compare_digest(mac, self._sign(int(expiry)))
+            return None
+        sid, _, rest = token.partition(".")
+        expiry, _, mac = rest.partition(".")
+        if not sid or not expiry.isascii() or not expiry.isdigit() or len(expiry) > 12:
+            return None
+        exp = int(expiry)
+        if exp < self._clock() or exp - SESSION_S < self._not_before or sid in self._revoked:
+            return None
+        if not hmac.compare_digest(mac.encode("latin-1"), self._sign(sid, exp).encode()):
+            return None
+        return sid, exp
+
+    def valid(self, headers: dict[bytes, bytes]) -> bool:
+        return self._session(headers) is not None
+
+    def revoke(self, headers: dict[bytes, bytes]) -> None:
+        """End the request's session (if it has a valid one) in this process."""
+        found = self._session(headers)
+        if found is None:
+            return
+        sid, expiry = found
+        if len(self._revoked) >= MAX_REVOKED:
+            now = self._clock()
+            self._revoked = {k: v for k, v in self._revoked.items() if v >= now}
+            if len(self._revoked) >= MAX_REVOKED:
+                # Forgetting a revocation would revive a session: end every session issued so far instead.
+                self._revoked.clear()
+                self._not_before = int(now) + 1
+                self.counters["revoked_overflows"] += 1
+                return
+        self._revoked[sid] = expiry
+
+    # --- login throttling ---------------------------------------------------------------------
+
+    def _bucket(self, client: str, now: float) -> str:
+        if client in self._failures or len(self._failures) < MAX_CLIENTS:
+            return client
+        if now - self._pruned_at >= 1.0:  # at most once a second: a full map costs one pass
+            self._pruned_at = now
+            self._failures = {k: v for k, v in self._failures.items() if now - v[0] < LOGIN_WINDOW_S}
+            if len(self._failures) < MAX_CLIENTS:
+                return client
+        return _SHARED
+
+    def _check_throttle(self, client: str, now: float) -> None:
+        entry = self._failures.get(self._bucket(client, now))
+        if entry is None:
+            return
+        start, failures = entry
+        if failures >= LOGIN_FAILURES and now - start < LOGIN_WINDOW_S:
+            self.counters["logins_throttled"] += 1
+            wait = max(1, math.ceil(start + LOGIN_WINDOW_S - now))
+            raise errors.LimitExceeded(
+                f"Too many failed logins from this address: try again in {wait} s.",
+                limit="login",
+                retry_after_s=wait,
+            )
+
+    def _failed(self, client: str, now: float) -> None:
+        self.counters["login_failures"] += 1
+        bucket = self._bucket(client, now)
+        if bucket == _SHARED and client != _SHARED:
+            self.counters["clients_shared"] += 1
+        entry = self._failures.get(bucket)
+        if entry is None or now - entry[0] >= LOGIN_WINDOW_S:
+            self._failures[bucket] = (now, 1)
+        else:
+            self._failures[bucket] = (entry[0], entry[1] + 1)
 
     # --- pages --------------------------------------------------------------------------------
 
@@ -108,13 +201,17 @@ class Dashboard:
             return
         if path == "/dashboard/login":
             if method == "POST":
-                await self._login(receive, send, ids, secure=scope.get("scheme") == "https")
+                client = scope.get("client")
+                address = str(client[0]) if client else ""
+                await self._login(receive, send, ids, address, secure=scope.get("scheme") == "https")
             elif method == "GET":
                 await self._page(send, "login.html", ids)
             else:
                 raise errors.MethodNotAllowed(f"Method {method} is not allowed on {path}.")
             return
         if path == "/dashboard/logout" and method == "POST":
+            self.revoke(headers)
+            self.counters["logouts"] += 1
             await _redirect(send, "/dashboard/login", ids, f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
             return
         if path == "/dashboard" and method == "GET":
@@ -135,14 +232,25 @@ class Dashboard:
             body = re.sub(rb'(<[^>]*id="login-error"[^>]*?)\s+hidden(\s*>)', rb"\1\2", body, count=1)
         await send_bytes(send, status, body, [*ids, (b"cache-control", b"no-store"), *_SECURITY], HTML)
 
-    async def _login(self, receive: Receive, send: Send, ids: list[tuple[bytes, bytes]], secure: bool = False) -> None:
-        raw = await read_body(receive, 16 * 1024)
+    async def _login(
+        self, receive: Receive, send: Send, ids: list[tuple[bytes, bytes]], client: str, secure: bool = False
+    ) -> None:
+        self._check_throttle(client, self._clock())  # before the key is compared: a throttled guess learns nothing
+        try:
+            raw = await read_body(receive, 16 * 1024)
+        except BodyTooLarge:
+            raise errors.PayloadTooLarge("The login form is larger than 16 KiB.") from None
+        except ClientGone:
+            return
         fields = dict(parse_qsl(raw.decode("utf-8", "replace")))
         key = fields.get("key", "").strip().encode()
         ok = bool(self._admin and key and hmac.compare_digest(hashlib.sha256(key).hexdigest(), self._admin))
         if not ok:
+            self._failed(client, self._clock())
             await self._page(send, "login.html", ids, status=401, error=True)
             return
+        self.counters["logins"] += 1
+        self._failures.pop(client, None)
         cookie = f"{COOKIE}={self.new_session()}; Path=/; Max-Age={SESSION_S}; HttpOnly; SameSite=Strict" + (
             "; Secure" if secure else ""
         )

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import orjson
 
 from relaycast import errors
-from relaycast.asgi import SSE_HEADERS, BodyTooLarge, ClientGone, Request, read_body, run_until_disconnect, send_bytes
+from relaycast.asgi import (
+    SSE_HEADERS,
+    BodyTooLarge,
+    ClientGone,
+    Request,
+    is_json,
+    read_body,
+    run_until_disconnect,
+    send_bytes,
+)
 from relaycast.errors import LimiterUnavailable, LimitExceeded
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import Reservation
-from relaycast.records import Attribution, RequestRecord
+from relaycast.records import RequestRecord
 from relaycast.routing.executor import Executor, Run
 from relaycast.schema import ChatRequest, parse_chat, parse_embeddings
 from relaycast.server.respond import send_error, served
@@ -54,11 +63,12 @@ class Handlers:
         self.max_body = services.config.server.max_body_bytes
 
     async def _read(self, r: Request) -> bytes:
+        # Exactly application/json: a browser can send text/plain, a form or no type at all cross-site without
+        # asking first, but never JSON.
         ctype = r.headers.get(b"content-type")
-        if ctype is not None and b"json" not in ctype.lower():
-            raise errors.UnsupportedMediaType(
-                f"Content-Type must be application/json, got '{ctype.decode('latin-1')[:100]}'."
-            )
+        if not is_json(ctype):
+            got = "none" if ctype is None else f"'{ctype.decode('latin-1')[:100]}'"
+            raise errors.UnsupportedMediaType(f"Content-Type must be application/json, got {got}.")
         clen = r.headers.get(b"content-length")
         if clen is not None and clen.isdigit() and int(clen) > self.max_body:
             raise errors.PayloadTooLarge(f"Request body is larger than the limit of {self.max_body} bytes.")
@@ -80,7 +90,7 @@ class Handlers:
         req = parse_chat(raw, r.headers)
         if key is not None:
             _check_models(key, (req.model, *req.fallbacks))
-            req.attribution = _with_key(req.attribution, key)
+            req.attribution = key.attribute(req.attribution)
         outcome = Outcome()
         run: Run | None = None
         reservation = None
@@ -90,7 +100,7 @@ class Handlers:
             reservation = await self.s.admission.admit(
                 key, req.attribution, plan, req.body, lambda: self.s.coster.estimator.prompt(req.messages)
             )
-        except (errors.NoRoute, LimitExceeded, LimiterUnavailable) as e:  # recorded: an outage or a refusal
+        except (errors.NoRoute, errors.Forbidden, errors.InvalidRequest, LimitExceeded, LimiterUnavailable) as e:
             outcome.status, outcome.error = e.status_code, e
             await send_error(r.send, self.s.redactor, e, r.id_headers)
             self._emit_chat(r, req, wall0, t0, run, outcome, None)
@@ -168,6 +178,7 @@ class Handlers:
             input_messages=tuple(req.messages),
             output_text=outcome.text,
             client_cancelled=outcome.cancelled,
+            client_request_id=r.client_id,
         )
         self.s.emit(rec)
         self.s.admission.settle(reservation, rec)
@@ -185,7 +196,7 @@ class Handlers:
         req = parse_embeddings(raw, r.headers)
         if key is not None:
             _check_models(key, (req.model,))
-            req.attribution = _with_key(req.attribution, key)
+            req.attribution = key.attribute(req.attribution)
         plan = self.s.planner.plan(req.model)
         run = self.executor.run(plan, t0)
         status, err = 200, None
@@ -216,18 +227,10 @@ class Handlers:
             attempts=self.s.coster.embeddings(list(run.attempts), req.body.get("input")),
             error_class=err.error_class if err else None,
             error_message=self.s.redactor.scrub(err.message) if err else None,
+            client_request_id=r.client_id,
         )
         self.s.emit(rec)
         self.s.admission.settle(reservation, rec)
-
-
-def _with_key(a: Attribution, key: KeyPolicy) -> Attribution:
-    """The key's name, and its default user, feature and tags where the request gave none."""
-    tags = a.tags
-    if key.tags:
-        given = dict(a.tags)
-        tags = tuple({**dict(key.tags), **given}.items())
-    return replace(a, key_name=key.name, user=a.user or key.user, feature=a.feature or key.feature, tags=tags)
 
 
 def _check_models(key: KeyPolicy, models: tuple[str, ...]) -> None:

@@ -1,6 +1,6 @@
 """The keys admin API (admin key only):
 
-POST /admin/keys                  {"name", "owner", "models", "user", "feature", "tags", "rpm", "tpm",
+POST /admin/keys                  {"name", "owner", "models", "user", "feature", "pin", "tags", "rpm", "tpm",
                                    "budget_day_usd", "budget_month_usd", "expires_in_s"}  -> 201, the secret once
 GET  /admin/keys                  every key, without secrets (a prefix tells them apart)
 POST /admin/keys/<name>/revoke    the key stops working on every replica within a second
@@ -23,7 +23,7 @@ from relaycast.store.db import is_db_error
 
 PREFIX = "/admin/keys"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_FIELDS = {"name", "owner", "models", "user", "feature", "tags", "expires_in_s", *LIMIT_FIELDS}
+_FIELDS = {"name", "owner", "models", "user", "feature", "pin", "tags", "expires_in_s", *LIMIT_FIELDS}
 
 
 class KeysApi:
@@ -82,6 +82,11 @@ class KeysApi:
         for f in ("owner", "user", "feature"):
             if spec.get(f) is not None and not isinstance(spec[f], str):
                 raise errors.InvalidRequest(f"'{f}' must be a string", param=f)
+        pin = spec.get("pin", False)
+        if not isinstance(pin, bool):
+            raise errors.InvalidRequest("'pin' must be true or false", param="pin")
+        if pin and not spec.get("user") and not spec.get("feature"):
+            raise errors.InvalidRequest("'pin' pins the key's user and feature: give 'user' or 'feature'", param="pin")
         try:
             limits = Limits.parse(spec, "key")
         except ValueError as e:
@@ -99,6 +104,7 @@ class KeysApi:
             models=tuple(models) if models is not None else None,
             user=spec.get("user"),
             feature=spec.get("feature"),
+            pin=pin,
             tags=tuple(tags.items()),
             limits=limits,
             expires_ms=now_ms + int(expires * 1000) if expires else None,

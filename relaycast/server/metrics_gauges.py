@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from relaycast.routing.health import configured_targets
 from relaycast.server.services import Services
 
 STATES = ("ok", "cooling", "open", "half_open", "probing")
@@ -16,8 +17,11 @@ def scrape_gauges(services: Services) -> list[Family]:
     board = services.board
     states: list[tuple[tuple[str, ...], float]] = []
     demoted: list[tuple[tuple[str, ...], float]] = []
+    configured = configured_targets(services.config.models, services.config.providers)
     for name in list(board.targets()):
         st = board.state(name)
+        if st == "ok" and name not in configured:
+            continue  # a pass-through target (`provider/any-model`) shows only while something is wrong with it
         states.extend(((name, s), 1.0 if s == st else 0.0) for s in STATES)
     for route, target in board.demoted:
         demoted.append(((route, target), 1.0))
@@ -37,6 +41,24 @@ def scrape_gauges(services: Services) -> list[Family]:
             "Targets demoted in a route (SLA or error rate).",
             ("route", "target"),
             demoted,
+        )
+    )
+    out.append(
+        (
+            "relaycast_pass_through_targets",
+            "gauge",
+            "Targets the config does not define that routing keeps health for (bounded; least recently used go).",
+            (),
+            [((), float(board.pass_through_count()))],
+        )
+    )
+    out.append(
+        (
+            "relaycast_pass_through_targets_evicted_total",
+            "counter",
+            "Pass-through targets whose health was forgotten to make room for others.",
+            (),
+            [((), float(board.evicted))],
         )
     )
     if services.broadcaster is not None:
@@ -102,6 +124,29 @@ def scrape_gauges(services: Services) -> list[Family]:
         )
         out.append(
             ("relaycast_store_queued", "gauge", "Requests waiting to be written to the store.", (), [((), s["queued"])])
+        )
+        out.append(
+            (
+                "relaycast_store_minimal_total",
+                "counter",
+                "Requests the store could not take whole, written as a minimal row (ids, status, cost).",
+                (),
+                [((), s["minimal"])],
+            )
+        )
+    if services.connections is not None:
+        counts = services.connections()
+        out.append(
+            ("relaycast_connections_open", "gauge", "Client connections open.", (), [((), float(counts["open"]))])
+        )
+        out.append(
+            (
+                "relaycast_connections_refused_total",
+                "counter",
+                "Client connections answered and closed by a guard: header or body deadline, header size, the cap.",
+                ("reason",),
+                [((k,), float(v)) for k, v in counts.items() if k != "open"],
+            )
         )
     if services.monitors is not None:
         firing: list[tuple[tuple[str, ...], float]] = [

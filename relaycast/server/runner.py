@@ -1,8 +1,10 @@
-"""Running an ASGI app on loopback: in the foreground (the CLI) or on a background thread (tests, the demo)."""
+"""Running an ASGI app: in the foreground (the CLI) or on a background thread (tests, the demo), on uvloop and
+httptools with the connection guards of server/guards.py."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import threading
 import time
@@ -10,20 +12,34 @@ from typing import Any
 
 import uvicorn
 
+from relaycast.config import ServerConfig
+from relaycast.server.guards import ConnectionGuard
 
-def uvicorn_config(app: Any, host: str, port: int, log_level: str = "warning", **kw: Any) -> uvicorn.Config:
+
+def uvicorn_config(
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str = "warning",
+    guard: ConnectionGuard | None = None,
+    **kw: Any,
+) -> uvicorn.Config:
+    """uvicorn's settings for one server. `guard` holds its connection limits (`server:` in the config) and counts
+    their trips; without one the defaults apply. WebSockets are off: nothing relaycast serves upgrades."""
+    guard = guard or ConnectionGuard()
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=guard.protocol(),
+        ws="none",
         lifespan="on",
         access_log=False,
         log_level=log_level,
         server_header=False,
         date_header=False,
-        timeout_keep_alive=75,
+        timeout_keep_alive=math.ceil(guard.settings.keep_alive_timeout),
         **kw,
     )
 
@@ -47,12 +63,21 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ThreadedServer:
-    """An ASGI app served by uvicorn on a daemon thread, with its own event loop."""
+    """An ASGI app served by uvicorn on a daemon thread, with its own event loop. `settings` gives the connection
+    limits (`server:` in the config; the defaults without it); `guard` counts their trips."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "error") -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "error",
+        settings: ServerConfig | None = None,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, log_level=log_level))
+        self.guard = ConnectionGuard(settings)
+        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, log_level=log_level, guard=self.guard))
         self._thread = threading.Thread(target=self._run, name=f"asgi-{self.port}", daemon=True)
 
     @property

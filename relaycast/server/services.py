@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import aiohttp
 import orjson
@@ -23,7 +23,7 @@ from relaycast.providers.registry import build_providers
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.routing.executor import Executor
-from relaycast.routing.health import HealthBoard
+from relaycast.routing.health import HealthBoard, configured_targets
 from relaycast.routing.plan import Planner
 from relaycast.routing.replicas import SharedHealth
 from relaycast.routing.settings import RoutingSettings
@@ -33,6 +33,7 @@ from relaycast.server.dashboard import Dashboard
 from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_since
 from relaycast.store.writer import StoreWriter
+from relaycast.telemetry.exporters.base import refuse_redirects
 from relaycast.telemetry.metrics import Metrics
 from relaycast.telemetry.pipeline import Broadcaster
 
@@ -53,7 +54,11 @@ class Services:
         self.log = EventLog(self.redactor)
         self.keys = KeyRegistry(config.keys, self.log)
         self.auth = Authenticator(config.admin_key_sha256, self.keys)
-        self.board = HealthBoard(config.routing or RoutingSettings(), self.log)
+        self.board = HealthBoard(
+            config.routing or RoutingSettings(),
+            self.log,
+            configured=configured_targets(config.models, config.providers),
+        )
         pricer = build_pricer(config.providers, config.models, config.prices)
         self.planner = Planner(config.models, config.providers, self.board, pricer)
         self.metrics = Metrics(config.metrics)
@@ -61,6 +66,8 @@ class Services:
         self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
         self.models_body = _models_body(config)
         self.analytics = Analytics(None, self.redactor)
+        # The server's connection counts (open, refused by reason), when it runs with relaycast's guards.
+        self.connections: Callable[[], Mapping[str, int]] | None = None
         self.executor: Executor | None = None
         self.store: StoreWriter | None = None
         self.reader: StoreReader | None = None
@@ -132,7 +139,8 @@ class Services:
     def _telemetry_session(self) -> aiohttp.ClientSession:
         """The exporters' and notifiers' own HTTP client: it never shares a pool (or a slowdown) with providers'."""
         if self._telemetry_http is None:
-            self._telemetry_http = aiohttp.ClientSession(trust_env=False)
+            # Exporters and notifiers pass allow_redirects=False; this refuses any redirect a call site forgot.
+            self._telemetry_http = aiohttp.ClientSession(trust_env=False, trace_configs=[refuse_redirects()])
         return self._telemetry_http
 
     def _spend_since(self) -> SpendSince:

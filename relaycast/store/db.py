@@ -10,6 +10,7 @@ from the event loop.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -45,14 +46,16 @@ class Connection:
                 raise StoreUnavailable(f"cannot connect to {cfg.display()}: {_first_line(e)}") from None
         else:
             assert cfg.path is not None
-            Path(cfg.path).parent.mkdir(parents=True, exist_ok=True)
             try:
+                create_private(Path(cfg.path))
                 self._conn = sqlite3.connect(cfg.path, isolation_level=None, check_same_thread=False, timeout=10)
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.execute("PRAGMA temp_store=MEMORY")
             except sqlite3.Error as e:
                 raise StoreUnavailable(f"cannot open {cfg.display()}: {e}") from None
+            except OSError as e:
+                raise StoreUnavailable(f"cannot create {cfg.display()}: {e.strerror or type(e).__name__}") from None
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgres" else sql
@@ -153,6 +156,23 @@ class _Tx:
                 self._c._conn.rollback()
             except Exception:  # noqa: BLE001 - the connection may be gone; the caller reconnects
                 pass
+
+
+def create_private(path: Path) -> None:
+    """Create the SQLite file, if missing, readable by its owner only (0600; directories the gateway creates for
+    it 0700): it holds prompts, completions and key hashes. SQLite gives its -wal and -shm files the database
+    file's mode. An existing file keeps the mode it has."""
+    missing = []
+    d = path.parent
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _psycopg() -> Any:

@@ -54,7 +54,7 @@ def create(conn: Connection, policy: KeyPolicy, now_ms: int) -> str:
         policy.user,
         policy.feature,
         _j(dict(policy.tags)) if policy.tags else None,
-        _j(policy.limits.doc()),
+        _j({**policy.limits.doc(), "pin": True} if policy.pin else policy.limits.doc()),  # kept with the limits
         now_ms,
         policy.expires_ms,
         None,
@@ -115,6 +115,7 @@ def listing(conn: Connection) -> list[dict[str, Any]]:
                 "models": list(p.models) if p.models is not None else None,
                 "user": p.user,
                 "feature": p.feature,
+                "pin": p.pin,
                 "tags": dict(p.tags),
                 "limits": p.limits.doc(),
                 "created_ms": d["created_ms"],
@@ -137,6 +138,7 @@ def _policy(d: dict[str, Any]) -> KeyPolicy:
     models = orjson.loads(d["models"]) if d["models"] else None
     tags = orjson.loads(d["tags"]) if d["tags"] else {}
     lim = orjson.loads(d["limits"]) if d["limits"] else {}
+    pin = bool(lim.pop("pin", False))
     return KeyPolicy(
         name=d["name"],
         source="store",
@@ -144,6 +146,7 @@ def _policy(d: dict[str, Any]) -> KeyPolicy:
         models=tuple(models) if models is not None else None,
         user=d["user_id"],
         feature=d["feature"],
+        pin=pin,
         tags=tuple(tags.items()),
         limits=Limits(**{k: v for k, v in lim.items() if v is not None}),
         expires_ms=d["expires_ms"],

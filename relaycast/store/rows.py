@@ -2,6 +2,12 @@
 
 Prompts and completions are kept unless privacy mode is on, with every known secret masked. Nothing here does
 I/O: the writer turns a batch into rows and runs them in one transaction.
+
+Encoding is total, so one odd record never costs a batch: text columns get U+FFFD for NUL (Postgres TEXT cannot
+hold it) and for lone surrogates (neither driver can encode them); JSON columns nested deeper than
+`MAX_JSON_DEPTH` keep a marker string in place of the deeper parts (orjson refuses more than 254 levels); token
+counts and costs are clamped into what BIGINT rollups can sum. `add(..., minimal=True)` builds the least of a record
+(ids, status, tokens, cost and its rollups) for the writer's last resort.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from relaycast.store.histogram import bucket_of
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
 TOTAL, TTFT = 0, 1  # latency_hourly.kind
+MAX_JSON_DEPTH = 128  # deeper parts of a JSON column are stored as a marker string
+MAX_TOKENS = 2**40  # per record: hourly sums of 2**23 such records still fit a BIGINT
+MAX_COST_PUSD = 2**53  # per record, about $9,007: the same margin for the cost rollups
 
 
 class Batch:
@@ -47,23 +56,84 @@ class Batch:
 def _json(v: Any, redactor: Redactor) -> str | None:
     if v is None:
         return None
-    text = orjson.dumps(v, default=str).decode()  # NUL is escaped as \u0000 in JSON text
-    return redactor.scrub(text)
+    try:
+        raw = orjson.dumps(v, default=str, option=orjson.OPT_NON_STR_KEYS)  # NUL is escaped as \u0000 in JSON text
+    except Exception:  # noqa: BLE001 - too deep, a lone surrogate, an int past 64 bits, an object str() refuses
+        raw = orjson.dumps(_tame(v, 0), option=orjson.OPT_NON_STR_KEYS)
+    return redactor.scrub(raw.decode())
+
+
+def _tame(v: Any, depth: int) -> Any:
+    """A copy of `v` that orjson always encodes: bounded depth, valid UTF-8, 64-bit integers, plain types."""
+    if v is None or isinstance(v, (bool, float)):
+        return v
+    if isinstance(v, str):
+        return _utf8(v)
+    if isinstance(v, int):
+        return v if -(2**63) <= v < 2**64 else str(v)
+    if isinstance(v, (dict, list, tuple)):
+        if depth >= MAX_JSON_DEPTH:
+            return f"[{type(v).__name__} nested deeper than {MAX_JSON_DEPTH} levels: not stored]"
+        if isinstance(v, dict):
+            return {_key(k): _tame(x, depth + 1) for k, x in v.items()}
+        return [_tame(x, depth + 1) for x in v]
+    try:
+        return _utf8(str(v))
+    except Exception:  # noqa: BLE001 - any object may reach a record's params: its type name is all that is kept
+        return f"<{type(v).__name__}>"
+
+
+def _key(k: Any) -> str:
+    try:
+        return _utf8(k if isinstance(k, str) else str(k))
+    except Exception:  # noqa: BLE001 - as in _tame
+        return f"<{type(k).__name__}>"
+
+
+def _utf8(v: str) -> str:
+    """`v` with lone surrogates (which no encoder takes) replaced by U+FFFD."""
+    if v.isascii():
+        return v
+    try:
+        v.encode()
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in v)
+    return v
 
 
 def _text(v: str | None, redactor: Redactor | None = None) -> str | None:
-    """Free text as the database takes it: Postgres refuses NUL characters in TEXT."""
+    """Text as the database takes it: Postgres refuses NUL characters in TEXT, no driver encodes a lone surrogate."""
     if v is None:
         return None
     if "\x00" in v:
-        v = v.replace("\x00", "")
+        v = v.replace("\x00", "\ufffd")
+    v = _utf8(v)
     return redactor.scrub(v) if redactor is not None else v
+
+
+def _dim(v: str | None) -> str:
+    return _text(v) or ""
+
+
+def _clamp(n: int, most: int) -> int:
+    return n if 0 <= n <= most else (0 if n < 0 else most)
+
+
+def _cost(n: int | None) -> int | None:
+    return None if n is None else max(-MAX_COST_PUSD, min(n, MAX_COST_PUSD))
 
 
 def _tokens(u: Usage | None) -> tuple[int, int, int, int, int]:
     if u is None:
         return (0, 0, 0, 0, 0)
-    return (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens, u.reasoning_tokens)
+    c = MAX_TOKENS
+    return (
+        _clamp(u.prompt_tokens, c),
+        _clamp(u.completion_tokens, c),
+        _clamp(u.cached_tokens, c),
+        _clamp(u.cache_write_tokens, c),
+        _clamp(u.reasoning_tokens, c),
+    )
 
 
 EPOCH_MS = 1_577_836_800_000  # 2020-01-01: row ids hold 41 bits of milliseconds from it (until 2089)
@@ -75,72 +145,83 @@ def row_id(ts_ms: int) -> int:
     return (max(ts_ms - EPOCH_MS, 0) << 22) | secrets.randbits(22)
 
 
-def add(batch: Batch, rec: RequestRecord, redactor: Redactor, privacy: bool) -> None:
+def add(batch: Batch, rec: RequestRecord, redactor: Redactor, privacy: bool, minimal: bool = False) -> None:
+    """The record's rows into `batch`. `minimal`: only its request row without free text or JSON, and its usage
+    rollups (spend and budgets stay right), for a record the database refused whole."""
     ts_ms = rec.started_unix_ns // 1_000_000
     row_id_ = row_id(ts_ms)
     hour = ts_ms // 3_600_000 * 3600
     final = rec.final_attempt
     if final is not None:
-        model, provider, target = final.model, final.provider, final.target
+        model, provider, target = _dim(final.model), _dim(final.provider), _dim(final.target)
     else:
-        model, provider, target = rec.model_requested, "", ""
+        model, provider, target = _dim(rec.model_requested), "", ""
+    route = _dim(rec.model_requested)
     a = rec.attribution
-    key, user, feature = a.key_name or "", _text(a.user) or "", _text(a.feature) or ""
+    key, user, feature = _dim(a.key_name), _dim(a.user), _dim(a.feature)
     tokens = [0, 0, 0, 0, 0]
     for i, at in enumerate(rec.attempts):
         t = _tokens(at.usage)
         for j in range(5):
             tokens[j] += t[j]
+        if minimal:
+            continue
+        at_model, at_provider, at_target = _dim(at.model), _dim(at.provider), _dim(at.target)
+        error_class = _text(at.error_class)
         batch.attempts.append(
             (
                 row_id_,
                 i,
                 ts_ms,
-                at.model,
-                at.provider,
-                at.target,
+                at_model,
+                at_provider,
+                at_target,
                 at.started_ns // 1000,
                 at.duration_ns // 1000,
                 None if at.ttft_ns is None else at.ttft_ns // 1000,
                 at.upstream_status,
-                at.error_class,
+                error_class,
                 _text(at.error_message, redactor),
-                at.finish_reason,
+                _text(at.finish_reason),
                 *t,
-                at.cost_pusd,
-                at.cost_source,
+                _cost(at.cost_pusd),
+                _dim(at.cost_source),
             )
         )
-        outcome = at.error_class or "ok"
-        batch.outcomes[(hour, at.provider, at.model, at.target, outcome)] += 1
+        outcome = error_class or "ok"
+        batch.outcomes[(hour, at_provider, at_model, at_target, outcome)] += 1
         if at.ok:
-            batch.latency[(hour, at.provider, at.model, at.target, TOTAL, bucket_of(at.duration_ns / 1e6))] += 1
+            batch.latency[(hour, at_provider, at_model, at_target, TOTAL, bucket_of(at.duration_ns / 1e6))] += 1
             if at.ttft_ns is not None:
-                batch.latency[(hour, at.provider, at.model, at.target, TTFT, bucket_of(at.ttft_ns / 1e6))] += 1
+                batch.latency[(hour, at_provider, at_model, at_target, TTFT, bucket_of(at.ttft_ns / 1e6))] += 1
+    tokens = [min(n, MAX_TOKENS) for n in tokens]
     cost, source = rec.cost
+    cost = _cost(cost)
+    source = _dim(source)
     ttft_us = None
     if final is not None and final.ttft_ns is not None:
         ttft_us = (final.started_ns + final.ttft_ns) // 1000  # from the request's start
-    tags = rec.all_tags()
+    tags = None if minimal else rec.all_tags()
+    full = not minimal
     batch.requests.append(
         (
             row_id_,
-            rec.request_id,
+            _dim(rec.request_id),
             ts_ms,
-            rec.endpoint,
-            rec.model_requested,
+            _dim(rec.endpoint),
+            route,
             model,
             provider,
             target,
             key,
             user,
             feature,
-            _text(a.app_url),
-            _text(a.session_id),
+            _text(a.app_url) if full else None,
+            _text(a.session_id) if full else None,
             _json(tags, redactor) if tags else None,
             rec.status_code,
-            rec.error_class,
-            _text(rec.error_message),
+            _text(rec.error_class),
+            _text(rec.error_message) if full else None,
             1 if rec.stream else 0,
             rec.duration_ns // 1000,
             ttft_us,
@@ -148,9 +229,9 @@ def add(batch: Batch, rec: RequestRecord, redactor: Redactor, privacy: bool) -> 
             *tokens,
             cost,
             source,
-            _json(rec.params, redactor) if rec.params else None,
-            None if privacy or not rec.input_messages else _json(list(rec.input_messages), redactor),
-            None if privacy else _text(rec.output_text, redactor),
+            _json(rec.params, redactor) if rec.params and full else None,
+            None if privacy or minimal or not rec.input_messages else _json(list(rec.input_messages), redactor),
+            None if privacy or minimal else _text(rec.output_text, redactor),
         )
     )
     error = 1 if (rec.status_code >= 400 or rec.error_class) and not rec.client_cancelled else 0
@@ -172,7 +253,7 @@ def add(batch: Batch, rec: RequestRecord, redactor: Redactor, privacy: bool) -> 
         ("key", key),
         ("user", user),
         ("feature", feature),
-        ("route", rec.model_requested),
+        ("route", route),
     ):
         ukey = (dim, hour, value)
         sums = usage.get(ukey)

@@ -4,8 +4,11 @@ Calling the writer is O(1) and never raises: it puts the record on a `BatchWorke
 record and counts it). The worker hands each batch to the store's one writer thread, which builds the rows and
 commits them with the rollups in one transaction. A database that is down (Postgres restarting, a locked SQLite
 file) keeps the batch queued and is retried with jittered backoff; nothing is lost unless the queue overflows,
-and that is counted. Retention deletes old rows hourly. On shutdown the queue is flushed within the deadline;
-what the database did not take by then is counted as `shutdown` and logged.
+and that is counted. Row encoding is total (`rows`), so the database refusing a batch should not happen; if it
+does, the batch is written record by record, and a record refused even alone is written as a minimal row (ids,
+status, tokens, cost and its rollups) and counted as `minimal`; one refused even so is counted as `rejected`.
+Retention deletes old rows hourly. On shutdown the queue is flushed within the deadline; what the database did not
+take by then is counted as `shutdown` and logged.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class StoreWriter:
         self.batches = 0
         self.failures = 0
         self.deleted = 0
+        self.minimal = 0  # records written as a minimal row: the database refused the whole one
         self.dropped: collections.Counter[str] = self._worker.dropped  # queue_full, rejected, shutdown
         self.last_error: str | None = None
         self.schema_version: int | None = None
@@ -133,6 +137,7 @@ class StoreWriter:
             "batches": self.batches,
             "queued": self._worker.queued,
             "failures": self.failures,
+            "minimal": self.minimal,
             "dropped": dict(self.dropped),
             "deleted_by_retention": self.deleted,
             "last_error": self.last_error,
@@ -151,13 +156,17 @@ class StoreWriter:
             except Exception as e:
                 if is_transient(e):
                     raise
-                # The database refused some record (not a transient failure): write them one by one, count the rest.
-                written, rejected = await self._in_thread(self._write_each, records)
+                # The database refused some record (not a transient failure): write them one by one, each one it
+                # refuses again as a minimal row, and count what even that could not save.
+                written, minimal, rejected = await self._in_thread(self._write_each, records)
                 self.written += written
-                self._worker.drop("rejected", rejected)
+                self.minimal += minimal
+                if rejected:
+                    self._worker.drop("rejected", rejected)
                 self._log.error(
                     "store_rejected_records",
-                    count=rejected,
+                    minimal=minimal,
+                    rejected=rejected,
                     error=type(e).__name__,
                     message=self._redactor.scrub(str(e)[:200]),
                 )
@@ -210,13 +219,13 @@ class StoreWriter:
             self.last_error = None
         return self._conn
 
-    def _write(self, records: list[RequestRecord]) -> None:
+    def _write(self, records: list[RequestRecord], minimal: bool = False) -> None:
         # Rows are built in slices, giving the GIL back between them: this thread must never hold the event loop
         # up for more than a fraction of a millisecond (a whole batch at once stalled requests for milliseconds).
         batch = rows_mod.Batch()
         for i in range(0, len(records), BUILD_SLICE):
             for rec in records[i : i + BUILD_SLICE]:
-                rows_mod.add(batch, rec, self._redactor, self.cfg.privacy_mode)
+                rows_mod.add(batch, rec, self._redactor, self.cfg.privacy_mode, minimal)
             time.sleep(0)
         conn = self._ensure_open()
         try:
@@ -225,17 +234,23 @@ class StoreWriter:
             self._close()  # reconnect next time: the connection may be broken
             raise
 
-    def _write_each(self, records: list[RequestRecord]) -> tuple[int, int]:
-        ok = bad = 0
+    def _write_each(self, records: list[RequestRecord]) -> tuple[int, int, int]:
+        """(written, of them written as a minimal row, rejected)."""
+        ok = minimal = bad = 0
         for rec in records:
-            try:
-                self._write([rec])
+            for least in (False, True):
+                try:
+                    self._write([rec], least)
+                except Exception as e:
+                    if is_transient(e):
+                        raise
+                    continue
                 ok += 1
-            except Exception as e:
-                if is_transient(e):
-                    raise
+                minimal += least
+                break
+            else:
                 bad += 1
-        return ok, bad
+        return ok, minimal, bad
 
     def _close(self) -> None:
         if self._conn is not None:

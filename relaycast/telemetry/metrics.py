@@ -2,8 +2,10 @@
 
 A record sink: each finished request updates counters and histograms in memory (a few dict operations, after
 the response). Cost and latency are counters and histograms, never last-value gauges, so `rate()`,
-`increase()` and `histogram_quantile()` work across scrapes and replicas. Labels are bounded: `user` only when
-`metrics.user_label` is on, and past `metrics.max_series` series a metric counts new label values as "(other)".
+`increase()` and `histogram_quantile()` work across scrapes and replicas. Labels are bounded in number and in
+size: `user` only when `metrics.user_label` is on; past `metrics.max_series` series a metric counts new label
+values as "(other)"; a label value longer than 128 characters is cut to 127 and ends with "…". Both are counted:
+`relaycast_metrics_series_overflow_total{metric}` and `relaycast_metrics_label_values_truncated_total`.
 
     relaycast_requests_total{route, model, provider, key, feature, outcome}      counter
     relaycast_tokens_total{model, provider, key, feature, type}                  counter (prompt, completion, cached, ...)
@@ -13,8 +15,9 @@ the response). Cost and latency are counters and histograms, never last-value ga
     relaycast_attempt_duration_seconds{provider, model, target}                  histogram (each attempt)
     relaycast_ttft_seconds{provider, model, target}                              histogram (streams)
     relaycast_attempts_total{provider, model, target, outcome}                   counter ("ok" or the error class)
-    relaycast_target_state{target, state}, relaycast_target_demoted{route, target}, relaycast_broadcast_*,
-    relaycast_store_*, relaycast_monitor_alerting{rule, scope}                   gauges and counters read at scrape
+    relaycast_metrics_series_overflow_total{metric}, relaycast_metrics_label_values_truncated_total   counters
+    relaycast_target_state{target, state}, relaycast_target_demoted{route, target}, relaycast_pass_through_*,
+    relaycast_broadcast_*, relaycast_store_*, relaycast_monitor_alerting{rule, scope}   read at scrape
 
 The same sink keeps the gateway's own totals for `GET /admin/stats` (`stats_snapshot`): requests by status,
 errors by class, and attempts and tokens by target (the first 1,000 targets by name, the rest as "(other)").
@@ -32,21 +35,43 @@ from relaycast.telemetry.settings import MetricsConfig
 
 BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 OTHER = "(other)"
+MAX_LABEL_CHARS = 128  # a label value's length at most (user, feature and key names, upstream-reported models)
+CUT_MARK = "…"
 TOKEN_TYPES = ("prompt", "completion", "cached", "cache_write", "reasoning")
 MAX_STATS_TARGETS = 1000  # targets counted by name in the /admin/stats totals; the rest are counted as OTHER
 
 
-class _Family:
-    """One metric family: label tuples -> value, bounded."""
+class _Bounds:
+    """What the label bounds cost: values cut to `MAX_LABEL_CHARS`, and label sets counted as "(other)" by metric."""
 
-    def __init__(self, name: str, kind: str, help_: str, labels: tuple[str, ...], max_series: int) -> None:
+    def __init__(self) -> None:
+        self.truncated = 0
+        self.overflow: collections.Counter[str] = collections.Counter()
+
+    def cut(self, v: str) -> str:
+        if len(v) <= MAX_LABEL_CHARS:
+            return v
+        self.truncated += 1
+        return v[: MAX_LABEL_CHARS - len(CUT_MARK)] + CUT_MARK
+
+
+class _Family:
+    """One metric family: label tuples -> value, bounded in number of series and in the size of each value."""
+
+    def __init__(
+        self, name: str, kind: str, help_: str, labels: tuple[str, ...], max_series: int, bounds: _Bounds
+    ) -> None:
         self.name, self.kind, self.help, self.labels = name, kind, help_, labels
         self.max = max_series
         self.values: dict[tuple[str, ...], Any] = {}
+        self._bounds = bounds
 
     def key(self, values: tuple[str, ...], keep_last: int = 0) -> tuple[str, ...]:
+        if max(map(len, values), default=0) > MAX_LABEL_CHARS:
+            values = tuple(map(self._bounds.cut, values))
         if values in self.values or len(self.values) < self.max:
             return values
+        self._bounds.overflow[self.name] += 1
         n = len(values) - keep_last
         return tuple(OTHER for _ in range(n)) + values[n:]
 
@@ -72,7 +97,8 @@ class _Histogram(_Family):
 class _Totals:
     """The /admin/stats view: unlabelled totals, and attempts and tokens by target."""
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: _Bounds) -> None:
+        self._bounds = bounds
         self.requests = 0
         self.by_status: collections.Counter[int] = collections.Counter()
         self.errors_by_class: collections.Counter[str] = collections.Counter()
@@ -86,6 +112,7 @@ class _Totals:
             self.errors_by_class[rec.error_class] += 1
 
     def attempt(self, target: str, outcome: str, prompt_tokens: int, completion_tokens: int) -> None:
+        target = self._bounds.cut(target)
         if (target, "prompt") not in self.tokens and len(self.tokens) >= 2 * MAX_STATS_TARGETS:
             target = OTHER
         self.attempts[(target, outcome)] += 1
@@ -111,12 +138,14 @@ class Metrics:
         self.cfg = cfg
         dims = ("model", "provider", "key", "feature") + (("user",) if cfg.user_label else ())
         m = cfg.max_series
+        self.bounds = b = _Bounds()
         self.requests = _Family(
             "relaycast_requests_total",
             "counter",
             "Requests, by how they ended (ok, error, cancelled).",
             ("route", *dims, "outcome"),
             m,
+            b,
         )
         self.tokens = _Family(
             "relaycast_tokens_total",
@@ -124,6 +153,7 @@ class Metrics:
             "Tokens, by type (prompt includes cached and cache-write; completion includes reasoning).",
             (*dims, "type"),
             m,
+            b,
         )
         self.cost = _Family(
             "relaycast_cost_usd_total",
@@ -131,6 +161,7 @@ class Metrics:
             "Cost in US dollars (computed, reported or estimated; unpriced requests excluded).",
             dims,
             m,
+            b,
         )
         self.unpriced = _Family(
             "relaycast_unpriced_requests_total",
@@ -138,6 +169,7 @@ class Metrics:
             "Requests to models with no known price.",
             ("model", "provider"),
             m,
+            b,
         )
         self.duration = _Histogram(
             "relaycast_request_duration_seconds",
@@ -145,6 +177,7 @@ class Metrics:
             "End-to-end request duration.",
             ("route", "model", "provider"),
             m,
+            b,
         )
         self.attempt_duration = _Histogram(
             "relaycast_attempt_duration_seconds",
@@ -152,6 +185,7 @@ class Metrics:
             "Duration of each provider attempt that succeeded.",
             ("provider", "model", "target"),
             m,
+            b,
         )
         self.ttft = _Histogram(
             "relaycast_ttft_seconds",
@@ -159,6 +193,7 @@ class Metrics:
             "Time to first token of each streamed attempt.",
             ("provider", "model", "target"),
             m,
+            b,
         )
         self.attempts = _Family(
             "relaycast_attempts_total",
@@ -166,8 +201,9 @@ class Metrics:
             "Provider attempts, by outcome: ok or the error class.",
             ("provider", "model", "target", "outcome"),
             m,
+            b,
         )
-        self._totals = _Totals()
+        self._totals = _Totals(b)
         self._families = (
             self.requests,
             self.tokens,
@@ -245,9 +281,23 @@ class Metrics:
             else:
                 for values, v in f.values.items():
                     out.append(f"{f.name}{{{_labels(f.labels, values)}}} {_num(v)}\n")
+        out.append(
+            "# HELP relaycast_metrics_label_values_truncated_total Label values cut to "
+            f"{MAX_LABEL_CHARS} characters.\n"
+            "# TYPE relaycast_metrics_label_values_truncated_total counter\n"
+            f"relaycast_metrics_label_values_truncated_total {self.bounds.truncated}\n"
+            "# HELP relaycast_metrics_series_overflow_total Observations counted as (other): the metric was at "
+            "metrics.max_series.\n"
+            "# TYPE relaycast_metrics_series_overflow_total counter\n"
+        )
+        for f in self._families:
+            out.append(f'relaycast_metrics_series_overflow_total{{metric="{f.name}"}} {self.bounds.overflow[f.name]}\n')
+        cut = self.bounds.cut
         for name, kind, help_, labels, samples in gauges:
             out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
             for values, v in samples:
+                if max(map(len, values), default=0) > MAX_LABEL_CHARS:
+                    values = tuple(map(cut, values))
                 lab = _labels(labels, values)
                 out.append(f"{name}{{{lab}}} {_num(v)}\n" if lab else f"{name} {_num(v)}\n")
         return "".join(out).encode()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from relaycast.config_reader import ConfigError, Reader
+from relaycast.redact import header_secrets, url_secrets
 
 KINDS = ("datadog", "otlp", "webhook", "file")
 DD_SITES = (
@@ -108,14 +109,22 @@ class DestinationConfig:
     spool_max_bytes: int = 64 * MiB
 
     def secrets(self) -> tuple[str, ...]:
+        """For the redactor: the Datadog key, the webhook secret, credential headers whatever their length (by
+        name: `redact.secret_name`), any other header value of 8 characters or more (OTLP vendors name their key
+        headers freely, e.g. `x-honeycomb-team`), and the passwords and tokens in the destination's URLs."""
         o = self.options
         out: list[str] = []
-        if isinstance(o, DatadogOptions) and o.api_key:
-            out.append(o.api_key)
+        if isinstance(o, DatadogOptions):
+            if o.api_key:
+                out.append(o.api_key)
+            for url in (o.agent_url, o.api_url_override, o.intake_url_override):
+                out.extend(url_secrets(url))
         if isinstance(o, WebhookOptions) and o.secret:
             out.append(o.secret)
         if isinstance(o, (OtlpOptions, WebhookOptions)):
-            out.extend(v for _, v in o.headers if len(v) >= 8)
+            for k, v in o.headers:
+                out.extend(header_secrets(k, v) or ((v,) if len(v) >= 8 else ()))
+            out.extend(url_secrets(o.endpoint if isinstance(o, OtlpOptions) else o.url))
         return tuple(out)
 
 

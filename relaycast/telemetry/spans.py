@@ -1,7 +1,8 @@
 """A request record seen as a trace: one root span for the request and one LLM span per provider attempt.
 
-Exporters (Datadog, OTLP, ...) turn these into their wire formats. Ids are derived from the request id, so a
-record exported twice (a retry, a replay from the spool) carries the same ids, and tests can predict them.
+Exporters (Datadog, OTLP, ...) turn these into their wire formats. Ids are derived from the request id (the
+gateway's own, never the client's), so a record exported twice (a retry, a replay from the spool) carries the
+same ids, two requests never share one, and tests can predict them.
 """
 
 from __future__ import annotations
@@ -72,9 +73,13 @@ def input_messages(record: RequestRecord) -> list[dict[str, str]]:
 
 
 def trace_metadata(record: RequestRecord) -> dict[str, Any]:
-    """`trace` keys without special meaning go to span metadata."""
+    """`trace` keys without special meaning go to span metadata, and the client's `x-request-id` as
+    `client_request_id` (an attribute to search by, never an id)."""
     special = {"trace_id", "trace_name", "span_name", "generation_name", "parent_span_id"}
-    return {k: v for k, v in (record.attribution.trace or {}).items() if k not in special}
+    out = {k: v for k, v in (record.attribution.trace or {}).items() if k not in special}
+    if record.client_request_id is not None:
+        out["client_request_id"] = record.client_request_id
+    return out
 
 
 def attempt_output_text(record: RequestRecord, index: int, attempt: Attempt) -> str | None:

@@ -3,7 +3,8 @@
 One file per batch, named `<oldest record's unix ns>-<seq>.batch`, so files sort oldest first and a batch too
 old for its destination can be discarded without reading it. Each file holds its items framed as a 4-byte
 big-endian length then the bytes. Files are written to a temporary name and renamed, so a crash never leaves a
-half batch. All methods block: the pipeline calls them in a worker thread.
+half batch. Files are created 0600 and the directories the spool creates 0700, since batches hold prompts and
+completions. All methods block: the pipeline calls them in a worker thread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _LEN = struct.Struct(">I")
+FILE_MODE = 0o600  # batches hold prompts and completions: the owner's only, like the directories made for them
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +57,10 @@ class Spool:
         with self._lock:
             if self._bytes + size > self.max_bytes:
                 return False
-            self.directory.mkdir(parents=True, exist_ok=True)
+            _private_dirs(self.directory)
             name = f"{oldest_unix_ns:020d}-{os.getpid()}-{next(self._seq):08d}.batch"
             tmp = self.directory / (name + ".tmp")
-            with open(tmp, "wb") as f:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE), "wb") as f:
                 for it in items:  # item by item: no batch-sized copy in memory
                     f.write(_LEN.pack(len(it)))
                     f.write(it)
@@ -107,3 +109,14 @@ class Spool:
                 continue
             out.append(SpoolEntry(p, oldest, size))
         return out
+
+
+def _private_dirs(directory: Path) -> None:
+    """Create `directory` and any missing parents, each 0700."""
+    missing = []
+    d = directory
+    while not d.is_dir():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)

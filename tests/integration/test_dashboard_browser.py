@@ -55,18 +55,16 @@ def dash(fake) -> Iterator[tuple[GatewayProcess, list[str]]]:
             user=user,
             extra_headers={"x-request-id": rid, "X-Title": feature},
         )
-        if stream:
-            for _ in client.chat.completions.create(stream=True, **kw):
-                pass
-        else:
-            client.chat.completions.create(**kw)
-        ids.append(rid)
+        raw = client.chat.completions.with_raw_response.create(stream=stream, **kw)
+        for _ in raw.parse() if stream else ():
+            pass
+        ids.append(raw.headers["x-relaycast-request-id"])  # the store's key; `rid` is kept as an attribute
     try:
         client.chat.completions.create(
             model="all-down", messages=[{"role": "user", "content": "x"}], extra_headers={"x-request-id": "dash-failed"}
         )
-    except openai.APIError:
-        ids.append("dash-failed")
+    except openai.APIError as e:
+        ids.append(e.response.headers["x-relaycast-request-id"])
     wait_stored(gw.url, ids)
     yield gw, ids
     gw.stop()
@@ -143,8 +141,8 @@ def test_login_charts_and_waterfall(dash, browser):
     page.goto(gw.url + "/dashboard#requests")
     page.wait_for_function("() => document.body.dataset.loaded === 'requests'", timeout=10_000)
     assert page.locator("#requests-table tr[data-request-id]").count() >= len(ids)
-    page.click("#requests-table tr[data-request-id='dash-0']")
-    page.wait_for_selector("#request-detail[data-request-id='dash-0']")
+    page.click(f"#requests-table tr[data-request-id='{ids[0]}']")
+    page.wait_for_selector(f"#request-detail[data-request-id='{ids[0]}']")
     rows = page.locator("#waterfall .wf-row")
     assert rows.count() == 2
     assert "upstream_5xx" in rows.nth(0).inner_text() and "fakeai/gpt-4o-mini" in rows.nth(1).inner_text()

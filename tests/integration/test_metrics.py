@@ -27,21 +27,22 @@ def test_metrics_after_real_traffic(fake):
         client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
         ids = []
         for i in range(4):
-            client.chat.completions.create(
+            raw = client.chat.completions.with_raw_response.create(
                 model="fast",
                 messages=[{"role": "user", "content": "hi"}],
                 user=f"user-{i}",
                 extra_headers={"X-Title": "search", "x-request-id": f"m-{i}"},
             )
-            ids.append(f"m-{i}")
-        for _chunk in client.chat.completions.create(
+            ids.append(raw.headers["x-relaycast-request-id"])
+        raw = client.chat.completions.with_raw_response.create(
             model="fakeai/gpt-4o@ttft_ms=20",
             stream=True,
             messages=[{"role": "user", "content": "x"}],
             extra_headers={"x-request-id": "m-stream"},
-        ):
+        )
+        for _chunk in raw.parse():
             pass
-        ids.append("m-stream")
+        ids.append(raw.headers["x-relaycast-request-id"])
         wait_stored(gw.url, ids)  # each record is emitted just after its response: wait until all are in
         fams = _scrape(gw.url)
 

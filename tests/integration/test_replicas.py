@@ -125,7 +125,7 @@ def test_a_budget_is_not_overshot_by_more_than_one_estimate_under_concurrency(re
     assert refused and ok
     err = refused[0]["body"]["error"]
     assert err["code"] == "budget_exceeded" and err["type"] == "insufficient_quota" and "budgeted" in err["message"]
-    wait_stored(a.url, [f"budget-{i}" for i in ok])
+    wait_stored(a.url, [results[i][1]["headers"]["x-relaycast-request-id"] for i in ok])
     _, spend = admin_get(a.url, "/admin/analytics/spend?by=key&since=1h")
     spent = Decimal(next(g for g in spend["groups"] if g["key"] == "budgeted")["cost_usd"])
     one_estimate = Decimal("0.00103")  # ~3 prompt tokens at $2.50 + 100 output tokens at $10, per million
@@ -170,7 +170,7 @@ def test_keys_are_hashed_and_revocation_reaches_every_replica_within_a_second(re
     req = urllib.request.Request(
         a.url + "/admin/keys",
         method="POST",
-        headers={"authorization": f"Bearer {ADMIN_KEY}"},
+        headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"},
         data=json.dumps(
             {"name": "team-b", "owner": "b@example.com", "models": ["fakeai/*"], "user": "svc-b", "rpm": 1000}
         ).encode(),

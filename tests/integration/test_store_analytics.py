@@ -79,9 +79,10 @@ CASES = [
 ]
 
 
-def _send(gw: GatewayProcess, tag: str) -> list[str]:
+def _send(gw: GatewayProcess, tag: str) -> dict[str, str]:
+    """Send the cases; each client `x-request-id` -> the gateway's id for it (the store's key)."""
     client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
-    ids = []
+    ids = {}
     for rid, model, stream, _, _ in CASES:
         rid = f"{rid}-{tag}"
         headers = {
@@ -90,37 +91,47 @@ def _send(gw: GatewayProcess, tag: str) -> list[str]:
             "X-Relaycast-Tags": "team=payments,env=test",
         }
         if stream:
-            chunks = client.chat.completions.create(
+            raw = client.chat.completions.with_raw_response.create(
                 model=model,
                 messages=[{"role": "user", "content": "hi"}],
                 stream=True,
                 user="alice",
                 extra_headers=headers,
             )
-            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
         else:
-            client.chat.completions.create(
+            raw = client.chat.completions.with_raw_response.create(
                 model=model, messages=[{"role": "user", "content": "hi"}], user="bob", extra_headers=headers
             )
-        ids.append(rid)
+        ids[rid] = raw.headers["x-relaycast-request-id"]
     # A stream cut mid-way: no usage ever comes, so the cost is estimated from the prompt and what was received.
     cut = f"t-cut-{tag}"
     with pytest.raises(openai.APIError):
-        for _ in client.chat.completions.create(
+        raw = client.chat.completions.with_raw_response.create(
             model="fakeai/gpt-4o-mini@cut_after=3,tokens=50",
             stream=True,
             user="carol",
             messages=[{"role": "user", "content": "tell me a story"}],
             extra_headers={"x-request-id": cut},
-        ):
+        )
+        ids[cut] = raw.headers["x-relaycast-request-id"]
+        for _ in raw.parse():
             pass
-    return [*ids, cut]
+    return ids
 
 
-def test_costs_are_stored_exactly_and_totals_agree_across_groupings(store_gw):
+@pytest.fixture(scope="module")
+def sent_a(store_gw) -> tuple[dict[str, str], dict[str, dict]]:
+    """The cases sent once per gateway: (client id -> the gateway's id, client id -> its stored detail)."""
     gw, _ = store_gw
     ids = _send(gw, "a")
-    stored = wait_stored(gw.url, ids)
+    found = wait_stored(gw.url, list(ids.values()))
+    return ids, {rid: found[ours] for rid, ours in ids.items()}
+
+
+def test_costs_are_stored_exactly_and_totals_agree_across_groupings(store_gw, sent_a):
+    gw, _ = store_gw
+    _, stored = sent_a
     for rid, _, _, cost, source in CASES:
         req = stored[f"{rid}-a"]["request"]
         assert req["cost_source"] == source, rid
@@ -156,9 +167,9 @@ def test_costs_are_stored_exactly_and_totals_agree_across_groupings(store_gw):
     assert unpriced and unpriced[0]["cost_usd"] is None and unpriced[0]["unpriced_requests"] >= 1
 
 
-def test_attribution_tags_and_prompts_are_stored(store_gw):
+def test_attribution_tags_and_prompts_are_stored(store_gw, sent_a):
     gw, _ = store_gw
-    stored = wait_stored(gw.url, ["t-cached-a", "t-stream-a"]) if _already(gw) else wait_stored(gw.url, _send(gw, "a"))
+    _, stored = sent_a
     req = stored["t-cached-a"]["request"]
     assert req["user"] == "bob" and req["feature"] == "checkout" and req["tags"] == {"team": "payments", "env": "test"}
     assert req["input_messages"] == [{"role": "user", "content": "hi"}] and req["output_text"]
@@ -171,14 +182,9 @@ def test_attribution_tags_and_prompts_are_stored(store_gw):
     assert only_alice["requests"] and {r["user"] for r in only_alice["requests"]} == {"alice"}
 
 
-def _already(gw: GatewayProcess) -> bool:
-    return admin_get(gw.url, "/admin/analytics/requests/t-cached-a")[0] == 200
-
-
-def test_latency_errors_and_explorer_pages(store_gw):
+def test_latency_errors_and_explorer_pages(store_gw, sent_a):
     gw, _ = store_gw
-    if not _already(gw):
-        wait_stored(gw.url, _send(gw, "a"))
+    ids, _ = sent_a
     _, lat = admin_get(gw.url, "/admin/analytics/latency?by=model&since=1h")
     g = {x["key"]: x for x in lat["groups"]}
     streamed = "gpt-4o-mini@prompt_tokens=100,tokens=20"  # the fake's behaviour suffix is part of the model's name
@@ -198,7 +204,7 @@ def test_latency_errors_and_explorer_pages(store_gw):
     assert p1["requests"][-1]["ts"] >= p2["requests"][0]["ts"]
     _, errors_only = admin_get(gw.url, "/admin/analytics/requests?since=1h&status=error")
     assert errors_only["requests"] and all(r["status"] >= 400 or r["error_class"] for r in errors_only["requests"])
-    assert "t-cut-a" in {r["request_id"] for r in errors_only["requests"]}  # 200, then an error event mid-stream
+    assert ids["t-cut-a"] in {r["request_id"] for r in errors_only["requests"]}  # 200, then an error event mid-stream
 
 
 def test_analytics_needs_the_admin_key_and_rejects_bad_parameters(store_gw):
@@ -242,7 +248,7 @@ def test_replicas_write_to_one_postgres_store(store_gw, fake):
     try:
         second.wait_ready()
         ids = _send(second, "b")
-        wait_stored(gw.url, ids)  # written by the second replica, read through the first
+        wait_stored(gw.url, list(ids.values()))  # written by the second replica, read through the first
         _, doc = admin_get(gw.url, "/admin/analytics/spend?by=user&since=1h")
         _, doc2 = admin_get(second.url, "/admin/analytics/spend?by=user&since=1h")
         assert doc["totals"] == doc2["totals"] and doc["totals"]["requests"] >= 2 * len(ids)
@@ -250,7 +256,7 @@ def test_replicas_write_to_one_postgres_store(store_gw, fake):
         second.stop()
 
 
-def test_report_command_prints_the_same_figures(store_gw):
+def test_report_command_prints_the_same_figures(store_gw, sent_a):
     import csv
     import io
     import json
@@ -258,8 +264,6 @@ def test_report_command_prints_the_same_figures(store_gw):
     import sys
 
     gw, _ = store_gw
-    if not _already(gw):
-        wait_stored(gw.url, _send(gw, "a"))
     _, api = admin_get(gw.url, "/admin/analytics/spend?by=user&since=24h&limit=50")
 
     def report(*args: str) -> str:

@@ -20,7 +20,7 @@ def _raw_stream(gateway: GatewayProcess, model: str) -> list[bytes]:
     body = orjson.dumps({"model": model, "messages": MSGS, "stream": True})
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
         s.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )
         data = b""
@@ -64,7 +64,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_upstream_stream(gatewa
     body = orjson.dumps({"model": "fakeai/gpt-4o-mini@tokens=400,tps=40", "messages": MSGS, "stream": True})
     s = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
     s.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: "
         + str(len(body)).encode()
         + b"\r\n\r\n"
         + body
@@ -91,7 +91,7 @@ def test_a_client_that_disconnects_during_a_non_streaming_request_does_not_break
     body = orjson.dumps({"model": "fakeai/gpt-4o-mini@latency_ms=2000", "messages": MSGS})
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
         s.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: "
             + str(len(body)).encode()
             + b"\r\n\r\n"
             + body

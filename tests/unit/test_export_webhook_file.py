@@ -129,6 +129,7 @@ def test_record_json_has_every_field_in_a_stable_order():
     assert list(doc) == [
         "schema",
         "request_id",
+        "client_request_id",
         "trace_id",
         "endpoint",
         "model_requested",

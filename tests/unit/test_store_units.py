@@ -1,21 +1,27 @@
-"""The store below the API: migrations, retention, privacy mode, text Postgres refuses, and a database that is
-down (the gateway keeps serving, the records wait in the bounded queue, the password never shows)."""
+"""The store below the API: migrations, retention, privacy mode, records the database could not take as they are
+(NUL in text, JSON nested past orjson's limit, numbers past BIGINT) written anyway, and a database that is down
+(the gateway keeps serving, the records wait in the bounded queue, the password never shows)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import openai
+import orjson
 import pytest
 
+from relaycast.log import EventLog
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store import rows
 from relaycast.store.db import Connection
 from relaycast.store.schema import LATEST
 from relaycast.store.settings import StoreConfig
-from relaycast.store.writer import delete_older_than, write_batch
+from relaycast.store.writer import StoreWriter, delete_older_than, write_batch
 from tests.conftest import UPSTREAM_KEY, GatewayProcess, standard_config
 from tests.store_helpers import admin_get, postgres_database, wait_stored
 
@@ -83,7 +89,98 @@ def test_text_with_nul_characters_is_stored(store_cfg):
             conn, rows.build([_record("nul", time.time(), output="a\x00b", user="x\x00y")], Redactor(()), False)
         )
         out, user, messages = conn.query("SELECT output_text, user_id, input_messages FROM requests")[0]
-        assert out == "ab" and user == "xy" and "hello" in messages
+        assert out == "a\ufffdb" and user == "x\ufffdy" and "hello" in messages
+    finally:
+        conn.close()
+
+
+def _nested(depth: int) -> Any:
+    v: Any = {"leaf": "bottom"}
+    for _ in range(depth):
+        v = {"a": [v]}
+    return v
+
+
+def _odd_record(rid: str) -> RequestRecord:
+    """What upstreams and clients can put in a record that no database column takes as it is."""
+    rec = _record(rid, time.time(), output="upstream said \x00 then \ud800 then more")
+    deep = _nested(600)  # 1,200 levels of JSON: orjson refuses more than 254
+    bad = dataclasses.replace(
+        rec.attempts[0],
+        finish_reason="stop\x00",
+        error_message="err\x00or",
+        usage=Usage(prompt_tokens=10**23, completion_tokens=-5),  # an upstream's usage, taken as reported
+    )
+    return dataclasses.replace(
+        rec,
+        attribution=Attribution(user="u\x00", feature="f\udc80", trace={"deep": deep, "tag": "t\x00"}),
+        params={"response_format": deep, 3: "non-string key"},
+        input_messages=({"role": "user", "content": [deep]},),
+        attempts=(bad,),
+        error_message="\x00",
+    )
+
+
+def _writer(cfg: StoreConfig) -> StoreWriter:
+    red = Redactor(())
+    return StoreWriter(dataclasses.replace(cfg, flush_interval_s=0.05), red, EventLog(red))
+
+
+async def _write_through(cfg: StoreConfig, records: list[RequestRecord]) -> dict[str, Any]:
+    w = _writer(cfg)
+    await w.start()
+    for rec in records:
+        w(rec)
+    await w.flush()
+    await w.stop()
+    return w.status()
+
+
+def test_a_record_no_column_takes_as_it_is_is_stored_with_its_batch_neighbours(store_cfg):
+    """NUL and a lone surrogate in upstream text, JSON nested 1,200 levels deep, a usage past BIGINT: the
+    record and the records batched with it are all stored whole, none as a minimal row, none rejected."""
+    recs = [_record("before", time.time()), _odd_record("odd"), _record("after", time.time())]
+    status = asyncio.run(_write_through(store_cfg, recs))
+    assert status["written"] == 3 and status["minimal"] == 0 and status["dropped"] == {}, status
+    conn = Connection(store_cfg)
+    try:
+        got = {r[0]: r[1:] for r in conn.query("SELECT request_id, output_text, params, input_messages FROM requests")}
+        assert set(got) == {"before", "odd", "after"}
+        out, params, messages = got["odd"]
+        assert out == "upstream said \ufffd then \ufffd then more"
+        assert "nested deeper than" in params and "non-string key" in orjson.loads(params)["3"]
+        assert "bottom" not in messages and orjson.loads(messages)[0]["role"] == "user"
+        finish, prompt = conn.query(
+            "SELECT a.finish_reason, a.prompt_tokens FROM attempts a JOIN requests r "
+            "ON a.request_row = r.id WHERE r.request_id = 'odd'"
+        )[0]
+        assert finish == "stop\ufffd" and prompt == rows.MAX_TOKENS
+        spent = conn.query(
+            "SELECT requests, prompt_tokens FROM usage_hourly WHERE dim = 'user' AND value = ?", ("u\ufffd",)
+        )
+        assert spent == [(1, rows.MAX_TOKENS)]
+    finally:
+        conn.close()
+
+
+def test_a_record_the_database_refuses_whole_is_kept_as_a_minimal_row_and_counted(store_cfg):
+    """Whatever the database still refuses in a record, its ids, status, tokens and cost are written (and count
+    against budgets through the rollups); only a record refused even so is lost, and counted."""
+    rec = _record("refused", time.time())
+    refused = dataclasses.replace(rec, attempts=(dataclasses.replace(rec.attempts[0], upstream_status=2**70),))
+    hopeless = dataclasses.replace(_record("hopeless", time.time()), status_code=2**70)
+    recs = [_record("n1", time.time()), refused, hopeless, _record("n2", time.time())]
+    status = asyncio.run(_write_through(store_cfg, recs))
+    assert status["written"] == 3 and status["minimal"] == 1 and status["dropped"] == {"rejected": 1}, status
+    conn = Connection(store_cfg)
+    try:
+        got = {
+            r[0]: r[1:]
+            for r in conn.query("SELECT request_id, status, cost_pusd, prompt_tokens, output_text FROM requests")
+        }
+        assert set(got) == {"n1", "refused", "n2"}
+        assert got["refused"] == (200, 1_500_000, 10, None)
+        assert conn.query("SELECT requests, cost_pusd FROM usage_hourly WHERE dim = 'all'")[0] == (3, 4_500_000)
     finally:
         conn.close()
 
@@ -133,12 +230,11 @@ def test_privacy_mode_through_the_gateway(fake):
     try:
         gw.wait_ready()
         client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
-        client.chat.completions.create(
-            model="fakeai/gpt-4o-mini",
-            messages=[{"role": "user", "content": "my secret plan"}],
-            extra_headers={"x-request-id": "private-1"},
+        raw = client.chat.completions.with_raw_response.create(
+            model="fakeai/gpt-4o-mini", messages=[{"role": "user", "content": "my secret plan"}]
         )
-        req = wait_stored(gw.url, ["private-1"])["private-1"]["request"]
+        rid = raw.headers["x-relaycast-request-id"]  # the gateway's id keys the record
+        req = wait_stored(gw.url, [rid])[rid]["request"]
         assert req["input_messages"] is None and req["output_text"] is None and req["prompt_tokens"] > 0
         assert (gw.config_path.parent / "relaycast.db").exists()  # the default: a SQLite file beside the config
     finally:

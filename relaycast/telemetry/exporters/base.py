@@ -8,6 +8,7 @@ does those, the same way for every destination.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -86,6 +87,26 @@ async def post(
         raise ExportError(f"{what} did not answer within {timeout_s:g}s", retryable=True) from None
     except (aiohttp.ClientError, OSError) as e:
         raise ExportError(f"{what} unreachable: {type(e).__name__}", retryable=True) from None
+
+
+class RedirectRefused(aiohttp.ClientError):
+    """A request would have followed a redirect; `refuse_redirects` stopped it before it left."""
+
+
+def refuse_redirects() -> aiohttp.TraceConfig:
+    """For a client session's `trace_configs`: a request made without `allow_redirects=False` fails with
+    `RedirectRefused` instead of following a redirect, which would carry its credential headers (`dd-api-key`,
+    `api-key`, ... are kept across origins) and its body to wherever the answer points."""
+
+    async def refuse(
+        session: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestRedirectParams
+    ) -> None:
+        params.response.close()
+        raise RedirectRefused(f"HTTP {params.response.status} redirect not followed")
+
+    config = aiohttp.TraceConfig()
+    config.on_request_redirect.append(refuse)
+    return config
 
 
 def display_url(url: str, with_path: bool = True) -> str:

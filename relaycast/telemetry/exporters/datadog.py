@@ -213,6 +213,7 @@ class DatadogExporter:
                 url,
                 headers={"dd-api-key": self.o.api_key or ""},
                 timeout=aiohttp.ClientTimeout(total=self.dest.timeout_s),
+                allow_redirects=False,  # it would carry dd-api-key to wherever the answer points
             ) as r:
                 body = await r.read()
                 status = r.status
@@ -235,7 +236,9 @@ class DatadogExporter:
     async def _check_agent(self) -> TestResult | None:
         url = f"{(self.o.agent_url or '').rstrip('/')}/info"
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=self.dest.timeout_s)) as r:
+            async with self._session.get(
+                url, timeout=aiohttp.ClientTimeout(total=self.dest.timeout_s), allow_redirects=False
+            ) as r:
                 info = await r.read()
                 status = r.status
         except (TimeoutError, aiohttp.ClientError, OSError):

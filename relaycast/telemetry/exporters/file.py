@@ -8,8 +8,9 @@ never split across files and never appended to an unfinished line left by a cras
 Every file operation runs in a worker thread (`asyncio.to_thread`), so the event loop that serves requests never
 waits on a disk. A failed write is undone (the file is cut back to its previous length) and raised as a retryable
 ExportError, so the pipeline retries or spools the batch; delivery is at least once (a batch that failed after a
-rotation may repeat the lines written before it): deduplicate on `request_id`. Files are created mode 0640, since
-records hold prompts and completions. Lines are not fsynced: a machine crash may lose the last batches.
+rotation may repeat the lines written before it): deduplicate on `request_id`. Files are created mode 0600 (and
+the directories made for them 0700), since records hold prompts and completions. Lines are not fsynced: a machine
+crash may lose the last batches.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from relaycast.telemetry.exporters.jsonrecord import record_json
 from relaycast.telemetry.settings import DestinationConfig, FileOptions
 
 MiB = 1024 * 1024
-FILE_MODE = 0o640
+FILE_MODE = 0o600
 
 
 class FileExporter:
@@ -69,7 +70,7 @@ class FileExporter:
 
     def _append(self, items: list[bytes]) -> None:
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_dirs(self.path.parent)
             size = self._size_ending_a_line()
             chunk: list[bytes] = []
             for item in items:
@@ -138,7 +139,7 @@ class FileExporter:
         """Create the directory if missing, then prove it takes a new file (as rotation needs) and, when the log
         exists already, that it opens for appending. Writes no record."""
         directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
+        _private_dirs(directory)
         fd, probe = tempfile.mkstemp(prefix=".relaycast-test-", dir=directory)
         os.close(fd)
         os.unlink(probe)
@@ -150,3 +151,14 @@ class FileExporter:
 
 def _reason(e: OSError) -> str:
     return e.strerror or type(e).__name__
+
+
+def _private_dirs(directory: Path) -> None:
+    """Create `directory` and any missing parents, each 0700."""
+    missing = []
+    d = directory
+    while not d.is_dir():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)

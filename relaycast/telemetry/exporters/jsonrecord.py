@@ -1,8 +1,8 @@
 """The one JSON shape of a request record, shared by the webhook and file exporters.
 
-    {"schema": "relaycast.request.v1", "request_id": ..., "trace_id": <32 hex>, "endpoint": ...,
-     "model_requested": ..., "stream": ..., "started_at": "2025-10-09T08:53:20.123456Z", "started_unix_ns": ...,
-     "duration_ms": 805.0, "status_code": 200, "error_class": null, "error_message": null,
+    {"schema": "relaycast.request.v1", "request_id": ..., "client_request_id": ... | null, "trace_id": <32 hex>,
+     "endpoint": ..., "model_requested": ..., "stream": ..., "started_at": "2025-10-09T08:53:20.123456Z",
+     "started_unix_ns": ..., "duration_ms": 805.0, "status_code": 200, "error_class": null, "error_message": null,
      "attribution": {"user", "session_id", "feature", "app_url", "key_name", "trace", "tags"},
      "params": {...}, "attempts": [{"target", "provider", "model", "started_offset_ms", "duration_ms", "ttft_ms",
      "finish_reason", "error_class", "error_message", "upstream_status",
@@ -17,7 +17,8 @@ pass `max_bytes` keeps everything but its prompt and completion, which become `s
 `"collection_errors": ["dropped_io"]` (the record is marked, not lost). Times are milliseconds as floats, offsets
 from the request's start; `usage` is null when the upstream reported none; `reported_cost_usd` is the upstream's
 own figure as text (never a float, so no precision is lost). `cost_usd` is exact decimal text, null when the model
-has no price (`cost_source` "unpriced"); see relaycast.costs.
+has no price (`cost_source` "unpriced"); see relaycast.costs. `request_id` is the gateway's own id, unique per
+request (deduplicate on it); `client_request_id` is the `x-request-id` the client sent, if any, as an attribute.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def _document(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str],
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "request_id": record.request_id,
+        "client_request_id": record.client_request_id,
         "trace_id": spans.trace_ids(record).trace_id,
         "endpoint": record.endpoint,
         "model_requested": record.model_requested,
