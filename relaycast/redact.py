@@ -172,6 +172,15 @@ def _spans(text: AnyStr, form: AnyStr, backslash: AnyStr, u: AnyStr) -> list[tup
             k -= 1
         return text[p : p + 1] == backslash and (p - k) % 2 == 0
 
+    def surrogate(p: int) -> int:  # the \uXXXX escape at p: 1 a high surrogate, 2 a low one, 0 neither
+        if not escapes(p) or text[p + 1 : p + 2] != u:
+            return 0
+        try:
+            v = int(text[p + 2 : p + 6], 16)
+        except ValueError:
+            return 0
+        return 1 if 0xD800 <= v <= 0xDBFF else 2 if 0xDC00 <= v <= 0xDFFF else 0
+
     spans = []
     n, pos = len(text), 0
     while (i := text.find(form, pos)) != -1:
@@ -183,6 +192,10 @@ def _spans(text: AnyStr, form: AnyStr, backslash: AnyStr, u: AnyStr) -> list[tup
         for p in range(max(i, j - 6), j):  # an escape the match ends inside of
             if escapes(p):
                 j = max(j, min(n, p + (6 if text[p + 1 : p + 2] == u else 2)))
+        if i >= 6 and surrogate(i) == 2 and surrogate(i - 6) == 1:  # never half of a \ud83d\ude00 pair
+            i -= 6
+        if j - 6 >= i and surrogate(j - 6) == 1 and surrogate(j) == 2:
+            j += 6
         spans.append((i, j))
         pos = j
     return spans

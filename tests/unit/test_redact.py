@@ -87,6 +87,8 @@ def test_a_secret_in_a_log_line_is_masked(secret: str, caplog: pytest.LogCapture
 @example(secret="nice-key", before="\n", after="")
 @example(secret="abc\\", before="", after='"x')
 @example(secret="e9abcd", before="caf\u00e9", after="")  # begins inside the \\u00e9 of ASCII-only JSON
+@example(secret="0000", before="\U00018fb0", after="")  # begins inside the low half of a surrogate pair
+@example(secret="abcd", before="", after="\U00018fb0")  # ends next to the high half
 def test_masking_keeps_json_valid_and_the_secret_gone(secret: str, before: str, after: str) -> None:
     assume(secret not in MASK)
     r = Redactor([secret])
