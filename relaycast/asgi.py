@@ -112,9 +112,21 @@ class Request:
     """One HTTP request as the gateway's handlers see it: the ASGI triple, the headers as a map (lower-case
     names), the request id (the gateway's own: it keys the record), the client's `x-request-id` if it sent one,
     and the response headers every answer carries: `x-request-id` (the client's, echoed, else the gateway's)
-    and `x-relaycast-request-id` (the gateway's)."""
+    and `x-relaycast-request-id` (the gateway's). `recorded` is set once the request's record was emitted: the
+    gateway emits exactly one per API request, wherever it ends."""
 
-    __slots__ = ("scope", "receive", "send", "headers", "id", "client_id", "id_headers", "method", "path")
+    __slots__ = (
+        "scope",
+        "receive",
+        "send",
+        "headers",
+        "id",
+        "client_id",
+        "id_headers",
+        "method",
+        "path",
+        "recorded",
+    )
 
     def __init__(
         self,
@@ -139,6 +151,7 @@ class Request:
         self.method: str = scope["method"]
         path: str = scope["path"]
         self.path = path[:-1] if len(path) > 1 and path.endswith("/") else path
+        self.recorded = False
 
     def query(self) -> dict[str, str]:
         """The query string's `name=value` pairs (the last of a repeated name wins)."""

@@ -20,7 +20,7 @@ from relaycast.costs.settings import parse_prices
 from relaycast.keys.settings import GatewayKey, parse_keys, secret_or_hash
 from relaycast.limits.settings import LimitsConfig, parse_limits
 from relaycast.monitors.settings import MonitorsConfig, parse_monitors
-from relaycast.providers.settings import ProviderConfig, parse_providers
+from relaycast.providers.settings import DEFAULT_UPSTREAM_BUFFER, ProviderConfig, parse_providers
 from relaycast.routing.settings import Route, RoutingSettings, parse_routes, parse_routing
 from relaycast.store.settings import StoreConfig, parse_store
 from relaycast.telemetry.settings import BroadcastConfig, MetricsConfig, parse_broadcast, parse_metrics
@@ -45,6 +45,8 @@ class ServerConfig:
     keep_alive_timeout: float = 75.0
     max_header_bytes: int = 64 * 1024
     max_connections: int = 1000
+    # Bytes of upstream answers (non-streaming chat, embeddings, error bodies) held at once, across all requests.
+    max_upstream_buffer_bytes: int = DEFAULT_UPSTREAM_BUFFER
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,7 @@ def _server(r: Reader, raw: Any) -> ServerConfig:
             "keep_alive_timeout",
             "max_header_bytes",
             "max_connections",
+            "max_upstream_buffer_bytes",
         },
     )
     d = ServerConfig()
@@ -230,6 +233,9 @@ def _server(r: Reader, raw: Any) -> ServerConfig:
             m.get("max_header_bytes", d.max_header_bytes), "server.max_header_bytes", 1024, 16 * 1024 * 1024
         ),
         max_connections=r.integer(m.get("max_connections", d.max_connections), "server.max_connections", 1),
+        max_upstream_buffer_bytes=r.integer(
+            m.get("max_upstream_buffer_bytes", d.max_upstream_buffer_bytes), "server.max_upstream_buffer_bytes", 1024
+        ),
     )
 
 

@@ -40,6 +40,8 @@ HTTP is the status the client gets; `code` is the `error_class` (the OpenAI erro
     │   ├── ConnectionFailed         502  connection              yes    yes
     │   ├── StreamCut                502  stream_cut              yes    yes
     │   ├── MalformedResponse        502  malformed               yes    yes
+    │   │   └── ResponseTooLarge     502  malformed               no     yes  (an answer above the provider's cap)
+    │   ├── UpstreamBufferFull       503  upstream_buffer_full    no     no   (the process's answer buffer is full)
     │   └── UpstreamRedirect         502  redirect                no     yes  (a 3xx: not followed, it holds the key)
     └── AllAttemptsFailed                 (every target of a plan failed)
 
@@ -391,6 +393,25 @@ class MalformedResponse(ProviderError):
     openai_type = "server_error"
     retryable = True
     fails_over = True
+
+
+class ResponseTooLarge(MalformedResponse):
+    """An answer above its provider's cap. Malformed, and not asked for again: the same request would most likely
+    get the same answer, paid for twice; the next target is tried."""
+
+    retryable = False
+
+
+class UpstreamBufferFull(ProviderError):
+    """The process already holds its `server.max_upstream_buffer_bytes` of upstream answers: this one is not read.
+    Says nothing about the target's health; another target's answer would need the same memory, so it fails fast."""
+
+    status_code = 503
+    error_class = "upstream_buffer_full"
+    openai_type = "server_error"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"retry-after", b"1")]
 
 
 class UpstreamRedirect(ProviderError):

@@ -78,7 +78,7 @@ class Attempt:
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     request_id: str  # made by the gateway, unique: the record's key in the store and every export
-    endpoint: str  # "chat.completions" | "embeddings"
+    endpoint: str  # "chat.completions" | "embeddings" | "models" | "unknown" (another /v1 path)
     model_requested: str
     stream: bool
     started_unix_ns: int

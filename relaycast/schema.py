@@ -7,6 +7,7 @@ Parameters relaycast does not interpret (tools, response_format, seed, logprobs,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ MAX_DEPTH = 64  # nesting of arrays and objects in a request body (JSON schemas 
 MAX_FALLBACKS = 8  # OpenRouter `models` entries after the first: each one is planned and may be tried
 MAX_TOKENS = 2**31 - 1  # max_tokens / max_completion_tokens: a 32-bit integer, which every upstream and Redis takes
 MAX_N = 128  # choices per request, as OpenAI allows
+MAX_SEEN_TRACE = 32  # `trace` entries a refused request's record keeps (scalars only, strings cut to 200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,22 +75,29 @@ def load_json(raw: bytes) -> dict[str, Any]:
 
 
 def _too_deep(body: dict[str, Any], limit: int) -> bool:
-    """Whether arrays and objects nest deeper than `limit` (linear in the containers; stops at the first too deep).
-    The body is re-encoded for the upstream and stored, and encoders refuse deep nesting."""
-    stack: list[tuple[Any, int]] = [(body, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node
-        for v in children:
-            if isinstance(v, dict | list):
-                if depth + 1 > limit:
-                    return True
-                stack.append((v, depth + 1))
-    return False
+    """Whether arrays and objects nest deeper than `limit`, level by level (linear in the containers; stops at the
+    first level with none). The body is re-encoded for the upstream and stored, and encoders refuse deep nesting."""
+    level: list[Any] = [body]
+    for _ in range(limit - 1):  # the containers at depth 2, 3, ... limit
+        level = [
+            v
+            for node in level
+            for v in (node.values() if type(node) is dict else node)
+            if type(v) is dict or type(v) is list
+        ]
+        if not level:
+            return False
+    return any(
+        type(v) is dict or type(v) is list for node in level for v in (node.values() if type(node) is dict else node)
+    )
 
 
 def parse_chat(raw: bytes, headers: dict[bytes, bytes]) -> ChatRequest:
-    body = load_json(raw)
+    return chat_request(load_json(raw), headers)
+
+
+def chat_request(body: dict[str, Any], headers: dict[bytes, bytes]) -> ChatRequest:
+    """A chat request from its loaded body (`load_json`); InvalidRequest when it is not one."""
     model, fallbacks = _model_and_fallbacks(body)
     messages = body.get("messages")
     if messages is None:
@@ -139,7 +148,11 @@ def parse_chat(raw: bytes, headers: dict[bytes, bytes]) -> ChatRequest:
 
 
 def parse_embeddings(raw: bytes, headers: dict[bytes, bytes]) -> EmbeddingsRequest:
-    body = load_json(raw)
+    return embeddings_request(load_json(raw), headers)
+
+
+def embeddings_request(body: dict[str, Any], headers: dict[bytes, bytes]) -> EmbeddingsRequest:
+    """An embeddings request from its loaded body (`load_json`); InvalidRequest when it is not one."""
     model, _ = _model_and_fallbacks(body)
     inp = body.get("input")
     if inp is None:
@@ -184,6 +197,59 @@ def attribution(body: dict[str, Any], headers: dict[bytes, bytes]) -> Attributio
         trace=trace,
         tags=_tags(headers.get(b"x-relaycast-tags")),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a refused request said about itself: the record of a refusal keeps this much."""
+
+    model: str = ""
+    stream: bool = False
+    attribution: Attribution = Attribution()
+
+
+def seen(body: dict[str, Any] | None, headers: dict[bytes, bytes]) -> Seen:
+    """The model, stream flag and attribution of a request that is refused, read leniently (never raises: what is
+    invalid is left out) from its loaded body, when there is one, and its headers. Every value is bounded, however
+    large the request: a model name only when valid, ids cut to 256 characters, tags as the header allows, and
+    at most 32 scalar `trace` entries (strings cut to 200 characters)."""
+    b = body or {}
+    model = b.get("model")
+    if model is None:
+        models = b.get("models")
+        model = models[0] if isinstance(models, list) and models else None
+    try:
+        tags = _tags(headers.get(b"x-relaycast-tags"))
+    except InvalidRequest:
+        tags = ()
+    return Seen(
+        model=model if isinstance(model, str) and _is_model_name(model) else "",
+        stream=b.get("stream") is True,
+        attribution=Attribution(
+            user=_short(b.get("user")) or _header(headers, b"x-relaycast-user"),
+            session_id=_short(b.get("session_id")) or _header(headers, b"x-session-id"),
+            feature=_header(headers, b"x-relaycast-feature") or _header(headers, b"x-title"),
+            app_url=_header(headers, b"http-referer"),
+            trace=_seen_trace(b.get("trace")),
+            tags=tags,
+        ),
+    )
+
+
+def _short(v: Any) -> str | None:
+    return v[:MAX_ID_LEN] if isinstance(v, str) and v else None
+
+
+def _seen_trace(v: Any) -> dict[str, Any] | None:
+    if not isinstance(v, dict):
+        return None
+    out: dict[str, Any] = {}
+    for k, x in islice(v.items(), MAX_SEEN_TRACE):
+        if isinstance(x, str):
+            out[str(k)[:100]] = x[:200]
+        elif isinstance(x, bool | int | float):
+            out[str(k)[:100]] = x
+    return out or None
 
 
 MAX_TAGS = 20
@@ -291,8 +357,12 @@ def _model_and_fallbacks(body: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     return model, fallbacks
 
 
+def _is_model_name(name: str) -> bool:
+    return 0 < len(name) <= MAX_MODEL_NAME and name.isascii() and name.isprintable() and " " not in name
+
+
 def _check_model_name(name: str, at: str) -> None:
-    if len(name) > MAX_MODEL_NAME or not name.isascii() or not name.isprintable() or " " in name:
+    if not _is_model_name(name):
         raise InvalidRequest(
             f"'{at}' must be a model name of at most {MAX_MODEL_NAME} visible ASCII characters", param=at
         )

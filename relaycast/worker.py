@@ -4,15 +4,17 @@ batch processor.
 `put()` is O(1), never blocks and never raises: it appends to a bounded deque and, when the queue is full, drops
 the oldest item or refuses the new one (the owner's `Overflow` policy), counting the drop. A worker task exports
 a batch when `max_batch` items or `max_batch_bytes` bytes (by the owner's size function) are queued, or when
-`interval_s` passes, and drains the queue each time. What an export means is the owner's: send, spool, write
-to a database in a thread. An export that raises is counted as failed, reported once, and never stops the
-worker; one that raises `RetryLater` puts its batch back at the front of the queue and is tried again after the
-delay it names. `stop(deadline)` drains within the deadline and returns whatever is left (the in-flight batch
-first, in order), so the owner hands it on (to a spool, to a count of losses) instead of losing it silently.
+`interval_s` passes (or an owner's timer, `wake_at`, is due). Each cycle exports what was queued when it began,
+then runs the owner's idle step (a spool replay, retention), so the idle step runs however fast items arrive.
+What an export means is the owner's: send, spool, write to a database in a thread. An export that raises is counted
+as failed, reported once, and never stops the worker; one that raises `RetryLater` puts its batch back at the front
+of the queue and is tried again after the delay it names. `stop(deadline)` drains within the deadline and returns
+whatever is left (the in-flight batch first, in order), so the owner hands it on (to a spool, to a count of losses)
+instead of losing it silently.
 
 Every drop is counted in `dropped` by reason: `queue_full` (a full queue, either policy), `after_stop` (a `put()`
-after `stop()`), `size_error` (the size function raised); owners add their own reasons with `drop()`.
-Time comes from an injected clock and sleep, so interval and deadline behaviour can be tested without waiting.
+after `stop()`), `size_error` (the size function raised); owners add their own reasons with `drop()`. Time comes
+from an injected clock and sleep, so interval and deadline behaviour can be tested without waiting.
 """
 
 from __future__ import annotations
@@ -93,12 +95,15 @@ class BatchWorker(Generic[T]):
         self._queue: collections.deque[tuple[T, int]] = collections.deque()
         self._bytes = 0
         self._inflight: list[tuple[T, int]] = []
+        self._taken = 0  # items in the last batch taken
         self._wake = asyncio.Event()
         self._stop_asked = asyncio.Event()
+        self._rearm = asyncio.Event()  # an owner's timer changed while the worker waits
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._deadline = float("inf")
+        self._due = float("inf")  # an owner's timer (`wake_at`), on the worker's clock
         self.sent = 0  # items whose export returned
         self.failed = 0  # items whose export raised
         self.batches = 0  # exports that returned
@@ -149,6 +154,19 @@ class BatchWorker(Generic[T]):
         return len(self._inflight)
 
     @property
+    def ready(self) -> bool:
+        """A full batch (by count or bytes) is waiting: an owner's idle step should give way to it."""
+        return self._ready()
+
+    def wake_at(self, when: float) -> None:
+        """Run a cycle (exports, then the idle step) no later than `when` on the worker's clock, even when the
+        interval is longer: for an owner's timer, such as probing a destination that is down. Callable any time:
+        the earliest time asked for wins, and each is served once."""
+        if when < self._due:
+            self._due = when
+            self._rearm.set()
+
+    @property
     def stopping(self) -> bool:
         """True once `stop()` was called: an export should not start long retries."""
         return self._stopping
@@ -194,11 +212,13 @@ class BatchWorker(Generic[T]):
     async def _run(self) -> None:
         while True:
             if not self._stopping and not self._ready():
-                await self._wait(self.policy.interval_s, self._wake)
+                await self._until_due(self.clock() + self.policy.interval_s)
             self._wake.clear()
+            if self.clock() >= self._due:
+                self._due = float("inf")
             retry_in = await self._cycle()
             if retry_in is None:
-                if self._stopping:
+                if self._stopping and not self._queue:  # items that came during the idle step still go out
                     return
                 continue
             if self._stopping:
@@ -209,10 +229,14 @@ class BatchWorker(Generic[T]):
                 await self._wait(retry_in, self._stop_asked)
 
     async def _cycle(self) -> float | None:
-        """Export every queued batch, then the idle step. The delay an export asked for, if one did."""
+        """Export what was queued when the cycle began, then the idle step. The delay an export asked for, if one
+        did. Items that arrive meanwhile wait for the next cycle (all of them once stopping), so the idle step runs
+        however fast items come."""
         async with self._lock:
-            while self._queue:
+            left = len(self._queue)
+            while self._queue and (left > 0 or self._stopping):
                 retry_in = await self._export_one()
+                left -= self._taken
                 if retry_in is not None:
                     return retry_in
             if self._idle is not None and not self._stopping:
@@ -257,6 +281,7 @@ class BatchWorker(Generic[T]):
             batch.append(q.popleft())
             size += n
         self._bytes -= size
+        self._taken = len(batch)
         return batch
 
     def _requeue(self, batch: list[tuple[T, int]], *, bounded: bool) -> None:
@@ -270,16 +295,26 @@ class BatchWorker(Generic[T]):
         self._queue.extendleft(reversed(batch))
         self._bytes += sum(n for _, n in batch)
 
-    async def _wait(self, seconds: float, event: asyncio.Event) -> None:
-        """Until `event` is set or `seconds` pass (by the injected sleep)."""
-        if event.is_set():
+    async def _until_due(self, end: float) -> None:
+        """Until a batch is ready (`_wake`), `end` passes, or an owner's timer is due; a timer set meanwhile
+        (`_rearm`) shortens the wait."""
+        while True:
+            self._rearm.clear()
+            await self._wait(min(end, self._due) - self.clock(), self._wake, self._rearm)
+            if not self._rearm.is_set() or self._wake.is_set():
+                return
+
+    async def _wait(self, seconds: float, *events: asyncio.Event) -> None:
+        """Until one of `events` is set or `seconds` pass (by the injected sleep)."""
+        if any(e.is_set() for e in events):
             return
-        waiter = asyncio.ensure_future(event.wait())
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
         sleeper = asyncio.ensure_future(self._sleep(max(0.0, seconds)))
         try:
-            await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((*waiters, sleeper), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiter.cancel()
+            for w in waiters:
+                w.cancel()
             sleeper.cancel()
 
     async def _within(self, seconds: float, task: asyncio.Task[None]) -> bool:

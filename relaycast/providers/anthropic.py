@@ -21,6 +21,8 @@ from relaycast import errors
 from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
 from relaycast.providers.base import ChatResult, StreamState
 from relaycast.providers.http import (
+    ERROR_BODY_BYTES,
+    UpstreamBuffer,
     connect_timeout,
     post_upstream,
     read_answer,
@@ -36,9 +38,12 @@ API_VERSION = "2023-06-01"
 
 
 class AnthropicProvider:
-    def __init__(self, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, config: ProviderConfig, session: aiohttp.ClientSession, buffer: UpstreamBuffer | None = None
+    ) -> None:
         self.config = config
         self._session = session
+        self._buffer = buffer if buffer is not None else UpstreamBuffer()
         headers = {"content-type": "application/json", "accept": "application/json", "anthropic-version": API_VERSION}
         headers.update((k.lower(), v) for k, v in config.headers)  # e.g. anthropic-beta, or another version
         if config.api_key:
@@ -59,17 +64,22 @@ class AnthropicProvider:
             connect,
             target,
             lambda status, raw, headers: classify(status, raw, headers, target, key),
+            self._buffer,
         )
 
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
         resp = await self._post(request_body(req.body, model, stream=False), target, t)
-        raw = await read_answer(resp, t, target, 64 * 1024 * 1024)
+        raw = await read_answer(
+            resp, t, target, self.config.max_response_bytes, self._buffer, "the provider's max_response_bytes"
+        )
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
+            del raw  # not kept alive by the error's traceback
             raise errors.MalformedResponse("upstream response is not JSON", target=target) from None
+        del raw  # the answer is made anew from `parsed`: the upstream's bytes are given back now
         if isinstance(parsed, dict) and parsed.get("type") == "error":
             raise classify(0, parsed, resp.headers, target, self.config.api_key)
         return chat_result(parsed, model, int(time.time()), target)
@@ -80,7 +90,7 @@ class AnthropicProvider:
         resp = await self._post(request_body(req.body, model, stream=True), target, t)
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
-            raw = await read_answer(resp, t, target, 256 * 1024)
+            raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "")
             if (_error_of(raw) or {}).get("type") is None:
                 raise errors.MalformedResponse("upstream answered a stream request without streaming", target=target)
             raise classify(0, raw, resp.headers, target, self.config.api_key)

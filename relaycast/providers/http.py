@@ -4,6 +4,10 @@ events, and classifying transport failures into the tree in `relaycast.errors`.
 aiohttp enforces only the connect timeout (`connect_timeout`); the first-token and idle budgets are enforced
 here with `asyncio.timeout`, so each phase fails with its own `Timeout(phase=...)`. Redirects are never followed:
 a 3xx answer is a `MalformedResponse` naming where it pointed.
+
+Answers read whole (non-streaming chat, embeddings, error bodies) are bounded twice: each by its provider's cap,
+and all of them together by the process's `UpstreamBuffer`. The bytes counted are the decompressed ones (aiohttp
+inflates gzip and deflate in bounded steps as they are read), so a compression bomb stops at the cap too.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from relaycast import errors
-from relaycast.providers.settings import Timeouts
+from relaycast.providers.settings import DEFAULT_UPSTREAM_BUFFER, MIB, Timeouts
 from relaycast.sse import Event, EventSplitter
+
+ERROR_BODY_BYTES = 256 * 1024  # an error answer, or a JSON answer to a stream request: only its message is read
 
 
 def connect_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
@@ -25,16 +31,126 @@ def connect_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, connect=t.connect_s)
 
 
-async def read_limited(resp: aiohttp.ClientResponse, limit: int = 4 * 1024 * 1024) -> bytes:
-    """Read an upstream body, refusing to buffer more than `limit` bytes."""
-    chunks = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise errors.MalformedResponse(f"upstream response larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+# --- bounded answers ------------------------------------------------------------------------------
+
+
+class UpstreamBuffer:
+    """The bytes of upstream answers one process may hold while it reads them, across every request: each read
+    takes room as its body grows and gives it all back when it ends, however it ends. One per process, shared by
+    every adapter (`build_providers`)."""
+
+    def __init__(self, limit: int = DEFAULT_UPSTREAM_BUFFER) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self.refused = 0  # answers not read for want of room
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            self.refused += 1
+            return False
+        self.held += n
+        self.peak = max(self.peak, self.held)
+        return True
+
+    def release(self, n: int) -> None:
+        self.held -= n
+
+    def full(self, needed: int, target: str) -> errors.UpstreamBufferFull:
+        if needed > self.limit:
+            why = f"it needs more than the whole buffer for upstream answers ({_size(self.limit)})"
+        else:
+            why = f"the gateway already holds {_size(self.held)} of its {_size(self.limit)} for upstream answers"
+        return errors.UpstreamBufferFull(
+            f"upstream answer not read: {why} (server.max_upstream_buffer_bytes); try again shortly", target=target
+        )
+
+
+async def _read_into(
+    resp: aiohttp.ClientResponse, limit: int, buffer: UpstreamBuffer, what: str, target: str
+) -> tuple[bytearray, int]:
+    """The body in one bytearray (preallocated when its length is declared, else grown), and the bytes it took
+    from `buffer`. Refuses a declared length above `limit` before reading, and stops at `limit` otherwise."""
+    # A compressed body's declared length is not what it holds: such a body grows as it is inflated.
+    declared = resp.content_length if resp.headers.get("content-encoding", "identity") == "identity" else None
+    if declared is not None and declared > limit:
+        raise _too_large(limit, what, target, declared)
+    taken = size = 0
+    buf = bytearray()
+    try:
+        if declared:
+            if not buffer.take(declared):
+                raise buffer.full(declared, target)
+            taken = declared
+            buf = bytearray(declared)
+        async for chunk in resp.content.iter_any():
+            end = size + len(chunk)
+            if end > limit:
+                raise _too_large(limit, what, target)
+            if end > taken and not buffer.take(end - taken):
+                raise buffer.full(end, target)
+            taken = max(taken, end)
+            buf[size:end] = chunk  # in place when preallocated; appends (amortised growth) otherwise
+            size = end
+            grown = buf.__alloc__() - taken  # growing allocates up to an eighth more than it holds: counted too
+            if grown > 0:
+                if not buffer.take(grown):
+                    raise buffer.full(taken + grown, target)
+                taken += grown
+        del buf[size:]
+    except BaseException:
+        buf.clear()  # now: the exception's traceback keeps this frame (and its locals) as long as the error lives
+        buffer.release(taken)
+        raise
+    return buf, taken
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int, buffer: UpstreamBuffer) -> bytes:
+    """A small upstream body (an error answer), refusing more than `limit` bytes."""
+    buf, taken = await _read_into(resp, limit, buffer, "", "")
+    try:
+        return bytes(buf)
+    finally:
+        buffer.release(taken)
+
+
+async def read_answer(
+    resp: aiohttp.ClientResponse, t: Timeouts, target: str, limit: int, buffer: UpstreamBuffer, what: str
+) -> bytes:
+    """Read a whole upstream answer within the idle budget, at most `limit` bytes (`what` names the setting);
+    then give the connection back."""
+    ok = False
+    try:
+        async with asyncio.timeout(t.idle_s):
+            buf, taken = await _read_into(resp, limit, buffer, what, target)
+        ok = True
+    except TimeoutError:
+        raise errors.Timeout("upstream stalled while sending its response", phase="idle", target=target) from None
+    except TRANSPORT_ERRORS as e:
+        raise connection_error(e, target) from None
+    finally:
+        resp.release() if ok else resp.close()  # an answer not read to its end must not go back to the pool
+    try:
+        # The one copy (bytes are what the client is sent): synchronous, so at most one answer in the whole
+        # process exists twice at any moment.
+        return bytes(buf)
+    finally:
+        buf.clear()
+        buffer.release(taken)
+
+
+def _too_large(limit: int, what: str, target: str, declared: int | None = None) -> errors.ResponseTooLarge:
+    said = f" (it declared {_size(declared)})" if declared is not None else ""
+    setting = f" ({what})" if what else ""
+    return errors.ResponseTooLarge(
+        f"upstream answer larger than {_size(limit)}{setting}{said}; not read further", target=target
+    )
+
+
+def _size(n: int) -> str:
+    if n < MIB:
+        return f"{n} bytes"
+    return f"{n // MIB} MiB" if n % MIB == 0 else f"{n / MIB:.1f} MiB"
 
 
 def connection_error(exc: BaseException, target: str) -> errors.ProviderError:
@@ -42,7 +158,13 @@ def connection_error(exc: BaseException, target: str) -> errors.ProviderError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError)):
         return errors.Timeout("upstream timed out", phase="connect", target=target)
     if isinstance(exc, aiohttp.ClientPayloadError):
+        if "content-encoding" in str(exc):  # a body that does not inflate
+            return errors.MalformedResponse(f"upstream answer cannot be decoded: {str(exc)[:200]}", target=target)
         return errors.StreamCut("upstream closed the connection mid-response", target=target)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # aiohttp could not parse the answer's head: an encoding it does not decode (br without Brotli), a bad
+        # status line, headers past its limits.
+        return errors.MalformedResponse(f"upstream answer cannot be read: {exc.message[:200]}", target=target)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return errors.ConnectionFailed("upstream disconnected", target=target)
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -83,6 +205,7 @@ async def post_upstream(
     connect: aiohttp.ClientTimeout,
     target: str,
     classify: Callable[[int, bytes, Any], errors.ProviderError],
+    buffer: UpstreamBuffer,
 ) -> aiohttp.ClientResponse:
     """POST to an upstream and wait for its answer to start, within the first-token budget. An error answer is
     read (bounded) and classified by the adapter's `classify(status, body, headers)`."""
@@ -103,11 +226,11 @@ async def post_upstream(
     if resp.status >= 400:
         try:
             async with asyncio.timeout(t.idle_s):
-                raw = await read_limited(resp, 256 * 1024)
-        except (TimeoutError, *TRANSPORT_ERRORS, errors.MalformedResponse):
+                raw = await read_limited(resp, ERROR_BODY_BYTES, buffer)
+        except (TimeoutError, *TRANSPORT_ERRORS, errors.ProviderError):
             raw = b""
         finally:
-            resp.release()
+            resp.release()  # closes the connection instead when the body was not read to its end
         raise classify(resp.status, raw, resp.headers)
     return resp
 
@@ -137,16 +260,3 @@ async def upstream_events(
             raise errors.MalformedResponse(str(e), target=target) from None
         if events:
             yield events
-
-
-async def read_answer(resp: aiohttp.ClientResponse, t: Timeouts, target: str, limit: int) -> bytes:
-    """Read a whole upstream answer, each read within the idle budget; then give the connection back."""
-    try:
-        async with asyncio.timeout(t.idle_s):
-            return await read_limited(resp, limit)
-    except TimeoutError:
-        raise errors.Timeout("upstream stalled while sending its response", phase="idle", target=target) from None
-    except TRANSPORT_ERRORS as e:
-        raise connection_error(e, target) from None
-    finally:
-        resp.release()

@@ -2,11 +2,12 @@
 
 Non-streaming bodies are forwarded as the upstream sent them. Stream events are forwarded byte for byte;
 each is parsed only to learn usage, finish reason and errors, and the usage-only chunk is dropped when the
-client did not ask for it.
+client did not ask for it. A large embeddings answer is not parsed whole: only its usage is read, from its end.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -17,12 +18,11 @@ import orjson
 from relaycast import errors
 from relaycast.providers.base import ChatResult, StreamState
 from relaycast.providers.http import (
-    TRANSPORT_ERRORS,
+    ERROR_BODY_BYTES,
+    UpstreamBuffer,
     connect_timeout,
-    connection_error,
     post_upstream,
     read_answer,
-    read_limited,
     upstream_events,
 )
 from relaycast.providers.presets import PRESETS
@@ -44,12 +44,20 @@ CONTEXT_LENGTH_WORDS = (
     "prompt is too long",
 )
 CONTENT_POLICY_WORDS = ("content management policy", "content policy", "usage policy", "flagged")
+# Embeddings answers up to this size are parsed whole (and refused when they are not JSON); larger ones are
+# forwarded after a cheap check, since millions of floats as Python objects take several times the answer's size
+# and hold the event loop while they are made.
+EMBEDDINGS_PARSE_BYTES = 1024 * 1024
+USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
 
 
 class OpenAICompatProvider:
-    def __init__(self, config: ProviderConfig, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, config: ProviderConfig, session: aiohttp.ClientSession, buffer: UpstreamBuffer | None = None
+    ) -> None:
         self.config = config
         self._session = session
+        self._buffer = buffer if buffer is not None else UpstreamBuffer()
         preset = PRESETS[config.kind]
         self._preset = preset
         headers = {"content-type": "application/json", "accept": "application/json"}
@@ -85,16 +93,20 @@ class OpenAICompatProvider:
             connect,
             target,
             lambda status, raw, headers: classify(status, raw, headers, target, key),
+            self._buffer,
         )
 
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
         resp = await self._post("/chat/completions", self._chat_body(req, model, False), target, t)
-        raw = await read_answer(resp, t, target, 64 * 1024 * 1024)
+        raw = await read_answer(
+            resp, t, target, self.config.max_response_bytes, self._buffer, "the provider's max_response_bytes"
+        )
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
+            del raw  # not kept alive by the error's traceback
             raise errors.MalformedResponse("upstream response is not JSON", target=target) from None
         if not isinstance(parsed, dict):
             raise errors.MalformedResponse("upstream response is not a JSON object", target=target)
@@ -122,7 +134,7 @@ class OpenAICompatProvider:
         ctype = resp.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
-            raw = await read_answer(resp, t, target, 256 * 1024)
+            raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "")
             raise classify(_status_of(_error_of(raw)) or 502, raw, resp.headers, target, self.config.api_key)
         return OpenAIStream(resp, target, req.include_usage, t.idle_s, self.config.api_key)
 
@@ -132,19 +144,17 @@ class OpenAICompatProvider:
         target = f"{self.config.name}/{model}"
         out = {k: v for k, v in body.items() if k not in ("models", "provider", "session_id", "trace")}
         out["model"] = model
-        resp = await self._post("/embeddings", orjson.dumps(out), target, self.config.timeouts)
+        t = self.config.timeouts
+        resp = await self._post("/embeddings", orjson.dumps(out), target, t)
+        raw = await read_answer(
+            resp, t, target, self.config.max_embeddings_bytes, self._buffer, "the provider's max_embeddings_bytes"
+        )
         try:
-            raw = await read_limited(resp, 256 * 1024 * 1024)
-        except TRANSPORT_ERRORS as e:
-            raise connection_error(e, target) from None
-        finally:
-            resp.release()
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise errors.MalformedResponse("upstream response is not JSON", target=target) from None
-        usage = parsed.get("usage") if isinstance(parsed, dict) else None
-        return raw, Usage.from_openai(usage) if isinstance(usage, dict) else None
+            usage = embeddings_usage(raw)
+        except ValueError as e:
+            del raw  # not kept alive by the error's traceback
+            raise errors.MalformedResponse(str(e), target=target) from None
+        return raw, usage
 
 
 class OpenAIStream:
@@ -236,6 +246,40 @@ class OpenAIStream:
             return True
         # A chunk without choices: the usage chunk (forwarded only if the client asked for it).
         return usage is None or self._client_usage
+
+
+def embeddings_usage(raw: bytes) -> Usage | None:
+    """The usage of an embeddings answer; ValueError when the answer is not a JSON object. An answer above
+    EMBEDDINGS_PARSE_BYTES is checked only at its ends, and its usage object read from the last `"usage"` key
+    (where OpenAI-compatible servers put it): the rest is numbers or base64 text, which cannot hold that key."""
+    view = memoryview(raw)
+    if len(raw) <= EMBEDDINGS_PARSE_BYTES:
+        try:
+            parsed = orjson.loads(view)
+        except orjson.JSONDecodeError:
+            raise ValueError("upstream response is not JSON") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("upstream response is not a JSON object")
+        usage = parsed.get("usage")
+        return Usage.from_openai(usage) if isinstance(usage, dict) else None
+    if raw[:64].lstrip()[:1] != b"{" or raw[-64:].rstrip()[-1:] != b"}":
+        raise ValueError("upstream response is not a JSON object")
+    tail = max(0, len(raw) - 64 * 1024)
+    found = [m.end() - 1 for m in USAGE_KEY.finditer(view[tail:])]  # where each `"usage": {` opens its object
+    if not found:
+        return None
+    start = tail + found[-1]
+    depth = 0
+    for end in range(start, min(len(raw), start + 4096)):
+        c = raw[end]
+        depth += (c == 0x7B) - (c == 0x7D)  # { and }; usage holds numbers and nested objects, no strings of braces
+        if depth == 0:
+            try:
+                usage = orjson.loads(view[start : end + 1])
+            except orjson.JSONDecodeError:
+                return None
+            return Usage.from_openai(usage) if isinstance(usage, dict) else None
+    return None
 
 
 # --- error classification -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from types import MappingProxyType
 import aiohttp
 
 from relaycast.providers.base import Provider
+from relaycast.providers.http import UpstreamBuffer
 from relaycast.providers.settings import ProviderConfig
 
 ADAPTERS = MappingProxyType(
@@ -25,6 +26,10 @@ def adapter_class(adapter: str) -> type:
     return cls_
 
 
-def build_providers(providers: Mapping[str, ProviderConfig], session: aiohttp.ClientSession) -> Mapping[str, Provider]:
-    """One adapter per provider config, keyed by the provider's name; they share the caller's HTTP session."""
-    return {name: adapter_class(p.adapter)(p, session) for name, p in providers.items()}
+def build_providers(
+    providers: Mapping[str, ProviderConfig], session: aiohttp.ClientSession, buffer: UpstreamBuffer | None = None
+) -> Mapping[str, Provider]:
+    """One adapter per provider config, keyed by the provider's name; they share the caller's HTTP session and one
+    `UpstreamBuffer` (the process's bound on upstream answers held in memory; the default size when not given)."""
+    shared = buffer if buffer is not None else UpstreamBuffer()
+    return {name: adapter_class(p.adapter)(p, session, shared) for name, p in providers.items()}

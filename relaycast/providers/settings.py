@@ -1,4 +1,5 @@
-"""Provider settings: `providers:` in the config, parsed into frozen `ProviderConfig`s (with their timeouts)."""
+"""Provider settings: `providers:` in the config, parsed into frozen `ProviderConfig`s (with their timeouts and the
+caps on answers read whole), and the default size of the process's buffer for those answers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ from typing import Any
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.providers.presets import PRESETS
 from relaycast.redact import header_secrets, url_secrets
+
+MIB = 1024 * 1024
+# A non-streaming chat answer: the longest output of today's models (128K tokens: about 0.5 MB of text, a few MB
+# as JSON at most) for several choices (`n`) stays well under it. Long answers with `top_logprobs` (about 1 KB per
+# token) can pass it: raise it for those.
+DEFAULT_MAX_RESPONSE = 16 * MIB
+# An embeddings answer: every base64 one (the OpenAI SDK's default; 2,048 inputs x 3,072 dimensions is about
+# 34 MB), and float ones (about 20 to 30 bytes per dimension) of some 1,000 inputs x 1,536 dimensions.
+DEFAULT_MAX_EMBEDDINGS = 48 * MIB
+# All upstream answers one process holds while it reads them (`server.max_upstream_buffer_bytes`): four chat answers
+# at their cap, or one embeddings answer at its cap and a chat answer.
+DEFAULT_UPSTREAM_BUFFER = 64 * MIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +42,8 @@ class ProviderConfig:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     models: tuple[str, ...] = ()
     timeouts: Timeouts = Timeouts()
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE  # a non-streaming chat answer, decompressed
+    max_embeddings_bytes: int = DEFAULT_MAX_EMBEDDINGS  # an embeddings answer, decompressed
 
     def secrets(self) -> tuple[str, ...]:
         """For the redactor: the API key, every credential header's value whatever its length (by name:
@@ -42,7 +57,17 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
         raise ConfigError("providers", "at least one provider is required")
     items = r.sequence(raw, "providers")
     out: dict[str, ProviderConfig] = {}
-    allowed = {"name", "kind", "base_url", "api_key", "headers", "models", "timeouts"}
+    allowed = {
+        "name",
+        "kind",
+        "base_url",
+        "api_key",
+        "headers",
+        "models",
+        "timeouts",
+        "max_response_bytes",
+        "max_embeddings_bytes",
+    }
     for i, item in enumerate(items):
         at = f"providers[{i}]"
         m = r.mapping(item, at, allowed)
@@ -82,6 +107,12 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
             headers=headers,
             models=models,
             timeouts=parse_timeouts(r, m.get("timeouts"), f"{at}.timeouts"),
+            max_response_bytes=r.integer(
+                m.get("max_response_bytes", DEFAULT_MAX_RESPONSE), f"{at}.max_response_bytes", 1024
+            ),
+            max_embeddings_bytes=r.integer(
+                m.get("max_embeddings_bytes", DEFAULT_MAX_EMBEDDINGS), f"{at}.max_embeddings_bytes", 1024
+            ),
         )
     if not out:
         raise ConfigError("providers", "at least one provider is required")

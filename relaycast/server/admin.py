@@ -15,6 +15,7 @@ from relaycast import errors
 from relaycast.asgi import Request, send_bytes
 from relaycast.server.metrics_gauges import scrape_gauges
 from relaycast.server.services import Services
+from relaycast.store.db import is_db_error
 from relaycast.store.incidents import recent
 
 Endpoint = Callable[[Request], Awaitable[None]]
@@ -88,7 +89,12 @@ class Admin:
         self.s.auth.admin(r.headers)
         body: dict[str, Any] = {"monitors": self.s.monitors.status() if self.s.monitors else None, "incidents": []}
         if self.s.reader is not None and self.s.monitors is not None:
-            body["incidents"] = await self.s.reader.run(recent, 50)
+            try:
+                body["incidents"] = await self.s.reader.run(recent, 50)
+            except Exception as e:
+                if is_db_error(e):
+                    raise errors.StoreNotReady(f"The store cannot be read now: {type(e).__name__}.") from None
+                raise
         await self._json(r, body)
 
     async def monitors_evaluate(self, r: Request) -> None:

@@ -6,6 +6,10 @@ Every request first passes the edge checks, which stop a web page in someone's b
 serves (`server.allowed_hosts`, by default the names of the address it listens on), and a body must be
 `application/json` (the dashboard's login and logout forms excepted). `/healthz` is exempt: probes call it by IP
 address, and it answers nothing but `ok`.
+
+Every request to the API (`/v1` and below) yields exactly one record: the handlers emit their own, and what is
+refused here (the edge checks, an unknown path or method, a key refused on `/v1/models`, an internal error)
+is recorded here, with the attribution its headers carry (`respond.unserved`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from relaycast import errors
+from relaycast import errors, schema
 from relaycast.asgi import Receive, Request, Scope, Send, header_map, is_json, send_bytes
 from relaycast.config import Config, ServerConfig
 from relaycast.log import REQUEST_ID
@@ -26,7 +31,7 @@ from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
 from relaycast.server.handlers import Handlers
 from relaycast.server.keys_api import PREFIX as KEYS_PREFIX
 from relaycast.server.keys_api import KeysApi
-from relaycast.server.respond import send_error
+from relaycast.server.respond import api_endpoint, send_error, unserved
 from relaycast.server.services import Services, Sink
 
 Endpoint = Callable[[Request], Awaitable[None]]
@@ -69,8 +74,14 @@ class Gateway:
         handlers = Handlers(s, s.executor)
 
         async def models(r: Request) -> None:
-            s.auth.client(r.headers)
+            t0, wall0 = time.monotonic_ns(), s.wall_ns()
+            key = s.auth.client(r.headers)
             await send_bytes(r.send, 200, s.models_body, r.id_headers)
+            seen = schema.seen(None, r.headers)
+            if key is not None:
+                seen = schema.Seen(attribution=key.attribute(seen.attribution))
+            r.recorded = True
+            s.emit(unserved(r, "models", wall0, time.monotonic_ns() - t0, 200, None, seen, s.redactor))
 
         async def health(r: Request) -> None:
             await send_bytes(r.send, 200, b'{"status":"ok"}', r.id_headers)
@@ -129,12 +140,21 @@ class Gateway:
                 raise errors.NotReady("The gateway is starting or stopping.")
             await self._dispatch(s, r)
         except errors.RelaycastError as e:
-            await send_error(send, redactor, e, r.id_headers)
+            try:
+                await send_error(send, redactor, e, r.id_headers)
+            finally:
+                if s is not None and not r.recorded:
+                    _record_refusal(s, r, e)
         except Exception as e:
             if s is not None:
                 s.log.error("internal_error", request_id=r.id, error=type(e).__name__, message=str(e)[:300])
             logging.getLogger("relaycast").debug("internal error", exc_info=True)
-            await send_error(send, redactor, errors.RelaycastError("Internal error in the gateway."), r.id_headers)
+            internal = errors.RelaycastError("Internal error in the gateway.")
+            try:
+                await send_error(send, redactor, internal, r.id_headers)
+            finally:
+                if s is not None and not r.recorded:
+                    _record_refusal(s, r, internal)
 
     def _check_edge(self, r: Request) -> None:
         """Host, Origin and the body's media type (the module docstring says why)."""
@@ -179,7 +199,25 @@ class Gateway:
         elif path in self._paths:
             raise errors.MethodNotAllowed(f"Method {r.method} is not allowed on {path}.")
         else:
-            raise errors.NotFoundRoute(f"Unknown request URL: {r.method} {path}.")
+            raise errors.NotFoundRoute(f"Unknown request URL: {r.method} {path[:200]}.")
+
+
+def _record_refusal(s: Services, r: Request, e: errors.RelaycastError) -> None:
+    """The record of an API request answered `e` before a handler recorded it; none for other paths. Refused
+    before its body was read: its attribution is what its headers say (the key's name when the key is valid),
+    and it took no measurable time."""
+    endpoint = api_endpoint(r.path)
+    if endpoint is None:
+        return
+    r.recorded = True
+    seen = schema.seen(None, r.headers)
+    try:
+        key = s.auth.client(r.headers)
+    except errors.RelaycastError:
+        key = None
+    if key is not None:
+        seen = schema.Seen(attribution=key.attribute(seen.attribution))
+    s.emit(unserved(r, endpoint, s.wall_ns(), 0, e.status_code, e, seen, s.redactor))
 
 
 def _admin_or_session(s: Services, headers: dict[bytes, bytes]) -> None:

@@ -1,13 +1,21 @@
-"""The chat-completions and embeddings endpoints. Each reads: parse -> plan -> admit -> run -> respond -> emit."""
+"""The chat-completions and embeddings endpoints. Each reads: parse -> plan -> admit -> run -> respond -> emit.
+
+Each emits exactly one record however it ends: a request refused before any provider saw it (its key, its body,
+its model, a limit, a client gone while the body was read) gets a bounded record of what was read by then
+(`respond.unserved`); every other request, a full one after its response.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
 
 import orjson
 
-from relaycast import errors
+from relaycast import errors, schema
 from relaycast.asgi import (
     SSE_HEADERS,
     BodyTooLarge,
@@ -18,16 +26,17 @@ from relaycast.asgi import (
     run_until_disconnect,
     send_bytes,
 )
-from relaycast.errors import LimiterUnavailable, LimitExceeded
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import Reservation
 from relaycast.records import RequestRecord
 from relaycast.routing.executor import Executor, Run
-from relaycast.schema import ChatRequest, parse_chat, parse_embeddings
-from relaycast.server.respond import send_error, served
+from relaycast.schema import ChatRequest, EmbeddingsRequest, chat_request, embeddings_request, load_json
+from relaycast.server.respond import send_error, served, unserved
 from relaycast.server.services import Services
 from relaycast.sse import encode
 
+CHAT, EMBEDDINGS = "chat.completions", "embeddings"  # the records' `endpoint`
+INTERNAL = "Internal error in the gateway."
 PARAM_KEYS = (
     "temperature",
     "top_p",
@@ -46,6 +55,17 @@ PARAM_KEYS = (
 )
 
 
+LARGE_BODY = 128 * 1024  # bytes: a body above this is parsed and checked in turn with other large ones
+
+_NO_TURN: AbstractAsyncContextManager[Any] = nullcontext()
+
+
+async def _pause(raw: bytes) -> None:
+    """Let the event loop run other work between the steps of a large body (`Handlers._turn`)."""
+    if len(raw) > LARGE_BODY:
+        await asyncio.sleep(0)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the client was told, filled in while the request runs; the record is built from it afterwards."""
@@ -61,6 +81,8 @@ class Handlers:
         self.s = services
         self.executor = executor
         self.max_body = services.config.server.max_body_bytes
+        # Large bodies take turns (see `_checked`).
+        self._large = asyncio.Semaphore(1)
 
     async def _read(self, r: Request) -> bytes:
         # Exactly application/json: a browser can send text/plain, a form or no type at all cross-site without
@@ -77,39 +99,48 @@ class Handlers:
         except BodyTooLarge:
             raise errors.PayloadTooLarge(f"Request body is larger than the limit of {self.max_body} bytes.") from None
 
+    def _turn(self, raw: bytes) -> AbstractAsyncContextManager[Any]:
+        """Loading and checking a body costs about 10 ms per MiB (or per 3,000 messages) on the event loop, so
+        bodies above LARGE_BODY take turns, one at a time, and let the loop run between steps (`_pause`): a burst
+        of huge bodies delays other requests, and /healthz, by one step rather than by all of them. Smaller
+        bodies, nearly all, pay nothing for this."""
+        return self._large if len(raw) > LARGE_BODY else _NO_TURN
+
     # --- chat ---------------------------------------------------------------------------------
 
     async def chat(self, r: Request) -> None:
         t0 = time.monotonic_ns()
         wall0 = self.s.wall_ns()
-        key = self.s.auth.client(r.headers)
+        key: KeyPolicy | None = None
+        body: dict[str, Any] | None = None
         try:
+            key = self.s.auth.client(r.headers)
             raw = await self._read(r)
-        except ClientGone:
-            return
-        req = parse_chat(raw, r.headers)
-        if key is not None:
-            _check_models(key, (req.model, *req.fallbacks))
-            req.attribution = key.attribute(req.attribution)
-        outcome = Outcome()
-        run: Run | None = None
-        reservation = None
-        try:
+            async with self._turn(raw):
+                await _pause(raw)
+                body = load_json(raw)
+                await _pause(raw)
+                req = chat_request(body, r.headers)
+            if key is not None:
+                _check_models(key, (req.model, *req.fallbacks))
+                req.attribution = key.attribute(req.attribution)
             plan = self.s.planner.plan(req.model, req.fallbacks, req.prefs)
             run = self.executor.run(plan, t0)
             reservation = await self.s.admission.admit(
                 key, req.attribution, plan, req.body, lambda: self.s.coster.estimator.prompt(req.messages)
             )
-        except (errors.NoRoute, errors.Forbidden, errors.InvalidRequest, LimitExceeded, LimiterUnavailable) as e:
-            outcome.status, outcome.error = e.status_code, e
-            await send_error(r.send, self.s.redactor, e, r.id_headers)
-            self._emit_chat(r, req, wall0, t0, run, outcome, None)
+        except Exception as e:  # noqa: BLE001 - recorded; `_refuse` re-raises what it does not answer
+            await self._refuse(r, CHAT, wall0, t0, e, key, body)
             return
+        outcome = Outcome()
         try:
             respond = self._stream if req.stream else self._complete
             await run_until_disconnect(r.receive, respond(r, req, run, outcome))
         except ClientGone:
             outcome.cancelled = True
+        except Exception:
+            outcome.status, outcome.error = 500, errors.RelaycastError(INTERNAL)
+            raise
         finally:
             self._emit_chat(r, req, wall0, t0, run, outcome, reservation)
 
@@ -164,7 +195,7 @@ class Handlers:
         attempts = run.attempts if run is not None else ()
         rec = RequestRecord(
             request_id=r.id,
-            endpoint="chat.completions",
+            endpoint=CHAT,
             model_requested=req.model,
             stream=req.stream,
             started_unix_ns=wall0,
@@ -180,6 +211,7 @@ class Handlers:
             client_cancelled=outcome.cancelled,
             client_request_id=r.client_id,
         )
+        r.recorded = True
         self.s.emit(rec)
         self.s.admission.settle(reservation, rec)
 
@@ -188,20 +220,21 @@ class Handlers:
     async def embeddings(self, r: Request) -> None:
         t0 = time.monotonic_ns()
         wall0 = self.s.wall_ns()
-        key = self.s.auth.client(r.headers)
+        key: KeyPolicy | None = None
+        body: dict[str, Any] | None = None
         try:
+            key = self.s.auth.client(r.headers)
             raw = await self._read(r)
-        except ClientGone:
-            return
-        req = parse_embeddings(raw, r.headers)
-        if key is not None:
-            _check_models(key, (req.model,))
-            req.attribution = key.attribute(req.attribution)
-        plan = self.s.planner.plan(req.model)
-        run = self.executor.run(plan, t0)
-        status, err = 200, None
-        reservation = None
-        try:
+            async with self._turn(raw):
+                await _pause(raw)
+                body = load_json(raw)
+                await _pause(raw)
+                req = embeddings_request(body, r.headers)
+            if key is not None:
+                _check_models(key, (req.model,))
+                req.attribution = key.attribute(req.attribution)
+            plan = self.s.planner.plan(req.model)
+            run = self.executor.run(plan, t0)
             reservation = await self.s.admission.admit(
                 key,
                 req.attribution,
@@ -209,15 +242,36 @@ class Handlers:
                 {"max_tokens": 1},
                 lambda: self.s.coster.estimator.embedding_input(req.body.get("input")),
             )
-            body, target = await run.embed(req.body)
+        except Exception as e:  # noqa: BLE001 - recorded; `_refuse` re-raises what it does not answer
+            await self._refuse(r, EMBEDDINGS, wall0, t0, e, key, body)
+            return
+        status, err = 200, None
+        try:
+            answer, target = await run.embed(req.body)
         except errors.RelaycastError as e:
             status, err = e.status_code, e
             await send_error(r.send, self.s.redactor, e, [*r.id_headers, *served(None, len(run.attempts))])
+        except Exception:
+            self._emit_embeddings(r, req, wall0, t0, run, 500, errors.RelaycastError(INTERNAL), reservation)
+            raise
         else:
-            await send_bytes(r.send, 200, body, [*r.id_headers, *served(target.name, len(run.attempts))])
+            await send_bytes(r.send, 200, answer, [*r.id_headers, *served(target.name, len(run.attempts))])
+        self._emit_embeddings(r, req, wall0, t0, run, status, err, reservation)
+
+    def _emit_embeddings(
+        self,
+        r: Request,
+        req: EmbeddingsRequest,
+        wall0: int,
+        t0: int,
+        run: Run,
+        status: int,
+        err: errors.RelaycastError | None,
+        reservation: Reservation | None,
+    ) -> None:
         rec = RequestRecord(
             request_id=r.id,
-            endpoint="embeddings",
+            endpoint=EMBEDDINGS,
             model_requested=req.model,
             stream=False,
             started_unix_ns=wall0,
@@ -229,11 +283,68 @@ class Handlers:
             error_message=self.s.redactor.scrub(err.message) if err else None,
             client_request_id=r.client_id,
         )
+        r.recorded = True
         self.s.emit(rec)
         self.s.admission.settle(reservation, rec)
+
+    # --- requests no provider saw ---------------------------------------------------------------
+
+    async def _refuse(
+        self,
+        r: Request,
+        endpoint: str,
+        wall0: int,
+        t0: int,
+        e: Exception,
+        key: KeyPolicy | None,
+        body: dict[str, Any] | None,
+    ) -> None:
+        """Answer a request refused before any provider saw it (the key, the body, the model, a limit), and emit
+        its record with what was read before the refusal. A client that left while its body was read gets a 499
+        record; an unexpected exception is recorded as `internal` and re-raised, for the app to log and answer."""
+        known = isinstance(e, errors.RelaycastError)
+        cancelled = isinstance(e, ClientGone)
+        failure = e if isinstance(e, errors.RelaycastError) else errors.RelaycastError(INTERNAL)
+        try:
+            if known:
+                await send_error(r.send, self.s.redactor, failure, r.id_headers)
+        finally:
+            seen = schema.seen(body, r.headers)
+            if endpoint != CHAT and seen.stream:
+                seen = replace(seen, stream=False)
+            if key is not None:
+                seen = replace(seen, attribution=key.attribute(seen.attribution))
+            rec = unserved(
+                r,
+                endpoint,
+                wall0,
+                time.monotonic_ns() - t0,
+                failure.status_code,
+                None if cancelled else failure,
+                seen,
+                self.s.redactor,
+                params=_scalar_params(body),
+                cancelled=cancelled,
+            )
+            r.recorded = True
+            self.s.emit(rec)
+        if not known and not cancelled:
+            raise e
 
 
 def _check_models(key: KeyPolicy, models: tuple[str, ...]) -> None:
     for m in models:
         if not key.allows(m):
             raise errors.Forbidden(f"The API key '{key.name}' may not use the model '{m[:200]}'.", param="model")
+
+
+def _scalar_params(body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The request parameters a refusal's record keeps: numbers, booleans and short strings only."""
+    if not body:
+        return None
+    out: dict[str, Any] = {}
+    for k in PARAM_KEYS:
+        v = body.get(k)
+        if isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 200):
+            out[k] = v
+    return out

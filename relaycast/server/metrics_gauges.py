@@ -7,6 +7,7 @@ from typing import Any
 
 from relaycast.routing.health import configured_targets
 from relaycast.server.services import Services
+from relaycast.telemetry.pipeline import DROP_REASONS
 
 STATES = ("ok", "cooling", "open", "half_open", "probing")
 Family = tuple[str, str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]
@@ -83,11 +84,33 @@ def scrape_gauges(services: Services) -> list[Family]:
         )
         out.append(
             (
+                "relaycast_broadcast_replayed_total",
+                "counter",
+                "Records delivered from the spool per destination (counted in sent too).",
+                ("destination",),
+                [((d["name"],), d["replayed"]) for d in dests],
+            )
+        )
+        out.append(
+            (
                 "relaycast_broadcast_dropped_total",
                 "counter",
-                "Records dropped per destination, by reason.",
+                "Records dropped per destination, by reason (every known reason, 0 until the first drop).",
                 ("destination", "reason"),
-                [((d["name"], r), n) for d in dests for r, n in d["dropped"].items()],
+                [
+                    ((d["name"], r), d["dropped"].get(r, 0))
+                    for d in dests
+                    for r in (*DROP_REASONS, *sorted(set(d["dropped"]) - set(DROP_REASONS)))
+                ],
+            )
+        )
+        out.append(
+            (
+                "relaycast_broadcast_healthy",
+                "gauge",
+                "1 while a destination answers, 0 while it is down (its records go to the spool).",
+                ("destination",),
+                [((d["name"],), 1.0 if d["healthy"] else 0.0) for d in dests],
             )
         )
         out.append(
@@ -106,6 +129,15 @@ def scrape_gauges(services: Services) -> list[Family]:
                 "Bytes spooled to disk per destination.",
                 ("destination",),
                 [((d["name"],), d["spool_bytes"]) for d in dests],
+            )
+        )
+        out.append(
+            (
+                "relaycast_broadcast_spooled_records",
+                "gauge",
+                "Records waiting in the spool per destination.",
+                ("destination",),
+                [((d["name"],), d["spooled_records"]) for d in dests],
             )
         )
     if services.store is not None:

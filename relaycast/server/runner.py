@@ -15,6 +15,8 @@ import uvicorn
 from relaycast.config import ServerConfig
 from relaycast.server.guards import ConnectionGuard
 
+GRACEFUL_SHUTDOWN_S = 30
+
 
 def uvicorn_config(
     app: Any,
@@ -40,6 +42,9 @@ def uvicorn_config(
         server_header=False,
         date_header=False,
         timeout_keep_alive=math.ceil(guard.settings.keep_alive_timeout),
+        # On SIGTERM, requests in flight (streams included) get this long before they are cancelled and the app's
+        # own shutdown (flush, spool) begins: without it uvicorn waits for the longest stream, however long.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         **kw,
     )
 

@@ -19,6 +19,7 @@ from relaycast.limits.base import Limiter
 from relaycast.log import EventLog
 from relaycast.monitors.engine import MonitorEngine
 from relaycast.monitors.notify import Notifier
+from relaycast.providers.http import UpstreamBuffer
 from relaycast.providers.registry import build_providers
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
@@ -38,6 +39,9 @@ from relaycast.telemetry.metrics import Metrics
 from relaycast.telemetry.pipeline import Broadcaster
 
 Sink = Callable[[RequestRecord], None]
+STEP_S = 2.0  # at shutdown: stopping one background part (its own calls have shorter timeouts)
+CLOSE_GRACE_S = 2.0  # at shutdown, past the flush deadline: to hand back what is left and close connections
+MIN_STEP_S = 0.2  # at shutdown, once the grace is spent: each last step's time to close
 
 
 class Services:
@@ -66,6 +70,8 @@ class Services:
         self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
         self.models_body = _models_body(config)
         self.analytics = Analytics(None, self.redactor)
+        # The bytes of upstream answers this process may hold at once, shared by every provider.
+        self.upstream_buffer = UpstreamBuffer(config.server.max_upstream_buffer_bytes)
         # The server's connection counts (open, refused by reason), when it runs with relaycast's guards.
         self.connections: Callable[[], Mapping[str, int]] | None = None
         self.executor: Executor | None = None
@@ -103,7 +109,8 @@ class Services:
             auto_decompress=True,
             trust_env=False,
         )
-        self.executor = Executor(build_providers(config.providers, self._http), self.board, self.log)
+        providers = build_providers(config.providers, self._http, self.upstream_buffer)
+        self.executor = Executor(providers, self.board, self.log)
         if config.store is not None:
             # Retention runs on the same clock as the records.
             self.store = StoreWriter(config.store, self.redactor, self.log, self.clock)
@@ -159,35 +166,76 @@ class Services:
         return load
 
     async def close(self, flush_timeout_s: float = 10.0) -> None:
-        """Stop: flush the broadcast queues within the deadline (spooling what could not be sent), then close."""
-        await self.keys.stop()
+        """Stop within `flush_timeout_s` plus CLOSE_GRACE_S (give or take MIN_STEP_S per connection pool), whatever
+        hangs: the background tasks first, then the broadcast, notification and store queues flushed at once until
+        the deadline (broadcast spools what it could not send, the store counts what it could not write), then the
+        connections. A part that overruns its share is logged and left behind; the last line logged,
+        `gateway_stopped`, says what was delivered, spooled and dropped since the start."""
+        began = time.monotonic()
+        deadline = began + flush_timeout_s
+
+        def left(cap: float = flush_timeout_s) -> float:
+            return max(0.0, min(cap, deadline - time.monotonic()))
+
+        def grace() -> float:  # past the deadline: what is left of the grace, and never nothing
+            return max(MIN_STEP_S, deadline + CLOSE_GRACE_S - time.monotonic())
+
+        # What reads and writes through the parts below: polls, shared health, monitors, limit settlements.
+        await self._bounded("keys", self.keys.stop(), left(STEP_S))
         if self.replicas is not None:
-            await self.replicas.stop()
+            await self._bounded("replicas", self.replicas.stop(), left(STEP_S))
             self.replicas = None
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-        if self.limiter is not None:
-            await self.limiter.close()
-            self.limiter = None
-        if self.broadcaster is not None:
-            await self.broadcaster.stop(flush_timeout_s)
-            self.broadcaster = None
         if self.monitors is not None:
-            await self.monitors.stop()
+            await self._bounded("monitors", self.monitors.stop(), left(STEP_S))
             self.monitors = None
+        if self._pending:
+            await self._bounded("settlements", asyncio.gather(*self._pending, return_exceptions=True), left(STEP_S))
+        if self.limiter is not None:
+            await self._bounded("limiter", self.limiter.close(), left(STEP_S))
+            self.limiter = None
+        # The queues, all at once, each within the deadline (its own, then a grace to hand back what is left).
+        flushes = []
+        if self.broadcaster is not None:
+            flushes.append(self._bounded("broadcast", self.broadcaster.stop(left()), grace()))
         if self.notifier is not None:
-            await self.notifier.stop()
-            self.notifier = None
+            flushes.append(self._bounded("notifier", self.notifier.stop(left(5.0)), grace()))
         if self.store is not None:
-            await self.store.stop(flush_timeout_s)
-            self.store = None
+            flushes.append(self._bounded("store", self.store.stop(left()), grace()))
+        await asyncio.gather(*flushes)
+        self.notifier = None
         if self.reader is not None:
-            self.reader.close()
+            await self._bounded("reader", self.reader.close(), grace())
             self.reader = None
-        for session in (self._telemetry_http, self._http):
+        for name, session in (("telemetry_http", self._telemetry_http), ("http", self._http)):
             if session is not None:
-                await session.close()
+                await self._bounded(name, session.close(), grace())
         self._telemetry_http = self._http = None
+        self._log_stopped(began)
+        self.broadcaster = None
+        self.store = None
+
+    async def _bounded(self, step: str, work: Awaitable[object], timeout_s: float) -> None:
+        """Await one shutdown step for at most `timeout_s`; one that overruns or fails is logged and left."""
+        try:
+            await asyncio.wait_for(work, max(timeout_s, 0.001))
+        except TimeoutError:
+            self.log.error("shutdown_step_overran", step=step, timeout_s=round(timeout_s, 3))
+        except Exception as e:  # noqa: BLE001 - the next parts must still close
+            self.log.error("shutdown_step_failed", step=step, error=type(e).__name__, message=str(e)[:200])
+
+    def _log_stopped(self, began: float) -> None:
+        fields: dict[str, object] = {"seconds": round(time.monotonic() - began, 3)}
+        if self.broadcaster is not None:
+            for d in self.broadcaster.status():
+                dropped = ",".join(f"{r}:{n}" for r, n in sorted(d.get("dropped", {}).items()))
+                fields[f"broadcast_{d.get('name')}"] = (
+                    f"sent={d.get('sent', 0)} spooled_batches={d.get('spooled_batches', 0)} dropped={dropped or 0}"
+                )
+        if self.store is not None:
+            st = self.store.status()
+            dropped = ",".join(f"{r}:{n}" for r, n in sorted(st["dropped"].items()))
+            fields["store"] = f"written={st['written']} queued={st['queued']} dropped={dropped or 0}"
+        self.log.info("gateway_stopped", **fields)
 
     def emit(self, record: RequestRecord) -> None:
         """Hand a finished record to every sink. Never raises into the request."""

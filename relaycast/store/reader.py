@@ -1,48 +1,32 @@
-"""Reads for the analytics API, on a small pool of threads with one connection each, so a slow query never
-blocks the event loop and never waits behind the writer (SQLite in WAL mode reads while it writes)."""
+"""Reads for the analytics API, the keys API, monitors and budgets, on a small pool of the store's own threads
+with one connection each, so a slow query never blocks the event loop and never waits behind the writer (SQLite
+in WAL mode reads while it writes).
+
+Each read waits at most `store.read_timeout_s`, queueing included, which is also the server's statement timeout
+on these connections: a store that hangs makes reads fail with `StoreTimeout` (503 `store_unavailable` in the
+APIs), never hang."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from relaycast.store.db import Connection, is_transient
+from relaycast.store.db import Connection, StoreThreads
 from relaycast.store.settings import StoreConfig
 
 T = TypeVar("T")
+MAX_WAITING = 64  # reads queued behind busy threads; more are refused at once
 
 
 class StoreReader:
     def __init__(self, cfg: StoreConfig, threads: int = 2) -> None:
         self.cfg = cfg
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="relaycast-store-read")
-        self._local = threading.local()
-        self._conns: list[Connection] = []
-        self._lock = threading.Lock()
+        self._threads = StoreThreads("read", threads, lambda: Connection(cfg, cfg.read_timeout_s), MAX_WAITING)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._call, fn, args)
+        """`fn(conn, *args)` on a reader thread, within `store.read_timeout_s`."""
+        return await self._threads.call(fn, *args, timeout_s=self.cfg.read_timeout_s)
 
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = Connection(self.cfg)
-            with self._lock:
-                self._conns.append(conn)
-        try:
-            return fn(conn, *args)
-        except Exception as e:
-            if is_transient(e):  # a broken connection: open a new one next time
-                conn.close()
-                self._local.conn = None
-            raise
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        with self._lock:
-            for c in self._conns:
-                c.close()
-            self._conns.clear()
+    async def close(self, timeout_s: float = 1.0) -> None:
+        """Fail what waits, abort what runs, and close the connections within `timeout_s`."""
+        await self._threads.close(timeout_s)

@@ -6,6 +6,13 @@
       retention_days: 30          # older requests and rollups are deleted, hourly
       privacy_mode: false         # true: prompts and completions are not stored
       enabled: true
+      connect_timeout_s: 5        # Postgres: connecting, TLS and authentication (at least 2)
+      read_timeout_s: 10          # one read (analytics, keys, monitors, budgets), then 503 store_unavailable
+      write_timeout_s: 30         # one batch written with its rollups, then abandoned and retried
+      lock_timeout_s: 10          # waiting for a lock: Postgres lock_timeout, SQLite's busy timeout
+      keepalive_idle_s: 10        # Postgres TCP keepalives: first probe after this long idle,
+      keepalive_interval_s: 5     # then one every this long,
+      keepalive_count: 3          # and the connection is dead after this many unanswered
 
 `RELAYCAST_STORE_URL` in the environment sets `url` when the config does not.
 """
@@ -30,6 +37,13 @@ class StoreConfig:
     queue_size: int = 100_000
     batch_size: int = 2_000
     flush_interval_s: float = 0.5
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    write_timeout_s: float = 30.0
+    lock_timeout_s: float = 10.0
+    keepalive_idle_s: int = 10
+    keepalive_interval_s: int = 5
+    keepalive_count: int = 3
 
     @property
     def dialect(self) -> str:
@@ -71,6 +85,13 @@ def parse_store(r: Reader, raw: Any, env: Mapping[str, str], source: str | None)
                 "queue_size",
                 "batch_size",
                 "flush_interval_s",
+                "connect_timeout_s",
+                "read_timeout_s",
+                "write_timeout_s",
+                "lock_timeout_s",
+                "keepalive_idle_s",
+                "keepalive_interval_s",
+                "keepalive_count",
             },
         )
         if m.get("enabled") is not None and not r.boolean(m["enabled"], "store.enabled"):
@@ -98,4 +119,11 @@ def parse_store(r: Reader, raw: Any, env: Mapping[str, str], source: str | None)
         queue_size=r.integer(m.get("queue_size", 100_000), "store.queue_size", 100, 10_000_000),
         batch_size=r.integer(m.get("batch_size", 2_000), "store.batch_size", 1, 100_000),
         flush_interval_s=r.number(m.get("flush_interval_s", 0.5), "store.flush_interval_s"),
+        connect_timeout_s=r.number(m.get("connect_timeout_s", 5), "store.connect_timeout_s"),
+        read_timeout_s=r.number(m.get("read_timeout_s", 10), "store.read_timeout_s"),
+        write_timeout_s=r.number(m.get("write_timeout_s", 30), "store.write_timeout_s"),
+        lock_timeout_s=r.number(m.get("lock_timeout_s", 10), "store.lock_timeout_s"),
+        keepalive_idle_s=r.integer(m.get("keepalive_idle_s", 10), "store.keepalive_idle_s", 1, 3600),
+        keepalive_interval_s=r.integer(m.get("keepalive_interval_s", 5), "store.keepalive_interval_s", 1, 3600),
+        keepalive_count=r.integer(m.get("keepalive_count", 3), "store.keepalive_count", 1, 100),
     )

@@ -2,23 +2,26 @@
 
 Calling the writer is O(1) and never raises: it puts the record on a `BatchWorker` (a full queue drops the oldest
 record and counts it). The worker hands each batch to the store's one writer thread, which builds the rows and
-commits them with the rollups in one transaction. A database that is down (Postgres restarting, a locked SQLite
-file) keeps the batch queued and is retried with jittered backoff; nothing is lost unless the queue overflows,
-and that is counted. Row encoding is total (`rows`), so the database refusing a batch should not happen; if it
-does, the batch is written record by record, and a record refused even alone is written as a minimal row (ids,
-status, tokens, cost and its rollups) and counted as `minimal`; one refused even so is counted as `rejected`.
-Retention deletes old rows hourly. On shutdown the queue is flushed within the deadline; what the database did not
-take by then is counted as `shutdown` and logged.
+commits them with the rollups in one transaction, within `store.write_timeout_s` (past it the write is abandoned,
+its connection aborted, and the batch retried). A database that is down, hung or unreachable (Postgres
+restarting, a black-holed proxy, a locked SQLite file) keeps the batch queued and is retried with jittered
+backoff; nothing is lost unless the queue overflows, and that is counted. Row encoding is total (`rows`), so the
+database refusing a batch should not happen; if it does, the batch is written record by record, and a record
+refused even alone is written as a minimal row (ids, status, tokens, cost and its rollups) and counted as
+`minimal`; one refused even so is counted as `rejected`. Retention deletes old rows hourly.
+
+On shutdown the queue is written until the deadline, and a write that fails is not tried again (another try could
+cost a whole timeout); what the database did not take is counted as `shutdown_deadline` and logged. The writer
+thread is a daemon and its connection is aborted at the end, so a hung store never holds up the exit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
+import math
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from relaycast import retry
@@ -26,7 +29,7 @@ from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.store import rows as rows_mod
-from relaycast.store.db import Connection, is_db_error, is_transient
+from relaycast.store.db import Connection, StoreThreads, is_db_error, is_transient
 from relaycast.store.schema import (
     ATTEMPT_COLUMNS,
     ATTEMPT_KEYS,
@@ -43,6 +46,8 @@ RETENTION_EVERY_S = 3600.0
 BUILD_SLICE = 16  # records per slice of row building (about 0.3 ms of Python) before the GIL is offered back
 BACKOFF_BASE_S = 0.5  # a database that is down: retried after 0.5 s doubling, jittered, at most 30 s
 MAX_BACKOFF_S = 30.0
+RETENTION_TIMEOUT_FACTOR = 10  # retention's deletes may take this many write timeouts (server and client side)
+CLOSE_S = 1.0  # at shutdown, after the deadline: the writer thread's time to close its connection
 
 _UPSERT_USAGE = upsert_sql("usage_hourly", USAGE_KEYS, USAGE_SUMS)
 _UPSERT_OUTCOME = upsert_sql("attempts_hourly", ATTEMPT_KEYS, ("n",))
@@ -60,9 +65,9 @@ def write_batch(conn: Connection, batch: rows_mod.Batch) -> None:
             conn.executemany(_UPSERT_LATENCY, batch.latency_rows())
 
 
-def delete_older_than(conn: Connection, cutoff_ms: int) -> int:
+def delete_older_than(conn: Connection, cutoff_ms: int, statement_timeout_s: float | None = None) -> int:
     hour = cutoff_ms // 3_600_000 * 3600
-    with conn.transaction():
+    with conn.transaction(statement_timeout_s):
         n = conn.execute("DELETE FROM requests WHERE ts_ms < ?", (cutoff_ms,))
         conn.execute("DELETE FROM attempts WHERE ts_ms < ?", (cutoff_ms,))
         for table in ("usage_hourly", "attempts_hourly", "latency_hourly"):
@@ -91,8 +96,9 @@ class StoreWriter:
             idle=self._retention,
             on_error=self._failed,
         )
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="relaycast-store-write")
-        self._conn: Connection | None = None  # touched only on the writer thread
+        self._thread = StoreThreads(
+            "write", 1, lambda: Connection(cfg, cfg.write_timeout_s), max_waiting=4, setup=self._migrate
+        )
         self._failed_writes = 0  # in a row: the backoff's attempt number
         self._next_retention = 0.0
         self.written = 0
@@ -100,7 +106,7 @@ class StoreWriter:
         self.failures = 0
         self.deleted = 0
         self.minimal = 0  # records written as a minimal row: the database refused the whole one
-        self.dropped: collections.Counter[str] = self._worker.dropped  # queue_full, rejected, shutdown
+        self.dropped: collections.Counter[str] = self._worker.dropped  # queue_full, rejected, shutdown_deadline
         self.last_error: str | None = None
         self.schema_version: int | None = None
 
@@ -114,7 +120,7 @@ class StoreWriter:
     async def start(self) -> None:
         """Open the store and apply migrations. A database that is down is retried by the worker, not fatal."""
         try:
-            await self._in_thread(self._ensure_open)
+            await self._call(_opened)
         except Exception as e:
             if not is_db_error(e):
                 raise
@@ -122,12 +128,27 @@ class StoreWriter:
         self._worker.start()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued until `timeout_s` from now, then give up: what is left is counted as
+        `shutdown_deadline`, and the writer thread gets CLOSE_S more to close its connection (a daemon, it never
+        holds up the exit)."""
+        began = time.monotonic()
+        written = self.written
         left = await self._worker.stop(self._worker.clock() + timeout_s)
         if left:
-            self._worker.drop("shutdown", len(left))
-            self._log.warning("store_records_lost_at_shutdown", count=len(left), error=self.last_error or "-")
-        await self._in_thread(self._close)
-        self._pool.shutdown(wait=True)
+            self._worker.drop("shutdown_deadline", len(left))
+        stuck = await self._thread.close(CLOSE_S)
+        fields: dict[str, Any] = {
+            "written": self.written - written,
+            "dropped": len(left),
+            "reason": "shutdown_deadline" if left else None,
+            "error": (self.last_error or "still writing at the deadline") if left else None,
+            "thread_left_running": stuck or None,
+            "seconds": round(time.monotonic() - began, 3),
+        }
+        if left:
+            self._log.warning("store_stopped", **fields)
+        else:
+            self._log.info("store_stopped", **fields)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -152,13 +173,13 @@ class StoreWriter:
     async def _export(self, records: list[RequestRecord]) -> None:
         try:
             try:
-                await self._in_thread(self._write, records)
+                await self._call(self._write, records)
             except Exception as e:
                 if is_transient(e):
                     raise
                 # The database refused some record (not a transient failure): write them one by one, each one it
                 # refuses again as a minimal row, and count what even that could not save.
-                written, minimal, rejected = await self._in_thread(self._write_each, records)
+                written, minimal, rejected = await self._write_each(records)
                 self.written += written
                 self.minimal += minimal
                 if rejected:
@@ -176,6 +197,8 @@ class StoreWriter:
                 raise
             self._failed(e)
             self._failed_writes += 1
+            if self._worker.stopping:
+                raise RetryLater(math.inf) from e  # shutting down: not tried again, stop() counts what is left
             raise RetryLater(retry.backoff(self._failed_writes, BACKOFF_BASE_S, MAX_BACKOFF_S, self._rng)) from e
         self._failed_writes = 0
         self.written += len(records)
@@ -187,8 +210,9 @@ class StoreWriter:
             return
         self._next_retention = now + RETENTION_EVERY_S
         cutoff_ms = int((now - self.cfg.retention_days * 86400) * 1000)
+        timeout_s = self.cfg.write_timeout_s * RETENTION_TIMEOUT_FACTOR
         try:
-            self.deleted += await self._in_thread(lambda: delete_older_than(self._ensure_open(), cutoff_ms))
+            self.deleted += await self._call(delete_older_than, cutoff_ms, timeout_s, timeout_s=timeout_s)
         except Exception as e:
             if not is_db_error(e):
                 raise
@@ -202,45 +226,16 @@ class StoreWriter:
             self._log.error("store_unavailable", store=self.cfg.display(), error=msg)
         self.last_error = msg
 
-    # --- on the writer thread -----------------------------------------------------------------
+    async def _call(self, fn: Callable[..., Any], *args: Any, timeout_s: float | None = None) -> Any:
+        return await self._thread.call(fn, *args, timeout_s=timeout_s or self.cfg.write_timeout_s)
 
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def _ensure_open(self) -> Connection:
-        if self._conn is None:
-            conn = Connection(self.cfg)
-            try:
-                self.schema_version = conn.migrate()
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-            self.last_error = None
-        return self._conn
-
-    def _write(self, records: list[RequestRecord], minimal: bool = False) -> None:
-        # Rows are built in slices, giving the GIL back between them: this thread must never hold the event loop
-        # up for more than a fraction of a millisecond (a whole batch at once stalled requests for milliseconds).
-        batch = rows_mod.Batch()
-        for i in range(0, len(records), BUILD_SLICE):
-            for rec in records[i : i + BUILD_SLICE]:
-                rows_mod.add(batch, rec, self._redactor, self.cfg.privacy_mode, minimal)
-            time.sleep(0)
-        conn = self._ensure_open()
-        try:
-            write_batch(conn, batch)
-        except BaseException:
-            self._close()  # reconnect next time: the connection may be broken
-            raise
-
-    def _write_each(self, records: list[RequestRecord]) -> tuple[int, int, int]:
-        """(written, of them written as a minimal row, rejected)."""
+    async def _write_each(self, records: list[RequestRecord]) -> tuple[int, int, int]:
+        """(written, of them written as a minimal row, rejected): each record in its own call and transaction."""
         ok = minimal = bad = 0
         for rec in records:
             for least in (False, True):
                 try:
-                    self._write([rec], least)
+                    await self._call(self._write, [rec], least)
                 except Exception as e:
                     if is_transient(e):
                         raise
@@ -252,7 +247,22 @@ class StoreWriter:
                 bad += 1
         return ok, minimal, bad
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    # --- on the writer thread -----------------------------------------------------------------
+
+    def _migrate(self, conn: Connection) -> None:
+        self.schema_version = conn.migrate()
+        self.last_error = None
+
+    def _write(self, conn: Connection, records: list[RequestRecord], minimal: bool = False) -> None:
+        # Rows are built in slices, giving the GIL back between them: this thread must never hold the event loop
+        # up for more than a fraction of a millisecond (a whole batch at once stalled requests for milliseconds).
+        batch = rows_mod.Batch()
+        for i in range(0, len(records), BUILD_SLICE):
+            for rec in records[i : i + BUILD_SLICE]:
+                rows_mod.add(batch, rec, self._redactor, self.cfg.privacy_mode, minimal)
+            time.sleep(0)
+        write_batch(conn, batch)
+
+
+def _opened(conn: Connection) -> None:
+    """Nothing: the writer thread opens its connection (and migrates) before running a call."""

@@ -2,23 +2,38 @@
 processor.
 
 `Broadcaster` is a record sink: calling it is O(1) per destination, never blocks and never raises. Each
-destination has its own bounded queue (full: the oldest record is dropped and counted) and its own worker,
-so a slow or dead destination delays neither the request nor another destination. A worker encodes a batch
-(at most `max_batch_records` records, split into request bodies of at most the exporter's `max_batch_bytes`)
-when it is full or when the flush interval passes; retries only what can succeed (`relaycast.retry`: 408, 429,
-5xx, connection errors; OTLP narrows it) with jittered exponential backoff honouring Retry-After; and spools what
-still fails to disk, to be replayed when the destination answers again or after a restart. Every drop is
-counted by reason.
+destination has its own bounded queue and its own worker, so a slow or dead destination delays neither the
+request nor another destination. A worker encodes a batch (at most `max_batch_records` records, split into request
+bodies of at most the exporter's `max_batch_bytes`) when it is full or when the flush interval passes; retries only
+what can succeed (`relaycast.retry`: 408, 429, 5xx, connection errors; OTLP narrows it) with jittered exponential
+backoff honouring Retry-After; and spools what still fails to disk. A destination that failed is marked down: its
+batches go straight to the spool, and a timer probes it with the oldest spooled batch. The spool is replayed oldest
+first after each cycle of live exports, at least one batch and then while no full live batch waits, for at most
+half a flush interval: live records keep flowing and the backlog drains under any load.
+
+One overflow policy per destination (`overflow`) rules both the queue and the spool: `drop_oldest` (the default)
+or `drop_newest`. Every record offered is, at any moment, exactly one of: queued, being exported, sent, on disk
+in the spool, or counted in `dropped` under a reason. Counts are in records whatever the destination's wire
+format (a Datadog record is several spans).
+
+Shutdown (`stop`): no more records are taken; a destination known to be down is not tried again (its batches go
+straight to the spool); retries and replays stop at once; the queue is sent until the deadline, and then the
+batch in flight (cancelled) and everything left are spooled in one go. One log line per destination says what the
+shutdown delivered, spooled and dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import hashlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
@@ -30,8 +45,9 @@ from relaycast.redact import Redactor
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import Exporter, ExportError, TestResult
 from relaycast.telemetry.settings import BroadcastConfig, DestinationConfig
-from relaycast.telemetry.spool import Spool
-from relaycast.worker import BatchPolicy, BatchWorker, Sleep
+from relaycast.telemetry.spool import Put, Spool, SpoolEntry
+from relaycast.worker import BatchPolicy, BatchWorker, Overflow, Sleep
+from relaycast.worker import Clock as Timer
 
 Clock = Callable[[], int]  # unix ns
 
@@ -39,7 +55,70 @@ RETRY_BASE_S = 0.2  # a batch's retries: 0.2 s doubling, jittered, at most 10 s 
 RETRY_CAP_S = 10.0
 PROBE_BASE_S = 1.0  # a destination that is down is probed 1 s after, doubling to 30 s
 PROBE_CAP_S = 30.0
-REPLAY_PER_WAKE = 100  # spooled batches replayed per wake-up, at most
+REPLAY_PER_WAKE = 100  # spooled batches replayed per cycle, at most
+REPLAY_SHARE = 0.5  # of a flush interval: replay gives way to live records after this long in one cycle
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# Every reason a destination counts, for /metrics to show at 0 before the first drop.
+DROP_REASONS = (
+    "queue_full",
+    "spool_full",
+    "disk_full",
+    "spool_error",
+    "rejected",
+    "too_old",
+    "too_large",
+    "encode_error",
+    "export_failed",
+    "shutdown_deadline",
+    "after_stop",
+    "internal_error",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One request body's worth of a batch: its items, its oldest record's unix ns, the records of the batch it
+    consumed (`taken`, dropped ones included) and the records its items carry (`kept`)."""
+
+    items: list[bytes]
+    oldest: int
+    taken: int
+    kept: int
+
+
+class _Stopped(Exception):
+    """A replay gave way to stop()."""
+
+
+class HeapTrim:
+    """Hands freed heap back to the OS, at most every `every_s`, in a thread. glibc keeps the pages of large freed
+    buffers (request bodies of up to a few MiB, built per batch) for reuse, and under a long outage at a high rate
+    they pile up: RSS creeps though nothing is held. `malloc_trim(0)` returns them. Linux glibc only; elsewhere (musl,
+    macOS) calling it does nothing."""
+
+    def __init__(self, every_s: float = 60.0, timer: Timer = time.monotonic) -> None:
+        self._trim = _malloc_trim()
+        self._every_s = every_s
+        self._timer = timer
+        self._next = timer() + every_s
+
+    async def __call__(self) -> None:
+        if self._trim is None or self._timer() < self._next:
+            return
+        self._next = self._timer() + self._every_s
+        await asyncio.to_thread(self._trim, 0)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (OSError, AttributeError):  # not glibc
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return cast("Callable[[int], int]", fn)
 
 
 class Destination:
@@ -56,7 +135,11 @@ class Destination:
         *,
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
+        timer: Timer = time.monotonic,
+        trim: HeapTrim | None = None,
     ) -> None:
+        """`clock`: unix ns, for record ages. `timer` and `sleep`: the worker's monotonic time (tests inject both).
+        `trim`: run after each cycle (one is shared by a Broadcaster's destinations)."""
         self.cfg = cfg
         self.exporter = exporter
         self.spool = spool
@@ -65,23 +148,37 @@ class Destination:
         self._clock = clock
         self._rng = rng or random.Random()
         self._sleep = sleep
+        self._trim = trim
+        self._drop_oldest = cfg.overflow == "drop_oldest"
         self.worker: BatchWorker[RequestRecord] = BatchWorker(
             f"broadcast-{cfg.name}",
             self._export,
-            BatchPolicy(max_queue=cfg.queue_size, max_batch=cfg.max_batch_records, interval_s=cfg.flush_interval_s),
-            idle=self._replay,
+            BatchPolicy(
+                max_queue=cfg.queue_size,
+                max_batch=cfg.max_batch_records,
+                interval_s=cfg.flush_interval_s,
+                overflow=Overflow.DROP_OLDEST if self._drop_oldest else Overflow.REFUSE,
+            ),
+            idle=self._idle,
             on_error=lambda e: self._error(f"internal: {type(e).__name__}: {e}"),
+            clock=timer,
             sleep=sleep,
         )
         self.dropped = self.worker.dropped  # one counter by reason: the worker's (queue_full) and ours
         self._healthy = True
         self._next_probe = 0.0  # on the worker's clock
         self._failed_probes = 0
+        self._stop_asked = asyncio.Event()
         self._handled = 0  # records of the batch being exported that were sent, spooled or dropped
+        self._settled = False  # the body being delivered was sent, spooled or dropped
+        self._spool_failing = False  # the last spool write failed (a full disk): logged once until one succeeds
         self._cut_short: int | None = None  # _handled when stop() cancelled an export
+        self._pending: _Chunk | None = None  # the body stop() cancelled mid-delivery: spooled first
         self._include = frozenset(cfg.include_keys)
         self._exclude = frozenset(cfg.exclude_keys)
-        self.sent = 0
+        self.sent = 0  # records delivered, replayed ones included
+        self.replayed = 0  # records delivered from the spool
+        self.spooled = 0  # records written to the spool
         self.batches_sent = 0
         self.retries = 0
         self.sampled_out = 0
@@ -108,15 +205,52 @@ class Destination:
         self.worker.start()
 
     async def stop(self, deadline: float) -> None:
-        """Stop taking records, send what is queued until `deadline` (on the worker's clock), spool the rest."""
+        """Stop taking records, send what is queued until `deadline` (on the worker's clock), spool the rest, and log
+        what the shutdown delivered, spooled and dropped."""
+        self._stop_asked.set()  # replays and retry waits give way now
+        before = (self.sent, self.spooled, sum(self.dropped.values()))
         left = await self.worker.stop(deadline)
+        pending, self._pending = self._pending, None
         if self._cut_short is not None:  # the in-flight batch comes back first; its first records were handled
             left = left[self._cut_short :]
             self._cut_short = None
-        for items, oldest, _ in self._chunks(left):
-            if items:
-                await self._to_spool(items, oldest)
+        try:
+            await self._spool_left(pending, left)
+        finally:
+            self._stopped(before)
         await self.exporter.close()
+
+    async def _spool_left(self, pending: _Chunk | None, left: list[RequestRecord]) -> None:
+        """Spool what the worker handed back, all at once. Cancelled (the gateway's own shutdown bound passed),
+        what is not on disk yet is counted as `shutdown_deadline`."""
+        current = pending
+        unread = len(left)  # records of `left` not yet encoded into a body
+        try:
+            if pending is not None and pending.items:
+                self._settled = False
+                await self._to_spool(pending, without_spool="shutdown_deadline")
+            for chunk in self._chunks(left):
+                current = chunk
+                unread -= chunk.taken
+                self._settled = False
+                if chunk.items:
+                    await self._to_spool(chunk, without_spool="shutdown_deadline")
+        except asyncio.CancelledError:
+            lost = unread + (current.kept if current is not None and not self._settled else 0)
+            self.worker.drop("shutdown_deadline", lost)
+            raise
+
+    def _stopped(self, before: tuple[int, int, int]) -> None:
+        self._log.event(
+            logging.INFO if sum(self.dropped.values()) == before[2] else logging.WARNING,
+            "broadcast_stopped",
+            destination=self.cfg.name,
+            healthy=self._healthy,
+            delivered=self.sent - before[0],
+            spooled=self.spooled - before[1],
+            dropped=sum(self.dropped.values()) - before[2],
+            spool_batches=self.spool.batches if self.spool else 0,
+        )
 
     async def flush(self) -> None:
         """Send everything queued now (tests, Test Connection, shutdown)."""
@@ -127,24 +261,33 @@ class Destination:
     async def _export(self, records: list[RequestRecord]) -> None:
         self._handled = 0
         self._cut_short = None
-        try:
-            for items, oldest, n in self._chunks(records):
-                if items:
-                    await self._deliver(items, oldest)
-                self._handled += n
-        except asyncio.CancelledError:
-            self._cut_short = self._handled
-            raise
+        self._pending = None
+        for chunk in self._chunks(records):
+            self._settled = False
+            try:
+                if chunk.items:
+                    await self._deliver(chunk)
+            except asyncio.CancelledError:
+                # stop() passed its deadline: this body goes to the spool as it is, the rest of the batch after it
+                if not self._settled:
+                    self._pending = chunk
+                self._cut_short = self._handled + chunk.taken
+                raise
+            except Exception as e:  # noqa: BLE001 - a bug here must not lose records uncounted
+                if not self._settled:
+                    self.worker.drop("internal_error", chunk.kept)
+                self._error(f"internal: {type(e).__name__}: {e}")
+            self._handled += chunk.taken
 
-    def _chunks(self, records: Iterable[RequestRecord]) -> Iterator[tuple[list[bytes], int, int]]:
-        """The records encoded as request bodies' worth of items (at most the exporter's max_batch_bytes each):
-        (items, oldest record's unix ns, records consumed). Too old, unencodable and oversized ones are counted."""
+    def _chunks(self, records: Iterable[RequestRecord]) -> Iterator[_Chunk]:
+        """The records encoded as request bodies (at most the exporter's max_batch_bytes each). Too old,
+        unencodable and oversized records are counted and left out."""
         exp = self.exporter
         limit = exp.max_batch_bytes
         max_age_ns = int(exp.max_age_s * 1e9) if exp.max_age_s else None
         now = self._clock()
         items: list[bytes] = []
-        size = oldest = taken = 0
+        size = oldest = taken = kept = 0
         for rec in records:
             taken += 1
             if max_age_ns is not None and now - rec.started_unix_ns > max_age_ns:
@@ -158,93 +301,195 @@ class Destination:
                 self.worker.drop("encode_error")
                 self._error(f"encode failed: {type(e).__name__}")
                 continue
+            if any(len(it) > limit for it in encoded):
+                self.worker.drop("too_large")  # the whole record: never half a trace
+                continue
             rsize = sum(len(it) for it in encoded)
             if items and size + rsize > limit:
-                yield items, oldest, taken - 1  # this record starts the next body
-                items, size, oldest, taken = [], 0, 0, 1
-            for it in encoded:
-                if len(it) > limit:
-                    self.worker.drop("too_large")
-                    continue
-                items.append(it)
-                size += len(it)
+                yield _Chunk(items, oldest, taken - 1, kept)  # this record starts the next body
+                items, size, oldest, taken, kept = [], 0, 0, 1, 0
+            items.extend(encoded)
+            size += rsize
+            kept += 1
             oldest = rec.started_unix_ns if not oldest else min(oldest, rec.started_unix_ns)
         if taken:
-            yield items, oldest, taken
+            yield _Chunk(items, oldest, taken, kept)
 
-    async def _deliver(self, items: list[bytes], oldest: int) -> None:
+    async def _deliver(self, chunk: _Chunk) -> None:
+        stopping = self.worker.stopping
         probe = False
-        if not self._healthy and not self.worker.stopping:
-            # Known down: no retries. The spool's replay probes for recovery; with nothing spooled to probe with
-            # (no spool, or one too small for a batch), this batch is the probe once one is due.
+        if not self._healthy:
+            # Known down: no retries, and none at all during shutdown. The timer probes with the oldest spooled
+            # batch; with nothing spooled to probe with (no spool, a full disk), this batch is the probe once due.
             spooled = self.spool is not None and self.spool.batches > 0
-            if spooled or self.worker.clock() < self._next_probe:
-                await self._to_spool(items, oldest)
+            if spooled or stopping or self.worker.clock() < self._next_probe:
+                await self._to_spool(chunk)
                 return
             probe = True
-        max_retries = 0 if probe else self.cfg.max_retries
+        max_retries = 0 if probe or stopping else self.cfg.max_retries
         attempt = 0
         while True:
             try:
-                await self.exporter.send(items)
+                await self.exporter.send(chunk.items)
             except ExportError as e:
-                self._error(e.message, status=e.status, will_retry=e.retryable and attempt < max_retries)
+                will_retry = e.retryable and attempt < max_retries and not self._stop_asked.is_set()
+                self._error(e.message, status=e.status, will_retry=will_retry)
                 if not e.retryable:
-                    self.worker.drop("rejected", len(items))
+                    self.worker.drop("rejected", chunk.kept)
+                    self._settled = True
                     return
-                if attempt >= max_retries or self.worker.stopping:
+                if not will_retry:
                     self._mark_down()
-                    await self._to_spool(items, oldest)
+                    await self._to_spool(chunk)
                     return
                 attempt += 1
                 self.retries += 1
-                await self._sleep(retry.retry_delay(attempt, RETRY_BASE_S, RETRY_CAP_S, self._rng, e.retry_after))
+                delay = retry.retry_delay(attempt, RETRY_BASE_S, RETRY_CAP_S, self._rng, e.retry_after)
+                if not await self._pause(delay):  # stop() was asked meanwhile: no more tries
+                    self._mark_down()
+                    await self._to_spool(chunk)
+                    return
             else:
-                self._success(len(items))
+                self._success(chunk.kept)
+                self._settled = True
                 return
+
+    async def _idle(self) -> None:
+        await self._replay()
+        if self._trim is not None:
+            await self._trim()
 
     async def _replay(self) -> None:
-        """Send spooled batches, oldest first, while the destination answers; probe it when it was down."""
+        """The idle step, after every cycle of live exports: send spooled batches, oldest first. At least one, then
+        more while no full live batch waits, for at most REPLAY_SHARE of a flush interval. A destination that is
+        down is probed with the oldest batch when its timer is due (the worker wakes for it)."""
         spool = self.spool
-        if spool is None or spool.batches == 0:
+        if spool is None or spool.batches == 0 or self._stop_asked.is_set():
             return
         if not self._healthy and self.worker.clock() < self._next_probe:
+            self.worker.wake_at(self._next_probe)
             return
-        max_age_ns = int(self.exporter.max_age_s * 1e9) if self.exporter.max_age_s else None
-        for _ in range(REPLAY_PER_WAKE):  # bounded work per wake-up
-            entry = await asyncio.to_thread(spool.oldest)
-            if entry is None or self.worker.stopping or self.worker.queued:
+        started = self.worker.clock()
+        for i in range(REPLAY_PER_WAKE):
+            entry = spool.oldest()
+            if entry is None or self._stop_asked.is_set():
                 return
-            # Views into one buffer, not copies; Exporter.send promises bytes-like use only (join, len, concat).
-            items = cast("list[bytes]", await asyncio.to_thread(spool.read, entry))
-            if max_age_ns is not None and self._clock() - entry.oldest_unix_ns > max_age_ns:
-                self.worker.drop("too_old", len(items))
-                await asyncio.to_thread(spool.remove, entry)
-                self._log.warning("spool_discarded", destination=self.cfg.name, events=len(items), reason="too_old")
-                continue
-            try:
-                await self.exporter.send(items)
-            except ExportError as e:
-                self._error(e.message, status=e.status, will_retry=e.retryable)
-                if not e.retryable:
-                    self.worker.drop("rejected", len(items))
-                    await asyncio.to_thread(spool.remove, entry)
-                    continue
-                self._mark_down()
+            if i and (self.worker.ready or self.worker.clock() - started >= REPLAY_SHARE * self.cfg.flush_interval_s):
+                self.worker.wake_at(self.worker.clock())  # more to replay: come back soon
                 return
-            await asyncio.to_thread(spool.remove, entry)
-            self._success(len(items))
+            if not await self._replay_one(entry):
+                return
+        if spool.batches:
+            self.worker.wake_at(self.worker.clock())
 
-    async def _to_spool(self, items: list[bytes], oldest: int) -> None:
-        if self.spool is None:
-            self.worker.drop("export_failed", len(items))
+    async def _replay_one(self, entry: SpoolEntry) -> bool:
+        """Send one spooled batch. Whether the replay may go on."""
+        spool = self.spool
+        assert spool is not None
+        max_age_ns = int(self.exporter.max_age_s * 1e9) if self.exporter.max_age_s else None
+        if max_age_ns is not None and self._clock() - entry.oldest_unix_ns > max_age_ns:
+            self.worker.drop("too_old", entry.records)
+            await asyncio.to_thread(spool.remove, entry)
+            self._log.warning("spool_discarded", destination=self.cfg.name, records=entry.records, reason="too_old")
+            return True
+        try:
+            items = await asyncio.to_thread(spool.read, entry)
+        except OSError as e:
+            self.worker.drop("spool_error", entry.records)
+            await asyncio.to_thread(spool.remove, entry)
+            self._error(f"cannot read the spool: {e.strerror or type(e).__name__}")
+            return True
+        try:
+            await self._send_unless_stopped(items)
+        except _Stopped:
+            return False  # the batch stays spooled
+        except ExportError as e:
+            self._error(e.message, status=e.status, will_retry=e.retryable)
+            if not e.retryable:
+                self.worker.drop("rejected", entry.records)
+                await asyncio.to_thread(spool.remove, entry)
+                return True
+            self._mark_down()
+            return False
+        await asyncio.to_thread(spool.remove, entry)
+        self.replayed += entry.records
+        self._success(entry.records)
+        return True
+
+    async def _send_unless_stopped(self, items: list[bytes]) -> None:
+        """Send, but give way the moment stop() is asked (a spooled batch is safe where it is): raises _Stopped."""
+        send = asyncio.ensure_future(self.exporter.send(items))
+        stop = asyncio.ensure_future(self._stop_asked.wait())
+        try:
+            await asyncio.wait((send, stop), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            send.cancel()
+            stop.cancel()
+            raise
+        stop.cancel()
+        if not send.done():
+            send.cancel()
+            await asyncio.wait((send,))  # let the cancelled send close its connection
+            raise _Stopped
+        send.result()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep `seconds` (the injected sleep), or less when stop() is asked. False when it was."""
+        if self._stop_asked.is_set():
+            return False
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stop = asyncio.ensure_future(self._stop_asked.wait())
+        try:
+            await asyncio.wait((sleeper, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stop.cancel()
+        return not self._stop_asked.is_set()
+
+    async def _to_spool(self, chunk: _Chunk, without_spool: str = "export_failed") -> None:
+        """Spool a body that was not delivered, or count its records as dropped; either way it is settled."""
+        spool = self.spool
+        if spool is None:
+            self.worker.drop(without_spool, chunk.kept)
+            self._settled = True
             return
-        if self.spool.bytes + sum(4 + len(it) for it in items) > self.spool.max_bytes:
-            self.worker.drop("spool_full", len(items))  # known full: no thread, no disk
+        size = spool.size_of(chunk.items)
+        if size > spool.max_bytes or (not self._drop_oldest and not spool.fits(size)):
+            self.worker.drop("spool_full", chunk.kept)  # known full: no thread, no disk
+            self._settled = True
             return
-        ok = await asyncio.to_thread(self.spool.put, items, oldest)
-        if not ok:
-            self.worker.drop("spool_full", len(items))
+        put = asyncio.ensure_future(
+            asyncio.to_thread(spool.put, chunk.items, chunk.oldest, chunk.kept, evict=self._drop_oldest)
+        )
+        try:
+            await asyncio.wait((put,))  # never cancels the write, never raises its error (counted below)
+        except asyncio.CancelledError:
+            # stop() passed its deadline during a local write: let it finish, so the body is stored (or counted)
+            # exactly once, then give way
+            await asyncio.wait((put,))
+            self._count_put(put, chunk.kept)
+            raise
+        self._count_put(put, chunk.kept)
+
+    def _count_put(self, put: asyncio.Future[Put], records: int) -> None:
+        self._settled = True
+        try:
+            result = put.result()
+        except OSError as e:
+            # A full disk (or a read-only one): counted, and the next batch simply tries again. Logged once a spell.
+            self.worker.drop("disk_full" if e.errno in DISK_FULL else "spool_error", records)
+            self._error(f"cannot spool: {e.strerror or type(e).__name__}", quiet=self._spool_failing)
+            self._spool_failing = True
+            return
+        if self._spool_failing:
+            self._spool_failing = False
+            self._log.info("spool_writable", destination=self.cfg.name)
+        if result.evicted:
+            self.worker.drop("spool_full", result.evicted)  # drop_oldest: older batches made room
+        if result.stored:
+            self.spooled += records
+        else:
+            self.worker.drop("spool_full", records)
 
     # --- health and counters -----------------------------------------------------------------------
 
@@ -264,10 +509,13 @@ class Destination:
         self._failed_probes += 1
         wait = retry.backoff(self._failed_probes, PROBE_BASE_S, PROBE_CAP_S, self._rng)
         self._next_probe = self.worker.clock() + wait
+        self.worker.wake_at(self._next_probe)
 
-    def _error(self, message: str, **fields: Any) -> None:
+    def _error(self, message: str, quiet: bool = False, **fields: Any) -> None:
         self.last_error = self._redactor.scrub(message)
         self.last_error_at = time.time()
+        if quiet:
+            return
         self._log.event(
             logging.DEBUG if fields.get("will_retry") else logging.WARNING,
             "export_failed",
@@ -281,13 +529,18 @@ class Destination:
             "name": self.cfg.name,
             "kind": self.cfg.kind,
             "healthy": self._healthy,
+            "overflow": self.cfg.overflow,
             "queued": self.worker.queued,
+            "in_flight": self.worker.in_flight,
             "sent": self.sent,
+            "replayed": self.replayed,
             "batches_sent": self.batches_sent,
             "retries": self.retries,
             "spooled_batches": self.spool.batches if self.spool else 0,
+            "spooled_records": self.spool.records if self.spool else 0,
             "spool_bytes": self.spool.bytes if self.spool else 0,
             "dropped": dict(self.dropped),
+            "dropped_total": sum(self.dropped.values()),
             "sampled_out": self.sampled_out,
             "filtered_out": self.filtered_out,
             "last_error": self.last_error,
@@ -308,11 +561,12 @@ class Broadcaster:
         clock: Clock = time.time_ns,
     ) -> None:
         self.destinations: dict[str, Destination] = {}
+        trim = HeapTrim()
         for d in config.destinations:
             if not d.enabled:
                 continue
             spool = Spool(f"{config.spool_dir}/{d.name}", d.spool_max_bytes) if d.spool_max_bytes else None
-            self.destinations[d.name] = Destination(d, build(d, session), spool, redactor, log, clock)
+            self.destinations[d.name] = Destination(d, build(d, session), spool, redactor, log, clock, trim=trim)
         self._log = log
 
     def __call__(self, record: RequestRecord) -> None:

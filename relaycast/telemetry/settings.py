@@ -13,6 +13,7 @@
           privacy_mode: false             # true: no prompts or completions
           include_keys: [web-app]         # gateway key names; exclude_keys too
           tags: {team: payments}
+          overflow: drop_oldest           # or drop_newest: what a full queue and a full spool give up
 
 Config values win over the environment: a configured Datadog destination takes from DD_* only what it does not
 set; a Datadog (or OTLP) destination exists with no YAML at all when the standard variables are set.
@@ -30,6 +31,13 @@ from relaycast.config_reader import ConfigError, Reader
 from relaycast.redact import header_secrets, url_secrets
 
 KINDS = ("datadog", "otlp", "webhook", "file")
+# What a full queue or spool gives up. The oldest by default: the newest records matter most in an incident, they
+# join up with live traffic when the destination comes back, and old ones are the first a destination refuses
+# (Datadog: 24 hours).
+OVERFLOW = ("drop_oldest", "drop_newest")
+# What a SIGKILL loses is what waits in memory: about this long of records. Half a second against one costs no
+# measurable CPU at 120 records/s (two POSTs a second instead of one) and halves the loss.
+FLUSH_INTERVAL_S = 0.5
 DD_SITES = (
     "datadoghq.com",
     "us3.datadoghq.com",
@@ -103,10 +111,11 @@ class DestinationConfig:
     tags: tuple[tuple[str, str], ...] = ()
     queue_size: int = 10_000
     max_batch_records: int = 1000
-    flush_interval_s: float = 1.0
+    flush_interval_s: float = FLUSH_INTERVAL_S
     timeout_s: float = 5.0
     max_retries: int = 4
     spool_max_bytes: int = 64 * MiB
+    overflow: str = "drop_oldest"  # or "drop_newest": what a full queue and a full spool give up (OVERFLOW)
 
     def secrets(self) -> tuple[str, ...]:
         """For the redactor: the Datadog key, the webhook secret, credential headers whatever their length (by
@@ -149,6 +158,7 @@ COMMON = {
     "timeout",
     "max_retries",
     "spool_max_bytes",
+    "overflow",
 }
 KIND_KEYS = {
     "datadog": {"api_key", "site", "ml_app", "service", "env", "agent_url", "api_url", "intake_url"},
@@ -241,10 +251,11 @@ def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Pat
         ),
         queue_size=r.integer(m.get("queue_size", 10_000), f"{at}.queue_size", 1),
         max_batch_records=r.integer(m.get("max_batch_records", 1000), f"{at}.max_batch_records", 1),
-        flush_interval_s=r.number(m.get("flush_interval", 1.0), f"{at}.flush_interval"),
+        flush_interval_s=r.number(m.get("flush_interval", FLUSH_INTERVAL_S), f"{at}.flush_interval"),
         timeout_s=r.number(m.get("timeout", 5.0), f"{at}.timeout"),
         max_retries=r.integer(m.get("max_retries", 4), f"{at}.max_retries", 0, 100),
         spool_max_bytes=r.integer(m.get("spool_max_bytes", 64 * MiB), f"{at}.spool_max_bytes", 0),
+        overflow=_choice(r, m.get("overflow", OVERFLOW[0]), f"{at}.overflow", OVERFLOW),
     )
 
 

@@ -1,5 +1,5 @@
 """Pure pieces of broadcast: settings and the standard environment variables, Datadog span encoding limits,
-the spool, and the age limit."""
+the age limit, and the broadcast families /metrics reads."""
 
 from __future__ import annotations
 
@@ -168,19 +168,6 @@ def test_an_oversized_span_keeps_everything_but_its_input_and_output() -> None:
     assert llm["metrics"]["output_tokens"] == 3
 
 
-def test_the_spool_survives_a_restart_and_keeps_its_bound(tmp_path) -> None:
-    s = Spool(tmp_path, max_bytes=100)
-    assert s.put([b"a" * 10, b"b" * 20], 5)
-    assert s.put([b"c"], 7)
-    assert not s.put([b"d" * 200], 9), "over the bound: refused"
-    s2 = Spool(tmp_path, max_bytes=100)
-    assert s2.batches == 2 and s2.bytes == s.bytes
-    first = s2.oldest()
-    assert first.oldest_unix_ns == 5 and s2.read(first) == [b"a" * 10, b"b" * 20]
-    s2.remove(first)
-    assert s2.read(s2.oldest()) == [b"c"] and s2.batches == 1
-
-
 def test_spooled_spans_older_than_24_hours_are_discarded_and_counted(tmp_path) -> None:
     now = time.time_ns()
 
@@ -200,7 +187,7 @@ def test_spooled_spans_older_than_24_hours_are_discarded_and_counted(tmp_path) -
             ),
         )
         spool = Spool(tmp_path, 10**6)
-        spool.put([b"{}"] * 3, now - 25 * 3600 * 10**9)
+        spool.put([b"{}"] * 3, now - 25 * 3600 * 10**9, records=2)
         red = Redactor()
         d = Destination(dest, DatadogExporter(dest, session), spool, red, EventLog(red), clock=lambda: now)
         await d._replay()
@@ -208,7 +195,7 @@ def test_spooled_spans_older_than_24_hours_are_discarded_and_counted(tmp_path) -
         return d.status()
 
     status = asyncio.run(run())
-    assert status["dropped"] == {"too_old": 3} and status["spooled_batches"] == 0
+    assert status["dropped"] == {"too_old": 2} and status["spooled_batches"] == 0, "counted in records"
 
 
 def test_attribution_tags_reach_datadog_and_otlp_spans():
@@ -234,3 +221,38 @@ def test_attribution_tags_reach_datadog_and_otlp_spans():
         )
     attrs = common_attrs(rec, ())
     assert attrs["relaycast.tag.team"] == "payments" and attrs["relaycast.feature"] == "search"
+
+
+def test_overflow_is_one_policy_per_destination_drop_oldest_by_default() -> None:
+    text = BASE + "broadcast:\n  destinations:\n    - {name: a, kind: webhook, url: 'http://127.0.0.1:9/x'}\n"
+    text += "    - {name: b, kind: webhook, url: 'http://127.0.0.1:9/x', overflow: drop_newest}\n"
+    a, b = parse(text, env={}).broadcast.destinations
+    assert (a.overflow, b.overflow) == ("drop_oldest", "drop_newest")
+    with pytest.raises(ConfigError) as e:
+        parse(BASE + "broadcast:\n  destinations:\n    - {kind: file, path: x, overflow: block}\n", env={})
+    assert "broadcast.destinations[0].overflow" in str(e.value) and "drop_newest" in str(e.value)
+
+
+def test_metrics_show_every_drop_reason_per_destination_from_the_first_scrape(tmp_path) -> None:
+    from relaycast.server.metrics_gauges import scrape_gauges
+    from relaycast.server.services import Services
+    from relaycast.telemetry.pipeline import DROP_REASONS, Broadcaster
+
+    text = BASE + f"broadcast:\n  spool_dir: {tmp_path}\n  destinations:\n"
+    text += "    - {name: hook, kind: webhook, url: 'http://127.0.0.1:9/x', queue_size: 1}\n"
+    cfg = parse(text, env={})
+
+    async def scrape() -> dict[str, dict[tuple[str, ...], float]]:
+        services = Services(cfg)
+        async with aiohttp.ClientSession() as session:
+            services.broadcaster = Broadcaster(cfg.broadcast, session, services.redactor, services.log)
+            services.broadcaster(_record())
+            services.broadcaster(_record())  # a queue of one: the first is dropped
+            return {name: dict(series) for name, _, _, _, series in scrape_gauges(services)}
+
+    families = asyncio.run(scrape())
+    dropped = families["relaycast_broadcast_dropped_total"]
+    assert set(dropped) == {("hook", r) for r in DROP_REASONS}
+    assert dropped[("hook", "queue_full")] == 1 and dropped[("hook", "disk_full")] == 0
+    assert families["relaycast_broadcast_healthy"] == {("hook",): 1.0}
+    assert families["relaycast_broadcast_spooled_records"] == {("hook",): 0}

@@ -562,3 +562,30 @@ def test_file_connection_test_names_the_directory_it_cannot_write_to(tmp_path: P
     assert not result.ok
     assert result.message.startswith(f"cannot write to {blocker / 'sub'}: ")
     assert "Not a directory" in result.message or "File exists" in result.message
+
+
+def test_a_full_disk_cuts_the_file_back_to_whole_lines_and_is_retryable(tmp_path: Path):
+    from tests.unit.test_spool import tiny_disk
+
+    with tiny_disk(tmp_path / "disk", "1m") as disk:
+        path = disk / "requests.jsonl"
+        ex = file_exporter(path, max_bytes=64 * 1024 * 1024)
+        big = served_record(0)
+        items = [it for r in [big] * 40 for it in ex.encode(r, False, TAGS)]
+        filler = b"x" * (300 * 1024)
+
+        async def main() -> list[int]:
+            sizes = []
+            for _ in range(10):  # each a batch of 40 lines plus a large one: the disk fills part-way through one
+                try:
+                    await ex.send([*items, filler, *items])
+                except ExportError as e:
+                    assert e.retryable and "No space left on device" in e.message
+                    sizes.append(path.stat().st_size)
+            return sizes
+
+        sizes = asyncio.run(main())
+        assert sizes, "the disk filled"
+        data = path.read_bytes()
+        assert len(data) == sizes[-1] and data.endswith(b"\n"), "cut back to the last whole batch"
+        assert data.count(b"\n") % (2 * len(items) + 1) == 0, "only whole batches are left"

@@ -1,11 +1,14 @@
 """The store below the API: migrations, retention, privacy mode, records the database could not take as they are
-(NUL in text, JSON nested past orjson's limit, numbers past BIGINT) written anyway, and a database that is down
-(the gateway keeps serving, the records wait in the bounded queue, the password never shows)."""
+(NUL in text, JSON nested past orjson's limit, numbers past BIGINT) written anyway, a database that is down
+(the gateway keeps serving, the records wait in the bounded queue, the password never shows), and the store's
+threads: calls abandoned at their deadline, a bounded queue, a shutdown that does not wait on a failing store."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,13 +17,14 @@ import openai
 import orjson
 import pytest
 
+from relaycast.config_reader import ConfigError, Reader
 from relaycast.log import EventLog
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store import rows
-from relaycast.store.db import Connection
+from relaycast.store.db import Connection, StoreThreads, StoreTimeout, StoreUnavailable
 from relaycast.store.schema import LATEST
-from relaycast.store.settings import StoreConfig
+from relaycast.store.settings import StoreConfig, parse_store
 from relaycast.store.writer import StoreWriter, delete_older_than, write_batch
 from tests.conftest import UPSTREAM_KEY, GatewayProcess, standard_config
 from tests.store_helpers import admin_get, postgres_database, wait_stored
@@ -239,3 +243,84 @@ def test_privacy_mode_through_the_gateway(fake):
         assert (gw.config_path.parent / "relaycast.db").exists()  # the default: a SQLite file beside the config
     finally:
         gw.stop()
+
+
+FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"  # never ends
+
+
+def test_store_timeouts_are_configured_with_defaults(tmp_path):
+    r = Reader({})
+    cfg = parse_store(r, {"read_timeout_s": 2, "write_timeout_s": 4.5, "keepalive_idle_s": 30}, {}, None)
+    assert cfg is not None and (cfg.read_timeout_s, cfg.write_timeout_s, cfg.keepalive_idle_s) == (2, 4.5, 30)
+    assert (cfg.connect_timeout_s, cfg.lock_timeout_s, cfg.keepalive_interval_s, cfg.keepalive_count) == (5, 10, 5, 3)
+    with pytest.raises(ConfigError, match="store.read_timeout_s"):
+        parse_store(r, {"read_timeout_s": 0}, {}, None)
+    with pytest.raises(ConfigError, match="store.keepalive_count"):
+        parse_store(r, {"keepalive_count": 0}, {}, None)
+
+
+def test_a_call_past_its_deadline_is_abandoned_and_its_thread_serves_the_next(tmp_path):
+    """The caller gets StoreTimeout at its deadline, and the statement is interrupted: the one thread answers the
+    next call at once instead of waiting for a query that never ends."""
+    cfg = StoreConfig(path=str(tmp_path / "t.db"))
+
+    async def run() -> None:
+        threads = StoreThreads("test", 1, lambda: Connection(cfg))
+        t0 = time.monotonic()
+        with pytest.raises(StoreTimeout):
+            await threads.call(Connection.query, FOREVER, timeout_s=0.3)
+        assert time.monotonic() - t0 < 5
+        assert await threads.call(Connection.query, "SELECT 1", timeout_s=5) == [(1,)]
+        assert threads.timeouts == 1
+        assert await threads.close(5) == 0
+
+    asyncio.run(run())
+
+
+def test_calls_never_pile_up_and_close_ends_every_call(tmp_path):
+    """A full queue refuses at once; closing aborts the running call, fails the waiting one, ends the thread."""
+    cfg = StoreConfig(path=str(tmp_path / "t.db"))
+
+    async def run() -> None:
+        threads = StoreThreads("test", 1, lambda: Connection(cfg), max_waiting=1)
+        running = asyncio.ensure_future(threads.call(Connection.query, FOREVER, timeout_s=60))
+        await asyncio.sleep(0.2)  # the thread took it
+        waiting = asyncio.ensure_future(threads.call(Connection.query, "SELECT 1", timeout_s=60))
+        await asyncio.sleep(0)
+        with pytest.raises(StoreUnavailable, match="not keeping up"):
+            await threads.call(Connection.query, "SELECT 1", timeout_s=60)
+        assert await threads.close(5) == 0
+        with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+            await running
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await waiting
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await threads.call(Connection.query, "SELECT 1", timeout_s=60)
+
+    asyncio.run(run())
+
+
+def test_a_store_that_fails_at_shutdown_is_not_retried_and_what_is_left_is_counted(tmp_path):
+    """Another process holds the SQLite file's write lock: stop() tries once, gives up long before its deadline,
+    counts every queued record as `shutdown_deadline`, and leaves no store thread behind."""
+    cfg = StoreConfig(path=str(tmp_path / "locked.db"), lock_timeout_s=0.2, flush_interval_s=0.05)
+
+    async def run() -> None:
+        w = _writer(cfg)
+        await w.start()  # migrated while the file is free
+        holder = sqlite3.connect(cfg.path or "", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            for i in range(25):
+                w(_record(f"r{i}", time.time()))
+            t0 = time.monotonic()
+            await w.stop(30)
+            assert time.monotonic() - t0 < 10
+        finally:
+            holder.close()
+        status = w.status()
+        assert status["written"] == 0 and status["dropped"] == {"shutdown_deadline": 25}, status
+        assert "locked" in (status["last_error"] or "")
+
+    asyncio.run(run())
+    assert not [t for t in threading.enumerate() if t.name.startswith("relaycast-store-")]

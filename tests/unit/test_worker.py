@@ -367,3 +367,88 @@ def test_every_item_is_exported_once_in_order_or_counted_as_dropped(
             assert max_bytes is None or len(b) == 1 or sum(n for _, n in b) <= max_bytes
 
     run(go())
+
+
+def test_the_idle_step_runs_between_exports_however_fast_items_arrive() -> None:
+    async def go() -> None:
+        t = FakeTime()
+        idles: list[int] = []
+        w: BatchWorker[int]
+
+        async def busy_export(batch: list[int]) -> None:
+            for _ in range(3):  # every export sees a full batch's worth arrive meanwhile
+                w.put(batch[-1] + 1)
+            await asyncio.sleep(0)
+
+        async def idle() -> None:
+            idles.append(w.sent)
+
+        w = make(t, busy_export, idle=idle, max_batch=3, max_queue=10_000)
+        for i in range(3):
+            w.put(i)
+        w.start()
+        await settle()
+        assert len(idles) >= 3, "the idle step is not starved by a queue that never empties"
+        assert idles == sorted(idles) and idles[0] > 0
+        await w.stop(t.now + 1)
+
+    run(go())
+
+
+def test_an_owner_timer_runs_a_cycle_before_the_interval_even_when_set_while_waiting() -> None:
+    async def go() -> None:
+        t, rec = FakeTime(), Recorder()
+        idles: list[float] = []
+
+        async def idle() -> None:
+            idles.append(t.now)
+
+        w = make(t, rec, idle=idle, interval_s=600.0)
+        w.start()
+        await settle()  # waiting out the interval
+        w.put("a")
+        w.wake_at(5.0)
+        w.wake_at(7.0)  # a later time does not push the earlier one back
+        await t.advance(4.9)
+        assert idles == [] and rec.items == []
+        await t.advance(0.1)
+        assert idles == [5.0] and rec.items == ["a"], "a cycle at the timer: exports, then the idle step"
+        await t.advance(100.0)
+        assert idles == [5.0], "each timer is served once"
+        await w.stop(t.now + 1)
+
+    run(go())
+
+
+def test_ready_says_when_a_full_batch_waits() -> None:
+    t, rec = FakeTime(), Recorder()
+    w = make(t, rec, max_batch=2)
+    w.put(1)
+    assert not w.ready
+    w.put(2)
+    assert w.ready
+
+
+def test_stop_during_the_idle_step_still_exports_what_arrived_meanwhile() -> None:
+    async def go() -> None:
+        t, rec = FakeTime(), Recorder()
+        in_idle = asyncio.Event()
+        release = asyncio.Event()
+        w: BatchWorker[str]
+
+        async def idle() -> None:
+            if not in_idle.is_set():
+                in_idle.set()
+                await release.wait()
+
+        w = make(t, rec, idle=idle, max_batch=1)
+        w.start()
+        w.put("a")
+        await in_idle.wait()  # "a" exported; the idle step runs
+        w.put("b")  # arrives during the idle step
+        stopping = asyncio.ensure_future(w.stop(t.now + 10))
+        await settle()
+        release.set()
+        assert await stopping == [] and rec.items == ["a", "b"]
+
+    run(go())

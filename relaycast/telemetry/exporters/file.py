@@ -30,6 +30,7 @@ from relaycast.telemetry.settings import DestinationConfig, FileOptions
 
 MiB = 1024 * 1024
 FILE_MODE = 0o600
+WRITE_BUFFER = 64 * 1024  # lines are gathered up to this much per write(2)
 
 
 class FileExporter:
@@ -72,17 +73,16 @@ class FileExporter:
         with self._lock:
             _private_dirs(self.path.parent)
             size = self._size_ending_a_line()
-            chunk: list[bytes] = []
-            for item in items:
-                line = b"".join((item, b"\n"))  # items may be views into a spooled batch
-                if size + len(line) > self.o.max_bytes and size > 0:
-                    self._write(chunk)
-                    chunk = []
+            start = 0
+            for i, item in enumerate(items):
+                n = len(item) + 1  # the line and its newline
+                if size + n > self.o.max_bytes and size > 0:
+                    self._write(items[start:i])
+                    start = i
                     self._rotate()
                     size = 0
-                chunk.append(line)
-                size += len(line)
-            self._write(chunk)
+                size += n
+            self._write(items[start:])
 
     def _size_ending_a_line(self) -> int:
         """The file's size; when a crash left it mid-line, the unfinished line is ended first."""
@@ -96,20 +96,30 @@ class FileExporter:
             f.seek(-1, os.SEEK_END)
             if f.read(1) == b"\n":
                 return size
-        self._write([b"\n"])
+        self._write([b""])
         return size + 1
 
-    def _write(self, lines: list[bytes]) -> None:
-        if not lines:
+    def _write(self, items: list[bytes]) -> None:
+        """Append each item as a line, through a small reused buffer: never a batch-sized copy in memory (items may
+        be views into a spooled batch). A failure cuts the file back to where it was: no half line is left."""
+        if not items:
             return
-        data = b"".join(lines)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
             before = os.fstat(fd).st_size
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                buf = bytearray()
+                for item in items:
+                    if len(buf) + len(item) + 1 > WRITE_BUFFER:
+                        _write_all(fd, buf)
+                        buf.clear()
+                    if len(item) + 1 > WRITE_BUFFER:
+                        _write_all(fd, item)  # a large line goes straight from its own buffer
+                        buf += b"\n"
+                    else:
+                        buf += item
+                        buf += b"\n"
+                _write_all(fd, buf)
             except OSError:
                 try:
                     os.ftruncate(fd, before)  # no half line is left behind
@@ -147,6 +157,12 @@ class FileExporter:
             if self.path.is_dir():
                 raise IsADirectoryError(21, f"{self.path.name} is a directory")
             os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _reason(e: OSError) -> str:
