@@ -23,6 +23,11 @@ from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess
 
 FUZZ_KEY = "rc-fuzz-key-0123456789abcdef"
 HEALTH_BOUND_MS = 100.0  # /healthz answers within this while the gateway is being fuzzed
+# ... and within this while eight clients upload 4 MiB bodies at once. On two cores shared by the gateway, its
+# store thread, these clients, the fake upstream parsing the same bodies and the poller, the gateway's loop waits
+# for a core and the GIL as well as for its own work (seen: 60-120 ms). Before secret scrubbing became linear and
+# large bodies took turns, the same burst measured 460-680 ms, which this still catches.
+BURST_HEALTH_BOUND_MS = 250.0
 MODELS = ("fakeai/gpt-4o-mini", "claude/claude-3-5-haiku-latest", "fast", "gpt-4o-mini")
 EMBEDDING_MODELS = ("fakeai/text-embedding-3-small", "embed")
 
@@ -146,13 +151,12 @@ class Window:
     def worst_ms(self) -> float:
         return max((ms for _, ms, _ in self.samples), default=0.0)
 
-    def assert_responsive(self) -> None:
+    def assert_responsive(self, bound_ms: float = HEALTH_BOUND_MS) -> None:
         failed = [s for s in self.samples if s[2] != 200]
         assert not failed, f"/healthz failed {len(failed)} times: {failed[:5]}"
         assert len(self.samples) >= 1, "the poller recorded nothing"
-        assert self.worst_ms < HEALTH_BOUND_MS, (
-            f"/healthz took {self.worst_ms:.0f} ms at worst (bound {HEALTH_BOUND_MS:.0f} ms) over "
-            f"{len(self.samples)} polls"
+        assert self.worst_ms < bound_ms, (
+            f"/healthz took {self.worst_ms:.0f} ms at worst (bound {bound_ms:.0f} ms) over {len(self.samples)} polls"
         )
 
 
