@@ -60,6 +60,27 @@ CASES = [
         "max_tokens",
     ),
     (
+        "max_tokens 2^63 (once answered as 'Redis is down' by a limiter)",
+        b'{"model":"fakeai/gpt-4o","max_tokens":9223372036854775808,"messages":[{"role":"user","content":"x"}]}',
+        400,
+        "at most 2147483647",
+        "max_tokens",
+    ),
+    (
+        "max_tokens just past 32 bits",
+        b'{"model":"fakeai/gpt-4o","max_tokens":2147483648,"messages":[{"role":"user","content":"x"}]}',
+        400,
+        "at most 2147483647",
+        "max_tokens",
+    ),
+    (
+        "n 1000",
+        b'{"model":"fakeai/gpt-4o","n":1000,"messages":[{"role":"user","content":"x"}]}',
+        400,
+        "at most 128",
+        "n",
+    ),
+    (
         "unknown model",
         b'{"model":"nope/gpt-4o","messages":[{"role":"user","content":"x"}]}',
         404,
