@@ -249,5 +249,8 @@ def _allowed_hosts(r: Reader, raw: Any) -> tuple[str, ...]:
         h = r.string(v, at).strip().lower()
         if not h or any(c.isspace() or c in "/?#@" for c in h):
             raise ConfigError(at, f"expected a host name, got '{h}'")
+        name, colon, port = h.rpartition("]:" if h.startswith("[") else ":")
+        if colon and port.isdigit() and (h.startswith("[") or ":" not in name):
+            raise ConfigError(at, f"'{h}': give the host name without its port (the check ignores ports)")
         hosts.append(h)
     return tuple(hosts)

@@ -40,7 +40,7 @@ HTTP is the status the client gets; `code` is the `error_class` (the OpenAI erro
     │   ├── ConnectionFailed         502  connection              yes    yes
     │   ├── StreamCut                502  stream_cut              yes    yes
     │   ├── MalformedResponse        502  malformed               yes    yes
-    │   │   └── ResponseTooLarge     502  malformed               no     yes  (an answer above the provider's cap)
+    │   ├── ResponseTooLarge         502  response_too_large      no     yes  (an answer above the provider's cap)
     │   ├── UpstreamBufferFull       503  upstream_buffer_full    no     no   (the process's answer buffer is full)
     │   └── UpstreamRedirect         502  redirect                no     yes  (a 3xx: not followed, it holds the key)
     └── AllAttemptsFailed                 (every target of a plan failed)
@@ -395,11 +395,15 @@ class MalformedResponse(ProviderError):
     fails_over = True
 
 
-class ResponseTooLarge(MalformedResponse):
-    """An answer above its provider's cap. Malformed, and not asked for again: the same request would most likely
-    get the same answer, paid for twice; the next target is tried."""
+class ResponseTooLarge(ProviderError):
+    """An answer above its provider's cap. Not asked for again: the same request would most likely get the same
+    answer, paid for twice; the next target is tried (its cap may be larger). Its own class, so it says nothing
+    about the target's health: a client asking for huge answers must not open circuits for everyone."""
 
-    retryable = False
+    status_code = 502
+    error_class = "response_too_large"
+    openai_type = "server_error"
+    fails_over = True
 
 
 class UpstreamBufferFull(ProviderError):

@@ -194,10 +194,9 @@ class BatchWorker(Generic[T]):
         task, self._task = self._task, None
         if task is not None and not await self._within(deadline - self.clock(), task):
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait((task,))  # the worker's own cancellation is not ours: a caller's cancel still reaches us
+            if not task.cancelled():
+                task.exception()  # retrieved: a failure was already counted and reported by the worker
         left = [item for item, _ in self._queue]
         self._queue.clear()
         self._bytes = 0

@@ -68,12 +68,17 @@ def heuristic_tokens(text: str) -> int:
     n = len(text)
     if n <= FULL_COUNT_CHARS:
         return _count_whole(text)
-    # One window at a random place in each slice: no part of the text can be left out on purpose.
+    # One window at a random place in each slice, wrapping around within the slice: every character of a slice
+    # is equally likely to be counted, so no part of the text can be hidden from the estimate by where it sits.
     part = n // SAMPLE_WINDOWS
     sampled = 0
     for i in range(SAMPLE_WINDOWS):
-        at = i * part + secrets.randbelow(part - SAMPLE_WINDOW_CHARS + 1)
-        sampled += _count_whole(text[at : at + SAMPLE_WINDOW_CHARS])
+        start, end = i * part, (i + 1) * part
+        at = start + secrets.randbelow(part)
+        window = text[at : min(at + SAMPLE_WINDOW_CHARS, end)]
+        if len(window) < SAMPLE_WINDOW_CHARS:
+            window += text[start : start + SAMPLE_WINDOW_CHARS - len(window)]
+        sampled += _count_whole(window)
     return -(-sampled * n // (SAMPLE_WINDOWS * SAMPLE_WINDOW_CHARS))
 
 

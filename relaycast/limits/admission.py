@@ -127,12 +127,19 @@ class Admission:
         budgeted = any(c.limits.budget_day_usd or c.limits.budget_month_usd for c in checks)
         est_tokens = est_nano = 0
         if budgeted or any(c.limits.tpm for c in checks):
+            prompt_tokens = count_prompt()
+            n = body.get("n")
+            choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
             out = body.get("max_completion_tokens") or body.get("max_tokens")
             if not isinstance(out, int) or isinstance(out, bool) or out < 1:
-                out = body["max_tokens"] = self._cfg.default_max_tokens
-            n = body.get("n")
-            outputs = (n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1) * out
-            prompt_tokens = count_prompt()
+                # The gateway's own cap: within the smallest tokens-per-minute limit, so a request that names no
+                # cap is never refused as too large because of the cap the gateway chose.
+                out = self._cfg.default_max_tokens
+                tpms = [c.limits.tpm for c in checks if c.limits.tpm]
+                if tpms:
+                    out = max(1, min(out, (min(tpms) - prompt_tokens) // choices))
+                body["max_tokens"] = out
+            outputs = choices * out
             est_tokens = prompt_tokens + outputs
             if budgeted:
                 p = _dearest(self._pricer, plan, checks)
@@ -143,14 +150,17 @@ class Admission:
         """Replace the reservation by what the request used (after the response).
 
         When the upstream never reported usage (a cut stream, estimated from its visible text: hidden reasoning
-        is not in it) or the cost is unknown, at least the reservation is charged."""
+        is not in it), at least the reservation is charged; when only the price is unknown, the reported tokens
+        count as they are and the spend is at least the reservation's."""
         if res is None or self._limiter is None:
             return
         tokens = sum(a.usage.total_tokens for a in rec.attempts if a.usage)
         pico, source = rec.cost
         nano = -(-(pico or 0) // NANO_PER_PICO)
+        if source == ESTIMATED:
+            tokens = max(tokens, res.est_tokens)
         if source in (ESTIMATED, UNPRICED):
-            tokens, nano = max(tokens, res.est_tokens), max(nano, res.est_nano)
+            nano = max(nano, res.est_nano)
         pending = self._limiter.settle(res, tokens, nano)
         if pending is not None:
             self._later(pending)

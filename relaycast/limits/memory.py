@@ -123,6 +123,9 @@ class MemoryLimiter:
         periods = [self._budgets_of(c, now) for c in checks]
         loaded = await self._load_missing(checks, periods) if any(periods) else {}
         # From here to the end: no await. Every check first, then every change.
+        for c in checks:  # this request's scopes are the most recent: making room for one never evicts another
+            if (c.scope, c.name) in self._scopes:
+                self._scopes.move_to_end((c.scope, c.name))
         scopes = [self._scope((c.scope, c.name)) for c in checks]
         budgets: list[list[int]] = []
         for c, s, of_c in zip(checks, scopes, periods, strict=True):

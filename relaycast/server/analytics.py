@@ -73,6 +73,6 @@ class Analytics:
         except Exception as e:
             if is_db_error(e):
                 raise errors.StoreNotReady(
-                    f"The store cannot be read: {self._redactor.scrub(str(e).splitlines()[0][:200])}"
+                    f"The store cannot be read: {self._redactor.scrub(str(e).splitlines()[0])[:200]}"
                 ) from None
             raise

@@ -136,8 +136,10 @@ class Handlers:
         try:
             respond = self._stream if req.stream else self._complete
             await run_until_disconnect(r.receive, respond(r, req, run, outcome))
-        except ClientGone:
+        except (ClientGone, asyncio.CancelledError) as e:  # the client left, or the server stopped waiting (shutdown)
             outcome.cancelled = True
+            if isinstance(e, asyncio.CancelledError):
+                raise
         except Exception:
             outcome.status, outcome.error = 500, errors.RelaycastError(INTERNAL)
             raise
@@ -251,6 +253,9 @@ class Handlers:
         except errors.RelaycastError as e:
             status, err = e.status_code, e
             await send_error(r.send, self.s.redactor, e, [*r.id_headers, *served(None, len(run.attempts))])
+        except asyncio.CancelledError:  # the server stopped waiting for it (shutdown): recorded as cancelled
+            self._emit_embeddings(r, req, wall0, t0, run, 499, None, reservation)
+            raise
         except Exception:
             self._emit_embeddings(r, req, wall0, t0, run, 500, errors.RelaycastError(INTERNAL), reservation)
             raise

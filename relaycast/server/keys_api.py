@@ -49,7 +49,7 @@ class KeysApi:
         except Exception as e:
             if is_db_error(e):
                 raise errors.StoreNotReady(
-                    f"The key store cannot be reached: {self.s.redactor.scrub(str(e).splitlines()[0][:200])}"
+                    f"The key store cannot be reached: {self.s.redactor.scrub(str(e).splitlines()[0])[:200]}"
                 ) from None
             raise
         await self.s.keys.refresh()  # this replica at once; the others within a second

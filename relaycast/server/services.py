@@ -221,7 +221,8 @@ class Services:
         except TimeoutError:
             self.log.error("shutdown_step_overran", step=step, timeout_s=round(timeout_s, 3))
         except Exception as e:  # noqa: BLE001 - the next parts must still close
-            self.log.error("shutdown_step_failed", step=step, error=type(e).__name__, message=str(e)[:200])
+            message = self.redactor.scrub(str(e))[:200]  # scrubbed whole: a cut secret would not match
+            self.log.error("shutdown_step_failed", step=step, error=type(e).__name__, message=message)
 
     def _log_stopped(self, began: float) -> None:
         fields: dict[str, object] = {"seconds": round(time.monotonic() - began, 3)}

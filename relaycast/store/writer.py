@@ -189,7 +189,7 @@ class StoreWriter:
                     minimal=minimal,
                     rejected=rejected,
                     error=type(e).__name__,
-                    message=self._redactor.scrub(str(e)[:200]),
+                    message=self._redactor.scrub(str(e))[:200],  # scrubbed whole: a cut secret would not match
                 )
                 return
         except Exception as e:
@@ -221,7 +221,7 @@ class StoreWriter:
 
     def _failed(self, e: BaseException) -> None:
         self.failures += 1
-        msg = self._redactor.scrub(str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__)
+        msg = self._redactor.scrub(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:300]
         if msg != self.last_error:
             self._log.error("store_unavailable", store=self.cfg.display(), error=msg)
         self.last_error = msg

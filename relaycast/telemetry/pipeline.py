@@ -465,8 +465,13 @@ class Destination:
             await asyncio.wait((put,))  # never cancels the write, never raises its error (counted below)
         except asyncio.CancelledError:
             # stop() passed its deadline during a local write: let it finish, so the body is stored (or counted)
-            # exactly once, then give way
-            await asyncio.wait((put,))
+            # exactly once, then give way. A second cancellation must not cut this wait short either: the body
+            # would be spooled again from _pending while this write completes.
+            while not put.done():
+                try:
+                    await asyncio.wait((put,))
+                except asyncio.CancelledError:
+                    continue
             self._count_put(put, chunk.kept)
             raise
         self._count_put(put, chunk.kept)

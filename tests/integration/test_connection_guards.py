@@ -290,6 +290,8 @@ def test_every_refusal_is_counted_by_reason() -> None:
         ("{max_header_bytes: 10}", "server.max_header_bytes"),
         ("{max_connections: 0}", "server.max_connections"),
         ("{allowed_hosts: ['a b']}", "server.allowed_hosts[0]"),
+        ("{allowed_hosts: ['ok.example', 'gateway.example:8080']}", "server.allowed_hosts[1]"),
+        ("{allowed_hosts: ['[::1]:8080']}", "server.allowed_hosts[0]"),
     ],
 )
 def test_bad_guard_settings_are_refused_at_load(server: str, where: str) -> None:

@@ -4,6 +4,7 @@ login form, and a client that picks another client's request id."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import time
 from collections.abc import Iterator
@@ -238,6 +239,13 @@ def test_a_logged_out_session_cookie_is_refused(gw: Gw) -> None:
     assert status == 401 and _error(raw)["code"] == "unauthorized"
     # Another session (another browser) is not affected.
     assert gw.call("GET", "/dashboard", None, {"Cookie": other})[0] == 200
+
+
+def test_a_concurrent_burst_of_bad_logins_gets_only_five_guesses(gw: Gw) -> None:
+    """Logins sent at once all pass the throttle while their bodies arrive: they are checked again after."""
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda i: _login(gw, f"burst-{i}", source="127.0.0.3")[0], range(40)))
+    assert statuses.count(401) == 5 and statuses.count(429) == 35, statuses
 
 
 def test_the_sixth_bad_login_in_a_minute_gets_429_even_with_the_right_key(gw: Gw) -> None:

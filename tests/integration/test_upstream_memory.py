@@ -232,7 +232,7 @@ def test_twelve_hostile_answers_at_once_leave_memory_within_100_mb_and_the_gatew
                 assert status == 502 and err["code"] == "malformed" and "content-encoding" in err["message"], where
             else:  # stopped at the provider's cap, which the message names
                 setting = "max_response_bytes" if kind == "chat" else "max_embeddings_bytes"
-                assert status == 502 and err["code"] == "malformed", where
+                assert status == 502 and err["code"] == "response_too_large", where
                 cap = 16 if kind == "chat" else 48
                 assert f"larger than {cap} MiB (the provider's {setting})" in err["message"], where
         assert after[0] == 200 and orjson.loads(after[2]) == orjson.loads(completion()), after
@@ -289,9 +289,10 @@ def test_an_answer_above_a_providers_cap_fails_over_without_a_retry(hostile):
         assert status == 200 and raw == BIG_CHAT
         assert headers["x-relaycast-target"] == "hostile/big-chat" and headers["x-relaycast-attempts"] == "2"
         err = orjson.loads(e_raw)["error"]
-        assert e_status == 502 and err["code"] == "malformed", err
+        assert e_status == 502 and err["code"] == "response_too_large", err
         assert "larger than 1 MiB (the provider's max_embeddings_bytes)" in err["message"], err
         attempts = admin_stats(gw)["targets"]["tight/big-chat"]["attempts"]
-        assert attempts == {"malformed": 1}, attempts  # not asked again: it would be paid for twice
+        assert attempts == {"response_too_large": 1}, attempts  # not asked again: it would be paid for twice
+        assert admin_stats(gw)["targets"]["tight/big-chat"].get("state", "ok") == "ok"  # not a health failure
     finally:
         gw.stop()

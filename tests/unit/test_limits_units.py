@@ -111,6 +111,24 @@ async def test_fifty_thousand_user_names_stay_within_the_cap_and_in_flight_reser
     lim.settle(keep, 10, int(0.9 * NANO))
 
 
+@aio
+async def test_making_room_for_a_new_scope_never_evicts_another_scope_of_the_same_request():
+    """A feature near its budget, least recently used, and a request from a new user of that feature: creating
+    the user's scope must not evict the feature's and rebuild it at $0 (its spend comes from the store once)."""
+    spent = {("feature", "F"): int(0.99 * NANO)}
+
+    async def from_store(scope: str, name: str, period: str) -> int:
+        return spent.get((scope, name), 0)
+
+    lim = MemoryLimiter(from_store, max_scopes=3)
+    feature = Check("feature", "F", Limits(budget_day_usd=1.0))
+    lim.settle(await lim.admit((feature,), 1, 0, time.time()), 1, 0)  # F is known, with its $0.99
+    for name in ("a", "b"):  # two newer scopes: F is now the least recently used
+        lim.settle(await lim.admit((Check("user", name, Limits(rpm=100)),), 1, 0, time.time()), 1, 0)
+    with pytest.raises(BudgetExceeded):
+        await lim.admit((Check("user", "new", Limits(rpm=100)), feature), 1, int(0.5 * NANO), time.time())
+
+
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 @aio
 async def test_one_request_larger_than_tokens_per_minute_is_refused_without_retry_after(backend):
@@ -198,6 +216,17 @@ async def test_reservation_is_n_times_the_output_cap_at_the_dearest_price_and_th
     given: dict = {"max_completion_tokens": 50}
     res2 = await adm.admit(key, Attribution(), plan(MINI), given, lambda: 10)
     assert "max_tokens" not in given and res2 is not None and res2.est_tokens == 60
+
+
+@aio
+async def test_the_cap_the_gateway_sets_fits_a_small_tokens_per_minute_limit():
+    """A key with tpm 2,000 and requests that name no max_tokens: the default cap (4,096) would make every one of
+    them "too large"; the cap set is what the limit leaves after the prompt."""
+    adm = admission(MemoryLimiter(), LimitsConfig(default_max_tokens=4096))
+    key = KeyPolicy(name="small", limits=Limits(tpm=2000))
+    body: dict = {"n": 2}
+    res = await adm.admit(key, Attribution(), plan(MINI), body, lambda: 400)
+    assert body["max_tokens"] == 800 and res is not None and res.est_tokens == 400 + 2 * 800
 
 
 @aio
