@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from relaycast import config as config_mod
+from relaycast.private_files import open_private
 from relaycast.server.runner import ThreadedServer, free_port
 
 CONFIG_TEMPLATE = """\
@@ -161,7 +162,7 @@ def run_demo(args: argparse.Namespace) -> int:
         port=port, upstream_port=upstream_port, admin_key=admin_key, path=path, store_path=store_path
     )
     # The file holds the admin key: readable by its owner only.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w") as f:
         f.write(text)
     path.chmod(0o600)  # an existing file keeps its mode through O_TRUNC

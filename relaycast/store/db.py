@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relaycast.private_files import open_private, private_dirs
 from relaycast.store.schema import ID_PRIMARY_KEY, MIGRATIONS
 from relaycast.store.settings import StoreConfig
 
@@ -458,15 +459,9 @@ def create_private(path: Path) -> None:
     """Create the SQLite file, if missing, readable by its owner only (0600; directories the gateway creates for
     it 0700): it holds prompts, completions and key hashes. SQLite gives its -wal and -shm files the database
     file's mode. An existing file keeps the mode it has."""
-    missing = []
-    d = path.parent
-    while not d.exists():
-        missing.append(d)
-        d = d.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o700, exist_ok=True)
+    private_dirs(path.parent)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(open_private(path, os.O_WRONLY | os.O_EXCL))
     except FileExistsError:
         pass
 

@@ -27,8 +27,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from relaycast.private_files import open_private, private_dirs
+
 _LEN = struct.Struct(">I")
-FILE_MODE = 0o600  # batches hold prompts and completions: the owner's only, like the directories made for them
 SUFFIX = ".batch"
 
 
@@ -95,11 +96,11 @@ class Spool:
         with self._lock:
             if size > self.max_bytes or (not evict and self._bytes + size > self.max_bytes):
                 return Put(False)
-            _private_dirs(self.directory)
+            private_dirs(self.directory)
             name = f"{oldest_unix_ns:020d}-{os.getpid()}-{next(self._seq):08d}-{records}{SUFFIX}"
             tmp = self.directory / (name + ".tmp")
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+                fd = open_private(tmp, os.O_WRONLY | os.O_TRUNC)
                 with open(fd, "wb") as f:
                     for it in items:  # item by item: no batch-sized copy in memory
                         f.write(_LEN.pack(len(it)))
@@ -181,14 +182,3 @@ def _frames(path: Path) -> int:
             f.seek(_LEN.unpack(head)[0], os.SEEK_CUR)
             n += 1
     return n
-
-
-def _private_dirs(directory: Path) -> None:
-    """Create `directory` and any missing parents, each 0700."""
-    missing = []
-    d = directory
-    while not d.is_dir():
-        missing.append(d)
-        d = d.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o700, exist_ok=True)

@@ -16,13 +16,13 @@ import pytest
 
 from relaycast.config import parse
 from relaycast.log import EventLog
-from relaycast.records import Attribution, RequestRecord
 from relaycast.redact import Redactor
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer
 from relaycast.telemetry.pipeline import Broadcaster
 from tests.capture import CaptureServer
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
+from tests.sample_records import sample_record
 
 DD_KEY = "ddkey0123456789abcdef0123456789ab"
 MSGS = [{"role": "user", "content": "hello"}]
@@ -136,21 +136,6 @@ def test_spans_spooled_while_the_destination_is_down_are_delivered_after_a_resta
         gw2.stop()
 
 
-def _record(i: int, session: str | None = None, key: str | None = None) -> RequestRecord:
-    return RequestRecord(
-        request_id=f"req-{i}",
-        endpoint="chat.completions",
-        model_requested="m",
-        stream=False,
-        started_unix_ns=time.time_ns(),
-        duration_ns=1000,
-        status_code=200,
-        attribution=Attribution(session_id=session, key_name=key),
-        input_messages=({"role": "user", "content": "secret prompt"},),
-        output_text="secret completion",
-    )
-
-
 def _broadcaster(capture_url: str, tmp_path, **over: object) -> tuple[Broadcaster, aiohttp.ClientSession]:
     cfg = parse(dd_config("http://127.0.0.1:9/v1", capture_url, str(tmp_path), **over), env={"TEST_UPSTREAM_KEY": "k"})
     session = aiohttp.ClientSession()
@@ -165,7 +150,7 @@ def test_a_full_queue_drops_the_oldest_records_and_counts_them(capture: CaptureS
         b, session = _broadcaster(capture.url, tmp_path, queue_size=50, max_batch_records=10)
         b.start()
         for i in range(5000):
-            b(_record(i))
+            b(sample_record(i))
         status = b.status()[0]
         await b.stop(0.5)
         await session.close()
@@ -181,8 +166,8 @@ def test_sampling_keeps_or_drops_whole_sessions_and_filters_by_key(capture: Capt
         b, session = _broadcaster(capture.url, tmp_path, sample_rate=0.5, exclude_keys="[batch]")
         b.start()
         for i in range(400):
-            b(_record(i, session=f"s{i % 40}"))
-        b(_record(999, session="s-excluded", key="batch"))
+            b(sample_record(i, session_id=f"s{i % 40}"))
+        b(sample_record(999, session_id="s-excluded", key_name="batch"))
         await b.flush()
         status = b.status()[0]
         await b.stop(1)
@@ -203,7 +188,7 @@ def test_privacy_mode_sends_no_prompts_or_completions(capture: CaptureServer, tm
     async def run() -> None:
         b, session = _broadcaster(capture.url, tmp_path, privacy_mode="true")
         b.start()
-        b(_record(1))
+        b(sample_record(1))
         await b.flush()
         await b.stop(1)
         await session.close()

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from relaycast.log import EventLog
-from relaycast.records import Attribution, RequestRecord
+from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters.datadog import DatadogExporter
 from relaycast.telemetry.exporters.webhook import WebhookExporter
@@ -25,6 +25,7 @@ from relaycast.telemetry.pipeline import Destination
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig, WebhookOptions
 from relaycast.telemetry.spool import Spool
 from tests.capture import AsyncCapture, run_with_capture
+from tests.sample_records import ManualTime, sample_record
 
 
 def _dest(url: str, **over: object) -> DestinationConfig:
@@ -40,19 +41,6 @@ def _dest(url: str, **over: object) -> DestinationConfig:
     return DestinationConfig(name="dd", kind="datadog", options=opts, **over)  # type: ignore[arg-type]
 
 
-def _record(i: int) -> RequestRecord:
-    return RequestRecord(
-        request_id=f"req-{i}",
-        endpoint="chat.completions",
-        model_requested="m",
-        stream=False,
-        started_unix_ns=time.time_ns(),
-        duration_ns=1000,
-        status_code=200,
-        attribution=Attribution(user="u"),
-    )
-
-
 def _request_ids(bodies: list[bytes]) -> list[str]:
     return [s["meta"]["metadata"]["request_id"] for b in bodies for env in json.loads(b) for s in env["spans"]]
 
@@ -66,15 +54,15 @@ def test_a_destination_without_a_spool_probes_with_a_live_batch_and_recovers() -
     async def body(cap: AsyncCapture, session: aiohttp.ClientSession) -> dict:
         cap.answers = [503]
         d = _destination(_dest(cap.url, max_retries=0, spool_max_bytes=0), session, None)
-        d.offer(_record(1))
+        d.offer(sample_record(1))
         await d.flush()  # 503: down, and nothing to spool it to
-        d.offer(_record(2))
+        d.offer(sample_record(2))
         await d.flush()  # down, no probe due yet: dropped, counted
         assert len(cap.requests) == 1 and not d.status()["healthy"]
         d._next_probe = d.worker.clock()  # the probe's backoff has passed
-        d.offer(_record(3))
+        d.offer(sample_record(3))
         await d.flush()  # the probe: 202
-        d.offer(_record(4))
+        d.offer(sample_record(4))
         await d.flush()
         await d.stop(d.worker.clock() + 1)
         return {"status": d.status(), "ids": _request_ids([b for _, _, b in cap.requests[1:]])}
@@ -90,10 +78,10 @@ def test_a_stop_past_its_deadline_spools_what_the_destination_did_not_take_and_n
         cap.answers = [202, (503, {"Retry-After": "60"}, b"")]
         spool = Spool(tmp_path, 10**6)
         d = _destination(_dest(cap.url, max_batch_records=3, flush_interval_s=60.0), session, spool)
-        one = len(d.exporter.encode(_record(0), False, ())[0])
+        one = len(d.exporter.encode(sample_record(0), False, ())[0])
         d.exporter.max_batch_bytes = one + 10  # one record per body
         for i in range(5):
-            d.offer(_record(i))
+            d.offer(sample_record(i))
         d.start()  # a full batch is queued: the worker sends at once
         for _ in range(200):
             if len(cap.requests) == 2:
@@ -116,37 +104,6 @@ def test_a_stop_past_its_deadline_spools_what_the_destination_did_not_take_and_n
 # --- replay under load, probing on a timer, overflow, shutdown (webhook: one item per record) ---------------
 
 
-class FakeTime:
-    """The worker's clock and sleep, moved by the test; exports and spool I/O still run for real."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self.now + seconds, fut))
-        await fut
-
-    @property
-    def parked(self) -> bool:
-        """Something waits on this clock (the worker, between cycles)."""
-        return any(not f.done() for _, f in self._sleepers)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-        for when, f in self._sleepers:
-            if when <= self.now and not f.done():
-                f.set_result(None)
-        self._sleepers = [(w, f) for w, f in self._sleepers if not f.done()]
-
-
 async def until(predicate: Callable[[], bool], limit_s: float = 10.0) -> None:
     """Wait, in real time, for something the worker does with real I/O (a generous bound: no timing asserted)."""
     deadline = time.monotonic() + limit_s
@@ -160,7 +117,7 @@ def _hook_cfg(url: str, **over: object) -> DestinationConfig:
 
 
 def _hook(
-    cfg: DestinationConfig, session: aiohttp.ClientSession, spool: Spool | None, t: FakeTime | None = None
+    cfg: DestinationConfig, session: aiohttp.ClientSession, spool: Spool | None, t: ManualTime | None = None
 ) -> Destination:
     red = Redactor()
     timing: dict[str, Any] = {"timer": t.clock, "sleep": t.sleep} if t else {}
@@ -177,7 +134,7 @@ def _hook(
 
 
 def _rec(name: str) -> RequestRecord:
-    return dataclasses.replace(_record(0), request_id=name)
+    return dataclasses.replace(sample_record(0), request_id=name)
 
 
 def _ids(bodies: Iterable[bytes]) -> list[str]:
@@ -244,7 +201,7 @@ def test_a_destination_that_is_down_is_probed_on_its_timer_with_the_oldest_batch
     tmp_path,
 ) -> None:
     async def body(cap: AsyncCapture, session: aiohttp.ClientSession) -> None:
-        t = FakeTime()
+        t = ManualTime()
         cfg = _hook_cfg(cap.url, max_retries=0, flush_interval_s=1.0)
         spool = Spool(tmp_path, 10**8)
         d = _hook(cfg, session, spool, t)
@@ -259,7 +216,7 @@ def test_a_destination_that_is_down_is_probed_on_its_timer_with_the_oldest_batch
                 await asyncio.sleep(0.001)
 
         async def tick() -> None:
-            t.advance(1.0)
+            t.move(1.0)
             await until(lambda: t.parked)
 
         producer = asyncio.ensure_future(traffic())
@@ -292,7 +249,7 @@ def test_a_destination_that_is_down_is_probed_on_its_timer_with_the_oldest_batch
 
 def test_a_destination_that_is_down_is_probed_when_its_timer_is_due_without_traffic(tmp_path) -> None:
     async def body(cap: AsyncCapture, session: aiohttp.ClientSession) -> None:
-        t = FakeTime()
+        t = ManualTime()
         d = _hook(_hook_cfg(cap.url, max_retries=0, flush_interval_s=600.0), session, Spool(tmp_path, 10**8), t)
         cap.answers = [503]
         d.offer(_rec("a"))
@@ -300,7 +257,7 @@ def test_a_destination_that_is_down_is_probed_when_its_timer_is_due_without_traf
         await d.flush()  # 503: down, spooled
         await until(lambda: t.parked)
         assert len(cap.requests) == 1 and not d.status()["healthy"]
-        t.advance(1.0)  # the first probe is due within a second; the flush interval is ten minutes away
+        t.move(1.0)  # the first probe is due within a second; the flush interval is ten minutes away
         await until(lambda: d.status()["healthy"])
         assert _ids([cap.requests[1][2]]) == ["a"] and d.status()["spooled_batches"] == 0
         await d.stop(t.now + 1)
@@ -311,7 +268,7 @@ def test_a_destination_that_is_down_is_probed_when_its_timer_is_due_without_traf
 @pytest.mark.parametrize("overflow", ["drop_oldest", "drop_newest"])
 def test_one_overflow_policy_rules_the_queue_and_the_spool(tmp_path, overflow: str) -> None:
     async def body(cap: AsyncCapture, session: aiohttp.ClientSession) -> None:
-        t = FakeTime()
+        t = ManualTime()
         # The queue: five records for three places, before the worker runs.
         q = _hook(_hook_cfg(cap.url, queue_size=3, overflow=overflow), session, None, t)
         for n in ("q-0", "q-1", "q-2", "q-3", "q-4"):
@@ -340,7 +297,7 @@ def test_one_overflow_policy_rules_the_queue_and_the_spool(tmp_path, overflow: s
         assert len(cap.requests) == sent_before + 1, "one failed send, then straight to the spool"
         healthy_from = len(cap.requests)
         cap.answers.clear()
-        t.advance(60)
+        t.move(60)
         await until(lambda: spool.batches == 0)
         await d.stop(t.now + 5)
         kept = _ids(b for _, _, b in cap.requests[healthy_from:])
@@ -389,7 +346,7 @@ def test_stop_spools_the_batch_a_hanging_destination_holds_and_does_not_wait_out
 @pytest.mark.parametrize("spool_bytes", [10**8, 1])  # the second never holds a batch: nothing to probe with
 def test_a_destination_known_to_be_down_is_not_tried_again_at_shutdown(tmp_path, spool_bytes: int) -> None:
     async def body(cap: AsyncCapture, session: aiohttp.ClientSession) -> None:
-        t = FakeTime()
+        t = ManualTime()
         cap.answers = [503] * 100
         cfg = _hook_cfg(cap.url, max_batch_records=5, max_retries=0, flush_interval_s=60.0)
         d = _hook(cfg, session, Spool(tmp_path, spool_bytes), t)
@@ -400,7 +357,7 @@ def test_a_destination_known_to_be_down_is_not_tried_again_at_shutdown(tmp_path,
         assert not d.status()["healthy"] and len(cap.requests) == 1
         for i in range(13):
             d.offer(_rec(f"b-{i}"))
-        t.advance(5.0)  # a probe would be due
+        t.move(5.0)  # a probe would be due
         await d.stop(t.now + 10)
         assert len(cap.requests) == 1, "no send at shutdown"
         st = d.status()

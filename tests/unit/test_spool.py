@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 
 from relaycast.log import EventLog
-from relaycast.records import Attribution, RequestRecord
 from relaycast.redact import Redactor
 from relaycast.telemetry.exporters.file import FileExporter
 from relaycast.telemetry.exporters.webhook import WebhookExporter
@@ -25,6 +24,7 @@ from relaycast.telemetry.pipeline import Destination
 from relaycast.telemetry.settings import DestinationConfig, FileOptions, WebhookOptions
 from relaycast.telemetry.spool import Spool
 from tests.capture import AsyncCapture
+from tests.sample_records import sample_record
 
 
 @contextmanager
@@ -125,20 +125,6 @@ def test_a_full_disk_raises_leaves_no_temporary_file_and_recovers_when_space_ret
 # --- a destination on a full disk -----------------------------------------------------------------
 
 
-def _record(i: int, text: str = "") -> RequestRecord:
-    return RequestRecord(
-        request_id=f"req-{i}",
-        endpoint="chat.completions",
-        model_requested="m",
-        stream=False,
-        started_unix_ns=time.time_ns(),
-        duration_ns=1000,
-        status_code=200,
-        attribution=Attribution(user="u"),
-        output_text=text,
-    )
-
-
 def _accounted(status: dict) -> int:
     """Records a destination answers for: sent, on disk, or counted as dropped."""
     return status["sent"] + status["spooled_records"] + sum(status["dropped"].values()) + status["queued"]
@@ -164,7 +150,7 @@ def test_a_full_spool_disk_is_counted_as_disk_full_and_the_spool_recovers_when_t
             d.start()
             text = "x" * 20_000
             for i in range(300):  # 6 MB of records for a 2 MiB disk
-                d.offer(_record(i, text))
+                d.offer(sample_record(i, text))
                 if i % 20 == 19:
                     await asyncio.sleep(0.02)
             await d.flush()
@@ -184,7 +170,7 @@ def test_a_full_spool_disk_is_counted_as_disk_full_and_the_spool_recovers_when_t
             cap.answers = [503] * 10_000  # down again: the freed disk takes batches again
             spooled_before = d.spooled
             for i in range(300, 320):
-                d.offer(_record(i, text))
+                d.offer(sample_record(i, text))
             await d.flush()
             assert d.spooled > spooled_before
             await d.stop(d.worker.clock() + 1)
@@ -213,7 +199,7 @@ def test_a_file_destination_on_a_full_disk_counts_what_it_cannot_write_and_leave
                         clock=time.time_ns)  # fmt: skip
         d.start()
         for i in range(200):  # 4 MB of lines for a 2 MiB disk that also holds the spool
-            d.offer(_record(i, "y" * 20_000))
+            d.offer(sample_record(i, "y" * 20_000))
             if i % 25 == 24:
                 await asyncio.sleep(0.01)
         await d.stop(d.worker.clock() + 5)

@@ -4,8 +4,6 @@ counts, how it retries later, and what it hands back at shutdown."""
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -14,40 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaycast.worker import BatchPolicy, BatchWorker, Overflow, RetryLater
-
-
-class FakeTime:
-    """A clock and a sleep that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + seconds, next(self._seq), fut))
-        await fut
-
-    async def advance(self, seconds: float) -> None:
-        self.now += seconds
-        while self._sleepers and self._sleepers[0][0] <= self.now:
-            fut = heapq.heappop(self._sleepers)[2]
-            if not fut.done():
-                fut.set_result(None)
-        await settle()
-
-
-async def settle() -> None:
-    """Let every task that can run, run."""
-    for _ in range(50):
-        await asyncio.sleep(0)
+from tests.sample_records import ManualTime, settle
 
 
 class Recorder:
@@ -72,7 +37,7 @@ class Recorder:
 
 
 def make(
-    time: FakeTime,
+    time: ManualTime,
     export: Callable[[list[Any]], Awaitable[None]],
     *,
     size: Callable[[Any], int] | None = None,
@@ -89,7 +54,7 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
 
 def test_a_batch_is_exported_as_soon_as_it_reaches_the_count() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, max_batch=3)
         w.start()
         w.put(1)
@@ -106,7 +71,7 @@ def test_a_batch_is_exported_as_soon_as_it_reaches_the_count() -> None:
 
 def test_a_batch_is_exported_as_soon_as_its_bytes_reach_the_limit() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, size=len, max_batch_bytes=10)
         w.start()
         w.put(b"aaaa")
@@ -123,7 +88,7 @@ def test_a_batch_is_exported_as_soon_as_its_bytes_reach_the_limit() -> None:
 
 def test_no_batch_passes_the_byte_limit_and_an_oversized_item_goes_alone() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, size=len, max_batch_bytes=10)
         for item in (b"1234", b"5678", b"9abc", b"x" * 25, b"de"):
             w.put(item)
@@ -135,7 +100,7 @@ def test_no_batch_passes_the_byte_limit_and_an_oversized_item_goes_alone() -> No
 
 def test_what_is_queued_is_exported_when_the_interval_passes() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, interval_s=5.0)
         w.start()
         await settle()
@@ -151,7 +116,7 @@ def test_what_is_queued_is_exported_when_the_interval_passes() -> None:
 
 def test_a_full_queue_drops_the_oldest_and_counts_the_drop() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, max_queue=3)
         assert all(w.put(i) for i in range(5)), "drop-oldest always takes the new item"
         assert w.queued == 3 and w.dropped == {"queue_full": 2}
@@ -163,7 +128,7 @@ def test_a_full_queue_drops_the_oldest_and_counts_the_drop() -> None:
 
 def test_a_refusing_queue_keeps_the_oldest_and_counts_the_refused() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, max_queue=3, overflow=Overflow.REFUSE)
         assert [w.put(i) for i in range(5)] == [True, True, True, False, False]
         assert w.dropped == {"queue_full": 2}
@@ -178,7 +143,7 @@ def test_put_never_raises_into_the_caller_and_counts_what_it_could_not_take() ->
         raise ValueError("no size")
 
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, size=bad_size)
         assert w.put("x") is False and w.dropped == {"size_error": 1} and w.queued == 0
 
@@ -187,7 +152,7 @@ def test_put_never_raises_into_the_caller_and_counts_what_it_could_not_take() ->
 
 def test_a_failed_export_is_counted_and_reported_and_the_worker_goes_on() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         seen: list[BaseException] = []
         p = BatchPolicy(max_queue=100, max_batch=2, interval_s=60.0)
         w = BatchWorker("test", rec, p, on_error=seen.append, clock=t.clock, sleep=t.sleep)
@@ -205,7 +170,7 @@ def test_a_failed_export_is_counted_and_reported_and_the_worker_goes_on() -> Non
 
 def test_retry_later_puts_the_batch_back_first_and_tries_it_again_after_the_delay() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, max_batch=2)
         rec.plan = [RetryLater(5.0)]
         w.start()
@@ -225,7 +190,7 @@ def test_retry_later_puts_the_batch_back_first_and_tries_it_again_after_the_dela
 
 def test_retry_later_with_a_full_queue_drops_the_oldest_of_the_batch_and_counts_them() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         rec.gate = asyncio.Event()
         rec.plan = [RetryLater(1.0)]
         w = make(t, rec, max_queue=3, max_batch=2)
@@ -247,7 +212,7 @@ def test_retry_later_with_a_full_queue_drops_the_oldest_of_the_batch_and_counts_
 
 def test_stop_exports_what_is_queued_within_the_deadline() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec, max_batch=4)
         w.start()
         for i in range(6):
@@ -260,7 +225,7 @@ def test_stop_exports_what_is_queued_within_the_deadline() -> None:
 
 def test_stop_hands_back_what_it_could_not_export_by_the_deadline_in_flight_batch_first() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         rec.gate = asyncio.Event()  # the destination hangs
         w = make(t, rec, max_batch=2)
         w.start()
@@ -280,7 +245,7 @@ def test_stop_hands_back_what_it_could_not_export_by_the_deadline_in_flight_batc
 
 def test_stop_does_not_wait_out_a_retry_that_would_pass_the_deadline() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         rec.plan = [RetryLater(30.0)]
         w = make(t, rec)
         w.start()
@@ -292,7 +257,7 @@ def test_stop_does_not_wait_out_a_retry_that_would_pass_the_deadline() -> None:
 
 def test_a_put_after_stop_is_refused_and_counted() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(t, rec)
         w.start()
         await w.stop(t.now + 1)
@@ -303,7 +268,7 @@ def test_a_put_after_stop_is_refused_and_counted() -> None:
 
 def test_the_idle_step_runs_after_the_queue_is_emptied_and_a_failing_one_does_not_stop_the_worker() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         calls: list[int] = []
 
         async def idle() -> None:
@@ -345,7 +310,7 @@ def test_every_item_is_exported_once_in_order_or_counted_as_dropped(
     sizes: list[int], max_queue: int, max_batch: int, max_bytes: int | None, refuse: bool
 ) -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         w = make(
             t,
             rec,
@@ -371,7 +336,7 @@ def test_every_item_is_exported_once_in_order_or_counted_as_dropped(
 
 def test_the_idle_step_runs_between_exports_however_fast_items_arrive() -> None:
     async def go() -> None:
-        t = FakeTime()
+        t = ManualTime()
         idles: list[int] = []
         w: BatchWorker[int]
 
@@ -397,7 +362,7 @@ def test_the_idle_step_runs_between_exports_however_fast_items_arrive() -> None:
 
 def test_an_owner_timer_runs_a_cycle_before_the_interval_even_when_set_while_waiting() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         idles: list[float] = []
 
         async def idle() -> None:
@@ -421,7 +386,7 @@ def test_an_owner_timer_runs_a_cycle_before_the_interval_even_when_set_while_wai
 
 
 def test_ready_says_when_a_full_batch_waits() -> None:
-    t, rec = FakeTime(), Recorder()
+    t, rec = ManualTime(), Recorder()
     w = make(t, rec, max_batch=2)
     w.put(1)
     assert not w.ready
@@ -431,7 +396,7 @@ def test_ready_says_when_a_full_batch_waits() -> None:
 
 def test_stop_during_the_idle_step_still_exports_what_arrived_meanwhile() -> None:
     async def go() -> None:
-        t, rec = FakeTime(), Recorder()
+        t, rec = ManualTime(), Recorder()
         in_idle = asyncio.Event()
         release = asyncio.Event()
         w: BatchWorker[str]

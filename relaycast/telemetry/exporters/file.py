@@ -23,13 +23,13 @@ from pathlib import Path
 
 import aiohttp
 
+from relaycast.private_files import open_private, private_dirs
 from relaycast.records import RequestRecord
 from relaycast.telemetry.exporters.base import ExportError, TestResult
 from relaycast.telemetry.exporters.jsonrecord import record_json
 from relaycast.telemetry.settings import DestinationConfig, FileOptions
 
 MiB = 1024 * 1024
-FILE_MODE = 0o600
 WRITE_BUFFER = 64 * 1024  # lines are gathered up to this much per write(2)
 
 
@@ -71,7 +71,7 @@ class FileExporter:
 
     def _append(self, items: list[bytes]) -> None:
         with self._lock:
-            _private_dirs(self.path.parent)
+            private_dirs(self.path.parent)
             size = self._size_ending_a_line()
             start = 0
             for i, item in enumerate(items):
@@ -104,7 +104,7 @@ class FileExporter:
         be views into a spooled batch). A failure cuts the file back to where it was: no half line is left."""
         if not items:
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        fd = open_private(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             before = os.fstat(fd).st_size
             try:
@@ -149,7 +149,7 @@ class FileExporter:
         """Create the directory if missing, then prove it takes a new file (as rotation needs) and, when the log
         exists already, that it opens for appending. Writes no record."""
         directory = self.path.parent
-        _private_dirs(directory)
+        private_dirs(directory)
         fd, probe = tempfile.mkstemp(prefix=".relaycast-test-", dir=directory)
         os.close(fd)
         os.unlink(probe)
@@ -167,14 +167,3 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
 
 def _reason(e: OSError) -> str:
     return e.strerror or type(e).__name__
-
-
-def _private_dirs(directory: Path) -> None:
-    """Create `directory` and any missing parents, each 0700."""
-    missing = []
-    d = directory
-    while not d.is_dir():
-        missing.append(d)
-        d = d.parent
-    for d in reversed(missing):
-        d.mkdir(mode=0o700, exist_ok=True)
