@@ -25,7 +25,8 @@ HTTP is the status the client gets; `code` is the `error_class` (the OpenAI erro
     │   ├── NoRoute                  503  no_route                no     no   (every target excluded or circuit-open)
     │   ├── StoreNotReady            503  store_unavailable       no     no
     │   ├── NotReady                 503  not_ready               no     no   (starting or stopping)
-    │   ├── LimiterUnavailable       503  limiter_unavailable     no     no   (Redis unreachable, failing closed)
+    │   ├── LimiterUnavailable       503  limiter_unavailable     no     no   (Redis or the host's limits unreachable)
+    │   ├── TelemetryUnavailable     503  telemetry_unavailable   no     no   (an admin view; Retry-After: 1)
     │   └── OverCapacity             503  over_capacity           no     no   (a connection above server.max_connections)
     ├── ProviderError                     (an upstream attempt failed; classified once, in the adapter)
     │   ├── Timeout                  504  timeout                 yes    yes  (phase: connect|first_token|idle|total)
@@ -43,7 +44,8 @@ HTTP is the status the client gets; `code` is the `error_class` (the OpenAI erro
     │   ├── ResponseTooLarge         502  response_too_large      no     yes  (an answer above the provider's cap)
     │   ├── UpstreamBufferFull       503  upstream_buffer_full    no     no   (the process's answer buffer is full)
     │   └── UpstreamRedirect         502  redirect                no     yes  (a 3xx: not followed, it holds the key)
-    └── AllAttemptsFailed                 (every target of a plan failed)
+    ├── AllAttemptsFailed                 (every target of a plan failed)
+    └── RemoteError                       (the telemetry process's answer to a worker, made again there)
 
 A stream fails over only before its first token reaches the client. `AllAttemptsFailed` keeps every attempt's
 error for the trace and renders as the most telling one (the first that does not fail over, else the last): its
@@ -157,6 +159,27 @@ class StoreNotReady(GatewayError):
     status_code = 503
     error_class = "store_unavailable"
     openai_type = "server_error"
+
+
+class RemoteError(RelaycastError):
+    """What the host's telemetry process answered a worker instead of a result: `detail` is [kind, message, ...]
+    (`limit`, `too_large` or `error`)."""
+
+    def __init__(self, detail: object) -> None:
+        super().__init__(detail[1] if isinstance(detail, list) and len(detail) > 1 else str(detail))
+        self.detail = detail
+
+
+class TelemetryUnavailable(GatewayError):
+    """The host's telemetry process did not answer (it is restarting, or too busy): what an admin view or
+    `/metrics` asked of it cannot be served now."""
+
+    status_code = 503
+    error_class = "telemetry_unavailable"
+    openai_type = "server_error"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), (b"retry-after", b"1")]
 
 
 class NotReady(GatewayError):

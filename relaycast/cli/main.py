@@ -42,6 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, help="listen port (default: server.port in the config, else 8080)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address with no gateway keys")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="serving processes sharing the port: a number, or `auto` for one per core (default 1); a telemetry "
+        "process beside them keeps the store, broadcast, metrics and monitors",
+    )
+    p.add_argument(
+        "--single-process",
+        action="store_true",
+        help="serve and keep the telemetry in one process (no supervisor, no telemetry process)",
+    )
 
     d = sub.add_parser(
         "demo",
@@ -253,6 +264,18 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     # The gateway checks Host against the address it really listens on.
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, host=host, port=port))
+    if not args.single_process:
+        from relaycast.server.host import serve, worker_count
+
+        try:
+            workers = worker_count(args.workers)
+        except ValueError:
+            print(f"relaycast: --workers must be a positive number or `auto`, not {args.workers!r}", file=sys.stderr)
+            return 2
+        return serve(cfg, args.config, workers, args.log_level)
+    if args.workers not in ("1", "auto"):
+        print("relaycast: --single-process serves with one process: drop --workers", file=sys.stderr)
+        return 2
     configure(args.log_level)
     tune_gc()
     guard = ConnectionGuard(cfg.server)

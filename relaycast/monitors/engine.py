@@ -14,19 +14,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from relaycast.log import EventLog
 from relaycast.monitors import rules
 from relaycast.monitors.notify import Notifier
 from relaycast.monitors.rules import Finding
 from relaycast.monitors.settings import MonitorsConfig, Rule
-from relaycast.routing.health import HealthBoard
 from relaycast.store import incidents
 from relaycast.store import monitor_queries as q
 from relaycast.store.db import Connection, is_db_error
 from relaycast.store.reader import StoreReader
 from relaycast.store.writer import StoreWriter
+
+
+class Alerts(Protocol):
+    """Where the monitors put the (route, target) pairs their alerts demote, with the rule's name: the routing
+    health board, or, in a host's telemetry process, a holder the workers read."""
+
+    monitor_alerts: dict[tuple[str, str], str]
 
 
 class MonitorEngine:
@@ -35,7 +41,7 @@ class MonitorEngine:
         cfg: MonitorsConfig,
         reader: StoreReader,
         writer: StoreWriter | None,
-        board: HealthBoard,
+        board: Alerts,
         notifier: Notifier,
         log: EventLog,
         clock: Callable[[], float] = time.time,

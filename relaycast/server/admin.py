@@ -13,7 +13,7 @@ import orjson
 
 from relaycast import errors
 from relaycast.asgi import Request, send_bytes
-from relaycast.server.metrics_gauges import scrape_gauges
+from relaycast.server.metrics_gauges import worker_gauges
 from relaycast.server.services import Services
 from relaycast.store.db import is_db_error
 from relaycast.store.incidents import recent
@@ -43,10 +43,12 @@ class Admin:
 
     async def stats(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
-        body = self.s.metrics.stats_snapshot()
+        body = await self.s.telemetry("stats")
         body["uptime_s"] = round(time.time() - self.s.started, 3)
         body["limits"] = self.s.limiter.status() if self.s.limiter else None
         body["keys"] = {"required": self.s.keys.required, "reloads": self.s.keys.reloads}
+        if self.s.host is not None:
+            body["telemetry"] = self.s.host.status()
         await self._json(r, body)
 
     async def routing(self, r: Request) -> None:
@@ -63,23 +65,22 @@ class Admin:
 
     async def broadcast(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
-        await self._json(r, {"destinations": self.s.broadcaster.status() if self.s.broadcaster else []})
+        await self._json(r, {"destinations": await self.s.telemetry("broadcast")})
 
     async def broadcast_test(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
         name = r.query().get("name") or None
-        b = self.s.broadcaster
-        if b is None or (name and name not in b.destinations):
+        results = await self.s.telemetry("broadcast_test", name)
+        if results is None:
             raise errors.NotFoundRoute(
                 f"No broadcast destination named '{name}'." if name else "No broadcast destinations are configured."
             )
-        results = await b.test(name)
-        await self._json(r, {"results": {n: {"ok": t.ok, "message": t.message} for n, t in results.items()}})
+        await self._json(r, {"results": results})
 
     async def store(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
         body = {
-            "store": self.s.store.status() if self.s.store else None,
+            "store": await self.s.telemetry("store"),
             "prices_as_of": self.s.coster.pricer.catalog.as_of,
             "token_estimator": self.s.coster.estimator.method,
         }
@@ -87,8 +88,9 @@ class Admin:
 
     async def monitors(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
-        body: dict[str, Any] = {"monitors": self.s.monitors.status() if self.s.monitors else None, "incidents": []}
-        if self.s.reader is not None and self.s.monitors is not None:
+        status = await self.s.telemetry("monitors")
+        body: dict[str, Any] = {"monitors": status, "incidents": []}
+        if self.s.reader is not None and status is not None:
             try:
                 body["incidents"] = await self.s.reader.run(recent, 50)
             except Exception as e:
@@ -99,13 +101,13 @@ class Admin:
 
     async def monitors_evaluate(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
-        if self.s.monitors is None:
+        result = await self.s.telemetry("monitors_evaluate")
+        if result is None:
             raise errors.NotFoundRoute("No monitors are configured (monitors: rules: in the config).")
-        events = await self.s.monitors.evaluate()
-        await self._json(r, {"notifications": events, "monitors": self.s.monitors.status()})
+        await self._json(r, result)
 
     async def metrics(self, r: Request) -> None:
         if not self.s.config.metrics.public:
             self.s.auth.admin(r.headers)
-        body = self.s.metrics.render(scrape_gauges(self.s))
+        body = await self.s.telemetry("metrics", worker_gauges(self.s))
         await send_bytes(r.send, 200, body, r.id_headers, PROMETHEUS_TEXT)

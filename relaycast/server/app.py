@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from relaycast import errors, schema
 from relaycast.asgi import Receive, Request, Scope, Send, header_map, is_json, send_bytes
@@ -31,8 +32,12 @@ from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
 from relaycast.server.handlers import Handlers
 from relaycast.server.keys_api import PREFIX as KEYS_PREFIX
 from relaycast.server.keys_api import KeysApi
+from relaycast.server.metrics_gauges import worker_gauges
 from relaycast.server.respond import api_endpoint, send_error, unserved
 from relaycast.server.services import Services, Sink
+
+if TYPE_CHECKING:
+    from relaycast.server.host import Link
 
 Endpoint = Callable[[Request], Awaitable[None]]
 _SAFE_ID = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -45,7 +50,8 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class Gateway:
     """`Gateway(config)` is the ASGI application. Extra record sinks (telemetry destinations) may be given, and
     a wall clock (`clock`, seconds) to replace the system's: tests inject one. `connections` reads the server's
-    connection counts (`ConnectionGuard.counts`) for `/metrics`."""
+    connection counts (`ConnectionGuard.counts`) for `/metrics`. `link`: the app is a worker of a host, whose
+    telemetry process keeps the records (`relaycast.server.host`)."""
 
     def __init__(
         self,
@@ -53,8 +59,10 @@ class Gateway:
         sinks: Iterable[Sink] = (),
         clock: Callable[[], float] | None = None,
         connections: Callable[[], Mapping[str, int]] | None = None,
+        link: Link | None = None,
     ) -> None:
         self.config = config
+        self._link = link
         self._connections = connections
         self._sinks = tuple(sinks)
         self._clock = clock
@@ -68,9 +76,11 @@ class Gateway:
     # --- lifespan -----------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        s = await Services.start(self.config, self._sinks, self._clock)
+        s = await Services.start(self.config, self._sinks, self._clock, self._link)
         assert s.executor is not None
         s.connections = self._connections
+        if s.host is not None:
+            s.host.gauges = lambda: worker_gauges(s)
         handlers = Handlers(s, s.executor)
 
         async def models(r: Request) -> None:

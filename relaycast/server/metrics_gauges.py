@@ -1,69 +1,54 @@
-"""The gauges and counters `/metrics` reads at scrape time from the parts that keep their own state: routing
-health, the broadcast pipeline, the store writer and the monitors."""
+"""The gauges and counters `/metrics` reads at scrape time: a worker's own (routing health, client connections, the
+hand-off to the telemetry process) and the telemetry parts' (the broadcast pipeline, the store writer, the
+monitors), and the merge of several workers' gauges into one view of the host."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+from relaycast.monitors.engine import MonitorEngine
 from relaycast.routing.health import configured_targets
-from relaycast.server.services import Services
-from relaycast.telemetry.pipeline import DROP_REASONS
+from relaycast.store.writer import StoreWriter
+from relaycast.telemetry.pipeline import DROP_REASONS, Broadcaster
 
-STATES = ("ok", "cooling", "open", "half_open", "probing")
-Family = tuple[str, str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]
+if TYPE_CHECKING:
+    from relaycast.server.services import Services
 
 
-def scrape_gauges(services: Services) -> list[Family]:
+Samples = list[tuple[tuple[str, ...], float]]
+Family = tuple[str, str, str, tuple[str, ...], Samples]  # name, type, help, label names, samples
+# Gauges whose samples are 0 or 1 per state: merged by max (a target shows every state some worker has it in).
+MAX_MERGED = frozenset({"relaycast_target_state", "relaycast_target_demoted"})
+
+
+def merge_families(workers: Iterable[Iterable[Any]]) -> list[Family]:
+    """One view of several workers' families (as sent over the channel: lists for tuples): samples with the same
+    labels summed, or for the 0-or-1 state gauges, the largest. Families keep their first worker's order."""
+    merged: dict[str, tuple[str, str, tuple[str, ...], dict[tuple[str, ...], float]]] = {}
+    for families in workers:
+        for name, kind, help_, labels, samples in families:
+            fam = merged.get(name)
+            if fam is None:
+                fam = merged[name] = (kind, help_, tuple(labels), {})
+            acc = fam[3]
+            for values, v in samples:
+                k = tuple(values)
+                if k not in acc:
+                    acc[k] = v
+                elif name in MAX_MERGED:
+                    acc[k] = max(acc[k], v)
+                else:
+                    acc[k] += v
+    return [(n, kind, help_, labels, list(acc.items())) for n, (kind, help_, labels, acc) in merged.items()]
+
+
+def telemetry_gauges(
+    broadcaster: Broadcaster | None, store: StoreWriter | None, monitors: MonitorEngine | None
+) -> list[Family]:
     out: list[Family] = []
-    board = services.board
-    states: list[tuple[tuple[str, ...], float]] = []
-    demoted: list[tuple[tuple[str, ...], float]] = []
-    configured = configured_targets(services.config.models, services.config.providers)
-    for name in list(board.targets()):
-        st = board.state(name)
-        if st == "ok" and name not in configured:
-            continue  # a pass-through target (`provider/any-model`) shows only while something is wrong with it
-        states.extend(((name, s), 1.0 if s == st else 0.0) for s in STATES)
-    for route, target in board.demoted:
-        demoted.append(((route, target), 1.0))
-    out.append(
-        (
-            "relaycast_target_state",
-            "gauge",
-            "Routing state of each target (1 for its current state).",
-            ("target", "state"),
-            states,
-        )
-    )
-    out.append(
-        (
-            "relaycast_target_demoted",
-            "gauge",
-            "Targets demoted in a route (SLA or error rate).",
-            ("route", "target"),
-            demoted,
-        )
-    )
-    out.append(
-        (
-            "relaycast_pass_through_targets",
-            "gauge",
-            "Targets the config does not define that routing keeps health for (bounded; least recently used go).",
-            (),
-            [((), float(board.pass_through_count()))],
-        )
-    )
-    out.append(
-        (
-            "relaycast_pass_through_targets_evicted_total",
-            "counter",
-            "Pass-through targets whose health was forgotten to make room for others.",
-            (),
-            [((), float(board.evicted))],
-        )
-    )
-    if services.broadcaster is not None:
-        dests: list[dict[str, Any]] = services.broadcaster.status()
+    if broadcaster is not None:
+        dests: list[dict[str, Any]] = broadcaster.status()
         out.append(
             (
                 "relaycast_broadcast_sent_total",
@@ -140,8 +125,8 @@ def scrape_gauges(services: Services) -> list[Family]:
                 [((d["name"],), d["spooled_records"]) for d in dests],
             )
         )
-    if services.store is not None:
-        s = services.store.status()
+    if store is not None:
+        s = store.status()
         out.append(
             ("relaycast_store_written_total", "counter", "Requests written to the store.", (), [((), s["written"])])
         )
@@ -166,6 +151,76 @@ def scrape_gauges(services: Services) -> list[Family]:
                 [((), s["minimal"])],
             )
         )
+    if monitors is not None:
+        firing: list[tuple[tuple[str, ...], float]] = [
+            ((r["name"], f["scope"]), 1.0 if f["state"] == "ALERT" else 0.0)
+            for r in monitors.status()["rules"]
+            for f in r["findings"]
+        ]
+        out.append(
+            (
+                "relaycast_monitor_alerting",
+                "gauge",
+                "1 while a monitor rule fires for a scope.",
+                ("rule", "scope"),
+                firing,
+            )
+        )
+    return out
+
+
+STATES = ("ok", "cooling", "open", "half_open", "probing")
+
+
+def worker_gauges(services: Services) -> list[Family]:
+    out: list[Family] = []
+    board = services.board
+    states: list[tuple[tuple[str, ...], float]] = []
+    demoted: list[tuple[tuple[str, ...], float]] = []
+    configured = configured_targets(services.config.models, services.config.providers)
+    for name in list(board.targets()):
+        st = board.state(name)
+        if st == "ok" and name not in configured:
+            continue  # a pass-through target (`provider/any-model`) shows only while something is wrong with it
+        states.extend(((name, s), 1.0 if s == st else 0.0) for s in STATES)
+    for route, target in board.demoted:
+        demoted.append(((route, target), 1.0))
+    out.append(
+        (
+            "relaycast_target_state",
+            "gauge",
+            "Routing state of each target (1 for its current state).",
+            ("target", "state"),
+            states,
+        )
+    )
+    out.append(
+        (
+            "relaycast_target_demoted",
+            "gauge",
+            "Targets demoted in a route (SLA or error rate).",
+            ("route", "target"),
+            demoted,
+        )
+    )
+    out.append(
+        (
+            "relaycast_pass_through_targets",
+            "gauge",
+            "Targets the config does not define that routing keeps health for (bounded; least recently used go).",
+            (),
+            [((), float(board.pass_through_count()))],
+        )
+    )
+    out.append(
+        (
+            "relaycast_pass_through_targets_evicted_total",
+            "counter",
+            "Pass-through targets whose health was forgotten to make room for others.",
+            (),
+            [((), float(board.evicted))],
+        )
+    )
     if services.connections is not None:
         counts = services.connections()
         out.append(
@@ -180,19 +235,42 @@ def scrape_gauges(services: Services) -> list[Family]:
                 [((k,), float(v)) for k, v in counts.items() if k != "open"],
             )
         )
-    if services.monitors is not None:
-        firing: list[tuple[tuple[str, ...], float]] = [
-            ((r["name"], f["scope"]), 1.0 if f["state"] == "ALERT" else 0.0)
-            for r in services.monitors.status()["rules"]
-            for f in r["findings"]
-        ]
-        out.append(
-            (
-                "relaycast_monitor_alerting",
-                "gauge",
-                "1 while a monitor rule fires for a scope.",
-                ("rule", "scope"),
-                firing,
-            )
-        )
+    if services.host is not None:
+        out.extend(link_gauges(services.host.status()))
     return out
+
+
+def link_gauges(st: dict[str, object]) -> list[Family]:
+    """A worker's hand-off to the telemetry process (summed over the workers in the host's view)."""
+    dropped = st["dropped"]
+    assert isinstance(dropped, dict)
+    return [
+        (
+            "relaycast_telemetry_handed_total",
+            "counter",
+            "Records the workers handed to the telemetry process.",
+            (),
+            [((), float(st["handed"]))],  # type: ignore[arg-type]
+        ),
+        (
+            "relaycast_telemetry_dropped_total",
+            "counter",
+            "Records lost between a worker and the telemetry process, by reason.",
+            ("reason",),
+            [((r,), float(n)) for r, n in dropped.items()],
+        ),
+        (
+            "relaycast_telemetry_backlog",
+            "gauge",
+            "Records waiting in the workers for the telemetry process.",
+            (),
+            [((), float(st["backlog"]))],  # type: ignore[arg-type]
+        ),
+        (
+            "relaycast_telemetry_connected",
+            "gauge",
+            "Workers connected to the telemetry process.",
+            (),
+            [((), 1.0 if st["connected"] else 0.0)],
+        ),
+    ]

@@ -1,11 +1,17 @@
 """The parts of a running gateway, built in one place (`Services.start`, from the lifespan) and closed in one place
-(`Services.close`). Handlers, the admin API, the keys API and `/metrics` receive them explicitly."""
+(`Services.close`). Handlers, the admin API, the keys API and `/metrics` receive them explicitly.
+
+The telemetry parts (metrics, store writer, broadcast, monitors: `relaycast.server.telemetry_hub`) run in this process,
+or, when the gateway is one of a host's workers (`link`, from `relaycast.server.host`), in the host's telemetry
+process, which this process reaches through `host` (`relaycast.telemetry.channel`). Admin views read them through
+`telemetry()` either way."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -16,9 +22,9 @@ from relaycast.costs.pricer import build_pricer
 from relaycast.keys.registry import KeyRegistry
 from relaycast.limits.admission import Admission, SpendSince, build_limiter
 from relaycast.limits.base import Limiter
+from relaycast.limits.host import RemoteLimiter
 from relaycast.log import EventLog
 from relaycast.monitors.engine import MonitorEngine
-from relaycast.monitors.notify import Notifier
 from relaycast.providers.http import UpstreamBuffer
 from relaycast.providers.registry import build_providers
 from relaycast.records import RequestRecord
@@ -31,26 +37,39 @@ from relaycast.routing.settings import RoutingSettings
 from relaycast.server.analytics import Analytics
 from relaycast.server.auth import Authenticator
 from relaycast.server.dashboard import Dashboard
+from relaycast.server.telemetry_hub import TelemetryHub
 from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_since
 from relaycast.store.writer import StoreWriter
-from relaycast.telemetry.exporters.base import refuse_redirects
+from relaycast.telemetry.channel import HostClient
 from relaycast.telemetry.metrics import Metrics
 from relaycast.telemetry.pipeline import Broadcaster
+
+if TYPE_CHECKING:
+    from relaycast.server.host import Link
 
 Sink = Callable[[RequestRecord], None]
 STEP_S = 2.0  # at shutdown: stopping one background part (its own calls have shorter timeouts)
 CLOSE_GRACE_S = 2.0  # at shutdown, past the flush deadline: to hand back what is left and close connections
 MIN_STEP_S = 0.2  # at shutdown, once the grace is spent: each last step's time to close
+LINK_WAIT_S = 15.0  # at start, a worker waits this long for its host's telemetry process before serving
 
 
 class Services:
     """Everything a running gateway is made of. Build with `await Services.start(config)`; `await close()`."""
 
-    def __init__(self, config: Config, sinks: Iterable[Sink] = (), clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sinks: Iterable[Sink] = (),
+        clock: Callable[[], float] | None = None,
+        link: Link | None = None,
+    ) -> None:
         """The parts that need no I/O. `clock` (wall-clock seconds) replaces the system's for record timestamps,
-        retention and monitors: tests inject one."""
+        retention and monitors: tests inject one. `link`: this process is a worker of a host, whose telemetry
+        process it hands records to."""
         self.config = config
+        self.link = link
         self.clock: Callable[[], float] = clock or time.time
         self.wall_ns: Callable[[], int] = (lambda: int(self.clock() * 1e9)) if clock else time.time_ns
         self.started = time.time()
@@ -65,7 +84,6 @@ class Services:
         )
         pricer = build_pricer(config.providers, config.models, config.prices)
         self.planner = Planner(config.models, config.providers, self.board, pricer)
-        self.metrics = Metrics(config.metrics)
         self.coster = Coster(pricer)
         self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
         self.models_body = _models_body(config)
@@ -75,24 +93,26 @@ class Services:
         # The server's connection counts (open, refused by reason), when it runs with relaycast's guards.
         self.connections: Callable[[], Mapping[str, int]] | None = None
         self.executor: Executor | None = None
-        self.store: StoreWriter | None = None
         self.reader: StoreReader | None = None
-        self.broadcaster: Broadcaster | None = None
-        self.monitors: MonitorEngine | None = None
-        self.notifier: Notifier | None = None
+        self.hub: TelemetryHub | None = None  # the telemetry parts, when they run in this process
+        self.host: HostClient | None = None  # the link to the host's telemetry process, when they run there
         self.limiter: Limiter | None = None
         self.replicas: SharedHealth | None = None
         self.admission: Admission  # with the limiter, in _start
-        self.sinks: tuple[Sink, ...] = (self.metrics, *sinks)
+        self._extra_sinks = tuple(sinks)
+        self.sinks: tuple[Sink, ...] = self._extra_sinks
         self._http: aiohttp.ClientSession | None = None
-        self._telemetry_http: aiohttp.ClientSession | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def start(
-        cls, config: Config, sinks: Iterable[Sink] = (), clock: Callable[[], float] | None = None
+        cls,
+        config: Config,
+        sinks: Iterable[Sink] = (),
+        clock: Callable[[], float] | None = None,
+        link: Link | None = None,
     ) -> Services:
-        s = cls(config, sinks, clock)
+        s = cls(config, sinks, clock, link)
         try:
             await s._start()
         except BaseException:
@@ -112,26 +132,27 @@ class Services:
         providers = build_providers(config.providers, self._http, self.upstream_buffer)
         self.executor = Executor(providers, self.board, self.log)
         if config.store is not None:
-            # Retention runs on the same clock as the records.
-            self.store = StoreWriter(config.store, self.redactor, self.log, self.clock)
-            await self.store.start()
             self.reader = StoreReader(config.store)
             self.analytics = Analytics(self.reader, self.redactor)
-            self.sinks = (*self.sinks, self.store)
+        # The store's schema is migrated by the telemetry parts' writer: they start first.
+        if self.link is None:
+            self.hub = TelemetryHub(config, self.redactor, self.log, self.board, self.clock, self.reader)
+            await self.hub.start()
+            self.sinks = (*self.hub.sinks, *self._extra_sinks)
+        else:
+            self.host = HostClient(self.link.socket, self.link.worker, self.log, on_demotions=self._demoted)
+            self.host.start()
+            self.sinks = (self.host, *self._extra_sinks)
+            try:  # the telemetry process listens once its store is migrated
+                await asyncio.wait_for(self.host.connected.wait(), LINK_WAIT_S)
+            except TimeoutError:
+                self.log.error("telemetry_not_connected", waited_s=LINK_WAIT_S)
+        if self.reader is not None:
             await self.keys.start(self.reader)
-            mon = config.monitors
-            if mon is not None and mon.rules:
-                self.notifier = Notifier(mon.notify, self._telemetry_session(), self.log, self.redactor)
-                self.notifier.start()
-                self.monitors = MonitorEngine(
-                    mon, self.reader, self.store, self.board, self.notifier, self.log, self.clock
-                )
-                self.monitors.start()
-        if config.broadcast and config.broadcast.destinations:
-            self.broadcaster = Broadcaster(config.broadcast, self._telemetry_session(), self.redactor, self.log)
-            self.broadcaster.start()
-            self.sinks = (*self.sinks, self.broadcaster)
-        self.limiter = build_limiter(config.limits, self.log, self._spend_since(), self.clock)
+        if self.host is not None and self.link is not None and self.link.workers > 1 and not _redis_limits(config):
+            self.limiter = RemoteLimiter(self.host)  # one limiter for the host, in its telemetry process
+        else:
+            self.limiter = build_limiter(config.limits, self.log, self._spend_since(), self.clock)
         self.admission = Admission(config.limits, self.limiter, self.coster.pricer, self.clock, self.later)
         if config.redis_url:
             self.replicas = SharedHealth(config.redis_url, self.board, self.log)
@@ -143,12 +164,33 @@ class Services:
             keys=len(config.keys),
         )
 
-    def _telemetry_session(self) -> aiohttp.ClientSession:
-        """The exporters' and notifiers' own HTTP client: it never shares a pool (or a slowdown) with providers'."""
-        if self._telemetry_http is None:
-            # Exporters and notifiers pass allow_redirects=False; this refuses any redirect a call site forgot.
-            self._telemetry_http = aiohttp.ClientSession(trust_env=False, trace_configs=[refuse_redirects()])
-        return self._telemetry_http
+    def _demoted(self, demotions: dict[tuple[str, str], str]) -> None:
+        self.board.monitor_alerts = demotions
+
+    # --- the telemetry parts, wherever they run -----------------------------------------------
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self.hub.metrics if self.hub else None
+
+    @property
+    def store(self) -> StoreWriter | None:
+        return self.hub.store if self.hub else None
+
+    @property
+    def broadcaster(self) -> Broadcaster | None:
+        return self.hub.broadcaster if self.hub else None
+
+    @property
+    def monitors(self) -> MonitorEngine | None:
+        return self.hub.monitors if self.hub else None
+
+    async def telemetry(self, op: str, arg: object = None) -> Any:
+        """One admin view of the telemetry parts (`TelemetryHub.query`), here or in the telemetry process."""
+        if self.hub is not None:
+            return await self.hub.query(op, (0, arg) if op == "metrics" else arg)
+        assert self.host is not None
+        return await self.host.query(op, arg)
 
     def _spend_since(self) -> SpendSince:
         """What the store says a scope spent in a period so far, in pico-dollars (0 without a store or when it is
@@ -180,39 +222,28 @@ class Services:
         def grace() -> float:  # past the deadline: what is left of the grace, and never nothing
             return max(MIN_STEP_S, deadline + CLOSE_GRACE_S - time.monotonic())
 
-        # What reads and writes through the parts below: polls, shared health, monitors, limit settlements.
+        # What reads and writes through the parts below: polls, shared health, limit settlements.
         await self._bounded("keys", self.keys.stop(), left(STEP_S))
         if self.replicas is not None:
             await self._bounded("replicas", self.replicas.stop(), left(STEP_S))
             self.replicas = None
-        if self.monitors is not None:
-            await self._bounded("monitors", self.monitors.stop(), left(STEP_S))
-            self.monitors = None
         if self._pending:
             await self._bounded("settlements", asyncio.gather(*self._pending, return_exceptions=True), left(STEP_S))
         if self.limiter is not None:
             await self._bounded("limiter", self.limiter.close(), left(STEP_S))
             self.limiter = None
-        # The queues, all at once, each within the deadline (its own, then a grace to hand back what is left).
-        flushes = []
-        if self.broadcaster is not None:
-            flushes.append(self._bounded("broadcast", self.broadcaster.stop(left()), grace()))
-        if self.notifier is not None:
-            flushes.append(self._bounded("notifier", self.notifier.stop(left(5.0)), grace()))
-        if self.store is not None:
-            flushes.append(self._bounded("store", self.store.stop(left()), grace()))
-        await asyncio.gather(*flushes)
-        self.notifier = None
+        # The telemetry parts: their queues flushed within the deadline, or the last records handed over.
+        if self.hub is not None:
+            await self.hub.close(deadline, grace, self._bounded)
+        if self.host is not None:
+            await self._bounded("telemetry_link", self.host.close(left()), grace())
         if self.reader is not None:
             await self._bounded("reader", self.reader.close(), grace())
             self.reader = None
-        for name, session in (("telemetry_http", self._telemetry_http), ("http", self._http)):
-            if session is not None:
-                await self._bounded(name, session.close(), grace())
-        self._telemetry_http = self._http = None
+        if self._http is not None:
+            await self._bounded("http", self._http.close(), grace())
+        self._http = None
         self._log_stopped(began)
-        self.broadcaster = None
-        self.store = None
 
     async def _bounded(self, step: str, work: Awaitable[object], timeout_s: float) -> None:
         """Await one shutdown step for at most `timeout_s`; one that overruns or fails is logged and left."""
@@ -226,16 +257,12 @@ class Services:
 
     def _log_stopped(self, began: float) -> None:
         fields: dict[str, object] = {"seconds": round(time.monotonic() - began, 3)}
-        if self.broadcaster is not None:
-            for d in self.broadcaster.status():
-                dropped = ",".join(f"{r}:{n}" for r, n in sorted(d.get("dropped", {}).items()))
-                fields[f"broadcast_{d.get('name')}"] = (
-                    f"sent={d.get('sent', 0)} spooled_batches={d.get('spooled_batches', 0)} dropped={dropped or 0}"
-                )
-        if self.store is not None:
-            st = self.store.status()
-            dropped = ",".join(f"{r}:{n}" for r, n in sorted(st["dropped"].items()))
-            fields["store"] = f"written={st['written']} queued={st['queued']} dropped={dropped or 0}"
+        if self.hub is not None:
+            fields.update(self.hub.stopped_fields())
+        if self.host is not None:
+            st = self.host.status()
+            dropped = ",".join(f"{r}:{n}" for r, n in st["dropped"].items() if n)
+            fields["telemetry"] = f"handed={st['handed']} acknowledged={st['acknowledged']} dropped={dropped or 0}"
         self.log.info("gateway_stopped", **fields)
 
     def emit(self, record: RequestRecord) -> None:
@@ -251,6 +278,10 @@ class Services:
         t = asyncio.ensure_future(coro)
         self._pending.add(t)
         t.add_done_callback(self._pending.discard)
+
+
+def _redis_limits(config: Config) -> bool:
+    return config.limits is not None and bool(config.limits.redis_url)
 
 
 def _models_body(config: Config) -> bytes:

@@ -205,7 +205,8 @@ def test_sigterm_and_analytics_with_a_store_behind_a_stalled_network(fake, pg_ur
         log = gw.log()
         stopped = re.search(r"store_stopped written=\d+ dropped=(\d+) reason=shutdown_deadline", log)
         assert stopped and int(stopped.group(1)) > 0, log[-3000:]
-        summary = re.search(r'gateway_stopped .*store="written=(\d+) queued=0 dropped=shutdown_deadline:(\d+)"', log)
+        # The telemetry process's last line (`relaycast serve` keeps the store there).
+        summary = re.search(r'telemetry_stopped .*store="written=(\d+) queued=0 dropped=shutdown_deadline:(\d+)"', log)
         assert summary, log[-3000:]
         written, dropped = int(summary.group(1)), int(summary.group(2))
         with psycopg.connect(pg_url) as c:  # straight to Postgres, not through the stalled proxy

@@ -234,8 +234,7 @@ def test_overflow_is_one_policy_per_destination_drop_oldest_by_default() -> None
 
 
 def test_metrics_show_every_drop_reason_per_destination_from_the_first_scrape(tmp_path) -> None:
-    from relaycast.server.metrics_gauges import scrape_gauges
-    from relaycast.server.services import Services
+    from relaycast.server.metrics_gauges import telemetry_gauges
     from relaycast.telemetry.pipeline import DROP_REASONS, Broadcaster
 
     text = BASE + f"broadcast:\n  spool_dir: {tmp_path}\n  destinations:\n"
@@ -243,12 +242,12 @@ def test_metrics_show_every_drop_reason_per_destination_from_the_first_scrape(tm
     cfg = parse(text, env={})
 
     async def scrape() -> dict[str, dict[tuple[str, ...], float]]:
-        services = Services(cfg)
+        redactor = Redactor(cfg.secrets())
         async with aiohttp.ClientSession() as session:
-            services.broadcaster = Broadcaster(cfg.broadcast, session, services.redactor, services.log)
-            services.broadcaster(_record())
-            services.broadcaster(_record())  # a queue of one: the first is dropped
-            return {name: dict(series) for name, _, _, _, series in scrape_gauges(services)}
+            broadcaster = Broadcaster(cfg.broadcast, session, redactor, EventLog(redactor))
+            broadcaster(_record())
+            broadcaster(_record())  # a queue of one: the first is dropped
+            return {name: dict(series) for name, _, _, _, series in telemetry_gauges(broadcaster, None, None)}
 
     families = asyncio.run(scrape())
     dropped = families["relaycast_broadcast_dropped_total"]

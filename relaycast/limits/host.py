@@ -1,0 +1,116 @@
+"""Limits shared by the workers of one host without Redis: the telemetry process keeps them (one in-memory
+limiter, `HostLimits`), and each worker asks it (`RemoteLimiter`) over the telemetry channel. One limiter for the
+host, so N requests per minute admit N across all workers, never N per worker.
+
+While the telemetry process is away (it is restarted within about a second), a request with limits is refused
+with 503 `limiter_unavailable`: a limit is never exceeded, and no worker guesses alone. With
+Redis (`redis_url`), workers share limits through it as replicas do, and none of this is used.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Protocol
+
+import msgspec
+
+from relaycast.errors import LimiterUnavailable, LimitExceeded, RemoteError, RequestTooLarge, TelemetryUnavailable
+from relaycast.limits.base import Check, Limiter, Reservation
+
+MAX_HELD = 100_000  # reservations in flight for the whole host
+
+
+class Link(Protocol):
+    async def query(self, op: str, arg: Any = None, timeout_s: float = ...) -> Any: ...
+
+    def settle(self, reservation: str, tokens: int, nano: int) -> bool: ...
+
+
+class RemoteLimiter:
+    """A worker's view of the host's limits."""
+
+    def __init__(self, link: Link, timeout_s: float = 5.0) -> None:
+        self._link = link
+        self._timeout_s = timeout_s
+        self.unavailable = 0
+        self.unsettled = 0
+
+    async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation:
+        try:
+            rid = await self._link.query("limit_admit", [checks, est_tokens, est_nano, now], self._timeout_s)
+        except TelemetryUnavailable:
+            self.unavailable += 1
+            raise LimiterUnavailable(
+                "The limits of this host cannot be checked now (its telemetry process is restarting). Retry shortly."
+            ) from None
+        except RemoteError as e:
+            raise refusal(e.detail) from None
+        return Reservation(checks, est_tokens, est_nano, now, id=str(rid))
+
+    def settle(self, res: Reservation, tokens: int, nano: int) -> None:
+        if res.settled:
+            return
+        res.settled = True
+        if not self._link.settle(res.id, tokens, nano):
+            # The telemetry process is away: it settles what this worker held when the link broke.
+            self.unsettled += 1
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "host", "unavailable": self.unavailable, "unsettled": self.unsettled}
+
+    async def close(self) -> None:
+        return None
+
+
+def refusal(detail: Any) -> Exception:
+    """The error the host's limiter raised, made again in the worker."""
+    if isinstance(detail, list) and detail:
+        if detail[0] == "too_large":
+            return RequestTooLarge(str(detail[1]))
+        if detail[0] == "limit":
+            return LimitExceeded(str(detail[1]), limit=str(detail[2]), retry_after_s=float(detail[3]))
+    return LimiterUnavailable("The limits of this host could not be checked.")
+
+
+_CHECKS = tuple[Check, ...]
+
+
+class HostLimits:
+    """The telemetry process's side: one limiter, and the reservations each worker holds."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self._held: dict[str, tuple[int, Reservation]] = {}  # id -> (connection, reservation)
+        self._by_conn: dict[int, set[str]] = collections.defaultdict(set)
+
+    async def admit(self, conn: int, arg: list[Any]) -> str:
+        checks_raw, est_tokens, est_nano, now = arg
+        if len(self._held) >= MAX_HELD:
+            raise LimiterUnavailable("Too many requests with limits are in flight on this host.")
+        checks = msgspec.convert(checks_raw, _CHECKS)
+        res = await self.limiter.admit(checks, int(est_tokens), int(est_nano), float(now))
+        self._held[res.id] = (conn, res)
+        self._by_conn[conn].add(res.id)
+        return res.id
+
+    def settle(self, rid: str, tokens: int, nano: int) -> None:
+        held = self._held.pop(rid, None)
+        if held is None:
+            return
+        self._by_conn[held[0]].discard(rid)
+        pending = self.limiter.settle(held[1], int(tokens), int(nano))
+        assert pending is None  # the in-memory limiter settles at once
+
+    def gone(self, conn: int) -> None:
+        """A worker's connection broke: what it held is charged as reserved (its requests' real use is unknown)."""
+        for rid in self._by_conn.pop(conn, set()):
+            held = self._held.pop(rid, None)
+            if held is not None:
+                res = held[1]
+                self.limiter.settle(res, res.est_tokens, res.est_nano)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.limiter.status(), "held": len(self._held)}
+
+
+__all__ = ["HostLimits", "RemoteLimiter", "refusal"]

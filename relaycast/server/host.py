@@ -1,0 +1,253 @@
+"""`relaycast serve` on one host: a supervisor, one telemetry process and N workers serving one port.
+
+    supervisor (this module's `serve`)   binds the port, starts and restarts the others, stops them in order
+      telemetry  (`python -m relaycast.server.host telemetry`)   store, broadcast, metrics, monitors, shared limits
+      worker x N (`python -m relaycast.server.host worker`)      the gateway: requests, routing, providers
+
+The workers share the listening socket the supervisor opened (the kernel spreads connections over them) and hand
+every finished record to the telemetry process over a Unix socket in a private directory
+(`relaycast.telemetry.channel`). A child that dies is started again (after 0.1 s, doubling to 5 s while it keeps
+dying within a second of its start); a worker that cannot start five times in a row stops the host.
+
+On SIGTERM or SIGINT the supervisor stops the workers first (each finishes its requests for up to 30 s, then hands
+over its last records), then the telemetry process (which flushes its queues and spools what it could not send),
+and exits 0. If the supervisor itself is killed, its children get SIGTERM from the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from relaycast.config import Config
+
+TELEMETRY, WORKER = "telemetry", "worker"
+POLL_S = 0.2
+RESTART_BASE_S = 0.1
+RESTART_CAP_S = 5.0
+QUICK_DEATH_S = 1.0  # a child that dies this soon after its start is failing, not crashing now and then
+MAX_QUICK_DEATHS = 5
+WORKERS_STOP_S = 45.0  # 30 s for requests in flight, then the close of each worker's parts
+TELEMETRY_STOP_S = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """How a worker reaches its host's telemetry process."""
+
+    socket: str
+    worker: int
+    workers: int
+
+
+def worker_count(value: str) -> int:
+    """`--workers`: a positive number, or `auto` for the cores this process may run on."""
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    n = int(value)
+    if n < 1:
+        raise ValueError("--workers must be at least 1")
+    return n
+
+
+class _Child:
+    def __init__(self, role: str, number: int, argv: list[str], pass_fds: tuple[int, ...]) -> None:
+        self.role = role
+        self.number = number
+        self.argv = argv
+        self.pass_fds = pass_fds
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.quick_deaths = 0
+        self.restart_at = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.role if self.role == TELEMETRY else f"{self.role}-{self.number}"
+
+    def start(self) -> None:
+        # Its own process group: a Ctrl-C in the terminal reaches the supervisor alone, which stops the rest in order.
+        self.proc = subprocess.Popen(self.argv, pass_fds=self.pass_fds, preexec_fn=_die_with_parent, process_group=0)
+        self.started = time.monotonic()
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies (Linux), so no worker outlives it."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(cfg: Config, config_path: str, workers: int, log_level: str) -> int:
+    """Run the host until SIGTERM or SIGINT. `cfg` has the address to listen on (server.host, server.port)."""
+    host, port = cfg.server.host, cfg.server.port
+    try:
+        listener = _listen(host, port)
+    except OSError as e:
+        print(f"relaycast: cannot listen on {host}:{port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    port = listener.getsockname()[1]
+    rundir = tempfile.mkdtemp(prefix="relaycast-")  # owner-only (0700): the socket inside is the host's alone
+    sock_path = os.path.join(rundir, "telemetry.sock")
+    base = [sys.executable, "-m", "relaycast.server.host"]
+    common = ["--config", config_path, "--host", host, "--port", str(port), "--log-level", log_level]
+    common += ["--socket", sock_path, "--workers", str(workers)]
+    children = [_Child(TELEMETRY, 0, [*base, TELEMETRY, *common], ())]
+    fd = listener.fileno()
+    for i in range(workers):
+        children.append(_Child(WORKER, i, [*base, WORKER, *common, "--fd", str(fd), "--worker", str(i)], (fd,)))
+
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.append(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    print(
+        f"relaycast: serving on http://{host}:{port}/v1 (config {config_path}; {workers} worker"
+        f"{'s' if workers > 1 else ''} and a telemetry process)",
+        file=sys.stderr,
+        flush=True,
+    )
+    code = 0
+    try:
+        for c in children:
+            c.start()
+        while not stopping:
+            time.sleep(POLL_S)
+            if stopping:
+                break
+            failed = _supervise(children)
+            if failed is not None:
+                print(f"relaycast: {failed.name} keeps failing at start; stopping", file=sys.stderr, flush=True)
+                code = 1
+                break
+    finally:
+        _stop([c for c in children if c.role == WORKER], WORKERS_STOP_S)
+        _stop([c for c in children if c.role == TELEMETRY], TELEMETRY_STOP_S)
+        listener.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+        for s, h in old.items():
+            signal.signal(s, h)
+    return code
+
+
+def _supervise(children: list[_Child]) -> _Child | None:
+    """Start again what died; the child that keeps failing at start, if one does."""
+    now = time.monotonic()
+    for c in children:
+        rc = c.exited()
+        if rc is None:
+            continue
+        if c.restart_at == 0.0:
+            quick = now - c.started < QUICK_DEATH_S
+            c.quick_deaths = c.quick_deaths + 1 if quick else 0
+            if c.quick_deaths >= MAX_QUICK_DEATHS:
+                return c
+            delay = min(RESTART_CAP_S, RESTART_BASE_S * 2**c.quick_deaths)
+            c.restart_at = now + delay
+            print(f"relaycast: {c.name} exited ({rc}); starting it again in {delay:g} s", file=sys.stderr, flush=True)
+        elif now >= c.restart_at:
+            c.restart_at = 0.0
+            c.start()
+    return None
+
+
+def _stop(children: list[_Child], timeout_s: float) -> None:
+    running = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
+    for p in running:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in running:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# --- the children --------------------------------------------------------------------------
+
+
+def _child_config(args: argparse.Namespace) -> Config:
+    from relaycast import config as config_mod
+
+    cfg = config_mod.load(args.config)
+    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, host=args.host, port=args.port))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from relaycast.log import configure
+    from relaycast.server.app import Gateway
+    from relaycast.server.guards import ConnectionGuard
+    from relaycast.server.runner import tune_gc, uvicorn_config
+
+    cfg = _child_config(args)
+    configure(args.log_level)
+    tune_gc()
+    guard = ConnectionGuard(cfg.server)
+    link = Link(args.socket, args.worker, args.workers)
+    app = Gateway(cfg, connections=guard.counts, link=link)
+    server = uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="warning", guard=guard))
+    server.run(sockets=[socket.socket(fileno=args.fd)])
+    return 0 if server.started else 1
+
+
+def _telemetry(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from relaycast.log import configure
+    from relaycast.server.runner import GRACEFUL_SHUTDOWN_S
+    from relaycast.server.telemetry_process import run
+
+    cfg = _child_config(args)
+    configure(args.log_level)
+    shared_limits = args.workers > 1 and not (cfg.limits is not None and cfg.limits.redis_url)
+    return uvloop.run(run(cfg, args.socket, shared_limits, drain_s=GRACEFUL_SHUTDOWN_S + 5))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m relaycast.server.host")
+    p.add_argument("role", choices=[TELEMETRY, WORKER])
+    p.add_argument("--config", required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--socket", required=True)
+    p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--fd", type=int)
+    p.add_argument("--worker", type=int, default=0)
+    args = p.parse_args(argv)
+    return _worker(args) if args.role == WORKER else _telemetry(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

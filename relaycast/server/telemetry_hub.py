@@ -1,0 +1,194 @@
+"""The telemetry parts of one host: the metrics every record feeds, the store writer, the broadcast pipeline, and
+the monitors with their notifier. Built from the config and closed in one place.
+
+A hub runs where the records go: inside the serving process (the embedded layout: `relaycast demo`, tests,
+`relaycast serve --single-process`), or in the telemetry process that `relaycast serve` starts beside its workers
+(`relaycast.server.telemetry_process`), which hand it their records over a Unix socket (`relaycast.telemetry.channel`). Either
+way the admin endpoints and `/metrics` read it through `query`, whose answers are plain data, so the same code
+serves both.
+
+With several workers, each worker's own gauges (routing health, connections) reach the hub with every `/metrics`
+query and once a second in between; `/metrics` shows one view of the host: counters and counts summed over the
+workers, and a target's state as every state some worker has it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from relaycast.config import Config
+from relaycast.log import EventLog
+from relaycast.monitors.engine import Alerts, MonitorEngine
+from relaycast.monitors.notify import Notifier
+from relaycast.records import RequestRecord
+from relaycast.redact import Redactor
+from relaycast.server.metrics_gauges import Family, merge_families, telemetry_gauges
+from relaycast.store.reader import StoreReader
+from relaycast.store.writer import StoreWriter
+from relaycast.telemetry.exporters.base import refuse_redirects
+from relaycast.telemetry.metrics import Metrics
+from relaycast.telemetry.pipeline import Broadcaster
+
+Sink = Callable[[RequestRecord], None]
+STEP_S = 2.0  # at shutdown: stopping the monitors (their own calls have shorter timeouts)
+
+
+class Demotions:
+    """The monitors' demotions in the telemetry process, for the workers to read."""
+
+    def __init__(self) -> None:
+        self.monitor_alerts: dict[tuple[str, str], str] = {}
+
+
+class TelemetryHub:
+    """Build with `await TelemetryHub.start(...)`; hand records to `sink`; `await close(deadline)`."""
+
+    def __init__(
+        self,
+        config: Config,
+        redactor: Redactor,
+        log: EventLog,
+        alerts: Alerts,
+        clock: Callable[[], float] = time.time,
+        reader: StoreReader | None = None,
+    ) -> None:
+        self.config = config
+        self.redactor = redactor
+        self.log = log
+        self.alerts = alerts
+        self.clock = clock
+        self.metrics = Metrics(config.metrics)
+        self.store: StoreWriter | None = None
+        self.reader = reader  # the monitors' (the serving process's own, when the hub runs in it)
+        self._own_reader = False
+        self.broadcaster: Broadcaster | None = None
+        self.monitors: MonitorEngine | None = None
+        self.notifier: Notifier | None = None
+        self.sinks: tuple[Sink, ...] = (self.metrics,)
+        self.workers: dict[int, list[Family]] = {}  # each worker's gauges, as it last sent them
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        if config.store is not None:
+            # Retention runs on the same clock as the records.
+            self.store = StoreWriter(config.store, self.redactor, self.log, self.clock)
+            await self.store.start()
+            self.sinks = (*self.sinks, self.store)
+            mon = config.monitors
+            if mon is not None and mon.rules:
+                if self.reader is None:
+                    self.reader, self._own_reader = StoreReader(config.store), True
+                self.notifier = Notifier(mon.notify, self._session(), self.log, self.redactor)
+                self.notifier.start()
+                self.monitors = MonitorEngine(
+                    mon, self.reader, self.store, self.alerts, self.notifier, self.log, self.clock
+                )
+                self.monitors.start()
+        if config.broadcast and config.broadcast.destinations:
+            self.broadcaster = Broadcaster(config.broadcast, self._session(), self.redactor, self.log)
+            self.broadcaster.start()
+            self.sinks = (*self.sinks, self.broadcaster)
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The exporters' and notifiers' own HTTP client: it never shares a pool (or a slowdown) with providers'."""
+        if self._http is None:
+            # Exporters and notifiers pass allow_redirects=False; this refuses any redirect a call site forgot.
+            self._http = aiohttp.ClientSession(trust_env=False, trace_configs=[refuse_redirects()])
+        return self._http
+
+    def sink(self, record: RequestRecord) -> None:
+        """Hand a finished record to every part. Never raises."""
+        for s in self.sinks:
+            try:
+                s(record)
+            except Exception as e:  # noqa: BLE001
+                self.log.error("sink_failed", sink=type(s).__name__, error=type(e).__name__)
+
+    # --- what the admin endpoints and /metrics read -----------------------------------------
+
+    async def query(self, op: str, arg: Any = None) -> Any:
+        """Plain data for one admin view: `broadcast`, `broadcast_test` (arg: a destination's name or None; None
+        when no such destination), `store`, `monitors`, `monitors_evaluate`, `stats`, `metrics` (arg: the asking
+        worker's id and gauges; the exposition text)."""
+        if op == "broadcast":
+            return self.broadcaster.status() if self.broadcaster else []
+        if op == "broadcast_test":
+            b = self.broadcaster
+            if b is None or (arg and arg not in b.destinations):
+                return None
+            results = await b.test(arg or None)
+            return {n: {"ok": t.ok, "message": t.message} for n, t in results.items()}
+        if op == "store":
+            return self.store.status() if self.store else None
+        if op == "monitors":
+            return self.monitors.status() if self.monitors else None
+        if op == "monitors_evaluate":
+            if self.monitors is None:
+                return None
+            events = await self.monitors.evaluate()
+            return {"notifications": events, "monitors": self.monitors.status()}
+        if op == "stats":
+            return self.metrics.stats_snapshot()
+        if op == "metrics":
+            worker, gauges = arg
+            self.workers[worker] = gauges
+            return self.render_metrics()
+        raise ValueError(f"unknown telemetry query {op!r}")
+
+    def render_metrics(self) -> bytes:
+        merged = merge_families(self.workers[w] for w in sorted(self.workers))
+        return self.metrics.render([*merged, *telemetry_gauges(self.broadcaster, self.store, self.monitors)])
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    async def close(self, deadline: float, grace: Callable[[], float], bounded: Bounded) -> None:
+        """Stop the monitors, then flush the broadcast, notification and store queues all at once until
+        `deadline` (time.monotonic()): broadcast spools what it could not send, the store counts what it could not
+        write. `grace()` is each step's time past the deadline to hand back what is left; `bounded` runs a step
+        within a time and logs it if it overruns or fails."""
+
+        def left(cap: float) -> float:
+            return max(0.0, min(cap, deadline - time.monotonic()))
+
+        if self.monitors is not None:
+            await bounded("monitors", self.monitors.stop(), left(STEP_S))
+            self.monitors = None
+        flushes = []
+        if self.broadcaster is not None:
+            flushes.append(bounded("broadcast", self.broadcaster.stop(left(float("inf"))), grace()))
+        if self.notifier is not None:
+            flushes.append(bounded("notifier", self.notifier.stop(left(5.0)), grace()))
+        if self.store is not None:
+            flushes.append(bounded("store", self.store.stop(left(float("inf"))), grace()))
+        await asyncio.gather(*flushes)
+        self.notifier = None
+        if self._own_reader and self.reader is not None:
+            await bounded("reader", self.reader.close(), grace())
+            self.reader = None
+        if self._http is not None:
+            await bounded("telemetry_http", self._http.close(), grace())
+            self._http = None
+
+    def stopped_fields(self) -> dict[str, object]:
+        """What the shutdown delivered, spooled and dropped, for the last log line."""
+        fields: dict[str, object] = {}
+        if self.broadcaster is not None:
+            for d in self.broadcaster.status():
+                dropped = ",".join(f"{r}:{n}" for r, n in sorted(d.get("dropped", {}).items()))
+                fields[f"broadcast_{d.get('name')}"] = (
+                    f"sent={d.get('sent', 0)} spooled_batches={d.get('spooled_batches', 0)} dropped={dropped or 0}"
+                )
+        if self.store is not None:
+            st = self.store.status()
+            dropped = ",".join(f"{r}:{n}" for r, n in sorted(st["dropped"].items()))
+            fields["store"] = f"written={st['written']} queued={st['queued']} dropped={dropped or 0}"
+        return fields
+
+
+Bounded = Callable[[str, Awaitable[object], float], Awaitable[None]]

@@ -1,0 +1,147 @@
+"""The telemetry process of a host: one `TelemetryHub` (metrics, store writes, broadcast, spool, monitors) fed by
+every worker over a Unix socket, and, when the workers share no Redis, the host's limits (`relaycast.limits.host`).
+
+It stops on SIGTERM or SIGINT: it first waits for the workers to hang up (they hand over their last records as
+they finish their requests; at most `drain_s`), then flushes its queues as the in-process gateway does (broadcast
+spools what it could not send, the store counts what it could not write) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+from relaycast.config import Config
+from relaycast.limits.admission import build_limiter
+from relaycast.limits.host import HostLimits
+from relaycast.log import EventLog
+from relaycast.records import RequestRecord
+from relaycast.redact import Redactor
+from relaycast.server.telemetry_hub import Demotions, TelemetryHub
+from relaycast.store.reader import StoreReader
+from relaycast.store.spend import spend_since
+from relaycast.telemetry.channel import HostServer, Peer
+
+FLUSH_TIMEOUT_S = 10.0
+CLOSE_GRACE_S = 2.0
+
+
+class TelemetryProcess:
+    """What the socket's frames reach in the telemetry process."""
+
+    def __init__(self, config: Config, socket_path: str, shared_limits: bool) -> None:
+        self.config = config
+        self.redactor = Redactor(config.secrets())
+        self.log = EventLog(self.redactor)
+        self.alerts = Demotions()
+        self.hub = TelemetryHub(config, self.redactor, self.log, self.alerts)
+        self.server = HostServer(socket_path, self, self.log)
+        self.limits: HostLimits | None = None
+        self._shared_limits = shared_limits
+        self._spend: StoreReader | None = None
+        self.received = 0
+
+    async def start(self) -> None:
+        await self.hub.start()
+        if self._shared_limits:
+            if self.config.store is not None:
+                self._spend = StoreReader(self.config.store, threads=1)
+            self.limits = HostLimits(build_limiter(self.config.limits, self.log, self._load_spend, time.time))
+        await self.server.start()
+        self.log.info("telemetry_started", socket=self.server.path, shared_limits=self.limits is not None)
+
+    async def _load_spend(self, scope: str, name: str, start_s: int) -> int:
+        if self._spend is None:
+            return 0
+        try:
+            return await self._spend.run(spend_since, scope, name, start_s)
+        except Exception as e:  # noqa: BLE001 - a store that is down: the limiter counts from zero, logged
+            self.log.error("limits_spend_unknown", scope=scope, scope_name=name, error=type(e).__name__)
+            return 0
+
+    # --- the channel's handler ----------------------------------------------------------------
+
+    def record(self, record: RequestRecord) -> None:
+        self.received += 1
+        self.hub.sink(record)
+
+    async def query(self, peer: Peer, op: str, arg: Any) -> Any:
+        if op == "limit_admit":
+            if self.limits is None:
+                raise RuntimeError("this host's limits are not kept by the telemetry process")
+            return await self.limits.admit(peer.key, arg)
+        if op == "limits":
+            return self.limits.status() if self.limits else None
+        if op == "metrics":
+            return await self.hub.query("metrics", (peer.worker, arg))
+        if op == "telemetry":
+            return self.status()
+        return await self.hub.query(op, arg)
+
+    def gauges(self, peer: Peer, families: Any) -> None:
+        self.hub.workers[peer.worker] = families
+
+    def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None:
+        if self.limits is not None:
+            self.limits.settle(reservation, tokens, nano)
+
+    def gone(self, peer: Peer) -> None:
+        if not any(p.worker == peer.worker for p in self.server.peers):
+            self.hub.workers.pop(peer.worker, None)
+        if self.limits is not None:
+            self.limits.gone(peer.key)
+
+    def demotions(self) -> list[list[str]]:
+        return sorted([r, t, why] for (r, t), why in self.alerts.monitor_alerts.items())
+
+    def status(self) -> dict[str, Any]:
+        return {"received": self.received, "undecodable": self.server.undecodable, "workers": len(self.server.peers)}
+
+    # --- shutdown -----------------------------------------------------------------------------
+
+    async def close(self, drain_s: float) -> None:
+        began = time.monotonic()
+        await self.server.stop_accepting()
+        if self.server.peers:
+            await asyncio.wait([p.conn.closed for p in self.server.peers], timeout=drain_s)
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+
+        def grace() -> float:
+            return max(0.2, deadline + CLOSE_GRACE_S - time.monotonic())
+
+        await self.server.close()
+        await self.hub.close(deadline, grace, self._bounded)
+        if self._spend is not None:
+            await self._bounded("spend_reader", self._spend.close(), grace())
+        self.log.info(
+            "telemetry_stopped",
+            seconds=round(time.monotonic() - began, 3),
+            received=self.received,
+            **self.hub.stopped_fields(),
+        )
+
+    async def _bounded(self, step: str, work: Any, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(work, max(timeout_s, 0.001))
+        except TimeoutError:
+            self.log.error("shutdown_step_overran", step=step, timeout_s=round(timeout_s, 3))
+        except Exception as e:  # noqa: BLE001 - the next parts must still close
+            message = self.redactor.scrub(str(e))[:200]
+            self.log.error("shutdown_step_failed", step=step, error=type(e).__name__, message=message)
+
+
+async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: float) -> int:
+    """Serve until SIGTERM or SIGINT; then drain, flush and return."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    proc = TelemetryProcess(config, socket_path, shared_limits)
+    try:
+        await proc.start()
+        await stop.wait()
+    finally:
+        await proc.close(drain_s)
+    return 0

@@ -1,0 +1,445 @@
+"""The serving process's end of the channel to the telemetry process (`HostClient`), and the telemetry process's
+end (`HostServer`). Frames are in `relaycast.telemetry.frames`.
+
+Handing a record over is O(1) and never blocks: the record is encoded (about 2 µs) and appended to a buffer that
+is written once per event-loop turn. Whatever the telemetry process does, the serving process never waits for it:
+while it is slow or gone, records wait in a bounded backlog (`max_backlog_bytes`, 64 MiB by default) and are sent
+when it is back; past the bound they are dropped and counted (`backlog_full`). The telemetry process acknowledges
+the records it has taken; when a connection breaks, what was written to it and not acknowledged is counted as
+`lost_in_flight`. Every record handed over is, at any moment, exactly one of: in the backlog, written and not yet
+acknowledged, acknowledged, or counted under a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+from relaycast.errors import RemoteError, TelemetryUnavailable
+from relaycast.log import EventLog
+from relaycast.records import RequestRecord
+from relaycast.telemetry.frames import (
+    ACK,
+    ANSWER,
+    DEMOTIONS,
+    GAUGES,
+    HELLO,
+    QUERY,
+    RECORD,
+    SETTLE,
+    Codec,
+    FrameParser,
+    FrameTooLarge,
+)
+
+MAX_BACKLOG_BYTES = 64 << 20
+MAX_QUERIES = 256  # queries waiting for an answer, per serving process
+QUERY_TIMEOUT_S = 10.0
+RECONNECT_BASE_S = 0.05  # doubling to RECONNECT_CAP_S while the telemetry process is away
+RECONNECT_CAP_S = 1.0
+GAUGES_EVERY_S = 1.0
+DROP_REASONS = ("backlog_full", "lost_in_flight", "too_large", "shutdown_deadline")
+
+
+class _Conn(asyncio.Protocol):
+    """One connection's reading side: frames go to `on_frame`; `closed` resolves when it ends."""
+
+    def __init__(self, on_frame: Callable[[int, bytes], None]) -> None:
+        self._parser = FrameParser()
+        self._on_frame = on_frame
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # uvloop's is not an asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._parser.feed(data)
+        except FrameTooLarge:
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        for kind, payload in frames:
+            self._on_frame(kind, payload)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class HostClient:
+    """A serving process's link to the host's telemetry process at the Unix socket `path`."""
+
+    def __init__(
+        self,
+        path: str,
+        worker: int,
+        log: EventLog,
+        *,
+        gauges: Callable[[], list[Any]] | None = None,
+        on_demotions: Callable[[dict[tuple[str, str], str]], None] | None = None,
+        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+    ) -> None:
+        self.path = path
+        self.worker = worker
+        self._log = log
+        self.gauges = gauges  # this worker's own gauges, sent once a second for the host's /metrics
+        self._on_demotions = on_demotions
+        self._max_backlog = max_backlog_bytes
+        self._codec = Codec()
+        self._out: list[bytes] = []  # frames not yet written: records in order, while connected or not
+        self._out_bytes = 0
+        self._out_records = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._conn: _Conn | None = None
+        self._queries: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._sent_on_conn = 0  # records written to the current connection
+        self._acked_on_conn = 0
+        self.handed = 0  # records handed over, all told
+        self.acked = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.connects = 0
+        self.connected = asyncio.Event()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="relaycast-telemetry-link")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = RECONNECT_BASE_S
+        gauges_at = 0.0
+        while not self._closing:
+            try:
+                _, conn = await loop.create_unix_connection(lambda: _Conn(self._frame), self.path)
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(RECONNECT_CAP_S, delay * 2)
+                continue
+            delay = RECONNECT_BASE_S
+            self._conn = conn
+            self._sent_on_conn = self._acked_on_conn = 0
+            self.connects += 1
+            assert conn.transport is not None
+            conn.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid()]))
+            self.connected.set()
+            if self.connects > 1:
+                self._log.info("telemetry_reconnected", worker=self.worker, backlog=self._out_records)
+            self._flush()
+            while not conn.closed.done():
+                now = time.monotonic()
+                if self.gauges is not None and now >= gauges_at:
+                    gauges_at = now + GAUGES_EVERY_S
+                    self._write(GAUGES, self.gauges())
+                await asyncio.wait([conn.closed], timeout=GAUGES_EVERY_S)
+            self._lost(conn)
+
+    def _lost(self, conn: _Conn) -> None:
+        self.connected.clear()
+        if self._conn is conn:
+            self._conn = None
+        lost = self._sent_on_conn - self._acked_on_conn
+        if lost > 0:
+            self.dropped["lost_in_flight"] += lost
+        self._sent_on_conn = self._acked_on_conn = 0
+        for f in self._queries.values():
+            if not f.done():
+                f.set_exception(TelemetryUnavailable("The telemetry process went away before it answered."))
+        self._queries.clear()
+        if not self._closing:
+            self._log.error("telemetry_link_lost", worker=self.worker, lost_in_flight=max(lost, 0))
+
+    async def close(self, timeout_s: float) -> None:
+        """Send the backlog and wait for its acknowledgement for at most `timeout_s`; what is left is counted as
+        `shutdown_deadline`, what was written and not acknowledged as `lost_in_flight`."""
+        self._closing = True
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            conn = self._conn
+            if conn is None or conn.closed.done():
+                break
+            self._flush()
+            if not self._out and self._acked_on_conn >= self._sent_on_conn:
+                break
+            await asyncio.sleep(0.01)
+        if self._out_records:
+            self.dropped["shutdown_deadline"] += self._out_records
+        self._out.clear()
+        self._out_bytes = self._out_records = 0
+        conn = self._conn
+        if conn is not None and conn.transport is not None:
+            conn.transport.close()
+            self._lost(conn)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    # --- records ------------------------------------------------------------------------------
+
+    def __call__(self, record: RequestRecord) -> None:
+        """The record sink: encode, append, and write at the end of this event-loop turn. Never blocks."""
+        self.handed += 1
+        try:
+            frame = self._codec.frame(RECORD, record)
+        except FrameTooLarge:
+            self.dropped["too_large"] += 1
+            return
+        if self._closing or self._backlog() + len(frame) > self._max_backlog:
+            self.dropped["backlog_full" if not self._closing else "shutdown_deadline"] += 1
+            return
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        self._out_records += 1
+        if self._flush_handle is None and self._conn is not None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _backlog(self) -> int:
+        conn = self._conn
+        buffered = conn.transport.get_write_buffer_size() if conn is not None and conn.transport is not None else 0
+        return self._out_bytes + buffered
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        conn = self._conn
+        if conn is None or conn.transport is None or conn.transport.is_closing() or not self._out:
+            return
+        conn.transport.writelines(self._out)
+        self._sent_on_conn += self._out_records
+        self._out = []
+        self._out_bytes = self._out_records = 0
+
+    def _write(self, kind: int, payload: Any) -> bool:
+        conn = self._conn
+        if conn is None or conn.transport is None or conn.transport.is_closing():
+            return False
+        self._flush()  # records first: a query answered after them sees them
+        conn.transport.write(self._codec.frame(kind, payload))
+        return True
+
+    # --- queries, settlements -----------------------------------------------------------------
+
+    async def query(self, op: str, arg: Any = None, timeout_s: float = QUERY_TIMEOUT_S) -> Any:
+        """Ask the telemetry process; TelemetryUnavailable when it is away, busy or silent past `timeout_s`."""
+        if len(self._queries) >= MAX_QUERIES:
+            raise TelemetryUnavailable("Too many questions to the telemetry process are waiting for an answer.")
+        qid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._write(QUERY, [qid, op, arg]):
+            raise TelemetryUnavailable("The telemetry process is not connected (it may be restarting).")
+        self._queries[qid] = fut
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            raise TelemetryUnavailable(f"The telemetry process did not answer within {timeout_s:g} s.") from None
+        finally:
+            self._queries.pop(qid, None)
+
+    def settle(self, reservation: str, tokens: int, nano: int) -> bool:
+        return self._write(SETTLE, [reservation, tokens, nano])
+
+    def _frame(self, kind: int, payload: bytes) -> None:
+        if kind == ACK:
+            n = int(self._codec.data(payload))
+            self.acked += n - self._acked_on_conn
+            self._acked_on_conn = n
+        elif kind == ANSWER:
+            qid, ok, result = self._codec.data(payload)
+            fut = self._queries.get(qid)
+            if fut is not None and not fut.done():
+                if ok:
+                    fut.set_result(result)
+                else:
+                    fut.set_exception(RemoteError(result))
+        elif kind == DEMOTIONS and self._on_demotions is not None:
+            self._on_demotions({(r, t): why for r, t, why in self._codec.data(payload)})
+
+    # --- what /metrics shows ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "connected": self._conn is not None,
+            "handed": self.handed,
+            "acknowledged": self.acked,
+            "backlog": self._out_records,
+            "backlog_bytes": self._backlog(),
+            "connects": self.connects,
+            "dropped": {r: self.dropped.get(r, 0) for r in DROP_REASONS},
+        }
+
+
+# --- the telemetry process's end -------------------------------------------------------------
+
+
+class Peer(Protocol):
+    worker: int  # the worker's number, from its hello (-1 before)
+    key: int  # this connection's, unique in the telemetry process
+
+
+class Handler(Protocol):
+    def record(self, record: RequestRecord) -> None: ...
+
+    async def query(self, peer: Peer, op: str, arg: Any) -> Any: ...
+
+    def gauges(self, peer: Peer, families: Any) -> None: ...
+
+    def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None: ...
+
+    def gone(self, peer: Peer) -> None: ...
+
+    def demotions(self) -> list[list[str]]: ...
+
+
+class _Peer:
+    """One serving process's connection, as the telemetry process sees it."""
+
+    def __init__(self, server: HostServer, key: int) -> None:
+        self.server = server
+        self.key = key
+        self.worker = -1
+        self.taken = 0
+        self.conn = _Conn(self._frame)
+        self.sent_demotions: list[list[str]] | None = None
+
+    def _frame(self, kind: int, payload: bytes) -> None:
+        s = self.server
+        h = s.handler
+        if kind == RECORD:
+            try:
+                rec = s.codec.record(payload)
+            except Exception:  # noqa: BLE001 - a frame from another version; counted, never fatal
+                s.undecodable += 1
+            else:
+                h.record(rec)
+            self.taken += 1
+            s.ack_soon(self)
+        elif kind == QUERY:
+            qid, op, arg = s.codec.data(payload)
+            task = asyncio.ensure_future(self._answer(qid, op, arg))
+            s.tasks.add(task)
+            task.add_done_callback(s.tasks.discard)
+        elif kind == SETTLE:
+            rid, tokens, nano = s.codec.data(payload)
+            h.settle(self, rid, tokens, nano)
+        elif kind == GAUGES:
+            h.gauges(self, s.codec.data(payload))
+        elif kind == HELLO:
+            self.worker = int(s.codec.data(payload)[0])
+            self.push_demotions()
+
+    async def _answer(self, qid: int, op: str, arg: Any) -> None:
+        try:
+            result = [qid, True, await self.server.handler.query(self, op, arg)]
+        except Exception as e:  # noqa: BLE001 - the asker gets the error, the process goes on
+            result = [qid, False, error_detail(e)]
+        self.write(ANSWER, result)
+
+    def write(self, kind: int, payload: Any) -> None:
+        t = self.conn.transport
+        if t is not None and not t.is_closing():
+            t.write(self.server.codec.frame(kind, payload))
+
+    def push_demotions(self) -> None:
+        now = self.server.handler.demotions()
+        if now != self.sent_demotions:
+            self.sent_demotions = now
+            self.write(DEMOTIONS, now)
+
+
+def error_detail(e: Exception) -> list[Any]:
+    from relaycast.errors import LimitExceeded, RequestTooLarge
+
+    if isinstance(e, RequestTooLarge):
+        return ["too_large", str(e)]
+    if isinstance(e, LimitExceeded):
+        return ["limit", str(e), e.limit, e.retry_after_s]
+    return ["error", f"{type(e).__name__}: {str(e)[:200]}"]
+
+
+class HostServer:
+    """The telemetry process's Unix socket: records to the handler, queries answered, acknowledgements sent once
+    per event-loop turn, the monitors' demotions pushed to every worker when they change."""
+
+    def __init__(self, path: str, handler: Handler, log: EventLog) -> None:
+        self.path = path
+        self.handler = handler
+        self.codec = Codec()
+        self._log = log
+        self.peers: set[_Peer] = set()
+        self.tasks: set[asyncio.Future[None]] = set()
+        self.undecodable = 0
+        self._acks: set[_Peer] = set()
+        self._ack_handle: asyncio.Handle | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._push: asyncio.Task[None] | None = None
+        self._keys = itertools.count(1)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # a socket left by a telemetry process that was killed
+        self._server = await loop.create_unix_server(self._peer, self.path)
+        os.chmod(self.path, 0o600)
+        self._push = asyncio.create_task(self._push_demotions(), name="relaycast-demotions")
+
+    def _peer(self) -> _Conn:
+        peer = _Peer(self, next(self._keys))
+        self.peers.add(peer)
+        peer.conn.closed.add_done_callback(lambda _: self._gone(peer))
+        return peer.conn
+
+    def _gone(self, peer: _Peer) -> None:
+        self.peers.discard(peer)
+        self._acks.discard(peer)
+        self.handler.gone(peer)
+
+    def ack_soon(self, peer: _Peer) -> None:
+        self._acks.add(peer)
+        if self._ack_handle is None:
+            self._ack_handle = asyncio.get_running_loop().call_soon(self._send_acks)
+
+    def _send_acks(self) -> None:
+        self._ack_handle = None
+        for peer in self._acks:
+            peer.write(ACK, peer.taken)
+        self._acks.clear()
+
+    async def _push_demotions(self) -> None:
+        while True:
+            await asyncio.sleep(GAUGES_EVERY_S)
+            for peer in list(self.peers):
+                if peer.worker >= 0:
+                    peer.push_demotions()
+
+    async def stop_accepting(self) -> None:
+        """No new connections; those open stay until `close`, so workers finishing their requests still hand
+        over their last records."""
+        if self._server is not None:
+            self._server.close()
+
+    async def close(self) -> None:
+        if self._push is not None:
+            self._push.cancel()
+            await asyncio.gather(self._push, return_exceptions=True)
+        for peer in list(self.peers):
+            if peer.conn.transport is not None:
+                peer.conn.transport.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for t in list(self.tasks):
+            t.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)

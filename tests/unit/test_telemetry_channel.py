@@ -1,0 +1,186 @@
+"""The channel between a worker and the telemetry process, over a real Unix socket: records arrive whole and in
+order, wait in a bounded backlog while the telemetry process is away, are counted when dropped, and the worker
+never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaycast.errors import TelemetryUnavailable
+from relaycast.log import EventLog
+from relaycast.records import RequestRecord
+from relaycast.redact import Redactor
+from relaycast.server.metrics_gauges import merge_families
+from relaycast.telemetry.channel import HostClient, HostServer, Peer
+from relaycast.telemetry.frames import RECORD, Codec, FrameParser
+from tests.sample_records import sample_record
+
+
+class Collect:
+    """The telemetry process's side, keeping what it is handed."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+        self.gauges_of: dict[int, Any] = {}
+        self.settled: list[tuple[str, int, int]] = []
+        self.gone_workers: list[int] = []
+
+    def record(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+    async def query(self, peer: Peer, op: str, arg: Any) -> Any:
+        if op == "fail":
+            raise ValueError("no such view")
+        return {"op": op, "arg": arg, "worker": peer.worker}
+
+    def gauges(self, peer: Peer, families: Any) -> None:
+        self.gauges_of[peer.worker] = families
+
+    def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None:
+        self.settled.append((reservation, tokens, nano))
+
+    def gone(self, peer: Peer) -> None:
+        self.gone_workers.append(peer.worker)
+
+    def demotions(self) -> list[list[str]]:
+        return [["fast", "a/m", "p99"]]
+
+
+def log() -> EventLog:
+    return EventLog(Redactor(()))
+
+
+async def until(cond, limit_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll a condition another task makes true (a real socket's far end), for at most `limit_s`."""
+    async with asyncio.timeout(limit_s):
+        while not cond():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+def test_frames_split_anywhere_are_put_back_together() -> None:
+    codec = Codec()
+    frames = b"".join(codec.frame(RECORD, sample_record(i)) for i in range(5))
+    parser = FrameParser()
+    got = []
+    for i in range(0, len(frames), 7):  # 7-byte pieces: headers and bodies cut in the middle
+        got.extend(parser.feed(frames[i : i + 7]))
+    assert [codec.record(p).request_id for _, p in got] == [f"req-{i}" for i in range(5)]
+
+
+async def _records_arrive_in_order_and_are_acknowledged(tmp_path: Path) -> None:
+    handler = Collect()
+    server = HostServer(str(tmp_path / "t.sock"), handler, log())
+    await server.start()
+    demoted: list[dict[tuple[str, str], str]] = []
+    client = HostClient(server.path, 3, log(), on_demotions=demoted.append, gauges=lambda: [["g", "gauge", "", [], []]])
+    client.start()
+    try:
+        await until(lambda: client.connected.is_set())
+        for i in range(1000):
+            client(sample_record(i))
+        await until(lambda: client.acked == 1000)
+        assert [r.request_id for r in handler.records] == [f"req-{i}" for i in range(1000)]
+        assert handler.records[7] == sample_record(7).__class__(**{**_fields(handler.records[7])})
+        assert await client.query("stats", {"x": 1}) == {"op": "stats", "arg": {"x": 1}, "worker": 3}
+        with pytest.raises(Exception, match="no such view"):
+            await client.query("fail")
+        assert client.settle("r1", 10, 20)
+        await until(lambda: handler.settled == [("r1", 10, 20)])
+        await until(lambda: demoted == [{("fast", "a/m"): "p99"}])
+        assert handler.gauges_of[3] == [["g", "gauge", "", [], []]]
+        st = client.status()
+        assert (st["handed"], st["acknowledged"], st["backlog"], sum(st["dropped"].values())) == (1000, 1000, 0, 0)
+    finally:
+        await client.close(1.0)
+        await server.close()
+    await until(lambda: handler.gone_workers == [3])
+
+
+def _fields(r: RequestRecord) -> dict[str, Any]:
+    return {f: getattr(r, f) for f in r.__slots__}  # type: ignore[attr-defined]
+
+
+async def _while_the_telemetry_process_is_away_records_wait_in_a_bounded_backlog_then_arrive(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "t.sock")
+    fifty = sum(len(Codec().frame(RECORD, sample_record(i))) for i in range(50))
+    client = HostClient(path, 0, log(), max_backlog_bytes=fifty)
+    client.start()
+    try:
+        for i in range(80):
+            client(sample_record(i))  # never blocks, nobody listening
+        st = client.status()
+        assert st["backlog"] == 50 and st["dropped"]["backlog_full"] == 30 and not st["connected"]
+        with pytest.raises(TelemetryUnavailable):
+            await client.query("stats")
+        handler = Collect()
+        server = HostServer(path, handler, log())
+        await server.start()
+        try:
+            await until(lambda: client.acked == 50)
+            # The oldest records were kept: the newest were refused at the bound.
+            assert [r.request_id for r in handler.records] == [f"req-{i}" for i in range(50)]
+            assert client.status()["backlog"] == 0
+        finally:
+            await server.close()
+    finally:
+        await client.close(0.5)
+
+
+async def _a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(tmp_path: Path) -> None:
+    handler = Collect()
+    server = HostServer(str(tmp_path / "t.sock"), handler, log())
+    await server.start()
+    client = HostClient(server.path, 0, log())
+    client.start()
+    try:
+        await until(lambda: client.connected.is_set())
+        for i in range(10):
+            client(sample_record(i))
+        await until(lambda: client.acked == 10)
+        # The telemetry process stops reading (frozen) and then goes away with what it was sent.
+        for peer in list(server.peers):
+            assert peer.conn.transport is not None
+            peer.conn.transport.pause_reading()
+        for i in range(10, 25):
+            client(sample_record(i))
+        await asyncio.sleep(0.05)
+        await server.close()
+        await until(lambda: not client.connected.is_set())
+        st = client.status()
+        assert st["dropped"]["lost_in_flight"] == 15
+        assert st["handed"] == st["acknowledged"] + sum(st["dropped"].values()) + st["backlog"]
+    finally:
+        await client.close(0.5)
+
+
+def test_workers_gauges_merge_into_one_view() -> None:
+    w0 = [
+        ["relaycast_connections_open", "gauge", "Open.", [], [[[], 3.0]]],
+        ["relaycast_target_state", "gauge", "State.", ["target", "state"], [[["a", "ok"], 1.0], [["a", "open"], 0.0]]],
+    ]
+    w1 = [
+        ["relaycast_connections_open", "gauge", "Open.", [], [[[], 4.0]]],
+        ["relaycast_target_state", "gauge", "State.", ["target", "state"], [[["a", "ok"], 0.0], [["a", "open"], 1.0]]],
+    ]
+    merged = {name: dict(samples) for name, _, _, _, samples in merge_families([w0, w1])}
+    assert merged["relaycast_connections_open"] == {(): 7.0}
+    # A target's state shows every state some worker has it in.
+    assert merged["relaycast_target_state"] == {("a", "ok"): 1.0, ("a", "open"): 1.0}
+
+
+def test_records_arrive_in_order_and_are_acknowledged(tmp_path: Path) -> None:
+    asyncio.run(_records_arrive_in_order_and_are_acknowledged(tmp_path))
+
+
+def test_while_the_telemetry_process_is_away_records_wait_in_a_bounded_backlog_then_arrive(tmp_path: Path) -> None:
+    asyncio.run(_while_the_telemetry_process_is_away_records_wait_in_a_bounded_backlog_then_arrive(tmp_path))
+
+
+def test_a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(tmp_path: Path) -> None:
+    asyncio.run(_a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(tmp_path))
