@@ -53,16 +53,16 @@ class Coster:
     ) -> tuple[Attempt, ...]:
         last = len(attempts) - 1
         out: list[Attempt] = []
+        prompt: int | None = None  # counted once, and only for an attempt that needs an estimate
         for i, a in enumerate(attempts):
             usage = a.usage
             estimated = False
             if usage is None and (a.ok or a.ttft_ns is not None):
                 # It produced output (or succeeded) without a usage report: estimate what was billed.
                 text = output_text if i == last else None
-                usage = Usage(
-                    prompt_tokens=self.estimator.prompt(messages),
-                    completion_tokens=self.estimator.count(text) if text else 0,
-                )
+                if prompt is None:
+                    prompt = self.estimator.prompt(messages)
+                usage = Usage(prompt_tokens=prompt, completion_tokens=self.estimator.count(text) if text else 0)
                 estimated = True
             out.append(self._priced(a, usage, estimated))
         return tuple(out)

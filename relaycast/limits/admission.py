@@ -18,7 +18,7 @@ from typing import Any
 
 from relaycast.costs.catalog import ModelPrice
 from relaycast.costs.compute import ESTIMATED, UNPRICED
-from relaycast.costs.pricer import Pricer
+from relaycast.costs.pricer import MAX_MEMO, Pricer
 from relaycast.errors import Forbidden, InvalidRequest
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import NANO_PER_PICO, Check, Limiter, Reservation, period_start
@@ -27,6 +27,7 @@ from relaycast.limits.settings import LimitsConfig
 from relaycast.log import EventLog
 from relaycast.records import Attribution, RequestRecord
 from relaycast.routing.plan import Plan
+from relaycast.routing.target import Target
 
 SpendSince = Callable[[str, str, int], Awaitable[int]]  # (scope, name, unix start) -> pico-dollars spent since
 
@@ -109,6 +110,7 @@ class Admission:
         self._pricer = pricer
         self._clock = clock
         self._later = later
+        self._dearest: dict[tuple[Target, ...], ModelPrice] = {}  # the prices are fixed: once per set of targets
 
     async def admit(
         self,
@@ -142,9 +144,16 @@ class Admission:
             outputs = choices * out
             est_tokens = prompt_tokens + outputs
             if budgeted:
-                p = _dearest(self._pricer, plan, checks)
+                p = self._dearest.get(plan.targets) or self._dearest_of(plan, checks)
                 est_nano = -(-(prompt_tokens * p.input + outputs * p.output + p.request) // NANO_PER_PICO)
         return await self._limiter.admit(checks, est_tokens, est_nano, self._clock())
+
+    def _dearest_of(self, plan: Plan, checks: tuple[Check, ...]) -> ModelPrice:
+        p = _dearest(self._pricer, plan, checks)  # raises for an unpriced target: never kept
+        if len(self._dearest) >= MAX_MEMO:
+            self._dearest.clear()
+        self._dearest[plan.targets] = p
+        return p
 
     def settle(self, res: Reservation | None, rec: RequestRecord) -> None:
         """Replace the reservation by what the request used (after the response).

@@ -1,9 +1,10 @@
-"""What the limiters share: the checks a request must pass, its reservation, and the refusal of a request larger
-than a tokens-per-minute limit. The 429 that names the limit (`LimitExceeded`) is in `relaycast.errors`."""
+"""What the limiters share: the checks a request must pass, its reservation, the refusal of a request larger
+than a tokens-per-minute limit, and the UTC day and month budgets are counted in (`Periods`, computed once per
+period). The 429 that names the limit (`LimitExceeded`) is in `relaycast.errors`."""
 
 from __future__ import annotations
 
-import secrets
+import math
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ class Reservation:
     est_tokens: int
     est_nano: int
     now: float
-    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    id: str = ""  # unique among the limiter's reservations: a count in memory, random in Redis (every replica's)
     minute: int = 0  # the minute window the tokens were counted in (Redis)
     settled: bool = False
     budgets: list[Any] = field(default_factory=list)  # what to settle: in-memory cells, or Redis hash names
@@ -67,25 +68,49 @@ def too_large(checks: tuple[Check, ...], est_tokens: int) -> RequestTooLarge | N
     return None
 
 
-def period_bounds(now: float, period: str) -> tuple[str, float]:
-    """(period id, seconds until it ends) for a UTC day or month."""
-    t = datetime.fromtimestamp(now, UTC)
+def period_span(now: float, period: str) -> tuple[str, float, float]:
+    """(period id, unix start, unix end) of the UTC day (`period="day"`) or month (`"month"`) holding `now`."""
+    t = datetime.fromtimestamp(math.floor(now), UTC)  # periods begin on whole seconds; no rounding up into the next
     if period == "day":
         start = t.replace(hour=0, minute=0, second=0, microsecond=0)
-        nxt = datetime.fromtimestamp(start.timestamp() + 86400, UTC)
-        return start.strftime("%Y-%m-%d"), nxt.timestamp() - now
+        return start.strftime("%Y-%m-%d"), start.timestamp(), start.timestamp() + 86400
     start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     nxt = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-    return start.strftime("%Y-%m"), nxt.timestamp() - now
+    return start.strftime("%Y-%m"), start.timestamp(), nxt.timestamp()
+
+
+def period_bounds(now: float, period: str) -> tuple[str, float]:
+    """(period id, seconds until it ends) for a UTC day or month."""
+    pid, _, end = period_span(now, period)
+    return pid, end - now
+
+
+class Periods:
+    """`period_bounds` for a limiter: the current day's and month's ids and ends are computed when a period
+    begins and reused until it ends (`start <= now < end`, so a request at the first instant of a period counts
+    in the new one). A clock that goes back is answered exactly too: the span is computed again."""
+
+    __slots__ = ("_day", "_month")
+
+    def __init__(self) -> None:
+        self._day: tuple[str, float, float] = ("", 0.0, 0.0)
+        self._month: tuple[str, float, float] = ("", 0.0, 0.0)
+
+    def bounds(self, now: float, period: str) -> tuple[str, float]:
+        """(period id, seconds until it ends), as `period_bounds(now, period)`."""
+        span = self._day if period == "day" else self._month
+        if not span[1] <= now < span[2]:
+            span = period_span(now, period)
+            if period == "day":
+                self._day = span
+            else:
+                self._month = span
+        return span[0], span[2] - now
 
 
 def period_start(now: float, period: str) -> int:
     """The unix second a UTC day (`period="day"`) or month (`"month"`) began."""
-    t = datetime.fromtimestamp(now, UTC)
-    start = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "month":
-        start = start.replace(day=1)
-    return int(start.timestamp())
+    return int(period_span(now, period)[1])
 
 
 def budget_message(c: Check, period: str, limit_usd: float) -> str:

@@ -13,16 +13,19 @@ if it comes back. Client-chosen user names cannot grow it without bound.
 from __future__ import annotations
 
 import collections
-from collections.abc import Awaitable, Callable
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from relaycast.errors import LimitExceeded
-from relaycast.limits.base import Check, Reservation, budget_message, period_bounds, too_large
+from relaycast.limits.base import Check, Periods, Reservation, budget_message, too_large
 
 WINDOW_S = 60.0
 MAX_SCOPES = 10_000
 EVICT_TRIES = 16  # scopes in flight skipped at most, per eviction: past it the map grows by one (bounded by load)
 SpendLoader = Callable[[str, str, str], Awaitable[int]]  # (scope, name, period) -> nano-dollars spent so far
+Budget = tuple[str, str, float, float]  # (period, period id, seconds left, limit in USD)
+NO_BUDGETS: tuple[Budget, ...] = ()
 
 
 class _Scope:
@@ -64,34 +67,48 @@ class MemoryLimiter:
         self._scopes: collections.OrderedDict[tuple[str, str], _Scope] = collections.OrderedDict()
         self.rejected: collections.Counter[str] = collections.Counter()
         self.evicted = 0
+        self._periods = Periods()
+        self._ids = itertools.count(1)  # reservation ids: unique in this limiter, which is all they need to be
 
-    def _budgets_of(self, c: Check, now: float) -> list[tuple[str, str, float, float]]:
+    def _budgets_of(self, c: Check, now: float) -> Sequence[Budget]:
         """(period, period id, seconds left, limit in USD) for each budget of a check."""
+        day, month = c.limits.budget_day_usd, c.limits.budget_month_usd
+        if day is None and month is None:
+            return NO_BUDGETS
         out = []
-        for period, limit in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)):
-            if limit is not None:
-                pid, left = period_bounds(now, period)
-                out.append((period, pid, left, limit))
+        if day is not None:
+            pid, left = self._periods.bounds(now, "day")
+            out.append(("day", pid, left, day))
+        if month is not None:
+            pid, left = self._periods.bounds(now, "month")
+            out.append(("month", pid, left, month))
         return out
 
     async def _load_missing(
-        self, checks: tuple[Check, ...], periods: list[list[tuple[str, str, float, float]]]
+        self, checks: tuple[Check, ...], periods: list[Sequence[Budget]]
     ) -> dict[tuple[str, str, str], int]:
         """The store's spend for every budget cell not in memory. A cell may be evicted while another is loaded,
         so look again after loading: the second pass finds only cells dropped meanwhile, and a third finds none."""
         loaded: dict[tuple[str, str, str], int] = {}
         while True:
-            missing = []
-            for c, of_c in zip(checks, periods, strict=True):
-                s = self._scopes.get((c.scope, c.name))
-                for period, pid, _, _ in of_c:
-                    k = (c.scope, c.name, pid)
-                    if (s is None or pid not in s.budgets) and k not in loaded:
-                        missing.append((c, period, k))
+            missing = self._missing(checks, periods, loaded)
             if not missing:
                 return loaded
             for c, period, k in missing:
                 loaded[k] = await self._load(c.scope, c.name, period) if self._load else 0
+
+    def _missing(
+        self, checks: tuple[Check, ...], periods: list[Sequence[Budget]], loaded: dict[tuple[str, str, str], int]
+    ) -> list[tuple[Check, str, tuple[str, str, str]]]:
+        """The budget cells neither in memory nor in `loaded`: (check, period, (scope, name, period id))."""
+        missing = []
+        for c, of_c in zip(checks, periods, strict=True):
+            s = self._scopes.get((c.scope, c.name))
+            for period, pid, _, _ in of_c:
+                k = (c.scope, c.name, pid)
+                if (s is None or pid not in s.budgets) and k not in loaded:
+                    missing.append((c, period, k))
+        return missing
 
     def _scope(self, key: tuple[str, str]) -> _Scope:
         s = self._scopes.get(key)
@@ -121,7 +138,9 @@ class MemoryLimiter:
             self.rejected["tpm_request_too_large"] += 1
             raise big
         periods = [self._budgets_of(c, now) for c in checks]
-        loaded = await self._load_missing(checks, periods) if any(periods) else {}
+        loaded: dict[tuple[str, str, str], int] = {}
+        if any(periods) and self._missing(checks, periods, loaded):  # usually all in memory: no await
+            loaded = await self._load_missing(checks, periods)
         # From here to the end: no await. Every check first, then every change.
         for c in checks:  # this request's scopes are the most recent: making room for one never evicts another
             if (c.scope, c.name) in self._scopes:
@@ -158,7 +177,7 @@ class MemoryLimiter:
                         limit="tpm",
                         retry_after_s=q2[0][0] + WINDOW_S - now if q2 else 1,
                     )
-        res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now)
+        res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now, id=f"{next(self._ids):x}")
         for c, s in zip(checks, scopes, strict=True):
             if c.limits.rpm is not None:
                 assert s.requests is not None

@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relaycast.errors import LimiterUnavailable, LimitExceeded
-from relaycast.limits.base import Check, Reservation, budget_message, period_bounds, too_large
+from relaycast.limits.base import Check, Periods, Reservation, budget_message, too_large
 from relaycast.limits.memory import MemoryLimiter
 from relaycast.limits.settings import LimitsConfig
 from relaycast.log import EventLog
@@ -109,6 +110,7 @@ class RedisLimiter:
         self._last_error_log = 0.0
         self._settlements: dict[tuple[str, str], int] = {}  # (key, hash field or "") -> delta, not yet sent
         self._flusher: asyncio.Task[None] | None = None
+        self._periods = Periods()
 
     async def close(self) -> None:
         if self._flusher is not None:
@@ -132,7 +134,7 @@ class RedisLimiter:
         for i, c in enumerate(checks):
             argv += [_base(c), c.limits.rpm or 0, c.limits.tpm or 0]
             for period, limit in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd)):
-                pid, left = period_bounds(now, period)
+                pid, left = self._periods.bounds(now, period)
                 argv += [int(limit * 1e9) if limit else 0, pid, int(left) + 86400, seeds.get((i, period), -1)]
         return argv
 
@@ -141,7 +143,7 @@ class RedisLimiter:
         if big is not None:
             self.rejected["tpm_request_too_large"] += 1
             raise big
-        res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now)
+        res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now, id=secrets.token_hex(8))
         seeds: dict[tuple[int, str], int] = {}
         try:
             for _attempt in range(2):
@@ -161,7 +163,7 @@ class RedisLimiter:
         if int(out[0]) == 1:
             res.minute = int(out[1])
             res.budgets = [
-                (f"{_base(c)}:budget:{period_bounds(now, p)[0]}")
+                (f"{_base(c)}:budget:{self._periods.bounds(now, p)[0]}")
                 for c in checks
                 for p, lim in (("day", c.limits.budget_day_usd), ("month", c.limits.budget_month_usd))
                 if lim
@@ -185,7 +187,7 @@ class RedisLimiter:
         period = "day" if which == "budget_day" else "month"
         limit = c.limits.budget_day_usd if period == "day" else c.limits.budget_month_usd
         raise LimitExceeded(
-            budget_message(c, period, limit or 0), limit=which, retry_after_s=period_bounds(now, period)[1]
+            budget_message(c, period, limit or 0), limit=which, retry_after_s=self._periods.bounds(now, period)[1]
         )
 
     async def _unavailable(self, e: BaseException, checks: tuple[Check, ...], res: Reservation) -> Reservation:

@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 
 from relaycast import errors
+from relaycast.deadlines import Deadlines
 from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
 from relaycast.providers.base import ChatResult, StreamState
 from relaycast.providers.http import (
@@ -35,6 +36,10 @@ from relaycast.schema import ChatRequest
 from relaycast.sse import DONE_EVENT
 
 API_VERSION = "2023-06-01"
+# A text chunk's bytes around its JSON string: what `StreamTranslator._chunk({"content": text})` makes, without
+# encoding the dicts around the text for every token.
+_TEXT_OPEN = b'[{"index":0,"delta":{"content":'
+_TEXT_CLOSE = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
 
 class AnthropicProvider:
@@ -44,6 +49,7 @@ class AnthropicProvider:
         self.config = config
         self._session = session
         self._buffer = buffer if buffer is not None else UpstreamBuffer()
+        self._deadlines = Deadlines()
         headers = {"content-type": "application/json", "accept": "application/json", "anthropic-version": API_VERSION}
         headers.update((k.lower(), v) for k, v in config.headers)  # e.g. anthropic-beta, or another version
         if config.api_key:
@@ -65,6 +71,7 @@ class AnthropicProvider:
             target,
             lambda status, raw, headers: classify(status, raw, headers, target, key),
             self._buffer,
+            self._deadlines,
         )
 
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
@@ -72,7 +79,13 @@ class AnthropicProvider:
         t = timeouts or self.config.timeouts
         resp = await self._post(request_body(req.body, model, stream=False), target, t)
         raw = await read_answer(
-            resp, t, target, self.config.max_response_bytes, self._buffer, "the provider's max_response_bytes"
+            resp,
+            t,
+            target,
+            self.config.max_response_bytes,
+            self._buffer,
+            "the provider's max_response_bytes",
+            self._deadlines,
         )
         try:
             parsed = orjson.loads(raw)
@@ -90,7 +103,7 @@ class AnthropicProvider:
         resp = await self._post(request_body(req.body, model, stream=True), target, t)
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
-            raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "")
+            raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "", self._deadlines)
             if (_error_of(raw) or {}).get("type") is None:
                 raise errors.MalformedResponse("upstream answered a stream request without streaming", target=target)
             raise classify(0, raw, resp.headers, target, self.config.api_key)
@@ -249,9 +262,10 @@ class StreamTranslator:
         return b""  # signature_delta, citations_delta, ...
 
     def _text(self, text: str) -> bytes:
-        self.state.saw_token()
-        self.state.text.append(text)
-        return self._chunk({"content": text})
+        state = self.state
+        state.saw_token()
+        state.text.append(text)
+        return b"".join((b"data: ", self._head, _TEXT_OPEN, orjson.dumps(text), _TEXT_CLOSE))
 
     def _message_delta(self, obj: dict[str, Any]) -> bytes:
         self._add_usage(obj.get("usage"))

@@ -2,8 +2,8 @@
 events, and classifying transport failures into the tree in `relaycast.errors`.
 
 aiohttp enforces only the connect timeout (`connect_timeout`); the first-token and idle budgets are enforced
-here with `asyncio.timeout`, so each phase fails with its own `Timeout(phase=...)`. Redirects are never followed:
-a 3xx answer is a `MalformedResponse` naming where it pointed.
+here (with `relaycast.deadlines`, and one `IdleWatch` per stream), so each phase fails with its own
+`Timeout(phase=...)`. Redirects are never followed: a 3xx answer is a `MalformedResponse` naming where it pointed.
 
 Answers read whole (non-streaming chat, embeddings, error bodies) are bounded twice: each by its provider's cap,
 and all of them together by the process's `UpstreamBuffer`. The bytes counted are the decompressed ones (aiohttp
@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from relaycast import errors
+from relaycast.deadlines import Deadlines
 from relaycast.providers.settings import DEFAULT_UPSTREAM_BUFFER, MIB, Timeouts
 from relaycast.sse import Event, EventSplitter
 
@@ -114,14 +115,46 @@ async def read_limited(resp: aiohttp.ClientResponse, limit: int, buffer: Upstrea
         buffer.release(taken)
 
 
+def _arrived(resp: aiohttp.ClientResponse, limit: int, buffer: UpstreamBuffer, what: str, target: str) -> bytes | None:
+    """The whole answer if all of it has arrived already (a small answer comes in the same reads as its head):
+    taken at once, with no wait and no timer, within the same limits as `_read_into`. None otherwise."""
+    content = resp.content
+    if not content.is_eof() or content.exception() is not None:
+        return None
+    if resp.headers.get("content-encoding", "identity") != "identity":
+        return None  # inflated as it is read: `_read_into` counts what it grows to
+    data = content.read_nowait(-1)
+    size = len(data)
+    if size > limit:
+        raise _too_large(limit, what, target, resp.content_length)
+    if not buffer.take(size):
+        raise buffer.full(size, target)
+    buffer.release(size)  # held by the caller from here, as the copy `read_answer` returns otherwise
+    return data
+
+
 async def read_answer(
-    resp: aiohttp.ClientResponse, t: Timeouts, target: str, limit: int, buffer: UpstreamBuffer, what: str
+    resp: aiohttp.ClientResponse,
+    t: Timeouts,
+    target: str,
+    limit: int,
+    buffer: UpstreamBuffer,
+    what: str,
+    deadlines: Deadlines,
 ) -> bytes:
     """Read a whole upstream answer within the idle budget, at most `limit` bytes (`what` names the setting);
     then give the connection back."""
+    try:
+        whole = _arrived(resp, limit, buffer, what, target)
+    except BaseException:
+        resp.close()
+        raise
+    if whole is not None:
+        resp.release()
+        return whole
     ok = False
     try:
-        async with asyncio.timeout(t.idle_s):
+        with deadlines.after(t.idle_s):
             buf, taken = await _read_into(resp, limit, buffer, what, target)
         ok = True
     except TimeoutError:
@@ -206,11 +239,12 @@ async def post_upstream(
     target: str,
     classify: Callable[[int, bytes, Any], errors.ProviderError],
     buffer: UpstreamBuffer,
+    deadlines: Deadlines,
 ) -> aiohttp.ClientResponse:
     """POST to an upstream and wait for its answer to start, within the first-token budget. An error answer is
     read (bounded) and classified by the adapter's `classify(status, body, headers)`."""
     try:
-        async with asyncio.timeout(t.first_token_s):
+        with deadlines.after(t.first_token_s):
             # Never follow a redirect: it would carry the provider key headers and the prompt to another place.
             resp = await session.post(url, data=data, headers=headers, timeout=connect, allow_redirects=False)
     except TimeoutError:
@@ -235,6 +269,63 @@ async def post_upstream(
     return resp
 
 
+class IdleWatch:
+    """Bounds every wait for a stream's next read to `idle_s`, with one timer per stream instead of one per read.
+
+    A read notes when its wait began, and sets the timer if none is set; the timer, when it fires, finds a wait
+    older than `idle_s` (and cancels the reading task, which `read` turns into TimeoutError, as `asyncio.timeout`
+    does), or sets itself again for when the current wait would become too old, or (between reads) lets the next
+    read set it. So a timer is made about once per `idle_s` of a stream's life, not once per read, and time
+    spent between reads (the client taking the bytes) is never counted. The task may change from read to read
+    (a hedged stream is opened by one task and relayed by another): the one waiting is the one cancelled."""
+
+    __slots__ = ("_loop", "_idle_s", "_handle", "_since", "_task", "_fired")
+
+    def __init__(self, idle_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle_s = idle_s
+        self._handle: asyncio.TimerHandle | None = None
+        self._since = -1.0  # loop time the current wait began; below 0 between reads
+        self._task: asyncio.Task[Any] | None = None
+        self._fired = False
+
+    async def read(self, content: aiohttp.StreamReader) -> bytes:
+        """`content.readany()`, or TimeoutError when it waited `idle_s`."""
+        task = asyncio.current_task(self._loop)
+        assert task is not None
+        self._task = task
+        cancelling = task.cancelling()
+        self._since = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self._idle_s, self._check)
+        try:
+            return await content.readany()
+        except asyncio.CancelledError:
+            if self._fired and task.uncancel() <= cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            self._since = -1.0
+            self._fired = False
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._since < 0:
+            return  # between reads: the next read sets the timer again
+        due = self._since + self._idle_s
+        if due > self._loop.time():
+            self._handle = self._loop.call_at(due, self._check)
+            return
+        self._fired = True
+        assert self._task is not None
+        self._task.cancel()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 async def upstream_events(
     resp: aiohttp.ClientResponse, idle_s: float, target: str
 ) -> AsyncGenerator[list[Event], None]:
@@ -242,21 +333,24 @@ async def upstream_events(
     `idle_s`, StreamCut when the connection broke, MalformedResponse for an oversized event. Ends with the body."""
     splitter = EventSplitter()
     content = resp.content
-    while True:
-        try:
-            async with asyncio.timeout(idle_s):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise errors.Timeout(
-                f"upstream sent nothing for {idle_s:g}s mid-stream", phase="idle", target=target
-            ) from None
-        except TRANSPORT_ERRORS as e:
-            raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=target) from None
-        if not chunk:
-            return
-        try:
-            events = splitter.feed(chunk)
-        except ValueError as e:
-            raise errors.MalformedResponse(str(e), target=target) from None
-        if events:
-            yield events
+    idle = IdleWatch(idle_s)
+    try:
+        while True:
+            try:
+                chunk = await idle.read(content)
+            except TimeoutError:
+                raise errors.Timeout(
+                    f"upstream sent nothing for {idle_s:g}s mid-stream", phase="idle", target=target
+                ) from None
+            except TRANSPORT_ERRORS as e:
+                raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=target) from None
+            if not chunk:
+                return
+            try:
+                events = splitter.feed(chunk)
+            except ValueError as e:
+                raise errors.MalformedResponse(str(e), target=target) from None
+            if events:
+                yield events
+    finally:
+        idle.close()

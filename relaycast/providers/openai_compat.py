@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from relaycast import errors
+from relaycast.deadlines import Deadlines
 from relaycast.providers.base import ChatResult, StreamState
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
@@ -58,6 +59,7 @@ class OpenAICompatProvider:
         self.config = config
         self._session = session
         self._buffer = buffer if buffer is not None else UpstreamBuffer()
+        self._deadlines = Deadlines()
         preset = PRESETS[config.kind]
         self._preset = preset
         headers = {"content-type": "application/json", "accept": "application/json"}
@@ -94,6 +96,7 @@ class OpenAICompatProvider:
             target,
             lambda status, raw, headers: classify(status, raw, headers, target, key),
             self._buffer,
+            self._deadlines,
         )
 
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
@@ -101,7 +104,13 @@ class OpenAICompatProvider:
         t = timeouts or self.config.timeouts
         resp = await self._post("/chat/completions", self._chat_body(req, model, False), target, t)
         raw = await read_answer(
-            resp, t, target, self.config.max_response_bytes, self._buffer, "the provider's max_response_bytes"
+            resp,
+            t,
+            target,
+            self.config.max_response_bytes,
+            self._buffer,
+            "the provider's max_response_bytes",
+            self._deadlines,
         )
         try:
             parsed = orjson.loads(raw)
@@ -134,7 +143,7 @@ class OpenAICompatProvider:
         ctype = resp.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
-            raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "")
+            raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "", self._deadlines)
             raise classify(_status_of(_error_of(raw)) or 502, raw, resp.headers, target, self.config.api_key)
         return OpenAIStream(resp, target, req.include_usage, t.idle_s, self.config.api_key)
 
@@ -147,7 +156,13 @@ class OpenAICompatProvider:
         t = self.config.timeouts
         resp = await self._post("/embeddings", orjson.dumps(out), target, t)
         raw = await read_answer(
-            resp, t, target, self.config.max_embeddings_bytes, self._buffer, "the provider's max_embeddings_bytes"
+            resp,
+            t,
+            target,
+            self.config.max_embeddings_bytes,
+            self._buffer,
+            "the provider's max_embeddings_bytes",
+            self._deadlines,
         )
         try:
             usage = embeddings_usage(raw)

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from relaycast import errors
+from relaycast.deadlines import Deadlines
 from relaycast.log import EventLog
 from relaycast.providers.base import ChatResult, ChatStream, Provider
 from relaycast.providers.settings import Timeouts
@@ -73,7 +74,10 @@ def attempt_record(
 class Steps:
     """What to try next, for one request: the plan's targets, retries with backoff, fallbacks by class."""
 
-    def __init__(self, plan: Plan, board: HealthBoard, deadline: float, rng: random.Random) -> None:
+    def __init__(
+        self, plan: Plan, board: HealthBoard, deadline: float, rng: random.Random, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._loop = loop
         self.route = plan.route
         self._board = board
         self._deadline = deadline
@@ -86,7 +90,7 @@ class Steps:
         self.stopped = False  # a failure said: try nothing more
 
     async def next(self) -> Target | None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         while self._queue and not self.stopped:
             target, not_before = self._queue.popleft()
             if not self._board.admit(target.name):
@@ -125,7 +129,7 @@ class Steps:
             self._retries_left -= 1
             self._retry_count += 1
             wait = backoff(self._retry_count, RETRY_BASE_S, RETRY_CAP_S, self._rng)
-            self._queue.append((target, asyncio.get_running_loop().time() + wait))
+            self._queue.append((target, self._loop.time() + wait))
         return True
 
     def give_up(self) -> errors.RelaycastError:
@@ -146,6 +150,7 @@ class Executor:
         self.board = board
         self._log = log
         self._rng = rng or random.Random()
+        self.deadlines = Deadlines()  # every run's deadlines, with no loop timer each (relaycast.deadlines)
 
     def run(self, plan: Plan, t0_ns: int) -> Run:
         """A request's run of `plan`; `t0_ns` is when the request arrived (monotonic ns)."""
@@ -166,7 +171,7 @@ class Executor:
     def deadline(self, plan: Plan, t0_ns: int) -> float:
         """The request's deadline in loop time: the route's total timeout, else the first target's."""
         total = plan.route.timeouts.total_s or self._providers[plan.targets[0].provider].config.timeouts.total_s
-        return asyncio.get_running_loop().time() - (time.monotonic_ns() - t0_ns) / 1e9 + total
+        return self.deadlines.loop().time() - (time.monotonic_ns() - t0_ns) / 1e9 + total
 
 
 class Run:
@@ -188,7 +193,7 @@ class Run:
 
     def _steps(self) -> tuple[Steps, float]:
         deadline = self._ex.deadline(self.plan, self.t0_ns)
-        return Steps(self.plan, self._board, deadline, self._ex._rng), deadline
+        return Steps(self.plan, self._board, deadline, self._ex._rng, self._ex.deadlines.loop()), deadline
 
     # --- non-streaming ------------------------------------------------------------------------
 
@@ -199,7 +204,7 @@ class Run:
             t = self._ex.timeouts(self.plan, target)
             started = time.monotonic_ns()
             try:
-                async with asyncio.timeout(_remaining(deadline, t.total_s)):
+                with self._ex.deadlines.after(_remaining(deadline, t.total_s, self._ex.deadlines.loop())):
                     result = await provider.chat(req, target.model, t)
             except TimeoutError:
                 err: errors.RelaycastError = errors.Timeout(
@@ -236,7 +241,9 @@ class Run:
             provider = self._providers[target.provider]
             started = time.monotonic_ns()
             try:
-                async with asyncio.timeout(_remaining(deadline, provider.config.timeouts.total_s)):
+                with self._ex.deadlines.after(
+                    _remaining(deadline, provider.config.timeouts.total_s, self._ex.deadlines.loop())
+                ):
                     raw, usage = await provider.embeddings(body, target.model)
             except TimeoutError:
                 err: errors.RelaycastError = errors.Timeout(
@@ -332,9 +339,9 @@ class Run:
         started = time.monotonic_ns()
         stream: ChatStream | None = None
         held: list[bytes] = []
-        budget = _remaining(deadline, t.first_token_s)
+        budget = _remaining(deadline, t.first_token_s, self._ex.deadlines.loop())
         try:
-            async with asyncio.timeout(budget):
+            with self._ex.deadlines.after(budget):
                 stream = await provider.chat_stream(req, target.model, t)
                 chunks = stream.__aiter__()
                 while stream.state.first_token_ns is None and not stream.state.done:
@@ -455,7 +462,7 @@ class OpenStream:
         `client_cancelled` and the cancellation propagates. Either way the serving attempt is recorded once."""
         err: errors.RelaycastError | None = None
         try:
-            async with asyncio.timeout_at(self.deadline):
+            with self._run._ex.deadlines.at(self.deadline):
                 await send(self.first)
                 async for chunk in self._chunks:
                     await send(chunk)
@@ -482,5 +489,5 @@ class OpenStream:
             self._run.stream_ended(self, err)
 
 
-def _remaining(deadline: float, cap: float) -> float:
-    return max(0.001, min(cap, deadline - asyncio.get_running_loop().time()))
+def _remaining(deadline: float, cap: float, loop: asyncio.AbstractEventLoop) -> float:
+    return max(0.001, min(cap, deadline - loop.time()))

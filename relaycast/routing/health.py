@@ -3,8 +3,8 @@
 Statistics are kept cheaply: a rolling window of a few slots, each holding latency and TTFT counts in the
 store's log-scale buckets (`relaycast.store.histogram`: 10% wide, so a percentile is within about 5% of the
 exact one) and a few counters, so memory and cost stay flat with traffic. Percentiles are read from the buckets
-and cached for a moment, so routing reads them without work per request. Everything here is in memory and O(1)
-per observation: no lock, no I/O on the request path.
+and cached for a moment (a quarter of a second; a failure clears them at once), so routing reads them without
+work per request. Everything here is in memory and O(1) per observation: no lock, no I/O on the request path.
 
 Circuit: closed -> (N consecutive failures) -> open -> (cool-down) -> half_open: one probe at a time;
 its success closes the circuit, its failure opens it again.
@@ -132,7 +132,7 @@ class TargetHealth:
             s.errors[error_class] += 1
             if error_class == "timeout":
                 s.latency[bucket_of(duration_ms)] += 1  # a timeout is a slow answer too
-        self._snap = None
+            self._snap = None  # a failure is seen by the next snapshot; successes, once it is `max_age_s` old
 
     def snapshot(self, max_age_s: float = 0.25) -> Snapshot:
         now = self._clock()

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from relaycast import errors, schema
-from relaycast.asgi import Receive, Request, Scope, Send, header_map, is_json, send_bytes
+from relaycast.asgi import Receive, Request, RequestIds, Scope, Send, header_map, is_json, send_bytes
 from relaycast.config import Config, ServerConfig
 from relaycast.log import REQUEST_ID
 from relaycast.redact import Redactor
@@ -68,6 +67,7 @@ class Gateway:
         self._clock = clock
         self._redactor = Redactor(config.secrets())  # for a startup failure, before the services exist
         self._hosts = allowed_hosts(config.server)
+        self._ids = RequestIds()
         self.services: Services | None = None
         self._routes: dict[tuple[str, str], Endpoint] = {}
         self._paths: frozenset[str] = frozenset()
@@ -140,7 +140,7 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
-        r = Request(scope, receive, send, headers, "req_" + secrets.token_hex(12), _client_request_id(headers))
+        r = Request(scope, receive, send, headers, self._ids(), _client_request_id(headers))
         REQUEST_ID.set(r.id)  # this request's task only: each ASGI request runs in its own context
         s = self.services
         redactor = s.redactor if s is not None else self._redactor

@@ -61,3 +61,57 @@ def test_an_event_that_ends_across_two_reads_is_found() -> None:
     assert [e.data for e in s.feed(b"\ndata: b\r")] == [b"a"]
     assert [e.data for e in s.feed(b"\n\r\n")] == [b"b"]
     assert s.pending() == b""
+
+
+def reference_events(stream: bytes) -> list[tuple[str | None, bytes]]:
+    """The SSE rules written out plainly, line by line (no fast path): what the splitter must agree with."""
+    out = []
+    for block in stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n\n")[:-1]:
+        event, data = None, []
+        for line in block.split(b"\n"):
+            if not line or line.startswith(b":"):
+                continue
+            name, sep, value = line.partition(b":")
+            value = value[1:] if sep and value.startswith(b" ") else value
+            if name == b"data":
+                data.append(value)
+            elif name == b"event":
+                event = value.decode("utf-8", "replace")
+        if data or event is not None:
+            out.append((event, b"\n".join(data)))
+    return out
+
+
+line_value = st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\r" not in b)
+sse_line = st.one_of(
+    st.builds(lambda v: b"data: " + v, line_value),
+    st.builds(lambda v: b"data:" + v, line_value),
+    st.builds(lambda v: b"event: " + v, line_value),
+    st.builds(lambda v: b": " + v, line_value),  # a comment
+    st.builds(lambda v: b"id: " + v, line_value),
+    st.just(b"data"),
+)
+sse_block = st.lists(sse_line, min_size=1, max_size=4).map(b"\n".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(sse_block, max_size=10), st.lists(st.integers(min_value=1, max_value=30), max_size=20))
+def test_every_shape_of_event_reads_as_the_plain_rules_say_however_it_is_split(
+    blocks: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(b + b"\n\n" for b in blocks)
+    s = EventSplitter()
+    got, pos = [], 0
+    for c in [*cuts, len(stream)]:
+        got += s.feed(stream[pos : pos + c])
+        pos += c
+    assert [(e.event, e.data) for e in got] == reference_events(stream)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_an_anthropic_text_delta_is_the_same_chunk_as_the_general_encoding(text: str) -> None:
+    from relaycast.providers.anthropic import StreamTranslator
+
+    tr = StreamTranslator("claude-x", False, "anthropic/claude-x", 1_700_000_000)
+    assert tr._text(text) == tr._chunk({"content": text})

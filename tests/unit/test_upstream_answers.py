@@ -1,0 +1,105 @@
+"""Reading a whole upstream answer (`providers.http.read_answer`): an answer that arrived with its head is taken at
+once (no wait), and still within the provider's cap and the process's upstream buffer, like one read as it comes.
+A real aiohttp server on 127.0.0.1 answers."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from relaycast import errors
+from relaycast.deadlines import Deadlines
+from relaycast.providers.http import UpstreamBuffer, read_answer
+from relaycast.providers.settings import Timeouts
+
+SMALL = b'{"id":"chatcmpl-1","choices":[]}'
+LARGE = b"[" + b"1," * 400_000 + b"1]"  # 800 KB: more than aiohttp holds before the gateway reads
+
+
+async def small(_: web.Request) -> web.Response:
+    return web.Response(body=SMALL, content_type="application/json")
+
+
+async def large(_: web.Request) -> web.Response:
+    return web.Response(body=LARGE, content_type="application/json")
+
+
+async def gzipped(_: web.Request) -> web.Response:
+    return web.Response(
+        body=gzip.compress(SMALL), content_type="application/json", headers={"Content-Encoding": "gzip"}
+    )
+
+
+async def slow(_: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(_)
+    await resp.write(SMALL[:10])
+    await asyncio.sleep(0.05)
+    await resp.write(SMALL[10:])
+    await resp.write_eof()
+    return resp
+
+
+@asynccontextmanager
+async def upstream() -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_get("/small", small)
+    app.router.add_get("/large", large)
+    app.router.add_get("/gzip", gzipped)
+    app.router.add_get("/slow", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+Read = Callable[[str, int, UpstreamBuffer], Awaitable[bytes]]
+
+
+def run(test: Callable[[Read], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with upstream() as url, aiohttp.ClientSession() as s:
+            deadlines = Deadlines()
+
+            async def read(path: str, limit: int, buffer: UpstreamBuffer) -> bytes:
+                resp = await s.get(url + path)
+                await asyncio.sleep(0.01)  # a small answer has all arrived by now
+                return await read_answer(resp, Timeouts(), "t/m", limit, buffer, "the cap", deadlines)
+
+            await test(read)
+
+    asyncio.run(main())
+
+
+def test_answers_arrived_or_not_compressed_or_not_are_read_whole_and_give_their_room_back() -> None:
+    async def test(read: Read) -> None:
+        buffer = UpstreamBuffer(10 * 1024 * 1024)
+        for path, body in (("/small", SMALL), ("/gzip", SMALL), ("/slow", SMALL), ("/large", LARGE)):
+            assert await read(path, 1024 * 1024, buffer) == body, path
+            assert buffer.held == 0, path
+        assert buffer.peak >= len(LARGE)
+
+    run(test)
+
+
+def test_an_answer_that_arrived_whole_is_still_held_to_the_cap_and_to_the_buffer() -> None:
+    async def test(read: Read) -> None:
+        with pytest.raises(errors.ResponseTooLarge, match="the cap"):
+            await read("/small", 8, UpstreamBuffer())
+        full = UpstreamBuffer(8)
+        with pytest.raises(errors.UpstreamBufferFull):
+            await read("/small", 1024, full)
+        assert full.held == 0 and full.refused == 1
+
+    run(test)
