@@ -11,7 +11,8 @@ destination does to memory.
    difference and throughput loss.
 2. Outage: steady traffic (`--rate` requests per second, open loop, 50 ms upstream) while the Datadog
    destination's intake answers 503 for `--error-minutes`, then stops listening (connection refused) for the
-   rest of `--down-minutes`. Every 10 s: the gateway's RSS and the destination's counters from /admin/broadcast
+   rest of `--down-minutes`. Every 10 s: the RSS of the gateway's serving process (its worker; the telemetry
+   process's beside it) and the destination's counters from /admin/broadcast
    (queued, spooled batches and bytes, drops by reason, retries). `--healthy` keeps the intake answering 202, as
    a control: what the same traffic does to memory with nothing down.
 
@@ -50,6 +51,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the record sink and the traffic
 import load
+import load_procs
 
 from tests.record_sink import RecordSink
 from tests.traffic import Traffic
@@ -254,6 +256,18 @@ def outage(args: argparse.Namespace, tmp: Path, up: int, procs: list[Any]) -> di
     }
 
 
+def serving_pids(top: int) -> tuple[int, int | None]:
+    """The serving process (`relaycast serve`'s worker; the process itself when it serves alone) and the telemetry
+    process, if there is one."""
+    procs = load_procs.tree(top).values()
+    worker = next((p.pid for p in procs if p.role == "worker"), top)
+    return worker, next((p.pid for p in procs if p.role == "telemetry"), None)
+
+
+def telemetry_rss_mb(pid: int | None) -> float | None:
+    return round(load.memory_mb(pid)[0], 1) if pid is not None else None
+
+
 def memory_parts_mb(pid: int) -> dict[str, float]:
     """RSS by kind of mapping: the main malloc heap, anonymous maps (thread arenas, Python's arenas, large
     buffers) and files (the interpreter's and libraries' code)."""
@@ -276,10 +290,12 @@ def sample(gw: Gateway, t_s: float, phase: str, p50_ms: float, requests: int, er
     )
     with urllib.request.urlopen(req, timeout=10) as r:
         d = next(x for x in json.loads(r.read())["destinations"] if x["name"] == "datadog")
-    rss, hwm = load.memory_mb(gw.proc.pid)
-    parts = memory_parts_mb(gw.proc.pid)
+    worker, tele = serving_pids(gw.proc.pid)
+    rss, hwm = load.memory_mb(worker)
+    parts = memory_parts_mb(worker)
     row = {
         "t_s": round(t_s),
+        "telemetry_rss_mb": telemetry_rss_mb(tele),
         "phase": phase,
         "rss_mb": round(rss, 1),
         "hwm_mb": round(hwm, 1),
@@ -297,7 +313,7 @@ def sample(gw: Gateway, t_s: float, phase: str, p50_ms: float, requests: int, er
         "retries": d["retries"],
     }
     print(
-        f"  {phase:>7} {row['t_s']:4d} s: RSS {rss:6.1f} MB (peak {hwm:.1f}; heap {parts['heap']}, anon "
+        f"  {phase:>7} {row['t_s']:4d} s: serving process RSS {rss:6.1f} MB (telemetry {row['telemetry_rss_mb']}; peak {hwm:.1f}; heap {parts['heap']}, anon "
         f"{parts['anon']}, files {parts['file']}), p50 {row['p50_ms']:.2f} ms, "
         f"{requests} req, queued {row['queued']}, spool {row['spooled_batches']} batches / {row['spool_mb']} MB, "
         f"dropped {row['dropped']}",
@@ -531,7 +547,7 @@ async def restart(
     before = await asyncio.to_thread(hook_status, old.port)
     dropped.update(add(dropped, before["dropped"]))  # its counters end with it
     sig = signal.SIGKILL if args.signal == "kill" else signal.SIGTERM
-    rss_before, _ = load.memory_mb(old.proc.pid)
+    rss_before, _ = load.memory_mb(serving_pids(old.proc.pid)[0])
     t0 = time.monotonic()
     old.proc.send_signal(sig)
     await asyncio.to_thread(old.proc.wait, 60)
@@ -568,11 +584,13 @@ def restart_sample(
 ) -> dict[str, Any]:
     """One point of the curve: the gateway's RSS, the window's latency and answers, the destination's counters
     (`d`) and what the receiver got."""
-    rss, hwm = load.memory_mb(gw.proc.pid)
-    parts = memory_parts_mb(gw.proc.pid)
+    worker, tele = serving_pids(gw.proc.pid)
+    rss, hwm = load.memory_mb(worker)
+    parts = memory_parts_mb(worker)
     got = sink.summary()
     row = {
         "t_s": round(t),
+        "telemetry_rss_mb": telemetry_rss_mb(tele),
         "phase": phase,
         "gateway": n,
         "rss_mb": round(rss, 1),
