@@ -2,14 +2,22 @@
 limiter, `HostLimits`), and each worker asks it (`RemoteLimiter`) over the telemetry channel. One limiter for the
 host, so N requests per minute admit N across all workers, never N per worker.
 
-While the telemetry process is away (it is restarted within about a second), a request with limits is refused
-with 503 `limiter_unavailable`: a limit is never exceeded, and no worker guesses alone. With
+While the telemetry process is away (it is restarted within about a second) or does not answer within
+`ADMIT_TIMEOUT_S`, a request with limits is refused with 503 `limiter_unavailable`: a limit is never exceeded, and no
+worker guesses alone. A restarted telemetry process starts its windows afresh (budgets reload from the store).
+
+Reservation ids are the worker's (a random prefix per process and a counter), so they stay unique across restarts
+of either process. A worker that stops waiting for an admission (a timeout, the client gone) releases it; a
+release that arrives before its admission is remembered (bounded), and the admission is then undone at once. With
 Redis (`redis_url`), workers share limits through it as replicas do, and none of this is used.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import itertools
+import os
 from typing import Any, Protocol
 
 import msgspec
@@ -18,6 +26,8 @@ from relaycast.errors import LimiterUnavailable, LimitExceeded, RemoteError, Req
 from relaycast.limits.base import Check, Limiter, Reservation
 
 MAX_HELD = 100_000  # reservations in flight for the whole host
+MAX_RELEASED = 10_000  # releases remembered that came before their admission
+ADMIT_TIMEOUT_S = 2.0
 
 
 class Link(Protocol):
@@ -29,23 +39,31 @@ class Link(Protocol):
 class RemoteLimiter:
     """A worker's view of the host's limits."""
 
-    def __init__(self, link: Link, timeout_s: float = 5.0) -> None:
+    def __init__(self, link: Link, timeout_s: float = ADMIT_TIMEOUT_S) -> None:
         self._link = link
         self._timeout_s = timeout_s
+        self._prefix = os.urandom(6).hex() + "-"
+        self._ids = itertools.count(1)
         self.unavailable = 0
         self.unsettled = 0
 
     async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation:
+        rid = f"{self._prefix}{next(self._ids)}"
         try:
-            rid = await self._link.query("limit_admit", [checks, est_tokens, est_nano, now], self._timeout_s)
+            await self._link.query("limit_admit", [rid, checks, est_tokens, est_nano, now], self._timeout_s)
         except TelemetryUnavailable:
             self.unavailable += 1
+            self._link.settle(rid, 0, 0)  # if it was admitted after all, undone
             raise LimiterUnavailable(
-                "The limits of this host cannot be checked now (its telemetry process is restarting). Retry shortly."
+                "The limits of this host cannot be checked now: its telemetry process did not answer in time "
+                "(restarting or overloaded). Retry shortly."
             ) from None
         except RemoteError as e:
             raise refusal(e.detail) from None
-        return Reservation(checks, est_tokens, est_nano, now, id=str(rid))
+        except asyncio.CancelledError:
+            self._link.settle(rid, 0, 0)  # the client went away while it waited: nothing was used
+            raise
+        return Reservation(checks, est_tokens, est_nano, now, id=rid)
 
     def settle(self, res: Reservation, tokens: int, nano: int) -> None:
         if res.settled:
@@ -80,22 +98,30 @@ class HostLimits:
 
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
-        self._held: dict[str, tuple[int, Reservation]] = {}  # id -> (connection, reservation)
+        self._held: dict[str, tuple[int, Reservation]] = {}  # the worker's id -> (connection, reservation)
         self._by_conn: dict[int, set[str]] = collections.defaultdict(set)
+        self._released: dict[str, None] = {}  # settled before admitted, oldest first
+        self.undone = 0
 
-    async def admit(self, conn: int, arg: list[Any]) -> str:
-        checks_raw, est_tokens, est_nano, now = arg
+    async def admit(self, conn: int, arg: list[Any]) -> None:
+        rid, checks_raw, est_tokens, est_nano, now = arg
         if len(self._held) >= MAX_HELD:
             raise LimiterUnavailable("Too many requests with limits are in flight on this host.")
         checks = msgspec.convert(checks_raw, _CHECKS)
         res = await self.limiter.admit(checks, int(est_tokens), int(est_nano), float(now))
-        self._held[res.id] = (conn, res)
-        self._by_conn[conn].add(res.id)
-        return res.id
+        if self._released.pop(rid, 0) is None:  # the worker gave up waiting: nothing ran
+            self.undone += 1
+            self.limiter.settle(res, 0, 0)
+            return
+        self._held[rid] = (conn, res)
+        self._by_conn[conn].add(rid)
 
     def settle(self, rid: str, tokens: int, nano: int) -> None:
         held = self._held.pop(rid, None)
         if held is None:
+            self._released[rid] = None
+            if len(self._released) > MAX_RELEASED:
+                del self._released[next(iter(self._released))]
             return
         self._by_conn[held[0]].discard(rid)
         pending = self.limiter.settle(held[1], int(tokens), int(nano))
@@ -110,7 +136,7 @@ class HostLimits:
                 self.limiter.settle(res, res.est_tokens, res.est_nano)
 
     def status(self) -> dict[str, Any]:
-        return {**self.limiter.status(), "held": len(self._held)}
+        return {**self.limiter.status(), "held": len(self._held), "undone": self.undone}
 
 
 __all__ = ["HostLimits", "RemoteLimiter", "refusal"]

@@ -13,6 +13,7 @@ import orjson
 
 from relaycast import errors
 from relaycast.asgi import Request, send_bytes
+from relaycast.limits.host import RemoteLimiter
 from relaycast.server.metrics_gauges import worker_gauges
 from relaycast.server.services import Services
 from relaycast.store.db import is_db_error
@@ -46,6 +47,8 @@ class Admin:
         body = await self.s.telemetry("stats")
         body["uptime_s"] = round(time.time() - self.s.started, 3)
         body["limits"] = self.s.limiter.status() if self.s.limiter else None
+        if isinstance(self.s.limiter, RemoteLimiter):  # the host's limits, kept by its telemetry process
+            body["limits"]["host"] = await self.s.telemetry("limits")
         body["keys"] = {"required": self.s.keys.required, "reloads": self.s.keys.reloads}
         if self.s.host is not None:
             body["telemetry"] = self.s.host.status()

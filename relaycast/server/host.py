@@ -7,11 +7,13 @@
 The workers share the listening socket the supervisor opened (the kernel spreads connections over them) and hand
 every finished record to the telemetry process over a Unix socket in a private directory
 (`relaycast.telemetry.channel`). A child that dies is started again (after 0.1 s, doubling to 5 s while it keeps
-dying within a second of its start); a worker that cannot start five times in a row stops the host.
+dying within 10 s of its start); a child that dies that way five times in a row, or finds the config invalid
+(children read it again when they start: exit status 2), stops the host.
 
-On SIGTERM or SIGINT the supervisor stops the workers first (each finishes its requests for up to 30 s, then hands
-over its last records), then the telemetry process (which flushes its queues and spools what it could not send),
-and exits 0. If the supervisor itself is killed, its children get SIGTERM from the kernel.
+On SIGTERM or SIGINT the supervisor closes the port (new connections are refused at once), stops the workers
+(each finishes its requests for up to 30 s, then hands over its last records), then the telemetry process (which
+flushes its queues and spools what it could not send), and exits 0. If the supervisor itself is killed, its
+children get SIGTERM from the kernel (Linux).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ TELEMETRY, WORKER = "telemetry", "worker"
 POLL_S = 0.2
 RESTART_BASE_S = 0.1
 RESTART_CAP_S = 5.0
-QUICK_DEATH_S = 1.0  # a child that dies this soon after its start is failing, not crashing now and then
+QUICK_DEATH_S = 10.0  # a child that dies this soon after its start is failing, not crashing now and then
 MAX_QUICK_DEATHS = 5
 WORKERS_STOP_S = 45.0  # 30 s for requests in flight, then the close of each worker's parts
 TELEMETRY_STOP_S = 20.0
@@ -52,13 +54,28 @@ class Link:
 
 
 def worker_count(value: str) -> int:
-    """`--workers`: a positive number, or `auto` for the cores this process may run on."""
+    """`--workers`: a positive number, or `auto` for the cores this process may use: the CPUs it may run on,
+    within its cgroup's CPU quota (a container's CPU limit) when it has one."""
     if value == "auto":
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        quota = cgroup_cpus()
+        return max(1, min(cores, quota) if quota else cores)
     n = int(value)
     if n < 1:
         raise ValueError("--workers must be at least 1")
     return n
+
+
+def cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """The cgroup v2 CPU quota in whole CPUs, rounded up (`200000 100000` is 2); None without one."""
+    try:
+        with open(path) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, -(-int(quota) // int(period)))
 
 
 class _Child:
@@ -145,13 +162,17 @@ def serve(cfg: Config, config_path: str, workers: int, log_level: str) -> int:
                 break
             failed = _supervise(children)
             if failed is not None:
-                print(f"relaycast: {failed.name} keeps failing at start; stopping", file=sys.stderr, flush=True)
-                code = 1
+                if failed.exited() == 2:
+                    print(f"relaycast: {failed.name} found the config invalid; stopping", file=sys.stderr, flush=True)
+                    code = 2
+                else:
+                    print(f"relaycast: {failed.name} keeps failing at start; stopping", file=sys.stderr, flush=True)
+                    code = 1
                 break
     finally:
+        listener.close()  # the workers' copies close as they stop: new connections are refused, not queued
         _stop([c for c in children if c.role == WORKER], WORKERS_STOP_S)
         _stop([c for c in children if c.role == TELEMETRY], TELEMETRY_STOP_S)
-        listener.close()
         shutil.rmtree(rundir, ignore_errors=True)
         for s, h in old.items():
             signal.signal(s, h)
@@ -165,6 +186,8 @@ def _supervise(children: list[_Child]) -> _Child | None:
         rc = c.exited()
         if rc is None:
             continue
+        if rc == 2:  # an invalid config: starting it again cannot help
+            return c
         if c.restart_at == 0.0:
             quick = now - c.started < QUICK_DEATH_S
             c.quick_deaths = c.quick_deaths + 1 if quick else 0
@@ -196,9 +219,12 @@ def _stop(children: list[_Child], timeout_s: float) -> None:
 
 
 def _child_config(args: argparse.Namespace) -> Config:
+    """The config, as the supervisor's command line placed it; an invalid one ends the process with status 2."""
     from relaycast import config as config_mod
 
-    cfg = config_mod.load(args.config)
+    cfg = config_mod.load_or_say(args.config)
+    if cfg is None:
+        sys.exit(2)
     return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, host=args.host, port=args.port))
 
 

@@ -253,6 +253,13 @@ def link_gauges(st: dict[str, object]) -> list[Family]:
             [((), float(st["handed"]))],  # type: ignore[arg-type]
         ),
         (
+            "relaycast_telemetry_acknowledged_total",
+            "counter",
+            "Records the telemetry process acknowledged (taken into its queues).",
+            (),
+            [((), float(st["acknowledged"]))],  # type: ignore[arg-type]
+        ),
+        (
             "relaycast_telemetry_dropped_total",
             "counter",
             "Records lost between a worker and the telemetry process, by reason.",
@@ -265,6 +272,13 @@ def link_gauges(st: dict[str, object]) -> list[Family]:
             "Records waiting in the workers for the telemetry process.",
             (),
             [((), float(st["backlog"]))],  # type: ignore[arg-type]
+        ),
+        (
+            "relaycast_telemetry_in_flight",
+            "gauge",
+            "Records written to the telemetry process and not yet acknowledged.",
+            (),
+            [((), float(st["in_flight"]))],  # type: ignore[arg-type]
         ),
         (
             "relaycast_telemetry_connected",

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
+from relaycast import errors
 from relaycast.config import Config
 from relaycast.costs.compute import Coster
 from relaycast.costs.pricer import build_pricer
+from relaycast.errors import RemoteError
 from relaycast.keys.registry import KeyRegistry
 from relaycast.limits.admission import Admission, SpendSince, build_limiter
 from relaycast.limits.base import Limiter
@@ -190,7 +192,11 @@ class Services:
         if self.hub is not None:
             return await self.hub.query(op, (0, arg) if op == "metrics" else arg)
         assert self.host is not None
-        return await self.host.query(op, arg)
+        try:
+            return await self.host.query(op, arg)
+        except RemoteError as e:  # a failure inside the telemetry process: logged there and here, never detailed
+            self.log.error("telemetry_query_failed", op=op, error=self.redactor.scrub(str(e))[:200])
+            raise errors.RelaycastError("Internal error in the telemetry process.") from None
 
     def _spend_since(self) -> SpendSince:
         """What the store says a scope spent in a period so far, in pico-dollars (0 without a store or when it is

@@ -36,6 +36,7 @@ from relaycast.telemetry.pipeline import Broadcaster
 
 Sink = Callable[[RequestRecord], None]
 STEP_S = 2.0  # at shutdown: stopping the monitors (their own calls have shorter timeouts)
+MAX_RETIRED = 64
 
 
 class Demotions:
@@ -71,6 +72,8 @@ class TelemetryHub:
         self.notifier: Notifier | None = None
         self.sinks: tuple[Sink, ...] = (self.metrics,)
         self.workers: dict[int, list[Family]] = {}  # each worker's gauges, as it last sent them
+        # The counters of workers that went away, by pid: kept in the sums so they never go backwards.
+        self.retired: dict[int, list[Family]] = {}
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -141,8 +144,22 @@ class TelemetryHub:
             return self.render_metrics()
         raise ValueError(f"unknown telemetry query {op!r}")
 
+    def retire(self, worker: int, pid: int) -> None:
+        """A worker's connection ended: its counters stay in the host's sums (its gauges go), until the same
+        process connects again (`returned`). At most MAX_RETIRED are kept apart; older ones are summed into one."""
+        families = self.workers.pop(worker, None)
+        if families is None:
+            return
+        counters = [f for f in families if f[1] == "counter"]
+        self.retired[pid] = counters
+        if len(self.retired) > MAX_RETIRED:
+            self.retired = {0: merge_families(self.retired.values())}
+
+    def returned(self, pid: int) -> None:
+        self.retired.pop(pid, None)
+
     def render_metrics(self) -> bytes:
-        merged = merge_families(self.workers[w] for w in sorted(self.workers))
+        merged = merge_families([*(self.workers[w] for w in sorted(self.workers)), *self.retired.values()])
         return self.metrics.render([*merged, *telemetry_gauges(self.broadcaster, self.store, self.monitors)])
 
     # --- shutdown -----------------------------------------------------------------------------

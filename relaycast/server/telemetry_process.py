@@ -87,9 +87,12 @@ class TelemetryProcess:
         if self.limits is not None:
             self.limits.settle(reservation, tokens, nano)
 
+    def hello(self, peer: Peer) -> None:
+        self.hub.returned(peer.pid)
+
     def gone(self, peer: Peer) -> None:
         if not any(p.worker == peer.worker for p in self.server.peers):
-            self.hub.workers.pop(peer.worker, None)
+            self.hub.retire(peer.worker, peer.pid)
         if self.limits is not None:
             self.limits.gone(peer.key)
 

@@ -7,9 +7,12 @@ telemetry process, per batch rather than per record (per record, they cost the s
 its CPU at saturation). Whatever the telemetry process does, the serving process never waits for it:
 while it is slow or gone, records wait in a bounded backlog (`max_backlog_bytes`, 64 MiB by default) and are sent
 when it is back; past the bound they are dropped and counted (`backlog_full`). The telemetry process acknowledges
-the records it has taken; when a connection breaks, what was written to it and not acknowledged is counted as
-`lost_in_flight`. Every record handed over is, at any moment, exactly one of: in the backlog, written and not yet
-acknowledged, acknowledged, or counted under a reason.
+the records it has taken into its queues; when a connection breaks, what was written to it and not acknowledged
+is counted as `lost_in_flight` (it may have arrived: the count is an upper bound). Every record handed over is, at
+any moment, exactly one of: in the backlog, written and not yet acknowledged (`in_flight`), acknowledged, or
+counted under a reason. An acknowledged record is in the telemetry process's queues, not yet stored or sent: if
+that process is killed, what its queues held (about a flush interval's worth) is lost without a count here; its
+own counters end with it.
 """
 
 from __future__ import annotations
@@ -41,14 +44,14 @@ from relaycast.telemetry.frames import (
 )
 
 MAX_BACKLOG_BYTES = 64 << 20
-MAX_QUERIES = 256  # queries waiting for an answer, per serving process
+MAX_QUERIES = 4096  # queries waiting for an answer, per serving process (limit admissions included)
 QUERY_TIMEOUT_S = 10.0
 RECONNECT_BASE_S = 0.05  # doubling to RECONNECT_CAP_S while the telemetry process is away
 RECONNECT_CAP_S = 1.0
 GAUGES_EVERY_S = 1.0
 FLUSH_EVERY_S = 0.01  # records are written to the socket in batches: at most this late
 FLUSH_BYTES = 256 << 10  # ... or as soon as this much waits
-DROP_REASONS = ("backlog_full", "lost_in_flight", "too_large", "shutdown_deadline")
+DROP_REASONS = ("backlog_full", "lost_in_flight", "too_large", "unencodable", "shutdown_deadline")
 
 
 class _Conn(asyncio.Protocol):
@@ -124,33 +127,48 @@ class HostClient:
         self._task = self._loop.create_task(self._run(), name="relaycast-telemetry-link")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         delay = RECONNECT_BASE_S
-        gauges_at = 0.0
         while not self._closing:
             try:
-                _, conn = await loop.create_unix_connection(lambda: _Conn(self._frame), self.path)
-            except OSError:
+                connected = await self._connect_and_serve()
+            except Exception as e:  # noqa: BLE001 - the link must outlive any one failure; logged, then retried
+                self._log.error("telemetry_link_failed", worker=self.worker, error=type(e).__name__)
+                conn = self._conn
+                if conn is not None:
+                    if conn.transport is not None:
+                        conn.transport.abort()
+                    self._lost(conn)
+                connected = False
+            if connected:
+                delay = RECONNECT_BASE_S
+            else:
                 await asyncio.sleep(delay)
                 delay = min(RECONNECT_CAP_S, delay * 2)
-                continue
-            delay = RECONNECT_BASE_S
-            self._conn = conn
-            self._sent_on_conn = self._acked_on_conn = 0
-            self.connects += 1
-            assert conn.transport is not None
-            conn.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid()]))
-            self.connected.set()
-            if self.connects > 1:
-                self._log.info("telemetry_reconnected", worker=self.worker, backlog=self._out_records)
-            self._flush()
-            while not conn.closed.done():
-                now = time.monotonic()
-                if self.gauges is not None and now >= gauges_at:
-                    gauges_at = now + GAUGES_EVERY_S
-                    self._write(GAUGES, self.gauges())
-                await asyncio.wait([conn.closed], timeout=GAUGES_EVERY_S)
-            self._lost(conn)
+
+    async def _connect_and_serve(self) -> bool:
+        """One connection, until it ends; False when none could be made."""
+        try:
+            _, conn = await self._loop.create_unix_connection(lambda: _Conn(self._frame), self.path)
+        except OSError:
+            return False
+        self._conn = conn
+        self._sent_on_conn = self._acked_on_conn = 0
+        self.connects += 1
+        assert conn.transport is not None
+        conn.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid()]))
+        self.connected.set()
+        if self.connects > 1:
+            self._log.info("telemetry_reconnected", worker=self.worker, backlog=self._out_records)
+        self._flush()
+        gauges_at = 0.0
+        while not conn.closed.done():
+            now = time.monotonic()
+            if self.gauges is not None and now >= gauges_at:
+                gauges_at = now + GAUGES_EVERY_S
+                self._write(GAUGES, self.gauges())
+            await asyncio.wait([conn.closed], timeout=GAUGES_EVERY_S)
+        self._lost(conn)
+        return True
 
     def _lost(self, conn: _Conn) -> None:
         self.connected.clear()
@@ -202,6 +220,9 @@ class HostClient:
             frame = self._codec.frame(RECORD, record)
         except FrameTooLarge:
             self.dropped["too_large"] += 1
+            return
+        except Exception:  # noqa: BLE001 - a value msgspec cannot encode: counted, never raised into the request
+            self.dropped["unencodable"] += 1
             return
         if self._closing or self._backlog() + len(frame) > self._max_backlog:
             self.dropped["backlog_full" if not self._closing else "shutdown_deadline"] += 1
@@ -287,6 +308,7 @@ class HostClient:
             "handed": self.handed,
             "acknowledged": self.acked,
             "backlog": self._out_records,
+            "in_flight": max(0, self._sent_on_conn - self._acked_on_conn),
             "backlog_bytes": self._backlog(),
             "connects": self.connects,
             "dropped": {r: self.dropped.get(r, 0) for r in DROP_REASONS},
@@ -298,6 +320,7 @@ class HostClient:
 
 class Peer(Protocol):
     worker: int  # the worker's number, from its hello (-1 before)
+    pid: int  # the worker's process id, from its hello (0 before)
     key: int  # this connection's, unique in the telemetry process
 
 
@@ -309,6 +332,8 @@ class Handler(Protocol):
     def gauges(self, peer: Peer, families: Any) -> None: ...
 
     def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None: ...
+
+    def hello(self, peer: Peer) -> None: ...
 
     def gone(self, peer: Peer) -> None: ...
 
@@ -322,6 +347,7 @@ class _Peer:
         self.server = server
         self.key = key
         self.worker = -1
+        self.pid = 0
         self.taken = 0
         self.conn = _Conn(self._frame)
         self.sent_demotions: list[list[str]] | None = None
@@ -349,7 +375,9 @@ class _Peer:
         elif kind == GAUGES:
             h.gauges(self, s.codec.data(payload))
         elif kind == HELLO:
-            self.worker = int(s.codec.data(payload)[0])
+            worker, pid = s.codec.data(payload)
+            self.worker, self.pid = int(worker), int(pid)
+            h.hello(self)
             self.push_demotions()
 
     async def _answer(self, qid: int, op: str, arg: Any) -> None:

@@ -174,7 +174,8 @@ def test_a_killed_telemetry_process_is_restarted_requests_never_fail_and_only_re
         assert missing <= set(window)
         # The worker's accounting: every record handed over is acknowledged, dropped under a reason, or waiting.
         stats = json.loads(admin_get(gw, "/admin/stats"))["telemetry"]
-        assert stats["handed"] == stats["acknowledged"] + sum(stats["dropped"].values()) + stats["backlog"]
+        waiting = stats["backlog"] + stats["in_flight"]
+        assert stats["handed"] == stats["acknowledged"] + sum(stats["dropped"].values()) + waiting
         # Reconnected (a connection made in the instant the dying process still listened may count once more).
         assert stats["connects"] >= 2
         assert "telemetry exited (-9); starting it again" in gw.log()
@@ -270,3 +271,38 @@ def admin_get_or_empty(gw: GatewayProcess, path: str) -> bytes:
         return admin_get(gw, path)
     except urllib.error.HTTPError:
         return b""
+
+
+def test_a_worker_that_finds_the_config_invalid_stops_the_host_with_status_2(fake: Fake, tmp_path: Path) -> None:
+    gw = GatewayProcess(standard_config(fake.url), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
+    try:
+        gw.config_path.write_text("providers: [{name: x}]\n")  # edited while the host runs, then a worker dies
+        [worker] = role_pids(gw, "worker")
+        signal_pid(worker, signal.SIGKILL)
+        assert gw.proc.wait(30) == 2
+        log = gw.log()
+        assert "relaycast: invalid config" in log and "worker-0 found the config invalid; stopping" in log
+    finally:
+        gw.stop()
+
+
+def test_after_sigterm_the_port_refuses_new_connections_while_a_request_finishes(fake: Fake, tmp_path: Path) -> None:
+    gw = GatewayProcess(standard_config(fake.url), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
+    try:
+        client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(
+                client.chat.completions.create,
+                model="fakeai/gpt-4o-mini@latency_ms=1500",
+                messages=[{"role": "user", "content": "hi"}],
+            )
+            time.sleep(0.5)
+            gw.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with pytest.raises(urllib.error.URLError) as e:
+                urllib.request.urlopen(gw.url + "/healthz", timeout=2)
+            assert isinstance(e.value.reason, ConnectionRefusedError)
+            assert slow.result().choices[0].message.content  # the request in flight finished
+        assert gw.proc.wait(30) == 0
+    finally:
+        gw.stop()

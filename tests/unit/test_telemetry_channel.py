@@ -5,6 +5,7 @@ never blocks."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ class Collect:
         self.gauges_of: dict[int, Any] = {}
         self.settled: list[tuple[str, int, int]] = []
         self.gone_workers: list[int] = []
+        self.hellos: list[tuple[int, int]] = []
 
     def record(self, record: RequestRecord) -> None:
         self.records.append(record)
@@ -42,6 +44,9 @@ class Collect:
 
     def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None:
         self.settled.append((reservation, tokens, nano))
+
+    def hello(self, peer: Peer) -> None:
+        self.hellos.append((peer.worker, peer.pid))
 
     def gone(self, peer: Peer) -> None:
         self.gone_workers.append(peer.worker)
@@ -184,3 +189,65 @@ def test_while_the_telemetry_process_is_away_records_wait_in_a_bounded_backlog_t
 
 def test_a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(tmp_path: Path) -> None:
     asyncio.run(_a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(tmp_path))
+
+
+def test_host_limits_undo_an_admission_the_worker_stopped_waiting_for() -> None:
+    from relaycast.keys.policy import Limits
+    from relaycast.limits.base import Check
+    from relaycast.limits.host import HostLimits
+    from relaycast.limits.memory import MemoryLimiter
+
+    async def run() -> None:
+        host = HostLimits(MemoryLimiter())
+        check = [Check("key", "k", Limits(tpm=100))]
+        now = time.time()
+        # The worker gave up (a timeout, a client gone) and released before its admission was made: the
+        # admission is undone, and its 60 tokens given back.
+        host.settle("w1-1", 0, 0)
+        await host.admit(1, ["w1-1", check, 60, 0, now])
+        assert host.status()["held"] == 0 and host.undone == 1
+        await host.admit(1, ["w1-2", check, 60, 0, now])
+        assert host.status()["held"] == 1
+        with pytest.raises(Exception, match="tokens per minute"):  # 60 + 60 > 100
+            await host.admit(2, ["w2-1", check, 60, 0, now])
+        # A worker whose connection broke: what it held is charged as reserved, and no longer held.
+        host.gone(1)
+        assert host.status()["held"] == 0
+        with pytest.raises(Exception, match="tokens per minute"):
+            await host.admit(2, ["w2-2", check, 60, 0, now])
+        await host.admit(2, ["w2-3", check, 40, 0, now])
+        host.settle("w2-3", 10, 0)
+        assert host.status()["held"] == 0
+
+    asyncio.run(run())
+
+
+def test_a_departed_workers_counters_stay_in_the_host_view() -> None:
+    from relaycast.config import parse
+    from relaycast.server.telemetry_hub import Demotions, TelemetryHub
+
+    cfg = parse("providers: [{name: up, kind: openai_compatible, base_url: 'http://127.0.0.1:9/v1'}]\n", env={})
+    hub = TelemetryHub(cfg, Redactor(()), log(), Demotions())
+    fam = [
+        ["relaycast_telemetry_handed_total", "counter", "Handed.", [], [[[], 5.0]]],
+        ["relaycast_connections_open", "gauge", "Open.", [], [[[], 2.0]]],
+    ]
+    hub.workers = {0: fam, 1: fam}
+    assert b"relaycast_telemetry_handed_total 10" in hub.render_metrics()
+    hub.retire(1, pid=4242)  # worker 1 exited: its counter stays, its gauge goes
+    text = hub.render_metrics()
+    assert b"relaycast_telemetry_handed_total 10" in text and b"relaycast_connections_open 2" in text
+    hub.returned(4242)  # the same process came back: its own counters continue, not counted twice
+    hub.workers[1] = fam
+    assert b"relaycast_telemetry_handed_total 10" in hub.render_metrics()
+
+
+def test_workers_auto_stays_within_the_containers_cpu_quota(tmp_path: Path) -> None:
+    from relaycast.server.host import cgroup_cpus
+
+    f = tmp_path / "cpu.max"
+    f.write_text("150000 100000\n")
+    assert cgroup_cpus(str(f)) == 2  # 1.5 CPUs: rounded up
+    f.write_text("max 100000\n")
+    assert cgroup_cpus(str(f)) is None
+    assert cgroup_cpus(str(tmp_path / "absent")) is None
