@@ -257,9 +257,10 @@ class StoreWriter:
         # Rows are built in slices, giving the GIL back between them: this thread must never hold the event loop
         # up for more than a fraction of a millisecond (a whole batch at once stalled requests for milliseconds).
         batch = rows_mod.Batch()
+        randbits = self._rng.getrandbits
         for i in range(0, len(records), BUILD_SLICE):
             for rec in records[i : i + BUILD_SLICE]:
-                rows_mod.add(batch, rec, self._redactor, self.cfg.privacy_mode, minimal)
+                rows_mod.add(batch, rec, self._redactor, self.cfg.privacy_mode, minimal, randbits)
             time.sleep(0)
         write_batch(conn, batch)
 

@@ -67,6 +67,8 @@ class _Family:
         self._bounds = bounds
 
     def key(self, values: tuple[str, ...], keep_last: int = 0) -> tuple[str, ...]:
+        if values in self.values:  # the common case: a series that exists (its values were cut when it was made)
+            return values
         if max(map(len, values), default=0) > MAX_LABEL_CHARS:
             values = tuple(map(self._bounds.cut, values))
         if values in self.values or len(self.values) < self.max:
