@@ -23,6 +23,7 @@ request (deduplicate on it); `client_request_id` is the `x-request-id` the clien
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,8 +55,13 @@ def record_json(
 def rfc3339(unix_ns: int) -> str:
     """`2025-10-09T08:53:20.123456Z`: UTC, always six fractional digits (truncated, never rounded up)."""
     seconds, ns = divmod(unix_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{ns // 1000:06d}Z"
+    return f"{_utc_second(seconds)}.{ns // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_second(seconds: int) -> str:
+    """A whole second as text: a batch's records share a few (a pure function's memo, bounded)."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _document(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...]) -> dict[str, Any]:
