@@ -9,6 +9,8 @@ spools what it could not send, the store counts what it could not write) and exi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import time
 from typing import Any
@@ -26,6 +28,12 @@ from relaycast.telemetry.channel import HostServer, Peer
 
 FLUSH_TIMEOUT_S = 10.0
 CLOSE_GRACE_S = 2.0
+# The telemetry process yields the CPU to the workers when both want it (CFS weights about 1 to 10): the requests
+# first. Measured with every process of the host on one core (wrk -c50, store + Datadog + file): at saturation
+# 2,370 -> 2,770 req/s and p99 46 -> 39 ms, and with a 50 ms upstream p99 66 -> 63 ms. Under a load that keeps the
+# cores busy for minutes the telemetry queues grow (the store's by about 1,200 records a second on one core) and
+# drop what overflows, counted; they drain when the load eases. `renice` sets it otherwise.
+NICE = 10
 
 
 class TelemetryProcess:
@@ -137,6 +145,8 @@ class TelemetryProcess:
 
 async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: float) -> int:
     """Serve until SIGTERM or SIGINT; then drain, flush and return."""
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -49,6 +49,10 @@ def children(pid: int) -> dict[int, str]:
     return out
 
 
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def role_pids(gw: GatewayProcess, role: str) -> list[int]:
     return [p for p, r in children(gw.proc.pid).items() if r == role]
 
@@ -109,6 +113,9 @@ def test_records_reach_store_and_broadcast_through_the_telemetry_process_and_sig
     try:
         roles = sorted(children(gw.proc.pid).values())
         assert roles == ["telemetry", "worker"]
+        # The requests get the CPU first: the telemetry process runs at a lower priority than the worker.
+        [tele], [worker] = role_pids(gw, "telemetry"), role_pids(gw, "worker")
+        assert niceness(tele) == niceness(worker) + 10
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda _: chat(gw), range(40)))
         assert {s for s, _ in results} == {200}
