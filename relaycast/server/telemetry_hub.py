@@ -3,9 +3,9 @@ the monitors with their notifier. Built from the config and closed in one place.
 
 A hub runs where the records go: inside the serving process (the embedded layout: `relaycast demo`, tests,
 `relaycast serve --single-process`), or in the telemetry process that `relaycast serve` starts beside its workers
-(`relaycast.server.telemetry_process`), which hand it their records over a Unix socket (`relaycast.telemetry.channel`). Either
-way the admin endpoints and `/metrics` read it through `query`, whose answers are plain data, so the same code
-serves both.
+(`relaycast.server.telemetry_process`), which hand it their records over a Unix socket
+(`relaycast.telemetry.channel`). Either way the admin endpoints and `/metrics` read it through `query`, whose
+answers are plain data, so the same code serves both.
 
 With several workers, each worker's own gauges (routing health, connections) reach the hub with every `/metrics`
 query and once a second in between; `/metrics` shows one view of the host: counters and counts summed over the

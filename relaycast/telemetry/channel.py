@@ -3,14 +3,15 @@ end (`HostServer`). Frames are in `relaycast.telemetry.frames`.
 
 Handing a record over is O(1) and never blocks: the record is encoded (about 2 µs) and appended to a buffer that
 is written every `FLUSH_EVERY_S` (10 ms), or at once past `FLUSH_BYTES`: one write, and one wake-up of the
-telemetry process, per batch rather than per record (per record, they cost the serving process about a fifth of
-its CPU at saturation). Whatever the telemetry process does, the serving process never waits for it:
-while it is slow or gone, records wait in a bounded backlog (`max_backlog_bytes`, 64 MiB by default) and are sent
-when it is back; past the bound they are dropped and counted (`backlog_full`). The telemetry process acknowledges
-the records it has taken into its queues; when a connection breaks, what was written to it and not acknowledged
-is counted as `lost_in_flight` (it may have arrived: the count is an upper bound). Every record handed over is, at
-any moment, exactly one of: in the backlog, written and not yet acknowledged (`in_flight`), acknowledged, or
-counted under a reason. An acknowledged record is in the telemetry process's queues, not yet stored or sent: if
+telemetry process, per batch rather than per record. Whatever the telemetry process does, the serving process
+never waits for it: while it is slow or gone, records wait in a bounded backlog (`max_backlog_bytes`, 16 MiB by
+default: some 16,000 records, seconds of traffic at saturation where a restart takes about one; the bound is
+what a slow telemetry process may add to a worker's memory) and are sent when it is back; past the bound they
+are dropped and counted (`backlog_full`). The telemetry process acknowledges the records it has taken into its
+queues; when a connection breaks, what was written to it and not acknowledged is counted as `lost_in_flight` (it
+may have arrived: the count is an upper bound). Every record handed over is, at any moment, exactly one of: in
+the backlog, written and not yet acknowledged (`in_flight`), acknowledged, or counted under a reason. An
+acknowledged record is in the telemetry process's queues, not yet stored or sent: if
 that process is killed, what its queues held (about a flush interval's worth) is lost without a count here; its
 own counters end with it.
 """
@@ -43,7 +44,7 @@ from relaycast.telemetry.frames import (
     FrameTooLarge,
 )
 
-MAX_BACKLOG_BYTES = 64 << 20
+MAX_BACKLOG_BYTES = 16 << 20
 MAX_QUERIES = 4096  # queries waiting for an answer, per serving process (limit admissions included)
 QUERY_TIMEOUT_S = 10.0
 RECONNECT_BASE_S = 0.05  # doubling to RECONNECT_CAP_S while the telemetry process is away
@@ -214,7 +215,8 @@ class HostClient:
     # --- records ------------------------------------------------------------------------------
 
     def __call__(self, record: RequestRecord) -> None:
-        """The record sink: encode, append, and write at the end of this event-loop turn. Never blocks."""
+        """The record sink: encode and append; written within FLUSH_EVERY_S, or at once past FLUSH_BYTES. Never
+        blocks, never raises."""
         self.handed += 1
         try:
             frame = self._codec.frame(RECORD, record)
