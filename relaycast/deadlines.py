@@ -125,6 +125,11 @@ class Deadlines:
             bucket.pop(d, None)
             if not bucket:
                 del self._buckets[d._tick]
+                if len(self._ticks) > 2 * len(self._buckets) + 64:
+                    # The heap keeps the ticks of emptied buckets until the timer passes them: with long deadlines
+                    # (a 600 s total) and short requests that is minutes of ticks. Rebuilt from the live buckets
+                    # (a sorted list is a heap) whenever half of it is dead: amortised O(1) per deadline.
+                    self._ticks = sorted(self._buckets)
 
     def _arm(self, tick: int) -> None:
         if self._handle is not None:

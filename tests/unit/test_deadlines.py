@@ -180,3 +180,20 @@ async def test_the_idle_bound_cancels_whichever_task_is_reading_and_nothing_else
     with pytest.raises(asyncio.CancelledError):
         await task
     idle.close()
+
+
+@aio
+async def test_long_deadlines_of_short_requests_keep_no_more_than_the_live_buckets() -> None:
+    # A 600 s total for requests that take milliseconds: the ticks of emptied buckets must not pile up until the
+    # timer reaches them, minutes later (that was a worker's memory rising under steady traffic).
+    deadlines = Deadlines()
+
+    async def request() -> None:
+        with deadlines.after(600.0):
+            await asyncio.sleep(0.001)
+
+    for _ in range(200):
+        await asyncio.gather(*(request() for _ in range(3)))
+        await asyncio.sleep(0.006)  # a new 5 ms bucket for every round
+    assert deadlines.pending() == 0
+    assert len(deadlines._ticks) <= 64 + 2 * len(deadlines._buckets)
