@@ -22,7 +22,7 @@ from relaycast.costs.compute import Coster
 from relaycast.costs.pricer import build_pricer
 from relaycast.errors import RemoteError
 from relaycast.keys.registry import KeyRegistry
-from relaycast.limits.admission import Admission, SpendSince, build_limiter
+from relaycast.limits.admission import Admission, build_limiter
 from relaycast.limits.base import Limiter
 from relaycast.limits.host import RemoteLimiter
 from relaycast.log import EventLog
@@ -39,9 +39,9 @@ from relaycast.routing.settings import RoutingSettings
 from relaycast.server.analytics import Analytics
 from relaycast.server.auth import Authenticator
 from relaycast.server.dashboard import Dashboard
-from relaycast.server.telemetry_hub import TelemetryHub
+from relaycast.server.telemetry_hub import TelemetryHub, shutdown_step
 from relaycast.store.reader import StoreReader
-from relaycast.store.spend import spend_since
+from relaycast.store.spend import spend_loader
 from relaycast.store.writer import StoreWriter
 from relaycast.telemetry.channel import HostClient
 from relaycast.telemetry.metrics import Metrics
@@ -154,7 +154,9 @@ class Services:
         if self.host is not None and self.link is not None and self.link.workers > 1 and not _redis_limits(config):
             self.limiter = RemoteLimiter(self.host)  # one limiter for the host, in its telemetry process
         else:
-            self.limiter = build_limiter(config.limits, self.log, self._spend_since(), self.clock)
+            self.limiter = build_limiter(
+                config.limits, self.log, spend_loader(lambda: self.reader, self.log), self.clock
+            )
         self.admission = Admission(config.limits, self.limiter, self.coster.pricer, self.clock, self.later)
         if config.redis_url:
             self.replicas = SharedHealth(config.redis_url, self.board, self.log)
@@ -198,21 +200,6 @@ class Services:
             self.log.error("telemetry_query_failed", op=op, error=self.redactor.scrub(str(e))[:200])
             raise errors.RelaycastError("Internal error in the telemetry process.") from None
 
-    def _spend_since(self) -> SpendSince:
-        """What the store says a scope spent in a period so far, in pico-dollars (0 without a store or when it is
-        down: the limiter then counts from zero, and the log says so)."""
-
-        async def load(scope: str, name: str, start_s: int) -> int:
-            if self.reader is None:
-                return 0
-            try:
-                return await self.reader.run(spend_since, scope, name, start_s)
-            except Exception as e:  # noqa: BLE001 - a store that is down
-                self.log.error("limits_spend_unknown", scope=scope, scope_name=name, error=type(e).__name__)
-                return 0
-
-        return load
-
     async def close(self, flush_timeout_s: float = 10.0) -> None:
         """Stop within `flush_timeout_s` plus CLOSE_GRACE_S (give or take MIN_STEP_S per connection pool), whatever
         hangs: the background tasks first, then the broadcast, notification and store queues flushed at once until
@@ -252,14 +239,7 @@ class Services:
         self._log_stopped(began)
 
     async def _bounded(self, step: str, work: Awaitable[object], timeout_s: float) -> None:
-        """Await one shutdown step for at most `timeout_s`; one that overruns or fails is logged and left."""
-        try:
-            await asyncio.wait_for(work, max(timeout_s, 0.001))
-        except TimeoutError:
-            self.log.error("shutdown_step_overran", step=step, timeout_s=round(timeout_s, 3))
-        except Exception as e:  # noqa: BLE001 - the next parts must still close
-            message = self.redactor.scrub(str(e))[:200]  # scrubbed whole: a cut secret would not match
-            self.log.error("shutdown_step_failed", step=step, error=type(e).__name__, message=message)
+        await shutdown_step(self.log, self.redactor, step, work, timeout_s)
 
     def _log_stopped(self, began: float) -> None:
         fields: dict[str, object] = {"seconds": round(time.monotonic() - began, 3)}

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from relaycast.config import Config
@@ -21,9 +22,9 @@ from relaycast.limits.host import HostLimits
 from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
-from relaycast.server.telemetry_hub import Demotions, TelemetryHub
+from relaycast.server.telemetry_hub import Demotions, TelemetryHub, shutdown_step
 from relaycast.store.reader import StoreReader
-from relaycast.store.spend import spend_since
+from relaycast.store.spend import spend_loader
 from relaycast.telemetry.channel import HostServer, Peer
 
 FLUSH_TIMEOUT_S = 10.0
@@ -56,18 +57,11 @@ class TelemetryProcess:
         if self._shared_limits:
             if self.config.store is not None:
                 self._spend = StoreReader(self.config.store, threads=1)
-            self.limits = HostLimits(build_limiter(self.config.limits, self.log, self._load_spend, time.time))
+            self.limits = HostLimits(
+                build_limiter(self.config.limits, self.log, spend_loader(lambda: self._spend, self.log), time.time)
+            )
         await self.server.start()
         self.log.info("telemetry_started", socket=self.server.path, shared_limits=self.limits is not None)
-
-    async def _load_spend(self, scope: str, name: str, start_s: int) -> int:
-        if self._spend is None:
-            return 0
-        try:
-            return await self._spend.run(spend_since, scope, name, start_s)
-        except Exception as e:  # noqa: BLE001 - a store that is down: the limiter counts from zero, logged
-            self.log.error("limits_spend_unknown", scope=scope, scope_name=name, error=type(e).__name__)
-            return 0
 
     # --- the channel's handler ----------------------------------------------------------------
 
@@ -133,14 +127,8 @@ class TelemetryProcess:
             **self.hub.stopped_fields(),
         )
 
-    async def _bounded(self, step: str, work: Any, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(work, max(timeout_s, 0.001))
-        except TimeoutError:
-            self.log.error("shutdown_step_overran", step=step, timeout_s=round(timeout_s, 3))
-        except Exception as e:  # noqa: BLE001 - the next parts must still close
-            message = self.redactor.scrub(str(e))[:200]
-            self.log.error("shutdown_step_failed", step=step, error=type(e).__name__, message=message)
+    async def _bounded(self, step: str, work: Awaitable[object], timeout_s: float) -> None:
+        await shutdown_step(self.log, self.redactor, step, work, timeout_s)
 
 
 async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: float) -> int:

@@ -35,6 +35,11 @@ broadcast:
 """
 
 
+def host(fake: Fake, extra: str = "", *args: str) -> GatewayProcess:
+    """`relaycast serve` with the standard config (and `extra`), its command line given `args`; not yet ready."""
+    return GatewayProcess(standard_config(fake.url, extra), extra_args=args, env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+
+
 def children(pid: int) -> dict[int, str]:
     """The supervisor's children, by pid: their role (`telemetry` or `worker`)."""
     out: dict[int, str] = {}
@@ -107,9 +112,7 @@ def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None:  # t
 def test_records_reach_store_and_broadcast_through_the_telemetry_process_and_sigterm_flushes_both(
     fake: Fake, tmp_path: Path
 ) -> None:
-    gw = GatewayProcess(
-        standard_config(fake.url, telemetry_config(tmp_path)), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}
-    ).wait_ready()
+    gw = host(fake, telemetry_config(tmp_path)).wait_ready()
     try:
         roles = sorted(children(gw.proc.pid).values())
         assert roles == ["telemetry", "worker"]
@@ -142,9 +145,7 @@ def children_alive(roles_of: GatewayProcess) -> list[int]:
 def test_a_killed_telemetry_process_is_restarted_requests_never_fail_and_only_records_in_flight_are_lost(
     fake: Fake, tmp_path: Path
 ) -> None:
-    gw = GatewayProcess(
-        standard_config(fake.url, telemetry_config(tmp_path)), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}
-    ).wait_ready()
+    gw = host(fake, telemetry_config(tmp_path)).wait_ready()
     try:
         [old] = role_pids(gw, "telemetry")
         sent: list[tuple[float, int, str]] = []  # (time, status, request id)
@@ -208,11 +209,7 @@ keys:
 
 
 def test_two_workers_share_one_limit_and_one_metrics_view(fake: Fake, tmp_path: Path) -> None:
-    gw = GatewayProcess(
-        standard_config(fake.url, telemetry_config(tmp_path, LIMITS)),
-        extra_args=("--workers", "2"),
-        env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY},
-    ).wait_ready()
+    gw = host(fake, telemetry_config(tmp_path, LIMITS), "--workers", "2").wait_ready()
     try:
         assert sorted(children(gw.proc.pid).values()) == ["telemetry", "worker", "worker"]
         # Both workers answer (each on connections of its own): the stats name the worker that answered.
@@ -242,9 +239,7 @@ def test_two_workers_share_one_limit_and_one_metrics_view(fake: Fake, tmp_path: 
 
 
 def test_workers_must_be_a_positive_number_or_auto(fake: Fake, tmp_path: Path) -> None:
-    gw = GatewayProcess(
-        standard_config(fake.url), extra_args=("--workers", "0"), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}
-    )
+    gw = host(fake, "", "--workers", "0")
     try:
         assert gw.proc.wait(20) == 2
         assert "--workers must be a positive number or `auto`" in gw.log()
@@ -253,7 +248,7 @@ def test_workers_must_be_a_positive_number_or_auto(fake: Fake, tmp_path: Path) -
 
 
 def test_metrics_answer_503_with_retry_after_while_the_telemetry_process_is_away(fake: Fake, tmp_path: Path) -> None:
-    gw = GatewayProcess(standard_config(fake.url), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
+    gw = host(fake).wait_ready()
     try:
         [tele] = role_pids(gw, "telemetry")
         signal_pid(tele, signal.SIGSTOP)  # alive but silent: the question times out
@@ -281,7 +276,7 @@ def admin_get_or_empty(gw: GatewayProcess, path: str) -> bytes:
 
 
 def test_a_worker_that_finds_the_config_invalid_stops_the_host_with_status_2(fake: Fake, tmp_path: Path) -> None:
-    gw = GatewayProcess(standard_config(fake.url), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
+    gw = host(fake).wait_ready()
     try:
         gw.config_path.write_text("providers: [{name: x}]\n")  # edited while the host runs, then a worker dies
         [worker] = role_pids(gw, "worker")
@@ -294,7 +289,7 @@ def test_a_worker_that_finds_the_config_invalid_stops_the_host_with_status_2(fak
 
 
 def test_after_sigterm_the_port_refuses_new_connections_while_a_request_finishes(fake: Fake, tmp_path: Path) -> None:
-    gw = GatewayProcess(standard_config(fake.url), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
+    gw = host(fake).wait_ready()
     try:
         client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
