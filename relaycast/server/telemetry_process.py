@@ -80,7 +80,11 @@ class TelemetryProcess:
             return await self.hub.query("metrics", (peer.worker, arg))
         if op == "telemetry":
             return self.status()
-        return await self.hub.query(op, arg)
+        result = await self.hub.query(op, arg)
+        if op == "monitors_evaluate":
+            # Its demotions reach the workers before its answer does: the next request is routed by them.
+            self.server.push_demotions()
+        return result
 
     def gauges(self, peer: Peer, families: Any) -> None:
         self.hub.workers[peer.worker] = families

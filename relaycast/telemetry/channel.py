@@ -462,9 +462,14 @@ class HostServer:
     async def _push_demotions(self) -> None:
         while True:
             await asyncio.sleep(GAUGES_EVERY_S)
-            for peer in list(self.peers):
-                if peer.worker >= 0:
-                    peer.push_demotions()
+            self.push_demotions()
+
+    def push_demotions(self) -> None:
+        """Send the monitors' demotions to every worker that has not seen them (written before any answer that
+        follows on the same connection)."""
+        for peer in list(self.peers):
+            if peer.worker >= 0:
+                peer.push_demotions()
 
     async def stop_accepting(self) -> None:
         """No new connections; those open stay until `close`, so workers finishing their requests still hand
