@@ -66,6 +66,10 @@ class RelaycastError(Exception):
     openai_type: ClassVar[str] = "server_error"
     retryable: ClassVar[bool] = False  # the same target may succeed if asked again (with backoff)
     fails_over: ClassVar[bool] = False  # another target may succeed: try the next one
+    # The client's hint (`x-should-retry`): whether asking the gateway again may succeed. The SDKs retry 408, 409,
+    # 429 and 5xx by themselves; this stops them where a retry cannot help (our provider key is wrong, a budget is
+    # spent, no configured target fits the request) so their retries do not multiply upstream calls.
+    client_retry: bool = False
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -87,7 +91,10 @@ class RelaycastError(Exception):
         return orjson.dumps(self.body())
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(b"x-relaycast-error-class", self.error_class.encode())]
+        return [
+            (b"x-relaycast-error-class", self.error_class.encode()),
+            (b"x-should-retry", b"true" if self.client_retry else b"false"),
+        ]
 
 
 # --- the gateway's own errors -------------------------------------------------------------------
@@ -128,11 +135,16 @@ class Forbidden(GatewayError):
 
 
 class NoRoute(GatewayError):
-    """Every target of the route is excluded: open circuits, or the request's provider preferences."""
+    """Every target of the route is excluded: open circuits (`transient`: a client may retry later), or the
+    request's provider preferences (asking again cannot help)."""
 
     status_code = 503
     error_class = "no_route"
     openai_type = "server_error"
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.client_retry = transient
 
 
 class NotFoundRoute(GatewayError):
@@ -158,6 +170,7 @@ class StoreNotReady(GatewayError):
 
     status_code = 503
     error_class = "store_unavailable"
+    client_retry = True
     openai_type = "server_error"
 
 
@@ -176,6 +189,7 @@ class TelemetryUnavailable(GatewayError):
 
     status_code = 503
     error_class = "telemetry_unavailable"
+    client_retry = True
     openai_type = "server_error"
 
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -187,6 +201,7 @@ class NotReady(GatewayError):
 
     status_code = 503
     error_class = "not_ready"
+    client_retry = True
     openai_type = "server_error"
 
 
@@ -215,6 +230,7 @@ class LimitExceeded(GatewayError):
 
     status_code = 429
     error_class = "rate_limit_exceeded"
+    client_retry = True
     openai_type = "requests"
 
     def __new__(cls, message: str, *, limit: str, retry_after_s: float) -> LimitExceeded:
@@ -250,6 +266,7 @@ class RequestTooLarge(TokenLimitExceeded):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, limit="tpm", retry_after_s=0)
+        self.client_retry = False
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return GatewayError.headers(self)
@@ -260,6 +277,7 @@ class BudgetExceeded(LimitExceeded):
 
     error_class = "budget_exceeded"
     openai_type = "insufficient_quota"
+    client_retry = False
 
 
 class RequestTimeout(GatewayError):
@@ -267,6 +285,7 @@ class RequestTimeout(GatewayError):
 
     status_code = 408
     error_class = "request_timeout"
+    client_retry = True
     openai_type = "invalid_request_error"
 
 
@@ -281,6 +300,7 @@ class OverCapacity(GatewayError):
 
     status_code = 503
     error_class = "over_capacity"
+    client_retry = True
     openai_type = "server_error"
 
 
@@ -289,6 +309,7 @@ class LimiterUnavailable(GatewayError):
 
     status_code = 503
     error_class = "limiter_unavailable"
+    client_retry = True
     openai_type = "server_error"
 
 
@@ -320,6 +341,7 @@ class ProviderError(RelaycastError):
 class Timeout(ProviderError):
     status_code = 504
     error_class = "timeout"
+    client_retry = True
     openai_type = "timeout_error"
     retryable = True
     fails_over = True
@@ -334,6 +356,7 @@ class RateLimited(ProviderError):
 
     status_code = 429
     error_class = "rate_limit"
+    client_retry = True
     openai_type = "rate_limit_error"
     retryable = True
     fails_over = True
@@ -342,6 +365,7 @@ class RateLimited(ProviderError):
         super().__init__(message, **kw)
         self.retry_after = retry_after
         self.quota = quota
+        self.client_retry = not quota  # an exhausted quota or billing limit is not lifted by asking again
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         h = super().headers()
@@ -389,6 +413,7 @@ class UpstreamNotFound(ProviderError):
 class Upstream5xx(ProviderError):
     status_code = 502
     error_class = "upstream_5xx"
+    client_retry = True
     openai_type = "server_error"
     retryable = True
     fails_over = True
@@ -397,6 +422,7 @@ class Upstream5xx(ProviderError):
 class ConnectionFailed(ProviderError):
     status_code = 502
     error_class = "connection"
+    client_retry = True
     openai_type = "server_error"
     retryable = True
     fails_over = True
@@ -405,6 +431,7 @@ class ConnectionFailed(ProviderError):
 class StreamCut(ProviderError):
     status_code = 502
     error_class = "stream_cut"
+    client_retry = True
     openai_type = "server_error"
     retryable = True
     fails_over = True
@@ -413,6 +440,7 @@ class StreamCut(ProviderError):
 class MalformedResponse(ProviderError):
     status_code = 502
     error_class = "malformed"
+    client_retry = True
     openai_type = "server_error"
     retryable = True
     fails_over = True
@@ -435,6 +463,7 @@ class UpstreamBufferFull(ProviderError):
 
     status_code = 503
     error_class = "upstream_buffer_full"
+    client_retry = True
     openai_type = "server_error"
 
     def headers(self) -> list[tuple[bytes, bytes]]:

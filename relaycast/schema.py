@@ -50,6 +50,17 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     attribution: Attribution
     prefs: ProviderPrefs = ProviderPrefs()
+    # The API the client called: "chat" (chat completions), "messages" (Anthropic), "responses" (OpenAI Responses)
+    # or "completions" (legacy). `body` is always a chat-completions body (translated for the others), except for
+    # "completions", whose body is the client's own. `native` is the client's body as sent, for a provider that
+    # speaks that API itself; `untranslatable` says why a provider reached through translation cannot serve it
+    # faithfully (a server tool, a file by id, ...): such a target is skipped as `not_supported`.
+    dialect: str = "chat"
+    native: dict[str, Any] | None = None
+    native_headers: tuple[tuple[str, str], ...] = ()  # client headers a native provider gets (anthropic-beta)
+    untranslatable: str | None = None
+    continued: bool = False  # continues a conversation from relaycast's store: translated for every provider
+    usage_include: bool = False  # OpenRouter's `usage: {include: true}`: the answer's usage carries its cost
 
 
 @dataclass(slots=True)
@@ -135,7 +146,10 @@ def chat_request(body: dict[str, Any], headers: dict[bytes, bytes]) -> ChatReque
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise InvalidRequest("'tools' must be an array", param="tools")
-    return ChatRequest(
+    usage = body.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise InvalidRequest("'usage' must be an object", param="usage")
+    req = ChatRequest(
         body=body,
         model=model,
         fallbacks=fallbacks,
@@ -144,6 +158,45 @@ def chat_request(body: dict[str, Any], headers: dict[bytes, bytes]) -> ChatReque
         messages=messages,
         attribution=attribution(body, headers),
         prefs=provider_prefs(body.get("provider")),
+        usage_include=bool(usage and usage.get("include") is True),
+    )
+    if req.usage_include:
+        req.include_usage = True  # OpenRouter sends the usage chunk to a client that asked for usage this way
+    return req
+
+
+def completions_request(body: dict[str, Any], headers: dict[bytes, bytes]) -> ChatRequest:
+    """A legacy completions request (`prompt`, not `messages`): passed through as sent, so only its model, stream
+    flag, output cap and attribution are read; its prompt counts as one user message for estimates."""
+    model, fallbacks = _model_and_fallbacks(body)
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise InvalidRequest("'prompt' is required", param="prompt")
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        text = "\n".join(prompt)
+    elif isinstance(prompt, str):
+        text = prompt
+    else:
+        raise InvalidRequest("'prompt' must be a string or an array of strings", param="prompt")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise InvalidRequest(f"'stream' must be a boolean, got {_kind(stream)}", param="stream")
+    v = body.get("max_tokens")
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= MAX_TOKENS):
+        raise InvalidRequest("'max_tokens' must be a positive integer", param="max_tokens")
+    so = body.get("stream_options")
+    return ChatRequest(
+        body=body,
+        model=model,
+        fallbacks=fallbacks,
+        stream=stream,
+        include_usage=isinstance(so, dict) and so.get("include_usage") is True,
+        messages=[{"role": "user", "content": text}],
+        attribution=attribution(body, headers),
+        prefs=provider_prefs(body.get("provider")),
+        dialect="completions",
+        native=body,
+        untranslatable="legacy completions go to OpenAI-compatible providers only",
     )
 
 

@@ -3,6 +3,10 @@
 Usage follows Anthropic's meaning: `input_tokens` excludes cached tokens, so for a behaviour with
 `prompt_tokens=P, cached=C, cache_write=W` the fake reports input_tokens = P - C - W (never below 0),
 cache_read_input_tokens = C and cache_creation_input_tokens = W; the gateway's prompt_tokens is then P again.
+`/v1/messages/count_tokens` answers P for the same messages (and system).
+
+Structured outputs: `output_config.format` {type: json_schema, schema} (or the beta's top-level `output_format`)
+makes the text block JSON for the schema (`relaycast.fake.json_schema`), streamed and counted in small pieces.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from typing import Any
 import orjson
 
 from relaycast.asgi import SSE_HEADERS, Send, send_bytes
-from relaycast.fake import openai_wire
+from relaycast.fake import json_schema, openai_wire
 from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
-from relaycast.fake.common import FakeState, num, send_chunks, sleep_ms, text
+from relaycast.fake.common import FakeState, bearer, num, send_chunks, sleep_ms, text
 
 MAX_CONTEXT = 200_000
 ERRORS = MappingProxyType(
@@ -35,23 +39,56 @@ ERRORS = MappingProxyType(
 )
 
 
-async def messages(state: FakeState, body: dict[str, Any], headers: dict[bytes, bytes], send: Send) -> None:
-    """POST /v1/messages."""
-    rid = state.next_id("req_fake")
+async def _admit(
+    state: FakeState, rid: str, body: dict[str, Any], headers: dict[bytes, bytes], send: Send, *, counting: bool
+) -> tuple[str, Behaviour] | None:
+    """Check the version header, the key, the behaviour and the body as Anthropic does; answer the error if any."""
     if not headers.get(b"anthropic-version"):
         await _error(send, rid, 400, "invalid_request_error", "anthropic-version: header is required")
-        return
-    if state.api_key is not None and headers.get(b"x-api-key", b"").decode("latin-1") != state.api_key:
+        return None
+    presented = text(headers.get(b"x-api-key")) or bearer(headers)  # SDKs send the key either way
+    if state.api_key is not None and presented != state.api_key:
         await _error(send, rid, 401, *ERRORS[401])
-        return
+        return None
     try:
         model, b = for_request(str(body.get("model", "")), text(headers.get(b"x-fake-behaviour")), state.defaults)
     except BadBehaviour as e:
         await _error(send, rid, 400, "invalid_request_error", f"model: {e}")
-        return
-    problem = _invalid(body)
+        return None
+    problem = _invalid(body, counting=counting)
     if problem:
         await _error(send, rid, 400, "invalid_request_error", problem)
+        return None
+    return model, b
+
+
+async def count_tokens(state: FakeState, body: dict[str, Any], headers: dict[bytes, bytes], send: Send) -> None:
+    """POST /v1/messages/count_tokens: the prompt tokens /v1/messages reports for the same request (before
+    cached tokens are taken out of input_tokens)."""
+    rid = state.next_id("req_fake")
+    admitted = await _admit(state, rid, body, headers, send, counting=True)
+    if admitted is None:
+        return
+    _, b = admitted
+    if b.error is not None:
+        etype, message = ERRORS.get(b.error, ("api_error" if b.error >= 500 else "invalid_request_error", "Error"))
+        await _error(send, rid, b.error, etype, message.format(model=admitted[0]), b.retry_after)
+        return
+    answer = orjson.dumps({"input_tokens": _prompt_tokens(b, body)})
+    await send_bytes(send, 200, answer, [(b"request-id", rid.encode())])
+
+
+async def messages(state: FakeState, body: dict[str, Any], headers: dict[bytes, bytes], send: Send) -> None:
+    """POST /v1/messages."""
+    rid = state.next_id("req_fake")
+    admitted = await _admit(state, rid, body, headers, send, counting=False)
+    if admitted is None:
+        return
+    model, b = admitted
+    try:
+        structured = _structured_text(body, b)
+    except json_schema.SchemaError as e:
+        await _error(send, rid, 400, "invalid_request_error", f"output_config.format.schema: {e}")
         return
     status = b.error
     if status is None and b.fail_rate and state.rng.random() < b.fail_rate:
@@ -69,18 +106,18 @@ async def messages(state: FakeState, body: dict[str, Any], headers: dict[bytes, 
         return
     mid = state.next_id("msg_fake")
     if body.get("stream"):
-        await _stream(send, rid, mid, model, b, body, prompt)
+        await _stream(send, rid, mid, model, b, body, prompt, structured)
         return
     await sleep_ms(b.latency_ms)
-    answer = orjson.dumps(message_object(mid, model, b, body, prompt))
+    answer = orjson.dumps(message_object(mid, model, b, body, prompt, structured))
     await send_bytes(send, 200, answer, [(b"request-id", rid.encode())])
 
 
-def _invalid(body: dict[str, Any]) -> str | None:
+def _invalid(body: dict[str, Any], *, counting: bool) -> str | None:
     mt = body.get("max_tokens")
-    if mt is None:
+    if mt is None and not counting:
         return "max_tokens: Field required"
-    if isinstance(mt, bool) or not isinstance(mt, int) or mt < 1:
+    if not counting and (isinstance(mt, bool) or not isinstance(mt, int) or mt < 1):
         return "max_tokens: Input should be a valid positive integer"
     msgs = body.get("messages")
     if msgs is None:
@@ -115,6 +152,24 @@ def usage(b: Behaviour, prompt: int, output: int) -> dict[str, Any]:
     }
 
 
+def _forced(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool `tool_choice: {type: tool, name}` forces, answered as Anthropic does: a call with input valid for
+    its input_schema."""
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict) or choice.get("type") != "tool":
+        return None
+    for t in body.get("tools") or ():
+        if isinstance(t, dict) and t.get("name") == choice.get("name"):
+            schema = t.get("input_schema") if isinstance(t.get("input_schema"), dict) else {"type": "object"}
+            return {
+                "type": "tool_use",
+                "id": "toolu_fake0002",
+                "name": t["name"],
+                "input": json_schema.generate(schema),
+            }
+    return None
+
+
 def _tool_use(body: dict[str, Any]) -> dict[str, Any] | None:
     tools = body.get("tools")
     if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
@@ -122,19 +177,36 @@ def _tool_use(body: dict[str, Any]) -> dict[str, Any] | None:
     return {"type": "tool_use", "id": "toolu_fake0001", "name": tools[0].get("name", "tool"), "input": {"query": "fox"}}
 
 
-def _outcome(b: Behaviour, body: dict[str, Any]) -> tuple[list[str], dict[str, Any] | None, str]:
-    """The text tokens, the tool_use block (if any) and the stop_reason of an answer."""
+def _structured_text(body: dict[str, Any], b: Behaviour) -> str | None:
+    """The JSON answer for `output_config.format` (or the beta's top-level `output_format`), if one is asked."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    fmt = fmt if fmt is not None else body.get("output_format")
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    return json_schema.format_text(fmt, b.tokens)
+
+
+def _outcome(
+    b: Behaviour, body: dict[str, Any], structured: str | None
+) -> tuple[list[str], dict[str, Any] | None, str]:
+    """The text tokens, the tool_use block (if any) and the stop_reason of an answer (JSON text when structured)."""
     if b.content_policy:
         return [], None, "refusal"
-    call = _tool_use(body) if b.tool_call else None
+    call = _forced(body) or (_tool_use(body) if b.tool_call else None)
     if call:
         return [], call, "tool_use"
     limit = body["max_tokens"]
+    if structured is not None:
+        pieces = json_schema.pieces(structured)
+        return pieces[:limit], None, "max_tokens" if limit < len(pieces) else "end_turn"
     return openai_wire.tokens(min(b.tokens, limit)), None, "max_tokens" if limit <= b.tokens else "end_turn"
 
 
-def message_object(mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int) -> dict[str, Any]:
-    toks, call, stop = _outcome(b, body)
+def message_object(
+    mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int, structured: str | None = None
+) -> dict[str, Any]:
+    toks, call, stop = _outcome(b, body, structured)
     content: list[dict[str, Any]] = [{"type": "text", "text": "".join(toks)}] if toks else []
     if call:
         content.append(call)
@@ -154,10 +226,12 @@ def _event(kind: str, data: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **data}) + b"\n\n"
 
 
-def stream_events(mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int) -> list[bytes]:
+def stream_events(
+    mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int, structured: str | None = None
+) -> list[bytes]:
     """The events of a streamed answer, in Anthropic's order."""
-    toks, call, stop = _outcome(b, body)
-    start = message_object(mid, model, b, body, prompt)
+    toks, call, stop = _outcome(b, body, structured)
+    start = message_object(mid, model, b, body, prompt, structured)
     start.update(content=[], stop_reason=None, usage=usage(b, prompt, 1))
     events = [_event("message_start", {"message": start})]
     if call:
@@ -178,8 +252,10 @@ def stream_events(mid: str, model: str, b: Behaviour, body: dict[str, Any], prom
     return events
 
 
-async def _stream(send: Send, rid: str, mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int) -> None:
-    events = stream_events(mid, model, b, body, prompt)
+async def _stream(
+    send: Send, rid: str, mid: str, model: str, b: Behaviour, body: dict[str, Any], prompt: int, structured: str | None
+) -> None:
+    events = stream_events(mid, model, b, body, prompt, structured)
     await sleep_ms(b.first_token_ms)
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"request-id", rid.encode())]})
     await send_chunks(send, events, b)

@@ -7,7 +7,7 @@ Settings
   latency_ms=N        delay before a non-streaming answer (and the default time to first token)
   ttft_ms=N           delay before the first stream chunk
   tps=N               stream tokens per second (0: as fast as possible)
-  tokens=N            output tokens (default 16)
+  tokens=N            output tokens (default 16); a JSON answer (structured outputs) counts its 4-character pieces
   prompt_tokens=N     report this many prompt tokens (default: counted from the messages)
   cached=N            cached prompt tokens in usage (OpenAI cached_tokens / Anthropic cache_read_input_tokens)
   cache_write=N       cache-write tokens (Anthropic cache_creation_input_tokens)

@@ -13,6 +13,10 @@ from relaycast.asgi import Send
 from relaycast.fake.behaviour import Behaviour
 
 SECRET_HEADERS = (b"authorization", b"x-api-key", b"api-key")  # never kept in the request log
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while relaycast measures every token it forwards "
+    "with care and low overhead so that site reliability engineers sleep well at night"
+).split()  # the fake's vocabulary: answers are these words in order
 
 
 @dataclass

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 from typing import Any
 
 import orjson
 
+from relaycast.fake import json_schema
 from relaycast.fake.behaviour import Behaviour
+from relaycast.fake.common import WORDS
 
-WORDS = (
-    "the quick brown fox jumps over a lazy dog while relaycast measures every token it forwards "
-    "with care and low overhead so that site reliability engineers sleep well at night"
-).split()
+MAX_CHOICES = 128
 
 
 def tokens(n: int) -> list[str]:
@@ -36,12 +37,14 @@ def count_prompt_tokens(messages: Any) -> int:
     return max(1, chars // 4 + 4 * len(messages))
 
 
-def usage(b: Behaviour, prompt: int) -> dict[str, Any]:
+def usage(b: Behaviour, prompt: int, completion: int | None = None) -> dict[str, Any]:
+    """Chat usage; `completion` tokens default to the behaviour's `tokens`."""
     prompt = b.prompt_tokens if b.prompt_tokens is not None else prompt
+    out = b.tokens if completion is None else completion
     u: dict[str, Any] = {
         "prompt_tokens": prompt,
-        "completion_tokens": b.tokens,
-        "total_tokens": prompt + b.tokens,
+        "completion_tokens": out,
+        "total_tokens": prompt + out,
         "prompt_tokens_details": {"cached_tokens": b.cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": b.reasoning,
@@ -67,36 +70,64 @@ def tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def choice_count(body: dict[str, Any]) -> int:
+    """The request's `n` (1 when absent). Raises ValueError with OpenAI's message when it is not 1..128."""
+    n = body.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ValueError(f"Invalid type for 'n': expected an integer, but got {type(n).__name__} instead.")
+    if not 1 <= n <= MAX_CHOICES:
+        raise ValueError(f"Invalid 'n': integer {'below minimum' if n < 1 else 'above maximum'} value.")
+    return n
+
+
+def answer_pieces(b: Behaviour, body: dict[str, Any]) -> list[str]:
+    """The content of a chat answer in stream pieces, one output token each: `tokens` words, or JSON for a
+    `response_format` (raises json_schema.SchemaError for a schema it cannot answer)."""
+    structured = json_schema.format_text(body.get("response_format"), b.tokens)
+    return tokens(b.tokens) if structured is None else json_schema.pieces(structured)
+
+
 def completion(rid: str, model: str, b: Behaviour, body: dict[str, Any]) -> bytes:
     call = tool_call(body) if b.tool_call else None
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": None if call else "".join(tokens(b.tokens)),
-        "refusal": None,
-    }
+    n = choice_count(body)
+    pieces = [] if call else answer_pieces(b, body)
+    message: dict[str, Any] = {"role": "assistant", "content": None if call else "".join(pieces), "refusal": None}
     if call:
         message["tool_calls"] = [call]
+    finish = "tool_calls" if call else ("length" if body.get("max_tokens") == b.tokens else "stop")
+    choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": finish} for i in range(n)]
     return orjson.dumps(
         {
             "id": rid,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": "tool_calls"
-                    if call
-                    else ("length" if body.get("max_tokens") == b.tokens else "stop"),
-                }
-            ],
-            "usage": usage(b, count_prompt_tokens(body.get("messages"))),
+            "choices": choices,
+            "usage": usage(b, count_prompt_tokens(body.get("messages")), n * (b.tokens if call else len(pieces))),
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
         }
     )
+
+
+def stream_chunks(w: ChunkWriter, b: Behaviour, body: dict[str, Any], with_usage: bool) -> list[bytes]:
+    """The `data:` chunks of a streamed chat answer (without `[DONE]`): for each of the `n` choices a role
+    chunk, content chunks choice after choice at each position, finish chunks, then the usage chunk if asked."""
+    n = choice_count(body)
+    call = tool_call(body) if b.tool_call else None
+    pieces = [] if call else answer_pieces(b, body)
+    chunks = [w.chunk({"role": "assistant", "content": "", "refusal": None}, index=i) for i in range(n)]
+    if call:
+        chunks.extend(w.chunk({"tool_calls": [{"index": 0, **call}]}, index=i) for i in range(n))
+    for p in pieces:
+        chunks.extend(w.chunk({"content": p}, index=i) for i in range(n))
+    chunks.extend(w.chunk({}, "tool_calls" if call else "stop", index=i) for i in range(n))
+    if with_usage:
+        per_choice = b.tokens if call else len(pieces)
+        chunks.append(w.usage_chunk(usage(b, count_prompt_tokens(body.get("messages")), n * per_choice)))
+    return chunks
 
 
 class ChunkWriter:
@@ -114,12 +145,17 @@ class ChunkWriter:
         )
         self._tail = b',"usage":null}' if with_usage else b"}"
 
-    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def chunk(self, delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         return b"data: " + self._head + orjson.dumps([choice]) + self._tail + b"\n\n"
 
     def usage_chunk(self, u: dict[str, Any]) -> bytes:
         return b"data: " + self._head + b'[],"usage":' + orjson.dumps(u) + b"}\n\n"
+
+
+def invalid(message: str, param: str | None) -> bytes:
+    """OpenAI's body for a 400 invalid_request_error."""
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}})
 
 
 def error_body(status: int, model: str, presented_key: str | None = None) -> tuple[bytes, str]:
@@ -158,16 +194,21 @@ def error_body(status: int, model: str, presented_key: str | None = None) -> tup
     return orjson.dumps({"error": err}), str(err["type"])
 
 
-CONTEXT_LENGTH = orjson.dumps(
-    {
-        "error": {
-            "message": "This model's maximum context length is 128000 tokens. However, your messages resulted in 131072 tokens. Please reduce the length of the messages.",
-            "type": "invalid_request_error",
-            "param": "messages",
-            "code": "context_length_exceeded",
+def context_length(param: str = "messages") -> bytes:
+    """OpenAI's context-length error body; `param` names the field holding the prompt."""
+    return orjson.dumps(
+        {
+            "error": {
+                "message": "This model's maximum context length is 128000 tokens. However, your messages resulted in 131072 tokens. Please reduce the length of the messages.",
+                "type": "invalid_request_error",
+                "param": param,
+                "code": "context_length_exceeded",
+            }
         }
-    }
-)
+    )
+
+
+CONTEXT_LENGTH = context_length()
 
 CONTENT_POLICY = orjson.dumps(
     {
@@ -181,7 +222,11 @@ CONTENT_POLICY = orjson.dumps(
 )
 
 
-def embeddings(model: str, inputs: Any, dims: int = 8) -> bytes:
+EMBEDDING_FORMATS = ("float", "base64")
+
+
+def embeddings(model: str, inputs: Any, dims: int = 8, encoding_format: str = "float") -> bytes:
+    """The embeddings answer; with `encoding_format="base64"` each vector is base64 of little-endian float32s."""
     items = inputs if isinstance(inputs, list) else [inputs]
     data = []
     total = 0
@@ -190,7 +235,13 @@ def embeddings(model: str, inputs: Any, dims: int = 8) -> bytes:
         total += max(1, len(s) // 4)
         seed = sum(s.encode()) or 1
         vec = [((seed * (j + 1) * 2654435761) % 1000) / 1000 - 0.5 for j in range(dims)]
-        data.append({"object": "embedding", "index": i, "embedding": vec})
+        value: list[float] | str = vec if encoding_format == "float" else float32_base64(vec)
+        data.append({"object": "embedding", "index": i, "embedding": value})
     return orjson.dumps(
         {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": total, "total_tokens": total}}
     )
+
+
+def float32_base64(vec: list[float]) -> str:
+    """A vector as OpenAI's base64 encoding: little-endian IEEE float32 values, base64 (standard alphabet)."""
+    return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()

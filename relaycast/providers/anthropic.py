@@ -19,7 +19,14 @@ import orjson
 
 from relaycast import errors
 from relaycast.deadlines import Deadlines
-from relaycast.providers.anthropic_map import chat_result, finish_reason, openai_usage, request_body, usage_of
+from relaycast.providers.anthropic_map import (
+    ANSWER_TOOL,
+    chat_result,
+    finish_reason,
+    openai_usage,
+    request_body,
+    usage_of,
+)
 from relaycast.providers.base import ChatResult, StreamState
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
@@ -33,7 +40,7 @@ from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage
 from relaycast.retry import retry_after_seconds
 from relaycast.schema import ChatRequest
-from relaycast.sse import DONE_EVENT
+from relaycast.sse import DONE_EVENT, encode
 
 API_VERSION = "2023-06-01"
 # A text chunk's bytes around its JSON string: what `StreamTranslator._chunk({"content": text})` makes, without
@@ -58,14 +65,16 @@ class AnthropicProvider:
         self._url = config.base_url + "/messages"
         self._timeout = connect_timeout(config.timeouts)
 
-    async def _post(self, body: dict[str, Any], target: str, t: Timeouts) -> aiohttp.ClientResponse:
+    async def _post(
+        self, body: dict[str, Any], target: str, t: Timeouts, extra: tuple[tuple[str, str], ...] = ()
+    ) -> aiohttp.ClientResponse:
         connect = self._timeout if t is self.config.timeouts else connect_timeout(t)
         key = self.config.api_key
         return await post_upstream(
             self._session,
             self._url,
             orjson.dumps(body),
-            self._headers,
+            {**self._headers, **dict(extra)} if extra else self._headers,
             t,
             connect,
             target,
@@ -74,10 +83,25 @@ class AnthropicProvider:
             self._deadlines,
         )
 
+    def _body(self, req: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
+        """The client's own Messages body (a `/v1/messages` request: nothing is lost), else the chat body mapped."""
+        if req.dialect == "messages" and req.native is not None:
+            body = dict(req.native)
+            body["model"] = model
+            if stream:
+                body["stream"] = True
+            else:
+                body.pop("stream", None)
+            return body
+        if req.untranslatable:
+            raise errors.NotSupported(f"Anthropic targets cannot serve this request: {req.untranslatable}")
+        return request_body(req.body, model, stream=stream)
+
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
-        resp = await self._post(request_body(req.body, model, stream=False), target, t)
+        native = req.dialect == "messages" and req.native is not None
+        resp = await self._post(self._body(req, model, False), target, t, req.native_headers if native else ())
         raw = await read_answer(
             resp,
             t,
@@ -95,12 +119,17 @@ class AnthropicProvider:
         del raw  # the answer is made anew from `parsed`: the upstream's bytes are given back now
         if isinstance(parsed, dict) and parsed.get("type") == "error":
             raise classify(0, parsed, resp.headers, target, self.config.api_key)
-        return chat_result(parsed, model, int(time.time()), target)
+        result = chat_result(parsed, model, int(time.time()), target)
+        if native:  # the client gets Anthropic's message as it is; what the gateway records is read from it
+            result.body, result.dialect = orjson.dumps(parsed), "messages"
+        result.native_finish_reason = parsed.get("stop_reason") if isinstance(parsed.get("stop_reason"), str) else None
+        return result
 
     async def chat_stream(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> AnthropicStream:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
-        resp = await self._post(request_body(req.body, model, stream=True), target, t)
+        native = req.dialect == "messages" and req.native is not None
+        resp = await self._post(self._body(req, model, True), target, t, req.native_headers if native else ())
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
             raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "", self._deadlines)
@@ -108,19 +137,24 @@ class AnthropicProvider:
                 raise errors.MalformedResponse("upstream answered a stream request without streaming", target=target)
             raise classify(0, raw, resp.headers, target, self.config.api_key)
         translator = StreamTranslator(model, req.include_usage, target, int(time.time()), self.config.api_key)
-        return AnthropicStream(resp, translator, t.idle_s)
+        return AnthropicStream(resp, translator, t.idle_s, native)
 
     async def embeddings(self, body: dict[str, Any], model: str) -> tuple[bytes, Usage | None]:
         raise errors.NotSupported(f"provider '{self.config.name}' (anthropic) does not offer embeddings", param="model")
 
 
 class AnthropicStream:
-    """An open Anthropic stream, read as OpenAI SSE events. `state` fills in as events arrive."""
+    """An open Anthropic stream, read as OpenAI SSE events, or forwarded as Anthropic's own events (`native`: a
+    `/v1/messages` client). `state` fills in as events arrive either way."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, translator: StreamTranslator, idle_s: float) -> None:
+    def __init__(
+        self, resp: aiohttp.ClientResponse, translator: StreamTranslator, idle_s: float, native: bool = False
+    ) -> None:
         self._resp = resp
         self._translator = translator
         self._idle_s = idle_s
+        self._native = native
+        self.dialect = "messages" if native else "chat"
         self.state = translator.state
 
     async def aclose(self) -> None:
@@ -139,7 +173,8 @@ class AnthropicStream:
                     parts: list[bytes] = []
                     try:
                         for ev in events:
-                            parts.append(translator.feed(ev.event, ev.data))
+                            chat = translator.feed(ev.event, ev.data)  # raises on an error event
+                            parts.append(encode(ev.data, ev.event) if self._native else chat)
                     except errors.ProviderError:
                         if parts:  # what came before the failure in the same read still reaches the client
                             yield b"".join(parts)
@@ -166,6 +201,7 @@ class StreamTranslator:
         self._model = model
         self._head = self._make_head("chatcmpl-anthropic", model)
         self._tools: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool_calls index
+        self._answer: int | None = None  # the block index of a structured answer (anthropic_map.ANSWER_TOOL)
         self._usage: dict[str, Any] = {}
 
     def feed(self, event: str | None, data: bytes) -> bytes:
@@ -223,6 +259,9 @@ class StreamTranslator:
         if not isinstance(block, dict):
             return b""
         kind = block.get("type")
+        if kind == "tool_use" and block.get("name") == ANSWER_TOOL:
+            self._answer = obj.get("index")  # a structured answer: its input streams as the answer's text
+            return b""
         if kind == "tool_use":
             index = len(self._tools)
             self._tools[obj.get("index", index)] = index
@@ -251,6 +290,8 @@ class StreamTranslator:
             return self._text(text) if isinstance(text, str) and text else b""
         if kind == "input_json_delta":
             part = delta.get("partial_json")
+            if self._answer is not None and obj.get("index") == self._answer:
+                return self._text(part) if isinstance(part, str) and part else b""
             index = self._tools.get(obj.get("index"))  # type: ignore[arg-type]
             if not part or index is None:
                 return b""
@@ -273,6 +314,8 @@ class StreamTranslator:
         finish = finish_reason(delta.get("stop_reason")) if isinstance(delta, dict) else None
         if finish is None:
             return b""
+        if finish == "tool_calls" and not self._tools:
+            finish = "stop"  # the structured answer's forced tool
         self.state.finish_reason = finish
         return self._chunk({}, finish)
 

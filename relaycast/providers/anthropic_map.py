@@ -57,9 +57,16 @@ def request_body(body: dict[str, Any], model: str, *, stream: bool) -> dict[str,
     if stop:
         out["stop_sequences"] = stop
     tools = _tools(body.get("tools"))
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"), bool(tools))
+    answer_tool = _answer_tool(body.get("response_format"))
+    if answer_tool is not None:
+        if tools:
+            raise errors.NotSupported(
+                "'response_format' together with 'tools' cannot be mapped to Anthropic", param="response_format"
+            )
+        tools, choice = [answer_tool], {"type": "tool", "name": ANSWER_TOOL}
     if tools:
         out["tools"] = tools
-    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"), bool(tools))
     if choice:
         out["tool_choice"] = choice
     user = body.get("user")
@@ -263,6 +270,36 @@ def _stop(stop: Any) -> list[str]:
     raise errors.InvalidRequest("'stop' must be a string or an array of strings", param="stop")
 
 
+# `response_format` on Anthropic: a structured answer is asked for as the input of one forced tool, whose input
+# comes back as the answer's text (`chat_result`, `StreamTranslator`). Anthropic validates the input against the
+# schema, and every Claude model can do it.
+ANSWER_TOOL = "relaycast_structured_answer"
+
+
+def _answer_tool(fmt: Any) -> dict[str, Any] | None:
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema: Any = {"type": "object"}
+        description = "Give your answer as a JSON object."
+    elif kind == "json_schema":
+        js = fmt.get("json_schema")
+        schema = js.get("schema") if isinstance(js, dict) else None
+        if not isinstance(schema, dict):
+            raise errors.InvalidRequest(
+                "'response_format.json_schema.schema' must be a JSON Schema object", param="response_format"
+            )
+        description = str(js.get("description") or "Give your answer as JSON matching this schema.")
+    else:
+        raise errors.InvalidRequest(
+            "'response_format.type' must be text, json_object or json_schema", param="response_format"
+        )
+    return {"name": ANSWER_TOOL, "description": description, "input_schema": schema}
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
     if tools is None:
         return []
@@ -360,6 +397,8 @@ def chat_result(msg: Any, model: str, created: int, target: str) -> ChatResult:
             texts.append(block["text"])
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             thinking.append(block["thinking"])
+        elif kind == "tool_use" and block.get("name") == ANSWER_TOOL:
+            texts.append(_json(block.get("input") or {}))  # a structured answer (`response_format`)
         elif kind == "tool_use":
             calls.append(
                 {
@@ -375,6 +414,8 @@ def chat_result(msg: Any, model: str, created: int, target: str) -> ChatResult:
     if calls:
         message["tool_calls"] = calls
     finish = finish_reason(msg.get("stop_reason"))
+    if finish == "tool_calls" and not calls:
+        finish = "stop"  # the structured answer's forced tool
     raw_usage = msg.get("usage")
     usage = usage_of(raw_usage) if isinstance(raw_usage, dict) else None
     body: dict[str, Any] = {

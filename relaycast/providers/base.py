@@ -25,6 +25,8 @@ class ChatResult:
     usage: Usage | None
     finish_reason: str | None
     output_text: str | None
+    dialect: str = "chat"  # the API `body` is in: "chat", or the client's own when a provider spoke it natively
+    native_finish_reason: str | None = None  # the upstream's own word for why it stopped
 
 
 @dataclass(slots=True)
@@ -43,13 +45,14 @@ class StreamState:
 
 
 class ChatStream(Protocol):
-    """An open upstream stream. Iterating yields bytes ready to send to the client (OpenAI SSE events).
+    """An open upstream stream. Iterating yields bytes ready to send to the client (SSE events in `dialect`).
 
     Iteration raises a `ProviderError` (StreamCut, MalformedResponse, Timeout, or an error event's class)
     when the upstream fails mid-stream. `aclose()` releases the upstream connection at once.
     """
 
     state: StreamState
+    dialect: str  # the API the yielded events are in: "chat", or the client's own (see ChatResult.dialect)
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

@@ -17,6 +17,7 @@ import orjson
 
 from relaycast import errors
 from relaycast.deadlines import Deadlines
+from relaycast.dialects.responses import NativeLearner
 from relaycast.providers.base import ChatResult, StreamState
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
@@ -30,8 +31,8 @@ from relaycast.providers.presets import PRESETS
 from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage
 from relaycast.retry import retry_after_seconds
-from relaycast.schema import ChatRequest, upstream_body
-from relaycast.sse import DONE, DONE_EVENT
+from relaycast.schema import OPENROUTER_EXTENSIONS, ChatRequest, upstream_body
+from relaycast.sse import DONE, DONE_EVENT, encode
 
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "invalid_prompt", "moderation_blocked"})
 CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
@@ -99,10 +100,34 @@ class OpenAICompatProvider:
             self._deadlines,
         )
 
+    def _request(self, req: ChatRequest, model: str, stream: bool) -> tuple[str, bytes]:
+        """The path and body for `req`: chat completions, or the client's own API where this provider speaks it
+        (the Responses API when `responses_api` is on; legacy completions always)."""
+        native = req.native is not None and not req.continued
+        if req.native is not None and (
+            req.dialect == "completions" or (req.dialect == "responses" and self.config.responses_api and native)
+        ):
+            body = {k: v for k, v in req.native.items() if k not in OPENROUTER_EXTENSIONS}
+            body["model"] = model
+            if stream:
+                body["stream"] = True
+                if req.dialect == "completions" and self._preset.stream_usage:
+                    body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            else:
+                body.pop("stream", None)
+            return ("/completions" if req.dialect == "completions" else "/responses"), orjson.dumps(body)
+        if req.untranslatable:
+            raise errors.NotSupported(
+                f"provider '{self.config.name}' is reached through chat completions, which cannot serve this "
+                f"request: {req.untranslatable}"
+            )
+        return "/chat/completions", self._chat_body(req, model, stream)
+
     async def chat(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> ChatResult:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
-        resp = await self._post("/chat/completions", self._chat_body(req, model, False), target, t)
+        path, data = self._request(req, model, False)
+        resp = await self._post(path, data, target, t)
         raw = await read_answer(
             resp,
             t,
@@ -119,6 +144,8 @@ class OpenAICompatProvider:
             raise errors.MalformedResponse("upstream response is not JSON", target=target) from None
         if not isinstance(parsed, dict):
             raise errors.MalformedResponse("upstream response is not a JSON object", target=target)
+        if path == "/responses":
+            return self._response(raw, parsed, target)
         if "error" in parsed and not parsed.get("choices"):
             # Some OpenAI-compatible servers answer 200 with an error body.
             raise classify(_status_of(parsed["error"]), raw, {}, target, self.config.api_key)
@@ -128,24 +155,60 @@ class OpenAICompatProvider:
         usage = parsed.get("usage")
         first = choices[0] if choices and isinstance(choices[0], dict) else {}
         msg = first.get("message") or {}
-        text = msg.get("content") if isinstance(msg, dict) else None
+        text = msg.get("content") if isinstance(msg, dict) else first.get("text")  # a legacy completion's text
+        finish = first.get("finish_reason")
+        native_finish = first.get("native_finish_reason", finish)
         return ChatResult(
             body=raw,
             usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
-            finish_reason=first.get("finish_reason"),
+            finish_reason=finish,
             output_text=text if isinstance(text, str) else None,
+            dialect="completions" if path == "/completions" else "chat",
+            native_finish_reason=native_finish if isinstance(native_finish, str) else None,
         )
 
-    async def chat_stream(self, req: ChatRequest, model: str, timeouts: Timeouts | None = None) -> OpenAIStream:
+    def _response(self, raw: bytes, parsed: dict[str, Any], target: str) -> ChatResult:
+        """A native Responses API answer: forwarded as it is; usage, finish and text read from it."""
+        state = StreamState()
+        failed = NativeLearner(state).feed(
+            {"type": f"response.{parsed.get('status') or 'completed'}", "response": parsed}
+        )
+        if failed is not None or (parsed.get("error") and parsed.get("status") != "completed"):
+            raise classify(_status_of(failed) or 502, orjson.dumps({"error": failed or parsed["error"]}), {}, target)
+        texts: list[str] = [
+            part["text"]
+            for item in parsed.get("output") or ()
+            if isinstance(item, dict) and item.get("type") == "message"
+            for part in item.get("content") or ()
+            if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str)
+        ]
+        return ChatResult(
+            body=raw,
+            usage=state.usage,
+            finish_reason=state.finish_reason,
+            output_text="".join(texts) if texts else None,
+            dialect="responses",
+            native_finish_reason=parsed.get("status") if isinstance(parsed.get("status"), str) else None,
+        )
+
+    async def chat_stream(
+        self, req: ChatRequest, model: str, timeouts: Timeouts | None = None
+    ) -> OpenAIStream | ResponsesStream:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
-        resp = await self._post("/chat/completions", self._chat_body(req, model, True), target, t)
+        path, data = self._request(req, model, True)
+        resp = await self._post(path, data, target, t)
         ctype = resp.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
             raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "", self._deadlines)
             raise classify(_status_of(_error_of(raw)) or 502, raw, resp.headers, target, self.config.api_key)
-        return OpenAIStream(resp, target, req.include_usage, t.idle_s, self.config.api_key)
+        if path == "/responses":
+            return ResponsesStream(resp, target, t.idle_s, self.config.api_key)
+        stream = OpenAIStream(resp, target, req.include_usage, t.idle_s, self.config.api_key)
+        if path == "/completions":
+            stream.dialect = "completions"
+        return stream
 
     # --- embeddings -----------------------------------------------------------------------------
 
@@ -173,7 +236,10 @@ class OpenAICompatProvider:
 
 
 class OpenAIStream:
-    """Forwards an upstream OpenAI SSE stream event by event, learning what the gateway needs on the way."""
+    """Forwards an upstream OpenAI SSE stream (chat completions, or legacy completions) event by event, learning
+    what the gateway needs on the way."""
+
+    dialect = "chat"
 
     def __init__(
         self, resp: aiohttp.ClientResponse, target: str, client_usage: bool, idle_s: float, secret: str | None = None
@@ -255,12 +321,77 @@ class OpenAIStream:
                         state.text.append(text)
                     elif delta.get("tool_calls") or delta.get("reasoning") or delta.get("reasoning_content"):
                         state.saw_token()
+                elif isinstance(c0.get("text"), str) and c0["text"]:  # a legacy completion's chunk
+                    state.saw_token()
+                    state.text.append(c0["text"])
                 fr = c0.get("finish_reason")
                 if fr:
                     state.finish_reason = fr
             return True
         # A chunk without choices: the usage chunk (forwarded only if the client asked for it).
         return usage is None or self._client_usage
+
+
+class ResponsesStream:
+    """Forwards a native Responses API stream event by event (as `event:` + `data:` lines), learning usage, the
+    first token and the end from it (`dialects.responses.NativeLearner`)."""
+
+    dialect = "responses"
+
+    def __init__(self, resp: aiohttp.ClientResponse, target: str, idle_s: float, secret: str | None) -> None:
+        self._resp = resp
+        self._target = target
+        self._idle_s = idle_s
+        self._secret = secret
+        self.state = StreamState()
+        self._learner = NativeLearner(self.state)
+        self.final: dict[str, Any] | None = None
+
+    async def aclose(self) -> None:
+        self._resp.close()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        state = self.state
+        try:
+            async with aclosing(upstream_events(self._resp, self._idle_s, self._target)) as reads:
+                async for events in reads:
+                    out: list[bytes] = []
+                    for ev in events:
+                        if not ev.data or ev.data == DONE:
+                            continue
+                        try:
+                            self._learn(ev.data)
+                        except errors.ProviderError:
+                            if out:
+                                yield b"".join(out)
+                            raise
+                        out.append(encode(ev.data, ev.event))
+                    if out:
+                        yield b"".join(out)
+                    if state.done:
+                        return
+        finally:
+            self._resp.release() if state.done else self._resp.close()
+        raise errors.StreamCut("upstream ended the stream before response.completed", target=self._target)
+
+    def _learn(self, data: bytes) -> None:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise errors.MalformedResponse(
+                "upstream sent a stream event that is not JSON", target=self._target
+            ) from None
+        if not isinstance(obj, dict):
+            raise errors.MalformedResponse("upstream sent a stream event that is not an object", target=self._target)
+        kind = obj.get("type")
+        if kind in ("response.completed", "response.incomplete") and isinstance(obj.get("response"), dict):
+            self.final = obj["response"]  # what a stored response keeps
+        failed = self._learner.feed(obj)
+        if failed is not None:
+            raise classify(_status_of(failed) or 502, orjson.dumps({"error": failed}), {}, self._target, self._secret)
 
 
 def embeddings_usage(raw: bytes) -> Usage | None:

@@ -33,12 +33,19 @@ class Preset:
     # model takes `max_completion_tokens`, so for OpenAI a `max_tokens` (the client's, or the cap the gateway sets
     # for a budget) is sent under that name.
     output_cap: str = "max_tokens"
+    # Serves OpenAI's Responses API (`POST /responses`): a `/v1/responses` request goes to it as the client sent it
+    # rather than translated to chat completions. A provider's `responses_api:` setting overrides it.
+    responses_api: bool = False
 
 
 PRESETS: Mapping[str, Preset] = MappingProxyType(
     {
         "openai": Preset(
-            "openai", "https://api.openai.com/v1", price_vendor="openai", output_cap="max_completion_tokens"
+            "openai",
+            "https://api.openai.com/v1",
+            price_vendor="openai",
+            output_cap="max_completion_tokens",
+            responses_api=True,
         ),
         "openrouter": Preset(
             "openai",

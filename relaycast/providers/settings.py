@@ -44,6 +44,7 @@ class ProviderConfig:
     timeouts: Timeouts = Timeouts()
     max_response_bytes: int = DEFAULT_MAX_RESPONSE  # a non-streaming chat answer, decompressed
     max_embeddings_bytes: int = DEFAULT_MAX_EMBEDDINGS  # an embeddings answer, decompressed
+    responses_api: bool = False  # `/v1/responses` requests go to it natively (presets.Preset.responses_api)
 
     def secrets(self) -> tuple[str, ...]:
         """For the redactor: the API key, every credential header's value whatever its length (by name:
@@ -67,6 +68,7 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
         "timeouts",
         "max_response_bytes",
         "max_embeddings_bytes",
+        "responses_api",
     }
     for i, item in enumerate(items):
         at = f"providers[{i}]"
@@ -113,10 +115,20 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
             max_embeddings_bytes=r.integer(
                 m.get("max_embeddings_bytes", DEFAULT_MAX_EMBEDDINGS), f"{at}.max_embeddings_bytes", 1024
             ),
+            responses_api=_responses_api(r, m.get("responses_api"), preset.responses_api, preset.adapter, at),
         )
     if not out:
         raise ConfigError("providers", "at least one provider is required")
     return out
+
+
+def _responses_api(r: Reader, raw: Any, default: bool, adapter: str, at: str) -> bool:
+    if raw is None:
+        return default
+    on = r.boolean(raw, f"{at}.responses_api")
+    if on and adapter != "openai":
+        raise ConfigError(f"{at}.responses_api", "only OpenAI-compatible providers can serve the Responses API")
+    return on
 
 
 def parse_timeouts(r: Reader, raw: Any, at: str) -> Timeouts:

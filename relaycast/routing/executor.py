@@ -136,7 +136,8 @@ class Steps:
         if self.failures:
             return errors.AllAttemptsFailed(self.failures)
         return errors.NoRoute(
-            f"No target of '{self.route.name}' is available right now (circuits open or cooling down)."
+            f"No target of '{self.route.name}' is available right now (circuits open or cooling down).",
+            transient=True,
         )
 
 

@@ -65,6 +65,11 @@ class Analytics:
             raise errors.InvalidRequest(str(e), param=e.param) from None
         await send_bytes(send, 200, orjson.dumps(body), [*ids, (b"cache-control", b"no-store")])
 
+    async def request(self, request_id: str) -> dict[str, Any] | None:
+        """One stored request and its attempts (`queries.request_detail`); None when not stored."""
+        found: dict[str, Any] | None = await self._run(queries.request_detail, request_id)
+        return found
+
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._reader is None:
             raise errors.StoreNotReady("The store is disabled (store: enabled: false), so there is nothing to analyse.")

@@ -28,12 +28,14 @@ from relaycast.redact import Redactor
 from relaycast.server import openapi
 from relaycast.server.admin import Admin
 from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
+from relaycast.server.generation import RESPONSES_PREFIX, Extras
 from relaycast.server.handlers import Handlers
 from relaycast.server.keys_api import PREFIX as KEYS_PREFIX
 from relaycast.server.keys_api import KeysApi
 from relaycast.server.metrics_gauges import worker_gauges
 from relaycast.server.respond import api_endpoint, send_error, unserved
 from relaycast.server.services import Services, Sink
+from relaycast.server.shapes import anthropic_error
 
 if TYPE_CHECKING:
     from relaycast.server.host import Link
@@ -44,6 +46,8 @@ _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
 _FORMS = frozenset({"/dashboard/login", "/dashboard/logout"})  # HTML forms: the browser sends them form-encoded
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OPENROUTER_PREFIX = "/api/v1/"
+ANTHROPIC_PATHS = ("/v1/messages",)  # answered in Anthropic's error format
 
 
 class Gateway:
@@ -86,7 +90,8 @@ class Gateway:
         async def models(r: Request) -> None:
             t0, wall0 = time.monotonic_ns(), s.wall_ns()
             key = s.auth.client(r.headers)
-            await send_bytes(r.send, 200, s.models_body, r.id_headers)
+            anthropic = b"anthropic-version" in r.headers
+            await send_bytes(r.send, 200, s.anthropic_models_body if anthropic else s.models_body, r.id_headers)
             seen = schema.seen(None, r.headers)
             if key is not None:
                 seen = schema.Seen(attribution=key.attribute(seen.attribution))
@@ -96,14 +101,21 @@ class Gateway:
         async def health(r: Request) -> None:
             await send_bytes(r.send, 200, b'{"status":"ok"}', r.id_headers)
 
+        extras = Extras(s, handlers.stored)
         self._routes = {
             ("GET", "/openapi.json"): openapi.serve,
             ("POST", "/v1/chat/completions"): handlers.chat,
+            ("POST", "/v1/messages"): handlers.messages,
+            ("POST", "/v1/messages/count_tokens"): extras.count_tokens,
+            ("POST", "/v1/responses"): handlers.responses,
+            ("POST", "/v1/completions"): handlers.completions,
             ("POST", "/v1/embeddings"): handlers.embeddings,
             ("GET", "/v1/models"): models,
+            ("GET", "/v1/generation"): extras.generation,
             ("GET", "/healthz"): health,
             **Admin(s).routes(),
         }
+        self._stored_response = extras.stored_response
         self._paths = frozenset(p for _, p in self._routes)
         self._keys_api = KeysApi(s)
         self.services = s
@@ -141,6 +153,9 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         r = Request(scope, receive, send, headers, self._ids(), _client_request_id(headers))
+        if r.path.startswith(OPENROUTER_PREFIX):  # OpenRouter's base URL (`.../api/v1`), served as `/v1`
+            r.path = r.path[4:]
+        render = anthropic_error if r.path.startswith(ANTHROPIC_PATHS) else None
         REQUEST_ID.set(r.id)  # this request's task only: each ASGI request runs in its own context
         s = self.services
         redactor = s.redactor if s is not None else self._redactor
@@ -151,7 +166,7 @@ class Gateway:
             await self._dispatch(s, r)
         except errors.RelaycastError as e:
             try:
-                await send_error(send, redactor, e, r.id_headers)
+                await send_error(send, redactor, e, r.id_headers, render)
             finally:
                 if s is not None and not r.recorded:
                     _record_refusal(s, r, e)
@@ -161,7 +176,7 @@ class Gateway:
             logging.getLogger("relaycast").debug("internal error", exc_info=True)
             internal = errors.RelaycastError("Internal error in the gateway.")
             try:
-                await send_error(send, redactor, internal, r.id_headers)
+                await send_error(send, redactor, internal, r.id_headers, render)
             finally:
                 if s is not None and not r.recorded:
                     _record_refusal(s, r, internal)
@@ -197,6 +212,8 @@ class Gateway:
         handler = self._routes.get((r.method, path))
         if handler is not None:
             await handler(r)
+        elif path.startswith(RESPONSES_PREFIX) and r.method in ("GET", "DELETE"):
+            await self._stored_response(r)
         elif path == KEYS_PREFIX or path.startswith(KEYS_PREFIX + "/"):
             s.auth.admin(r.headers)
             assert self._keys_api is not None

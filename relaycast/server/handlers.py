@@ -1,4 +1,5 @@
-"""The chat-completions and embeddings endpoints. Each reads: parse -> plan -> admit -> run -> respond -> emit.
+"""The completion endpoints (chat completions, Anthropic messages, responses, legacy completions: one path, each
+API's formats in `shapes`) and embeddings. Each reads: parse -> plan -> admit -> run -> respond -> emit.
 
 Each emits exactly one record however it ends: a request refused before any provider saw it (its key, its body,
 its model, a limit, a client gone while the body was read) gets a bounded record of what was read by then
@@ -9,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
-
-import orjson
 
 from relaycast import errors, schema
 from relaycast.asgi import (
@@ -28,12 +28,21 @@ from relaycast.asgi import (
 )
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import Reservation
-from relaycast.records import RequestRecord
-from relaycast.routing.executor import Executor, Run
-from relaycast.schema import ChatRequest, EmbeddingsRequest, chat_request, embeddings_request, load_json
+from relaycast.records import Attempt, RequestRecord
+from relaycast.routing.executor import Executor, Run, attempt_record
+from relaycast.schema import ChatRequest, EmbeddingsRequest, embeddings_request, load_json
+from relaycast.server.openrouter import openrouter_answer, usage_chunk
 from relaycast.server.respond import send_error, served, unserved
 from relaycast.server.services import Services
-from relaycast.sse import encode
+from relaycast.server.shapes import (
+    ChatShape,
+    CompletionsShape,
+    MessagesShape,
+    ResponsesRelay,
+    ResponsesShape,
+    Shape,
+)
+from relaycast.server.stored_responses import StoredResponses
 
 CHAT, EMBEDDINGS = "chat.completions", "embeddings"  # the records' `endpoint`
 INTERNAL = "Internal error in the gateway."
@@ -76,10 +85,22 @@ class Outcome:
     cancelled: bool = False
 
 
+class Shapes:
+    """Each completion API's shape (`relaycast.server.shapes`)."""
+
+    def __init__(self, now: Callable[[], int]) -> None:
+        self.chat = ChatShape()
+        self.messages = MessagesShape()
+        self.responses = ResponsesShape(now)
+        self.completions = CompletionsShape()
+
+
 class Handlers:
     def __init__(self, services: Services, executor: Executor) -> None:
         self.s = services
         self.executor = executor
+        self.shapes = Shapes(lambda: services.wall_ns() // 1_000_000_000)
+        self.stored = StoredResponses(services.telemetry, services.log)
         self.max_body = services.config.server.max_body_bytes
         # Large bodies take turns (see `_checked`).
         self._large = asyncio.Semaphore(1)
@@ -106,9 +127,21 @@ class Handlers:
         bodies, nearly all, pay nothing for this."""
         return self._large if len(raw) > LARGE_BODY else _NO_TURN
 
-    # --- chat ---------------------------------------------------------------------------------
+    # --- completions: chat, Anthropic messages, responses, legacy completions ----------------------
 
     async def chat(self, r: Request) -> None:
+        await self.complete(r, self.shapes.chat)
+
+    async def messages(self, r: Request) -> None:
+        await self.complete(r, self.shapes.messages)
+
+    async def responses(self, r: Request) -> None:
+        await self.complete(r, self.shapes.responses)
+
+    async def completions(self, r: Request) -> None:
+        await self.complete(r, self.shapes.completions)
+
+    async def complete(self, r: Request, shape: Shape) -> None:
         t0 = time.monotonic_ns()
         wall0 = self.s.wall_ns()
         key: KeyPolicy | None = None
@@ -120,7 +153,11 @@ class Handlers:
                 await _pause(raw)
                 body = load_json(raw)
                 await _pause(raw)
-                req = chat_request(body, r.headers)
+                if shape is self.shapes.responses:
+                    history = await self.stored.history(body, key)
+                    req = self.shapes.responses.parse_with(body, r.headers, history)
+                else:
+                    req = shape.parse(body, r.headers)
             if key is not None:
                 _check_models(key, (req.model, *req.fallbacks))
                 req.attribution = key.attribute(req.attribution)
@@ -130,12 +167,12 @@ class Handlers:
                 key, req.attribution, plan, req.body, lambda: self.s.coster.estimator.prompt(req.messages)
             )
         except Exception as e:  # noqa: BLE001 - recorded; `_refuse` re-raises what it does not answer
-            await self._refuse(r, CHAT, wall0, t0, e, key, body)
+            await self._refuse(r, shape.endpoint, wall0, t0, e, key, body, shape.error_body)
             return
         outcome = Outcome()
         try:
             respond = self._stream if req.stream else self._complete
-            await run_until_disconnect(r.receive, respond(r, req, run, outcome))
+            await run_until_disconnect(r.receive, respond(r, shape, req, key, run, outcome))
         except (ClientGone, asyncio.CancelledError) as e:  # the client left, or the server stopped waiting (shutdown)
             outcome.cancelled = True
             if isinstance(e, asyncio.CancelledError):
@@ -144,31 +181,55 @@ class Handlers:
             outcome.status, outcome.error = 500, errors.RelaycastError(INTERNAL)
             raise
         finally:
-            self._emit_chat(r, req, wall0, t0, run, outcome, reservation)
+            self._emit_chat(r, shape.endpoint, req, wall0, t0, run, outcome, reservation)
 
-    async def _complete(self, r: Request, req: ChatRequest, run: Run, outcome: Outcome) -> None:
+    async def _complete(
+        self, r: Request, shape: Shape, req: ChatRequest, key: KeyPolicy | None, run: Run, outcome: Outcome
+    ) -> None:
         try:
             result, target = await run.complete(req)
         except errors.RelaycastError as e:
             outcome.status, outcome.error = e.status_code, e
-            await send_error(r.send, self.s.redactor, e, [*r.id_headers, *served(None, len(run.attempts))])
+            headers = [*r.id_headers, *served(None, len(run.attempts))]
+            await send_error(r.send, self.s.redactor, e, headers, shape.error_body)
             return
         outcome.text = result.output_text
-        await send_bytes(r.send, 200, result.body, [*r.id_headers, *served(target.name, len(run.attempts))])
+        if req.usage_include and result.dialect == "chat":
+            provider = self.s.config.providers[target.provider]
+            result.body = openrouter_answer(result, provider, self._cost(run.attempts, req, result.output_text))
+        answer = shape.answer(req, result, r.id.removeprefix("req_"))
+        if shape is self.shapes.responses:
+            await self.stored.keep(req, key, answer)
+        await send_bytes(r.send, 200, answer, [*r.id_headers, *served(target.name, len(run.attempts))])
 
-    async def _stream(self, r: Request, req: ChatRequest, run: Run, outcome: Outcome) -> None:
+    async def _stream(
+        self, r: Request, shape: Shape, req: ChatRequest, key: KeyPolicy | None, run: Run, outcome: Outcome
+    ) -> None:
         try:
             opened = await run.open_stream(req)
         except errors.RelaycastError as e:
             outcome.status, outcome.error = e.status_code, e
-            await send_error(r.send, self.s.redactor, e, [*r.id_headers, *served(None, len(run.attempts))])
+            headers = [*r.id_headers, *served(None, len(run.attempts))]
+            await send_error(r.send, self.s.redactor, e, headers, shape.error_body)
             return
         send = r.send
         headers = [*SSE_HEADERS, *r.id_headers, *served(opened.target.name, len(run.attempts) + 1)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        relay = shape.relay(req, opened.stream.dialect, r.id.removeprefix("req_"))
+        head = relay.head()
+        if head:
+            await send({"type": "http.response.body", "body": head, "more_body": True})
+
+        provider = self.s.config.providers[opened.target.provider]
+        with_cost = req.usage_include and opened.stream.dialect == "chat" and shape is self.shapes.chat
 
         async def body(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            out = relay.chunk(chunk)
+            if with_cost and b'"usage"' in out:
+                serving = attempt_record(opened.target, run.t0_ns, opened.started_ns, usage=opened.stream.state.usage)
+                out = usage_chunk(out, provider, self._cost((*run.attempts, serving), req, None))
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
 
         try:
             err = await opened.relay(body)
@@ -176,16 +237,24 @@ class Handlers:
             state = opened.stream.state
             outcome.text = "".join(state.text) if state.text else None
         if err is None:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tail = relay.end()
+            if shape is self.shapes.responses:
+                made = relay.out.final() if isinstance(relay, ResponsesRelay) else getattr(opened.stream, "final", None)
+                await self.stored.keep(req, key, made)
+            await send({"type": "http.response.body", "body": tail, "more_body": False})
             return
-        # The response started as 200: a mid-stream failure ends it with an error event, never [DONE].
         outcome.error = err
-        event = self.s.redactor.scrub_bytes(orjson.dumps(err.body()))
-        await send({"type": "http.response.body", "body": encode(event), "more_body": False})
+        event = relay.fail(err, self.s.redactor.scrub_bytes)
+        await send({"type": "http.response.body", "body": event, "more_body": False})
+
+    def _cost(self, attempts: Sequence[Attempt], req: ChatRequest, text: str | None) -> int:
+        """The request's cost so far, in pico-dollars: its attempts priced as their records will be."""
+        return sum(a.cost_pusd or 0 for a in self.s.coster.chat(attempts, req.messages, text))
 
     def _emit_chat(
         self,
         r: Request,
+        endpoint: str,
         req: ChatRequest,
         wall0: int,
         t0: int,
@@ -197,7 +266,7 @@ class Handlers:
         attempts = run.attempts if run is not None else ()
         rec = RequestRecord(
             request_id=r.id,
-            endpoint=CHAT,
+            endpoint=endpoint,
             model_requested=req.model,
             stream=req.stream,
             started_unix_ns=wall0,
@@ -303,6 +372,7 @@ class Handlers:
         e: Exception,
         key: KeyPolicy | None,
         body: dict[str, Any] | None,
+        render: Callable[[errors.RelaycastError], bytes] | None = None,
     ) -> None:
         """Answer a request refused before any provider saw it (the key, the body, the model, a limit), and emit
         its record with what was read before the refusal. A client that left while its body was read gets a 499
@@ -312,10 +382,10 @@ class Handlers:
         failure = e if isinstance(e, errors.RelaycastError) else errors.RelaycastError(INTERNAL)
         try:
             if known:
-                await send_error(r.send, self.s.redactor, failure, r.id_headers)
+                await send_error(r.send, self.s.redactor, failure, r.id_headers, render)
         finally:
             seen = schema.seen(body, r.headers)
-            if endpoint != CHAT and seen.stream:
+            if endpoint == EMBEDDINGS and seen.stream:
                 seen = replace(seen, stream=False)
             if key is not None:
                 seen = replace(seen, attribution=key.attribute(seen.attribution))

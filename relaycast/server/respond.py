@@ -9,6 +9,7 @@ bounded whatever the request sent: no messages, no output, only scalar parameter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from relaycast import errors
@@ -18,13 +19,28 @@ from relaycast.redact import Redactor
 from relaycast.schema import Seen
 
 API_PREFIX = "/v1/"
-ENDPOINTS = {"/v1/chat/completions": "chat.completions", "/v1/embeddings": "embeddings", "/v1/models": "models"}
+ENDPOINTS = {
+    "/v1/chat/completions": "chat.completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/models": "models",
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "messages.count_tokens",
+    "/v1/responses": "responses",
+    "/v1/completions": "completions",
+}
 UNKNOWN_ENDPOINT = "unknown"  # any other API path; the path is in the record's error message
 MAX_MESSAGE = 1000  # characters of an error message a refusal's record keeps
 
 
-async def send_error(send: Send, redactor: Redactor, e: errors.RelaycastError, headers: Headers) -> None:
-    body = redactor.scrub_bytes(e.body_bytes())
+async def send_error(
+    send: Send,
+    redactor: Redactor,
+    e: errors.RelaycastError,
+    headers: Headers,
+    render: Callable[[errors.RelaycastError], bytes] | None = None,
+) -> None:
+    """`e` in OpenAI's error format, or in the format `render` makes (Anthropic's, for its API)."""
+    body = redactor.scrub_bytes(render(e) if render is not None else e.body_bytes())
     await send_bytes(send, e.status_code, body, [*headers, *e.headers()])
 
 
@@ -39,6 +55,8 @@ def served(target: str | None, attempts: int) -> Headers:
 def api_endpoint(path: str) -> str | None:
     """The record's `endpoint` for a path of the API; None for a path that yields no record."""
     if path.startswith(API_PREFIX) or path == "/v1":
+        if path.startswith("/v1/responses/"):
+            return "responses"
         return ENDPOINTS.get(path, UNKNOWN_ENDPOINT)
     return None
 

@@ -89,6 +89,7 @@ class Services:
         self.coster = Coster(pricer)
         self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
         self.models_body = _models_body(config)
+        self.anthropic_models_body = anthropic_models(self.models_body)
         self.analytics = Analytics(None, self.redactor)
         # The bytes of upstream answers this process may hold at once, shared by every provider.
         self.upstream_buffer = UpstreamBuffer(config.server.max_upstream_buffer_bytes)
@@ -268,6 +269,16 @@ class Services:
 
 def _redis_limits(config: Config) -> bool:
     return config.limits is not None and bool(config.limits.redis_url)
+
+
+def anthropic_models(openai_body: bytes) -> bytes:
+    """The model list in Anthropic's format (`GET /v1/models` from an Anthropic client: it sends
+    `anthropic-version`)."""
+    ids = [m["id"] for m in orjson.loads(openai_body)["data"]]
+    data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"} for i in ids]
+    return orjson.dumps(
+        {"data": data, "has_more": False, "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}
+    )
 
 
 def _models_body(config: Config) -> bytes:

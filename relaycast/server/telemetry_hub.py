@@ -28,7 +28,10 @@ from relaycast.monitors.notify import Notifier
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.server.metrics_gauges import Family, merge_families, telemetry_gauges
+from relaycast.server.stored_responses import OPS as RESPONSE_OPS
+from relaycast.server.stored_responses import ResponseStore
 from relaycast.store.reader import StoreReader
+from relaycast.store.responses import ResponseTable
 from relaycast.store.writer import StoreWriter
 from relaycast.telemetry.exporters.base import refuse_redirects
 from relaycast.telemetry.metrics import Metrics
@@ -72,6 +75,7 @@ class TelemetryHub:
         self.notifier: Notifier | None = None
         self.sinks: tuple[Sink, ...] = (self.metrics,)
         self.workers: dict[int, list[Family]] = {}  # each worker's gauges, as it last sent them
+        self.responses = ResponseStore(clock=clock)  # the host's stored responses (`server.stored_responses`)
         # The counters of workers that went away, by pid: kept in the sums so they never go backwards.
         self.retired: dict[int, list[Family]] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -83,6 +87,9 @@ class TelemetryHub:
             self.store = StoreWriter(config.store, self.redactor, self.log, self.clock)
             await self.store.start()
             self.sinks = (*self.sinks, self.store)
+            if not config.store.privacy_mode:
+                self.responses.table = ResponseTable(config.store, self.redactor, self.log)
+                self.responses.table.start()
             mon = config.monitors
             if mon is not None and mon.rules:
                 if self.reader is None:
@@ -128,7 +135,7 @@ class TelemetryHub:
             results = await b.test(arg or None)
             return {n: {"ok": t.ok, "message": t.message} for n, t in results.items()}
         if op == "store":
-            return self.store.status() if self.store else None
+            return {**self.store.status(), "stored_responses": self.responses.status()} if self.store else None
         if op == "monitors":
             return self.monitors.status() if self.monitors else None
         if op == "monitors_evaluate":
@@ -142,6 +149,8 @@ class TelemetryHub:
             worker, gauges = arg
             self.workers[worker] = gauges
             return self.render_metrics()
+        if op in RESPONSE_OPS:
+            return await self.responses.query(op, arg)
         raise ValueError(f"unknown telemetry query {op!r}")
 
     def retire(self, worker: int, pid: int) -> None:
@@ -183,7 +192,10 @@ class TelemetryHub:
             flushes.append(bounded("notifier", self.notifier.stop(left(5.0)), grace()))
         if self.store is not None:
             flushes.append(bounded("store", self.store.stop(left(float("inf"))), grace()))
+        if self.responses.table is not None:
+            flushes.append(bounded("stored_responses", self.responses.table.stop(left(float("inf"))), grace()))
         await asyncio.gather(*flushes)
+        self.responses.table = None
         self.notifier = None
         if self._own_reader and self.reader is not None:
             await bounded("reader", self.reader.close(), grace())

@@ -77,6 +77,14 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX gateway_keys_updated ON gateway_keys (updated_ms)",
         ),
     ),
+    (
+        4,
+        (
+            # Stored responses of the Responses API (`store/responses.py`): the response and its conversation.
+            "CREATE TABLE stored_responses (id TEXT PRIMARY KEY, ts_ms BIGINT NOT NULL, body TEXT NOT NULL)",
+            "CREATE INDEX stored_responses_ts ON stored_responses (ts_ms)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

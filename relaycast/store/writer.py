@@ -70,6 +70,7 @@ def delete_older_than(conn: Connection, cutoff_ms: int, statement_timeout_s: flo
     with conn.transaction(statement_timeout_s):
         n = conn.execute("DELETE FROM requests WHERE ts_ms < ?", (cutoff_ms,))
         conn.execute("DELETE FROM attempts WHERE ts_ms < ?", (cutoff_ms,))
+        conn.execute("DELETE FROM stored_responses WHERE ts_ms < ?", (cutoff_ms,))
         for table in ("usage_hourly", "attempts_hourly", "latency_hourly"):
             conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
     return max(n, 0)

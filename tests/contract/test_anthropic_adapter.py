@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from relaycast import errors
 from relaycast.fake.server import FakeUpstream
 from relaycast.providers.anthropic import AnthropicProvider, StreamTranslator, classify
-from relaycast.providers.anthropic_map import chat_result, finish_reason, request_body
+from relaycast.providers.anthropic_map import ANSWER_TOOL, chat_result, finish_reason, request_body
 from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage
 from relaycast.schema import ChatRequest, parse_chat
@@ -556,3 +556,72 @@ def test_fake_requires_version_header_key_max_tokens_and_messages(
     err = orjson.loads(raw)
     assert got == status and err["type"] == "error" and err["error"]["type"] == etype
     assert resp_headers["request-id"] == err["request_id"]
+
+
+# --- structured output (`response_format`) --------------------------------------------------------
+
+
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_response_format_becomes_one_forced_tool_and_its_input_comes_back_as_the_text() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+    body = request_body({"messages": [{"role": "user", "content": "x"}], "response_format": fmt}, MODEL, stream=False)
+    assert body["tools"] == [
+        {"name": ANSWER_TOOL, "description": "Give your answer as JSON matching this schema.", "input_schema": SCHEMA}
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": ANSWER_TOOL}
+    answer = {
+        "type": "message",
+        "id": "msg_1",
+        "model": MODEL,
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": ANSWER_TOOL, "input": {"city": "Paris"}}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 5, "output_tokens": 7},
+    }
+    result = chat_result(answer, MODEL, 0, TARGET)
+    choice = orjson.loads(result.body)["choices"][0]
+    assert orjson.loads(choice["message"]["content"]) == {"city": "Paris"}
+    assert "tool_calls" not in choice["message"] and choice["finish_reason"] == "stop"
+    with pytest.raises(errors.NotSupported):  # with tools of its own, the forced tool would take their place
+        request_body(
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": fmt,
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+            MODEL,
+            stream=False,
+        )
+
+
+def test_a_streamed_structured_answer_arrives_as_text_deltas() -> None:
+    events = [
+        ("message_start", {"type": "message_start", "message": {"id": "msg_1", "model": MODEL, "usage": {}}}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": ANSWER_TOOL, "input": {}},
+            },
+        ),
+        *(
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": p}},
+            )
+            for p in ('{"city"', ': "Paris"}')
+        ),
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 7}},
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    tr = StreamTranslator(MODEL, False, TARGET, created=0)
+    out = data_events(b"".join(tr.feed(name, orjson.dumps(obj)) for name, obj in events))
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in out if isinstance(c, dict) and c["choices"])
+    assert orjson.loads(text) == {"city": "Paris"}
+    assert tr.state.finish_reason == "stop" and tr.state.first_token_ns is not None
+    assert not any("tool_calls" in c["choices"][0]["delta"] for c in out if isinstance(c, dict) and c["choices"])

@@ -308,3 +308,30 @@ def test_after_sigterm_the_port_refuses_new_connections_while_a_request_finishes
         assert gw.proc.wait(30) == 0
     finally:
         gw.stop()
+
+
+def test_stored_responses_are_shared_by_the_workers_and_outlive_a_restart(fake: Fake, tmp_path: Path) -> None:
+    def client(gw: GatewayProcess) -> openai.OpenAI:  # a client of its own: its own connection, either worker
+        return openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=15)
+
+    config = telemetry_config(tmp_path)
+    gw = host(fake, config, "--workers", "2").wait_ready()
+    try:
+        made = [client(gw).responses.create(model="fakeai/gpt-4o-mini@tokens=3", input=f"q{i}") for i in range(4)]
+        for r in made * 3:
+            assert client(gw).responses.retrieve(r.id).output_text == "the quick brown"
+        follow = client(gw).responses.create(
+            model="fakeai/gpt-4o-mini@tokens=2", previous_response_id=made[0].id, input="and then?"
+        )
+        assert follow.output_text == "the quick"
+        assert [m["content"] for m in fake.last_body()["messages"]] == ["q0", "the quick brown", "and then?"]
+    finally:
+        gw.stop()
+    again = host(fake, config).wait_ready()
+    try:
+        assert client(again).responses.retrieve(made[1].id).output_text == "the quick brown"
+        client(again).responses.delete(made[1].id)
+        with pytest.raises(openai.NotFoundError):
+            client(again).responses.retrieve(made[1].id)
+    finally:
+        again.stop()

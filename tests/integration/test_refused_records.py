@@ -202,11 +202,11 @@ def test_an_unknown_model_is_recorded_with_its_name(gw: Gw) -> None:
 
 
 def test_an_unknown_api_path_and_a_wrong_method_are_recorded(gw: Gw) -> None:
-    unknown = gw.refused(404, "POST", "/v1/completions", {"model": "x", "prompt": "hi"})
+    unknown = gw.refused(404, "POST", "/v1/audio/speech", {"model": "x", "input": "hi"})
     wrong = gw.refused(405, "GET", CHAT)
     stored, line = _one_record(gw, unknown)
     _assert_unserved(stored, line, 404, "not_found", "unknown")
-    assert "/v1/completions" in stored["request"]["error_message"]
+    assert "/v1/audio/speech" in stored["request"]["error_message"]
     stored, line = _one_record(gw, wrong)
     _assert_unserved(stored, line, 405, "method_not_allowed", "chat.completions")
 

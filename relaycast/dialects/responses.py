@@ -1,0 +1,932 @@
+"""OpenAI's Responses API (`POST /v1/responses`, inbound) <-> chat completions: pure translation, no I/O.
+
+- `chat_body`: a Responses request -> an OpenAI chat-completions body (+ why a chat target cannot serve it, if so).
+- `response`: a `chat.completion` object -> a Responses `response` object.
+- `ResponsesStream`: chat chunk objects -> Responses SSE events (`event: <type>` + `data: {json}`).
+- `output_messages`: a response's `output` as chat messages, for `previous_response_id` history.
+- `usage_of`: a Responses `usage` object -> `Usage`.
+- `NativeLearner`: what the gateway records from a native Responses stream it forwards unchanged.
+
+Item ids are derived from the response id (`resp_X` -> `msg_X`, `rs_X`, `fc_X_0`, ...), so a response rendered
+twice has the same ids. Reasoning text (`reasoning_content` / `reasoning` of a chat message) becomes a reasoning
+item with one `summary_text` part, which is what Responses clients read.
+
+Never sent to chat: `store` and `previous_response_id` (the caller's), `include`, `truncation`, `metadata`,
+`prompt_cache_key`, `service_tier`, `text.verbosity`, `max_tool_calls`. A function tool's `strict` is copied only
+when the client set it (the Responses API's default, true, would make chat reject non-strict schemas).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from relaycast import errors
+from relaycast.providers.base import StreamState
+from relaycast.records import Usage
+
+MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
+TOOL_CHOICES = frozenset({"auto", "none", "required"})
+TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
+DELTA_EVENTS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
+# The gateway's error classes as a Responses `error.code` (the API allows only its own codes there).
+RESPONSE_ERROR_CODES = MappingProxyType(
+    {
+        "rate_limit": "rate_limit_exceeded",
+        "rate_limit_exceeded": "rate_limit_exceeded",
+        "invalid_prompt": "invalid_prompt",
+    }
+)
+
+
+# --- request: Responses -> chat ------------------------------------------------------------------
+
+
+class _Reasons:
+    """The first reason a chat target cannot serve the request faithfully."""
+
+    __slots__ = ("first",)
+
+    def __init__(self) -> None:
+        self.first: str | None = None
+
+    def add(self, reason: str) -> None:
+        if self.first is None:
+            self.first = reason
+
+
+def chat_body(body: dict[str, Any], history: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], str | None]:
+    """Validate a Responses request and map it to an OpenAI chat-completions body.
+
+    `history` (chat messages of the conversation so far, from `previous_response_id`) goes after the instructions'
+    system message and before the new input. Returns (chat_body, untranslatable): the latter is None or a short
+    reason why a chat target cannot serve the request faithfully. Raises InvalidRequest / NotSupported."""
+    if not isinstance(body, dict):
+        raise errors.InvalidRequest("request body must be a JSON object")
+    if body.get("background") is True:
+        raise errors.NotSupported("background responses are not supported; omit 'background'", param="background")
+    if body.get("conversation") is not None:
+        raise errors.NotSupported(
+            "'conversation' is not supported; use 'previous_response_id' or send the input", param="conversation"
+        )
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise errors.InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    reasons = _Reasons()
+    if body.get("prompt") is not None:
+        reasons.add("stored prompt templates ('prompt') need the Responses API")
+    messages: list[dict[str, Any]] = []
+    instructions = body.get("instructions")
+    if instructions is not None:
+        if not isinstance(instructions, str):
+            raise errors.InvalidRequest("'instructions' must be a string", param="instructions")
+        if instructions:
+            messages.append({"role": "system", "content": instructions})
+    if history:
+        messages.extend(history)
+    messages.extend(_input_messages(body.get("input"), reasons))
+    if not messages and reasons.first is None:
+        raise errors.InvalidRequest("'input' is required", param="input")
+    out: dict[str, Any] = {"model": model, "messages": messages}
+    _copy_params(body, out)
+    tools = _tools(body.get("tools"), reasons)
+    if tools:
+        out["tools"] = tools
+    choice = _tool_choice(body.get("tool_choice"), reasons)
+    if choice is not None:
+        out["tool_choice"] = choice
+    fmt = _response_format(body.get("text"))
+    if fmt is not None:
+        out["response_format"] = fmt
+    return out, reasons.first
+
+
+def _copy_params(body: dict[str, Any], out: dict[str, Any]) -> None:
+    for name in ("temperature", "top_p"):
+        v = body.get(name)
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise errors.InvalidRequest(f"'{name}' must be a number", param=name)
+            out[name] = v
+    mot = body.get("max_output_tokens")
+    if mot is not None:
+        if isinstance(mot, bool) or not isinstance(mot, int) or mot < 1:
+            raise errors.InvalidRequest("'max_output_tokens' must be a positive integer", param="max_output_tokens")
+        out["max_tokens"] = mot
+    top_logprobs = body.get("top_logprobs")
+    if top_logprobs is not None:
+        if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or not 0 <= top_logprobs <= 20:
+            raise errors.InvalidRequest("'top_logprobs' must be an integer from 0 to 20", param="top_logprobs")
+        out["logprobs"] = True
+        out["top_logprobs"] = top_logprobs
+    for name in ("user", "safety_identifier"):
+        v = body.get(name)
+        if v is not None and not isinstance(v, str):
+            raise errors.InvalidRequest(f"'{name}' must be a string", param=name)
+    user = body.get("user") or body.get("safety_identifier")
+    if user:
+        out["user"] = user
+    ptc = body.get("parallel_tool_calls")
+    if ptc is not None:
+        if not isinstance(ptc, bool):
+            raise errors.InvalidRequest("'parallel_tool_calls' must be a boolean", param="parallel_tool_calls")
+        out["parallel_tool_calls"] = ptc
+    reasoning = body.get("reasoning")
+    if reasoning is not None:
+        if not isinstance(reasoning, dict):
+            raise errors.InvalidRequest("'reasoning' must be an object", param="reasoning")
+        effort = reasoning.get("effort")
+        if effort is not None:
+            if not isinstance(effort, str):
+                raise errors.InvalidRequest("'reasoning.effort' must be a string", param="reasoning.effort")
+            out["reasoning_effort"] = effort
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise errors.InvalidRequest("'stream' must be a boolean", param="stream")
+    if stream:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+
+
+def _input_messages(raw: Any, reasons: _Reasons) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [{"role": "user", "content": raw}]
+    if not isinstance(raw, list):
+        raise errors.InvalidRequest("'input' must be a string or an array of input items", param="input")
+    out: list[dict[str, Any]] = []
+    calls_into: dict[str, Any] | None = None  # the assistant message that function_call items join
+    for i, item in enumerate(raw):
+        at = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise errors.InvalidRequest(f"'{at}' must be an object", param=at)
+        kind = item.get("type")
+        if kind is None and "role" in item:
+            kind = "message"
+        if not isinstance(kind, str):
+            raise errors.InvalidRequest(f"'{at}.type' must be a string", param=f"{at}.type")
+        if kind == "message":
+            msg = _message(item, at, reasons)
+            out.append(msg)
+            calls_into = msg if msg["role"] == "assistant" else None
+        elif kind == "function_call":
+            call = _function_call(item, at)
+            if calls_into is None:
+                calls_into = {"role": "assistant", "content": None}
+                out.append(calls_into)
+            calls_into.setdefault("tool_calls", []).append(call)
+        elif kind == "function_call_output":
+            out.append(_function_call_output(item, at, reasons))
+            calls_into = None
+        elif kind == "reasoning":
+            continue  # chat has no place for a previous turn's reasoning; it does not end a run of calls
+        elif kind == "item_reference":
+            reasons.add("input items by reference ('item_reference') need the Responses API")
+        else:
+            reasons.add(f"'{kind}' input items need the Responses API")
+    return out
+
+
+def _message(item: dict[str, Any], at: str, reasons: _Reasons) -> dict[str, Any]:
+    role = item.get("role")
+    if not isinstance(role, str) or role not in MESSAGE_ROLES:
+        raise errors.InvalidRequest(
+            f"'{at}.role' must be one of assistant, developer, system, user", param=f"{at}.role"
+        )
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    if not isinstance(content, list):
+        raise errors.InvalidRequest(f"'{at}.content' must be a string or an array of parts", param=f"{at}.content")
+    parts = [_part(p, f"{at}.content[{j}]", reasons) for j, p in enumerate(content)]
+    kept = [p for p in parts if p is not None]
+    only_text = all(p["type"] == "text" for p in kept)
+    if role == "assistant" or (role in ("system", "developer") and only_text):
+        if not only_text:
+            reasons.add("assistant messages with images or files cannot be sent to chat")
+        return {"role": role, "content": "".join(p.get("text", "") for p in kept)}
+    return {"role": role, "content": kept}
+
+
+def _part(p: Any, at: str, reasons: _Reasons) -> dict[str, Any] | None:
+    """A Responses content part as a chat part; None when it is left out (the reason is recorded)."""
+    if not isinstance(p, dict) or not isinstance(p.get("type"), str):
+        raise errors.InvalidRequest(f"'{at}' must be an object with a 'type'", param=at)
+    kind = p["type"]
+    if kind in ("input_text", "output_text"):
+        return {"type": "text", "text": _str(p, "text", at)}
+    if kind == "refusal":
+        return {"type": "text", "text": _str(p, "refusal", at)}
+    if kind == "input_image":
+        url = p.get("image_url")
+        if isinstance(url, str) and url:
+            detail = p.get("detail")
+            return {
+                "type": "image_url",
+                "image_url": {"url": url, "detail": detail if isinstance(detail, str) else "auto"},
+            }
+        if p.get("file_id") is not None:
+            reasons.add("images by 'file_id' need the Responses API")
+            return None
+        raise errors.InvalidRequest(f"'{at}' needs an 'image_url' or a 'file_id'", param=at)
+    if kind == "input_file":
+        data = p.get("file_data")
+        if isinstance(data, str) and data:
+            file: dict[str, Any] = {"file_data": data}
+            if isinstance(p.get("filename"), str):
+                file["filename"] = p["filename"]
+            return {"type": "file", "file": file}
+        if p.get("file_id") is not None or p.get("file_url") is not None:
+            reasons.add("files by 'file_id' or 'file_url' need the Responses API")
+            return None
+        raise errors.InvalidRequest(f"'{at}' needs 'file_data', a 'file_id' or a 'file_url'", param=at)
+    if kind == "input_audio" and isinstance(p.get("input_audio"), dict):
+        return {"type": "input_audio", "input_audio": p["input_audio"]}
+    reasons.add(f"'{kind}' content parts need the Responses API")
+    return None
+
+
+def _function_call(item: dict[str, Any], at: str) -> dict[str, Any]:
+    call_id = _str(item, "call_id", at)
+    name = _str(item, "name", at)
+    arguments = _str(item, "arguments", at)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _function_call_output(item: dict[str, Any], at: str, reasons: _Reasons) -> dict[str, Any]:
+    call_id = _str(item, "call_id", at)
+    output = item.get("output")
+    if isinstance(output, str):
+        return {"role": "tool", "tool_call_id": call_id, "content": output}
+    if not isinstance(output, list):
+        raise errors.InvalidRequest(f"'{at}.output' must be a string or an array of parts", param=f"{at}.output")
+    texts: list[str] = []
+    for j, p in enumerate(output):
+        part = _part(p, f"{at}.output[{j}]", reasons)
+        if part is None:
+            continue
+        if part["type"] != "text":
+            reasons.add("function call outputs with images or files cannot be sent to chat")
+            continue
+        texts.append(part["text"])
+    return {"role": "tool", "tool_call_id": call_id, "content": "".join(texts)}
+
+
+def _tools(raw: Any, reasons: _Reasons) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise errors.InvalidRequest("'tools' must be an array", param="tools")
+    out: list[dict[str, Any]] = []
+    for i, t in enumerate(raw):
+        at = f"tools[{i}]"
+        if not isinstance(t, dict) or not isinstance(t.get("type"), str):
+            raise errors.InvalidRequest(f"'{at}' must be an object with a 'type'", param=at)
+        if t["type"] != "function":
+            reasons.add(f"the built-in tool '{t['type']}' needs the Responses API")
+            continue
+        fn: dict[str, Any] = {"name": _str(t, "name", at)}
+        description = t.get("description")
+        if description is not None:
+            if not isinstance(description, str):
+                raise errors.InvalidRequest(f"'{at}.description' must be a string", param=f"{at}.description")
+            fn["description"] = description
+        parameters = t.get("parameters")
+        if parameters is not None:
+            if not isinstance(parameters, dict):
+                raise errors.InvalidRequest(f"'{at}.parameters' must be an object", param=f"{at}.parameters")
+            fn["parameters"] = parameters
+        strict = t.get("strict")
+        if strict is not None:
+            if not isinstance(strict, bool):
+                raise errors.InvalidRequest(f"'{at}.strict' must be a boolean", param=f"{at}.strict")
+            fn["strict"] = strict
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(raw: Any, reasons: _Reasons) -> Any:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if raw not in TOOL_CHOICES:
+            raise errors.InvalidRequest("'tool_choice' must be auto, none, required or an object", param="tool_choice")
+        return raw
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        raise errors.InvalidRequest("'tool_choice' must be a string or an object with a 'type'", param="tool_choice")
+    if raw["type"] == "function":
+        return {"type": "function", "function": {"name": _str(raw, "name", "tool_choice")}}
+    reasons.add(f"tool_choice '{raw['type']}' needs the Responses API")
+    return None
+
+
+def _response_format(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise errors.InvalidRequest("'text' must be an object", param="text")
+    fmt = raw.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
+        raise errors.InvalidRequest("'text.format' must be an object with a 'type'", param="text.format")
+    kind = fmt["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind != "json_schema":
+        raise errors.InvalidRequest(
+            "'text.format.type' must be text, json_object or json_schema", param="text.format.type"
+        )
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise errors.InvalidRequest("'text.format.schema' must be an object", param="text.format.schema")
+    js: dict[str, Any] = {"name": _str(fmt, "name", "text.format"), "schema": schema}
+    if fmt.get("strict") is not None:
+        if not isinstance(fmt["strict"], bool):
+            raise errors.InvalidRequest("'text.format.strict' must be a boolean", param="text.format.strict")
+        js["strict"] = fmt["strict"]
+    if fmt.get("description") is not None:
+        if not isinstance(fmt["description"], str):
+            raise errors.InvalidRequest("'text.format.description' must be a string", param="text.format.description")
+        js["description"] = fmt["description"]
+    return {"type": "json_schema", "json_schema": js}
+
+
+def _str(obj: dict[str, Any], key: str, at: str) -> str:
+    v = obj.get(key)
+    if not isinstance(v, str):
+        raise errors.InvalidRequest(f"'{at}.{key}' must be a string", param=f"{at}.{key}")
+    return v
+
+
+# --- response: chat -> Responses -----------------------------------------------------------------
+
+
+def response(chat: dict[str, Any], body: dict[str, Any], response_id: str, created_at: int) -> dict[str, Any]:
+    """An OpenAI chat.completion object -> a Responses `response` object for the request `body`."""
+    choices = chat.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    msg = choice.get("message")
+    msg = msg if isinstance(msg, dict) else {}
+    ids = _Ids(response_id)
+    output: list[dict[str, Any]] = []
+    reasoning = _reasoning_text(msg)
+    if reasoning:
+        output.append(_reasoning_item(ids.reasoning(), reasoning, "completed"))
+    content = msg.get("content")
+    text = content if isinstance(content, str) else _content_text(content)
+    refusal = msg.get("refusal")
+    parts: list[dict[str, Any]] = []
+    if text:
+        parts.append(_text_part(text))
+    if isinstance(refusal, str) and refusal:
+        parts.append({"type": "refusal", "refusal": refusal})
+    if parts:
+        output.append(_message_item(ids.message(), parts, "completed"))
+    calls = msg.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            output.append(
+                _call_item(ids.call(), str(call.get("id") or ""), str(fn.get("name") or ""), _args(fn), "completed")
+            )
+    usage = chat.get("usage")
+    resp = _envelope(body, response_id, created_at, str(chat.get("model") or body.get("model") or ""))
+    resp["output"] = output
+    resp["usage"] = responses_usage(Usage.from_openai(usage)) if isinstance(usage, dict) else None
+    _set_status(resp, choice.get("finish_reason"))
+    return resp
+
+
+def _envelope(body: dict[str, Any], response_id: str, created_at: int, model: str) -> dict[str, Any]:
+    """The response object's fields that come from the request, with no output yet (status in_progress)."""
+    reasoning = _obj(body.get("reasoning"))
+    text = _obj(body.get("text"))
+    fmt = _obj(text.get("format")) or {"type": "text"}
+    metadata = body.get("metadata")
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": "in_progress",
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions") if isinstance(body.get("instructions"), str) else None,
+        "max_output_tokens": _int_or_none(body.get("max_output_tokens")),
+        "max_tool_calls": _int_or_none(body.get("max_tool_calls")),
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
+        "previous_response_id": _str_or_none(body.get("previous_response_id")),
+        "prompt_cache_key": _str_or_none(body.get("prompt_cache_key")),
+        "reasoning": {"effort": _str_or_none(reasoning.get("effort")), "summary": None},
+        "safety_identifier": _str_or_none(body.get("safety_identifier")),
+        "service_tier": "default",
+        "store": body.get("store") is not False,
+        "temperature": _num(body.get("temperature"), 1.0),
+        "text": {
+            "format": fmt,
+            "verbosity": text.get("verbosity") if isinstance(text.get("verbosity"), str) else "medium",
+        },
+        "tool_choice": body.get("tool_choice") if isinstance(body.get("tool_choice"), (str, dict)) else "auto",
+        "tools": body.get("tools") if isinstance(body.get("tools"), list) else [],
+        "top_logprobs": _int_or_none(body.get("top_logprobs")) or 0,
+        "top_p": _num(body.get("top_p"), 1.0),
+        "truncation": body.get("truncation") if body.get("truncation") in ("auto", "disabled") else "disabled",
+        "usage": None,
+        "user": _str_or_none(body.get("user")),
+        "metadata": metadata if isinstance(metadata, dict) else {},
+    }
+
+
+def _set_status(resp: dict[str, Any], finish_reason: Any) -> None:
+    if finish_reason == "length":
+        resp["status"] = "incomplete"
+        resp["incomplete_details"] = {"reason": "max_output_tokens"}
+    elif finish_reason == "content_filter":
+        resp["status"] = "incomplete"
+        resp["incomplete_details"] = {"reason": "content_filter"}
+    else:
+        resp["status"] = "completed"
+
+
+def responses_usage(u: Usage) -> dict[str, Any]:
+    """A `Usage` as the Responses API's usage object."""
+    return {
+        "input_tokens": u.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": u.cache_write_tokens},
+        "output_tokens": u.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.total_tokens,
+    }
+
+
+class _Ids:
+    """Output item ids derived from the response id: msg_X, rs_X (then msg_X_1, ...), fc_X_0, fc_X_1, ..."""
+
+    __slots__ = ("suffix", "counts")
+
+    def __init__(self, response_id: str) -> None:
+        self.suffix = response_id[5:] if response_id.startswith("resp_") else response_id
+        self.counts = {"msg": 0, "rs": 0, "fc": 0}
+
+    def _next(self, prefix: str, always_numbered: bool) -> str:
+        n = self.counts[prefix]
+        self.counts[prefix] = n + 1
+        return f"{prefix}_{self.suffix}_{n}" if n or always_numbered else f"{prefix}_{self.suffix}"
+
+    def message(self) -> str:
+        return self._next("msg", False)
+
+    def reasoning(self) -> str:
+        return self._next("rs", False)
+
+    def call(self) -> str:
+        return self._next("fc", True)
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _message_item(item_id: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+
+def _reasoning_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
+    summary = [] if text is None else [{"type": "summary_text", "text": text}]
+    return {"id": item_id, "type": "reasoning", "summary": summary, "status": status}
+
+
+def _call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def _reasoning_text(msg: dict[str, Any]) -> str:
+    for key in ("reasoning_content", "reasoning"):
+        v = msg.get(key)
+        if isinstance(v, str) and v:
+            return v
+    return ""
+
+
+def _args(fn: dict[str, Any]) -> str:
+    a = fn.get("arguments")
+    if isinstance(a, str):
+        return a
+    return "" if a is None else orjson.dumps(a).decode()
+
+
+def _content_text(content: Any) -> str:
+    if not isinstance(content, list):
+        return ""
+    return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+
+def _obj(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _int_or_none(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _num(v: Any, default: float) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
+# --- stream: chat chunks -> Responses events -----------------------------------------------------
+
+
+class _Open:
+    """An output item being streamed: its index in `output`, and the text gathered so far."""
+
+    __slots__ = ("index", "kind", "parts", "part_kind", "key")
+
+    def __init__(self, index: int, kind: str, key: int = -1) -> None:
+        self.index = index
+        self.kind = kind  # "message" | "reasoning" | "function_call"
+        self.parts: list[str] = []  # the open part's text (message, reasoning) or the arguments (call)
+        self.part_kind = ""  # message: "output_text" | "refusal" (the open content part), "" when none
+        self.key = key  # function_call: the chat tool call index
+
+
+class ResponsesStream:
+    """Chat chunk objects in, Responses SSE events out (bytes: `event: <type>\\ndata: {json}\\n\\n`, each with
+    `type` and an increasing `sequence_number`).
+
+    Message and reasoning items are closed when another item starts; function calls stay open while only tool
+    call deltas arrive (chat keys them by `index`, and a provider may interleave them), and are closed together
+    when text follows them or in `finish()`."""
+
+    def __init__(self, body: dict[str, Any], response_id: str, created_at: int) -> None:
+        self._resp = _envelope(body, response_id, created_at, str(body.get("model") or ""))
+        self._ids = _Ids(response_id)
+        self._seq = 0
+        self._output: list[dict[str, Any]] = self._resp["output"]
+        self._open: list[_Open] = []  # a message or reasoning item, or the function calls
+        self._calls: dict[int, _Open] = {}  # open function calls by chat tool call index
+        self._finish_reason: str | None = None
+        self._model_seen = False
+        self.usage: Usage | None = None
+
+    # - public
+
+    def start(self) -> bytes:
+        return self._emit("response.created", response=self._snapshot()) + self._emit(
+            "response.in_progress", response=self._snapshot()
+        )
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        out: list[bytes] = []
+        model = chunk.get("model")
+        if isinstance(model, str) and model and not self._model_seen:
+            self._resp["model"] = model
+            self._model_seen = True
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = Usage.from_openai(usage)
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                self._delta(delta, out)
+            if isinstance(choice.get("finish_reason"), str):
+                self._finish_reason = choice["finish_reason"]
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        out: list[bytes] = []
+        self._close_all(out)
+        self._resp["usage"] = responses_usage(self.usage) if self.usage is not None else None
+        _set_status(self._resp, self._finish_reason)
+        kind = "response.completed" if self._resp["status"] == "completed" else "response.incomplete"
+        out.append(self._emit(kind, response=self._snapshot()))
+        return b"".join(out)
+
+    def error(self, code: str, message: str) -> bytes:
+        self._resp["status"] = "failed"
+        self._resp["error"] = {
+            "code": RESPONSE_ERROR_CODES.get(code, "server_error"),
+            "message": message,
+        }
+        return self._emit("error", code=code, message=message, param=None)
+
+    def final(self) -> dict[str, Any]:
+        return self._snapshot()
+
+    # - items
+
+    def _delta(self, delta: dict[str, Any], out: list[bytes]) -> None:
+        reasoning = _reasoning_text(delta)
+        if reasoning:
+            self._reasoning_delta(reasoning, out)
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            self._message_delta("output_text", content, out)
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            self._message_delta("refusal", refusal, out)
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict):
+                self._call_delta(call, out)
+
+    def _current(self, kind: str, out: list[bytes]) -> _Open | None:
+        """The open item of `kind` (message or reasoning); other open items are closed."""
+        if self._open and self._open[-1].kind == kind:
+            return self._open[-1]
+        self._close_all(out)
+        return None
+
+    def _add(self, item: dict[str, Any], kind: str, out: list[bytes], key: int = -1) -> _Open:
+        item_open = _Open(len(self._output), kind, key)
+        self._output.append(item)
+        self._open.append(item_open)
+        out.append(self._emit("response.output_item.added", output_index=item_open.index, item=item))
+        return item_open
+
+    def _reasoning_delta(self, text: str, out: list[bytes]) -> None:
+        it = self._current("reasoning", out)
+        if it is None:
+            it = self._add(_reasoning_item(self._ids.reasoning(), None, "in_progress"), "reasoning", out)
+            item = self._output[it.index]
+            out.append(
+                self._emit(
+                    "response.reasoning_summary_part.added",
+                    item_id=item["id"],
+                    output_index=it.index,
+                    summary_index=0,
+                    part={"type": "summary_text", "text": ""},
+                )
+            )
+        it.parts.append(text)
+        out.append(
+            self._emit(
+                "response.reasoning_summary_text.delta",
+                item_id=self._output[it.index]["id"],
+                output_index=it.index,
+                summary_index=0,
+                delta=text,
+            )
+        )
+
+    def _message_delta(self, part_kind: str, text: str, out: list[bytes]) -> None:
+        it = self._current("message", out)
+        if it is None:
+            it = self._add(_message_item(self._ids.message(), [], "in_progress"), "message", out)
+        item = self._output[it.index]
+        if it.part_kind != part_kind:
+            if it.part_kind:
+                self._close_part(it, out)
+            it.part_kind = part_kind
+            part = _text_part("") if part_kind == "output_text" else {"type": "refusal", "refusal": ""}
+            item["content"].append(part)
+            out.append(
+                self._emit(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=it.index,
+                    content_index=len(item["content"]) - 1,
+                    part=dict(part),
+                )
+            )
+        it.parts.append(text)
+        fields: dict[str, Any] = {
+            "item_id": item["id"],
+            "output_index": it.index,
+            "content_index": len(item["content"]) - 1,
+            "delta": text,
+        }
+        if part_kind == "output_text":
+            out.append(self._emit("response.output_text.delta", **fields, logprobs=[]))
+        else:
+            out.append(self._emit("response.refusal.delta", **fields))
+
+    def _call_delta(self, call: dict[str, Any], out: list[bytes]) -> None:
+        key = call.get("index", 0)
+        key = key if isinstance(key, int) else 0
+        fn = _obj(call.get("function"))
+        it = self._calls.get(key)
+        if it is None:
+            if self._open and self._open[-1].kind != "function_call":
+                self._close_all(out)
+            item = _call_item(self._ids.call(), str(call.get("id") or ""), str(fn.get("name") or ""), "", "in_progress")
+            it = self._add(item, "function_call", out, key)
+            self._calls[key] = it
+        item = self._output[it.index]
+        if not item["call_id"] and isinstance(call.get("id"), str):
+            item["call_id"] = call["id"]
+        if not item["name"] and isinstance(fn.get("name"), str):
+            item["name"] = fn["name"]
+        args = fn.get("arguments")
+        if isinstance(args, str) and args:
+            it.parts.append(args)
+            out.append(
+                self._emit(
+                    "response.function_call_arguments.delta", item_id=item["id"], output_index=it.index, delta=args
+                )
+            )
+
+    def _close_all(self, out: list[bytes]) -> None:
+        for it in self._open:
+            self._close(it, out)
+        self._open.clear()
+        self._calls.clear()
+
+    def _close(self, it: _Open, out: list[bytes]) -> None:
+        item = self._output[it.index]
+        if it.kind == "message":
+            self._close_part(it, out)
+        elif it.kind == "reasoning":
+            text = "".join(it.parts)
+            item["summary"] = [{"type": "summary_text", "text": text}]
+            common = {"item_id": item["id"], "output_index": it.index, "summary_index": 0}
+            out.append(self._emit("response.reasoning_summary_text.done", **common, text=text))
+            out.append(
+                self._emit(
+                    "response.reasoning_summary_part.done", **common, part={"type": "summary_text", "text": text}
+                )
+            )
+        else:
+            item["arguments"] = "".join(it.parts)
+            out.append(
+                self._emit(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=it.index,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+            )
+        item["status"] = "completed"
+        out.append(self._emit("response.output_item.done", output_index=it.index, item=item))
+
+    def _close_part(self, it: _Open, out: list[bytes]) -> None:
+        item = self._output[it.index]
+        if not it.part_kind:
+            return
+        text = "".join(it.parts)
+        it.parts = []
+        index = len(item["content"]) - 1
+        part = item["content"][index]
+        common = {"item_id": item["id"], "output_index": it.index, "content_index": index}
+        if it.part_kind == "output_text":
+            part["text"] = text
+            out.append(self._emit("response.output_text.done", **common, text=text, logprobs=[]))
+        else:
+            part["refusal"] = text
+            out.append(self._emit("response.refusal.done", **common, refusal=text))
+        out.append(self._emit("response.content_part.done", **common, part=part))
+        it.part_kind = ""
+
+    # - encoding
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The response as of now; open items show the text gathered so far."""
+        resp = dict(self._resp)
+        output = [dict(item) for item in self._output]
+        for it in self._open:
+            item = output[it.index]
+            if it.kind == "function_call":
+                item["arguments"] = "".join(it.parts)
+            elif it.kind == "reasoning":
+                item["summary"] = [{"type": "summary_text", "text": "".join(it.parts)}]
+            elif it.part_kind:
+                content = [dict(p) for p in item["content"]]
+                content[-1]["text" if it.part_kind == "output_text" else "refusal"] = "".join(it.parts)
+                item["content"] = content
+        resp["output"] = output
+        return resp
+
+    def _emit(self, kind: str, **fields: Any) -> bytes:
+        seq = self._seq
+        self._seq += 1
+        data = orjson.dumps({"type": kind, **fields, "sequence_number": seq})
+        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
+# --- history, usage, native streams --------------------------------------------------------------
+
+
+def output_messages(resp: dict[str, Any]) -> list[dict[str, Any]]:
+    """A response object's `output` as chat messages: one assistant message with the text and/or tool calls
+    (reasoning and built-in tool items skipped). Works on native OpenAI responses too."""
+    output = resp.get("output")
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            content = item.get("content")
+            for part in content if isinstance(content, list) else ():
+                if not isinstance(part, dict):
+                    continue
+                if isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif isinstance(part.get("refusal"), str):
+                    texts.append(part["refusal"])
+        elif item.get("type") == "function_call":
+            calls.append(
+                {
+                    "id": str(item.get("call_id") or ""),
+                    "type": "function",
+                    "function": {"name": str(item.get("name") or ""), "arguments": str(item.get("arguments") or "")},
+                }
+            )
+    if not texts and not calls:
+        return []
+    msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        msg["tool_calls"] = calls
+    return [msg]
+
+
+def usage_of(u: dict[str, Any]) -> Usage:
+    """A Responses `usage` object as `Usage` (prompt_tokens = input_tokens, which include cached ones)."""
+    inp = u.get("input_tokens_details")
+    inp = inp if isinstance(inp, dict) else {}
+    outp = u.get("output_tokens_details")
+    outp = outp if isinstance(outp, dict) else {}
+    return Usage(
+        prompt_tokens=_count(u.get("input_tokens")),
+        completion_tokens=_count(u.get("output_tokens")),
+        cached_tokens=_count(inp.get("cached_tokens")),
+        cache_write_tokens=_count(inp.get("cache_write_tokens")),
+        reasoning_tokens=_count(outp.get("reasoning_tokens")),
+    )
+
+
+def _count(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+class NativeLearner:
+    """Learns from a native Responses stream (events forwarded unchanged to the client) what the gateway records."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: StreamState) -> None:
+        self.state = state
+
+    def feed(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """One parsed event. Returns the error object of an `error` or `response.failed` event, else None."""
+        kind = obj.get("type")
+        if kind in DELTA_EVENTS:
+            self.state.saw_token()
+            if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str):
+                self.state.text.append(obj["delta"])
+        elif kind in ("response.completed", "response.incomplete"):
+            resp = obj.get("response")
+            resp = resp if isinstance(resp, dict) else {}
+            if isinstance(resp.get("usage"), dict):
+                self.state.usage = usage_of(resp["usage"])
+            self.state.finish_reason = _finish_reason(kind, resp)
+            self.state.done = True
+        elif kind == "error":
+            return obj
+        elif kind == "response.failed":
+            resp = obj.get("response")
+            err = resp.get("error") if isinstance(resp, dict) else None
+            return err if isinstance(err, dict) else {"code": None, "message": "the response failed"}
+        return None
+
+
+def _finish_reason(kind: str, resp: dict[str, Any]) -> str:
+    if kind == "response.incomplete":
+        details = resp.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return "content_filter" if reason == "content_filter" else "length"
+    output = resp.get("output")
+    for item in output if isinstance(output, list) else ():
+        if isinstance(item, dict) and item.get("type") == "function_call":
+            return "tool_calls"
+    return "stop"

@@ -1,0 +1,69 @@
+"""OpenRouter's response contract, for a client that asks for it with `usage: {include: true}`: the answer's
+`usage` carries `cost` (what relaycast computed for the whole request, every attempt included, in USD) and the
+token details (`prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`); the answer
+names the `provider` (the vendor) and each choice its `native_finish_reason`. In a stream, the final usage chunk
+carries them (and is sent whether or not `stream_options.include_usage` asked for it). Without the request
+extension the upstream's answer is forwarded as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from relaycast.costs.money import usd_decimal
+from relaycast.providers.base import ChatResult
+from relaycast.providers.presets import PRESETS
+from relaycast.providers.settings import ProviderConfig
+
+
+def vendor(p: ProviderConfig) -> str:
+    """The vendor a provider's models come from: its preset's (`openai`, `anthropic`, `groq`, ...), else its name."""
+    preset = PRESETS.get(p.kind)
+    return (preset.price_vendor if preset is not None else None) or p.name
+
+
+def usd(pico: int) -> float:
+    """Pico-dollars as a JSON number in USD; exact for any sum below a billion dollars (15 significant digits)."""
+    return float(usd_decimal(pico))
+
+
+def usage_fields(usage: dict[str, Any], pico: int) -> dict[str, Any]:
+    out = dict(usage)
+    out["cost"] = usd(pico)
+    pd = dict(out.get("prompt_tokens_details") or {})
+    pd.setdefault("cached_tokens", 0)
+    cd = dict(out.get("completion_tokens_details") or {})
+    cd.setdefault("reasoning_tokens", 0)
+    out["prompt_tokens_details"], out["completion_tokens_details"] = pd, cd
+    return out
+
+
+def openrouter_answer(result: ChatResult, provider: ProviderConfig, pico: int) -> bytes:
+    """A chat completion with OpenRouter's fields added."""
+    body = orjson.loads(result.body)
+    if not isinstance(body, dict):
+        return result.body
+    body.setdefault("provider", vendor(provider))  # an OpenRouter upstream names the one it used
+    for c in body.get("choices") or ():
+        if isinstance(c, dict):
+            c.setdefault("native_finish_reason", result.native_finish_reason or c.get("finish_reason"))
+    usage = body.get("usage")
+    body["usage"] = usage_fields(usage if isinstance(usage, dict) else {}, pico)
+    return orjson.dumps(body)
+
+
+def usage_chunk(data: bytes, provider: ProviderConfig, pico: int) -> bytes:
+    """A stream's events with the usage chunk (`choices: []` and a usage object) given OpenRouter's fields."""
+    out = []
+    for block in data.split(b"\n\n"):
+        if block.startswith(b"data: {") and b'"usage"' in block:
+            obj = orjson.loads(block[6:])
+            if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices"):
+                obj.setdefault("provider", vendor(provider))
+                obj["usage"] = usage_fields(obj["usage"], pico)
+                block = b"data: " + orjson.dumps(obj)
+        if block:
+            out.append(block + b"\n\n")
+    return b"".join(out)

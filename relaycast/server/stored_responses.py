@@ -1,0 +1,176 @@
+"""Stored responses of the Responses API (`store`, true unless the client says false): what `GET` and `DELETE
+/v1/responses/{id}` read, and what `previous_response_id` continues.
+
+One `ResponseStore` per host, kept by the telemetry parts (`TelemetryHub`: in the telemetry process when the host
+runs workers), so every worker finds what another stored. Its memory is bounded by count and bytes, oldest first
+out; behind it, the store keeps every entry as long as it keeps requests (`relaycast.store.responses`; not with
+`store.privacy_mode`, nor without a store: then a restart forgets them). Each entry belongs to the gateway key
+that made it; another key does not see it. `StoredResponses` is a worker's side: it asks the host's store through
+`Services.telemetry`.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from relaycast import errors
+from relaycast.dialects.responses import output_messages
+from relaycast.keys.policy import KeyPolicy
+from relaycast.log import EventLog
+from relaycast.schema import ChatRequest
+from relaycast.store.responses import ResponseTable
+
+MAX_ENTRIES = 10_000
+MAX_BYTES = 64 * 1024 * 1024
+MAX_ENTRY_BYTES = 8 * 1024 * 1024  # one conversation; a larger one is not stored (counted)
+MAX_ID = 128
+
+
+class ResponseStore:
+    """Stored responses by id: `{"owner", "response", "messages"}` as JSON bytes. Bounded; counts what it drops."""
+
+    def __init__(
+        self,
+        max_entries: int = MAX_ENTRIES,
+        max_bytes: int = MAX_BYTES,
+        table: ResponseTable | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self._clock = clock
+        self._items: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        # Ids deleted lately: the store's copy goes in its next batch, and until then must not be read back.
+        self._deleted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._bytes = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self.dropped = {"too_large": 0, "evicted": 0}
+
+    def put(self, rid: str, value: bytes) -> bool:
+        if len(value) > MAX_ENTRY_BYTES or len(value) > self._max_bytes:
+            self.dropped["too_large"] += 1
+            return False
+        self.delete(rid)
+        self._deleted.pop(rid, None)
+        self._items[rid] = value
+        self._bytes += len(value)
+        while len(self._items) > self._max_entries or self._bytes > self._max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= len(old)
+            self.dropped["evicted"] += 1
+        return True
+
+    def get(self, rid: str) -> bytes | None:
+        return self._items.get(rid)
+
+    def delete(self, rid: str) -> bool:
+        old = self._items.pop(rid, None)
+        if old is None:
+            return False
+        self._bytes -= len(old)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """In memory: entries, bytes, dropped by reason; in the store (when kept there): written, queued, dropped."""
+        out: dict[str, Any] = {"entries": len(self._items), "bytes": self._bytes, "dropped": dict(self.dropped)}
+        if self.table is not None:
+            out["store"] = self.table.status()
+        return out
+
+    async def query(self, op: str, arg: Any) -> Any:
+        """The telemetry query ops: `response_put` [id, bytes], `response_get` id, `response_delete` id."""
+        now_ms = int(self._clock() * 1000)
+        if op == "response_put":
+            rid, value = str(arg[0]), bytes(arg[1])
+            kept = self.put(rid, value)
+            if kept and self.table is not None:
+                self.table.put(rid, now_ms, value)
+            return kept
+        rid = str(arg)
+        found = self.get(rid)
+        if found is None and self.table is not None and rid not in self._deleted:
+            found = await self.table.get(rid)
+            if found is not None and op == "response_get":
+                self.put(rid, found)
+        if op == "response_get":
+            return found
+        self.delete(rid)
+        if self.table is not None:
+            self.table.delete(rid, now_ms)
+            self._deleted[rid] = None
+            if len(self._deleted) > self._max_entries:
+                self._deleted.popitem(last=False)
+        return found is not None
+
+
+OPS = frozenset({"response_put", "response_get", "response_delete"})
+
+
+class StoredResponses:
+    """A worker's access to the host's `ResponseStore` (`ask` is `Services.telemetry`)."""
+
+    def __init__(self, ask: Any, log: EventLog) -> None:
+        self._ask = ask
+        self._log = log
+
+    async def _get(self, rid: Any, key: KeyPolicy | None) -> dict[str, Any] | None:
+        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID:
+            return None
+        raw = await self._ask("response_get", rid)
+        if raw is None:
+            return None
+        entry: dict[str, Any] = orjson.loads(raw)
+        if entry.get("owner") != (key.name if key is not None else None):
+            return None  # another key's: as if it did not exist
+        return entry
+
+    async def history(self, body: dict[str, Any], key: KeyPolicy | None) -> list[dict[str, Any]] | None:
+        """The chat messages a `previous_response_id` continues; None without one. A previous response relaycast
+        did not store may be held by a provider that speaks the Responses API (it gets the request as sent)."""
+        rid = body.get("previous_response_id")
+        if rid is None:
+            return None
+        if not isinstance(rid, str) or len(rid) > MAX_ID:
+            raise errors.InvalidRequest("'previous_response_id' must be a response id", param="previous_response_id")
+        entry = await self._get(rid, key)
+        if entry is None:
+            return None
+        messages: list[dict[str, Any]] = entry["messages"]
+        return messages
+
+    async def keep(self, req: ChatRequest, key: KeyPolicy | None, answer: bytes | dict[str, Any] | None) -> None:
+        """Store a finished response unless the client said `store: false`. Never fails the request."""
+        body = req.native or {}
+        if body.get("store") is False or answer is None:
+            return
+        resp = orjson.loads(answer) if isinstance(answer, bytes) else answer
+        rid = resp.get("id") if isinstance(resp, dict) else None
+        if not isinstance(rid, str) or not rid or len(rid) > MAX_ID:
+            return
+        conversation = req.messages[1:] if isinstance(body.get("instructions"), str) else req.messages
+        entry = {
+            "owner": key.name if key is not None else None,
+            "response": resp,
+            "messages": [*conversation, *output_messages(resp)],
+        }
+        try:
+            await self._ask("response_put", [rid, orjson.dumps(entry)])
+        except errors.RelaycastError as e:
+            self._log.warning("response_not_stored", response_id=rid, error=e.error_class)
+
+    async def read(self, rid: str, key: KeyPolicy | None) -> dict[str, Any]:
+        entry = await self._get(rid, key)
+        if entry is None:
+            raise errors.NotFoundRoute(f"Response with id '{rid[:MAX_ID]}' not found.", param="response_id")
+        response: dict[str, Any] = entry["response"]
+        return response
+
+    async def delete(self, rid: str, key: KeyPolicy | None) -> dict[str, Any]:
+        if await self._get(rid, key) is None or not await self._ask("response_delete", rid):
+            raise errors.NotFoundRoute(f"Response with id '{rid[:MAX_ID]}' not found.", param="response_id")
+        return {"id": rid, "object": "response", "deleted": True}
