@@ -166,11 +166,16 @@ class MethodNotAllowed(GatewayError):
 
 
 class StoreNotReady(GatewayError):
-    """The analytics store is disabled or its database cannot be reached."""
+    """The analytics store is disabled (`disabled`: asking again cannot help) or its database cannot be reached."""
 
     status_code = 503
     error_class = "store_unavailable"
     client_retry = True
+
+    def __init__(self, message: str, *, disabled: bool = False) -> None:
+        super().__init__(message)
+        self.client_retry = not disabled
+
     openai_type = "server_error"
 
 

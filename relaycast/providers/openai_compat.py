@@ -109,6 +109,13 @@ class OpenAICompatProvider:
         ):
             body = {k: v for k, v in req.native.items() if k not in OPENROUTER_EXTENSIONS}
             body["model"] = model
+            cap = req.body.get("max_tokens")  # the client's, or the cap admission set for a token limit or budget
+            if (
+                req.dialect == "responses"
+                and isinstance(cap, int)
+                and not isinstance(body.get("max_output_tokens"), int)
+            ):
+                body["max_output_tokens"] = cap
             if stream:
                 body["stream"] = True
                 if req.dialect == "completions" and self._preset.stream_usage:
@@ -154,7 +161,7 @@ class OpenAICompatProvider:
             raise errors.MalformedResponse("upstream response has no 'choices'", target=target)
         usage = parsed.get("usage")
         first = choices[0] if choices and isinstance(choices[0], dict) else {}
-        msg = first.get("message") or {}
+        msg = first.get("message")
         text = msg.get("content") if isinstance(msg, dict) else first.get("text")  # a legacy completion's text
         finish = first.get("finish_reason")
         native_finish = first.get("native_finish_reason", finish)
@@ -169,17 +176,20 @@ class OpenAICompatProvider:
 
     def _response(self, raw: bytes, parsed: dict[str, Any], target: str) -> ChatResult:
         """A native Responses API answer: forwarded as it is; usage, finish and text read from it."""
+        output = parsed.get("output")
+        status = parsed.get("status")
+        if not isinstance(output, list) or not isinstance(status, str):
+            raise errors.MalformedResponse("upstream response is not a Responses API response", target=target)
         state = StreamState()
-        failed = NativeLearner(state).feed(
-            {"type": f"response.{parsed.get('status') or 'completed'}", "response": parsed}
-        )
-        if failed is not None or (parsed.get("error") and parsed.get("status") != "completed"):
-            raise classify(_status_of(failed) or 502, orjson.dumps({"error": failed or parsed["error"]}), {}, target)
+        failed = NativeLearner(state).feed({"type": f"response.{status}", "response": parsed})
+        if failed is not None or (parsed.get("error") and status != "completed"):
+            err = failed or parsed["error"]
+            raise classify(_status_of(err) or 502, orjson.dumps({"error": err}), {}, target, self.config.api_key)
         texts: list[str] = [
             part["text"]
-            for item in parsed.get("output") or ()
-            if isinstance(item, dict) and item.get("type") == "message"
-            for part in item.get("content") or ()
+            for item in output
+            if isinstance(item, dict) and item.get("type") == "message" and isinstance(item.get("content"), list)
+            for part in item["content"]
             if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str)
         ]
         return ChatResult(

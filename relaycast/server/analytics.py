@@ -72,7 +72,9 @@ class Analytics:
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._reader is None:
-            raise errors.StoreNotReady("The store is disabled (store: enabled: false), so there is nothing to analyse.")
+            raise errors.StoreNotReady(
+                "The store is disabled (store: enabled: false), so there is nothing to analyse.", disabled=True
+            )
         try:
             return await self._reader.run(fn, *args)
         except Exception as e:

@@ -33,7 +33,7 @@ class KeysApi:
     async def handle(self, r: Request) -> None:
         method, path = r.method, r.path
         if self.s.reader is None:
-            raise errors.StoreNotReady("Virtual keys live in the store, and the store is disabled.")
+            raise errors.StoreNotReady("Virtual keys live in the store, and the store is disabled.", disabled=True)
         rest = path[len(PREFIX) :].strip("/")
         try:
             if rest == "" and method == "GET":

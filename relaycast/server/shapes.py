@@ -136,8 +136,14 @@ class MessagesShape:
         return NativeMessages() if dialect == "messages" else MessagesRelay("msg_" + answer_id, req.model)
 
 
+def anthropic_status(e: errors.RelaycastError) -> int:
+    """The status whose Anthropic error type fits `e`: an upstream's overload is Anthropic's own 529."""
+    final = e.final if isinstance(e, errors.AllAttemptsFailed) else e
+    return 529 if isinstance(final, errors.Overloaded) else e.status_code
+
+
 def anthropic_error(e: errors.RelaycastError) -> bytes:
-    return mdialect.error_body(e.status_code, str(e.body()["error"]["message"]))
+    return mdialect.error_body(anthropic_status(e), str(e.body()["error"]["message"]))
 
 
 class NativeMessages(Same):
@@ -161,7 +167,7 @@ class MessagesRelay:
 
     def fail(self, e: errors.RelaycastError, scrub: Callable[[bytes], bytes]) -> bytes:
         message = str(e.body()["error"]["message"])
-        return scrub(self._out.error(mdialect.error_type(e.status_code), message))
+        return scrub(self._out.error(mdialect.error_type(anthropic_status(e)), message))
 
 
 # --- OpenAI Responses ---------------------------------------------------------------------------------
@@ -183,17 +189,10 @@ class ResponsesShape:
     ) -> ChatRequest:
         chat, untranslatable = rdialect.chat_body(body, history)
         req = chat_request(chat, headers)
-        req.dialect, req.native = "responses", body
-        if history is not None:
-            # A conversation continued from relaycast's own store is sent whole, translated, to every provider:
-            # a provider's own store does not hold it.
-            req.continued = True
-        elif body.get("previous_response_id") is not None:
-            untranslatable = (
-                f"its previous_response_id '{str(body['previous_response_id'])[:128]}' is not in relaycast's store; "
-                "only a provider serving the Responses API natively may hold it"
-            )
-        req.untranslatable = untranslatable
+        req.dialect, req.native, req.untranslatable = "responses", body, untranslatable
+        # A conversation continued from relaycast's store is sent whole, translated, to every provider: a
+        # provider's own store does not hold it.
+        req.continued = history is not None
         return req
 
     def error_body(self, e: errors.RelaycastError) -> bytes:

@@ -11,6 +11,7 @@ that made it; another key does not see it. `StoredResponses` is a worker's side:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ MAX_ENTRIES = 10_000
 MAX_BYTES = 64 * 1024 * 1024
 MAX_ENTRY_BYTES = 8 * 1024 * 1024  # one conversation; a larger one is not stored (counted)
 MAX_ID = 128
+KEEP_TIMEOUT_S = 1.0  # storing a response holds its answer back at most this long
 
 
 class ResponseStore:
@@ -52,11 +54,15 @@ class ResponseStore:
         self.dropped = {"too_large": 0, "evicted": 0}
 
     def put(self, rid: str, value: bytes) -> bool:
+        """A new response (a stored id is never made again: a response id is unique)."""
+        self._deleted.pop(rid, None)
+        return self._remember(rid, value)
+
+    def _remember(self, rid: str, value: bytes) -> bool:
         if len(value) > MAX_ENTRY_BYTES or len(value) > self._max_bytes:
             self.dropped["too_large"] += 1
             return False
         self.delete(rid)
-        self._deleted.pop(rid, None)
         self._items[rid] = value
         self._bytes += len(value)
         while len(self._items) > self._max_entries or self._bytes > self._max_bytes:
@@ -95,8 +101,10 @@ class ResponseStore:
         found = self.get(rid)
         if found is None and self.table is not None and rid not in self._deleted:
             found = await self.table.get(rid)
-            if found is not None and op == "response_get":
-                self.put(rid, found)
+            if rid in self._deleted:  # deleted while the store was read
+                found = None
+            elif found is not None and op == "response_get" and rid not in self._items:
+                self._remember(rid, found)
         if op == "response_get":
             return found
         self.delete(rid)
@@ -130,8 +138,8 @@ class StoredResponses:
         return entry
 
     async def history(self, body: dict[str, Any], key: KeyPolicy | None) -> list[dict[str, Any]] | None:
-        """The chat messages a `previous_response_id` continues; None without one. A previous response relaycast
-        did not store may be held by a provider that speaks the Responses API (it gets the request as sent)."""
+        """The chat messages a `previous_response_id` continues; None without one. It must name a response this
+        key stored here (never passed on to a provider's own store, which every key of the gateway shares)."""
         rid = body.get("previous_response_id")
         if rid is None:
             return None
@@ -139,7 +147,7 @@ class StoredResponses:
             raise errors.InvalidRequest("'previous_response_id' must be a response id", param="previous_response_id")
         entry = await self._get(rid, key)
         if entry is None:
-            return None
+            raise errors.NotFoundRoute(f"Previous response with id '{rid}' not found.", param="previous_response_id")
         messages: list[dict[str, Any]] = entry["messages"]
         return messages
 
@@ -152,16 +160,23 @@ class StoredResponses:
         rid = resp.get("id") if isinstance(resp, dict) else None
         if not isinstance(rid, str) or not rid or len(rid) > MAX_ID:
             return
-        conversation = req.messages[1:] if isinstance(body.get("instructions"), str) else req.messages
-        entry = {
-            "owner": key.name if key is not None else None,
-            "response": resp,
-            "messages": [*conversation, *output_messages(resp)],
-        }
+        # The instructions' system message (made for non-empty instructions only) is not carried over.
+        conversation = req.messages[1:] if body.get("instructions") else req.messages
+        entry = orjson.dumps(
+            {
+                "owner": key.name if key is not None else None,
+                "response": resp,
+                "messages": [*conversation, *output_messages(resp)],
+            }
+        )
+        if len(entry) > MAX_ENTRY_BYTES:
+            self._log.warning("response_not_stored", response_id=rid, error="too_large", bytes=len(entry))
+            return
         try:
-            await self._ask("response_put", [rid, orjson.dumps(entry)])
-        except errors.RelaycastError as e:
-            self._log.warning("response_not_stored", response_id=rid, error=e.error_class)
+            # Awaited before the answer (or its last event) goes out, so a follow-up finds it; never for long.
+            await asyncio.wait_for(self._ask("response_put", [rid, entry]), KEEP_TIMEOUT_S)
+        except (errors.RelaycastError, TimeoutError) as e:
+            self._log.warning("response_not_stored", response_id=rid, error=getattr(e, "error_class", "timeout"))
 
     async def read(self, rid: str, key: KeyPolicy | None) -> dict[str, Any]:
         entry = await self._get(rid, key)

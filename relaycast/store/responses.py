@@ -18,12 +18,18 @@ from relaycast.store.settings import StoreConfig
 from relaycast.worker import BatchPolicy, BatchWorker, RetryLater
 
 QUEUE = 1024  # writes waiting, at most (the oldest is dropped beyond, counted)
+QUEUE_BYTES = 64 * 1024 * 1024  # their bytes, at most (a write beyond is dropped, counted)
 BATCH = 64
+BATCH_BYTES = 8 * 1024 * 1024
 INTERVAL_S = 0.2
 MAX_TRIES = 8  # a batch the store keeps refusing is dropped after this many (counted)
 READ_TIMEOUT_S = 2.0
 
 Op = tuple[str, int, bytes | None]  # (id, ts_ms, the entry as JSON; None: delete)
+
+
+def _size(op: Op) -> int:
+    return 64 + (len(op[2]) if op[2] is not None else 0)
 
 
 def _write(conn: Connection, ops: list[Op]) -> None:
@@ -46,10 +52,10 @@ class ResponseTable:
         self._redactor = redactor
         self._log = log
         self._cfg = cfg
-        self._thread = StoreThreads("responses", 1, lambda: Connection(cfg, cfg.write_timeout_s), max_waiting=8)
-        self._worker: BatchWorker[Op] = BatchWorker(
-            "responses", self._export, BatchPolicy(max_queue=QUEUE, max_batch=BATCH, interval_s=INTERVAL_S)
-        )
+        # Two threads: a read waits behind at most one batch being written.
+        self._thread = StoreThreads("responses", 2, lambda: Connection(cfg, cfg.write_timeout_s), max_waiting=8)
+        policy = BatchPolicy(max_queue=QUEUE, max_batch=BATCH, interval_s=INTERVAL_S, max_batch_bytes=BATCH_BYTES)
+        self._worker: BatchWorker[Op] = BatchWorker("responses", self._export, policy, size=_size)
         self._tries = 0
         self._rng = random.Random()
         self.written = 0
@@ -66,6 +72,9 @@ class ResponseTable:
         await self._thread.close(1.0)
 
     def put(self, rid: str, ts_ms: int, body: bytes) -> None:
+        if self._worker.queued_bytes + len(body) > QUEUE_BYTES:
+            self._worker.drop("queue_full")
+            return
         self._worker.put((rid, ts_ms, body))
 
     def delete(self, rid: str, ts_ms: int) -> None:

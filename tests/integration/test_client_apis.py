@@ -27,6 +27,8 @@ from relaycast.server.runner import ThreadedServer, free_port
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake
 
 KEY = "rc-client-apis-key-01"
+OTHER_KEY = "rc-client-apis-key-02"
+CAPPED_KEY = "rc-client-apis-key-03"
 HAIKU = "claude/claude-3-5-haiku-latest"
 
 
@@ -39,9 +41,16 @@ store: {{path: {data_dir}/requests.db}}
 broadcast:
   destinations:
     - {{name: file, kind: file, path: {data_dir}/records.jsonl, flush_interval: 0.1}}
+limits:
+  default_max_tokens: 50
 keys:
   - name: app
     secret: {KEY}
+  - name: other
+    secret: {OTHER_KEY}
+  - name: capped
+    secret: {CAPPED_KEY}
+    tpm: 1000000
 providers:
   - name: fakeai
     kind: openai_compatible
@@ -242,6 +251,13 @@ def test_messages_errors_come_in_anthropic_format(gw: Gw) -> None:
     assert e3.value.response.headers["x-should-retry"] == "false"
 
 
+def test_an_upstream_overload_reaches_anthropic_clients_as_overloaded_error(gw: Gw) -> None:
+    with pytest.raises(anthropic.APIStatusError) as e:
+        gw.claude.messages.create(model=HAIKU + "@error=529", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["error"]["type"] == "overloaded_error"
+    assert e.value.response.headers["x-should-retry"] == "true"
+
+
 def test_messages_accept_the_key_as_a_bearer_token(gw: Gw) -> None:
     c = anthropic.Anthropic(base_url=gw.url, auth_token=KEY, max_retries=0)  # Claude Code's ANTHROPIC_AUTH_TOKEN
     assert c.messages.create(model=HAIKU, max_tokens=5, messages=[{"role": "user", "content": "x"}]).content
@@ -330,8 +346,9 @@ def test_responses_tools_round_trip_and_previous_response_id(gw: Gw, model: str)
     assert third.output_text == "the quick"
 
 
-def test_previous_response_id_sends_the_stored_conversation(gw: Gw, fake: Fake) -> None:
-    first = gw.oai.responses.create(model="fakeai/gpt-4o-mini@tokens=3", instructions="Be brief.", input="one")
+@pytest.mark.parametrize("instructions", ["Be brief.", ""])
+def test_previous_response_id_sends_the_stored_conversation(gw: Gw, fake: Fake, instructions: str) -> None:
+    first = gw.oai.responses.create(model="fakeai/gpt-4o-mini@tokens=3", instructions=instructions, input="one")
     gw.oai.responses.create(model="fakeai/gpt-4o-mini@tokens=2", previous_response_id=first.id, input="two")
     sent = fake.last_body()["messages"]
     assert sent == [
@@ -348,6 +365,12 @@ def test_stored_responses_are_read_and_deleted_by_their_key_only(gw: Gw) -> None
     admin = openai.OpenAI(base_url=gw.url + "/v1", api_key=ADMIN_KEY, max_retries=0)
     with pytest.raises(openai.APIStatusError):
         admin.responses.retrieve(made.id)  # not a gateway key: refused
+    other = openai.OpenAI(base_url=gw.url + "/v1", api_key=OTHER_KEY, max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(made.id)  # another key's: as if it did not exist
+    for model in ("oai/gpt-4o-mini", "fakeai/gpt-4o-mini"):  # nor can it be continued, natively or not
+        with pytest.raises(openai.NotFoundError):
+            other.responses.create(model=model, previous_response_id=made.id, input="more")
     gw.oai.responses.delete(made.id)
     with pytest.raises(openai.NotFoundError):
         gw.oai.responses.retrieve(made.id)
@@ -380,8 +403,13 @@ def test_responses_fail_over_from_a_native_target_to_a_translated_one(gw: Gw) ->
 
 
 def test_legacy_completions_pass_through(gw: Gw) -> None:
-    done = gw.oai.completions.create(model="fakeai/gpt-4o-mini@tokens=3", prompt="Once upon", max_tokens=10)
+    raw = gw.oai.completions.with_raw_response.create(
+        model="fakeai/gpt-4o-mini@tokens=3", prompt="Once upon", max_tokens=10
+    )
+    done = raw.parse()
     assert done.choices[0].text.split() == ["the", "quick", "brown"]
+    rec = _record(gw, raw.headers)
+    assert rec.endpoint == "completions" and rec.output_text == done.choices[0].text
     chunks = list(gw.oai.completions.create(model="fakeai/gpt-4o-mini@tokens=3", prompt="Once", stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices).split() == ["the", "quick", "brown"]
     with pytest.raises(openai.BadRequestError):
@@ -596,3 +624,11 @@ def test_every_api_yields_the_same_record_and_broadcast_as_chat(gw: Gw, target: 
         )
         classes.add(_broadcast(gw, headers["x-relaycast-request-id"])["error_class"])
     assert classes == {"stream_cut"}
+
+
+def test_the_output_cap_a_token_limit_sets_reaches_native_providers_too(gw: Gw, fake: Fake) -> None:
+    capped = openai.OpenAI(base_url=gw.url + "/v1", api_key=CAPPED_KEY, max_retries=0)
+    capped.responses.create(model="oai/gpt-4o-mini@tokens=3", input="hello")
+    assert fake.requests()[-1]["path"].endswith("/responses") and fake.last_body()["max_output_tokens"] == 50
+    capped.responses.create(model="fakeai/gpt-4o-mini@tokens=3", input="hello")
+    assert fake.last_body()["max_tokens"] == 50

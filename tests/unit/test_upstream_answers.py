@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
 from relaycast import errors
 from relaycast.deadlines import Deadlines
 from relaycast.providers.http import UpstreamBuffer, read_answer
-from relaycast.providers.settings import Timeouts
+from relaycast.providers.openai_compat import OpenAICompatProvider
+from relaycast.providers.settings import ProviderConfig, Timeouts
 
 SMALL = b'{"id":"chatcmpl-1","choices":[]}'
 LARGE = b"[" + b"1," * 400_000 + b"1]"  # 800 KB: more than aiohttp holds before the gateway reads
@@ -103,3 +105,22 @@ def test_an_answer_that_arrived_whole_is_still_held_to_the_cap_and_to_the_buffer
         assert full.held == 0 and full.refused == 1
 
     run(test)
+
+
+def _native_answer(answer: dict) -> str | None:
+    cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url="http://127.0.0.1:9/v1")
+    provider = OpenAICompatProvider(cfg, None)  # type: ignore[arg-type]  # no request is made
+    return provider._response(orjson.dumps(answer), answer, "oai/m").output_text
+
+
+@pytest.mark.parametrize("answer", [{"status": "completed", "output": 5}, {"output": []}, {"status": "completed"}])
+def test_a_native_responses_answer_of_the_wrong_shape_is_malformed_and_fails_over(answer: dict) -> None:
+    with pytest.raises(errors.MalformedResponse) as e:
+        _native_answer(answer)
+    assert e.value.fails_over
+
+
+def test_a_native_responses_answer_with_odd_items_still_reads_what_it_can() -> None:
+    text = {"type": "output_text", "text": "hi", "annotations": []}
+    odd = [{"type": "message", "content": 7}, 3, {"type": "message", "content": [text, 5]}]
+    assert _native_answer({"status": "completed", "output": odd}) == "hi"
