@@ -7,8 +7,10 @@ request, over a stand-in for aiohttp's response that hands out prepared reads.
 
 Streams: the fake upstream's OpenAI answer of 20 tokens (22 chunks with the role and finish chunks, then the usage
 chunk and [DONE]) and its Anthropic answer of 20 tokens (26 events, with `event:` lines). Each is read two ways: all
-of it in one read (a fast upstream on loopback), and one event per read (a real upstream, token by token). Prints
-the median of interleaved rounds. No network.
+of it in one read (a fast upstream on loopback), and one event per read (a real upstream, token by token). Then
+what the other client APIs add: the OpenAI stream translated for an Anthropic Messages client and for a Responses
+client (`server/shapes.py`'s relays), and the Anthropic stream forwarded natively to a Messages client. Prints the
+median of interleaved rounds. No network.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from relaycast.fake import anthropic_wire, openai_wire
 from relaycast.fake.behaviour import Behaviour
 from relaycast.providers.anthropic import AnthropicStream, StreamTranslator
 from relaycast.providers.openai_compat import OpenAIStream
+from relaycast.server.shapes import MessagesRelay, Relay, ResponsesRelay
 from relaycast.sse import EventSplitter
 
 TOKENS = 20
@@ -82,6 +85,18 @@ def anthropic_stream(reads: list[bytes]) -> AsyncIterator[bytes]:
     return AnthropicStream(_Response(reads), translator, 60.0).__aiter__()  # type: ignore[arg-type]
 
 
+def native_anthropic_stream(reads: list[bytes]) -> AsyncIterator[bytes]:
+    translator = StreamTranslator("claude-3-5-haiku", True, "anthropic/claude-3-5-haiku", 1_700_000_000)
+    return AnthropicStream(_Response(reads), translator, 60.0, native=True).__aiter__()  # type: ignore[arg-type]
+
+
+async def _relayed(stream: AsyncIterator[bytes], relay: Relay) -> int:
+    n = len(relay.head())
+    async for chunk in stream:
+        n += len(relay.chunk(chunk))
+    return n + len(relay.end())
+
+
 def split_only(reads: list[bytes]) -> int:
     s = EventSplitter()
     return sum(len(s.feed(r)) for r in reads)
@@ -111,6 +126,22 @@ def cases() -> dict[str, Callable[[int], float]]:
 
             out[f"{wire}, {len(events)} events, {how}: split"] = split
             out[f"{wire}, {len(events)} events, {how}: split + inspect"] = full
+    oa, an = [b"".join(openai_events())], [b"".join(anthropic_events())]
+    relays: dict[str, Callable[[], Relay]] = {
+        "for a Messages client": lambda: MessagesRelay("msg_bench", "gpt-4o-mini"),
+        "for a Responses client": lambda: ResponsesRelay({"model": "gpt-4o-mini", "input": "hi"}, "resp_bench", 0),
+    }
+    for name, relay in relays.items():
+
+        def translated(n: int, relay: Callable[[], Relay] = relay) -> float:
+            return per_stream_us(lambda: loop.run_until_complete(_relayed(openai_stream(oa), relay())), n)
+
+        out[f"openai, 1 read, translated {name}"] = translated
+
+    def native(n: int) -> float:
+        return per_stream_us(lambda: loop.run_until_complete(_drain(native_anthropic_stream(an))), n)
+
+    out["anthropic, 1 read, forwarded natively to a Messages client"] = native
     return out
 
 

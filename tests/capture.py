@@ -1,4 +1,5 @@
-"""A capture server for broadcast tests: records every request; its answers can be scripted (status, delay)."""
+"""A capture server for broadcast tests: records every request; its answers can be scripted (status, delay). And
+`Sink`, a record sink for a gateway run in process (`Gateway(config, sinks=[sink])`) that tests wait on."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from relaycast.records import RequestRecord
 from relaycast.server.runner import free_port
 
 
@@ -146,3 +148,27 @@ def run_with_capture(body: Callable[[AsyncCapture, aiohttp.ClientSession], Await
             return await body(cap, session)
 
     return asyncio.run(main())
+
+
+class Sink:
+    """Every record the gateway emits, in order; `wait_for(request_id)` blocks until its record came."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, rec: RequestRecord) -> None:
+        with self.cond:
+            self.records.append(rec)
+            self.cond.notify_all()
+
+    def wait_for(self, request_id: str, timeout: float = 5.0) -> RequestRecord:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for r in self.records:
+                    if r.request_id == request_id:
+                        return r
+                left = deadline - time.monotonic()
+                assert left > 0, f"no record for {request_id}"
+                self.cond.wait(left)

@@ -304,14 +304,7 @@ class OpenAIStream:
 
     def _inspect(self, data: bytes) -> bool:
         """Learn from one event; return whether to forward it."""
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise errors.MalformedResponse(
-                "upstream sent a stream event that is not JSON", target=self._target
-            ) from None
-        if not isinstance(obj, dict):
-            raise errors.MalformedResponse("upstream sent a stream event that is not an object", target=self._target)
+        obj = event_object(data, self._target)
         err = obj.get("error")
         if err is not None:
             raise classify(_status_of(err) or 502, data, {}, self._target, self._secret)
@@ -388,20 +381,24 @@ class ResponsesStream:
         raise errors.StreamCut("upstream ended the stream before response.completed", target=self._target)
 
     def _learn(self, data: bytes) -> None:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise errors.MalformedResponse(
-                "upstream sent a stream event that is not JSON", target=self._target
-            ) from None
-        if not isinstance(obj, dict):
-            raise errors.MalformedResponse("upstream sent a stream event that is not an object", target=self._target)
+        obj = event_object(data, self._target)
         kind = obj.get("type")
         if kind in ("response.completed", "response.incomplete") and isinstance(obj.get("response"), dict):
             self.final = obj["response"]  # what a stored response keeps
         failed = self._learner.feed(obj)
         if failed is not None:
             raise classify(_status_of(failed) or 502, orjson.dumps({"error": failed}), {}, self._target, self._secret)
+
+
+def event_object(data: bytes, target: str) -> dict[str, Any]:
+    """A stream event's JSON object; MalformedResponse when it is not one."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise errors.MalformedResponse("upstream sent a stream event that is not JSON", target=target) from None
+    if not isinstance(obj, dict):
+        raise errors.MalformedResponse("upstream sent a stream event that is not an object", target=target)
+    return obj
 
 
 def embeddings_usage(raw: bytes) -> Usage | None:

@@ -77,6 +77,8 @@ class Extras:
         t0, wall0 = time.monotonic_ns(), self.s.wall_ns()
         key = self.s.auth.client(r.headers)
         rid = r.path.removeprefix(RESPONSES_PREFIX)
+        if "/" in rid:  # input_items, cancel, ...: stored responses are kept whole, read and deleted whole
+            raise errors.NotFoundRoute(f"Unknown request URL: {r.method} {r.path[:200]}.")
         if r.method == "GET":
             body = await self.stored.read(rid, key)
         elif r.method == "DELETE":

@@ -5,7 +5,6 @@ retry hints; across targets of both kinds, natively and translated, with failove
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from relaycast.config import parse
 from relaycast.records import RequestRecord
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer, free_port
+from tests.capture import Sink
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake
 
 KEY = "rc-client-apis-key-01"
@@ -82,28 +82,6 @@ models:
   - name: native-then-chat
     targets: [oai/gpt-4o-mini@error=500, fakeai/gpt-4o-mini]
 """
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, rec: RequestRecord) -> None:
-        with self.cond:
-            self.records.append(rec)
-            self.cond.notify_all()
-
-    def wait_for(self, request_id: str, timeout: float = 5.0) -> RequestRecord:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for r in self.records:
-                    if r.request_id == request_id:
-                        return r
-                left = deadline - time.monotonic()
-                assert left > 0, f"no record for {request_id}"
-                self.cond.wait(left)
 
 
 class Gw:

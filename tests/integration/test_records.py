@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import openai
 import pytest
 
 from relaycast.config import parse
-from relaycast.records import RequestRecord
 from relaycast.server.app import Gateway
 from relaycast.server.runner import ThreadedServer
+from tests.capture import Sink
 from tests.conftest import UPSTREAM_KEY, Fake, standard_config
 
 MSGS = [{"role": "user", "content": "hello"}]
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, rec: RequestRecord) -> None:
-        with self.cond:
-            self.records.append(rec)
-            self.cond.notify_all()
-
-    def wait_for(self, request_id: str, timeout: float = 5.0) -> RequestRecord:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for r in self.records:
-                    if r.request_id == request_id:
-                        return r
-                left = deadline - time.monotonic()
-                assert left > 0, f"no record for {request_id}"
-                self.cond.wait(left)
 
 
 @pytest.fixture(scope="module")
