@@ -610,3 +610,20 @@ def test_the_output_cap_a_token_limit_sets_reaches_native_providers_too(gw: Gw, 
     assert fake.requests()[-1]["path"].endswith("/responses") and fake.last_body()["max_output_tokens"] == 50
     capped.responses.create(model="fakeai/gpt-4o-mini@tokens=3", input="hello")
     assert fake.last_body()["max_tokens"] == 50
+
+
+def test_what_anthropic_targets_cannot_do_is_refused_clearly(gw: Gw) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        gw.oai.chat.completions.create(model=HAIKU, n=2, messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["code"] == "not_supported" and "'n' must be 1" in e.value.body["message"]
+    assert e.value.response.headers["x-should-retry"] == "false"
+    # n=2 on a route with an OpenAI-compatible target after the Anthropic one: the next target serves it.
+    done = gw.oai.chat.completions.create(model="claude-then-openai", n=2, messages=[{"role": "user", "content": "x"}])
+    assert len(done.choices) == 2
+
+
+def test_chat_completions_parse_works_on_claude(gw: Gw) -> None:
+    parsed = gw.oai.chat.completions.parse(
+        model=HAIKU, messages=[{"role": "user", "content": "a city"}], response_format=Answer
+    )
+    assert isinstance(parsed.choices[0].message.parsed, Answer)
