@@ -69,6 +69,7 @@ class Attempt:
     upstream_status: int | None = None
     cost_pusd: int | None = None  # pico-dollars; None when unpriced (see relaycast.costs)
     cost_source: str = "none"  # computed | reported | estimated | unpriced | none (not billed)
+    vendor: str = ""  # who made the model, by the GenAI conventions' names (providers.presets.vendor)
 
     @property
     def ok(self) -> bool:

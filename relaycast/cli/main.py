@@ -229,7 +229,10 @@ def _monitors_export(args: argparse.Namespace) -> int:
 
         dests = cfg.broadcast.destinations if cfg.broadcast else ()
         dd = next((d.options for d in dests if isinstance(d.options, DatadogOptions)), None)
-        monitors, notes = datadog_monitors(cfg.monitors.rules, routes, dd, args.ml_app)
+        from relaycast.providers.presets import vendor
+
+        vendors = {p.name: vendor(p.kind, p.name, "") for p in cfg.providers.values()}
+        monitors, notes = datadog_monitors(cfg.monitors.rules, routes, dd, args.ml_app, vendors)
         text = orjson.dumps(monitors, option=orjson.OPT_INDENT_2).decode() + "\n"
     else:
         text, notes = prometheus_rules(cfg.monitors.rules, routes, cfg.metrics.user_label)

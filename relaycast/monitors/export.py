@@ -155,14 +155,29 @@ def _tags(base: list[str], pairs: list[tuple[str, str]]) -> str:
     return "{" + ",".join(base + [f"{k}:{v}" for k, v in pairs]) + "}"
 
 
-def datadog_monitor(rule: Rule, routes: Routes, ml_app: str, env: str | None) -> tuple[dict[str, Any], list[str]]:
+def datadog_monitor(
+    rule: Rule, routes: Routes, ml_app: str, env: str | None, vendors: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """`vendors`: each configured provider's vendor (`providers.presets.vendor`), which spans carry as
+    `model_provider`; a provider rule is scoped by its vendor."""
     notes: list[str] = []
+    known = vendors or {}
+
+    def vendor_of(provider: str) -> str:
+        v = known.get(provider, provider)
+        if v != provider:
+            notes.append(
+                f"Datadog's model_provider is the vendor: provider {provider} is scoped as {v} "
+                "(every provider serving its models)"
+            )
+        return v
+
     base = [f"ml_app:{ml_app}"] + ([f"env:{env}"] if env else [])
     w = _dur(rule.window_s)
     message = f"relaycast rule `{rule.name}` ({rule.kind})."
     options: dict[str, Any] = {"notify_no_data": False, "include_tags": True, "renotify_interval": 0}
     if rule.kind == "spend_spike":
-        scope = [(DD_DIMS[k], v) for k, v in rule.where if k in DD_DIMS]
+        scope = [(DD_DIMS[k], vendor_of(v) if k == "provider" else v) for k, v in rule.where if k in DD_DIMS]
         lost = [k for k, _ in rule.where if k not in DD_DIMS] + (
             [rule.by] if rule.by and rule.by not in DD_DIMS else []
         )
@@ -188,7 +203,7 @@ def datadog_monitor(rule: Rule, routes: Routes, ml_app: str, env: str | None) ->
         if rule.model:
             pairs = [("model_name", rule.model)]
         elif rule.provider:
-            pairs = [("model_provider", rule.provider)]
+            pairs = [("model_provider", vendor_of(rule.provider))]
         else:
             targets = _route_targets(routes, rule.route) if rule.route else [rule.target or ""]
             models = sorted({t.split("/", 1)[1] for t in targets if "/" in t})
@@ -205,7 +220,7 @@ def datadog_monitor(rule: Rule, routes: Routes, ml_app: str, env: str | None) ->
         message += f" p{q} latency over {rule.threshold_ms:g} ms for {{{{model_name.name}}}}."
     elif rule.kind == "error_rate":
         assert rule.provider is not None
-        sel = _tags(base + ["span_kind:llm"], [("model_provider", rule.provider)])
+        sel = _tags(base + ["span_kind:llm"], [("model_provider", vendor_of(rule.provider))])
         if rule.error_class:
             notes.append("LLM Observability metrics have no error class tag: this counts every error")
         query = f"sum(last_{w}):sum:{DD_ERRORS}{sel}.as_count() / sum:{DD_SPANS}{sel}.as_count() * 100 > {rule.threshold_pct:g}"
@@ -214,7 +229,7 @@ def datadog_monitor(rule: Rule, routes: Routes, ml_app: str, env: str | None) ->
     else:
         assert rule.scope is not None
         dim, value = rule.scope
-        pairs = [(DD_DIMS[dim], value)] if dim in DD_DIMS else []
+        pairs = [(DD_DIMS[dim], vendor_of(value) if dim == "provider" else value)] if dim in DD_DIMS else []
         if dim not in DD_DIMS:
             notes.append(f"Datadog's LLM Observability metrics have no {dim} tag: exported for the whole ml_app")
         span = "1d" if rule.period == "day" else "1w"
@@ -243,15 +258,20 @@ def datadog_monitor(rule: Rule, routes: Routes, ml_app: str, env: str | None) ->
 
 
 def datadog_monitors(
-    rules: Iterable[Rule], routes: Routes, datadog: DatadogOptions | None, ml_app: str | None = None
+    rules: Iterable[Rule],
+    routes: Routes,
+    datadog: DatadogOptions | None,
+    ml_app: str | None = None,
+    vendors: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Datadog monitor definitions for every rule, and the notes on approximations. `datadog`: the options of the
-    configured Datadog destination (None: none is configured); `ml_app` overrides its ml_app."""
+    configured Datadog destination (None: none is configured); `ml_app` overrides its ml_app; `vendors`: each
+    configured provider's vendor."""
     app, env, _ = datadog_scope(datadog, ml_app)
     out: list[dict[str, Any]] = []
     notes: list[str] = []
     for r in rules:
-        m, n = datadog_monitor(r, routes, app, env)
+        m, n = datadog_monitor(r, routes, app, env, vendors)
         out.append(m)
         notes.extend(f"{r.name}: {x}" for x in n)
     return out, notes

@@ -70,3 +70,36 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         ),
     }
 )
+
+# The GenAI semantic conventions' well-known `gen_ai.provider.name` values (and Datadog's `model_provider`), by
+# the vendor a preset prices under or an OpenRouter model's prefix; any other vendor keeps its own name.
+SEMCONV_VENDORS: Mapping[str, str] = MappingProxyType(
+    {
+        "openai": "openai",
+        "anthropic": "anthropic",
+        "mistral": "mistral_ai",
+        "mistralai": "mistral_ai",
+        "groq": "groq",
+        "deepseek": "deepseek",
+        "google": "gcp.gemini",
+        "x-ai": "x_ai",
+        "cohere": "cohere",
+        "perplexity": "perplexity",
+    }
+)
+
+
+def vendor(kind: str, name: str, model: str) -> str:
+    """Who made the model a provider serves, by the GenAI conventions' names: its preset's vendor (`openai`,
+    `anthropic`, `mistral_ai`, `groq`, ...), the prefix of an OpenRouter model (`anthropic/claude-3.5-haiku` ->
+    `anthropic`), the kind of a self-hosted server (`vllm`, `ollama`), else the provider's configured name."""
+    preset = PRESETS.get(kind)
+    if preset is not None and preset.vendor_in_model_name and "/" in model:
+        v = model.partition("/")[0].lower()
+    elif preset is not None and preset.price_vendor:
+        v = preset.price_vendor
+    elif kind in ("openai_compatible", "openrouter"):
+        v = name.lower()
+    else:
+        v = kind
+    return SEMCONV_VENDORS.get(v, v)

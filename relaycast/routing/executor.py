@@ -29,6 +29,7 @@ from relaycast import errors
 from relaycast.deadlines import Deadlines
 from relaycast.log import EventLog
 from relaycast.providers.base import ChatResult, ChatStream, Provider
+from relaycast.providers.presets import vendor
 from relaycast.providers.settings import Timeouts
 from relaycast.records import Attempt, Usage
 from relaycast.retry import backoff
@@ -41,6 +42,7 @@ from relaycast.schema import ChatRequest
 RETRY_BASE_S, RETRY_CAP_S = 0.1, 2.0  # a target retried after a retryable failure: 0.1 s, doubling, at most 2 s
 
 TARGET_ERRORS = (errors.ProviderError, errors.NotSupported, errors.InvalidRequest)
+MAX_VENDORS = 4096  # targets whose vendor is remembered (a client names targets: bounded)
 
 
 def attempt_record(
@@ -54,6 +56,7 @@ def attempt_record(
     finish_reason: str | None = None,
     error: errors.RelaycastError | None = None,
     error_class: str | None = None,
+    vendor: str = "",
 ) -> Attempt:
     end = ended_ns if ended_ns is not None else time.monotonic_ns()
     return Attempt(
@@ -68,6 +71,7 @@ def attempt_record(
         error_class=error_class or (error.error_class if error else None),
         error_message=error.message if error else None,
         upstream_status=getattr(error, "upstream_status", None),
+        vendor=vendor,
     )
 
 
@@ -152,6 +156,18 @@ class Executor:
         self._log = log
         self._rng = rng or random.Random()
         self.deadlines = Deadlines()  # every run's deadlines, with no loop timer each (relaycast.deadlines)
+        self._vendors: dict[Target, str] = {}
+
+    def vendor(self, target: Target) -> str:
+        """Who made the target's model (`providers.presets.vendor`), remembered per target (at most MAX_VENDORS)."""
+        v = self._vendors.get(target)
+        if v is None:
+            p = self._providers[target.provider].config
+            v = vendor(p.kind, p.name, target.model)
+            if len(self._vendors) >= MAX_VENDORS:
+                self._vendors.clear()
+            self._vendors[target] = v
+        return v
 
     def run(self, plan: Plan, t0_ns: int) -> Run:
         """A request's run of `plan`; `t0_ns` is when the request arrived (monotonic ns)."""
@@ -226,6 +242,7 @@ class Run:
                         ended_ns=ended,
                         usage=result.usage,
                         finish_reason=result.finish_reason,
+                        vendor=self._ex.vendor(target),
                     )
                 )
                 out = result.usage.completion_tokens if result.usage else 0
@@ -257,7 +274,11 @@ class Run:
                 raise
             else:
                 ended = time.monotonic_ns()
-                self._attempts.append(attempt_record(target, self.t0_ns, started, ended_ns=ended, usage=usage))
+                self._attempts.append(
+                    attempt_record(
+                        target, self.t0_ns, started, ended_ns=ended, usage=usage, vendor=self._ex.vendor(target)
+                    )
+                )
                 self._board.observe(target.name, (ended - started) / 1e6, None, None)
                 return raw, target
             self._failed(target, started, err)
@@ -386,6 +407,7 @@ class Run:
                 finish_reason=state.finish_reason,
                 error=err,
                 error_class=cls,
+                vendor=self._ex.vendor(opened.target),
             )
         )
         if cls is not None:
@@ -405,7 +427,9 @@ class Run:
 
     def _failed(self, target: Target, started: int, err: errors.RelaycastError) -> None:
         ended = time.monotonic_ns()
-        self._attempts.append(attempt_record(target, self.t0_ns, started, ended_ns=ended, error=err))
+        self._attempts.append(
+            attempt_record(target, self.t0_ns, started, ended_ns=ended, error=err, vendor=self._ex.vendor(target))
+        )
         if err.error_class in ("not_supported", "invalid_request"):
             self._board.release(target.name)  # says nothing about the target's health
         else:
@@ -427,7 +451,9 @@ class Run:
         )
 
     def _cancelled(self, target: Target, started: int, cls: str) -> None:
-        self._attempts.append(attempt_record(target, self.t0_ns, started, error_class=cls))
+        self._attempts.append(
+            attempt_record(target, self.t0_ns, started, error_class=cls, vendor=self._ex.vendor(target))
+        )
         self._board.release(target.name)
 
 

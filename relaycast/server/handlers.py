@@ -195,8 +195,8 @@ class Handlers:
             return
         outcome.text = result.output_text
         if req.usage_include and result.dialect == "chat":
-            provider = self.s.config.providers[target.provider]
-            result.body = openrouter_answer(result, provider, self._cost(run.attempts, req, result.output_text))
+            made_by = run.attempts[-1].vendor
+            result.body = openrouter_answer(result, made_by, self._cost(run.attempts, req, result.output_text))
         answer = shape.answer(req, result, r.id.removeprefix("req_"))
         if shape is self.shapes.responses:
             await self.stored.keep(req, key, answer)
@@ -220,14 +220,15 @@ class Handlers:
         if head:
             await send({"type": "http.response.body", "body": head, "more_body": True})
 
-        provider = self.s.config.providers[opened.target.provider]
+        made_by = self.executor.vendor(opened.target)
         with_cost = req.usage_include and opened.stream.dialect == "chat" and shape is self.shapes.chat
 
         async def body(chunk: bytes) -> None:
             out = relay.chunk(chunk)
             if with_cost and b'"usage"' in out:
-                serving = attempt_record(opened.target, run.t0_ns, opened.started_ns, usage=opened.stream.state.usage)
-                out = usage_chunk(out, provider, self._cost((*run.attempts, serving), req, None))
+                state = opened.stream.state
+                serving = attempt_record(opened.target, run.t0_ns, opened.started_ns, usage=state.usage, vendor=made_by)
+                out = usage_chunk(out, made_by, self._cost((*run.attempts, serving), req, None))
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
 

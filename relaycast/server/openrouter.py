@@ -14,14 +14,6 @@ import orjson
 
 from relaycast.costs.money import usd_decimal
 from relaycast.providers.base import ChatResult
-from relaycast.providers.presets import PRESETS
-from relaycast.providers.settings import ProviderConfig
-
-
-def vendor(p: ProviderConfig) -> str:
-    """The vendor a provider's models come from: its preset's (`openai`, `anthropic`, `groq`, ...), else its name."""
-    preset = PRESETS.get(p.kind)
-    return (preset.price_vendor if preset is not None else None) or p.name
 
 
 def usd(pico: int) -> float:
@@ -40,12 +32,12 @@ def usage_fields(usage: dict[str, Any], pico: int) -> dict[str, Any]:
     return out
 
 
-def openrouter_answer(result: ChatResult, provider: ProviderConfig, pico: int) -> bytes:
-    """A chat completion with OpenRouter's fields added."""
+def openrouter_answer(result: ChatResult, vendor: str, pico: int) -> bytes:
+    """A chat completion with OpenRouter's fields added (`vendor`: `providers.presets.vendor`)."""
     body = orjson.loads(result.body)
     if not isinstance(body, dict):
         return result.body
-    body.setdefault("provider", vendor(provider))  # an OpenRouter upstream names the one it used
+    body.setdefault("provider", vendor)  # an OpenRouter upstream names the one it used
     for c in body.get("choices") or ():
         if isinstance(c, dict):
             c.setdefault("native_finish_reason", result.native_finish_reason or c.get("finish_reason"))
@@ -54,14 +46,14 @@ def openrouter_answer(result: ChatResult, provider: ProviderConfig, pico: int) -
     return orjson.dumps(body)
 
 
-def usage_chunk(data: bytes, provider: ProviderConfig, pico: int) -> bytes:
+def usage_chunk(data: bytes, vendor: str, pico: int) -> bytes:
     """A stream's events with the usage chunk (`choices: []` and a usage object) given OpenRouter's fields."""
     out = []
     for block in data.split(b"\n\n"):
         if block.startswith(b"data: {") and b'"usage"' in block:
             obj = orjson.loads(block[6:])
             if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices"):
-                obj.setdefault("provider", vendor(provider))
+                obj.setdefault("provider", vendor)
                 obj["usage"] = usage_fields(obj["usage"], pico)
                 block = b"data: " + orjson.dumps(obj)
         if block:

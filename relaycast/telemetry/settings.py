@@ -43,6 +43,7 @@ DD_SITES = (
     "us3.datadoghq.com",
     "us5.datadoghq.com",
     "datadoghq.eu",
+    "uk1.datadoghq.com",
     "ap1.datadoghq.com",
     "ap2.datadoghq.com",
 )

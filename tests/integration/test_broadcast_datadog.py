@@ -274,3 +274,34 @@ def test_standard_datadog_environment_variables_create_the_destination(fake: Fak
             assert _tags(span)["ml_app"] == "from-env" and _tags(span)["env"] == "envtest"
     finally:
         gw.stop()
+
+
+def test_a_record_larger_than_one_post_is_split_across_posts_and_nothing_is_lost(dd_gateway, agent) -> None:
+    """A 2 MB prompt through a failover route: three spans of about 2 MB each, more than Datadog's 5 MiB per
+    POST together. Each POST stays within it and every span arrives."""
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0, timeout=30)
+    prompt = "lorem ipsum " * 170_000  # about 2 MB
+    raw = c.chat.completions.with_raw_response.create(model="fast", messages=[{"role": "user", "content": prompt}])
+    assert raw.headers["x-relaycast-attempts"] == "2"
+    trace = _trace(agent, raw.headers["x-request-id"], 3)
+    assert len(trace) == 3 and {s["parent_id"] == "undefined" for s in trace} == {True, False}
+    with urllib.request.urlopen(agent.url + "/test/session/requests", timeout=10) as r:
+        sizes = [len(base64.b64decode(req["body"])) for req in json.load(r) if "llmobs" in req["url"]]
+    assert max(sizes) <= 5 * 1024 * 1024 and sum(s > 1_000_000 for s in sizes) >= 2, sizes
+
+
+def test_client_tags_cannot_pass_for_the_ones_relaycast_sets(dd_gateway, agent) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    raw = c.chat.completions.with_raw_response.create(
+        model="fakeai/gpt-4o-mini",
+        messages=MSGS,
+        extra_headers={"x-relaycast-tags": "ml_app=someone-else, env=prod, team=search"},
+        extra_body={"trace": {"service": "spoofed"}},
+    )
+    for span in _trace(agent, raw.headers["x-request-id"], 2):
+        tags = span["tags"]
+        assert [t for t in tags if t.startswith("ml_app:")] == ["ml_app:relaycast-tests"]
+        assert [t for t in tags if t.startswith("env:")] == ["env:ci"]
+        assert [t for t in tags if t.startswith("service:")] == ["service:gateway"]
+        assert {"client.ml_app:someone-else", "client.env:prod", "client.service:spoofed", "team:search"} <= set(tags)
+        assert "apm_trace_id" not in span["_dd"]

@@ -211,14 +211,16 @@ def test_attribution_tags_reach_datadog_and_otlp_spans():
             feature="search",
             key_name="web",
             trace={"trace_name": "t", "order_id": 7},
-            tags=(("team", "payments"), ("env", "prod")),
+            tags=(("team", "payments"), ("env", "prod"), ("ml_app", "someone-else")),
         ),
     )
     root, llm = (json.loads(x)["spans"][0] for x in _dd().encode(rec, False, ()))
     for span in (root, llm):
-        assert {"team:payments", "env:prod", "order_id:7", "feature:search", "gateway_key:web", "user_id:u"} <= set(
-            span["tags"]
-        )
+        assert {"team:payments", "order_id:7", "feature:search", "gateway_key:web", "user_id:u"} <= set(span["tags"])
+        # A client's tag never passes for one relaycast sets: a reserved key is sent as client.<key>.
+        assert {"client.env:prod", "client.ml_app:someone-else"} <= set(span["tags"])
+        assert "env:prod" not in span["tags"]
+        assert [t for t in span["tags"] if t.startswith("ml_app:")] == [f"ml_app:{_dd().o.ml_app}"]
     attrs = common_attrs(rec, ())
     assert attrs["relaycast.tag.team"] == "payments" and attrs["relaycast.feature"] == "search"
 
@@ -255,3 +257,10 @@ def test_metrics_show_every_drop_reason_per_destination_from_the_first_scrape(tm
     assert dropped[("hook", "queue_full")] == 1 and dropped[("hook", "disk_full")] == 0
     assert families["relaycast_broadcast_healthy"] == {("hook",): 1.0}
     assert families["relaycast_broadcast_spooled_records"] == {("hook",): 0}
+
+
+def test_every_datadog_site_with_llm_observability_is_accepted() -> None:
+    for site in ("datadoghq.com", "us3.datadoghq.com", "us5.datadoghq.com", "datadoghq.eu", "uk1.datadoghq.com"):
+        text = BASE + f"broadcast:\n  destinations:\n    - {{kind: datadog, api_key: k0123456789, site: {site}}}\n"
+        [d] = parse(text, env={}).broadcast.destinations
+        assert d.options.intake_url == f"https://llmobs-intake.{site}/api/v2/llmobs"

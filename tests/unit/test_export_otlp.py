@@ -260,7 +260,7 @@ def test_successful_stream_carries_gen_ai_usage_cost_ttft_and_request_parameters
     assert a["gen_ai.usage.input_tokens"] == 120 and a["gen_ai.usage.output_tokens"] == 30
     assert a["gen_ai.usage.cache_read.input_tokens"] == 100
     assert a["gen_ai.usage.reasoning.output_tokens"] == 12
-    assert a["gen_ai.usage.total_cost"] == pytest.approx(0.00042)
+    assert a["relaycast.cost.usd"] == pytest.approx(0.00042)
     assert "gen_ai.usage.input_cost" not in a and "gen_ai.usage.output_cost" not in a  # only the total is known
     assert a["gen_ai.response.finish_reasons"] == ["stop"]
     assert a["gen_ai.server.time_to_first_token"] == pytest.approx(0.150)
@@ -342,7 +342,7 @@ def test_privacy_mode_removes_prompts_and_completions_but_keeps_tokens_and_metad
     root, llm = all_spans(one(stream_record(), privacy=True))
     a = attrs(llm.attributes)
     assert "gen_ai.input.messages" not in a and "gen_ai.output.messages" not in a
-    assert a["gen_ai.usage.input_tokens"] == 120 and a["gen_ai.usage.total_cost"] == pytest.approx(0.00042)
+    assert a["gen_ai.usage.input_tokens"] == 120 and a["relaycast.cost.usd"] == pytest.approx(0.00042)
     assert a["user.id"] == "user-42"
 
 
@@ -573,3 +573,12 @@ def test_connection_test_never_shows_credentials_from_the_url():
         assert "pa55word-in-url" not in result.message and "query-secret" not in result.message
 
     run(body)
+
+
+def test_the_provider_name_is_the_vendor_and_the_configured_provider_its_own_attribute():
+    record = stream_record()
+    vendored = dataclasses.replace(record, attempts=(dataclasses.replace(record.attempts[0], vendor="openai"),))
+    _, llm = all_spans(one(vendored))
+    a = attrs(llm.attributes)
+    assert a["gen_ai.provider.name"] == "openai" and a["relaycast.provider"] == "openrouter"
+    assert "gen_ai.usage.total_cost" not in a  # cost is not a GenAI convention: relaycast.cost.usd

@@ -158,3 +158,24 @@ def test_export_refuses_a_config_without_rules(tmp_path):
         timeout=60,
     )
     assert r.returncode == 2 and "no monitor rules" in r.stderr
+
+
+def test_a_provider_rule_is_scoped_by_the_vendor_datadog_spans_carry(tmp_path):
+    """Spans carry the vendor as `model_provider`: a rule on a provider named `gpt` (kind openai) is scoped as
+    `model_provider:openai`, and the export says so."""
+    cfg = tmp_path / "relaycast.yaml"
+    cfg.write_text(
+        CONFIG.replace("{name: openai, kind: openai", "{name: gpt, kind: openai")
+        .replace("openai/gpt-4o-mini", "gpt/gpt-4o-mini")
+        .replace("provider: openai", "provider: gpt")
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "relaycast", "monitors", "export", "--config", str(cfg), "--format", "datadog"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    errs = {m["name"]: m for m in json.loads(r.stdout)}["[relaycast] openai-errors"]
+    assert "model_provider:openai" in errs["query"] and "model_provider:gpt" not in errs["query"]
+    assert "provider gpt is scoped as openai" in r.stderr

@@ -62,3 +62,25 @@ def f(kind, model):
     return kind == "openrouter" or f"groq/{model}"
 '''
     assert sorted(t for _, t in provider_literals(code)) == ["groq/", "ollama", "openrouter", "vllm"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "model", "vendor"),
+    [
+        ("openai", "openai", "gpt-4o-mini", "openai"),
+        ("anthropic", "claude", "claude-3-5-haiku-latest", "anthropic"),
+        ("mistral", "mistral", "mistral-large-latest", "mistral_ai"),
+        ("groq", "fast", "llama-3.1-8b-instant", "groq"),
+        ("openrouter", "or", "anthropic/claude-3.5-haiku", "anthropic"),
+        ("openrouter", "or", "mistralai/mistral-small", "mistral_ai"),
+        ("openrouter", "or", "google/gemini-2.5-flash", "gcp.gemini"),
+        ("vllm", "local", "my-finetune", "vllm"),
+        ("openai_compatible", "FakeAI", "gpt-4o-mini", "fakeai"),
+    ],
+)
+def test_the_vendor_of_a_model_is_named_as_the_genai_conventions_name_it(
+    kind: str, name: str, model: str, vendor: str
+) -> None:
+    from relaycast.providers.presets import vendor as vendor_of
+
+    assert vendor_of(kind, name, model) == vendor

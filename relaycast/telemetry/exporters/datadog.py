@@ -24,6 +24,29 @@ from relaycast.version import __version__
 MAX_BODY = 5 * 1024 * 1024
 MAX_SPAN = 5_000_000
 TRACER_VERSION = f"relaycast-{__version__}"
+# Tags relaycast sets (and Datadog reads): a client's tag of the same key is sent as `client.<key>`.
+RESERVED_TAGS = frozenset(
+    {
+        "ml_app",
+        "service",
+        "env",
+        "version",
+        "source",
+        "error",
+        "error_type",
+        "session_id",
+        "user_id",
+        "feature",
+        "app_url",
+        "gateway_key",
+        "target",
+        "provider",
+        "cost_source",
+        "host",
+        "language",
+    }
+)
+CLIENT_PREFIX = "client."
 
 
 class DatadogExporter:
@@ -79,7 +102,9 @@ class DatadogExporter:
         ):
             if value:
                 t.append(f"{key}:{value}")
-        t.extend(f"{k}:{v}" for k, v in record.all_tags().items())
+        # A client's tags (`X-Relaycast-Tags`, `trace`) never pass for one relaycast sets: a reserved key is sent
+        # as `client.<key>`. The destination's own `tags` (the operator's) are sent as they are.
+        t.extend(f"{CLIENT_PREFIX}{k}:{v}" if k in RESERVED_TAGS else f"{k}:{v}" for k, v in record.all_tags().items())
         t.extend(f"{k}:{v}" for k, v in extra)
         return t
 
@@ -106,7 +131,8 @@ class DatadogExporter:
             "meta": {},
             "metrics": {},
             "tags": [*tags, "error:1" if error else "error:0", *([f"error_type:{error[0]}"] if error else [])],
-            "_dd": {"span_id": str(span_id), "trace_id": ids.trace_id, "apm_trace_id": ids.trace_id},
+            # No `apm_trace_id`: ddtrace sends one to link an APM trace, and relaycast makes none.
+            "_dd": {"span_id": str(span_id), "trace_id": ids.trace_id},
         }
         if record.attribution.session_id:
             span["session_id"] = record.attribution.session_id
@@ -157,12 +183,13 @@ class DatadogExporter:
             record.started_unix_ns + a.started_ns,
             a.duration_ns,
             error,
-            [*tags, f"target:{a.target}"],
+            [*tags, f"target:{a.target}", f"provider:{a.provider}"],
         )
         meta = span["meta"]
         meta["span"] = {"kind": "embedding" if record.endpoint == "embeddings" else "llm"}
         meta["model_name"] = a.model
-        meta["model_provider"] = a.provider.lower()
+        # The vendor (Datadog groups and prices by it); the configured provider is the `provider` tag.
+        meta["model_provider"] = a.vendor or a.provider.lower()
         if not privacy and record.endpoint != "embeddings":
             meta["input"] = {"messages": spans.input_messages(record)}
             text = spans.attempt_output_text(record, i, a)

@@ -11,8 +11,8 @@ classes.
 
 Attributes (`otlp_semconv`): `gen_ai.*` as the GenAI conventions name them (usage, request parameters, finish
 reasons, input and output messages as JSON strings, `error.type`); time to first token in seconds; the cost of
-every priced attempt as `gen_ai.usage.total_cost` (US dollars, as OpenRouter's broadcast names it: there is no
-standard cost attribute), whether computed from a price, reported by the upstream or estimated, with
+every priced attempt as `relaycast.cost.usd` (US dollars: the GenAI conventions have no cost attribute), whether
+computed from a price, reported by the upstream or estimated, with
 `relaycast.cost.source` saying which (`unpriced`, and no cost, for a model with no known price); attribution
 (`user.id`, `session.id`, `relaycast.*`) and the destination's tags on every span. Tokens and cost live on
 attempt spans only, so a backend that sums them does not count them twice.

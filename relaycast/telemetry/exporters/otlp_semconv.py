@@ -81,8 +81,9 @@ def common_attrs(record: RequestRecord, tags: tuple[tuple[str, str], ...]) -> di
 def attempt_attrs(record: RequestRecord, i: int, a: Attempt, op: str) -> dict[str, Value]:
     out: dict[str, Value] = {
         "gen_ai.operation.name": op,
-        "gen_ai.provider.name": a.provider,
+        "gen_ai.provider.name": a.vendor or a.provider,  # the vendor, by the conventions' well-known names
         "gen_ai.request.model": a.model,
+        "relaycast.provider": a.provider,  # the configured provider
         "relaycast.target": a.target,
         "relaycast.attempt": i,
     }
@@ -104,7 +105,8 @@ def attempt_attrs(record: RequestRecord, i: int, a: Attempt, op: str) -> dict[st
         if u.reasoning_tokens:
             out["gen_ai.usage.reasoning.output_tokens"] = u.reasoning_tokens
     if a.cost_pusd is not None and a.cost_source != "none":
-        out["gen_ai.usage.total_cost"] = usd_float(a.cost_pusd)  # US dollars, as OpenRouter's broadcast names it
+        # Not in the GenAI conventions: relaycast's own attribute, in US dollars.
+        out["relaycast.cost.usd"] = usd_float(a.cost_pusd)
         out["relaycast.cost.source"] = a.cost_source
     elif a.cost_source == "unpriced":
         out["relaycast.cost.source"] = "unpriced"
