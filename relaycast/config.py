@@ -84,6 +84,9 @@ class Config:
         lim = self.limits.secrets() if self.limits else ()
         # A password given as a query parameter (`?password=`) rather than in the userinfo.
         urls = url_secrets(self.store.url if self.store else None) + url_secrets(self.redis_url)
+        # An egress proxy's credentials (destinations and notifiers go through HTTP_PROXY / HTTPS_PROXY).
+        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+            urls += url_secrets(os.environ.get(name))
         return provider + tuple(s for d in dests for s in d.secrets()) + store + dash + mon + lim + urls
 
 

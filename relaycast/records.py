@@ -70,6 +70,9 @@ class Attempt:
     cost_pusd: int | None = None  # pico-dollars; None when unpriced (see relaycast.costs)
     cost_source: str = "none"  # computed | reported | estimated | unpriced | none (not billed)
     vendor: str = ""  # who made the model, by the GenAI conventions' names (providers.presets.vendor)
+    cost_input_pusd: int | None = None  # the input part of cost_pusd (the output part is the rest); see costs
+    response_model: str | None = None  # the model the upstream says answered (it may name a dated version)
+    response_id: str | None = None  # the upstream's id of its answer
 
     @property
     def ok(self) -> bool:

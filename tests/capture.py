@@ -172,3 +172,23 @@ class Sink:
                 left = deadline - time.monotonic()
                 assert left > 0, f"no record for {request_id}"
                 self.cond.wait(left)
+
+
+class ForwardProxy(CaptureServer):
+    """An HTTP forward proxy (what HTTP_PROXY names): takes absolute-form requests, records each one's absolute URL
+    in `proxied`, and forwards it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proxied: list[str] = []
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        target = request._message.url  # absolute-form: http://host:port/path
+        body = await request.read()
+        with self._lock:
+            self.proxied.append(str(target))
+        hop = {"host", "proxy-connection", "proxy-authorization", "content-length", "connection", "keep-alive"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
+        async with aiohttp.ClientSession() as s:
+            async with s.request(request.method, str(target), data=body, headers=headers) as r:
+                return web.Response(status=r.status, body=await r.read())

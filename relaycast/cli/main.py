@@ -96,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "every destination tested is OK.",
     )
     bt.add_argument("name", nargs="?", help="the destination to test (default: all)")
-    bt.add_argument("--config", "-c", required=True, help="path to relaycast.yaml")
+    bt.add_argument(
+        "--config", "-c", default=None, help="path to relaycast.yaml (default: the DD_* and OTEL_* variables alone)"
+    )
     bs = bsub.add_parser("status", help="per-destination counters of a running gateway (admin key)")
     bs.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
     bs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")

@@ -8,6 +8,9 @@
   Only its visible text can be counted (hidden reasoning cannot): budgets charge such a request at least what its
   reservation assumed (`limits.admission`).
 - A failed attempt that produced nothing is not billed ("none"); a model with no price is "unpriced" (None, never 0).
+- Each priced attempt also knows its input part (`cost_input_pusd`: the prompt's tokens and the per-request fee;
+  the output part is the rest), so destinations that show input and output cost apart add up to the total. A
+  reported figure is split as the catalog's prices would split it (no split without a price).
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ from relaycast.costs.pricer import Pricer
 from relaycast.records import Attempt, Usage
 
 COMPUTED, REPORTED, ESTIMATED, UNPRICED, NONE = "computed", "reported", "estimated", "unpriced", "none"
+
+
+def input_cost(u: Usage, p: ModelPrice) -> int:
+    """The part of `usage_cost` the prompt makes: plain, cached and cache-write input, and the per-request fee."""
+    cached = min(u.cached_tokens, u.prompt_tokens)
+    writes = min(u.cache_write_tokens, u.prompt_tokens - cached)
+    plain_in = u.prompt_tokens - cached - writes
+    return plain_in * p.input + cached * p.cached_input + writes * p.cache_write + p.request
 
 
 def usage_cost(u: Usage, p: ModelPrice) -> int:
@@ -79,14 +90,23 @@ class Coster:
     def _priced(self, a: Attempt, usage: Usage | None, estimated: bool) -> Attempt:
         if usage is None:
             return a  # not billed: cost_source "none", cost 0
+        price = self.pricer.price(a.provider, a.model)
         if usage.reported_cost_usd is not None and not estimated:
             try:
-                return replace(a, cost_pusd=pico_from_usd(usage.reported_cost_usd), cost_source=REPORTED)
+                reported = pico_from_usd(usage.reported_cost_usd)
             except ValueError:
                 pass  # a malformed figure: price it ourselves
-        price = self.pricer.price(a.provider, a.model)
+            else:
+                # The upstream's figure, split between input and output as the catalog's prices would split it.
+                listed = usage_cost(usage, price) if price is not None else 0
+                part = reported * input_cost(usage, price) // listed if price is not None and listed > 0 else None
+                return replace(a, cost_pusd=reported, cost_source=REPORTED, cost_input_pusd=part)
         if price is None:
             return replace(a, usage=usage, cost_pusd=None, cost_source=UNPRICED)
         return replace(
-            a, usage=usage, cost_pusd=usage_cost(usage, price), cost_source=ESTIMATED if estimated else COMPUTED
+            a,
+            usage=usage,
+            cost_pusd=usage_cost(usage, price),
+            cost_source=ESTIMATED if estimated else COMPUTED,
+            cost_input_pusd=input_cost(usage, price),
         )

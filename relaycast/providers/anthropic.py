@@ -249,6 +249,8 @@ class StreamTranslator:
         if not isinstance(msg, dict):
             raise errors.MalformedResponse("message_start without a message", target=self.target)
         mid, model = msg.get("id"), msg.get("model")
+        self.state.response_id = mid if isinstance(mid, str) else None
+        self.state.response_model = model if isinstance(model, str) else None
         if isinstance(mid, str):
             self._head = self._make_head(mid, model if isinstance(model, str) and model else self._model)
         self._add_usage(msg.get("usage"))

@@ -427,7 +427,15 @@ def chat_result(msg: Any, model: str, created: int, target: str) -> ChatResult:
     }
     if usage is not None:
         body["usage"] = openai_usage(usage)
-    return ChatResult(body=orjson.dumps(body), usage=usage, finish_reason=finish, output_text=text)
+    rid, answered = msg.get("id"), msg.get("model")
+    return ChatResult(
+        body=orjson.dumps(body),
+        usage=usage,
+        finish_reason=finish,
+        output_text=text,
+        response_model=answered if isinstance(answered, str) else None,
+        response_id=rid if isinstance(rid, str) else None,
+    )
 
 
 def _json(v: Any) -> str:

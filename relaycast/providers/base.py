@@ -27,6 +27,8 @@ class ChatResult:
     output_text: str | None
     dialect: str = "chat"  # the API `body` is in: "chat", or the client's own when a provider spoke it natively
     native_finish_reason: str | None = None  # the upstream's own word for why it stopped
+    response_model: str | None = None  # the model the upstream says answered
+    response_id: str | None = None  # the upstream's id of its answer
 
 
 @dataclass(slots=True)
@@ -38,6 +40,8 @@ class StreamState:
     first_token_ns: int | None = None  # monotonic time of the first content-bearing event
     text: list[str] = field(default_factory=list)
     done: bool = False  # the stream ended properly ([DONE] or its native equivalent)
+    response_model: str | None = None  # the model the upstream says answers
+    response_id: str | None = None  # the upstream's id of its answer
 
     def saw_token(self) -> None:
         if self.first_token_ns is None:

@@ -165,6 +165,7 @@ class OpenAICompatProvider:
         text = msg.get("content") if isinstance(msg, dict) else first.get("text")  # a legacy completion's text
         finish = first.get("finish_reason")
         native_finish = first.get("native_finish_reason", finish)
+        model_seen, rid = parsed.get("model"), parsed.get("id")
         return ChatResult(
             body=raw,
             usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
@@ -172,6 +173,8 @@ class OpenAICompatProvider:
             output_text=text if isinstance(text, str) else None,
             dialect="completions" if path == "/completions" else "chat",
             native_finish_reason=native_finish if isinstance(native_finish, str) else None,
+            response_model=model_seen if isinstance(model_seen, str) else None,
+            response_id=rid if isinstance(rid, str) else None,
         )
 
     def _response(self, raw: bytes, parsed: dict[str, Any], target: str) -> ChatResult:
@@ -199,6 +202,8 @@ class OpenAICompatProvider:
             output_text="".join(texts) if texts else None,
             dialect="responses",
             native_finish_reason=parsed.get("status") if isinstance(parsed.get("status"), str) else None,
+            response_model=parsed.get("model") if isinstance(parsed.get("model"), str) else None,
+            response_id=parsed.get("id") if isinstance(parsed.get("id"), str) else None,
         )
 
     async def chat_stream(
@@ -309,6 +314,10 @@ class OpenAIStream:
         if err is not None:
             raise classify(_status_of(err) or 502, data, {}, self._target, self._secret)
         state = self.state
+        if state.response_id is None:  # the first chunk: every chunk repeats them
+            rid, model = obj.get("id"), obj.get("model")
+            state.response_id = rid if isinstance(rid, str) else ""
+            state.response_model = model if isinstance(model, str) else None
         choices = obj.get("choices")
         usage = obj.get("usage")
         if isinstance(usage, dict):
@@ -383,8 +392,13 @@ class ResponsesStream:
     def _learn(self, data: bytes) -> None:
         obj = event_object(data, self._target)
         kind = obj.get("type")
-        if kind in ("response.completed", "response.incomplete") and isinstance(obj.get("response"), dict):
-            self.final = obj["response"]  # what a stored response keeps
+        resp = obj.get("response")
+        if kind in ("response.completed", "response.incomplete") and isinstance(resp, dict):
+            self.final = resp  # what a stored response keeps
+        if kind == "response.created" and isinstance(resp, dict):
+            rid, model = resp.get("id"), resp.get("model")
+            self.state.response_id = rid if isinstance(rid, str) else None
+            self.state.response_model = model if isinstance(model, str) else None
         failed = self._learner.feed(obj)
         if failed is not None:
             raise classify(_status_of(failed) or 502, orjson.dumps({"error": failed}), {}, self._target, self._secret)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.providers.presets import PRESETS
@@ -45,6 +46,14 @@ class ProviderConfig:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE  # a non-streaming chat answer, decompressed
     max_embeddings_bytes: int = DEFAULT_MAX_EMBEDDINGS  # an embeddings answer, decompressed
     responses_api: bool = False  # `/v1/responses` requests go to it natively (presets.Preset.responses_api)
+
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The host and port of `base_url` (the port its scheme implies when none is given)."""
+        u = urlsplit(self.base_url)
+        if not u.hostname:
+            return None
+        return u.hostname, u.port or (443 if u.scheme == "https" else 80)
 
     def secrets(self) -> tuple[str, ...]:
         """For the redactor: the API key, every credential header's value whatever its length (by name:

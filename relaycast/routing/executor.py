@@ -57,6 +57,7 @@ def attempt_record(
     error: errors.RelaycastError | None = None,
     error_class: str | None = None,
     vendor: str = "",
+    response: tuple[str | None, str | None] = (None, None),
 ) -> Attempt:
     end = ended_ns if ended_ns is not None else time.monotonic_ns()
     return Attempt(
@@ -72,6 +73,8 @@ def attempt_record(
         error_message=error.message if error else None,
         upstream_status=getattr(error, "upstream_status", None),
         vendor=vendor,
+        response_model=response[0] or None,
+        response_id=response[1] or None,
     )
 
 
@@ -243,6 +246,7 @@ class Run:
                         usage=result.usage,
                         finish_reason=result.finish_reason,
                         vendor=self._ex.vendor(target),
+                        response=(result.response_model, result.response_id),
                     )
                 )
                 out = result.usage.completion_tokens if result.usage else 0
@@ -408,6 +412,7 @@ class Run:
                 error=err,
                 error_class=cls,
                 vendor=self._ex.vendor(opened.target),
+                response=(state.response_model, state.response_id),
             )
         )
         if cls is not None:

@@ -101,7 +101,8 @@ class TelemetryHub:
                 )
                 self.monitors.start()
         if config.broadcast and config.broadcast.destinations:
-            self.broadcaster = Broadcaster(config.broadcast, self._session(), self.redactor, self.log)
+            servers = {p.name: p.server for p in config.providers.values() if p.server is not None}
+            self.broadcaster = Broadcaster(config.broadcast, self._session(), self.redactor, self.log, servers=servers)
             self.broadcaster.start()
             self.sinks = (*self.sinks, self.broadcaster)
 
@@ -109,7 +110,9 @@ class TelemetryHub:
         """The exporters' and notifiers' own HTTP client: it never shares a pool (or a slowdown) with providers'."""
         if self._http is None:
             # Exporters and notifiers pass allow_redirects=False; this refuses any redirect a call site forgot.
-            self._http = aiohttp.ClientSession(trust_env=False, trace_configs=[refuse_redirects()])
+            # trust_env: the standard HTTP_PROXY / HTTPS_PROXY / NO_PROXY variables route every destination's and
+            # notifier's requests (a gateway behind an egress proxy reaches Datadog through it).
+            self._http = aiohttp.ClientSession(trust_env=True, trace_configs=[refuse_redirects()])
         return self._http
 
     def sink(self, record: RequestRecord) -> None:

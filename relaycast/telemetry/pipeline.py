@@ -32,7 +32,7 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -571,14 +571,17 @@ class Broadcaster:
         redactor: Redactor,
         log: EventLog,
         clock: Clock = time.time_ns,
+        servers: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
+        """`servers`: each configured provider's host and port (`ProviderConfig.server`)."""
         self.destinations: dict[str, Destination] = {}
         trim = HeapTrim()
         for d in config.destinations:
             if not d.enabled:
                 continue
             spool = Spool(f"{config.spool_dir}/{d.name}", d.spool_max_bytes) if d.spool_max_bytes else None
-            self.destinations[d.name] = Destination(d, build(d, session), spool, redactor, log, clock, trim=trim)
+            exporter = build(d, session, servers)
+            self.destinations[d.name] = Destination(d, exporter, spool, redactor, log, clock, trim=trim)
         self._log = log
 
     def __call__(self, record: RequestRecord) -> None:

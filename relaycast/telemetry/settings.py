@@ -278,7 +278,9 @@ def _datadog(r: Reader, m: dict[str, Any], at: str, env: Mapping[str, str]) -> D
         api_key=api_key,
         agent_url=agent_url,
         api_url_override=_url(r, m["api_url"], f"{at}.api_url") if m.get("api_url") is not None else None,
-        intake_url_override=_url(r, m["intake_url"], f"{at}.intake_url") if m.get("intake_url") is not None else None,
+        intake_url_override=_url(r, m["intake_url"], f"{at}.intake_url")
+        if m.get("intake_url") is not None
+        else _override_origin(env),
     )
 
 
@@ -293,6 +295,16 @@ def parse_site(value: str, at: str) -> str:
     if v not in DD_SITES:
         raise ConfigError(at, f"'{value}' is not a Datadog site with LLM Observability (one of: {', '.join(DD_SITES)})")
     return v
+
+
+def _override_origin(env: Mapping[str, str]) -> str | None:
+    """ddtrace's `DD_LLMOBS_OVERRIDE_ORIGIN`: another origin for the agentless intake (a proxy in front of it)."""
+    origin = (env.get("DD_LLMOBS_OVERRIDE_ORIGIN") or "").strip()
+    if not origin:
+        return None
+    if not re.match(r"https?://[^/]+", origin):
+        raise ConfigError("DD_LLMOBS_OVERRIDE_ORIGIN", f"'{origin[:100]}' is not an http(s) URL")
+    return origin.rstrip("/")
 
 
 def datadog_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
@@ -320,6 +332,7 @@ def datadog_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
             env=env.get("DD_ENV"),
             api_key=api_key,
             agent_url=agent_url.rstrip("/") if agent_url else None,
+            intake_url_override=_override_origin(env),
         ),
     )
 

@@ -305,3 +305,29 @@ def test_client_tags_cannot_pass_for_the_ones_relaycast_sets(dd_gateway, agent) 
         assert [t for t in tags if t.startswith("service:")] == ["service:gateway"]
         assert {"client.ml_app:someone-else", "client.env:prod", "client.service:spoofed", "team:search"} <= set(tags)
         assert "apm_trace_id" not in span["_dd"]
+
+
+def test_broadcast_test_needs_no_config_and_says_which_way_spans_go(agent: DatadogTestAgent, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "OTEL_"))}
+    env.update({"DD_TRACE_AGENT_URL": agent.url, "DD_API_KEY": "dd-key-0123456789abcdef0123456789ab"})
+    r = subprocess.run(
+        [sys.executable, "-m", "relaycast", "broadcast", "test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"through the Datadog Agent at {agent.url}" in r.stdout and "an API key is set too" in r.stdout
+    assert "OK   datadog (datadog)" in r.stdout
+    assert "dd-key-0123456789abcdef0123456789ab" not in r.stdout + r.stderr
+    none = subprocess.run(
+        [sys.executable, "-m", "relaycast", "broadcast", "test"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in env.items() if not k.startswith("DD_")},
+        cwd=tmp_path,
+    )
+    assert none.returncode == 2 and "no broadcast destination" in none.stderr

@@ -10,7 +10,7 @@ import openai
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from relaycast.telemetry.exporters.webhook import verify_signature
-from tests.capture import CaptureServer
+from tests.capture import CaptureServer, ForwardProxy
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
 
 HOOK_SECRET = "whsec-0123456789abcdef"
@@ -61,3 +61,35 @@ broadcast:
     assert "private words" not in (tmp_path / "traces.jsonl").read_text()
     everything = b"".join(r.body for r in capture.requests) + (tmp_path / "traces.jsonl").read_bytes()
     assert HOOK_SECRET.encode() not in everything and UPSTREAM_KEY.encode() not in everything
+
+
+def test_destinations_go_through_the_standard_proxy_variables(fake: Fake, tmp_path) -> None:
+    """HTTP_PROXY routes every destination's requests (a gateway behind an egress proxy); NO_PROXY exempts hosts."""
+    capture, proxy = CaptureServer().start(), ForwardProxy().start()
+    extra = f"""
+broadcast:
+  spool_dir: {tmp_path}/spool
+  destinations:
+    - {{name: hook, kind: webhook, url: "{capture.url}/hook", flush_interval: 0.1}}
+"""
+    try:
+        for no_proxy, through in (("", True), ("127.0.0.1", False)):
+            env = {"TEST_UPSTREAM_KEY": UPSTREAM_KEY, "HTTP_PROXY": proxy.url, "NO_PROXY": no_proxy}
+            gw = GatewayProcess(standard_config(fake.url, extra), env=env).wait_ready()
+            try:
+                capture.requests.clear()
+                proxy.proxied.clear()
+                c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+                c.chat.completions.create(model="fakeai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+                deadline = time.monotonic() + 10
+                while not any(r.path == "/hook" for r in capture.requests) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert any(r.path == "/hook" for r in capture.requests), "the webhook got nothing"
+                assert any(u.endswith("/hook") for u in proxy.proxied) is through, (no_proxy, proxy.proxied)
+                # Providers are not reached through it: only destinations and notifiers are.
+                assert not any("/chat/completions" in u for u in proxy.proxied)
+            finally:
+                gw.stop()
+    finally:
+        capture.stop()
+        proxy.stop()

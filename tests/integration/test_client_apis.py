@@ -627,3 +627,21 @@ def test_chat_completions_parse_works_on_claude(gw: Gw) -> None:
         model=HAIKU, messages=[{"role": "user", "content": "a city"}], response_format=Answer
     )
     assert isinstance(parsed.choices[0].message.parsed, Answer)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["fakeai/gpt-4o-mini", HAIKU, "oai/gpt-4o-mini"])
+def test_attempts_keep_the_upstreams_own_model_and_answer_id(gw: Gw, model: str, stream: bool) -> None:
+    if model.startswith("oai"):
+        with gw.oai.responses.with_streaming_response.create(model=model, input="x", stream=stream) as r:
+            r.read()
+            rid = r.headers["x-relaycast-request-id"]
+    else:
+        with gw.oai.chat.completions.with_streaming_response.create(
+            model=model, messages=[{"role": "user", "content": "x"}], stream=stream
+        ) as r:
+            r.read()
+            rid = r.headers["x-relaycast-request-id"]
+    [a] = gw.sink.wait_for(rid).attempts
+    assert a.response_model == model.split("/", 1)[1] and a.response_id
+    assert a.vendor == {"fakeai": "fakeai", "claude": "anthropic", "oai": "oai"}[a.provider]

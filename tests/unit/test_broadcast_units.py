@@ -264,3 +264,32 @@ def test_every_datadog_site_with_llm_observability_is_accepted() -> None:
         text = BASE + f"broadcast:\n  destinations:\n    - {{kind: datadog, api_key: k0123456789, site: {site}}}\n"
         [d] = parse(text, env={}).broadcast.destinations
         assert d.options.intake_url == f"https://llmobs-intake.{site}/api/v2/llmobs"
+
+
+def test_datadog_gets_input_and_output_cost_that_add_up_and_where_the_cost_came_from() -> None:
+    import dataclasses
+
+    rec = _record()
+    a = dataclasses.replace(rec.attempts[0], cost_pusd=1_234_567, cost_input_pusd=234_567, cost_source="estimated")
+    rec = dataclasses.replace(rec, attempts=(a,))
+    _, llm = (json.loads(x)["spans"][0] for x in _dd().encode(rec, False, ()))
+    m = llm["metrics"]
+    assert (m["input_cost"], m["output_cost"], m["total_cost"]) == (234_567e-12, 1_000_000e-12, 1_234_567e-12)
+    assert "cost_source:estimated" in llm["tags"]
+
+
+def test_ddtrace_override_origin_points_the_agentless_intake_elsewhere() -> None:
+    from relaycast.telemetry.settings import datadog_from_env
+
+    env = {
+        "DD_API_KEY": "k0123456789",
+        "DD_LLMOBS_AGENTLESS_ENABLED": "1",
+        "DD_LLMOBS_OVERRIDE_ORIGIN": "http://dd-proxy:8080/",
+    }
+    d = datadog_from_env(env)
+    assert d is not None and d.options.intake_url == "http://dd-proxy:8080/api/v2/llmobs"
+    text = BASE + "broadcast:\n  destinations:\n    - {kind: datadog, api_key: k0123456789}\n"
+    [cfg] = parse(text, env={"DD_LLMOBS_OVERRIDE_ORIGIN": "https://intake.example"}).broadcast.destinations
+    assert cfg.options.intake_url == "https://intake.example/api/v2/llmobs"
+    with pytest.raises(ConfigError):
+        datadog_from_env({**env, "DD_LLMOBS_OVERRIDE_ORIGIN": "not a url"})

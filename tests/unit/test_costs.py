@@ -205,3 +205,22 @@ def test_cost_never_falls_when_tokens_grow(p, c, cached, write, reasoning, extra
     )
     base = usage_cost(u, price)
     assert base >= 0 and usage_cost(more_in, price) >= base and usage_cost(more_out, price) >= base
+
+
+def test_each_priced_attempt_knows_its_input_part_and_the_parts_add_up() -> None:
+    coster = Coster(Pricer(CATALOG, KINDS))
+    u = Usage(prompt_tokens=1000, completion_tokens=500, cached_tokens=400, reasoning_tokens=100)
+    (a,) = coster.chat([attempt("openai", "gpt-4o-mini", u)], [], "x")
+    p = Pricer(CATALOG, KINDS).price("openai", "gpt-4o-mini")
+    assert p is not None and a.cost_source == "computed"
+    assert a.cost_input_pusd == 600 * p.input + 400 * p.cached_input + p.request
+    assert a.cost_pusd == a.cost_input_pusd + 400 * p.output + 100 * p.reasoning
+    # A reported figure is split as the catalog's prices would split it; the parts still add up to it exactly.
+    r = Usage(prompt_tokens=1000, completion_tokens=500, reported_cost_usd="0.001")
+    (b,) = coster.chat([attempt("or", "openai/gpt-4o-mini", r)], [], "x")
+    listed = Pricer(CATALOG, KINDS).price("or", "openai/gpt-4o-mini")
+    assert listed is not None and b.cost_source == "reported" and b.cost_pusd == 10**9
+    assert b.cost_input_pusd == 10**9 * (1000 * listed.input) // (1000 * listed.input + 500 * listed.output)
+    # Without a price there is no split to make.
+    (c,) = coster.chat([attempt("fakeai", "my-private-finetune", r)], [], "x")
+    assert c.cost_source == "reported" and c.cost_input_pusd is None

@@ -582,3 +582,20 @@ def test_the_provider_name_is_the_vendor_and_the_configured_provider_its_own_att
     a = attrs(llm.attributes)
     assert a["gen_ai.provider.name"] == "openai" and a["relaycast.provider"] == "openrouter"
     assert "gen_ai.usage.total_cost" not in a  # cost is not a GenAI convention: relaycast.cost.usd
+
+
+def test_the_upstreams_model_id_and_address_pass_through_and_a_cut_stream_says_error():
+    record = stream_record()
+    ok = dataclasses.replace(record.attempts[0], response_model="gpt-4o-mini-2024-07-18", response_id="chatcmpl-9x")
+    cut = dataclasses.replace(
+        record.attempts[0], error_class="stream_cut", error_message="cut", finish_reason=None, ttft_ns=5 * MS
+    )
+    rec = dataclasses.replace(record, attempts=(cut, ok))
+    exp = OtlpExporter(
+        dest("http://127.0.0.1:4318/v1/traces", "protobuf"), None, servers={"openrouter": ("openrouter.ai", 443)}
+    )  # type: ignore[arg-type]
+    _, first, second = all_spans(decode(exp.encode(rec, False, TAGS)[0]))
+    a, b = attrs(first.attributes), attrs(second.attributes)
+    assert b["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18" and b["gen_ai.response.id"] == "chatcmpl-9x"
+    assert (b["server.address"], b["server.port"]) == ("openrouter.ai", 443)
+    assert a["gen_ai.response.finish_reasons"] == ["error"] and "gen_ai.response.id" not in a

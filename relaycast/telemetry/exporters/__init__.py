@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -17,7 +18,11 @@ EXPORTERS = {
 }
 
 
-def build(dest: DestinationConfig, session: aiohttp.ClientSession) -> Exporter:
+def build(
+    dest: DestinationConfig, session: aiohttp.ClientSession, servers: Mapping[str, tuple[str, int]] | None = None
+) -> Exporter:
+    """`servers`: each configured provider's host and port, for the exporters that name them (OTLP)."""
     module, _, cls = EXPORTERS[dest.kind].partition(":")
-    exporter: Exporter = getattr(importlib.import_module(module), cls)(dest, session)
+    make = getattr(importlib.import_module(module), cls)
+    exporter: Exporter = make(dest, session, servers=servers) if dest.kind == "otlp" else make(dest, session)
     return exporter

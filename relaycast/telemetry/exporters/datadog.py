@@ -183,7 +183,7 @@ class DatadogExporter:
             record.started_unix_ns + a.started_ns,
             a.duration_ns,
             error,
-            [*tags, f"target:{a.target}", f"provider:{a.provider}"],
+            [*tags, f"target:{a.target}", f"provider:{a.provider}", f"cost_source:{a.cost_source}"],
         )
         meta = span["meta"]
         meta["span"] = {"kind": "embedding" if record.endpoint == "embeddings" else "llm"}
@@ -320,6 +320,9 @@ def _usage_metrics(a: Attempt) -> dict[str, float]:
             m["reasoning_output_tokens"] = u.reasoning_tokens
     if a.cost_pusd is not None and a.cost_source != "none":
         m["total_cost"] = usd_float(a.cost_pusd)  # ours (computed, estimated) or the upstream's (reported)
+        if a.cost_input_pusd is not None:  # both parts, so Datadog does not split the total with its own prices
+            m["input_cost"] = usd_float(a.cost_input_pusd)
+            m["output_cost"] = usd_float(a.cost_pusd - a.cost_input_pusd)
     if a.ttft_ns is not None:
         m["time_to_first_token"] = a.ttft_ns / 1e9
     return m

@@ -24,6 +24,7 @@ Responses follow the OTLP/HTTP spec: only 429, 502, 503 and 504 (and connection 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -67,10 +68,18 @@ class OtlpExporter:
     max_batch_bytes = 4 * MiB - 64 * 1024  # room for the request framing; collectors accept 4 MiB and more
     max_age_s = None
 
-    def __init__(self, dest: DestinationConfig, session: aiohttp.ClientSession, log: EventLog | None = None) -> None:
-        """`log` receives the partial-success events; by default one of its own, scrubbing key-shaped secrets."""
+    def __init__(
+        self,
+        dest: DestinationConfig,
+        session: aiohttp.ClientSession,
+        log: EventLog | None = None,
+        servers: Mapping[str, tuple[str, int]] | None = None,
+    ) -> None:
+        """`log` receives the partial-success events; by default one of its own, scrubbing key-shaped secrets.
+        `servers`: each configured provider's host and port (`server.address`, `server.port`)."""
         assert isinstance(dest.options, OtlpOptions)
         self.dest = dest
+        self._servers = servers or {}
         self._log = log if log is not None else EventLog(Redactor(), "relaycast.telemetry.otlp")
         self.o: OtlpOptions = dest.options
         self._session = session
@@ -122,7 +131,7 @@ class OtlpExporter:
                 kind=KIND_CLIENT,
                 start_ns=start,
                 end_ns=start + max(0, a.duration_ns),
-                attrs=attempt_attrs(record, i, a, op),
+                attrs=attempt_attrs(record, i, a, op, self._servers.get(a.provider)),
                 common=common,
                 error=(a.error_message or a.error_class) if a.error_class else None,
             )

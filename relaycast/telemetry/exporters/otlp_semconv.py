@@ -78,7 +78,9 @@ def common_attrs(record: RequestRecord, tags: tuple[tuple[str, str], ...]) -> di
     return out
 
 
-def attempt_attrs(record: RequestRecord, i: int, a: Attempt, op: str) -> dict[str, Value]:
+def attempt_attrs(
+    record: RequestRecord, i: int, a: Attempt, op: str, server: tuple[str, int] | None = None
+) -> dict[str, Value]:
     out: dict[str, Value] = {
         "gen_ai.operation.name": op,
         "gen_ai.provider.name": a.vendor or a.provider,  # the vendor, by the conventions' well-known names
@@ -90,10 +92,16 @@ def attempt_attrs(record: RequestRecord, i: int, a: Attempt, op: str) -> dict[st
     if op == "chat":
         out["gen_ai.request.stream"] = record.stream
     out.update(_param_attrs(record.params))
-    if a.ok:
-        out["gen_ai.response.model"] = a.model
+    if server is not None:
+        out["server.address"], out["server.port"] = server
+    if a.response_model or a.ok:
+        out["gen_ai.response.model"] = a.response_model or a.model  # the upstream's word, else the one asked for
+    if a.response_id:
+        out["gen_ai.response.id"] = a.response_id
     if a.finish_reason:
         out["gen_ai.response.finish_reasons"] = [a.finish_reason]
+    elif a.ttft_ns is not None and a.error_class:
+        out["gen_ai.response.finish_reasons"] = ["error"]  # a stream cut (or abandoned) after it started
     u = a.usage
     if u is not None:
         out["gen_ai.usage.input_tokens"] = u.prompt_tokens
@@ -107,6 +115,9 @@ def attempt_attrs(record: RequestRecord, i: int, a: Attempt, op: str) -> dict[st
     if a.cost_pusd is not None and a.cost_source != "none":
         # Not in the GenAI conventions: relaycast's own attribute, in US dollars.
         out["relaycast.cost.usd"] = usd_float(a.cost_pusd)
+        if a.cost_input_pusd is not None:
+            out["relaycast.cost.input_usd"] = usd_float(a.cost_input_pusd)
+            out["relaycast.cost.output_usd"] = usd_float(a.cost_pusd - a.cost_input_pusd)
         out["relaycast.cost.source"] = a.cost_source
     elif a.cost_source == "unpriced":
         out["relaycast.cost.source"] = "unpriced"
