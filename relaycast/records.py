@@ -97,6 +97,8 @@ class RequestRecord:
     output_text: str | None = None
     client_cancelled: bool = False
     client_request_id: str | None = None  # the client's x-request-id: an attribute only; `request_id` is ours
+    # The serving attempt's tool calls: {"id", "name", "arguments" (JSON text)}, at most 128, arguments bounded.
+    output_tool_calls: tuple[dict[str, str], ...] = ()
 
     @property
     def final_attempt(self) -> Attempt | None:

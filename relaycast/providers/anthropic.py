@@ -268,6 +268,7 @@ class StreamTranslator:
             index = len(self._tools)
             self._tools[obj.get("index", index)] = index
             self.state.saw_token()
+            self.state.tool_call(index, block.get("id"), block.get("name"))
             call = {
                 "index": index,
                 "id": block.get("id"),
@@ -298,6 +299,7 @@ class StreamTranslator:
             if not part or index is None:
                 return b""
             self.state.saw_token()
+            self.state.tool_call(index, arguments=part)
             return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
         if kind == "thinking_delta" and delta.get("thinking"):
             self.state.saw_token()

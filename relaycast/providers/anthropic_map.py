@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from relaycast import errors
-from relaycast.providers.base import ChatResult
+from relaycast.providers.base import ChatResult, tool_calls_of
 from relaycast.records import Usage
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often leave it out
@@ -433,6 +433,7 @@ def chat_result(msg: Any, model: str, created: int, target: str) -> ChatResult:
         usage=usage,
         finish_reason=finish,
         output_text=text,
+        tool_calls=tool_calls_of(calls),
         response_model=answered if isinstance(answered, str) else None,
         response_id=rid if isinstance(rid, str) else None,
     )

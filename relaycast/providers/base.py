@@ -16,6 +16,24 @@ from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage
 from relaycast.schema import ChatRequest
 
+MAX_TOOL_CALLS = 128  # tool calls a record keeps from one answer
+MAX_TOOL_ARGUMENTS = 1024 * 1024  # bytes of their arguments, all together (what passes is cut)
+
+
+def tool_calls_of(calls: Any) -> list[dict[str, str]]:
+    """OpenAI `tool_calls` (an answer's message) as the record keeps them: id, name, arguments (JSON text)."""
+    out: list[dict[str, str]] = []
+    room = MAX_TOOL_ARGUMENTS
+    for c in calls if isinstance(calls, list) else ():
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or len(out) >= MAX_TOOL_CALLS:
+            continue
+        args = fn.get("arguments")
+        args = args if isinstance(args, str) else ""
+        out.append({"id": str(c.get("id") or ""), "name": str(fn.get("name") or ""), "arguments": args[:room]})
+        room = max(0, room - len(args))
+    return out
+
 
 @dataclass(slots=True)
 class ChatResult:
@@ -29,6 +47,7 @@ class ChatResult:
     native_finish_reason: str | None = None  # the upstream's own word for why it stopped
     response_model: str | None = None  # the model the upstream says answered
     response_id: str | None = None  # the upstream's id of its answer
+    tool_calls: list[dict[str, str]] = field(default_factory=list)  # the answer's, as `tool_calls_of` gives them
 
 
 @dataclass(slots=True)
@@ -42,10 +61,30 @@ class StreamState:
     done: bool = False  # the stream ended properly ([DONE] or its native equivalent)
     response_model: str | None = None  # the model the upstream says answers
     response_id: str | None = None  # the upstream's id of its answer
+    tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)  # by index, as they stream in
+    tool_room: int = MAX_TOOL_ARGUMENTS  # bytes of arguments still kept
 
     def saw_token(self) -> None:
         if self.first_token_ns is None:
             self.first_token_ns = time.monotonic_ns()
+
+    def tool_call(self, index: int, call_id: Any = None, name: Any = None, arguments: Any = None) -> None:
+        """A tool call streaming in: its first delta names it, later ones add to its arguments (bounded)."""
+        call = self.tool_calls.get(index)
+        if call is None:
+            if len(self.tool_calls) >= MAX_TOOL_CALLS:
+                return
+            call = self.tool_calls[index] = {"id": "", "name": "", "arguments": ""}
+        if isinstance(call_id, str) and call_id:
+            call["id"] = call_id
+        if isinstance(name, str) and name:
+            call["name"] = name
+        if isinstance(arguments, str) and arguments and self.tool_room > 0:
+            call["arguments"] += arguments[: self.tool_room]
+            self.tool_room -= len(arguments)
+
+    def calls(self) -> list[dict[str, str]]:
+        return [self.tool_calls[i] for i in sorted(self.tool_calls)]
 
 
 class ChatStream(Protocol):

@@ -18,7 +18,7 @@ import orjson
 from relaycast import errors
 from relaycast.deadlines import Deadlines
 from relaycast.dialects.responses import NativeLearner
-from relaycast.providers.base import ChatResult, StreamState
+from relaycast.providers.base import ChatResult, StreamState, tool_calls_of
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
@@ -169,6 +169,7 @@ class OpenAICompatProvider:
         return ChatResult(
             body=raw,
             usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
+            tool_calls=tool_calls_of(msg.get("tool_calls")) if isinstance(msg, dict) else [],
             finish_reason=finish,
             output_text=text if isinstance(text, str) else None,
             dialect="completions" if path == "/completions" else "chat",
@@ -200,6 +201,7 @@ class OpenAICompatProvider:
             usage=state.usage,
             finish_reason=state.finish_reason,
             output_text="".join(texts) if texts else None,
+            tool_calls=tool_calls_of(function_calls(output)),
             dialect="responses",
             native_finish_reason=parsed.get("status") if isinstance(parsed.get("status"), str) else None,
             response_model=parsed.get("model") if isinstance(parsed.get("model"), str) else None,
@@ -333,6 +335,10 @@ class OpenAIStream:
                         state.text.append(text)
                     elif delta.get("tool_calls") or delta.get("reasoning") or delta.get("reasoning_content"):
                         state.saw_token()
+                        for tc in delta.get("tool_calls") or ():
+                            fn = tc.get("function") if isinstance(tc, dict) else None
+                            if isinstance(fn, dict) and isinstance(tc.get("index", 0), int):
+                                state.tool_call(tc.get("index", 0), tc.get("id"), fn.get("name"), fn.get("arguments"))
                 elif isinstance(c0.get("text"), str) and c0["text"]:  # a legacy completion's chunk
                     state.saw_token()
                     state.text.append(c0["text"])
@@ -395,6 +401,10 @@ class ResponsesStream:
         resp = obj.get("response")
         if kind in ("response.completed", "response.incomplete") and isinstance(resp, dict):
             self.final = resp  # what a stored response keeps
+            output = resp.get("output")
+            for i, call in enumerate(function_calls(output if isinstance(output, list) else [])):
+                fn = call["function"]
+                self.state.tool_call(i, call["id"], fn["name"], fn["arguments"])
         if kind == "response.created" and isinstance(resp, dict):
             rid, model = resp.get("id"), resp.get("model")
             self.state.response_id = rid if isinstance(rid, str) else None
@@ -402,6 +412,15 @@ class ResponsesStream:
         failed = self._learner.feed(obj)
         if failed is not None:
             raise classify(_status_of(failed) or 502, orjson.dumps({"error": failed}), {}, self._target, self._secret)
+
+
+def function_calls(output: list[Any]) -> list[dict[str, Any]]:
+    """A Responses answer's `function_call` items, as chat tool calls."""
+    return [
+        {"id": item.get("call_id"), "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+        for item in output
+        if isinstance(item, dict) and item.get("type") == "function_call"
+    ]
 
 
 def event_object(data: bytes, target: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relaycast import errors, schema
@@ -83,6 +83,7 @@ class Outcome:
     error: errors.RelaycastError | None = None
     text: str | None = None
     cancelled: bool = False
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
 
 
 class Shapes:
@@ -194,6 +195,7 @@ class Handlers:
             await send_error(r.send, self.s.redactor, e, headers, shape.error_body)
             return
         outcome.text = result.output_text
+        outcome.tool_calls = result.tool_calls
         if req.usage_include and result.dialect == "chat":
             made_by = run.attempts[-1].vendor
             result.body = openrouter_answer(result, made_by, self._cost(run.attempts, req, result.output_text))
@@ -237,6 +239,7 @@ class Handlers:
         finally:
             state = opened.stream.state
             outcome.text = "".join(state.text) if state.text else None
+            outcome.tool_calls = state.calls()
         if err is None:
             tail = relay.end()
             if shape is self.shapes.responses:
@@ -282,6 +285,7 @@ class Handlers:
             output_text=outcome.text,
             client_cancelled=outcome.cancelled,
             client_request_id=r.client_id,
+            output_tool_calls=tuple(outcome.tool_calls),
         )
         r.recorded = True
         self.s.emit(rec)
@@ -357,6 +361,7 @@ class Handlers:
             error_class=err.error_class if err else None,
             error_message=self.s.redactor.scrub(err.message) if err else None,
             client_request_id=r.client_id,
+            input_messages=embedding_inputs(req.body.get("input")),
         )
         r.recorded = True
         self.s.emit(rec)
@@ -424,3 +429,13 @@ def _scalar_params(body: dict[str, Any] | None) -> dict[str, Any] | None:
         if isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 200):
             out[k] = v
     return out
+
+
+MAX_EMBEDDING_INPUTS = 256  # inputs of an embeddings request its record keeps (as documents)
+
+
+def embedding_inputs(inp: Any) -> tuple[dict[str, Any], ...]:
+    """An embeddings request's text inputs as the record's input (one `user` message each; token arrays are not
+    text and are left out): destinations show them as the embedded documents."""
+    texts = [inp] if isinstance(inp, str) else inp if isinstance(inp, list) else []
+    return tuple({"role": "user", "content": t} for t in texts[:MAX_EMBEDDING_INPUTS] if isinstance(t, str))

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from relaycast.records import Attempt, RequestRecord, content_text
 
 DROPPED_IO = "[relaycast: dropped because of size]"
@@ -87,3 +89,29 @@ def attempt_output_text(record: RequestRecord, index: int, attempt: Attempt) -> 
     if attempt.ok and index == len(record.attempts) - 1:
         return record.output_text
     return None
+
+
+def call_arguments(text: str) -> Any:
+    """A tool call's arguments as the JSON object they hold; the text itself when they are not one."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def message_tool_calls(m: dict[str, Any]) -> list[dict[str, str]]:
+    """The tool calls of an input message (an assistant turn), as the record keeps an answer's."""
+    out = []
+    for c in m.get("tool_calls") or ():
+        fn = c.get("function") if isinstance(c, dict) else None
+        if isinstance(fn, dict):
+            args = fn.get("arguments")
+            out.append(
+                {
+                    "id": str(c.get("id") or ""),
+                    "name": str(fn.get("name") or ""),
+                    "arguments": args if isinstance(args, str) else "",
+                }
+            )
+    return out

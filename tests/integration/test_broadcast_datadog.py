@@ -331,3 +331,50 @@ def test_broadcast_test_needs_no_config_and_says_which_way_spans_go(agent: Datad
         cwd=tmp_path,
     )
     assert none.returncode == 2 and "no broadcast destination" in none.stderr
+
+
+TOOLS = [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_and_tool_results_reach_datadog_as_ddtrace_sends_them(dd_gateway, agent, stream: bool) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    msgs = [{"role": "user", "content": "find the fox"}]
+    raw = c.chat.completions.with_raw_response.create(
+        model="fakeai/gpt-4o-mini@tool_call", messages=msgs, tools=TOOLS, stream=stream
+    )
+    if stream:
+        list(raw.parse())
+    llm = next(s for s in _trace(agent, raw.headers["x-request-id"], 2) if s["parent_id"] != "undefined")
+    [out] = llm["meta"]["output"]["messages"]
+    [call] = out["tool_calls"]
+    assert call == {"name": "search", "arguments": {"query": "fox"}, "tool_id": "call_fake0001", "type": "function"}
+    answered = [
+        *msgs,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_fake0001",
+                    "type": "function",
+                    "function": {"name": "search", "arguments": '{"query":"fox"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_fake0001", "content": "a fox"},
+    ]
+    raw2 = c.chat.completions.with_raw_response.create(model="fakeai/gpt-4o-mini", messages=answered, tools=TOOLS)
+    llm2 = next(s for s in _trace(agent, raw2.headers["x-request-id"], 2) if s["parent_id"] != "undefined")
+    sent = llm2["meta"]["input"]["messages"]
+    assert sent[1]["tool_calls"][0]["tool_id"] == "call_fake0001" and sent[1]["tool_calls"][0]["name"] == "search"
+    assert sent[2]["tool_results"] == [{"result": "a fox", "tool_id": "call_fake0001", "type": "function"}]
+
+
+def test_embeddings_reach_datadog_with_their_documents(dd_gateway, agent) -> None:
+    c = openai.OpenAI(base_url=dd_gateway.base_url, api_key="x", max_retries=0)
+    raw = c.embeddings.with_raw_response.create(model="fakeai/text-embedding-3-small", input=["one fox", "two dogs"])
+    span = next(s for s in _trace(agent, raw.headers["x-request-id"], 2) if s["parent_id"] != "undefined")
+    assert span["meta"]["span"]["kind"] == "embedding"
+    assert span["meta"]["input"]["documents"] == [{"text": "one fox"}, {"text": "two dogs"}]
+    assert span["meta"]["output"]["value"] == "[2 embedding(s) returned]"

@@ -599,3 +599,28 @@ def test_the_upstreams_model_id_and_address_pass_through_and_a_cut_stream_says_e
     assert b["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18" and b["gen_ai.response.id"] == "chatcmpl-9x"
     assert (b["server.address"], b["server.port"]) == ("openrouter.ai", 443)
     assert a["gen_ai.response.finish_reasons"] == ["error"] and "gen_ai.response.id" not in a
+
+
+def test_tool_calls_and_tool_results_are_message_parts():
+    record = stream_record()
+    call = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"q":"fox"}'}}
+    rec = dataclasses.replace(
+        record,
+        input_messages=(
+            {"role": "user", "content": "find"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "a fox"},
+        ),
+        output_text=None,
+        output_tool_calls=({"id": "call_2", "name": "search", "arguments": '{"q":"dog"}'},),
+    )
+    _, llm = all_spans(one(rec))
+    a = attrs(llm.attributes)
+    inputs = orjson.loads(a["gen_ai.input.messages"])
+    assert inputs[1] == {
+        "role": "assistant",
+        "parts": [{"type": "tool_call", "id": "call_1", "name": "search", "arguments": {"q": "fox"}}],
+    }
+    assert inputs[2] == {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "a fox"}]}
+    [out] = orjson.loads(a["gen_ai.output.messages"])
+    assert out["parts"] == [{"type": "tool_call", "id": "call_2", "name": "search", "arguments": {"q": "dog"}}]

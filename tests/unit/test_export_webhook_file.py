@@ -148,6 +148,7 @@ def test_record_json_has_every_field_in_a_stable_order():
         "privacy_mode",
         "input_messages",
         "output_text",
+        "output_tool_calls",
         "client_cancelled",
         "tags",
     ]
@@ -165,6 +166,10 @@ def test_record_json_has_every_field_in_a_stable_order():
         "usage",
         "cost_usd",
         "cost_source",
+        "cost_input_usd",
+        "vendor",
+        "response_model",
+        "response_id",
     ]
     assert record_json(served_record(), False, TAGS) == record_json(served_record(), False, TAGS)
 

@@ -190,11 +190,19 @@ class DatadogExporter:
         meta["model_name"] = a.model
         # The vendor (Datadog groups and prices by it); the configured provider is the `provider` tag.
         meta["model_provider"] = a.vendor or a.provider.lower()
-        if not privacy and record.endpoint != "embeddings":
-            meta["input"] = {"messages": spans.input_messages(record)}
+        if not privacy and record.endpoint == "embeddings":
+            meta["input"] = {"documents": [{"text": m["content"]} for m in spans.input_messages(record)]}
+            if a.ok:
+                meta["output"] = {"value": f"[{len(record.input_messages)} embedding(s) returned]"}
+        elif not privacy:
+            meta["input"] = {"messages": _messages(record)}
             text = spans.attempt_output_text(record, i, a)
-            if text is not None:
-                meta["output"] = {"messages": [{"role": "assistant", "content": text}]}
+            serving = a.ok and i == len(record.attempts) - 1
+            if text is not None or (serving and record.output_tool_calls):
+                out: dict[str, Any] = {"role": "assistant", "content": text or ""}
+                if serving and record.output_tool_calls:
+                    out["tool_calls"] = [_tool_call(c) for c in record.output_tool_calls]
+                meta["output"] = {"messages": [out]}
         meta["metadata"] = {
             **record.params,
             **({"finish_reason": a.finish_reason} if a.finish_reason else {}),
@@ -304,6 +312,32 @@ class DatadogExporter:
 
     async def close(self) -> None:
         return None
+
+
+def _tool_call(c: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": c["name"],
+        "arguments": spans.call_arguments(c["arguments"]),
+        "tool_id": c["id"],
+        "type": "function",
+    }
+
+
+def _messages(record: RequestRecord) -> list[dict[str, Any]]:
+    """The input messages as ddtrace sends them: text content, an assistant turn's `tool_calls`, and a tool
+    message's `tool_results`."""
+    out: list[dict[str, Any]] = []
+    for m, flat in zip(record.input_messages, spans.input_messages(record), strict=True):
+        msg: dict[str, Any] = dict(flat)
+        calls = spans.message_tool_calls(m)
+        if calls:
+            msg["tool_calls"] = [_tool_call(c) for c in calls]
+        if m.get("role") == "tool":
+            result = {"result": flat["content"], "tool_id": str(m.get("tool_call_id") or ""), "type": "function"}
+            msg["tool_results"] = [result]
+            msg["content"] = ""
+        out.append(msg)
+    return out
 
 
 def _usage_metrics(a: Attempt) -> dict[str, float]:

@@ -7,12 +7,14 @@
      "params": {...}, "attempts": [{"target", "provider", "model", "started_offset_ms", "duration_ms", "ttft_ms",
      "finish_reason", "error_class", "error_message", "upstream_status",
      "usage": {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
-               "reasoning_tokens", "reported_cost_usd"} | null, "cost_usd", "cost_source"}],
-     "cost_usd": "0.00000105" | null, "cost_source": "computed", "privacy_mode": false, "input_messages": [...], "output_text": ..., "client_cancelled": false,
+               "reasoning_tokens", "reported_cost_usd"} | null, "cost_usd", "cost_source", "cost_input_usd",
+     "vendor", "response_model", "response_id"}],
+     "cost_usd": "0.00000105" | null, "cost_source": "computed", "privacy_mode": false, "input_messages": [...],
+     "output_text": ..., "output_tool_calls": [{"id", "name", "arguments"}], "client_cancelled": false,
      "tags": {...}}
 
 Keys always come in this order, and every key is always present, except that with privacy mode on
-`input_messages` and `output_text` are left out entirely (and `privacy_mode` is true). A record whose JSON would
+`input_messages`, `output_text` and `output_tool_calls` are left out entirely (and `privacy_mode` is true). A record whose JSON would
 pass `max_bytes` keeps everything but its prompt and completion, which become `spans.DROPPED_IO`, and gains
 `"collection_errors": ["dropped_io"]` (the record is marked, not lost). Times are milliseconds as floats, offsets
 from the request's start; `usage` is null when the upstream reported none; `reported_cost_usd` is the upstream's
@@ -47,6 +49,7 @@ def record_json(
     if max_bytes is not None and len(out) > max_bytes and not privacy:
         doc["input_messages"] = [{"role": "user", "content": spans.DROPPED_IO}] if record.input_messages else []
         doc["output_text"] = spans.DROPPED_IO if record.output_text is not None else None
+        doc["output_tool_calls"] = []
         doc["collection_errors"] = ["dropped_io"]
         out = _dumps(doc)
     return out
@@ -99,6 +102,7 @@ def _document(record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str],
     if not privacy:
         doc["input_messages"] = list(record.input_messages)
         doc["output_text"] = record.output_text
+        doc["output_tool_calls"] = list(record.output_tool_calls)
     doc["client_cancelled"] = record.client_cancelled
     doc["tags"] = dict(tags)
     return doc
@@ -119,6 +123,10 @@ def _attempt(x: Attempt) -> dict[str, Any]:
         "usage": None if x.usage is None else _usage(x.usage),
         "cost_usd": format_usd(x.cost_pusd) if x.cost_source != "none" else "0",
         "cost_source": x.cost_source,
+        "cost_input_usd": format_usd(x.cost_input_pusd),
+        "vendor": x.vendor or None,
+        "response_model": x.response_model,
+        "response_id": x.response_id,
     }
 
 

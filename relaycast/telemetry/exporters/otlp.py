@@ -144,8 +144,9 @@ class OtlpExporter:
                     inputs = json_text(input_messages(record))
                 texts["gen_ai.input.messages"] = inputs
             output = spans.attempt_output_text(record, i, a)
-            if output is not None:
-                texts["gen_ai.output.messages"] = json_text(output_messages(output, a.finish_reason))
+            calls = record.output_tool_calls if a.ok and i == len(record.attempts) - 1 else ()
+            if output is not None or calls:
+                texts["gen_ai.output.messages"] = json_text(output_messages(output, a.finish_reason, calls))
             if texts:
                 content.by_span[span.span_id] = texts
         return out, content

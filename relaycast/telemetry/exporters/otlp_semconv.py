@@ -187,14 +187,34 @@ def json_text(value: Any) -> str:
 
 
 def input_messages(record: RequestRecord) -> list[dict[str, Any]]:
-    """The GenAI input-messages schema: role and text parts."""
-    msgs = spans.input_messages(record)
-    return [{"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]} for m in msgs]
+    """The GenAI input-messages schema: role and parts (text, an assistant turn's tool calls, a tool message's
+    `tool_call_response`)."""
+    out = []
+    for m, flat in zip(record.input_messages, spans.input_messages(record), strict=True):
+        if m.get("role") == "tool":
+            part = {"type": "tool_call_response", "id": str(m.get("tool_call_id") or ""), "response": flat["content"]}
+            out.append({"role": "tool", "parts": [part]})
+            continue
+        calls = spans.message_tool_calls(m)
+        parts: list[dict[str, Any]] = (
+            [{"type": "text", "content": flat["content"]}] if flat["content"] or not calls else []
+        )
+        parts.extend(_tool_call_part(c) for c in calls)
+        out.append({"role": flat["role"], "parts": parts})
+    return out
 
 
-def output_messages(text: str, finish_reason: str | None) -> list[dict[str, Any]]:
+def output_messages(
+    text: str | None, finish_reason: str | None, calls: tuple[dict[str, str], ...] = ()
+) -> list[dict[str, Any]]:
     reason = _FINISH_REASONS.get(finish_reason or "", finish_reason or "stop")
-    return [{"role": "assistant", "parts": [{"type": "text", "content": text}], "finish_reason": reason}]
+    parts: list[dict[str, Any]] = [{"type": "text", "content": text or ""}] if text or not calls else []
+    parts.extend(_tool_call_part(c) for c in calls)
+    return [{"role": "assistant", "parts": parts, "finish_reason": reason}]
+
+
+def _tool_call_part(c: dict[str, str]) -> dict[str, Any]:
+    return {"type": "tool_call", "id": c["id"], "name": c["name"], "arguments": spans.call_arguments(c["arguments"])}
 
 
 def dropped(content: Content) -> Content:
