@@ -74,7 +74,7 @@ class Config:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value this config holds, for the redactor (which also masks their encoded forms)."""
-        from relaycast.redact import url_secrets
+        from relaycast.redact import proxy_secrets, url_secrets
 
         provider = tuple(s for p in self.providers.values() for s in p.secrets())
         dests = self.broadcast.destinations if self.broadcast else ()
@@ -84,9 +84,7 @@ class Config:
         lim = self.limits.secrets() if self.limits else ()
         # A password given as a query parameter (`?password=`) rather than in the userinfo.
         urls = url_secrets(self.store.url if self.store else None) + url_secrets(self.redis_url)
-        # An egress proxy's credentials (destinations and notifiers go through HTTP_PROXY / HTTPS_PROXY).
-        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-            urls += url_secrets(os.environ.get(name))
+        urls += proxy_secrets()
         return provider + tuple(s for d in dests for s in d.secrets()) + store + dash + mon + lim + urls
 
 

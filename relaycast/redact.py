@@ -17,6 +17,7 @@ URLs by their password and credential-named query parameters (`url_secrets`).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from typing import AnyStr
@@ -199,3 +200,11 @@ def _spans(text: AnyStr, form: AnyStr, backslash: AnyStr, u: AnyStr) -> list[tup
         spans.append((i, j))
         pos = j
     return spans
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+
+
+def proxy_secrets() -> tuple[str, ...]:
+    """The credentials of an egress proxy the environment names (destinations and notifiers go through it)."""
+    return tuple(s for name in PROXY_VARIABLES for s in url_secrets(os.environ.get(name)))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from relaycast import config as config_mod
-from relaycast.redact import Redactor
+from relaycast.redact import Redactor, proxy_secrets
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import refuse_redirects
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig, datadog_from_env, otlp_from_env
@@ -45,7 +45,7 @@ def _destinations(args: argparse.Namespace) -> tuple[list[DestinationConfig], tu
     except config_mod.ConfigError as e:
         print(f"relaycast: {e}", file=sys.stderr)
         return None
-    return found, tuple(s for d in found for s in d.secrets())
+    return found, tuple(s for d in found for s in d.secrets()) + proxy_secrets()
 
 
 def broadcast_test(args: argparse.Namespace) -> int:

@@ -231,9 +231,14 @@ def _monitors_export(args: argparse.Namespace) -> int:
 
         dests = cfg.broadcast.destinations if cfg.broadcast else ()
         dd = next((d.options for d in dests if isinstance(d.options, DatadogOptions)), None)
-        from relaycast.providers.presets import vendor
+        from relaycast.providers.presets import PRESETS, vendor
 
-        vendors = {p.name: vendor(p.kind, p.name, "") for p in cfg.providers.values()}
+        # A provider whose models name their vendor (OpenRouter) serves several: it has no one vendor to scope by.
+        vendors = {
+            p.name: vendor(p.kind, p.name, "")
+            for p in cfg.providers.values()
+            if not (p.kind in PRESETS and PRESETS[p.kind].vendor_in_model_name)
+        }
         monitors, notes = datadog_monitors(cfg.monitors.rules, routes, dd, args.ml_app, vendors)
         text = orjson.dumps(monitors, option=orjson.OPT_INDENT_2).decode() + "\n"
     else:

@@ -164,6 +164,12 @@ def datadog_monitor(
     known = vendors or {}
 
     def vendor_of(provider: str) -> str:
+        if vendors is not None and provider not in known:
+            notes.append(
+                f"Datadog's model_provider is the vendor, and provider {provider} serves several: scoped by its "
+                "name, which spans do not carry (scope the rule by model instead)"
+            )
+            return provider
         v = known.get(provider, provider)
         if v != provider:
             notes.append(

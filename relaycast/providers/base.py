@@ -61,7 +61,9 @@ class StreamState:
     done: bool = False  # the stream ended properly ([DONE] or its native equivalent)
     response_model: str | None = None  # the model the upstream says answers
     response_id: str | None = None  # the upstream's id of its answer
-    tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)  # by index, as they stream in
+    tool_calls: dict[int, tuple[list[str], list[str]]] = field(
+        default_factory=dict
+    )  # index: ([id, name], argument parts)
     tool_room: int = MAX_TOOL_ARGUMENTS  # bytes of arguments still kept
 
     def saw_token(self) -> None:
@@ -74,17 +76,20 @@ class StreamState:
         if call is None:
             if len(self.tool_calls) >= MAX_TOOL_CALLS:
                 return
-            call = self.tool_calls[index] = {"id": "", "name": "", "arguments": ""}
+            call = self.tool_calls[index] = (["", ""], [])
         if isinstance(call_id, str) and call_id:
-            call["id"] = call_id
+            call[0][0] = call_id
         if isinstance(name, str) and name:
-            call["name"] = name
+            call[0][1] = name
         if isinstance(arguments, str) and arguments and self.tool_room > 0:
-            call["arguments"] += arguments[: self.tool_room]
+            call[1].append(arguments[: self.tool_room])  # joined once, at the end: linear in the arguments
             self.tool_room -= len(arguments)
 
     def calls(self) -> list[dict[str, str]]:
-        return [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return [
+            {"id": c[0][0], "name": c[0][1], "arguments": "".join(c[1])}
+            for c in (self.tool_calls[i] for i in sorted(self.tool_calls))
+        ]
 
 
 class ChatStream(Protocol):

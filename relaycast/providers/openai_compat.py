@@ -335,7 +335,9 @@ class OpenAIStream:
                         state.text.append(text)
                     elif delta.get("tool_calls") or delta.get("reasoning") or delta.get("reasoning_content"):
                         state.saw_token()
-                        for tc in delta.get("tool_calls") or ():
+                    calls = delta.get("tool_calls")
+                    if calls and isinstance(calls, list):
+                        for tc in calls:
                             fn = tc.get("function") if isinstance(tc, dict) else None
                             if isinstance(fn, dict) and isinstance(tc.get("index", 0), int):
                                 state.tool_call(tc.get("index", 0), tc.get("id"), fn.get("name"), fn.get("arguments"))

@@ -89,10 +89,11 @@ SEMCONV_VENDORS: Mapping[str, str] = MappingProxyType(
 )
 
 
-def vendor(kind: str, name: str, model: str) -> str:
+def vendor(kind: str, name: str, model: str, *, semconv: bool = True) -> str:
     """Who made the model a provider serves, by the GenAI conventions' names: its preset's vendor (`openai`,
     `anthropic`, `mistral_ai`, `groq`, ...), the prefix of an OpenRouter model (`anthropic/claude-3.5-haiku` ->
-    `anthropic`), the kind of a self-hosted server (`vllm`, `ollama`), else the provider's configured name."""
+    `anthropic`), the kind of a self-hosted server (`vllm`, `ollama`), else the provider's configured name.
+    `semconv=False`: the plain name (`mistral`, `google`), as OpenRouter's answers name providers."""
     preset = PRESETS.get(kind)
     if preset is not None and preset.vendor_in_model_name and "/" in model:
         v = model.partition("/")[0].lower()
@@ -102,4 +103,4 @@ def vendor(kind: str, name: str, model: str) -> str:
         v = name.lower()
     else:
         v = kind
-    return SEMCONV_VENDORS.get(v, v)
+    return SEMCONV_VENDORS.get(v, v) if semconv else v

@@ -51,9 +51,13 @@ class ProviderConfig:
     def server(self) -> tuple[str, int] | None:
         """The host and port of `base_url` (the port its scheme implies when none is given)."""
         u = urlsplit(self.base_url)
+        try:
+            port = u.port
+        except ValueError:  # a port out of range: the provider cannot be reached at all
+            return None
         if not u.hostname:
             return None
-        return u.hostname, u.port or (443 if u.scheme == "https" else 80)
+        return u.hostname, port or (443 if u.scheme == "https" else 80)
 
     def secrets(self) -> tuple[str, ...]:
         """For the redactor: the API key, every credential header's value whatever its length (by name:

@@ -28,8 +28,10 @@ from relaycast.asgi import (
 )
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import Reservation
+from relaycast.providers.presets import vendor
 from relaycast.records import Attempt, RequestRecord
 from relaycast.routing.executor import Executor, Run, attempt_record
+from relaycast.routing.target import Target
 from relaycast.schema import ChatRequest, EmbeddingsRequest, embeddings_request, load_json
 from relaycast.server.openrouter import openrouter_answer, usage_chunk
 from relaycast.server.respond import send_error, served, unserved
@@ -197,7 +199,7 @@ class Handlers:
         outcome.text = result.output_text
         outcome.tool_calls = result.tool_calls
         if req.usage_include and result.dialect == "chat":
-            made_by = run.attempts[-1].vendor
+            made_by = self._made_by(target)
             result.body = openrouter_answer(result, made_by, self._cost(run.attempts, req, result.output_text))
         answer = shape.answer(req, result, r.id.removeprefix("req_"))
         if shape is self.shapes.responses:
@@ -222,7 +224,7 @@ class Handlers:
         if head:
             await send({"type": "http.response.body", "body": head, "more_body": True})
 
-        made_by = self.executor.vendor(opened.target)
+        made_by = self._made_by(opened.target)
         with_cost = req.usage_include and opened.stream.dialect == "chat" and shape is self.shapes.chat
 
         async def body(chunk: bytes) -> None:
@@ -250,6 +252,11 @@ class Handlers:
         outcome.error = err
         event = relay.fail(err, self.s.redactor.scrub_bytes)
         await send({"type": "http.response.body", "body": event, "more_body": False})
+
+    def _made_by(self, target: Target) -> str:
+        """The vendor as OpenRouter's answers name it (`openai`, `anthropic`, `google`, `mistral`, ...)."""
+        p = self.s.config.providers[target.provider]
+        return vendor(p.kind, p.name, target.model, semconv=False)
 
     def _cost(self, attempts: Sequence[Attempt], req: ChatRequest, text: str | None) -> int:
         """The request's cost so far, in pico-dollars: its attempts priced as their records will be."""

@@ -308,13 +308,6 @@ class Destination:
             if items and size + rsize > limit:
                 yield _Chunk(items, oldest, taken - 1, kept)  # this record starts the next body
                 items, size, oldest, taken, kept = [], 0, 0, 1, 0
-            if rsize > limit:
-                # One record larger than a body (a long prompt on every span of a failover): its items go in
-                # several bodies, in order; the record counts with its last one.
-                *whole, encoded = _split(encoded, limit)
-                for part in whole:
-                    yield _Chunk(part, rec.started_unix_ns, 0, 0)
-                rsize = sum(len(it) for it in encoded)
             items.extend(encoded)
             size += rsize
             kept += 1
@@ -620,16 +613,3 @@ def _sampled(record: RequestRecord, rate: float) -> bool:
     key = record.attribution.session_id or record.request_id
     h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
     return h / 2**64 < rate
-
-
-def _split(items: list[bytes], limit: int) -> list[list[bytes]]:
-    """Items (each at most `limit` bytes) in runs of at most `limit` bytes together, in order."""
-    parts: list[list[bytes]] = [[]]
-    size = 0
-    for it in items:
-        if parts[-1] and size + len(it) > limit:
-            parts.append([])
-            size = 0
-        parts[-1].append(it)
-        size += len(it)
-    return parts

@@ -103,7 +103,8 @@ def call_arguments(text: str) -> Any:
 def message_tool_calls(m: dict[str, Any]) -> list[dict[str, str]]:
     """The tool calls of an input message (an assistant turn), as the record keeps an answer's."""
     out = []
-    for c in m.get("tool_calls") or ():
+    calls = m.get("tool_calls")
+    for c in calls if isinstance(calls, list) else ():
         fn = c.get("function") if isinstance(c, dict) else None
         if isinstance(fn, dict):
             args = fn.get("arguments")

@@ -211,14 +211,14 @@ def test_attribution_tags_reach_datadog_and_otlp_spans():
             feature="search",
             key_name="web",
             trace={"trace_name": "t", "order_id": 7},
-            tags=(("team", "payments"), ("env", "prod"), ("ml_app", "someone-else")),
+            tags=(("team", "payments"), ("env", "prod"), ("ml_app", "someone-else"), ("ML_App", "x"), ("env:stg", "")),
         ),
     )
     root, llm = (json.loads(x)["spans"][0] for x in _dd().encode(rec, False, ()))
     for span in (root, llm):
         assert {"team:payments", "order_id:7", "feature:search", "gateway_key:web", "user_id:u"} <= set(span["tags"])
         # A client's tag never passes for one relaycast sets: a reserved key is sent as client.<key>.
-        assert {"client.env:prod", "client.ml_app:someone-else"} <= set(span["tags"])
+        assert {"client.env:prod", "client.ml_app:someone-else", "client.ml_app:x", "env_stg:"} <= set(span["tags"])
         assert "env:prod" not in span["tags"]
         assert [t for t in span["tags"] if t.startswith("ml_app:")] == [f"ml_app:{_dd().o.ml_app}"]
     attrs = common_attrs(rec, ())
@@ -293,3 +293,38 @@ def test_ddtrace_override_origin_points_the_agentless_intake_elsewhere() -> None
     assert cfg.options.intake_url == "https://intake.example/api/v2/llmobs"
     with pytest.raises(ConfigError):
         datadog_from_env({**env, "DD_LLMOBS_OVERRIDE_ORIGIN": "not a url"})
+
+
+def test_odd_tool_calls_in_a_clients_messages_never_stop_a_record_reaching_its_destinations() -> None:
+    import dataclasses
+
+    from relaycast.telemetry.exporters.otlp import OtlpExporter
+    from relaycast.telemetry.settings import OtlpOptions
+
+    odd = (
+        {"role": "assistant", "content": None, "tool_calls": 5},
+        {"role": "assistant", "content": "x", "tool_calls": [7, {"function": "f"}, {"function": {"name": 3}}]},
+        {"role": "tool", "content": ["a", {"text": "b"}], "tool_call_id": None},
+    )
+    rec = dataclasses.replace(_record(), input_messages=odd)
+    assert _dd().encode(rec, False, ())
+    otlp = OtlpExporter(
+        DestinationConfig(
+            name="o", kind="otlp", options=OtlpOptions(endpoint="http://127.0.0.1:9/v1/traces", headers=())
+        ),
+        None,  # type: ignore[arg-type]
+    )
+    assert otlp.encode(rec, False, ())
+
+
+def test_a_streamed_tool_calls_arguments_gather_in_linear_time_and_stay_bounded() -> None:
+    from relaycast.providers.base import MAX_TOOL_ARGUMENTS, StreamState
+
+    state = StreamState()
+    state.tool_call(0, "call_1", "write")
+    for _ in range(600_000):  # 2.4 MB in 4-byte deltas: quadratic gathering would take minutes
+        state.tool_call(0, arguments="abcd")
+    state.tool_call(1, "call_2", "read", '{"p":1}')
+    [first, second] = state.calls()
+    assert (first["id"], first["name"]) == ("call_1", "write") and len(first["arguments"]) == MAX_TOOL_ARGUMENTS
+    assert second == {"id": "call_2", "name": "read", "arguments": ""}  # no room left for more arguments

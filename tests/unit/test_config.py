@@ -126,3 +126,14 @@ def test_serve_with_an_invalid_config_stops_with_the_message_and_exit_2(tmp_path
     assert r.returncode == 2
     assert "models[0].targets[0]: unknown provider 'opnai'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_providers_server_is_its_base_urls_host_and_port_and_none_for_a_bad_port() -> None:
+    from relaycast.providers.settings import ProviderConfig
+
+    def server(url: str) -> object:
+        return ProviderConfig(name="p", kind="openai_compatible", adapter="openai", base_url=url).server
+
+    assert server("https://api.openai.com/v1") == ("api.openai.com", 443)
+    assert server("http://127.0.0.1:8000/v1") == ("127.0.0.1", 8000)
+    assert server("http://127.0.0.1:99999/v1") is None

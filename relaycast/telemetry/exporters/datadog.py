@@ -44,9 +44,21 @@ RESERVED_TAGS = frozenset(
         "cost_source",
         "host",
         "language",
+        "model_name",
+        "model_provider",
+        "span_kind",
+        "runtime-id",
+        "ddtrace.version",
     }
 )
 CLIENT_PREFIX = "client."
+
+
+def _client_tag(key: str, value: str) -> str:
+    """A client's tag as Datadog reads it (a key lower-cased, up to its first colon): one whose key is reserved
+    goes as `client.<key>`; a colon in a key becomes `_`, so the key cannot end early."""
+    k = key.strip().lower().replace(":", "_").replace(" ", "_")
+    return f"{CLIENT_PREFIX}{k}:{value}" if k in RESERVED_TAGS else f"{k}:{value}"
 
 
 class DatadogExporter:
@@ -104,7 +116,7 @@ class DatadogExporter:
                 t.append(f"{key}:{value}")
         # A client's tags (`X-Relaycast-Tags`, `trace`) never pass for one relaycast sets: a reserved key is sent
         # as `client.<key>`. The destination's own `tags` (the operator's) are sent as they are.
-        t.extend(f"{CLIENT_PREFIX}{k}:{v}" if k in RESERVED_TAGS else f"{k}:{v}" for k, v in record.all_tags().items())
+        t.extend(_client_tag(k, v) for k, v in record.all_tags().items())
         t.extend(f"{k}:{v}" for k, v in extra)
         return t
 
@@ -214,9 +226,13 @@ class DatadogExporter:
     # --- sending --------------------------------------------------------------------------------
 
     async def send(self, items: list[bytes]) -> None:
-        await post(
-            self._session, self.o.intake_url, join_json_array(items), self._headers, self.dest.timeout_s, self._what
-        )
+        # A batch holds whole records; one record's spans can pass a POST's limit together (a long prompt on every
+        # span of a failover): then they go in several POSTs, in order. Retried whole: a POST that already went may
+        # go again (the same span ids).
+        for part in split_bodies(items, self.max_batch_bytes):
+            await post(
+                self._session, self.o.intake_url, join_json_array(part), self._headers, self.dest.timeout_s, self._what
+            )
 
     async def test(self) -> TestResult:
         if self.o.agentless:
@@ -312,6 +328,19 @@ class DatadogExporter:
 
     async def close(self) -> None:
         return None
+
+
+def split_bodies(items: list[bytes], limit: int) -> list[list[bytes]]:
+    """Items (each within `limit` bytes: a larger span loses its I/O) in runs of at most `limit` bytes, in order."""
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for it in items:
+        if parts[-1] and size + len(it) > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(it)
+        size += len(it)
+    return parts
 
 
 def _tool_call(c: dict[str, str]) -> dict[str, Any]:
