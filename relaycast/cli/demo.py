@@ -229,6 +229,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 f"relaycast keeps serving on {base} — try:\n"
                 f"  curl {base}/chat/completions -H 'content-type: application/json' "
                 '-d \'{"model":"fast","messages":[{"role":"user","content":"hello"}]}\'\n'
+                f"  OpenAI SDKs: base_url={base} (chat, responses); Anthropic SDKs and Claude Code: "
+                f"ANTHROPIC_BASE_URL={base.removesuffix('/v1')}\n"
                 "Press Ctrl-C to stop."
             )
             _wait_for_interrupt()
