@@ -224,8 +224,8 @@ class Handlers:
         if head:
             await send({"type": "http.response.body", "body": head, "more_body": True})
 
-        made_by = self._made_by(opened.target)
         with_cost = req.usage_include and opened.stream.dialect == "chat" and shape is self.shapes.chat
+        made_by = self._made_by(opened.target) if with_cost else ""
 
         async def body(chunk: bytes) -> None:
             out = relay.chunk(chunk)
