@@ -46,7 +46,9 @@ class Clock:
 CONFIG = """
 admin_key: {admin}
 store: {{path: store.db}}
-routing: {{circuit: {{failures: 1000}}}}  # the breaker would otherwise stop the 503s before the monitor sees them
+# The breaker would otherwise stop the 503s before the monitor sees them; no probes of demoted targets (5% of
+# requests by default would try one first), so a demotion's routing is certain.
+routing: {{circuit: {{failures: 1000}}, probe_share: 0}}
 providers:
   - {{name: fakeai, kind: openai_compatible, base_url: '{fake}', api_key: k, models: [gpt-4o-mini, gpt-4o]}}
   - {{name: primary, kind: openai_compatible, base_url: '{slowfake}', api_key: k, timeouts: {{total: 30}}}}
