@@ -18,6 +18,7 @@ import orjson
 from relaycast import errors
 from relaycast.dialects import messages as mdialect
 from relaycast.dialects import responses as rdialect
+from relaycast.dialects.responses_request import chat_body as responses_chat_body
 from relaycast.providers.base import ChatResult
 from relaycast.schema import ChatRequest, chat_request, completions_request
 from relaycast.sse import DONE, encode
@@ -187,7 +188,7 @@ class ResponsesShape:
     def parse_with(
         self, body: dict[str, Any], headers: dict[bytes, bytes], history: list[dict[str, Any]] | None
     ) -> ChatRequest:
-        chat, untranslatable = rdialect.chat_body(body, history)
+        chat, untranslatable = responses_chat_body(body, history)
         req = chat_request(chat, headers)
         req.dialect, req.native, req.untranslatable = "responses", body, untranslatable
         # A conversation continued from relaycast's store is sent whole, translated, to every provider: a

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 
 from relaycast import errors
 from relaycast.dialects import responses as rd
+from relaycast.dialects import responses_request as rq
 from relaycast.providers.base import StreamState
 from relaycast.records import Usage
 from relaycast.schema import chat_request
@@ -55,7 +56,7 @@ USAGE = {
 def test_string_input_with_instructions_and_history() -> None:
     history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     body = {"model": "gpt-x", "instructions": "Be brief.", "input": "and now?"}
-    chat, why = rd.chat_body(body, history)
+    chat, why = rq.chat_body(body, history)
     assert why is None
     assert chat == {
         "model": "gpt-x",
@@ -98,7 +99,7 @@ def test_items_map_to_chat_messages() -> None:
             {"type": "function_call", "call_id": "call_3", "name": "f", "arguments": "{}"},
         ],
     }
-    chat, why = rd.chat_body(body)
+    chat, why = rq.chat_body(body)
     assert why is None
     assert chat["messages"] == [
         {"role": "developer", "content": "rules"},
@@ -159,7 +160,7 @@ def test_parameters_tools_and_formats() -> None:
         "service_tier": "auto",
         "prompt_cache_key": "k",
     }
-    chat, why = rd.chat_body(body)
+    chat, why = rq.chat_body(body)
     assert why is None
     assert chat == {
         "model": "gpt-x",
@@ -193,12 +194,12 @@ def test_parameters_tools_and_formats() -> None:
     [({"type": "text"}, None), ({"type": "json_object"}, {"type": "json_object"})],
 )
 def test_text_formats(fmt: dict[str, Any], expected: dict[str, Any] | None) -> None:
-    chat, _ = rd.chat_body({"model": "m", "input": "q", "text": {"format": fmt}})
+    chat, _ = rq.chat_body({"model": "m", "input": "q", "text": {"format": fmt}})
     assert chat.get("response_format") == expected
 
 
 def test_user_wins_over_safety_identifier() -> None:
-    chat, _ = rd.chat_body({"model": "m", "input": "q", "user": "a", "safety_identifier": "b"})
+    chat, _ = rq.chat_body({"model": "m", "input": "q", "user": "a", "safety_identifier": "b"})
     assert chat["user"] == "a"
 
 
@@ -216,7 +217,7 @@ def test_user_wins_over_safety_identifier() -> None:
     ],
 )
 def test_untranslatable(patch: dict[str, Any], words: str) -> None:
-    chat, why = rd.chat_body({"model": "m", "input": "q", **patch})
+    chat, why = rq.chat_body({"model": "m", "input": "q", **patch})
     assert why is not None and words in why
     assert chat["model"] == "m"
 
@@ -226,7 +227,7 @@ def test_untranslatable(patch: dict[str, Any], words: str) -> None:
 )
 def test_refused_outright(patch: dict[str, Any], param: str) -> None:
     with pytest.raises(errors.NotSupported) as e:
-        rd.chat_body({"model": "m", "input": "q", **patch})
+        rq.chat_body({"model": "m", "input": "q", **patch})
     assert e.value.param == param
 
 
@@ -263,7 +264,7 @@ def test_refused_outright(patch: dict[str, Any], param: str) -> None:
 )
 def test_invalid_requests_name_the_field(body: dict[str, Any], param: str) -> None:
     with pytest.raises(errors.InvalidRequest) as e:
-        rd.chat_body(body)
+        rq.chat_body(body)
     assert e.value.param == param
 
 
@@ -272,7 +273,7 @@ def test_a_long_run_of_calls_joins_one_assistant_message() -> None:
     items: list[dict[str, Any]] = []
     for i in range(n):
         items.append({"type": "function_call", "call_id": f"c{i}", "name": "f", "arguments": "{}"})
-    chat, _ = rd.chat_body({"model": "m", "input": items})
+    chat, _ = rq.chat_body({"model": "m", "input": items})
     assert len(chat["messages"]) == 1 and len(chat["messages"][0]["tool_calls"]) == n
 
 
@@ -370,7 +371,7 @@ def test_output_messages_round_trip_into_history() -> None:
     )
     msgs = rd.output_messages(out)
     assert msgs == [{"role": "assistant", "content": "Checking.", "tool_calls": calls}]
-    chat, why = rd.chat_body(
+    chat, why = rq.chat_body(
         {"model": "m", "input": [{"type": "function_call_output", "call_id": "call_a", "output": "ok"}]}, msgs
     )
     assert why is None
@@ -612,7 +613,7 @@ def test_sdk_parse_reads_a_translated_answer() -> None:
         population: int
 
     def answer(body: dict[str, Any]) -> dict[str, Any]:
-        chat, why = rd.chat_body(body)
+        chat, why = rq.chat_body(body)
         assert why is None and chat["response_format"]["type"] == "json_schema"
         return rd.response(completion({"content": '{"name":"Oslo","population":700000}'}), body, RID, 1)
 
@@ -624,7 +625,7 @@ def test_sdk_stream_reads_translated_events() -> None:
     tool = {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {}}, "strict": False}
 
     def answer(body: dict[str, Any]) -> bytes:
-        chat, why = rd.chat_body(body)
+        chat, why = rq.chat_body(body)
         assert why is None and chat["stream"] is True
         s = rd.ResponsesStream(body, RID, 1)
         call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
