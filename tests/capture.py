@@ -127,7 +127,7 @@ class AsyncCapture:
         return web.Response(status=status, headers=headers, body=out)
 
     async def __aenter__(self) -> AsyncCapture:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -4,7 +4,7 @@
       spool_dir: .relaycast/spool        # beside the config file unless absolute
       destinations:
         - name: datadog
-          kind: datadog                   # datadog | otlp | webhook | file
+          kind: datadog                   # datadog | otlp | webhook | file, or a backend by name (langfuse, s3, ...)
           api_key: ${DD_API_KEY}
           ml_app: checkout
           site: us5.datadoghq.com         # or https://api.us5.datadoghq.com
@@ -29,8 +29,11 @@ from typing import Any
 
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.redact import header_secrets, url_secrets
+from relaycast.telemetry import kinds
+from relaycast.telemetry.kinds.base import Check, KindOptions
 
-KINDS = ("datadog", "otlp", "webhook", "file")
+BUILT_IN = ("datadog", "otlp", "webhook", "file")
+KINDS = (*BUILT_IN, *kinds.KINDS)
 # What a full queue or spool gives up. The oldest by default: the newest records matter most in an incident, they
 # join up with live traffic when the destination comes back, and old ones are the first a destination refuses
 # (Datadog: 24 hours).
@@ -83,6 +86,12 @@ class OtlpOptions:
     headers: tuple[tuple[str, str], ...] = field(repr=False)
     protocol: str = "protobuf"  # "protobuf" | "json"
     service: str = "relaycast"
+    backend: str = "otlp"  # the kind whose attributes (`Dialect`) are added to the GenAI ones
+    resource: tuple[tuple[str, str], ...] = ()  # more resource attributes (a backend's project name, ...)
+    check: Check | None = field(default=None, repr=False)  # Test Connection's call; None: an empty export
+    credentials: tuple[str, ...] = field(default=(), repr=False)  # keys as given, for the redactor
+    compression: str = "none"  # "gzip" | "none"
+    max_body_bytes: int = 4 * 1024 * 1024 - 64 * 1024  # the backend's request size limit, less some room
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +112,7 @@ class FileOptions:
 class DestinationConfig:
     name: str
     kind: str
-    options: DatadogOptions | OtlpOptions | WebhookOptions | FileOptions
+    options: DatadogOptions | OtlpOptions | WebhookOptions | FileOptions | KindOptions
     enabled: bool = True
     sample_rate: float = 1.0
     privacy_mode: bool = False
@@ -127,14 +136,26 @@ class DestinationConfig:
         if isinstance(o, DatadogOptions):
             if o.api_key:
                 out.append(o.api_key)
-            for url in (o.agent_url, o.api_url_override, o.intake_url_override):
-                out.extend(url_secrets(url))
+            for u in (o.agent_url, o.api_url_override, o.intake_url_override):
+                out.extend(url_secrets(u))
         if isinstance(o, WebhookOptions) and o.secret:
             out.append(o.secret)
         if isinstance(o, (OtlpOptions, WebhookOptions)):
+            # Headers a user typed (webhook, generic OTLP) may hold a key under any name; a backend preset builds
+            # its own, and names its keys in `credentials`: its other headers (a project, a workspace, the SDK's
+            # name) are not secrets, and masking them would mask those words everywhere.
+            typed = isinstance(o, WebhookOptions) or o.backend in ("otlp", "otel_collector")
             for k, v in o.headers:
-                out.extend(header_secrets(k, v) or ((v,) if len(v) >= 8 else ()))
+                out.extend(typed_secrets(((k, v),)) if typed else header_secrets(k, v))
             out.extend(url_secrets(o.endpoint if isinstance(o, OtlpOptions) else o.url))
+        if isinstance(o, OtlpOptions):
+            out.extend(s for s in o.credentials if s)
+            if o.check is not None:
+                for k, v in o.check.headers:
+                    out.extend(header_secrets(k, v))
+                out.extend(url_secrets(o.check.url))
+        elif not isinstance(o, (DatadogOptions, WebhookOptions, FileOptions)):
+            out.extend(s for s in o.secrets() if s)
         return tuple(out)
 
 
@@ -163,7 +184,7 @@ COMMON = {
 }
 KIND_KEYS = {
     "datadog": {"api_key", "site", "ml_app", "service", "env", "agent_url", "api_url", "intake_url"},
-    "otlp": {"endpoint", "headers", "protocol", "service"},
+    "otlp": {"endpoint", "headers", "protocol", "service", "compression"},
     "webhook": {"url", "secret", "headers"},
     "file": {"path", "max_bytes", "backups"},
 }
@@ -185,17 +206,29 @@ def parse_broadcast(r: Reader, raw: Any, env: Mapping[str, str], source: str | N
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ConfigError(f"broadcast.destinations[{i}].name", f"duplicate destination name '{n}'")
-    kinds = {d.kind for d in dests}
-    if "datadog" not in kinds:
+    given = {d.kind for d in dests}
+    if "datadog" not in given:
         dd = datadog_from_env(env)
         if dd is not None:
-            dests.append(dd)
-    if "otlp" not in kinds:
+            dests.append(_unique(dd, names, "DD_* variables"))
+    if not given & {"otlp", "otel_collector"}:  # the OTEL_* variables describe the collector a config names
         otel = otlp_from_env(env)
         if otel is not None:
-            dests.append(otel)
+            dests.append(_unique(otel, names, "OTEL_EXPORTER_OTLP_* variables"))
     spool = Path(spool_dir)
     return BroadcastConfig(destinations=tuple(dests), spool_dir=str(spool if spool.is_absolute() else base / spool))
+
+
+def _unique(d: DestinationConfig, names: list[str], source: str) -> DestinationConfig:
+    """A destination made from the environment, refused when a configured one of another kind has its name (two
+    destinations would share one spool directory and one status line)."""
+    if d.name in names:
+        raise ConfigError(
+            "broadcast.destinations",
+            f"the {source} make a destination named '{d.name}', and a configured destination of another kind has "
+            "that name: rename it",
+        )
+    return d
 
 
 def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Path) -> DestinationConfig:
@@ -203,28 +236,26 @@ def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Pat
     kind = r.string(m.get("kind", m.get("name", "")), f"{at}.kind")
     if kind not in KINDS:
         raise ConfigError(f"{at}.kind", f"unknown kind '{kind}' (expected one of: {', '.join(KINDS)})")
-    allowed = COMMON | KIND_KEYS[kind]
+    spec = kinds.spec(kind) if kind not in BUILT_IN else None
+    allowed = COMMON | (spec.keys if spec is not None else KIND_KEYS[kind])
     for k in m:
         if k not in allowed:
             raise ConfigError(
                 f"{at}.{k}", f"unknown setting for a {kind} destination (expected one of: {', '.join(sorted(allowed))})"
             )
     name = r.string(m.get("name", kind), f"{at}.name")
-    if kind == "datadog":
-        options: Any = _datadog(r, m, at, env)
+    if spec is not None:
+        options: Any = spec.parse(r, m, at, env, base)
+    elif kind == "datadog":
+        options = _datadog(r, m, at, env)
     elif kind == "otlp":
-        options = OtlpOptions(
-            endpoint=_url(r, r.required(m, "endpoint", at), f"{at}.endpoint"),
-            headers=_headers(r, m.get("headers"), f"{at}.headers"),
-            protocol=_choice(r, m.get("protocol", "protobuf"), f"{at}.protocol", ("protobuf", "json")),
-            service=r.string(m.get("service", env.get("OTEL_SERVICE_NAME", "relaycast")), f"{at}.service"),
-        )
+        options = otlp_options(r, m, at, env)
     elif kind == "webhook":
         secret = m.get("secret")
         options = WebhookOptions(
-            url=_url(r, r.required(m, "url", at), f"{at}.url"),
+            url=url(r, r.required(m, "url", at), f"{at}.url"),
             secret=r.string(secret, f"{at}.secret") if secret is not None else None,
-            headers=_headers(r, m.get("headers"), f"{at}.headers"),
+            headers=headers(r, m.get("headers"), f"{at}.headers"),
         )
     else:
         path = Path(r.string(r.required(m, "path", at), f"{at}.path"))
@@ -233,6 +264,7 @@ def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Pat
             max_bytes=r.integer(m.get("max_bytes", 10 * MiB), f"{at}.max_bytes", 1024),
             backups=r.integer(m.get("backups", 5), f"{at}.backups", 0, 1000),
         )
+    own = spec.defaults if spec is not None else {}
     rate = m.get("sample_rate", 1.0)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
         raise ConfigError(f"{at}.sample_rate", f"must be a number from 0 to 1, got {rate!r}")
@@ -252,18 +284,32 @@ def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Pat
         ),
         queue_size=r.integer(m.get("queue_size", 10_000), f"{at}.queue_size", 1),
         max_batch_records=r.integer(m.get("max_batch_records", 1000), f"{at}.max_batch_records", 1),
-        flush_interval_s=r.number(m.get("flush_interval", FLUSH_INTERVAL_S), f"{at}.flush_interval"),
-        timeout_s=r.number(m.get("timeout", 5.0), f"{at}.timeout"),
+        flush_interval_s=r.number(
+            m.get("flush_interval", own.get("flush_interval", FLUSH_INTERVAL_S)), f"{at}.flush_interval"
+        ),
+        timeout_s=r.number(m.get("timeout", own.get("timeout", 5.0)), f"{at}.timeout"),
         max_retries=r.integer(m.get("max_retries", 4), f"{at}.max_retries", 0, 100),
         spool_max_bytes=r.integer(m.get("spool_max_bytes", 64 * MiB), f"{at}.spool_max_bytes", 0),
-        overflow=_choice(r, m.get("overflow", OVERFLOW[0]), f"{at}.overflow", OVERFLOW),
+        overflow=choice(r, m.get("overflow", OVERFLOW[0]), f"{at}.overflow", OVERFLOW),
+    )
+
+
+def otlp_options(r: Reader, m: dict[str, Any], at: str, env: Mapping[str, str], backend: str = "otlp") -> OtlpOptions:
+    """A generic OTLP/HTTP destination's settings (also the `otel_collector` kind's)."""
+    return OtlpOptions(
+        endpoint=url(r, r.required(m, "endpoint", at), f"{at}.endpoint"),
+        headers=headers(r, m.get("headers"), f"{at}.headers"),
+        protocol=choice(r, m.get("protocol", "protobuf"), f"{at}.protocol", ("protobuf", "json")),
+        service=r.string(m.get("service", env.get("OTEL_SERVICE_NAME", "relaycast")), f"{at}.service"),
+        backend=backend,
+        compression=choice(r, m.get("compression", "none"), f"{at}.compression", ("none", "gzip")),
     )
 
 
 def _datadog(r: Reader, m: dict[str, Any], at: str, env: Mapping[str, str]) -> DatadogOptions:
     agent_url = m.get("agent_url")
     if agent_url is not None:
-        agent_url = _url(r, agent_url, f"{at}.agent_url")
+        agent_url = url(r, agent_url, f"{at}.agent_url")
     api_key = m.get("api_key", env.get("DD_API_KEY"))
     api_key = r.string(api_key, f"{at}.api_key") if api_key else None
     if agent_url is None and not api_key:
@@ -277,8 +323,8 @@ def _datadog(r: Reader, m: dict[str, Any], at: str, env: Mapping[str, str]) -> D
         env=r.string(m["env"], f"{at}.env") if m.get("env") is not None else env.get("DD_ENV"),
         api_key=api_key,
         agent_url=agent_url,
-        api_url_override=_url(r, m["api_url"], f"{at}.api_url") if m.get("api_url") is not None else None,
-        intake_url_override=_url(r, m["intake_url"], f"{at}.intake_url")
+        api_url_override=url(r, m["api_url"], f"{at}.api_url") if m.get("api_url") is not None else None,
+        intake_url_override=url(r, m["intake_url"], f"{at}.intake_url")
         if m.get("intake_url") is not None
         else _override_origin(env),
     )
@@ -357,8 +403,23 @@ def otlp_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
             headers=headers,
             protocol="json" if proto == "http/json" else "protobuf",
             service=env.get("OTEL_SERVICE_NAME", "relaycast"),
+            compression="gzip"
+            if (env.get("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION") or env.get("OTEL_EXPORTER_OTLP_COMPRESSION") or "")
+            .strip()
+            .lower()
+            == "gzip"
+            else "none",
         ),
     )
+
+
+def typed_secrets(headers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The secrets in headers a user typed: a credential header's value by its name, and any other value of 8
+    characters or more (vendors name their key headers freely, e.g. `x-honeycomb-team`)."""
+    out: list[str] = []
+    for k, v in headers:
+        out.extend(header_secrets(k, v) or ((v,) if len(v) >= 8 else ()))
+    return tuple(out)
 
 
 def parse_otel_headers(text: str) -> tuple[tuple[str, str], ...]:
@@ -372,14 +433,14 @@ def parse_otel_headers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _url(r: Reader, v: Any, at: str) -> str:
+def url(r: Reader, v: Any, at: str) -> str:
     s = r.string(v, at)
     if not re.match(r"https?://[^/]+", s):
         raise ConfigError(at, f"'{s}' is not an http(s) URL")
     return s
 
 
-def _headers(r: Reader, v: Any, at: str) -> tuple[tuple[str, str], ...]:
+def headers(r: Reader, v: Any, at: str) -> tuple[tuple[str, str], ...]:
     if v is None:
         return ()
     return tuple((str(k), r.string(x, f"{at}.{k}")) for k, x in r.mapping(v, at, None).items())
@@ -391,7 +452,7 @@ def _names(r: Reader, v: Any, at: str) -> tuple[str, ...]:
     return tuple(r.string(x, f"{at}[{i}]") for i, x in enumerate(r.sequence(v, at)))
 
 
-def _choice(r: Reader, v: Any, at: str, options: tuple[str, ...]) -> str:
+def choice(r: Reader, v: Any, at: str, options: tuple[str, ...]) -> str:
     s = r.string(v, at)
     if s not in options:
         raise ConfigError(at, f"'{s}' is not one of: {', '.join(options)}")

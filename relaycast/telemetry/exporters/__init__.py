@@ -1,4 +1,5 @@
-"""Broadcast exporters, one module per destination kind. `build` is the only place that maps a kind to a class."""
+"""Broadcast exporters, one module per wire format. `build` is the only place that maps a kind to a class: the
+four built-in kinds here, the others by their module in `relaycast.telemetry.kinds`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from relaycast.telemetry import kinds
 from relaycast.telemetry.exporters.base import Exporter
-from relaycast.telemetry.settings import DestinationConfig
+from relaycast.telemetry.settings import DestinationConfig, OtlpOptions
 
 EXPORTERS = {
     "datadog": "relaycast.telemetry.exporters.datadog:DatadogExporter",
@@ -22,7 +24,11 @@ def build(
     dest: DestinationConfig, session: aiohttp.ClientSession, servers: Mapping[str, tuple[str, int]] | None = None
 ) -> Exporter:
     """`servers`: each configured provider's host and port, for the exporters that name them (OTLP)."""
-    module, _, cls = EXPORTERS[dest.kind].partition(":")
+    where = EXPORTERS.get(dest.kind) or kinds.spec(dest.kind).exporter
+    module, _, cls = where.partition(":")
     make = getattr(importlib.import_module(module), cls)
-    exporter: Exporter = make(dest, session, servers=servers) if dest.kind == "otlp" else make(dest, session)
+    if isinstance(dest.options, OtlpOptions):
+        exporter: Exporter = make(dest, session, servers=servers)
+    else:
+        exporter = make(dest, session)
     return exporter

@@ -17,12 +17,18 @@ computed from a price, reported by the upstream or estimated, with
 (`user.id`, `session.id`, `relaycast.*`) and the destination's tags on every span. Tokens and cost live on
 attempt spans only, so a backend that sums them does not count them twice.
 
+A backend that speaks OTLP (Langfuse, Arize, ...: `relaycast.telemetry.kinds`) is this exporter with its options
+made from the backend's own settings, plus its `Dialect`: the attributes that backend renders, added to the GenAI
+ones (content attributes among the droppable content), and its own Test Connection call.
+
 Responses follow the OTLP/HTTP spec: only 429, 502, 503 and 504 (and connection errors) are worth retrying; a
 200 with a `partial_success` is a success whose rejected spans are counted and logged, never retried.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import time
 from collections.abc import Mapping
 
@@ -32,7 +38,7 @@ from relaycast.log import EventLog
 from relaycast.records import Attribution, RequestRecord
 from relaycast.redact import Redactor
 from relaycast.retry import OTLP_RETRYABLE_STATUS
-from relaycast.telemetry import spans
+from relaycast.telemetry import kinds, spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, display_url, post
 from relaycast.telemetry.exporters.otlp_semconv import (
     attempt_attrs,
@@ -57,15 +63,18 @@ from relaycast.telemetry.exporters.otlp_wire import (
     pb_resource_spans,
     varint,
 )
+from relaycast.telemetry.kinds.base import GENAI_ONLY, Check, KindSpec
 from relaycast.telemetry.settings import DestinationConfig, OtlpOptions
 from relaycast.version import __version__
 
 MiB = 1024 * 1024
 
 
+GZIP_IN_THREAD = 64 * 1024  # bodies larger than this are compressed off the event loop
+
+
 class OtlpExporter:
     kind = "otlp"
-    max_batch_bytes = 4 * MiB - 64 * 1024  # room for the request framing; collectors accept 4 MiB and more
     max_age_s = None
 
     def __init__(
@@ -82,17 +91,25 @@ class OtlpExporter:
         self._servers = servers or {}
         self._log = log if log is not None else EventLog(Redactor(), "relaycast.telemetry.otlp")
         self.o: OtlpOptions = dest.options
+        self.kind = dest.kind
+        self.max_batch_bytes = self.o.max_body_bytes  # collectors accept 4 MiB and more; some backends less
+        self._spec: KindSpec | None = kinds.spec(self.o.backend) if self.o.backend in kinds.KINDS else None
+        self._dialect = self._spec.dialect if self._spec is not None else GENAI_ONLY
+        self._title = self._spec.title if self._spec is not None else "OTLP endpoint"
         self._session = session
         self._json = self.o.protocol == "json"
         content_type = "application/json" if self._json else "application/x-protobuf"
         self._headers = {k: v for k, v in self.o.headers if k.lower() not in ("content-type", "content-length")}
         self._headers["content-type"] = content_type
-        self._what = f"OTLP endpoint {display_url(self.o.endpoint)}"
+        if self.o.compression == "gzip":
+            self._headers["content-encoding"] = "gzip"
+        self._what = f"{self._title} {display_url(self.o.endpoint)}"
         self._resource: dict[str, Value] = {
             "service.name": self.o.service,
             "telemetry.sdk.name": "relaycast",
             "telemetry.sdk.language": "python",
             "telemetry.sdk.version": __version__,
+            **dict(self.o.resource),
         }
         self._pb_resource = pb_attrs(b"\x0a", self._resource.items())
         self.rejected_spans = 0  # counted from partial-success answers
@@ -105,7 +122,13 @@ class OtlpExporter:
         span_list, content = self._spans(record, ids, privacy, tags)
         item = self._item(ids.trace_id, span_list, content)
         if len(item) > self.max_batch_bytes and content.by_span:
-            item = self._item(ids.trace_id, span_list, dropped(content))
+            # Too large: first the content of the other spans goes (the root's, failed attempts'), keeping the
+            # answer's; then all of it. Everything else (tokens, cost, timing) is always sent.
+            served = span_list[-1].span_id if record.attempts and record.attempts[-1].ok else None
+            if served in content.by_span and len(content.by_span) > 1:
+                item = self._item(ids.trace_id, span_list, dropped(content, keep=served))
+            if len(item) > self.max_batch_bytes:
+                item = self._item(ids.trace_id, span_list, dropped(content))
         return [item]
 
     def _item(self, trace_id: str, span_list: list[Span], content: Content) -> bytes:
@@ -121,6 +144,7 @@ class OtlpExporter:
         out = [root]
         content = Content()
         op = operation(record)
+        dialect = self._dialect
         inputs = None
         for i, a in enumerate(record.attempts):
             start = record.started_unix_ns + a.started_ns
@@ -131,7 +155,8 @@ class OtlpExporter:
                 kind=KIND_CLIENT,
                 start_ns=start,
                 end_ns=start + max(0, a.duration_ns),
-                attrs=attempt_attrs(record, i, a, op, self._servers.get(a.provider)),
+                attrs=attempt_attrs(record, i, a, op, self._servers.get(a.provider))
+                | dialect.attempt(record, i, a, op),
                 common=common,
                 error=(a.error_message or a.error_class) if a.error_class else None,
             )
@@ -147,8 +172,17 @@ class OtlpExporter:
             calls = record.output_tool_calls if a.ok and i == len(record.attempts) - 1 else ()
             if output is not None or calls:
                 texts["gen_ai.output.messages"] = json_text(output_messages(output, a.finish_reason, calls))
+            own = dialect.content(record, i, a, op, texts)
+            if own and not dialect.genai_content:
+                texts = own  # the backend reads its own: one copy of the prompt per span, not two
+            else:
+                texts.update(own)
             if texts:
                 content.by_span[span.span_id] = texts
+        if not privacy and op != "embeddings":
+            root_texts = dialect.root_content(record)
+            if root_texts:
+                content.by_span[root.span_id] = root_texts
         return out, content
 
     def _root(self, record: RequestRecord, ids: spans.TraceIds, common: dict[str, Value]) -> Span:
@@ -165,6 +199,7 @@ class OtlpExporter:
             attrs["relaycast.client_cancelled"] = True
         if record.error_class:
             attrs["error.type"] = record.error_class
+        attrs.update(self._dialect.root(record))
         parent, flags = remote_parent(record, ids)
         return Span(
             span_id=ids.root_span_id,
@@ -192,6 +227,12 @@ class OtlpExporter:
         self._note_partial_success(raw)
 
     async def _post(self, body: bytes) -> tuple[int, bytes]:
+        if self.o.compression == "gzip":
+            body = (
+                await asyncio.to_thread(gzip.compress, body, 6)
+                if len(body) > GZIP_IN_THREAD
+                else gzip.compress(body, 6)
+            )
         try:
             return await post(self._session, self.o.endpoint, body, self._headers, self.dest.timeout_s, self._what)
         except ExportError as e:
@@ -215,6 +256,16 @@ class OtlpExporter:
         return partial
 
     async def test(self) -> TestResult:
+        """The backend's own check when it has one (`Check`), else: a backend preset posts an empty export (no
+        spans: nothing shows up in the backend) and the generic `otlp` kind a test span."""
+        if self.o.check is not None:
+            return await self._check(self.o.check)
+        if self._spec is not None:
+            try:
+                await self._post(b"{}" if self._json else b"")
+            except ExportError as e:
+                return TestResult(False, self._verdict(e))
+            return TestResult(True, f"ok: {self._title} at {display_url(self.o.endpoint)} accepted the credentials")
         now = time.time_ns()
         rec = RequestRecord(
             request_id=f"relaycast-test-{now}",
@@ -239,17 +290,45 @@ class OtlpExporter:
             return TestResult(False, f"the endpoint rejected the test span: {partial[1] or 'no reason given'}")
         return TestResult(True, f"ok: {display_url(self.o.endpoint)} accepted a test span (service {self.o.service})")
 
-    def _verdict(self, e: ExportError) -> str:
-        where = display_url(self.o.endpoint)
+    async def _check(self, check: Check) -> TestResult:
+        where = display_url(check.url)
+        what = f"{self._title} {where}"
+        try:
+            async with self._session.request(
+                check.method,
+                check.url,
+                data=check.body,
+                headers=dict(check.headers),
+                timeout=aiohttp.ClientTimeout(total=self.dest.timeout_s),
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except TimeoutError:
+            return TestResult(False, f"unreachable: {what} did not answer within {self.dest.timeout_s:g}s")
+        except (aiohttp.ClientError, OSError) as e:
+            return TestResult(False, f"unreachable: {what} ({type(e).__name__})")
+        if status < 300:
+            return TestResult(True, f"ok: {self._title} at {where} accepted the credentials")
+        return TestResult(False, self._verdict(ExportError("", retryable=False, status=status), check.url))
+
+    def _verdict(self, e: ExportError, url: str | None = None) -> str:
+        where = display_url(url or self.o.endpoint)
+        hint = self._spec.auth_hint if self._spec is not None else "check the headers"
         if e.status == 404:
-            return f"endpoint answered HTTP 404 (is the path /v1/traces?): {where}"
+            path = "" if self._spec is not None else " (is the path /v1/traces?)"
+            return f"{self._title} answered HTTP 404{path}: is the address (or region) right? {where}"
         if e.status in (401, 403):
-            return f"rejected the credentials (HTTP {e.status}): check the headers for {where}"
+            return f"{self._title} rejected the credentials (HTTP {e.status}): {hint} ({where})"
         if e.status is None:
             reason = e.message.removeprefix(self._what).strip()
             reason = reason.removeprefix("unreachable:").strip()
             return f"unreachable: {where} ({reason})"
-        return f"test span not accepted: endpoint answered HTTP {e.status}: {where}"
+        if e.status is not None and 300 <= e.status < 400:
+            return (
+                f"{self._title} answered with a redirect (HTTP {e.status}), not followed: is the address right? {where}"
+            )
+        return f"test not accepted: {self._title} answered HTTP {e.status}: {where}"
 
     async def close(self) -> None:
         return None  # the session belongs to the caller

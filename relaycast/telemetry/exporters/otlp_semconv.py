@@ -58,7 +58,7 @@ def common_attrs(record: RequestRecord, tags: tuple[tuple[str, str], ...]) -> di
     """Attribution, trace metadata and destination tags: on every span."""
     out: dict[str, Value] = {str(k): str(v) for k, v in tags}
     for key, value in spans.trace_metadata(record).items():
-        v = _value(value)
+        v = attr_value(value)
         if v is not None:
             out[f"relaycast.trace.{key}"] = v
     a = record.attribution
@@ -154,13 +154,13 @@ def _param_attrs(params: dict[str, Any]) -> dict[str, Value]:
                 out["gen_ai.output.type"] = "json"
             elif fmt == "text":
                 out["gen_ai.output.type"] = "text"
-        v = _value(value)
+        v = attr_value(value)
         if v is not None:
             out[f"relaycast.request.{key}"] = v
     return out
 
 
-def _value(value: Any) -> Value | None:
+def attr_value(value: Any) -> Value | None:
     """An attribute value: scalars as they are, lists of strings as arrays, anything else as JSON text."""
     if value is None:
         return None
@@ -217,16 +217,27 @@ def _tool_call_part(c: dict[str, str]) -> dict[str, Any]:
     return {"type": "tool_call", "id": c["id"], "name": c["name"], "arguments": spans.call_arguments(c["arguments"])}
 
 
-def dropped(content: Content) -> Content:
-    """Content replaced by a short marker (an item too large to send), valid against the message schemas."""
+def dropped(content: Content, keep: int | None = None) -> Content:
+    """Content replaced by a short marker (an item too large to send), valid against the message schemas; a
+    backend's own content attribute becomes the marker text, JSON-encoded where the attribute held JSON (a backend
+    that parses it still can). The span `keep` (the attempt that answered) keeps its content."""
     marker = {"type": "text", "content": spans.DROPPED_IO}
     texts = {
         "gen_ai.input.messages": json_text([{"role": "user", "parts": [marker]}]),
         "gen_ai.output.messages": json_text([{"role": "assistant", "parts": [marker], "finish_reason": "stop"}]),
     }
+    quoted = json_text(spans.DROPPED_IO)
+
+    def mark(key: str, text: str) -> str:
+        if key in texts:
+            return texts[key]
+        return quoted if text[:1] in ("[", "{") else spans.DROPPED_IO
+
     return Content(
         {
-            sid: {k: texts[k] for k in t} | {"relaycast.collection_errors": "dropped_io"}
+            sid: t
+            if sid == keep
+            else {k: mark(k, v) for k, v in t.items()} | {"relaycast.collection_errors": "dropped_io"}
             for sid, t in content.by_span.items()
         }
     )
