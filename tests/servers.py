@@ -22,12 +22,20 @@ SERVERS = Path(os.environ.get("RELAYCAST_TEST_SERVERS") or Path(__file__).resolv
 
 
 def tool(venv: str, name: str) -> str:
-    """A console script (or `python`) of a tool's own virtual environment; the test is skipped, saying how to
-    install it, when it is not there."""
+    """A console script (or `python`) of a tool's own virtual environment; when it is not there, the test is
+    skipped, saying how to install it (or fails: `missing`)."""
     path = SERVERS / venv / "bin" / name
     if not path.exists():
-        pytest.skip(f"{venv} is not installed: run tests/install-servers ({path} is missing)")
+        missing(f"{venv} is not installed: run tests/install-servers ({path} is missing)")
     return str(path)
+
+
+def missing(why: str) -> None:
+    """A test's real server is not on this machine: skipped, saying why; a failure where the run must have every
+    server (RELAYCAST_REQUIRE_SERVERS=1: CI), so a broken install never passes as a skip."""
+    if os.environ.get("RELAYCAST_REQUIRE_SERVERS") == "1":
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
 
 
 class ToolServer:

@@ -29,6 +29,7 @@ from relaycast.telemetry.kinds.clickhouse import ClickHouseOptions
 from relaycast.telemetry.settings import DestinationConfig
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
 from tests.sample_records import sample_record
+from tests.servers import missing
 
 SERVER = shutil.which("clickhouse-server") or "/usr/sbin/clickhouse-server"
 USER, PASSWORD = "relay", "ch-pass-0123456789abcdef"
@@ -85,7 +86,7 @@ class ClickHouse:
 @pytest.fixture(scope="module")
 def clickhouse() -> Iterator[ClickHouse]:
     if not Path(SERVER).exists():
-        pytest.skip("clickhouse-server is not installed (apt-get install -y clickhouse-server)")
+        missing("clickhouse-server is not installed (apt-get install -y clickhouse-server)")
     with tempfile.TemporaryDirectory(prefix="relaycast-ch-") as d:
         http = free_port()
         (Path(d) / "config.xml").write_text(CONFIG.format(http=http, tcp=free_port(), dir=d))

@@ -263,7 +263,7 @@ def test_successful_stream_carries_gen_ai_usage_cost_ttft_and_request_parameters
     assert a["relaycast.cost.usd"] == pytest.approx(0.00042)
     assert "gen_ai.usage.input_cost" not in a and "gen_ai.usage.output_cost" not in a  # only the total is known
     assert a["gen_ai.response.finish_reasons"] == ["stop"]
-    assert a["gen_ai.server.time_to_first_token"] == pytest.approx(0.150)
+    assert a["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.150)
     assert a["gen_ai.request.temperature"] == pytest.approx(0.2)
     assert a["gen_ai.request.max_tokens"] == 64
     assert a["gen_ai.request.top_p"] == pytest.approx(1.0)
@@ -624,3 +624,24 @@ def test_tool_calls_and_tool_results_are_message_parts():
     assert inputs[2] == {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "a fox"}]}
     [out] = orjson.loads(a["gen_ai.output.messages"])
     assert out["parts"] == [{"type": "tool_call", "id": "call_2", "name": "search", "arguments": {"q": "dog"}}]
+
+
+def test_every_gen_ai_attribute_is_a_name_the_released_conventions_define():
+    """Checked against OpenTelemetry's released semantic-conventions package, not against our own list. One name
+    is ahead of it, on purpose: `gen_ai.usage.cache_write.input_tokens`, the GenAI conventions repository's new
+    name for cache writes, sent beside the released `cache_creation` one until the rename is released."""
+    from opentelemetry.semconv._incubating.attributes import gen_ai_attributes, server_attributes
+
+    released = {v for v in vars(gen_ai_attributes).values() if isinstance(v, str) and v.startswith("gen_ai.")}
+    released |= {server_attributes.SERVER_ADDRESS, server_attributes.SERVER_PORT}
+    usage = Usage(prompt_tokens=120, completion_tokens=30, cached_tokens=100, reasoning_tokens=12, cache_write_tokens=9)
+    rec = dataclasses.replace(
+        stream_record(), attempts=(dataclasses.replace(stream_record().attempts[0], usage=usage),)
+    )
+    ex = OtlpExporter(dest(), None, servers={"openrouter": ("openrouter.ai", 443)})  # type: ignore[arg-type]
+    spans_sent = all_spans(decode(ex.encode(rec, False, ())[0]))
+    sent = {a.key for s in spans_sent for a in s.attributes}
+    ours = {k for k in sent if k.startswith("gen_ai.")}
+    assert {"gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_read.input_tokens"} <= ours
+    assert ours - released == {"gen_ai.usage.cache_write.input_tokens"}
+    assert {"server.address", "server.port"} <= sent

@@ -303,3 +303,68 @@ def test_a_record_too_large_for_a_backend_keeps_the_answering_attempts_content_f
                         assert b"billing-admin" not in text and b"forged" not in text, f"{kind}: {a.key}"
 
     run(body)
+
+
+def encoded(kind: str, rec: RequestRecord, privacy: bool = False) -> tuple[int, list[dict[str, str]]]:
+    """(item size, each span's string attributes) as `kind` would send `rec`."""
+    ex = build(backend(kind), None)  # type: ignore[arg-type]
+    (item,) = ex.encode(rec, privacy, ())
+    assert len(item) <= ex.max_batch_bytes
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+
+    rs = ResourceSpans.FromString(item)
+    return len(item), [{a.key: a.value.string_value for a in s.attributes} for s in rs.scope_spans[0].spans]
+
+
+def test_thousands_of_small_messages_never_cost_the_record_its_tokens_and_cost():
+    """20,000 one-word messages (600 KB) flatten to 40,000 attributes per span: dropped for size, they go whole,
+    the record keeps its usage and cost."""
+    many = tuple({"role": "user", "content": "hi"} for _ in range(20_000))
+    rec = dataclasses.replace(big_failover_record("x"), input_messages=many)
+    for kind in ("phoenix", "langfuse", "otel_collector"):
+        if kind == "otel_collector":
+            size = len(build(dest("http://127.0.0.1:9/v1/traces"), None).encode(rec, False, ())[0])  # type: ignore[arg-type]
+            assert size < 4_000_000
+            continue
+        _, (root, failed, served) = encoded(kind, rec)
+        assert served.get("gen_ai.usage.input_tokens") is not None or kind == "phoenix"
+        assert not any(k.startswith("llm.input_messages.") for k in root), f"{kind}: flattened keys kept"
+
+
+def test_a_huge_json_schema_or_trace_value_is_not_copied_into_openinference_metadata():
+    """The client sizes its JSON schema and its trace metadata; the GenAI attributes carry them already
+    (`relaycast.request.*`, `relaycast.trace.*`): the OpenInference copies are left out past 16 KiB, so the
+    record is no larger for Phoenix than for a plain collector."""
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"description": "d" * 1_200_000}}}
+    base = big_failover_record("x")
+    for rec in (
+        dataclasses.replace(base, params={"response_format": schema}),
+        dataclasses.replace(base, attribution=Attribution(trace={"blob": "b" * 800_000})),
+    ):
+        plain = len(build(dest("http://127.0.0.1:9/v1/traces"), None).encode(rec, True, ())[0])  # type: ignore[arg-type]
+        size, spans_ = encoded("phoenix", rec, privacy=True)
+        assert size < plain + 50_000
+        for attrs in spans_:
+            assert len(attrs.get("metadata", "")) < 20_000
+            assert len(attrs.get("llm.invocation_parameters", "")) < 20_000
+
+
+def test_openinference_input_is_the_text_of_the_messages_never_an_images_bytes():
+    image = "data:image/png;base64," + "A" * 300_000
+    content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": image}}]
+    rec = dataclasses.replace(record(), input_messages=({"role": "user", "content": content},))
+    _, spans_ = encoded("phoenix", rec)
+    for attrs in spans_:
+        assert "AAAA" not in attrs.get("input.value", "")
+    root, served = spans_
+    assert "what is this?" in json.loads(root["input.value"])["messages"][0]["content"]
+    assert root["input.mime_type"] == "application/json"
+
+
+def test_llm_system_is_set_only_to_a_product_openinference_names():
+    gemini = dataclasses.replace(record().attempts[0], vendor="gcp.gemini")
+    _, (_, served) = encoded("phoenix", dataclasses.replace(record(), attempts=(gemini,)))
+    assert served["llm.provider"] == "google" and "llm.system" not in served
+    openai_ = dataclasses.replace(record().attempts[0], vendor="openai")
+    _, (_, served) = encoded("phoenix", dataclasses.replace(record(), attempts=(openai_,)))
+    assert served["llm.provider"] == served["llm.system"] == "openai"

@@ -125,10 +125,13 @@ class OtlpExporter:
             # Too large: first the content of the other spans goes (the root's, failed attempts'), keeping the
             # answer's; then all of it. Everything else (tokens, cost, timing) is always sent.
             served = span_list[-1].span_id if record.attempts and record.attempts[-1].ok else None
+            shrink = self._dialect.shrink
             if served in content.by_span and len(content.by_span) > 1:
-                item = self._item(ids.trace_id, span_list, dropped(content, keep=served))
+                item = self._item(ids.trace_id, span_list, dropped(content, served, shrink))
             if len(item) > self.max_batch_bytes:
-                item = self._item(ids.trace_id, span_list, dropped(content))
+                item = self._item(ids.trace_id, span_list, dropped(content, None, shrink))
+            if len(item) > self.max_batch_bytes:  # the markers themselves (thousands of messages): no content
+                item = self._item(ids.trace_id, span_list, Content())
         return [item]
 
     def _item(self, trace_id: str, span_list: list[Span], content: Content) -> bytes:

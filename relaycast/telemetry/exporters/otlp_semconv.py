@@ -8,6 +8,7 @@ the GenAI message schemas (role and parts), as JSON strings.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -109,7 +110,10 @@ def attempt_attrs(
         if u.cached_tokens:
             out["gen_ai.usage.cache_read.input_tokens"] = u.cached_tokens
         if u.cache_write_tokens:
+            # The released conventions' name, and the one the GenAI conventions repository renamed it to (and
+            # OpenTelemetry's own GenAI instrumentations already send): both, until the rename is released.
             out["gen_ai.usage.cache_creation.input_tokens"] = u.cache_write_tokens
+            out["gen_ai.usage.cache_write.input_tokens"] = u.cache_write_tokens
         if u.reasoning_tokens:
             out["gen_ai.usage.reasoning.output_tokens"] = u.reasoning_tokens
     if a.cost_pusd is not None and a.cost_source != "none":
@@ -122,7 +126,6 @@ def attempt_attrs(
     elif a.cost_source == "unpriced":
         out["relaycast.cost.source"] = "unpriced"
     if a.ttft_ns is not None:
-        out["gen_ai.server.time_to_first_token"] = a.ttft_ns / 1e9
         out["gen_ai.response.time_to_first_chunk"] = a.ttft_ns / 1e9
     if a.upstream_status:
         out["http.response.status_code"] = a.upstream_status
@@ -217,10 +220,13 @@ def _tool_call_part(c: dict[str, str]) -> dict[str, Any]:
     return {"type": "tool_call", "id": c["id"], "name": c["name"], "arguments": spans.call_arguments(c["arguments"])}
 
 
-def dropped(content: Content, keep: int | None = None) -> Content:
+def dropped(
+    content: Content, keep: int | None = None, shrink: Callable[[dict[str, str]], dict[str, str] | None] | None = None
+) -> Content:
     """Content replaced by a short marker (an item too large to send), valid against the message schemas; a
     backend's own content attribute becomes the marker text, JSON-encoded where the attribute held JSON (a backend
-    that parses it still can). The span `keep` (the attempt that answered) keeps its content."""
+    that parses it still can), unless the backend's `shrink` says otherwise. The span `keep` (the attempt that
+    answered) keeps its content."""
     marker = {"type": "text", "content": spans.DROPPED_IO}
     texts = {
         "gen_ai.input.messages": json_text([{"role": "user", "parts": [marker]}]),
@@ -233,14 +239,12 @@ def dropped(content: Content, keep: int | None = None) -> Content:
             return texts[key]
         return quoted if text[:1] in ("[", "{") else spans.DROPPED_IO
 
-    return Content(
-        {
-            sid: t
-            if sid == keep
-            else {k: mark(k, v) for k, v in t.items()} | {"relaycast.collection_errors": "dropped_io"}
-            for sid, t in content.by_span.items()
-        }
-    )
+    def drop(t: dict[str, str]) -> dict[str, str]:
+        own = shrink(t) if shrink is not None else None
+        kept = own if own is not None else {k: mark(k, v) for k, v in t.items()}
+        return kept | {"relaycast.collection_errors": "dropped_io"}
+
+    return Content({sid: t if sid == keep else drop(t) for sid, t in content.by_span.items()})
 
 
 def remote_parent(record: RequestRecord, ids: spans.TraceIds) -> tuple[bytes, int]:

@@ -45,6 +45,11 @@ class Dialect:
         """On attempt `i`'s span (`op`: "chat" or "embeddings")."""
         return {}
 
+    def shrink(self, texts: dict[str, str]) -> dict[str, str] | None:
+        """A span's content when it is dropped for size; None: each attribute becomes a short marker (JSON where
+        it held JSON). A dialect whose content is many small attributes (flattened messages) returns fewer."""
+        return None
+
     def root_content(self, record: RequestRecord) -> dict[str, str]:
         """Prompt and completion attributes for the request's root span (a backend that shows a trace's input
         and output from its root observation)."""

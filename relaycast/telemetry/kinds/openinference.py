@@ -44,6 +44,8 @@ SYSTEMS: MappingProxyType[str, str] = MappingProxyType({"gcp.vertex_ai": "vertex
 
 JSON = "application/json"
 TEXT = "text/plain"
+LLM_SYSTEMS = frozenset({"openai", "anthropic", "cohere", "mistralai", "vertexai"})
+MAX_JSON = 16 * 1024
 
 
 def provider(a: Attempt) -> str:
@@ -51,9 +53,19 @@ def provider(a: Attempt) -> str:
     return PROVIDERS.get(v, v)
 
 
-def system(a: Attempt) -> str:
+def system(a: Attempt) -> str | None:
+    """`llm.system`, only where OpenInference names the product (OpenInferenceLLMSystemValues)."""
     v = a.vendor or a.provider
-    return SYSTEMS.get(v) or PROVIDERS.get(v, v)
+    out = SYSTEMS.get(v) or PROVIDERS.get(v, v)
+    return out if out in LLM_SYSTEMS else None
+
+
+def bounded_json(value: Any) -> str:
+    """JSON text for a metadata attribute whose size the client controls (request parameters such as a JSON
+    schema, trace metadata): replaced by a short note past `MAX_JSON`, so a large one cannot push the record
+    past the backend's size limit (the full value is in `relaycast.request.*` / `relaycast.trace.*`)."""
+    text = json_text(value)
+    return text if len(text) <= MAX_JSON else json_text({"relaycast": f"left out: larger than {MAX_JSON} bytes"})
 
 
 class OpenInferenceDialect(Dialect):
@@ -63,6 +75,12 @@ class OpenInferenceDialect(Dialect):
 
     def root(self, record: RequestRecord) -> dict[str, Value]:
         out: dict[str, Value] = {"openinference.span.kind": "CHAIN"}
+        if record.input_messages:
+            out["input.mime_type"] = JSON
+        if record.output_tool_calls:
+            out["output.mime_type"] = JSON
+        elif record.output_text is not None:
+            out["output.mime_type"] = TEXT
         out.update(_labels(record))
         return out
 
@@ -72,15 +90,17 @@ class OpenInferenceDialect(Dialect):
         model = a.response_model or a.model
         if embeddings:
             out["embedding.model_name"] = model
-            out["embedding.invocation_parameters"] = json_text({"model": a.model, **record.params})
+            out["embedding.invocation_parameters"] = bounded_json({"model": a.model, **record.params})
         else:
             out["llm.model_name"] = model  # what Phoenix prices by, with the provider
             out["llm.request.model_name"] = a.model
             if a.response_model:
                 out["llm.response.model_name"] = a.response_model
-            out["llm.invocation_parameters"] = json_text({"model": a.model, **record.params})
+            out["llm.invocation_parameters"] = bounded_json({"model": a.model, **record.params})
         out["llm.provider"] = provider(a)
-        out["llm.system"] = system(a)
+        llm_system = system(a)
+        if llm_system is not None:
+            out["llm.system"] = llm_system
         if a.finish_reason:
             out["llm.finish_reason"] = a.finish_reason
         u = a.usage
@@ -112,21 +132,29 @@ class OpenInferenceDialect(Dialect):
         root span."""
         out: dict[str, str] = {}
         if record.input_messages:
-            out["input.value"] = json_text({"messages": list(record.input_messages)})
-            out["input.mime_type"] = JSON
+            out["input.value"] = input_value(record)
         calls = record.output_tool_calls
-        if record.output_text is not None or calls:
-            if calls:
-                answer = {"role": "assistant", "content": record.output_text or "", "tool_calls": _tool_calls(calls)}
-                out["output.value"], out["output.mime_type"] = json_text(answer), JSON
-            else:
-                out["output.value"], out["output.mime_type"] = record.output_text or "", TEXT
+        if calls:
+            answer = {"role": "assistant", "content": record.output_text or "", "tool_calls": _tool_calls(calls)}
+            out["output.value"] = json_text(answer)
+        elif record.output_text is not None:
+            out["output.value"] = record.output_text
         return out
+
+    def shrink(self, texts: dict[str, str]) -> dict[str, str]:
+        """Dropped for size: the flattened messages go (each key would stay, holding a marker longer than many
+        a role), `input.value` / `output.value` say why."""
+        quoted = json_text(spans.DROPPED_IO)  # still JSON where the mime type says JSON
+        return {
+            k: quoted if texts[k][:1] == "{" else spans.DROPPED_IO
+            for k in ("input.value", "output.value")
+            if k in texts
+        }
 
     def content(self, record: RequestRecord, i: int, a: Attempt, op: str, genai: dict[str, str]) -> dict[str, str]:
         out: dict[str, str] = {}
         if record.input_messages:
-            out["input.value"] = json_text({"messages": list(record.input_messages)})
+            out["input.value"] = input_value(record)
             for n, m in enumerate(record.input_messages):
                 out.update(_message(f"llm.input_messages.{n}.", m))
         text = spans.attempt_output_text(record, i, a)
@@ -140,6 +168,12 @@ class OpenInferenceDialect(Dialect):
                 out["output.value"] = text or ""
             out.update(_message("llm.output_messages.0.", answer))
         return out
+
+
+def input_value(record: RequestRecord) -> str:
+    """The request's messages as JSON, their content as text (an image as `[image_url]`, as every destination
+    gets it: never its base64 bytes)."""
+    return json_text({"messages": spans.input_messages(record)})
 
 
 def _tool_calls(calls: tuple[dict[str, str], ...]) -> list[dict[str, Any]]:
@@ -181,7 +215,7 @@ def _labels(record: RequestRecord) -> dict[str, Value]:
         record,
         {"feature": a.feature, "app_url": a.app_url, "key_name": a.key_name, "request_id": record.request_id},
     )
-    out: dict[str, Value] = {"metadata": json_text(meta)}
+    out: dict[str, Value] = {"metadata": bounded_json(meta)}
     if a.tags:
         out["tag.tags"] = [f"{k}:{v}" for k, v in a.tags]
     return out
