@@ -19,6 +19,12 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     reported_cost_usd: str | None = None  # an upstream's own figure (OpenRouter's usage.cost), as text
+    # What changes the price beyond the counts above, when the upstream reports it (costs price each apart):
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens written for one hour (Anthropic's 1h TTL)
+    input_audio_tokens: int = 0  # the audio part of prompt_tokens
+    output_audio_tokens: int = 0  # the audio part of completion_tokens
+    web_searches: int = 0  # server-side web searches the answer made (billed per search)
+    service_tier: str | None = None  # the tier that served it (OpenAI: default, flex, priority; Anthropic: ...)
 
     @property
     def total_tokens(self) -> int:
