@@ -31,17 +31,34 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     @classmethod
-    def from_openai(cls, u: dict[str, Any]) -> Usage:
+    def from_openai(cls, u: dict[str, Any], service_tier: Any = None) -> Usage:
+        """An OpenAI-shaped usage object (chat and legacy completions, embeddings: OpenAI, OpenRouter and the other
+        OpenAI-compatible servers) as `Usage`. `service_tier` is the answer's top-level field: OpenAI reports the tier
+        beside usage, not in it.
+
+        Read besides OpenAI's own fields: `prompt_tokens_details.cache_write_tokens` (OpenRouter's), and the two
+        Anthropic objects an OpenAI-shaped usage carries when it describes an Anthropic answer (relaycast's own
+        translation does): `cache_creation.ephemeral_1h_input_tokens`, `server_tool_use.web_search_requests`.
+        """
         pd = u.get("prompt_tokens_details") or {}
         cd = u.get("completion_tokens_details") or {}
+        cc = u.get("cache_creation")
+        st = u.get("server_tool_use")
         cost = u.get("cost")
+        write_1h = int(cc.get("ephemeral_1h_input_tokens") or 0) if isinstance(cc, dict) else 0
         return cls(
             prompt_tokens=int(u.get("prompt_tokens") or 0),
             completion_tokens=int(u.get("completion_tokens") or 0),
             cached_tokens=int(pd.get("cached_tokens") or 0),
-            cache_write_tokens=int(pd.get("cache_write_tokens") or pd.get("cache_creation_tokens") or 0),
+            # the 1h part is never more than the whole, whatever an upstream says
+            cache_write_tokens=max(write_1h, int(pd.get("cache_write_tokens") or pd.get("cache_creation_tokens") or 0)),
             reasoning_tokens=int(cd.get("reasoning_tokens") or 0),
             reported_cost_usd=None if cost is None else str(cost),
+            cache_write_1h_tokens=write_1h,
+            input_audio_tokens=int(pd.get("audio_tokens") or 0),
+            output_audio_tokens=int(cd.get("audio_tokens") or 0),
+            web_searches=int(st.get("web_search_requests") or 0) if isinstance(st, dict) else 0,
+            service_tier=service_tier[:64] if isinstance(service_tier, str) and service_tier else None,
         )
 
 

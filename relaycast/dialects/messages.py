@@ -530,9 +530,10 @@ def stop_reason(finish_reason: str | None) -> str:
     return STOP_REASONS.get(finish_reason or "stop", "end_turn")
 
 
-def anthropic_usage(usage: Usage | None, input_tokens: int = 0) -> dict[str, int]:
+def anthropic_usage(usage: Usage | None, input_tokens: int = 0) -> dict[str, Any]:
     """`Usage` (OpenAI's meaning) -> Anthropic's counts, whose input_tokens leave out cache reads and writes.
-    Without a usage: `input_tokens` as given, nothing else."""
+    Without a usage: `input_tokens` as given, nothing else. The cache writes by TTL (`cache_creation`) and the web
+    searches (`server_tool_use`) when there are some, and the service tier when the upstream named one."""
     if usage is None:
         return {
             "input_tokens": input_tokens,
@@ -541,19 +542,29 @@ def anthropic_usage(usage: Usage | None, input_tokens: int = 0) -> dict[str, int
             "cache_read_input_tokens": 0,
         }
     uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
-    return {
+    out: dict[str, Any] = {
         "input_tokens": max(0, uncached),
         "output_tokens": usage.completion_tokens,
         "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
     }
+    if usage.cache_write_1h_tokens:
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens - usage.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        }
+    if usage.web_searches:
+        out["server_tool_use"] = {"web_search_requests": usage.web_searches}
+    if usage.service_tier is not None:
+        out["service_tier"] = usage.service_tier
+    return out
 
 
-def _usage_of(raw: Any) -> Usage | None:
+def _usage_of(raw: Any, service_tier: Any = None) -> Usage | None:
     if not isinstance(raw, dict):
         return None
     try:
-        return Usage.from_openai(raw)
+        return Usage.from_openai(raw, service_tier)
     except (TypeError, ValueError, AttributeError):
         return None  # an upstream's odd usage object is not worth failing the answer for
 
@@ -624,7 +635,7 @@ def message(chat: dict[str, Any], message_id: str, model: str) -> dict[str, Any]
         "content": content,
         "stop_reason": stop_reason(finish if isinstance(finish, str) else None),
         "stop_sequence": None,
-        "usage": anthropic_usage(_usage_of(chat.get("usage"))),
+        "usage": anthropic_usage(_usage_of(chat.get("usage"), chat.get("service_tier"))),
     }
 
 
@@ -650,6 +661,7 @@ class MessagesStream:
         self.input_tokens = input_tokens
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self._tier: Any = None  # the chunks' service_tier
         self._started = False
         self._ended = False
         self._blocks = 0  # blocks opened so far: the next block's index
@@ -661,7 +673,9 @@ class MessagesStream:
         if self._ended:
             return b""
         out = [self._start()]
-        usage = _usage_of(chunk.get("usage"))
+        if self._tier is None:
+            self._tier = chunk.get("service_tier")
+        usage = _usage_of(chunk.get("usage"), chunk.get("service_tier") or self._tier)
         if usage is not None:
             self.usage = usage
         choices = chunk.get("choices")

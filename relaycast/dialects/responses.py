@@ -4,7 +4,7 @@ no I/O. The request's side is `dialects.responses_request`.
 - `response`: a `chat.completion` object -> a Responses `response` object.
 - `ResponsesStream`: chat chunk objects -> Responses SSE events (`event: <type>` + `data: {json}`).
 - `output_messages`: a response's `output` as chat messages, for `previous_response_id` history.
-- `usage_of`: a Responses `usage` object -> `Usage`.
+- `usage_of` / `response_usage`: a Responses `usage` object (and the response around it) -> `Usage`.
 - `NativeLearner`: what the gateway records from a native Responses stream it forwards unchanged.
 
 Item ids are derived from the response id (`resp_X` -> `msg_X`, `rs_X`, `fc_X_0`, ...), so a response rendered
@@ -75,7 +75,10 @@ def response(chat: dict[str, Any], body: dict[str, Any], response_id: str, creat
     usage = chat.get("usage")
     resp = _envelope(body, response_id, created_at, str(chat.get("model") or body.get("model") or ""))
     resp["output"] = output
-    resp["usage"] = responses_usage(Usage.from_openai(usage)) if isinstance(usage, dict) else None
+    tier = chat.get("service_tier")
+    resp["usage"] = responses_usage(Usage.from_openai(usage, tier)) if isinstance(usage, dict) else None
+    if isinstance(tier, str) and tier:
+        resp["service_tier"] = tier
     _set_status(resp, choice.get("finish_reason"))
     return resp
 
@@ -134,14 +137,25 @@ def _set_status(resp: dict[str, Any], finish_reason: Any) -> None:
 
 
 def responses_usage(u: Usage) -> dict[str, Any]:
-    """A `Usage` as the Responses API's usage object."""
-    return {
+    """A `Usage` as the Responses API's usage object. What it has no field for travels under Anthropic's own names,
+    only when there is some, as in chat answers (`providers.anthropic_map.openai_usage`): `cache_creation` (cache
+    writes by TTL) and `server_tool_use` (web searches, which a native answer shows as `web_search_call` items).
+    The service tier is the response's own field."""
+    out: dict[str, Any] = {
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": u.cache_write_tokens},
         "output_tokens": u.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens,
     }
+    if u.cache_write_1h_tokens:
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
+        }
+    if u.web_searches:
+        out["server_tool_use"] = {"web_search_requests": u.web_searches}
+    return out
 
 
 class _Ids:
@@ -262,6 +276,7 @@ class ResponsesStream:
         self._calls: dict[int, _Open] = {}  # open function calls by chat tool call index
         self._finish_reason: str | None = None
         self._model_seen = False
+        self._tier: Any = None  # the chunks' service_tier
         self.usage: Usage | None = None
 
     # - public
@@ -277,9 +292,11 @@ class ResponsesStream:
         if isinstance(model, str) and model and not self._model_seen:
             self._resp["model"] = model
             self._model_seen = True
+        if self._tier is None:
+            self._tier = chunk.get("service_tier")
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self.usage = Usage.from_openai(usage)
+            self.usage = Usage.from_openai(usage, chunk.get("service_tier") or self._tier)
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -295,6 +312,8 @@ class ResponsesStream:
         out: list[bytes] = []
         self._close_all(out)
         self._resp["usage"] = responses_usage(self.usage) if self.usage is not None else None
+        if isinstance(self._tier, str) and self._tier:
+            self._resp["service_tier"] = self._tier
         _set_status(self._resp, self._finish_reason)
         kind = "response.completed" if self._resp["status"] == "completed" else "response.incomplete"
         out.append(self._emit(kind, response=self._snapshot()))
@@ -539,19 +558,43 @@ def output_messages(resp: dict[str, Any]) -> list[dict[str, Any]]:
     return [msg]
 
 
-def usage_of(u: dict[str, Any]) -> Usage:
-    """A Responses `usage` object as `Usage` (prompt_tokens = input_tokens, which include cached ones)."""
+def usage_of(u: dict[str, Any], service_tier: Any = None, web_search_calls: int = 0) -> Usage:
+    """A Responses `usage` object as `Usage` (prompt_tokens = input_tokens, which include cached ones).
+    `service_tier` and `web_search_calls` come from the response around it (`response_usage`); the extension
+    objects `responses_usage` writes (`cache_creation`, `server_tool_use`) are read back."""
     inp = u.get("input_tokens_details")
     inp = inp if isinstance(inp, dict) else {}
     outp = u.get("output_tokens_details")
     outp = outp if isinstance(outp, dict) else {}
+    by_ttl = u.get("cache_creation")
+    write_1h = _count(by_ttl.get("ephemeral_1h_input_tokens")) if isinstance(by_ttl, dict) else 0
+    tools = u.get("server_tool_use")
+    searches = _count(tools.get("web_search_requests")) if isinstance(tools, dict) else 0
     return Usage(
         prompt_tokens=_count(u.get("input_tokens")),
         completion_tokens=_count(u.get("output_tokens")),
         cached_tokens=_count(inp.get("cached_tokens")),
-        cache_write_tokens=_count(inp.get("cache_write_tokens")),
+        cache_write_tokens=max(write_1h, _count(inp.get("cache_write_tokens"))),
         reasoning_tokens=_count(outp.get("reasoning_tokens")),
+        cache_write_1h_tokens=write_1h,
+        web_searches=max(searches, web_search_calls),
+        service_tier=service_tier[:64] if isinstance(service_tier, str) and service_tier else None,
     )
+
+
+def response_usage(resp: dict[str, Any]) -> Usage | None:
+    """A Responses `response` object's usage, with what the response says beside it: its `service_tier`, and its
+    `web_search_call` output items (the Responses API bills web search per call and reports no count)."""
+    u = resp.get("usage")
+    if not isinstance(u, dict):
+        return None
+    output = resp.get("output")
+    calls = sum(
+        1
+        for item in (output if isinstance(output, list) else ())
+        if isinstance(item, dict) and item.get("type") == "web_search_call"
+    )
+    return usage_of(u, resp.get("service_tier"), calls)
 
 
 def _count(v: Any) -> int:
@@ -576,8 +619,9 @@ class NativeLearner:
         elif kind in ("response.completed", "response.incomplete"):
             resp = obj.get("response")
             resp = resp if isinstance(resp, dict) else {}
-            if isinstance(resp.get("usage"), dict):
-                self.state.usage = usage_of(resp["usage"])
+            usage = response_usage(resp)
+            if usage is not None:
+                self.state.usage = usage
             self.state.finish_reason = _finish_reason(kind, resp)
             self.state.done = True
         elif kind == "error":

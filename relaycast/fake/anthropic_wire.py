@@ -1,8 +1,10 @@
 """Anthropic's Messages API wire format, as the real API sends it: message objects, stream events, error bodies.
 
 Usage follows Anthropic's meaning: `input_tokens` excludes cached tokens, so for a behaviour with
-`prompt_tokens=P, cached=C, cache_write=W` the fake reports input_tokens = P - C - W (never below 0),
-cache_read_input_tokens = C and cache_creation_input_tokens = W; the gateway's prompt_tokens is then P again.
+`prompt_tokens=P, cached=C, cache_write=W, cache_write_1h=H` the fake reports input_tokens = P - C - W - H (never
+below 0), cache_read_input_tokens = C, cache_creation_input_tokens = W + H and cache_creation = {5m: W, 1h: H};
+the gateway's prompt_tokens is then P again. `web_search=N` is usage.server_tool_use.web_search_requests (in a
+stream, in message_delta's cumulative usage); `service_tier` is usage.service_tier (default "standard").
 `/v1/messages/count_tokens` answers P for the same messages (and system).
 
 Structured outputs: `output_config.format` {type: json_schema, schema} (or the beta's top-level `output_format`)
@@ -142,14 +144,19 @@ def _prompt_tokens(b: Behaviour, body: dict[str, Any]) -> int:
     return n
 
 
-def usage(b: Behaviour, prompt: int, output: int) -> dict[str, Any]:
-    return {
-        "input_tokens": max(0, prompt - b.cached - b.cache_write),
-        "cache_creation_input_tokens": b.cache_write,
+def usage(b: Behaviour, prompt: int, output: int, *, searches: bool = True) -> dict[str, Any]:
+    """Anthropic's usage object; `searches=False` leaves out server tool use (a stream's message_start)."""
+    u: dict[str, Any] = {
+        "input_tokens": max(0, prompt - b.cached - b.cache_writes),
+        "cache_creation_input_tokens": b.cache_writes,
         "cache_read_input_tokens": b.cached,
+        "cache_creation": {"ephemeral_5m_input_tokens": b.cache_write, "ephemeral_1h_input_tokens": b.cache_write_1h},
         "output_tokens": output,
-        "service_tier": "standard",
+        "service_tier": b.service_tier or "standard",
     }
+    if searches and b.web_search:
+        u["server_tool_use"] = {"web_search_requests": b.web_search, "web_fetch_requests": 0}
+    return u
 
 
 def _forced(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -232,7 +239,7 @@ def stream_events(
     """The events of a streamed answer, in Anthropic's order."""
     toks, call, stop = _outcome(b, body, structured)
     start = message_object(mid, model, b, body, prompt, structured)
-    start.update(content=[], stop_reason=None, usage=usage(b, prompt, 1))
+    start.update(content=[], stop_reason=None, usage=usage(b, prompt, 1, searches=False))
     events = [_event("message_start", {"message": start})]
     if call:
         block = {**call, "input": {}}
@@ -247,7 +254,10 @@ def stream_events(
     events.append(_event("content_block_stop", {"index": 0}))
     output = len(toks) + (12 if call else 0)
     delta = {"stop_reason": stop, "stop_sequence": None}
-    events.append(_event("message_delta", {"delta": delta, "usage": {"output_tokens": output}}))
+    final: dict[str, Any] = {"output_tokens": output}
+    if b.web_search:
+        final["server_tool_use"] = {"web_search_requests": b.web_search, "web_fetch_requests": 0}
+    events.append(_event("message_delta", {"delta": delta, "usage": final}))
     events.append(_event("message_stop", {}))
     return events
 

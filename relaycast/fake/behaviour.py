@@ -10,8 +10,15 @@ Settings
   tokens=N            output tokens (default 16); a JSON answer (structured outputs) counts its 4-character pieces
   prompt_tokens=N     report this many prompt tokens (default: counted from the messages)
   cached=N            cached prompt tokens in usage (OpenAI cached_tokens / Anthropic cache_read_input_tokens)
-  cache_write=N       cache-write tokens (Anthropic cache_creation_input_tokens)
+  cache_write=N       cache-write tokens, written for 5 minutes (Anthropic cache_creation_input_tokens)
+  cache_write_1h=N    cache-write tokens written for one hour (Anthropic cache_creation.ephemeral_1h_input_tokens);
+                      cache_creation_input_tokens is then cache_write + cache_write_1h
   reasoning=N         reasoning tokens in usage (part of the output tokens)
+  audio_in=N          audio prompt tokens (chat: prompt_tokens_details.audio_tokens; part of the prompt tokens)
+  audio_out=N         audio output tokens (chat: completion_tokens_details.audio_tokens; part of the output tokens)
+  web_search=N        server-side web searches (Anthropic server_tool_use.web_search_requests; Responses: N
+                      web_search_call items; chat: usage.server_tool_use)
+  service_tier=NAME   the tier the answer says served it (default: OpenAI "default", Anthropic "standard")
   cost=X              report an upstream cost in usage.cost (as OpenRouter does)
   error=CODE          answer with that HTTP error in the provider's real error body (400 401 404 429 500 503 529)
   retry_after=S       Retry-After header on 429/529
@@ -26,6 +33,7 @@ Settings
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any
@@ -42,7 +50,12 @@ class Behaviour:
     prompt_tokens: int | None = None
     cached: int = 0
     cache_write: int = 0
+    cache_write_1h: int = 0
     reasoning: int = 0
+    audio_in: int = 0
+    audio_out: int = 0
+    web_search: int = 0
+    service_tier: str | None = None
     cost: float | None = None
     error: int | None = None
     retry_after: float | None = None
@@ -59,8 +72,14 @@ class Behaviour:
     def first_token_ms(self) -> float:
         return self.latency_ms if self.ttft_ms is None else self.ttft_ms
 
+    @property
+    def cache_writes(self) -> int:
+        """Every cache-write token, both TTLs."""
+        return self.cache_write + self.cache_write_1h
+
 
 _TYPES = MappingProxyType({f.name: f.type for f in fields(Behaviour)})
+NAME = re.compile(r"[a-z0-9_-]{1,32}")  # a text setting's value (service_tier)
 
 
 class BadBehaviour(ValueError):
@@ -83,9 +102,14 @@ def parse(spec: str, base: Behaviour = Behaviour()) -> Behaviour:
             continue
         if not sep:
             raise BadBehaviour(f"fake behaviour '{key}' needs a value")
+        t = str(_TYPES[key])
+        if "str" in t:
+            if not NAME.fullmatch(value.strip()):
+                raise BadBehaviour(f"fake behaviour '{key}' has a bad value '{value}'")
+            changes[key] = value.strip()
+            continue
         try:
-            t = _TYPES[key]
-            changes[key] = int(value) if "int" in str(t) and "float" not in str(t) else float(value)
+            changes[key] = int(value) if "int" in t and "float" not in t else float(value)
         except ValueError:
             raise BadBehaviour(f"fake behaviour '{key}' has a bad value '{value}'") from None
     return replace(base, **changes) if changes else base

@@ -38,24 +38,43 @@ def count_prompt_tokens(messages: Any) -> int:
 
 
 def usage(b: Behaviour, prompt: int, completion: int | None = None) -> dict[str, Any]:
-    """Chat usage; `completion` tokens default to the behaviour's `tokens`."""
+    """Chat usage; `completion` tokens default to the behaviour's `tokens`.
+
+    Cache writes are reported as OpenRouter does (`prompt_tokens_details.cache_write_tokens`), and what OpenAI's
+    chat usage has no field for under Anthropic's names, as relaycast's own chat answers carry them:
+    `cache_creation` for one-hour cache writes, `server_tool_use` for web searches."""
     prompt = b.prompt_tokens if b.prompt_tokens is not None else prompt
     out = b.tokens if completion is None else completion
+    details: dict[str, Any] = {"cached_tokens": b.cached, "audio_tokens": b.audio_in}
+    if b.cache_writes:
+        details["cache_write_tokens"] = b.cache_writes
     u: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": out,
         "total_tokens": prompt + out,
-        "prompt_tokens_details": {"cached_tokens": b.cached, "audio_tokens": 0},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {
             "reasoning_tokens": b.reasoning,
-            "audio_tokens": 0,
+            "audio_tokens": b.audio_out,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },
     }
+    if b.cache_write_1h:
+        u["cache_creation"] = {
+            "ephemeral_5m_input_tokens": b.cache_write,
+            "ephemeral_1h_input_tokens": b.cache_write_1h,
+        }
+    if b.web_search:
+        u["server_tool_use"] = {"web_search_requests": b.web_search}
     if b.cost is not None:
         u["cost"] = b.cost
     return u
+
+
+def service_tier(b: Behaviour) -> str:
+    """The tier an OpenAI answer says served it."""
+    return b.service_tier or "default"
 
 
 def tool_call(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -106,7 +125,7 @@ def completion(rid: str, model: str, b: Behaviour, body: dict[str, Any]) -> byte
             "model": model,
             "choices": choices,
             "usage": usage(b, count_prompt_tokens(body.get("messages")), n * (b.tokens if call else len(pieces))),
-            "service_tier": "default",
+            "service_tier": service_tier(b),
             "system_fingerprint": "fp_fake",
         }
     )
@@ -131,9 +150,10 @@ def stream_chunks(w: ChunkWriter, b: Behaviour, body: dict[str, Any], with_usage
 
 
 class ChunkWriter:
-    """Builds `data: {...}\\n\\n` chunks of one stream; every chunk carries the same id, created and model."""
+    """Builds `data: {...}\\n\\n` chunks of one stream; every chunk carries the same id, created, model and
+    service tier, as OpenAI's do."""
 
-    def __init__(self, rid: str, model: str, with_usage: bool) -> None:
+    def __init__(self, rid: str, model: str, with_usage: bool, tier: str = "default") -> None:
         self._head = (
             b'{"id":"'
             + rid.encode()
@@ -141,6 +161,8 @@ class ChunkWriter:
             + str(int(time.time())).encode()
             + b',"model":'
             + orjson.dumps(model)
+            + b',"service_tier":'
+            + orjson.dumps(tier)
             + b',"system_fingerprint":"fp_fake","choices":'
         )
         self._tail = b',"usage":null}' if with_usage else b"}"

@@ -5,6 +5,9 @@ The answer follows the behaviour as chat completions do: `tokens` words of outpu
 `text.format` of json_schema / json_object), a `function_call` item calling the first function tool with
 {"query":"fox"} for `tool_call`, and usage with `cached` / `cache_write` / `reasoning` / `cost`. A
 `max_output_tokens` below the answer's length cuts it: status "incomplete", reason max_output_tokens.
+`web_search=N` puts N `web_search_call` items before the answer's item (the Responses API reports searches that
+way, not in usage); `service_tier` is the response's; one-hour cache writes are in usage under Anthropic's
+`cache_creation`, as relaycast's own Responses answers carry them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class Answer:
     call: dict[str, Any] | None
     usage: dict[str, Any]
     incomplete: bool
+    searches: int = 0  # web_search_call items before the answer's item
+    tier: str = "default"
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
@@ -58,17 +63,25 @@ def answer(rid: str, model: str, b: Behaviour, body: dict[str, Any]) -> Answer:
         pieces = pieces[:limit]
     output = b.tokens if call else len(pieces)
     prompt = b.prompt_tokens if b.prompt_tokens is not None else prompt_tokens(body)
-    return Answer(rid, model, body, tuple(pieces), call, _usage(b, prompt, output), incomplete)
+    usage = _usage(b, prompt, output)
+    return Answer(
+        rid, model, body, tuple(pieces), call, usage, incomplete, max(0, b.web_search), b.service_tier or "default"
+    )
 
 
 def _usage(b: Behaviour, prompt: int, output: int) -> dict[str, Any]:
     u: dict[str, Any] = {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": b.cached, "cache_write_tokens": b.cache_write},
+        "input_tokens_details": {"cached_tokens": b.cached, "cache_write_tokens": b.cache_writes},
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": b.reasoning},
         "total_tokens": prompt + output,
     }
+    if b.cache_write_1h:
+        u["cache_creation"] = {
+            "ephemeral_5m_input_tokens": b.cache_write,
+            "ephemeral_1h_input_tokens": b.cache_write_1h,
+        }
     if b.cost is not None:
         u["cost"] = b.cost
     return u
@@ -103,11 +116,13 @@ def response_object(a: Answer, *, done: bool = True) -> dict[str, Any]:
         "max_output_tokens": body.get("max_output_tokens"),
         "max_tool_calls": None,
         "model": a.model,
-        "output": [_item(a, 0, done=True)] if done else [],
+        "output": [*(_search(a, i, done=True) for i in range(a.searches)), _item(a, a.searches, done=True)]
+        if done
+        else [],
         "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": None, "summary": None},
-        "service_tier": "default",
+        "service_tier": a.tier,
         "store": body.get("store", True) is not False,
         "temperature": body.get("temperature", 1.0),
         "text": {"format": text_cfg.get("format") or {"type": "text"}, "verbosity": "medium"},
@@ -143,6 +158,17 @@ def _item(a: Answer, index: int, *, done: bool) -> dict[str, Any]:
     }
 
 
+def _search(a: Answer, index: int, *, done: bool) -> dict[str, Any]:
+    """A `web_search_call` output item, finished or as just added."""
+    action = {"type": "search", "query": "fox", "sources": [{"type": "url", "url": "https://example.com/fox"}]}
+    return {
+        "id": f"ws_{a.rid[5:]}{index}",
+        "type": "web_search_call",
+        "status": "completed" if done else "in_progress",
+        "action": action if done else {"type": "search", "query": "fox"},
+    }
+
+
 def _part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
 
@@ -152,9 +178,16 @@ def events(a: Answer) -> list[bytes]:
     seq = _Sequence()
     pending = response_object(a, done=False)
     out = [seq.event("response.created", response=pending), seq.event("response.in_progress", response=pending)]
-    item = _item(a, 0, done=True)
-    at = {"item_id": item["id"], "output_index": 0}
-    out.append(seq.event("response.output_item.added", output_index=0, item=_item(a, 0, done=False)))
+    for i in range(a.searches):
+        search = {"item_id": _search(a, i, done=True)["id"], "output_index": i}
+        out.append(seq.event("response.output_item.added", output_index=i, item=_search(a, i, done=False)))
+        for stage in ("in_progress", "searching", "completed"):
+            out.append(seq.event(f"response.web_search_call.{stage}", **search))
+        out.append(seq.event("response.output_item.done", output_index=i, item=_search(a, i, done=True)))
+    n = a.searches
+    item = _item(a, n, done=True)
+    at = {"item_id": item["id"], "output_index": n}
+    out.append(seq.event("response.output_item.added", output_index=n, item=_item(a, n, done=False)))
     if a.call is not None:
         args = a.call["arguments"]
         for d in (args[: len(args) // 2], args[len(args) // 2 :]):
@@ -168,7 +201,7 @@ def events(a: Answer) -> list[bytes]:
         )
         out.append(seq.event("response.output_text.done", **at, content_index=0, text=text, logprobs=[]))
         out.append(seq.event("response.content_part.done", **at, content_index=0, part=_part(text)))
-    out.append(seq.event("response.output_item.done", output_index=0, item=item))
+    out.append(seq.event("response.output_item.done", output_index=n, item=item))
     final = "response.incomplete" if a.incomplete else "response.completed"
     out.append(seq.event(final, response=response_object(a)))
     return out

@@ -183,7 +183,7 @@ class FakeUpstream:
             return
         so = body.get("stream_options") or {}
         with_usage = bool(so.get("include_usage"))
-        w = openai_wire.ChunkWriter(rid, model, with_usage)
+        w = openai_wire.ChunkWriter(rid, model, with_usage, openai_wire.service_tier(b))
         chunks = openai_wire.stream_chunks(w, b, body, with_usage)
         chunks.append(b"data: [DONE]\n\n")
         await self._send_stream(rid, b, chunks, send)

@@ -330,15 +330,17 @@ class StreamTranslator:
             state.finish_reason = "stop"
             out.append(self._chunk({}, "stop"))
         if self._include_usage:
-            usage = openai_usage(state.usage or Usage())
-            out.append(b"data: " + self._head + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n")
+            u = state.usage or Usage()
+            tier = b"" if u.service_tier is None else b',"service_tier":' + orjson.dumps(u.service_tier)
+            out.append(b"data: " + self._head + b'[],"usage":' + orjson.dumps(openai_usage(u)) + tier + b"}\n\n")
         out.append(DONE_EVENT)
         state.done = True
         return b"".join(out)
 
     def _add_usage(self, u: Any) -> None:
-        # message_start carries input (and cache) counts; message_delta carries the cumulative output count,
-        # and on newer API versions the final input counts too.
+        # message_start carries input (and cache) counts, the cache writes by TTL and the service tier;
+        # message_delta carries the cumulative output count and server tool use, and on newer API versions the
+        # final input counts too. Each key keeps its latest value.
         if isinstance(u, dict):
             self._usage.update((k, v) for k, v in u.items() if v is not None)
             self.state.usage = usage_of(self._usage)

@@ -363,23 +363,54 @@ def finish_reason(stop_reason: Any) -> str | None:
 
 
 def usage_of(u: dict[str, Any]) -> Usage:
+    """Anthropic's usage object as `Usage`: every count Anthropic prices apart. `cache_creation` splits the cache
+    writes by TTL (the 1h part is `cache_write_1h_tokens`, both are `cache_write_tokens`);
+    `server_tool_use.web_search_requests` counts the searches billed per search; `service_tier` names the tier
+    (standard, priority, batch)."""
     read = _int(u.get("cache_read_input_tokens"))
     write = _int(u.get("cache_creation_input_tokens"))
+    by_ttl = u.get("cache_creation")
+    write_1h = 0
+    if isinstance(by_ttl, dict):
+        write_1h = _int(by_ttl.get("ephemeral_1h_input_tokens"))
+        write = max(write, write_1h + _int(by_ttl.get("ephemeral_5m_input_tokens")))
+    tools = u.get("server_tool_use")
+    tier = u.get("service_tier")
     return Usage(
         prompt_tokens=_int(u.get("input_tokens")) + read + write,
         completion_tokens=_int(u.get("output_tokens")),
         cached_tokens=read,
         cache_write_tokens=write,
+        cache_write_1h_tokens=write_1h,
+        web_searches=_int(tools.get("web_search_requests")) if isinstance(tools, dict) else 0,
+        service_tier=tier[:64] if isinstance(tier, str) and tier else None,
     )
 
 
 def openai_usage(u: Usage) -> dict[str, Any]:
-    return {
+    """`Usage` as OpenAI's usage object. What OpenAI's has no field for travels under Anthropic's own names, only
+    when there is some: `cache_creation` (the cache writes by TTL) and `server_tool_use` (web searches);
+    `Usage.from_openai` reads them back. The service tier is the answer's top-level field, not usage's."""
+    out: dict[str, Any] = {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": u.cache_write_tokens},
     }
+    if u.input_audio_tokens:
+        out["prompt_tokens_details"]["audio_tokens"] = u.input_audio_tokens
+    if u.reasoning_tokens or u.output_audio_tokens:
+        cd = out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+        if u.output_audio_tokens:
+            cd["audio_tokens"] = u.output_audio_tokens
+    if u.cache_write_1h_tokens:
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
+        }
+    if u.web_searches:
+        out["server_tool_use"] = {"web_search_requests": u.web_searches}
+    return out
 
 
 def chat_result(msg: Any, model: str, created: int, target: str) -> ChatResult:
@@ -427,6 +458,8 @@ def chat_result(msg: Any, model: str, created: int, target: str) -> ChatResult:
     }
     if usage is not None:
         body["usage"] = openai_usage(usage)
+        if usage.service_tier is not None:
+            body["service_tier"] = usage.service_tier
     rid, answered = msg.get("id"), msg.get("model")
     return ChatResult(
         body=orjson.dumps(body),

@@ -168,7 +168,7 @@ class OpenAICompatProvider:
         model_seen, rid = parsed.get("model"), parsed.get("id")
         return ChatResult(
             body=raw,
-            usage=Usage.from_openai(usage) if isinstance(usage, dict) else None,
+            usage=Usage.from_openai(usage, parsed.get("service_tier")) if isinstance(usage, dict) else None,
             tool_calls=tool_calls_of(msg.get("tool_calls")) if isinstance(msg, dict) else [],
             finish_reason=finish,
             output_text=text if isinstance(text, str) else None,
@@ -267,6 +267,7 @@ class OpenAIStream:
         self._client_usage = client_usage
         self._idle_s = idle_s
         self.state = StreamState()
+        self._tier: Any = None  # the first chunk's service_tier (every chunk repeats it), for a usage chunk without
 
     async def aclose(self) -> None:
         # close(), not release(): an unfinished stream must not go back to the pool, and the upstream
@@ -320,10 +321,11 @@ class OpenAIStream:
             rid, model = obj.get("id"), obj.get("model")
             state.response_id = rid if isinstance(rid, str) else ""
             state.response_model = model if isinstance(model, str) else None
+            self._tier = obj.get("service_tier")
         choices = obj.get("choices")
         usage = obj.get("usage")
         if isinstance(usage, dict):
-            state.usage = Usage.from_openai(usage)
+            state.usage = Usage.from_openai(usage, obj.get("service_tier") or self._tier)
         if choices:
             c0 = choices[0]
             if isinstance(c0, dict):

@@ -71,7 +71,7 @@ KEY = "sk-test-contract-0123456789abcdef"
 
 # --- OpenAI-compatible ----------------------------------------------------------------------------
 
-OPENAI_STREAM_USAGE = Usage(prompt_tokens=1117, completion_tokens=31, cached_tokens=1024)
+OPENAI_STREAM_USAGE = Usage(prompt_tokens=1117, completion_tokens=31, cached_tokens=1024, service_tier="default")
 WEATHER_LISBON = Call("call_RCfixtureLisbon", "get_weather", {"city": "Lisbon", "unit": "celsius"})
 WEATHER_PORTO = Call("call_RCfixturePorto", "get_weather", {"city": "Porto", "unit": "celsius"})
 
@@ -88,13 +88,22 @@ OPENAI = Column(
             Answer(
                 "Lisbon: 21C and sunny. Porto: 18C and cloudy.",
                 "stop",
-                Usage(prompt_tokens=1117, completion_tokens=212, cached_tokens=1024, reasoning_tokens=192),
+                Usage(
+                    prompt_tokens=1117,
+                    completion_tokens=212,
+                    cached_tokens=1024,
+                    reasoning_tokens=192,
+                    service_tier="default",
+                ),
             ),
         ),
         "chat_tool_calls": Cell(
             Reply("chat_tool_calls.json"),
             Answer(
-                None, "tool_calls", Usage(prompt_tokens=82, completion_tokens=51), calls=(WEATHER_LISBON, WEATHER_PORTO)
+                None,
+                "tool_calls",
+                Usage(prompt_tokens=82, completion_tokens=51, service_tier="default"),
+                calls=(WEATHER_LISBON, WEATHER_PORTO),
             ),
         ),
         "stream_text": Cell(Reply("stream_text.sse"), Answer("Checking the weather.", "stop", OPENAI_STREAM_USAGE)),
@@ -103,7 +112,7 @@ OPENAI = Column(
             Answer(
                 None,
                 "tool_calls",
-                Usage(prompt_tokens=64, completion_tokens=17),
+                Usage(prompt_tokens=64, completion_tokens=17, service_tier="default"),
                 calls=(Call("call_RCfixtureStreamTool", "get_weather", {"city": "Lisbon"}),),
             ),
         ),
@@ -163,7 +172,7 @@ ANTHROPIC = Column(
             Answer(
                 "Lisbon: 21C and sunny. Porto: 18C and cloudy.",
                 "stop",
-                Usage(prompt_tokens=1117, completion_tokens=212, cached_tokens=1024),
+                Usage(prompt_tokens=1117, completion_tokens=212, cached_tokens=1024, service_tier="standard"),
                 reasoning="Both cities are on the Atlantic coast; Lisbon is warmer.",
             ),
         ),
@@ -172,7 +181,13 @@ ANTHROPIC = Column(
             Answer(
                 "I'll check the forecast for Lisbon. One moment.",
                 "tool_calls",
-                Usage(prompt_tokens=1542, completion_tokens=57, cached_tokens=1200, cache_write_tokens=300),
+                Usage(
+                    prompt_tokens=1542,
+                    completion_tokens=57,
+                    cached_tokens=1200,
+                    cache_write_tokens=300,
+                    service_tier="standard",
+                ),
                 calls=(Call("toolu_01RCfixtureWeather", "get_weather", {"city": "Lisbon", "unit": "celsius"}),),
             ),
         ),

@@ -184,7 +184,10 @@ def test_message_with_text_tool_use_and_cache_usage_becomes_an_openai_chat_compl
         "total_tokens": 1599,
         "prompt_tokens_details": {"cached_tokens": 1200, "cache_write_tokens": 300},
     }
-    assert result.usage == Usage(prompt_tokens=1542, completion_tokens=57, cached_tokens=1200, cache_write_tokens=300)
+    assert body["service_tier"] == "standard"  # the message's usage.service_tier, where OpenAI has it
+    assert result.usage == Usage(
+        prompt_tokens=1542, completion_tokens=57, cached_tokens=1200, cache_write_tokens=300, service_tier="standard"
+    )
     assert result.finish_reason == "tool_calls"
     assert result.output_text == "I'll check the forecast for Lisbon. One moment."
 
@@ -386,7 +389,9 @@ def test_e2e_non_stream_answer_is_an_openai_completion_with_cache_usage(fake_url
     assert body["object"] == "chat.completion" and body["id"].startswith("msg_")
     assert body["choices"][0]["message"]["content"] == "the quick brown fox jumps"
     assert body["choices"][0]["finish_reason"] == "stop"
-    assert result.usage == Usage(prompt_tokens=50, completion_tokens=5, cached_tokens=30, cache_write_tokens=10)
+    assert result.usage == Usage(
+        prompt_tokens=50, completion_tokens=5, cached_tokens=30, cache_write_tokens=10, service_tier="standard"
+    )
     assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 30
 
 
@@ -429,7 +434,7 @@ def test_e2e_stream_yields_openai_chunks_and_fills_state(fake_url: str, include_
     if include_usage:
         assert usage_chunks[0]["usage"]["prompt_tokens"] == 9
     assert state.done and state.finish_reason == "stop" and state.first_token_ns is not None
-    assert state.usage == Usage(prompt_tokens=9, completion_tokens=4, cached_tokens=2)
+    assert state.usage == Usage(prompt_tokens=9, completion_tokens=4, cached_tokens=2, service_tier="standard")
 
 
 def test_e2e_streamed_tool_call_arrives_as_indexed_tool_call_chunks(fake_url: str) -> None:

@@ -55,6 +55,9 @@ def served_record(i: int = 0, **changes: Any) -> RequestRecord:
         cache_write_tokens=4,
         reasoning_tokens=12,
         reported_cost_usd="0.00042",
+        cache_write_1h_tokens=3,
+        web_searches=2,
+        service_tier="priority",
     )
     served = Attempt(
         target="openrouter/openai/gpt-4o-mini",
@@ -201,6 +204,11 @@ def test_record_json_values_times_usage_attribution_and_tags():
         "cached_tokens": 100,
         "cache_write_tokens": 4,
         "reasoning_tokens": 12,
+        "cache_write_1h_tokens": 3,
+        "input_audio_tokens": 0,
+        "output_audio_tokens": 0,
+        "web_searches": 2,
+        "service_tier": "priority",
         "reported_cost_usd": "0.00042",
     }
     assert served["cost_usd"] == "0.00042" and served["cost_source"] == "reported"

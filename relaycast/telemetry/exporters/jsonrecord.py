@@ -138,6 +138,11 @@ def _usage(u: Usage) -> dict[str, Any]:
         "cached_tokens": u.cached_tokens,
         "cache_write_tokens": u.cache_write_tokens,
         "reasoning_tokens": u.reasoning_tokens,
+        "cache_write_1h_tokens": u.cache_write_1h_tokens,
+        "input_audio_tokens": u.input_audio_tokens,
+        "output_audio_tokens": u.output_audio_tokens,
+        "web_searches": u.web_searches,
+        "service_tier": u.service_tier,
         "reported_cost_usd": u.reported_cost_usd,
     }
 
