@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relaycast.store.db import Connection
-from relaycast.store.queries import DIMENSIONS
+from relaycast.store.queries import ATTEMPT_DIMENSIONS, DIMENSIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,35 +58,50 @@ def first_request_ms(conn: Connection) -> int | None:
 def spend_by_window(
     conn: Connection, windows: Sequence[Window], dim: str | None, where: Sequence[tuple[str, str]] = ()
 ) -> list[SpendRow]:
-    """Pico-dollars per (window, value of `dim`) from the raw requests, filtered by `where` (dimension, value).
+    """Pico-dollars per (window, value of `dim`) from the raw rows, filtered by `where` (dimension, value). Split
+    by or filtered on model, provider or target, each attempt's cost counts for its own (the rollups' rule).
 
     Windows of one width laid back to back from the current one are read in a single grouped query; others (the
     same hour on earlier days) one query each."""
     if not windows:
         return []
-    cond, args = "", []
-    for d, v in where:
-        cond += f" AND {DIMENSIONS[d]} = ?"
-        args.append(v)
-    col = DIMENSIONS[dim] if dim else "''"
     now_ms = windows[0].end_ms
     width = now_ms - windows[0].start_ms
     if _back_to_back(windows, now_ms, width):
+        src, args = _spent(dim, where, windows[-1].start_ms, now_ms)
         rows = conn.query(
-            f"SELECT (? - ts_ms) / ? AS k, {col}, sum(coalesce(cost_pusd, 0)) FROM requests "
-            f"WHERE ts_ms > ? AND ts_ms <= ?{cond} GROUP BY k, {col}",
-            [now_ms, width, windows[-1].start_ms, now_ms, *args],
+            f"SELECT (? - ts) / ? AS k, v, sum(pico) FROM ({src}) t GROUP BY k, v", [now_ms, width, *args]
         )
         return _sum_rows((int(k), v, int(pico or 0)) for k, v, pico in rows)
     out: list[tuple[int, Any, int]] = []
     for w in windows:
-        for v, pico in conn.query(
-            f"SELECT {col}, sum(coalesce(cost_pusd, 0)) FROM requests WHERE ts_ms > ? AND ts_ms <= ?{cond} "
-            f"GROUP BY {col}",
-            [w.start_ms, w.end_ms, *args],
-        ):
+        src, args = _spent(dim, where, w.start_ms, w.end_ms)
+        for v, pico in conn.query(f"SELECT v, sum(pico) FROM ({src}) t GROUP BY v", args):
             out.append((w.k, v, int(pico or 0)))
     return _sum_rows(out)
+
+
+def _spent(dim: str | None, where: Sequence[tuple[str, str]], after_ms: int, until_ms: int) -> tuple[str, list[Any]]:
+    """Rows (ts, v, pico) of the spend in `(after_ms, until_ms]`: a request's own when nothing asks for a model,
+    provider or target or when its cost is all its final attempt's (`split` 0); else one per attempt (through the
+    `requests_split` index)."""
+    per_attempt = dim in ATTEMPT_DIMENSIONS or any(d in ATTEMPT_DIMENSIONS for d, _ in where)
+    r_cond = a_cond = "r.ts_ms > ? AND r.ts_ms <= ?"
+    r_args: list[Any] = [after_ms, until_ms]
+    for d, v in where:
+        r_cond += f" AND r.{DIMENSIONS[d]} = ?"
+        a_cond += f" AND {'a' if d in ATTEMPT_DIMENSIONS else 'r'}.{DIMENSIONS[d]} = ?"
+        r_args.append(v)
+    r_col = f"r.{DIMENSIONS[dim]}" if dim else "''"
+    own = f"SELECT r.ts_ms AS ts, {r_col} AS v, coalesce(r.cost_pusd, 0) AS pico FROM requests r WHERE {r_cond}"
+    if not per_attempt:
+        return own, r_args
+    a_col = f"{'a' if dim in ATTEMPT_DIMENSIONS else 'r'}.{DIMENSIONS[dim]}" if dim else "''"
+    return (
+        f"{own} AND r.split = 0 UNION ALL SELECT r.ts_ms, {a_col}, coalesce(a.cost_pusd, 0) FROM requests r "
+        f"JOIN attempts a ON a.request_row = r.id WHERE r.split = 1 AND {a_cond}",
+        r_args * 2,
+    )
 
 
 def _back_to_back(windows: Sequence[Window], now_ms: int, width: int) -> bool:

@@ -2,7 +2,10 @@
 waterfall. Each function takes a blocking `Connection` and returns the JSON document the analytics API serves
 (and `relaycast report` prints); they read the hourly rollups, so their cost does not grow with stored requests.
 
-Money leaves as exact decimal text (`cost_usd`); the per-bucket `series` carry floats, for charts only.
+Money leaves as exact decimal text (`cost_usd`); the per-bucket `series` carry floats, for charts only. By model,
+provider or target, each attempt's tokens and cost count for its own model, provider and target (a failover's two
+billed attempts on two models show on both), and the request itself (its count, its error) for its final attempt's:
+every grouping sums to the totals.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import orjson
 from relaycast.costs.money import format_usd, usd_float
 from relaycast.store.db import Connection
 from relaycast.store.histogram import percentiles
-from relaycast.store.rows import TOTAL, TTFT
+from relaycast.store.rows import ATTEMPT_DIMS, TOTAL, TTFT
 from relaycast.store.schema import USAGE_SUMS
 
 DIMENSIONS = {
@@ -147,7 +150,8 @@ def _usage_doc(sums: list[int]) -> dict[str, Any]:
     unpriced = d.pop("unpriced")
     estimated = d.pop("estimated")
     reported = d.pop("reported")
-    nothing_priced = unpriced > 0 and unpriced == d["requests"]
+    # Nothing known: every request is unpriced (in a model's group: every one there, or its only attempts there were)
+    nothing_priced = unpriced > 0 and unpriced >= d["requests"] and cost == 0
     d["cost_usd"] = None if nothing_priced else format_usd(cost)
     d["cost_pusd"] = None if nothing_priced else cost
     d["unpriced_requests"] = unpriced
@@ -170,13 +174,65 @@ _RAW_SUMS = (
     "sum(CASE WHEN cost_source = 'reported' THEN 1 ELSE 0 END)",
 )  # the same sums as usage_hourly's, from the raw requests
 _COST, _REQS = 8, 1  # positions in a (key, *sums) row
+ATTEMPT_DIMENSIONS = frozenset(ATTEMPT_DIMS)  # decided by each attempt: its tokens and cost go to its own value
+_ERROR = "CASE WHEN (r.status >= 400 OR r.error_class IS NOT NULL) AND r.status <> 499 THEN 1 ELSE 0 END"
+_RANK = "CASE {c} WHEN 'unpriced' THEN 4 WHEN 'estimated' THEN 3 WHEN 'reported' THEN 2 ELSE 0 END"
+_SHARE_SUMS = (
+    "sum(fin)",
+    "sum(fin * err)",
+    "sum(pt)",
+    "sum(ct)",
+    "sum(cat)",
+    "sum(cwt)",
+    "sum(rt)",
+    "sum(cost)",
+    "sum(CASE WHEN rk = 4 THEN 1 ELSE 0 END)",
+    "sum(CASE WHEN rk = 3 THEN 1 ELSE 0 END)",
+    "sum(CASE WHEN rk = 2 THEN 1 ELSE 0 END)",
+)  # usage_hourly's sums over _shares' rows
+
+
+def _shares(w: Window, by: str) -> tuple[str, list[Any]]:
+    """The raw rows the model, provider and target rollups are made of, filtered: one per (request, value of `by`)
+    with the tokens and cost of the request's attempts on that value (`fin` 1 when its final attempt is one of
+    them: the request counts there). A request whose tokens and cost are all its final attempt's (`split` 0: nearly
+    every one) is its own row, since its model, provider and target are that attempt's; only the others are read
+    from their attempts, found through the `requests_split` index."""
+    tok = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
+    names = ("pt", "ct", "cat", "cwt", "rt")
+    a_where = r_where = "r.ts_ms >= ? AND r.ts_ms < ?"
+    a_args: list[Any] = [w.since * 1000, w.until * 1000]
+    r_args = list(a_args)
+    for dim, v in w.filters.items():
+        col = DIMENSIONS[dim]
+        a_where += f" AND {'a' if dim in ATTEMPT_DIMENSIONS else 'r'}.{col} = ?"
+        r_where += f" AND r.{col} = ?"
+        a_args.append(v)
+        r_args.append(v)
+    col = DIMENSIONS[by]
+    a_col = f"{'a' if by in ATTEMPT_DIMENSIONS else 'r'}.{col}"
+    own = (
+        f"SELECT r.ts_ms AS ts, r.{col} AS g, 1 AS fin, {_ERROR} AS err, "
+        + ", ".join(f"r.{t} AS {n}" for t, n in zip(tok, names, strict=True))
+        + f", coalesce(r.cost_pusd, 0) AS cost, {_RANK.format(c='r.cost_source')} AS rk FROM requests r "
+    )
+    sql = (
+        f"{own}WHERE {r_where} AND r.split = 0 "
+        f"UNION ALL SELECT r.ts_ms, {a_col}, max(CASE WHEN a.idx = r.attempts - 1 THEN 1 ELSE 0 END), max({_ERROR}), "
+        + ", ".join(f"sum(a.{t})" for t in tok)
+        + f", sum(coalesce(a.cost_pusd, 0)), max({_RANK.format(c='a.cost_source')}) "
+        f"FROM requests r JOIN attempts a ON a.request_row = r.id WHERE r.split = 1 AND {a_where} "
+        f"GROUP BY r.id, r.ts_ms, {a_col}"
+    )
+    return sql, r_args + a_args
 
 
 def _spend_rows(
     conn: Connection, w: Window, by: str
 ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """(totals, rows per group, rows per (hour, group)) with USAGE_SUMS order. Unfiltered: from the per-dimension
-    rollup. Filtered (e.g. features of one model): from the raw requests, through the (dimension, time) indexes."""
+    rollup. Filtered (e.g. features of one model): from the raw rows, through the (dimension, time) indexes; from
+    the attempts when grouped or filtered by model, provider or target, split as the rollups split them."""
     if not w.filters:
         sums = ", ".join(f"sum({c})" for c in USAGE_SUMS)
         base = "FROM usage_hourly WHERE dim = ? AND hour >= ? AND hour < ?"
@@ -188,6 +244,23 @@ def _spend_rows(
             (by, w.since, w.until),
         )
         return totals, grouped, series
+    if by in ATTEMPT_DIMENSIONS or any(d in ATTEMPT_DIMENSIONS for d in w.filters):
+        # One pass, per (hour, group); the groups and the totals are summed from it here (a few thousand rows).
+        rows, shares_args = _shares(w, by)
+        hourly = conn.query(
+            f"SELECT (ts / 3600000) * 3600 AS h, g, {', '.join(_SHARE_SUMS)} FROM ({rows}) t GROUP BY h, g",
+            shares_args,
+        )
+        per_group: dict[Any, list[int]] = {}
+        all_sums = [0] * len(USAGE_SUMS)
+        series = []
+        for h, g, *vals in hourly:
+            acc = per_group.setdefault(g, [0] * len(USAGE_SUMS))
+            for i, v in enumerate(vals):
+                acc[i] += int(v or 0)
+                all_sums[i] += int(v or 0)
+            series.append((h, g, vals[_COST - 1], vals[_REQS - 1], int(vals[2] or 0) + int(vals[3] or 0)))
+        return tuple(all_sums), [(g, *acc) for g, acc in per_group.items()], series
     col = DIMENSIONS[by]
     where = "ts_ms >= ? AND ts_ms < ?"
     args: list[Any] = [w.since * 1000, w.until * 1000]

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from relaycast.records import RequestRecord, Usage
+from relaycast.records import COST_RANK, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store.histogram import bucket_of
 
@@ -211,6 +211,9 @@ def add(
         ttft_us = (final.started_ns + final.ttft_ns) // 1000  # from the request's start
     tags = None if minimal else rec.all_tags()
     full = not minimal
+    # 1 when an attempt before the final one was billed: its share is not the request row's model, provider, target.
+    # A minimal row has no attempt rows to read the shares from: 0, so its raw row counts whole for its final model.
+    split = int(not minimal and any(at.usage is not None or at.cost_pusd for at in rec.attempts[:-1]))
     batch.requests.append(
         (
             row_id_,
@@ -240,36 +243,73 @@ def add(
             _json(rec.params, redactor) if rec.params and full else None,
             None if privacy or minimal or not rec.input_messages else _json(list(rec.input_messages), redactor),
             None if privacy or minimal else _text(rec.output_text, redactor),
+            split,
         )
     )
     error = 1 if (rec.status_code >= 400 or rec.error_class) and not rec.client_cancelled else 0
-    delta = (
-        1,
-        error,
-        *tokens,
-        cost or 0,
-        int(source == "unpriced"),
-        int(source == "estimated"),
-        int(source == "reported"),
-    )
+    delta = [1, error, *tokens, cost or 0, *_SOURCE_FLAGS.get(source, _NO_FLAGS)]
     usage = batch.usage
-    for dim, value in (
-        ("all", ""),
-        ("model", model),
-        ("provider", provider),
-        ("target", target),
-        ("key", key),
-        ("user", user),
-        ("feature", feature),
-        ("route", route),
-    ):
-        ukey = (dim, hour, value)
-        sums = usage.get(ukey)
-        if sums is None:
-            usage[ukey] = list(delta)
-        else:
-            for j in range(11):
-                sums[j] += delta[j]
+    for dim, value in (("all", ""), ("key", key), ("user", user), ("feature", feature), ("route", route)):
+        _sum_into(usage, (dim, hour, value), delta)
+    if len(rec.attempts) <= 1:  # the common case: the one attempt's share is the whole request's
+        for dim, value in (("model", model), ("provider", provider), ("target", target)):
+            _sum_into(usage, (dim, hour, value), delta)
+    else:
+        for dim, share in _attempt_shares(rec, error).items():
+            for value, sums in share.items():
+                _sum_into(usage, (dim, hour, value), sums)
+
+
+_SOURCE_FLAGS = {"unpriced": (1, 0, 0), "estimated": (0, 1, 0), "reported": (0, 0, 1)}  # usage_hourly's last three
+_NO_FLAGS = (0, 0, 0)
+ATTEMPT_DIMS = ("model", "provider", "target")  # the rollups' dimensions an attempt, not a request, decides
+
+
+def _sum_into(usage: dict[tuple[Any, ...], list[int]], ukey: tuple[Any, ...], delta: list[int]) -> None:
+    sums = usage.get(ukey)
+    if sums is None:
+        usage[ukey] = list(delta)
+    else:
+        for j in range(11):
+            sums[j] += delta[j]
+
+
+def _attempt_shares(rec: RequestRecord, error: int) -> dict[str, dict[str, list[int]]]:
+    """A request with several attempts, split over the model, provider and target rollups: each attempt's tokens
+    and cost go to its own model, provider and target (an attempt's cost belongs to whoever billed it); the request
+    itself (its count and whether it failed) to its final attempt's, so each grouping still sums to the totals.
+    The source flags of a group are the least certain source among its attempts (unpriced > estimated > reported).
+    """
+    out: dict[str, dict[str, list[int]]] = {dim: {} for dim in ATTEMPT_DIMS}
+    ranks: dict[tuple[str, str], int] = {}
+    last = len(rec.attempts) - 1
+    for i, at in enumerate(rec.attempts):
+        t = _tokens(at.usage)
+        cost = _cost(at.cost_pusd) or 0
+        rank = COST_RANK.get(at.cost_source, 0)
+        for dim, value in (("model", _dim(at.model)), ("provider", _dim(at.provider)), ("target", _dim(at.target))):
+            sums = out[dim].get(value)
+            if sums is None:
+                sums = out[dim][value] = [0] * 11
+            if i == last:
+                sums[0] += 1
+                sums[1] += error
+            for j in range(5):
+                sums[2 + j] += t[j]
+            sums[7] += cost
+            if rank > ranks.get((dim, value), 0):
+                ranks[(dim, value)] = rank
+    for (dim, value), rank in ranks.items():
+        flags = _SOURCE_FLAGS.get(_SOURCE_OF_RANK[rank], _NO_FLAGS)
+        out[dim][value][8:11] = flags
+    for share in out.values():
+        for sums in share.values():
+            for j in range(2, 7):
+                sums[j] = min(sums[j], MAX_TOKENS)
+    return out
+
+
+_SOURCE_OF_RANK = {rank: source for source, rank in COST_RANK.items()}
 
 
 def build(records: Iterable[RequestRecord], redactor: Redactor, privacy: bool) -> Batch:

@@ -85,6 +85,16 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX stored_responses_ts ON stored_responses (ts_ms)",
         ),
     ),
+    (
+        5,
+        (
+            # `split` 1: a request whose tokens or cost are not all its final attempt's (an earlier attempt was
+            # billed too). Filtered spend by model, provider or target reads those from their attempts (each
+            # attempt's cost belongs to its own model) and every other request from its own row.
+            "ALTER TABLE requests ADD COLUMN split SMALLINT NOT NULL DEFAULT 0",
+            "CREATE INDEX requests_split ON requests (ts_ms) WHERE split = 1",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]
@@ -141,6 +151,7 @@ REQUEST_COLUMNS = (
     "params",
     "input_messages",
     "output_text",
+    "split",
 )
 ATTEMPT_COLUMNS = (
     "request_row",

@@ -7,10 +7,15 @@ size: `user` only when `metrics.user_label` is on; past `metrics.max_series` ser
 values as "(other)"; a label value longer than 128 characters is cut to 127 and ends with "…". Both are counted:
 `relaycast_metrics_series_overflow_total{metric}` and `relaycast_metrics_label_values_truncated_total`.
 
+Requests count for the model and provider of their final attempt; tokens and cost for each attempt's own (the
+attribution every sink uses: a failover's two billed attempts on two models cost on both). Cost is summed as
+integer pico-dollars and shown as the exact decimal text of that sum (`0.000000000123`): no float rounding, however
+many records are added.
+
     relaycast_requests_total{route, model, provider, key, feature, outcome}      counter
     relaycast_tokens_total{model, provider, key, feature, type}                  counter (prompt, completion, cached, ...)
     relaycast_cost_usd_total{model, provider, key, feature}                      counter, exact to the pico-dollar
-    relaycast_unpriced_requests_total{model, provider}                           counter
+    relaycast_unpriced_requests_total{model, provider}                           counter (billed attempts)
     relaycast_request_duration_seconds{route, model, provider}                   histogram (end to end)
     relaycast_attempt_duration_seconds{provider, model, target}                  histogram (each attempt)
     relaycast_ttft_seconds{provider, model, target}                              histogram (streams)
@@ -29,7 +34,7 @@ import collections
 from collections.abc import Iterable
 from typing import Any
 
-from relaycast.costs.money import PICO_PER_USD
+from relaycast.costs.money import format_usd
 from relaycast.records import RequestRecord
 from relaycast.telemetry.settings import MetricsConfig
 
@@ -80,6 +85,10 @@ class _Family:
     def inc(self, values: tuple[str, ...], amount: float = 1, keep_last: int = 0) -> None:
         k = self.key(values, keep_last)
         self.values[k] = self.values.get(k, 0) + amount
+
+
+class _Money(_Family):
+    """A family of integer pico-dollar sums, rendered as exact decimal US dollars."""
 
 
 class _Histogram(_Family):
@@ -157,10 +166,10 @@ class Metrics:
             m,
             b,
         )
-        self.cost = _Family(
+        self.cost = _Money(
             "relaycast_cost_usd_total",
             "counter",
-            "Cost in US dollars (computed, reported or estimated; unpriced requests excluded).",
+            "Cost in US dollars, exact, by each attempt's model (computed, reported or estimated; unpriced excluded).",
             dims,
             m,
             b,
@@ -168,7 +177,7 @@ class Metrics:
         self.unpriced = _Family(
             "relaycast_unpriced_requests_total",
             "counter",
-            "Requests to models with no known price.",
+            "Billed attempts on models with no known price (their cost is not in relaycast_cost_usd_total).",
             ("model", "provider"),
             m,
             b,
@@ -222,21 +231,15 @@ class Metrics:
         final = rec.final_attempt
         model = final.model if final else rec.model_requested
         provider = final.provider if final else ""
-        dims: tuple[str, ...] = (model, provider, a.key_name or "", a.feature or "")
+        who: tuple[str, ...] = (a.key_name or "", a.feature or "")
         if self.cfg.user_label:
-            dims += (a.user or "",)
+            who += (a.user or "",)
         outcome = (
             "cancelled" if rec.client_cancelled else ("error" if rec.status_code >= 400 or rec.error_class else "ok")
         )
         self._totals.request(rec)
-        self.requests.inc((rec.model_requested, *dims, outcome), keep_last=1)
+        self.requests.inc((rec.model_requested, model, provider, *who, outcome), keep_last=1)
         self.duration.observe((rec.model_requested, model, provider), rec.duration_ns / 1e9)
-        cost, source = rec.cost
-        if source == "unpriced":
-            self.unpriced.inc((model, provider))
-        elif cost:
-            self.cost.inc(dims, cost / PICO_PER_USD)
-        tokens = [0, 0, 0, 0, 0]
         for at in rec.attempts:
             self.attempts.inc((at.provider, at.model, at.target, at.error_class or "ok"), keep_last=1)
             if at.ok:
@@ -247,15 +250,19 @@ class Metrics:
             self._totals.attempt(
                 at.target, at.error_class or "ok", u.prompt_tokens if u else 0, u.completion_tokens if u else 0
             )
+            # Tokens and cost belong to the attempt's own model and provider, as in every other sink.
+            if at.cost_source == "unpriced":
+                self.unpriced.inc((at.model, at.provider))
+            elif at.cost_pusd:
+                self.cost.inc((at.model, at.provider, *who), int(at.cost_pusd))
             if u is not None:
-                tokens[0] += u.prompt_tokens
-                tokens[1] += u.completion_tokens
-                tokens[2] += u.cached_tokens
-                tokens[3] += u.cache_write_tokens
-                tokens[4] += u.reasoning_tokens
-        for t, n in zip(TOKEN_TYPES, tokens, strict=False):
-            if n:
-                self.tokens.inc((*dims, t), n, keep_last=1)
+                for t, n in zip(
+                    TOKEN_TYPES,
+                    (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.cache_write_tokens, u.reasoning_tokens),
+                    strict=True,
+                ):
+                    if n:
+                        self.tokens.inc((at.model, at.provider, *who, t), n, keep_last=1)
 
     def stats_snapshot(self) -> dict[str, Any]:
         """The totals `GET /admin/stats` serves: requests, by_status, errors_by_class, and per target its attempts
@@ -281,8 +288,9 @@ class Metrics:
                     out.append(f"{base}_sum{{{lab}}} {_num(h[-2])}\n" if lab else f"{base}_sum {_num(h[-2])}\n")
                     out.append(f"{base}_count{{{lab}}} {h[-1]}\n" if lab else f"{base}_count {h[-1]}\n")
             else:
+                show = _usd if isinstance(f, _Money) else _num
                 for values, v in f.values.items():
-                    out.append(f"{f.name}{{{_labels(f.labels, values)}}} {_num(v)}\n")
+                    out.append(f"{f.name}{{{_labels(f.labels, values)}}} {show(v)}\n")
         out.append(
             "# HELP relaycast_metrics_label_values_truncated_total Label values cut to "
             f"{MAX_LABEL_CHARS} characters.\n"
@@ -325,3 +333,8 @@ def _num(v: float) -> str:
     if isinstance(v, int):
         return str(v)
     return repr(float(v))
+
+
+def _usd(pico: int) -> str:
+    """Integer pico-dollars as exact decimal dollars: '0.000000000123', '118.5'."""
+    return format_usd(pico) or "0"
