@@ -49,7 +49,7 @@ admin_key: ${{RELAYCAST_ADMIN_KEY:-{admin_key}}}
 store:
   path: {store_path}        # SQLite; requests, costs and latencies for the dashboard and `relaycast report`
 providers:
-  - name: fakeai            # OpenAI wire format; priced as OpenAI's models (see relaycast/costs/prices.json)
+  - name: fakeai            # OpenAI wire format; priced as OpenAI's models (see docs/cost.md)
     kind: openai_compatible
     base_url: http://127.0.0.1:{upstream_port}/v1
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}

@@ -9,6 +9,7 @@ one's options).
     monitors status | export                monitor state on a running gateway; rules as Datadog or Prometheus
     keys create | list | revoke | rotate    virtual gateway keys, through a running gateway's admin API
     report                                  spend, tokens, latency or errors, from the store or a running gateway
+    prices show | update                    what a model costs and where from; fetch current prices
 """
 
 from __future__ import annotations
@@ -175,7 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from relaycast.cli.report import add_arguments
 
     add_arguments(rep)
+    from relaycast.cli import prices as prices_cli
+
+    prices_cli.add_arguments(sub.add_parser("prices", help="what a model costs and where from; fetch current prices"))
     args = parser.parse_args(argv)
+    if args.command == "prices":
+        return prices_cli.run(args)
     if args.command == "keys":
         from relaycast.cli.admin import keys_command
 

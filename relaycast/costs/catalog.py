@@ -1,101 +1,132 @@
-"""The price catalog: the data file shipped with the package (`prices.json`), and the one price type, `ModelPrice`.
+"""The price catalog: genai-prices' data (Pydantic's `genai-prices`: providers' prices with long-context tiers, cache
+reads and writes, service tiers and price history), from the installed package or from the file
+`relaycast prices update` fetched (`costs.update`).
 
-Prices are given in USD per million tokens (and USD per request for `request` fees) as decimal text, and held as
-integer pico-dollars per token, which is exact for any price with up to six decimals. The same type holds the
-catalog's prices, the config's `prices:` and a route target's `price:`; `costs.pricer` resolves which one applies.
+Which data is used: the fetched file (`RELAYCAST_PRICES_FILE`, default `$XDG_CACHE_HOME/relaycast/genai-prices.json`)
+when it exists, parses and was fetched with the genai-prices version installed; otherwise the data the package
+ships. Nothing here touches the network. `ModelPrice` (the one price type) lives in `costs.price`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from importlib import resources
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from relaycast.costs.money import pico_from_usd
+import genai_prices
+from genai_prices import types as gp
+from genai_prices.data_snapshot import find_provider_by_id
 
-PER_MILLION = 10**6  # a price per 1M tokens in USD, times this, is pico-dollars per token
-FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning", "request")
+from relaycast.costs.genai import Listing
+from relaycast.costs.price import FREE, PER_MILLION, ModelPrice
 
+__all__ = ["FREE", "PER_MILLION", "Catalog", "ModelPrice", "cache_path"]
 
-@dataclass(frozen=True, slots=True)
-class ModelPrice:
-    """Pico-dollars per token (per request for `request`)."""
-
-    input: int
-    output: int
-    cached_input: int
-    cache_write: int
-    reasoning: int
-    request: int = 0
-    source: str = "catalog"  # "catalog" | "config" | "route"
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any], source: str, where: str) -> ModelPrice:
-        unknown = set(raw) - set(FIELDS) - {"aliases"}
-        if unknown:
-            raise ValueError(
-                f"{where}: unknown price field(s) {', '.join(sorted(unknown))} (known: {', '.join(FIELDS)})"
-            )
-        if "input" not in raw and "output" not in raw:
-            raise ValueError(f"{where}: a price needs at least 'input' or 'output'")
-        vals: dict[str, int] = {}
-        for f in FIELDS:
-            if raw.get(f) is None:
-                continue
-            v = raw[f]
-            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-                raise ValueError(f"{where}.{f}: must be a number, got {v!r}")
-            try:
-                pico = pico_from_usd(v, exact=True)  # a YAML float arrives as its shortest repr: 0.15, not 0.1499...
-            except ValueError as e:
-                raise ValueError(f"{where}.{f}: {e}") from None
-            if pico < 0:
-                raise ValueError(f"{where}.{f}: must not be negative")
-            if f != "request":
-                if pico % PER_MILLION:
-                    raise ValueError(f"{where}.{f}: {v!r} has more than six decimals per million tokens")
-                pico //= PER_MILLION
-            vals[f] = pico
-        inp = vals.get("input", 0)
-        out = vals.get("output", 0)
-        return cls(
-            input=inp,
-            output=out,
-            cached_input=vals.get("cached_input", inp),
-            cache_write=vals.get("cache_write", inp),
-            reasoning=vals.get("reasoning", out),
-            request=vals.get("request", 0),
-            source=source,
-        )
+CACHE_FORMAT = 1
 
 
-FREE = ModelPrice(0, 0, 0, 0, 0, 0, source="catalog")
+def cache_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where `relaycast prices update` stores fetched data and the gateway looks for it."""
+    env = os.environ if env is None else env
+    if env.get("RELAYCAST_PRICES_FILE"):
+        return Path(env["RELAYCAST_PRICES_FILE"])
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "relaycast" / "genai-prices.json"
 
 
-@dataclass(frozen=True, slots=True)
+def parse_providers(raw: Any) -> list[gp.Provider]:
+    """genai-prices' JSON data (a list of providers, its `data.json` format) as its provider objects; ValueError
+    when it is not that."""
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("expected a non-empty list of providers")
+    try:
+        return gp._providers_from_raw(raw)  # private: the parser UpdatePrices.fetch uses; pinned version
+    except Exception as e:  # noqa: BLE001 - pydantic's ValidationError and whatever a bad file raises
+        raise ValueError(f"not genai-prices data: {str(e)[:300]}") from None
+
+
 class Catalog:
-    as_of: str
-    by_key: Mapping[str, ModelPrice]  # "vendor/model" and aliases
-    by_model: Mapping[str, ModelPrice]  # bare model names that are unambiguous
+    """genai-prices' providers, and where they came from (`origin`, `as_of`)."""
+
+    def __init__(self, providers: Sequence[gp.Provider], origin: str, as_of: str) -> None:
+        self.providers = list(providers)
+        self.by_id = {p.id: p for p in self.providers}
+        self.origin = origin  # "genai-prices 0.2.3 (bundled data)" | "genai-prices data fetched from URL at TIME"
+        self.as_of = as_of  # what `/admin/store` shows as `prices_as_of`
 
     @classmethod
     def packaged(cls) -> Catalog:
-        text = resources.files("relaycast.costs").joinpath("prices.json").read_text()
-        return cls.from_json(json.loads(text))
+        """The data the installed genai-prices ships."""
+        from genai_prices.data import providers
+
+        version = genai_prices.__version__
+        return cls(providers, f"genai-prices {version} (bundled data)", f"genai-prices {version}")
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Catalog:
-        by_key: dict[str, ModelPrice] = {}
-        bare: dict[str, list[ModelPrice]] = {}
-        for key, raw in data["models"].items():
-            price = ModelPrice.parse(raw, "catalog", f"prices.json: {key}")
-            names = [key, *raw.get("aliases", ())]
-            for name in names:
-                by_key[name] = price
-            vendor, _, model = key.partition("/")
-            for name in (model, *(a for a in raw.get("aliases", ()) if "/" not in a or a.split("/", 1)[0] != vendor)):
-                bare.setdefault(name, []).append(price)
-        by_model = {name: ps[0] for name, ps in bare.items() if len(set(ps)) == 1}
-        return cls(as_of=str(data.get("as_of", "")), by_key=by_key, by_model=by_model)
+    def load(cls, path: Path | None = None) -> Catalog:
+        """The fetched data at `path` (default `cache_path()`) if usable, else the bundled data."""
+        cached = cls.cached(path or cache_path())
+        return cached if cached is not None else cls.packaged()
+
+    @classmethod
+    def cached(cls, path: Path) -> Catalog | None:
+        """The data `relaycast prices update` stored at `path`; None when there is none, it does not parse, or an
+        other genai-prices version fetched it (the installed package's data may be newer, and its format differ)."""
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if (
+            not isinstance(doc, dict)
+            or doc.get("format") != CACHE_FORMAT
+            or doc.get("genai_prices_version") != genai_prices.__version__
+        ):
+            return None
+        try:
+            providers = parse_providers(doc.get("data"))
+        except ValueError:
+            return None
+        fetched = str(doc.get("fetched_at", ""))
+        return cls(
+            providers,
+            f"genai-prices data fetched from {doc.get('url', '?')} at {fetched} ({path})",
+            f"genai-prices data fetched {fetched}",
+        )
+
+    @staticmethod
+    def cache_document(raw: Any, url: str, now: datetime | None = None) -> dict[str, Any]:
+        """What `relaycast prices update` writes: the fetched data as it came, with where and when from."""
+        return {
+            "format": CACHE_FORMAT,
+            "url": url,
+            "fetched_at": (now or datetime.now(UTC)).isoformat(timespec="seconds"),
+            "genai_prices_version": genai_prices.__version__,
+            "data": raw,
+        }
+
+    def find(self, provider_id: str, model: str) -> Listing | None:
+        """`model` as genai-prices finds it for provider `provider_id` (its id, or a name genai-prices matches to one:
+        `gemini`, `xai`, `mistralai`), with its model match rules, dated-name forms and fallback providers; or None."""
+        provider = self.by_id.get(provider_id) or find_provider_by_id(self.providers, provider_id)
+        if provider is None or not model:
+            return None
+        m = provider.find_model(model, all_providers=self.providers)
+        if m is None:
+            return None
+        return Listing(provider.id, m, any(m is x for x in provider.models), self.origin)
+
+    def infer(self, model: str) -> Listing | None:
+        """`model` with no known provider: as genai-prices infers one, the first provider whose model pattern matches
+        the name (`gpt-` is OpenAI's, `claude` Anthropic's, `gemini` Google's, ...)."""
+        ref = model.lower()
+        for p in self.providers:
+            if p.model_match is not None and p.model_match.is_match(ref):
+                return self.find(p.id, model)
+        return None
+
+    def models(self) -> dict[str, gp.ModelInfo]:
+        """Every listed model by "provider/model id"."""
+        return {f"{p.id}/{m.id}": m for p in self.providers for m in p.models}

@@ -4,21 +4,29 @@ Lookup for provider `p` and model `m`, first match wins:
 
 1. the config's `prices:`: `p/m`, then `m`;
 2. the price on a route's target (`models: ... targets: [{target: p/m, price: ...}]`);
-3. the catalog, as the provider's preset says its models are listed: under the preset's `price_vendor`
-   (`vendor/m`); as the catalog key `m` itself when model names carry their vendor (`openai/gpt-4o-mini`);
-   then `m` alone when exactly one catalog entry (or alias) carries that name, except for self-hosted presets,
-   whose models have no list price.
+3. the catalog (genai-prices, `costs.catalog`), as the provider's preset says its models are listed: in the
+   genai-prices provider its kind or `price_vendor` names (genai-prices matches provider names itself: `gemini` is
+   `google`, `xai` is `x-ai`); for a preset whose model names carry their vendor (OpenRouter:
+   `anthropic/claude-3.5-haiku`), in that provider's list, then the vendor's own list under the name's prefix; then,
+   except for self-hosted presets (whose models have no list price), the provider genai-prices infers from the name
+   (`gpt-` is OpenAI's, `claude` Anthropic's).
 
 A suffix after '@' (`gpt-4o-mini@fast`, the fake upstream's behaviour syntax) or ':' (variants such as `:nitro`)
 is tried off when the full name is not found; `:free` is priced at zero.
+
+Which model prices it is found once per (provider, model) and memoised; a catalog price is then resolved for the
+request's date and service tier once per UTC day, time-of-day segment and tier (`costs.genai.Listing`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from relaycast.costs.catalog import FREE, Catalog, ModelPrice
+from relaycast.costs.catalog import Catalog
+from relaycast.costs.genai import STANDARD_TIERS, Listing
+from relaycast.costs.price import FREE, ModelPrice
 from relaycast.providers.presets import PRESETS, Preset
 
 if TYPE_CHECKING:
@@ -39,13 +47,35 @@ class Pricer:
         route_prices: Mapping[str, ModelPrice] | None = None,
     ) -> None:
         self.catalog = catalog
+        self._kinds = dict(kinds)
         self._presets: dict[str, Preset | None] = {name: PRESETS.get(kind) for name, kind in kinds.items()}
         self._overrides = dict(overrides or {})
         self._routes = dict(route_prices or {})
-        self._memo: dict[tuple[str, str], ModelPrice | None] = {}
+        self._memo: dict[tuple[str, str], ModelPrice | Listing | None] = {}
 
-    def price(self, provider: str, model: str) -> ModelPrice | None:
-        """The price, or None when nothing prices the model (it is "unpriced", never free)."""
+    def price(
+        self, provider: str, model: str, when_ns: int | None = None, tier: str | None = None
+    ) -> ModelPrice | None:
+        """The price (at `when_ns`, default now, for service tier `tier`), or None when nothing prices the model
+        (it is "unpriced", never free)."""
+        return self.quote(provider, model, when_ns, tier)[0]
+
+    def quote(
+        self, provider: str, model: str, when_ns: int | None = None, tier: str | None = None
+    ) -> tuple[ModelPrice | None, str | None]:
+        """The price and why it is not exact for this tier (None when it is): a service tier with no listed price is
+        priced at the standard rates and the attempt marked "estimated"."""
+        found = self.entry(provider, model)
+        if found is None or found is FREE:
+            return found, None
+        if isinstance(found, ModelPrice):
+            if tier and tier.lower() not in STANDARD_TIERS:
+                return found, f"service tier {tier!r}: the {found.source} price has no tier rates"
+            return found, None
+        return found.at(time.time_ns() if when_ns is None else when_ns, tier)
+
+    def entry(self, provider: str, model: str) -> ModelPrice | Listing | None:
+        """What prices the model: a fixed price (config, route, `:free`), a catalog listing, or None."""
         key = (provider, model)
         try:
             return self._memo[key]
@@ -57,26 +87,32 @@ class Pricer:
         self._memo[key] = found
         return found
 
-    def _find(self, provider: str, model: str) -> ModelPrice | None:
+    def _find(self, provider: str, model: str) -> ModelPrice | Listing | None:
         preset = self._presets.get(provider)
-        vendor = preset.price_vendor if preset is not None else None
+        kind = self._kinds.get(provider, provider)
+        homes: list[str] = []  # genai-prices providers that list this provider's models under their own names
+        if preset is None or not preset.self_hosted:
+            homes.append(kind)
+        if preset is not None and preset.price_vendor:
+            homes.append(preset.price_vendor)
         vendor_in_name = preset is not None and preset.vendor_in_model_name
         listed = preset is None or not preset.self_hosted
-        by_key = self.catalog.by_key
+        catalog = self.catalog
         for name in _candidates(model):
             if name.endswith(":free"):
                 return FREE
-            hit = (
+            hit: ModelPrice | Listing | None = (
                 self._overrides.get(f"{provider}/{name}")
                 or self._overrides.get(name)
                 or self._routes.get(f"{provider}/{name}")
             )
-            if hit is None and vendor is not None:
-                hit = by_key.get(f"{vendor}/{name}")
-            if hit is None and vendor_in_name:
-                hit = by_key.get(name)
+            for home in dict.fromkeys(homes):
+                hit = hit or catalog.find(home, name)
+            if hit is None and vendor_in_name and "/" in name:
+                prefix, _, rest = name.partition("/")
+                hit = catalog.find(prefix, rest)
             if hit is None and listed:
-                hit = self.catalog.by_model.get(name)
+                hit = catalog.infer(name)
             if hit is not None:
                 return hit
         return None
@@ -88,7 +124,8 @@ def build_pricer(
     prices: Mapping[str, ModelPrice],
     catalog: Catalog | None = None,
 ) -> Pricer:
-    """The gateway's pricer: the packaged catalog (or `catalog`), the config's `prices:` and the routes' `price:`s.
+    """The gateway's pricer: the catalog (`Catalog.load()`: fetched data if any, else the bundled data; or
+    `catalog`), the config's `prices:` and the routes' `price:`s.
 
     A target priced on several routes takes the price of the last route that prices it."""
     kinds = {name: p.kind for name, p in providers.items()}
@@ -97,7 +134,7 @@ def build_pricer(
         for target, price in zip(route.targets, route.prices, strict=False):
             if price is not None:
                 route_prices[target] = price
-    return Pricer(catalog or Catalog.packaged(), kinds, prices, route_prices)
+    return Pricer(catalog or Catalog.load(), kinds, prices, route_prices)
 
 
 def _candidates(model: str) -> list[str]:

@@ -83,9 +83,11 @@ def _dearest(pricer: Pricer, plan: Plan, checks: tuple[Check, ...]) -> ModelPric
                 param="model",
             )
         prices.append(p)
+    # every rate a request could be billed at: long-context tiers and one-hour cache writes included
+    rates = [q for p in prices for q in (p, *(t for _, t in p.tiers))]
     return ModelPrice(
-        input=max((max(p.input, p.cache_write) for p in prices), default=0),
-        output=max((max(p.output, p.reasoning) for p in prices), default=0),  # reasoning is part of the output
+        input=max((max(q.input, q.cache_write, q.cache_write_1h or 0) for q in rates), default=0),
+        output=max((max(q.output, q.reasoning) for q in rates), default=0),  # reasoning is part of the output
         cached_input=0,
         cache_write=0,
         reasoning=0,

@@ -86,6 +86,7 @@ class Outcome:
     text: str | None = None
     cancelled: bool = False
     tool_calls: list[dict[str, str]] = field(default_factory=list)
+    wall0: int | None = None  # when the request ran: its attempts are priced at that time
 
 
 class Shapes:
@@ -172,7 +173,7 @@ class Handlers:
         except Exception as e:  # noqa: BLE001 - recorded; `_refuse` re-raises what it does not answer
             await self._refuse(r, shape.endpoint, wall0, t0, e, key, body, shape.error_body)
             return
-        outcome = Outcome()
+        outcome = Outcome(wall0=wall0)
         try:
             respond = self._stream if req.stream else self._complete
             await run_until_disconnect(r.receive, respond(r, shape, req, key, run, outcome))
@@ -200,7 +201,9 @@ class Handlers:
         outcome.tool_calls = result.tool_calls
         if req.usage_include and result.dialect == "chat":
             made_by = self._made_by(target)
-            result.body = openrouter_answer(result, made_by, self._cost(run.attempts, req, result.output_text))
+            result.body = openrouter_answer(
+                result, made_by, self._cost(run.attempts, req, result.output_text, outcome.wall0)
+            )
         answer = shape.answer(req, result, r.id.removeprefix("req_"))
         if shape is self.shapes.responses:
             await self.stored.keep(req, key, answer)
@@ -232,7 +235,7 @@ class Handlers:
             if with_cost and b'"usage"' in out:
                 state = opened.stream.state
                 serving = attempt_record(opened.target, run.t0_ns, opened.started_ns, usage=state.usage, vendor=made_by)
-                out = usage_chunk(out, made_by, self._cost((*run.attempts, serving), req, None))
+                out = usage_chunk(out, made_by, self._cost((*run.attempts, serving), req, None, outcome.wall0))
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
 
@@ -258,9 +261,9 @@ class Handlers:
         p = self.s.config.providers[target.provider]
         return vendor(p.kind, p.name, target.model, semconv=False)
 
-    def _cost(self, attempts: Sequence[Attempt], req: ChatRequest, text: str | None) -> int:
+    def _cost(self, attempts: Sequence[Attempt], req: ChatRequest, text: str | None, when_ns: int | None) -> int:
         """The request's cost so far, in pico-dollars: its attempts priced as their records will be."""
-        return sum(a.cost_pusd or 0 for a in self.s.coster.chat(attempts, req.messages, text))
+        return sum(a.cost_pusd or 0 for a in self.s.coster.chat(attempts, req.messages, text, when_ns=when_ns))
 
     def _emit_chat(
         self,
@@ -284,7 +287,7 @@ class Handlers:
             duration_ns=time.monotonic_ns() - t0,
             status_code=499 if outcome.cancelled else outcome.status,
             attribution=req.attribution,
-            attempts=self.s.coster.chat(list(attempts), req.messages, outcome.text),
+            attempts=self.s.coster.chat(list(attempts), req.messages, outcome.text, when_ns=wall0),
             error_class=err.error_class if err else ("client_cancelled" if outcome.cancelled else None),
             error_message=self.s.redactor.scrub(err.message) if err else None,
             params={k: req.body[k] for k in PARAM_KEYS if k in req.body},
@@ -364,7 +367,7 @@ class Handlers:
             duration_ns=time.monotonic_ns() - t0,
             status_code=status,
             attribution=req.attribution,
-            attempts=self.s.coster.embeddings(list(run.attempts), req.body.get("input")),
+            attempts=self.s.coster.embeddings(list(run.attempts), req.body.get("input"), when_ns=wall0),
             error_class=err.error_class if err else None,
             error_message=self.s.redactor.scrub(err.message) if err else None,
             client_request_id=r.client_id,

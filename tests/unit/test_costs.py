@@ -1,15 +1,15 @@
 """Exact cost: the catalog, cached / cache-write / reasoning pricing, reported and estimated costs, unpriced models.
 
-Expected figures are worked out here with `Decimal` from the catalog's own price text, independently of the
-integer arithmetic in relaycast.costs.
+Expected figures are worked out here with `Decimal` from list prices written in this file, independently of the
+integer arithmetic in relaycast.costs (test_costs_genai compares it with genai-prices' own arithmetic).
 """
 
 from __future__ import annotations
 
-import json
+import time
 from decimal import Decimal
-from importlib import resources
 
+import genai_prices
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,15 +22,25 @@ from relaycast.costs.money import format_usd, pico_from_usd
 from relaycast.costs.pricer import Pricer, build_pricer
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 
-RAW = json.loads(resources.files("relaycast.costs").joinpath("prices.json").read_text())
 CATALOG = Catalog.packaged()
 KINDS = {"openai": "openai", "claude": "anthropic", "fakeai": "openai_compatible", "or": "openrouter", "local": "vllm"}
+# List prices (USD per million tokens) as the providers publish them and genai-prices lists them; the expectations
+# below are worked out from these numbers, not from relaycast's integer rates.
+LIST = {
+    "openai/gpt-4o-mini": {"input": "0.15", "cached_input": "0.075", "output": "0.60"},
+    "anthropic/claude-3-5-haiku-latest": {
+        "input": "0.80",
+        "cached_input": "0.08",
+        "cache_write": "1.00",
+        "output": "4",
+    },
+}
 
 
 def expected_usd(
     key: str, prompt: int, completion: int, cached: int = 0, write: int = 0, reasoning: int = 0
 ) -> Decimal:
-    p = {k: Decimal(v) for k, v in RAW["models"][key].items() if k != "aliases"}
+    p = {k: Decimal(v) for k, v in LIST[key].items()}
     inp, out = p.get("input", Decimal(0)), p.get("output", Decimal(0))
     m = Decimal(1_000_000)
     return (
@@ -48,11 +58,15 @@ def attempt(provider: str, model: str, usage: Usage | None = None, **kw) -> Atte
     )
 
 
-def test_catalog_is_dated_and_every_price_is_exact():
-    assert RAW["as_of"] == CATALOG.as_of and len(CATALOG.as_of) == 10
-    for key, spec in RAW["models"].items():
-        price = CATALOG.by_key[key]
-        assert Decimal(spec["input"] if "input" in spec else 0) * 10**6 == price.input
+def test_catalog_is_genai_prices_and_says_which():
+    assert CATALOG.as_of == f"genai-prices {genai_prices.__version__}" and "bundled" in CATALOG.origin
+    for key, spec in LIST.items():
+        provider, model = key.split("/")
+        price = CATALOG.find(provider, model)
+        assert price is not None
+        resolved, why = price.at(time.time_ns(), None)
+        assert resolved is not None and why is None
+        assert Decimal(spec["input"]) * 10**6 == resolved.input and Decimal(spec["output"]) * 10**6 == resolved.output
 
 
 def test_cached_tokens_are_priced_as_cached_reads_and_reasoning_counted_once():
@@ -185,7 +199,8 @@ tokens = st.integers(min_value=0, max_value=2_000_000)
 
 @given(p=tokens, c=tokens, cached=tokens, write=tokens, reasoning=tokens, extra=st.integers(0, 10_000))
 def test_cost_never_falls_when_tokens_grow(p, c, cached, write, reasoning, extra):
-    price = CATALOG.by_key["anthropic/claude-3-5-haiku-latest"]
+    price = Pricer(CATALOG, KINDS).price("claude", "claude-3-5-haiku-latest")
+    assert price is not None
     u = Usage(
         prompt_tokens=p, completion_tokens=c, cached_tokens=cached, cache_write_tokens=write, reasoning_tokens=reasoning
     )
