@@ -56,6 +56,7 @@ class Catalog:
         self.by_id = {p.id: p for p in self.providers}
         self.origin = origin  # "genai-prices 0.2.3 (bundled data)" | "genai-prices data fetched from URL at TIME"
         self.as_of = as_of  # what `/admin/store` shows as `prices_as_of`
+        self.notice: str | None = None  # why a prices file was not used, for the gateway to say at start
 
     @classmethod
     def packaged(cls) -> Catalog:
@@ -68,33 +69,51 @@ class Catalog:
     @classmethod
     def load(cls, path: Path | None = None) -> Catalog:
         """The fetched data at `path` (default `cache_path()`) if usable, else the bundled data."""
-        cached = cls.cached(path or cache_path())
-        return cached if cached is not None else cls.packaged()
+        where = path or cache_path()
+        cached, why = cls.cached_or_why(where)
+        if cached is not None:
+            return cached
+        out = cls.packaged()
+        if why is not None:
+            out.notice = f"prices file {where} not used ({why}): pricing with {out.origin}"
+        return out
 
     @classmethod
     def cached(cls, path: Path) -> Catalog | None:
         """The data `relaycast prices update` stored at `path`; None when there is none, it does not parse, or an
         other genai-prices version fetched it (the installed package's data may be newer, and its format differ)."""
+        return cls.cached_or_why(path)[0]
+
+    @classmethod
+    def cached_or_why(cls, path: Path) -> tuple[Catalog | None, str | None]:
+        """`cached`, and why a file that is there was not used (None when there is no file)."""
         try:
-            doc = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return None
-        if (
-            not isinstance(doc, dict)
-            or doc.get("format") != CACHE_FORMAT
-            or doc.get("genai_prices_version") != genai_prices.__version__
-        ):
-            return None
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except OSError as e:
+            return None, f"unreadable: {type(e).__name__}"
+        try:
+            doc = json.loads(raw)
+        except Exception:  # noqa: BLE001 - ValueError, RecursionError on absurd nesting: never stops a start
+            return None, "not JSON"
+        if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT:
+            return None, "not a file relaycast prices update wrote"
+        if doc.get("genai_prices_version") != genai_prices.__version__:
+            return None, (
+                f"fetched with genai-prices {str(doc.get('genai_prices_version'))[:40]}, installed "
+                f"{genai_prices.__version__}: run relaycast prices update again"
+            )
         try:
             providers = parse_providers(doc.get("data"))
-        except ValueError:
-            return None
+        except Exception as e:  # noqa: BLE001 - a bad file is reported, never fatal
+            return None, f"not genai-prices data: {str(e)[:200]}"
         fetched = str(doc.get("fetched_at", ""))
         return cls(
             providers,
             f"genai-prices data fetched from {doc.get('url', '?')} at {fetched} ({path})",
             f"genai-prices data fetched {fetched}",
-        )
+        ), None
 
     @staticmethod
     def cache_document(raw: Any, url: str, now: datetime | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -116,6 +117,27 @@ def _price(rates: Mapping[str, int], scale: int) -> ModelPrice:
     )
 
 
+def highest(prices: list[ModelPrice]) -> ModelPrice:
+    """Each rate at its highest over `prices` (flat: tiers are among `prices` when they count)."""
+
+    def top(get: Any) -> int:
+        return max((get(p) or 0 for p in prices), default=0)
+
+    return ModelPrice(
+        input=top(lambda p: p.input),
+        output=top(lambda p: p.output),
+        cached_input=top(lambda p: p.cached_input),
+        cache_write=top(lambda p: p.cache_write),
+        reasoning=top(lambda p: p.reasoning),
+        request=top(lambda p: p.request),
+        source="catalog",
+        cache_write_1h=top(lambda p: p.cache_write_1h) or None,
+        input_audio=top(lambda p: p.input_audio) or None,
+        output_audio=top(lambda p: p.output_audio) or None,
+        web_search=top(lambda p: p.web_search) or None,
+    )
+
+
 def _seconds_of_day(t: Any) -> int:
     """A constraint's time of day (naive is UTC) in seconds since UTC midnight."""
     at = datetime.combine(date(1970, 1, 2), t)
@@ -154,6 +176,7 @@ class Listing:
                 bounds.update((_seconds_of_day(c.start_time), _seconds_of_day(c.end_time)))
         self.day_bounds: tuple[int, ...] = tuple(sorted(bounds))  # seconds of the UTC day where a price may change
         self._resolved: dict[tuple[int, int, str | None], tuple[ModelPrice | None, str | None]] = {}
+        self._ceilings: dict[str | None, ModelPrice | None] = {}
 
     @property
     def key(self) -> str:
@@ -174,6 +197,40 @@ class Listing:
             self._resolved.clear()
         self._resolved[key] = found
         return found
+
+    def ceiling(self, tier: str | None = None) -> ModelPrice | None:
+        """The highest rate of each kind this model is listed at from today on, whatever the time of day, at the
+        standard price or service tier `tier` (the one a request asks for): what a budget reserves before it knows
+        which applies. Computed once per tier (a gateway that runs past a listed price change keeps the ceiling of
+        the day it started, which includes that change)."""
+        if tier in self._ceilings:
+            return self._ceilings[tier]
+        conditional = self.model.prices if isinstance(self.model.prices, list) else []
+        starts = {c.constraint.start_date for c in conditional if isinstance(c.constraint, gp.StartDateConstraint)}
+        starts |= {
+            v.constraint.start_date
+            for v in self.model.price_variants or ()
+            if isinstance(v.constraint, gp.StartDateConstraint)
+        }
+        today = datetime.now(UTC).date()  # prices from now on: a superseded one is never billed again
+        days = [datetime.combine(d, time_of_day.min, tzinfo=UTC) for d in {today, *(d for d in starts if d > today)}]
+        moments = [d + timedelta(seconds=s) for d in days for s in (0, *self.day_bounds)]
+        contexts: list[dict[str, str] | None] = [None]
+        if tier and tier.lower() not in STANDARD_TIERS and self.home:
+            contexts.append({"service_tier": tier})
+        found: list[ModelPrice] = []
+        for when in moments:
+            for context in contexts:
+                try:
+                    p = convert(self.model.get_prices(when, context))
+                except Exception:  # noqa: BLE001 - a price not in force then: nothing to take
+                    continue
+                if p is not None:
+                    found.extend((p, *(t for _, t in p.tiers)))
+        if len(self._ceilings) >= MAX_RESOLVED:
+            self._ceilings.clear()
+        self._ceilings[tier] = out = highest(found) if found else None
+        return out
 
     def resolve(self, when: datetime, tier: str | None) -> tuple[ModelPrice | None, str | None]:
         """As `ModelInfo.calc_price` resolves it: the conditional price in force, then the tier's variant (only for

@@ -21,6 +21,7 @@ request's date and service tier once per UTC day, time-of-day segment and tier (
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,7 @@ class Pricer:
         self._presets: dict[str, Preset | None] = {name: PRESETS.get(kind) for name, kind in kinds.items()}
         self._overrides = dict(overrides or {})
         self._routes = dict(route_prices or {})
-        self._memo: dict[tuple[str, str], ModelPrice | Listing | None] = {}
+        self._memo: OrderedDict[tuple[str, str], ModelPrice | Listing | None] = OrderedDict()
 
     def price(
         self, provider: str, model: str, when_ns: int | None = None, tier: str | None = None
@@ -74,17 +75,29 @@ class Pricer:
             return found, None
         return found.at(time.time_ns() if when_ns is None else when_ns, tier)
 
+    def ceiling(self, provider: str, model: str, tier: str | None = None) -> ModelPrice | None:
+        """The highest rates the model may be billed at from today on, whatever the time of day, at the standard
+        price or the service tier a request asks for (a budget's reservation); None when nothing prices it."""
+        found = self.entry(provider, model)
+        if found is None or isinstance(found, ModelPrice):
+            return found
+        return found.ceiling(tier)
+
     def entry(self, provider: str, model: str) -> ModelPrice | Listing | None:
         """What prices the model: a fixed price (config, route, `:free`), a catalog listing, or None."""
         key = (provider, model)
+        memo = self._memo
         try:
-            return self._memo[key]
+            found = memo[key]
         except KeyError:
             pass
+        else:
+            memo.move_to_end(key)  # least recently used goes first: names a client cycles never evict the popular
+            return found
         found = self._find(provider, model)
-        if len(self._memo) >= MAX_MEMO:
-            self._memo.clear()
-        self._memo[key] = found
+        if len(memo) >= MAX_MEMO:
+            memo.popitem(last=False)
+        memo[key] = found
         return found
 
     def _find(self, provider: str, model: str) -> ModelPrice | Listing | None:
@@ -98,14 +111,21 @@ class Pricer:
         vendor_in_name = preset is not None and preset.vendor_in_model_name
         listed = preset is None or not preset.self_hosted
         catalog = self.catalog
-        for name in _candidates(model):
-            if name.endswith(":free"):
-                return FREE
-            hit: ModelPrice | Listing | None = (
+        names = _candidates(model)
+        # The config's and the routes' prices first, for every form of the name: the catalog matches names by
+        # prefix, so it would take `claude-sonnet-4-5@fast` before the config's `claude-sonnet-4-5` were tried.
+        for name in names:
+            fixed = (
                 self._overrides.get(f"{provider}/{name}")
                 or self._overrides.get(name)
                 or self._routes.get(f"{provider}/{name}")
             )
+            if fixed is not None:
+                return fixed
+        for name in names:
+            if name.endswith(":free") and vendor_in_name:  # OpenRouter's free variants
+                return FREE
+            hit: ModelPrice | Listing | None = None
             for home in dict.fromkeys(homes):
                 hit = hit or catalog.find(home, name)
             if hit is None and vendor_in_name and "/" in name:

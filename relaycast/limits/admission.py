@@ -68,12 +68,12 @@ def checks_for(cfg: LimitsConfig | None, key: KeyPolicy | None, a: Attribution) 
     return tuple(out)
 
 
-def _dearest(pricer: Pricer, plan: Plan, checks: tuple[Check, ...]) -> ModelPrice:
+def _dearest(pricer: Pricer, plan: Plan, checks: tuple[Check, ...], tier: str | None = None) -> ModelPrice:
     """The highest price per token of each kind over the targets the request may be served by. Raises Forbidden,
     naming the model, when one of them has no price: a budget cannot count what it does not know."""
     prices = []
     for t in plan.targets:
-        p = pricer.price(t.provider, t.model)
+        p = pricer.ceiling(t.provider, t.model, tier)  # the dearest time of day, at the tier the request asks for
         if p is None:
             c = next(c for c in checks if c.limits.budget_day_usd or c.limits.budget_month_usd)
             raise Forbidden(
@@ -86,8 +86,9 @@ def _dearest(pricer: Pricer, plan: Plan, checks: tuple[Check, ...]) -> ModelPric
     # every rate a request could be billed at: long-context tiers and one-hour cache writes included
     rates = [q for p in prices for q in (p, *(t for _, t in p.tiers))]
     return ModelPrice(
-        input=max((max(q.input, q.cache_write, q.cache_write_1h or 0) for q in rates), default=0),
-        output=max((max(q.output, q.reasoning) for q in rates), default=0),  # reasoning is part of the output
+        input=max((max(q.input, q.cache_write, q.cache_write_1h or 0, q.input_audio or 0) for q in rates), default=0),
+        # reasoning and audio are parts of the output
+        output=max((max(q.output, q.reasoning, q.output_audio or 0) for q in rates), default=0),
         cached_input=0,
         cache_write=0,
         reasoning=0,
@@ -112,7 +113,8 @@ class Admission:
         self._pricer = pricer
         self._clock = clock
         self._later = later
-        self._dearest: dict[tuple[Target, ...], ModelPrice] = {}  # the prices are fixed: once per set of targets
+        # once per set of targets and service tier asked for (ceilings: the dearest time of day from today on)
+        self._dearest: dict[tuple[tuple[Target, ...], str | None], ModelPrice] = {}
 
     async def admit(
         self,
@@ -146,15 +148,17 @@ class Admission:
             outputs = choices * out
             est_tokens = prompt_tokens + outputs
             if budgeted:
-                p = self._dearest.get(plan.targets) or self._dearest_of(plan, checks)
+                tier = body.get("service_tier")
+                tier = tier[:64] if isinstance(tier, str) else None
+                p = self._dearest.get((plan.targets, tier)) or self._dearest_of(plan, checks, tier)
                 est_nano = -(-(prompt_tokens * p.input + outputs * p.output + p.request) // NANO_PER_PICO)
         return await self._limiter.admit(checks, est_tokens, est_nano, self._clock())
 
-    def _dearest_of(self, plan: Plan, checks: tuple[Check, ...]) -> ModelPrice:
-        p = _dearest(self._pricer, plan, checks)  # raises for an unpriced target: never kept
+    def _dearest_of(self, plan: Plan, checks: tuple[Check, ...], tier: str | None) -> ModelPrice:
+        p = _dearest(self._pricer, plan, checks, tier)  # raises for an unpriced target: never kept
         if len(self._dearest) >= MAX_MEMO:
             self._dearest.clear()
-        self._dearest[plan.targets] = p
+        self._dearest[(plan.targets, tier)] = p
         return p
 
     def settle(self, res: Reservation | None, rec: RequestRecord) -> None:

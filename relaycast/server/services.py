@@ -85,6 +85,8 @@ class Services:
             configured=configured_targets(config.models, config.providers),
         )
         pricer = build_pricer(config.providers, config.models, config.prices)
+        if pricer.catalog.notice:
+            self.log.warning("prices_file_not_used", detail=pricer.catalog.notice)
         self.planner = Planner(config.models, config.providers, self.board, pricer)
         self.coster = Coster(pricer)
         self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)

@@ -2,9 +2,10 @@
 pico-dollar with a cost computed by hand in this file from the prices in its config.
 
 The workload covers cached reads, Anthropic cache writes (5 minutes, and 1 hour), reasoning tokens, web searches,
-audio tokens, a stream, a stream cut before its usage (estimated), an OpenRouter-reported cost, an unpriced model,
-a failover across two models and a 429. The sinks: the store (its SQLite file), the analytics API, `relaycast report --json`, `/metrics`,
-Datadog (through Datadog's own `ddapm-test-agent`), OTLP (decoded with the official protobuf classes), a webhook
+audio tokens, a long-context tier (above and at its size) with a per-request fee, a service tier a config price
+has no rates for (estimated), a stream, a stream cut before its usage (estimated), an OpenRouter-reported cost, an
+unpriced model, a failover across two models and a 429. The sinks: the store (its SQLite file), the analytics API,
+`relaycast report --json`, `/metrics`, Datadog (through Datadog's own `ddapm-test-agent`), OTLP (decoded with the official protobuf classes), a webhook
 and a JSON-lines file. Each is checked per request (the request's cost and each attempt's) and per (provider,
 model): the attribution rule every sink keeps is that an attempt's cost belongs to its own provider and model, and
 a request's cost is the sum of its attempts'. (The gateway bills no failed attempt that produced nothing, so the
@@ -59,6 +60,9 @@ MINI = {"input": "0.15", "output": "0.6", "cached_input": "0.075", "reasoning": 
 LARGE = {"input": "2.5", "output": "10"}
 CLAUDE = {"input": "3", "output": "15", "cached_input": "0.3", "cache_write": "3.75", "cache_write_1h": "6"}
 AUDIO = {"input": "0.6", "output": "2.4", "input_audio": "10", "output_audio": "20"}
+# A long-context tier (the whole request at its rates once the prompt passes 200,000 tokens) and a per-request fee.
+LONG = {"input": "1", "output": "2", "request": "0.0005"}
+LONG_ABOVE = {"input": "2", "output": "3"}
 WEB_SEARCH = "0.01"  # USD per search, on acct-claude
 
 
@@ -96,6 +100,10 @@ CASES = [
     Case("cache-write-1h", "claude/acct-claude@prompt_tokens=5000,cache_write=1000,cache_write_1h=2000,tokens=80"),
     Case("web-search", "claude/acct-claude@prompt_tokens=200,tokens=40,web_search=2"),
     Case("audio", "fakeai/acct-audio@prompt_tokens=400,audio_in=100,tokens=60,audio_out=20"),
+    Case("long-context", "fakeai/acct-long@prompt_tokens=250000,tokens=100"),
+    Case("short-context", "fakeai/acct-long@prompt_tokens=200000,tokens=100"),  # exactly the size: not above it
+    # a tier the upstream reports that a config price has no rates for: standard rates, marked estimated
+    Case("priority-tier", "fakeai/acct-mini@prompt_tokens=100,tokens=10,service_tier=priority"),
     Case("stream", "fakeai/acct-large@prompt_tokens=700,tokens=70", stream=True),
     Case("cut-stream", "fakeai/acct-large@cut_after=4,tokens=50", stream=True),
     Case("reported", "orouter/openai/acct-mini@cost=0.000123456789"),
@@ -193,6 +201,33 @@ def expected(cut_text: str) -> dict[str, list[Billed]]:
             "computed",
         )
     ]
+    long_ = {k: per_token(v) for k, v in LONG.items() if k != "request"}
+    above = {k: per_token(v) for k, v in LONG_ABOVE.items()}
+    fee = int(Decimal(LONG["request"]) * PICO)
+    out["long-context"] = [
+        Billed(
+            "fakeai",
+            "acct-long@prompt_tokens=250000,tokens=100",
+            250000 * above["input"] + 100 * above["output"] + fee,
+            "computed",
+        )
+    ]
+    out["short-context"] = [
+        Billed(
+            "fakeai",
+            "acct-long@prompt_tokens=200000,tokens=100",
+            200000 * long_["input"] + 100 * long_["output"] + fee,
+            "computed",
+        )
+    ]
+    out["priority-tier"] = [
+        Billed(
+            "fakeai",
+            "acct-mini@prompt_tokens=100,tokens=10,service_tier=priority",
+            100 * mini["input"] + 10 * mini["output"],
+            "estimated",
+        )
+    ]
     # 5000 prompt = 2000 plain + 1000 written for 5 minutes + 2000 written for 1 hour; 80 output
     out["cache-write-1h"] = [
         Billed(
@@ -258,6 +293,7 @@ prices:
   fakeai/acct-mini: {price(MINI)}
   fakeai/acct-large: {price(LARGE)}
   fakeai/acct-audio: {price(AUDIO)}
+  fakeai/acct-long: {{{", ".join(f"{k}: {v}" for k, v in LONG.items())}, above_tokens: {{200000: {price(LONG_ABOVE)}}}}}
   claude/acct-claude: {price(CLAUDE)}
 store: {{path: "{tmp / "store.db"}"}}
 broadcast:
@@ -620,7 +656,8 @@ def test_the_workload_is_what_it_claims(run: Run) -> None:
     known = sum(t for t in (request_total(a) for a in exp.values()) if t is not None)
     assert pico_text(spend["totals"]["cost_usd"]) == known, (spend["totals"], known)
     assert spend["totals"]["requests"] == len(CASES) and spend["totals"]["unpriced_requests"] == 1
-    assert spend["totals"]["estimated_requests"] == 1 and spend["totals"]["reported_requests"] == 1
+    # estimated: the cut stream, and the tier a config price has no rates for
+    assert spend["totals"]["estimated_requests"] == 2 and spend["totals"]["reported_requests"] == 1
     details = {n: admin_get(run.gw.url, f"/admin/analytics/requests/{rid}")[1] for n, rid in run.ids.items()}
     assert details["cached"]["request"]["cached_tokens"] == 400
     assert details["reasoning"]["request"]["reasoning_tokens"] == 350

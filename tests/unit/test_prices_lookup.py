@@ -68,6 +68,25 @@ def test_config_and_route_prices_win_over_the_catalog():
     assert pricer.price("openai", "gpt-4o-mini") is config
     assert pricer.price("openai", "gpt-4o") is route
     assert pricer.price("openai", "gpt-4.1") is not None and pricer.price("openai", "gpt-4.1").source == "catalog"
+    # The catalog matches names by prefix: the config's price still wins for every form of the name.
+    claude = ModelPrice.parse({"input": 7}, "config", "t")
+    pricer = Pricer(
+        CATALOG, KINDS, {"claude-sonnet-4-5": claude, "openrouter/meta-llama/llama-3-8b-instruct:free": config}
+    )
+    assert pricer.price("anthropic", "claude-sonnet-4-5@fast") is claude
+    assert pricer.price("anthropic", "claude-sonnet-4-5:thinking") is claude
+    assert pricer.price("openrouter", "meta-llama/llama-3-8b-instruct:free") is config, "a config price beats :free"
+    assert pricer.price("openai", "gpt-4o:free") is not FREE, ":free is OpenRouter's, not any provider's"
+
+
+def test_names_a_client_cycles_never_evict_the_popular_ones():
+    pricer = Pricer(CATALOG, KINDS)
+    popular = pricer.entry("openai", "gpt-4o-mini")
+    for i in range(MAX_MEMO * 2):
+        pricer.entry("openai_compatible", f"unknown-{i}")
+        if i % 100 == 0:
+            assert pricer.entry("openai", "gpt-4o-mini") is popular
+    assert ("openai", "gpt-4o-mini") in pricer._memo and len(pricer._memo) <= MAX_MEMO
 
 
 def attempt(provider: str, model: str, u: Usage) -> Attempt:
@@ -127,3 +146,32 @@ def test_prices_show_names_a_config_price_and_an_unpriced_model(tmp_path, capsys
     assert shown["oai"]["usd_per_million_tokens"]["input"] == "0.3" and shown["oai"]["usd_per_web_search"] == "0.02"
     assert main(["prices", "show", "gpt-4o-mini", "--config", str(cfg), "-p", "local"]) == 1
     assert "unpriced" in capsys.readouterr().out
+
+
+def test_a_budget_reserves_at_the_dearest_rates_a_model_may_be_billed_at():
+    """The time of day (DeepSeek's peak), the service tier the request asks for (priority), audio rates and
+    long-context tiers: the ceiling is at least every price the model is billed at from today on."""
+    pricer = Pricer(CATALOG, KINDS)
+    now = int(datetime.now(UTC).timestamp()) * 10**9
+    for provider, model, tiers in (
+        ("deepseek", "deepseek-chat", (None,)),
+        ("openai", "gpt-4o-mini", (None, "priority", "flex")),
+        ("anthropic", "claude-sonnet-4-5", (None, "priority")),
+        ("openai", "gpt-realtime", (None,)),
+    ):
+        for hour in range(24):
+            for tier in tiers:
+                ceiling = pricer.ceiling(provider, model, tier)
+                assert ceiling is not None
+                p = pricer.quote(provider, model, now + hour * 3600 * 10**9, tier)[0]
+                assert p is not None
+                for q in (p, *(t for _, t in p.tiers)):
+                    assert q.input <= ceiling.input and q.output <= ceiling.output, (provider, model, hour, tier)
+                    assert (q.cache_write_1h or 0) <= (ceiling.cache_write_1h or 0)
+                    assert (q.input_audio or 0) <= (ceiling.input_audio or 0)
+    peak = pricer.ceiling("deepseek", "deepseek-chat")
+    assert peak is not None and peak.input > min(
+        pricer.quote("deepseek", "deepseek-chat", now + h * 3600 * 10**9, None)[0].input for h in range(24)
+    ), "DeepSeek's off-peak discount is not what a budget reserves"
+    standard, priority = pricer.ceiling("openai", "gpt-4o-mini"), pricer.ceiling("openai", "gpt-4o-mini", "priority")
+    assert standard is not None and priority is not None and standard.input < priority.input

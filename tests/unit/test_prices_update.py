@@ -78,10 +78,21 @@ def test_a_file_from_another_version_or_damaged_is_not_used(bundled_raw: list[An
     doc = json.loads(path.read_text())
     path.write_text(json.dumps({**doc, "genai_prices_version": "0.0.1"}))
     assert Catalog.cached(path) is None and Catalog.load(path).origin.endswith("(bundled data)")
-    for bad in ("", "{", json.dumps({**doc, "data": [{"id": 1}]}), json.dumps([1, 2])):
+    notice = Catalog.load(path).notice  # said at start (`prices_file_not_used`), never silent
+    assert notice is not None and "genai-prices 0.0.1" in notice and "relaycast prices update" in notice
+    for bad, why in (
+        ("", "not JSON"),
+        ("{", "not JSON"),
+        ("[" * 200_000, "not JSON"),  # nesting deep enough to raise RecursionError: never stops a start
+        (json.dumps({**doc, "data": [{"id": 1}]}), "not genai-prices data"),
+        (json.dumps([1, 2]), "not a file relaycast prices update wrote"),
+    ):
         path.write_text(bad)
         assert Catalog.cached(path) is None
+        loaded = Catalog.load(path)
+        assert loaded.origin.endswith("(bundled data)") and loaded.notice is not None and why in loaded.notice
     assert Catalog.cached(tmp_path / "missing.json") is None
+    assert Catalog.load(tmp_path / "missing.json").notice is None, "no file: nothing to say"
 
 
 def test_where_the_file_is():
