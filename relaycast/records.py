@@ -30,6 +30,20 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def anthropic_extras(self) -> dict[str, Any]:
+        """What OpenAI's usage has no field for, as Anthropic names it, for an OpenAI-shaped usage object (chat,
+        Responses) that describes an Anthropic answer: one-hour cache writes and web searches, only when non-zero.
+        `from_openai` reads them back."""
+        out: dict[str, Any] = {}
+        if self.cache_write_1h_tokens:
+            out["cache_creation"] = {
+                "ephemeral_5m_input_tokens": self.cache_write_tokens - self.cache_write_1h_tokens,
+                "ephemeral_1h_input_tokens": self.cache_write_1h_tokens,
+            }
+        if self.web_searches:
+            out["server_tool_use"] = {"web_search_requests": self.web_searches}
+        return out
+
     @classmethod
     def from_openai(cls, u: dict[str, Any], service_tier: Any = None) -> Usage:
         """An OpenAI-shaped usage object (chat and legacy completions, embeddings: OpenAI, OpenRouter and the other

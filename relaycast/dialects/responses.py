@@ -148,13 +148,7 @@ def responses_usage(u: Usage) -> dict[str, Any]:
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens,
     }
-    if u.cache_write_1h_tokens:
-        out["cache_creation"] = {
-            "ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
-            "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
-        }
-    if u.web_searches:
-        out["server_tool_use"] = {"web_search_requests": u.web_searches}
+    out.update(u.anthropic_extras())
     return out
 
 

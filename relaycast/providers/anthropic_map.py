@@ -403,13 +403,7 @@ def openai_usage(u: Usage) -> dict[str, Any]:
         cd = out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
         if u.output_audio_tokens:
             cd["audio_tokens"] = u.output_audio_tokens
-    if u.cache_write_1h_tokens:
-        out["cache_creation"] = {
-            "ephemeral_5m_input_tokens": u.cache_write_tokens - u.cache_write_1h_tokens,
-            "ephemeral_1h_input_tokens": u.cache_write_1h_tokens,
-        }
-    if u.web_searches:
-        out["server_tool_use"] = {"web_search_requests": u.web_searches}
+    out.update(u.anthropic_extras())
     return out
 
 

@@ -118,6 +118,18 @@ def metadata(record: RequestRecord, ours: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def assistant_message(text: str | None, calls: tuple[dict[str, str], ...] = ()) -> dict[str, Any]:
+    """An answer as an OpenAI chat assistant message (its text, and its tool calls when it made some): the shape
+    Langfuse, LangSmith, Braintrust and OpenInference render."""
+    out: dict[str, Any] = {"role": "assistant", "content": text or ""}
+    if calls:
+        out["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in calls
+        ]
+    return out
+
+
 def basic(user: str, password: str) -> str:
     """An `Authorization: Basic` value."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

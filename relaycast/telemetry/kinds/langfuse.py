@@ -28,7 +28,7 @@ from relaycast.records import Attempt, RequestRecord
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.otlp_semconv import json_text
 from relaycast.telemetry.exporters.otlp_wire import Value
-from relaycast.telemetry.kinds.base import Check, Dialect, KindSpec, basic, env_or, metadata, need
+from relaycast.telemetry.kinds.base import Check, Dialect, KindSpec, assistant_message, basic, env_or, metadata, need
 from relaycast.telemetry.settings import OtlpOptions, url
 
 # Langfuse Cloud data regions (the OpenTelemetry page above); EU is the SDKs' default.
@@ -131,16 +131,6 @@ def cost_details(a: Attempt) -> dict[str, float]:
 def chat_messages(record: RequestRecord) -> list[dict[str, str]]:
     """The prompt as OpenAI chat messages (role, content), which Langfuse renders as a conversation."""
     return spans.input_messages(record)
-
-
-def assistant_message(text: str | None, calls: tuple[dict[str, str], ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": "assistant", "content": text or ""}
-    if calls:
-        out["tool_calls"] = [
-            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-            for c in calls
-        ]
-    return out
 
 
 class LangfuseDialect(Dialect):

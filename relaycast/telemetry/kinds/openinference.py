@@ -22,7 +22,7 @@ from relaycast.records import Attempt, RequestRecord, content_text
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.otlp_semconv import json_text
 from relaycast.telemetry.exporters.otlp_wire import Value
-from relaycast.telemetry.kinds.base import Dialect, metadata
+from relaycast.telemetry.kinds.base import Dialect, assistant_message, metadata
 
 # GenAI provider names (`gen_ai.provider.name`, as `Attempt.vendor` holds them) -> OpenInference's
 # `llm.provider` values (OpenInferenceLLMProviderValues: openai, anthropic, mistralai, google, azure, aws, xai, ...).
@@ -135,8 +135,7 @@ class OpenInferenceDialect(Dialect):
             out["input.value"] = input_value(record)
         calls = record.output_tool_calls
         if calls:
-            answer = {"role": "assistant", "content": record.output_text or "", "tool_calls": _tool_calls(calls)}
-            out["output.value"] = json_text(answer)
+            out["output.value"] = json_text(assistant_message(record.output_text, calls))
         elif record.output_text is not None:
             out["output.value"] = record.output_text
         return out
@@ -160,12 +159,8 @@ class OpenInferenceDialect(Dialect):
         text = spans.attempt_output_text(record, i, a)
         calls = _calls(record, i, a)
         if text is not None or calls:
-            answer: dict[str, Any] = {"role": "assistant", "content": text or ""}
-            if calls:
-                answer["tool_calls"] = _tool_calls(calls)
-                out["output.value"] = json_text(answer)
-            else:
-                out["output.value"] = text or ""
+            answer = assistant_message(text, calls)
+            out["output.value"] = json_text(answer) if calls else text or ""
             out.update(_message("llm.output_messages.0.", answer))
         return out
 
@@ -174,12 +169,6 @@ def input_value(record: RequestRecord) -> str:
     """The request's messages as JSON, their content as text (an image as `[image_url]`, as every destination
     gets it: never its base64 bytes)."""
     return json_text({"messages": spans.input_messages(record)})
-
-
-def _tool_calls(calls: tuple[dict[str, str], ...]) -> list[dict[str, Any]]:
-    return [
-        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls
-    ]
 
 
 def _calls(record: RequestRecord, i: int, a: Attempt) -> tuple[dict[str, str], ...]:
