@@ -6,8 +6,9 @@ Every subsystem's `settings.py` imports only this module from the config root: `
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -46,7 +47,7 @@ class Reader:
                 if k not in allowed:
                     raise ConfigError(
                         f"{at}.{k}" if at else str(k),
-                        f"unknown setting (expected one of: {', '.join(sorted(allowed))})",
+                        f"unknown setting{did_you_mean(k, allowed)} (expected one of: {', '.join(sorted(allowed))})",
                     )
         return v
 
@@ -87,6 +88,24 @@ class Reader:
         if not isinstance(v, bool):
             raise ConfigError(at, f"expected true or false, got {kind(v)}")
         return v
+
+
+def did_you_mean(given: object, choices: Iterable[str]) -> str:
+    """`"; did you mean 'strategy'?"` when `given` is a near miss of one of `choices`, else "": for a message that
+    refuses a name, e.g. `unknown strategy 'fallbak'; did you mean 'fallback'? (expected one of: ...)`."""
+    guess = closest(given, choices)
+    return f"; did you mean '{guess}'?" if guess else ""
+
+
+def closest(given: object, choices: Iterable[str]) -> str | None:
+    """The one of `choices` that `given` most likely misspells (difflib), or None when none is close."""
+    if not isinstance(given, str) or not given:
+        return None
+    options = sorted(set(choices))
+    close = difflib.get_close_matches(given, options, n=1, cutoff=0.6)
+    if not close:  # a case slip: `OpenAI` for `openai`
+        close = [c for c in options if c.lower() == given.lower()][:1]
+    return close[0] if close else None
 
 
 def kind(v: Any) -> str:

@@ -485,6 +485,44 @@ class UpstreamRedirect(ProviderError):
     fails_over = True
 
 
+# --- who caused an error: the one classification every error rate uses -------------------------------------------
+#
+# An error rate (`relaycast routes status`, `/admin/routes`, `/admin/analytics/errors`, the dashboard) counts the
+# provider failures: the provider (or our way to it) failed a request that was fine. Client-caused refusals are the
+# request's own fault, answered correctly by the provider; they are counted and shown apart, never in the rate.
+# Anything else an attempt can end with (`upstream_buffer_full`: this process was full) is the gateway's own.
+PROVIDER_FAILURES = frozenset(
+    {"upstream_5xx", "timeout", "connection", "stream_cut", "malformed", "rate_limit", "auth", "redirect"}
+)
+CLIENT_REFUSALS = frozenset(
+    {
+        "bad_request",
+        "content_policy",
+        "context_length",
+        "not_found",
+        "not_supported",
+        "response_too_large",
+        "invalid_request",
+        "model_not_found",
+        "payload_too_large",
+    }
+)
+
+
+def error_source(error_class: str) -> str:
+    """`provider` (a failure: counts in error rates), `client` (a refusal the request caused) or `gateway`."""
+    if error_class in PROVIDER_FAILURES:
+        return "provider"
+    if error_class in CLIENT_REFUSALS:
+        return "client"
+    return "gateway"
+
+
+def error_sources() -> dict[str, list[str]]:
+    """The classification as the admin API serves it (the dashboard reads it rather than keeping its own)."""
+    return {"provider": sorted(PROVIDER_FAILURES), "client": sorted(CLIENT_REFUSALS)}
+
+
 class AllAttemptsFailed(RelaycastError):
     """Every target failed. Renders as the most telling error; keeps all of them for the trace."""
 

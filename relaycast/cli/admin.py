@@ -12,6 +12,21 @@ from typing import Any
 
 import orjson
 
+from relaycast.cli.report_format import fmt_bucket_ms, fmt_rate
+from relaycast.errors import error_source
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def add_url_argument(p: argparse.ArgumentParser, help_: str = "the gateway's address") -> None:
+    """`--url` of a command that talks to a running gateway: $RELAYCAST_URL, else the address `relaycast serve` and
+    `relaycast demo` listen on by default."""
+    p.add_argument(
+        "--url",
+        default=os.environ.get("RELAYCAST_URL") or DEFAULT_URL,
+        help=f"{help_} (default: $RELAYCAST_URL, else {DEFAULT_URL})",
+    )
+
 
 def admin_get(url: str, path: str, admin_key: str | None) -> dict[str, Any] | None:
     """GET an admin endpoint; print a plain error and return None when it fails."""
@@ -75,21 +90,65 @@ def routes_status(args: argparse.Namespace) -> int:
         sla = ", ".join(f"{k} {v:g}" for k, v in r["sla"].items() if v is not None) or "no SLA"
         print(f"route {name} ({r['strategy']}; {sla}): {' -> '.join(r['targets'])}")
     targets = body["targets"]
+    window_s = body.get("window_s")
+    print(
+        f"\ntargets over the last {_seconds(window_s)} (routing.window_s): error rate = provider failures / requests, "
+        "client-caused refusals apart;\nlatencies of successful attempts (and timeouts), as the upper edge of their "
+        "10%-wide histogram bucket"
+    )
     if not targets:
         print("no traffic yet")
+        return 0
+    header = ["TARGET", "STATE", "CIRCUIT", "REQUESTS", "ERROR RATE", "FAILED", "REFUSED", "P50", "P99", "TTFT P99"]
+    header.append("ERRORS BY CLASS")
+    rows = []
+    notes = []
     for name, t in targets.items():
         w = t["window"]
-        errs = ", ".join(f"{k} {v}" for k, v in sorted(w["errors"].items())) or "none"
-        state = t["state"] + (f" ({t['cooldown_reason']}, {t['cooling_for_s']} s)" if t["cooldown_reason"] else "")
-        print(
-            f"{name}: {state}, circuit {t['circuit']}; {w['requests']} requests, error rate {w['error_rate']:.1%}, "
-            f"p50 {_ms(w['p50_ms'])}, p99 {_ms(w['p99_ms'])}, TTFT p99 {_ms(w['ttft_p99_ms'])}; errors: {errs}"
+        errs = ", ".join(
+            f"{k} {v}" + ("" if error_source(k) == "provider" else f" ({error_source(k)})")
+            for k, v in sorted(w["errors"].items(), key=lambda kv: (-kv[1], kv[0]))
         )
+        rows.append(
+            [
+                name,
+                t["state"],
+                t["circuit"],
+                str(w["requests"]),
+                fmt_rate(w["error_rate"]),
+                str(w["provider_failures"]),
+                str(w["client_refusals"]),
+                fmt_bucket_ms(w["p50_ms"]),
+                fmt_bucket_ms(w["p99_ms"]),
+                fmt_bucket_ms(w["ttft_p99_ms"]),
+                errs or "none",
+            ]
+        )
+        if t["cooldown_reason"]:
+            notes.append(f"{name}: cooling for {t['cooling_for_s']:g} s ({t['cooldown_reason']})")
         for route, why in t["demoted_in"].items():
-            print(f"  demoted in {route}: {why}")
+            notes.append(f"{name}: demoted in {route}: {why}")
         if t["transitions"]:
-            print("  transitions: " + ", ".join(f"{k} {v}" for k, v in t["transitions"].items()))
+            notes.append(f"{name}: transitions " + ", ".join(f"{k} {v}" for k, v in t["transitions"].items()))
+    print_table(header, rows)
+    for n in notes:
+        print(n)
     return 0
+
+
+def print_table(header: list[str], rows: list[list[str]], *, left: int = 3) -> None:
+    """Columns padded to their widest cell: the first `left` left-aligned, the others right-aligned but the last."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    last = len(header) - 1
+    for r in [header, *rows]:
+        cells = [c.ljust(widths[i]) if i < left or i == last else c.rjust(widths[i]) for i, c in enumerate(r)]
+        print("  ".join(cells).rstrip())
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "window"
+    return f"{s / 60:g} min" if s >= 60 and s % 60 == 0 else f"{s:g} s"
 
 
 def broadcast_status(args: argparse.Namespace) -> int:
@@ -199,7 +258,3 @@ def keys_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f} ms"

@@ -3,6 +3,10 @@
 The fake upstream runs as a subprocess; the gateway runs in this process on a background thread; the load is
 sent with the official `openai` SDK, as an application would. The admin key is $RELAYCAST_ADMIN_KEY, else a new
 random one each run, printed with the gateway's address.
+
+Ports: the ones asked for (8080 and 8081 by default), bound with SO_REUSEADDR so that a demo run just after another
+gets them back; if something listens there, a free port instead, and the demo says so. Ctrl-C: while it serves after
+its summary (the way to stop it) it exits 0; during start-up or the load it exits 130. Either way without a traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import random
@@ -29,7 +34,7 @@ import orjson
 
 from relaycast import config as config_mod
 from relaycast.private_files import open_private
-from relaycast.server.runner import ThreadedServer, free_port
+from relaycast.server.runner import ThreadedServer, bind_port
 
 CONFIG_TEMPLATE = """\
 # relaycast config written by `relaycast demo`.
@@ -124,15 +129,15 @@ class Tally:
     completion_tokens: int = 0
 
 
-def _port(preferred: int) -> int:
-    if preferred == 0:
-        return free_port()
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            return free_port()
+def _bind(preferred: int, what: str, say: Any) -> socket.socket:
+    """A socket bound to 127.0.0.1:`preferred`, else to a free port, saying so (0: any free port, silently)."""
+    try:
+        return bind_port(preferred)
+    except OSError as e:
+        s = bind_port(0)
+        why = "something listens there already" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        say(f"port {preferred} is not free ({why}): the {what} is on port {s.getsockname()[1]} instead")
+        return s
 
 
 def _wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -152,8 +157,27 @@ def _wait_http(url: str, timeout: float = 15.0, proc: subprocess.Popen[bytes] | 
 def run_demo(args: argparse.Namespace) -> int:
     # The demo's own output is the summary; the gateway's per-error log lines would drown it.
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s %(message)s")
-    port = _port(args.port)
-    upstream_port = _port(args.upstream_port)
+    out = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the summary
+
+    def say(*parts: object) -> None:
+        print(*parts, file=out, flush=True)
+
+    if args.requests is not None and args.requests < 0:
+        print("relaycast demo: --requests must be 0 or more", file=sys.stderr)
+        return 2
+    try:
+        return _demo(args, say)
+    except KeyboardInterrupt:  # Ctrl-C during start-up or the load (while serving, _wait_for_interrupt takes it)
+        print("\nrelaycast demo: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def _demo(args: argparse.Namespace, say: Any) -> int:
+    gateway_sock = _bind(args.port, "gateway", say)
+    # The fake upstream binds in its own process: the port is released here and taken there at once.
+    with _bind(args.upstream_port, "fake upstream", say) as s:
+        upstream_port = s.getsockname()[1]
+    port = gateway_sock.getsockname()[1]
     tmp = tempfile.TemporaryDirectory(prefix="relaycast-demo-")
     path = Path(args.write_config) if args.write_config else Path(tmp.name) / "relaycast.yaml"
     store_path = Path(args.write_config).with_suffix(".db").name if args.write_config else "relaycast-demo.db"
@@ -166,15 +190,11 @@ def run_demo(args: argparse.Namespace) -> int:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     path.chmod(0o600)  # an existing file keeps its mode through O_TRUNC
-    out = sys.stderr if args.json else sys.stdout  # with --json, stdout carries only the summary
-
-    def say(*parts: object) -> None:
-        print(*parts, file=out, flush=True)
-
     if args.write_config:
         say(f"wrote the demo config to {path}")
     cfg = config_mod.load_or_say(path)  # e.g. a $RELAYCAST_ADMIN_KEY too short to be an admin key
     if cfg is None:
+        gateway_sock.close()
         tmp.cleanup()
         return 2
     fake = subprocess.Popen(
@@ -197,15 +217,12 @@ def run_demo(args: argparse.Namespace) -> int:
         _wait_http(f"http://127.0.0.1:{upstream_port}/v1/models", proc=fake)
         from relaycast.server.app import Gateway
 
-        gateway = ThreadedServer(Gateway(cfg), port=port, log_level="error", settings=cfg.server).start()
+        gateway = ThreadedServer(Gateway(cfg), log_level="error", settings=cfg.server, sock=gateway_sock).start()
         base = f"http://127.0.0.1:{port}/v1"
         say(f"fake upstream on http://127.0.0.1:{upstream_port}/v1 (OpenAI and Anthropic wire formats)")
         say(f"relaycast gateway on {base}")
         say(f"dashboard on http://127.0.0.1:{port}/dashboard (admin key: {admin_key})")
         n = args.requests if args.requests is not None else 200
-        if n < 0:
-            say("--requests must be 0 or more")
-            return 2
         t0 = time.monotonic()
         tally = asyncio.run(_load(base, n, max(1, args.concurrency), args.seed))
         elapsed = time.monotonic() - t0
@@ -239,14 +256,20 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"relaycast demo: {e}", file=sys.stderr)
         return 1
     finally:
-        if gateway is not None:
-            gateway.stop()
-        fake.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            fake.wait(5)
-        if fake.poll() is None:
-            fake.kill()
-        tmp.cleanup()
+        # Stopping takes a moment (the gateway flushes its telemetry): a second Ctrl-C would only leave a traceback.
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if gateway is not None:
+                gateway.stop()
+            gateway_sock.close()
+            fake.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                fake.wait(5)
+            if fake.poll() is None:
+                fake.kill()
+            tmp.cleanup()
+        finally:
+            signal.signal(signal.SIGINT, before)
 
 
 def _wait_for_interrupt() -> None:
@@ -258,7 +281,7 @@ def _wait_for_interrupt() -> None:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        pass
+        print("\nrelaycast demo: stopping", file=sys.stderr, flush=True)
 
 
 async def _load(base: str, n: int, concurrency: int, seed: int) -> Tally:

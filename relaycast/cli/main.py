@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from relaycast import config as config_mod
+from relaycast.cli.admin import add_url_argument
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", "-c", default=None, help="path to relaycast.yaml (default: the DD_* and OTEL_* variables alone)"
     )
     bs = bsub.add_parser("status", help="per-destination counters of a running gateway (admin key)")
-    bs.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    add_url_argument(bs)
     bs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     bs.add_argument("--json", action="store_true", help="print JSON")
 
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rs = rsub.add_parser(
         "status", help="per-target state, latency percentiles, error rates and transitions (admin key)"
     )
-    rs.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    add_url_argument(rs)
     rs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     rs.add_argument("--json", action="store_true", help="print JSON")
 
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     msub = mo.add_subparsers(dest="monitors_command", required=True)
     ms = msub.add_parser("status", help="rules, alerts and recent incidents of a running gateway (admin key)")
-    ms.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+    add_url_argument(ms)
     ms.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     ms.add_argument("--json", action="store_true", help="print JSON")
     me = msub.add_parser(
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kp = ksub.add_parser(name, help=help_)
         if name != "list":
             kp.add_argument("name", help="the key's name")
-        kp.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway's address")
+        add_url_argument(kp)
         kp.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
         kp.add_argument("--json", action="store_true", help="print JSON")
         if name == "create":
@@ -180,7 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prices_cli.add_arguments(sub.add_parser("prices", help="what a model costs and where from; fetch current prices"))
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except KeyboardInterrupt:  # Ctrl-C: the conventional status of a command stopped by SIGINT, no traceback
+        return 130
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "prices":
+        from relaycast.cli import prices as prices_cli
+
         return prices_cli.run(args)
     if args.command == "keys":
         from relaycast.cli.admin import keys_command

@@ -21,7 +21,8 @@ from urllib.parse import urlencode
 import orjson
 
 from relaycast import config as config_mod
-from relaycast.cli.admin import admin_get
+from relaycast.cli.admin import add_url_argument, admin_get
+from relaycast.cli.report_format import fmt_bucket_ms, fmt_rate
 from relaycast.store import queries
 from relaycast.store.db import Connection, is_db_error
 
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="table", choices=("table", "json", "csv"))
     p.add_argument("--limit", type=int, default=50, help="groups to list before '(other)' (default 50)")
     p.add_argument("--config", "-c", help="read the store this config names (no gateway needed)")
-    p.add_argument("--url", default="http://127.0.0.1:8080", help="else ask this running gateway (admin key)")
+    add_url_argument(p, "else ask this running gateway (admin key)")
     p.add_argument("--admin-key", default=None, help="admin key for --url (default: $RELAYCAST_ADMIN_KEY)")
 
 
@@ -77,6 +78,17 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"\n{t['requests']} requests, {_usd(t['cost_usd'])} in total{extra} "
                 f"({_when(doc['since'])} to {_when(doc['until'])} UTC)"
+            )
+        elif args.view == "latency":
+            print(
+                f"\nsuccessful attempts only, {_when(doc['since'])} to {_when(doc['until'])} UTC; each percentile is "
+                "the upper edge of its 10%-wide histogram bucket"
+            )
+        else:
+            print(
+                f"\nerrors are provider failures ({', '.join(doc['error_sources']['provider'])}); refusals are "
+                f"client-caused ({', '.join(doc['error_sources']['client'])}); "
+                f"{_when(doc['since'])} to {_when(doc['until'])} UTC"
             )
     return 0
 
@@ -159,13 +171,15 @@ def _table(view: str, doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
             for g in doc["groups"]
         ]
         return header, rows
-    header = ["provider", "attempts", "errors", "error_rate", "by_class"]
+    header = ["provider", "attempts", "errors", "error_rate", "refusals", "refusal_rate", "by_class"]
     rows = [
         [
             p["provider"],
             p["attempts"],
             p["errors"],
             p["error_rate"],
+            p["refusals"],
+            p["refusal_rate"],
             " ".join(f"{k}={v}" for k, v in p["by_class"].items()),
         ]
         for p in doc["providers"]
@@ -173,10 +187,19 @@ def _table(view: str, doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
+def _cell(column: str, v: Any) -> str:
+    """A table's cell: money, rates and latencies written as everywhere else (relaycast.cli.report_format)."""
+    if column.endswith("_rate"):
+        return fmt_rate(v)
+    if column.endswith("_ms"):
+        return fmt_bucket_ms(v)
+    if v is None:
+        return "-"
+    return _usd(v) if column == "cost_usd" else str(v)
+
+
 def _print_table(header: list[str], rows: list[list[Any]]) -> None:
-    cells = [header] + [
-        ["-" if v is None else (_usd(v) if header[i] == "cost_usd" else str(v)) for i, v in enumerate(r)] for r in rows
-    ]
+    cells = [[h.removesuffix("_ms") for h in header]] + [[_cell(header[i], v) for i, v in enumerate(r)] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for n, r in enumerate(cells):
         print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip())

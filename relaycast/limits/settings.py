@@ -59,10 +59,15 @@ class LimitsConfig:
         return ()
 
 
+def _scheme(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    return scheme[:20] if sep else "(none)"
+
+
 def _mode(r: Reader, raw: Any, where: str) -> str:
     mode = r.string(raw, where)
     if mode not in ("open", "closed"):
-        raise ConfigError(where, "must be 'open' or 'closed'")
+        raise ConfigError(where, f"must be 'open' or 'closed', got '{mode}'")
     return mode
 
 
@@ -75,7 +80,8 @@ def parse_limits(r: Reader, raw: Any, env: dict[str, str] | Any, root_redis_url:
     if url is not None:
         url = r.string(url, where)
         if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(where, "must be a redis:// (or rediss://, unix://) URL")
+            # The scheme only: the rest of the URL may hold a password.
+            raise ConfigError(where, f"must be a redis:// (or rediss://, unix://) URL, got scheme '{_scheme(url)}'")
     mode = _mode(r, m.get("on_redis_error", "open"), "limits.on_redis_error")
     budgets_mode = _mode(r, m.get("budgets_on_redis_error", "closed"), "limits.budgets_on_redis_error")
     if budgets_mode == "open" and mode == "closed":

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from relaycast.config_reader import ConfigError, Reader
+from relaycast.config_reader import ConfigError, Reader, did_you_mean
 from relaycast.redact import url_secrets
 
 KINDS = ("spend_spike", "latency_sla", "error_rate", "budget")
@@ -109,7 +109,7 @@ def parse_monitors(r: Reader, raw: Any) -> MonitorsConfig | None:
     m = r.mapping(raw, "monitors", {"interval_s", "rules", "notify"})
     interval = r.number(m.get("interval_s", 60), "monitors.interval_s")
     if interval < 1:
-        raise ConfigError("monitors.interval_s", "must be at least 1 second")
+        raise ConfigError("monitors.interval_s", f"must be at least 1 second, got {interval:g}")
     targets = tuple(
         _target(r, t, f"monitors.notify[{i}]")
         for i, t in enumerate(r.sequence(m.get("notify") or [], "monitors.notify"))
@@ -133,10 +133,14 @@ def _target(r: Reader, raw: Any, at: str) -> NotifyTarget:
     m = r.mapping(raw, at, {"name", "kind", "url", "secret", "timeout_s", "max_attempts"})
     kind = r.string(r.required(m, "kind", at), f"{at}.kind")
     if kind not in NOTIFY_KINDS:
-        raise ConfigError(f"{at}.kind", f"must be one of {', '.join(NOTIFY_KINDS)}, got '{kind}'")
+        raise ConfigError(
+            f"{at}.kind", f"must be one of {', '.join(NOTIFY_KINDS)}, got '{kind}'{did_you_mean(kind, NOTIFY_KINDS)}"
+        )
     url = r.string(r.required(m, "url", at), f"{at}.url")
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{at}.url", "must be an http:// or https:// URL")
+        # The scheme only: a Slack webhook's URL is its secret.
+        scheme = url.partition("://")[0][:20] if "://" in url else "(none)"
+        raise ConfigError(f"{at}.url", f"must be an http:// or https:// URL, got scheme '{scheme}'")
     return NotifyTarget(
         name=r.string(m.get("name", kind), f"{at}.name"),
         kind=kind,
@@ -148,6 +152,7 @@ def _target(r: Reader, raw: Any, at: str) -> NotifyTarget:
 
 
 _COMMON = {"name", "kind", "window", "notify"}
+_METRICS = ("p50", "p90", "p99", "ttft_p50", "ttft_p90", "ttft_p99")
 _ALLOWED = {
     "spend_spike": _COMMON | {"baseline", "baseline_windows", "threshold_pct", "min_usd", "by", "where"},
     "latency_sla": _COMMON | {"route", "model", "provider", "target", "metric", "threshold_ms", "min_requests"},
@@ -160,7 +165,7 @@ def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
     pre = r.mapping(raw, at, None)
     kind = r.string(r.required(pre, "kind", at), f"{at}.kind")
     if kind not in KINDS:
-        raise ConfigError(f"{at}.kind", f"must be one of {', '.join(KINDS)}, got '{kind}'")
+        raise ConfigError(f"{at}.kind", f"must be one of {', '.join(KINDS)}, got '{kind}'{did_you_mean(kind, KINDS)}")
     m = r.mapping(raw, at, _ALLOWED[kind])
     name = r.string(r.required(m, "name", at), f"{at}.name")
     notify = None
@@ -168,17 +173,19 @@ def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
         notify = tuple(r.string(x, f"{at}.notify") for x in r.sequence(m["notify"], f"{at}.notify"))
         for n in notify:
             if n not in notify_names:
-                raise ConfigError(f"{at}.notify", f"unknown notification target '{n}'")
+                raise ConfigError(f"{at}.notify", f"unknown notification target '{n}'{did_you_mean(n, notify_names)}")
     kw: dict[str, Any] = {"name": name, "kind": kind, "notify": notify}
     if "window" in _ALLOWED[kind]:
         kw["window_s"] = duration(r, m.get("window", "1h" if kind == "spend_spike" else "5m"), f"{at}.window")
     if kind == "spend_spike":
         baseline = r.string(m.get("baseline", "previous"), f"{at}.baseline")
         if baseline not in ("previous", "same_hour"):
-            raise ConfigError(f"{at}.baseline", "must be 'previous' or 'same_hour'")
+            raise ConfigError(f"{at}.baseline", f"must be 'previous' or 'same_hour', got '{baseline}'")
         by = m.get("by")
         if by is not None and by not in SCOPE_DIMS:
-            raise ConfigError(f"{at}.by", f"must be one of {', '.join(SCOPE_DIMS)}")
+            raise ConfigError(
+                f"{at}.by", f"must be one of {', '.join(SCOPE_DIMS)}, got {by!r}{did_you_mean(by, SCOPE_DIMS)}"
+            )
         where = r.mapping(m.get("where") or {}, f"{at}.where", set(SCOPE_DIMS))
         kw.update(
             baseline=baseline,
@@ -195,8 +202,11 @@ def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
         if len(picked) != 1:
             raise ConfigError(at, "a latency_sla rule names exactly one of route, model, provider or target")
         metric = r.string(m.get("metric", "p99"), f"{at}.metric")
-        if metric not in ("p50", "p90", "p99", "ttft_p50", "ttft_p90", "ttft_p99"):
-            raise ConfigError(f"{at}.metric", "must be p50, p90, p99, ttft_p50, ttft_p90 or ttft_p99")
+        if metric not in _METRICS:
+            raise ConfigError(
+                f"{at}.metric",
+                f"must be p50, p90, p99, ttft_p50, ttft_p90 or ttft_p99, got '{metric}'{did_you_mean(metric, _METRICS)}",
+            )
         kw.update(
             {picked[0]: r.string(m[picked[0]], f"{at}.{picked[0]}")},
             metric=metric,
@@ -216,7 +226,7 @@ def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
             raise ConfigError(at, "a budget rule names exactly one of key, user, feature, model or provider")
         period = r.string(m.get("period", "day"), f"{at}.period")
         if period not in ("day", "month"):
-            raise ConfigError(f"{at}.period", "must be 'day' or 'month'")
+            raise ConfigError(f"{at}.period", f"must be 'day' or 'month', got '{period}'")
         kw.update(
             scope=(picked[0], r.string(m[picked[0]], f"{at}.{picked[0]}")),
             period=period,
@@ -234,12 +244,12 @@ def _number(v: Any, at: str) -> float:
 def _positive(r: Reader, v: Any, at: str) -> float:
     x = _number(v, at)
     if x <= 0:
-        raise ConfigError(at, "must be more than 0")
+        raise ConfigError(at, f"must be more than 0, got {v!r}")
     return x
 
 
 def _non_negative(r: Reader, v: Any, at: str) -> float:
     x = _number(v, at)
     if x < 0:
-        raise ConfigError(at, "must not be negative")
+        raise ConfigError(at, f"must not be negative, got {v!r}")
     return x

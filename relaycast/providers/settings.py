@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from relaycast.config_reader import ConfigError, Reader
+from relaycast.config_reader import ConfigError, Reader, did_you_mean
 from relaycast.providers.presets import PRESETS
 from relaycast.redact import header_secrets, url_secrets
 
@@ -94,7 +94,10 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
         kind = r.string(m.get("kind", name), f"{at}.kind")
         preset = PRESETS.get(kind)
         if preset is None:
-            raise ConfigError(f"{at}.kind", f"unknown kind '{kind}' (expected one of: {', '.join(PRESETS)})")
+            raise ConfigError(
+                f"{at}.kind",
+                f"unknown kind '{kind}'{did_you_mean(kind, PRESETS)} (expected one of: {', '.join(PRESETS)})",
+            )
         base_url = m.get("base_url", preset.base_url)
         if base_url is None:
             raise ConfigError(f"{at}.base_url", f"required for kind '{kind}'")

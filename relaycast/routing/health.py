@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from relaycast.errors import CLIENT_REFUSALS, PROVIDER_FAILURES
 from relaycast.log import EventLog
 from relaycast.routing.settings import Route, RoutingSettings
 from relaycast.store.histogram import bucket_of, percentiles
@@ -37,8 +38,9 @@ SLOTS = 6
 MAX_PASS_THROUGH = 512  # targets the config does not define (clients name them): the least recently used go first
 EVICT_SCAN = 8  # oldest pass-through entries looked at for a healthy one to evict before the oldest goes anyway
 
-# Classes that say a target is unhealthy (the request itself was fine).
-HEALTH_FAILURES = frozenset({"upstream_5xx", "connection", "timeout", "stream_cut", "malformed", "auth"})
+# Classes that say a target is unhealthy (the request itself was fine): the provider failures (relaycast.errors)
+# but a rate limit (the target cools down instead) and a redirect (a configuration to fix, said once is enough).
+HEALTH_FAILURES = PROVIDER_FAILURES - {"rate_limit", "redirect"}
 
 
 @dataclass(slots=True)
@@ -73,8 +75,19 @@ class Snapshot:
 
     @property
     def error_rate(self) -> float:
+        """The share of health failures: what demotion compares with `routing.error_rate`."""
         failures = sum(n for c, n in self.errors.items() if c in HEALTH_FAILURES)
         return failures / self.requests if self.requests else 0.0
+
+    @property
+    def provider_failures(self) -> int:
+        """Attempts the provider failed (rate limits included): the error rate shown."""
+        return sum(n for c, n in self.errors.items() if c in PROVIDER_FAILURES)
+
+    @property
+    def client_refusals(self) -> int:
+        """Attempts refused for the request's own fault (content policy, context length, a bad request...)."""
+        return sum(n for c, n in self.errors.items() if c in CLIENT_REFUSALS)
 
 
 def configured_targets(routes: Mapping[str, Route], providers: Mapping[str, ProviderConfig]) -> frozenset[str]:
@@ -379,10 +392,16 @@ class HealthBoard:
                 "cooling_for_s": round(max(0.0, t.cooldown_until - self._clock()), 1),
                 "cooldown_reason": t.cooldown_reason if t.cooldown_until > self._clock() else None,
                 "window": {
+                    "window_s": self.settings.window_s,
                     "requests": snap.requests,
                     "ok": snap.ok,
                     "errors": snap.errors,
-                    "error_rate": round(snap.error_rate, 4),
+                    "provider_failures": snap.provider_failures,
+                    "client_refusals": snap.client_refusals,
+                    # provider failures / requests: agrees with `errors` as `relaycast routes status` shows them
+                    "error_rate": round(snap.provider_failures / snap.requests, 4) if snap.requests else None,
+                    "refusal_rate": round(snap.client_refusals / snap.requests, 4) if snap.requests else None,
+                    "health_error_rate": round(snap.error_rate, 4),  # what demotion compares with routing.error_rate
                     "p50_ms": snap.p50_ms,
                     "p99_ms": snap.p99_ms,
                     "ttft_p99_ms": snap.ttft_p99_ms,

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from relaycast.config_reader import closest
 from relaycast.costs.pricer import Pricer
 from relaycast.errors import ModelNotFound, NoRoute
 from relaycast.routing.health import HealthBoard
@@ -15,6 +16,9 @@ from relaycast.routing.policy import Candidate, order, uses_price
 from relaycast.routing.settings import Route
 from relaycast.routing.target import Target
 from relaycast.schema import ProviderPrefs
+
+MAX_SUGGESTIONS = 300  # names compared for "did you mean" (about 1 ms at most)
+MAX_GUESSED_NAME = 64  # a longer name gets no suggestion (difflib is quadratic in its length)
 
 if TYPE_CHECKING:
     from relaycast.providers.settings import ProviderConfig
@@ -52,6 +56,10 @@ class Planner:
                 owners.setdefault(m, []).append(p.name)
         self._bare = {m: ps[0] for m, ps in owners.items() if len(ps) == 1}
         self._parsed: dict[str, Target] = {}
+        # The names a request may give, for "did you mean" when it gives none of them (bounded: difflib's work grows
+        # with the square of a name's length, and a client chooses the name).
+        known = (*routes, *(f"{p.name}/{m}" for p in providers.values() for m in p.models), *self._bare)
+        self._known = tuple(dict.fromkeys(known))[:MAX_SUGGESTIONS]
 
     def route(self, model: str) -> Route:
         hit = self._routes.get(model)
@@ -111,7 +119,15 @@ class Planner:
 
     def _unknown(self, model: str) -> str:
         providers = ", ".join(self._providers)
-        msg = f"The model '{model}' does not exist. Use 'provider/model' with a configured provider ({providers})"
+        guess = None
+        if len(model) <= MAX_GUESSED_NAME:
+            guess = closest(model, self._known)
+            provider, sep, rest = model.partition("/")
+            if guess is None and sep and rest:  # `opnai/gpt-4o`: a provider misspelt
+                near = closest(provider, self._providers)
+                guess = f"{near}/{rest}" if near else None
+        msg = f"The model '{model}' does not exist.{f' Did you mean {guess!r}?' if guess else ''}"
+        msg += f" Use 'provider/model' with a configured provider ({providers})"
         if self._routes:
             msg += f" or an alias ({', '.join(self._routes)})"
         return msg + "."

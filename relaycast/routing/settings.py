@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from relaycast.config_reader import ConfigError, Reader
+from relaycast.config_reader import ConfigError, Reader, did_you_mean
 from relaycast.costs.catalog import ModelPrice
 from relaycast.costs.settings import parse_price
 
@@ -124,7 +124,9 @@ def parse_routes(r: Reader, raw: Any, providers: dict[str, ProviderConfig]) -> d
         strategy = r.string(m.get("strategy", "priority"), f"{at}.strategy")
         if strategy not in STRATEGIES:
             raise ConfigError(
-                f"{at}.strategy", f"unknown strategy '{strategy}' (expected one of: {', '.join(STRATEGIES)})"
+                f"{at}.strategy",
+                f"unknown strategy '{strategy}'{did_you_mean(strategy, STRATEGIES)} (expected one of: "
+                f"{', '.join(STRATEGIES)})",
             )
         sla = r.mapping(m["sla"], f"{at}.sla", {"p99_ms", "ttft_p99_ms"}) if m.get("sla") is not None else {}
         tm = (
@@ -194,7 +196,7 @@ def _target(r: Reader, t: Any, at: str, providers: dict[str, ProviderConfig]) ->
     if not sep or not model:
         raise ConfigError(at, f"'{text}' is not of the form provider/model")
     if prov not in providers:
-        raise ConfigError(at, f"unknown provider '{prov}'")
+        raise ConfigError(at, f"unknown provider '{prov}'{did_you_mean(prov, providers)}")
     return text
 
 

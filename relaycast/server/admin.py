@@ -13,6 +13,7 @@ import orjson
 
 from relaycast import errors
 from relaycast.asgi import Request, send_bytes
+from relaycast.errors import error_sources
 from relaycast.limits.host import RemoteLimiter
 from relaycast.server.metrics_gauges import worker_gauges
 from relaycast.server.services import Services
@@ -64,7 +65,13 @@ class Admin:
             }
             for name, route in self.s.config.models.items()
         }
-        await self._json(r, {"routes": routes, "targets": self.s.board.status()})
+        body = {
+            "routes": routes,
+            "window_s": self.s.board.settings.window_s,
+            "error_sources": error_sources(),
+            "targets": self.s.board.status(),
+        }
+        await self._json(r, body)
 
     async def broadcast(self, r: Request) -> None:
         self.s.auth.admin(r.headers)

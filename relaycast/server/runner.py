@@ -60,6 +60,20 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def bind_port(port: int, host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to `host:port` (not listening yet), with SO_REUSEADDR as uvicorn sets it when it binds:
+    a port whose last server just exited (its connections in TIME_WAIT) is free again, one with a listener is not.
+    Raises OSError when the port is taken."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -69,7 +83,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class ThreadedServer:
     """An ASGI app served by uvicorn on a daemon thread, with its own event loop. `settings` gives the connection
-    limits (`server:` in the config; the defaults without it); `guard` counts their trips."""
+    limits (`server:` in the config; the defaults without it); `guard` counts their trips. `sock`, a socket bound
+    already (`bind_port`), is served instead of binding `host:port`."""
 
     def __init__(
         self,
@@ -78,9 +93,11 @@ class ThreadedServer:
         port: int = 0,
         log_level: str = "error",
         settings: ServerConfig | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.host = host
-        self.port = port or free_port(host)
+        self.sock = sock
+        self.port = sock.getsockname()[1] if sock is not None else port or free_port(host)
         self.guard = ConnectionGuard(settings)
         self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, log_level=log_level, guard=self.guard))
         self._thread = threading.Thread(target=self._run, name=f"asgi-{self.port}", daemon=True)
@@ -90,7 +107,7 @@ class ThreadedServer:
         return f"http://{self.host}:{self.port}"
 
     def _run(self) -> None:
-        asyncio.run(self.server.serve())
+        asyncio.run(self.server.serve(sockets=[self.sock] if self.sock is not None else None))
 
     def start(self, timeout: float = 10.0) -> ThreadedServer:
         self._thread.start()

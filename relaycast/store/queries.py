@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from relaycast.costs.money import format_usd, usd_float
+from relaycast.errors import error_source, error_sources
 from relaycast.store.db import Connection
 from relaycast.store.histogram import percentiles
 from relaycast.store.rows import ATTEMPT_DIMS, TOTAL, TTFT
@@ -388,6 +389,10 @@ def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
 
 
 def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
+    """Per provider: its attempts, the provider failures among them (`errors`, `error_rate`) and the client-caused
+    refusals (`refusals`, `refusal_rate`), apart, by the one classification in relaycast.errors (`error_sources`);
+    errors the gateway caused itself are in `by_class` and `gateway_errors` only. Cancelled attempts and lost
+    hedges count on neither side (`cancelled`)."""
     where, args = _where(w, LATENCY_DIMENSIONS)
     rows = conn.query(
         f"SELECT hour, provider, outcome, sum(n) FROM attempts_hourly WHERE {where} GROUP BY hour, provider, outcome",
@@ -396,7 +401,7 @@ def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
     buckets = w.buckets()
     index = {b: i for i, b in enumerate(buckets)}
     totals: dict[str, dict[str, int]] = {}
-    series: dict[str, dict[str, list[Any]]] = {}
+    series: dict[str, dict[str, Any]] = {}
     for hour, provider, outcome, n in rows:
         n = int(n)
         t = totals.setdefault(provider, {})
@@ -404,25 +409,41 @@ def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
         i = index.get(w.bucket_of(hour))
         if i is None:
             continue
-        s = series.setdefault(provider, {"attempts": [0] * len(buckets), "errors": [0] * len(buckets), "rate": []})
+        zeros = [0] * len(buckets)
+        s = series.setdefault(
+            provider,
+            {"attempts": list(zeros), "errors": list(zeros), "refusals": list(zeros), "rate": [], "by_class": {}},
+        )
         if outcome in NOT_ERRORS and outcome != "ok":
             continue
         s["attempts"][i] += n
-        if outcome not in NOT_ERRORS:
+        if outcome in NOT_ERRORS:
+            continue
+        s["by_class"].setdefault(outcome, list(zeros))[i] += n
+        source = error_source(outcome)
+        if source == "provider":
             s["errors"][i] += n
+        elif source == "client":
+            s["refusals"][i] += n
     for s in series.values():
         s["rate"] = [round(e / a, 4) if a else None for a, e in zip(s["attempts"], s["errors"], strict=False)]
     providers: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for provider, t in totals.items():
-        by_class = {c: n for c, n in sorted(t.items(), key=lambda x: -x[1]) if c not in NOT_ERRORS}
+        by_class = {c: n for c, n in sorted(t.items(), key=lambda x: (-x[1], x[0])) if c not in NOT_ERRORS}
+        seen.update(by_class)
         attempts = sum(n for c, n in t.items() if c == "ok" or c not in NOT_ERRORS)
-        errors = sum(by_class.values())
+        errors = sum(n for c, n in by_class.items() if error_source(c) == "provider")
+        refusals = sum(n for c, n in by_class.items() if error_source(c) == "client")
         providers.append(
             {
                 "provider": provider,
                 "attempts": attempts,
                 "errors": errors,
                 "error_rate": round(errors / attempts, 4) if attempts else None,
+                "refusals": refusals,
+                "refusal_rate": round(refusals / attempts, 4) if attempts else None,
+                "gateway_errors": sum(by_class.values()) - errors - refusals,
                 "by_class": by_class,
                 "cancelled": sum(n for c, n in t.items() if c in NOT_ERRORS and c != "ok"),
             }
@@ -437,6 +458,8 @@ def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
         "buckets": buckets,
         "providers": providers,
         "series": series,
+        "error_sources": error_sources(),
+        "classes": {c: error_source(c) for c in sorted(seen)},
     }
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relaycast.config_reader import ConfigError, Reader
+from relaycast.config_reader import ConfigError, Reader, did_you_mean
 from relaycast.redact import header_secrets, url_secrets
 from relaycast.telemetry import kinds
 from relaycast.telemetry.kinds.base import Check, KindOptions
@@ -235,13 +235,17 @@ def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Pat
     m = r.mapping(raw, at, None)
     kind = r.string(m.get("kind", m.get("name", "")), f"{at}.kind")
     if kind not in KINDS:
-        raise ConfigError(f"{at}.kind", f"unknown kind '{kind}' (expected one of: {', '.join(KINDS)})")
+        raise ConfigError(
+            f"{at}.kind", f"unknown kind '{kind}'{did_you_mean(kind, KINDS)} (expected one of: {', '.join(KINDS)})"
+        )
     spec = kinds.spec(kind) if kind not in BUILT_IN else None
     allowed = COMMON | (spec.keys if spec is not None else KIND_KEYS[kind])
     for k in m:
         if k not in allowed:
             raise ConfigError(
-                f"{at}.{k}", f"unknown setting for a {kind} destination (expected one of: {', '.join(sorted(allowed))})"
+                f"{at}.{k}",
+                f"unknown setting for a {kind} destination{did_you_mean(k, allowed)} (expected one of: "
+                f"{', '.join(sorted(allowed))})",
             )
     name = r.string(m.get("name", kind), f"{at}.name")
     if spec is not None:
@@ -339,7 +343,11 @@ def parse_site(value: str, at: str) -> str:
         if v.startswith(prefix):
             v = v[len(prefix) :]
     if v not in DD_SITES:
-        raise ConfigError(at, f"'{value}' is not a Datadog site with LLM Observability (one of: {', '.join(DD_SITES)})")
+        raise ConfigError(
+            at,
+            f"'{value}' is not a Datadog site with LLM Observability{did_you_mean(v, DD_SITES)} (one of: "
+            f"{', '.join(DD_SITES)})",
+        )
     return v
 
 
@@ -455,7 +463,7 @@ def _names(r: Reader, v: Any, at: str) -> tuple[str, ...]:
 def choice(r: Reader, v: Any, at: str, options: tuple[str, ...]) -> str:
     s = r.string(v, at)
     if s not in options:
-        raise ConfigError(at, f"'{s}' is not one of: {', '.join(options)}")
+        raise ConfigError(at, f"'{s}' is not one of: {', '.join(options)}{did_you_mean(s, options)}")
     return s
 
 

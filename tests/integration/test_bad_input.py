@@ -94,6 +94,20 @@ CASES = [
         "does not exist",
         "model",
     ),
+    (
+        "a misspelt alias",
+        b'{"model":"fsat","messages":[{"role":"user","content":"x"}]}',
+        404,
+        "does not exist. Did you mean 'fast'?",
+        "model",
+    ),
+    (
+        "a misspelt provider",
+        b'{"model":"fkaeai/gpt-4o","messages":[{"role":"user","content":"x"}]}',
+        404,
+        "does not exist. Did you mean 'fakeai/gpt-4o'?",
+        "model",
+    ),
     ("models wrong type", b'{"models":"a","messages":[{"role":"user","content":"x"}]}', 400, "'models'", "models"),
     (
         "4,000 fallbacks (planning them froze the gateway)",

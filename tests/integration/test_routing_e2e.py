@@ -269,7 +269,9 @@ def test_routes_status_shows_states_percentiles_and_transitions(ups) -> None:
         )
         assert out.returncode == 0, out.stderr
         assert "pa/m" in out.stdout and "open" in out.stdout and "upstream_5xx" in out.stdout
-        assert "pb/m" in out.stdout and "p99" in out.stdout
+        assert "pb/m" in out.stdout and "P99" in out.stdout
+        pa = next(ln for ln in out.stdout.splitlines() if ln.startswith("pa/m "))
+        assert "100.0%" in pa and "upstream_5xx 2" in pa  # the rate agrees with the counts beside it
 
 
 def test_concurrent_requests_share_one_half_open_probe(ups) -> None:

@@ -66,10 +66,30 @@ function fmtMs(v) {
   if (v < 1000) return `${Math.round(v)} ms`;
   return `${(v / 1000).toFixed(v < 10000 ? 2 : 1)} s`;
 }
+// A percentile read from the store's latency histogram (relaycast/store/histogram.py: buckets 10% wide, read back
+// as their middle) is shown as its bucket's upper edge rounded up to two significant digits: "≤ 180 ms" for 163.873.
+// The same as the CLI (relaycast/cli/report_format.py, fmt_bucket_ms).
+const HIST_RATIO = 1.1;
+function bucketUpperMs(v) {
+  const edge = Math.pow(HIST_RATIO, Math.floor(Math.log(Math.max(v, 0.01)) / Math.log(HIST_RATIO)) + 1);
+  const step = Math.pow(10, Math.floor(Math.log10(edge)) - 1);
+  return Math.ceil(Number((edge / step).toFixed(9))) * step;
+}
+function fmtDuration(ms) {
+  if (ms >= 1000) return `${(ms / 1000).toFixed(ms < 10000 ? 1 : 0)} s`;
+  if (ms >= 10) return `${Math.round(ms)} ms`;
+  if (ms >= 1) return `${ms.toFixed(1)} ms`;
+  return `${Number(ms.toPrecision(2))} ms`;
+}
+function fmtBucketMs(v) {
+  if (v === null || v === undefined || !Number.isFinite(Number(v))) return "—";
+  return `≤ ${fmtDuration(bucketUpperMs(Number(v)))}`;
+}
+// Rates: a percent with one decimal, as the CLI writes them ("<0.1%" for a rate that would round to 0.0%).
 function fmtPct(r) {
   if (r === null || r === undefined || !Number.isFinite(Number(r))) return "—";
   const p = Number(r) * 100;
-  return `${p > 0 && p < 1 ? p.toFixed(2) : p.toFixed(1)}%`;
+  return p > 0 && p < 0.05 ? "<0.1%" : `${p.toFixed(1)}%`;
 }
 function bucketLabel(ts, bucket) {
   const d = new Date(ts * 1000);
@@ -250,7 +270,7 @@ async function loadLatency(tok) {
     data: { labels: buckets.map((b) => bucketLabel(b, d.bucket)), datasets },
     options: {
       scales: { x: gridX, y: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } } },
-      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtMs(c.raw)}` } } },
+      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtBucketMs(c.raw)}` } } },
     },
   }, buckets);
 
@@ -268,7 +288,7 @@ async function loadLatency(tok) {
     },
     options: {
       scales: { x: gridX, y: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } } },
-      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtMs(c.raw)}` } } },
+      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtBucketMs(c.raw)}` } } },
     },
   });
 
@@ -278,8 +298,8 @@ async function loadLatency(tok) {
     groups.map((g) => [
       el("td", null, el("span", { class: "swatch" }), disp(g.key)),
       td(fmtInt(g.attempts), "num"),
-      td(fmtMs(p(g.total_ms, "p50")), "num"), td(fmtMs(p(g.total_ms, "p90")), "num"), td(fmtMs(p(g.total_ms, "p99")), "num strong"),
-      td(fmtMs(p(g.ttft_ms, "p50")), "num"), td(fmtMs(p(g.ttft_ms, "p90")), "num"), td(fmtMs(p(g.ttft_ms, "p99")), "num strong"),
+      td(fmtBucketMs(p(g.total_ms, "p50")), "num"), td(fmtBucketMs(p(g.total_ms, "p90")), "num"), td(fmtBucketMs(p(g.total_ms, "p99")), "num strong"),
+      td(fmtBucketMs(p(g.ttft_ms, "p50")), "num"), td(fmtBucketMs(p(g.ttft_ms, "p90")), "num"), td(fmtBucketMs(p(g.ttft_ms, "p99")), "num strong"),
     ]));
   const sw = $("latency-table").querySelectorAll(".swatch");
   groups.forEach((g, i) => { if (sw[i]) sw[i].style.background = colorFor(g.key); });
@@ -307,17 +327,25 @@ async function loadErrors(tok) {
   }, buckets);
   const rows = providers.slice().sort((a, b) => (b.error_rate || 0) - (a.error_rate || 0));
   table($("errors-table"),
-    [{ label: "Provider" }, { label: "Attempts", num: 1 }, { label: "Errors", num: 1 }, { label: "Error rate" }, { label: "By class" }],
+    [{ label: "Provider" }, { label: "Attempts", num: 1 }, { label: "Provider failures", num: 1 }, { label: "Error rate" }, { label: "Client refusals", num: 1 }, { label: "By class" }],
     rows.map((r) => {
       const fill = el("span", { class: "rate-fill" });
       fill.style.width = `${Math.min(100, (r.error_rate || 0) * 100)}%`;
       const cls = Object.entries(r.by_class || {}).sort((a, b) => b[1] - a[1]);
+      // Which class is whose fault comes from the API (relaycast.errors), never decided here.
+      const source = (c) => (d.classes || {})[c] || "gateway";
+      const chip = (c, n) => {
+        const src = source(c);
+        const title = src === "provider" ? "provider failure: counts in the error rate" : src === "client" ? "client-caused refusal: not in the error rate" : "the gateway's own error: not in the error rate";
+        return el("span", { class: "chip " + (src === "provider" ? "chip-err" : "chip-" + src), title, "data-source": src }, c, el("b", { text: fmtInt(n) }));
+      };
       return [
         td(disp(r.provider), "strong"),
         td(fmtInt(r.attempts), "num"),
         td(fmtInt(r.errors), "num"),
         el("td", { class: "rate-cell" }, el("span", { class: "rate-bar" + ((r.error_rate || 0) >= 0.1 ? " bad" : "") }, fill), el("span", { class: "rate-val", text: fmtPct(r.error_rate) })),
-        el("td", null, cls.length ? cls.map(([c, n]) => el("span", { class: "chip chip-err" }, c, el("b", { text: fmtInt(n) }))) : el("span", { class: "muted", text: "none" })),
+        td(r.refusals ? `${fmtInt(r.refusals)} (${fmtPct(r.refusal_rate)})` : "0", "num"),
+        el("td", null, cls.length ? cls.map(([c, n]) => chip(c, n)) : el("span", { class: "muted", text: "none" })),
       ];
     }));
 }
