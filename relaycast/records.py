@@ -110,6 +110,7 @@ class Attempt:
     cost_input_pusd: int | None = None  # the input part of cost_pusd (the output part is the rest); see costs
     response_model: str | None = None  # the model the upstream says answered (it may name a dated version)
     response_id: str | None = None  # the upstream's id of its answer
+    cost_note: str | None = None  # why the cost is not exact: what was estimated, or why it is unpriced
 
     @property
     def ok(self) -> bool:

@@ -31,6 +31,7 @@ from relaycast.costs.pricer import Pricer
 from relaycast.records import Attempt, Usage
 
 COMPUTED, REPORTED, ESTIMATED, UNPRICED, NONE = "computed", "reported", "estimated", "unpriced", "none"
+NO_USAGE = "no usage reported: counted from the prompt and the visible text (hidden reasoning cannot be)"
 
 
 def _round(x: int, scale: int) -> int:
@@ -165,20 +166,22 @@ class Coster:
                 part = reported * input_cost(usage, price) // listed if price is not None and listed > 0 else None
                 return replace(a, cost_pusd=reported, cost_source=REPORTED, cost_input_pusd=part)
         if price is None:
-            return replace(a, usage=usage, cost_pusd=None, cost_source=UNPRICED)
-        inexact = estimated or why is not None or unlisted(usage, price) is not None
+            missing = f"no price for {a.model!r} on provider {a.provider!r}"[:300]
+            return replace(a, usage=usage, cost_pusd=None, cost_source=UNPRICED, cost_note=missing)
+        note: str | None = NO_USAGE if estimated else why or unlisted(usage, price)
         inp, out, scale = _parts(usage, price)
         return replace(
             a,
             usage=usage,
             cost_pusd=_round(inp + out, scale),
-            cost_source=ESTIMATED if inexact else COMPUTED,
+            cost_source=ESTIMATED if note is not None else COMPUTED,
             cost_input_pusd=_round(inp, scale),
+            cost_note=note,
         )
 
     def why_estimated(self, a: Attempt, when_ns: int) -> str | None:
-        """Why a priced attempt's cost is an estimate (None when it is exact or not priced here): for logs, tests and
-        `relaycast prices`, which cannot read it off the record."""
+        """Why a priced attempt's cost is an estimate for its usage and price (None when it is exact or not priced
+        here), as `cost_note` says on the record: for `relaycast prices`, which has no record."""
         if a.usage is None:
             return None
         price, why = self.pricer.quote(a.provider, a.model, when_ns, a.usage.service_tier)

@@ -666,3 +666,18 @@ def test_the_workload_is_what_it_claims(run: Run) -> None:
     assert cut["error_class"] == "stream_cut" and cut["prompt_tokens"] == CUT_PROMPT_TOKENS
     assert [a["error_class"] for a in details["failover"]["attempts"]] == ["upstream_5xx", None]
     assert details["rate-limited"]["request"]["status"] == 429
+
+
+def test_every_inexact_cost_says_why_on_the_record(run: Run) -> None:
+    """An estimated or unpriced attempt carries the reason (`cost_note`); an exact one carries none."""
+    read_file(run)  # waits until every record is in the file
+    lines = [json.loads(x) for x in (run.tmp / "records.jsonl").read_text().splitlines()]
+    notes = {a["cost_source"]: [] for x in lines for a in x["attempts"]}
+    for x in lines:
+        for a in x["attempts"]:
+            notes[a["cost_source"]].append(a["cost_note"])
+    assert all(n for n in notes["estimated"]) and len(notes["estimated"]) == 2, notes["estimated"]
+    assert any("no usage reported" in n for n in notes["estimated"])
+    assert any("'priority'" in n for n in notes["estimated"]), "the tier a config price has no rates for"
+    assert notes["unpriced"] == ["no price for 'acct-unpriced@prompt_tokens=50,tokens=10' on provider 'private'"]
+    assert set(notes["computed"]) == {None} and set(notes.get("reported", [None])) == {None}

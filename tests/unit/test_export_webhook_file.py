@@ -170,6 +170,7 @@ def test_record_json_has_every_field_in_a_stable_order():
         "cost_usd",
         "cost_source",
         "cost_input_usd",
+        "cost_note",
         "vendor",
         "response_model",
         "response_id",

@@ -118,6 +118,10 @@ def test_usage_a_catalog_price_does_not_cover_is_estimated():
     assert listed.cost_source == "computed" and listed.cost_pusd == 10 * 150_000 + 10 * 600_000 + 10_000_000_000
     (unlisted,) = coster.chat([attempt("groq", "llama-3.3-70b-versatile", search)], [], None, when_ns=NOV)
     assert unlisted.cost_source == "estimated" and "web searches" in (coster.why_estimated(unlisted, NOV) or "")
+    assert unlisted.cost_note == coster.why_estimated(unlisted, NOV), "the record says why, as prices show does"
+    assert listed.cost_note is None
+    (nothing,) = coster.chat([attempt("openai_compatible", "my-private-finetune", search)], [], None, when_ns=NOV)
+    assert nothing.cost_source == "unpriced" and "no price for 'my-private-finetune'" in (nothing.cost_note or "")
 
 
 def test_memos_are_bounded():

@@ -125,6 +125,8 @@ def attempt_attrs(
         out["relaycast.cost.source"] = a.cost_source
     elif a.cost_source == "unpriced":
         out["relaycast.cost.source"] = "unpriced"
+    if a.cost_note:
+        out["relaycast.cost.note"] = a.cost_note  # why the cost is estimated, or unpriced
     if a.ttft_ns is not None:
         out["gen_ai.response.time_to_first_chunk"] = a.ttft_ns / 1e9
     if a.upstream_status:
