@@ -14,7 +14,7 @@ import orjson
 
 from relaycast import errors, schema
 from relaycast.asgi import BodyTooLarge, Request, read_body, send_bytes
-from relaycast.dialects import messages as mdialect
+from relaycast.dialects.messages_request import chat_body as messages_chat_body
 from relaycast.keys.policy import KeyPolicy
 from relaycast.schema import load_json
 from relaycast.server.respond import unserved
@@ -98,7 +98,7 @@ class Extras:
         except BodyTooLarge:
             raise errors.PayloadTooLarge(f"Request body is larger than the limit of {most} bytes.") from None
         body = load_json(raw)
-        chat, _ = mdialect.chat_body(body, for_count=True)
+        chat, _ = messages_chat_body(body, for_count=True)
         if key is not None and not key.allows(str(chat.get("model"))):
             raise errors.Forbidden(f"The API key '{key.name}' may not use the model '{str(chat['model'])[:200]}'.")
         n = self.s.coster.estimator.prompt(chat["messages"])

@@ -18,6 +18,7 @@ import orjson
 from relaycast import errors
 from relaycast.dialects import messages as mdialect
 from relaycast.dialects import responses as rdialect
+from relaycast.dialects.messages_request import chat_body as messages_chat_body
 from relaycast.dialects.responses_request import chat_body as responses_chat_body
 from relaycast.providers.base import ChatResult
 from relaycast.schema import ChatRequest, chat_request, completions_request
@@ -117,7 +118,7 @@ class MessagesShape:
     endpoint = "messages"
 
     def parse(self, body: dict[str, Any], headers: dict[bytes, bytes]) -> ChatRequest:
-        chat, untranslatable = mdialect.chat_body(body)
+        chat, untranslatable = messages_chat_body(body)
         req = chat_request(chat, headers)
         req.dialect, req.native, req.untranslatable = "messages", body, untranslatable
         req.native_headers = tuple(

@@ -91,6 +91,13 @@ def attempt_output_text(record: RequestRecord, index: int, attempt: Attempt) -> 
     return None
 
 
+def attempt_tool_calls(record: RequestRecord, index: int, attempt: Attempt) -> tuple[dict[str, str], ...]:
+    """The tool calls an attempt answered with: only the attempt that served the request has them."""
+    if attempt.ok and index == len(record.attempts) - 1:
+        return record.output_tool_calls
+    return ()
+
+
 def call_arguments(text: str) -> Any:
     """A tool call's arguments as the JSON object they hold; the text itself when they are not one."""
     try:

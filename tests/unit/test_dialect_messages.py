@@ -13,7 +13,8 @@ from anthropic.types import Message, RawMessageStreamEvent
 from anthropic.types.shared import ErrorResponse
 from pydantic import TypeAdapter
 
-from relaycast.dialects.messages import MessagesStream, chat_body, error_body, error_type, message, stop_reason
+from relaycast.dialects.messages import MessagesStream, error_body, error_type, message, stop_reason
+from relaycast.dialects.messages_request import chat_body
 from relaycast.errors import InvalidRequest
 from relaycast.records import Usage
 

@@ -172,7 +172,7 @@ class OtlpExporter:
                     inputs = json_text(input_messages(record))
                 texts["gen_ai.input.messages"] = inputs
             output = spans.attempt_output_text(record, i, a)
-            calls = record.output_tool_calls if a.ok and i == len(record.attempts) - 1 else ()
+            calls = spans.attempt_tool_calls(record, i, a)
             if output is not None or calls:
                 texts["gen_ai.output.messages"] = json_text(output_messages(output, a.finish_reason, calls))
             own = dialect.content(record, i, a, op, texts)

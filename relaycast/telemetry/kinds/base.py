@@ -130,6 +130,11 @@ def assistant_message(text: str | None, calls: tuple[dict[str, str], ...] = ()) 
     return out
 
 
+def openai_choice(text: str | None, calls: tuple[dict[str, str], ...], finish_reason: str | None) -> dict[str, Any]:
+    """An answer as one choice of an OpenAI chat completion (the shape LangSmith and Braintrust render)."""
+    return {"index": 0, "message": assistant_message(text, calls), "finish_reason": finish_reason or "stop"}
+
+
 def basic(user: str, password: str) -> str:
     """An `Authorization: Basic` value."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

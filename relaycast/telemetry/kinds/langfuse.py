@@ -192,7 +192,7 @@ class LangfuseDialect(Dialect):
         if record.input_messages:
             out["langfuse.observation.input"] = json_text(chat_messages(record))
         text = spans.attempt_output_text(record, i, a)
-        calls = record.output_tool_calls if a.ok and i == len(record.attempts) - 1 else ()
+        calls = spans.attempt_tool_calls(record, i, a)
         if text is not None or calls:
             out["langfuse.observation.output"] = json_text(assistant_message(text, calls))
         return out

@@ -31,7 +31,7 @@ from relaycast.records import Attempt, RequestRecord
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.otlp_semconv import attr_value, json_text
 from relaycast.telemetry.exporters.otlp_wire import Value
-from relaycast.telemetry.kinds.base import Check, Dialect, KindSpec, assistant_message, env_or, metadata, need
+from relaycast.telemetry.kinds.base import Check, Dialect, KindSpec, env_or, metadata, need, openai_choice
 from relaycast.telemetry.settings import OtlpOptions, url
 
 DEFAULT_ENDPOINT = "https://api.smith.langchain.com"  # LANGSMITH_ENDPOINT's default (US)
@@ -123,10 +123,9 @@ class LangSmithDialect(Dialect):
         if record.input_messages:
             out["gen_ai.prompt"] = json_text({"messages": spans.input_messages(record)})
         text = spans.attempt_output_text(record, i, a)
-        calls = record.output_tool_calls if a.ok and i == len(record.attempts) - 1 else ()
+        calls = spans.attempt_tool_calls(record, i, a)
         if text is not None or calls:
-            message = assistant_message(text, calls)
-            choice = {"index": 0, "message": message, "finish_reason": a.finish_reason or "stop"}
+            choice = openai_choice(text, calls, a.finish_reason)
             out["gen_ai.completion"] = json_text({"choices": [choice]})
         return out
 

@@ -122,8 +122,8 @@ class OpenInferenceDialect(Dialect):
         if not embeddings:
             if record.input_messages:
                 out["input.mime_type"] = JSON
-            if spans.attempt_output_text(record, i, a) is not None or _calls(record, i, a):
-                out["output.mime_type"] = JSON if _calls(record, i, a) else TEXT
+            if spans.attempt_output_text(record, i, a) is not None or spans.attempt_tool_calls(record, i, a):
+                out["output.mime_type"] = JSON if spans.attempt_tool_calls(record, i, a) else TEXT
         out.update(_labels(record))
         return out
 
@@ -157,7 +157,7 @@ class OpenInferenceDialect(Dialect):
             for n, m in enumerate(record.input_messages):
                 out.update(_message(f"llm.input_messages.{n}.", m))
         text = spans.attempt_output_text(record, i, a)
-        calls = _calls(record, i, a)
+        calls = spans.attempt_tool_calls(record, i, a)
         if text is not None or calls:
             answer = assistant_message(text, calls)
             out["output.value"] = json_text(answer) if calls else text or ""
@@ -169,11 +169,6 @@ def input_value(record: RequestRecord) -> str:
     """The request's messages as JSON, their content as text (an image as `[image_url]`, as every destination
     gets it: never its base64 bytes)."""
     return json_text({"messages": spans.input_messages(record)})
-
-
-def _calls(record: RequestRecord, i: int, a: Attempt) -> tuple[dict[str, str], ...]:
-    """The tool calls of the attempt that served the request (no other attempt answered)."""
-    return record.output_tool_calls if a.ok and i == len(record.attempts) - 1 else ()
 
 
 def _message(prefix: str, m: dict[str, Any]) -> dict[str, str]:
