@@ -14,7 +14,6 @@ import csv
 import io
 import sys
 from datetime import UTC
-from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +21,7 @@ import orjson
 
 from relaycast import config as config_mod
 from relaycast.cli.admin import add_url_argument, admin_get
-from relaycast.cli.report_format import fmt_bucket_ms, fmt_rate
+from relaycast.cli.report_format import fmt_bucket_ms, fmt_money, fmt_rate
 from relaycast.store import queries
 from relaycast.store.db import Connection, is_db_error
 
@@ -210,10 +209,10 @@ def _print_table(header: list[str], rows: list[list[Any]]) -> None:
 
 
 def _usd(v: str | None) -> str:
+    """Money in a table: as on the dashboard (`fmt_money`); `unpriced` when nothing could be priced."""
     if v is None or v == "unpriced":
         return "unpriced"
-    d = Decimal(v)
-    return f"${d:,.2f}" if d >= 1 else f"${d.normalize():f}"  # cents, or every digit of a small amount
+    return fmt_money(v)
 
 
 def _when(unix_s: int) -> str:

@@ -1,5 +1,9 @@
-"""How the command line writes rates and latencies: the same way as the dashboard (relaycast/dashboard/static/app.js,
-`fmtPct` and `fmtBucketMs`), so the numbers agree wherever they are read.
+"""How the command line writes money, rates and latencies: the same way as the dashboard
+(relaycast/dashboard/static/app.js, `money`, `fmtPct` and `fmtBucketMs`), so the numbers agree wherever they are read.
+
+- Money (`cost_usd`, exact decimal text): `$0.00` for zero; cents with thousands separators from a dollar up
+  (`$1,234.57`); below a dollar, three significant digits and at least two decimals (`$0.50`, `$0.123`,
+  `$0.00024`), at most ten decimals (`$<0.0000000001` below that); negative amounts as `-$0.50`.
 
 - A rate is a percent with one decimal: `30.8%` (`<0.1%` for a rate above 0 that would round to `0.0%`).
 - A latency percentile read from the histogram (relaycast.store.histogram: 10% wide buckets, read back as their
@@ -10,8 +14,37 @@
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from relaycast.store.histogram import RATIO, bucket_of
+
+MONEY_MAX_DECIMALS = 10
+
+
+def fmt_money(usd: str | Decimal | float | int | None) -> str:
+    """An amount of dollars as the dashboard's `money()` writes it; `-` for none, the text itself if not a number."""
+    if usd is None or usd == "":
+        return "-"
+    try:
+        d = Decimal(str(usd))
+    except InvalidOperation:
+        return str(usd)
+    if not d.is_finite():
+        return str(usd)
+    if d == 0:
+        return "$0.00"
+    sign = "-$" if d < 0 else "$"
+    a = abs(d)
+    if a >= 1:
+        return f"{sign}{a.quantize(Decimal('0.01'), ROUND_HALF_UP):,}"
+    places = min(MONEY_MAX_DECIMALS, max(2, 2 - a.adjusted()))  # adjusted(): floor(log10(a))
+    q = a.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+    if q == 0:
+        return f"{sign}<0.{'0' * (MONEY_MAX_DECIMALS - 1)}1"
+    text = f"{q:f}"
+    whole, _, frac = text.partition(".")
+    frac = frac[:2] + frac[2:].rstrip("0")
+    return f"{sign}{whole}.{frac}"
 
 
 def fmt_rate(rate: float | None) -> str:

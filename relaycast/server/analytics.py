@@ -1,11 +1,14 @@
 """The analytics API: `/admin/analytics/*`, for the admin key or a dashboard session. Thin: it parses the query
 string, runs a `store.queries` function on the store's reader threads, and renders errors in OpenAI's format.
 
-    GET /admin/analytics/spend?by=model&since=24h&bucket=hour&limit=10   (filters: model, provider, key, user, ...)
-    GET /admin/analytics/latency?by=model|provider|target&since=24h
-    GET /admin/analytics/errors?since=24h
-    GET /admin/analytics/requests?limit=50&before=<cursor>&status=error&user=alice
+    GET /admin/analytics/spend?by=model&since=24h&bucket=auto&limit=10   (filters: model, provider, key, user, ...)
+    GET /admin/analytics/latency?by=model|provider|target&since=6h
+    GET /admin/analytics/errors?since=15m
+    GET /admin/analytics/requests?limit=50&before=<cursor>&status=error&user=alice&error_class=timeout
     GET /admin/analytics/requests/<request_id>
+
+`bucket` is `minute`, `hour`, `day` or `auto` (minutes up to 6 hours, hours up to 3 days, else days); every
+document says the buckets it used (`bucket`, `bucket_s`, `buckets`) and the range it covers (`range`).
 """
 
 from __future__ import annotations

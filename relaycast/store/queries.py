@@ -25,7 +25,7 @@ from relaycast.errors import error_source, error_sources
 from relaycast.store.db import Connection
 from relaycast.store.histogram import percentiles
 from relaycast.store.rows import ATTEMPT_DIMS, TOTAL, TTFT
-from relaycast.store.schema import USAGE_SUMS
+from relaycast.store.schema import MINUTE_RANGE_S, MINUTE_RETENTION_S, USAGE_SUMS
 
 DIMENSIONS = {
     "model": "model",
@@ -57,18 +57,48 @@ class BadQuery(ValueError):
 class Window:
     since: int  # unix seconds, the start of its first bucket
     until: int  # unix seconds, exclusive
-    bucket: str  # "hour" | "day"
+    bucket: str  # "minute" | "hour" | "day"
     filters: Mapping[str, str] = field(default_factory=dict)  # dimension -> exact value
+    start: float = 0.0  # the range asked for (unix seconds); `since`..`until` are its buckets' edges
+    end: float = 0.0
 
     @property
     def bucket_s(self) -> int:
-        return 3600 if self.bucket == "hour" else 86400
+        return BUCKET_S[self.bucket]
+
+    @property
+    def grain(self) -> str:
+        """The rollups read: `minute` (`*_minute`, column `minute`) or `hour` (`*_hourly`, column `hour`)."""
+        return "minute" if self.bucket == "minute" else "hour"
+
+    def rollup(self, name: str) -> str:
+        """`usage`, `attempts` or `latency` -> the table this window reads."""
+        return f"{name}_minute" if self.grain == "minute" else f"{name}_hourly"
+
+    @property
+    def row_s(self) -> int:
+        """The rollup rows' length: 60 or 3600 seconds."""
+        return 60 if self.grain == "minute" else 3600
 
     def buckets(self) -> list[int]:
         return list(range(self.since, self.until, self.bucket_s))
 
     def bucket_of(self, hour: int) -> int:
         return hour - (hour - self.since) % self.bucket_s
+
+    def header(self) -> dict[str, Any]:
+        """What every analytics document says about its window: the range asked for and the buckets it used."""
+        return {
+            "since": self.since,
+            "until": self.until,
+            "bucket": self.bucket,
+            "bucket_s": self.bucket_s,
+            "range": {"start": round(self.start, 3), "end": round(self.end, 3)},
+            "filters": dict(self.filters),
+        }
+
+
+BUCKET_S = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def parse_time(text: str, now: float, param: str) -> float:
@@ -90,18 +120,27 @@ def parse_time(text: str, now: float, param: str) -> float:
 
 
 def window(params: Mapping[str, str], now: float | None = None, default_since: str = "24h") -> Window:
+    """The window of `since`/`until` with buckets of `bucket`: `minute`, `hour`, `day`, or `auto` (the default:
+    minutes up to MINUTE_RANGE_S within the last MINUTE_RETENTION_S, hours up to three days, else days)."""
     now = time.time() if now is None else now
     since = parse_time(params.get("since") or default_since, now, "since")
     until = parse_time(params["until"], now, "until") if params.get("until") else now
     if until <= since:
         raise BadQuery("'until' must be after 'since'", "until")
-    bucket = params.get("bucket") or ("hour" if until - since <= 3 * 86400 else "day")
-    if bucket not in ("hour", "day"):
-        raise BadQuery("'bucket' must be 'hour' or 'day'", "bucket")
-    step = 3600 if bucket == "hour" else 86400
-    start = int(since) // 3600 * 3600
-    if bucket == "day":
-        start = int(since) // 86400 * 86400
+    bucket = params.get("bucket") or "auto"
+    if bucket == "auto":
+        span = until - since
+        recent = since >= now - MINUTE_RETENTION_S + 60  # minute rows still kept for all of it
+        bucket = "minute" if span <= MINUTE_RANGE_S + 1 and recent else "hour" if span <= 3 * 86400 else "day"
+    if bucket not in BUCKET_S:
+        raise BadQuery("'bucket' must be 'minute', 'hour', 'day' or 'auto'", "bucket")
+    if bucket == "minute" and since < now - MINUTE_RETENTION_S + 60:
+        raise BadQuery(
+            f"minute buckets are kept for {MINUTE_RETENTION_S // 3600} hours: use bucket=hour for older times",
+            "bucket",
+        )
+    step = BUCKET_S[bucket]
+    start = int(since) // step * step
     end = start + math.ceil((until - start) / step) * step
     if (end - start) // step > 2000:
         raise BadQuery("too many buckets: use bucket=day or a shorter range", "bucket")
@@ -110,7 +149,7 @@ def window(params: Mapping[str, str], now: float | None = None, default_since: s
         v = params.get(dim)
         if v is not None:
             filters[dim] = v if v != "(none)" else ""
-    return Window(since=start, until=end, bucket=bucket, filters=filters)
+    return Window(since=start, until=end, bucket=bucket, filters=filters, start=since, end=until)
 
 
 def _dimension(by: str, allowed: Any = DIMENSIONS) -> str:
@@ -120,7 +159,7 @@ def _dimension(by: str, allowed: Any = DIMENSIONS) -> str:
 
 
 def _where(w: Window, allowed: Any = DIMENSIONS) -> tuple[str, list[Any]]:
-    sql = "hour >= ? AND hour < ?"
+    sql = f"{w.grain} >= ? AND {w.grain} < ?"
     args: list[Any] = [w.since, w.until]
     for dim, v in w.filters.items():
         if dim not in allowed:
@@ -236,12 +275,13 @@ def _spend_rows(
     the attempts when grouped or filtered by model, provider or target, split as the rollups split them."""
     if not w.filters:
         sums = ", ".join(f"sum({c})" for c in USAGE_SUMS)
-        base = "FROM usage_hourly WHERE dim = ? AND hour >= ? AND hour < ?"
+        t = w.grain
+        base = f"FROM {w.rollup('usage')} WHERE dim = ? AND {t} >= ? AND {t} < ?"
         totals = conn.query(f"SELECT {sums} {base}", ("all", w.since, w.until))[0]
         grouped = conn.query(f"SELECT value, {sums} {base} GROUP BY value", (by, w.since, w.until))
         series = conn.query(
-            f"SELECT hour, value, sum(cost_pusd), sum(requests), sum(prompt_tokens + completion_tokens) {base} "
-            "GROUP BY hour, value",
+            f"SELECT {t}, value, sum(cost_pusd), sum(requests), sum(prompt_tokens + completion_tokens) {base} "
+            f"GROUP BY {t}, value",
             (by, w.since, w.until),
         )
         return totals, grouped, series
@@ -249,7 +289,8 @@ def _spend_rows(
         # One pass, per (hour, group); the groups and the totals are summed from it here (a few thousand rows).
         rows, shares_args = _shares(w, by)
         hourly = conn.query(
-            f"SELECT (ts / 3600000) * 3600 AS h, g, {', '.join(_SHARE_SUMS)} FROM ({rows}) t GROUP BY h, g",
+            f"SELECT (ts / {w.row_s * 1000}) * {w.row_s} AS h, g, {', '.join(_SHARE_SUMS)} FROM ({rows}) t "
+            "GROUP BY h, g",
             shares_args,
         )
         per_group: dict[Any, list[int]] = {}
@@ -272,7 +313,7 @@ def _spend_rows(
     totals = conn.query(f"SELECT {sums} FROM requests WHERE {where}", args)[0]
     grouped = conn.query(f"SELECT {col}, {sums} FROM requests WHERE {where} GROUP BY {col}", args)
     series = conn.query(
-        f"SELECT (ts_ms / 3600000) * 3600 AS h, {col}, sum(coalesce(cost_pusd, 0)), count(*), "
+        f"SELECT (ts_ms / {w.row_s * 1000}) * {w.row_s} AS h, {col}, sum(coalesce(cost_pusd, 0)), count(*), "
         f"sum(prompt_tokens + completion_tokens) FROM requests WHERE {where} GROUP BY h, {col}",
         args,
     )
@@ -310,12 +351,8 @@ def spend(conn: Connection, w: Window, by: str = "model", limit: Any = None) -> 
         s["requests"][i] += int(reqs or 0)
         s["tokens"][i] += int(toks or 0)
     return {
-        "since": w.since,
-        "until": w.until,
-        "bucket": w.bucket,
-        "bucket_s": w.bucket_s,
+        **w.header(),
         "by": by,
-        "filters": dict(w.filters),
         "totals": _usage_doc(list(total_row)),
         "groups": groups,
         "buckets": buckets,
@@ -331,7 +368,8 @@ def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
     where, args = _where(w, LATENCY_DIMENSIONS)
     # Grouped by the view's bucket in SQL (a day holds 24 hourly rows): the rows returned do not grow with the range.
     rows = conn.query(
-        f"SELECT ((hour - ?) / ?) * ? + ? AS b, {col}, kind, bucket, sum(n) FROM latency_hourly WHERE {where} "
+        f"SELECT (({w.grain} - ?) / ?) * ? + ? AS b, {col}, kind, bucket, sum(n) FROM {w.rollup('latency')} "
+        f"WHERE {where} "
         f"GROUP BY b, {col}, kind, bucket",
         [w.since, w.bucket_s, w.bucket_s, w.since, *args],
     )
@@ -373,12 +411,8 @@ def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
             s["ttft_p99"].append(f[99.0])
         series[key] = s
     return {
-        "since": w.since,
-        "until": w.until,
-        "bucket": w.bucket,
-        "bucket_s": w.bucket_s,
+        **w.header(),
         "by": by,
-        "filters": dict(w.filters),
         "buckets": buckets,
         "groups": groups,
         "series": series,
@@ -395,7 +429,8 @@ def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
     hedges count on neither side (`cancelled`)."""
     where, args = _where(w, LATENCY_DIMENSIONS)
     rows = conn.query(
-        f"SELECT hour, provider, outcome, sum(n) FROM attempts_hourly WHERE {where} GROUP BY hour, provider, outcome",
+        f"SELECT {w.grain}, provider, outcome, sum(n) FROM {w.rollup('attempts')} WHERE {where} "
+        f"GROUP BY {w.grain}, provider, outcome",
         args,
     )
     buckets = w.buckets()
@@ -449,15 +484,30 @@ def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
             }
         )
     providers.sort(key=lambda p: (-(p["error_rate"] or 0), p["provider"]))
+    # Errors per bucket by class, over every provider (the Errors view's stacked chart), and the totals.
+    by_class_series: dict[str, list[int]] = {}
+    for s in series.values():
+        for c, counts in s["by_class"].items():
+            acc = by_class_series.setdefault(c, [0] * len(buckets))
+            for i, n in enumerate(counts):
+                acc[i] += n
+    attempts = sum(p["attempts"] for p in providers)
+    errors = sum(p["errors"] for p in providers)
+    refusals = sum(p["refusals"] for p in providers)
     return {
-        "since": w.since,
-        "until": w.until,
-        "bucket": w.bucket,
-        "bucket_s": w.bucket_s,
-        "filters": dict(w.filters),
+        **w.header(),
         "buckets": buckets,
+        "totals": {
+            "attempts": attempts,
+            "errors": errors,
+            "error_rate": round(errors / attempts, 4) if attempts else None,
+            "refusals": refusals,
+            "refusal_rate": round(refusals / attempts, 4) if attempts else None,
+            "gateway_errors": sum(p["gateway_errors"] for p in providers),
+        },
         "providers": providers,
         "series": series,
+        "by_class": dict(sorted(by_class_series.items(), key=lambda x: (-sum(x[1]), x[0]))),
         "error_sources": error_sources(),
         "classes": {c: error_source(c) for c in sorted(seen)},
     }
@@ -529,6 +579,10 @@ def _request_doc(r: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def requests(conn: Connection, params: Mapping[str, str], now: float | None = None) -> dict[str, Any]:
+    """The request explorer: newest first, `limit` a page, paged with `before`. Filters: `model` (the model asked
+    for, the upstream model or the target, exactly; a prefix of any when it ends in `*`), `route`, `target`, `provider`,
+    `key`, `user`, `feature` (exact; `(none)` for empty), `session`, `error_class` (exact), `status` (`ok`,
+    `error` or a status code)."""
     n = _limit(params.get("limit"), 50)
     now = time.time() if now is None else now
     sql = f"SELECT {', '.join(_LIST_COLUMNS)} FROM requests WHERE ts_ms >= ?"
@@ -538,16 +592,34 @@ def requests(conn: Connection, params: Mapping[str, str], now: float | None = No
         args.append(int(parse_time(params["until"], now, "until") * 1000))
     for dim, col in DIMENSIONS.items():
         v = params.get(dim)
+        if not v:
+            continue
+        v = v if v != "(none)" else ""
+        if dim != "model":
+            sql += f" AND {col} = ?"
+            args.append(v)
+        elif v.endswith("*") and len(v) > 1:  # a prefix of what the request asked for or of the upstream model
+            prefix = v[:-1]
+            sql += " AND (substr(model_requested, 1, ?) = ? OR substr(model, 1, ?) = ? OR substr(target, 1, ?) = ?)"
+            args += [len(prefix), prefix] * 3
+        else:
+            sql += " AND (model_requested = ? OR model = ? OR target = ?)"
+            args += [v, v, v]
+    for param, col in (("session", "session_id"), ("error_class", "error_class")):
+        v = params.get(param)
         if v:
             sql += f" AND {col} = ?"
-            args.append(v if v != "(none)" else "")
+            args.append(v)
     status = params.get("status")
     if status == "error":  # a stream that failed mid-way answered 200, then an error event
         sql += " AND (status >= 400 OR error_class IS NOT NULL)"
     elif status == "ok":
         sql += " AND status < 400 AND error_class IS NULL"
+    elif status and status.isdigit() and len(status) == 3:
+        sql += " AND status = ?"
+        args.append(int(status))
     elif status:
-        raise BadQuery("'status' must be 'ok' or 'error'", "status")
+        raise BadQuery("'status' must be 'ok', 'error' or a status code such as 429", "status")
     before = params.get("before")
     if before:
         ts, _, rid = before.partition(":")

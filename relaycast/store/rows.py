@@ -1,4 +1,5 @@
-"""A request record as database rows: the request, its attempts, and its share of the hourly rollups.
+"""A request record as database rows: the request, its attempts, and its share of the per-minute and hourly
+rollups.
 
 Prompts and completions are kept unless privacy mode is on, with every known secret masked. Nothing here does
 I/O: the writer turns a batch into rows and runs them in one transaction.
@@ -31,26 +32,52 @@ MAX_COST_PUSD = 2**53  # per record, about $9,007: the same margin for the cost 
 
 
 class Batch:
-    """Rows for one transaction, with rollups summed in memory first (one upsert per key per batch)."""
+    """Rows for one transaction, with rollups summed in memory first (one upsert per key per batch). The rollups
+    are kept per minute (each key's first field is the minute, unix seconds) and folded into hours when the
+    hourly rows are asked for: a record costs one update per key whatever the number of rollup tables."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[Any, ...]] = []
         self.attempts: list[tuple[Any, ...]] = []
-        self.usage: dict[tuple[Any, ...], list[int]] = {}  # (dim, hour, value) -> sums
-        self.outcomes: collections.Counter[tuple[Any, ...]] = collections.Counter()
-        self.latency: collections.Counter[tuple[Any, ...]] = collections.Counter()
+        self.usage: dict[tuple[Any, ...], list[int]] = {}  # (dim, minute, value) -> sums
+        self.outcomes: collections.Counter[tuple[Any, ...]] = collections.Counter()  # (minute, provider, ...) -> n
+        self.latency: collections.Counter[tuple[Any, ...]] = collections.Counter()  # (minute, provider, ...) -> n
 
     def __len__(self) -> int:
         return len(self.requests)
 
-    def usage_rows(self) -> list[tuple[Any, ...]]:
-        return [(*k, *v) for k, v in sorted(self.usage.items())]  # sorted: replicas upsert in one order, no deadlock
+    # sorted: replicas upsert in one order, no deadlock
+    def usage_minute_rows(self) -> list[tuple[Any, ...]]:
+        return [(*k, *v) for k, v in sorted(self.usage.items())]
 
-    def outcome_rows(self) -> list[tuple[Any, ...]]:
+    def usage_rows(self) -> list[tuple[Any, ...]]:
+        hourly: dict[tuple[Any, ...], list[int]] = {}
+        for (dim, minute, value), sums in self.usage.items():
+            _sum_into(hourly, (dim, _hour(minute), value), sums)
+        return [(*k, *v) for k, v in sorted(hourly.items())]
+
+    def outcome_minute_rows(self) -> list[tuple[Any, ...]]:
         return [(*k, n) for k, n in sorted(self.outcomes.items())]
 
-    def latency_rows(self) -> list[tuple[Any, ...]]:
+    def outcome_rows(self) -> list[tuple[Any, ...]]:
+        return _hourly_counts(self.outcomes)
+
+    def latency_minute_rows(self) -> list[tuple[Any, ...]]:
         return [(*k, n) for k, n in sorted(self.latency.items())]
+
+    def latency_rows(self) -> list[tuple[Any, ...]]:
+        return _hourly_counts(self.latency)
+
+
+def _hour(minute: int) -> int:
+    return minute - minute % 3600
+
+
+def _hourly_counts(counts: collections.Counter[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    hourly: collections.Counter[tuple[Any, ...]] = collections.Counter()
+    for k, n in counts.items():
+        hourly[(_hour(k[0]), *k[1:])] += n
+    return [(*k, n) for k, n in sorted(hourly.items())]
 
 
 def _json(v: Any, redactor: Redactor) -> str | None:
@@ -158,7 +185,7 @@ def add(
     rollups (spend and budgets stay right), for a record the database refused whole."""
     ts_ms = rec.started_unix_ns // 1_000_000
     row_id_ = row_id(ts_ms, randbits)
-    hour = ts_ms // 3_600_000 * 3600
+    minute = ts_ms // 60_000 * 60  # the rollups' key: hours are folded from minutes (Batch.usage_rows)
     final = rec.final_attempt
     if final is not None:
         model, provider, target = _dim(final.model), _dim(final.provider), _dim(final.target)
@@ -197,11 +224,11 @@ def add(
             )
         )
         outcome = error_class or "ok"
-        batch.outcomes[(hour, at_provider, at_model, at_target, outcome)] += 1
+        batch.outcomes[(minute, at_provider, at_model, at_target, outcome)] += 1
         if at.ok:
-            batch.latency[(hour, at_provider, at_model, at_target, TOTAL, bucket_of(at.duration_ns / 1e6))] += 1
+            batch.latency[(minute, at_provider, at_model, at_target, TOTAL, bucket_of(at.duration_ns / 1e6))] += 1
             if at.ttft_ns is not None:
-                batch.latency[(hour, at_provider, at_model, at_target, TTFT, bucket_of(at.ttft_ns / 1e6))] += 1
+                batch.latency[(minute, at_provider, at_model, at_target, TTFT, bucket_of(at.ttft_ns / 1e6))] += 1
     tokens = [min(n, MAX_TOKENS) for n in tokens]
     cost, source = rec.cost
     cost = _cost(cost)
@@ -250,14 +277,14 @@ def add(
     delta = [1, error, *tokens, cost or 0, *_SOURCE_FLAGS.get(source, _NO_FLAGS)]
     usage = batch.usage
     for dim, value in (("all", ""), ("key", key), ("user", user), ("feature", feature), ("route", route)):
-        _sum_into(usage, (dim, hour, value), delta)
+        _sum_into(usage, (dim, minute, value), delta)
     if len(rec.attempts) <= 1:  # the common case: the one attempt's share is the whole request's
         for dim, value in (("model", model), ("provider", provider), ("target", target)):
-            _sum_into(usage, (dim, hour, value), delta)
+            _sum_into(usage, (dim, minute, value), delta)
     else:
         for dim, share in _attempt_shares(rec, error).items():
             for value, sums in share.items():
-                _sum_into(usage, (dim, hour, value), sums)
+                _sum_into(usage, (dim, minute, value), sums)
 
 
 _SOURCE_FLAGS = {"unpriced": (1, 0, 0), "estimated": (0, 1, 0), "reported": (0, 0, 1)}  # usage_hourly's last three

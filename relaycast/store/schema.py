@@ -4,8 +4,9 @@
 Money is integer pico-dollars (BIGINT; NULL = unpriced); times are unix milliseconds, durations microseconds.
 Dimensions are '' rather than NULL so they can be part of the rollups' primary keys.
 
-Rollups (`*_hourly`) are upserted with each batch of raw rows, in the same transaction: the analytics read them,
-so the dashboard's cost does not grow with the number of stored requests.
+Rollups (`*_hourly`, and `*_minute` for the last MINUTE_RETENTION_S) are upserted with each batch of raw rows, in
+the same transaction: the analytics read them, so the dashboard's cost does not grow with the number of stored
+requests.
 """
 
 from __future__ import annotations
@@ -95,6 +96,39 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE INDEX requests_split ON requests (ts_ms) WHERE split = 1",
         ),
     ),
+    (
+        6,
+        (
+            # Broadcast destinations made in the dashboard, the admin API or the CLI (`telemetry/saved.py`):
+            # `settings` is the destination's config as JSON without its secrets; `secrets` holds those, encrypted
+            # (`relaycast/sealed.py`). `gateway_settings` holds the Broadcast toggle and the change marker that
+            # every replica polls (`broadcast.changed`).
+            """CREATE TABLE broadcast_destinations (
+            name TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, secrets TEXT,
+            created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, tested_ms BIGINT, test_ok SMALLINT,
+            test_message TEXT)""",
+            "CREATE TABLE gateway_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms BIGINT NOT NULL)",
+        ),
+    ),
+    (
+        7,
+        (
+            # Per-minute twins of the hourly rollups, for the recent ranges (up to MINUTE_RANGE_S) at minute
+            # resolution: the same rows with `minute` (unix seconds) for `hour`, kept MINUTE_RETENTION_S.
+            f"""CREATE TABLE usage_minute (
+            minute BIGINT NOT NULL, dim TEXT NOT NULL, value TEXT NOT NULL,
+            requests BIGINT NOT NULL, errors BIGINT NOT NULL, {_TOKENS}, cost_pusd BIGINT NOT NULL,
+            unpriced BIGINT NOT NULL, estimated BIGINT NOT NULL, reported BIGINT NOT NULL,
+            PRIMARY KEY (dim, minute, value))""",
+            """CREATE TABLE attempts_minute (
+            minute BIGINT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, target TEXT NOT NULL,
+            outcome TEXT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (minute, provider, model, target, outcome))""",
+            """CREATE TABLE latency_minute (
+            minute BIGINT NOT NULL, model TEXT NOT NULL, provider TEXT NOT NULL, target TEXT NOT NULL,
+            kind SMALLINT NOT NULL, bucket INTEGER NOT NULL, n BIGINT NOT NULL,
+            PRIMARY KEY (minute, provider, model, target, kind, bucket))""",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]
@@ -118,6 +152,15 @@ USAGE_KEYS = ("dim", "hour", "value")
 USAGE_DIMS = ("all", "model", "provider", "target", "key", "user", "feature", "route")
 ATTEMPT_KEYS = ("hour", "provider", "model", "target", "outcome")
 LATENCY_KEYS = ("hour", "provider", "model", "target", "kind", "bucket")
+# The per-minute rollups (`*_minute`): the same keys with `minute` for `hour`, kept this long (older rows are
+# deleted with the hourly retention); the analytics read them for ranges up to MINUTE_RANGE_S.
+MINUTE_RETENTION_S = 48 * 3600
+MINUTE_RANGE_S = 6 * 3600
+
+
+def minute_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple("minute" if k == "hour" else k for k in keys)
+
 
 REQUEST_COLUMNS = (
     "id",

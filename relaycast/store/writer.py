@@ -8,7 +8,8 @@ restarting, a black-holed proxy, a locked SQLite file) keeps the batch queued an
 backoff; nothing is lost unless the queue overflows, and that is counted. Row encoding is total (`rows`), so the
 database refusing a batch should not happen; if it does, the batch is written record by record, and a record
 refused even alone is written as a minimal row (ids, status, tokens, cost and its rollups) and counted as
-`minimal`; one refused even so is counted as `rejected`. Retention deletes old rows hourly.
+`minimal`; one refused even so is counted as `rejected`. Retention deletes old rows hourly (and per-minute
+rollups past `MINUTE_RETENTION_S`).
 
 On shutdown the queue is written until the deadline, and a write that fails is not tried again (another try could
 cost a whole timeout); what the database did not take is counted as `shutdown_deadline` and logged. The writer
@@ -34,9 +35,11 @@ from relaycast.store.schema import (
     ATTEMPT_COLUMNS,
     ATTEMPT_KEYS,
     LATENCY_KEYS,
+    MINUTE_RETENTION_S,
     REQUEST_COLUMNS,
     USAGE_KEYS,
     USAGE_SUMS,
+    minute_keys,
     upsert_sql,
 )
 from relaycast.store.settings import StoreConfig
@@ -52,6 +55,9 @@ CLOSE_S = 1.0  # at shutdown, after the deadline: the writer thread's time to cl
 _UPSERT_USAGE = upsert_sql("usage_hourly", USAGE_KEYS, USAGE_SUMS)
 _UPSERT_OUTCOME = upsert_sql("attempts_hourly", ATTEMPT_KEYS, ("n",))
 _UPSERT_LATENCY = upsert_sql("latency_hourly", LATENCY_KEYS, ("n",))
+_UPSERT_USAGE_MINUTE = upsert_sql("usage_minute", minute_keys(USAGE_KEYS), USAGE_SUMS)
+_UPSERT_OUTCOME_MINUTE = upsert_sql("attempts_minute", minute_keys(ATTEMPT_KEYS), ("n",))
+_UPSERT_LATENCY_MINUTE = upsert_sql("latency_minute", minute_keys(LATENCY_KEYS), ("n",))
 
 
 def write_batch(conn: Connection, batch: rows_mod.Batch) -> None:
@@ -59,20 +65,30 @@ def write_batch(conn: Connection, batch: rows_mod.Batch) -> None:
         conn.insert("requests", REQUEST_COLUMNS, batch.requests)
         conn.insert("attempts", ATTEMPT_COLUMNS, batch.attempts)
         conn.executemany(_UPSERT_USAGE, batch.usage_rows())
+        conn.executemany(_UPSERT_USAGE_MINUTE, batch.usage_minute_rows())
         if batch.outcomes:
             conn.executemany(_UPSERT_OUTCOME, batch.outcome_rows())
+            conn.executemany(_UPSERT_OUTCOME_MINUTE, batch.outcome_minute_rows())
         if batch.latency:
             conn.executemany(_UPSERT_LATENCY, batch.latency_rows())
+            conn.executemany(_UPSERT_LATENCY_MINUTE, batch.latency_minute_rows())
 
 
-def delete_older_than(conn: Connection, cutoff_ms: int, statement_timeout_s: float | None = None) -> int:
+def delete_older_than(
+    conn: Connection, cutoff_ms: int, statement_timeout_s: float | None = None, now_ms: int | None = None
+) -> int:
+    """Delete rows older than `cutoff_ms`, and per-minute rollups older than MINUTE_RETENTION_S before `now_ms`
+    (default: the cutoff's). Returns the number of requests deleted."""
     hour = cutoff_ms // 3_600_000 * 3600
+    minute = max(cutoff_ms // 1000, (now_ms if now_ms is not None else cutoff_ms) // 1000 - MINUTE_RETENTION_S)
     with conn.transaction(statement_timeout_s):
         n = conn.execute("DELETE FROM requests WHERE ts_ms < ?", (cutoff_ms,))
         conn.execute("DELETE FROM attempts WHERE ts_ms < ?", (cutoff_ms,))
         conn.execute("DELETE FROM stored_responses WHERE ts_ms < ?", (cutoff_ms,))
         for table in ("usage_hourly", "attempts_hourly", "latency_hourly"):
             conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
+        for table in ("usage_minute", "attempts_minute", "latency_minute"):
+            conn.execute(f"DELETE FROM {table} WHERE minute < ?", (minute,))
     return max(n, 0)
 
 
@@ -213,7 +229,9 @@ class StoreWriter:
         cutoff_ms = int((now - self.cfg.retention_days * 86400) * 1000)
         timeout_s = self.cfg.write_timeout_s * RETENTION_TIMEOUT_FACTOR
         try:
-            self.deleted += await self._call(delete_older_than, cutoff_ms, timeout_s, timeout_s=timeout_s)
+            self.deleted += await self._call(
+                delete_older_than, cutoff_ms, timeout_s, int(now * 1000), timeout_s=timeout_s
+            )
         except Exception as e:
             if not is_db_error(e):
                 raise

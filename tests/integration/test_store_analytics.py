@@ -207,6 +207,36 @@ def test_latency_errors_and_explorer_pages(store_gw, sent_a):
     assert ids["t-cut-a"] in {r["request_id"] for r in errors_only["requests"]}  # 200, then an error event mid-stream
 
 
+def test_recent_ranges_answer_in_minutes(store_gw, sent_a):
+    """Up to 6 hours the analytics read the per-minute rollups and say so; beyond, hours: the same totals."""
+    gw, _ = store_gw
+    docs = {}
+    for since in ("15m", "1h", "6h", "24h"):
+        _, docs[since] = admin_get(gw.url, f"/admin/analytics/spend?by=model&since={since}&limit=1000")
+    for since, bucket, size in (
+        ("15m", "minute", 60),
+        ("1h", "minute", 60),
+        ("6h", "minute", 60),
+        ("24h", "hour", 3600),
+    ):
+        d = docs[since]
+        assert d["bucket"] == bucket and d["bucket_s"] == size, since
+        assert d["range"]["end"] - d["range"]["start"] == pytest.approx(
+            {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400}[since], abs=1
+        )
+        assert d["buckets"][0] <= d["range"]["start"] < d["buckets"][0] + size and d["until"] >= d["range"]["end"]
+        assert all(len(s["requests"]) == len(d["buckets"]) for s in d["series"].values())
+    assert docs["1h"]["totals"] == docs["24h"]["totals"] and docs["1h"]["groups"] == docs["24h"]["groups"]
+    _, lat = admin_get(gw.url, "/admin/analytics/latency?by=provider&since=1h")
+    _, lat_h = admin_get(gw.url, "/admin/analytics/latency?by=provider&since=1h&bucket=hour")
+    assert lat["bucket"] == "minute" and lat_h["bucket"] == "hour"
+    assert [g["attempts"] for g in lat["groups"]] == [g["attempts"] for g in lat_h["groups"]]
+    _, err = admin_get(gw.url, "/admin/analytics/errors?since=15m")
+    _, err_h = admin_get(gw.url, "/admin/analytics/errors?since=1h&bucket=hour")
+    assert err["bucket"] == "minute" and err["totals"] == err_h["totals"] and err["totals"]["errors"] >= 1
+    assert {c: sum(v) for c, v in err["by_class"].items()} == {c: sum(v) for c, v in err_h["by_class"].items()}
+
+
 def test_analytics_needs_the_admin_key_and_rejects_bad_parameters(store_gw):
     gw, _ = store_gw
     status, body = admin_get(gw.url, "/admin/analytics/spend", key=None)
@@ -220,6 +250,8 @@ def test_analytics_needs_the_admin_key_and_rejects_bad_parameters(store_gw):
         ("latency?by=user", "by"),
         ("requests?before=zzz", "before"),
         ("spend?bucket=week", "bucket"),
+        ("errors?since=7d&bucket=minute", "bucket"),  # minute buckets are kept 48 hours
+        ("requests?status=teapot", "status"),
     ):
         status, body = admin_get(gw.url, "/admin/analytics/" + path)
         assert status == 400 and body["error"]["type"] == "invalid_request_error" and body["error"]["param"] == param, (

@@ -1,6 +1,7 @@
 /* relaycast dashboard: vanilla JS, no build step. All inserted data goes through textContent. */
 "use strict";
 (() => {
+// The views of this file; other files (ops.js, settings.js) add theirs with relaycast.registerView.
 const VIEWS = ["overview", "latency", "errors", "requests"];
 const PALETTE = ["#4f46e5", "#0ea5e9", "#10b981", "#f59e0b", "#ef4444", "#8b5cf6", "#ec4899", "#14b8a6", "#84cc16", "#f97316", "#6366f1", "#06b6d4"];
 const OTHER_COLOR = "#94a3b8";
@@ -8,7 +9,11 @@ const MON = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct
 const body = document.body;
 const $ = (id) => document.getElementById(id);
 
-const state = { range: "24h", view: null, token: 0, latBy: "model", before: null, detailId: null, colors: new Map() };
+const state = { range: "24h", view: null, token: 0, latBy: "model", before: null, detailId: null, colors: new Map(), params: new URLSearchParams() };
+const RANGE_LABELS = { "15m": "Last 15 minutes", "1h": "Last hour", "6h": "Last 6 hours", "24h": "Last 24 hours", "7d": "Last 7 days", "30d": "Last 30 days" };
+const BUCKET_WORDS = { minute: "per minute", hour: "per hour", day: "per day" };
+// The explorer's filters: URL hash parameter -> its input (the status select is apart).
+const FILTERS = { model: "filter-model", route: "filter-route", target: "filter-target", provider: "filter-provider", key: "filter-key", user: "filter-user", feature: "filter-feature", session: "filter-session", error_class: "filter-error-class" };
 
 // ---------- DOM helpers ----------
 function el(tag, attrs, ...children) {
@@ -91,9 +96,34 @@ function fmtPct(r) {
   const p = Number(r) * 100;
   return p > 0 && p < 0.05 ? "<0.1%" : `${p.toFixed(1)}%`;
 }
+// A bucket's label on a chart's axis, in the viewer's time zone: `14:05` (minutes, hours), `Mar 12` (days); an
+// hourly axis over several days says the day at midnight.
 function bucketLabel(ts, bucket) {
   const d = new Date(ts * 1000);
-  return bucket === "day" ? `${MON[d.getMonth()]} ${pad(d.getDate())}` : `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  if (bucket === "day") return `${MON[d.getMonth()]} ${pad(d.getDate())}`;
+  const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return bucket === "hour" && d.getHours() === 0 ? `${MON[d.getMonth()]} ${pad(d.getDate())} ${hm}` : hm;
+}
+const utcHm = (d) => `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+/** A bucket in a tooltip: its span in the viewer's time zone, then in UTC. */
+function bucketTitle(ts, bucketS) {
+  const a = new Date(ts * 1000);
+  const b = new Date((ts + (bucketS || 3600)) * 1000);
+  if (bucketS >= 86400) return `${MON[a.getMonth()]} ${pad(a.getDate())} (from ${MON[a.getUTCMonth()]} ${pad(a.getUTCDate())} ${utcHm(a)} UTC)`;
+  return `${fullTime(ts * 1000, false)}–${pad(b.getHours())}:${pad(b.getMinutes())} · ${utcHm(a)}–${utcHm(b)} UTC`;
+}
+/** What a chart covers: "Last 15 minutes · per minute" (the bucket the API used). */
+function whenText(d) {
+  const label = RANGE_LABELS[state.range] || `Since ${state.range}`;
+  return d && d.bucket ? `${label} · ${BUCKET_WORDS[d.bucket] || d.bucket}` : label;
+}
+function setWhen(id, d, withBucket = true) {
+  const n = $(id);
+  if (!n) return;
+  n.textContent = whenText(withBucket ? d : null);
+  if (withBucket && d && d.bucket) n.dataset.bucket = d.bucket;
+  else delete n.dataset.bucket;
+  if (d && d.range) n.title = `${fullTime(d.range.start * 1000)} to ${fullTime(d.range.end * 1000)} (your time zone)`;
 }
 function fullTime(ms, seconds = true) {
   const d = new Date(ms);
@@ -108,23 +138,33 @@ const alpha = (hex, a) => hex + Math.round(a * 255).toString(16).padStart(2, "0"
 
 // ---------- API ----------
 class ApiError extends Error {}
-async function api(path, params = {}) {
+/** A call to the admin API with the session cookie: `path` under /admin/, query `params`, an optional JSON
+ * `body` (sent with `method`, POST by default). Errors carry the API's message and status. */
+async function admin(path, { params = {}, method, body } = {}) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, String(v));
   const qs = q.toString();
-  const r = await fetch(`/admin/analytics/${path}${qs ? "?" + qs : ""}`, {
-    credentials: "same-origin",
-    headers: { Accept: "application/json" },
-  });
+  const init = { method: method || (body === undefined ? "GET" : "POST"), credentials: "same-origin", headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(`/admin/${path}${qs ? "?" + qs : ""}`, init);
   if (r.status === 401) {
     location.href = "/dashboard/login";
     throw new ApiError("Session expired");
   }
   let data = null;
   try { data = await r.json(); } catch (_) { /* non-JSON body */ }
-  if (!r.ok) throw new ApiError((data && data.error && data.error.message) || `HTTP ${r.status}`);
+  if (!r.ok) {
+    const err = new ApiError((data && data.error && data.error.message) || `HTTP ${r.status}`);
+    err.status = r.status;
+    err.data = data;
+    throw err;
+  }
   return data;
 }
+const api = (path, params = {}) => admin(`analytics/${path}`, { params });
 
 // ---------- charts ----------
 function countPoints(datasets) {
@@ -132,7 +172,20 @@ function countPoints(datasets) {
   for (const ds of datasets) for (const v of ds.data) if (v !== null && v !== undefined && !Number.isNaN(v)) n++;
   return n;
 }
-function drawChart(id, config, timeBuckets) {
+// A line's point is drawn where it stands alone (no value on either side): a series with one point, or a point
+// between gaps, shows as a dot rather than nothing.
+function isolatedRadius(base) {
+  return (ctx) => {
+    const data = ctx.dataset.data || [];
+    const i = ctx.dataIndex;
+    const has = (j) => j >= 0 && j < data.length && data[j] !== null && data[j] !== undefined;
+    return has(i) && !has(i - 1) && !has(i + 1) ? 4 : base;
+  };
+}
+/** Draw a Chart.js chart on canvas `id`. `timeBuckets` (unix seconds) titles the tooltips with each bucket's span
+ * in the viewer's time zone and in UTC; `more.bucketS` is the bucket's length; `more.pick(index, dataset)`, when
+ * given, is called with the bucket and series clicked (for drill-down). */
+function drawChart(id, config, timeBuckets, more = {}) {
   const canvas = $(id);
   const old = Chart.getChart(canvas);
   if (old) old.destroy();
@@ -143,11 +196,26 @@ function drawChart(id, config, timeBuckets) {
   opts.plugins = opts.plugins || {};
   if (timeBuckets) {
     const tt = opts.plugins.tooltip || (opts.plugins.tooltip = {});
-    tt.callbacks = Object.assign({ title: (items) => (items.length ? fullTime(timeBuckets[items[0].dataIndex] * 1000, false) : "") }, tt.callbacks);
+    tt.callbacks = Object.assign({ title: (items) => (items.length ? bucketTitle(timeBuckets[items[0].dataIndex], more.bucketS) : "") }, tt.callbacks);
+  }
+  if (config.type === "line") {
+    for (const ds of config.data.datasets) ds.pointRadius = isolatedRadius(ds.pointRadius === undefined ? 1.5 : ds.pointRadius);
+  }
+  if (more.pick) {
+    opts.onClick = (evt, _els, chart) => {
+      const hit = chart.getElementsAtEventForMode(evt, "nearest", { intersect: true }, false);
+      const any = hit.length ? hit : chart.getElementsAtEventForMode(evt, "index", { intersect: false }, false);
+      if (!any.length) return;
+      more.pick(any[0].index, hit.length ? chart.data.datasets[hit[0].datasetIndex] : null);
+    };
+    opts.onHover = (evt, els) => { evt.native.target.style.cursor = els.length ? "pointer" : "default"; };
   }
   new Chart(canvas, config);
   const n = countPoints(config.data.datasets);
   canvas.dataset.points = String(n);
+  canvas.dataset.labels = String(config.data.labels.filter((l) => l !== "" && l !== null && l !== undefined).length);
+  // Buckets (labels) with a value other than 0 in some series: what tests read.
+  canvas.dataset.filled = String(config.data.labels.filter((_, i) => config.data.datasets.some((ds) => ds.data[i] !== null && ds.data[i] !== undefined && Number(ds.data[i]) !== 0)).length);
   canvas.parentElement.classList.toggle("is-empty", n === 0);
 }
 function setupChartDefaults() {
@@ -178,16 +246,39 @@ function table(tbl, headers, rows) {
 }
 const td = (text, cls) => el("td", { class: cls || null }, text);
 
+// ---------- drill-down ----------
+/** The Requests explorer's address for these filters (`#requests?model=fast&since=24h`): a link, so it can be
+ * shared and the back button returns. An empty value means "(none)"; the time defaults to the range. */
+function explorerHref(filters) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(filters)) if (v !== null && v !== undefined) q.set(k, v === "" ? "(none)" : String(v));
+  if (!q.has("since")) q.set("since", state.range);
+  return `#requests?${q}`;
+}
+function drillLink(text, filters, cls) {
+  return el("a", { class: "drill" + (cls ? " " + cls : ""), href: explorerHref(filters), title: `${text}: see its requests` , text });
+}
+function openExplorer(filters) { location.hash = explorerHref(filters).slice(1); }
+/** The filters of a chart's bucket `i`: its time window, and the series' own value (none for "(other)"). */
+function bucketPick(d, dim, extra) {
+  return (i, ds) => {
+    const b = d.buckets[i];
+    const f = Object.assign({ since: String(b), until: String(b + d.bucket_s) }, extra || {});
+    if (ds && dim && ds.key !== undefined && ds.key !== "(other)") f[dim] = ds.key;
+    openExplorer(f);
+  };
+}
+
 // ---------- Overview ----------
-function kpi(label, value, sub, cls) {
-  return el("div", { class: "kpi" + (cls ? " " + cls : "") },
+function kpi(label, value, sub, cls, title) {
+  return el("div", { class: "kpi" + (cls ? " " + cls : ""), title: title || null },
     el("div", { class: "kpi-label", text: label }),
     el("div", { class: "kpi-value", text: value }),
     el("div", { class: "kpi-sub", text: sub || "\u00a0" }));
 }
-function renderKpis(t) {
+function renderKpis(t, e) {
   const reqs = t.requests || 0;
-  const errRate = reqs ? (t.errors || 0) / reqs : null;
+  const et = (e && e.totals) || {};
   const priced = [];
   if (t.estimated_requests) priced.push(`${fmtInt(t.estimated_requests)} estimated`);
   if (t.reported_requests) priced.push(`${fmtInt(t.reported_requests)} reported`);
@@ -195,14 +286,16 @@ function renderKpis(t) {
   let tokSub = `${fmtCompact(t.prompt_tokens || 0)} in · ${fmtCompact(t.completion_tokens || 0)} out`;
   if (t.cached_tokens) tokSub += ` · ${fmtCompact(t.cached_tokens)} cached`;
   const spend = money(t.cost_usd);
+  const refusals = et.attempts ? `of attempts · client refusals apart: ${fmtInt(et.refusals || 0)} (${fmtPct(et.refusal_rate)})` : "no attempts";
   $("kpis").replaceChildren(
     kpi("Total spend", spend === null ? (t.unpriced_requests > 0 ? "unpriced" : "—") : spend, priced.length ? "incl. " + priced.join(", ") : "computed from prices", "kpi-accent"),
     kpi("Requests", fmtInt(reqs), `${fmtInt(t.errors || 0)} failed`),
-    kpi("Error rate", fmtPct(errRate), reqs ? "of requests" : "no traffic", errRate > 0.05 ? "kpi-bad" : null),
+    Object.assign(kpi("Provider error rate", fmtPct(et.error_rate), refusals, et.error_rate > 0.05 ? "kpi-bad" : null,
+      "Provider failures (5xx, timeouts, rate limits, cut streams…) per attempt; refusals the client caused (bad requests, content policy…) are counted apart"), { id: "kpi-error-rate" }),
     kpi("Tokens", fmtCompact(tokens), tokSub),
     kpi("Unpriced requests", fmtInt(t.unpriced_requests || 0), t.unpriced_requests > 0 ? "not counted in spend" : "everything priced", t.unpriced_requests > 0 ? "kpi-warn" : null));
 }
-function renderTop(id, groups) {
+function renderTop(id, groups, dim) {
   const root = $(id);
   root.replaceChildren();
   if (!groups || !groups.length) {
@@ -217,9 +310,14 @@ function renderTop(id, groups) {
     bar.style.width = `${Math.max(1.5, (val(g) / max) * 100)}%`;
     bar.style.background = id === "top-models" ? colorFor(g.key) : id === "top-users" ? "#0ea5e9" : "#10b981";
     const cost = costText(g.cost_usd, g.unpriced_requests || 0);
+    const muted = g.key === "" || g.key === "(other)" ? " muted" : "";
+    const name = g.key === "(other)"
+      ? el("span", { class: "top-name" + muted, title: "everything past the top entries", text: disp(g.key) })
+      : drillLink(disp(g.key), { [dim]: g.key }, "top-name" + muted);
+    if (g.key !== "(other)") name.dataset.key = g.key;
     root.append(el("li", { class: "top-row" },
       el("div", { class: "top-line" },
-        el("span", { class: "top-name" + (g.key === "" || g.key === "(other)" ? " muted" : ""), title: disp(g.key), text: disp(g.key) }),
+        name,
         el("span", { class: "top-vals" },
           el("span", { class: "top-cost" + (cost === "unpriced" ? " unpriced" : ""), text: cost }),
           el("span", { class: "top-req", text: `${fmtInt(g.requests)} req` }))),
@@ -227,18 +325,22 @@ function renderTop(id, groups) {
   }
 }
 async function loadOverview(tok) {
-  const [m, u, f] = await Promise.all(["model", "user", "feature"].map((by) => api("spend", { by, since: state.range, limit: 8 })));
+  const [m, u, f, e] = await Promise.all([
+    ...["model", "user", "feature"].map((by) => api("spend", { by, since: state.range, limit: 8 })),
+    api("errors", { since: state.range }),
+  ]);
   if (tok !== state.token) return;
-  renderKpis(m.totals || {});
+  renderKpis(m.totals || {}, e);
   const buckets = m.buckets || [];
   const entries = Object.entries(m.series || {});
   const sum = (a) => (a || []).reduce((x, y) => x + (y || 0), 0);
   entries.sort((a, b) => (a[0] === "(other)") - (b[0] === "(other)") || sum(b[1].cost) - sum(a[1].cost));
+  setWhen("spend-when", m);
   drawChart("spend-chart", {
     type: "bar",
     data: {
       labels: buckets.map((b) => bucketLabel(b, m.bucket)),
-      datasets: entries.map(([k, s]) => ({ label: disp(k), data: s.cost || [], backgroundColor: colorFor(k), stack: "cost", borderRadius: 2, maxBarThickness: 36 })),
+      datasets: entries.map(([k, s]) => ({ key: k, label: disp(k), data: s.cost || [], backgroundColor: colorFor(k), stack: "cost", borderRadius: 2, maxBarThickness: 36 })),
     },
     options: {
       scales: {
@@ -247,13 +349,22 @@ async function loadOverview(tok) {
       },
       plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${money(c.raw)}` } } },
     },
-  }, buckets);
-  renderTop("top-models", m.groups);
-  renderTop("top-users", u.groups);
-  renderTop("top-features", f.groups);
+  }, buckets, { bucketS: m.bucket_s, pick: bucketPick(m, "model") });
+  renderTop("top-models", m.groups, "model");
+  renderTop("top-users", u.groups, "user");
+  renderTop("top-features", f.groups, "feature");
 }
 
 // ---------- Latency ----------
+/** A long name on a chart's axis as lines of at most `n` characters (Chart.js draws an array as lines). */
+function wrapLabel(text, n = 30) {
+  const s = String(text);
+  if (s.length <= n) return s;
+  const out = [];
+  for (let i = 0; i < s.length && out.length < 4; i += n) out.push(s.slice(i, i + n));
+  if (out.join("").length < s.length) out[out.length - 1] = out[out.length - 1].slice(0, n - 1) + "…";
+  return out;
+}
 async function loadLatency(tok) {
   const d = await api("latency", { by: state.latBy, since: state.range });
   if (tok !== state.token) return;
@@ -261,10 +372,12 @@ async function loadLatency(tok) {
   const datasets = [];
   for (const [k, s] of Object.entries(d.series || {})) {
     const c = colorFor(k);
-    const base = { borderColor: c, backgroundColor: c, borderWidth: 2, pointRadius: 1.5, pointHoverRadius: 4, spanGaps: true, cubicInterpolationMode: "monotone" };
+    const base = { key: k, borderColor: c, backgroundColor: c, borderWidth: 2, pointRadius: 1.5, pointHoverRadius: 4, spanGaps: true, cubicInterpolationMode: "monotone" };
     datasets.push(Object.assign({ label: `${disp(k)} p50`, data: s.total_p50 || [] }, base));
-    datasets.push(Object.assign({ label: `${disp(k)} p99`, data: s.total_p99 || [], borderDash: [5, 4], borderWidth: 1.5 }, base, { borderWidth: 1.5 }));
+    datasets.push(Object.assign({ label: `${disp(k)} p99`, data: s.total_p99 || [], borderDash: [5, 4] }, base, { borderWidth: 1.5 }));
   }
+  for (const id of ["latency-when", "latency-table-when"]) setWhen(id, d, id === "latency-when");
+  setWhen("ttft-when", d, false);
   drawChart("latency-chart", {
     type: "line",
     data: { labels: buckets.map((b) => bucketLabel(b, d.bucket)), datasets },
@@ -272,23 +385,30 @@ async function loadLatency(tok) {
       scales: { x: gridX, y: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } } },
       plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtBucketMs(c.raw)}` } } },
     },
-  }, buckets);
+  }, buckets, { bucketS: d.bucket_s, pick: bucketPick(d, state.latBy) });
 
   const groups = d.groups || [];
-  const top = groups.slice(0, 12);
+  const top = groups.slice(0, 24);
   const p = (o, k) => (o && o[k] !== undefined ? o[k] : null);
+  // Horizontal bars: every model's name is on the axis, whole (wrapped), however many there are.
+  $("ttft-wrap").style.height = `${Math.max(160, 70 + top.length * 46)}px`;
   drawChart("ttft-chart", {
     type: "bar",
     data: {
-      labels: top.map((g) => disp(g.key)),
+      labels: top.map((g) => wrapLabel(disp(g.key))),
       datasets: [
-        { label: "TTFT p99", data: top.map((g) => p(g.ttft_ms, "p99")), backgroundColor: "#0ea5e9", borderRadius: 3, maxBarThickness: 28 },
-        { label: "Total p99", data: top.map((g) => p(g.total_ms, "p99")), backgroundColor: "#4f46e5", borderRadius: 3, maxBarThickness: 28 },
+        { label: "TTFT p99", data: top.map((g) => p(g.ttft_ms, "p99")), backgroundColor: "#0ea5e9", borderRadius: 3, maxBarThickness: 16 },
+        { label: "Total p99", data: top.map((g) => p(g.total_ms, "p99")), backgroundColor: "#4f46e5", borderRadius: 3, maxBarThickness: 16 },
       ],
     },
     options: {
-      scales: { x: gridX, y: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } } },
-      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtBucketMs(c.raw)}` } } },
+      indexAxis: "y",
+      interaction: { mode: "index", axis: "y", intersect: false },
+      scales: {
+        y: { grid: { display: false }, ticks: { autoSkip: false, color: "#334155" } },
+        x: { beginAtZero: true, ticks: { callback: (v) => fmtMs(v) } },
+      },
+      plugins: { tooltip: { callbacks: { title: (items) => (items.length ? disp(top[items[0].dataIndex].key) : ""), label: (c) => `${c.dataset.label}: ${fmtBucketMs(c.raw)}` } } },
     },
   });
 
@@ -296,7 +416,7 @@ async function loadLatency(tok) {
   table($("latency-table"),
     [H(state.latBy === "provider" ? "Provider" : "Model"), H("Attempts", 1), H("p50", 1), H("p90", 1), H("p99", 1), H("TTFT p50", 1), H("TTFT p90", 1), H("TTFT p99", 1)],
     groups.map((g) => [
-      el("td", null, el("span", { class: "swatch" }), disp(g.key)),
+      el("td", { class: "wrap name-cell" }, el("span", { class: "swatch" }), drillLink(disp(g.key), { [state.latBy]: g.key })),
       td(fmtInt(g.attempts), "num"),
       td(fmtBucketMs(p(g.total_ms, "p50")), "num"), td(fmtBucketMs(p(g.total_ms, "p90")), "num"), td(fmtBucketMs(p(g.total_ms, "p99")), "num strong"),
       td(fmtBucketMs(p(g.ttft_ms, "p50")), "num"), td(fmtBucketMs(p(g.ttft_ms, "p90")), "num"), td(fmtBucketMs(p(g.ttft_ms, "p99")), "num strong"),
@@ -306,25 +426,61 @@ async function loadLatency(tok) {
 }
 
 // ---------- Errors ----------
+// Error classes by whose fault they are (from the API: relaycast.errors), each in its family of colours.
+const CLASS_COLORS = {
+  provider: ["#dc2626", "#ea580c", "#b91c1c", "#f97316", "#c2410c", "#ef4444", "#d97706", "#9a3412"],
+  client: ["#64748b", "#2563eb", "#94a3b8", "#0ea5e9", "#475569", "#1d4ed8", "#60a5fa", "#334155"],
+  gateway: ["#7c3aed", "#a78bfa", "#6d28d9", "#c4b5fd"],
+};
+function classColors(classes) {
+  const out = {};
+  const seen = { provider: 0, client: 0, gateway: 0 };
+  for (const c of Object.keys(classes).sort()) {
+    const src = CLASS_COLORS[classes[c]] ? classes[c] : "gateway";
+    const pal = CLASS_COLORS[src];
+    out[c] = pal[seen[src]++ % pal.length];
+  }
+  return out;
+}
+const sourceOf = (d, c) => (d.classes || {})[c] || "gateway";
 async function loadErrors(tok) {
   const d = await api("errors", { since: state.range });
   if (tok !== state.token) return;
   const buckets = d.buckets || [];
   const providers = d.providers || [];
+  for (const id of ["errors-when", "errors-class-when"]) setWhen(id, d);
+  setWhen("errors-table-when", d, false);
   drawChart("errors-chart", {
     type: "line",
     data: {
       labels: buckets.map((b) => bucketLabel(b, d.bucket)),
       datasets: Object.entries(d.series || {}).map(([k, s]) => {
         const c = colorFor("provider:" + k);
-        return { label: disp(k), data: s.rate || [], borderColor: c, backgroundColor: alpha(c, 0.12), fill: false, borderWidth: 2, pointRadius: 1.5, cubicInterpolationMode: "monotone" };
+        return { key: k, label: disp(k), data: s.rate || [], borderColor: c, backgroundColor: alpha(c, 0.12), fill: false, borderWidth: 2, pointRadius: 1.5, cubicInterpolationMode: "monotone" };
       }),
     },
     options: {
       scales: { x: gridX, y: { beginAtZero: true, suggestedMax: 0.1, ticks: { callback: (v) => fmtPct(v) } } },
       plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtPct(c.raw)}` } } },
     },
-  }, buckets);
+  }, buckets, { bucketS: d.bucket_s, pick: bucketPick(d, "provider", { status: "error" }) });
+
+  const colors = classColors(d.classes || {});
+  const order = { provider: 0, client: 1, gateway: 2 };
+  const classes = Object.entries(d.by_class || {}).sort((a, b) => order[sourceOf(d, a[0])] - order[sourceOf(d, b[0])] || a[0].localeCompare(b[0]));
+  const whose = { provider: "provider failure", client: "client refusal", gateway: "gateway error" };
+  drawChart("errors-class-chart", {
+    type: "bar",
+    data: {
+      labels: buckets.map((b) => bucketLabel(b, d.bucket)),
+      datasets: classes.map(([c, counts]) => ({ key: c, label: `${c} (${whose[sourceOf(d, c)]})`, data: counts, backgroundColor: colors[c], stack: "errors", borderRadius: 2, maxBarThickness: 36 })),
+    },
+    options: {
+      scales: { x: Object.assign({ stacked: true }, gridX), y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+      plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${fmtInt(c.raw)}` } } },
+    },
+  }, buckets, { bucketS: d.bucket_s, pick: bucketPick(d, "error_class") });
+
   const rows = providers.slice().sort((a, b) => (b.error_rate || 0) - (a.error_rate || 0));
   table($("errors-table"),
     [{ label: "Provider" }, { label: "Attempts", num: 1 }, { label: "Provider failures", num: 1 }, { label: "Error rate" }, { label: "Client refusals", num: 1 }, { label: "By class" }],
@@ -333,19 +489,18 @@ async function loadErrors(tok) {
       fill.style.width = `${Math.min(100, (r.error_rate || 0) * 100)}%`;
       const cls = Object.entries(r.by_class || {}).sort((a, b) => b[1] - a[1]);
       // Which class is whose fault comes from the API (relaycast.errors), never decided here.
-      const source = (c) => (d.classes || {})[c] || "gateway";
       const chip = (c, n) => {
-        const src = source(c);
+        const src = sourceOf(d, c);
         const title = src === "provider" ? "provider failure: counts in the error rate" : src === "client" ? "client-caused refusal: not in the error rate" : "the gateway's own error: not in the error rate";
-        return el("span", { class: "chip " + (src === "provider" ? "chip-err" : "chip-" + src), title, "data-source": src }, c, el("b", { text: fmtInt(n) }));
+        return el("a", { class: "chip " + (src === "provider" ? "chip-err" : "chip-" + src), title: `${title}; see these requests`, "data-source": src, href: explorerHref({ provider: r.provider, error_class: c }) }, c, el("b", { text: fmtInt(n) }));
       };
       return [
-        td(disp(r.provider), "strong"),
+        el("td", { class: "strong wrap name-cell" }, drillLink(disp(r.provider), { provider: r.provider, status: "error" })),
         td(fmtInt(r.attempts), "num"),
         td(fmtInt(r.errors), "num"),
         el("td", { class: "rate-cell" }, el("span", { class: "rate-bar" + ((r.error_rate || 0) >= 0.1 ? " bad" : "") }, fill), el("span", { class: "rate-val", text: fmtPct(r.error_rate) })),
         td(r.refusals ? `${fmtInt(r.refusals)} (${fmtPct(r.refusal_rate)})` : "0", "num"),
-        el("td", null, cls.length ? cls.map(([c, n]) => chip(c, n)) : el("span", { class: "muted", text: "none" })),
+        el("td", { class: "wrap" }, cls.length ? cls.map(([c, n]) => chip(c, n)) : el("span", { class: "muted", text: "none" })),
       ];
     }));
 }
@@ -362,33 +517,80 @@ function costCell(r) {
   const c = el("span", { class: m === null && r.cost_source === "unpriced" ? "unpriced" : null, title: r.cost_source ? `cost source: ${r.cost_source}` : null, text });
   return el("td", { class: "num" }, c, r.cost_source === "estimated" || r.cost_source === "reported" ? el("span", { class: "src", text: r.cost_source === "estimated" ? "est" : "rep" }) : null);
 }
+// The Model column: what the request asked for, then where it went (its target) when that differs: the Model
+// filter matches either (and the upstream model).
+function modelCell(r) {
+  const asked = disp(r.model_requested);
+  const went = r.target || r.model || "";
+  const title = went && went !== r.model_requested ? `asked for ${asked}; served by ${went} (model ${disp(r.model)})` : asked;
+  return el("td", { class: "wrap", "data-col": "model", title, "data-requested": r.model_requested, "data-target": r.target || "", "data-model": r.model || "" },
+    el("span", { class: "strong", text: asked }),
+    went && went !== r.model_requested ? [el("span", { class: "arrow", text: " → " }), el("span", { class: "mono small", text: went })] : null,
+    r.attempts > 1 ? el("span", { class: "src", title: `${r.attempts} attempts`, text: `×${r.attempts}` }) : null);
+}
 function requestRow(r) {
   const tokens = r.prompt_tokens === null && r.completion_tokens === null ? "—" : `${fmtInt(r.prompt_tokens || 0)} → ${fmtInt(r.completion_tokens || 0)}`;
   return el("tr", { "data-request-id": r.request_id, tabindex: "0", class: r.request_id === state.detailId ? "selected" : null },
-    td(fullTime(r.ts), "nowrap mono small"),
-    el("td", { class: "strong" }, disp(r.model_requested), r.attempts > 1 ? el("span", { class: "src", title: `${r.attempts} attempts`, text: `×${r.attempts}` }) : null),
-    td(r.target || "—", "mono small"),
-    el("td", null, statusBadge(r.status, r.error_class)),
+    el("td", { class: "mono small", title: new Date(r.ts).toISOString(), text: fullTime(r.ts) }),
+    modelCell(r),
+    el("td", { class: "wrap" }, statusBadge(r.status, r.error_class)),
     td(fmtMs(r.duration_ms), "num"),
     td(r.stream ? fmtMs(r.ttft_ms) : "—", "num"),
-    td(tokens, "num nowrap"),
+    td(tokens, "num"),
     costCell(r),
-    td(disp(r.user), r.user ? null : "muted"),
-    td(disp(r.feature), r.feature ? null : "muted"));
+    el("td", { class: "wrap" + (r.user ? "" : " muted"), "data-col": "user", title: disp(r.user), text: disp(r.user) }),
+    el("td", { class: "wrap" + (r.feature ? "" : " muted"), "data-col": "feature", title: disp(r.feature), text: disp(r.feature) }));
+}
+/** The explorer's time: a window from the address (a chart bucket's, or a drill-down's range), else the range. */
+function explorerTime() {
+  const since = state.params.get("since");
+  const until = state.params.get("until");
+  return { since: since || state.range, until: until || null };
+}
+function describeTime({ since, until }) {
+  const at = (v) => (/^\d+(\.\d+)?$/.test(v) ? fullTime(Number(v) * 1000, false) : v);
+  if (until) {
+    const a = Number(since);
+    const b = Number(until);
+    if (Number.isFinite(a) && Number.isFinite(b) && b - a <= 86400) {
+      const e = new Date(b * 1000);
+      return `${fullTime(a * 1000, false)}–${pad(e.getHours())}:${pad(e.getMinutes())}`;
+    }
+    return `${at(since)} to ${at(until)}`;
+  }
+  return RANGE_LABELS[since] || `Since ${at(since)}`;
+}
+function fillFilters() {
+  for (const [k, id] of Object.entries(FILTERS)) $(id).value = state.params.get(k) || "";
+  const st = state.params.get("status") || "";
+  const sel = $("filter-status");
+  if (st && ![...sel.options].some((o) => o.value === st)) sel.append(el("option", { value: st, text: `Status ${st}` }));
+  sel.value = st;
+}
+/** The filters typed in, into the address (replacing the entry: typing does not fill the history). */
+function filtersToHash() {
+  const q = new URLSearchParams();
+  for (const k of ["since", "until"]) if (state.params.get(k)) q.set(k, state.params.get(k));
+  for (const [k, id] of Object.entries(FILTERS)) { const v = $(id).value.trim(); if (v) q.set(k, v); }
+  if ($("filter-status").value) q.set("status", $("filter-status").value);
+  state.params = q;
+  const qs = q.toString();
+  history.replaceState(null, "", `#requests${qs ? "?" + qs : ""}`);
 }
 function requestParams() {
-  return {
-    limit: 50,
-    since: state.range,
-    model: $("filter-model").value.trim(),
-    user: $("filter-user").value.trim(),
-    feature: $("filter-feature").value.trim(),
-    status: $("filter-status").value,
-  };
+  const t = explorerTime();
+  const p = { limit: 50, since: t.since, until: t.until, status: state.params.get("status") };
+  for (const k of Object.keys(FILTERS)) p[k] = state.params.get(k);
+  return p;
 }
 async function loadRequests(tok, append) {
   const params = requestParams();
   if (append) params.before = state.before;
+  const t = explorerTime();
+  const custom = !!t.until || t.since !== state.range;
+  $("filter-window").hidden = !custom;
+  $("filter-window-text").textContent = custom ? `Time: ${describeTime(t)}` : "";
+  $("requests-when").textContent = `Newest first · ${describeTime(t)}`;
   const d = await api("requests", params);
   if (tok !== state.token) return;
   const tbody = $("requests-table").tBodies[0];
@@ -535,9 +737,14 @@ async function load(view) {
     if (tok === state.token) body.classList.remove("is-loading");
   }
 }
+// The address is `#<view>` or `#<view>?<parameters>` (the explorer's filters: `#requests?model=fast&since=24h`).
 function route() {
-  let v = location.hash.replace(/^#/, "");
+  const hash = location.hash.replace(/^#/, "");
+  const cut = hash.indexOf("?");
+  let v = cut < 0 ? hash : hash.slice(0, cut);
+  state.params = new URLSearchParams(cut < 0 ? "" : hash.slice(cut + 1));
   if (!VIEWS.includes(v)) v = "overview";
+  if (v === "requests") fillFilters();
   state.view = v;
   body.dataset.view = v;
   for (const s of document.querySelectorAll(".view")) s.hidden = s.id !== `view-${v}`;
@@ -558,7 +765,15 @@ function init() {
   setupChartDefaults();
   const range = $("range");
   state.range = range.value || "24h";
-  range.addEventListener("change", () => { state.range = range.value; load(state.view); });
+  range.addEventListener("change", () => {
+    state.range = range.value;
+    if (state.view === "requests" && (state.params.has("since") || state.params.has("until"))) {
+      state.params.delete("since");
+      state.params.delete("until");
+      filtersToHash();
+    }
+    load(state.view);
+  });
   $("alert-retry").addEventListener("click", () => load(state.view));
 
   for (const b of $("latency-by").querySelectorAll("button")) {
@@ -574,11 +789,23 @@ function init() {
   }
 
   let debounce = null;
-  const refilter = () => { clearTimeout(debounce); debounce = setTimeout(() => load("requests"), 300); };
+  const now = () => { clearTimeout(debounce); filtersToHash(); load("requests"); };
+  const refilter = () => { clearTimeout(debounce); debounce = setTimeout(now, 300); };
   const form = $("requests-filters");
-  form.addEventListener("submit", (e) => { e.preventDefault(); clearTimeout(debounce); load("requests"); });
+  form.addEventListener("submit", (e) => { e.preventDefault(); now(); });
   form.addEventListener("input", (e) => { if (e.target.tagName === "INPUT") refilter(); });
-  $("filter-status").addEventListener("change", () => { clearTimeout(debounce); load("requests"); });
+  $("filter-status").addEventListener("change", now);
+  $("filter-window-clear").addEventListener("click", () => {
+    state.params.delete("since");
+    state.params.delete("until");
+    now();
+  });
+  $("filter-clear").addEventListener("click", () => {
+    for (const id of Object.values(FILTERS)) $(id).value = "";
+    $("filter-status").value = "";
+    state.params = new URLSearchParams();
+    now();
+  });
   $("requests-more").addEventListener("click", loadMore);
 
   const tbody = $("requests-table").tBodies[0];
@@ -591,11 +818,25 @@ function init() {
     if (tr && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); openDetail(tr.dataset.requestId); }
   });
   $("detail-close").addEventListener("click", closeDetail);
+  $("detail-body").tabIndex = 0; // a scrolling region: reachable and scrollable from the keyboard
   document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("request-detail").hidden) closeDetail(); });
 
   window.addEventListener("hashchange", route);
   route();
 }
+
+// What the other views' files use: the DOM and formatting helpers, the API, and registerView(name, loader), where
+// `loader(tok)` fills the view's section (#view-<name>) and returns when its data is shown (or throws).
+window.relaycast = {
+  el, $, td, table, admin, api, ApiError, money, costText, fmtMs, fmtBucketMs, fmtPct, fmtInt, fmtCompact, fullTime,
+  bucketLabel, bucketTitle, drawChart, colorFor, disp, showError, state, explorerHref, drillLink,
+  current: (tok) => tok === state.token,
+  reload: () => load(state.view),
+  registerView(name, loader) {
+    if (!VIEWS.includes(name)) VIEWS.push(name);
+    LOADERS[name] = loader;
+  },
+};
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
 else init();
