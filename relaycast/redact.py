@@ -102,10 +102,19 @@ class Redactor:
     __slots__ = ("_exact", "_exact_bytes")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
+        self._exact: tuple[str, ...] = ()
+        self._exact_bytes: tuple[bytes, ...] = ()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these too from now on (a destination saved from the dashboard brings its own keys). Secrets are
+        only ever added: one that was in use may still be in a queued payload."""
+        forms: set[str] = set(self._exact)
         for s in secrets:
             if s and len(s) >= MIN_LENGTH:
                 forms.update(f for f in encoded_forms(s) if len(f) >= MIN_LENGTH)
+        if len(forms) == len(self._exact):
+            return
         # Longest first, so a secret (or form) containing another is replaced whole.
         self._exact = tuple(sorted(forms, key=len, reverse=True))
         self._exact_bytes = tuple(dict.fromkeys(f.encode() for f in self._exact))

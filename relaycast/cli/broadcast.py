@@ -1,6 +1,9 @@
 """`relaycast broadcast test`: Test Connection for the destinations of a config, or of the standard `DD_*` and
 `OTEL_*` variables alone, without a running gateway. For Datadog it says which way the spans go (through an Agent
-or agentless) and why."""
+or agentless) and why.
+
+`relaycast broadcast list | add | remove | enable | disable`: the destinations of a running gateway, and the ones
+saved in its store (the dashboard's Settings > Broadcast), through its admin API."""
 
 from __future__ import annotations
 
@@ -9,14 +12,22 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping
+from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 from relaycast import config as config_mod
 from relaycast.redact import Redactor, proxy_secrets
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import refuse_redirects
-from relaycast.telemetry.settings import DatadogOptions, DestinationConfig, datadog_from_env, otlp_from_env
+from relaycast.telemetry.settings import (
+    DatadogOptions,
+    DestinationConfig,
+    datadog_from_env,
+    otlp_from_env,
+    parse_otel_headers,
+)
 
 
 def datadog_mode(o: DatadogOptions, env: Mapping[str, str]) -> str:
@@ -83,3 +94,115 @@ def broadcast_test(args: argparse.Namespace) -> int:
     for name, kind, ok, message in results:
         print(f"{'OK  ' if ok else 'FAIL'} {name} ({kind}): {message}")
     return 0 if all(ok for _, _, ok, _ in results) else 1
+
+
+# --- destinations saved in a running gateway's store (the Settings > Broadcast page's actions) -------------------
+
+
+def _values(pairs: list[str], from_env: list[str]) -> dict[str, object] | None:
+    """`--set name=value` and `--set-env name=VARIABLE` as a destination's settings (a secret from the environment
+    stays out of the shell's history). `headers` takes `name=value` pairs separated by commas."""
+    out: dict[str, object] = {}
+    for item, env in [(p, False) for p in pairs] + [(p, True) for p in from_env]:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"relaycast: expected name=value, got '{item[:60]}'", file=sys.stderr)
+            return None
+        if env:
+            if value not in os.environ:
+                print(f"relaycast: the environment variable {value} is not set (for {key})", file=sys.stderr)
+                return None
+            value = os.environ[value]
+        if key == "headers":
+            out[key] = dict(parse_otel_headers(value))
+        elif value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+        else:
+            out[key] = int(value) if value.isdigit() and key not in ("api_key", "token", "password") else value
+    return out
+
+
+def broadcast_list(args: argparse.Namespace) -> int:
+    from relaycast.cli.admin import admin_get, print_table
+
+    body = admin_get(args.url, "/admin/broadcast/destinations", args.admin_key)
+    if body is None:
+        return 1
+    if args.json:
+        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    saved_on = "on" if body.get("enabled") else "OFF"
+    print(f"Broadcast of the dashboard's destinations: {saved_on}")
+    rows = []
+    for d in body.get("destinations", []):
+        st = d.get("status")
+        if d.get("problem"):
+            state = "BROKEN"
+        elif st is None:
+            state = "off"
+        else:
+            state = "healthy" if st["healthy"] else "DOWN"
+        dropped = str(st["dropped_total"]) if st else "-"
+        rows.append(
+            [
+                d["name"],
+                d["kind"],
+                d["source"],
+                state,
+                str(st["sent"]) if st else "-",
+                str(st["queued"]) if st else "-",
+                str(st["spooled_records"]) if st else "-",
+                dropped,
+            ]
+        )
+    if not rows:
+        print("no broadcast destinations")
+        return 0
+    print_table(["name", "kind", "from", "state", "sent", "queued", "spooled", "dropped"], rows)
+    for d in body.get("destinations", []):
+        st = d.get("status") or {}
+        if d.get("problem"):
+            print(f"{d['name']}: {d['problem']}")
+        elif st.get("last_error"):
+            print(f"{d['name']}: last error: {st['last_error']}")
+    return 0
+
+
+def broadcast_add(args: argparse.Namespace) -> int:
+    from relaycast.cli.admin import admin_send
+
+    values = _values(args.set or [], args.set_env or [])
+    if values is None:
+        return 2
+    body = {"kind": args.kind, "settings": values, "save_anyway": args.save_anyway}
+    answer = admin_send(
+        args.url, "PUT", f"/admin/broadcast/destinations/{quote(args.name, safe='')}", args.admin_key, body
+    )
+    if answer is None:
+        return 1
+    test = answer["test"]
+    verb = "added" if answer["created"] else "updated"
+    print(f"{verb} {args.name} ({args.kind}); Test Connection {'OK' if test['ok'] else 'FAILED'}: {test['message']}")
+    return 0
+
+
+def broadcast_remove(args: argparse.Namespace) -> int:
+    from relaycast.cli.admin import admin_send
+
+    answer = admin_send(
+        args.url, "DELETE", f"/admin/broadcast/destinations/{quote(args.name, safe='')}", args.admin_key
+    )
+    if answer is None:
+        return 1
+    print(f"removed {args.name}")
+    return 0
+
+
+def broadcast_toggle(args: argparse.Namespace) -> int:
+    from relaycast.cli.admin import admin_send
+
+    on = args.broadcast_command == "enable"
+    if admin_send(args.url, "PUT", "/admin/broadcast/enabled", args.admin_key, {"enabled": on}) is None:
+        return 1
+    print(f"the dashboard's destinations are {'on' if on else 'off'} (the config file's are unchanged)")
+    return 0

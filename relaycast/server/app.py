@@ -28,6 +28,8 @@ from relaycast.redact import Redactor
 from relaycast.server import openapi
 from relaycast.server.admin import Admin
 from relaycast.server.analytics import PREFIX as ANALYTICS_PREFIX
+from relaycast.server.broadcast_api import PREFIX as BROADCAST_PREFIX
+from relaycast.server.broadcast_api import BroadcastApi
 from relaycast.server.generation import RESPONSES_PREFIX, Extras
 from relaycast.server.handlers import Handlers
 from relaycast.server.keys_api import PREFIX as KEYS_PREFIX
@@ -76,6 +78,7 @@ class Gateway:
         self._routes: dict[tuple[str, str], Endpoint] = {}
         self._paths: frozenset[str] = frozenset()
         self._keys_api: KeysApi | None = None
+        self._broadcast_api: BroadcastApi | None = None
 
     # --- lifespan -----------------------------------------------------------------------------
 
@@ -118,6 +121,7 @@ class Gateway:
         self._stored_response = extras.stored_response
         self._paths = frozenset(p for _, p in self._routes)
         self._keys_api = KeysApi(s)
+        self._broadcast_api = BroadcastApi(s)
         self.services = s
 
     async def shutdown(self, flush_timeout_s: float = 10.0) -> None:
@@ -214,6 +218,9 @@ class Gateway:
             await handler(r)
         elif path.startswith(RESPONSES_PREFIX) and r.method in ("GET", "DELETE"):
             await self._stored_response(r)
+        elif path.startswith(BROADCAST_PREFIX):
+            assert self._broadcast_api is not None
+            await self._broadcast_api.handle(r)
         elif path == KEYS_PREFIX or path.startswith(KEYS_PREFIX + "/"):
             s.auth.admin(r.headers)
             assert self._keys_api is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 
 from relaycast.errors import Forbidden, Unauthorized
 from relaycast.keys.policy import KeyPolicy
@@ -15,6 +16,10 @@ class Authenticator:
     def __init__(self, admin_key_sha256: str | None, registry: KeyRegistry) -> None:
         self.registry = registry
         self._admin = admin_key_sha256
+        # The dashboard's session check: a logged-in page may call the admin API with its cookie alone (an
+        # HttpOnly, SameSite=Strict cookie; cross-site requests are refused by the Origin check, and bodies must
+        # be JSON, which no HTML form sends).
+        self.session: Callable[[dict[bytes, bytes]], bool] | None = None
 
     @property
     def required(self) -> bool:
@@ -42,6 +47,13 @@ class Authenticator:
     def admin(self, headers: dict[bytes, bytes]) -> None:
         if self._admin is None:
             raise Forbidden("The admin API is disabled: set 'admin_key' in the config.")
+        if (
+            self.session is not None
+            and b"authorization" not in headers
+            and b"x-api-key" not in headers
+            and self.session(headers)
+        ):
+            return
         token = _bearer(headers)
         if token is None:
             raise Unauthorized("Missing admin key: send 'Authorization: Bearer <admin key>'.")

@@ -15,8 +15,11 @@ workers, and a target's state as every state some worker has it in.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +30,7 @@ from relaycast.monitors.engine import Alerts, MonitorEngine
 from relaycast.monitors.notify import Notifier
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
+from relaycast.sealed import load_sealer
 from relaycast.server.metrics_gauges import Family, merge_families, telemetry_gauges
 from relaycast.server.stored_responses import OPS as RESPONSE_OPS
 from relaycast.server.stored_responses import ResponseStore
@@ -36,6 +40,7 @@ from relaycast.store.writer import StoreWriter
 from relaycast.telemetry.exporters.base import refuse_redirects
 from relaycast.telemetry.metrics import Metrics
 from relaycast.telemetry.pipeline import Broadcaster
+from relaycast.telemetry.saved import SavedSync
 
 Sink = Callable[[RequestRecord], None]
 STEP_S = 2.0  # at shutdown: stopping the monitors (their own calls have shorter timeouts)
@@ -71,6 +76,7 @@ class TelemetryHub:
         self.reader = reader  # the monitors' (the serving process's own, when the hub runs in it)
         self._own_reader = False
         self.broadcaster: Broadcaster | None = None
+        self.saved: SavedSync | None = None  # the destinations saved from the dashboard (with a store)
         self.monitors: MonitorEngine | None = None
         self.notifier: Notifier | None = None
         self.sinks: tuple[Sink, ...] = (self.metrics,)
@@ -100,11 +106,24 @@ class TelemetryHub:
                     mon, self.reader, self.store, self.alerts, self.notifier, self.log, self.clock
                 )
                 self.monitors.start()
-        if config.broadcast and config.broadcast.destinations:
+        # With a store, destinations can be saved from the dashboard: the broadcaster exists to take them.
+        if config.broadcast and (config.broadcast.destinations or config.store is not None):
             servers = {p.name: p.server for p in config.providers.values() if p.server is not None}
             self.broadcaster = Broadcaster(config.broadcast, self._session(), self.redactor, self.log, servers=servers)
             self.broadcaster.start()
             self.sinks = (*self.sinks, self.broadcaster)
+            if config.store is not None:
+                self._start_saved(config, self.broadcaster)
+
+    def _start_saved(self, config: Config, broadcaster: Broadcaster) -> None:
+        """Apply the destinations saved in the store, now and whenever they change."""
+        assert config.store is not None
+        base = Path(config.source).parent if config.source else Path(".")
+        if self.reader is None:
+            self.reader, self._own_reader = StoreReader(config.store, threads=1), True
+        sealer = partial(load_sealer, dict(os.environ), base)
+        self.saved = SavedSync(self.reader, sealer, broadcaster, self.redactor, self.log, base)
+        self.saved.start()
 
     def _session(self) -> aiohttp.ClientSession:
         """The exporters' and notifiers' own HTTP client: it never shares a pool (or a slowdown) with providers'."""
@@ -131,6 +150,12 @@ class TelemetryHub:
         worker's id and gauges; the exposition text)."""
         if op == "broadcast":
             return self.broadcaster.status() if self.broadcaster else []
+        if op == "broadcast_saved":  # the saved destinations' sync: None without a store
+            return self.saved.status() if self.saved else None
+        if op == "broadcast_sync":  # apply the saved destinations now (after a change made on this replica)
+            if self.saved is not None:
+                await self.saved.sync(force=True)
+            return self.saved.status() if self.saved else None
         if op == "broadcast_test":
             b = self.broadcaster
             if b is None or (arg and arg not in b.destinations):
@@ -187,6 +212,9 @@ class TelemetryHub:
         def left(cap: float) -> float:
             return max(0.0, min(cap, deadline - time.monotonic()))
 
+        if self.saved is not None:
+            await bounded("broadcast_saved", self.saved.stop(), left(STEP_S))
+            self.saved = None
         if self.monitors is not None:
             await bounded("monitors", self.monitors.stop(), left(STEP_S))
             self.monitors = None

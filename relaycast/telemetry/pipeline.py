@@ -533,6 +533,7 @@ class Destination:
         return {
             "name": self.cfg.name,
             "kind": self.cfg.kind,
+            "source": self.cfg.source,
             "healthy": self._healthy,
             "overflow": self.cfg.overflow,
             "queued": self.worker.queued,
@@ -555,7 +556,8 @@ class Destination:
 
 
 class Broadcaster:
-    """The record sink for every configured destination."""
+    """The record sink for every destination: the config's (fixed for the process's life) and the ones saved from
+    the dashboard (`apply`, which adds, replaces and removes those while records flow)."""
 
     def __init__(
         self,
@@ -568,20 +570,55 @@ class Broadcaster:
     ) -> None:
         """`servers`: each configured provider's host and port (`ProviderConfig.server`)."""
         self.destinations: dict[str, Destination] = {}
-        trim = HeapTrim()
-        for d in config.destinations:
-            if not d.enabled:
-                continue
-            spool = Spool(f"{config.spool_dir}/{d.name}", d.spool_max_bytes) if d.spool_max_bytes else None
-            exporter = build(d, session, servers)
-            self.destinations[d.name] = Destination(d, exporter, spool, redactor, log, clock, trim=trim)
+        self._spool_dir = config.spool_dir
+        self._session = session
+        self._redactor = redactor
+        self._clock = clock
+        self._servers = servers
+        self._trim = HeapTrim()
+        self._started = False
+        self.saved: set[str] = set()  # the names `apply` manages
         self._log = log
+        for d in config.destinations:
+            if d.enabled:
+                self.destinations[d.name] = self._build(d, f"{config.spool_dir}/{d.name}")
+
+    def _build(self, d: DestinationConfig, spool_dir: str) -> Destination:
+        spool = Spool(spool_dir, d.spool_max_bytes) if d.spool_max_bytes else None
+        exporter = build(d, self._session, self._servers)
+        return Destination(d, exporter, spool, self._redactor, self._log, self._clock, trim=self._trim)
+
+    async def apply(self, wanted: Iterable[DestinationConfig], timeout_s: float = 5.0) -> list[str]:
+        """Make the saved destinations these (disabled ones left out): a new one starts, a changed one is stopped
+        (what it holds is sent within `timeout_s` or spooled) and started again with its new settings, a removed
+        one is stopped. The config's destinations are never touched. Returns what changed, for the log."""
+        want = {d.name: d for d in wanted if d.enabled and (d.name not in self.destinations or d.name in self.saved)}
+        changes: list[str] = []
+        for name in sorted(self.saved):
+            d = self.destinations[name]
+            if want.get(name) != d.cfg:
+                del self.destinations[name]  # no record reaches it from here on
+                self.saved.discard(name)
+                await d.stop(d.worker.clock() + timeout_s)
+                changes.append(f"-{name}")
+        for name, cfg in want.items():
+            if name in self.destinations:
+                continue
+            # Its own spool per kind: a batch spooled for one backend is never replayed to another.
+            dest = self._build(cfg, f"{self._spool_dir}/saved-{name}-{cfg.kind}")
+            self.destinations[name] = dest
+            self.saved.add(name)
+            if self._started:
+                dest.start()
+            changes.append(f"+{name}")
+        return changes
 
     def __call__(self, record: RequestRecord) -> None:
         for d in self.destinations.values():
             d.offer(record)
 
     def start(self) -> None:
+        self._started = True
         for d in self.destinations.values():
             d.start()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,8 @@ class DestinationConfig:
     max_retries: int = 4
     spool_max_bytes: int = 64 * MiB
     overflow: str = "drop_oldest"  # or "drop_newest": what a full queue and a full spool give up (OVERFLOW)
+    # Where it was made: "config file", "DD_* variables", "OTEL_EXPORTER_OTLP_* variables" or "dashboard"
+    source: str = field(default="config file", compare=False)
 
     def secrets(self) -> tuple[str, ...]:
         """For the redactor: the Datadog key, the webhook secret, credential headers whatever their length (by
@@ -201,7 +203,7 @@ def parse_broadcast(r: Reader, raw: Any, env: Mapping[str, str], source: str | N
             items = r.sequence(m["destinations"], "broadcast.destinations")
     dests: list[DestinationConfig] = []
     for i, item in enumerate(items):
-        dests.append(_destination(r, item, f"broadcast.destinations[{i}]", env, base))
+        dests.append(destination(r, item, f"broadcast.destinations[{i}]", env, base))
     names = [d.name for d in dests]
     for i, n in enumerate(names):
         if n in names[:i]:
@@ -210,11 +212,11 @@ def parse_broadcast(r: Reader, raw: Any, env: Mapping[str, str], source: str | N
     if "datadog" not in given:
         dd = datadog_from_env(env)
         if dd is not None:
-            dests.append(_unique(dd, names, "DD_* variables"))
+            dests.append(replace(_unique(dd, names, "DD_* variables"), source="DD_* variables"))
     if not given & {"otlp", "otel_collector"}:  # the OTEL_* variables describe the collector a config names
         otel = otlp_from_env(env)
         if otel is not None:
-            dests.append(_unique(otel, names, "OTEL_EXPORTER_OTLP_* variables"))
+            dests.append(replace(_unique(otel, names, "OTEL_EXPORTER_OTLP_* variables"), source="OTEL_* variables"))
     spool = Path(spool_dir)
     return BroadcastConfig(destinations=tuple(dests), spool_dir=str(spool if spool.is_absolute() else base / spool))
 
@@ -231,7 +233,7 @@ def _unique(d: DestinationConfig, names: list[str], source: str) -> DestinationC
     return d
 
 
-def _destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Path) -> DestinationConfig:
+def destination(r: Reader, raw: Any, at: str, env: Mapping[str, str], base: Path) -> DestinationConfig:
     m = r.mapping(raw, at, None)
     kind = r.string(m.get("kind", m.get("name", "")), f"{at}.kind")
     if kind not in KINDS:

@@ -1,0 +1,106 @@
+"""Secrets at rest: what the dashboard, the admin API and the CLI save in the store (a broadcast destination's API
+key, ...) is sealed with AES-256-GCM before it is written, and opened only where it is used.
+
+The key comes from `RELAYCAST_SECRET_KEY` (any string of at least 32 characters; replicas that share a store must
+share it), else from a key file: `RELAYCAST_SECRET_KEY_FILE`, or `.relaycast/secret.key` beside the config file,
+created 0600 on first use with 32 random bytes. A sealed value is `v1.<key id>.<base64url(nonce | ciphertext)>`:
+the key id (8 hex characters of the key's SHA-256) tells a value sealed with another key apart from a damaged one,
+and the value's owner (a destination's name) is bound to it as associated data, so a sealed value copied onto
+another row does not open.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from relaycast.private_files import open_private, private_dirs
+
+ENV_KEY = "RELAYCAST_SECRET_KEY"
+ENV_FILE = "RELAYCAST_SECRET_KEY_FILE"
+DEFAULT_FILE = ".relaycast/secret.key"
+MIN_KEY_CHARS = 32
+_NONCE = 12
+
+
+class SealError(Exception):
+    """A sealed value that cannot be opened: sealed with another key, damaged, or not a sealed value."""
+
+
+class Sealer:
+    """Seals and opens short secrets with one key."""
+
+    __slots__ = ("_aead", "key_id", "source")
+
+    def __init__(self, key: bytes, source: str) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        material = hashlib.sha256(b"relaycast-sealed-v1|" + key).digest()
+        self._aead = AESGCM(material)
+        self.key_id = hashlib.sha256(material).hexdigest()[:8]
+        self.source = source  # where the key came from, for status lines (never the key)
+
+    def seal(self, plaintext: str, owner: str) -> str:
+        nonce = secrets.token_bytes(_NONCE)
+        sealed = self._aead.encrypt(nonce, plaintext.encode(), owner.encode())
+        return f"v1.{self.key_id}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def open(self, value: str, owner: str) -> str:
+        from cryptography.exceptions import InvalidTag
+
+        version, _, rest = value.partition(".")
+        key_id, _, body = rest.partition(".")
+        if version != "v1" or not body:
+            raise SealError("not a sealed value")
+        if key_id != self.key_id:
+            raise SealError(
+                f"sealed with another key (key id {key_id[:8]}; this gateway's is {self.key_id}): set the same "
+                f"{ENV_KEY} or key file on every replica"
+            )
+        try:
+            raw = base64.urlsafe_b64decode(body.encode())
+            return self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], owner.encode()).decode()
+        except (InvalidTag, ValueError, UnicodeDecodeError):
+            raise SealError("damaged, or sealed for another owner") from None
+
+
+def load_sealer(env: Mapping[str, str], base: Path) -> Sealer:
+    """The gateway's sealer: from the environment's key, else from its key file (created on first use)."""
+    given = env.get(ENV_KEY, "")
+    if given:
+        if len(given) < MIN_KEY_CHARS:
+            raise ValueError(f"{ENV_KEY} must be at least {MIN_KEY_CHARS} characters, got {len(given)}")
+        return Sealer(given.encode(), f"${ENV_KEY}")
+    path = Path(env.get(ENV_FILE) or base / DEFAULT_FILE)
+    return Sealer(_key_file(path), str(path))
+
+
+def _key_file(path: Path) -> bytes:
+    """The key file's bytes; a new one (0600, 32 random bytes) when there is none. Two processes starting at once
+    both end up with the one that was written first."""
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        private_dirs(path.parent)
+        try:
+            fd = open_private(path, os.O_WRONLY | os.O_EXCL)
+        except FileExistsError:  # another process is writing it: wait for its bytes (at most a second)
+            key = b""
+            for _ in range(100):
+                key = path.read_bytes()
+                if key.endswith(b"\n"):
+                    break
+                time.sleep(0.01)
+        else:
+            key = base64.urlsafe_b64encode(secrets.token_bytes(32)) + b"\n"
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+    key = key.strip()
+    if len(key) < MIN_KEY_CHARS:
+        raise ValueError(f"the secret key file {path} holds {len(key)} bytes, fewer than {MIN_KEY_CHARS}")
+    return key

@@ -1,0 +1,306 @@
+"""Broadcast settings in the admin API (the admin key or a dashboard session), behind the Settings > Broadcast page
+and `relaycast broadcast`:
+
+GET    /admin/broadcast/kinds                        every destination kind's form: fields, defaults, secrets
+GET    /admin/broadcast/destinations                 every destination, where it comes from, its live status
+PUT    /admin/broadcast/destinations/<name>          {"kind", "settings", "save_anyway"}: tested, then saved
+DELETE /admin/broadcast/destinations/<name>          a saved destination (the config's are read-only)
+POST   /admin/broadcast/try                          {"kind", "name"?, "settings"}: Test Connection, nothing saved
+PUT    /admin/broadcast/enabled                      {"enabled": true|false}: the saved destinations on or off
+
+A destination is saved only when its Test Connection passes, unless `save_anyway` says to (a backend that is down
+on purpose); a failed test answers 422 `test_failed` with what failed, and nothing is saved. Secret settings are
+sealed before they reach the store and never come back: the listing says which are set (`secrets_set`); a PUT that
+leaves one out keeps the saved value. Saved destinations run on every replica within seconds (`telemetry.saved`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from relaycast import errors
+from relaycast.asgi import BodyTooLarge, Request, read_body, send_bytes
+from relaycast.redact import Redactor
+from relaycast.sealed import Sealer, SealError, load_sealer
+from relaycast.server.services import Services
+from relaycast.store import destinations as table
+from relaycast.store.db import is_db_error
+from relaycast.telemetry import forms, saved
+from relaycast.telemetry.exporters import build
+from relaycast.telemetry.exporters.base import TestResult, refuse_redirects
+from relaycast.telemetry.settings import DestinationConfig
+
+PREFIX = "/admin/broadcast/"
+MAX_BODY = 64 * 1024
+TEST_TIMEOUT_S = 15.0
+
+
+class TestFailed(errors.GatewayError):
+    """Test Connection failed, so the destination was not saved."""
+
+    status_code: ClassVar[int] = 422
+    error_class: ClassVar[str] = "test_failed"
+    openai_type: ClassVar[str] = "invalid_request_error"
+
+
+class BroadcastApi:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self._sealer: Sealer | None = None
+        base = services.config.source
+        self._base = Path(base).parent if base else Path(".")
+
+    async def handle(self, r: Request) -> None:
+        self.s.auth.admin(r.headers)
+        rest = r.path[len(PREFIX) :]
+        method = r.method
+        try:
+            if rest == "kinds" and method == "GET":
+                body: Any = {"kinds": forms.catalog()}
+            elif rest == "destinations" and method == "GET":
+                body = await self._listing()
+            elif rest.startswith("destinations/") and rest.count("/") == 1 and method in ("PUT", "DELETE"):
+                name = rest.split("/", 1)[1]
+                body = await (self._save(r, name) if method == "PUT" else self._delete(name))
+            elif rest == "try" and method == "POST":
+                body = await self._try(r)
+            elif rest == "enabled" and method == "PUT":
+                body = await self._toggle(r)
+            else:
+                raise errors.NotFoundRoute(f"Unknown request URL: {method} {r.path[:200]}.")
+        except Exception as e:
+            if is_db_error(e):
+                raise errors.StoreNotReady(
+                    f"The store cannot be reached: {self.s.redactor.scrub(str(e).splitlines()[0])[:200]}"
+                ) from None
+            raise
+        payload = self.s.redactor.scrub_bytes(orjson.dumps(body))
+        await send_bytes(r.send, 200, payload, [*r.id_headers, (b"cache-control", b"no-store")])
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def _listing(self) -> dict[str, Any]:
+        live = {d["name"]: d for d in await self.s.telemetry("broadcast") or []}
+        sync = await self.s.telemetry("broadcast_saved")
+        out: list[dict[str, Any]] = []
+        for d in self.s.config.broadcast.destinations if self.s.config.broadcast else ():
+            out.append(
+                {
+                    "name": d.name,
+                    "kind": d.kind,
+                    "title": forms.title(d.kind),
+                    "source": d.source,
+                    "editable": False,
+                    "enabled": d.enabled,
+                    "status": live.get(d.name),
+                }
+            )
+        rows: list[table.Row] = []
+        enabled = True
+        if self.s.reader is not None:
+            enabled, rows = await self.s.reader.run(table.state)
+        problems = (sync or {}).get("problems", {})
+        for row in rows:
+            secret = forms.secret_names(row.kind)
+            out.append(
+                {
+                    "name": row.name,
+                    "kind": row.kind,
+                    "title": forms.title(row.kind),
+                    "source": saved.SOURCE,
+                    "editable": True,
+                    "enabled": row.settings.get("enabled", True) is not False,
+                    "settings": {k: v for k, v in row.settings.items() if k not in secret},
+                    "secrets_set": sorted(self._secret_names(row)),
+                    "created_ms": row.created_ms,
+                    "updated_ms": row.updated_ms,
+                    "last_test": {"ok": row.test_ok, "message": row.test_message, "at_ms": row.tested_ms}
+                    if row.tested_ms is not None
+                    else None,
+                    "problem": problems.get(row.name),
+                    "status": live.get(row.name),
+                }
+            )
+        return {
+            "enabled": enabled,
+            "store": self.s.reader is not None,
+            "sync": sync,
+            "destinations": out,
+        }
+
+    def _secret_names(self, row: table.Row) -> set[str]:
+        if not row.sealed:
+            return set()
+        try:
+            return set(orjson.loads(self.sealer().open(row.sealed, row.name)))
+        except (SealError, ValueError):
+            return set()
+
+    # --- changing -----------------------------------------------------------------------------
+
+    def sealer(self) -> Sealer:
+        if self._sealer is None:
+            try:
+                self._sealer = load_sealer(os.environ, self._base)
+            except (ValueError, OSError) as e:
+                raise errors.Forbidden(
+                    f"Secrets cannot be sealed here: {self.s.redactor.scrub(str(e))[:200]}"
+                ) from None
+        return self._sealer
+
+    def _need_store(self) -> None:
+        if self.s.reader is None:
+            raise errors.StoreNotReady(
+                "Destinations saved from the dashboard live in the store, and the store is disabled: add them to "
+                "the config file's broadcast: section instead.",
+                disabled=True,
+            )
+
+    async def _json(self, r: Request) -> dict[str, Any]:
+        try:
+            raw = await read_body(r.receive, MAX_BODY)
+        except BodyTooLarge:
+            raise errors.PayloadTooLarge(f"The request body is larger than {MAX_BODY // 1024} KiB.") from None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise errors.InvalidRequest(f"request body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise errors.InvalidRequest("request body must be a JSON object")
+        return body
+
+    def _readonly(self, name: str) -> None:
+        for d in self.s.config.broadcast.destinations if self.s.config.broadcast else ():
+            if d.name == name:
+                raise errors.InvalidRequest(
+                    f"'{name}' is a destination of the {d.source}: change it there (it is read-only here)",
+                    param="name",
+                )
+
+    async def _form(self, name: str, body: dict[str, Any]) -> tuple[str, dict[str, Any], DestinationConfig]:
+        """The destination a request describes: its kind, its values (saved secrets filling the ones left out),
+        and its parsed config."""
+        unknown = set(body) - {"kind", "settings", "save_anyway", "name"}
+        if unknown:
+            raise errors.InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
+        kind = body.get("kind")
+        try:
+            values = dict(saved.check_values(str(kind) if isinstance(kind, str) else "", body.get("settings", {})))
+        except saved.Invalid as e:
+            raise errors.InvalidRequest(str(e), param=e.field) from None
+        assert isinstance(kind, str)
+        kept = await self._saved_values(name, kind)
+        for k in forms.secret_names(kind):
+            if values.get(k) in (None, "", {}) and k in kept:
+                values[k] = kept[k]
+        try:
+            cfg = saved.build(name, kind, values, self._base)
+        except saved.Invalid as e:
+            raise errors.InvalidRequest(str(e), param=e.field) from None
+        return kind, values, cfg
+
+    async def _saved_values(self, name: str, kind: str) -> dict[str, Any]:
+        """The saved destination's values (secrets opened) when it exists with this kind."""
+        if self.s.reader is None or not saved.NAME.fullmatch(name):
+            return {}
+        for row in (await self.s.reader.run(table.state))[1]:
+            if row.name == name and row.kind == kind:
+                try:
+                    return saved.opened(row, self.sealer())
+                except SealError:
+                    return dict(row.settings)
+        return {}
+
+    async def _try(self, r: Request) -> dict[str, Any]:
+        body = await self._json(r)
+        name = body.get("name") or "test"
+        if not isinstance(name, str):
+            raise errors.InvalidRequest("'name' must be a string", param="name")
+        _, _, cfg = await self._form(name, body)
+        result = await self._test(cfg)
+        return {"name": name, "ok": result.ok, "message": result.message}
+
+    async def _save(self, r: Request, name: str) -> dict[str, Any]:
+        self._need_store()
+        assert self.s.reader is not None
+        self._readonly(name)
+        body = await self._json(r)
+        anyway = body.get("save_anyway", False)
+        if not isinstance(anyway, bool):
+            raise errors.InvalidRequest("'save_anyway' must be true or false", param="save_anyway")
+        kind, values, cfg = await self._form(name, body)
+        result = await self._test(cfg)
+        if not result.ok and not anyway:
+            raise TestFailed(
+                f"Test Connection failed, so '{name}' was not saved: {result.message}",
+                param="settings",
+            )
+        settings_part, secret_part = saved.split(kind, values)
+        sealed = saved.seal(self.sealer(), name, secret_part)
+        now_ms = int(self.s.clock() * 1000)
+        try:
+            created = await self.s.reader.run(
+                table.save, name, kind, settings_part, sealed, now_ms, (result.ok, result.message)
+            )
+        except table.TooMany as e:
+            raise errors.InvalidRequest(str(e), param="name") from None
+        self.s.log.info("broadcast_destination_saved", destination=name, kind=kind, created=created, test_ok=result.ok)
+        sync = await self._apply()
+        return {
+            "name": name,
+            "created": created,
+            "test": {"ok": result.ok, "message": result.message},
+            "applied": sync is not None and name not in (sync.get("problems") or {}),
+        }
+
+    async def _delete(self, name: str) -> dict[str, Any]:
+        self._need_store()
+        assert self.s.reader is not None
+        self._readonly(name)
+        if not await self.s.reader.run(table.delete, name, int(self.s.clock() * 1000)):
+            raise errors.NotFoundRoute(f"No saved destination named '{name[:64]}'.")
+        self.s.log.info("broadcast_destination_deleted", destination=name)
+        await self._apply()
+        return {"name": name, "deleted": True}
+
+    async def _toggle(self, r: Request) -> dict[str, Any]:
+        self._need_store()
+        assert self.s.reader is not None
+        body = await self._json(r)
+        on = body.get("enabled")
+        if not isinstance(on, bool) or set(body) != {"enabled"}:
+            raise errors.InvalidRequest('the body must be {"enabled": true} or {"enabled": false}', param="enabled")
+        await self.s.reader.run(table.set_enabled, on, int(self.s.clock() * 1000))
+        self.s.log.info("broadcast_saved_toggled", enabled=on)
+        await self._apply()
+        return {"enabled": on}
+
+    async def _apply(self) -> dict[str, Any] | None:
+        """This replica applies the change now; the others at their next poll."""
+        try:
+            result: dict[str, Any] | None = await self.s.telemetry("broadcast_sync")
+            return result
+        except errors.RelaycastError:
+            return None
+
+    async def _test(self, cfg: DestinationConfig) -> TestResult:
+        """Test Connection with a destination's settings, from this process (nothing is built in the pipeline)."""
+        redactor = Redactor(cfg.secrets())
+        try:
+            async with aiohttp.ClientSession(trust_env=True, trace_configs=[refuse_redirects()]) as session:
+                exporter = build(cfg, session)
+                try:
+                    result = await asyncio.wait_for(exporter.test(), TEST_TIMEOUT_S)
+                finally:
+                    await exporter.close()
+        except TimeoutError:
+            result = TestResult(False, f"no answer within {TEST_TIMEOUT_S:.0f} s")
+        except Exception as e:  # noqa: BLE001 - a test reports, it does not crash
+            result = TestResult(False, f"test failed: {type(e).__name__}: {str(e)[:200]}")
+        return TestResult(result.ok, self.s.redactor.scrub(redactor.scrub(result.message)))

@@ -1,0 +1,145 @@
+"""Broadcast destinations saved from the dashboard, the admin API or the CLI, in the store every replica shares
+(SQLite or Postgres), and the Broadcast toggle. Secrets arrive here sealed (`relaycast.sealed`); this module never
+sees them in the clear.
+
+Every change writes a new value under `broadcast.changed`: replicas poll that one row and reload when it moves.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from relaycast.store.db import Connection
+
+MAX_DESTINATIONS = 32
+CHANGED = "broadcast.changed"
+ENABLED = "broadcast.enabled"
+_COLS = (
+    "name",
+    "kind",
+    "settings",
+    "secrets",
+    "created_ms",
+    "updated_ms",
+    "tested_ms",
+    "test_ok",
+    "test_message",
+)
+
+
+class TooMany(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    name: str
+    kind: str
+    settings: dict[str, Any]
+    sealed: str | None  # the secret settings, as one sealed JSON object
+    created_ms: int
+    updated_ms: int
+    tested_ms: int | None
+    test_ok: bool | None
+    test_message: str | None
+
+
+def rows(conn: Connection) -> list[Row]:
+    out = []
+    for r in conn.query(f"SELECT {', '.join(_COLS)} FROM broadcast_destinations ORDER BY created_ms, name"):
+        d = dict(zip(_COLS, r, strict=True))
+        out.append(
+            Row(
+                name=d["name"],
+                kind=d["kind"],
+                settings=orjson.loads(d["settings"]),
+                sealed=d["secrets"],
+                created_ms=int(d["created_ms"]),
+                updated_ms=int(d["updated_ms"]),
+                tested_ms=int(d["tested_ms"]) if d["tested_ms"] is not None else None,
+                test_ok=bool(d["test_ok"]) if d["test_ok"] is not None else None,
+                test_message=d["test_message"],
+            )
+        )
+    return out
+
+
+def state(conn: Connection) -> tuple[bool, list[Row]]:
+    """(the Broadcast toggle, every saved destination)."""
+    return enabled(conn), rows(conn)
+
+
+def save(
+    conn: Connection,
+    name: str,
+    kind: str,
+    settings: dict[str, Any],
+    sealed: str | None,
+    now_ms: int,
+    test: tuple[bool, str] | None,
+) -> bool:
+    """Create or replace a destination; True when it is new."""
+    with conn.transaction():
+        found = conn.query_in_tx("SELECT created_ms FROM broadcast_destinations WHERE name = ?", (name,))
+        if not found:
+            n = conn.query_in_tx("SELECT count(*) FROM broadcast_destinations")[0][0]
+            if int(n) >= MAX_DESTINATIONS:
+                raise TooMany(f"at most {MAX_DESTINATIONS} destinations can be saved")
+        conn.execute("DELETE FROM broadcast_destinations WHERE name = ?", (name,))
+        row = (
+            name,
+            kind,
+            orjson.dumps(settings).decode(),
+            sealed,
+            int(found[0][0]) if found else now_ms,
+            now_ms,
+            now_ms if test is not None else None,
+            int(test[0]) if test is not None else None,
+            test[1][:500] if test is not None else None,
+        )
+        conn.execute(
+            f"INSERT INTO broadcast_destinations ({', '.join(_COLS)}) VALUES ({', '.join('?' for _ in _COLS)})", row
+        )
+        _mark(conn, now_ms)
+    return not found
+
+
+def delete(conn: Connection, name: str, now_ms: int) -> bool:
+    with conn.transaction():
+        n = conn.execute("DELETE FROM broadcast_destinations WHERE name = ?", (name,))
+        if n:
+            _mark(conn, now_ms)
+    return n == 1
+
+
+def set_enabled(conn: Connection, on: bool, now_ms: int) -> None:
+    with conn.transaction():
+        _put(conn, ENABLED, "true" if on else "false", now_ms)
+        _mark(conn, now_ms)
+
+
+def enabled(conn: Connection) -> bool:
+    found = conn.query("SELECT value FROM gateway_settings WHERE name = ?", (ENABLED,))
+    return not found or found[0][0] != "false"
+
+
+def marker(conn: Connection) -> str:
+    """What replicas poll: it changes with every save, delete and toggle."""
+    found = conn.query("SELECT value FROM gateway_settings WHERE name = ?", (CHANGED,))
+    return str(found[0][0]) if found else ""
+
+
+def _mark(conn: Connection, now_ms: int) -> None:
+    _put(conn, CHANGED, f"{now_ms}-{secrets.token_hex(4)}", now_ms)
+
+
+def _put(conn: Connection, name: str, value: str, now_ms: int) -> None:
+    conn.execute(
+        "INSERT INTO gateway_settings (name, value, updated_ms) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+        (name, value, now_ms),
+    )

@@ -1,0 +1,137 @@
+"""Secrets sealed at rest, saved destinations in a real SQLite store, and a running broadcaster taking saved
+destinations in and out while records flow (file destinations on a temporary disk: real writes)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import stat
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from relaycast.log import EventLog
+from relaycast.redact import Redactor
+from relaycast.sealed import Sealer, SealError, load_sealer
+from relaycast.store import destinations as table
+from relaycast.store.db import Connection
+from relaycast.store.settings import StoreConfig
+from relaycast.telemetry import saved
+from relaycast.telemetry.pipeline import Broadcaster
+from relaycast.telemetry.settings import BroadcastConfig
+from tests.sample_records import sample_record
+
+KEY = b"k" * 40
+
+
+def test_sealed_values_open_only_with_their_key_and_owner() -> None:
+    s = Sealer(KEY, "test")
+    sealed = s.seal("dd-secret-value-123", "datadog")
+    assert "dd-secret-value-123" not in sealed and sealed.startswith(f"v1.{s.key_id}.")
+    assert s.open(sealed, "datadog") == "dd-secret-value-123"
+    assert s.seal("x", "a") != s.seal("x", "a")  # a fresh nonce each time
+    with pytest.raises(SealError, match="another owner"):
+        s.open(sealed, "langfuse")  # copied onto another row
+    with pytest.raises(SealError, match="another key"):
+        Sealer(b"z" * 40, "other").open(sealed, "datadog")
+    with pytest.raises(SealError):
+        s.open(sealed[:-4] + "AAAA", "datadog")
+    with pytest.raises(SealError):
+        s.open("plain text", "datadog")
+
+
+def _load(base: str, out: multiprocessing.Queue[str]) -> None:
+    out.put(load_sealer({}, Path(base)).key_id)
+
+
+def test_the_key_file_is_made_once_and_private(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    q: multiprocessing.Queue[str] = ctx.Queue()
+    procs = [ctx.Process(target=_load, args=(str(tmp_path), q)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    ids = {q.get(timeout=5) for _ in procs}
+    assert len(ids) == 1  # processes starting together end up with one key
+    key_file = tmp_path / ".relaycast" / "secret.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert load_sealer({}, tmp_path).key_id in ids
+    env_key = load_sealer({"RELAYCAST_SECRET_KEY": "e" * 32}, tmp_path)
+    assert env_key.key_id not in ids and env_key.source == "$RELAYCAST_SECRET_KEY"
+    with pytest.raises(ValueError, match="at least 32"):
+        load_sealer({"RELAYCAST_SECRET_KEY": "short"}, tmp_path)
+
+
+def test_forms_split_secrets_from_settings() -> None:
+    settings, hidden = saved.split("langfuse", {"public_key": "pk-lf-1", "secret_key": "sk-lf-2", "region": ""})
+    assert settings == {"public_key": "pk-lf-1"} and hidden == {"secret_key": "sk-lf-2"}
+    settings, hidden = saved.split("otlp", {"endpoint": "http://x/v1/traces", "headers": {"x-key": "v"}})
+    assert hidden == {"headers": {"x-key": "v"}}
+    with pytest.raises(saved.Invalid) as e:
+        saved.build("bad name!", "file", {"path": "/tmp/x"}, Path("."))
+    assert e.value.field == "name"
+    with pytest.raises(saved.Invalid) as e:
+        saved.build("f", "file", {"path": "/tmp/x", "max_bytes": -5}, Path("."))
+    assert e.value.field == "max_bytes" and "-5" in str(e.value)
+
+
+def test_the_store_keeps_sealed_secrets_and_a_change_marker(tmp_path: Path) -> None:
+    conn = Connection(StoreConfig(path=str(tmp_path / "s.db")))
+    conn.migrate()
+    s = Sealer(KEY, "test")
+    assert table.marker(conn) == "" and table.enabled(conn)
+    sealed = saved.seal(s, "dd", {"api_key": "dd-key-0123456789"})
+    assert table.save(conn, "dd", "datadog", {"ml_app": "a"}, sealed, 1000, (True, "ok"))
+    first = table.marker(conn)
+    assert not table.save(conn, "dd", "datadog", {"ml_app": "b"}, sealed, 2000, None)  # replaced, not new
+    assert table.marker(conn) != first
+    (row,) = table.rows(conn)
+    assert row.created_ms == 1000 and row.updated_ms == 2000 and row.settings == {"ml_app": "b"}
+    assert saved.opened(row, s) == {"ml_app": "b", "api_key": "dd-key-0123456789"}
+    assert b"dd-key-0123456789" not in (tmp_path / "s.db").read_bytes()
+    table.set_enabled(conn, False, 3000)
+    assert not table.enabled(conn)
+    assert table.delete(conn, "dd", 4000) and not table.delete(conn, "dd", 4000)
+    for i in range(table.MAX_DESTINATIONS):
+        table.save(conn, f"d{i}", "file", {"path": "/tmp/x"}, None, 5000, None)
+    with pytest.raises(table.TooMany):
+        table.save(conn, "one-more", "file", {"path": "/tmp/x"}, None, 5000, None)
+    conn.close()
+
+
+def test_apply_adds_replaces_and_removes_saved_destinations_while_records_flow(tmp_path: Path) -> None:
+    async def run() -> None:
+        red = Redactor()
+        fixed = saved.build("archive", "file", {"path": str(tmp_path / "archive.jsonl")}, tmp_path)
+        cfg = BroadcastConfig(destinations=(fixed,), spool_dir=str(tmp_path / "spool"))
+        async with aiohttp.ClientSession() as session:
+            b = Broadcaster(cfg, session, red, EventLog(red))
+            b.start()
+            one = saved.build("ui", "file", {"path": str(tmp_path / "one.jsonl"), "flush_interval": 0.05}, tmp_path)
+            assert await b.apply([one]) == ["+ui"]
+            assert await b.apply([one]) == []  # the same settings: left running
+            b(sample_record(1))
+            await b.flush()
+            two = saved.build("ui", "file", {"path": str(tmp_path / "two.jsonl"), "flush_interval": 0.05}, tmp_path)
+            assert await b.apply([two]) == ["-ui", "+ui"]
+            b(sample_record(2))
+            await b.flush()
+            # A saved destination cannot take a config destination's name; an empty list removes the saved ones.
+            clash = saved.build("archive", "file", {"path": str(tmp_path / "x.jsonl")}, tmp_path)
+            assert await b.apply([clash]) == ["-ui"]
+            assert set(b.destinations) == {"archive"}
+            b(sample_record(3))
+            await b.stop(2)
+
+        def ids(name: str) -> list[str]:
+            p = tmp_path / name
+            return [json.loads(line)["request_id"] for line in p.read_text().splitlines()] if p.exists() else []
+
+        assert ids("one.jsonl") == [sample_record(1).request_id]
+        assert ids("two.jsonl") == [sample_record(2).request_id]
+        assert len(ids("archive.jsonl")) == 3 and not (tmp_path / "x.jsonl").exists()
+
+    asyncio.run(run())
