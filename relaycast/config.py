@@ -55,6 +55,9 @@ class Config:
     providers: Mapping[str, ProviderConfig]
     models: Mapping[str, Route]
     keys: tuple[GatewayKey, ...] = ()
+    # Whether requests need a key (`keys.registry`): None (unset) once a key exists or existed; True always;
+    # False only while a key exists (the gateway reopens when the last one is deleted).
+    keys_required: bool | None = None
     admin_key_sha256: str | None = field(default=None, repr=False)
     source: str | None = None
     broadcast: BroadcastConfig | None = None
@@ -139,6 +142,7 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
             "models",
             "routing",
             "keys",
+            "keys_required",
             "admin_key",
             "broadcast",
             "store",
@@ -154,6 +158,9 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
     providers = parse_providers(r, root.get("providers"))
     models = parse_routes(r, root.get("models"), providers)
     keys = parse_keys(r, root.get("keys"))
+    keys_required = root.get("keys_required")
+    if keys_required is not None:
+        keys_required = r.boolean(keys_required, "keys_required")
     monitors = parse_monitors(r, root.get("monitors"))
     store_raw = root.get("store")
     if (
@@ -173,6 +180,7 @@ def _build(raw: Any, env: Mapping[str, str], source: str | None) -> Config:
         providers=MappingProxyType(providers),
         models=MappingProxyType(models),
         keys=keys,
+        keys_required=keys_required,
         admin_key_sha256=admin_hash,
         source=source,
         broadcast=parse_broadcast(r, root.get("broadcast"), env, source),

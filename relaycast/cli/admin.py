@@ -1,4 +1,5 @@
-"""The command line's view of a running gateway's admin API: `relaycast routes status`, `relaycast broadcast status`."""
+"""The command line's view of a running gateway's admin API: `relaycast routes status`, `relaycast broadcast status`,
+`relaycast monitors status`, `relaycast keys ...`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -16,6 +18,7 @@ from relaycast.cli.report_format import fmt_bucket_ms, fmt_rate
 from relaycast.errors import error_source
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+HISTORY_SHOWN = 5  # the last transitions `routes status` prints per target (--json has all the gateway keeps)
 
 
 def add_url_argument(p: argparse.ArgumentParser, help_: str = "the gateway's address") -> None:
@@ -130,6 +133,9 @@ def routes_status(args: argparse.Namespace) -> int:
             notes.append(f"{name}: demoted in {route}: {why}")
         if t["transitions"]:
             notes.append(f"{name}: transitions " + ", ".join(f"{k} {v}" for k, v in t["transitions"].items()))
+        for h in (t.get("history") or [])[-HISTORY_SHOWN:]:
+            where = f" in {h['route']}" if h.get("route") else ""
+            notes.append(f"  {_utc(h['at'])}  {h['from']} -> {h['to']}{where}: {h['why']}")
     print_table(header, rows)
     for n in notes:
         print(n)
@@ -243,14 +249,18 @@ def keys_command(args: argparse.Namespace) -> int:
         if getattr(args, "pin", False):  # --pin: its --user and --feature replace what its requests say
             spec["pin"] = True
         out = admin_send(args.url, "POST", "/admin/keys", args.admin_key, spec)
+    elif cmd == "delete":
+        out = admin_send(args.url, "DELETE", f"/admin/keys/{quote(args.name, safe='')}", args.admin_key)
     else:
-        out = admin_send(args.url, "POST", f"/admin/keys/{args.name}/{cmd}", args.admin_key)
+        out = admin_send(args.url, "POST", f"/admin/keys/{quote(args.name, safe='')}/{cmd}", args.admin_key)
     if out is None:
         return 1
     if args.json:
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
-    elif cmd == "revoke":
-        print(f"revoked {args.name}: it stops working on every replica within a second")
+    elif cmd in ("revoke", "delete"):
+        print(f"{cmd}d {args.name}: it stops working on every replica within a second")
+        if out.get("note"):
+            print(out["note"])
     else:
         print(out["secret"])
         print(

@@ -105,6 +105,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_url_argument(bs)
     bs.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
     bs.add_argument("--json", action="store_true", help="print JSON")
+    bl = bsub.add_parser("list", help="every destination of a running gateway: where it comes from, its state")
+    ba = bsub.add_parser(
+        "add",
+        help="save a destination in a running gateway's store (tested first), as Settings > Broadcast does",
+        description="Save (or replace) a destination in the gateway's store: it runs on every replica within "
+        "seconds, without a restart. Test Connection runs first; a destination that fails it is not saved unless "
+        "--save-anyway. Secrets are sealed at rest and never shown again. Example: relaycast broadcast add datadog "
+        "--kind datadog --set-env api_key=DD_API_KEY --set ml_app=checkout --set site=us5.datadoghq.com",
+    )
+    ba.add_argument("name", help="the destination's name")
+    ba.add_argument(
+        "--kind", required=True, help="datadog, otlp, webhook, file, langfuse, s3, ... (see docs/broadcast.md)"
+    )
+    ba.add_argument("--set", action="append", metavar="NAME=VALUE", help="a setting (repeat)")
+    ba.add_argument("--set-env", action="append", metavar="NAME=VARIABLE", help="a setting from the environment")
+    ba.add_argument("--save-anyway", action="store_true", help="save even if Test Connection fails")
+    br = bsub.add_parser("remove", help="delete a destination saved in the gateway's store")
+    br.add_argument("name")
+    be = bsub.add_parser("enable", help="turn the destinations saved in the store on")
+    bd = bsub.add_parser("disable", help="turn the destinations saved in the store off (the config's stay on)")
+    for p_ in (bl, ba, br, be, bd):
+        add_url_argument(p_)
+        p_.add_argument("--admin-key", default=None, help="admin key (default: $RELAYCAST_ADMIN_KEY)")
+    bl.add_argument("--json", action="store_true", help="print JSON")
 
     rt = sub.add_parser(
         "routes", help="routing health of a running gateway", description="Routing health of a running gateway."
@@ -146,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("create", "issue a key (prints its secret once)"),
         ("list", "list keys (never secrets)"),
         ("revoke", "revoke a key: 401 on every replica within a second"),
+        ("delete", "delete a key: 401 on every replica within a second"),
         ("rotate", "a new secret for a key; the old one stops working"),
     ):
         kp = ksub.add_parser(name, help=help_)
@@ -219,6 +244,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             from relaycast.cli.broadcast import broadcast_test
 
             return broadcast_test(args)
+        if args.broadcast_command in ("list", "add", "remove", "enable", "disable"):
+            from relaycast.cli import broadcast as bc
+
+            actions = {"list": bc.broadcast_list, "add": bc.broadcast_add, "remove": bc.broadcast_remove}
+            return actions.get(args.broadcast_command, bc.broadcast_toggle)(args)
         from relaycast.cli.admin import broadcast_status
 
         return broadcast_status(args)
@@ -269,12 +299,11 @@ def _monitors_export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from relaycast.log import configure
     from relaycast.server.app import Gateway
     from relaycast.server.guards import ConnectionGuard
-    from relaycast.server.runner import tune_gc, uvicorn_config
+    from relaycast.server.runner import DrainingServer, tune_gc, uvicorn_config
 
     cfg = config_mod.load_or_say(args.config)
     if cfg is None:
@@ -306,7 +335,7 @@ def _serve(args: argparse.Namespace) -> int:
     tune_gc()
     guard = ConnectionGuard(cfg.server)
     app = Gateway(cfg, connections=guard.counts)
-    server = uvicorn.Server(uvicorn_config(app, host, port, log_level="warning", guard=guard))
+    server = DrainingServer(uvicorn_config(app, host, port, log_level="warning", guard=guard))
     print(f"relaycast: serving on http://{host}:{port}/v1 (config {args.config})", file=sys.stderr, flush=True)
     server.run()
     return 0 if server.started else 1

@@ -22,13 +22,15 @@ from typing import Any
 
 import yaml
 
+from relaycast.errors import PROVIDER_FAILURES
 from relaycast.monitors.settings import Rule
 from relaycast.telemetry.settings import DatadogOptions
 
 Routes = Mapping[str, tuple[str, ...]]  # route name -> its targets ("provider/model"), in order
 
 PROM_LABELS = {"model": "model", "provider": "provider", "key": "key", "feature": "feature", "user": "user"}
-NOT_ERRORS = "ok|client_cancelled|hedge_lost"
+# The outcomes an error rate counts: provider failures, never client-caused refusals (relaycast.errors).
+PROVIDER_FAILED = "|".join(sorted(PROVIDER_FAILURES))
 CANCELLED = "client_cancelled|hedge_lost"
 
 
@@ -98,7 +100,7 @@ def prometheus_rule(rule: Rule, routes: Routes, user_label: bool) -> tuple[dict[
     elif rule.kind == "error_rate":
         assert rule.provider is not None
         errs = [("provider", "=", rule.provider)] + (
-            [("outcome", "=", rule.error_class)] if rule.error_class else [("outcome", "!~", NOT_ERRORS)]
+            [("outcome", "=", rule.error_class)] if rule.error_class else [("outcome", "=~", PROVIDER_FAILED)]
         )
         total = _sel([("provider", "=", rule.provider), ("outcome", "!~", CANCELLED)])
         expr = (
@@ -229,6 +231,11 @@ def datadog_monitor(
         sel = _tags(base + ["span_kind:llm"], [("model_provider", vendor_of(rule.provider))])
         if rule.error_class:
             notes.append("LLM Observability metrics have no error class tag: this counts every error")
+        else:
+            notes.append(
+                "LLM Observability counts every error span, client-caused refusals included; relaycast's own rule "
+                "counts provider failures only"
+            )
         query = f"sum(last_{w}):sum:{DD_ERRORS}{sel}.as_count() / sum:{DD_SPANS}{sel}.as_count() * 100 > {rule.threshold_pct:g}"
         options["thresholds"] = {"critical": float(rule.threshold_pct)}
         message += f" {rule.provider} error rate over {rule.threshold_pct:g}% (at least {rule.min_requests} requests in relaycast's rule)."

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relaycast.costs.money import PICO_PER_USD, format_usd
+from relaycast.errors import CLIENT_REFUSALS, PROVIDER_FAILURES
 from relaycast.limits.base import period_start
 from relaycast.monitors.settings import Rule
 from relaycast.store.monitor_queries import LatencySample, OutcomeCount, SpendRow, UsageTotal, Window
@@ -198,26 +199,41 @@ def latency_sla(rule: Rule, samples: Iterable[LatencySample]) -> list[Finding]:
 
 
 def error_rate(rule: Rule, outcomes: Iterable[OutcomeCount]) -> list[Finding]:
-    """The provider's error rate (percent) over its attempts in the window; outcomes the client caused (cancelled,
-    a lost hedge) say nothing about the provider and are left out of both sides."""
-    attempts = errors = 0
+    """The provider's error rate (percent): its failures (`relaycast.errors.PROVIDER_FAILURES`) over its attempts in
+    the window. A refusal the request caused (content policy, context length, a bad request...) is an attempt the
+    provider answered correctly: it counts among the attempts, never among the errors, and is shown apart
+    (`details.client_refusals`). Outcomes that say nothing about the provider (cancelled, a lost hedge) are left
+    out of both sides. The same rate as `relaycast routes status`, the analytics API and the dashboard."""
+    attempts = errors = refusals = 0
     by_class: dict[str, int] = {}
+    refused: dict[str, int] = {}
     for o in outcomes:
         cls, n = o.error_class, o.count
         if cls is not None and cls in NOT_ERRORS:
             continue
         attempts += n
-        if cls is not None:
+        if cls is None:
+            continue
+        if cls in PROVIDER_FAILURES:
             by_class[cls] = by_class.get(cls, 0) + n
             if rule.error_class is None or cls == rule.error_class:
                 errors += n
+        elif cls in CLIENT_REFUSALS:
+            refused[cls] = refused.get(cls, 0) + n
+            refusals += n
     rate = errors / attempts * 100 if attempts else 0.0
     firing = attempts >= rule.min_requests and errors * 100 > rule.threshold_pct * attempts  # 7 of 100 is not > 7%
-    what = f"{rule.error_class} errors" if rule.error_class else "errors"
+    what = f"{rule.error_class} errors" if rule.error_class else "provider failures"
     msg = (
         f"{rule.provider}: {what} {rate:.1f}% of {attempts} attempts over {_dur(rule.window_s)} "
         f"(threshold {rule.threshold_pct:g}%)"
     )
+    if refusals:
+        msg += f"; {refusals} client-caused refusals not counted as errors"
+    details: dict[str, Any] = {"attempts": attempts, "errors": errors, "by_class": by_class}
+    if refusals:
+        details["client_refusals"] = refusals
+        details["client_refusals_by_class"] = refused
     return [
         Finding(
             f"provider={rule.provider}",
@@ -225,7 +241,7 @@ def error_rate(rule: Rule, outcomes: Iterable[OutcomeCount]) -> list[Finding]:
             round(rate, 2),
             rule.threshold_pct,
             msg,
-            {"attempts": attempts, "errors": errors, "by_class": by_class},
+            details,
             ("*", f"provider:{rule.provider}"),
         )
     ]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relaycast.config_reader import ConfigError, Reader, did_you_mean
+from relaycast.errors import CLIENT_REFUSALS, PROVIDER_FAILURES
 from relaycast.redact import url_secrets
 
 KINDS = ("spend_spike", "latency_sla", "error_rate", "budget")
@@ -214,9 +215,18 @@ def _rule(r: Reader, raw: Any, at: str, notify_names: set[str]) -> Rule:
             min_requests=r.integer(m.get("min_requests", 10), f"{at}.min_requests", 1),
         )
     elif kind == "error_rate":
+        error_class = r.string(m["error_class"], f"{at}.error_class") if m.get("error_class") else None
+        if error_class is not None and error_class not in PROVIDER_FAILURES:
+            failures = sorted(PROVIDER_FAILURES)
+            why = " is a refusal the request caused, not a provider failure" if error_class in CLIENT_REFUSALS else ""
+            raise ConfigError(
+                f"{at}.error_class",
+                f"'{error_class}'{why}: an error rate counts provider failures, one of {', '.join(failures)}"
+                f"{did_you_mean(error_class, failures)}",
+            )
         kw.update(
             provider=r.string(r.required(m, "provider", at), f"{at}.provider"),
-            error_class=r.string(m["error_class"], f"{at}.error_class") if m.get("error_class") else None,
+            error_class=error_class,
             threshold_pct=_positive(r, r.required(m, "threshold_pct", at), f"{at}.threshold_pct"),
             min_requests=r.integer(m.get("min_requests", 20), f"{at}.min_requests", 1),
         )

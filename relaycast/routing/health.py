@@ -37,6 +37,7 @@ Clock = Callable[[], float]  # monotonic seconds
 SLOTS = 6
 MAX_PASS_THROUGH = 512  # targets the config does not define (clients name them): the least recently used go first
 EVICT_SCAN = 8  # oldest pass-through entries looked at for a healthy one to evict before the oldest goes anyway
+HISTORY = 50  # transitions kept per target (the most recent): when it was demoted, opened, recovered, and why
 
 # Classes that say a target is unhealthy (the request itself was fine): the provider failures (relaycast.errors)
 # but a rate limit (the target cools down instead) and a redirect (a configuration to fix, said once is enough).
@@ -117,6 +118,8 @@ class TargetHealth:
         self.cooldown_reason: str | None = None
         self.demoted_in: set[str] = set()  # routes: what to forget with the target
         self.transition_kinds: dict[str, None] = {}  # in the order they first happened
+        # The last HISTORY transitions: {"at": unix seconds, "from", "to", "why", "route" (a demotion's) or None}.
+        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
 
     def calm(self, now: float) -> bool:
         """Nothing worth keeping but its statistics: circuit closed, not cooling, demoted nowhere."""
@@ -195,10 +198,12 @@ class HealthBoard:
         *,
         configured: Iterable[str] = (),
         max_pass_through: int = MAX_PASS_THROUGH,
+        wall_clock: Clock = time.time,
     ) -> None:
         self.settings = settings
         self._log = log
         self._clock = clock
+        self._wall = wall_clock  # when a transition happened, as the admin API shows it
         self._configured = frozenset(configured)
         self._targets: dict[str, TargetHealth] = {}  # configured targets only: bounded by the config
         self._passing: collections.OrderedDict[str, TargetHealth] = collections.OrderedDict()  # LRU order
@@ -260,9 +265,11 @@ class HealthBoard:
     def pass_through_count(self) -> int:
         return len(self._passing)
 
-    def _count(self, t: TargetHealth, kind: str) -> None:
+    def _count(self, t: TargetHealth, kind: str, why: str, route: str | None = None) -> None:
         self.transitions[(t.name, kind)] += 1
         t.transition_kinds[kind] = None
+        was, _, to = kind.partition("->")
+        t.history.append({"at": round(self._wall(), 3), "from": was, "to": to, "why": why, "route": route})
 
     # --- states -------------------------------------------------------------------------------
 
@@ -275,7 +282,7 @@ class HealthBoard:
         if t.circuit == "open":
             if now - t.opened_at < self.settings.circuit_cooldown_s:
                 return "open"
-            self._move(t, "half_open")
+            self._move(t, "half_open", f"cool-down of {self.settings.circuit_cooldown_s:g} s over: one probe may go")
         if t.circuit == "half_open":
             return "probing" if t.probe_in_flight else "half_open"
         if t.cooldown_until > now:
@@ -316,13 +323,13 @@ class HealthBoard:
         if reason and not was:
             self.demoted[key] = reason
             t.demoted_in.add(route)
-            self._count(t, "ok->demoted")
+            self._count(t, "ok->demoted", f"{reason} ({source})", route)
             self._log.warning("target_demoted", route=route, target=name, reason=reason)
         elif not reason and was:
             del self.demoted[key]
             self.demoted_source.pop(key, None)
             t.demoted_in.discard(route)
-            self._count(t, "demoted->ok")
+            self._count(t, "demoted->ok", "back within its SLA and error-rate threshold", route)
             self._log.info("target_promoted", route=route, target=name)
         return reason is not None
 
@@ -349,7 +356,7 @@ class HealthBoard:
             wait = self.settings.quota_cooldown_s if quota else (retry_after or self.settings.rate_limit_cooldown_s)
             t.cooldown_until = max(t.cooldown_until, self._clock() + wait)
             t.cooldown_reason = "quota exhausted" if quota else "rate limited"
-            self._count(t, "ok->cooling")
+            self._count(t, "ok->cooling", f"{t.cooldown_reason}: cooling for {wait:g} s")
             self._log.warning("target_cooling", target=name, seconds=round(wait, 1), reason=t.cooldown_reason)
         if error_class in HEALTH_FAILURES:
             t.consecutive_failures += 1
@@ -357,11 +364,16 @@ class HealthBoard:
                 t.circuit == "closed" and t.consecutive_failures >= self.settings.circuit_failures
             ):
                 t.opened_at = self._clock()
-                self._move(t, "open")
+                why = (
+                    f"the probe failed ({error_class})"
+                    if t.circuit == "half_open"
+                    else f"{t.consecutive_failures} consecutive failures (last: {error_class})"
+                )
+                self._move(t, "open", why)
         elif error_class is None:
             t.consecutive_failures = 0
             if t.circuit == "half_open":
-                self._move(t, "closed")
+                self._move(t, "closed", "the probe succeeded")
         t.probe_in_flight = False  # the attempt (a probe or not) is over
 
     def release(self, name: str) -> None:
@@ -370,10 +382,10 @@ class HealthBoard:
         if t is not None:
             t.probe_in_flight = False
 
-    def _move(self, t: TargetHealth, to: str) -> None:
+    def _move(self, t: TargetHealth, to: str, why: str) -> None:
         if t.circuit == to:
             return
-        self._count(t, f"{t.circuit}->{to}")
+        self._count(t, f"{t.circuit}->{to}", why)
         self._log.warning("circuit_" + to, target=t.name, consecutive_failures=t.consecutive_failures)
         t.circuit = to
         if to != "half_open":
@@ -409,5 +421,6 @@ class HealthBoard:
                 },
                 "demoted_in": {r: self.demoted[(r, name)] for r in sorted(t.demoted_in) if (r, name) in self.demoted},
                 "transitions": {k: self.transitions[(name, k)] for k in t.transition_kinds},
+                "history": list(t.history),  # the last HISTORY transitions, oldest first
             }
         return out

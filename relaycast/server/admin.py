@@ -1,6 +1,7 @@
 """The admin endpoints (`/admin/*` but keys and analytics, which have their own modules) and `/metrics`.
 
-Every one needs the admin key (`/metrics` unless `metrics.public`); every body is scrubbed of secrets.
+Every one needs the admin key or a dashboard session (`/metrics` unless `metrics.public`); every body is scrubbed
+of secrets.
 """
 
 from __future__ import annotations

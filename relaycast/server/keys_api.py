@@ -1,10 +1,15 @@
-"""The keys admin API (admin key only):
+"""The keys admin API (the admin key, or a dashboard session):
 
 POST /admin/keys                  {"name", "owner", "models", "user", "feature", "pin", "tags", "rpm", "tpm",
                                    "budget_day_usd", "budget_month_usd", "expires_in_s"}  -> 201, the secret once
-GET  /admin/keys                  every key, without secrets (a prefix tells them apart)
+GET  /admin/keys                  every key, without secrets (a prefix tells them apart), and `access`: whether
+                                  requests need a key, why, and how many keys work
 POST /admin/keys/<name>/revoke    the key stops working on every replica within a second
 POST /admin/keys/<name>/rotate    a new secret; the old one stops working
+DELETE /admin/keys/<name>         the key's row goes: it stops working on every replica within a second
+
+Revoking or deleting a key answers with `access` too, and a `note` when no live key remains: whether requests
+without a key are still refused (and why) or the gateway is open again.
 """
 
 from __future__ import annotations
@@ -37,13 +42,16 @@ class KeysApi:
         rest = path[len(PREFIX) :].strip("/")
         try:
             if rest == "" and method == "GET":
-                body: Any = {"keys": await self.s.reader.run(key_store.listing)}
+                now_ms = int(self.s.clock() * 1000)
+                body: Any = {"keys": await self.s.reader.run(key_store.listing, now_ms), "access": self._access()}
                 status = 200
             elif rest == "" and method == "POST":
                 status, body = 201, await self._create(r.receive)
             elif rest.count("/") == 1 and method == "POST" and rest.split("/")[1] in ("revoke", "rotate"):
                 name, action = rest.split("/")
                 status, body = 200, await self._change(name, action)
+            elif rest and "/" not in rest and method == "DELETE":
+                status, body = 200, await self._delete(rest)
             else:
                 raise errors.NotFoundRoute(f"Unknown request URL: {method} {path}.")
         except Exception as e:
@@ -53,6 +61,10 @@ class KeysApi:
                 ) from None
             raise
         await self.s.keys.refresh()  # this replica at once; the others within a second
+        if isinstance(body, dict) and (body.get("revoked") or body.get("deleted")):
+            body["access"] = self._access()
+            if body["access"]["live_keys"] == 0:
+                body["note"] = _no_live_keys_note(body["access"])
         await send_bytes(r.send, status, orjson.dumps(body), [*r.id_headers, (b"cache-control", b"no-store")])
 
     async def _create(self, receive: Receive) -> dict[str, Any]:
@@ -120,6 +132,23 @@ class KeysApi:
         listed = next(k for k in await self.s.reader.run(key_store.listing) if k["name"] == name)
         return {"key": listed, "secret": secret, "note": "Store this secret now: relaycast keeps only its hash."}
 
+    def _access(self) -> dict[str, Any]:
+        reg = self.s.keys
+        return {
+            "required": reg.required,
+            "because": reg.required_because(),
+            "live_keys": reg.live(int(self.s.clock() * 1000)),
+        }
+
+    async def _delete(self, name: str) -> dict[str, Any]:
+        assert self.s.reader is not None
+        if not await self.s.reader.run(key_store.delete, name, int(self.s.clock() * 1000)):
+            if any(k.name == name for k in self.s.config.keys):
+                raise errors.NotFoundRoute(f"'{name[:64]}' is a key of the config file: remove it there.")
+            raise errors.NotFoundRoute(f"No key named '{name[:64]}'.")
+        self.s.log.info("key_deleted", key=name)
+        return {"name": name, "deleted": True}
+
     async def _change(self, name: str, action: str) -> dict[str, Any]:
         assert self.s.reader is not None
         now_ms = int(self.s.clock() * 1000)
@@ -133,3 +162,9 @@ class KeysApi:
             raise errors.NotFoundRoute(f"No active key named '{name[:64]}'.")
         self.s.log.info("key_rotated", key=name, prefix=secret[:8])
         return {"name": name, "secret": secret, "note": "The previous secret no longer works. Store this one now."}
+
+
+def _no_live_keys_note(access: dict[str, Any]) -> str:
+    if access["required"]:
+        return f"No live keys remain: requests without a key are refused ({access['because']})."
+    return "No keys remain: the gateway is open again, and serves requests without a key."

@@ -77,7 +77,7 @@ class Services:
         self.started = time.time()
         self.redactor = Redactor(config.secrets())
         self.log = EventLog(self.redactor)
-        self.keys = KeyRegistry(config.keys, self.log)
+        self.keys = KeyRegistry(config.keys, self.log, required=config.keys_required)
         self.auth = Authenticator(config.admin_key_sha256, self.keys)
         self.board = HealthBoard(
             config.routing or RoutingSettings(),
@@ -90,6 +90,7 @@ class Services:
         self.planner = Planner(config.models, config.providers, self.board, pricer)
         self.coster = Coster(pricer)
         self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
+        self.auth.session = self.dashboard.valid  # the dashboard's pages call the admin API with their session
         self.models_body = _models_body(config)
         self.anthropic_models_body = anthropic_models(self.models_body)
         self.analytics = Analytics(None, self.redactor)

@@ -1,7 +1,11 @@
-"""Virtual keys in the store (SQLite or the Postgres all replicas share): create, list, revoke, rotate, load.
+"""Virtual keys in the store (SQLite or the Postgres all replicas share): create, list, revoke, rotate, delete, load.
 
 A key's secret is generated here, returned once to the caller, and stored only as its SHA-256 hash (plus an
-8-character prefix, to tell keys apart in lists). Every change bumps `updated_ms`, which replicas poll to reload.
+8-character prefix, to tell keys apart in lists). Every change bumps `updated_ms`, or the count of keys, which
+replicas poll to reload.
+
+Deleting a key also marks the store as one where keys were issued (`gateway_settings` row `keys.issued`): once
+the last row is gone, that mark is what keeps the gateway from reopening to requests without a key.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from relaycast.keys.settings import hash_secret
 from relaycast.store.db import Connection
 
 SECRET_PREFIX = "rk-"
+ISSUED = "keys.issued"  # the gateway_settings row that says keys were issued in this store
 _COLS = (
     "name",
     "sha256",
@@ -86,6 +91,23 @@ def rotate(conn: Connection, name: str, now_ms: int) -> str | None:
     return secret if n == 1 else None
 
 
+def delete(conn: Connection, name: str, now_ms: int) -> bool:
+    """Delete the key's row (revoked or not); False when there is no such key."""
+    with conn.transaction():
+        n = conn.execute("DELETE FROM gateway_keys WHERE name = ?", (name,))
+        if n == 1:
+            conn.execute(
+                "INSERT INTO gateway_settings (name, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (ISSUED, "true", now_ms),
+            )
+    return n == 1
+
+
+def issued(conn: Connection) -> bool:
+    """Were keys ever deleted from this store (so it had some)? Rows still there say so on their own."""
+    return bool(conn.query("SELECT count(*) FROM gateway_settings WHERE name = ?", (ISSUED,))[0][0])
+
+
 def version(conn: Connection) -> tuple[int, int]:
     """(count, last change): what replicas poll to know when to reload."""
     n, last = conn.query("SELECT count(*), max(updated_ms) FROM gateway_keys")[0]
@@ -101,7 +123,7 @@ def load(conn: Connection) -> list[tuple[str, KeyPolicy]]:
     return out
 
 
-def listing(conn: Connection) -> list[dict[str, Any]]:
+def listing(conn: Connection, now_ms: int | None = None) -> list[dict[str, Any]]:
     rows = conn.query(f"SELECT {', '.join(_COLS)} FROM gateway_keys ORDER BY created_ms")
     out = []
     for r in rows:
@@ -122,15 +144,17 @@ def listing(conn: Connection) -> list[dict[str, Any]]:
                 "expires_ms": d["expires_ms"],
                 "revoked_ms": d["revoked_ms"],
                 "rotated_ms": d["rotated_ms"],
-                "state": _state(d),
+                "state": _state(d, now_ms),
             }
         )
     return out
 
 
-def _state(d: dict[str, Any]) -> str:
+def _state(d: dict[str, Any], now_ms: int | None) -> str:
     if d["revoked_ms"] is not None:
         return "revoked"
+    if d["expires_ms"] is not None and now_ms is not None and now_ms >= d["expires_ms"]:
+        return "expired"
     return "active"
 
 

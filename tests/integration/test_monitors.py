@@ -287,6 +287,44 @@ def test_budget_alerts_once_in_its_day_and_resolves_the_next(env):
     assert events[0]["value"] > 0.003 and "budget $0.003" in events[0]["message"]
 
 
+def _refuse(client: openai.OpenAI, n: int, model: str) -> None:
+    for _ in range(n):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+        _answered(client)
+
+
+def test_a_burst_of_client_refusals_opens_no_error_rate_incident_while_5xx_do(env):
+    """Refusals the requests caused (content policy, context length) are the provider answering correctly: the
+    error-rate rule counts them among the attempts, never as errors. The same share of 503s opens an incident."""
+    gw, client, clock = env["gw"], env["client"], env["clock"]
+    base = START + 60 * 3600  # after the budget test's evaluation resolved every earlier flaky-errors incident
+    clock.set(base)
+    _send(client, 2, "flaky/gpt-4o-mini")
+    _refuse(client, 5, "flaky/gpt-4o-mini@content_policy")
+    _refuse(client, 3, "flaky/gpt-4o-mini@context_length")
+    assert not [e for e in _evaluate(gw) if e["rule"] == "flaky-errors"]  # 80% refused, 0% failed
+    with urllib.request.urlopen(
+        urllib.request.Request(gw.url + "/admin/monitors", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    ) as r:
+        status = json.loads(r.read())
+    (rule,) = [x for x in status["monitors"]["rules"] if x["name"] == "flaky-errors"]
+    (finding,) = rule["findings"]
+    assert finding["state"] == "OK" and finding["value"] == 0.0
+    assert "8 client-caused refusals not counted" in finding["message"]
+    assert not [i for i in status["incidents"] if i["rule"] == "flaky-errors" and i["state"] == "open"]
+    # The same burst, of 503s this time: an incident.
+    clock.set(base + 600)
+    _send(client, 2, "flaky/gpt-4o-mini")
+    _fail(client, 8, "flaky/gpt-4o-mini@error=503")
+    fired = [e for e in _evaluate(gw) if e["rule"] == "flaky-errors"]
+    assert [e["event"] for e in fired] == ["alert"] and fired[0]["value"] == 80.0
+    assert fired[0]["details"]["by_class"] == {"upstream_5xx": 8}
+    clock.set(base + 1800)
+    _send(client, 6, "flaky/gpt-4o-mini")
+    assert [e["event"] for e in _evaluate(gw) if e["rule"] == "flaky-errors"] == ["resolved"]
+
+
 def test_monitors_status_command(env):
     import os
     import subprocess

@@ -89,3 +89,20 @@ def test_same_hour_baseline_floor_and_scope(tmp_path):
     firing = {x.scope for x in evaluate(conn, by_user, NOW) if x.firing}
     assert firing == {"user=mallory"}  # alice spent $1 now against her $1: no growth; mallory grew from nothing
     conn.close()
+
+
+def test_an_error_rate_rule_counts_provider_failures_and_refuses_a_client_refusal_class():
+    import pytest
+
+    from relaycast.config_reader import ConfigError
+    from relaycast.monitors import rules
+    from relaycast.store.monitor_queries import OutcomeCount
+
+    rule = _rule("{name: e, kind: error_rate, provider: p, threshold_pct: 20, min_requests: 5}")
+    refused = [OutcomeCount(None, 2), OutcomeCount("content_policy", 5), OutcomeCount("bad_request", 3)]
+    (f,) = rules.error_rate(rule, refused)
+    assert not f.firing and f.value == 0.0 and f.details["attempts"] == 10 and f.details["client_refusals"] == 8
+    (g,) = rules.error_rate(rule, [OutcomeCount(None, 2), OutcomeCount("upstream_5xx", 8)])
+    assert g.firing and g.value == 80.0
+    with pytest.raises(ConfigError, match="content_policy' is a refusal the request caused"):
+        _rule("{name: e, kind: error_rate, provider: p, error_class: content_policy, threshold_pct: 5}")
