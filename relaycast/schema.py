@@ -6,7 +6,8 @@ Parameters relaycast does not interpret (tools, response_format, seed, logprobs,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -61,6 +62,8 @@ class ChatRequest:
     untranslatable: str | None = None
     continued: bool = False  # continues a conversation from relaycast's store: translated for every provider
     usage_include: bool = False  # OpenRouter's `usage: {include: true}`: the answer's usage carries its cost
+    # The client's request headers by lower-case name: a provider passes on those its `forward_headers` lists.
+    client_headers: Mapping[bytes, bytes] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -159,6 +162,7 @@ def chat_request(body: dict[str, Any], headers: dict[bytes, bytes]) -> ChatReque
         attribution=attribution(body, headers),
         prefs=provider_prefs(body.get("provider")),
         usage_include=bool(usage and usage.get("include") is True),
+        client_headers=headers,
     )
     if req.usage_include:
         req.include_usage = True  # OpenRouter sends the usage chunk to a client that asked for usage this way
@@ -197,6 +201,7 @@ def completions_request(body: dict[str, Any], headers: dict[bytes, bytes]) -> Ch
         dialect="completions",
         native=body,
         untranslatable="legacy completions go to OpenAI-compatible providers only",
+        client_headers=headers,
     )
 
 

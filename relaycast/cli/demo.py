@@ -33,13 +33,15 @@ from typing import Any
 import orjson
 
 from relaycast import config as config_mod
+from relaycast.cli.report_format import fmt_money
 from relaycast.private_files import open_private
 from relaycast.server.runner import ThreadedServer, bind_port
 
 CONFIG_TEMPLATE = """\
 # relaycast config written by `relaycast demo`.
 # The providers below all point at relaycast's fake upstream, each with its own simulated behaviour (latency,
-# tokens, cache use, failures). To run this file on its own:
+# tokens, cache use, failures) in its x-fake-behaviour header. A client's own x-fake-behaviour header (a rate
+# limit, a refusal, ...) replaces it for one request: forward_headers passes it on. To run this file on its own:
 #   relaycast fake-upstream --port {upstream_port} --api-key demo-upstream-key &
 #   relaycast serve --config {path}
 # To use real providers, replace a provider with e.g.
@@ -60,6 +62,7 @@ providers:
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
     headers:
       x-fake-behaviour: "latency_ms=90,ttft_ms=45,tps=400,tokens=40,cached=16"
+    forward_headers: [x-fake-behaviour]
     models: [gpt-4o-mini, gpt-4o, text-embedding-3-small]
   - name: flaky             # the same fake, failing 30% of requests with 503
     kind: openai_compatible
@@ -67,6 +70,7 @@ providers:
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
     headers:
       x-fake-behaviour: "fail_rate=0.3,latency_ms=60,ttft_ms=30,tokens=24"
+    forward_headers: [x-fake-behaviour]
     models: [gpt-4o-mini]
   - name: fakeanthropic     # Anthropic Messages API wire format, with prompt caching
     kind: anthropic
@@ -74,6 +78,7 @@ providers:
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
     headers:
       x-fake-behaviour: "latency_ms=160,ttft_ms=80,tps=250,tokens=48,cached=24,cache_write=8"
+    forward_headers: [x-fake-behaviour]
     models: [claude-3-5-haiku-latest]
   - name: fastllama         # a fast open model; its price comes from `prices:` below
     kind: openai_compatible
@@ -81,6 +86,7 @@ providers:
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
     headers:
       x-fake-behaviour: "latency_ms=25,ttft_ms=12,tps=900,tokens=32"
+    forward_headers: [x-fake-behaviour]
     models: [llama-3.1-8b-instant]
   - name: selfhosted        # a vLLM server of your own: no list price, so its requests show as "unpriced"
     kind: vllm
@@ -88,6 +94,7 @@ providers:
     api_key: ${{FAKE_UPSTREAM_KEY:-demo-upstream-key}}
     headers:
       x-fake-behaviour: "latency_ms=200,ttft_ms=110,tps=120,tokens=36"
+    forward_headers: [x-fake-behaviour]
     models: [my-finetune-7b]
 prices:                     # USD per million tokens: extends and overrides the packaged catalog
   fastllama/llama-3.1-8b-instant: {{input: 0.05, output: 0.08}}
@@ -102,19 +109,21 @@ models:
 
 USERS = ("alice", "bob", "carol", "dave", "erin")
 FEATURES = ("chat-ui", "summarizer", "search", "support-bot")
-# (model, share). A suffix after '@' picks a simulated failure of the fake upstream (rate limit, refusal, ...).
-MIX = (
-    ("fast", 26),
-    ("smart", 20),
-    ("cheap", 14),
-    ("fakeai/gpt-4o-mini", 10),
-    ("fakeai/gpt-4o", 8),
-    ("selfhosted/my-finetune-7b", 6),
-    ("fakeai/gpt-4o-mini@error=429,retry_after=1", 5),
-    ("fakeai/gpt-4o@content_policy", 4),
-    ("fakeai/gpt-4o@context_length", 3),
-    ("fakeanthropic/claude-3-5-haiku-latest@error=529", 4),
+# (model, fault, share). A fault is a simulated failure of the fake upstream (a rate limit, a refusal, ...), sent in
+# the x-fake-behaviour header, which the providers forward: model names stay real in the store and the dashboard.
+MIX: tuple[tuple[str, str | None, int], ...] = (
+    ("fast", None, 26),
+    ("smart", None, 20),
+    ("cheap", None, 14),
+    ("fakeai/gpt-4o-mini", None, 10),
+    ("fakeai/gpt-4o", None, 8),
+    ("selfhosted/my-finetune-7b", None, 6),
+    ("fakeai/gpt-4o-mini", "error=429,retry_after=1,latency_ms=30", 5),
+    ("fakeai/gpt-4o", "content_policy", 4),
+    ("fakeai/gpt-4o", "context_length", 3),
+    ("fakeanthropic/claude-3-5-haiku-latest", "error=529,latency_ms=40", 4),
 )
+FAULT_HEADER = "x-fake-behaviour"
 
 
 @dataclass
@@ -261,6 +270,7 @@ def _demo(args: argparse.Namespace, say: Any) -> int:
         try:
             if gateway is not None:
                 gateway.stop()
+                _say_stopped(gateway.server.report)
             gateway_sock.close()
             fake.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -270,6 +280,13 @@ def _demo(args: argparse.Namespace, say: Any) -> int:
             tmp.cleanup()
         finally:
             signal.signal(signal.SIGINT, before)
+
+
+def _say_stopped(report: dict[str, object] | None) -> None:
+    """The gateway's `shutdown_complete` (the demo logs errors only): what it drained, flushed and spooled."""
+    if report:
+        fields = " ".join(f"{k}={v}" for k, v in report.items())
+        print(f"relaycast demo: gateway stopped: {fields}", file=sys.stderr, flush=True)
 
 
 def _wait_for_interrupt() -> None:
@@ -288,29 +305,31 @@ async def _load(base: str, n: int, concurrency: int, seed: int) -> Tally:
     import openai
 
     rng = random.Random(seed)
-    models = [m for m, _ in MIX]
-    weights = [w for _, w in MIX]
+    kinds = [(m, fault) for m, fault, _ in MIX]
+    weights = [w for _, _, w in MIX]
     plan = [
-        (rng.choices(models, weights)[0], rng.choice(USERS), rng.choice(FEATURES), rng.random() < 0.5, i)
+        (*rng.choices(kinds, weights)[0], rng.choice(USERS), rng.choice(FEATURES), rng.random() < 0.5, i)
         for i in range(n)
     ]
     tally = Tally()
     client = openai.AsyncOpenAI(base_url=base, api_key="not-needed-for-the-demo", max_retries=0, timeout=30)
-    queue: asyncio.Queue[tuple[str, str, str, bool, int]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[str, str | None, str, str, bool, int]] = asyncio.Queue()
     for item in plan:
         queue.put_nowait(item)
 
     async def worker() -> None:
         while not queue.empty():
-            model, user, feature, stream, i = queue.get_nowait()
-            await _one(client, tally, model, user, feature, stream, i)
+            model, fault, user, feature, stream, i = queue.get_nowait()
+            await _one(client, tally, model, fault, user, feature, stream, i)
 
     async with client:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, max(1, n)))))
     return tally
 
 
-async def _one(client: Any, tally: Tally, model: str, user: str, feature: str, stream: bool, i: int) -> None:
+async def _one(
+    client: Any, tally: Tally, model: str, fault: str | None, user: str, feature: str, stream: bool, i: int
+) -> None:
     import openai
 
     messages = [
@@ -318,6 +337,8 @@ async def _one(client: Any, tally: Tally, model: str, user: str, feature: str, s
         {"role": "user", "content": f"Request {i}: summarise why gateways need observability."},
     ]
     headers = {"X-Title": feature, "x-session-id": f"{user}-session-{i % 3}"}
+    if fault:
+        headers[FAULT_HEADER] = fault
     tally.models[model] = tally.models.get(model, 0) + 1
     start = time.perf_counter()
     try:
@@ -407,7 +428,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     cost = s.get("cost")
     if cost:
         unpriced = f" (+{cost['unpriced_requests']} unpriced requests)" if cost["unpriced_requests"] else ""
-        print(f"  cost: ${cost['total_usd']}{unpriced}")
+        print(f"  cost: {fmt_money(cost['total_usd'])}{unpriced}")
         for model, usd in cost["by_model"].items():
             print(f"    {model:<58} {'unpriced' if usd is None else '$' + usd}")
     if s["errors"]:

@@ -20,7 +20,7 @@ import orjson
 
 from relaycast.asgi import SSE_HEADERS, Send, send_bytes
 from relaycast.fake import json_schema, openai_wire
-from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
+from relaycast.fake.behaviour import HEADER, BadBehaviour, Behaviour, for_request
 from relaycast.fake.common import FakeState, bearer, num, send_chunks, sleep_ms, text
 
 MAX_CONTEXT = 200_000
@@ -53,7 +53,7 @@ async def _admit(
         await _error(send, rid, 401, *ERRORS[401])
         return None
     try:
-        model, b = for_request(str(body.get("model", "")), text(headers.get(b"x-fake-behaviour")), state.defaults)
+        model, b = for_request(str(body.get("model", "")), text(headers.get(HEADER)), state.defaults)
     except BadBehaviour as e:
         await _error(send, rid, 400, "invalid_request_error", f"model: {e}")
         return None

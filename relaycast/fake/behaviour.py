@@ -3,6 +3,10 @@
 Model name:  `gpt-4o-mini@ttft_ms=200,tps=50,tokens=40`   (everything after '@')
 Header:      `x-fake-behaviour: error=429;retry_after=2`   (',' or ';' between settings; wins over the name)
 
+The header keeps model names real (a gateway in front, configured with `forward_headers: [x-fake-behaviour]`,
+passes it on, and stores and shows the plain model name), so `relaycast demo` uses it; the suffix needs no gateway
+setting.
+
 Settings
   latency_ms=N        delay before a non-streaming answer (and the default time to first token)
   ttft_ms=N           delay before the first stream chunk
@@ -39,6 +43,7 @@ from types import MappingProxyType
 from typing import Any
 
 FLAGS = ("content_policy", "context_length", "tool_call")
+HEADER = b"x-fake-behaviour"  # the request header that sets the behaviour (a gateway passes it on with forward_headers)
 
 
 @dataclass(frozen=True, slots=True)

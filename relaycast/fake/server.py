@@ -36,7 +36,7 @@ from relaycast.asgi import (
     send_bytes,
 )
 from relaycast.fake import anthropic_wire, completions_wire, json_schema, openai_wire, responses_wire
-from relaycast.fake.behaviour import BadBehaviour, Behaviour, for_request
+from relaycast.fake.behaviour import HEADER, BadBehaviour, Behaviour, for_request
 from relaycast.fake.common import SECRET_HEADERS, FakeState, bearer, num, send_chunks, sleep_ms, text
 
 ROUTES = ("/chat/completions", "/responses", "/completions", "/embeddings", "/messages", "/messages/count_tokens")
@@ -112,7 +112,7 @@ class FakeUpstream:
         presented = bearer(headers)
         model = str(body.get("model", ""))
         try:
-            name, b = for_request(model, text(headers.get(b"x-fake-behaviour")), self.state.defaults)
+            name, b = for_request(model, text(headers.get(HEADER)), self.state.defaults)
         except BadBehaviour as e:
             await send_bytes(
                 send,

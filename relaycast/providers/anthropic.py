@@ -28,6 +28,7 @@ from relaycast.providers.anthropic_map import (
     usage_of,
 )
 from relaycast.providers.base import ChatResult, StreamState
+from relaycast.providers.forward import forward_table, pick
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
@@ -62,19 +63,27 @@ class AnthropicProvider:
         if config.api_key:
             headers["x-api-key"] = config.api_key
         self._headers = headers
+        self._forward = forward_table(config.forward_headers)  # empty: nothing is looked up per request
         self._url = config.base_url + "/messages"
         self._timeout = connect_timeout(config.timeouts)
 
     async def _post(
-        self, body: dict[str, Any], target: str, t: Timeouts, extra: tuple[tuple[str, str], ...] = ()
+        self, body: dict[str, Any], target: str, t: Timeouts, req: ChatRequest, native: bool
     ) -> aiohttp.ClientResponse:
         connect = self._timeout if t is self.config.timeouts else connect_timeout(t)
         key = self.config.api_key
+        headers = self._headers
+        if native and req.native_headers:  # a Messages client's own anthropic-beta / anthropic-version
+            headers = {**headers, **dict(req.native_headers)}
+        if self._forward:  # the client's headers this provider is configured to get
+            extra = pick(self._forward, req.client_headers, self.config.name)
+            if extra:
+                headers = {**headers, **extra}
         return await post_upstream(
             self._session,
             self._url,
             orjson.dumps(body),
-            {**self._headers, **dict(extra)} if extra else self._headers,
+            headers,
             t,
             connect,
             target,
@@ -101,7 +110,7 @@ class AnthropicProvider:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
         native = req.dialect == "messages" and req.native is not None
-        resp = await self._post(self._body(req, model, False), target, t, req.native_headers if native else ())
+        resp = await self._post(self._body(req, model, False), target, t, req, native)
         raw = await read_answer(
             resp,
             t,
@@ -129,7 +138,7 @@ class AnthropicProvider:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
         native = req.dialect == "messages" and req.native is not None
-        resp = await self._post(self._body(req, model, True), target, t, req.native_headers if native else ())
+        resp = await self._post(self._body(req, model, True), target, t, req, native)
         if "text/event-stream" not in resp.headers.get("content-type", ""):
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.
             raw = await read_answer(resp, t, target, ERROR_BODY_BYTES, self._buffer, "", self._deadlines)

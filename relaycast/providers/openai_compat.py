@@ -19,6 +19,7 @@ from relaycast import errors
 from relaycast.deadlines import Deadlines
 from relaycast.dialects.responses import NativeLearner
 from relaycast.providers.base import ChatResult, StreamState, tool_calls_of
+from relaycast.providers.forward import forward_table, pick
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
@@ -68,6 +69,7 @@ class OpenAICompatProvider:
         if config.api_key:
             headers[preset.auth_header] = preset.auth_scheme + config.api_key
         self._headers = headers
+        self._forward = forward_table(config.forward_headers)  # empty: nothing is looked up per request
         self._timeout = connect_timeout(config.timeouts)
 
     # --- chat ---------------------------------------------------------------------------------
@@ -84,14 +86,21 @@ class OpenAICompatProvider:
             body["stream_options"] = so
         return orjson.dumps(body)
 
-    async def _post(self, path: str, data: bytes, target: str, t: Timeouts) -> aiohttp.ClientResponse:
+    async def _post(
+        self, path: str, data: bytes, target: str, t: Timeouts, req: ChatRequest | None = None
+    ) -> aiohttp.ClientResponse:
         connect = self._timeout if t is self.config.timeouts else connect_timeout(t)
         key = self.config.api_key
+        headers = self._headers
+        if self._forward and req is not None:  # the client's headers this provider is configured to get
+            extra = pick(self._forward, req.client_headers, self.config.name)
+            if extra:
+                headers = {**headers, **extra}
         return await post_upstream(
             self._session,
             self.config.base_url + path,
             data,
-            self._headers,
+            headers,
             t,
             connect,
             target,
@@ -134,7 +143,7 @@ class OpenAICompatProvider:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
         path, data = self._request(req, model, False)
-        resp = await self._post(path, data, target, t)
+        resp = await self._post(path, data, target, t, req)
         raw = await read_answer(
             resp,
             t,
@@ -214,7 +223,7 @@ class OpenAICompatProvider:
         target = f"{self.config.name}/{model}"
         t = timeouts or self.config.timeouts
         path, data = self._request(req, model, True)
-        resp = await self._post(path, data, target, t)
+        resp = await self._post(path, data, target, t, req)
         ctype = resp.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
             # A JSON answer to a stream request: an error in disguise, or a server that ignored `stream`.

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relaycast.config_reader import ConfigError, Reader, did_you_mean
+from relaycast.providers.forward import parse_forward_headers
 from relaycast.providers.presets import PRESETS
 from relaycast.redact import header_secrets, url_secrets
 
@@ -41,6 +42,7 @@ class ProviderConfig:
     base_url: str
     api_key: str | None = field(default=None, repr=False)
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    forward_headers: tuple[str, ...] = ()  # client headers passed on to this provider (lower case; forward.py)
     models: tuple[str, ...] = ()
     timeouts: Timeouts = Timeouts()
     max_response_bytes: int = DEFAULT_MAX_RESPONSE  # a non-streaming chat answer, decompressed
@@ -77,6 +79,7 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
         "base_url",
         "api_key",
         "headers",
+        "forward_headers",
         "models",
         "timeouts",
         "max_response_bytes",
@@ -123,6 +126,7 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
             base_url=base_url,
             api_key=api_key,
             headers=headers,
+            forward_headers=parse_forward_headers(r, m.get("forward_headers"), f"{at}.forward_headers"),
             models=models,
             timeouts=parse_timeouts(r, m.get("timeouts"), f"{at}.timeouts"),
             max_response_bytes=r.integer(

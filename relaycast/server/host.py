@@ -229,12 +229,10 @@ def _child_config(args: argparse.Namespace) -> Config:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from relaycast.log import configure
     from relaycast.server.app import Gateway
     from relaycast.server.guards import ConnectionGuard
-    from relaycast.server.runner import tune_gc, uvicorn_config
+    from relaycast.server.runner import DrainingServer, tune_gc, uvicorn_config
 
     cfg = _child_config(args)
     configure(args.log_level)
@@ -242,7 +240,7 @@ def _worker(args: argparse.Namespace) -> int:
     guard = ConnectionGuard(cfg.server)
     link = Link(args.socket, args.worker, args.workers)
     app = Gateway(cfg, connections=guard.counts, link=link)
-    server = uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="warning", guard=guard))
+    server = DrainingServer(uvicorn_config(app, args.host, args.port, log_level="warning", guard=guard))
     server.run(sockets=[socket.socket(fileno=args.fd)])
     return 0 if server.started else 1
 

@@ -1,5 +1,6 @@
 """Running an ASGI app: in the foreground (the CLI) or on a background thread (tests, the demo), on uvloop and
-httptools with the connection guards of server/guards.py."""
+httptools with the connection guards of server/guards.py, by a `DrainingServer`, which says at its stop what it
+drained."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -47,6 +49,80 @@ def uvicorn_config(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         **kw,
     )
+
+
+@dataclass(slots=True)
+class Drain:
+    """The requests a server had in flight when it began to stop, and how many it cut at the drain deadline."""
+
+    in_flight: int = 0
+    cut: int = 0
+    seconds: float = 0.0  # from the stop to the last request's end (or the deadline)
+
+    @property
+    def drained(self) -> int:
+        return self.in_flight - self.cut
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, counting at its stop the requests in flight (finished within GRACEFUL_SHUTDOWN_S, or cut
+    then), and logging when the app's own shutdown is over one line, `shutdown_complete`, with those counts and
+    what the gateway's telemetry delivered, spooled and dropped. `drain` and `report` keep them for the caller."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.drain: Drain | None = None
+        self.report: dict[str, object] | None = None
+        self._began = 0.0
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        services = getattr(self.config.app, "services", None)  # the Gateway's parts, before its lifespan closes them
+        self._began = time.monotonic()
+        self.drain = drain = Drain(in_flight=len(self.server_state.tasks))  # one task per request being served
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if not drain.seconds:
+                drain.seconds = round(time.monotonic() - self._began, 3)
+            self.report = {
+                "in_flight": drain.in_flight,
+                "drained": drain.drained,
+                "cut": drain.cut,
+                "drain_seconds": drain.seconds,
+                "seconds": round(time.monotonic() - self._began, 3),
+                **stopped_fields(services),
+            }
+            log = getattr(services, "log", None)
+            if log is not None:
+                log.info("shutdown_complete", **self.report)
+
+    async def _wait_tasks_to_complete(self) -> None:
+        try:
+            await super()._wait_tasks_to_complete()
+        except asyncio.CancelledError:  # the drain deadline: uvicorn cancels the requests still running next
+            if self.drain is not None:
+                self.drain.cut = len(self.server_state.tasks)
+            raise
+        finally:
+            if self.drain is not None:
+                self.drain.seconds = round(time.monotonic() - self._began, 3)
+
+
+def stopped_fields(services: Any) -> dict[str, object]:
+    """What a gateway's telemetry delivered, spooled and dropped (its hub's, in process), or handed to the host's
+    telemetry process (a worker's)."""
+    if services is None:
+        return {}
+    fields: dict[str, object] = {}
+    hub = getattr(services, "hub", None)
+    if hub is not None:
+        fields.update(hub.stopped_fields())
+    host = getattr(services, "host", None)
+    if host is not None:
+        st = host.status()
+        dropped = ",".join(f"{r}:{n}" for r, n in st["dropped"].items() if n)
+        fields["telemetry"] = f"handed={st['handed']} acknowledged={st['acknowledged']} dropped={dropped or 0}"
+    return fields
 
 
 def tune_gc() -> None:
@@ -99,7 +175,7 @@ class ThreadedServer:
         self.sock = sock
         self.port = sock.getsockname()[1] if sock is not None else port or free_port(host)
         self.guard = ConnectionGuard(settings)
-        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, log_level=log_level, guard=self.guard))
+        self.server = DrainingServer(uvicorn_config(app, self.host, self.port, log_level=log_level, guard=self.guard))
         self._thread = threading.Thread(target=self._run, name=f"asgi-{self.port}", daemon=True)
 
     @property

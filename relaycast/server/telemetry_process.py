@@ -3,7 +3,9 @@ every worker over a Unix socket, and, when the workers share no Redis, the host'
 
 It stops on SIGTERM or SIGINT: it first waits for the workers to hang up (they hand over their last records as
 they finish their requests; at most `drain_s`), then flushes its queues as the in-process gateway does (broadcast
-spools what it could not send, the store counts what it could not write) and exits.
+spools what it could not send, the store counts what it could not write), logs `telemetry_stopped` (the records
+received, the workers still connected at the deadline, and what each destination and the store delivered, spooled
+and dropped) and exits.
 """
 
 from __future__ import annotations
@@ -113,8 +115,10 @@ class TelemetryProcess:
     async def close(self, drain_s: float) -> None:
         began = time.monotonic()
         await self.server.stop_accepting()
+        unfinished = 0
         if self.server.peers:
-            await asyncio.wait([p.conn.closed for p in self.server.peers], timeout=drain_s)
+            _, pending = await asyncio.wait([p.conn.closed for p in self.server.peers], timeout=drain_s)
+            unfinished = len(pending)  # still connected at the deadline: their last records may be missing
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
 
         def grace() -> float:
@@ -128,6 +132,7 @@ class TelemetryProcess:
             "telemetry_stopped",
             seconds=round(time.monotonic() - began, 3),
             received=self.received,
+            workers_unfinished=unfinished,
             **self.hub.stopped_fields(),
         )
 

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -59,6 +60,16 @@ def test_demo_sends_n_requests_and_prints_a_json_summary(tmp_path) -> None:
     # The config it ran was written, and is a valid config.
     written = load(cfg)
     assert {"fakeai", "flaky", "fakeanthropic"} <= set(written.providers)
+    # Faults go by header, which its providers forward: every model name it sent, stored and priced is a real one.
+    assert all(p.forward_headers == ("x-fake-behaviour",) for p in written.providers.values())
+    assert not [m for m in s["models"] if "@" in m]
+    assert not [m for m in (s["cost"] or {}).get("by_model", {}) if "@" in m]
+    with sqlite3.connect(tmp_path / "demo.db") as db:
+        names = {n for (n,) in db.execute("SELECT model_requested FROM requests UNION SELECT model FROM requests")}
+        names |= {n for (n,) in db.execute("SELECT target FROM attempts UNION SELECT value FROM usage_hourly")}
+    assert {"fast", "gpt-4o", "fakeai/gpt-4o"} <= names
+    assert not [n for n in names if "@" in n], names
+    assert not [t for t in s["gateway"]["targets"] if "@" in t]
 
 
 def test_fake_upstream_runs_on_its_own_and_speaks_openai(tmp_path) -> None:
@@ -201,3 +212,6 @@ def test_ctrl_c_stops_the_demo_quietly(requests: tuple[str, ...], wait_for: str,
     assert p.returncode == status, err
     assert "Traceback" not in err
     assert said in err
+    # What the gateway drained, flushed and spooled as it stopped.
+    stopped = re.search(r"relaycast demo: gateway stopped: in_flight=(\d+) drained=(\d+) cut=0 .*store=", err)
+    assert stopped and stopped.group(1) == stopped.group(2), err

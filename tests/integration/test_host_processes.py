@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import signal
 import sqlite3
 import time
@@ -335,3 +336,90 @@ def test_stored_responses_are_shared_by_the_workers_and_outlive_a_restart(fake: 
             client(again).responses.retrieve(made[1].id)
     finally:
         again.stop()
+
+
+def _field(line: str, name: str) -> str:
+    m = re.search(rf'(?:^| ){name}=("[^"]*"|\S+)', line)
+    assert m, f"{name} missing from: {line}"
+    return m.group(1).strip('"')
+
+
+def _last(log: str, event: str) -> str:
+    lines = [ln for ln in log.splitlines() if f" {event} " in ln or ln.endswith(f" {event}")]
+    assert lines, f"no {event} line in:\n{log}"
+    return lines[-1]
+
+
+@pytest.mark.parametrize("layout", [(), ("--single-process",)], ids=["telemetry-process", "single-process"])
+def test_sigterm_logs_what_it_drained_flushed_and_spooled(fake: Fake, tmp_path: Path, layout: tuple[str, ...]) -> None:
+    gw = host(fake, telemetry_config(tmp_path), *layout).wait_ready()
+    try:
+        assert chat(gw)[0] == 200
+        client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        fake.reset()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(
+                client.chat.completions.create,
+                model="fakeai/gpt-4o-mini@latency_ms=2000",  # within its first_token timeout (3 s)
+                messages=[{"role": "user", "content": "in flight at SIGTERM"}],
+            )
+            wait_for(lambda: fake.requests(), what="the request to reach the upstream")
+            gw.proc.send_signal(signal.SIGTERM)
+            assert slow.result().choices[0].message.content  # drained: it finished
+        # The host exits 0; one process ends as uvicorn ends it, by the signal it was stopped with.
+        assert gw.proc.wait(60) == (-signal.SIGTERM if layout else 0)
+        log = gw.log()
+    finally:
+        gw.stop()
+    done = _last(log, "shutdown_complete")  # the serving process's last word
+    assert (_field(done, "in_flight"), _field(done, "drained"), _field(done, "cut")) == ("1", "1", "0")
+    assert float(_field(done, "drain_seconds")) <= float(_field(done, "seconds"))
+    # What each destination and the store delivered, spooled and dropped: in the same process, or in the
+    # telemetry process, to which the worker says what it handed over.
+    if layout:
+        flushed = done
+    else:
+        assert _field(done, "telemetry") == "handed=2 acknowledged=2 dropped=0"
+        flushed = _last(log, "telemetry_stopped")
+        assert (_field(flushed, "received"), _field(flushed, "workers_unfinished")) == ("2", "0")
+    assert _field(flushed, "broadcast_file") == "sent=2 spooled_batches=0 dropped=0"
+    assert _field(flushed, "store") == "written=2 queued=0 dropped=0"
+
+
+def test_a_request_still_running_at_the_drain_deadline_is_counted_as_cut(tmp_path: Path) -> None:
+    import asyncio
+    import threading
+
+    import uvicorn
+
+    from relaycast.server.runner import DrainingServer, free_port
+
+    started = threading.Event()
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/slow":
+            started.set()
+            await asyncio.sleep(3600)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", timeout_graceful_shutdown=1)
+    server = DrainingServer(cfg)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="the server to start")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/slow", timeout=30).read())
+        assert started.wait(10)
+        server.should_exit = True
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            slow.result()
+    thread.join(30)
+    assert server.drain is not None and (server.drain.in_flight, server.drain.cut, server.drain.drained) == (1, 1, 0)
+    assert server.report is not None and server.report["cut"] == 1

@@ -530,3 +530,67 @@ def test_anthropic_structured_output_beta_field_and_stream(server: ThreadedServe
         final = stream.get_final_message()
     assert len(deltas) > 1 and Part.model_validate_json("".join(deltas))
     assert final.usage.output_tokens == len(deltas)
+
+
+# --- behaviour by header ----------------------------------------------------------------------------------------------
+
+
+def test_behaviour_header_sets_the_answer_and_wins_over_the_suffix(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="gpt-4o-mini@tokens=9",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-behaviour": "tokens=2,cached=1"},
+    )
+    assert r.model == "gpt-4o-mini"  # the name without its suffix
+    assert r.usage is not None and r.usage.completion_tokens == 2  # the header's, not the suffix's 9
+    assert r.usage.prompt_tokens_details is not None and r.usage.prompt_tokens_details.cached_tokens == 1
+    plain = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-fake-behaviour": "tokens=3"},
+    )
+    assert plain.choices[0].message.content == "the quick brown"
+
+
+def test_behaviour_header_faults(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-fake-behaviour": "error=429;retry_after=2"},
+        )
+    assert limited.value.response.headers["retry-after"] == "2"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-fake-behaviour": "content_policy"},
+        )
+    assert refused.value.code == "invalid_prompt"  # what OpenAI answers a flagged prompt
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-fake-behaviour": "nonsense=1"},
+        )
+    assert "unknown fake behaviour 'nonsense'" in bad.value.message
+
+
+@needs_anthropic
+def test_behaviour_header_on_the_messages_api(claude: Any) -> None:
+    with pytest.raises(anthropic.InternalServerError) as overloaded:
+        claude.messages.create(
+            model="claude-3-5-haiku-latest",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-fake-behaviour": "error=529"},
+        )
+    assert overloaded.value.status_code == 529
+    assert overloaded.value.body["error"]["type"] == "overloaded_error"
+    r = claude.messages.create(
+        model="claude-3-5-haiku-latest",
+        max_tokens=10,
+        messages=[{"role": "user", "content": "x"}],
+        extra_headers={"x-fake-behaviour": "tokens=4"},
+    )
+    assert r.model == "claude-3-5-haiku-latest" and r.usage.output_tokens == 4
