@@ -30,6 +30,15 @@ def tool(venv: str, name: str) -> str:
     return str(path)
 
 
+def npm_file(package: str, name: str) -> Path:
+    """A file of an npm package tests/install-servers put in .venv-servers/npm (e.g. axe-core's `axe.min.js`, which
+    browser tests inject into the page); when it is not there, the test is skipped (or fails: `missing`)."""
+    path = SERVERS / "npm" / "node_modules" / package / name
+    if not path.is_file():
+        missing(f"npm package {package} is not installed: run tests/install-servers ({path} is missing)")
+    return path
+
+
 def missing(why: str) -> None:
     """A test's real server is not on this machine: skipped, saying why; a failure where the run must have every
     server (RELAYCAST_REQUIRE_SERVERS=1: CI), so a broken install never passes as a skip."""
