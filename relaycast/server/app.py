@@ -48,6 +48,7 @@ _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _ANY_ADDRESS = frozenset({"", "0.0.0.0", "::"})
 _FORMS = frozenset({"/dashboard/login", "/dashboard/logout"})  # HTML forms: the browser sends them form-encoded
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DASHBOARD_HEADER = b"x-relaycast-dashboard"
 OPENROUTER_PREFIX = "/api/v1/"
 ANTHROPIC_PATHS = ("/v1/messages",)  # answered in Anthropic's error format
 
@@ -205,6 +206,20 @@ class Gateway:
                     "in 'server.allowed_hosts' to allow it.",
                     param="origin",
                 )
+        if (
+            r.method not in _NO_BODY_METHODS
+            and r.path.startswith("/admin/")
+            and b"authorization" not in r.headers
+            and b"x-api-key" not in r.headers
+            and r.headers.get(DASHBOARD_HEADER) != b"1"
+        ):
+            # A change through the admin API with a dashboard session comes from the dashboard's own script, which
+            # sends this header: an HTML form from another page (another port of this host, a sibling subdomain:
+            # same-site for the cookie) cannot, and a cross-origin script cannot without a preflight, which fails.
+            raise errors.Unauthorized(
+                f"Missing admin key: send 'Authorization: Bearer <admin key>' (a dashboard session changes things "
+                f"only from the dashboard's pages, which send '{DASHBOARD_HEADER.decode()}: 1').",
+            )
         if r.method not in _NO_BODY_METHODS and r.path not in _FORMS and _has_body(r.headers):
             ctype = r.headers.get(b"content-type")
             if not is_json(ctype):

@@ -3,7 +3,7 @@ and `relaycast broadcast`:
 
 GET    /admin/broadcast/kinds                        every destination kind's form: fields, defaults, secrets
 GET    /admin/broadcast/destinations                 every destination, where it comes from, its live status
-PUT    /admin/broadcast/destinations/<name>          {"kind", "settings", "save_anyway"}: tested, then saved
+PUT    /admin/broadcast/destinations/<name>          {"kind", "settings", "save_anyway", "create"}: tested, saved
 DELETE /admin/broadcast/destinations/<name>          a saved destination (the config's are read-only)
 POST   /admin/broadcast/try                          {"kind", "name"?, "settings"}: Test Connection, nothing saved
 PUT    /admin/broadcast/enabled                      {"enabled": true|false}: the saved destinations on or off
@@ -46,6 +46,12 @@ class TestFailed(errors.GatewayError):
 
     status_code: ClassVar[int] = 422
     error_class: ClassVar[str] = "test_failed"
+    openai_type: ClassVar[str] = "invalid_request_error"
+
+
+class Conflict(errors.GatewayError):
+    status_code: ClassVar[int] = 409
+    error_class: ClassVar[str] = "conflict"
     openai_type: ClassVar[str] = "invalid_request_error"
 
 
@@ -107,6 +113,7 @@ class BroadcastApi:
             enabled, rows = await self.s.reader.run(table.state)
         problems = (sync or {}).get("problems", {})
         for row in rows:
+            hidden = self._hidden(row)
             secret = forms.secret_names(row.kind)
             out.append(
                 {
@@ -116,8 +123,8 @@ class BroadcastApi:
                     "source": saved.SOURCE,
                     "editable": True,
                     "enabled": row.settings.get("enabled", True) is not False,
-                    "settings": {k: v for k, v in row.settings.items() if k not in secret},
-                    "secrets_set": sorted(self._secret_names(row)),
+                    "settings": saved.shown(row.kind, {**row.settings, **hidden}),
+                    "secrets_set": sorted(k for k in hidden if k in secret),
                     "created_ms": row.created_ms,
                     "updated_ms": row.updated_ms,
                     "last_test": {"ok": row.test_ok, "message": row.test_message, "at_ms": row.tested_ms}
@@ -134,13 +141,15 @@ class BroadcastApi:
             "destinations": out,
         }
 
-    def _secret_names(self, row: table.Row) -> set[str]:
+    def _hidden(self, row: table.Row) -> dict[str, Any]:
+        """A saved row's sealed settings, opened (only to say which are set and to show URLs masked)."""
         if not row.sealed:
-            return set()
+            return {}
         try:
-            return set(orjson.loads(self.sealer().open(row.sealed, row.name)))
+            found = orjson.loads(self.sealer().open(row.sealed, row.name))
         except (SealError, ValueError):
-            return set()
+            return {}
+        return found if isinstance(found, dict) else {}
 
     # --- changing -----------------------------------------------------------------------------
 
@@ -186,7 +195,7 @@ class BroadcastApi:
     async def _form(self, name: str, body: dict[str, Any]) -> tuple[str, dict[str, Any], DestinationConfig]:
         """The destination a request describes: its kind, its values (saved secrets filling the ones left out),
         and its parsed config."""
-        unknown = set(body) - {"kind", "settings", "save_anyway", "name"}
+        unknown = set(body) - {"kind", "settings", "save_anyway", "name", "create"}
         if unknown:
             raise errors.InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])
         kind = body.get("kind")
@@ -195,11 +204,8 @@ class BroadcastApi:
         except saved.Invalid as e:
             raise errors.InvalidRequest(str(e), param=e.field) from None
         assert isinstance(kind, str)
-        kept = await self._saved_values(name, kind)
-        for k in forms.secret_names(kind):
-            if values.get(k) in (None, "", {}) and k in kept:
-                values[k] = kept[k]
         try:
+            values = saved.merge_kept(kind, values, await self._saved_values(name, kind))
             cfg = saved.build(name, kind, values, self._base)
         except saved.Invalid as e:
             raise errors.InvalidRequest(str(e), param=e.field) from None
@@ -232,8 +238,12 @@ class BroadcastApi:
         self._readonly(name)
         body = await self._json(r)
         anyway = body.get("save_anyway", False)
-        if not isinstance(anyway, bool):
-            raise errors.InvalidRequest("'save_anyway' must be true or false", param="save_anyway")
+        create = body.get("create", False)
+        for flag, value in (("save_anyway", anyway), ("create", create)):
+            if not isinstance(value, bool):
+                raise errors.InvalidRequest(f"'{flag}' must be true or false", param=flag)
+        if create and any(row.name == name for row in (await self.s.reader.run(table.state))[1]):
+            raise Conflict(f"A destination named '{name[:64]}' is saved already: edit it, or pick another name.")
         kind, values, cfg = await self._form(name, body)
         result = await self._test(cfg)
         if not result.ok and not anyway:
@@ -286,7 +296,8 @@ class BroadcastApi:
         try:
             result: dict[str, Any] | None = await self.s.telemetry("broadcast_sync")
             return result
-        except errors.RelaycastError:
+        except Exception as e:  # noqa: BLE001 - saved all the same: the next poll applies it
+            self.s.log.warning("broadcast_apply_deferred", error=self.s.redactor.scrub(str(e))[:200])
             return None
 
     async def _test(self, cfg: DestinationConfig) -> TestResult:

@@ -82,27 +82,30 @@ def save(
     now_ms: int,
     test: tuple[bool, str] | None,
 ) -> bool:
-    """Create or replace a destination; True when it is new."""
+    """Create or replace a destination (one statement: two replicas saving the same name at once both succeed,
+    the last one wins); True when it is new."""
     with conn.transaction():
-        found = conn.query_in_tx("SELECT created_ms FROM broadcast_destinations WHERE name = ?", (name,))
+        found = conn.query_in_tx("SELECT 1 FROM broadcast_destinations WHERE name = ?", (name,))
         if not found:
             n = conn.query_in_tx("SELECT count(*) FROM broadcast_destinations")[0][0]
             if int(n) >= MAX_DESTINATIONS:
                 raise TooMany(f"at most {MAX_DESTINATIONS} destinations can be saved")
-        conn.execute("DELETE FROM broadcast_destinations WHERE name = ?", (name,))
         row = (
             name,
             kind,
             orjson.dumps(settings).decode(),
             sealed,
-            int(found[0][0]) if found else now_ms,
+            now_ms,
             now_ms,
             now_ms if test is not None else None,
             int(test[0]) if test is not None else None,
             test[1][:500] if test is not None else None,
         )
+        kept = ("name", "created_ms")
         conn.execute(
-            f"INSERT INTO broadcast_destinations ({', '.join(_COLS)}) VALUES ({', '.join('?' for _ in _COLS)})", row
+            f"INSERT INTO broadcast_destinations ({', '.join(_COLS)}) VALUES ({', '.join('?' for _ in _COLS)}) "
+            f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLS if c not in kept)}",
+            row,
         )
         _mark(conn, now_ms)
     return not found

@@ -163,6 +163,18 @@ def secret_names(kind: str) -> frozenset[str]:
     return frozenset(f.name for f in fields(kind) if f.secret)
 
 
+def url_names(kind: str) -> frozenset[str]:
+    return frozenset(f.name for f in fields(kind) if f.type == URL)
+
+
+# Settings that say where a destination sends (with its secrets): a saved secret is reused only while they stay.
+_WHERE = frozenset({"site", "region", "zone", "instance_id", "bucket", "profile"})
+
+
+def address_names(kind: str) -> frozenset[str]:
+    return url_names(kind) | frozenset(f.name for f in fields(kind) if f.name in _WHERE)
+
+
 def catalog() -> list[dict[str, Any]]:
     """Every kind's form, for the page."""
     return [{"kind": k, "title": title(k), "fields": [f.doc() for f in fields(k)]} for k in KINDS]

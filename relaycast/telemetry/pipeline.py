@@ -30,6 +30,7 @@ import errno
 import hashlib
 import logging
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -578,6 +579,7 @@ class Broadcaster:
         self._trim = HeapTrim()
         self._started = False
         self.saved: set[str] = set()  # the names `apply` manages
+        self._retiring: set[asyncio.Future[Any]] = set()  # destinations `apply` is stopping
         self._log = log
         for d in config.destinations:
             if d.enabled:
@@ -588,30 +590,55 @@ class Broadcaster:
         exporter = build(d, self._session, self._servers)
         return Destination(d, exporter, spool, self._redactor, self._log, self._clock, trim=self._trim)
 
-    async def apply(self, wanted: Iterable[DestinationConfig], timeout_s: float = 5.0) -> list[str]:
-        """Make the saved destinations these (disabled ones left out): a new one starts, a changed one is stopped
-        (what it holds is sent within `timeout_s` or spooled) and started again with its new settings, a removed
-        one is stopped. The config's destinations are never touched. Returns what changed, for the log."""
+    async def apply(
+        self, wanted: Iterable[DestinationConfig], timeout_s: float = 5.0
+    ) -> tuple[list[str], dict[str, str]]:
+        """Make the saved destinations these (disabled ones left out): a new one starts; a changed one is replaced
+        (the new one takes records at once, the old one sends what it holds within `timeout_s`); a removed one
+        stops. A replaced or removed destination's spool is deleted once it stopped (its batches were made for
+        settings that no longer exist), the records it held counted in the log. The config's destinations are never
+        touched. Returns what changed, for the log, and the destinations that could not be built, with why."""
         want = {d.name: d for d in wanted if d.enabled and (d.name not in self.destinations or d.name in self.saved)}
         changes: list[str] = []
+        failed: dict[str, str] = {}
+        retired: list[Destination] = []
         for name in sorted(self.saved):
             d = self.destinations[name]
             if want.get(name) != d.cfg:
-                del self.destinations[name]  # no record reaches it from here on
+                del self.destinations[name]
                 self.saved.discard(name)
-                await d.stop(d.worker.clock() + timeout_s)
+                retired.append(d)
                 changes.append(f"-{name}")
         for name, cfg in want.items():
             if name in self.destinations:
                 continue
-            # Its own spool per kind: a batch spooled for one backend is never replayed to another.
-            dest = self._build(cfg, f"{self._spool_dir}/saved-{name}-{cfg.kind}")
+            # Its own spool per kind and settings: a batch spooled for one backend is never replayed to another.
+            digest = hashlib.blake2b(repr(cfg).encode() + repr(cfg.secrets()).encode(), digest_size=6).hexdigest()
+            try:
+                dest = self._build(cfg, f"{self._spool_dir}/saved-{name}-{cfg.kind}-{digest}")
+            except Exception as e:  # noqa: BLE001 - one destination that cannot be built leaves the others
+                failed[name] = f"cannot be started: {type(e).__name__}: {str(e)[:200]}"
+                continue
             self.destinations[name] = dest
             self.saved.add(name)
             if self._started:
                 dest.start()
             changes.append(f"+{name}")
-        return changes
+        if retired:
+            # Stopped together, and to the end even if the caller is cancelled (stop() waits for them too).
+            work = asyncio.ensure_future(asyncio.gather(*(self._retire(d, timeout_s) for d in retired)))
+            self._retiring.add(work)
+            work.add_done_callback(self._retiring.discard)
+            await asyncio.shield(work)
+        return changes, failed
+
+    async def _retire(self, d: Destination, timeout_s: float) -> None:
+        await d.stop(d.worker.clock() + timeout_s)
+        if d.spool is not None:
+            held = d.spool.records
+            await asyncio.to_thread(shutil.rmtree, d.spool.directory, True)
+            if held:
+                self._log.warning("broadcast_destination_spool_discarded", destination=d.cfg.name, records=held)
 
     def __call__(self, record: RequestRecord) -> None:
         for d in self.destinations.values():
@@ -625,6 +652,8 @@ class Broadcaster:
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Send what is queued within `timeout_s` (all destinations at once), spool the rest, close."""
         await asyncio.gather(*(d.stop(d.worker.clock() + timeout_s) for d in self.destinations.values()))
+        if self._retiring:  # destinations `apply` was replacing or removing
+            await asyncio.gather(*list(self._retiring), return_exceptions=True)
 
     async def flush(self) -> None:
         await asyncio.gather(*(d.flush() for d in self.destinations.values()))

@@ -21,7 +21,7 @@ import orjson
 
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.log import EventLog
-from relaycast.redact import Redactor
+from relaycast.redact import Redactor, url_secrets
 from relaycast.sealed import Sealer, SealError
 from relaycast.store import destinations as table
 from relaycast.store.reader import StoreReader
@@ -44,15 +44,60 @@ class Invalid(Exception):
 
 
 def split(kind: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A form's values as (settings, secrets); empty values are left out (the kind's default applies)."""
+    """A form's values as (settings, secrets); empty values are left out (the kind's default applies). A URL that
+    holds a password or a credential-named query parameter is a secret too."""
     secret = forms.secret_names(kind)
+    urls = forms.url_names(kind)
     settings: dict[str, Any] = {}
     hidden: dict[str, Any] = {}
     for k, v in values.items():
         if v is None or v == "" or v == {}:
             continue
-        (hidden if k in secret else settings)[k] = v
+        sealed = k in secret or (k in urls and isinstance(v, str) and bool(url_secrets(v)))
+        (hidden if sealed else settings)[k] = v
     return settings, hidden
+
+
+def masked_url(url: str) -> str:
+    """A URL with its password and credential query values replaced by `****`: what a listing shows of it."""
+    for secret in url_secrets(url):
+        url = url.replace(secret, "****")
+    return url
+
+
+def shown(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A destination's values as a listing shows them: no secret, URLs masked."""
+    secret = forms.secret_names(kind)
+    urls = forms.url_names(kind)
+    return {k: masked_url(v) if k in urls and isinstance(v, str) else v for k, v in values.items() if k not in secret}
+
+
+def merge_kept(kind: str, values: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+    """A form's values completed from the saved destination's (`kept`, secrets opened): a secret left empty keeps
+    the saved one, and a URL shown masked keeps the saved URL. Saved secrets go only where they were saved for: if
+    an address setting (a URL, the site, the region, ...) changed, they must be typed again."""
+    out = dict(values)
+    for k in forms.url_names(kind):
+        saved_url = kept.get(k)
+        if isinstance(saved_url, str) and out.get(k) == masked_url(saved_url):
+            out[k] = saved_url
+    reused = [
+        k
+        for k in sorted(forms.secret_names(kind))
+        if out.get(k) in (None, "", {}) and kept.get(k) not in (None, "", {})
+    ]
+    if not reused:
+        return out
+    for k in sorted(forms.address_names(kind)):
+        if (out.get(k) or None) != (kept.get(k) or None):
+            raise Invalid(
+                f"'{k}' changed, so the saved {', '.join(reused)} must be typed again (saved secrets go only to the "
+                "address they were saved for)",
+                reused[0],
+            )
+    for k in reused:
+        out[k] = kept[k]
+    return out
 
 
 def check_values(kind: str, values: Any) -> dict[str, Any]:
@@ -82,6 +127,8 @@ def build(name: str, kind: str, values: dict[str, Any], base: Path) -> Destinati
     except ConfigError as e:
         where = str(e.where).removeprefix("destination").lstrip(".") or None
         raise Invalid(e.problem, where.split(".")[0] if where else None) from None
+    except ValueError as e:  # a kind's parser on a value it could not read (an unparsable URL, ...)
+        raise Invalid(f"invalid setting: {str(e)[:200]}", None) from None
     return replace(cfg, source=SOURCE)
 
 
@@ -149,6 +196,9 @@ class SavedSync:
         """Apply the store's saved destinations if they changed since the last sync (or when `force`)."""
         async with self._lock:
             marker = await self.reader.run(table.marker)
+            if self.last_error is not None:
+                self.log.info("broadcast_saved_sync_recovered")
+                self.last_error = None
             if marker == self._marker and not force:
                 return
             enabled, rows = await self.reader.run(table.state)
@@ -163,7 +213,8 @@ class SavedSync:
                     continue
                 self.redactor.add(cfg.secrets())
                 wanted.append(cfg)
-            changes = await self.broadcaster.apply(wanted if enabled else ())
+            changes, failed = await self.broadcaster.apply(wanted if enabled else ())
+            problems.update(failed)
             for name, why in problems.items():
                 if self.problems.get(name) != why:
                     self.log.error("broadcast_saved_destination_broken", destination=name, error=why)

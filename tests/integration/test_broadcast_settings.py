@@ -244,3 +244,78 @@ def test_cli_adds_lists_and_removes(replicas, agent):
     assert "dd-cli" not in listing(a)
     missing = cli("remove", "dd-cli")
     assert missing.returncode == 1 and "404" in missing.stderr
+
+
+def _session(gw: GatewayProcess) -> str:
+    """A dashboard session cookie, as the login form gets it."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    conn.request(
+        "POST",
+        "/dashboard/login",
+        body=f"key={ADMIN_KEY}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    r = conn.getresponse()
+    assert r.status == 303
+    cookie = r.getheader("set-cookie").split(";")[0]
+    conn.close()
+    return cookie
+
+
+def test_saved_secrets_never_leave_for_a_new_address(replicas, refusing):
+    a, _, shared = replicas
+    hook = "https://user:pw-0123456789abcdef@hooks.example.com/in?token=tok-0123456789abcdef"
+    form = {"kind": "webhook", "settings": {"url": hook, "secret": "whsec-0123456789abcdef"}, "save_anyway": True}
+    status, body = call(a, "PUT", "/admin/broadcast/destinations/hook", {**form, "create": True})
+    assert status == 200, body
+    entry = listing(a)["hook"]
+    assert entry["settings"]["url"] == "https://user:****@hooks.example.com/in?token=****"
+    assert entry["secrets_set"] == ["secret"]
+    db = b"".join(p.read_bytes() for p in shared.glob("relaycast.db*"))
+    assert b"pw-0123456789abcdef" not in db and b"tok-0123456789abcdef" not in db
+    # Adding again under the same name is refused (the page's Add); editing is a PUT without `create`.
+    status, body = call(a, "PUT", "/admin/broadcast/destinations/hook", {**form, "create": True})
+    assert status == 409 and body["error"]["code"] == "conflict"
+    # The saved signing secret does not go to a new URL unless typed again: nothing reaches that server.
+    before = len(refusing.requests)
+    moved = {"kind": "webhook", "name": "hook", "settings": {"url": refusing.url + "/steal"}}
+    status, body = call(a, "POST", "/admin/broadcast/try", moved)
+    assert status == 400 and body["error"]["param"] == "secret" and "typed again" in body["error"]["message"]
+    assert len(refusing.requests) == before
+    # The masked URL sent back means the saved one.
+    status, body = call(
+        a,
+        "PUT",
+        "/admin/broadcast/destinations/hook",
+        {"kind": "webhook", "settings": {"url": entry["settings"]["url"]}, "save_anyway": True},
+    )
+    assert status == 200 and listing(a)["hook"]["secrets_set"] == ["secret"]
+    assert call(a, "DELETE", "/admin/broadcast/destinations/hook")[0] == 200
+    # A URL no parser can read is a 400, not a crash.
+    status, body = call(a, "POST", "/admin/broadcast/try", {"kind": "opik", "settings": {"url": "http://[::1"}})
+    assert status == 400, body
+
+
+def test_a_dashboard_session_changes_things_only_from_the_dashboard(replicas):
+    import http.client
+
+    a, _, _ = replicas
+    cookie = _session(a)
+
+    def post(path: str, headers: dict[str, str]) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
+        conn.request("POST", path, body=b"", headers={"cookie": cookie, **headers})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    # What an HTML form on another page of the same site sends: the cookie, no body, no dashboard header.
+    assert post("/admin/monitors/evaluate", {"content-type": "application/x-www-form-urlencoded"}) == 401
+    assert post("/admin/broadcast/test", {}) == 401
+    # The dashboard's own script sends its header; reads need none.
+    assert post("/admin/broadcast/test", {"x-relaycast-dashboard": "1"}) in (200, 404)
+    conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
+    conn.request("GET", "/admin/broadcast/destinations", headers={"cookie": cookie})
+    assert conn.getresponse().status == 200

@@ -102,7 +102,7 @@ def test_the_store_keeps_sealed_secrets_and_a_change_marker(tmp_path: Path) -> N
     conn.close()
 
 
-def test_apply_adds_replaces_and_removes_saved_destinations_while_records_flow(tmp_path: Path) -> None:
+def test_apply_adds_replaces_and_removes_saved_destinations(tmp_path: Path) -> None:
     async def run() -> None:
         red = Redactor()
         fixed = saved.build("archive", "file", {"path": str(tmp_path / "archive.jsonl")}, tmp_path)
@@ -111,17 +111,17 @@ def test_apply_adds_replaces_and_removes_saved_destinations_while_records_flow(t
             b = Broadcaster(cfg, session, red, EventLog(red))
             b.start()
             one = saved.build("ui", "file", {"path": str(tmp_path / "one.jsonl"), "flush_interval": 0.05}, tmp_path)
-            assert await b.apply([one]) == ["+ui"]
-            assert await b.apply([one]) == []  # the same settings: left running
+            assert await b.apply([one]) == (["+ui"], {})
+            assert await b.apply([one]) == ([], {})  # the same settings: left running
             b(sample_record(1))
             await b.flush()
             two = saved.build("ui", "file", {"path": str(tmp_path / "two.jsonl"), "flush_interval": 0.05}, tmp_path)
-            assert await b.apply([two]) == ["-ui", "+ui"]
+            assert await b.apply([two]) == (["-ui", "+ui"], {})
             b(sample_record(2))
             await b.flush()
             # A saved destination cannot take a config destination's name; an empty list removes the saved ones.
             clash = saved.build("archive", "file", {"path": str(tmp_path / "x.jsonl")}, tmp_path)
-            assert await b.apply([clash]) == ["-ui"]
+            assert await b.apply([clash]) == (["-ui"], {})
             assert set(b.destinations) == {"archive"}
             b(sample_record(3))
             await b.stop(2)
@@ -135,3 +135,71 @@ def test_apply_adds_replaces_and_removes_saved_destinations_while_records_flow(t
         assert len(ids("archive.jsonl")) == 3 and not (tmp_path / "x.jsonl").exists()
 
     asyncio.run(run())
+
+
+def test_saved_secrets_go_only_where_they_were_saved_for() -> None:
+    kept = {"api_key": "dd-key-0123456789", "ml_app": "a", "api_url": "https://api.example.com"}
+    # The secret left empty is kept while the address stays.
+    same = saved.merge_kept("datadog", {"ml_app": "b", "api_url": "https://api.example.com"}, kept)
+    assert same["api_key"] == "dd-key-0123456789" and same["ml_app"] == "b"
+    # Pointing it elsewhere asks for the secret again.
+    with pytest.raises(saved.Invalid) as e:
+        saved.merge_kept("datadog", {"ml_app": "a", "api_url": "http://attacker.example"}, kept)
+    assert e.value.field == "api_key" and "api_url" in str(e.value)
+    with pytest.raises(saved.Invalid):
+        saved.merge_kept("datadog", {"ml_app": "a", "api_url": "https://api.example.com", "site": "datadoghq.eu"}, kept)
+    # Typed again, it goes.
+    moved = saved.merge_kept("datadog", {"api_key": "new-key-0123456789", "api_url": "http://elsewhere"}, kept)
+    assert moved["api_key"] == "new-key-0123456789"
+
+
+def test_a_url_with_credentials_is_sealed_and_shown_masked() -> None:
+    url = "https://user:pw-0123456789@hooks.example.com/x?token=tok-0123456789&a=1"
+    settings, hidden = saved.split("webhook", {"url": url})
+    assert settings == {} and hidden == {"url": url}
+    shown = saved.shown("webhook", {"url": url, "secret": "whsec-0123456789"})
+    assert shown == {"url": "https://user:****@hooks.example.com/x?token=****&a=1"}
+    # The masked URL sent back by the page means the saved one.
+    assert saved.merge_kept("webhook", {"url": shown["url"]}, {"url": url})["url"] == url
+    plain, _ = saved.split("webhook", {"url": "https://hooks.example.com/x"})
+    assert plain == {"url": "https://hooks.example.com/x"}
+    with pytest.raises(saved.Invalid):
+        saved.build("o", "opik", {"url": "http://[::1"}, Path("."))  # unparsable: a 400, not a crash
+
+
+def test_records_offered_while_a_destination_is_replaced_all_arrive(tmp_path: Path) -> None:
+    async def run() -> int:
+        red = Redactor()
+        cfg = BroadcastConfig(destinations=(), spool_dir=str(tmp_path / "spool"))
+        async with aiohttp.ClientSession() as session:
+            b = Broadcaster(cfg, session, red, EventLog(red))
+            b.start()
+            first = saved.build("ui", "file", {"path": str(tmp_path / "a.jsonl"), "flush_interval": 0.05}, tmp_path)
+            await b.apply([first])
+            offered = 0
+            stop = asyncio.Event()
+
+            async def feed() -> None:
+                nonlocal offered
+                while not stop.is_set():
+                    offered += 1
+                    b(sample_record(offered))
+                    await asyncio.sleep(0.001)
+
+            feeder = asyncio.create_task(feed())
+            await asyncio.sleep(0.1)
+            for i, name in enumerate(("b.jsonl", "c.jsonl", "d.jsonl")):
+                nxt = saved.build("ui", "file", {"path": str(tmp_path / name), "flush_interval": 0.05 + i}, tmp_path)
+                changes, failed = await b.apply([nxt])
+                assert changes == ["-ui", "+ui"] and not failed
+                await asyncio.sleep(0.05)
+            stop.set()
+            await feeder
+            await b.stop(5)
+            return offered
+
+    offered = asyncio.run(run())
+    lines = [line for p in tmp_path.glob("*.jsonl") for line in p.read_text().splitlines()]
+    ids = {json.loads(line)["request_id"] for line in lines}
+    assert len(lines) == offered == len(ids)  # every record offered went to exactly one of the four
+    assert len(list((tmp_path / "spool").glob("saved-ui-*"))) <= 1  # the replaced ones' spools are gone

@@ -145,6 +145,8 @@ async function admin(path, { params = {}, method, body } = {}) {
   for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, String(v));
   const qs = q.toString();
   const init = { method: method || (body === undefined ? "GET" : "POST"), credentials: "same-origin", headers: { Accept: "application/json" } };
+  // The gateway takes a change made with the session cookie only with this header, which no form can send.
+  if (init.method !== "GET") init.headers["X-Relaycast-Dashboard"] = "1";
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -298,7 +300,9 @@ function renderKpis(t, e) {
 function renderTop(id, groups, dim) {
   const root = $(id);
   root.replaceChildren();
-  if (!groups || !groups.length) {
+  // A group with no requests and nothing spent (an attempt that failed unbilled before a failover) says nothing.
+  groups = (groups || []).filter((g) => (g.requests || 0) > 0 || Number(g.cost_usd || 0) > 0 || (g.unpriced_requests || 0) > 0);
+  if (!groups.length) {
     root.append(el("li", { class: "empty", text: "No requests in this range" }));
     return;
   }

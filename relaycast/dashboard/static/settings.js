@@ -8,7 +8,7 @@ const COMMON = [
   { name: "sample_rate", label: "Sample rate", type: "number", help: "0 to 1, kept or dropped per session.", advanced: true, step: "0.01" },
   { name: "privacy_mode", label: "Privacy mode", type: "bool", help: "Send no prompts or completions.", advanced: true },
 ];
-const S = { kinds: null, data: null, editing: null, timer: null };
+const S = { kinds: null, data: null, editing: null, timer: null, tests: new Map() };
 
 // ---------- status ----------
 function stateOf(d) {
@@ -32,6 +32,7 @@ function destRow(d) {
   const [key, label, cls] = stateOf(d);
   const st = d.status;
   const err = lastError(d);
+  const tested = S.tests.get(d.name);
   const actions = el("td", { class: "actions" },
     st ? el("button", { type: "button", class: "btn btn-small", "data-test": d.name, "aria-label": `Test ${d.name}`, text: "Test" }) : null,
     d.editable ? el("button", { type: "button", class: "btn btn-small", "data-edit": d.name, "aria-label": `Edit ${d.name}`, text: "Edit" }) : null,
@@ -45,7 +46,9 @@ function destRow(d) {
     el("td", { class: "num" }, st ? fmtInt(st.queued) : "—"),
     el("td", { class: "num" }, st ? fmtInt(st.spooled_records) : "—"),
     el("td", { class: "wrap small" }, st ? dropped(st) : "—"),
-    el("td", { class: "wrap small" + (err ? " err-text" : " muted") }, err || (st && st.last_success_at ? `last sent ${fullTime(st.last_success_at * 1000)}` : "—")),
+    el("td", { class: "wrap small" + (err ? " err-text" : " muted") },
+      err || (st && st.last_success_at ? `last sent ${fullTime(st.last_success_at * 1000)}` : "—"),
+      tested ? el("div", { class: "row-test " + (tested.ok ? "ok" : "fail"), "data-test-ok": String(tested.ok), text: `${tested.ok ? "Test OK" : "Test failed"}: ${tested.message}` }) : null),
     actions);
 }
 function renderList() {
@@ -206,7 +209,7 @@ async function save(anyway) {
   const name = S.editing.name || v.name;
   await withBusy($(anyway ? "dest-save-anyway" : "dest-save"), "Saving…", async () => {
     try {
-      const r = await admin(`broadcast/destinations/${encodeURIComponent(name)}`, { method: "PUT", body: { kind: v.kind, settings: v.settings, save_anyway: anyway } });
+      const r = await admin(`broadcast/destinations/${encodeURIComponent(name)}`, { method: "PUT", body: { kind: v.kind, settings: v.settings, save_anyway: anyway, create: !S.editing.name } });
       closeForm();
       const note = $("settings-saved");
       note.hidden = false;
@@ -262,8 +265,8 @@ function skeleton() {
       await withBusy(b, "Testing…", async () => {
         try {
           const r = await admin("broadcast/test", { params: { name: b.dataset.test }, method: "POST" });
-          const res = (r.results || {})[b.dataset.test] || { ok: false, message: "no result" };
-          b.closest("tr").querySelector("td:nth-child(9)").textContent = `${res.ok ? "Test OK" : "Test failed"}: ${res.message}`;
+          S.tests.set(b.dataset.test, (r.results || {})[b.dataset.test] || { ok: false, message: "no result" });
+          renderList();
         } catch (err) { R.showError(err); }
       });
     }
