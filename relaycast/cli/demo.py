@@ -430,7 +430,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         unpriced = f" (+{cost['unpriced_requests']} unpriced requests)" if cost["unpriced_requests"] else ""
         print(f"  cost: {fmt_money(cost['total_usd'])}{unpriced}")
         for model, usd in cost["by_model"].items():
-            print(f"    {model:<58} {'unpriced' if usd is None else '$' + usd}")
+            print(f"    {model:<58} {'unpriced' if usd is None else fmt_money(usd)}")
     if s["errors"]:
         print("  errors by class:")
         for cls, count in s["errors"].items():

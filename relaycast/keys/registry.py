@@ -32,7 +32,7 @@ class KeyRegistry:
         self._store_keys: dict[str, KeyPolicy] = {}
         self._store_issued = False  # keys were deleted from the store: it had some
         self._required = required  # None: once any key exists or existed in the store
-        self._version: tuple[int, int] | None = None
+        self._version: tuple[int, int, str] | None = None
         self._reader: StoreReader | None = None
         self._task: asyncio.Task[None] | None = None
         self._log = log
@@ -46,7 +46,15 @@ class KeyRegistry:
             or bool(self._config_keys)
             or bool(self._store_keys)
             or (self._store_issued and self._required is None)
+            or self.unloaded
         )
+
+    @property
+    def unloaded(self) -> bool:
+        """The store's keys have not been read yet (the store was unreachable at start): the gateway cannot know
+        whether keys exist, so it refuses requests it cannot check instead of serving them without a key (unless
+        the config says `keys_required: false`)."""
+        return self._reader is not None and self._version is None and self._required is not False
 
     def required_because(self) -> str | None:
         """Why requests need a key, in words; None when the gateway is open."""
@@ -60,6 +68,8 @@ class KeyRegistry:
             return "the store has keys"
         if self._store_issued and self._required is None:
             return "keys were issued in this store, and all of them were deleted"
+        if self.unloaded:
+            return "the store's keys could not be read yet"
         return None
 
     def live(self, now_ms: int | None = None) -> int:

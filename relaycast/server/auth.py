@@ -7,7 +7,7 @@ import hmac
 import time
 from collections.abc import Callable
 
-from relaycast.errors import Forbidden, Unauthorized
+from relaycast.errors import Forbidden, StoreNotReady, Unauthorized
 from relaycast.keys.policy import KeyPolicy
 from relaycast.keys.registry import KeyRegistry
 
@@ -30,9 +30,14 @@ class Authenticator:
         if not self.registry.required:
             return None
         token = _bearer(headers)
+        policy = self.registry.lookup(hashlib.sha256(token).hexdigest()) if token is not None else None
+        if policy is None and self.registry.unloaded:
+            raise StoreNotReady(
+                "The gateway's keys cannot be read from the store yet, so this request cannot be checked: try again "
+                "shortly."
+            )
         if token is None:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer <relaycast key>'.")
-        policy = self.registry.lookup(hashlib.sha256(token).hexdigest())
         if policy is None:
             raise Unauthorized("Incorrect API key provided.")
         if policy.revoked_ms is not None:

@@ -92,6 +92,8 @@ class DrainingServer(uvicorn.Server):
                 "seconds": round(time.monotonic() - self._began, 3),
                 **stopped_fields(services),
             }
+            if self.force_exit:  # a second signal: the drain was not waited for
+                self.report["forced"] = True
             log = getattr(services, "log", None)
             if log is not None:
                 log.info("shutdown_complete", **self.report)
@@ -106,6 +108,8 @@ class DrainingServer(uvicorn.Server):
         finally:
             if self.drain is not None:
                 self.drain.seconds = round(time.monotonic() - self._began, 3)
+                # A second signal (force_exit) ends the wait with requests still running: they are cut too.
+                self.drain.cut = max(self.drain.cut, len(self.server_state.tasks))
 
 
 def stopped_fields(services: Any) -> dict[str, object]:

@@ -21,6 +21,7 @@ from relaycast.store.db import Connection
 
 SECRET_PREFIX = "rk-"
 ISSUED = "keys.issued"  # the gateway_settings row that says keys were issued in this store
+CHANGED = "keys.changed"  # the gateway_settings row every key change rewrites (`version`)
 _COLS = (
     "name",
     "sha256",
@@ -68,6 +69,8 @@ def create(conn: Connection, policy: KeyPolicy, now_ms: int) -> str:
     )
     if not conn.insert_unique("gateway_keys", _COLS, row):
         raise KeyExists(policy.name)
+    with conn.transaction():
+        _changed(conn, now_ms)
     return secret
 
 
@@ -77,6 +80,7 @@ def revoke(conn: Connection, name: str, now_ms: int) -> bool:
             "UPDATE gateway_keys SET revoked_ms = ?, updated_ms = ? WHERE name = ? AND revoked_ms IS NULL",
             (now_ms, now_ms, name),
         )
+        _changed(conn, now_ms)
     return n == 1
 
 
@@ -88,6 +92,7 @@ def rotate(conn: Connection, name: str, now_ms: int) -> str | None:
             "UPDATE gateway_keys SET sha256 = ?, prefix = ?, rotated_ms = ?, updated_ms = ? WHERE name = ? AND revoked_ms IS NULL",
             (hash_secret(secret), secret[:8], now_ms, now_ms, name),
         )
+        _changed(conn, now_ms)
     return secret if n == 1 else None
 
 
@@ -100,6 +105,7 @@ def delete(conn: Connection, name: str, now_ms: int) -> bool:
                 "INSERT INTO gateway_settings (name, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
                 (ISSUED, "true", now_ms),
             )
+            _changed(conn, now_ms)
     return n == 1
 
 
@@ -108,10 +114,21 @@ def issued(conn: Connection) -> bool:
     return bool(conn.query("SELECT count(*) FROM gateway_settings WHERE name = ?", (ISSUED,))[0][0])
 
 
-def version(conn: Connection) -> tuple[int, int]:
-    """(count, last change): what replicas poll to know when to reload."""
+def version(conn: Connection) -> tuple[int, int, str]:
+    """(count, last change, change marker): what replicas poll to know when to reload. The marker moves with every
+    change whatever the clocks of the replicas that made them say (a delete and a create in the same millisecond, a
+    replica whose clock is behind)."""
     n, last = conn.query("SELECT count(*), max(updated_ms) FROM gateway_keys")[0]
-    return int(n or 0), int(last or 0)
+    marker = conn.query("SELECT value FROM gateway_settings WHERE name = ?", (CHANGED,))
+    return int(n or 0), int(last or 0), str(marker[0][0]) if marker else ""
+
+
+def _changed(conn: Connection, now_ms: int) -> None:
+    conn.execute(
+        "INSERT INTO gateway_settings (name, value, updated_ms) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+        (CHANGED, secrets.token_hex(8), now_ms),
+    )
 
 
 def load(conn: Connection) -> list[tuple[str, KeyPolicy]]:

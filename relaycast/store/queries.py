@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +61,7 @@ class Window:
     filters: Mapping[str, str] = field(default_factory=dict)  # dimension -> exact value
     start: float = 0.0  # the range asked for (unix seconds); `since`..`until` are its buckets' edges
     end: float = 0.0
+    auto: bool = False  # the bucket was chosen, not asked for (`fitted` may choose hours instead)
 
     @property
     def bucket_s(self) -> int:
@@ -105,18 +106,21 @@ def parse_time(text: str, now: float, param: str) -> float:
     """`24h`, `30m`, `7d` (that long ago), unix seconds, or an ISO 8601 time."""
     t = text.strip()
     m = _REL.match(t)
+    value: float | None = None
     if m:
-        return now - float(m.group(1)) * _UNIT[m.group(2)]
-    try:
-        return float(t)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise BadQuery(
-            f"'{param}' must be like 24h, 7d, unix seconds or an ISO 8601 time; got '{text[:50]}'", param
-        ) from None
+        value = now - float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        try:
+            value = float(t)
+        except ValueError:
+            try:
+                value = datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                value = None
+    # Years 1970 to 9999 (nan, inf and overflowing values are not times).
+    if value is None or not (math.isfinite(value) and 0 <= value < 253402300800):
+        raise BadQuery(f"'{param}' must be like 24h, 7d, unix seconds or an ISO 8601 time; got '{text[:50]}'", param)
+    return value
 
 
 def window(params: Mapping[str, str], now: float | None = None, default_since: str = "24h") -> Window:
@@ -128,7 +132,8 @@ def window(params: Mapping[str, str], now: float | None = None, default_since: s
     if until <= since:
         raise BadQuery("'until' must be after 'since'", "until")
     bucket = params.get("bucket") or "auto"
-    if bucket == "auto":
+    auto = bucket == "auto"
+    if auto:
         span = until - since
         recent = since >= now - MINUTE_RETENTION_S + 60  # minute rows still kept for all of it
         bucket = "minute" if span <= MINUTE_RANGE_S + 1 and recent else "hour" if span <= 3 * 86400 else "day"
@@ -149,7 +154,24 @@ def window(params: Mapping[str, str], now: float | None = None, default_since: s
         v = params.get(dim)
         if v is not None:
             filters[dim] = v if v != "(none)" else ""
-    return Window(since=start, until=end, bucket=bucket, filters=filters, start=since, end=until)
+    return Window(since=start, until=end, bucket=bucket, filters=filters, start=since, end=until, auto=auto)
+
+
+def fitted(conn: Connection, w: Window) -> Window:
+    """An `auto` window of minutes that starts before the store's first minute rollup (a store migrated from a
+    version without them, or replicas still writing only hours) is read by the hour: no recent range shows
+    empty."""
+    if not (w.auto and w.bucket == "minute"):
+        return w
+    hour = conn.query("SELECT min(hour) FROM usage_hourly WHERE dim = 'all' AND hour >= ?", (w.since // 3600 * 3600,))
+    if hour[0][0] is None:
+        return w  # nothing in the range's hours at all
+    first = conn.query("SELECT min(minute) FROM usage_minute WHERE dim = 'all'")[0][0]
+    if first is not None and int(first) // 3600 * 3600 <= int(hour[0][0]):
+        return w  # the minute rollups cover every hour the range has data in
+    start = int(w.start) // 3600 * 3600
+    end = start + math.ceil((w.end - start) / 3600) * 3600
+    return replace(w, since=start, until=end, bucket="hour")
 
 
 def _dimension(by: str, allowed: Any = DIMENSIONS) -> str:
@@ -321,6 +343,7 @@ def _spend_rows(
 
 
 def spend(conn: Connection, w: Window, by: str = "model", limit: Any = None) -> dict[str, Any]:
+    w = fitted(conn, w)
     _dimension(by)
     n = _limit(limit, 10)
     total_row, grouped, rows = _spend_rows(conn, w, by)
@@ -364,6 +387,7 @@ def spend(conn: Connection, w: Window, by: str = "model", limit: Any = None) -> 
 
 
 def latency(conn: Connection, w: Window, by: str = "model") -> dict[str, Any]:
+    w = fitted(conn, w)
     col = _dimension(by, LATENCY_DIMENSIONS)
     where, args = _where(w, LATENCY_DIMENSIONS)
     # Grouped by the view's bucket in SQL (a day holds 24 hourly rows): the rows returned do not grow with the range.
@@ -427,6 +451,7 @@ def error_rates(conn: Connection, w: Window) -> dict[str, Any]:
     refusals (`refusals`, `refusal_rate`), apart, by the one classification in relaycast.errors (`error_sources`);
     errors the gateway caused itself are in `by_class` and `gateway_errors` only. Cancelled attempts and lost
     hedges count on neither side (`cancelled`)."""
+    w = fitted(conn, w)
     where, args = _where(w, LATENCY_DIMENSIONS)
     rows = conn.query(
         f"SELECT {w.grain}, provider, outcome, sum(n) FROM {w.rollup('attempts')} WHERE {where} "
@@ -615,7 +640,7 @@ def requests(conn: Connection, params: Mapping[str, str], now: float | None = No
         sql += " AND (status >= 400 OR error_class IS NOT NULL)"
     elif status == "ok":
         sql += " AND status < 400 AND error_class IS NULL"
-    elif status and status.isdigit() and len(status) == 3:
+    elif status and re.fullmatch(r"[1-5][0-9][0-9]", status):
         sql += " AND status = ?"
         args.append(int(status))
     elif status:
@@ -623,7 +648,7 @@ def requests(conn: Connection, params: Mapping[str, str], now: float | None = No
     before = params.get("before")
     if before:
         ts, _, rid = before.partition(":")
-        if not ts.isdigit() or not rid.lstrip("-").isdigit():
+        if not re.fullmatch(r"[0-9]{1,15}", ts) or not re.fullmatch(r"-?[0-9]{1,19}", rid):
             raise BadQuery("'before' must be a cursor from a previous page's next_before", "before")
         sql += " AND ts_ms <= ? AND (ts_ms < ? OR id < ?)"  # the first term keeps the time index usable
         args += [int(ts), int(ts), int(rid)]

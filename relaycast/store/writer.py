@@ -37,6 +37,7 @@ from relaycast.store.schema import (
     LATENCY_KEYS,
     MINUTE_RETENTION_S,
     REQUEST_COLUMNS,
+    USAGE_DIMS,
     USAGE_KEYS,
     USAGE_SUMS,
     minute_keys,
@@ -85,10 +86,15 @@ def delete_older_than(
         n = conn.execute("DELETE FROM requests WHERE ts_ms < ?", (cutoff_ms,))
         conn.execute("DELETE FROM attempts WHERE ts_ms < ?", (cutoff_ms,))
         conn.execute("DELETE FROM stored_responses WHERE ts_ms < ?", (cutoff_ms,))
-        for table in ("usage_hourly", "attempts_hourly", "latency_hourly"):
+        for table in ("attempts_hourly", "latency_hourly"):
             conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
-        for table in ("usage_minute", "attempts_minute", "latency_minute"):
+        for table in ("attempts_minute", "latency_minute"):
             conn.execute(f"DELETE FROM {table} WHERE minute < ?", (minute,))
+        # The usage rollups' keys begin with the dimension: one dimension at a time, each delete is a range of the
+        # primary key instead of a scan of the table.
+        for dim in USAGE_DIMS:
+            conn.execute("DELETE FROM usage_hourly WHERE dim = ? AND hour < ?", (dim, hour))
+            conn.execute("DELETE FROM usage_minute WHERE dim = ? AND minute < ?", (dim, minute))
     return max(n, 0)
 
 

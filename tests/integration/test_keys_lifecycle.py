@@ -158,3 +158,55 @@ def test_keys_required_in_the_config_decides_what_the_last_key_leaves(fake: Fake
         assert status == 200 and "keys_required" in body["access"]["because"]
     finally:
         gw.stop()
+
+
+def test_a_store_that_cannot_be_read_at_start_does_not_open_the_gateway(fake: Fake) -> None:
+    from relaycast.server.runner import free_port
+
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/relaycast"
+    store = f"store: {{url: '{dead}', connect_timeout_s: 2, read_timeout_s: 2}}\n"
+    gw = GatewayProcess(standard_config(fake.url, store), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready(60)
+    try:
+        # Keys may exist in that store: a request without one is not served, and says why.
+        req = urllib.request.Request(
+            gw.base_url + "/chat/completions",
+            data=orjson.dumps({"model": "fakeai/gpt-4o-mini", "messages": MSGS}),
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 503 and orjson.loads(e.value.read())["error"]["code"] == "store_unavailable"
+    finally:
+        gw.stop()
+    # Unless the config says a keyless gateway is fine.
+    gw = GatewayProcess(
+        standard_config(fake.url, store + "keys_required: false\n"), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    ).wait_ready(60)
+    try:
+        assert _chat(gw, None) == 200
+    finally:
+        gw.stop()
+
+
+def test_a_key_deleted_on_one_replica_stops_working_on_the_other(fake: Fake, tmp_path) -> None:
+    import time
+
+    a, b = _gateway(fake, tmp_path / "shared.db"), _gateway(fake, tmp_path / "shared.db")
+    try:
+        status, body = _call(a, "POST", "/admin/keys", {"name": "shared"})
+        assert status == 201
+        secret = body["secret"]
+
+        def until(predicate) -> None:  # type: ignore[no-untyped-def]
+            deadline = time.monotonic() + 5
+            while not predicate():
+                assert time.monotonic() < deadline, "replica b did not reload its keys"
+                time.sleep(0.1)
+
+        until(lambda: _chat(b, secret) == 200)
+        assert _call(a, "DELETE", "/admin/keys/shared")[0] == 200
+        until(lambda: _chat(b, secret) == 401)
+        assert _chat(b, None) == 401  # and it stays closed
+    finally:
+        a.stop()
+        b.stop()

@@ -177,3 +177,35 @@ def test_explorer_filters(conn):
     assert ids(since=str(now - 45), until=str(now - 35)) == ["x3"]  # a chart bucket's window
     with pytest.raises(queries.BadQuery):
         queries.requests(conn, {"status": "teapot"}, now)
+
+
+def test_a_store_from_before_minute_rollups_reads_recent_ranges_by_the_hour(conn):
+    now = time.time()
+    _write(conn, [_rec("r1", now - 600)])
+    # As a store migrated from a version without minute rollups: hours with data the minutes never saw.
+    with conn.transaction():
+        conn.execute("DELETE FROM usage_minute")
+    w = queries.fitted(conn, queries.window({"since": "1h"}, now))
+    assert w.bucket == "hour"  # not an empty chart of minutes
+    assert queries.spend(conn, queries.window({"since": "1h"}, now))["totals"]["requests"] == 1
+    # With minute rows covering the data, minutes; asked for explicitly, as asked.
+    _write(conn, [_rec("r2", now - 60)])
+    with conn.transaction():
+        conn.execute("DELETE FROM usage_hourly WHERE hour < ?", (int(now - 60) // 3600 * 3600,))
+    assert queries.fitted(conn, queries.window({"since": "15m"}, now)).bucket == "minute"
+    assert queries.fitted(conn, queries.window({"since": "1h", "bucket": "minute"}, now)).bucket == "minute"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"since": "nan"}, {"since": "-inf"}, {"until": "1e400"}, {"since": "99999999999999"}],
+)
+def test_times_that_are_not_times_are_bad_queries(params):
+    with pytest.raises(queries.BadQuery):
+        queries.window(params, time.time())
+
+
+@pytest.mark.parametrize("params", [{"status": "²²²"}, {"status": "999"}, {"before": "١٢٣:4"}])
+def test_explorer_values_that_are_not_numbers_are_bad_queries(conn, params):
+    with pytest.raises(queries.BadQuery):
+        queries.requests(conn, params)

@@ -207,7 +207,10 @@ def test_privacy_mode_stores_no_prompts_and_secrets_are_masked(tmp_path):
 
 def test_a_store_that_is_down_never_fails_requests(fake):
     url = "postgresql://relaycast:hunter2-store-password@127.0.0.1:1/relaycast"  # nothing listens on port 1
-    gw = GatewayProcess(standard_config(fake.url, f"store: {{url: '{url}'}}"), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+    # keys_required: false: a keyless gateway (one whose store may hold keys fails closed until it reads them:
+    # test_keys_lifecycle)
+    extra = f"store: {{url: '{url}'}}\nkeys_required: false\n"
+    gw = GatewayProcess(standard_config(fake.url, extra), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
     try:
         gw.wait_ready()
         client = openai.OpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
