@@ -203,3 +203,24 @@ def test_records_offered_while_a_destination_is_replaced_all_arrive(tmp_path: Pa
     ids = {json.loads(line)["request_id"] for line in lines}
     assert len(lines) == offered == len(ids)  # every record offered went to exactly one of the four
     assert len(list((tmp_path / "spool").glob("saved-ui-*"))) <= 1  # the replaced ones' spools are gone
+
+
+def test_each_configured_destination_says_where_it_comes_from(tmp_path: Path) -> None:
+    from relaycast import config as config_mod
+
+    text = f"""
+providers:
+  - name: fakeai
+    kind: openai_compatible
+    base_url: http://127.0.0.1:9/v1
+broadcast:
+  destinations:
+    - name: archive
+      kind: file
+      path: {tmp_path}/records.jsonl
+"""
+    env = {"DD_API_KEY": "dd0123456789abcdef0123456789abcd", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    cfg = config_mod.parse(text, env=env, source=str(tmp_path / "relaycast.yaml"))
+    assert cfg.broadcast is not None
+    sources = {d.name: d.source for d in cfg.broadcast.destinations}
+    assert sources == {"archive": "config file", "datadog": "DD_* variables", "otlp": "OTEL_* variables"}
