@@ -209,3 +209,16 @@ def test_times_that_are_not_times_are_bad_queries(params):
 def test_explorer_values_that_are_not_numbers_are_bad_queries(conn, params):
     with pytest.raises(queries.BadQuery):
         queries.requests(conn, params)
+
+
+def test_requests_of_one_millisecond_never_share_a_row_id_in_a_batch(conn):
+    # A generator that draws the same bits twice in a row: the second record redraws instead of colliding.
+    draws = iter([5, 5, 9, 5, 7, 11])
+    batch = rows.Batch()
+    now = time.time()
+    for i in range(4):
+        rows.add(batch, _rec(f"same-ms-{i}", now), Redactor(()), False, randbits=lambda _n: next(draws))
+    ids = [r[0] for r in batch.requests]
+    assert len(set(ids)) == 4
+    write_batch(conn, batch)  # the database agrees: no UNIQUE failure
+    assert conn.query("SELECT count(*) FROM requests")[0][0] == 4
