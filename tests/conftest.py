@@ -10,6 +10,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -154,3 +155,11 @@ def gateway(fake: Fake) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(standard_config(fake.url), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}).wait_ready()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium, one per test module (tests/browser.py)."""
+    from tests.browser import launch
+
+    yield from launch()

@@ -5,36 +5,16 @@ traffic reaches the test agent without a restart, and the page shows it sent."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import openai
 import pytest
 
-from tests.capture import CaptureServer
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, standard_config
-from tests.integration.test_broadcast_datadog import DatadogTestAgent
-from tests.integration.test_broadcast_settings import DD_KEY, listing, wait_for
-from tests.integration.test_dashboard_browser import ARTIFACTS, CHROMIUM, browser  # noqa: F401 - a fixture
+from tests.browser import login, needs_chromium, shot
+from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
+from tests.integration.test_broadcast_settings import DD_KEY, agent, listing, refusing, wait_for  # noqa: F401
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
-
-
-@pytest.fixture(scope="module")
-def agent() -> Iterator[DatadogTestAgent]:
-    a = DatadogTestAgent()
-    yield a
-    a.stop()
-
-
-@pytest.fixture(scope="module")
-def refusing() -> Iterator[CaptureServer]:
-    server = CaptureServer().start()
-    server.script.default = 403
-    yield server
-    server.stop()
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +24,12 @@ def gw(fake: Fake) -> Iterator[GatewayProcess]:
     g.stop()
 
 
-def test_add_datadog_through_the_page(gw, agent, refusing, browser):  # noqa: F811
+def test_add_datadog_through_the_page(gw, agent, refusing, browser):  # noqa: F811 - imported fixtures
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("dialog", lambda d: d.accept())
-    page.goto(gw.url + "/dashboard/login")
-    page.fill("#login-key", ADMIN_KEY)
-    page.click("#login-submit")
-    page.wait_for_url(gw.url + "/dashboard*")
+    login(page, gw.url)
     page.goto(gw.url + "/dashboard#settings")
     page.wait_for_function("() => document.body.dataset.loaded === 'settings'", timeout=10_000)
     assert page.is_checked("#broadcast-toggle")
@@ -124,5 +101,4 @@ def test_add_datadog_through_the_page(gw, agent, refusing, browser):  # noqa: F8
 
 
 def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+    shot(page, f"dashboard-{name}")

@@ -6,34 +6,17 @@ Screenshots are saved under $RELAYCAST_ARTIFACTS (default: ./artifacts) as the r
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
+from tests.browser import needs_chromium, shot
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, GatewayProcess, standard_config
 from tests.store_helpers import wait_stored
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("RELAYCAST_ARTIFACTS", "artifacts"))
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -71,19 +54,8 @@ def dash(fake) -> Iterator[tuple[GatewayProcess, list[str]]]:
     gw.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
-
-
 def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+    shot(page, f"dashboard-{name}")
 
 
 def _points(page, canvas: str) -> int:  # type: ignore[no-untyped-def]

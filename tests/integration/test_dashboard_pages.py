@@ -12,8 +12,6 @@ axe-core (npm, installed by tests/install-servers, injected into the page) finds
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,30 +20,17 @@ from typing import Any
 import openai
 import pytest
 
+from tests.browser import ARTIFACTS, login, needs_chromium
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, GatewayProcess, standard_config
 from tests.servers import npm_file
 from tests.store_helpers import wait_stored
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("RELAYCAST_ARTIFACTS", "artifacts"))
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 VIEWS = ["overview", "latency", "errors", "requests", "routes", "monitors", "keys", "settings"]
 WIDTHS = {1280: 800, 1920: 1080}  # width: height of the viewport
 LONG_USER = "a-user-with-a-rather-long-identifier.0123456789@customers.example.com"
 LONG_FEATURE = "checkout-recommendations-experiment-with-a-long-name"
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 
 def _admin(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -119,16 +104,6 @@ monitors:
         yield gw, ids[0]  # the first `fast` request: failed over from a 503
     finally:
         gw.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -225,13 +200,6 @@ GEOMETRY_JS = r"""
 """
 
 
-def _login(page: Any, url: str) -> None:
-    page.goto(url + "/dashboard/login")
-    page.fill("#login-key", ADMIN_KEY)
-    page.click("#login-submit")
-    page.wait_for_url(url + "/dashboard*")
-
-
 def _open(page: Any, url: str, view: str) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -291,7 +259,7 @@ def test_page(axe_js, site, browser, view, width):
         ),
     )
     try:
-        _login(page, gw.url)
+        login(page, gw.url)
         _open(page, gw.url, view)
         roots = [f"#view-{view}"]
         if view == "requests":  # with the failover request's detail drawer open

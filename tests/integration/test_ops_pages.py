@@ -6,21 +6,16 @@ pixels without horizontal scrolling; screenshots are saved under $RELAYCAST_ARTI
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, GatewayProcess, standard_config
+from tests.browser import ARTIFACTS, login, needs_chromium
+from tests.conftest import UPSTREAM_KEY, GatewayProcess, standard_config
 from tests.servers import npm_file
 from tests.store_helpers import wait_stored
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("RELAYCAST_ARTIFACTS", "artifacts"))  # screenshots of each page, at each width
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage"]
 MONITORS = """
 monitors:
   interval_s: 3600
@@ -28,9 +23,7 @@ monitors:
     - {name: fakeai-errors, kind: error_rate, provider: fakeai, threshold_pct: 10, window: 5m, min_requests: 3}
 """
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +42,15 @@ def gw(fake) -> Iterator[GatewayProcess]:
 
 
 @pytest.fixture(scope="module")
-def page(gw) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        pg = b.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
-        pg.goto(gw.url + "/dashboard/login")
-        pg.fill("#login-key", ADMIN_KEY)
-        pg.click("#login-submit")
-        pg.wait_for_url(gw.url + "/dashboard*")
-        pg.errors = errors  # type: ignore[attr-defined]
-        yield pg
-        b.close()
+def page(gw, browser) -> Iterator[object]:
+    pg = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+    login(pg, gw.url)
+    pg.errors = errors  # type: ignore[attr-defined]
+    yield pg
+    pg.close()
 
 
 def _open(page, view: str) -> None:  # type: ignore[no-untyped-def]
