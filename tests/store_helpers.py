@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,6 +29,26 @@ def postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as c:
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def migrated_store(dialect: str, directory: Path) -> Iterator[Any]:
+    """A migrated store's connection: a SQLite file in `directory`, or a new database on this machine's Postgres
+    (dropped afterwards). For a fixture parametrized over both: `yield from migrated_store(request.param, tmp)`."""
+    from relaycast.store.db import Connection
+    from relaycast.store.settings import StoreConfig
+
+    if dialect == "sqlite":
+        c = Connection(StoreConfig(path=str(directory / "s.db")))
+        c.migrate()
+        yield c
+        c.close()
+        return
+    gen = postgres_database()
+    c = Connection(StoreConfig(url=next(gen)))
+    c.migrate()
+    yield c
+    c.close()
+    gen.close()
 
 
 def admin_get(base: str, path: str, key: str | None = ADMIN_KEY) -> tuple[int, Any]:

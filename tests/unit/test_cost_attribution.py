@@ -19,11 +19,10 @@ from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store import monitor_queries, queries, rows
 from relaycast.store.db import Connection
-from relaycast.store.settings import StoreConfig
 from relaycast.store.writer import write_batch
 from relaycast.telemetry.metrics import Metrics
 from relaycast.telemetry.settings import MetricsConfig
-from tests.store_helpers import postgres_database
+from tests.store_helpers import migrated_store
 
 CUT_PUSD = 7_000_123  # the cut stream on model a, estimated
 SERVED_PUSD = 30_000_456  # the answer from model b
@@ -76,18 +75,7 @@ def _workload(ts: float) -> list[RequestRecord]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def conn(request, tmp_path) -> Iterator[Connection]:
-    if request.param == "sqlite":
-        c = Connection(StoreConfig(path=str(tmp_path / "s.db")))
-        c.migrate()
-        yield c
-        c.close()
-    else:
-        gen = postgres_database()
-        c = Connection(StoreConfig(url=next(gen)))
-        c.migrate()
-        yield c
-        c.close()
-        gen.close()
+    yield from migrated_store(request.param, tmp_path)
 
 
 def _groups(doc: dict) -> dict[str, dict]:

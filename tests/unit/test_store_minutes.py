@@ -15,25 +15,13 @@ from relaycast.redact import Redactor
 from relaycast.store import queries, rows
 from relaycast.store.db import Connection
 from relaycast.store.schema import MINUTE_RETENTION_S
-from relaycast.store.settings import StoreConfig
 from relaycast.store.writer import delete_older_than, write_batch
-from tests.store_helpers import postgres_database
+from tests.store_helpers import migrated_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def conn(request, tmp_path) -> Iterator[Connection]:
-    if request.param == "sqlite":
-        c = Connection(StoreConfig(path=str(tmp_path / "s.db")))
-        c.migrate()
-        yield c
-        c.close()
-    else:
-        gen = postgres_database()
-        c = Connection(StoreConfig(url=next(gen)))
-        c.migrate()
-        yield c
-        c.close()
-        gen.close()
+    yield from migrated_store(request.param, tmp_path)
 
 
 def _rec(
