@@ -6,6 +6,7 @@ A test module uses the `browser` fixture (tests/conftest.py) and skips itself wh
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 from collections.abc import Iterator
@@ -55,3 +56,19 @@ def shot(page: Any, name: str) -> None:
     """A full-page screenshot, `<name>.png` among the run's artifacts."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def session_cookie(gw: Any) -> str:
+    """A dashboard session cookie, as the login form gets it."""
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    conn.request(
+        "POST",
+        "/dashboard/login",
+        body=f"key={ADMIN_KEY}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    r = conn.getresponse()
+    assert r.status == 303
+    cookie = r.getheader("set-cookie").split(";")[0]
+    conn.close()
+    return cookie

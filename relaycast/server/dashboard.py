@@ -5,9 +5,10 @@ a URL and is never stored in the browser. The cookie is `<session id>.<expiry>.<
 `dashboard.session_secret` (shared by replicas) or a per-process random secret, and bound to the admin key's
 hash, so changing the admin key ends every session.
 
-`POST /dashboard/logout` revokes the session in this process: its id is kept until the session would have
-expired. The set is bounded; when it is full, every session issued so far ends instead (the safe way to forget).
-Replicas each keep their own set, so a logout holds on the replica that served it.
+`POST /dashboard/logout` revokes the session: its id is kept until the session would have expired, in this
+process and, with a store, in the store every worker and replica shares (`store/sessions.py`: each polls it every
+second), so a logout holds everywhere within a second. The sets are bounded; when one is full, every session issued
+so far ends instead (the safe way to forget). Without a store, a logout holds in the process that served it.
 
 Failed logins are throttled per client address: after `LOGIN_FAILURES` in `LOGIN_WINDOW_S` seconds, every login
 from that address gets a 429 with Retry-After until the window ends. The map is bounded: when it is full, new
@@ -16,6 +17,8 @@ addresses share one bucket (so many addresses together still get no more guesses
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import math
@@ -28,6 +31,9 @@ from urllib.parse import parse_qsl
 
 from relaycast import errors
 from relaycast.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_bytes
+from relaycast.log import EventLog
+from relaycast.store import sessions
+from relaycast.store.reader import StoreReader
 
 COOKIE = "relaycast_session"
 SESSION_S = 12 * 3600
@@ -35,6 +41,7 @@ MAX_REVOKED = 10_000  # revoked sessions remembered until they expire
 LOGIN_FAILURES = 5  # failed logins allowed per client address per window ...
 LOGIN_WINDOW_S = 60.0  # ... of this many seconds, counted from the first failure
 MAX_CLIENTS = 10_000  # client addresses whose failures are tracked
+POLL_S = 1.0  # how often the store's revoked sessions are checked for changes
 _SHARED = "*"  # the bucket of addresses beyond MAX_CLIENTS (no real address is "*")
 STATIC_PREFIX = "/dashboard/static/"
 _CSP = (
@@ -82,6 +89,12 @@ class Dashboard:
         self._files = _load_static()
         self._revoked: dict[str, int] = {}  # session id -> its expiry (unix seconds)
         self._not_before = 0  # sessions issued before this (unix seconds) are over: set when _revoked overflows
+        self._shared: dict[str, int] = {}  # the store's revoked sessions (every process's logouts)
+        self._shared_not_before = 0
+        self._marker: str | None = None
+        self._reader: StoreReader | None = None
+        self._log: EventLog | None = None
+        self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, tuple[float, int]] = {}  # client address -> (window start, failed logins)
         self._pruned_at = 0.0
         self.counters = {
@@ -115,7 +128,10 @@ class Dashboard:
         if not sid or not expiry.isascii() or not expiry.isdigit() or len(expiry) > 12:
             return None
         exp = int(expiry)
-        if exp < self._clock() or exp - SESSION_S < self._not_before or sid in self._revoked:
+        issued = exp - SESSION_S
+        if exp < self._clock() or issued < self._not_before or issued < self._shared_not_before:
+            return None
+        if sid in self._revoked or sid in self._shared:
             return None
         if not hmac.compare_digest(mac.encode("latin-1"), self._sign(sid, exp).encode()):
             return None
@@ -140,6 +156,45 @@ class Dashboard:
                 self.counters["revoked_overflows"] += 1
                 return
         self._revoked[sid] = expiry
+
+    async def logout(self, headers: dict[bytes, bytes]) -> None:
+        """End the request's session here at once, and everywhere through the store."""
+        found = self._session(headers)
+        self.revoke(headers)
+        if found is None or self._reader is None:
+            return
+        sid, expiry = found
+        try:
+            await self._reader.run(sessions.revoke, sid, expiry, int(self._clock()))
+            await self.sync()
+        except Exception as e:  # noqa: BLE001 - it still holds in this process; logged for the others
+            if self._log is not None:
+                self._log.error("dashboard_logout_not_shared", error=type(e).__name__, message=str(e)[:200])
+
+    # --- sessions ended elsewhere ---------------------------------------------------------------
+
+    async def start(self, reader: StoreReader, log: EventLog) -> None:
+        """Follow the store's revoked sessions (every process's and replica's logouts)."""
+        self._reader, self._log = reader, log
+        self._task = asyncio.create_task(self._poll(), name="relaycast-dashboard-sessions")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def sync(self) -> None:
+        assert self._reader is not None
+        if await self._reader.run(sessions.marker) == self._marker:
+            return
+        self._marker, self._shared, self._shared_not_before = await self._reader.run(sessions.load, int(self._clock()))
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # the store is down: sessions it revoked stay revoked here
+                await self.sync()
+            await asyncio.sleep(POLL_S)
 
     # --- login throttling ---------------------------------------------------------------------
 
@@ -210,7 +265,7 @@ class Dashboard:
                 raise errors.MethodNotAllowed(f"Method {method} is not allowed on {path}.")
             return
         if path == "/dashboard/logout" and method == "POST":
-            self.revoke(headers)
+            await self.logout(headers)
             self.counters["logouts"] += 1
             await _redirect(send, "/dashboard/login", ids, f"{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
             return

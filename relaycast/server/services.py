@@ -155,6 +155,7 @@ class Services:
                 self.log.error("telemetry_not_connected", waited_s=LINK_WAIT_S)
         if self.reader is not None:
             await self.keys.start(self.reader)
+            await self.dashboard.start(self.reader, self.log)
         if self.host is not None and self.link is not None and self.link.workers > 1 and not _redis_limits(config):
             self.limiter = RemoteLimiter(self.host)  # one limiter for the host, in its telemetry process
         else:
@@ -221,6 +222,7 @@ class Services:
 
         # What reads and writes through the parts below: polls, shared health, limit settlements.
         await self._bounded("keys", self.keys.stop(), left(STEP_S))
+        await self._bounded("dashboard", self.dashboard.stop(), left(STEP_S))
         if self.replicas is not None:
             await self._bounded("replicas", self.replicas.stop(), left(STEP_S))
             self.replicas = None

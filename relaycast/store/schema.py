@@ -129,6 +129,13 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             PRIMARY KEY (minute, provider, model, target, kind, bucket))""",
         ),
     ),
+    (
+        8,
+        (
+            # Dashboard sessions ended by a logout (`store/sessions.py`): every process and replica refuses them.
+            "CREATE TABLE dashboard_revoked (sid TEXT PRIMARY KEY, expires_s BIGINT NOT NULL)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1][0]

@@ -22,6 +22,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.browser import session_cookie
 from tests.capture import CaptureServer
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, standard_config
 from tests.integration.test_broadcast_datadog import DatadogTestAgent
@@ -246,24 +247,6 @@ def test_cli_adds_lists_and_removes(replicas, agent):
     assert missing.returncode == 1 and "404" in missing.stderr
 
 
-def _session(gw: GatewayProcess) -> str:
-    """A dashboard session cookie, as the login form gets it."""
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-    conn.request(
-        "POST",
-        "/dashboard/login",
-        body=f"key={ADMIN_KEY}",
-        headers={"content-type": "application/x-www-form-urlencoded"},
-    )
-    r = conn.getresponse()
-    assert r.status == 303
-    cookie = r.getheader("set-cookie").split(";")[0]
-    conn.close()
-    return cookie
-
-
 def test_saved_secrets_never_leave_for_a_new_address(replicas, refusing):
     a, _, shared = replicas
     hook = "https://user:pw-0123456789abcdef@hooks.example.com/in?token=tok-0123456789abcdef"
@@ -302,7 +285,7 @@ def test_a_dashboard_session_changes_things_only_from_the_dashboard(replicas):
     import http.client
 
     a, _, _ = replicas
-    cookie = _session(a)
+    cookie = session_cookie(a)
 
     def post(path: str, headers: dict[str, str]) -> int:
         conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
