@@ -81,6 +81,19 @@ def forward_table(names: tuple[str, ...]) -> Forward:
     return tuple((n.encode("latin-1"), n) for n in names)
 
 
+def check(forward: Forward, client: Mapping[bytes, bytes]) -> None:
+    """Refuse a request whose value for a header some provider forwards is too long, before any attempt: whether
+    it is refused must not depend on which of a route's targets the request reaches. `forward`: every provider's
+    names (`forward_table` of their union)."""
+    for key, name in forward:
+        value = client.get(key)
+        if value is not None and len(value) > MAX_VALUE:
+            raise errors.InvalidRequest(
+                f"Header '{name}' is {len(value)} bytes; the gateway forwards at most {MAX_VALUE} bytes of it.",
+                param=name,
+            )
+
+
 def pick(forward: Forward, client: Mapping[bytes, bytes], provider: str) -> dict[str, str]:
     """The listed headers the client sent, as the upstream gets them. InvalidRequest for a value too long."""
     out: dict[str, str] = {}

@@ -28,6 +28,7 @@ from relaycast.asgi import (
 )
 from relaycast.keys.policy import KeyPolicy
 from relaycast.limits.base import Reservation
+from relaycast.providers import forward
 from relaycast.providers.presets import vendor
 from relaycast.records import Attempt, RequestRecord
 from relaycast.routing.executor import Executor, Run, attempt_record
@@ -162,6 +163,8 @@ class Handlers:
                     req = self.shapes.responses.parse_with(body, r.headers, history)
                 else:
                     req = shape.parse(body, r.headers)
+            if self.s.forwarded:
+                forward.check(self.s.forwarded, r.headers)
             if key is not None:
                 _check_models(key, (req.model, *req.fallbacks))
                 req.attribution = key.attribute(req.attribution)

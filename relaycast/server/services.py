@@ -27,6 +27,7 @@ from relaycast.limits.base import Limiter
 from relaycast.limits.host import RemoteLimiter
 from relaycast.log import EventLog
 from relaycast.monitors.engine import MonitorEngine
+from relaycast.providers.forward import forward_table
 from relaycast.providers.http import UpstreamBuffer
 from relaycast.providers.registry import build_providers
 from relaycast.records import RequestRecord
@@ -90,6 +91,10 @@ class Services:
         self.planner = Planner(config.models, config.providers, self.board, pricer)
         self.coster = Coster(pricer)
         self.dashboard = Dashboard(config.admin_key_sha256, config.dashboard_secret)
+        # Every header some provider forwards: a request's values for them are checked once, before any attempt.
+        self.forwarded = forward_table(
+            tuple(dict.fromkeys(n.lower() for p in config.providers.values() for n in p.forward_headers))
+        )
         self.auth.session = self.dashboard.valid  # the dashboard's pages call the admin API with their session
         self.models_body = _models_body(config)
         self.anthropic_models_body = anthropic_models(self.models_body)
