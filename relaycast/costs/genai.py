@@ -25,7 +25,7 @@ from typing import Any
 
 from genai_prices import types as gp
 
-from relaycast.costs.price import ModelPrice
+from relaycast.costs.price import ModelPrice, from_rates
 
 # genai-prices price keys -> ModelPrice fields, with the factor from the key's unit to pico-dollars per unit.
 TOKEN_KEYS: Mapping[str, str] = {
@@ -89,32 +89,11 @@ def _flat(vals: Mapping[str, Decimal | gp.TieredPrices], input_tokens: int) -> M
         else:
             pico[COUNT_KEYS[key]] = _at(v, input_tokens) * PICO_PER_KCOUNT_USD
     decimals = max((max(0, -int(d.normalize().as_tuple().exponent)) for d in pico.values()), default=0)
-    rounded = _price({k: int(d.to_integral_value(rounding=ROUND_HALF_EVEN)) for k, d in pico.items()}, 1)
+    rounded = from_rates({k: int(d.to_integral_value(rounding=ROUND_HALF_EVEN)) for k, d in pico.items()}, "catalog")
     if decimals == 0:
         return rounded
     scale = 10**decimals
-    return replace(rounded, fine=_price({k: int(d * scale) for k, d in pico.items()}, scale))
-
-
-def _price(rates: Mapping[str, int], scale: int) -> ModelPrice:
-    """Unlisted rates as genai-prices prices them: cached reads, cache writes and reasoning at their parent's rate;
-    1-hour writes, audio and web searches stay None (their parent's rate, and the attempt "estimated")."""
-    inp = rates.get("input", 0)
-    out = rates.get("output", 0)
-    return ModelPrice(
-        input=inp,
-        output=out,
-        cached_input=rates.get("cached_input", inp),
-        cache_write=rates.get("cache_write", inp),
-        reasoning=rates.get("reasoning", out),
-        request=rates.get("request", 0),
-        source="catalog",
-        cache_write_1h=rates.get("cache_write_1h"),
-        input_audio=rates.get("input_audio"),
-        output_audio=rates.get("output_audio"),
-        web_search=rates.get("web_search"),
-        scale=scale,
-    )
+    return replace(rounded, fine=from_rates({k: int(d * scale) for k, d in pico.items()}, "catalog", scale))
 
 
 def highest(prices: list[ModelPrice]) -> ModelPrice:

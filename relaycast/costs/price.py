@@ -81,7 +81,7 @@ class ModelPrice:
         if "input" not in raw and "output" not in raw:
             raise ValueError(f"{where}: a price needs at least 'input' or 'output'")
         vals = _values(raw, where)
-        base = _build(vals, source)
+        base = from_rates(vals, source)
         raw_tiers = raw.get(TIERS_FIELD)
         if raw_tiers is None:
             return base
@@ -105,7 +105,7 @@ class ModelPrice:
                     f"{', '.join(TOKEN_FIELDS)})"
                 )
             tv = _values(spec, at)
-            tiers.append((n, _build({**vals, **tv}, source)))
+            tiers.append((n, from_rates({**vals, **tv}, source)))
         tiers.sort(key=lambda t: t[0])
         if len({n for n, _ in tiers}) != len(tiers):
             raise ValueError(f"{where}.{TIERS_FIELD}: two tiers start at the same size")
@@ -134,9 +134,10 @@ def _values(raw: Mapping[str, Any], where: str) -> dict[str, int]:
     return vals
 
 
-def _build(vals: Mapping[str, int], source: str) -> ModelPrice:
-    """A price from its given rates: cached reads and cache writes default to the input rate, reasoning to the
-    output rate, a request to nothing; 1h cache writes, audio and web searches stay unlisted."""
+def from_rates(vals: Mapping[str, int], source: str, scale: int = 1) -> ModelPrice:
+    """A price from its given rates, as genai-prices prices unlisted ones: cached reads and cache writes default to
+    the input rate, reasoning to the output rate, a request to nothing; 1h cache writes, audio and web searches stay
+    unlisted (None: their parent's rate, and the attempt "estimated"). `scale`: what the rates are multiplied by."""
     inp = vals.get("input", 0)
     out = vals.get("output", 0)
     return ModelPrice(
@@ -151,6 +152,7 @@ def _build(vals: Mapping[str, int], source: str) -> ModelPrice:
         input_audio=vals.get("input_audio"),
         output_audio=vals.get("output_audio"),
         web_search=vals.get("web_search"),
+        scale=scale,
     )
 
 
