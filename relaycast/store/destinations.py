@@ -7,12 +7,12 @@ Every change writes a new value under `broadcast.changed`: replicas poll that on
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from relaycast.store import marks
 from relaycast.store.db import Connection
 
 MAX_DESTINATIONS = 32
@@ -107,7 +107,7 @@ def save(
             f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _COLS if c not in kept)}",
             row,
         )
-        _mark(conn, now_ms)
+        marks.touch(conn, CHANGED, now_ms)
     return not found
 
 
@@ -115,34 +115,20 @@ def delete(conn: Connection, name: str, now_ms: int) -> bool:
     with conn.transaction():
         n = conn.execute("DELETE FROM broadcast_destinations WHERE name = ?", (name,))
         if n:
-            _mark(conn, now_ms)
+            marks.touch(conn, CHANGED, now_ms)
     return n == 1
 
 
 def set_enabled(conn: Connection, on: bool, now_ms: int) -> None:
     with conn.transaction():
-        _put(conn, ENABLED, "true" if on else "false", now_ms)
-        _mark(conn, now_ms)
+        marks.put(conn, ENABLED, "true" if on else "false", now_ms)
+        marks.touch(conn, CHANGED, now_ms)
 
 
 def enabled(conn: Connection) -> bool:
-    found = conn.query("SELECT value FROM gateway_settings WHERE name = ?", (ENABLED,))
-    return not found or found[0][0] != "false"
+    return marks.get(conn, ENABLED) != "false"
 
 
 def marker(conn: Connection) -> str:
     """What replicas poll: it changes with every save, delete and toggle."""
-    found = conn.query("SELECT value FROM gateway_settings WHERE name = ?", (CHANGED,))
-    return str(found[0][0]) if found else ""
-
-
-def _mark(conn: Connection, now_ms: int) -> None:
-    _put(conn, CHANGED, f"{now_ms}-{secrets.token_hex(4)}", now_ms)
-
-
-def _put(conn: Connection, name: str, value: str, now_ms: int) -> None:
-    conn.execute(
-        "INSERT INTO gateway_settings (name, value, updated_ms) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
-        (name, value, now_ms),
-    )
+    return marks.get(conn, CHANGED) or ""

@@ -17,6 +17,7 @@ import orjson
 
 from relaycast.keys.policy import KeyPolicy, Limits
 from relaycast.keys.settings import hash_secret
+from relaycast.store import marks
 from relaycast.store.db import Connection
 
 SECRET_PREFIX = "rk-"
@@ -70,7 +71,7 @@ def create(conn: Connection, policy: KeyPolicy, now_ms: int) -> str:
     if not conn.insert_unique("gateway_keys", _COLS, row):
         raise KeyExists(policy.name)
     with conn.transaction():
-        _changed(conn, now_ms)
+        marks.touch(conn, CHANGED, now_ms)
     return secret
 
 
@@ -80,7 +81,7 @@ def revoke(conn: Connection, name: str, now_ms: int) -> bool:
             "UPDATE gateway_keys SET revoked_ms = ?, updated_ms = ? WHERE name = ? AND revoked_ms IS NULL",
             (now_ms, now_ms, name),
         )
-        _changed(conn, now_ms)
+        marks.touch(conn, CHANGED, now_ms)
     return n == 1
 
 
@@ -92,7 +93,7 @@ def rotate(conn: Connection, name: str, now_ms: int) -> str | None:
             "UPDATE gateway_keys SET sha256 = ?, prefix = ?, rotated_ms = ?, updated_ms = ? WHERE name = ? AND revoked_ms IS NULL",
             (hash_secret(secret), secret[:8], now_ms, now_ms, name),
         )
-        _changed(conn, now_ms)
+        marks.touch(conn, CHANGED, now_ms)
     return secret if n == 1 else None
 
 
@@ -101,17 +102,14 @@ def delete(conn: Connection, name: str, now_ms: int) -> bool:
     with conn.transaction():
         n = conn.execute("DELETE FROM gateway_keys WHERE name = ?", (name,))
         if n == 1:
-            conn.execute(
-                "INSERT INTO gateway_settings (name, value, updated_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-                (ISSUED, "true", now_ms),
-            )
-            _changed(conn, now_ms)
+            marks.put(conn, ISSUED, "true", now_ms, keep=True)
+            marks.touch(conn, CHANGED, now_ms)
     return n == 1
 
 
 def issued(conn: Connection) -> bool:
     """Were keys ever deleted from this store (so it had some)? Rows still there say so on their own."""
-    return bool(conn.query("SELECT count(*) FROM gateway_settings WHERE name = ?", (ISSUED,))[0][0])
+    return marks.get(conn, ISSUED) is not None
 
 
 def version(conn: Connection) -> tuple[int, int, str]:
@@ -119,16 +117,7 @@ def version(conn: Connection) -> tuple[int, int, str]:
     change whatever the clocks of the replicas that made them say (a delete and a create in the same millisecond, a
     replica whose clock is behind)."""
     n, last = conn.query("SELECT count(*), max(updated_ms) FROM gateway_keys")[0]
-    marker = conn.query("SELECT value FROM gateway_settings WHERE name = ?", (CHANGED,))
-    return int(n or 0), int(last or 0), str(marker[0][0]) if marker else ""
-
-
-def _changed(conn: Connection, now_ms: int) -> None:
-    conn.execute(
-        "INSERT INTO gateway_settings (name, value, updated_ms) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
-        (CHANGED, secrets.token_hex(8), now_ms),
-    )
+    return int(n or 0), int(last or 0), marks.get(conn, CHANGED) or ""
 
 
 def load(conn: Connection) -> list[tuple[str, KeyPolicy]]:

@@ -7,8 +7,7 @@ every session issued so far ends instead (`dashboard.not_before`), and the rows 
 
 from __future__ import annotations
 
-import secrets
-
+from relaycast.store import marks
 from relaycast.store.db import Connection
 
 MAX_ROWS = 10_000
@@ -22,30 +21,20 @@ def revoke(conn: Connection, sid: str, expires_s: int, now_s: int) -> None:
         n = int(conn.query_in_tx("SELECT count(*) FROM dashboard_revoked")[0][0])
         if n >= MAX_ROWS:
             conn.execute("DELETE FROM dashboard_revoked")
-            _put(conn, NOT_BEFORE, str(now_s + 1), now_s)
+            marks.put(conn, NOT_BEFORE, str(now_s + 1), now_s * 1000)
         else:
             conn.execute(
                 "INSERT INTO dashboard_revoked (sid, expires_s) VALUES (?, ?) ON CONFLICT (sid) DO NOTHING",
                 (sid, expires_s),
             )
-        _put(conn, CHANGED, secrets.token_hex(8), now_s)
+        marks.touch(conn, CHANGED, now_s * 1000)
 
 
 def marker(conn: Connection) -> str:
-    found = conn.query("SELECT value FROM gateway_settings WHERE name = ?", (CHANGED,))
-    return str(found[0][0]) if found else ""
+    return marks.get(conn, CHANGED) or ""
 
 
 def load(conn: Connection, now_s: int) -> tuple[str, dict[str, int], int]:
     """(marker, revoked session id -> its expiry, sessions issued before this are over)."""
     rows = conn.query("SELECT sid, expires_s FROM dashboard_revoked WHERE expires_s >= ?", (now_s,))
-    nb = conn.query("SELECT value FROM gateway_settings WHERE name = ?", (NOT_BEFORE,))
-    return marker(conn), {str(s): int(e) for s, e in rows}, int(nb[0][0]) if nb else 0
-
-
-def _put(conn: Connection, name: str, value: str, now_s: int) -> None:
-    conn.execute(
-        "INSERT INTO gateway_settings (name, value, updated_ms) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
-        (name, value, now_s * 1000),
-    )
+    return marker(conn), {str(s): int(e) for s, e in rows}, int(marks.get(conn, NOT_BEFORE) or 0)
