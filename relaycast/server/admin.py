@@ -18,7 +18,7 @@ from relaycast.errors import error_sources
 from relaycast.limits.host import RemoteLimiter
 from relaycast.server.metrics_gauges import worker_gauges
 from relaycast.server.services import Services
-from relaycast.store.db import is_db_error
+from relaycast.store.db import store_errors
 from relaycast.store.incidents import recent
 
 Endpoint = Callable[[Request], Awaitable[None]]
@@ -102,12 +102,8 @@ class Admin:
         status = await self.s.telemetry("monitors")
         body: dict[str, Any] = {"monitors": status, "incidents": []}
         if self.s.reader is not None and status is not None:
-            try:
+            with store_errors(self.s.redactor.scrub, "The store cannot be read now"):
                 body["incidents"] = await self.s.reader.run(recent, 50)
-            except Exception as e:
-                if is_db_error(e):
-                    raise errors.StoreNotReady(f"The store cannot be read now: {type(e).__name__}.") from None
-                raise
         await self._json(r, body)
 
     async def monitors_evaluate(self, r: Request) -> None:

@@ -23,7 +23,7 @@ from relaycast import errors
 from relaycast.asgi import Scope, Send, send_bytes
 from relaycast.redact import Redactor
 from relaycast.store import queries
-from relaycast.store.db import is_db_error
+from relaycast.store.db import store_errors
 from relaycast.store.reader import StoreReader
 
 PREFIX = "/admin/analytics/"
@@ -78,11 +78,5 @@ class Analytics:
             raise errors.StoreNotReady(
                 "The store is disabled (store: enabled: false), so there is nothing to analyse.", disabled=True
             )
-        try:
+        with store_errors(self._redactor.scrub, "The store cannot be read"):
             return await self._reader.run(fn, *args)
-        except Exception as e:
-            if is_db_error(e):
-                raise errors.StoreNotReady(
-                    f"The store cannot be read: {self._redactor.scrub(str(e).splitlines()[0])[:200]}"
-                ) from None
-            raise

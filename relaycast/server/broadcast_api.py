@@ -30,7 +30,7 @@ from relaycast.redact import Redactor
 from relaycast.sealed import Sealer, SealError, load_sealer
 from relaycast.server.services import Services
 from relaycast.store import destinations as table
-from relaycast.store.db import is_db_error
+from relaycast.store.db import store_errors
 from relaycast.telemetry import forms, saved
 from relaycast.telemetry.exporters import build
 from relaycast.telemetry.exporters.base import TestResult, refuse_redirects
@@ -66,7 +66,7 @@ class BroadcastApi:
         self.s.auth.admin(r.headers)
         rest = r.path[len(PREFIX) :]
         method = r.method
-        try:
+        with store_errors(self.s.redactor.scrub):
             if rest == "kinds" and method == "GET":
                 body: Any = {"kinds": forms.catalog()}
             elif rest == "destinations" and method == "GET":
@@ -80,12 +80,6 @@ class BroadcastApi:
                 body = await self._toggle(r)
             else:
                 raise errors.NotFoundRoute(f"Unknown request URL: {method} {r.path[:200]}.")
-        except Exception as e:
-            if is_db_error(e):
-                raise errors.StoreNotReady(
-                    f"The store cannot be reached: {self.s.redactor.scrub(str(e).splitlines()[0])[:200]}"
-                ) from None
-            raise
         payload = self.s.redactor.scrub_bytes(orjson.dumps(body))
         await send_bytes(r.send, 200, payload, [*r.id_headers, (b"cache-control", b"no-store")])
 

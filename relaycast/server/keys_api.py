@@ -24,7 +24,7 @@ from relaycast.asgi import Receive, Request, read_body, send_bytes
 from relaycast.keys.policy import LIMIT_FIELDS, KeyPolicy, Limits
 from relaycast.server.services import Services
 from relaycast.store import keys as key_store
-from relaycast.store.db import is_db_error
+from relaycast.store.db import store_errors
 
 PREFIX = "/admin/keys"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -40,7 +40,7 @@ class KeysApi:
         if self.s.reader is None:
             raise errors.StoreNotReady("Virtual keys live in the store, and the store is disabled.", disabled=True)
         rest = path[len(PREFIX) :].strip("/")
-        try:
+        with store_errors(self.s.redactor.scrub, "The key store cannot be reached"):
             if rest == "" and method == "GET":
                 now_ms = int(self.s.clock() * 1000)
                 body: Any = {"keys": await self.s.reader.run(key_store.listing, now_ms), "access": self._access()}
@@ -54,12 +54,6 @@ class KeysApi:
                 status, body = 200, await self._delete(rest)
             else:
                 raise errors.NotFoundRoute(f"Unknown request URL: {method} {path}.")
-        except Exception as e:
-            if is_db_error(e):
-                raise errors.StoreNotReady(
-                    f"The key store cannot be reached: {self.s.redactor.scrub(str(e).splitlines()[0])[:200]}"
-                ) from None
-            raise
         await self.s.keys.refresh()  # this replica at once; the others within a second
         if isinstance(body, dict) and (body.get("revoked") or body.get("deleted")):
             body["access"] = self._access()

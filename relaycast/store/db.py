@@ -25,10 +25,11 @@ import queue
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from relaycast import errors
 from relaycast.private_files import open_private, private_dirs
 from relaycast.store.schema import ID_PRIMARY_KEY, MIGRATIONS
 from relaycast.store.settings import StoreConfig
@@ -472,6 +473,19 @@ def _psycopg() -> Any:
     except ImportError:
         return None
     return psycopg
+
+
+@contextlib.contextmanager
+def store_errors(scrub: Callable[[str], str], what: str = "The store cannot be reached") -> Iterator[None]:
+    """Inside: a database error becomes 503 `store_unavailable` saying `what` and the error's first line
+    (through `scrub`: a Postgres error may quote a URL with its password)."""
+    try:
+        yield
+    except Exception as e:
+        if not is_db_error(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise errors.StoreNotReady(f"{what}: {scrub(first)[:200]}") from None
 
 
 def is_db_error(e: BaseException) -> bool:
