@@ -163,3 +163,13 @@ def browser() -> Iterator[Any]:
     from tests.browser import launch
 
     yield from launch()
+
+
+@pytest.fixture(scope="module")
+def agent() -> Iterator[Any]:
+    """Datadog's ddapm-test-agent, one per test module (tests/ddagent.py)."""
+    from tests.ddagent import DatadogTestAgent
+
+    a = DatadogTestAgent()
+    yield a
+    a.stop()

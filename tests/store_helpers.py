@@ -52,9 +52,21 @@ def migrated_store(dialect: str, directory: Path) -> Iterator[Any]:
 
 
 def admin_get(base: str, path: str, key: str | None = ADMIN_KEY) -> tuple[int, Any]:
-    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {key}"} if key else {})
+    return admin_call(base, "GET", path, key=key)
+
+
+def admin_call(
+    base: str, method: str, path: str, body: Any = None, key: str | None = ADMIN_KEY, timeout: float = 30
+) -> tuple[int, Any]:
+    """An admin API call with the admin key (a JSON body when given): (status, the JSON answer)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    data = None
+    if body is not None:
+        data = orjson.dumps(body)
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, orjson.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, orjson.loads(e.read() or b"null")

@@ -41,7 +41,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.capture import CaptureServer
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess
-from tests.integration.test_broadcast_datadog import DatadogTestAgent
+from tests.ddagent import DatadogTestAgent
 from tests.store_helpers import admin_get, wait_stored
 
 PICO = 10**12

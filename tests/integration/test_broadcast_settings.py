@@ -14,8 +14,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,23 +23,14 @@ import pytest
 from tests.browser import session_cookie
 from tests.capture import CaptureServer
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, standard_config
-from tests.integration.test_broadcast_datadog import DatadogTestAgent
+from tests.store_helpers import admin_call
 
 DD_KEY = "dd0123456789abcdef0123456789abcd"  # the shape of a Datadog API key: what a leak would look like
 SEAL_KEY = "a-shared-sealing-key-for-these-replicas-0123456789"
 
 
 def call(gw: GatewayProcess, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
-    if data is not None:
-        headers["content-type"] = "application/json"
-    req = urllib.request.Request(gw.url + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+    return admin_call(gw.url, method, path, body)
 
 
 def listing(gw: GatewayProcess) -> dict[str, dict]:
@@ -58,13 +47,6 @@ def wait_for(predicate, what: str, timeout: float = 15.0):  # type: ignore[no-un
             return found
         assert time.monotonic() < deadline, f"timed out: {what}"
         time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def agent() -> Iterator[DatadogTestAgent]:
-    a = DatadogTestAgent()
-    yield a
-    a.stop()
 
 
 @pytest.fixture(scope="module")

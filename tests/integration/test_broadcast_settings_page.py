@@ -12,7 +12,7 @@ import pytest
 
 from tests.browser import login, needs_chromium, shot
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
-from tests.integration.test_broadcast_settings import DD_KEY, agent, listing, refusing, wait_for  # noqa: F401
+from tests.integration.test_broadcast_settings import DD_KEY, listing, refusing, wait_for  # noqa: F401 - refusing: a fixture
 
 pytestmark = needs_chromium
 
@@ -24,7 +24,7 @@ def gw(fake: Fake) -> Iterator[GatewayProcess]:
     g.stop()
 
 
-def test_add_datadog_through_the_page(gw, agent, refusing, browser):  # noqa: F811 - imported fixtures
+def test_add_datadog_through_the_page(gw, agent, refusing, browser):  # noqa: F811 - refusing: imported
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(str(e)))

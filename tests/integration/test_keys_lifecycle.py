@@ -14,21 +14,13 @@ import pytest
 
 from relaycast.cli.admin import keys_command
 from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, standard_config
+from tests.store_helpers import admin_call
 
 MSGS = [{"role": "user", "content": "hi"}]
 
 
 def _call(gw: GatewayProcess, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = orjson.dumps(body) if body is not None else None
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    if data is not None:
-        headers["Content-Type"] = "application/json"
-    req = urllib.request.Request(gw.url + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, orjson.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, orjson.loads(e.read())
+    return admin_call(gw.url, method, path, body)
 
 
 def _chat(gw: GatewayProcess, key: str | None) -> int:
