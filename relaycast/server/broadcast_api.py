@@ -209,13 +209,13 @@ class BroadcastApi:
         """The saved destination's values (secrets opened) when it exists with this kind."""
         if self.s.reader is None or not saved.NAME.fullmatch(name):
             return {}
-        for row in (await self.s.reader.run(table.state))[1]:
-            if row.name == name and row.kind == kind:
-                try:
-                    return saved.opened(row, self.sealer())
-                except SealError:
-                    return dict(row.settings)
-        return {}
+        row = await self.s.reader.run(table.find, name)
+        if row is None or row.kind != kind:
+            return {}
+        try:
+            return saved.opened(row, self.sealer())
+        except SealError:
+            return dict(row.settings)
 
     async def _try(self, r: Request) -> dict[str, Any]:
         body = await self._json(r)
@@ -236,7 +236,7 @@ class BroadcastApi:
         for flag, value in (("save_anyway", anyway), ("create", create)):
             if not isinstance(value, bool):
                 raise errors.InvalidRequest(f"'{flag}' must be true or false", param=flag)
-        if create and any(row.name == name for row in (await self.s.reader.run(table.state))[1]):
+        if create and await self.s.reader.run(table.find, name) is not None:
             raise Conflict(f"A destination named '{name[:64]}' is saved already: edit it, or pick another name.")
         kind, values, cfg = await self._form(name, body)
         result = await self._test(cfg)

@@ -49,23 +49,28 @@ class Row:
 
 
 def rows(conn: Connection) -> list[Row]:
-    out = []
-    for r in conn.query(f"SELECT {', '.join(_COLS)} FROM broadcast_destinations ORDER BY created_ms, name"):
-        d = dict(zip(_COLS, r, strict=True))
-        out.append(
-            Row(
-                name=d["name"],
-                kind=d["kind"],
-                settings=orjson.loads(d["settings"]),
-                sealed=d["secrets"],
-                created_ms=int(d["created_ms"]),
-                updated_ms=int(d["updated_ms"]),
-                tested_ms=int(d["tested_ms"]) if d["tested_ms"] is not None else None,
-                test_ok=bool(d["test_ok"]) if d["test_ok"] is not None else None,
-                test_message=d["test_message"],
-            )
-        )
-    return out
+    found = conn.query(f"SELECT {', '.join(_COLS)} FROM broadcast_destinations ORDER BY created_ms, name")
+    return [_row(r) for r in found]
+
+
+def find(conn: Connection, name: str) -> Row | None:
+    found = conn.query(f"SELECT {', '.join(_COLS)} FROM broadcast_destinations WHERE name = ?", (name,))
+    return _row(found[0]) if found else None
+
+
+def _row(r: tuple[Any, ...]) -> Row:
+    d = dict(zip(_COLS, r, strict=True))
+    return Row(
+        name=d["name"],
+        kind=d["kind"],
+        settings=orjson.loads(d["settings"]),
+        sealed=d["secrets"],
+        created_ms=int(d["created_ms"]),
+        updated_ms=int(d["updated_ms"]),
+        tested_ms=int(d["tested_ms"]) if d["tested_ms"] is not None else None,
+        test_ok=bool(d["test_ok"]) if d["test_ok"] is not None else None,
+        test_message=d["test_message"],
+    )
 
 
 def state(conn: Connection) -> tuple[bool, list[Row]]:

@@ -275,7 +275,6 @@ function skeleton() {
 }
 function renderKinds() {
   S.kindButtons.replaceChildren(...S.kinds.map((k) => el("button", { type: "button", class: "btn kind-btn", "data-add-kind": k.kind, text: k.title })));
-  S.kindButtons.onclick = null;
   S.kindButtons.addEventListener("click", (e) => {
     const b = e.target.closest("button[data-add-kind]");
     if (b) openForm(b.dataset.addKind, null);
