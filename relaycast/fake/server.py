@@ -102,7 +102,7 @@ class FakeUpstream:
         if body.get("stream"):
             # Stop sending the moment the client goes away, as a real provider does.
             try:
-                await run_until_disconnect(receive, work)
+                await run_until_disconnect(receive, work, scope)
             except ClientGone:
                 pass
         else:

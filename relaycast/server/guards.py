@@ -30,7 +30,9 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from relaycast import errors
+from relaycast.asgi import DISCONNECT, Disconnect
 from relaycast.config import ServerConfig
+from relaycast.server.corked import CorkedTransport
 
 REASONS = ("header_timeout", "body_timeout", "headers_too_large", "over_capacity")
 LINGER_S = 2.0  # how long an answered connection reads and discards what the client still sends
@@ -93,11 +95,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_chunks = 0  # bytes of reads that fell wholly inside this request's headers
         self._admitted = False
         self._answered = False  # the guard answered or closed: nothing more is parsed
+        self._disconnect = Disconnect(self.loop)  # the connection's end, for the requests served on it
 
     # --- connection ---------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]  # one write per response
         self._admitted = self.guard.admit()
         self._arm(self.guard.settings.header_timeout, "header_timeout")
 
@@ -107,6 +111,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._admitted = False
             self.guard.release()
         super().connection_lost(exc)
+        self._disconnect.fire()
 
     def data_received(self, data: bytes) -> None:
         if self._answered:
@@ -141,6 +146,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._answered:
             return
         super().on_message_begin()
+        # The app learns of the connection's end at once (uvicorn types the extensions as dicts: this one is not).
+        self.scope["extensions"] = {DISCONNECT: self._disconnect}  # type: ignore[dict-item]
         self._reading = _HEADERS
         self._begun += 1
         self._header_bytes = self._header_chunks = 0
@@ -186,6 +193,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()
         self._reading = _IDLE
         super().on_message_complete()
+        if not getattr(self, "pipeline", None):
+            # A body larger than uvicorn's read buffer paused reading until the app's next receive(), which the app
+            # no longer makes (it learns of a disconnect from `Disconnect`): read on, or a client that leaves goes
+            # unseen. A pipelined request behind this one pauses reading again (uvicorn queues it).
+            flow = getattr(self, "flow", None)
+            if flow is not None:
+                flow.resume_reading()
 
     def send_400_response(self, msg: str) -> None:
         if not self._answered and not self.transport.is_closing():

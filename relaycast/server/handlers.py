@@ -179,7 +179,7 @@ class Handlers:
         outcome = Outcome(wall0=wall0)
         try:
             respond = self._stream if req.stream else self._complete
-            await run_until_disconnect(r.receive, respond(r, shape, req, key, run, outcome))
+            await run_until_disconnect(r.receive, respond(r, shape, req, key, run, outcome), r.scope)
         except (ClientGone, asyncio.CancelledError) as e:  # the client left, or the server stopped waiting (shutdown)
             outcome.cancelled = True
             if isinstance(e, asyncio.CancelledError):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.request
 
 import openai
 import orjson
 import pytest
 
-from tests.conftest import Fake, GatewayProcess
+from tests.conftest import ADMIN_KEY, Fake, GatewayProcess
 
 MSGS = [{"role": "user", "content": "hello"}]
 
@@ -85,10 +86,19 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_upstream_stream(gatewa
     assert fake.stats()["active_streams"] == 0, "the upstream stream ended within 3 s of the client leaving"
 
 
-def test_a_client_that_disconnects_during_a_non_streaming_request_does_not_break_the_gateway(
-    gateway: GatewayProcess,
+def _cancelled(gateway: GatewayProcess) -> int:
+    req = urllib.request.Request(gateway.url + "/admin/stats", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return int(orjson.loads(r.read())["by_status"].get("499", 0))
+
+
+@pytest.mark.parametrize("prompt_bytes", [10, 300_000], ids=["small body", "body larger than the read buffer"])
+def test_a_client_that_disconnects_during_a_non_streaming_request_stops_the_wait_at_once(
+    gateway: GatewayProcess, prompt_bytes: int
 ) -> None:
-    body = orjson.dumps({"model": "fakeai/gpt-4o-mini@latency_ms=2000", "messages": MSGS})
+    before = _cancelled(gateway)
+    msgs = [{"role": "user", "content": "x" * prompt_bytes}]
+    body = orjson.dumps({"model": "fakeai/gpt-4o-mini@latency_ms=8000", "messages": msgs})
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as s:
         s.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: "
@@ -96,6 +106,11 @@ def test_a_client_that_disconnects_during_a_non_streaming_request_does_not_break
             + b"\r\n\r\n"
             + body
         )
-        time.sleep(0.1)
+        time.sleep(0.3)
+    left = time.monotonic()
+    # Recorded as cancelled (499) once the gateway stops waiting: long before the upstream's 8 s answer.
+    while _cancelled(gateway) == before and time.monotonic() - left < 5:
+        time.sleep(0.05)
+    assert _cancelled(gateway) == before + 1, "the request whose client left was ended and recorded as cancelled"
     client = openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
     assert client.chat.completions.create(model="fakeai/gpt-4o-mini", messages=MSGS).choices
