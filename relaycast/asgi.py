@@ -6,6 +6,7 @@ import asyncio
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 Scope = dict[str, Any]
@@ -157,12 +158,12 @@ async def run_until_disconnect(receive: Receive, work: Coroutine[Any, Any, Any],
     """
     extensions = scope.get("extensions") if scope is not None else None
     disconnect: Disconnect | None = extensions.get(DISCONNECT) if extensions else None
-    if disconnect is None:
-        return await _watched(receive, work)
-    if disconnect.gone:
+    if disconnect is not None and disconnect.gone:
         work.close()
         raise ClientGone()
-    me = asyncio.current_task(disconnect.loop)
+    # The loop looked up once (on Python 3.11 each lookup is a getpid() system call), or never: the connection's.
+    loop = disconnect.loop if disconnect is not None else asyncio.get_running_loop()
+    me = asyncio.current_task(loop)
     assert me is not None
     gone = False
 
@@ -171,7 +172,12 @@ async def run_until_disconnect(receive: Receive, work: Coroutine[Any, Any, Any],
         gone = True
         me.cancel()
 
-    disconnect.watch(cancel)
+    stop: Callable[[], Any]
+    if disconnect is not None:
+        disconnect.watch(cancel)
+        stop = partial(disconnect.unwatch, cancel)
+    else:
+        stop = loop.create_task(_watch(receive, cancel)).cancel
     try:
         return await work
     except asyncio.CancelledError:
@@ -179,30 +185,12 @@ async def run_until_disconnect(receive: Receive, work: Coroutine[Any, Any, Any],
             raise ClientGone() from None
         raise
     finally:
-        disconnect.unwatch(cancel)
+        stop()
 
 
-async def _watched(receive: Receive, work: Awaitable[Any]) -> Any:
-    loop = asyncio.get_running_loop()  # once: on Python 3.11 each lookup is a getpid() system call
-    me = asyncio.current_task(loop)
-    assert me is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        await wait_disconnect(receive)
-        gone = True
-        me.cancel()
-
-    watcher = loop.create_task(watch())
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if gone and me.uncancel() == 0:
-            raise ClientGone() from None
-        raise
-    finally:
-        watcher.cancel()
+async def _watch(receive: Receive, gone: Callable[[], None]) -> None:
+    await wait_disconnect(receive)
+    gone()
 
 
 class Request:
