@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from relaycast.errors import InvalidRequest
+from relaycast.asgi import BodyTooLarge, Receive, read_body
+from relaycast.errors import InvalidRequest, PayloadTooLarge
 from relaycast.records import Attribution
 
 # OpenRouter request extensions: read by the gateway, not sent to upstreams that do not know them.
@@ -71,6 +72,15 @@ class EmbeddingsRequest:
     body: dict[str, Any]
     model: str
     attribution: Attribution
+
+
+async def read_json(receive: Receive, limit: int) -> dict[str, Any]:
+    """A request body of at most `limit` bytes (PayloadTooLarge past it), loaded as a JSON object (`load_json`)."""
+    try:
+        raw = await read_body(receive, limit)
+    except BodyTooLarge:
+        raise PayloadTooLarge(f"Request body is larger than the limit of {limit} bytes.") from None
+    return load_json(raw)
 
 
 def load_json(raw: bytes) -> dict[str, Any]:

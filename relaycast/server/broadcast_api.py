@@ -25,8 +25,9 @@ import aiohttp
 import orjson
 
 from relaycast import errors
-from relaycast.asgi import BodyTooLarge, Request, read_body, send_bytes
+from relaycast.asgi import Request, send_bytes
 from relaycast.redact import Redactor
+from relaycast.schema import read_json
 from relaycast.sealed import Sealer, SealError, load_sealer
 from relaycast.server.services import Services
 from relaycast.store import destinations as table
@@ -165,19 +166,6 @@ class BroadcastApi:
                 disabled=True,
             )
 
-    async def _json(self, r: Request) -> dict[str, Any]:
-        try:
-            raw = await read_body(r.receive, MAX_BODY)
-        except BodyTooLarge:
-            raise errors.PayloadTooLarge(f"The request body is larger than {MAX_BODY // 1024} KiB.") from None
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise errors.InvalidRequest(f"request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise errors.InvalidRequest("request body must be a JSON object")
-        return body
-
     def _readonly(self, name: str) -> None:
         for d in self.s.config.broadcast.destinations if self.s.config.broadcast else ():
             if d.name == name:
@@ -218,7 +206,7 @@ class BroadcastApi:
             return dict(row.settings)
 
     async def _try(self, r: Request) -> dict[str, Any]:
-        body = await self._json(r)
+        body = await read_json(r.receive, MAX_BODY)
         name = body.get("name") or "test"
         if not isinstance(name, str):
             raise errors.InvalidRequest("'name' must be a string", param="name")
@@ -230,7 +218,7 @@ class BroadcastApi:
         self._need_store()
         assert self.s.reader is not None
         self._readonly(name)
-        body = await self._json(r)
+        body = await read_json(r.receive, MAX_BODY)
         anyway = body.get("save_anyway", False)
         create = body.get("create", False)
         for flag, value in (("save_anyway", anyway), ("create", create)):
@@ -276,7 +264,7 @@ class BroadcastApi:
     async def _toggle(self, r: Request) -> dict[str, Any]:
         self._need_store()
         assert self.s.reader is not None
-        body = await self._json(r)
+        body = await read_json(r.receive, MAX_BODY)
         on = body.get("enabled")
         if not isinstance(on, bool) or set(body) != {"enabled"}:
             raise errors.InvalidRequest('the body must be {"enabled": true} or {"enabled": false}', param="enabled")

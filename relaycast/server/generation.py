@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 
 from relaycast import errors, schema
-from relaycast.asgi import BodyTooLarge, Request, read_body, send_bytes
+from relaycast.asgi import Request, send_bytes
 from relaycast.dialects.messages_request import chat_body as messages_chat_body
 from relaycast.keys.policy import KeyPolicy
-from relaycast.schema import load_json
+from relaycast.schema import read_json
 from relaycast.server.respond import unserved
 from relaycast.server.services import Services
 from relaycast.server.stored_responses import MAX_ID, StoredResponses
@@ -93,11 +93,7 @@ class Extras:
         t0, wall0 = time.monotonic_ns(), self.s.wall_ns()
         key = self.s.auth.client(r.headers)
         most = min(MAX_COUNT_BODY, self.s.config.server.max_body_bytes)
-        try:
-            raw = await read_body(r.receive, most)
-        except BodyTooLarge:
-            raise errors.PayloadTooLarge(f"Request body is larger than the limit of {most} bytes.") from None
-        body = load_json(raw)
+        body = await read_json(r.receive, most)
         chat, _ = messages_chat_body(body, for_count=True)
         if key is not None and not key.allows(str(chat.get("model"))):
             raise errors.Forbidden(f"The API key '{key.name}' may not use the model '{str(chat['model'])[:200]}'.")

@@ -20,8 +20,9 @@ from typing import Any
 import orjson
 
 from relaycast import errors
-from relaycast.asgi import Receive, Request, read_body, send_bytes
+from relaycast.asgi import Receive, Request, send_bytes
 from relaycast.keys.policy import LIMIT_FIELDS, KeyPolicy, Limits
+from relaycast.schema import read_json
 from relaycast.server.services import Services
 from relaycast.store import keys as key_store
 from relaycast.store.db import store_errors
@@ -62,13 +63,7 @@ class KeysApi:
         await send_bytes(r.send, status, orjson.dumps(body), [*r.id_headers, (b"cache-control", b"no-store")])
 
     async def _create(self, receive: Receive) -> dict[str, Any]:
-        raw = await read_body(receive, 64 * 1024)
-        try:
-            spec = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise errors.InvalidRequest(f"request body is not valid JSON: {e}") from None
-        if not isinstance(spec, dict):
-            raise errors.InvalidRequest("request body must be a JSON object")
+        spec = await read_json(receive, 64 * 1024)
         unknown = set(spec) - _FIELDS
         if unknown:
             raise errors.InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}", param=sorted(unknown)[0])

@@ -94,6 +94,10 @@ def test_deleting_the_last_key_keeps_the_gateway_closed_even_after_a_restart(fak
         assert status == 404 and err["error"]["message"] == "No key named 'team-a'."
         rc, _, stderr = _cli(gw, "delete", "nobody", capsys)
         assert rc == 1 and "HTTP 404" in stderr and "No key named 'nobody'" in stderr
+
+        # A body past the keys API's 64 KiB: 413 in OpenAI's error format, not an internal error.
+        status, err = _call(gw, "POST", "/admin/keys", {"name": "team-d", "feature": "x" * 70_000})
+        assert status == 413 and err["error"]["message"] == "Request body is larger than the limit of 65536 bytes."
     finally:
         gw.stop()
 
