@@ -14,13 +14,12 @@ import sys
 from collections.abc import Mapping
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from relaycast import config as config_mod
 from relaycast.redact import Redactor, proxy_secrets
-from relaycast.telemetry.exporters import build
-from relaycast.telemetry.exporters.base import refuse_redirects
+from relaycast.telemetry.exporters import tried
+from relaycast.telemetry.exporters.base import http_session
 from relaycast.telemetry.settings import (
     DatadogOptions,
     DestinationConfig,
@@ -79,14 +78,10 @@ def broadcast_test(args: argparse.Namespace) -> int:
 
     async def run() -> list[tuple[str, str, bool, str]]:
         # As the gateway does: through HTTP_PROXY / HTTPS_PROXY unless NO_PROXY says otherwise.
-        async with aiohttp.ClientSession(trust_env=True, trace_configs=[refuse_redirects()]) as session:
+        async with http_session() as session:
             out = []
             for d in dests:
-                exporter = build(d, session)
-                try:
-                    r = await exporter.test()
-                finally:
-                    await exporter.close()
+                r = await tried(d, session)
                 out.append((d.name, d.kind, r.ok, redactor.scrub(r.message)))
             return out
 

@@ -28,7 +28,7 @@ from relaycast.providers.anthropic_map import (
     usage_of,
 )
 from relaycast.providers.base import ChatResult, StreamState
-from relaycast.providers.forward import forward_table, pick
+from relaycast.providers.forward import forward_table, merged
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
@@ -76,9 +76,7 @@ class AnthropicProvider:
         if native and req.native_headers:  # a Messages client's own anthropic-beta / anthropic-version
             headers = {**headers, **dict(req.native_headers)}
         if self._forward:  # the client's headers this provider is configured to get
-            extra = pick(self._forward, req.client_headers, self.config.name)
-            if extra:
-                headers = {**headers, **extra}
+            headers = merged(headers, self._forward, req.client_headers)
         return await post_upstream(
             self._session,
             self._url,

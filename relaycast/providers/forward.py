@@ -77,7 +77,7 @@ def parse_forward_headers(r: Reader, raw: Any, at: str) -> tuple[str, ...]:
 
 
 def forward_table(names: tuple[str, ...]) -> Forward:
-    """The names as `pick` looks them up, computed once per provider."""
+    """The names as `merged` looks them up, computed once per provider."""
     return tuple((n.encode("latin-1"), n) for n in names)
 
 
@@ -94,18 +94,8 @@ def check(forward: Forward, client: Mapping[bytes, bytes]) -> None:
             )
 
 
-def pick(forward: Forward, client: Mapping[bytes, bytes], provider: str) -> dict[str, str]:
-    """The listed headers the client sent, as the upstream gets them. InvalidRequest for a value too long."""
-    out: dict[str, str] = {}
-    for key, name in forward:
-        value = client.get(key)
-        if value is None:
-            continue
-        if len(value) > MAX_VALUE:
-            raise errors.InvalidRequest(
-                f"Header '{name}' is {len(value)} bytes; the gateway forwards at most {MAX_VALUE} bytes of it to "
-                f"provider '{provider}'.",
-                param=name,
-            )
-        out[name] = value.decode("latin-1")
-    return out
+def merged(headers: dict[str, str], forward: Forward, client: Mapping[bytes, bytes]) -> dict[str, str]:
+    """`headers` with the listed headers the client sent, as the upstream gets them (`headers` itself when the
+    client sent none of them). Their sizes were checked once for the request (`check`), before any attempt."""
+    extra = {name: value.decode("latin-1") for key, name in forward if (value := client.get(key)) is not None}
+    return {**headers, **extra} if extra else headers

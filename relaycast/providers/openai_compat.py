@@ -19,7 +19,7 @@ from relaycast import errors
 from relaycast.deadlines import Deadlines
 from relaycast.dialects.responses import NativeLearner
 from relaycast.providers.base import ChatResult, StreamState, tool_calls_of
-from relaycast.providers.forward import forward_table, pick
+from relaycast.providers.forward import forward_table, merged
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
@@ -93,9 +93,7 @@ class OpenAICompatProvider:
         key = self.config.api_key
         headers = self._headers
         if self._forward and req is not None:  # the client's headers this provider is configured to get
-            extra = pick(self._forward, req.client_headers, self.config.name)
-            if extra:
-                headers = {**headers, **extra}
+            headers = merged(headers, self._forward, req.client_headers)
         return await post_upstream(
             self._session,
             self.config.base_url + path,

@@ -21,7 +21,6 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-import aiohttp
 import orjson
 
 from relaycast import errors
@@ -33,8 +32,8 @@ from relaycast.server.services import Services
 from relaycast.store import destinations as table
 from relaycast.store.db import store_errors
 from relaycast.telemetry import forms, saved
-from relaycast.telemetry.exporters import build
-from relaycast.telemetry.exporters.base import TestResult, refuse_redirects
+from relaycast.telemetry.exporters import tried
+from relaycast.telemetry.exporters.base import TestResult, http_session
 from relaycast.telemetry.settings import DestinationConfig
 
 PREFIX = "/admin/broadcast/"
@@ -286,12 +285,8 @@ class BroadcastApi:
         """Test Connection with a destination's settings, from this process (nothing is built in the pipeline)."""
         redactor = Redactor(cfg.secrets())
         try:
-            async with aiohttp.ClientSession(trust_env=True, trace_configs=[refuse_redirects()]) as session:
-                exporter = build(cfg, session)
-                try:
-                    result = await asyncio.wait_for(exporter.test(), TEST_TIMEOUT_S)
-                finally:
-                    await exporter.close()
+            async with http_session() as session:
+                result = await asyncio.wait_for(tried(cfg, session), TEST_TIMEOUT_S)
         except TimeoutError:
             result = TestResult(False, f"no answer within {TEST_TIMEOUT_S:.0f} s")
         except Exception as e:  # noqa: BLE001 - a test reports, it does not crash

@@ -101,15 +101,12 @@ class DrainingServer(uvicorn.Server):
     async def _wait_tasks_to_complete(self) -> None:
         try:
             await super()._wait_tasks_to_complete()
-        except asyncio.CancelledError:  # the drain deadline: uvicorn cancels the requests still running next
-            if self.drain is not None:
-                self.drain.cut = len(self.server_state.tasks)
-            raise
         finally:
             if self.drain is not None:
                 self.drain.seconds = round(time.monotonic() - self._began, 3)
-                # A second signal (force_exit) ends the wait with requests still running: they are cut too.
-                self.drain.cut = max(self.drain.cut, len(self.server_state.tasks))
+                # The requests still running are cut: at the drain deadline (this wait is cancelled, and uvicorn
+                # cancels them next), or at a second signal (force_exit ends the wait).
+                self.drain.cut = len(self.server_state.tasks)
 
 
 def stopped_fields(services: Any) -> dict[str, object]:

@@ -37,7 +37,7 @@ from relaycast.server.stored_responses import ResponseStore
 from relaycast.store.reader import StoreReader
 from relaycast.store.responses import ResponseTable
 from relaycast.store.writer import StoreWriter
-from relaycast.telemetry.exporters.base import refuse_redirects
+from relaycast.telemetry.exporters.base import http_session
 from relaycast.telemetry.metrics import Metrics
 from relaycast.telemetry.pipeline import Broadcaster
 from relaycast.telemetry.saved import SavedSync
@@ -128,10 +128,7 @@ class TelemetryHub:
     def _session(self) -> aiohttp.ClientSession:
         """The exporters' and notifiers' own HTTP client: it never shares a pool (or a slowdown) with providers'."""
         if self._http is None:
-            # Exporters and notifiers pass allow_redirects=False; this refuses any redirect a call site forgot.
-            # trust_env: the standard HTTP_PROXY / HTTPS_PROXY / NO_PROXY variables route every destination's and
-            # notifier's requests (a gateway behind an egress proxy reaches Datadog through it).
-            self._http = aiohttp.ClientSession(trust_env=True, trace_configs=[refuse_redirects()])
+            self._http = http_session()  # exporters pass allow_redirects=False; this refuses one a call site forgot
         return self._http
 
     def sink(self, record: RequestRecord) -> None:

@@ -219,7 +219,7 @@ class SavedSync:
                 if self.problems.get(name) != why:
                     self.log.error("broadcast_saved_destination_broken", destination=name, error=why)
             self.problems, self.enabled, self._marker = problems, enabled, marker
-            self.synced_at, self.last_error = time.time(), None
+            self.synced_at = time.time()
             if changes:
                 self.log.info("broadcast_destinations_applied", changes=",".join(changes), enabled=enabled)
 

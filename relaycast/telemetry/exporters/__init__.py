@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from relaycast.telemetry import kinds
-from relaycast.telemetry.exporters.base import Exporter
+from relaycast.telemetry.exporters.base import Exporter, TestResult
 from relaycast.telemetry.settings import DestinationConfig, OtlpOptions
 
 EXPORTERS = {
@@ -32,3 +32,12 @@ def build(
     else:
         exporter = make(dest, session)
     return exporter
+
+
+async def tried(cfg: DestinationConfig, session: aiohttp.ClientSession) -> TestResult:
+    """Test Connection: one destination built from `cfg`, its test run, and the destination closed again."""
+    exporter = build(cfg, session)
+    try:
+        return await exporter.test()
+    finally:
+        await exporter.close()

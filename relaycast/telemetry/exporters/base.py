@@ -109,6 +109,13 @@ def refuse_redirects() -> aiohttp.TraceConfig:
     return config
 
 
+def http_session() -> aiohttp.ClientSession:
+    """The HTTP client exporters and notifiers use: never a provider's pool, redirects refused
+    (`refuse_redirects`), and the standard HTTP_PROXY / HTTPS_PROXY / NO_PROXY variables obeyed (`trust_env`), so
+    a gateway behind an egress proxy reaches Datadog through it."""
+    return aiohttp.ClientSession(trust_env=True, trace_configs=[refuse_redirects()])
+
+
 def display_url(url: str, with_path: bool = True) -> str:
     """An endpoint safe for messages and logs: never credentials or the query (and, without the path, never a
     path either: webhook paths often hold tokens)."""
