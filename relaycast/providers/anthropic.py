@@ -14,7 +14,6 @@ from contextlib import aclosing
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
 import orjson
 
 from relaycast import errors
@@ -28,11 +27,12 @@ from relaycast.providers.anthropic_map import (
     usage_of,
 )
 from relaycast.providers.base import ChatResult, StreamState
+from relaycast.providers.client import UpstreamClient
+from relaycast.providers.exchange import Answer
 from relaycast.providers.forward import forward_table, merged
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
-    connect_timeout,
     post_upstream,
     read_answer,
     upstream_events,
@@ -51,11 +51,9 @@ _TEXT_CLOSE = b'},"logprobs":null,"finish_reason":null}]}\n\n'
 
 
 class AnthropicProvider:
-    def __init__(
-        self, config: ProviderConfig, session: aiohttp.ClientSession, buffer: UpstreamBuffer | None = None
-    ) -> None:
+    def __init__(self, config: ProviderConfig, client: UpstreamClient, buffer: UpstreamBuffer | None = None) -> None:
         self.config = config
-        self._session = session
+        self._client = client
         self._buffer = buffer if buffer is not None else UpstreamBuffer()
         self._deadlines = Deadlines()
         headers = {"content-type": "application/json", "accept": "application/json", "anthropic-version": API_VERSION}
@@ -65,12 +63,8 @@ class AnthropicProvider:
         self._headers = headers
         self._forward = forward_table(config.forward_headers)  # empty: nothing is looked up per request
         self._url = config.base_url + "/messages"
-        self._timeout = connect_timeout(config.timeouts)
 
-    async def _post(
-        self, body: dict[str, Any], target: str, t: Timeouts, req: ChatRequest, native: bool
-    ) -> aiohttp.ClientResponse:
-        connect = self._timeout if t is self.config.timeouts else connect_timeout(t)
+    async def _post(self, body: dict[str, Any], target: str, t: Timeouts, req: ChatRequest, native: bool) -> Answer:
         key = self.config.api_key
         headers = self._headers
         if native and req.native_headers:  # a Messages client's own anthropic-beta / anthropic-version
@@ -78,12 +72,11 @@ class AnthropicProvider:
         if self._forward:  # the client's headers this provider is configured to get
             headers = merged(headers, self._forward, req.client_headers)
         return await post_upstream(
-            self._session,
+            self._client,
             self._url,
             orjson.dumps(body),
             headers,
             t,
-            connect,
             target,
             lambda status, raw, headers: classify(status, raw, headers, target, key),
             self._buffer,
@@ -154,9 +147,7 @@ class AnthropicStream:
     """An open Anthropic stream, read as OpenAI SSE events, or forwarded as Anthropic's own events (`native`: a
     `/v1/messages` client). `state` fills in as events arrive either way."""
 
-    def __init__(
-        self, resp: aiohttp.ClientResponse, translator: StreamTranslator, idle_s: float, native: bool = False
-    ) -> None:
+    def __init__(self, resp: Answer, translator: StreamTranslator, idle_s: float, native: bool = False) -> None:
         self._resp = resp
         self._translator = translator
         self._idle_s = idle_s

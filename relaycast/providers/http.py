@@ -1,12 +1,12 @@
 """The HTTP the provider adapters share: posting upstream within the timeouts, reading bounded answers and SSE
 events, and classifying transport failures into the tree in `relaycast.errors`.
 
-aiohttp enforces only the connect timeout (`connect_timeout`); the first-token and idle budgets are enforced
-here (with `relaycast.deadlines`, and one `IdleWatch` per stream), so each phase fails with its own
-`Timeout(phase=...)`. Redirects are never followed: a 3xx answer is a `MalformedResponse` naming where it pointed.
+The client (`providers.client.UpstreamClient`) enforces only the connect timeout; the first-token and idle budgets
+are enforced here (with `relaycast.deadlines`, and one `IdleWatch` per stream), so each phase fails with its own
+`Timeout(phase=...)`. Redirects are never followed: a 3xx answer is an `UpstreamRedirect` naming where it pointed.
 
 Answers read whole (non-streaming chat, embeddings, error bodies) are bounded twice: each by its provider's cap,
-and all of them together by the process's `UpstreamBuffer`. The bytes counted are the decompressed ones (aiohttp
+and all of them together by the process's `UpstreamBuffer`. The bytes counted are the decompressed ones (the client
 inflates gzip and deflate in bounded steps as they are read), so a compression bomb stops at the cap too.
 """
 
@@ -17,19 +17,23 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from relaycast import errors
 from relaycast.deadlines import Deadlines
+from relaycast.providers.client import UpstreamClient
+from relaycast.providers.exchange import (
+    Answer,
+    BadAnswer,
+    BodyCut,
+    ClientError,
+    ConnectFailed,
+    ConnectTimeout,
+    DecodeFailed,
+    Disconnected,
+)
 from relaycast.providers.settings import DEFAULT_UPSTREAM_BUFFER, MIB, Timeouts
 from relaycast.sse import Event, EventSplitter
 
 ERROR_BODY_BYTES = 256 * 1024  # an error answer, or a JSON answer to a stream request: only its message is read
-
-
-def connect_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
-    """aiohttp's part of the timeouts: connecting. The rest is enforced with asyncio.timeout by the caller."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, connect=t.connect_s)
 
 
 # --- bounded answers ------------------------------------------------------------------------------
@@ -67,9 +71,7 @@ class UpstreamBuffer:
         )
 
 
-async def _read_into(
-    resp: aiohttp.ClientResponse, limit: int, buffer: UpstreamBuffer, what: str, target: str
-) -> tuple[bytearray, int]:
+async def _read_into(resp: Answer, limit: int, buffer: UpstreamBuffer, what: str, target: str) -> tuple[bytearray, int]:
     """The body in one bytearray (preallocated when its length is declared, else grown), and the bytes it took
     from `buffer`. Refuses a declared length above `limit` before reading, and stops at `limit` otherwise."""
     # A compressed body's declared length is not what it holds: such a body grows as it is inflated.
@@ -84,7 +86,7 @@ async def _read_into(
                 raise buffer.full(declared, target)
             taken = declared
             buf = bytearray(declared)
-        async for chunk in resp.content.iter_any():
+        while chunk := await resp.read():
             end = size + len(chunk)
             if end > limit:
                 raise _too_large(limit, what, target)
@@ -106,7 +108,7 @@ async def _read_into(
     return buf, taken
 
 
-async def read_limited(resp: aiohttp.ClientResponse, limit: int, buffer: UpstreamBuffer) -> bytes:
+async def read_limited(resp: Answer, limit: int, buffer: UpstreamBuffer) -> bytes:
     """A small upstream body (an error answer), refusing more than `limit` bytes."""
     buf, taken = await _read_into(resp, limit, buffer, "", "")
     try:
@@ -115,15 +117,13 @@ async def read_limited(resp: aiohttp.ClientResponse, limit: int, buffer: Upstrea
         buffer.release(taken)
 
 
-def _arrived(resp: aiohttp.ClientResponse, limit: int, buffer: UpstreamBuffer, what: str, target: str) -> bytes | None:
+def _arrived(resp: Answer, limit: int, buffer: UpstreamBuffer, what: str, target: str) -> bytes | None:
     """The whole answer if all of it has arrived already (a small answer comes in the same reads as its head):
-    taken at once, with no wait and no timer, within the same limits as `_read_into`. None otherwise."""
-    content = resp.content
-    if not content.is_eof() or content.exception() is not None:
+    taken at once, with no wait and no timer, within the same limits as `_read_into`. None otherwise (and for a
+    compressed answer, inflated as it is read: `_read_into` counts what it grows to)."""
+    data = resp.whole()
+    if data is None:
         return None
-    if resp.headers.get("content-encoding", "identity") != "identity":
-        return None  # inflated as it is read: `_read_into` counts what it grows to
-    data = content.read_nowait(-1)
     size = len(data)
     if size > limit:
         raise _too_large(limit, what, target, resp.content_length)
@@ -134,7 +134,7 @@ def _arrived(resp: aiohttp.ClientResponse, limit: int, buffer: UpstreamBuffer, w
 
 
 async def read_answer(
-    resp: aiohttp.ClientResponse,
+    resp: Answer,
     t: Timeouts,
     target: str,
     limit: int,
@@ -188,26 +188,22 @@ def _size(n: int) -> str:
 
 def connection_error(exc: BaseException, target: str) -> errors.ProviderError:
     """Classify a transport failure. The message names the failure, never the request's headers."""
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError)):
-        return errors.Timeout("upstream timed out", phase="connect", target=target)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        if "content-encoding" in str(exc):  # a body that does not inflate
-            return errors.MalformedResponse(f"upstream answer cannot be decoded: {str(exc)[:200]}", target=target)
+    if isinstance(exc, ConnectTimeout):
+        return errors.Timeout(f"cannot connect to upstream: {exc}", phase="connect", target=target)
+    if isinstance(exc, ConnectFailed):
+        return errors.ConnectionFailed(f"cannot connect to upstream: {str(exc)[:200]}", target=target)
+    if isinstance(exc, DecodeFailed):
+        return errors.MalformedResponse(f"upstream answer cannot be decoded: {str(exc)[:200]}", target=target)
+    if isinstance(exc, BadAnswer):  # a head that does not parse or passes the limits, an encoding not supported
+        return errors.MalformedResponse(f"upstream answer cannot be read: {str(exc)[:200]}", target=target)
+    if isinstance(exc, BodyCut):
         return errors.StreamCut("upstream closed the connection mid-response", target=target)
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # aiohttp could not parse the answer's head: an encoding it does not decode (br without Brotli), a bad
-        # status line, headers past its limits.
-        return errors.MalformedResponse(f"upstream answer cannot be read: {exc.message[:200]}", target=target)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, Disconnected):
         return errors.ConnectionFailed("upstream disconnected", target=target)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return errors.ConnectionFailed(
-            f"cannot connect to upstream: {exc.os_error.strerror or exc.os_error}", target=target
-        )
     return errors.ConnectionFailed(f"upstream connection failed: {type(exc).__name__}", target=target)
 
 
-TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+TRANSPORT_ERRORS = (ClientError, OSError)
 
 
 def redirect_refused(status: int, location: str | None, target: str) -> errors.ProviderError:
@@ -230,29 +226,30 @@ def redirect_refused(status: int, location: str | None, target: str) -> errors.P
 
 
 async def post_upstream(
-    session: aiohttp.ClientSession,
+    client: UpstreamClient,
     url: str,
     data: bytes,
     headers: dict[str, str],
     t: Timeouts,
-    connect: aiohttp.ClientTimeout,
     target: str,
     classify: Callable[[int, bytes, Any], errors.ProviderError],
     buffer: UpstreamBuffer,
     deadlines: Deadlines,
-) -> aiohttp.ClientResponse:
+) -> Answer:
     """POST to an upstream and wait for its answer to start, within the first-token budget. An error answer is
     read (bounded) and classified by the adapter's `classify(status, body, headers)`."""
     try:
         with deadlines.after(t.first_token_s):
-            # Never follow a redirect: it would carry the provider key headers and the prompt to another place.
-            resp = await session.post(url, data=data, headers=headers, timeout=connect, allow_redirects=False)
+            # Never follows a redirect: it would carry the provider key headers and the prompt to another place.
+            resp = await client.post(url, data, headers, t.connect_s)
     except TimeoutError:
         raise errors.Timeout(
             f"no response from upstream within {t.first_token_s:g}s", phase="first_token", target=target
         ) from None
     except TRANSPORT_ERRORS as e:
         raise connection_error(e, target) from None
+    except ValueError:  # a forwarded header with a line break (configured ones are refused when loaded)
+        raise errors.ConnectionFailed("request not sent: a header holds a line break", target=target) from None
     if 300 <= resp.status < 400:
         location = resp.headers.get("location")
         resp.release()
@@ -289,8 +286,8 @@ class IdleWatch:
         self._task: asyncio.Task[Any] | None = None
         self._fired = False
 
-    async def read(self, content: aiohttp.StreamReader) -> bytes:
-        """`content.readany()`, or TimeoutError when it waited `idle_s`."""
+    async def read(self, answer: Answer) -> bytes:
+        """`answer.read()`, or TimeoutError when it waited `idle_s`."""
         task = asyncio.current_task(self._loop)
         assert task is not None
         self._task = task
@@ -299,7 +296,7 @@ class IdleWatch:
         if self._handle is None:
             self._handle = self._loop.call_at(self._since + self._idle_s, self._check)
         try:
-            return await content.readany()
+            return await answer.read()
         except asyncio.CancelledError:
             if self._fired and task.uncancel() <= cancelling:
                 raise TimeoutError from None
@@ -326,18 +323,15 @@ class IdleWatch:
             self._handle = None
 
 
-async def upstream_events(
-    resp: aiohttp.ClientResponse, idle_s: float, target: str
-) -> AsyncGenerator[list[Event], None]:
+async def upstream_events(resp: Answer, idle_s: float, target: str) -> AsyncGenerator[list[Event], None]:
     """An upstream's SSE events, one list per network read, as they arrive. Raises Timeout when nothing came for
     `idle_s`, StreamCut when the connection broke, MalformedResponse for an oversized event. Ends with the body."""
     splitter = EventSplitter()
-    content = resp.content
     idle = IdleWatch(idle_s)
     try:
         while True:
             try:
-                chunk = await idle.read(content)
+                chunk = await idle.read(resp)
             except TimeoutError:
                 raise errors.Timeout(
                     f"upstream sent nothing for {idle_s:g}s mid-stream", phase="idle", target=target

@@ -12,18 +12,18 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import aiohttp
 import orjson
 
 from relaycast import errors
 from relaycast.deadlines import Deadlines
 from relaycast.dialects.responses import NativeLearner
 from relaycast.providers.base import ChatResult, StreamState, tool_calls_of
+from relaycast.providers.client import UpstreamClient
+from relaycast.providers.exchange import Answer
 from relaycast.providers.forward import forward_table, merged
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
-    connect_timeout,
     post_upstream,
     read_answer,
     upstream_events,
@@ -55,11 +55,9 @@ USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
 
 
 class OpenAICompatProvider:
-    def __init__(
-        self, config: ProviderConfig, session: aiohttp.ClientSession, buffer: UpstreamBuffer | None = None
-    ) -> None:
+    def __init__(self, config: ProviderConfig, client: UpstreamClient, buffer: UpstreamBuffer | None = None) -> None:
         self.config = config
-        self._session = session
+        self._client = client
         self._buffer = buffer if buffer is not None else UpstreamBuffer()
         self._deadlines = Deadlines()
         preset = PRESETS[config.kind]
@@ -70,7 +68,6 @@ class OpenAICompatProvider:
             headers[preset.auth_header] = preset.auth_scheme + config.api_key
         self._headers = headers
         self._forward = forward_table(config.forward_headers)  # empty: nothing is looked up per request
-        self._timeout = connect_timeout(config.timeouts)
 
     # --- chat ---------------------------------------------------------------------------------
 
@@ -86,21 +83,17 @@ class OpenAICompatProvider:
             body["stream_options"] = so
         return orjson.dumps(body)
 
-    async def _post(
-        self, path: str, data: bytes, target: str, t: Timeouts, req: ChatRequest | None = None
-    ) -> aiohttp.ClientResponse:
-        connect = self._timeout if t is self.config.timeouts else connect_timeout(t)
+    async def _post(self, path: str, data: bytes, target: str, t: Timeouts, req: ChatRequest | None = None) -> Answer:
         key = self.config.api_key
         headers = self._headers
         if self._forward and req is not None:  # the client's headers this provider is configured to get
             headers = merged(headers, self._forward, req.client_headers)
         return await post_upstream(
-            self._session,
+            self._client,
             self.config.base_url + path,
             data,
             headers,
             t,
-            connect,
             target,
             lambda status, raw, headers: classify(status, raw, headers, target, key),
             self._buffer,
@@ -265,9 +258,7 @@ class OpenAIStream:
 
     dialect = "chat"
 
-    def __init__(
-        self, resp: aiohttp.ClientResponse, target: str, client_usage: bool, idle_s: float, secret: str | None = None
-    ) -> None:
+    def __init__(self, resp: Answer, target: str, client_usage: bool, idle_s: float, secret: str | None = None) -> None:
         self._resp = resp
         self._secret = secret
         self._target = target
@@ -367,7 +358,7 @@ class ResponsesStream:
 
     dialect = "responses"
 
-    def __init__(self, resp: aiohttp.ClientResponse, target: str, idle_s: float, secret: str | None) -> None:
+    def __init__(self, resp: Answer, target: str, idle_s: float, secret: str | None) -> None:
         self._resp = resp
         self._target = target
         self._idle_s = idle_s

@@ -6,9 +6,8 @@ import importlib
 from collections.abc import Mapping
 from types import MappingProxyType
 
-import aiohttp
-
 from relaycast.providers.base import Provider
+from relaycast.providers.client import UpstreamClient
 from relaycast.providers.http import UpstreamBuffer
 from relaycast.providers.settings import ProviderConfig
 
@@ -27,9 +26,9 @@ def adapter_class(adapter: str) -> type:
 
 
 def build_providers(
-    providers: Mapping[str, ProviderConfig], session: aiohttp.ClientSession, buffer: UpstreamBuffer | None = None
+    providers: Mapping[str, ProviderConfig], client: UpstreamClient, buffer: UpstreamBuffer | None = None
 ) -> Mapping[str, Provider]:
-    """One adapter per provider config, keyed by the provider's name; they share the caller's HTTP session and one
+    """One adapter per provider config, keyed by the provider's name; they share the caller's HTTP client and one
     `UpstreamBuffer` (the process's bound on upstream answers held in memory; the default size when not given)."""
     shared = buffer if buffer is not None else UpstreamBuffer()
-    return {name: adapter_class(p.adapter)(p, session, shared) for name, p in providers.items()}
+    return {name: adapter_class(p.adapter)(p, client, shared) for name, p in providers.items()}

@@ -109,11 +109,14 @@ def parse_providers(r: Reader, raw: Any) -> dict[str, ProviderConfig]:
             raise ConfigError(f"{at}.base_url", f"'{base_url}' is not an http(s) URL")
         api_key = m.get("api_key")
         if api_key is not None:
-            api_key = r.string(api_key, f"{at}.api_key") or None
+            api_key = _one_line(r.string(api_key, f"{at}.api_key"), f"{at}.api_key") or None
         headers: tuple[tuple[str, str], ...] = ()
         if m.get("headers") is not None:
             hm = r.mapping(m["headers"], f"{at}.headers", None)
-            headers = tuple((str(k), r.string(v, f"{at}.headers.{k}")) for k, v in hm.items())
+            headers = tuple(
+                (_one_line(str(k), f"{at}.headers"), _one_line(r.string(v, f"{at}.headers.{k}"), f"{at}.headers.{k}"))
+                for k, v in hm.items()
+            )
         models: tuple[str, ...] = ()
         if m.get("models") is not None:
             models = tuple(
@@ -149,6 +152,13 @@ def _responses_api(r: Reader, raw: Any, default: bool, adapter: str, at: str) ->
     if on and adapter != "openai":
         raise ConfigError(f"{at}.responses_api", "only OpenAI-compatible providers can serve the Responses API")
     return on
+
+
+def _one_line(value: str, at: str) -> str:
+    """A header name or value: a line break in it would end the header (or the request) early."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ConfigError(at, "holds a line break or NUL, which no HTTP header may hold (a trailing newline?)")
+    return value
 
 
 def parse_timeouts(r: Reader, raw: Any, at: str) -> Timeouts:

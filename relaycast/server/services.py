@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from relaycast import errors
@@ -27,6 +26,7 @@ from relaycast.limits.base import Limiter
 from relaycast.limits.host import RemoteLimiter
 from relaycast.log import EventLog
 from relaycast.monitors.engine import MonitorEngine
+from relaycast.providers.client import UpstreamClient
 from relaycast.providers.forward import forward_table
 from relaycast.providers.http import UpstreamBuffer
 from relaycast.providers.registry import build_providers
@@ -112,7 +112,7 @@ class Services:
         self.admission: Admission  # with the limiter, in _start
         self._extra_sinks = tuple(sinks)
         self.sinks: tuple[Sink, ...] = self._extra_sinks
-        self._http: aiohttp.ClientSession | None = None
+        self._http: UpstreamClient | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -133,13 +133,7 @@ class Services:
 
     async def _start(self) -> None:
         config = self.config
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300)
-        self._http = aiohttp.ClientSession(
-            connector=connector,
-            json_serialize=lambda o: orjson.dumps(o).decode(),
-            auto_decompress=True,
-            trust_env=False,
-        )
+        self._http = UpstreamClient()
         providers = build_providers(config.providers, self._http, self.upstream_buffer)
         self.executor = Executor(providers, self.board, self.log)
         if config.store is not None:

@@ -21,6 +21,7 @@ from relaycast import errors
 from relaycast.fake.server import FakeUpstream
 from relaycast.providers.anthropic import AnthropicProvider, StreamTranslator, classify
 from relaycast.providers.anthropic_map import ANSWER_TOOL, chat_result, finish_reason, request_body
+from relaycast.providers.client import UpstreamClient
 from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage
 from relaycast.schema import ChatRequest, parse_chat
@@ -364,8 +365,8 @@ def provider_config(url: str, api_key: str | None = KEY, idle_s: float = 5.0) ->
 
 def run(config: ProviderConfig, fn: Callable[[AnthropicProvider], Awaitable[Any]]) -> Any:
     async def main() -> Any:
-        async with aiohttp.ClientSession() as session:
-            return await fn(AnthropicProvider(config, session))
+        async with UpstreamClient() as client:
+            return await fn(AnthropicProvider(config, client))
 
     return asyncio.run(main())
 

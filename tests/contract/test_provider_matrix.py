@@ -1,5 +1,5 @@
 """The provider contract matrix: every adapter (a column of tests/contract/columns.py) against every capability
-(a row, below), each cell a recorded upstream reply served on 127.0.0.1 to the adapter's real aiohttp session.
+(a row, below), each cell a recorded upstream reply served on 127.0.0.1 to the adapter's real upstream client.
 
 The adapter is built as the registry builds it, from a `providers:` entry of the config. Each check asserts what
 the client is sent (OpenAI's format), what the gateway learns (usage, finish reason, first-token time), which
@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
 from relaycast import errors
 from relaycast.config_reader import Reader
 from relaycast.providers.base import ChatStream, Provider
+from relaycast.providers.client import UpstreamClient
 from relaycast.providers.presets import PRESETS
 from relaycast.providers.registry import ADAPTERS, adapter_class
 from relaycast.providers.settings import parse_providers
@@ -60,7 +60,7 @@ def chat_request(stream: bool = False, include_usage: bool = False) -> ChatReque
 @asynccontextmanager
 async def upstream(column: Column, cell: Cell) -> AsyncIterator[tuple[Provider, list[Received]]]:
     """The cell's reply on a loopback server, and the column's adapter configured to call it."""
-    async with ReplayUpstream(column.name, cell.reply) as up, aiohttp.ClientSession() as session:
+    async with ReplayUpstream(column.name, cell.reply) as up, UpstreamClient() as session:
         raw = {
             "name": column.name,
             "kind": column.kind,

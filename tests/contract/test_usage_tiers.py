@@ -1,7 +1,7 @@
 """Every priced quantity an upstream reports reaches `Usage`: Anthropic's cache writes by TTL, web searches and
 service tier; OpenAI's audio tokens and service tier (chat, streams, the Responses API and its web_search_call
 items); OpenRouter's cache writes and cost. Each adapter reads a recorded answer (tests/fixtures/<adapter>/, in the
-provider's wire format) served on 127.0.0.1 to its real aiohttp session; the translated dialects then carry the
+provider's wire format) served on 127.0.0.1 to its real upstream client; the translated dialects then carry the
 same counts to a client of another API, where that API has a place for them.
 """
 
@@ -12,12 +12,12 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import aiohttp
 import orjson
 
 from relaycast.config_reader import Reader
 from relaycast.dialects import messages, responses
 from relaycast.providers.base import ChatStream, Provider
+from relaycast.providers.client import UpstreamClient
 from relaycast.providers.registry import adapter_class
 from relaycast.providers.settings import parse_providers
 from relaycast.records import Usage
@@ -78,7 +78,7 @@ def served(fixtures: str, kind: str, fixture: str, call: Callable[[Provider], Aw
     """`call` on an adapter of `kind` whose upstream answers with the fixture."""
 
     async def go() -> T:
-        async with ReplayUpstream(fixtures, Reply(fixture)) as up, aiohttp.ClientSession() as session:
+        async with ReplayUpstream(fixtures, Reply(fixture)) as up, UpstreamClient() as session:
             raw = {"name": "up", "kind": kind, "base_url": up.url + "/v1", "api_key": KEY, **provider}
             config = parse_providers(Reader({}), [raw])["up"]
             return await call(adapter_class(config.adapter)(config, session))

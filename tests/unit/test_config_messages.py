@@ -95,3 +95,11 @@ def test_did_you_mean_only_for_a_near_miss() -> None:
     assert did_you_mean("stratgy", {"strategy", "targets"}) == "; did you mean 'strategy'?"
     assert did_you_mean("zzz", {"strategy", "targets"}) == ""
     assert did_you_mean(5, {"strategy"}) == ""
+
+
+def test_a_provider_key_or_header_with_a_line_break_is_refused_without_repeating_it() -> None:
+    with pytest.raises(ConfigError) as e:  # a key read from a file with its trailing newline
+        parse("providers:\n  - {name: openai, kind: openai, api_key: '${KEY}'}\n", env={"KEY": "sk-secret-0123\n"})
+    assert "providers[0].api_key: holds a line break" in str(e.value) and "sk-secret" not in str(e.value)
+    msg = _error(PROVIDER.replace("api_key:", 'headers: {x-team: "ml\\r\\nx-evil: 1"}\n    api_key:'))
+    assert "providers[0].headers.x-team: holds a line break" in msg

@@ -126,12 +126,12 @@ def test_one_deadlines_object_serves_one_loop_after_another() -> None:
 
 
 class Reads:
-    """Stands in for aiohttp's StreamReader: `readany` waits for what the test puts."""
+    """Stands in for an upstream answer: `read` waits for what the test puts."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
 
-    async def readany(self) -> bytes:
+    async def read(self) -> bytes:
         return await self.queue.get()
 
 

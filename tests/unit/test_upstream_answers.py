@@ -1,6 +1,6 @@
 """Reading a whole upstream answer (`providers.http.read_answer`): an answer that arrived with its head is taken at
 once (no wait), and still within the provider's cap and the process's upstream buffer, like one read as it comes.
-A real aiohttp server on 127.0.0.1 answers."""
+A real aiohttp server on 127.0.0.1 answers relaycast's upstream client."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 
 from relaycast import errors
 from relaycast.deadlines import Deadlines
+from relaycast.providers.client import UpstreamClient
 from relaycast.providers.http import UpstreamBuffer, read_answer
 from relaycast.providers.openai_compat import OpenAICompatProvider
 from relaycast.providers.settings import ProviderConfig, Timeouts
 
 SMALL = b'{"id":"chatcmpl-1","choices":[]}'
-LARGE = b"[" + b"1," * 400_000 + b"1]"  # 800 KB: more than aiohttp holds before the gateway reads
+LARGE = b"[" + b"1," * 400_000 + b"1]"  # 800 KB: more than the client holds before the gateway reads
 
 
 async def small(_: web.Request) -> web.Response:
@@ -51,10 +51,10 @@ async def slow(_: web.Request) -> web.StreamResponse:
 @asynccontextmanager
 async def upstream() -> AsyncIterator[str]:
     app = web.Application()
-    app.router.add_get("/small", small)
-    app.router.add_get("/large", large)
-    app.router.add_get("/gzip", gzipped)
-    app.router.add_get("/slow", slow)
+    app.router.add_post("/small", small)
+    app.router.add_post("/large", large)
+    app.router.add_post("/gzip", gzipped)
+    app.router.add_post("/slow", slow)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -71,15 +71,18 @@ Read = Callable[[str, int, UpstreamBuffer], Awaitable[bytes]]
 
 def run(test: Callable[[Read], Awaitable[None]]) -> None:
     async def main() -> None:
-        async with upstream() as url, aiohttp.ClientSession() as s:
-            deadlines = Deadlines()
+        async with upstream() as url:
+            deadlines, client = Deadlines(), UpstreamClient()
 
             async def read(path: str, limit: int, buffer: UpstreamBuffer) -> bytes:
-                resp = await s.get(url + path)
+                resp = await client.post(url + path, b"{}", {"content-type": "application/json"}, 2.0)
                 await asyncio.sleep(0.01)  # a small answer has all arrived by now
                 return await read_answer(resp, Timeouts(), "t/m", limit, buffer, "the cap", deadlines)
 
-            await test(read)
+            try:
+                await test(read)
+            finally:
+                await client.close()
 
     asyncio.run(main())
 
