@@ -17,8 +17,7 @@ from typing import Any, Protocol
 
 import httptools
 
-HIGH_WATER = 128 * 1024  # bytes queued unread before the connection stops reading
-LOW_WATER = 32 * 1024  # ... and resumes
+HIGH_WATER = 128 * 1024  # bytes queued unread before the connection stops reading (until they are read)
 STEP = 64 * 1024  # at most this many decoded bytes per read of a compressed body
 MAX_HEAD = 64 * 1024  # an answer's status line and headers together
 MAX_HEADERS = 256
@@ -153,10 +152,11 @@ class Answer:
                 continue
             chunks = self._chunks
             if chunks:
-                data = chunks.popleft()
-                self._queued -= len(data)
-                if self._queued < LOW_WATER:
-                    self._conn.resume()
+                # Everything queued at once: a reader that fell behind catches up in one step, not one per read.
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._queued = 0
+                self._conn.resume()
                 if self._decoder is None:
                     return data
                 out = self._inflate(data)
