@@ -1,8 +1,8 @@
 """What the HTTP layer costs a forwarder: the server (uvicorn with httptools, as relaycast serves, against granian's
-RSGI) crossed with the upstream client (aiohttp, as relaycast calls providers, against a minimal HTTP/1.1 client on
-an asyncio protocol and httptools' response parser). Each of the four forwarders does what bench/forwarder.py does
-for a non-streaming answer and nothing else; the minimal client is a measuring stick (keep-alive, no TLS, no
-streaming, no limits), not a client relaycast could use as it is.
+RSGI) crossed with the upstream client (aiohttp, a general-purpose client; relaycast's own `UpstreamClient`, as it
+calls providers; and a minimal HTTP/1.1 client on an asyncio protocol and httptools' response parser). Each of the
+five forwarders does what bench/forwarder.py does for a non-streaming answer and nothing else; the minimal client is
+a measuring stick (keep-alive, no TLS, no streaming, no limits), not a client relaycast could use as it is.
 
     python bench/http_layer.py [--rounds 3] [--duration 8]
 
@@ -31,11 +31,12 @@ sys.path.insert(0, str(HERE))
 
 from load_procs import HOST, free_port, pinned, settle, start, stop, tree_cpu_seconds, wait_http, wait_port  # noqa: E402
 
-VARIANTS = ("uvicorn+aiohttp", "uvicorn+protocol", "granian-rsgi+aiohttp", "granian-rsgi+protocol")
+VARIANTS = ("uvicorn+aiohttp", "uvicorn+relaycast", "uvicorn+protocol", "granian-rsgi+aiohttp", "granian-rsgi+protocol")
 BODY = (
     '{"model":"gpt-4o-mini@latency_ms=0,tokens=20","messages":[{"role":"user","content":"Say hello to the '
     'benchmark in one short sentence."}],"max_tokens":64}'
 )
+JSON_HEADERS = {"content-type": "application/json"}
 UPSTREAM_ENV = "BENCH_HTTP_LAYER_UPSTREAM"  # host:port of the fake upstream, for granian's worker processes
 
 
@@ -114,6 +115,7 @@ class _Asgi:
         self.client = client
         self.session: Any = None
         self.proto: ProtocolClient | None = None
+        self.relaycast: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -138,6 +140,20 @@ class _Asgi:
             if self.proto is None:
                 self.proto = ProtocolClient(host, port)
             return await self.proto.post(path, body, asyncio.get_running_loop())
+        if self.client == "relaycast":
+            from relaycast.providers.client import UpstreamClient
+
+            if self.relaycast is None:
+                self.relaycast = UpstreamClient()
+            answer = await self.relaycast.post(f"http://{host}:{port}{path}", body, JSON_HEADERS, 10.0)
+            data = answer.whole()
+            if data is None:
+                parts = []
+                while part := await answer.read():
+                    parts.append(part)
+                data = b"".join(parts)
+            answer.release()
+            return answer.status, data
         import aiohttp
 
         if self.session is None:

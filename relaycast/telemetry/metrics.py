@@ -31,6 +31,7 @@ errors by class, and attempts and tokens by target (the first 1,000 targets by n
 from __future__ import annotations
 
 import collections
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -97,10 +98,9 @@ class _Histogram(_Family):
         h = self.values.get(k)
         if h is None:
             h = self.values[k] = [0] * (len(BUCKETS_S) + 2)  # per-bucket counts, then sum, then count
-        for i, b in enumerate(BUCKETS_S):
-            if seconds <= b:
-                h[i] += 1
-                break
+        i = bisect_left(BUCKETS_S, seconds)  # the first bucket whose bound is >= seconds
+        if i < len(BUCKETS_S):
+            h[i] += 1
         h[-2] += seconds
         h[-1] += 1
 
