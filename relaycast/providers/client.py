@@ -1,13 +1,16 @@
 """relaycast's HTTP/1.1 client for provider calls: POST a request, get its answer's head, read its body as it comes.
 
 It does what a gateway needs and nothing more, which is why it costs a fraction of a general client per request:
-keep-alive connections pooled per origin (most recently used first; idle ones closed after `KEEPALIVE_S`),
+keep-alive connections pooled per origin (most recently used first; an idle one is closed after 15 s, or a second
+before the upstream's own `Keep-Alive: timeout=` when it sends one),
 TLS with the system's trust store, a connect timeout, gzip and deflate, no redirects (an answer is an answer), no
 proxies, no cookies. The request's other budgets (first token, idle) are the caller's (`providers.http`).
 
-A request on a kept-alive connection that the upstream closed before answering anything (the race with its own
-keep-alive timeout) is sent once more on a new connection, as browsers and Go's client do: the upstream never read
-it. Header names and values are checked for line breaks, so no value can add a header or a request.
+A request is never sent twice: once written, a connection that closes without an answer is the caller's error
+(`Disconnected`), since the upstream may have read it, and routing decides whether to try again (a POST to a model
+is paid for). Header names and values are checked for line breaks and for characters outside Latin-1, so no value
+can add a header or a request. Bound to the event loop it is first used in (a new loop, once the old one closed,
+starts a new pool).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from urllib.parse import urlsplit
 
 from relaycast.providers.exchange import Answer, ClientError, ConnectFailed, Connection, ConnectTimeout, Disconnected
 
-KEEPALIVE_S = 60.0  # an idle connection older than this is closed rather than used
 MAX_IDLE = 512  # idle connections kept per origin
 MAX_ROUTES = 1024  # parsed URLs remembered (providers' base URLs times their few paths)
 
@@ -32,7 +34,7 @@ class Route:
     def __init__(self, url: str) -> None:
         u = urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError(f"not an http(s) URL: {url[:200]!r}")
+            raise ValueError("the provider's URL is not an http(s) URL with a host")  # not repeated: it may hold a key
         tls = u.scheme == "https"
         port = u.port or (443 if tls else 80)
         self.origin: Origin = (u.hostname, port, tls)
@@ -56,11 +58,14 @@ class UpstreamClient:
         self._all: set[Connection] = set()
         self._routes: dict[str, Route] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         self.connects = 0  # connections opened, for the curious (tests, /admin/stats)
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], connect_s: float) -> Answer:
         """Send a POST and wait for its answer's head. Raises the `ClientError` classes (and ValueError for a
-        header with a line break in it)."""
+        header that HTTP cannot carry, or a URL that is not http(s))."""
+        if self._closed:
+            raise Disconnected("the gateway is shutting down")
         route = self._routes.get(url)
         if route is None:
             route = Route(url)
@@ -74,14 +79,8 @@ class UpstreamClient:
             self._all.clear()
             self._loop = None
         conn = self._checkout(route.origin) if self._loop is not None else None
-        if conn is not None:
-            try:
-                return await self._exchange(conn, head, body)
-            except Disconnected:
-                if not conn.received_nothing:
-                    raise
-                # A kept-alive connection the upstream had just closed: it never read the request.
-        conn = await self._connect(route.origin, connect_s)
+        if conn is None:
+            conn = await self._connect(route.origin, connect_s)
         return await self._exchange(conn, head, body)
 
     async def _exchange(self, conn: Connection, head: bytes, body: bytes) -> Answer:
@@ -96,13 +95,14 @@ class UpstreamClient:
         if not idle:
             return None
         assert self._loop is not None
-        stale = self._loop.time() - KEEPALIVE_S
-        while idle and (not idle[0].open or idle[0].idle_since < stale):  # the oldest first: expired or gone
+        now = self._loop.time()
+        while idle and (not idle[0].open or now - idle[0].idle_since > idle[0].keepalive_s):  # oldest: gone?
             idle.pop(0).close()
         while idle:
             conn = idle.pop()
-            if conn.open:
+            if conn.open and now - conn.idle_since <= conn.keepalive_s:
                 return conn
+            conn.close()
         return None
 
     async def _connect(self, origin: Origin, connect_s: float) -> Connection:
@@ -128,6 +128,9 @@ class UpstreamClient:
             raise ConnectTimeout(f"no connection within {connect_s:g}s") from None
         except OSError as e:  # refused, unreachable, unresolvable, a certificate not trusted
             raise ConnectFailed(e) from None
+        if self._closed:  # closed while this one was connecting
+            conn.close()
+            raise Disconnected("the gateway is shutting down")
         self.connects += 1
         self._all.add(conn)
         return conn
@@ -150,7 +153,8 @@ class UpstreamClient:
         return len(self._all)
 
     async def close(self) -> None:
-        """Close every connection, idle or busy."""
+        """Close every connection, idle or busy; no new one is opened after."""
+        self._closed = True
         for conn in list(self._all):
             conn.close()
         self._all.clear()
@@ -166,9 +170,12 @@ class UpstreamClient:
 def _head(route: Route, headers: Mapping[str, str], length: int) -> bytes:
     lines = [b"POST ", route.target, b" HTTP/1.1\r\nhost: ", route.host, b"\r\n"]
     n = 0
-    for name, value in headers.items():
-        lines += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
-        n += 1
+    try:
+        for name, value in headers.items():
+            lines += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+            n += 1
+    except UnicodeEncodeError:
+        raise ValueError("a header name or value holds a character outside Latin-1") from None
     lines.append(b"accept-encoding: gzip, deflate\r\ncontent-length: %d\r\n\r\n" % length)
     head = b"".join(lines)
     # Exactly one line break per header line: none inside a name or a value.

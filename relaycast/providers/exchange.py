@@ -21,6 +21,7 @@ HIGH_WATER = 128 * 1024  # bytes queued unread before the connection stops readi
 STEP = 64 * 1024  # at most this many decoded bytes per read of a compressed body
 MAX_HEAD = 64 * 1024  # an answer's status line and headers together
 MAX_HEADERS = 256
+KEEPALIVE_S = 15.0  # an idle connection older than this is closed rather than used
 DRAIN_S = 2.0  # an answer released before its end may finish within this time and keep its connection
 DRAIN_BYTES = 64 * 1024  # ... and within this many bytes
 
@@ -140,6 +141,7 @@ class Answer:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._queued = 0
+        self._conn.resume()
         return data
 
     async def read(self) -> bytes:
@@ -191,6 +193,9 @@ class Answer:
             except zlib.error as e2:
                 raise DecodeFailed(f"content-encoding: the body does not inflate ({e2})") from None
         self._tail = d.unconsumed_tail
+        if d.eof and (d.unused_data or self._chunks):
+            # Past the end of the compressed stream nothing is decoded, so nothing would count these bytes.
+            raise DecodeFailed("content-encoding: bytes follow the end of the compressed body")
         if out:
             self._inflated = True
         return out
@@ -203,9 +208,11 @@ class Answer:
             self._conn.released(self)
 
     def close(self) -> None:
-        """Done with the answer, and its connection closed (an answer not read to its end)."""
+        """Done with the answer, and its connection closed (an answer not read to its end); once the connection
+        went back to the pool (the answer was released, and ended), it is another exchange's and stays open."""
         self._released = True
-        self._conn.close()
+        if self._conn._answer is self:
+            self._conn.close()
 
 
 def _is_deflate(headers: dict[str, str]) -> bool:
@@ -229,6 +236,7 @@ class Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.used = 0  # exchanges carried
         self.idle_since = 0.0
+        self.keepalive_s = KEEPALIVE_S  # how long it may stay idle: less when the upstream says so
         self._head: asyncio.Future[Answer] | None = None
         self._answer: Answer | None = None
         self._fields: dict[str, str] = {}
@@ -258,10 +266,6 @@ class Connection(asyncio.Protocol):
         else:
             t.writelines((head, body))
         return head_future
-
-    @property
-    def received_nothing(self) -> bool:
-        return self._received == 0
 
     def close(self) -> None:
         t = self.transport
@@ -300,9 +304,15 @@ class Connection(asyncio.Protocol):
             self._drain = None
         self._answer = None
         self._head = None
-        if self.open:
-            self.idle_since = self.loop.time()
-            self._pool.idled(self)
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if t.get_write_buffer_size():  # answered before its request was all sent (a 413, say): not reusable
+            self.close()
+            return
+        self.resume()
+        self.idle_since = self.loop.time()
+        self._pool.idled(self)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -319,8 +329,17 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
             self._fail(cause if isinstance(cause, ClientError) else BadAnswer(f"answer cannot be read: {cause}"))
+            return
+        except httptools.HttpParserUpgrade:
+            self._fail(BadAnswer("upstream switched protocols (HTTP 101), which a provider answer never does"))
+            return
         except httptools.HttpParserError as e:
             self._fail(BadAnswer(f"answer cannot be read: {str(e)[:200]}"))
+            return
+        head = self._head
+        if head is not None and not head.done() and self._received > MAX_HEAD:
+            # Still in the head: every byte so far is head (a field the parser is still collecting counts too).
+            self._fail(BadAnswer(f"answer's head larger than {MAX_HEAD // 1024} KiB"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -329,8 +348,14 @@ class Connection(asyncio.Protocol):
             self._drain.cancel()
             self._drain = None
         answer = self._answer
-        if answer is not None and not answer._ended and answer.content_length is None and not _chunked(answer):
-            answer._end()  # a body without a declared length ends with the connection
+        if (
+            exc is None
+            and answer is not None
+            and not answer._ended
+            and answer.content_length is None
+            and not _chunked(answer)
+        ):
+            answer._end()  # a body without a declared length ends when the connection closes cleanly
             return
         self._lost(BodyCut("upstream closed the connection mid-answer") if answer is not None else None)
 
@@ -376,7 +401,10 @@ class Connection(asyncio.Protocol):
             return
         self._informational = False
         head = self._head
-        answer = self._answer = Answer(self, status, self._fields, self.parser.should_keep_alive())
+        fields = self._fields
+        answer = self._answer = Answer(self, status, fields, self.parser.should_keep_alive())
+        if "keep-alive" in fields:  # `Keep-Alive: timeout=5`: the upstream closes idle connections after 5 s
+            self.keepalive_s = _keepalive_s(fields["keep-alive"])
         if head is not None and not head.done():
             head.set_result(answer)
 
@@ -404,6 +432,16 @@ class Connection(asyncio.Protocol):
                 self._idle()
             else:
                 self.close()
+
+
+def _keepalive_s(value: str) -> float:
+    """How long to keep a connection idle, given the upstream's Keep-Alive header: a second less than it says (so
+    the upstream never closes one just as a request goes out), at most KEEPALIVE_S."""
+    for part in value.split(","):
+        name, _, n = part.strip().partition("=")
+        if name.strip().lower() == "timeout" and n.strip().isdigit():
+            return min(KEEPALIVE_S, max(0.0, int(n.strip()) - 1.0))
+    return KEEPALIVE_S
 
 
 def _chunked(answer: Answer) -> bool:

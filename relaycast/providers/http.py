@@ -248,8 +248,8 @@ async def post_upstream(
         ) from None
     except TRANSPORT_ERRORS as e:
         raise connection_error(e, target) from None
-    except ValueError:  # a forwarded header with a line break (configured ones are refused when loaded)
-        raise errors.ConnectionFailed("request not sent: a header holds a line break", target=target) from None
+    except ValueError as e:  # a header HTTP cannot carry (configured ones are refused when loaded): fixed text
+        raise errors.ConnectionFailed(f"request not sent: {e}", target=target) from None
     if 300 <= resp.status < 400:
         location = resp.headers.get("location")
         resp.release()

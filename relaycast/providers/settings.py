@@ -155,9 +155,14 @@ def _responses_api(r: Reader, raw: Any, default: bool, adapter: str, at: str) ->
 
 
 def _one_line(value: str, at: str) -> str:
-    """A header name or value: a line break in it would end the header (or the request) early."""
+    """A header name or value: a line break in it would end the header (or the request) early, and HTTP carries
+    Latin-1 only. The value itself is never repeated: it may be a key."""
     if "\n" in value or "\r" in value or "\0" in value:
         raise ConfigError(at, "holds a line break or NUL, which no HTTP header may hold (a trailing newline?)")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ConfigError(at, "holds a character outside Latin-1, which an HTTP header cannot carry") from None
     return value
 
 

@@ -103,3 +103,5 @@ def test_a_provider_key_or_header_with_a_line_break_is_refused_without_repeating
     assert "providers[0].api_key: holds a line break" in str(e.value) and "sk-secret" not in str(e.value)
     msg = _error(PROVIDER.replace("api_key:", 'headers: {x-team: "ml\\r\\nx-evil: 1"}\n    api_key:'))
     assert "providers[0].headers.x-team: holds a line break" in msg
+    msg = _error(PROVIDER.replace("api_key:", 'headers: {x-team: "équipe ✓"}\n    api_key:'))
+    assert "providers[0].headers.x-team: holds a character outside Latin-1" in msg

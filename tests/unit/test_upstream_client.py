@@ -10,6 +10,7 @@ import gzip
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,6 +28,7 @@ from relaycast.providers.exchange import (
     ConnectFailed,
     ConnectTimeout,
     DecodeFailed,
+    Disconnected,
 )
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Upstream"], Awaitable[None]]
@@ -127,42 +129,70 @@ async def test_requests_go_out_whole_and_reuse_one_kept_alive_connection() -> No
 
 
 @aio
-async def test_a_kept_alive_connection_the_upstream_closed_unanswered_is_sent_again_on_a_new_one() -> None:
+async def test_a_request_the_upstream_took_and_closed_on_unanswered_is_never_sent_again() -> None:
     async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream) -> None:
         await up.request(reader)
         writer.write(answer(b"{}"))
         await writer.drain()
-        await reader.readuntil(b"\r\n\r\n")  # the next request arrives: closed without a word (a keep-alive race)
+        await up.request(reader)  # read, then closed without a word: it may have been worked on
 
     async with upstream(answer_once) as up, UpstreamClient() as client:
+        a = await client.post(up.url, b"{}", HEADERS, 2.0)
+        assert a.status == 200 and await read_all(a) == b"{}"
+        a.release()
+        with pytest.raises(Disconnected):
+            await client.post(up.url, b"{}", HEADERS, 2.0)
+        assert len(up.bodies) == 2 and up.connections == 1 and client.connects == 1
+
+
+@aio
+async def test_an_idle_connection_is_not_used_past_the_upstreams_keep_alive_timeout() -> None:
+    async def short_keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream) -> None:
+        while await up.request(reader):
+            writer.write(answer(b"{}", "keep-alive: timeout=2"))
+
+    async with upstream(short_keep_alive) as up, UpstreamClient() as client:
         for _ in range(2):
             a = await client.post(up.url, b"{}", HEADERS, 2.0)
-            assert a.status == 200 and await read_all(a) == b"{}"
+            assert await read_all(a) == b"{}"
             a.release()
-        assert up.connections == 2 and client.connects == 2
+        assert client.connects == 1  # reused while fresh
+        await asyncio.sleep(1.1)  # a second before the upstream's 2 s: not used again
+        a = await client.post(up.url, b"{}", HEADERS, 2.0)
+        a.release()
+        assert client.connects == 2
 
 
 @aio
 async def test_bodies_end_by_length_by_chunks_or_by_close_and_a_cut_one_is_an_error() -> None:
     async def bodies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream) -> None:
-        await up.request(reader)
-        kind = up.bodies[-1]
-        if kind == b"chunked":
-            writer.write(answer(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", "transfer-encoding: chunked"))
-        elif kind == b"close":  # no length: the body is what comes until the connection closes
-            writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nabcde")
-        elif kind == b"cut":
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabcde")
-        elif kind == b"cut-chunks":
-            writer.write(answer(b"3\r\nabc\r\n", "transfer-encoding: chunked"))
-        await writer.drain()
+        while await up.request(reader):
+            kind = up.bodies[-1]
+            if kind == b"chunked":
+                writer.write(answer(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", "transfer-encoding: chunked"))
+                continue
+            if kind == b"close":  # no length: the body is what comes until the connection closes
+                writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nabcde")
+            elif kind == b"cut":
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabcde")
+            elif kind == b"cut-chunks":
+                writer.write(answer(b"3\r\nabc\r\n", "transfer-encoding: chunked"))
+            elif kind == b"reset":  # no length, and the connection reset rather than closed: not a whole body
+                writer.write(b'HTTP/1.1 200 OK\r\n\r\n{"partial":')
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+            await writer.drain()
+            return
 
     async with upstream(bodies) as up, UpstreamClient() as client:
         for kind in (b"chunked", b"close"):
             a = await client.post(up.url, kind, HEADERS, 2.0)
             assert await read_all(a) == (b"abcde"), kind
             a.release()
-        for kind in (b"cut", b"cut-chunks"):
+        for kind in (b"cut", b"cut-chunks", b"reset"):
             a = await client.post(up.url, kind, HEADERS, 2.0)
             with pytest.raises(BodyCut):
                 await read_all(a)
@@ -178,6 +208,7 @@ async def test_gzip_and_deflate_bodies_are_inflated_and_a_broken_one_or_an_unkno
         b"zlib": (zlib.compress(text), "deflate"),
         b"raw": (raw.compress(text) + raw.flush(), "deflate"),  # deflate without its zlib wrapper
         b"broken": (b"\x1f\x8b\x08\x00garbage-garbage", "gzip"),
+        b"trailing": (gzip.compress(b"{}") + b" " * 200_000, "gzip"),  # counted nowhere if let through
         b"br": (b"\x0b\x02\x80hi\x03", "br"),
     }
 
@@ -195,10 +226,11 @@ async def test_gzip_and_deflate_bodies_are_inflated_and_a_broken_one_or_an_unkno
                 steps.append(len(chunk))
             assert sum(steps) == len(text) and max(steps) <= 64 * 1024, kind
             a.release()
-        a = await client.post(up.url, b"broken", HEADERS, 2.0)
-        with pytest.raises(DecodeFailed, match="content-encoding"):
-            await read_all(a)
-        a.close()
+        for kind in (b"broken", b"trailing"):
+            a = await client.post(up.url, kind, HEADERS, 2.0)
+            with pytest.raises(DecodeFailed, match="content-encoding"):
+                await read_all(a)
+            a.close()
         with pytest.raises(BadAnswer, match="content-encoding 'br' is not supported"):
             await client.post(up.url, b"br", HEADERS, 2.0)
 
@@ -211,18 +243,32 @@ async def test_a_head_past_its_limits_or_not_http_is_refused_and_its_connection_
             writer.write(b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-h%d: v\r\n" % i for i in range(300)) + b"\r\n")
         elif up.bodies[-1] == b"long":
             writer.write(b"HTTP/1.1 200 OK\r\nx-long: " + b"v" * 70_000 + b"\r\n\r\n")
+        elif up.bodies[-1] == b"endless":  # one field that never ends: refused as it grows, not when it ends
+            writer.write(b"HTTP/1.1 200 OK\r\nx-a: ")
+            for _ in range(64):
+                writer.write(b"a" * 65536)
+                await writer.drain()
+        elif up.bodies[-1] == b"upgrade":
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
         else:
             writer.write(b"SMTP ready\r\n\r\n")
         await writer.drain()
         await up.request(reader)  # waits: the client must hang up
 
     async with upstream(bad_heads) as up, UpstreamClient() as client:
-        for kind, match in ((b"many", "256 fields"), (b"long", "64 KiB"), (b"smtp", "cannot be read")):
+        cases = (
+            (b"many", "256 fields"),
+            (b"long", "64 KiB"),
+            (b"endless", "64 KiB"),
+            (b"upgrade", "switched protocols"),
+            (b"smtp", "cannot be read"),
+        )
+        for kind, match in cases:
             up.hung_up.clear()
             with pytest.raises(BadAnswer, match=match):
                 await client.post(up.url, kind, HEADERS, 2.0)
             await asyncio.wait_for(up.hung_up.wait(), 2)
-        assert client.connects == 3
+        assert client.connects == len(cases)
 
 
 @aio
@@ -382,3 +428,55 @@ def test_https_verifies_the_upstream_against_the_trusted_cas_and_keeps_the_conne
                 a.release()
 
     asyncio.run(main())
+
+
+@aio
+async def test_an_answer_taken_whole_after_reading_paused_leaves_a_connection_that_reads_again() -> None:
+    big = b"[" + b"1," * 100_000 + b"1]"  # 200 KB: past the high-water mark, in one or two reads
+
+    async def twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream) -> None:
+        while await up.request(reader):
+            writer.write(answer(big if len(up.bodies) == 1 else b"{}"))
+
+    async with upstream(twice) as up, UpstreamClient() as client:
+        a = await client.post(up.url, b"{}", HEADERS, 2.0)
+        for _ in range(50):  # until all of it has arrived, reading paused on the way
+            if a.whole() is not None or a._ended:
+                break
+            await asyncio.sleep(0.01)
+        a.release()
+        b = await asyncio.wait_for(client.post(up.url, b"{}", HEADERS, 2.0), 2)
+        assert await read_all(b) == b"{}"
+        b.release()
+        assert client.connects == 1
+
+
+@aio
+async def test_an_answer_before_its_request_was_all_sent_does_not_leave_the_connection_pooled() -> None:
+    async def refuse_early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer(b'{"error":"too large"}', status="413 Payload Too Large"))
+        await writer.drain()
+        await asyncio.sleep(1)  # the rest of the body is never read
+
+    async with upstream(refuse_early) as up, UpstreamClient() as client:
+        a = await client.post(up.url, b"x" * (32 * 1024 * 1024), HEADERS, 2.0)
+        assert a.status == 413 and await read_all(a) == b'{"error":"too large"}'
+        a.release()
+        assert client._idle.get(a._conn.origin, []) == []  # half a request still queued: closed, not kept
+
+
+@aio
+async def test_closing_an_answer_after_it_was_released_leaves_the_pooled_connection_alone() -> None:
+    async with upstream(keep_answering) as up, UpstreamClient() as client:
+        a = await client.post(up.url, b"{}", HEADERS, 2.0)
+        await read_all(a)
+        a.release()
+        a.close()
+        b = await client.post(up.url, b"{}", HEADERS, 2.0)
+        assert await read_all(b) == b'{"n":2}'
+        b.release()
+        assert client.connects == 1
+        await client.close()
+        with pytest.raises(Disconnected, match="shutting down"):  # closed: nothing new is opened
+            await client.post(up.url, b"{}", HEADERS, 2.0)
