@@ -1,6 +1,7 @@
 """CPU per stream of the gateway's stream path, in process: splitting the upstream's bytes into events and
 inspecting (OpenAI) or translating (Anthropic) each one, as `OpenAIStream` and `AnthropicStream` do for a real
-request, over a stand-in for aiohttp's response that hands out prepared reads.
+request, over a stand-in for the upstream client's answer (`providers.exchange.Answer`) that hands out prepared
+reads.
 
     python bench/stream_path.py            # the table
     python bench/stream_path.py --rounds 9
@@ -48,19 +49,14 @@ def anthropic_events() -> list[bytes]:
     return anthropic_wire.stream_events("msg_bench", "claude-3-5-haiku", Behaviour(tokens=TOKENS), body, 30)
 
 
-class _Content:
+class _Response:
+    """What the streams use of the upstream client's Answer."""
+
     def __init__(self, reads: list[bytes]) -> None:
         self._reads = iter(reads)
 
-    async def readany(self) -> bytes:
+    async def read(self) -> bytes:
         return next(self._reads, b"")
-
-
-class _Response:
-    """What the streams use of aiohttp's ClientResponse."""
-
-    def __init__(self, reads: list[bytes]) -> None:
-        self.content = _Content(reads)
 
     def release(self) -> None:
         pass
