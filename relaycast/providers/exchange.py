@@ -328,13 +328,13 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
-            self._fail(cause if isinstance(cause, ClientError) else BadAnswer(f"answer cannot be read: {cause}"))
+            self._fail(cause if isinstance(cause, ClientError) else BadAnswer(f"malformed HTTP: {str(cause)[:200]}"))
             return
         except httptools.HttpParserUpgrade:
             self._fail(BadAnswer("upstream switched protocols (HTTP 101), which a provider answer never does"))
             return
         except httptools.HttpParserError as e:
-            self._fail(BadAnswer(f"answer cannot be read: {str(e)[:200]}"))
+            self._fail(BadAnswer(f"malformed HTTP: {str(e)[:200]}"))
             return
         head = self._head
         if head is not None and not head.done() and self._received > MAX_HEAD:

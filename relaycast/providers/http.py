@@ -336,6 +336,8 @@ async def upstream_events(resp: Answer, idle_s: float, target: str) -> AsyncGene
                 raise errors.Timeout(
                     f"upstream sent nothing for {idle_s:g}s mid-stream", phase="idle", target=target
                 ) from None
+            except (BadAnswer, DecodeFailed) as e:  # a stream that does not decode is malformed, not cut
+                raise connection_error(e, target) from None
             except TRANSPORT_ERRORS as e:
                 raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=target) from None
             if not chunk:

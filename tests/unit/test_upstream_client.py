@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from relaycast import errors
 from relaycast.providers.client import UpstreamClient
 from relaycast.providers.exchange import (
     HIGH_WATER,
@@ -30,6 +31,7 @@ from relaycast.providers.exchange import (
     DecodeFailed,
     Disconnected,
 )
+from relaycast.providers.http import upstream_events
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Upstream"], Awaitable[None]]
 
@@ -261,7 +263,7 @@ async def test_a_head_past_its_limits_or_not_http_is_refused_and_its_connection_
             (b"long", "64 KiB"),
             (b"endless", "64 KiB"),
             (b"upgrade", "switched protocols"),
-            (b"smtp", "cannot be read"),
+            (b"smtp", "malformed HTTP"),
         )
         for kind, match in cases:
             up.hung_up.clear()
@@ -480,3 +482,23 @@ async def test_closing_an_answer_after_it_was_released_leaves_the_pooled_connect
         await client.close()
         with pytest.raises(Disconnected, match="shutting down"):  # closed: nothing new is opened
             await client.post(up.url, b"{}", HEADERS, 2.0)
+
+
+@aio
+async def test_a_stream_that_does_not_inflate_is_malformed_and_one_cut_short_is_cut() -> None:
+    async def streams(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream) -> None:
+        await up.request(reader)
+        sse = "content-type: text/event-stream"
+        if up.bodies[-1] == b"garbled":
+            writer.write(answer(b"\x1f\x8b\x08\x00not-gzip-at-all", sse, "content-encoding: gzip"))
+        else:
+            writer.write(answer(b'f\r\ndata: {"a":1}\n\n\r\n', sse, "transfer-encoding: chunked"))
+        await writer.drain()
+
+    async with upstream(streams) as up, UpstreamClient() as client:
+        for kind, error in ((b"garbled", errors.MalformedResponse), (b"cut", errors.StreamCut)):
+            a = await client.post(up.url, kind, HEADERS, 2.0)
+            with pytest.raises(error):
+                async for _ in upstream_events(a, 2.0, "up/m"):
+                    pass
+            a.close()
