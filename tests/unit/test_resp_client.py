@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from relaycast.redis import RedisReplyError, RespClient
+from tests.certs import loopback_certs
 
 URL = "redis://127.0.0.1:6379/7"
 
@@ -150,23 +151,9 @@ def test_a_unix_socket_with_a_password_and_a_database_and_a_wrong_password_refus
     asyncio.run(main())
 
 
-def _openssl(tmp: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
-
-
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not at hand")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl(tmp_path, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")
-    _openssl(tmp_path, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl(
-        tmp_path,
-        *("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"),
-        *("-out", "server.crt", "-days", "1", "-extfile", "san.ext"),
-    )
+    loopback_certs(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

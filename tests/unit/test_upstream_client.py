@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import gzip
-import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +30,7 @@ from relaycast.providers.exchange import (
     Disconnected,
 )
 from relaycast.providers.http import upstream_events
+from tests.certs import loopback_certs
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Upstream"], Awaitable[None]]
 
@@ -390,24 +389,10 @@ async def test_connect_failures_are_classified() -> None:
         full.close()
 
 
-def _openssl(tmp: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
-
-
 def test_https_verifies_the_upstream_against_the_trusted_cas_and_keeps_the_connection(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not at hand")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl(tmp_path, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=test-ca")
-    _openssl(tmp_path, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    _openssl(
-        tmp_path,
-        *("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"),
-        *("-out", "server.crt", "-days", "1", "-extfile", "san.ext"),
-    )
+    loopback_certs(tmp_path)
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
     trusting = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
