@@ -234,7 +234,7 @@ def run(rounds: int, duration: int) -> dict[str, list[tuple[float, float]]]:
                 cmd = pinned([sys.executable, str(Path(__file__)), "--serve", variant, "--port", str(port)], "0")
                 log = tmp / f"{variant}.log"
                 with open(log, "wb") as out:
-                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
                 try:
                     url = f"http://{HOST}:{port}/v1/chat/completions"
                     wait_port(port, proc)
