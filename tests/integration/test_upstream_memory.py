@@ -69,7 +69,7 @@ def pieces(total: int, compress: Any) -> Iterator[bytes]:
 class Hostile:
     """The upstream: the model name chooses the answer. `ok`, `big-chat` and `big-embed` are valid; the rest are
     attacks: `declared` (1 GiB, with its Content-Length), `chunked` (1 GiB, no length), `gzip` and `deflate`
-    (bombs: 1 GiB inflated), `br` (an encoding aiohttp decodes only with Brotli installed)."""
+    (bombs: 1 GiB inflated), `br` (an encoding the gateway neither asks for nor decodes)."""
 
     def __init__(self) -> None:
         self.hung_up = 0  # attacks the gateway stopped reading before their end
