@@ -98,6 +98,13 @@ class GatewayProcess:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def worker_pid(self) -> int:
+        """The serving process (the one worker): where requests are handled and their memory is held. `proc` is
+        the supervisor, which handles none."""
+        workers = [p for p, role in host_children(self.proc.pid).items() if role == "worker"]
+        assert len(workers) == 1, f"expected one worker, found {workers}"
+        return workers[0]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -107,6 +114,20 @@ class GatewayProcess:
                 self.proc.kill()
         self._log.close()
         self.dir.cleanup()
+
+
+def host_children(pid: int) -> dict[int, str]:
+    """The children of a `relaycast serve` supervisor, by pid: their role (`telemetry` or `worker`)."""
+    out: dict[int, str] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except FileNotFoundError:
+                continue
+            if b"relaycast.server.host" in argv:
+                out[int(child)] = argv[argv.index(b"relaycast.server.host") + 1].decode()
+    return out
 
 
 def standard_config(fake_url: str, extra: str = "") -> str:

@@ -386,7 +386,7 @@ def test_megabytes_of_hostile_bodies_at_once_leave_memory_bounded(
 ) -> None:
     """Eight clients sending 4 MiB prompts, 10,000-message bodies and 10,000-level nesting at the same time: the
     gateway answers each, /healthz stays fast, and its memory comes back to within a bound of where it started."""
-    pid = fuzz_gateway.proc.pid
+    pid = fuzz_gateway.worker_pid()  # the serving process, not the supervisor
     bodies = [
         chat(messages=[{"role": "user", "content": "x" * (4 * MiB)}]),
         chat(model=CLAUDE, messages=[{"role": "user", "content": "y" * (4 * MiB)}]),

@@ -20,7 +20,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, standard_config
+from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, host_children, standard_config
 
 KEY = "rk-host-processes-key-0000001"
 
@@ -41,18 +41,7 @@ def host(fake: Fake, extra: str = "", *args: str) -> GatewayProcess:
     return GatewayProcess(standard_config(fake.url, extra), extra_args=args, env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
 
 
-def children(pid: int) -> dict[int, str]:
-    """The supervisor's children, by pid: their role (`telemetry` or `worker`)."""
-    out: dict[int, str] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            try:
-                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            except FileNotFoundError:
-                continue
-            if b"relaycast.server.host" in argv:
-                out[int(child)] = argv[argv.index(b"relaycast.server.host") + 1].decode()
-    return out
+children = host_children
 
 
 def niceness(pid: int) -> int:

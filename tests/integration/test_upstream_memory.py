@@ -198,7 +198,7 @@ ATTACKS = [
 def test_twelve_hostile_answers_at_once_leave_memory_within_100_mb_and_the_gateway_answering(hostile):
     app, upstream = hostile
     gw = start_gateway(upstream)
-    pid = gw.proc.pid
+    pid = gw.worker_pid()  # the serving process: it reads the answers
     try:
 
         async def attack() -> tuple[list[Answer], Answer]:
