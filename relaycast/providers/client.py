@@ -16,9 +16,10 @@ starts a new pool).
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from relaycast.providers.exchange import Answer, ClientError, ConnectFailed, Connection, ConnectTimeout, Disconnected
 
@@ -29,7 +30,10 @@ Origin = tuple[str, int, bool]  # host, port, TLS
 
 
 class Route:
-    __slots__ = ("origin", "target", "host")
+    """What a URL means to the client: where to connect, the Host header, the request target, and the Basic
+    credentials its user:password part carries (sent unless the request has an Authorization header of its own)."""
+
+    __slots__ = ("origin", "target", "host", "basic")
 
     def __init__(self, url: str) -> None:
         u = urlsplit(url)
@@ -46,6 +50,10 @@ class Route:
         self.host = name if port == (443 if tls else 80) else b"%s:%d" % (name, port)
         path = u.path or "/"
         self.target = (path + ("?" + u.query if u.query else "")).encode("ascii")
+        self.basic = b""
+        if u.username is not None:
+            pair = f"{unquote(u.username)}:{unquote(u.password or '')}".encode()
+            self.basic = b"authorization: Basic " + base64.b64encode(pair) + b"\r\n"
 
 
 class UpstreamClient:
@@ -176,6 +184,9 @@ def _head(route: Route, headers: Mapping[str, str], length: int) -> bytes:
             n += 1
     except UnicodeEncodeError:
         raise ValueError("a header name or value holds a character outside Latin-1") from None
+    if route.basic and not any(name.lower() == "authorization" for name in headers):
+        lines.append(route.basic)
+        n += 1
     lines.append(b"accept-encoding: gzip, deflate\r\ncontent-length: %d\r\n\r\n" % length)
     head = b"".join(lines)
     # Exactly one line break per header line: none inside a name or a value.

@@ -5,6 +5,7 @@ encodings it refuses, flow control, cancellation, and TLS."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import gzip
 import socket
@@ -487,3 +488,17 @@ async def test_a_stream_that_does_not_inflate_is_malformed_and_one_cut_short_is_
                 async for _ in upstream_events(a, 2.0, "up/m"):
                     pass
             a.close()
+
+
+@aio
+async def test_credentials_in_the_url_are_sent_as_basic_auth_unless_the_request_has_its_own() -> None:
+    async with upstream(keep_answering) as up, UpstreamClient() as client:
+        with_user = up.url.replace("http://", "http://ml%40team:p%3Ass@")
+        for headers in ({"content-type": "application/json"}, HEADERS):
+            a = await client.post(with_user, b"{}", headers, 2.0)
+            await read_all(a)
+            a.release()
+        basic = "authorization: Basic " + base64.b64encode(b"ml@team:p:ss").decode()
+        first, second = (head.decode().split("\r\n") for head in up.heads)
+        assert basic in first
+        assert [h for h in second if h.startswith("authorization")] == ["authorization: Bearer sk-test"]
