@@ -85,8 +85,7 @@ class Answer:
         "_error",
         "_decoder",
         "_tail",
-        "_raw_deflate",
-        "_inflated",
+        "_may_be_raw",
         "_released",
     )
 
@@ -102,10 +101,11 @@ class Answer:
         self._waiter: asyncio.Future[None] | None = None
         self._ended = False
         self._error: ClientError | None = None
-        self._decoder = _decoder(headers.get("content-encoding", ""))
+        encoding = headers.get("content-encoding", "")
+        self._decoder = _decoder(encoding)
         self._tail = b""  # compressed input a bounded step left over
-        self._raw_deflate = False
-        self._inflated = False  # some of the body decoded already
+        # A deflate body may come without its zlib wrapper (some servers send it raw): until anything decodes.
+        self._may_be_raw = encoding.strip().lower() == "deflate"
         self._released = False
 
     # --- fed by the connection ----------------------------------------------------------------
@@ -137,6 +137,10 @@ class Answer:
         """The whole body if all of it has arrived, uncompressed and whole; None otherwise (read it instead)."""
         if not self._ended or self._error is not None or self._decoder is not None or self._tail:
             return None
+        return self._take()
+
+    def _take(self) -> bytes:
+        """Everything queued, at once (a reader that fell behind catches up in one step), and reading resumed."""
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
@@ -152,13 +156,8 @@ class Answer:
                 if out:
                     return out
                 continue
-            chunks = self._chunks
-            if chunks:
-                # Everything queued at once: a reader that fell behind catches up in one step, not one per read.
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                self._queued = 0
-                self._conn.resume()
+            if self._chunks:
+                data = self._take()
                 if self._decoder is None:
                     return data
                 out = self._inflate(data)
@@ -184,9 +183,9 @@ class Answer:
         try:
             out: bytes = d.decompress(pending, STEP)
         except zlib.error as e:
-            if self._raw_deflate or self._inflated or not _is_deflate(self.headers):
+            if not self._may_be_raw:
                 raise DecodeFailed(f"content-encoding: the body does not inflate ({e})") from None
-            self._raw_deflate = True  # a deflate body without its zlib wrapper, as some servers send
+            self._may_be_raw = False
             self._decoder = d = zlib.decompressobj(-zlib.MAX_WBITS)
             try:
                 out = d.decompress(pending, STEP)
@@ -197,7 +196,7 @@ class Answer:
             # Past the end of the compressed stream nothing is decoded, so nothing would count these bytes.
             raise DecodeFailed("content-encoding: bytes follow the end of the compressed body")
         if out:
-            self._inflated = True
+            self._may_be_raw = False
         return out
 
     def release(self) -> None:
@@ -215,10 +214,6 @@ class Answer:
             self._conn.close()
 
 
-def _is_deflate(headers: dict[str, str]) -> bool:
-    return headers.get("content-encoding", "").strip().lower() == "deflate"
-
-
 class Pool(Protocol):
     def idled(self, conn: Connection) -> None: ...
     def gone(self, conn: Connection) -> None: ...
@@ -234,7 +229,6 @@ class Connection(asyncio.Protocol):
         self._pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.used = 0  # exchanges carried
         self.idle_since = 0.0
         self.keepalive_s = KEEPALIVE_S  # how long it may stay idle: less when the upstream says so
         self._head: asyncio.Future[Answer] | None = None
@@ -258,7 +252,6 @@ class Connection(asyncio.Protocol):
         """Write a request; the future resolves with the answer's head."""
         t = self.transport
         assert t is not None and self._head is None and self._answer is None
-        self.used += 1
         self._received = 0
         head_future = self._head = self.loop.create_future()
         if len(body) < 16384:
@@ -268,11 +261,7 @@ class Connection(asyncio.Protocol):
         return head_future
 
     def close(self) -> None:
-        t = self.transport
-        if t is not None:
-            t.close()  # connection_lost follows, and fails what is still waiting
-            self.transport = None
-            self._lost(Disconnected("the gateway closed the connection"))
+        self._fail(Disconnected("the gateway closed the connection"))
 
     def pause(self) -> None:
         if not self._paused and self.transport is not None:
@@ -357,16 +346,14 @@ class Connection(asyncio.Protocol):
         ):
             answer._end()  # a body without a declared length ends when the connection closes cleanly
             return
-        self._lost(BodyCut("upstream closed the connection mid-answer") if answer is not None else None)
-
-    def _lost(self, error: ClientError | None) -> None:
         head = self._head
         if head is not None and not head.done():
             head.set_exception(Disconnected("upstream closed the connection before answering"))
-        if self._answer is not None:
-            self._answer._end(error or BodyCut("upstream closed the connection mid-answer"))
+        if answer is not None:
+            answer._end(BodyCut("upstream closed the connection mid-answer"))
 
     def _fail(self, error: ClientError) -> None:
+        """Fail what waits on this connection with `error`, and close it (connection_lost follows)."""
         head = self._head
         if head is not None and not head.done():
             head.set_exception(error)
@@ -427,11 +414,8 @@ class Connection(asyncio.Protocol):
         if answer is None:
             return
         answer._end()
-        if answer._released:
-            if answer.keep_alive:
-                self._idle()
-            else:
-                self.close()
+        if answer._released:  # drained to its end after a release (only a kept-alive answer is drained)
+            self._idle()
 
 
 def _keepalive_s(value: str) -> float:

@@ -41,15 +41,12 @@ def host(fake: Fake, extra: str = "", *args: str) -> GatewayProcess:
     return GatewayProcess(standard_config(fake.url, extra), extra_args=args, env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
 
 
-children = host_children
-
-
 def niceness(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def role_pids(gw: GatewayProcess, role: str) -> list[int]:
-    return [p for p, r in children(gw.proc.pid).items() if r == role]
+    return [p for p, r in host_children(gw.proc.pid).items() if r == role]
 
 
 def admin_get(gw: GatewayProcess, path: str) -> bytes:
@@ -104,7 +101,7 @@ def test_records_reach_store_and_broadcast_through_the_telemetry_process_and_sig
 ) -> None:
     gw = host(fake, telemetry_config(tmp_path)).wait_ready()
     try:
-        roles = sorted(children(gw.proc.pid).values())
+        roles = sorted(host_children(gw.proc.pid).values())
         assert roles == ["telemetry", "worker"]
         # The requests get the CPU first: the telemetry process runs at a lower priority than the worker.
         [tele], [worker] = role_pids(gw, "telemetry"), role_pids(gw, "worker")
@@ -127,7 +124,7 @@ def test_records_reach_store_and_broadcast_through_the_telemetry_process_and_sig
 
 def children_alive(roles_of: GatewayProcess) -> list[int]:
     try:
-        return list(children(roles_of.proc.pid))
+        return list(host_children(roles_of.proc.pid))
     except FileNotFoundError:  # the supervisor is gone, and so its children
         return []
 
@@ -201,7 +198,7 @@ keys:
 def test_two_workers_share_one_limit_and_one_metrics_view(fake: Fake, tmp_path: Path) -> None:
     gw = host(fake, telemetry_config(tmp_path, LIMITS), "--workers", "2").wait_ready()
     try:
-        assert sorted(children(gw.proc.pid).values()) == ["telemetry", "worker", "worker"]
+        assert sorted(host_children(gw.proc.pid).values()) == ["telemetry", "worker", "worker"]
         # Both workers answer (each on connections of its own): the stats name the worker that answered.
         seen: set[int] = set()
         for _ in range(200):
