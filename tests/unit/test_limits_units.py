@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import random
 import secrets
 import time
 
@@ -72,6 +73,56 @@ def admission(limiter, cfg: LimitsConfig | None = None) -> Admission:
 
 
 # --- the in-memory limiter ---------------------------------------------------------------------------
+
+
+@aio
+async def test_the_windows_never_admit_more_than_the_limit_in_any_minute_and_free_a_slot_at_most_0_1_s_late():
+    """Requests a few milliseconds apart for three minutes: no 60 s window ever holds more than the rpm limit
+    (requests sharing a slot leave together, with the last of them), and a request is refused only while the window
+    padded by 0.1 s is full."""
+    lim, rpm = MemoryLimiter(), 50
+    checks = (Check("key", "k", Limits(rpm=rpm)),)
+    admitted: list[float] = []
+    rng = random.Random(7)
+    now = 1000.0
+    while now < 1180.0:
+        try:
+            res = await lim.admit(checks, 1, 0, now)
+        except LimitExceeded as e:
+            # refused: the window is full now, and frees within its Retry-After (at most 0.1 s later than exact)
+            assert sum(1 for t in admitted if t > now - 60.1) >= rpm
+            assert 0 < e.retry_after_s <= 60.1
+        else:
+            lim.settle(res, 1, 0)
+            admitted.append(now)
+        now += rng.choice((0.0, 0.001, 0.004, 0.03))  # a few ms apart, some at the same instant
+    for i, t in enumerate(admitted):
+        assert sum(1 for u in admitted[: i + 1] if u > t - 60.0) <= rpm, t
+    assert len(admitted) >= 2 * rpm  # the windows did free: more than one minute's worth went through
+
+
+@aio
+async def test_a_key_at_thousands_of_requests_a_second_keeps_a_few_hundred_slots_not_one_per_request():
+    lim = MemoryLimiter()
+    checks = (Check("key", "k", Limits(rpm=10**9, tpm=10**12)),)
+    now = 0.0
+    held = []
+    for _ in range(120_000):  # two minutes at 1,000 requests a second
+        held.append(await lim.admit(checks, 64, 0, now))
+        if len(held) > 50:
+            r = held.pop(0)
+            lim.settle(r, 20, 0)  # the real count replaces the estimate in a slot other requests share
+        now += 0.001
+    scope = lim._scopes[("key", "k")]
+    assert scope.requests is not None and scope.tokens is not None
+    assert len(scope.requests) <= 602 and len(scope.tokens) <= 602
+    assert 60_000 <= scope.request_count <= 60_100  # the last minute's requests, give or take one slot
+    # the window's tokens: the settled requests at their real 20, the 50 in flight at their estimate of 64
+    in_window = scope.request_count
+    assert scope.token_sum == (in_window - 50) * 20 + 50 * 64
+    for r in held:
+        lim.settle(r, 20, 0)
+    assert scope.token_sum == in_window * 20
 
 
 @aio
