@@ -9,11 +9,13 @@ import time
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from relaycast.config import ConfigError, parse
 from relaycast.log import EventLog
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
+from relaycast.telemetry.exporters.base import EnvProxies
 from relaycast.telemetry.exporters.datadog import DatadogExporter
 from relaycast.telemetry.pipeline import Destination
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig, OtlpOptions, parse_site
@@ -328,3 +330,20 @@ def test_a_streamed_tool_calls_arguments_gather_in_linear_time_and_stay_bounded(
     [first, second] = state.calls()
     assert (first["id"], first["name"]) == ("call_1", "write") and len(first["arguments"]) == MAX_TOOL_ARGUMENTS
     assert second == {"id": "call_2", "name": "read", "arguments": ""}  # no room left for more arguments
+
+
+def test_the_proxy_variables_are_read_once_per_origin_and_no_proxy_exempts_a_host(monkeypatch) -> None:
+    """Exporters reach destinations through HTTP_PROXY / HTTPS_PROXY unless NO_PROXY names the host; the variables
+    are read once per origin (aiohttp's own `trust_env` read them on a thread for every request)."""
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy", "ALL_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://user:pw@127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "intake.internal")
+    proxies = EnvProxies()
+    proxy, auth = proxies(URL("http://127.0.0.1:9/api/v2/llmobs"))
+    assert proxy == URL("http://127.0.0.1:3128") and auth is not None and (auth.login, auth.password) == ("user", "pw")
+    assert proxies(URL("http://intake.internal/v1/traces")) == (None, None)
+    assert proxies(URL("https://127.0.0.1:9/")) == (None, None)  # no HTTPS_PROXY
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9999")
+    assert proxies(URL("http://127.0.0.1:9/other"))[0] == URL("http://127.0.0.1:3128")  # the origin's, as read
+    assert EnvProxies()(URL("http://127.0.0.1:9/other"))[0] == URL("http://127.0.0.1:9999")  # a new session reads again

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from relaycast.records import RequestRecord
 from relaycast.retry import RETRYABLE_STATUS, is_retryable_status, retry_after_seconds
@@ -109,11 +111,57 @@ def refuse_redirects() -> aiohttp.TraceConfig:
     return config
 
 
+class EnvProxies:
+    """The proxy the standard HTTP_PROXY / HTTPS_PROXY / NO_PROXY variables choose for an origin, looked up once
+    per origin. (aiohttp's own `trust_env=True` looks them up on a worker thread for every request, and reads
+    ~/.netrc on another: two thread hops per export request.) At most MAX_ORIGINS remembered: destinations are few,
+    a webhook's URL is configuration, never a client's."""
+
+    MAX_ORIGINS = 256
+
+    def __init__(self) -> None:
+        self._by_origin: dict[tuple[str, str | None, int | None], tuple[URL | None, aiohttp.BasicAuth | None]] = {}
+
+    def __call__(self, url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        key = (url.scheme, url.host, url.port)
+        found = self._by_origin.get(key)
+        if found is None:
+            try:
+                found = get_env_proxy_for_url(url)
+            except LookupError:  # no proxy for this scheme, or NO_PROXY exempts the host
+                found = (None, None)
+            if len(self._by_origin) >= self.MAX_ORIGINS:
+                self._by_origin.clear()
+            self._by_origin[key] = found
+        return found
+
+
+def _proxied_requests(proxies: EnvProxies) -> type[aiohttp.ClientRequest]:
+    class ProxiedRequest(aiohttp.ClientRequest):
+        """A request given no proxy of its own goes through the one the environment names for its origin."""
+
+        def __init__(
+            self,
+            method: str,
+            url: URL,
+            *,
+            proxy: URL | None = None,
+            proxy_auth: aiohttp.BasicAuth | None = None,
+            **kw: Any,
+        ) -> None:
+            if proxy is None:
+                proxy, env_auth = proxies(url)
+                proxy_auth = proxy_auth or env_auth
+            super().__init__(method, url, proxy=proxy, proxy_auth=proxy_auth, **kw)
+
+    return ProxiedRequest
+
+
 def http_session() -> aiohttp.ClientSession:
     """The HTTP client exporters and notifiers use: never a provider's pool, redirects refused
-    (`refuse_redirects`), and the standard HTTP_PROXY / HTTPS_PROXY / NO_PROXY variables obeyed (`trust_env`), so
-    a gateway behind an egress proxy reaches Datadog through it."""
-    return aiohttp.ClientSession(trust_env=True, trace_configs=[refuse_redirects()])
+    (`refuse_redirects`), and the standard HTTP_PROXY / HTTPS_PROXY / NO_PROXY variables obeyed (`EnvProxies`,
+    read once per origin), so a gateway behind an egress proxy reaches Datadog through it."""
+    return aiohttp.ClientSession(trace_configs=[refuse_redirects()], request_class=_proxied_requests(EnvProxies()))
 
 
 def display_url(url: str, with_path: bool = True) -> str:
