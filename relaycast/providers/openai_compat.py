@@ -325,14 +325,15 @@ class OpenAIStream:
         if isinstance(usage, dict):
             state.usage = Usage.from_openai(usage, obj.get("service_tier") or self._tier)
         if choices:
-            c0 = choices[0]
+            c0 = choices[0] if isinstance(choices, list) else None  # a server's odd shapes are forwarded as they are
             if isinstance(c0, dict):
                 delta = c0.get("delta")
                 if isinstance(delta, dict):
                     text = delta.get("content")
                     if text:
                         state.saw_token()
-                        state.text.append(text)
+                        if isinstance(text, str):
+                            state.text.append(text)
                     elif delta.get("tool_calls") or delta.get("reasoning") or delta.get("reasoning_content"):
                         state.saw_token()
                     calls = delta.get("tool_calls")

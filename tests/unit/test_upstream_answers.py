@@ -19,6 +19,7 @@ from relaycast.providers.client import UpstreamClient
 from relaycast.providers.http import UpstreamBuffer, read_answer
 from relaycast.providers.openai_compat import OpenAICompatProvider
 from relaycast.providers.settings import ProviderConfig, Timeouts
+from relaycast.schema import chat_request
 
 SMALL = b'{"id":"chatcmpl-1","choices":[]}'
 LARGE = b"[" + b"1," * 400_000 + b"1]"  # 800 KB: more than the client holds before the gateway reads
@@ -127,3 +128,55 @@ def test_a_native_responses_answer_with_odd_items_still_reads_what_it_can() -> N
     text = {"type": "output_text", "text": "hi", "annotations": []}
     odd = [{"type": "message", "content": 7}, 3, {"type": "message", "content": [text, 5]}]
     assert _native_answer({"status": "completed", "output": odd}) == "hi"
+
+
+ODD_CHUNKS = [
+    {"id": "chatcmpl-odd", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": 5}}]},
+    {"id": "chatcmpl-odd", "choices": {"0": {"delta": {"content": "not a list"}}}},
+    {"id": "chatcmpl-odd", "choices": ["not an object"]},
+    {"id": "chatcmpl-odd", "choices": [{"index": 0, "delta": "not an object", "text": 7}]},
+    {"id": "chatcmpl-odd", "choices": [{"index": 0, "delta": {"content": "hello"}}]},
+    {"id": "chatcmpl-odd", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+]
+
+
+async def odd_stream(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for chunk in ODD_CHUNKS:
+        await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+def test_stream_chunks_of_odd_shapes_are_forwarded_and_only_text_is_kept_as_output() -> None:
+    """An OpenAI-compatible server's chunks with `choices` that is no list, a choice or delta that is no object, or
+    content that is no string: forwarded as they came, never an error mid-stream; the output keeps the text."""
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", odd_stream)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        client = UpstreamClient()
+        try:
+            cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url=url)
+            provider = OpenAICompatProvider(cfg, client)
+            req = chat_request({"model": "oai/m", "messages": [{"role": "user", "content": "hi"}], "stream": True}, {})
+            stream = await provider.chat_stream(req, "m")
+            out = b"".join([chunk async for chunk in stream])
+        finally:
+            await client.close()
+            await runner.cleanup()
+        sent = [b"data: " + orjson.dumps(c) for c in ODD_CHUNKS] + [b"data: [DONE]"]
+        assert out == b"\n\n".join(sent) + b"\n\n"
+        state = stream.state
+        assert state.done and state.finish_reason == "stop"
+        assert "".join(state.text) == "hello"
+        assert state.first_token_ns is not None and state.response_id == "chatcmpl-odd"
+
+    asyncio.run(main())
