@@ -368,3 +368,79 @@ def test_a_destination_known_to_be_down_is_not_tried_again_at_shutdown(tmp_path,
         assert _accounted(st) == 18
 
     run_with_capture(body)
+
+
+class Slow(WebhookExporter):
+    """A webhook whose encoding takes real time (a big record), and that notes what ran meanwhile."""
+
+    ticks: Callable[[], int] = staticmethod(lambda: 0)
+    ticks_at_send: list[int]
+    encode_s = 0.0
+
+    def encode(self, record: RequestRecord, privacy: bool, tags: tuple[tuple[str, str], ...]) -> list[bytes]:
+        if self.encode_s:
+            time.sleep(self.encode_s)
+        return super().encode(record, privacy, tags)
+
+    async def send(self, items: list[bytes]) -> None:
+        self.ticks_at_send.append(self.ticks())
+        await super().send(items)
+
+
+def _slow(cfg: DestinationConfig, session: aiohttp.ClientSession, spool: Spool | None) -> tuple[Destination, Slow]:
+    red = Redactor()
+    exporter = Slow(cfg, session)
+    exporter.ticks_at_send = []
+    return Destination(cfg, exporter, spool, red, EventLog(red), clock=time.time_ns), exporter
+
+
+def test_a_big_batch_is_encoded_in_slices_and_other_work_runs_meanwhile() -> None:
+    """A thousand records encode for milliseconds: the event loop gets a turn every few dozen of them, so a
+    worker's admission query or a /metrics scrape never waits for a whole batch (one turn per slice counted)."""
+
+    async def body(cap: AsyncCapture, session: aiohttp.ClientSession) -> dict:
+        turns = 0
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        d, exporter = _slow(_hook_cfg(cap.url, max_batch_records=1000, flush_interval_s=60.0), session, None)
+        exporter.ticks = lambda: turns
+        for i in range(1000):
+            d.offer(_rec(f"r-{i:04d}"))
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = turns
+        await d.flush()
+        tick.cancel()
+        await d.stop(d.worker.clock() + 1)
+        return {"turns": exporter.ticks_at_send[0] - before, "ids": _ids(b for _, _, b in cap.requests)}
+
+    out = run_with_capture(body)
+    assert out["turns"] >= 1000 // 32 - 1, out["turns"]
+    assert out["ids"] == [f"r-{i:04d}" for i in range(1000)]  # one body, in order, all of it
+
+
+def test_a_stop_that_comes_while_a_batch_is_encoded_spools_every_record_once(tmp_path) -> None:
+    async def body(cap: AsyncCapture, session: aiohttp.ClientSession) -> dict:
+        spool = Spool(tmp_path, 10**8)
+        d, exporter = _slow(_hook_cfg(cap.url, max_batch_records=400, flush_interval_s=60.0), session, spool)
+        exporter.encode_s = 0.002  # 400 records: 0.8 s of encoding, a stop's 0.2 s deadline passes inside it
+        names = [f"r-{i:04d}" for i in range(400)]
+        for n in names:
+            d.offer(_rec(n))
+        d.start()
+        await asyncio.sleep(0.05)
+        await d.stop(d.worker.clock() + 0.2)
+        spooled: list[str] = []
+        while (entry := spool.oldest()) is not None:
+            spooled += [json.loads(bytes(it))["request_id"] for it in spool.read(entry)]
+            spool.remove(entry)
+        return {"spooled": spooled, "sent": _ids(b for _, _, b in cap.requests), "status": d.status()}
+
+    out = run_with_capture(body)
+    assert out["sent"] + out["spooled"] == [f"r-{i:04d}" for i in range(400)], "every record once, in order"
+    assert out["status"]["dropped"] == {}
