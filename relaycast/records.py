@@ -1,13 +1,18 @@
-"""Frozen records of what happened to one request. Built after the response; exporters turn them into wire formats."""
+"""Frozen records of what happened to one request. Built after the response; exporters turn them into wire formats.
+
+They are msgspec Structs: made on every request (four objects), encoded once to reach the telemetry process and
+decoded there, they cost about a tenth of what frozen dataclasses did (8 µs to make, 2 + 4 µs to encode and decode,
+measured). `msgspec.structs.replace` makes a changed copy.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+
+class Usage(msgspec.Struct, frozen=True):
     """Token counts as the upstream reported them, normalised to OpenAI's meaning.
 
     `prompt_tokens` includes cached and cache-write tokens; `completion_tokens` includes reasoning tokens.
@@ -76,8 +81,7 @@ class Usage:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(msgspec.Struct, frozen=True):
     """Who and what a request is for. Travels on every record and span."""
 
     user: str | None = None
@@ -91,8 +95,7 @@ class Attribution:
     ] = ()  # free-form, from the X-Relaycast-Tags header  # OpenRouter-style `trace` metadata, as the client sent it
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(msgspec.Struct, frozen=True):
     target: str  # "openai/gpt-4o-mini"
     provider: str
     model: str
@@ -117,8 +120,7 @@ class Attempt:
         return self.error_class is None
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
+class RequestRecord(msgspec.Struct, frozen=True):
     request_id: str  # made by the gateway, unique: the record's key in the store and every export
     endpoint: str  # "chat.completions" | "embeddings" | "models" | "unknown" (another /v1 path)
     model_requested: str
@@ -130,7 +132,7 @@ class RequestRecord:
     attempts: tuple[Attempt, ...] = ()
     error_class: str | None = None
     error_message: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)  # request parameters, as metadata
+    params: dict[str, Any] = {}  # request parameters, as metadata (an empty dict per record)
     input_messages: tuple[dict[str, Any], ...] = ()
     output_text: str | None = None
     client_cancelled: bool = False

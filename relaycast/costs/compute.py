@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
+
+import msgspec
 
 from relaycast.costs.estimate import TokenEstimator
 from relaycast.costs.money import pico_from_usd
@@ -164,13 +165,13 @@ class Coster:
                 # The upstream's figure, split between input and output as the catalog's prices would split it.
                 listed = usage_cost(usage, price) if price is not None else 0
                 part = reported * input_cost(usage, price) // listed if price is not None and listed > 0 else None
-                return replace(a, cost_pusd=reported, cost_source=REPORTED, cost_input_pusd=part)
+                return msgspec.structs.replace(a, cost_pusd=reported, cost_source=REPORTED, cost_input_pusd=part)
         if price is None:
             missing = f"no price for {a.model!r} on provider {a.provider!r}"[:300]
-            return replace(a, usage=usage, cost_pusd=None, cost_source=UNPRICED, cost_note=missing)
+            return msgspec.structs.replace(a, usage=usage, cost_pusd=None, cost_source=UNPRICED, cost_note=missing)
         note: str | None = NO_USAGE if estimated else why or unlisted(usage, price)
         inp, out, scale = _parts(usage, price)
-        return replace(
+        return msgspec.structs.replace(
             a,
             usage=usage,
             cost_pusd=_round(inp + out, scale),

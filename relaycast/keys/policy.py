@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 if TYPE_CHECKING:  # only a type: this module imports nothing of relaycast at run time
     from relaycast.records import Attribution
@@ -80,4 +82,4 @@ class KeyPolicy:
             user, feature = self.user or a.user, self.feature or a.feature
         else:
             user, feature = a.user or self.user, a.feature or self.feature
-        return replace(a, key_name=self.name, user=user, feature=feature, tags=tags)
+        return msgspec.structs.replace(a, key_name=self.name, user=user, feature=feature, tags=tags)

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
 
 from relaycast.config_reader import Reader
@@ -38,7 +39,7 @@ ANTHROPIC_MESSAGE = Usage(
     web_searches=2,
     service_tier="priority",
 )
-ANTHROPIC_STREAM = dataclasses.replace(ANTHROPIC_MESSAGE, completion_tokens=118, web_searches=1)
+ANTHROPIC_STREAM = msgspec.structs.replace(ANTHROPIC_MESSAGE, completion_tokens=118, web_searches=1)
 OPENAI_AUDIO = Usage(
     prompt_tokens=120, completion_tokens=160, input_audio_tokens=45, output_audio_tokens=148, service_tier="priority"
 )

@@ -8,6 +8,7 @@ import json
 import time
 
 import aiohttp
+import msgspec
 import pytest
 from yarl import URL
 
@@ -202,11 +203,10 @@ def test_spooled_spans_older_than_24_hours_are_discarded_and_counted(tmp_path) -
 
 def test_attribution_tags_reach_datadog_and_otlp_spans():
     """Free-form tags (the X-Relaycast-Tags header, scalar `trace` metadata) go to destinations as tags."""
-    import dataclasses
 
     from relaycast.telemetry.exporters.otlp_semconv import common_attrs
 
-    rec = dataclasses.replace(
+    rec = msgspec.structs.replace(
         _record(),
         attribution=Attribution(
             user="u",
@@ -269,11 +269,10 @@ def test_every_datadog_site_with_llm_observability_is_accepted() -> None:
 
 
 def test_datadog_gets_input_and_output_cost_that_add_up_and_where_the_cost_came_from() -> None:
-    import dataclasses
 
     rec = _record()
-    a = dataclasses.replace(rec.attempts[0], cost_pusd=1_234_567, cost_input_pusd=234_567, cost_source="estimated")
-    rec = dataclasses.replace(rec, attempts=(a,))
+    a = msgspec.structs.replace(rec.attempts[0], cost_pusd=1_234_567, cost_input_pusd=234_567, cost_source="estimated")
+    rec = msgspec.structs.replace(rec, attempts=(a,))
     _, llm = (json.loads(x)["spans"][0] for x in _dd().encode(rec, False, ()))
     m = llm["metrics"]
     assert (m["input_cost"], m["output_cost"], m["total_cost"]) == (234_567e-12, 1_000_000e-12, 1_234_567e-12)
@@ -298,7 +297,6 @@ def test_ddtrace_override_origin_points_the_agentless_intake_elsewhere() -> None
 
 
 def test_odd_tool_calls_in_a_clients_messages_never_stop_a_record_reaching_its_destinations() -> None:
-    import dataclasses
 
     from relaycast.telemetry.exporters.otlp import OtlpExporter
     from relaycast.telemetry.settings import OtlpOptions
@@ -308,7 +306,7 @@ def test_odd_tool_calls_in_a_clients_messages_never_stop_a_record_reaching_its_d
         {"role": "assistant", "content": "x", "tool_calls": [7, {"function": "f"}, {"function": {"name": 3}}]},
         {"role": "tool", "content": ["a", {"text": "b"}], "tool_call_id": None},
     )
-    rec = dataclasses.replace(_record(), input_messages=odd)
+    rec = msgspec.structs.replace(_record(), input_messages=odd)
     assert _dd().encode(rec, False, ())
     otlp = OtlpExporter(
         DestinationConfig(

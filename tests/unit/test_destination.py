@@ -5,7 +5,6 @@ probes on a timer, the overflow policy, and shutdown with a destination that is 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import random
@@ -14,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from relaycast.log import EventLog
@@ -134,7 +134,7 @@ def _hook(
 
 
 def _rec(name: str) -> RequestRecord:
-    return dataclasses.replace(sample_record(0), request_id=name)
+    return msgspec.structs.replace(sample_record(0), request_id=name)
 
 
 def _ids(bodies: Iterable[bytes]) -> list[str]:

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import logging
 import socket
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 import pytest
 from google.protobuf import json_format
@@ -363,7 +363,7 @@ def test_json_items_hold_the_same_spans_as_protobuf_items_with_hex_ids():
 
 def test_oversized_content_is_replaced_by_a_marker_so_the_record_still_fits():
     huge = "x" * (5 * 1024 * 1024)
-    record = dataclasses.replace(stream_record(), input_messages=({"role": "user", "content": huge},))
+    record = msgspec.structs.replace(stream_record(), input_messages=({"role": "user", "content": huge},))
     ex = exporter()
     item = ex.encode(record, False, TAGS)[0]
     assert len(item) <= ex.max_batch_bytes
@@ -503,7 +503,9 @@ def test_503_is_retryable_with_retry_after_and_400_is_not():
 
 def test_a_secret_masked_by_the_pipeline_leaves_protobuf_items_decodable():
     key = "sk-upstream-secret-0123456789abcdef"  # the pipeline masks known secrets in items, length kept
-    leaky = dataclasses.replace(failover_record(), input_messages=({"role": "user", "content": f"my key is {key}"},))
+    leaky = msgspec.structs.replace(
+        failover_record(), input_messages=({"role": "user", "content": f"my key is {key}"},)
+    )
 
     async def body(cap: Capture, session: aiohttp.ClientSession) -> None:
         ex = OtlpExporter(dest(cap.url + "/v1/traces"), session)
@@ -577,7 +579,7 @@ def test_connection_test_never_shows_credentials_from_the_url():
 
 def test_the_provider_name_is_the_vendor_and_the_configured_provider_its_own_attribute():
     record = stream_record()
-    vendored = dataclasses.replace(record, attempts=(dataclasses.replace(record.attempts[0], vendor="openai"),))
+    vendored = msgspec.structs.replace(record, attempts=(msgspec.structs.replace(record.attempts[0], vendor="openai"),))
     _, llm = all_spans(one(vendored))
     a = attrs(llm.attributes)
     assert a["gen_ai.provider.name"] == "openai" and a["relaycast.provider"] == "openrouter"
@@ -586,11 +588,11 @@ def test_the_provider_name_is_the_vendor_and_the_configured_provider_its_own_att
 
 def test_the_upstreams_model_id_and_address_pass_through_and_a_cut_stream_says_error():
     record = stream_record()
-    ok = dataclasses.replace(record.attempts[0], response_model="gpt-4o-mini-2024-07-18", response_id="chatcmpl-9x")
-    cut = dataclasses.replace(
+    ok = msgspec.structs.replace(record.attempts[0], response_model="gpt-4o-mini-2024-07-18", response_id="chatcmpl-9x")
+    cut = msgspec.structs.replace(
         record.attempts[0], error_class="stream_cut", error_message="cut", finish_reason=None, ttft_ns=5 * MS
     )
-    rec = dataclasses.replace(record, attempts=(cut, ok))
+    rec = msgspec.structs.replace(record, attempts=(cut, ok))
     exp = OtlpExporter(
         dest("http://127.0.0.1:4318/v1/traces", "protobuf"), None, servers={"openrouter": ("openrouter.ai", 443)}
     )  # type: ignore[arg-type]
@@ -604,7 +606,7 @@ def test_the_upstreams_model_id_and_address_pass_through_and_a_cut_stream_says_e
 def test_tool_calls_and_tool_results_are_message_parts():
     record = stream_record()
     call = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"q":"fox"}'}}
-    rec = dataclasses.replace(
+    rec = msgspec.structs.replace(
         record,
         input_messages=(
             {"role": "user", "content": "find"},
@@ -635,8 +637,8 @@ def test_every_gen_ai_attribute_is_a_name_the_released_conventions_define():
     released = {v for v in vars(gen_ai_attributes).values() if isinstance(v, str) and v.startswith("gen_ai.")}
     released |= {server_attributes.SERVER_ADDRESS, server_attributes.SERVER_PORT}
     usage = Usage(prompt_tokens=120, completion_tokens=30, cached_tokens=100, reasoning_tokens=12, cache_write_tokens=9)
-    rec = dataclasses.replace(
-        stream_record(), attempts=(dataclasses.replace(stream_record().attempts[0], usage=usage),)
+    rec = msgspec.structs.replace(
+        stream_record(), attempts=(msgspec.structs.replace(stream_record().attempts[0], usage=usage),)
     )
     ex = OtlpExporter(dest(), None, servers={"openrouter": ("openrouter.ai", 443)})  # type: ignore[arg-type]
     spans_sent = all_spans(decode(ex.encode(rec, False, ())[0]))

@@ -201,7 +201,7 @@ def test_client_metadata_never_takes_the_place_of_the_gateways_own_columns() -> 
 
 
 def _fields(rec: RequestRecord) -> dict:
-    return {f: getattr(rec, f) for f in rec.__dataclass_fields__}
+    return {f: getattr(rec, f) for f in rec.__struct_fields__}
 
 
 # --- the HTTP interface ------------------------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def test_client_metadata_never_takes_the_place_of_the_gateways_own_properties() 
         "team": "client",
     }
     rec = record(trace={"relaycast_feature": "forged", "distinct_id": "mallory-too"})
-    fields = {f: getattr(rec, f) for f in rec.__dataclass_fields__}
+    fields = {f: getattr(rec, f) for f in rec.__struct_fields__}
     a = rec.attribution
     attribution = type(a)(
         user="alice",
@@ -236,7 +236,7 @@ def test_an_unpriced_attempt_leaves_the_cost_to_posthog() -> None:
     unpriced = Attempt(
         a.target, a.provider, a.model, a.started_ns, a.duration_ns, usage=a.usage, cost_source="unpriced"
     )
-    fields = {f: getattr(rec, f) for f in rec.__dataclass_fields__}
+    fields = {f: getattr(rec, f) for f in rec.__struct_fields__}
     (_, gen) = events(RequestRecord(**{**fields, "attempts": (unpriced,)}))
     assert not {k for k in gen["properties"] if k.endswith("_cost_usd")}
 
@@ -249,7 +249,7 @@ def test_embeddings_are_embedding_events() -> None:
 
 def test_an_oversized_event_keeps_its_metadata_and_says_it_dropped_the_content() -> None:
     rec = record()
-    fields = {f: getattr(rec, f) for f in rec.__dataclass_fields__}
+    fields = {f: getattr(rec, f) for f in rec.__struct_fields__}
     big = RequestRecord(**{**fields, "input_messages": ({"role": "user", "content": "x" * MAX_EVENT_BYTES},)})
     raw = PostHogExporter(dest(), None).encode(big, False, ())  # type: ignore[arg-type]
     assert all(len(b) <= MAX_EVENT_BYTES for b in raw)
@@ -287,7 +287,7 @@ def test_a_large_batch_is_compressed_off_the_event_loop(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(posthog.gzip, "compress", spy)
     rec = record()
-    fields = {f: getattr(rec, f) for f in rec.__dataclass_fields__}
+    fields = {f: getattr(rec, f) for f in rec.__struct_fields__}
     big = RequestRecord(**{**fields, "input_messages": ({"role": "user", "content": "y" * (GZIP_IN_THREAD * 2)},)})
 
     async def body(cap: AsyncCapture, session: aiohttp.ClientSession) -> tuple[int, list[int]]:

@@ -10,6 +10,7 @@ import json
 import socket
 
 import aiohttp
+import msgspec
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -250,9 +251,9 @@ def test_an_otel_collector_in_the_config_is_the_one_the_otel_variables_describe(
 
 def big_failover_record(prompt: str) -> RequestRecord:
     base = record()
-    failed = dataclasses.replace(base.attempts[0], error_class="upstream_5xx", usage=None, finish_reason=None)
-    served = dataclasses.replace(base.attempts[0], started_ns=6_000_000)
-    return dataclasses.replace(
+    failed = msgspec.structs.replace(base.attempts[0], error_class="upstream_5xx", usage=None, finish_reason=None)
+    served = msgspec.structs.replace(base.attempts[0], started_ns=6_000_000)
+    return msgspec.structs.replace(
         base,
         attempts=(failed, served),
         input_messages=({"role": "user", "content": prompt},),
@@ -320,7 +321,7 @@ def test_thousands_of_small_messages_never_cost_the_record_its_tokens_and_cost()
     """20,000 one-word messages (600 KB) flatten to 40,000 attributes per span: dropped for size, they go whole,
     the record keeps its usage and cost."""
     many = tuple({"role": "user", "content": "hi"} for _ in range(20_000))
-    rec = dataclasses.replace(big_failover_record("x"), input_messages=many)
+    rec = msgspec.structs.replace(big_failover_record("x"), input_messages=many)
     for kind in ("phoenix", "langfuse", "otel_collector"):
         if kind == "otel_collector":
             size = len(build(dest("http://127.0.0.1:9/v1/traces"), None).encode(rec, False, ())[0])  # type: ignore[arg-type]
@@ -338,8 +339,8 @@ def test_a_huge_json_schema_or_trace_value_is_not_copied_into_openinference_meta
     schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"description": "d" * 1_200_000}}}
     base = big_failover_record("x")
     for rec in (
-        dataclasses.replace(base, params={"response_format": schema}),
-        dataclasses.replace(base, attribution=Attribution(trace={"blob": "b" * 800_000})),
+        msgspec.structs.replace(base, params={"response_format": schema}),
+        msgspec.structs.replace(base, attribution=Attribution(trace={"blob": "b" * 800_000})),
     ):
         plain = len(build(dest("http://127.0.0.1:9/v1/traces"), None).encode(rec, True, ())[0])  # type: ignore[arg-type]
         size, spans_ = encoded("phoenix", rec, privacy=True)
@@ -352,7 +353,7 @@ def test_a_huge_json_schema_or_trace_value_is_not_copied_into_openinference_meta
 def test_openinference_input_is_the_text_of_the_messages_never_an_images_bytes():
     image = "data:image/png;base64," + "A" * 300_000
     content = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": image}}]
-    rec = dataclasses.replace(record(), input_messages=({"role": "user", "content": content},))
+    rec = msgspec.structs.replace(record(), input_messages=({"role": "user", "content": content},))
     _, spans_ = encoded("phoenix", rec)
     for attrs in spans_:
         assert "AAAA" not in attrs.get("input.value", "")
@@ -362,9 +363,9 @@ def test_openinference_input_is_the_text_of_the_messages_never_an_images_bytes()
 
 
 def test_llm_system_is_set_only_to_a_product_openinference_names():
-    gemini = dataclasses.replace(record().attempts[0], vendor="gcp.gemini")
-    _, (_, served) = encoded("phoenix", dataclasses.replace(record(), attempts=(gemini,)))
+    gemini = msgspec.structs.replace(record().attempts[0], vendor="gcp.gemini")
+    _, (_, served) = encoded("phoenix", msgspec.structs.replace(record(), attempts=(gemini,)))
     assert served["llm.provider"] == "google" and "llm.system" not in served
-    openai_ = dataclasses.replace(record().attempts[0], vendor="openai")
-    _, (_, served) = encoded("phoenix", dataclasses.replace(record(), attempts=(openai_,)))
+    openai_ = msgspec.structs.replace(record().attempts[0], vendor="openai")
+    _, (_, served) = encoded("phoenix", msgspec.structs.replace(record(), attempts=(openai_,)))
     assert served["llm.provider"] == served["llm.system"] == "openai"

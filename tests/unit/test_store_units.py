@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import openai
 import orjson
 import pytest
@@ -109,13 +110,13 @@ def _odd_record(rid: str) -> RequestRecord:
     """What upstreams and clients can put in a record that no database column takes as it is."""
     rec = _record(rid, time.time(), output="upstream said \x00 then \ud800 then more")
     deep = _nested(600)  # 1,200 levels of JSON: orjson refuses more than 254
-    bad = dataclasses.replace(
+    bad = msgspec.structs.replace(
         rec.attempts[0],
         finish_reason="stop\x00",
         error_message="err\x00or",
         usage=Usage(prompt_tokens=10**23, completion_tokens=-5),  # an upstream's usage, taken as reported
     )
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         rec,
         attribution=Attribution(user="u\x00", feature="f\udc80", trace={"deep": deep, "tag": "t\x00"}),
         params={"response_format": deep, 3: "non-string key"},
@@ -171,8 +172,8 @@ def test_a_record_the_database_refuses_whole_is_kept_as_a_minimal_row_and_counte
     """Whatever the database still refuses in a record, its ids, status, tokens and cost are written (and count
     against budgets through the rollups); only a record refused even so is lost, and counted."""
     rec = _record("refused", time.time())
-    refused = dataclasses.replace(rec, attempts=(dataclasses.replace(rec.attempts[0], upstream_status=2**70),))
-    hopeless = dataclasses.replace(_record("hopeless", time.time()), status_code=2**70)
+    refused = msgspec.structs.replace(rec, attempts=(msgspec.structs.replace(rec.attempts[0], upstream_status=2**70),))
+    hopeless = msgspec.structs.replace(_record("hopeless", time.time()), status_code=2**70)
     recs = [_record("n1", time.time()), refused, hopeless, _record("n2", time.time())]
     status = asyncio.run(_write_through(store_cfg, recs))
     assert status["written"] == 3 and status["minimal"] == 1 and status["dropped"] == {"rejected": 1}, status
