@@ -1,8 +1,8 @@
 """Frozen records of what happened to one request. Built after the response; exporters turn them into wire formats.
 
 They are msgspec Structs: made on every request (four objects), encoded once to reach the telemetry process and
-decoded there, they cost about a tenth of what frozen dataclasses did (8 µs to make, 2 + 4 µs to encode and decode,
-measured). `msgspec.structs.replace` makes a changed copy.
+decoded there. Measured against frozen dataclasses of the same fields: 0.55 against 8.2 µs to make, 1.0 against
+2.0 µs to encode, 1.5 against 4.4 µs to decode. `msgspec.structs.replace` makes a changed copy.
 """
 
 from __future__ import annotations
