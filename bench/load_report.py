@@ -369,6 +369,11 @@ def markdown(result: dict[str, Any]) -> str:
 def telemetry_line(tel: dict[str, Any], sent: int | None) -> str:
     """What the production target's store and destinations did with the requests it answered."""
     parts = []
+    link = tel.get("link") or {}
+    if "handed" in link:
+        lost = {r: n for r, n in (link.get("dropped") or {}).items() if n}
+        why = ", ".join(f"{n:,} {r}" for r, n in lost.items())
+        parts.append(f"the workers handed {link['handed']:,} records to the telemetry process ({why or '0'} dropped)")
     store = (tel.get("store") or {}).get("store") or {}
     if "written" in store:
         dropped = sum((store.get("dropped") or {}).values())

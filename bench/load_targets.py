@@ -188,4 +188,24 @@ def telemetry_status(run: Running) -> dict[str, Any] | None:
                 out[what] = json.loads(r.read())
         except OSError as e:
             out[what] = {"error": f"{type(e).__name__}: {e}"}
+    out["link"] = link_status(base, key)
     return out
+
+
+def link_status(base: str, key: str) -> dict[str, Any]:
+    """The workers' hand-off to the telemetry process, from /metrics: records handed over, and those dropped on the
+    way by reason (a backlog that filled while the telemetry process was behind)."""
+    req = urllib.request.Request(f"{base}/metrics", headers={"authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            text = r.read().decode()
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    handed, dropped = 0, {}
+    for line in text.splitlines():
+        if line.startswith("relaycast_telemetry_handed_total"):
+            handed = int(float(line.split()[-1]))
+        elif line.startswith("relaycast_telemetry_dropped_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            dropped[reason] = int(float(line.split()[-1]))
+    return {"handed": handed, "dropped": dropped}
