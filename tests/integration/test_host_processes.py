@@ -199,13 +199,16 @@ def test_two_workers_share_one_limit_and_one_metrics_view(fake: Fake, tmp_path: 
     gw = host(fake, telemetry_config(tmp_path, LIMITS), "--workers", "2").wait_ready()
     try:
         assert sorted(host_children(gw.proc.pid).values()) == ["telemetry", "worker", "worker"]
-        # Both workers answer (each on connections of its own): the stats name the worker that answered.
+        # Both workers answer (each on connections of its own): the stats name the worker that answered. The
+        # kernel gives each new connection to whichever worker takes it first: ask until both have (a worker
+        # still starting takes none).
         seen: set[int] = set()
-        for _ in range(200):
+
+        def both_answered() -> bool:
             seen.add(json.loads(admin_get(gw, "/admin/stats"))["telemetry"]["worker"])
-            if len(seen) == 2:
-                break
-        assert seen == {0, 1}
+            return seen == {0, 1}
+
+        wait_for(both_answered, what="an answer from each worker")
         # 30 requests at once on their own connections: the key's 10 per minute admit 10 across both workers.
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             statuses = [s for s, _ in pool.map(lambda _: chat(gw, KEY), range(30))]
