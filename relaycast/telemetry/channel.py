@@ -106,6 +106,10 @@ class HostClient:
         self._out_bytes = 0
         self._out_records = 0
         self._flush_handle: asyncio.Handle | None = None
+        # Queries, settlements and gauges for the current connection, written with the records at the end of this
+        # turn of the event loop: one write for every request of the turn, not one each.
+        self._ctl: list[bytes] = []
+        self._ctl_handle: asyncio.Handle | None = None
         self._conn: _Conn | None = None
         self._queries: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
@@ -175,6 +179,7 @@ class HostClient:
         self.connected.clear()
         if self._conn is conn:
             self._conn = None
+            self._ctl.clear()  # its queries are failed below; a settlement means nothing to another process
         lost = self._sent_on_conn - self._acked_on_conn
         if lost > 0:
             self.dropped["lost_in_flight"] += lost
@@ -248,20 +253,33 @@ class HostClient:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self._ctl_handle is not None:
+            self._ctl_handle.cancel()
+            self._ctl_handle = None
         conn = self._conn
-        if conn is None or conn.transport is None or conn.transport.is_closing() or not self._out:
+        if conn is None or conn.transport is None or conn.transport.is_closing():
             return
-        conn.transport.writelines(self._out)
-        self._sent_on_conn += self._out_records
-        self._out = []
-        self._out_bytes = self._out_records = 0
+        if self._out:
+            # records first: a query written after them is answered after they are taken
+            self._sent_on_conn += self._out_records
+            if self._ctl:
+                self._out.extend(self._ctl)
+                self._ctl = []
+            conn.transport.writelines(self._out)
+            self._out = []
+            self._out_bytes = self._out_records = 0
+        elif self._ctl:
+            conn.transport.writelines(self._ctl)
+            self._ctl = []
 
     def _write(self, kind: int, payload: Any) -> bool:
+        """A control frame, written with whatever else this turn of the event loop writes."""
         conn = self._conn
         if conn is None or conn.transport is None or conn.transport.is_closing():
             return False
-        self._flush()  # records first: a query answered after them sees them
-        conn.transport.write(self._codec.frame(kind, payload))
+        self._ctl.append(self._codec.frame(kind, payload))
+        if self._ctl_handle is None:
+            self._ctl_handle = self._loop.call_soon(self._flush)
         return True
 
     # --- queries, settlements -----------------------------------------------------------------
@@ -271,15 +289,15 @@ class HostClient:
         if len(self._queries) >= MAX_QUERIES:
             raise TelemetryUnavailable("Too many questions to the telemetry process are waiting for an answer.")
         qid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = self._loop.create_future()
         if not self._write(QUERY, [qid, op, arg]):
             raise TelemetryUnavailable("The telemetry process is not connected (it may be restarting).")
         self._queries[qid] = fut
+        timer = self._loop.call_later(timeout_s, _expire, fut, timeout_s)  # cheaper than asyncio.wait_for
         try:
-            return await asyncio.wait_for(fut, timeout_s)
-        except TimeoutError:
-            raise TelemetryUnavailable(f"The telemetry process did not answer within {timeout_s:g} s.") from None
+            return await fut
         finally:
+            timer.cancel()
             self._queries.pop(qid, None)
 
     def settle(self, reservation: str, tokens: int, nano: int) -> bool:
@@ -353,6 +371,7 @@ class _Peer:
         self.taken = 0
         self.conn = _Conn(self._frame)
         self.sent_demotions: list[list[str]] | None = None
+        self.out: list[bytes] = []  # frames for this turn of the event loop
 
     def _frame(self, kind: int, payload: bytes) -> None:
         s = self.server
@@ -390,15 +409,28 @@ class _Peer:
         self.write(ANSWER, result)
 
     def write(self, kind: int, payload: Any) -> None:
+        """A frame to this worker, written at the end of this turn of the event loop with the others."""
         t = self.conn.transport
         if t is not None and not t.is_closing():
-            t.write(self.server.codec.frame(kind, payload))
+            self.out.append(self.server.codec.frame(kind, payload))
+            self.server.flush_soon(self)
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        t = self.conn.transport
+        if out and t is not None and not t.is_closing():
+            t.writelines(out)
 
     def push_demotions(self) -> None:
         now = self.server.handler.demotions()
         if now != self.sent_demotions:
             self.sent_demotions = now
             self.write(DEMOTIONS, now)
+
+
+def _expire(fut: asyncio.Future[Any], timeout_s: float) -> None:
+    if not fut.done():
+        fut.set_exception(TelemetryUnavailable(f"The telemetry process did not answer within {timeout_s:g} s."))
 
 
 def error_detail(e: Exception) -> list[Any]:
@@ -425,6 +457,8 @@ class HostServer:
         self.undecodable = 0
         self._acks: set[_Peer] = set()
         self._ack_handle: asyncio.Handle | None = None
+        self._writing: set[_Peer] = set()
+        self._write_handle: asyncio.Handle | None = None
         self._server: asyncio.AbstractServer | None = None
         self._push: asyncio.Task[None] | None = None
         self._keys = itertools.count(1)
@@ -446,7 +480,19 @@ class HostServer:
     def _gone(self, peer: _Peer) -> None:
         self.peers.discard(peer)
         self._acks.discard(peer)
+        self._writing.discard(peer)
         self.handler.gone(peer)
+
+    def flush_soon(self, peer: _Peer) -> None:
+        self._writing.add(peer)
+        if self._write_handle is None:
+            self._write_handle = asyncio.get_running_loop().call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        self._write_handle = None
+        writing, self._writing = self._writing, set()
+        for peer in writing:
+            peer.flush()
 
     def ack_soon(self, peer: _Peer) -> None:
         self._acks.add(peer)

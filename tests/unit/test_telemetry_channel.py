@@ -37,6 +37,10 @@ class Collect:
     async def query(self, peer: Peer, op: str, arg: Any) -> Any:
         if op == "fail":
             raise ValueError("no such view")
+        if op == "silent":
+            await asyncio.sleep(3600)
+        if op == "count":  # the records taken before this query was
+            return len(self.records)
         return {"op": op, "arg": arg, "worker": peer.worker}
 
     def gauges(self, peer: Peer, families: Any) -> None:
@@ -185,6 +189,34 @@ def test_while_the_telemetry_process_is_away_records_wait_in_a_bounded_backlog_t
 
 def test_a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(tmp_path: Path) -> None:
     asyncio.run(_a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(tmp_path))
+
+
+async def _queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_out(tmp_path: Path) -> None:
+    handler = Collect()
+    server = HostServer(str(tmp_path / "t.sock"), handler, log())
+    await server.start()
+    client = HostClient(server.path, 1, log())
+    client.start()
+    try:
+        await until(lambda: client.connected.is_set())
+        # Records handed in the same turn as a query are taken before it is answered; 200 queries at once (one
+        # write for the turn) get their own answers.
+        for i in range(50):
+            client(sample_record(i))
+        answers = await asyncio.gather(client.query("count"), *(client.query("echo", i) for i in range(200)))
+        assert answers[0] == 50
+        assert [a["arg"] for a in answers[1:]] == list(range(200))
+        with pytest.raises(TelemetryUnavailable, match="did not answer within 0.2 s"):
+            await client.query("silent", timeout_s=0.2)
+        assert not client._queries  # the timed-out query is forgotten
+        assert await client.query("echo", "after") == {"op": "echo", "arg": "after", "worker": 1}
+    finally:
+        await client.close(1.0)
+        await server.close()
+
+
+def test_queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_out(tmp_path: Path) -> None:
+    asyncio.run(_queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_out(tmp_path))
 
 
 def test_host_limits_undo_an_admission_the_worker_stopped_waiting_for() -> None:
