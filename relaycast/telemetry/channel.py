@@ -410,10 +410,15 @@ class _Peer:
 
     def write(self, kind: int, payload: Any) -> None:
         """A frame to this worker, written at the end of this turn of the event loop with the others."""
-        t = self.conn.transport
-        if t is not None and not t.is_closing():
-            self.out.append(self.server.codec.frame(kind, payload))
+        if self.queue(kind, payload):
             self.server.flush_soon(self)
+
+    def queue(self, kind: int, payload: Any) -> bool:
+        t = self.conn.transport
+        if t is None or t.is_closing():
+            return False
+        self.out.append(self.server.codec.frame(kind, payload))
+        return True
 
     def flush(self) -> None:
         out, self.out = self.out, []
@@ -456,7 +461,6 @@ class HostServer:
         self.tasks: set[asyncio.Future[None]] = set()
         self.undecodable = 0
         self._acks: set[_Peer] = set()
-        self._ack_handle: asyncio.Handle | None = None
         self._writing: set[_Peer] = set()
         self._write_handle: asyncio.Handle | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -485,25 +489,26 @@ class HostServer:
 
     def flush_soon(self, peer: _Peer) -> None:
         self._writing.add(peer)
+        self._soon()
+
+    def ack_soon(self, peer: _Peer) -> None:
+        self._acks.add(peer)
+        self._soon()
+
+    def _soon(self) -> None:
         if self._write_handle is None:
             self._write_handle = asyncio.get_running_loop().call_soon(self._write_out)
 
     def _write_out(self) -> None:
+        """The end of a turn of the event loop: each worker's acknowledgement, answers and pushes, one write each."""
         self._write_handle = None
+        for peer in self._acks:
+            if peer.queue(ACK, peer.taken):
+                self._writing.add(peer)
+        self._acks.clear()
         writing, self._writing = self._writing, set()
         for peer in writing:
             peer.flush()
-
-    def ack_soon(self, peer: _Peer) -> None:
-        self._acks.add(peer)
-        if self._ack_handle is None:
-            self._ack_handle = asyncio.get_running_loop().call_soon(self._send_acks)
-
-    def _send_acks(self) -> None:
-        self._ack_handle = None
-        for peer in self._acks:
-            peer.write(ACK, peer.taken)
-        self._acks.clear()
 
     async def _push_demotions(self) -> None:
         while True:

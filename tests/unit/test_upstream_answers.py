@@ -56,6 +56,7 @@ async def upstream() -> AsyncIterator[str]:
     app.router.add_post("/large", large)
     app.router.add_post("/gzip", gzipped)
     app.router.add_post("/slow", slow)
+    app.router.add_post("/v1/chat/completions", odd_stream)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -155,23 +156,16 @@ def test_stream_chunks_of_odd_shapes_are_forwarded_and_only_text_is_kept_as_outp
     content that is no string: forwarded as they came, never an error mid-stream; the output keeps the text."""
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", odd_stream)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        client = UpstreamClient()
-        try:
-            cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url=url)
-            provider = OpenAICompatProvider(cfg, client)
-            req = chat_request({"model": "oai/m", "messages": [{"role": "user", "content": "hi"}], "stream": True}, {})
-            stream = await provider.chat_stream(req, "m")
-            out = b"".join([chunk async for chunk in stream])
-        finally:
-            await client.close()
-            await runner.cleanup()
+        async with upstream() as url:
+            client = UpstreamClient()
+            try:
+                cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url=url + "/v1")
+                provider = OpenAICompatProvider(cfg, client)
+                body = {"model": "oai/m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+                stream = await provider.chat_stream(chat_request(body, {}), "m")
+                out = b"".join([chunk async for chunk in stream])
+            finally:
+                await client.close()
         sent = [b"data: " + orjson.dumps(c) for c in ODD_CHUNKS] + [b"data: [DONE]"]
         assert out == b"\n\n".join(sent) + b"\n\n"
         state = stream.state
