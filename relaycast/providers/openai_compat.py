@@ -30,7 +30,7 @@ from relaycast.providers.http import (
 )
 from relaycast.providers.presets import PRESETS
 from relaycast.providers.settings import ProviderConfig, Timeouts
-from relaycast.records import Usage
+from relaycast.records import Usage, content_text
 from relaycast.retry import retry_after_seconds
 from relaycast.schema import OPENROUTER_EXTENSIONS, ChatRequest, upstream_body
 from relaycast.sse import DONE, DONE_EVENT, encode
@@ -332,8 +332,10 @@ class OpenAIStream:
                     text = delta.get("content")
                     if text:
                         state.saw_token()
-                        if isinstance(text, str):
-                            state.text.append(text)
+                        # some servers send a list of parts instead of a string
+                        part = text if isinstance(text, str) else content_text(text)
+                        if part:
+                            state.text.append(part)
                     elif delta.get("tool_calls") or delta.get("reasoning") or delta.get("reasoning_content"):
                         state.saw_token()
                     calls = delta.get("tool_calls")

@@ -501,7 +501,9 @@ class HostServer:
 
     def _write_out(self) -> None:
         """The end of a turn of the event loop: each worker's acknowledgement, answers and pushes, one write each."""
-        self._write_handle = None
+        if self._write_handle is not None:
+            self._write_handle.cancel()
+            self._write_handle = None
         for peer in self._acks:
             if peer.queue(ACK, peer.taken):
                 self._writing.add(peer)
@@ -532,6 +534,7 @@ class HostServer:
         if self._push is not None:
             self._push.cancel()
             await asyncio.gather(self._push, return_exceptions=True)
+        self._write_out()  # what this turn queued (answers, acknowledgements) goes before the connections close
         for peer in list(self.peers):
             if peer.conn.transport is not None:
                 peer.conn.transport.close()

@@ -17,7 +17,7 @@ from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.server.metrics_gauges import merge_families
 from relaycast.telemetry.channel import HostClient, HostServer, Peer
-from relaycast.telemetry.frames import RECORD, Codec, FrameParser
+from relaycast.telemetry.frames import HELLO, QUERY, RECORD, SETTLE, Codec, FrameParser
 from tests.sample_records import sample_record
 
 
@@ -199,13 +199,9 @@ async def _queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times
     client.start()
     try:
         await until(lambda: client.connected.is_set())
-        # Records handed in the same turn as a query are taken before it is answered; 200 queries at once (one
-        # write for the turn) get their own answers.
-        for i in range(50):
-            client(sample_record(i))
-        answers = await asyncio.gather(client.query("count"), *(client.query("echo", i) for i in range(200)))
-        assert answers[0] == 50
-        assert [a["arg"] for a in answers[1:]] == list(range(200))
+        # 200 queries at once (one write for the turn) get their own answers.
+        answers = await asyncio.gather(*(client.query("echo", i) for i in range(200)))
+        assert [a["arg"] for a in answers] == list(range(200))
         with pytest.raises(TelemetryUnavailable, match="did not answer within 0.2 s"):
             await client.query("silent", timeout_s=0.2)
         assert not client._queries  # the timed-out query is forgotten
@@ -217,6 +213,38 @@ async def _queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times
 
 def test_queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_out(tmp_path: Path) -> None:
     asyncio.run(_queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_out(tmp_path))
+
+
+async def _records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
+    """On the wire, read as the telemetry process reads it: the records a worker handed over before a query (and a
+    settlement), in the same turn of the event loop, come first, so the answer sees them."""
+    kinds: list[int] = []
+    parser = FrameParser()
+
+    async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            kinds.extend(kind for kind, _ in parser.feed(data))
+
+    server = await asyncio.start_unix_server(read, str(tmp_path / "raw.sock"))
+    client = HostClient(str(tmp_path / "raw.sock"), 1, log())
+    client.start()
+    try:
+        await until(lambda: client.connected.is_set())
+        for i in range(50):
+            client(sample_record(i))
+        asking = asyncio.ensure_future(client.query("count", timeout_s=5))
+        await asyncio.sleep(0)  # the query is written (queued for the end of this turn)
+        assert client.settle("r1", 1, 1)
+        await until(lambda: len(kinds) >= 53)
+        assert kinds == [HELLO] + [RECORD] * 50 + [QUERY, SETTLE]
+        asking.cancel()
+    finally:
+        await client.close(0.2)
+        server.close()
+
+
+def test_records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
+    asyncio.run(_records_handed_before_a_query_go_out_before_it(tmp_path))
 
 
 def test_host_limits_undo_an_admission_the_worker_stopped_waiting_for() -> None:

@@ -137,6 +137,7 @@ ODD_CHUNKS = [
     {"id": "chatcmpl-odd", "choices": ["not an object"]},
     {"id": "chatcmpl-odd", "choices": [{"index": 0, "delta": "not an object", "text": 7}]},
     {"id": "chatcmpl-odd", "choices": [{"index": 0, "delta": {"content": "hello"}}]},
+    {"id": "chatcmpl-odd", "choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": " there"}]}}]},
     {"id": "chatcmpl-odd", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
 ]
 
@@ -153,7 +154,8 @@ async def odd_stream(request: web.Request) -> web.StreamResponse:
 
 def test_stream_chunks_of_odd_shapes_are_forwarded_and_only_text_is_kept_as_output() -> None:
     """An OpenAI-compatible server's chunks with `choices` that is no list, a choice or delta that is no object, or
-    content that is no string: forwarded as they came, never an error mid-stream; the output keeps the text."""
+    content that is no string: forwarded as they came, never an error mid-stream; the output keeps the text (of a
+    list of parts too)."""
 
     async def main() -> None:
         async with upstream() as url:
@@ -170,7 +172,7 @@ def test_stream_chunks_of_odd_shapes_are_forwarded_and_only_text_is_kept_as_outp
         assert out == b"\n\n".join(sent) + b"\n\n"
         state = stream.state
         assert state.done and state.finish_reason == "stop"
-        assert "".join(state.text) == "hello"
+        assert "".join(state.text) == "hello there"  # text parts too
         assert state.first_token_ns is not None and state.response_id == "chatcmpl-odd"
 
     asyncio.run(main())
