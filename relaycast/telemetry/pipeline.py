@@ -60,8 +60,8 @@ REPLAY_PER_WAKE = 100  # spooled batches replayed per cycle, at most
 REPLAY_SHARE = 0.5  # of a flush interval: replay gives way to live records after this long in one cycle
 # A batch of a thousand records encodes for ~20 ms; everything else the telemetry process does (a worker's
 # admission query, /metrics) would wait for it. The event loop gets a turn once ENCODE_TURN_S of encoding has passed
-# (looked at every ENCODE_CHECK records). A turn per few dozen records instead cost ~15 µs more per record in
-# reading the workers' records in small pieces, and the destination queues overflowed under saturation.
+# (looked at every ENCODE_CHECK records). A turn per few dozen records instead cost ~15 µs more per record, the
+# workers' records being read in small pieces between them.
 ENCODE_TURN_S = 0.002
 ENCODE_CHECK = 16
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
