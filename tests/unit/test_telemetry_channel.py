@@ -70,6 +70,17 @@ async def until(cond, limit_s: float = 5.0) -> None:  # type: ignore[no-untyped-
             await asyncio.sleep(0.005)
 
 
+async def linked(tmp_path: Path, worker: int, **client_kw: Any) -> tuple[Collect, HostServer, HostClient]:
+    """A telemetry process's socket and a worker's link to it, connected."""
+    handler = Collect()
+    server = HostServer(str(tmp_path / "t.sock"), handler, log())
+    await server.start()
+    client = HostClient(server.path, worker, log(), **client_kw)
+    client.start()
+    await until(lambda: client.connected.is_set())
+    return handler, server, client
+
+
 def test_frames_split_anywhere_are_put_back_together() -> None:
     codec = Codec()
     frames = b"".join(codec.frame(RECORD, sample_record(i)) for i in range(5))
@@ -81,14 +92,11 @@ def test_frames_split_anywhere_are_put_back_together() -> None:
 
 
 async def _records_arrive_in_order_and_are_acknowledged(tmp_path: Path) -> None:
-    handler = Collect()
-    server = HostServer(str(tmp_path / "t.sock"), handler, log())
-    await server.start()
     demoted: list[dict[tuple[str, str], str]] = []
-    client = HostClient(server.path, 3, log(), on_demotions=demoted.append, gauges=lambda: [["g", "gauge", "", [], []]])
-    client.start()
+    handler, server, client = await linked(
+        tmp_path, 3, on_demotions=demoted.append, gauges=lambda: [["g", "gauge", "", [], []]]
+    )
     try:
-        await until(lambda: client.connected.is_set())
         sent = [sample_record(i) for i in range(1000)]
         for rec in sent:
             client(rec)
@@ -138,13 +146,8 @@ async def _while_the_telemetry_process_is_away_records_wait_in_a_bounded_backlog
 
 
 async def _a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(tmp_path: Path) -> None:
-    handler = Collect()
-    server = HostServer(str(tmp_path / "t.sock"), handler, log())
-    await server.start()
-    client = HostClient(server.path, 0, log())
-    client.start()
+    _, server, client = await linked(tmp_path, 0)
     try:
-        await until(lambda: client.connected.is_set())
         for i in range(10):
             client(sample_record(i))
         await until(lambda: client.acked == 10)
@@ -192,13 +195,8 @@ def test_a_connection_that_breaks_counts_what_was_written_and_not_acknowledged(t
 
 
 async def _queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_out(tmp_path: Path) -> None:
-    handler = Collect()
-    server = HostServer(str(tmp_path / "t.sock"), handler, log())
-    await server.start()
-    client = HostClient(server.path, 1, log())
-    client.start()
+    _, server, client = await linked(tmp_path, 1)
     try:
-        await until(lambda: client.connected.is_set())
         # 200 queries at once (one write for the turn) get their own answers.
         answers = await asyncio.gather(*(client.query("echo", i) for i in range(200)))
         assert [a["arg"] for a in answers] == list(range(200))
