@@ -21,7 +21,10 @@ class Limits:
     budget_month_usd: float | None = None  # spend per UTC month
 
     def any(self) -> bool:
-        return any(v is not None for v in (self.rpm, self.tpm, self.budget_day_usd, self.budget_month_usd))
+        return self.rpm is not None or self.tpm is not None or self.budgeted()
+
+    def budgeted(self) -> bool:
+        return self.budget_day_usd is not None or self.budget_month_usd is not None
 
     def doc(self) -> dict[str, Any]:
         return {

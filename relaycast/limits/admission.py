@@ -130,9 +130,12 @@ class Admission:
         checks = checks_for(self._given, key, attribution)
         if not checks or self._limiter is None:
             return None
-        budgeted = any(c.limits.budget_day_usd or c.limits.budget_month_usd for c in checks)
+        budgeted = counted = False
+        for c in checks:
+            budgeted = budgeted or c.limits.budgeted()
+            counted = counted or c.limits.tpm is not None
         est_tokens = est_nano = 0
-        if budgeted or any(c.limits.tpm for c in checks):
+        if budgeted or counted:
             prompt_tokens = count_prompt()
             n = body.get("n")
             choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1

@@ -184,9 +184,10 @@ class MemoryLimiter:
         if any(periods) and self._missing(checks, periods, loaded):  # usually all in memory: no await
             loaded = await self._load_missing(checks, periods)
         # From here to the end: no await. Every check first, then every change.
-        for c in checks:  # this request's scopes are the most recent: making room for one never evicts another
-            if (c.scope, c.name) in self._scopes:
-                self._scopes.move_to_end((c.scope, c.name))
+        if len(checks) > 1:  # this request's scopes are the most recent: making room for one never evicts another
+            for c in checks:
+                if (c.scope, c.name) in self._scopes:
+                    self._scopes.move_to_end((c.scope, c.name))
         scopes = [self._scope((c.scope, c.name)) for c in checks]
         budgets: list[list[int]] = []
         for c, s, of_c in zip(checks, scopes, periods, strict=True):
@@ -196,37 +197,45 @@ class MemoryLimiter:
                     self.rejected[f"budget_{period}"] += 1
                     raise LimitExceeded(budget_message(c, period, limit), limit=f"budget_{period}", retry_after_s=left)
                 budgets.append(b)
-            if c.limits.rpm is not None:
+            lim = c.limits
+            if lim.rpm is not None:
                 q = s.prune_requests(now)
-                if s.request_count >= c.limits.rpm:
+                if s.request_count >= lim.rpm:
                     self.rejected["rpm"] += 1
                     raise LimitExceeded(
-                        f"Rate limit reached for {c.label}: {c.limits.rpm} requests per minute.",
+                        f"Rate limit reached for {c.label}: {lim.rpm} requests per minute.",
                         limit="rpm",
                         retry_after_s=q[0][1] + WINDOW_S - now,
                     )
-            if c.limits.tpm is not None:
+            if lim.tpm is not None:
                 q2 = s.prune_tokens(now)
-                if s.token_sum + est_tokens > c.limits.tpm:
+                if s.token_sum + est_tokens > lim.tpm:
                     self.rejected["tpm"] += 1
                     raise LimitExceeded(
-                        f"Rate limit reached for {c.label}: {c.limits.tpm} tokens per minute "
+                        f"Rate limit reached for {c.label}: {lim.tpm} tokens per minute "
                         f"({s.token_sum} used, this request needs about {est_tokens}).",
                         limit="tpm",
                         retry_after_s=q2[0][1] + WINDOW_S - now if q2 else 1,
                     )
-        res = Reservation(checks=checks, est_tokens=est_tokens, est_nano=est_nano, now=now, id=f"{next(self._ids):x}")
+        entries = []
         for c, s in zip(checks, scopes, strict=True):
             if c.limits.rpm is not None:
                 s.add_request(now)
             if c.limits.tpm is not None:
-                res.entries.append(s.add_tokens(now, est_tokens))  # settled in O(1), without searching the window
+                entries.append(s.add_tokens(now, est_tokens))  # settled in O(1), without searching the window
             s.inflight += 1
         for b in budgets:
             b[1] += est_nano
-        res.budgets = budgets
-        res.scopes = scopes
-        return res
+        return Reservation(
+            checks,
+            est_tokens,
+            est_nano,
+            now,
+            id=f"{next(self._ids):x}",
+            budgets=budgets,
+            entries=entries,
+            scopes=scopes,
+        )
 
     def settle(self, res: Reservation, tokens: int, nano: int) -> None:
         """Synchronous: nothing to wait for in memory (no task per request)."""
