@@ -28,6 +28,7 @@ from relaycast.providers.http import (
     read_answer,
     upstream_events,
 )
+from relaycast.providers.openai_chunks import learn_delta
 from relaycast.providers.presets import PRESETS
 from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage, content_text
@@ -287,14 +288,19 @@ class OpenAIStream:
                             state.done = True
                             out.append(DONE_EVENT)
                             continue
-                        try:
-                            keep = bool(data) and self._inspect(data)
-                        except errors.ProviderError:
-                            if out:  # what came before the failure in the same read still reaches the client
-                                yield b"".join(out)
-                            raise
-                        if keep:
-                            out.append(b"data: " + data + b"\n\n")
+                        if not data:
+                            continue
+                        # A plain delta, learned from here; every other event (the first included) in `_inspect`.
+                        if state.response_id is None or not learn_delta(state, data):
+                            try:
+                                keep = self._inspect(data)
+                            except errors.ProviderError:
+                                if out:  # what came before the failure in the same read still reaches the client
+                                    yield b"".join(out)
+                                raise
+                            if not keep:
+                                continue
+                        out.append(b"data: " + data + b"\n\n")
                     if out:
                         yield b"".join(out)
                     if state.done:

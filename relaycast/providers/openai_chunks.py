@@ -1,0 +1,61 @@
+"""The usual OpenAI stream chunk, learned from without a dict.
+
+Nearly every event of a chat completions stream is a plain delta: one choice with some text (or reasoning) and no
+finish reason, usage or error. Decoded by msgspec into the few fields the gateway reads (every other field is
+skipped, the JSON still validated whole), such a chunk costs about a third of parsing it into dicts and reading
+those. Anything else (the first chunk, a usage, error or tool-call chunk, a shape these types do not describe, a
+chunk that is not JSON) is left to the full parse, which decides what it is and how it fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from relaycast.providers.base import StreamState
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: Any = None
+    reasoning: Any = None
+    reasoning_content: Any = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    usage: Any = None
+    error: Any = None
+
+
+_decode = msgspec.json.Decoder(_Chunk).decode
+
+
+def learn_delta(state: StreamState, data: bytes) -> bool:
+    """Learn from a plain delta chunk (its text, or that it reasons, and its finish reason) and return True; False,
+    having learned nothing, for any other event."""
+    try:
+        chunk = _decode(data)
+    except msgspec.MsgspecError:  # not JSON, or another shape: the full parse says which
+        return False
+    choices = chunk.choices
+    if chunk.error is not None or chunk.usage is not None or not choices:
+        return False
+    c0 = choices[0]
+    delta = c0.delta
+    if delta is None or delta.tool_calls is not None:
+        return False
+    if delta.content:
+        state.saw_token()
+        state.text.append(delta.content)
+    elif delta.reasoning or delta.reasoning_content:
+        state.saw_token()
+    if c0.finish_reason:
+        state.finish_reason = c0.finish_reason
+    return True
