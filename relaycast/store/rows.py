@@ -40,6 +40,10 @@ class Batch:
         self.requests: list[tuple[Any, ...]] = []
         self.attempts: list[tuple[Any, ...]] = []
         self.usage: dict[tuple[Any, ...], list[int]] = {}  # (dim, minute, value) -> sums
+        # A record's sums go once into the cell of its whole combination (minute, key, user, feature, route, and
+        # model, provider, target when its one attempt decides them, else None), spread over the dimensions when
+        # the rows are asked for: a batch holds a few combinations, and a record costs one sum, not eight.
+        self.combos: dict[tuple[Any, ...], list[int]] = {}
         self.outcomes: collections.Counter[tuple[Any, ...]] = collections.Counter()  # (minute, provider, ...) -> n
         self.latency: collections.Counter[tuple[Any, ...]] = collections.Counter()  # (minute, provider, ...) -> n
         self.ids: set[int] = set()  # the request rows' ids: one drawn twice is drawn again
@@ -47,11 +51,23 @@ class Batch:
     def __len__(self) -> int:
         return len(self.requests)
 
+    def _spread(self) -> None:
+        usage = self.usage
+        for (minute, key, user, feature, route, model, provider, target), sums in self.combos.items():
+            for dim, value in (("all", ""), ("key", key), ("user", user), ("feature", feature), ("route", route)):
+                _sum_into(usage, (dim, minute, value), sums)
+            if model is not None:
+                for dim, value in (("model", model), ("provider", provider), ("target", target)):
+                    _sum_into(usage, (dim, minute, value), sums)
+        self.combos.clear()
+
     # sorted: replicas upsert in one order, no deadlock
     def usage_minute_rows(self) -> list[tuple[Any, ...]]:
+        self._spread()
         return [(*k, *v) for k, v in sorted(self.usage.items())]
 
     def usage_rows(self) -> list[tuple[Any, ...]]:
+        self._spread()
         hourly: dict[tuple[Any, ...], list[int]] = {}
         for (dim, minute, value), sums in self.usage.items():
             _sum_into(hourly, (dim, _hour(minute), value), sums)
@@ -140,6 +156,10 @@ def _text(v: str | None, redactor: Redactor | None = None) -> str | None:
 
 
 def _dim(v: str | None) -> str:
+    if v is None:
+        return ""
+    if v.isascii() and "\x00" not in v:  # nearly always: nothing to replace (as `_text` would find)
+        return v
     return _text(v) or ""
 
 
@@ -281,16 +301,13 @@ def add(
     )
     error = 1 if (rec.status_code >= 400 or rec.error_class) and not rec.client_cancelled else 0
     delta = [1, error, *tokens, cost or 0, *_SOURCE_FLAGS.get(source, _NO_FLAGS)]
-    usage = batch.usage
-    for dim, value in (("all", ""), ("key", key), ("user", user), ("feature", feature), ("route", route)):
-        _sum_into(usage, (dim, minute, value), delta)
     if len(rec.attempts) <= 1:  # the common case: the one attempt's share is the whole request's
-        for dim, value in (("model", model), ("provider", provider), ("target", target)):
-            _sum_into(usage, (dim, minute, value), delta)
+        _sum_into(batch.combos, (minute, key, user, feature, route, model, provider, target), delta)
     else:
+        _sum_into(batch.combos, (minute, key, user, feature, route, None, None, None), delta)
         for dim, share in _attempt_shares(rec, error).items():
             for value, sums in share.items():
-                _sum_into(usage, (dim, minute, value), sums)
+                _sum_into(batch.usage, (dim, minute, value), sums)
 
 
 _SOURCE_FLAGS = {"unpriced": (1, 0, 0), "estimated": (0, 1, 0), "reported": (0, 0, 1)}  # usage_hourly's last three

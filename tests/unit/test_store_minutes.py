@@ -5,9 +5,11 @@ prefix, status code, error class, session)."""
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
@@ -210,3 +212,43 @@ def test_requests_of_one_millisecond_never_share_a_row_id_in_a_batch(conn):
     assert len(set(ids)) == 4
     write_batch(conn, batch)  # the database agrees: no UNIQUE failure
     assert conn.query("SELECT count(*) FROM requests")[0][0] == 4
+
+
+def test_a_batch_rolls_up_exactly_what_its_records_roll_up_one_by_one():
+    """Records of several minutes, keys, users, routes and models, one of them with a billed failed attempt before
+    its answer: the rollups of one batch are the sums of the rollups of each record alone."""
+    now = 1_760_000_000.0
+    recs = [
+        _rec(f"r{i}", now + 50 * (i % 3), user=("alice", "bob", "")[i % 3], model=("m1", "m2")[i % 2]) for i in range(9)
+    ]
+    recs.append(_rec("failed", now + 10, route="slow", error="server_error", status=503))
+    ok, failed = _rec("ok", now + 70, model="m2"), recs[-1]
+    billed = msgspec.structs.replace(
+        failed.attempts[0], usage=Usage(prompt_tokens=4), cost_pusd=7, cost_source="computed"
+    )
+    recs.append(msgspec.structs.replace(ok, attempts=(billed, *ok.attempts), attribution=Attribution(key_name="k")))
+    red = Redactor(())
+
+    def rollups(batches: list[rows.Batch]) -> dict[str, dict[tuple, list[int]]]:
+        out: dict[str, dict[tuple, list[int]]] = {"minute": {}, "hour": {}}
+        for b in batches:
+            for name, got in (("minute", b.usage_minute_rows()), ("hour", b.usage_rows())):
+                for r in got:
+                    sums = out[name].setdefault(r[:3], [0] * len(r[3:]))
+                    out[name][r[:3]] = [x + y for x, y in zip(sums, r[3:], strict=True)]
+        return out
+
+    one = rows.Batch()
+    for r in recs:
+        rows.add(one, r, red, False)
+    alone = []
+    for r in recs:
+        b = rows.Batch()
+        rows.add(b, r, red, False)
+        alone.append(b)
+    together = rollups([one])
+    assert together == rollups(alone)
+    per_minute = collections.Counter(r.started_unix_ns // 60_000_000_000 * 60 for r in recs)
+    assert len(per_minute) == 3
+    assert {m: together["minute"][("all", m, "")][0] for m in per_minute} == per_minute
+    assert {k[0] for k in together["hour"]} == {"all", "key", "user", "feature", "route", "model", "provider", "target"}
