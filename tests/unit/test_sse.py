@@ -115,3 +115,20 @@ def test_an_anthropic_text_delta_is_the_same_chunk_as_the_general_encoding(text:
 
     tr = StreamTranslator("claude-x", False, "anthropic/claude-x", 1_700_000_000)
     assert tr._text(text) == tr._chunk({"content": text})
+
+
+data_block = st.builds(lambda v: b"data: " + v, line_value)
+odd_block = st.one_of(sse_block, st.just(b""), st.builds(lambda v: b"data: " + v + b"\n", line_value))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(data_block, data_block, data_block, odd_block), min_size=1, max_size=12), st.booleans())
+def test_a_read_of_whole_one_line_events_and_odd_ones_among_them_reads_as_the_plain_rules_say(
+    blocks: list[bytes], crlf: bool
+) -> None:
+    """A whole read of `data: ` lines is split at once (the fast path); a comment, a named or multi-line event, an
+    empty block or a stray line break among them must not change what comes out."""
+    stream = b"".join(b + b"\n\n" for b in blocks)
+    if crlf:
+        stream = stream.replace(b"\n", b"\r\n")
+    assert [(e.event, e.data) for e in EventSplitter().feed(stream)] == reference_events(stream)
