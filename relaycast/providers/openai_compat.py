@@ -281,12 +281,12 @@ class OpenAIStream:
         try:
             async with aclosing(upstream_events(self._resp, self._idle_s, self._target)) as reads:
                 async for events in reads:
-                    out = []
+                    kept: list[bytes] = []  # the data of each event forwarded, its line breaks as SSE's
                     for ev in events:
                         data = ev.data
                         if data == DONE:
                             state.done = True
-                            out.append(DONE_EVENT)
+                            kept.append(DONE)
                             continue
                         if not data:
                             continue
@@ -295,14 +295,14 @@ class OpenAIStream:
                             try:
                                 keep = self._inspect(data)
                             except errors.ProviderError:
-                                if out:  # what came before the failure in the same read still reaches the client
-                                    yield b"".join(out)
+                                if kept:  # what came before the failure in the same read still reaches the client
+                                    yield _data_events(kept)
                                 raise
                             if not keep:
                                 continue
-                        out.append(b"data: " + data + b"\n\n")
-                    if out:
-                        yield b"".join(out)
+                        kept.append(data.replace(b"\n", b"\ndata: ") if b"\n" in data else data)
+                    if kept:
+                        yield _data_events(kept)
                     if state.done:
                         return
         finally:
@@ -359,6 +359,11 @@ class OpenAIStream:
             return True
         # A chunk without choices: the usage chunk (forwarded only if the client asked for it).
         return usage is None or self._client_usage
+
+
+def _data_events(datas: list[bytes]) -> bytes:
+    """`data: ` events of these data (line breaks already followed by `data: `), in one join."""
+    return b"".join((b"data: ", b"\n\ndata: ".join(datas), b"\n\n"))
 
 
 class ResponsesStream:

@@ -20,6 +20,7 @@ from relaycast.providers.http import UpstreamBuffer, read_answer
 from relaycast.providers.openai_compat import OpenAICompatProvider
 from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.schema import chat_request
+from relaycast.sse import EventSplitter
 
 SMALL = b'{"id":"chatcmpl-1","choices":[]}'
 LARGE = b"[" + b"1," * 400_000 + b"1]"  # 800 KB: more than the client holds before the gateway reads
@@ -57,6 +58,7 @@ async def upstream() -> AsyncIterator[str]:
     app.router.add_post("/gzip", gzipped)
     app.router.add_post("/slow", slow)
     app.router.add_post("/v1/chat/completions", odd_stream)
+    app.router.add_post("/lines/v1/chat/completions", multiline_stream)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -174,5 +176,47 @@ def test_stream_chunks_of_odd_shapes_are_forwarded_and_only_text_is_kept_as_outp
         assert state.done and state.finish_reason == "stop"
         assert "".join(state.text) == "hello there"  # text parts too
         assert state.first_token_ns is not None and state.response_id == "chatcmpl-odd"
+
+    asyncio.run(main())
+
+
+MULTILINE = [
+    {"id": "chatcmpl-ml", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {"id": "chatcmpl-ml", "choices": [{"index": 0, "delta": {"content": "pretty"}, "finish_reason": None}]},
+    {"id": "chatcmpl-ml", "choices": [{"index": 0, "delta": {"content": " printed"}, "finish_reason": "stop"}]},
+]
+
+
+async def multiline_stream(request: web.Request) -> web.StreamResponse:
+    """Each chunk as indented JSON over several `data:` lines (legal SSE: the lines join with line breaks)."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for chunk in MULTILINE:
+        lines = orjson.dumps(chunk, option=orjson.OPT_INDENT_2).split(b"\n")
+        await resp.write(b"".join(b"data: " + ln + b"\n" for ln in lines) + b"\n")
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+def test_stream_events_of_several_data_lines_reach_the_client_as_valid_sse() -> None:
+    """An event whose data spans several `data:` lines is forwarded as several `data:` lines, never as one line
+    followed by bare JSON a client would drop."""
+
+    async def main() -> None:
+        async with upstream() as url:
+            client = UpstreamClient()
+            try:
+                cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url=url + "/lines/v1")
+                provider = OpenAICompatProvider(cfg, client)
+                body = {"model": "oai/m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+                stream = await provider.chat_stream(chat_request(body, {}), "m")
+                out = b"".join([chunk async for chunk in stream])
+            finally:
+                await client.close()
+        events = EventSplitter().feed(out)
+        assert [orjson.loads(e.data) for e in events[:-1]] == MULTILINE and events[-1].data == b"[DONE]"
+        assert all(line.startswith(b"data: ") for line in out.split(b"\n") if line)
+        assert "".join(stream.state.text) == "pretty printed" and stream.state.finish_reason == "stop"
 
     asyncio.run(main())
