@@ -108,6 +108,12 @@ def parse_block(block: bytes) -> Event | None:
     return Event(event=event, data=b"\n".join(data_lines))
 
 
+def written_data(block: bytes) -> bytes:
+    """The data of one event as the gateway writes them (`data: ` lines only, without the blank line after)."""
+    data = block[6:]
+    return data.replace(b"\ndata: ", b"\n") if b"\n" in data else data
+
+
 def encode(data: bytes, event: str | None = None) -> bytes:
     """One SSE event. Multi-line data becomes several `data:` lines."""
     head = f"event: {event}\n".encode() if event else b""

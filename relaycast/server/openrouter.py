@@ -14,6 +14,7 @@ import orjson
 
 from relaycast.costs.money import usd_decimal
 from relaycast.providers.base import ChatResult
+from relaycast.sse import written_data
 
 
 def usd(pico: int) -> float:
@@ -51,7 +52,7 @@ def usage_chunk(data: bytes, vendor: str, pico: int) -> bytes:
     out = []
     for block in data.split(b"\n\n"):
         if block.startswith(b"data: {") and b'"usage"' in block:
-            obj = orjson.loads(block[6:])
+            obj = orjson.loads(written_data(block))
             if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices"):
                 obj.setdefault("provider", vendor)
                 obj["usage"] = usage_fields(obj["usage"], pico)

@@ -22,7 +22,7 @@ from relaycast.dialects.messages_request import chat_body as messages_chat_body
 from relaycast.dialects.responses_request import chat_body as responses_chat_body
 from relaycast.providers.base import ChatResult
 from relaycast.schema import ChatRequest, chat_request, completions_request
-from relaycast.sse import DONE, encode
+from relaycast.sse import DONE, encode, written_data
 
 ANTHROPIC_HEADERS = (b"anthropic-beta",)  # client headers a native Anthropic provider gets as they are
 
@@ -74,7 +74,7 @@ def chat_events(data: bytes) -> list[dict[str, Any]]:
     for block in data.split(b"\n\n"):
         if not block.startswith(b"data: "):
             continue
-        payload = block[6:]
+        payload = written_data(block)
         if payload == DONE:
             continue
         obj = orjson.loads(payload)

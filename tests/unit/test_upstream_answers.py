@@ -20,6 +20,8 @@ from relaycast.providers.http import UpstreamBuffer, read_answer
 from relaycast.providers.openai_compat import OpenAICompatProvider
 from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.schema import chat_request
+from relaycast.server.openrouter import usage_chunk
+from relaycast.server.shapes import chat_events
 from relaycast.sse import EventSplitter
 
 SMALL = b'{"id":"chatcmpl-1","choices":[]}'
@@ -184,6 +186,7 @@ MULTILINE = [
     {"id": "chatcmpl-ml", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
     {"id": "chatcmpl-ml", "choices": [{"index": 0, "delta": {"content": "pretty"}, "finish_reason": None}]},
     {"id": "chatcmpl-ml", "choices": [{"index": 0, "delta": {"content": " printed"}, "finish_reason": "stop"}]},
+    {"id": "chatcmpl-ml", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
 ]
 
 
@@ -209,7 +212,12 @@ def test_stream_events_of_several_data_lines_reach_the_client_as_valid_sse() -> 
             try:
                 cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url=url + "/lines/v1")
                 provider = OpenAICompatProvider(cfg, client)
-                body = {"model": "oai/m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+                body = {
+                    "model": "oai/m",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
                 stream = await provider.chat_stream(chat_request(body, {}), "m")
                 out = b"".join([chunk async for chunk in stream])
             finally:
@@ -218,5 +226,10 @@ def test_stream_events_of_several_data_lines_reach_the_client_as_valid_sse() -> 
         assert [orjson.loads(e.data) for e in events[:-1]] == MULTILINE and events[-1].data == b"[DONE]"
         assert all(line.startswith(b"data: ") for line in out.split(b"\n") if line)
         assert "".join(stream.state.text) == "pretty printed" and stream.state.finish_reason == "stop"
+        assert stream.state.usage is not None and stream.state.usage.total_tokens == 5
+        # what the relays to the other client APIs and OpenRouter's usage fields read from the same output
+        assert chat_events(out) == MULTILINE
+        priced = chat_events(usage_chunk(out, "openai", 1_500_000))
+        assert priced[:-1] == MULTILINE[:-1] and priced[-1]["usage"]["cost"] == 1.5e-06
 
     asyncio.run(main())
