@@ -48,15 +48,30 @@ def openrouter_answer(result: ChatResult, vendor: str, pico: int) -> bytes:
 
 
 def usage_chunk(data: bytes, vendor: str, pico: int) -> bytes:
-    """A stream's events with the usage chunk (`choices: []` and a usage object) given OpenRouter's fields."""
-    out = []
-    for block in data.split(b"\n\n"):
-        if block.startswith(b"data: {") and b'"usage"' in block:
+    """A stream's events with the usage chunk (`choices: []` and a usage object) given OpenRouter's fields. Only the
+    events with a `"usage"` key not null are parsed (OpenAI's chunks carry `"usage":null` when usage is asked for);
+    the rest of the bytes are copied as they are."""
+    out: list[bytes] = []
+    done = 0  # the bytes before this are in `out`
+    i = data.find(b'"usage"')
+    while i != -1:
+        if data.startswith(b'"usage":null', i):
+            i = data.find(b'"usage"', i + 12)
+            continue
+        start = data.rfind(b"\n\n", done, i)
+        start = done if start == -1 else start + 2
+        end = data.find(b"\n\n", i)
+        end = len(data) if end == -1 else end
+        block = data[start:end]
+        if block.startswith(b"data: {"):
             obj = orjson.loads(written_data(block))
             if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices"):
                 obj.setdefault("provider", vendor)
                 obj["usage"] = usage_fields(obj["usage"], pico)
-                block = b"data: " + orjson.dumps(obj)
-        if block:
-            out.append(block + b"\n\n")
+                out += (data[done:start], b"data: ", orjson.dumps(obj))
+                done = end
+        i = data.find(b'"usage"', end)
+    if not out:
+        return data
+    out.append(data[done:])
     return b"".join(out)
