@@ -1,10 +1,13 @@
 """The usual OpenAI stream chunk, learned from without a dict.
 
 Nearly every event of a chat completions stream is a plain delta: one choice with some text (or reasoning) and no
-finish reason, usage or error. Decoded by msgspec into the few fields the gateway reads (every other field is
-skipped, the JSON still validated whole), such a chunk costs about a third of parsing it into dicts and reading
-those. Anything else (the first chunk, a usage, error or tool-call chunk, a shape these types do not describe, a
-chunk that is not JSON) is left to the full parse, which decides what it is and how it fails.
+finish reason, usage or error. Decoded by msgspec into the few fields the gateway reads, such a chunk costs about a
+third of parsing it into dicts and reading those. The fields it skips are checked for JSON syntax only, so the
+bytes are first checked to be UTF-8 (what the full parse refuses most often in a server's odd chunk); a number
+past a double's range in a skipped field is not refused here, and the readers of the forwarded stream
+(`server.shapes.chat_events`) refuse it as a malformed answer. Anything else (the first chunk, a usage, error or
+tool-call chunk, a shape these types do not describe, a chunk that is not JSON, nested too deep) is left to the
+full parse, which decides what it is and how it fails.
 """
 
 from __future__ import annotations
@@ -40,9 +43,14 @@ _decode = msgspec.json.Decoder(_Chunk).decode
 def learn_delta(state: StreamState, data: bytes) -> bool:
     """Learn from a plain delta chunk (its text, or that it reasons, and its finish reason) and return True; False,
     having learned nothing, for any other event."""
+    if not data.isascii():
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            return False
     try:
         chunk = _decode(data)
-    except msgspec.MsgspecError:  # not JSON, or another shape: the full parse says which
+    except (msgspec.MsgspecError, RecursionError):  # not JSON, another shape, too deep: the full parse says which
         return False
     choices = chunk.choices
     if chunk.error is not None or chunk.usage is not None or not choices:

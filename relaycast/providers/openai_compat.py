@@ -2,7 +2,8 @@
 
 Non-streaming bodies are forwarded as the upstream sent them. Stream events keep their data as sent (written as
 `data: ` lines with `\n` line endings); each is parsed only to learn text, usage, finish reason and errors (a plain
-delta through `openai_chunks`), and the usage-only chunk is dropped when the client did not ask for it. A large embeddings answer is not parsed whole: only its usage is read, from its end.
+delta through `openai_chunks`), and the usage-only chunk is dropped when the client did not ask for it. A large
+embeddings answer is not parsed whole: only its usage is read, from its end.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from relaycast import errors
 from relaycast.costs.money import usd_decimal
 from relaycast.providers.base import ChatResult
 from relaycast.sse import written_data
@@ -64,7 +65,10 @@ def usage_chunk(data: bytes, vendor: str, pico: int) -> bytes:
         end = len(data) if end == -1 else end
         block = data[start:end]
         if block.startswith(b"data: {"):
-            obj = orjson.loads(written_data(block))
+            try:
+                obj = orjson.loads(written_data(block))
+            except orjson.JSONDecodeError:  # as `shapes.chat_events`: a malformed answer, not a crash mid-stream
+                raise errors.MalformedResponse("upstream sent a stream event that is not JSON") from None
             if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices"):
                 obj.setdefault("provider", vendor)
                 obj["usage"] = usage_fields(obj["usage"], pico)

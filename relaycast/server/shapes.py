@@ -77,7 +77,10 @@ def chat_events(data: bytes) -> list[dict[str, Any]]:
         payload = written_data(block)
         if payload == DONE:
             continue
-        obj = orjson.loads(payload)
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:  # what the provider's own check let through (a number past a double's range)
+            raise errors.MalformedResponse("upstream sent a stream event that is not JSON") from None
         if isinstance(obj, dict):
             out.append(obj)
     return out

@@ -55,6 +55,10 @@ LEFT = [
     b"[1, 2]",
     b'{"choices":[{"delta":{"content":"x"}}]} trailing',
     b'{"choices":[{"delta":{"content":"bad \xff"}}]}',
+    # what msgspec only skips in fields it does not read: invalid UTF-8, an encoded surrogate, nesting too deep
+    b'{"model":"m\xff","choices":[{"delta":{"content":"x"},"finish_reason":null}]}',
+    b'{"model":"\xed\xa0\x80","choices":[{"delta":{"content":"x"},"finish_reason":null}]}',
+    b'{"x":' + b"[" * 5000 + b"]" * 5000 + b',"choices":[{"delta":{"content":"x"},"finish_reason":null}]}',
 ]
 
 

@@ -4,7 +4,9 @@ cost and provider added); every other byte of the read, `"usage":null` chunks in
 from __future__ import annotations
 
 import orjson
+import pytest
 
+from relaycast import errors
 from relaycast.server.openrouter import usage_chunk
 from relaycast.server.shapes import chat_events
 
@@ -41,3 +43,13 @@ def test_a_read_without_a_usage_object_is_returned_as_it_came() -> None:
     # a usage object on a chunk that still has choices is not the usage chunk
     with_choices = event(delta("x", USAGE))
     assert usage_chunk(with_choices, "openai", 1) == with_choices
+
+
+def test_an_event_the_readers_cannot_parse_is_a_malformed_answer_not_a_crash() -> None:
+    """A number past a double's range in a field the provider's fast path skips reaches the relays' parse: refused as
+    the upstream's malformed answer (an orderly error event for the client), never an exception of another kind."""
+    bad = b'data: {"id":"c","created":1e400,"choices":[],"usage":{"prompt_tokens":1}}\n\n'
+    with pytest.raises(errors.MalformedResponse):
+        chat_events(bad)
+    with pytest.raises(errors.MalformedResponse):
+        usage_chunk(bad, "openai", 1)
