@@ -8,6 +8,7 @@ import asyncio
 import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 import pytest
@@ -156,22 +157,26 @@ async def odd_stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def streamed(path: str, extra: dict[str, Any]) -> tuple[bytes, Any]:
+    """What the OpenAI provider forwards of a stream from the upstream's `path`, and the stream (its state)."""
+    async with upstream() as url:
+        client = UpstreamClient()
+        try:
+            cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url=url + path)
+            body = {"model": "oai/m", "messages": [{"role": "user", "content": "hi"}], "stream": True, **extra}
+            stream = await OpenAICompatProvider(cfg, client).chat_stream(chat_request(body, {}), "m")
+            return b"".join([chunk async for chunk in stream]), stream
+        finally:
+            await client.close()
+
+
 def test_stream_chunks_of_odd_shapes_are_forwarded_and_only_text_is_kept_as_output() -> None:
     """An OpenAI-compatible server's chunks with `choices` that is no list, a choice or delta that is no object, or
     content that is no string: forwarded as they came, never an error mid-stream; the output keeps the text (of a
     list of parts too)."""
 
     async def main() -> None:
-        async with upstream() as url:
-            client = UpstreamClient()
-            try:
-                cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url=url + "/v1")
-                provider = OpenAICompatProvider(cfg, client)
-                body = {"model": "oai/m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-                stream = await provider.chat_stream(chat_request(body, {}), "m")
-                out = b"".join([chunk async for chunk in stream])
-            finally:
-                await client.close()
+        out, stream = await streamed("/v1", {})
         sent = [b"data: " + orjson.dumps(c) for c in ODD_CHUNKS] + [b"data: [DONE]"]
         assert out == b"\n\n".join(sent) + b"\n\n"
         state = stream.state
@@ -207,21 +212,7 @@ def test_stream_events_of_several_data_lines_reach_the_client_as_valid_sse() -> 
     followed by bare JSON a client would drop."""
 
     async def main() -> None:
-        async with upstream() as url:
-            client = UpstreamClient()
-            try:
-                cfg = ProviderConfig(name="oai", kind="openai_compatible", adapter="openai", base_url=url + "/lines/v1")
-                provider = OpenAICompatProvider(cfg, client)
-                body = {
-                    "model": "oai/m",
-                    "messages": [{"role": "user", "content": "hi"}],
-                    "stream": True,
-                    "stream_options": {"include_usage": True},
-                }
-                stream = await provider.chat_stream(chat_request(body, {}), "m")
-                out = b"".join([chunk async for chunk in stream])
-            finally:
-                await client.close()
+        out, stream = await streamed("/lines/v1", {"stream_options": {"include_usage": True}})
         events = EventSplitter().feed(out)
         assert [orjson.loads(e.data) for e in events[:-1]] == MULTILINE and events[-1].data == b"[DONE]"
         assert all(line.startswith(b"data: ") for line in out.split(b"\n") if line)
