@@ -259,18 +259,12 @@ class HostClient:
         conn = self._conn
         if conn is None or conn.transport is None or conn.transport.is_closing():
             return
-        if self._out:
+        if self._out or self._ctl:
             # records first: a query written after them is answered after they are taken
             self._sent_on_conn += self._out_records
-            if self._ctl:
-                self._out.extend(self._ctl)
-                self._ctl = []
-            conn.transport.writelines(self._out)
-            self._out = []
+            conn.transport.writelines([*self._out, *self._ctl])
+            self._out, self._ctl = [], []
             self._out_bytes = self._out_records = 0
-        elif self._ctl:
-            conn.transport.writelines(self._ctl)
-            self._ctl = []
 
     def _write(self, kind: int, payload: Any) -> bool:
         """A control frame, written with whatever else this turn of the event loop writes."""
