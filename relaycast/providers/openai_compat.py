@@ -282,12 +282,12 @@ class OpenAIStream:
         try:
             async with aclosing(upstream_events(self._resp, self._idle_s, self._target)) as reads:
                 async for events in reads:
-                    kept: list[bytes] = []  # the data of each event forwarded, its line breaks as SSE's
+                    out: list[bytes] = []
                     for ev in events:
                         data = ev.data
                         if data == DONE:
                             state.done = True
-                            kept.append(DONE)
+                            out.append(DONE_EVENT)
                             continue
                         if not data:
                             continue
@@ -296,14 +296,15 @@ class OpenAIStream:
                             try:
                                 keep = self._inspect(data)
                             except errors.ProviderError:
-                                if kept:  # what came before the failure in the same read still reaches the client
-                                    yield _data_events(kept)
+                                if out:  # what came before the failure in the same read still reaches the client
+                                    yield b"".join(out)
                                 raise
                             if not keep:
                                 continue
-                        kept.append(data.replace(b"\n", b"\ndata: ") if b"\n" in data else data)
-                    if kept:
-                        yield _data_events(kept)
+                        # data of several lines goes out as several `data:` lines
+                        out.append(encode(data) if b"\n" in data else b"data: " + data + b"\n\n")
+                    if out:
+                        yield b"".join(out)
                     if state.done:
                         return
         finally:
@@ -360,11 +361,6 @@ class OpenAIStream:
             return True
         # A chunk without choices: the usage chunk (forwarded only if the client asked for it).
         return usage is None or self._client_usage
-
-
-def _data_events(datas: list[bytes]) -> bytes:
-    """`data: ` events of these data (line breaks already followed by `data: `), in one join."""
-    return b"".join((b"data: ", b"\n\ndata: ".join(datas), b"\n\n"))
 
 
 class ResponsesStream:
