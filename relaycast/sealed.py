@@ -15,7 +15,6 @@ import base64
 import hashlib
 import os
 import secrets
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -81,26 +80,33 @@ def load_sealer(env: Mapping[str, str], base: Path) -> Sealer:
 
 
 def _key_file(path: Path) -> bytes:
-    """The key file's bytes; a new one (0600, 32 random bytes) when there is none. Two processes starting at once
-    both end up with the one that was written first."""
+    """The key file's bytes; a new one (0600, 32 random bytes) when there is none."""
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        private_dirs(path.parent)
-        try:
-            fd = open_private(path, os.O_WRONLY | os.O_EXCL)
-        except FileExistsError:  # another process is writing it: wait for its bytes (at most a second)
-            key = b""
-            for _ in range(100):
-                key = path.read_bytes()
-                if key.endswith(b"\n"):
-                    break
-                time.sleep(0.01)
-        else:
-            key = base64.urlsafe_b64encode(secrets.token_bytes(32)) + b"\n"
-            with os.fdopen(fd, "wb") as f:
-                f.write(key)
+        key = _new_key_file(path)
     key = key.strip()
     if len(key) < MIN_KEY_CHARS:
         raise ValueError(f"the secret key file {path} holds {len(key)} bytes, fewer than {MIN_KEY_CHARS}")
+    return key
+
+
+def _new_key_file(path: Path) -> bytes:
+    """Write a new key to a private file beside `path`, then hard-link it into place: the key file appears whole or
+    not at all, so no process ever reads it half written. When processes start at once, the first link wins and the
+    others read its key."""
+    private_dirs(path.parent)
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)) + b"\n"
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = open_private(draft, os.O_WRONLY | os.O_EXCL)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(draft, path)
+    except FileExistsError:
+        return path.read_bytes()
+    finally:
+        draft.unlink(missing_ok=True)
     return key

@@ -7,6 +7,7 @@ import asyncio
 import json
 import multiprocessing
 import stat
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -42,22 +43,28 @@ def test_sealed_values_open_only_with_their_key_and_owner() -> None:
         s.open("plain text", "datadog")
 
 
-def _load(base: str, out: multiprocessing.Queue[str]) -> None:
-    out.put(load_sealer({}, Path(base)).key_id)
+def _load(base: str, start: threading.Barrier, out: multiprocessing.Queue[str]) -> None:
+    start.wait(30)
+    try:
+        out.put(load_sealer({}, Path(base)).key_id)
+    except (OSError, ValueError) as e:  # the test names the failure instead of waiting on an empty queue
+        out.put(f"failed: {e}")
 
 
 def test_the_key_file_is_made_once_and_private(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     q: multiprocessing.Queue[str] = ctx.Queue()
-    procs = [ctx.Process(target=_load, args=(str(tmp_path), q)) for _ in range(4)]
+    start = ctx.Barrier(6)  # all load at once: none may read the file half written
+    procs = [ctx.Process(target=_load, args=(str(tmp_path), start, q)) for _ in range(6)]
     for p in procs:
         p.start()
+    ids = {q.get(timeout=60) for _ in procs}
     for p in procs:
         p.join(30)
-    ids = {q.get(timeout=5) for _ in procs}
     assert len(ids) == 1  # processes starting together end up with one key
     key_file = tmp_path / ".relaycast" / "secret.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert [f.name for f in key_file.parent.iterdir()] == ["secret.key"]  # no draft left behind
     assert load_sealer({}, tmp_path).key_id in ids
     env_key = load_sealer({"RELAYCAST_SECRET_KEY": "e" * 32}, tmp_path)
     assert env_key.key_id not in ids and env_key.source == "$RELAYCAST_SECRET_KEY"
