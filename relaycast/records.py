@@ -3,6 +3,11 @@
 They are msgspec Structs: made on every request (four objects), encoded once to reach the telemetry process and
 decoded there. Measured against frozen dataclasses of the same fields: 0.55 against 8.2 µs to make, 1.0 against
 2.0 µs to encode, 1.5 against 4.4 µs to decode. `msgspec.structs.replace` makes a changed copy.
+
+`gc=False`: the cycle collector never tracks them. They hold plain data (strings, numbers, JSON-like dicts and
+lists, other records), which cannot form a reference cycle. A telemetry process holds tens of thousands of
+records in its queues; with them tracked, it spent about 10% of its CPU in collections at saturation (a full
+collection took ~70 ms), about 4% without.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 import msgspec
 
 
-class Usage(msgspec.Struct, frozen=True):
+class Usage(msgspec.Struct, frozen=True, gc=False):
     """Token counts as the upstream reported them, normalised to OpenAI's meaning.
 
     `prompt_tokens` includes cached and cache-write tokens; `completion_tokens` includes reasoning tokens.
@@ -81,7 +86,7 @@ class Usage(msgspec.Struct, frozen=True):
         )
 
 
-class Attribution(msgspec.Struct, frozen=True):
+class Attribution(msgspec.Struct, frozen=True, gc=False):
     """Who and what a request is for. Travels on every record and span."""
 
     user: str | None = None
@@ -95,7 +100,7 @@ class Attribution(msgspec.Struct, frozen=True):
     ] = ()  # free-form, from the X-Relaycast-Tags header  # OpenRouter-style `trace` metadata, as the client sent it
 
 
-class Attempt(msgspec.Struct, frozen=True):
+class Attempt(msgspec.Struct, frozen=True, gc=False):
     target: str  # "openai/gpt-4o-mini"
     provider: str
     model: str
@@ -120,7 +125,7 @@ class Attempt(msgspec.Struct, frozen=True):
         return self.error_class is None
 
 
-class RequestRecord(msgspec.Struct, frozen=True):
+class RequestRecord(msgspec.Struct, frozen=True, gc=False):
     request_id: str  # made by the gateway, unique: the record's key in the store and every export
     endpoint: str  # "chat.completions" | "embeddings" | "models" | "unknown" (another /v1 path)
     model_requested: str

@@ -24,6 +24,7 @@ from relaycast.limits.host import HostLimits
 from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
+from relaycast.server.runner import tune_gc
 from relaycast.server.telemetry_hub import Demotions, TelemetryHub, shutdown_step
 from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_loader
@@ -151,6 +152,7 @@ async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: fl
     proc = TelemetryProcess(config, socket_path, shared_limits)
     try:
         await proc.start()
+        tune_gc()  # what start-up made is frozen out of the collector's full passes
         await stop.wait()
     finally:
         await proc.close(drain_s)
