@@ -98,12 +98,18 @@ def test_period_start_is_the_span_start() -> None:
 # --- ids -------------------------------------------------------------------------------------------
 
 
-def test_request_ids_are_random_unique_and_shaped_as_before() -> None:
+def test_request_ids_are_unique_random_and_in_time_order() -> None:
     ids = RequestIds()
+    before_ms = time.time_ns() // 1_000_000
     made = [ids() for _ in range(20 * ID_BATCH + 7)]  # across many batches
+    after_ms = time.time_ns() // 1_000_000
     assert len(set(made)) == len(made)
-    assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in made)
-    assert len({RequestIds()() for _ in range(100)}) == 100  # another gateway's ids are its own
+    assert all(re.fullmatch(r"req_[0-9a-f]{36}", i) for i in made)
+    # the time in milliseconds first: ids sort by when they were made (the store's index grows at its end)
+    assert all(before_ms <= int(i[4:16], 16) <= after_ms for i in made)
+    assert [i[4:16] for i in made] == sorted(i[4:16] for i in made)
+    assert len({i[16:] for i in made}) == len(made)  # 96 random bits each
+    assert len({RequestIds()()[16:] for _ in range(100)}) == 100  # another gateway's ids are its own
 
 
 def test_a_forked_child_draws_request_ids_of_its_own() -> None:
