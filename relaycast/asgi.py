@@ -40,11 +40,13 @@ class RequestIds:
     microseconds of CPU. One per process: a child forked after some were drawn starts from a fresh batch of its
     own."""
 
-    __slots__ = ("_hex", "_at", "__weakref__")
+    __slots__ = ("_hex", "_at", "_ms", "_head", "__weakref__")
 
     def __init__(self) -> None:
         self._hex = ""
         self._at = 0
+        self._ms = -1
+        self._head = ""  # "req_" and the time, made once per millisecond
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _drop_batch(ref))
 
@@ -54,7 +56,10 @@ class RequestIds:
             self._hex = os.urandom(12 * ID_BATCH).hex()
             at = 0
         self._at = at + 24
-        return f"req_{time.time_ns() // 1_000_000:012x}{self._hex[at : at + 24]}"
+        ms = time.time_ns() // 1_000_000
+        if ms != self._ms:
+            self._ms, self._head = ms, f"req_{ms:012x}"
+        return self._head + self._hex[at : at + 24]
 
 
 def _drop_batch(ref: weakref.ref[RequestIds]) -> None:
