@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,33 +19,53 @@ import pytest
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
 from tests.servers import ToolServer, tool
 
-# MLflow's own client, run in MLflow's environment: `create NAME` prints the new experiment's id; `traces ID` prints
-# the experiment's traces as JSON, each span as MLflow reads it (type, status, attributes, inputs, outputs).
+# MLflow's own client, run in MLflow's environment (importing mlflow takes seconds, so one process polls): it prints
+# the experiment's traces as JSON once there are any (at most 20 s), each span as MLflow reads it (type, status,
+# attributes, inputs, outputs); [] when none came.
 CLIENT = """
-import json, sys
+import json, sys, time
 import mlflow
 client = mlflow.MlflowClient(tracking_uri=sys.argv[1])
-if sys.argv[2] == "create":
-    print(client.create_experiment(sys.argv[3]))
-else:
+deadline = time.monotonic() + 20
+while True:
     out = []
-    for t in client.search_traces(locations=[sys.argv[3]]):
+    for t in client.search_traces(locations=[sys.argv[2]]):
         spans = [
             {"name": s.name, "parent_id": s.parent_id, "span_type": s.span_type, "status": s.status.status_code.value,
              "start_time_ns": s.start_time_ns, "attributes": s.attributes, "inputs": s.inputs, "outputs": s.outputs}
             for s in t.data.spans
         ]
         out.append({"token_usage": t.info.token_usage, "spans": spans})
-    print(json.dumps(out, default=str))
+    if out or time.monotonic() > deadline:
+        break
+    time.sleep(0.2)
+print(json.dumps(out, default=str))
 """
 
 
-def mlflow_client(tracking: ToolServer, *args: str) -> str:
+def mlflow_traces(tracking: ToolServer, experiment_id: str) -> list[Any]:
     done = subprocess.run(
-        [tool("mlflow", "python"), "-c", CLIENT, tracking.url, *args], capture_output=True, text=True, timeout=60
+        [tool("mlflow", "python"), "-c", CLIENT, tracking.url, experiment_id],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
+    traces: list[Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return traces
+
+
+def create_experiment(tracking: ToolServer, name: str) -> str:
+    """A new experiment, through MLflow's REST API (what its client calls)."""
+    req = urllib.request.Request(
+        f"{tracking.url}/api/2.0/mlflow/experiments/create",
+        data=json.dumps({"name": name}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        experiment_id: str = json.loads(r.read())["experiment_id"]
+    return experiment_id
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +97,7 @@ def tracking() -> Iterator[ToolServer]:
 def test_a_chat_request_becomes_an_mlflow_trace_with_model_and_token_usage(
     fake: Fake, tracking: ToolServer, tmp_path: Path
 ) -> None:
-    experiment_id = mlflow_client(tracking, "create", "relaycast-e2e")
+    experiment_id = create_experiment(tracking, "relaycast-e2e")
     extra = f"""
 broadcast:
   spool_dir: {tmp_path / "spool"}
@@ -96,12 +116,8 @@ broadcast:
         )
         rid = raw.headers["x-request-id"]
         answer = raw.parse()
-        deadline = time.monotonic() + 20
-        traces: list[Any] = []
-        while not traces:
-            traces = json.loads(mlflow_client(tracking, "traces", experiment_id))
-            assert traces or time.monotonic() < deadline, f"no trace in MLflow; gateway log:\n{gw.log()}"
-            time.sleep(0.2)
+        traces = mlflow_traces(tracking, experiment_id)
+        assert traces, f"no trace in MLflow within 20 s; gateway log:\n{gw.log()}"
     finally:
         gw.stop()
 
