@@ -25,15 +25,19 @@ class EventSplitter:
     ends. An unfinished event past `max_event_bytes` raises ValueError (the caller's `malformed`).
     """
 
-    __slots__ = ("_parts", "_size", "_cr", "max_event_bytes")
+    __slots__ = ("_parts", "_size", "_cr", "max_event_bytes", "whole")
 
     def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
         self._parts: list[bytes] = []  # the unfinished event, as received (normalised), read by read
         self._size = 0
         self._cr = False  # the last read ended with \r: its \n may open the next one
         self.max_event_bytes = max_event_bytes
+        # After `feed`: the read itself when it was whole events that are each one `data: ` line, so that event i
+        # is exactly `data: ` + its data + `\n\n`, one after another (a caller may forward it as it is); else None.
+        self.whole: bytes | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
+        self.whole = None
         if self._cr:
             chunk = b"\r" + chunk
         self._cr = chunk.endswith(b"\r")
@@ -57,6 +61,7 @@ class EventSplitter:
             if buf[:6] == b"data: " and buf[-2:] == b"\n\n":
                 datas = buf[6:-2].split(b"\n\ndata: ")
                 if buf.count(b"\n") == 2 * len(datas):
+                    self.whole = buf
                     return [Event(None, d) for d in datas]
         blocks = buf.split(b"\n\n")
         rest = blocks.pop()  # what follows the last complete event: the start of the next one, or nothing

@@ -323,10 +323,14 @@ class IdleWatch:
             self._handle = None
 
 
-async def upstream_events(resp: Answer, idle_s: float, target: str) -> AsyncGenerator[list[Event], None]:
+async def upstream_events(
+    resp: Answer, idle_s: float, target: str, splitter: EventSplitter | None = None
+) -> AsyncGenerator[list[Event], None]:
     """An upstream's SSE events, one list per network read, as they arrive. Raises Timeout when nothing came for
-    `idle_s`, StreamCut when the connection broke, MalformedResponse for an oversized event. Ends with the body."""
-    splitter = EventSplitter()
+    `idle_s`, StreamCut when the connection broke, MalformedResponse for an oversized event. Ends with the body.
+    With `splitter`, the caller's (its `whole` tells about the read each list came from)."""
+    if splitter is None:
+        splitter = EventSplitter()
     idle = IdleWatch(idle_s)
     try:
         while True:

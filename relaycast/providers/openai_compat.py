@@ -35,7 +35,7 @@ from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage, content_text
 from relaycast.retry import retry_after_seconds
 from relaycast.schema import OPENROUTER_EXTENSIONS, ChatRequest, upstream_body
-from relaycast.sse import DONE, DONE_EVENT, encode
+from relaycast.sse import DONE, DONE_EVENT, EventSplitter, encode
 
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "invalid_prompt", "moderation_blocked"})
 CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
@@ -279,32 +279,54 @@ class OpenAIStream:
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         state = self.state
+        splitter = EventSplitter()
         try:
-            async with aclosing(upstream_events(self._resp, self._idle_s, self._target)) as reads:
+            async with aclosing(upstream_events(self._resp, self._idle_s, self._target, splitter)) as reads:
                 async for events in reads:
+                    # A read of whole one-line events (`splitter.whole`) goes out as the bytes it came in, less any
+                    # event left out: no event is written again. `kept` is where the run of kept events began.
+                    whole = splitter.whole
                     out: list[bytes] = []
+                    kept = pos = 0
                     for ev in events:
                         data = ev.data
+                        at, pos = pos, pos + len(data) + 8  # the event's place in `whole`
                         if data == DONE:
                             state.done = True
-                            out.append(DONE_EVENT)
+                            if whole is None:
+                                out.append(DONE_EVENT)
                             continue
-                        if not data:
-                            continue
-                        # A plain delta, learned from here; every other event (the first included) in `_inspect`.
-                        if state.response_id is None or not learn_delta(state, data):
-                            try:
-                                keep = self._inspect(data)
-                            except errors.ProviderError:
-                                if out:  # what came before the failure in the same read still reaches the client
-                                    yield b"".join(out)
-                                raise
+                        if data:
+                            # A plain delta, learned from here; every other event (the first included) in `_inspect`.
+                            if state.response_id is not None and learn_delta(state, data):
+                                keep = True
+                            else:
+                                try:
+                                    keep = self._inspect(data)
+                                except errors.ProviderError:
+                                    # what came before the failure in the same read still reaches the client
+                                    if whole is not None and at > kept:
+                                        out.append(whole[kept:at])
+                                    if out:
+                                        yield b"".join(out)
+                                    raise
+                        else:
+                            keep = False
+                        if whole is not None:
                             if not keep:
-                                continue
-                        # data of several lines goes out as several `data:` lines
-                        out.append(encode(data) if b"\n" in data else b"data: " + data + b"\n\n")
+                                if at > kept:
+                                    out.append(whole[kept:at])
+                                kept = pos
+                        elif keep:
+                            # data of several lines goes out as several `data:` lines
+                            out.append(encode(data) if b"\n" in data else b"data: " + data + b"\n\n")
+                    if whole is not None:
+                        if kept == 0:
+                            out.append(whole)
+                        elif kept < len(whole):
+                            out.append(whole[kept:])
                     if out:
-                        yield b"".join(out)
+                        yield out[0] if len(out) == 1 else b"".join(out)
                     if state.done:
                         return
         finally:

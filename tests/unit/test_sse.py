@@ -131,4 +131,12 @@ def test_a_read_of_whole_one_line_events_and_odd_ones_among_them_reads_as_the_pl
     stream = b"".join(b + b"\n\n" for b in blocks)
     if crlf:
         stream = stream.replace(b"\n", b"\r\n")
-    assert [(e.event, e.data) for e in EventSplitter().feed(stream)] == reference_events(stream)
+    splitter = EventSplitter()
+    events = splitter.feed(stream)
+    assert [(e.event, e.data) for e in events] == reference_events(stream)
+    # `whole`, when set, is exactly its events written as one-line `data: ` events (a caller forwards it as it is)
+    if splitter.whole is not None:
+        assert splitter.whole == b"".join(b"data: " + e.data + b"\n\n" for e in events)
+        assert all(e.event is None for e in events)
+    if all(b.startswith(b"data: ") and b"\n" not in b for b in blocks):
+        assert splitter.whole is not None  # every read of whole one-line events takes the fast path
