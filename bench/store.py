@@ -93,7 +93,7 @@ def synth(n: int, seed: int, span_s: float, now: float) -> Any:
             )
         )
         yield RequestRecord(
-            request_id=f"req_{seed}_{i}_{secrets.token_hex(4)}",
+            request_id=f"req_{int(start * 1000):012x}{secrets.token_hex(12)}",  # as the gateway makes them
             endpoint="chat.completions",
             model_requested=model,
             stream=stream,
