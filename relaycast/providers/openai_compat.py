@@ -283,50 +283,34 @@ class OpenAIStream:
         try:
             async with aclosing(upstream_events(self._resp, self._idle_s, self._target, splitter)) as reads:
                 async for events in reads:
-                    # A read of whole one-line events (`splitter.whole`) goes out as the bytes it came in, less any
-                    # event left out: no event is written again. `kept` is where the run of kept events began.
+                    # A read of whole one-line events (`splitter.whole`) goes out as the bytes it came in, less the
+                    # events left out: no event is written again. `kept` is where the run of kept events began.
                     whole = splitter.whole
                     out: list[bytes] = []
                     kept = pos = 0
                     for ev in events:
                         data = ev.data
                         at, pos = pos, pos + len(data) + 8  # the event's place in `whole`
-                        if data == DONE:
-                            state.done = True
-                            if whole is None:
-                                out.append(DONE_EVENT)
-                            continue
-                        if data:
-                            # A plain delta, learned from here; every other event (the first included) in `_inspect`.
-                            if state.response_id is not None and learn_delta(state, data):
-                                keep = True
-                            else:
-                                try:
-                                    keep = self._inspect(data)
-                                except errors.ProviderError:
-                                    # what came before the failure in the same read still reaches the client
-                                    if whole is not None and at > kept:
-                                        out.append(whole[kept:at])
-                                    if out:
-                                        yield b"".join(out)
-                                    raise
-                        else:
-                            keep = False
-                        if whole is not None:
-                            if not keep:
-                                if at > kept:
-                                    out.append(whole[kept:at])
-                                kept = pos
-                        elif keep:
-                            # data of several lines goes out as several `data:` lines
-                            out.append(encode(data) if b"\n" in data else b"data: " + data + b"\n\n")
+                        try:
+                            keep = self._learn(data)
+                        except errors.ProviderError:
+                            # what came before the failure in the same read still reaches the client
+                            if whole is not None:
+                                out.append(whole[kept:at])
+                            if before := b"".join(out):
+                                yield before
+                            raise
+                        if whole is None:
+                            if keep:  # data of several lines goes out as several `data:` lines
+                                out.append(DONE_EVENT if data == DONE else encode(data))
+                        elif not keep:
+                            out.append(whole[kept:at])
+                            kept = pos
                     if whole is not None:
-                        if kept == 0:
-                            out.append(whole)
-                        elif kept < len(whole):
-                            out.append(whole[kept:])
-                    if out:
-                        yield out[0] if len(out) == 1 else b"".join(out)
+                        out.append(whole[kept:])
+                    chunk = out[0] if len(out) == 1 else b"".join(out)
+                    if chunk:
+                        yield chunk
                     if state.done:
                         return
         finally:
@@ -337,6 +321,18 @@ class OpenAIStream:
             yield DONE_EVENT
             return
         raise errors.StreamCut("upstream ended the stream before it finished", target=self._target)
+
+    def _learn(self, data: bytes) -> bool:
+        """Learn from one event's data; return whether to forward it."""
+        if data == DONE:
+            self.state.done = True
+            return True
+        if not data:
+            return False
+        # A plain delta, learned from here; every other event (the first included) in `_inspect`.
+        if self.state.response_id is not None and learn_delta(self.state, data):
+            return True
+        return self._inspect(data)
 
     def _inspect(self, data: bytes) -> bool:
         """Learn from one event; return whether to forward it."""
