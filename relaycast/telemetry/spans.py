@@ -8,9 +8,10 @@ same ids, two requests never share one, and tests can predict them.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
 from typing import Any
 
+import msgspec
 import orjson
 
 from relaycast.records import Attempt, RequestRecord, content_text
@@ -18,18 +19,36 @@ from relaycast.records import Attempt, RequestRecord, content_text
 DROPPED_IO = "[relaycast: dropped because of size]"
 
 
-@dataclass(frozen=True, slots=True)
-class TraceIds:
+class TraceIds(msgspec.Struct, frozen=True, gc=False):
     trace_id: str  # 32 lowercase hex
-    root_span_id: int  # unsigned 64-bit
+    root_span_id: int  # unsigned 64-bit, never 0
 
     def attempt_span_id(self, index: int) -> int:
-        return _u64(f"{self.trace_id}:{index}")
+        """The attempt's span id: the root's, mixed with the index by an odd multiplier (distinct for every index,
+        and never the root's own)."""
+        return ((self.root_span_id ^ ((index + 1) * _GOLDEN)) & _U64) or 1
+
+
+_GOLDEN = 0x9E3779B97F4A7C15  # odd: (i + 1) * _GOLDEN differs for every i below 2**64, and is never 0
+_U64 = (1 << 64) - 1
+_GATEWAY_ID = re.compile(r"req_[0-9a-f]{12}([0-9a-f]{16})([0-9a-f]{8})")  # asgi.RequestIds: time, then 96 random bits
 
 
 def trace_ids(record: RequestRecord) -> TraceIds:
     """The record's trace id: the client's `trace.trace_id` if it is 32 hex digits, else one derived from the
-    request id, with the start time in its top 32 bits (as Datadog's tracers make them)."""
+    request id, with the start time in its top 32 bits (as Datadog's tracers make them).
+
+    A request id the gateway made (`req_`, 12 hex digits of time, 24 of random bits) gives its random bits
+    directly: the first 64 are the trace id's low half, the last 64 the root span's id. Any other (a record
+    written by an older version, say) is hashed."""
+    rid = record.request_id
+    m = _GATEWAY_ID.fullmatch(rid)
+    if m is not None:
+        low = m.group(1)
+        root = int(rid[-16:], 16) or 1
+    else:
+        low = f"{_u64(rid):016x}"
+        root = _u64("root:" + rid)
     given = (record.attribution.trace or {}).get("trace_id")
     if (
         isinstance(given, str)
@@ -40,8 +59,8 @@ def trace_ids(record: RequestRecord) -> TraceIds:
         tid = given.lower()
     else:
         seconds = (record.started_unix_ns // 1_000_000_000) & 0xFFFFFFFF
-        tid = f"{seconds:08x}00000000{_u64(record.request_id):016x}"
-    return TraceIds(trace_id=tid, root_span_id=_u64("root:" + record.request_id))
+        tid = f"{seconds:08x}00000000{low}"
+    return TraceIds(trace_id=tid, root_span_id=root)
 
 
 def _u64(text: str) -> int:

@@ -18,7 +18,7 @@ from relaycast import config as config_mod
 from relaycast.costs.catalog import Catalog, ModelPrice
 from relaycast.costs.compute import Coster, usage_cost
 from relaycast.costs.estimate import TokenEstimator, heuristic_tokens
-from relaycast.costs.money import format_usd, pico_from_usd
+from relaycast.costs.money import PICO_PER_USD, format_usd, pico_from_usd, usd_decimal
 from relaycast.costs.pricer import Pricer, build_pricer
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 
@@ -190,6 +190,14 @@ def test_config_prices_are_validated():
 def test_money_text_round_trips_exactly():
     assert pico_from_usd("0.00000105") == 1_050_000 and format_usd(1_050_000) == "0.00000105"
     assert format_usd(None) is None and format_usd(0) == "0"
+    assert format_usd(2 * 10**12) == "2" and format_usd(10**13) == "10" and format_usd(-500_000_000_000) == "-0.5"
+
+
+@given(st.one_of(st.integers(-(10**15), 10**15), st.integers(-(10**26), 10**26), st.sampled_from([10**12, 10**13])))
+def test_money_text_is_the_exact_decimal_of_the_pico_dollars(pico: int) -> None:
+    text = format_usd(pico)
+    assert text is not None and Decimal(text) * PICO_PER_USD == pico
+    assert text == f"{usd_decimal(pico):f}"  # the same digits as the Decimal route: no exponent, no trailing zeros
     with pytest.raises(ValueError):
         pico_from_usd("0.0000000000001", exact=True)
 
