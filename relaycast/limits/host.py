@@ -1,6 +1,8 @@
 """Limits shared by the workers of one host without Redis: the telemetry process keeps them (one in-memory
 limiter, `HostLimits`), and each worker asks it (`RemoteLimiter`) over the telemetry channel. One limiter for the
-host, so N requests per minute admit N across all workers, never N per worker.
+host, so N requests per minute admit N across all workers, never N per worker. The telemetry process decides an
+admission in the turn of its event loop that read the question (`admit_now`: no task, no turn waited for), unless
+a budget must be loaded from the store first.
 
 While the telemetry process is away (it is restarted within about a second) or does not answer within
 `ADMIT_TIMEOUT_S`, a request with limits is refused with 503 `limiter_unavailable`: a limit is never exceeded, and no
@@ -24,6 +26,7 @@ import msgspec
 
 from relaycast.errors import LimiterUnavailable, LimitExceeded, RemoteError, RequestTooLarge, TelemetryUnavailable
 from relaycast.limits.base import Check, Limiter, Reservation
+from relaycast.limits.memory import MemoryLimiter
 
 MAX_HELD = 100_000  # reservations in flight for the whole host
 MAX_RELEASED = 10_000  # releases remembered that came before their admission
@@ -98,17 +101,37 @@ class HostLimits:
 
     def __init__(self, limiter: Limiter) -> None:
         self.limiter = limiter
+        # The in-memory limiter (the only one kept here) decides nearly every admission without an await.
+        self._now = limiter.admit_now if isinstance(limiter, MemoryLimiter) else None
         self._held: dict[str, tuple[int, Reservation]] = {}  # the worker's id -> (connection, reservation)
         self._by_conn: dict[int, set[str]] = collections.defaultdict(set)
         self._released: dict[str, None] = {}  # settled before admitted, oldest first
         self.undone = 0
 
     async def admit(self, conn: int, arg: list[Any]) -> None:
+        rid, checks, est_tokens, est_nano, now = self._parsed(arg)
+        self._hold(conn, rid, await self.limiter.admit(checks, est_tokens, est_nano, now))
+
+    def admit_now(self, conn: int, arg: list[Any]) -> bool:
+        """`admit` at once, in the turn of the event loop that read the question (no task, no await), when the
+        limiter can decide without loading a budget: True when decided (admitted, or its refusal raised); False,
+        having changed nothing, when `admit` must be awaited."""
+        if self._now is None:
+            return False
+        rid, checks, est_tokens, est_nano, now = self._parsed(arg)
+        res = self._now(checks, est_tokens, est_nano, now)
+        if res is None:
+            return False
+        self._hold(conn, rid, res)
+        return True
+
+    def _parsed(self, arg: list[Any]) -> tuple[str, _CHECKS, int, int, float]:
         rid, checks_raw, est_tokens, est_nano, now = arg
         if len(self._held) >= MAX_HELD:
             raise LimiterUnavailable("Too many requests with limits are in flight on this host.")
-        checks = msgspec.convert(checks_raw, _CHECKS)
-        res = await self.limiter.admit(checks, int(est_tokens), int(est_nano), float(now))
+        return str(rid), msgspec.convert(checks_raw, _CHECKS), int(est_tokens), int(est_nano), float(now)
+
+    def _hold(self, conn: int, rid: str, res: Reservation) -> None:
         if self._released.pop(rid, 0) is None:  # the worker gave up waiting: nothing ran
             self.undone += 1
             self.limiter.settle(res, 0, 0)

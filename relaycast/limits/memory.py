@@ -175,15 +175,38 @@ class MemoryLimiter:
             return
 
     async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation:
-        big = too_large(checks, est_tokens)
-        if big is not None:
-            self.rejected["tpm_request_too_large"] += 1
-            raise big
+        self._refuse_too_large(checks, est_tokens)
         periods = [self._budgets_of(c, now) for c in checks]
         loaded: dict[tuple[str, str, str], int] = {}
         if any(periods) and self._missing(checks, periods, loaded):  # usually all in memory: no await
             loaded = await self._load_missing(checks, periods)
-        # From here to the end: no await. Every check first, then every change.
+        return self._decide(checks, periods, loaded, est_tokens, est_nano, now)
+
+    def admit_now(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation | None:
+        """`admit` without an await, when it needs none (every budget cell in memory, as nearly always): the
+        reservation, or its refusal raised. None, having changed nothing, when a budget must be loaded first."""
+        periods = [self._budgets_of(c, now) for c in checks]
+        if any(periods) and self._missing(checks, periods, {}):
+            return None
+        self._refuse_too_large(checks, est_tokens)
+        return self._decide(checks, periods, {}, est_tokens, est_nano, now)
+
+    def _refuse_too_large(self, checks: tuple[Check, ...], est_tokens: int) -> None:
+        big = too_large(checks, est_tokens)
+        if big is not None:
+            self.rejected["tpm_request_too_large"] += 1
+            raise big
+
+    def _decide(
+        self,
+        checks: tuple[Check, ...],
+        periods: list[Sequence[Budget]],
+        loaded: dict[tuple[str, str, str], int],
+        est_tokens: int,
+        est_nano: int,
+        now: float,
+    ) -> Reservation:
+        """Every check first, then every change, with no await: a request passes them all or changes nothing."""
         if len(checks) > 1:  # this request's scopes are the most recent: making room for one never evicts another
             for c in checks:
                 if (c.scope, c.name) in self._scopes:

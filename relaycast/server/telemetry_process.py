@@ -89,6 +89,13 @@ class TelemetryProcess:
             self.server.push_demotions()
         return result
 
+    def answer_now(self, peer: Peer, op: str, arg: Any) -> tuple[bool, Any]:
+        # An admission the in-memory limits decide at once (nearly all): answered in the turn of the event loop
+        # that read it, where a task would wait for the next turn, behind whatever else that turn runs.
+        if op == "limit_admit" and self.limits is not None and self.limits.admit_now(peer.key, arg):
+            return True, None
+        return False, None
+
     def gauges(self, peer: Peer, families: Any) -> None:
         self.hub.workers[peer.worker] = families
 

@@ -343,6 +343,11 @@ class Handler(Protocol):
 
     async def query(self, peer: Peer, op: str, arg: Any) -> Any: ...
 
+    def answer_now(self, peer: Peer, op: str, arg: Any) -> tuple[bool, Any]:
+        """(True, the answer) when the question can be answered without an await (or raises its error); (False,
+        None), having changed nothing, when `query` must be awaited."""
+        ...
+
     def gauges(self, peer: Peer, families: Any) -> None: ...
 
     def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None: ...
@@ -381,6 +386,14 @@ class _Peer:
             s.ack_soon(self)
         elif kind == QUERY:
             qid, op, arg = s.codec.data(payload)
+            try:
+                done, result = h.answer_now(self, op, arg)
+            except Exception as e:  # noqa: BLE001 - the asker gets the error, the process goes on
+                self.write(ANSWER, [qid, False, error_detail(e)])
+                return
+            if done:  # answered in this turn of the event loop: no task, no turn waited for
+                self.write(ANSWER, [qid, True, result])
+                return
             task = asyncio.ensure_future(self._answer(qid, op, arg))
             s.tasks.add(task)
             task.add_done_callback(s.tasks.discard)

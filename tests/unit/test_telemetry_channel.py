@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from relaycast.errors import TelemetryUnavailable
+from relaycast.errors import LimitExceeded, RemoteError, TelemetryUnavailable
 from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
@@ -30,6 +30,7 @@ class Collect:
         self.settled: list[tuple[str, int, int]] = []
         self.gone_workers: list[int] = []
         self.hellos: list[tuple[int, int]] = []
+        self.now_answered = 0
 
     def record(self, record: RequestRecord) -> None:
         self.records.append(record)
@@ -42,6 +43,14 @@ class Collect:
         if op == "count":  # the records taken before this query was
             return len(self.records)
         return {"op": op, "arg": arg, "worker": peer.worker}
+
+    def answer_now(self, peer: Peer, op: str, arg: Any) -> tuple[bool, Any]:
+        if op == "now":  # answered in the turn that read it
+            self.now_answered += 1
+            return True, {"now": arg, "records": len(self.records)}
+        if op == "now_fail":
+            raise ValueError("refused at once")
+        return False, None
 
     def gauges(self, peer: Peer, families: Any) -> None:
         self.gauges_of[peer.worker] = families
@@ -213,6 +222,29 @@ def test_queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_o
     asyncio.run(_queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_out(tmp_path))
 
 
+async def _a_question_answered_at_once_is_answered_in_order_with_the_others(tmp_path: Path) -> None:
+    handler, server, client = await linked(tmp_path, 2)
+    try:
+        for i in range(30):
+            client(sample_record(i))
+        # Mixed in one turn: those the handler answers at once and those it awaits each get their own answer.
+        asked = [client.query("now" if i % 2 else "echo", i) for i in range(100)]
+        answers = await asyncio.gather(*asked)
+        assert [a.get("now", a.get("arg")) for a in answers] == list(range(100))
+        assert handler.now_answered == 50
+        assert answers[1]["records"] == 30  # the records written before the question were taken first
+        with pytest.raises(RemoteError, match="refused at once"):
+            await client.query("now_fail")
+        assert await client.query("now", "after") == {"now": "after", "records": 30}
+    finally:
+        await client.close(1.0)
+        await server.close()
+
+
+def test_a_question_answered_at_once_is_answered_in_order_with_the_others(tmp_path: Path) -> None:
+    asyncio.run(_a_question_answered_at_once_is_answered_in_order_with_the_others(tmp_path))
+
+
 async def _records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
     """On the wire, read as the telemetry process reads it: the records a worker handed over before a query (and a
     settlement), in the same turn of the event loop, come first, so the answer sees them."""
@@ -272,6 +304,44 @@ def test_host_limits_undo_an_admission_the_worker_stopped_waiting_for() -> None:
         await host.admit(2, ["w2-3", check, 40, 0, now])
         host.settle("w2-3", 10, 0)
         assert host.status()["held"] == 0
+
+    asyncio.run(run())
+
+
+def test_host_limits_decide_at_once_what_memory_holds_and_wait_only_to_load_a_budget() -> None:
+    from relaycast.keys.policy import Limits
+    from relaycast.limits.base import Check
+    from relaycast.limits.host import HostLimits
+    from relaycast.limits.memory import MemoryLimiter
+
+    loads: list[tuple[str, str, str]] = []
+
+    async def spend(scope: str, name: str, period: str) -> int:
+        loads.append((scope, name, period))
+        return 0
+
+    async def run() -> None:
+        host = HostLimits(MemoryLimiter(spend))
+        rpm = [Check("key", "k", Limits(rpm=3))]
+        now = time.time()
+        assert [host.admit_now(1, [f"w1-{i}", rpm, 10, 0, now]) for i in range(3)] == [True] * 3
+        with pytest.raises(LimitExceeded, match="3 requests per minute"):  # refused at once, nothing held
+            host.admit_now(1, ["w1-4", rpm, 10, 0, now])
+        assert host.status()["held"] == 3
+        # A budget not yet in memory is loaded from the store first: not decided at once, and nothing changed.
+        day = [Check("user", "u", Limits(budget_day_usd=1.0))]
+        assert host.admit_now(1, ["w1-5", day, 10, 10**8, now]) is False
+        assert host.status()["held"] == 3 and loads == []
+        await host.admit(1, ["w1-5", day, 10, 10**8, now])
+        assert len(loads) == 1 and host.status()["held"] == 4
+        assert host.admit_now(1, ["w1-6", day, 10, 10**8, now]) is True  # in memory now
+        # A release that came before its admission undoes it, at once as when awaited.
+        host.settle("w1-7", 0, 0)
+        assert host.admit_now(1, ["w1-7", day, 10, 10**8, now]) is True
+        assert host.undone == 1 and host.status()["held"] == 5
+        with pytest.raises(LimitExceeded, match="Budget exceeded"):  # $0.2 held (one undone) + $0.9 > $1
+            host.admit_now(1, ["w1-8", day, 10, 9 * 10**8, now])
+        assert host.admit_now(1, ["w1-9", day, 10, 8 * 10**8, now]) is True  # $1.0: within
 
     asyncio.run(run())
 
