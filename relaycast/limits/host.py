@@ -34,7 +34,7 @@ ADMIT_TIMEOUT_S = 2.0
 
 
 class Link(Protocol):
-    async def query(self, op: str, arg: Any = None, timeout_s: float = ...) -> Any: ...
+    async def query(self, op: str, arg: Any = None, timeout_s: float = ..., after_records: bool = ...) -> Any: ...
 
     def settle(self, reservation: str, tokens: int, nano: int) -> bool: ...
 
@@ -53,7 +53,10 @@ class RemoteLimiter:
     async def admit(self, checks: tuple[Check, ...], est_tokens: int, est_nano: int, now: float) -> Reservation:
         rid = f"{self._prefix}{next(self._ids)}"
         try:
-            await self._link.query("limit_admit", [rid, checks, est_tokens, est_nano, now], self._timeout_s)
+            # Not after the records waiting in this worker: an admission reads none of them.
+            await self._link.query(
+                "limit_admit", [rid, checks, est_tokens, est_nano, now], self._timeout_s, after_records=False
+            )
         except TelemetryUnavailable:
             self.unavailable += 1
             self._link.settle(rid, 0, 0)  # if it was admitted after all, undone

@@ -106,10 +106,12 @@ class HostClient:
         self._out_bytes = 0
         self._out_records = 0
         self._flush_handle: asyncio.Handle | None = None
-        # Queries, settlements and gauges for the current connection, written with the records at the end of this
-        # turn of the event loop: one write for every request of the turn, not one each.
+        # Queries, settlements and gauges for the current connection, written at the end of this turn of the event
+        # loop: one write for every request of the turn, not one each. With the records waiting, when one of them
+        # must be answered after the records (`_ctl_after_records`); else alone, the records keeping their batch.
         self._ctl: list[bytes] = []
         self._ctl_handle: asyncio.Handle | None = None
+        self._ctl_after_records = False
         self._conn: _Conn | None = None
         self._queries: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
@@ -256,6 +258,7 @@ class HostClient:
         if self._ctl_handle is not None:
             self._ctl_handle.cancel()
             self._ctl_handle = None
+        self._ctl_after_records = False
         conn = self._conn
         if conn is None or conn.transport is None or conn.transport.is_closing():
             return
@@ -266,25 +269,43 @@ class HostClient:
             self._out, self._ctl = [], []
             self._out_bytes = self._out_records = 0
 
-    def _write(self, kind: int, payload: Any) -> bool:
-        """A control frame, written with whatever else this turn of the event loop writes."""
+    def _flush_turn(self) -> None:
+        """The end of a turn that wrote control frames: with the records waiting if one of them asks for it, else
+        the control frames alone (the records go with their batch, within FLUSH_EVERY_S)."""
+        if self._ctl_after_records:
+            self._flush()
+            return
+        self._ctl_handle = None
+        conn = self._conn
+        if self._ctl and conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.writelines(self._ctl)
+            self._ctl = []
+
+    def _write(self, kind: int, payload: Any, after_records: bool = True) -> bool:
+        """A control frame, written with whatever else this turn of the event loop writes. `after_records`: the
+        records handed over before it go first (the answer to a query sees them)."""
         conn = self._conn
         if conn is None or conn.transport is None or conn.transport.is_closing():
             return False
         self._ctl.append(self._codec.frame(kind, payload))
+        self._ctl_after_records = self._ctl_after_records or after_records
         if self._ctl_handle is None:
-            self._ctl_handle = self._loop.call_soon(self._flush)
+            self._ctl_handle = self._loop.call_soon(self._flush_turn)
         return True
 
     # --- queries, settlements -----------------------------------------------------------------
 
-    async def query(self, op: str, arg: Any = None, timeout_s: float = QUERY_TIMEOUT_S) -> Any:
-        """Ask the telemetry process; TelemetryUnavailable when it is away, busy or silent past `timeout_s`."""
+    async def query(
+        self, op: str, arg: Any = None, timeout_s: float = QUERY_TIMEOUT_S, after_records: bool = True
+    ) -> Any:
+        """Ask the telemetry process; TelemetryUnavailable when it is away, busy or silent past `timeout_s`. The
+        answer sees the records handed over before the question, unless `after_records` is False (a limit
+        admission, which reads none of them: it is then written without waiting for, or pulling, their batch)."""
         if len(self._queries) >= MAX_QUERIES:
             raise TelemetryUnavailable("Too many questions to the telemetry process are waiting for an answer.")
         qid = next(self._ids)
         fut: asyncio.Future[Any] = self._loop.create_future()
-        if not self._write(QUERY, [qid, op, arg]):
+        if not self._write(QUERY, [qid, op, arg], after_records):
             raise TelemetryUnavailable("The telemetry process is not connected (it may be restarting).")
         self._queries[qid] = fut
         timer = self._loop.call_later(timeout_s, _expire, fut, timeout_s)  # cheaper than asyncio.wait_for
@@ -295,7 +316,7 @@ class HostClient:
             self._queries.pop(qid, None)
 
     def settle(self, reservation: str, tokens: int, nano: int) -> bool:
-        return self._write(SETTLE, [reservation, tokens, nano])
+        return self._write(SETTLE, [reservation, tokens, nano], after_records=False)
 
     def _frame(self, kind: int, payload: bytes) -> None:
         if kind == ACK:

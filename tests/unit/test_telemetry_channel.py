@@ -277,6 +277,47 @@ def test_records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
     asyncio.run(_records_handed_before_a_query_go_out_before_it(tmp_path))
 
 
+async def _an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path: Path) -> None:
+    """A limit admission and a settlement read none of the records: written at the end of their turn without the
+    records waiting (which go out with their batch, within FLUSH_EVERY_S), so a worker with limits does not write,
+    and the telemetry process does not wake for, every record on its own."""
+    kinds: list[int] = []
+    parser = FrameParser()
+
+    async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            kinds.extend(kind for kind, _ in parser.feed(data))
+
+    server = await asyncio.start_unix_server(read, str(tmp_path / "raw.sock"))
+    client = HostClient(str(tmp_path / "raw.sock"), 1, log())
+    client.start()
+    try:
+        await until(lambda: client.connected.is_set())
+        for i in range(5):
+            client(sample_record(i))
+        asking = asyncio.ensure_future(client.query("limit_admit", [], timeout_s=5, after_records=False))
+        await asyncio.sleep(0)
+        assert client.settle("r1", 1, 1)
+        await until(lambda: len(kinds) >= 3)
+        assert kinds[:3] == [HELLO, QUERY, SETTLE]
+        await until(lambda: len(kinds) >= 8)  # the records' batch, on its own timer
+        assert kinds == [HELLO, QUERY, SETTLE] + [RECORD] * 5
+        for i in range(5, 8):
+            client(sample_record(i))
+        asked = asyncio.ensure_future(client.query("count", timeout_s=5))  # a query that reads them pulls them
+        await until(lambda: len(kinds) >= 12)
+        assert kinds[8:] == [RECORD] * 3 + [QUERY]
+        asking.cancel()
+        asked.cancel()
+    finally:
+        await client.close(0.2)
+        server.close()
+
+
+def test_an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path: Path) -> None:
+    asyncio.run(_an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path))
+
+
 def test_host_limits_undo_an_admission_the_worker_stopped_waiting_for() -> None:
     from relaycast.keys.policy import Limits
     from relaycast.limits.base import Check
