@@ -5,7 +5,9 @@ never blocks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -245,9 +247,10 @@ def test_a_question_answered_at_once_is_answered_in_order_with_the_others(tmp_pa
     asyncio.run(_a_question_answered_at_once_is_answered_in_order_with_the_others(tmp_path))
 
 
-async def _records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
-    """On the wire, read as the telemetry process reads it: the records a worker handed over before a query (and a
-    settlement), in the same turn of the event loop, come first, so the answer sees them."""
+@contextlib.asynccontextmanager
+async def on_the_wire(tmp_path: Path) -> AsyncIterator[tuple[HostClient, list[int]]]:
+    """A worker's link to a plain socket that notes the kind of every frame, in the order the telemetry process
+    would read them."""
     kinds: list[int] = []
     parser = FrameParser()
 
@@ -260,6 +263,16 @@ async def _records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> Non
     client.start()
     try:
         await until(lambda: client.connected.is_set())
+        yield client, kinds
+    finally:
+        await client.close(0.2)
+        server.close()
+
+
+async def _records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
+    """On the wire, read as the telemetry process reads it: the records a worker handed over before a query (and a
+    settlement), in the same turn of the event loop, come first, so the answer sees them."""
+    async with on_the_wire(tmp_path) as (client, kinds):
         for i in range(50):
             client(sample_record(i))
         asking = asyncio.ensure_future(client.query("count", timeout_s=5))
@@ -268,9 +281,6 @@ async def _records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> Non
         await until(lambda: len(kinds) >= 53)
         assert kinds == [HELLO] + [RECORD] * 50 + [QUERY, SETTLE]
         asking.cancel()
-    finally:
-        await client.close(0.2)
-        server.close()
 
 
 def test_records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
@@ -281,18 +291,7 @@ async def _an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path
     """A limit admission and a settlement read none of the records: written at the end of their turn without the
     records waiting (which go out with their batch, within FLUSH_EVERY_S), so a worker with limits does not write,
     and the telemetry process does not wake for, every record on its own."""
-    kinds: list[int] = []
-    parser = FrameParser()
-
-    async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            kinds.extend(kind for kind, _ in parser.feed(data))
-
-    server = await asyncio.start_unix_server(read, str(tmp_path / "raw.sock"))
-    client = HostClient(str(tmp_path / "raw.sock"), 1, log())
-    client.start()
-    try:
-        await until(lambda: client.connected.is_set())
+    async with on_the_wire(tmp_path) as (client, kinds):
         for i in range(5):
             client(sample_record(i))
         asking = asyncio.ensure_future(client.query("limit_admit", [], timeout_s=5, after_records=False))
@@ -309,9 +308,6 @@ async def _an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path
         assert kinds[8:] == [RECORD] * 3 + [QUERY]
         asking.cancel()
         asked.cancel()
-    finally:
-        await client.close(0.2)
-        server.close()
 
 
 def test_an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path: Path) -> None:
