@@ -182,6 +182,7 @@ class HostClient:
         if self._conn is conn:
             self._conn = None
             self._ctl.clear()  # its queries are failed below; a settlement means nothing to another process
+            self._ctl_after_records = False
         lost = self._sent_on_conn - self._acked_on_conn
         if lost > 0:
             self.dropped["lost_in_flight"] += lost

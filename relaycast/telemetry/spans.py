@@ -31,7 +31,7 @@ class TraceIds(msgspec.Struct, frozen=True, gc=False):
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd: (i + 1) * _GOLDEN differs for every i below 2**64, and is never 0
 _U64 = (1 << 64) - 1
-_GATEWAY_ID = re.compile(r"req_[0-9a-f]{12}([0-9a-f]{16})([0-9a-f]{8})")  # asgi.RequestIds: time, then 96 random bits
+_GATEWAY_ID = re.compile(r"req_[0-9a-f]{12}([0-9a-f]{16})[0-9a-f]{8}")  # asgi.RequestIds: time, then 96 random bits
 
 
 def trace_ids(record: RequestRecord) -> TraceIds:
