@@ -65,6 +65,6 @@ def test_a_request_id_of_another_shape_is_hashed_into_the_same_form() -> None:
     assert a.trace_id != b.trace_id and a.root_span_id != b.root_span_id
     assert a == spans.trace_ids(record("req-0001"))
     assert len(a.trace_id) == 32 and int(a.trace_id[:8], 16) == T0 // 1_000_000_000
-    # 40 characters that look like the gateway's but are not hex: hashed, not read as random bits
-    odd = "req_" + "g" * 36
-    assert len(odd) == 40 and spans.trace_ids(record(odd)).trace_id[16:] != "g" * 16
+    # 40 characters shaped like the gateway's but not hex: hashed, not read as random bits
+    odd = spans.trace_ids(record("req_" + "g" * 36))
+    assert len(odd.trace_id) == 32 and int(odd.trace_id, 16) and 0 < odd.root_span_id < 2**64
