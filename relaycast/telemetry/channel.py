@@ -252,6 +252,12 @@ class HostClient:
         buffered = conn.transport.get_write_buffer_size() if conn is not None and conn.transport is not None else 0
         return self._out_bytes + buffered
 
+    def _writable(self) -> asyncio.Transport | None:
+        """The current connection's transport while it takes writes; None while away or closing."""
+        conn = self._conn
+        t = conn.transport if conn is not None else None
+        return t if t is not None and not t.is_closing() else None
+
     def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -260,13 +266,13 @@ class HostClient:
             self._ctl_handle.cancel()
             self._ctl_handle = None
         self._ctl_after_records = False
-        conn = self._conn
-        if conn is None or conn.transport is None or conn.transport.is_closing():
+        t = self._writable()
+        if t is None:
             return
         if self._out or self._ctl:
             # records first: a query written after them is answered after they are taken
             self._sent_on_conn += self._out_records
-            conn.transport.writelines([*self._out, *self._ctl])
+            t.writelines([*self._out, *self._ctl])
             self._out, self._ctl = [], []
             self._out_bytes = self._out_records = 0
 
@@ -277,16 +283,15 @@ class HostClient:
             self._flush()
             return
         self._ctl_handle = None
-        conn = self._conn
-        if self._ctl and conn is not None and conn.transport is not None and not conn.transport.is_closing():
-            conn.transport.writelines(self._ctl)
+        t = self._writable()
+        if self._ctl and t is not None:
+            t.writelines(self._ctl)
             self._ctl = []
 
     def _write(self, kind: int, payload: Any, after_records: bool = True) -> bool:
         """A control frame, written with whatever else this turn of the event loop writes. `after_records`: the
         records handed over before it go first (the answer to a query sees them)."""
-        conn = self._conn
-        if conn is None or conn.transport is None or conn.transport.is_closing():
+        if self._writable() is None:
             return False
         self._ctl.append(self._codec.frame(kind, payload))
         self._ctl_after_records = self._ctl_after_records or after_records
