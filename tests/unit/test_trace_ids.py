@@ -3,9 +3,12 @@ across requests, and never shared by two spans of one trace, whatever the client
 
 from __future__ import annotations
 
+import msgspec
+
 from relaycast.asgi import RequestIds
 from relaycast.records import Attempt, Attribution, RequestRecord
 from relaycast.telemetry import spans
+from tests.sample_records import sample_record
 
 T0 = 1_760_000_000_123_456_789
 
@@ -14,14 +17,10 @@ def record(request_id: str, trace: dict[str, str] | None = None, attempts: int =
     tried = tuple(
         Attempt(target=f"p{i}/m", provider=f"p{i}", model="m", started_ns=i, duration_ns=1) for i in range(attempts)
     )
-    return RequestRecord(
+    return msgspec.structs.replace(
+        sample_record(0),
         request_id=request_id,
-        endpoint="chat.completions",
-        model_requested="m",
-        stream=False,
         started_unix_ns=T0,
-        duration_ns=5,
-        status_code=200,
         attribution=Attribution(trace=trace),
         attempts=tried,
     )
