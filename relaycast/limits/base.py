@@ -40,6 +40,7 @@ class Reservation:
     entries: list[Any] = field(default_factory=list)  # in memory: the token-window entries it added
     scopes: list[Any] = field(default_factory=list)  # in memory: the scopes it holds in flight
     local: bool = False  # admitted by this process's limits while Redis could not answer
+    lease: Any = None  # a worker's: the lease it was admitted under (relaycast.limits.host), else None
 
 
 class Limiter(Protocol):

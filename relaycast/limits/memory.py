@@ -29,6 +29,7 @@ from relaycast.limits.base import Check, Periods, Reservation, budget_message, t
 WINDOW_S = 60.0
 SLOT_S = 0.1  # requests this close share a slot in a window (see above)
 MAX_SCOPES = 10_000
+MIN_GRANT = 4  # a grant for fewer requests is not made: such a scope is asked for every request
 EVICT_TRIES = 16  # scopes in flight skipped at most, per eviction: past it the map grows by one (bounded by load)
 SpendLoader = Callable[[str, str, str], Awaitable[int]]  # (scope, name, period) -> nano-dollars spent so far
 Budget = tuple[str, str, float, float]  # (period, period id, seconds left, limit in USD)
@@ -41,7 +42,8 @@ class _Scope:
     __slots__ = ("requests", "request_count", "tokens", "token_sum", "budgets", "inflight")
 
     def __init__(self) -> None:
-        self.requests: collections.deque[list[float]] | None = None  # slots: [first ts, last ts, requests]
+        # slots: [first ts, last ts, requests, scope or None once pruned]; grants point at theirs
+        self.requests: collections.deque[list[Any]] | None = None
         self.request_count = 0  # the requests in the window
         # slots: [first ts, last ts, tokens, scope or None once pruned]; reservations point at theirs
         self.tokens: collections.deque[list[Any]] | None = None
@@ -49,12 +51,14 @@ class _Scope:
         self.budgets: dict[str, list[int]] = {}  # period id ("2025-11-01", "2025-11") -> [spent, reserved]
         self.inflight = 0  # reservations not yet settled: such a scope is never evicted
 
-    def prune_requests(self, now: float) -> collections.deque[list[float]]:
+    def prune_requests(self, now: float) -> collections.deque[list[Any]]:
         q = self.requests
         if q is None:
             q = self.requests = collections.deque()
         while q and q[0][1] <= now - WINDOW_S:
-            self.request_count -= int(q.popleft()[2])
+            old = q.popleft()
+            self.request_count -= old[2]
+            old[3] = None
         return q
 
     def prune_tokens(self, now: float) -> collections.deque[list[Any]]:
@@ -67,30 +71,19 @@ class _Scope:
             old[3] = None
         return q
 
-    def add_request(self, now: float) -> None:
+    def add_requests(self, now: float, count: int = 1, until: float = 0.0) -> list[Any]:
+        """The slot that now holds `count` more requests, counted as made at `until` (a grant's end) if later."""
         q = self.requests
         assert q is not None
-        last = q[-1] if q else None
-        if last is not None and now - last[0] < SLOT_S:
-            last[1] = max(last[1], now)
-            last[2] += 1
-        else:
-            q.append([now, now, 1])
-        self.request_count += 1
+        self.request_count += count
+        return _add(q, now, max(now, until), count, self)
 
-    def add_tokens(self, now: float, tokens: int) -> list[Any]:
+    def add_tokens(self, now: float, tokens: int, until: float = 0.0) -> list[Any]:
         """The slot that now holds `tokens` more: a reservation settles its real count into it."""
         q = self.tokens
         assert q is not None
-        last = q[-1] if q else None
-        if last is not None and now - last[0] < SLOT_S:
-            last[1] = max(last[1], now)
-            last[2] += tokens
-        else:
-            last = [now, now, tokens, self]
-            q.append(last)
         self.token_sum += tokens
-        return last
+        return _add(q, now, max(now, until), tokens, self)
 
     def budget(self, pid: str, spent: int) -> list[int]:
         """The cell of a period, made from `spent` when new; a past period of the same kind is dropped."""
@@ -100,6 +93,37 @@ class _Scope:
                 del self.budgets[old]  # reservations still pointing at it settle into the detached cell
             b = self.budgets[pid] = [spent, 0]
         return b
+
+
+class Grant:
+    """Capacity lent to a worker for requests like one just admitted (`MemoryLimiter.grant`): what is still lent
+    (`requests`, `tokens`, and `nano` reserved in its budgets), and the window slots and budget cells it is
+    counted in."""
+
+    __slots__ = ("requests", "tokens", "nano", "slots", "entries", "budgets", "scopes")
+
+    def __init__(self, requests: int, tokens: int, nano: int) -> None:
+        self.requests = requests
+        self.tokens = tokens
+        self.nano = nano
+        self.slots: list[list[Any]] = []
+        self.entries: list[list[Any]] = []
+        self.budgets: list[list[int]] = []
+        self.scopes: list[_Scope] = []
+
+
+def _add(q: collections.deque[list[Any]], now: float, last_ts: float, n: int, s: _Scope) -> list[Any]:
+    """Add `n` to the window `q` at `now`, in the last slot when it began within SLOT_S; it counts until `last_ts`
+    is a minute old."""
+    last = q[-1] if q else None
+    if last is not None and now - last[0] < SLOT_S:
+        if last_ts > last[1]:
+            last[1] = last_ts
+        last[2] += n
+    else:
+        last = [now, last_ts, n, s]
+        q.append(last)
+    return last
 
 
 class MemoryLimiter:
@@ -169,8 +193,9 @@ class MemoryLimiter:
                 self._scopes.move_to_end(key)  # its reservations must stay counted
                 continue
             del self._scopes[key]
-            for entry in s.tokens or ():
-                entry[3] = None  # the slots point back at it: break the cycle so it is freed now
+            for q in (s.requests, s.tokens):
+                for entry in q or ():
+                    entry[3] = None  # the slots point back at it: break the cycle so it is freed now
             self.evicted += 1
             return
 
@@ -243,7 +268,7 @@ class MemoryLimiter:
         entries = []
         for c, s in zip(checks, scopes, strict=True):
             if c.limits.rpm is not None:
-                s.add_request(now)
+                s.add_requests(now)
             if c.limits.tpm is not None:
                 entries.append(s.add_tokens(now, est_tokens))  # settled in O(1), without searching the window
             s.inflight += 1
@@ -275,6 +300,98 @@ class MemoryLimiter:
                 s.token_sum += tokens - res.est_tokens
         for s in res.scopes:
             s.inflight -= 1
+
+    # --- grants: capacity lent to a worker of the host (relaycast.limits.host) -------------------------
+
+    def grant(
+        self,
+        checks: tuple[Check, ...],
+        count: int,
+        est_tokens: int,
+        est_nano: int,
+        now: float,
+        until: float,
+        share: int,
+    ) -> Grant | None:
+        """Capacity for up to `count` more requests with these estimates, to be admitted elsewhere until `until`;
+        only while every limit is far from reached: a grant takes at most 1/`share` of what each has left, and
+        none is made for fewer than MIN_GRANT requests (near a limit, every request is decided here, exactly).
+        It is counted at once as if all its requests were made at `until`, so none of them leaves a window sooner
+        than it would have. None, changing nothing, when too little is left, a budget is not in memory, or a
+        budget's period ends before `until` (its spend would count in the wrong period)."""
+        k = count
+        for c in checks:
+            s = self._scopes.get((c.scope, c.name))
+            if s is None:
+                return None
+            for _, pid, left, limit in self._budgets_of(c, now):
+                b = s.budgets.get(pid)
+                if b is None or left <= until - now:
+                    return None
+                if est_nano:
+                    k = min(k, int((limit * 1e9 - b[0] - b[1]) // (share * est_nano)))
+            lim = c.limits
+            if lim.rpm is not None:
+                s.prune_requests(now)
+                k = min(k, (lim.rpm - s.request_count) // share)
+            if lim.tpm is not None and est_tokens:
+                s.prune_tokens(now)
+                k = min(k, (lim.tpm - s.token_sum) // (share * est_tokens))
+            if k < MIN_GRANT:
+                return None
+        g = Grant(k, k * est_tokens, k * est_nano)
+        for c in checks:
+            s = self._scopes[(c.scope, c.name)]
+            if c.limits.rpm is not None:
+                g.slots.append(s.add_requests(now, k, until))
+            if c.limits.tpm is not None:
+                g.entries.append(s.add_tokens(now, g.tokens, until))
+            for _, pid, _, _ in self._budgets_of(c, now):
+                b = s.budgets[pid]
+                b[1] += g.nano
+                g.budgets.append(b)
+            s.inflight += 1
+            g.scopes.append(s)
+        return g
+
+    def give_back(
+        self, g: Grant, requests: int, tokens: int, nano: int, token_delta: int, spent: int, settled: int
+    ) -> None:
+        """What a grant's worker reports: the `requests`, `tokens` and `nano` it will not use (no longer counted),
+        and for the requests it admitted under the grant that have ended: their tokens beyond their estimates
+        (`token_delta`, negative when fewer), what they spent and what they had reserved (`settled`)."""
+        requests = max(0, min(requests, g.requests))
+        tokens = max(0, min(tokens, g.tokens))
+        nano = max(0, min(nano + settled, g.nano))
+        g.requests -= requests
+        g.tokens -= tokens
+        g.nano -= nano
+        for slot in g.slots:
+            s = slot[3]
+            if s is not None:  # still in the window
+                slot[2] -= requests
+                s.request_count -= requests
+        delta = token_delta - tokens
+        for entry in g.entries:
+            s = entry[3]
+            if s is not None:
+                entry[2] += delta
+                s.token_sum += delta
+        for b in g.budgets:
+            b[0] += max(0, spent)
+            b[1] -= nano
+
+    def end_grant(self, g: Grant, charge: bool) -> None:
+        """The grant is over: its scopes may be evicted again. `charge`: its worker is gone, so what is still
+        reserved in its budgets is counted as spent (what its requests used is unknown)."""
+        if charge:
+            for b in g.budgets:
+                b[0] += g.nano
+                b[1] -= g.nano
+            g.nano = 0
+        for s in g.scopes:
+            s.inflight -= 1
+        g.scopes = []
 
     def status(self) -> dict[str, Any]:
         return {

@@ -61,7 +61,8 @@ class TelemetryProcess:
             if self.config.store is not None:
                 self._spend = StoreReader(self.config.store, threads=1)
             self.limits = HostLimits(
-                build_limiter(self.config.limits, self.log, spend_loader(lambda: self._spend, self.log), time.time)
+                build_limiter(self.config.limits, self.log, spend_loader(lambda: self._spend, self.log), time.time),
+                workers=lambda: len(self.server.peers),  # a lease takes a share of what is left per worker
             )
         await self.server.start()
         self.log.info("telemetry_started", socket=self.server.path, shared_limits=self.limits is not None)
@@ -77,6 +78,10 @@ class TelemetryProcess:
             if self.limits is None:
                 raise RuntimeError("this host's limits are not kept by the telemetry process")
             return await self.limits.admit(peer.key, arg)
+        if op == "limit_lease":
+            if self.limits is None:
+                raise RuntimeError("this host's limits are not kept by the telemetry process")
+            return self.limits.lease(peer.key, arg)
         if op == "limits":
             return self.limits.status() if self.limits else None
         if op == "metrics":
@@ -92,8 +97,10 @@ class TelemetryProcess:
     def answer_now(self, peer: Peer, op: str, arg: Any) -> tuple[bool, Any]:
         # An admission the in-memory limits decide at once (nearly all): answered in the turn of the event loop
         # that read it, where a task would wait for the next turn, behind whatever else that turn runs.
-        if op == "limit_admit" and self.limits is not None and self.limits.admit_now(peer.key, arg):
-            return True, None
+        if op == "limit_admit" and self.limits is not None:
+            return self.limits.admit_now(peer.key, arg)
+        if op == "limit_lease" and self.limits is not None:
+            return True, self.limits.lease(peer.key, arg)
         return False, None
 
     def gauges(self, peer: Peer, families: Any) -> None:
@@ -102,6 +109,10 @@ class TelemetryProcess:
     def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None:
         if self.limits is not None:
             self.limits.settle(reservation, tokens, nano)
+
+    def give_back(self, peer: Peer, report: list[Any]) -> None:
+        if self.limits is not None:
+            self.limits.give_back(report)
 
     def hello(self, peer: Peer) -> None:
         self.hub.returned(peer.pid)

@@ -36,6 +36,7 @@ from relaycast.telemetry.frames import (
     DEMOTIONS,
     GAUGES,
     HELLO,
+    LEASE,
     QUERY,
     RECORD,
     SETTLE,
@@ -324,6 +325,10 @@ class HostClient:
     def settle(self, reservation: str, tokens: int, nano: int) -> bool:
         return self._write(SETTLE, [reservation, tokens, nano], after_records=False)
 
+    def give_back(self, report: list[Any]) -> bool:
+        """A lease's report to the host's limits (`relaycast.limits.lease`)."""
+        return self._write(LEASE, report, after_records=False)
+
     def _frame(self, kind: int, payload: bytes) -> None:
         if kind == ACK:
             n = int(self._codec.data(payload))
@@ -379,6 +384,8 @@ class Handler(Protocol):
 
     def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None: ...
 
+    def give_back(self, peer: Peer, report: list[Any]) -> None: ...
+
     def hello(self, peer: Peer) -> None: ...
 
     def gone(self, peer: Peer) -> None: ...
@@ -427,6 +434,8 @@ class _Peer:
         elif kind == SETTLE:
             rid, tokens, nano = s.codec.data(payload)
             h.settle(self, rid, tokens, nano)
+        elif kind == LEASE:
+            h.give_back(self, s.codec.data(payload))
         elif kind == GAUGES:
             h.gauges(self, s.codec.data(payload))
         elif kind == HELLO:

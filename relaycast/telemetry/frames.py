@@ -5,7 +5,7 @@ as `RequestRecord` itself (a msgspec Struct: about 1 µs to encode, 1.5 µs to d
 lists.
 
 From a worker: `H` hello [worker id, pid], `R` a record, `Q` a query [id, op, arg], `G` its gauges,
-`S` a limit settlement [reservation id, tokens, nano-dollars].
+`S` a limit settlement [reservation id, tokens, nano-dollars], `L` a lease's report (`relaycast.limits.lease`).
 From the telemetry process: `A` an answer [id, ok, result or error], `K` the count of records it has taken from
 this connection, `D` the monitors' demotions [[route, target, reason], ...].
 """
@@ -22,7 +22,7 @@ from relaycast.records import RequestRecord
 HEADER = struct.Struct(">IB")
 MAX_FRAME = 64 << 20  # a record bigger than this (a 20 MiB body's messages, escaped) is dropped, counted
 
-HELLO, RECORD, QUERY, GAUGES, SETTLE = b"H"[0], b"R"[0], b"Q"[0], b"G"[0], b"S"[0]
+HELLO, RECORD, QUERY, GAUGES, SETTLE, LEASE = b"H"[0], b"R"[0], b"Q"[0], b"G"[0], b"S"[0], b"L"[0]
 ANSWER, ACK, DEMOTIONS = b"A"[0], b"K"[0], b"D"[0]
 
 

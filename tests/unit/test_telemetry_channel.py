@@ -361,24 +361,24 @@ def test_host_limits_decide_at_once_what_memory_holds_and_wait_only_to_load_a_bu
         host = HostLimits(MemoryLimiter(spend))
         rpm = [Check("key", "k", Limits(rpm=3))]
         now = time.time()
-        assert [host.admit_now(1, [f"w1-{i}", rpm, 10, 0, now]) for i in range(3)] == [True] * 3
+        assert [host.admit_now(1, [f"w1-{i}", rpm, 10, 0, now]) for i in range(3)] == [(True, None)] * 3
         with pytest.raises(LimitExceeded, match="3 requests per minute"):  # refused at once, nothing held
             host.admit_now(1, ["w1-4", rpm, 10, 0, now])
         assert host.status()["held"] == 3
         # A budget not yet in memory is loaded from the store first: not decided at once, and nothing changed.
         day = [Check("user", "u", Limits(budget_day_usd=1.0))]
-        assert host.admit_now(1, ["w1-5", day, 10, 10**8, now]) is False
+        assert host.admit_now(1, ["w1-5", day, 10, 10**8, now]) == (False, None)
         assert host.status()["held"] == 3 and loads == []
         await host.admit(1, ["w1-5", day, 10, 10**8, now])
         assert len(loads) == 1 and host.status()["held"] == 4
-        assert host.admit_now(1, ["w1-6", day, 10, 10**8, now]) is True  # in memory now
+        assert host.admit_now(1, ["w1-6", day, 10, 10**8, now]) == (True, None)  # in memory now
         # A release that came before its admission undoes it, at once as when awaited.
         host.settle("w1-7", 0, 0)
-        assert host.admit_now(1, ["w1-7", day, 10, 10**8, now]) is True
+        assert host.admit_now(1, ["w1-7", day, 10, 10**8, now]) == (True, None)
         assert host.undone == 1 and host.status()["held"] == 5
         with pytest.raises(LimitExceeded, match="Budget exceeded"):  # $0.2 held (one undone) + $0.9 > $1
             host.admit_now(1, ["w1-8", day, 10, 9 * 10**8, now])
-        assert host.admit_now(1, ["w1-9", day, 10, 8 * 10**8, now]) is True  # $1.0: within
+        assert host.admit_now(1, ["w1-9", day, 10, 8 * 10**8, now]) == (True, None)  # $1.0: within
 
     asyncio.run(run())
 
