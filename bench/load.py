@@ -60,7 +60,7 @@ from load_procs import (
     wait_http,
 )
 from load_report import SCENARIOS, Load, RunResult, goals, markdown, ratios, summarize
-from load_targets import TARGETS, Fleet, Layout, Running, launch, telemetry_status
+from load_targets import TARGETS, Fleet, Layout, Running, dropped_counts, launch, telemetry_status
 from load_wrk import (
     LUA,
     LUA_DIAG,
@@ -255,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     runs: list[RunResult] = []
     sent: dict[str, int] = {}
     telemetry = None
+    drops_seen: dict[str, int] = {}
     try:
         launch(fleet, names, args.workers)
         for rnd in range(1, args.rounds + 1):
@@ -265,6 +266,11 @@ def run(args: argparse.Namespace) -> int:
                 k = (rnd - 1) % max(1, len(others))  # direct first, then the others in an order rotating by round
                 for name in ["direct", *others[k:], *others[:k]]:
                     r = measure(fleet, fleet.targets[name], load, rnd, args, sent)
+                    if fleet.targets[name].admin is not None:  # what its telemetry dropped during this run
+                        drops = dropped_counts(telemetry_status(fleet.targets[name]))
+                        r.telemetry_dropped = {k: n - drops_seen.get(k, 0) for k, n in drops.items()}
+                        r.telemetry_dropped = {k: n for k, n in r.telemetry_dropped.items() if n}
+                        drops_seen = drops
                     if name == "direct":
                         direct = r
                     elif direct is not None:

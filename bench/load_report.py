@@ -67,6 +67,8 @@ class RunResult:
     other_cpu_cores: float = 0.0  # CPU used meanwhile by processes that are not part of the benchmark
     other_on_target_cores: float | None = None  # of which on the target's own cores (when pinned apart)
     diagnosis: dict[str, Any] = field(default_factory=dict)
+    # records the production target's telemetry dropped during this run (its hand-off, store, each destination)
+    telemetry_dropped: dict[str, int] | None = None
 
     @property
     def cpu_total_us(self) -> float:
@@ -109,8 +111,20 @@ def summarize(runs: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
                 "peak_rss_mb": {role: max(r.hwm_mb.get(role, 0.0) for r in rs) for role in roles},
                 "upstream_cpu_us": _median(r.upstream_cpu_us for r in rs),
                 "errors": errors,
+                "telemetry_dropped": _summed([r.telemetry_dropped for r in rs]),
                 "rps_by_round": [r.rps for r in rs],
             }
+    return out
+
+
+def _summed(counts: list[dict[str, int] | None]) -> dict[str, int] | None:
+    """Counts by name summed over rounds; None when no round counted any."""
+    if all(c is None for c in counts):
+        return None
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in (c or {}).items():
+            out[k] = out.get(k, 0) + v
     return out
 
 
@@ -322,11 +336,12 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         f"Every target and scenario (medians of {s['rounds']} round(s); added latency against direct in the same "
         "round; req/s with its range over rounds; CPU µs per request in total and by process role; peak RSS: the largest "
-        "VmHWM of a serving process):",
+        "VmHWM of a serving process; telemetry dropped: records the production target's hand-off, store or "
+        "destinations dropped during the runs, summed over rounds, by where):",
         "",
         "| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/req | by process | "
-        "peak RSS MB | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "peak RSS MB | errors | telemetry dropped |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|---|",
     ]
     for ld in SCENARIOS:
         for t in targets:
@@ -337,12 +352,16 @@ def markdown(result: dict[str, Any]) -> str:
             if sum(m["errors"].values()):
                 err = "**" + ", ".join(f"{k} {v}" for k, v in m["errors"].items()) + "**"
             procs = ", ".join(f"{n} {k}" for k, n in sorted(m["processes"].items()))
+            lost = m.get("telemetry_dropped")
+            drops = (
+                "–" if lost is None else "**" + ", ".join(f"{k} {v:,}" for k, v in lost.items()) + "**" if lost else "0"
+            )
             lines.append(
                 f"| {ld.title} | {TITLES[t]} | {_f(m['rps'], 0)}{_spread(m['rps_by_round'])} | {_f(m['p50_ms'], 2)} | "
                 f"{_f(m['p99_ms'], 2)} | "
                 f"{_f(m['added_p50_ms'], 2, True)} | {_f(m['added_p99_ms'], 2, True)} | {_f(m['cpu_total_us'], 0)} | "
                 f"{_roles(m['cpu_us']) if t != 'direct' else 'the fake upstream'} ({procs}) | "
-                f"{_f(m['peak_rss_mb'].get(SERVING), 0)} | {err} |"
+                f"{_f(m['peak_rss_mb'].get(SERVING), 0)} | {err} | {drops} |"
             )
     lines.append("")
     tel = result.get("telemetry")

@@ -192,6 +192,19 @@ def telemetry_status(run: Running) -> dict[str, Any] | None:
     return out
 
 
+def dropped_counts(tel: dict[str, Any] | None) -> dict[str, int]:
+    """Records dropped so far by the production target's telemetry: its workers' hand-off (`link`), the store, and
+    each broadcast destination by name."""
+    if not tel:
+        return {}
+    out = {"link": sum(((tel.get("link") or {}).get("dropped") or {}).values())}
+    store = (tel.get("store") or {}).get("store") or {}
+    out["store"] = sum((store.get("dropped") or {}).values())
+    for d in (tel.get("broadcast") or {}).get("destinations") or []:
+        out[str(d.get("name"))] = int(d.get("dropped_total", 0))
+    return out
+
+
 def link_status(base: str, key: str) -> dict[str, Any]:
     """The workers' hand-off to the telemetry process, from /metrics: records handed over, and those dropped on the
     way by reason (a backlog that filled while the telemetry process was behind)."""
