@@ -137,9 +137,12 @@ class RemoteLimiter:
                 self._timeout_s,
                 after_records=False,
             )
-        except (TelemetryUnavailable, asyncio.CancelledError):
-            self._link.give_back([lid])
+        except TelemetryUnavailable:
+            self._link.give_back([lid])  # if it was granted after all, given back
             return
+        except asyncio.CancelledError:
+            self._link.give_back([lid])
+            raise
         except RemoteError:
             return
         finally:

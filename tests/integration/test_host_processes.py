@@ -189,9 +189,11 @@ def signal_pid(pid: int, sig: signal.Signals) -> None:
     os.kill(pid, sig)
 
 
+BIG_KEY = "rk-host-processes-key-0000002"
 LIMITS = f"""
 keys:
   - {{name: small, secret: {KEY}, rpm: 10}}
+  - {{name: big, secret: {BIG_KEY}, rpm: 100000}}
 """
 
 
@@ -215,11 +217,23 @@ def test_two_workers_share_one_limit_and_one_metrics_view(fake: Fake, tmp_path: 
         assert statuses.count(200) == 10
         assert statuses.count(429) == 20
 
+        # Far from its limit, a key's requests are admitted by the workers under leases, without asking.
+        assert [chat(gw, BIG_KEY)[0] for _ in range(20)] == [200] * 20
+        local: dict[int, int] = {}
+
+        def both_told() -> bool:
+            stats = json.loads(admin_get(gw, "/admin/stats"))
+            local[stats["telemetry"]["worker"]] = stats["limits"]["local"]
+            return len(local) == 2
+
+        wait_for(both_told, what="the limits of each worker")
+        assert sum(local.values()) >= 10  # each worker asks for its first request, and a lease covers the next 8
+
         # One view of the host, whichever worker answers: every request counted once, both workers connected.
         def one_view() -> bool:
             texts = [admin_get(gw, "/metrics").decode() for _ in range(6)]
             return all(
-                metric(t, "relaycast_requests_total") == 30 and metric(t, "relaycast_telemetry_connected") == 2
+                metric(t, "relaycast_requests_total") == 50 and metric(t, "relaycast_telemetry_connected") == 2
                 for t in texts
             )
 
