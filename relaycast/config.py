@@ -47,6 +47,10 @@ class ServerConfig:
     max_connections: int = 1000
     # Bytes of upstream answers (non-streaming chat, embeddings, error bodies) held at once, across all requests.
     max_upstream_buffer_bytes: int = DEFAULT_UPSTREAM_BUFFER
+    # On SIGTERM: seconds the requests in flight get to finish (streams included; then they are cut), then seconds
+    # the telemetry gets to send and write what it holds (then it spools what it could not send and counts the rest).
+    drain_timeout: float = 30.0
+    flush_timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +230,8 @@ def _server(r: Reader, raw: Any) -> ServerConfig:
             "max_header_bytes",
             "max_connections",
             "max_upstream_buffer_bytes",
+            "drain_timeout",
+            "flush_timeout",
         },
     )
     d = ServerConfig()
@@ -245,7 +251,20 @@ def _server(r: Reader, raw: Any) -> ServerConfig:
         max_upstream_buffer_bytes=r.integer(
             m.get("max_upstream_buffer_bytes", d.max_upstream_buffer_bytes), "server.max_upstream_buffer_bytes", 1024
         ),
+        drain_timeout=_stop_seconds(r, m, "drain_timeout", d.drain_timeout),
+        flush_timeout=_stop_seconds(r, m, "flush_timeout", d.flush_timeout),
     )
+
+
+MAX_STOP_S = 3600.0
+
+
+def _stop_seconds(r: Reader, m: Mapping[str, Any], key: str, default: float) -> float:
+    """`server.drain_timeout` / `server.flush_timeout`: positive seconds, an hour at most."""
+    v = r.number(m.get(key, default), f"server.{key}")
+    if v > MAX_STOP_S:
+        raise ConfigError(f"server.{key}", f"{v:g} is out of range (0, {MAX_STOP_S:g}] seconds")
+    return v
 
 
 def _allowed_hosts(r: Reader, raw: Any) -> tuple[str, ...]:

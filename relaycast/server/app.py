@@ -125,11 +125,12 @@ class Gateway:
         self._broadcast_api = BroadcastApi(s)
         self.services = s
 
-    async def shutdown(self, flush_timeout_s: float = 10.0) -> None:
-        """Stop: flush the broadcast queues within the deadline (spooling what could not be sent), then close."""
+    async def shutdown(self, flush_timeout_s: float | None = None) -> None:
+        """Stop: flush the broadcast queues within the deadline (`server.flush_timeout` unless given; spooling what
+        could not be sent), then close."""
         if self.services is not None:
             s, self.services = self.services, None
-            await s.close(flush_timeout_s)
+            await s.close(self.config.server.flush_timeout if flush_timeout_s is None else flush_timeout_s)
 
     # --- ASGI ---------------------------------------------------------------------------------
 

@@ -40,8 +40,9 @@ RESTART_BASE_S = 0.1
 RESTART_CAP_S = 5.0
 QUICK_DEATH_S = 10.0  # a child that dies this soon after its start is failing, not crashing now and then
 MAX_QUICK_DEATHS = 5
-WORKERS_STOP_S = 45.0  # 30 s for requests in flight, then the close of each worker's parts
-TELEMETRY_STOP_S = 20.0
+# Past its drain and flush deadlines (`server.drain_timeout`, `server.flush_timeout`), a child is given this long
+# more to exit before it is killed: its connections' close (2 s at most) and the rest of its stop.
+STOP_GRACE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +172,10 @@ def serve(cfg: Config, config_path: str, workers: int, log_level: str) -> int:
                 break
     finally:
         listener.close()  # the workers' copies close as they stop: new connections are refused, not queued
-        _stop([c for c in children if c.role == WORKER], WORKERS_STOP_S)
-        _stop([c for c in children if c.role == TELEMETRY], TELEMETRY_STOP_S)
+        # the workers drain their requests and hand their last records over, then the telemetry process flushes
+        drain, flush = cfg.server.drain_timeout, cfg.server.flush_timeout
+        _stop([c for c in children if c.role == WORKER], drain + flush + STOP_GRACE_S)
+        _stop([c for c in children if c.role == TELEMETRY], flush + 2 * STOP_GRACE_S)
         shutil.rmtree(rundir, ignore_errors=True)
         for s, h in old.items():
             signal.signal(s, h)
@@ -249,13 +252,12 @@ def _telemetry(args: argparse.Namespace) -> int:
     import uvloop
 
     from relaycast.log import configure
-    from relaycast.server.runner import GRACEFUL_SHUTDOWN_S
     from relaycast.server.telemetry_process import run
 
     cfg = _child_config(args)
     configure(args.log_level)
     shared_limits = args.workers > 1 and not (cfg.limits is not None and cfg.limits.redis_url)
-    return uvloop.run(run(cfg, args.socket, shared_limits, drain_s=GRACEFUL_SHUTDOWN_S + 5))
+    return uvloop.run(run(cfg, args.socket, shared_limits, drain_s=cfg.server.drain_timeout + STOP_GRACE_S))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

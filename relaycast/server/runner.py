@@ -17,8 +17,6 @@ import uvicorn
 from relaycast.config import ServerConfig
 from relaycast.server.guards import ConnectionGuard
 
-GRACEFUL_SHUTDOWN_S = 30
-
 
 def uvicorn_config(
     app: Any,
@@ -46,7 +44,7 @@ def uvicorn_config(
         timeout_keep_alive=math.ceil(guard.settings.keep_alive_timeout),
         # On SIGTERM, requests in flight (streams included) get this long before they are cancelled and the app's
         # own shutdown (flush, spool) begins: without it uvicorn waits for the longest stream, however long.
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_graceful_shutdown=math.ceil(guard.settings.drain_timeout),
         **kw,
     )
 
@@ -65,8 +63,8 @@ class Drain:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, counting at its stop the requests in flight (finished within GRACEFUL_SHUTDOWN_S, or cut
-    then), and logging when the app's own shutdown is over one line, `shutdown_complete`, with those counts and
+    """uvicorn's server, counting at its stop the requests in flight (finished within `server.drain_timeout`, or
+    cut then), and logging when the app's own shutdown is over one line, `shutdown_complete`, with those counts and
     what the gateway's telemetry delivered, spooled and dropped. `drain` and `report` keep them for the caller."""
 
     def __init__(self, config: uvicorn.Config) -> None:

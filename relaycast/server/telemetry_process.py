@@ -30,7 +30,6 @@ from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_loader
 from relaycast.telemetry.channel import HostServer, Peer
 
-FLUSH_TIMEOUT_S = 10.0
 CLOSE_GRACE_S = 2.0
 # The telemetry process yields the CPU to the workers when both want it (CFS weights about 1 to 10): the requests
 # first. Measured with every process of the host on one core (wrk -c50, store + Datadog + file): at saturation
@@ -138,7 +137,7 @@ class TelemetryProcess:
         if self.server.peers:
             _, pending = await asyncio.wait([p.conn.closed for p in self.server.peers], timeout=drain_s)
             unfinished = len(pending)  # still connected at the deadline: their last records may be missing
-        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        deadline = time.monotonic() + self.config.server.flush_timeout
 
         def grace() -> float:
             return max(0.2, deadline + CLOSE_GRACE_S - time.monotonic())

@@ -393,9 +393,9 @@ def test_a_request_still_running_at_the_drain_deadline_is_counted_as_cut(tmp_pat
     import asyncio
     import threading
 
-    import uvicorn
-
-    from relaycast.server.runner import DrainingServer, free_port
+    from relaycast.config import ServerConfig
+    from relaycast.server.guards import ConnectionGuard
+    from relaycast.server.runner import DrainingServer, free_port, uvicorn_config
 
     started = threading.Event()
 
@@ -412,8 +412,9 @@ def test_a_request_still_running_at_the_drain_deadline_is_counted_as_cut(tmp_pat
         await send({"type": "http.response.body", "body": b"ok"})
 
     port = free_port()
-    cfg = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", timeout_graceful_shutdown=1)
-    server = DrainingServer(cfg)
+    # The gateway's own settings: requests in flight get `server.drain_timeout` (30 s by default) once it stops.
+    guard = ConnectionGuard(ServerConfig(drain_timeout=1))
+    server = DrainingServer(uvicorn_config(app, "127.0.0.1", port, log_level="critical", guard=guard))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, what="the server to start")
@@ -425,4 +426,5 @@ def test_a_request_still_running_at_the_drain_deadline_is_counted_as_cut(tmp_pat
             slow.result()
     thread.join(30)
     assert server.drain is not None and (server.drain.in_flight, server.drain.cut, server.drain.drained) == (1, 1, 0)
+    assert server.drain.seconds < 10  # cut at its 1 s deadline, not the default's 30 s
     assert server.report is not None and server.report["cut"] == 1

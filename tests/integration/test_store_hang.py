@@ -36,7 +36,7 @@ from tests.conftest import UPSTREAM_KEY, GatewayProcess, standard_config
 from tests.store_helpers import admin_get, postgres_database
 from tests.unit.test_store_units import _record
 
-SHUTDOWN_DEADLINE_S = 10.0  # the gateway's flush deadline on SIGTERM
+SHUTDOWN_DEADLINE_S = 3.0  # the gateway's flush deadline on SIGTERM (`server.flush_timeout`; 10 s by default)
 MARGIN_S = 5.0  # its grace to close connections, and this machine's slowness
 
 
@@ -164,7 +164,8 @@ def _timed_get(url: str, path: str) -> tuple[int, dict, float]:
 def test_sigterm_and_analytics_with_a_store_behind_a_stalled_network(fake, pg_url):
     proxy = StallProxy(5432)
     via_proxy = re.sub(r"@127\.0\.0\.1:5432/", f"@127.0.0.1:{proxy.port}/", pg_url)
-    store = f"store: {{url: '{via_proxy}', read_timeout_s: 2, write_timeout_s: 3, connect_timeout_s: 2}}"
+    store = f"store: {{url: '{via_proxy}', read_timeout_s: 2, write_timeout_s: 3, connect_timeout_s: 2}}\n"
+    store += f"server: {{flush_timeout: {SHUTDOWN_DEADLINE_S}}}"
     gw = GatewayProcess(standard_config(fake.url, store), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
     load: Load | None = None
     try:

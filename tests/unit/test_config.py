@@ -35,6 +35,7 @@ keys:
 def test_a_good_config_loads_with_presets_env_references_and_defaults() -> None:
     cfg = parse(GOOD, env={"OPENAI_API_KEY": "sk-live-1", "APP_KEY": "app-secret-1"})
     assert cfg.server.port == 9000
+    assert (cfg.server.drain_timeout, cfg.server.flush_timeout) == (30.0, 10.0)  # on SIGTERM
     assert cfg.providers["openai"].base_url == "https://api.openai.com/v1"
     assert cfg.providers["openai"].api_key == "sk-live-1"
     assert cfg.providers["local"].base_url == "http://127.0.0.1:8000/v1"
@@ -76,6 +77,14 @@ BAD = [
         "models[0].targets[0]: 'gpt-4o' is not of the form provider/model",
     ),
     ("providers:\n  - {name: a, kind: openai}\nserver: {port: http}\n", "server.port: expected an integer"),
+    (
+        "providers:\n  - {name: a, kind: openai}\nserver: {drain_timeout: 0}\n",
+        "server.drain_timeout: expected a positive number of seconds",
+    ),
+    (
+        "providers:\n  - {name: a, kind: openai}\nserver: {flush_timeout: 7200}\n",
+        "server.flush_timeout: 7200 is out of range (0, 3600] seconds",
+    ),
     (
         "providers:\n  - {name: a, kind: openai, timeouts: {total: -1}}\n",
         "providers[0].timeouts.total: expected a positive number",
