@@ -19,10 +19,9 @@ from relaycast.keys.policy import Limits
 from relaycast.limits.base import Check, Reservation
 from relaycast.limits.host import HostLimits, RemoteLimiter
 from relaycast.limits.memory import MemoryLimiter
-from relaycast.log import EventLog
 from relaycast.records import RequestRecord
-from relaycast.redact import Redactor
 from relaycast.telemetry.channel import HostClient, HostServer, Peer
+from tests.unit.test_telemetry_channel import log, until
 
 
 class Telemetry:
@@ -58,16 +57,6 @@ class Telemetry:
 
     def demotions(self) -> list[list[str]]:
         return []
-
-
-def log() -> EventLog:
-    return EventLog(Redactor(()))
-
-
-async def until(cond, limit_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(limit_s):
-        while not cond():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 class Host:
