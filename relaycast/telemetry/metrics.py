@@ -84,8 +84,13 @@ class _Family:
         return tuple(OTHER for _ in range(n)) + values[n:]
 
     def inc(self, values: tuple[str, ...], amount: float = 1, keep_last: int = 0) -> None:
+        v = self.values
+        now = v.get(values)
+        if now is not None:  # the common case, in one lookup less than `key` takes
+            v[values] = now + amount
+            return
         k = self.key(values, keep_last)
-        self.values[k] = self.values.get(k, 0) + amount
+        v[k] = v.get(k, 0) + amount
 
 
 class _Money(_Family):
@@ -94,10 +99,12 @@ class _Money(_Family):
 
 class _Histogram(_Family):
     def observe(self, values: tuple[str, ...], seconds: float) -> None:
-        k = self.key(values)
-        h = self.values.get(k)
+        h = self.values.get(values)
         if h is None:
-            h = self.values[k] = [0] * (len(BUCKETS_S) + 2)  # per-bucket counts, then sum, then count
+            k = self.key(values)
+            h = self.values.get(k)
+            if h is None:
+                h = self.values[k] = [0] * (len(BUCKETS_S) + 2)  # per-bucket counts, then sum, then count
         i = bisect_left(BUCKETS_S, seconds)  # the first bucket whose bound is >= seconds
         if i < len(BUCKETS_S):
             h[i] += 1
