@@ -4,7 +4,8 @@ The windows are exact to SLOT_S: the requests admitted within SLOT_S of each oth
 window when the last of them is a minute old. A request may so count up to SLOT_S longer than a minute, never
 shorter: with the clock given in order, more than the limit is never admitted in any minute. A scope holds at most
 WINDOW_S / SLOT_S slots per window, whatever the rate (a log of every request held ~120 bytes per request for a
-minute: 33 MB per limited key at 4,600 requests a second).
+minute: 33 MB per limited key at 4,600 requests a second). Capacity lent to another process (`grant`, for the
+workers of a host) counts as made at the grant's end, and so does the slot it shares with requests admitted here.
 
 A request's budgets are loaded first (the spend so far comes from the store: an await); then every check is made
 and, only if all pass, applied, with no await in between (no lock needed), so a request either passes them all
