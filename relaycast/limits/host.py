@@ -251,7 +251,7 @@ class HostLimits:
     def lease(self, conn: int, arg: list[Any]) -> Any:
         """A lease asked for ahead of need: [id, checks, est tokens, est nano, now, want] -> the grant or None."""
         lid, checks_raw, est_tokens, est_nano, now, want = arg
-        if len(self._held) + len(self._leases) >= MAX_HELD:
+        if self._full():
             return None
         checks = msgspec.convert(checks_raw, _CHECKS)
         return self._lend(conn, [lid, want], checks, int(est_tokens), int(est_nano), float(now))
@@ -275,9 +275,13 @@ class HostLimits:
 
     def _parsed(self, arg: list[Any]) -> tuple[str, _CHECKS, int, int, float]:
         rid, checks_raw, est_tokens, est_nano, now = arg[:5]
-        if len(self._held) + len(self._leases) >= MAX_HELD:
+        if self._full():
             raise LimiterUnavailable("Too many requests with limits are in flight on this host.")
         return str(rid), msgspec.convert(checks_raw, _CHECKS), int(est_tokens), int(est_nano), float(now)
+
+    def _full(self) -> bool:
+        """MAX_HELD reservations and leases are in flight: no more until some end."""
+        return len(self._held) + len(self._leases) >= MAX_HELD
 
     def _hold(self, conn: int, rid: str, res: Reservation) -> bool:
         """Keep the reservation for its settlement; False when the worker already gave it up (undone)."""

@@ -53,14 +53,7 @@ class Lease:
 
     def take(self, est_tokens: int, est_nano: int, now: float, epoch: int) -> bool:
         """Admit one request with these estimates under this lease, if what is left covers them."""
-        if (
-            self.requests < 1
-            or self.tokens < est_tokens
-            or self.nano < est_nano
-            or now >= self.until
-            or epoch != self.epoch
-            or self.retired
-        ):
+        if self.retired or self.spent_out(now, epoch) or self.tokens < est_tokens or self.nano < est_nano:
             return False
         self.requests -= 1
         self.tokens -= est_tokens
