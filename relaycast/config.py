@@ -51,6 +51,9 @@ class ServerConfig:
     # the telemetry gets to send and write what it holds (then it spools what it could not send and counts the rest).
     drain_timeout: float = 30.0
     flush_timeout: float = 10.0
+    # The telemetry process's CPU priority against the workers': "auto", "idle" (Linux SCHED_IDLE: only the CPU no
+    # worker wants) or a nice increment 0..19 (relaycast.server.telemetry_process.lower_priority).
+    telemetry_priority: str | int = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +235,7 @@ def _server(r: Reader, raw: Any) -> ServerConfig:
             "max_upstream_buffer_bytes",
             "drain_timeout",
             "flush_timeout",
+            "telemetry_priority",
         },
     )
     d = ServerConfig()
@@ -253,6 +257,7 @@ def _server(r: Reader, raw: Any) -> ServerConfig:
         ),
         drain_timeout=_stop_seconds(r, m, "drain_timeout", d.drain_timeout),
         flush_timeout=_stop_seconds(r, m, "flush_timeout", d.flush_timeout),
+        telemetry_priority=_telemetry_priority(r, m.get("telemetry_priority", d.telemetry_priority)),
     )
 
 
@@ -265,6 +270,18 @@ def _stop_seconds(r: Reader, m: Mapping[str, Any], key: str, default: float) -> 
     if v > MAX_STOP_S:
         raise ConfigError(f"server.{key}", f"{v:g} is out of range (0, {MAX_STOP_S:g}] seconds")
     return v
+
+
+def _telemetry_priority(r: Reader, raw: Any) -> str | int:
+    """`server.telemetry_priority`: `auto`, `idle`, or a nice increment from 0 to 19."""
+    at = "server.telemetry_priority"
+    if isinstance(raw, str):
+        raw = text = str(r.expand(raw, at)).strip()
+        if text in ("auto", "idle"):
+            return text
+        if not text.isdigit():
+            raise ConfigError(at, f"expected 'auto', 'idle' or a nice increment from 0 to 19, got '{text[:40]}'")
+    return r.integer(raw, at, 0, 19)
 
 
 def _allowed_hosts(r: Reader, raw: Any) -> tuple[str, ...]:

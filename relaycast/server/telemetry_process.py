@@ -11,7 +11,6 @@ and dropped) and exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -31,12 +30,8 @@ from relaycast.store.spend import spend_loader
 from relaycast.telemetry.channel import HostServer, Peer
 
 CLOSE_GRACE_S = 2.0
-# The telemetry process yields the CPU to the workers when both want it (CFS weights about 1 to 10): the requests
-# first. Measured with every process of the host on one core (wrk -c50, store + Datadog + file): at saturation
-# 2,370 -> 2,770 req/s and p99 46 -> 39 ms, and with a 50 ms upstream p99 66 -> 63 ms. Under a load that keeps the
-# cores busy for minutes the telemetry queues grow (the store's by about 1,200 records a second on one core) and
-# drop what overflows, counted; they drain when the load eases. `renice` sets it otherwise.
-NICE = 10
+IDLE_FALLBACK_NICE = 19  # where SCHED_IDLE is not to be had (not Linux)
+AUTO_NICE = 10  # `auto` when this process keeps the host's limits
 
 
 class TelemetryProcess:
@@ -53,6 +48,7 @@ class TelemetryProcess:
         self._shared_limits = shared_limits
         self._spend: StoreReader | None = None
         self.received = 0
+        self.priority = "unchanged"  # what `lower_priority` set, logged at the start
 
     async def start(self) -> None:
         await self.hub.start()
@@ -64,7 +60,12 @@ class TelemetryProcess:
                 workers=lambda: len(self.server.peers),  # a lease takes a share of what is left per worker
             )
         await self.server.start()
-        self.log.info("telemetry_started", socket=self.server.path, shared_limits=self.limits is not None)
+        self.log.info(
+            "telemetry_started",
+            socket=self.server.path,
+            shared_limits=self.limits is not None,
+            priority=self.priority,
+        )
 
     # --- the channel's handler ----------------------------------------------------------------
 
@@ -158,15 +159,41 @@ class TelemetryProcess:
         await shutdown_step(self.log, self.redactor, step, work, timeout_s)
 
 
+def lower_priority(setting: str | int, keeps_limits: bool) -> str:
+    """Give the workers (the requests) the CPU first, by `server.telemetry_priority`; what was set, as text.
+
+    `idle` is Linux's SCHED_IDLE: the telemetry process runs on the CPU no worker wants, and a worker that wakes
+    takes its core at once. At a nice increment, a waking worker may wait for the rest of the telemetry process's
+    time slice, and the telemetry process takes much more than its weight of a busy core: with a nice 10 CPU hog on
+    a worker's core, a streaming load's throughput fell by a third, and by 5% with the same hog at SCHED_IDLE.
+    `auto` (the default) is `idle`, unless this process keeps the host's limits (`keeps_limits`: several workers
+    without Redis): their admissions wait for its answers, which SCHED_IDLE leaves for whenever a core is free (a
+    p99 of 90 ms against 34 ms at nice 10, two workers at saturation), so it is nice 10 there. Under a load that
+    keeps every core busy the telemetry queues grow and drop what overflows (counted); they drain when it eases."""
+    if setting == "auto":
+        setting = AUTO_NICE if keeps_limits else "idle"
+    if setting == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except (AttributeError, OSError):
+            setting = IDLE_FALLBACK_NICE
+    try:
+        os.nice(int(setting))
+    except OSError:
+        return "unchanged"
+    return f"nice +{int(setting)}"
+
+
 async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: float) -> int:
     """Serve until SIGTERM or SIGINT; then drain, flush and return."""
-    with contextlib.suppress(OSError):
-        os.nice(NICE)
+    priority = lower_priority(config.server.telemetry_priority, shared_limits)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     proc = TelemetryProcess(config, socket_path, shared_limits)
+    proc.priority = priority
     try:
         await proc.start()
         tune_gc()  # what start-up made is frozen out of the collector's full passes

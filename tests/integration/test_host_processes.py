@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -41,8 +42,19 @@ def host(fake: Fake, extra: str = "", *args: str) -> GatewayProcess:
     return GatewayProcess(standard_config(fake.url, extra), extra_args=args, env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
 
 
+def stat_fields(pid: int, tid: int | None = None) -> list[str]:
+    """/proc/PID/stat (or a thread's) from its third field on: [16] is the nice value, [38] the policy."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    return Path(path).read_text().rsplit(")", 1)[1].split()
+
+
 def niceness(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    return int(stat_fields(pid)[16])
+
+
+def thread_policies(pid: int) -> dict[int, int]:
+    """The scheduling policy of each of a process's threads (os.SCHED_OTHER 0, os.SCHED_IDLE 5)."""
+    return {int(t.name): int(stat_fields(pid, int(t.name))[38]) for t in Path(f"/proc/{pid}/task").iterdir()}
 
 
 def role_pids(gw: GatewayProcess, role: str) -> list[int]:
@@ -103,12 +115,16 @@ def test_records_reach_store_and_broadcast_through_the_telemetry_process_and_sig
     try:
         roles = sorted(host_children(gw.proc.pid).values())
         assert roles == ["telemetry", "worker"]
-        # The requests get the CPU first: the telemetry process runs at a lower priority than the worker.
-        [tele], [worker] = role_pids(gw, "telemetry"), role_pids(gw, "worker")
-        assert niceness(tele) == niceness(worker) + 10
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda _: chat(gw), range(40)))
         assert {s for s, _ in results} == {200}
+        # The requests get the CPU first: every thread of the telemetry process (its store writer's too, started
+        # after it lowered its priority) runs only on CPU the worker does not want; the worker's are ordinary.
+        [tele], [worker] = role_pids(gw, "telemetry"), role_pids(gw, "worker")
+        policies = thread_policies(tele)
+        assert len(policies) >= 2 and set(policies.values()) == {os.SCHED_IDLE}, policies
+        assert set(thread_policies(worker).values()) == {os.SCHED_OTHER}
+        assert _field(_last(gw.log(), "telemetry_started"), "priority") == "idle"
         ids = {rid for _, rid in results}
         # SIGTERM at once: the worker hands over its last records, then the telemetry process writes and sends them.
         gw.proc.send_signal(signal.SIGTERM)
@@ -201,6 +217,12 @@ def test_two_workers_share_one_limit_and_one_metrics_view(fake: Fake, tmp_path: 
     gw = host(fake, telemetry_config(tmp_path, LIMITS), "--workers", "2").wait_ready()
     try:
         assert sorted(host_children(gw.proc.pid).values()) == ["telemetry", "worker", "worker"]
+        # The telemetry process keeps the host's limits (no Redis): the workers wait for some of its answers, so it
+        # runs at an ordinary policy, 10 nice levels below them, rather than SCHED_IDLE.
+        [tele], workers = role_pids(gw, "telemetry"), role_pids(gw, "worker")
+        assert {niceness(tele) - niceness(w) for w in workers} == {10}
+        assert set(thread_policies(tele).values()) == {os.SCHED_OTHER}
+        assert _field(_last(gw.log(), "telemetry_started"), "priority") == "nice +10"
         # Both workers answer (each on connections of its own): the stats name the worker that answered. The
         # kernel gives each new connection to whichever worker takes it first: ask until both have (a worker
         # still starting takes none).

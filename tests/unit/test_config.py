@@ -36,6 +36,7 @@ def test_a_good_config_loads_with_presets_env_references_and_defaults() -> None:
     cfg = parse(GOOD, env={"OPENAI_API_KEY": "sk-live-1", "APP_KEY": "app-secret-1"})
     assert cfg.server.port == 9000
     assert (cfg.server.drain_timeout, cfg.server.flush_timeout) == (30.0, 10.0)  # on SIGTERM
+    assert cfg.server.telemetry_priority == "auto"
     assert cfg.providers["openai"].base_url == "https://api.openai.com/v1"
     assert cfg.providers["openai"].api_key == "sk-live-1"
     assert cfg.providers["local"].base_url == "http://127.0.0.1:8000/v1"
@@ -84,6 +85,14 @@ BAD = [
     (
         "providers:\n  - {name: a, kind: openai}\nserver: {flush_timeout: 7200}\n",
         "server.flush_timeout: 7200 is out of range (0, 3600] seconds",
+    ),
+    (
+        "providers:\n  - {name: a, kind: openai}\nserver: {telemetry_priority: low}\n",
+        "server.telemetry_priority: expected 'auto', 'idle' or a nice increment from 0 to 19, got 'low'",
+    ),
+    (
+        "providers:\n  - {name: a, kind: openai}\nserver: {telemetry_priority: 20}\n",
+        "server.telemetry_priority: 20 is out of range [0, 19]",
     ),
     (
         "providers:\n  - {name: a, kind: openai, timeouts: {total: -1}}\n",
@@ -146,3 +155,11 @@ def test_a_providers_server_is_its_base_urls_host_and_port_and_none_for_a_bad_po
     assert server("https://api.openai.com/v1") == ("api.openai.com", 443)
     assert server("http://127.0.0.1:8000/v1") == ("127.0.0.1", 8000)
     assert server("http://127.0.0.1:99999/v1") is None
+
+
+def test_the_telemetry_priority_is_auto_idle_or_a_nice_increment() -> None:
+    base = "providers:\n  - {name: a, kind: openai}\nserver: {telemetry_priority: %s}\n"
+    assert parse(base % "auto").server.telemetry_priority == "auto"
+    assert parse(base % "idle").server.telemetry_priority == "idle"
+    assert parse(base % "0").server.telemetry_priority == 0
+    assert parse(base % "'${PRIO}'", env={"PRIO": "7"}).server.telemetry_priority == 7
