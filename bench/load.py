@@ -6,8 +6,9 @@
     python bench/load.py --quick          # smoke test: 1 round of 2 s runs
 
 Targets (bench/load_targets.py): `direct` (the fake upstream), `forwarder` (bench/forwarder.py: granian RSGI +
-aiohttp, no features), `relaycast-bare` (no store, broadcast, keys or limits) and `relaycast-prod` (SQLite store,
-broadcast to a Datadog Agent stand-in and a file, one gateway key, in-memory limits). Scenarios: JSON and SSE
+aiohttp, no features), `relaycast-bare` (no store, broadcast, keys or limits), `relaycast-prod` (SQLite store,
+broadcast to a Datadog Agent stand-in and a file, one gateway key, in-memory limits) and `relaycast-off` (the same
+key and limits, the store and broadcast off: the "off" of the on/off goal). Scenarios: JSON and SSE
 (22 chunks) with an instant upstream, and JSON with a 50 ms upstream, all at 50 connections. Interleaved: for each
 round, for each scenario, direct and then the other targets in an order that rotates by round; reported as
 medians over rounds.

@@ -6,7 +6,9 @@ as subprocesses on 127.0.0.1 with the cores each may use.
 - `relaycast-bare`: `relaycast serve` with nothing on: no store, no broadcast, no keys, no limits;
 - `relaycast-prod`: `relaycast serve` with the production features: the SQLite store, broadcast to a Datadog
   Agent stand-in (bench/broadcast.py's sink, answering 202 like the intake) and to a file, one gateway key the
-  client sends, and in-memory limits on that key generous enough that nothing is refused.
+  client sends, and in-memory limits on that key generous enough that nothing is refused;
+- `relaycast-off`: the production features with the store and broadcast off (the key and its limits only): what
+  `relaycast-prod` is measured against for the cost of the store and broadcast alone.
 
 The layout: with one worker, the target under test (every process of it) runs on `target_cpus` and the fake
 upstream, the Datadog stand-in and wrk on `load_cpus`; with N workers everything shares the same N cores.
@@ -33,6 +35,7 @@ TITLES = {
     "forwarder": "bare forwarder",
     "relaycast-bare": "relaycast, nothing on",
     "relaycast-prod": "relaycast, production features",
+    "relaycast-off": "relaycast, production features with store and broadcast off",
 }
 TARGETS = tuple(TITLES)
 
@@ -81,12 +84,13 @@ class Running:
 
 
 def relaycast_config(name: str, upstream: int, sink: int, where: Path) -> str:
-    if name == "relaycast-bare":
+    if name in ("relaycast-bare", "relaycast-off"):
+        key = f"keys:\n  - {{name: bench, secret: {KEY}, {LIMITS}}}\n" if name == "relaycast-off" else ""
         return (
             f"server: {{host: {HOST}}}\n"
             f"providers:\n  - {{name: fake, kind: openai_compatible, base_url: 'http://{HOST}:{upstream}/v1', "
             "api_key: bench-upstream-key}\n"
-            "store: {enabled: false}\n"
+            "store: {enabled: false}\n" + key
         )
     import broadcast  # the same destinations as bench/broadcast.py: Datadog (to the stand-in) and a file
 
@@ -168,8 +172,9 @@ def launch(fleet: Fleet, names: list[str], workers: int) -> None:
             ready = f"http://{HOST}:{port}/healthz"
         proc = start(pinned(cmd, lay.target_cpus), log)
         run = Running(name, proc, f"http://{HOST}:{port}/v1/chat/completions", log, cmd)
-        if name == "relaycast-prod":
+        if name in ("relaycast-prod", "relaycast-off"):
             run.headers = {"Authorization": f"Bearer {KEY}"}
+        if name == "relaycast-prod":
             run.admin = (f"http://{HOST}:{port}", admin_key())
         fleet.targets[name] = run
         wait_http(ready, proc, log)
