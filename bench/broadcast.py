@@ -1,22 +1,20 @@
-"""Broadcast benchmark: what sending every request out of band costs the request path, and what a dead
-destination does to memory.
+"""Broadcast benchmark: what a dead destination does to memory, and what an outage costs in records.
 
-    python bench/broadcast.py                        # on/off comparison, then a 10-minute outage
-    python bench/broadcast.py --outage-only --down-minutes 8 --rate 300
-    python bench/broadcast.py --outage-only --healthy --down-minutes 8   # the same traffic, destination up
+    python bench/broadcast.py --down-minutes 8 --rate 300
+    python bench/broadcast.py --healthy --down-minutes 8   # the same traffic, destination up
+    python bench/broadcast.py --restart
 
-1. On versus off (needs wrk): the same wrk load as bench/load.py (non-streaming, 50 connections, upstream 0 ms
-   and 50 ms) against a gateway without broadcast, then against one broadcasting to two destinations (Datadog
-   agentless, pointed at a loopback sink that answers 202 like the intake, and a JSON-lines file). Reports p50
-   difference and throughput loss.
-2. Outage: steady traffic (`--rate` requests per second, open loop, 50 ms upstream) while the Datadog
+What broadcasting costs the request path (store and broadcast on against off, pinned and interleaved) is measured
+by bench/load.py (its `relaycast-off` target).
+
+1. Outage: steady traffic (`--rate` requests per second, open loop, 50 ms upstream) while the Datadog
    destination's intake answers 503 for `--error-minutes`, then stops listening (connection refused) for the
    rest of `--down-minutes`. Every 10 s: the RSS of the gateway's serving process (its worker; the telemetry
    process's beside it) and the destination's counters from /admin/broadcast
    (queued, spooled batches and bytes, drops by reason, retries). `--healthy` keeps the intake answering 202, as
    a control: what the same traffic does to memory with nothing down.
 
-3. Restart (`--restart`): what an outage costs in records, counted by request id. Steady open-loop traffic
+2. Restart (`--restart`): what an outage costs in records, counted by request id. Steady open-loop traffic
    (`--rate`, default 120 req/s here) while a webhook destination (tests/record_sink.py, a receiver that counts
    every record by request id) is healthy for the first 10% of `--minutes`, answers 503 until 30%, refuses
    connections until 60%, and is back for the rest; at 45% the gateway is stopped (`--signal term` or `kill`) and
@@ -25,8 +23,8 @@ destination does to memory.
    duplicates, how long the spool took to drain after the destination came back (traffic still flowing), and
    every 10 s the gateway's RSS and the destination's counters.
 
-Only 127.0.0.1; stops by itself; always stops its subprocesses. Writes bench/results/broadcast-latest.{json,md}
-(the outage alone: broadcast-outage-latest.{json,md}; the restart: broadcast-restart-latest.{json,md}).
+Only 127.0.0.1; stops by itself; always stops its subprocesses. Writes bench/results/broadcast-outage-latest.{json,md}
+(the restart: broadcast-restart-latest.{json,md}).
 """
 
 from __future__ import annotations
@@ -130,15 +128,6 @@ class Gateway:
         self.url = f"http://{HOST}:{self.port}/v1/chat/completions"
 
 
-def measure(url: str, tmp: Path, latency_ms: int, seconds: int) -> dict[str, Any]:
-    sc = load.Scenario(path="relaycast", stream=False, latency_ms=latency_ms, conns=50)
-    script = load.write_lua(tmp, sc, load.LUA, f"-{latency_ms}")
-    load.run_wrk(url, script, 50, 2)  # warm-up
-    r = load.parse_wrk(load.run_wrk(url, script, 50, seconds))
-    rps = r["requests"] / (r["duration_us"] / 1e6) if r.get("duration_us") else r.get("rps_text") or 0
-    return {"rps": rps, "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000, "errors": r.get("status", 0)}
-
-
 def machine() -> dict[str, Any]:
     try:
         return load.machine()
@@ -169,7 +158,7 @@ def start_sink(tmp: Path, port: int, status: int) -> Any:
 def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="relaycast-bench-bc-"))
     procs = []
-    out: dict[str, Any] = {"machine": machine(), "date": dt.date.today().isoformat(), "on_off": [], "down": {}}
+    out: dict[str, Any] = {"machine": machine(), "date": dt.date.today().isoformat(), "down": {}}
     try:
         up = load.free_port()
         fake = load.start(
@@ -180,32 +169,6 @@ def run(args: argparse.Namespace) -> int:
         load.wait_http(f"http://{HOST}:{up}/v1/models", fake, tmp / "fake.log")
         if args.restart:
             out["restart"] = asyncio.run(restart_run(args, tmp, up, procs))
-        elif not args.outage_only:
-            sink_port = load.free_port()
-            procs.append(start_sink(tmp, sink_port, 202))
-            off = Gateway(tmp, "off", config(up, tmp, None, None))
-            procs.append(off.proc)
-            on = Gateway(tmp, "on", config(up, tmp, "on", sink_port))
-            procs.append(on.proc)
-            for latency in (0, 50):
-                a = measure(off.url, tmp, latency, args.duration)
-                b = measure(on.url, tmp, latency, args.duration)
-                row = {
-                    "upstream_ms": latency,
-                    "off": a,
-                    "on": b,
-                    "p50_diff_ms": b["p50_ms"] - a["p50_ms"],
-                    "rps_loss": 1 - b["rps"] / a["rps"] if a["rps"] else None,
-                }
-                out["on_off"].append(row)
-                print(
-                    f"upstream {latency} ms: off {a['rps']:.0f} req/s p50 {a['p50_ms']:.2f} ms | on {b['rps']:.0f} "
-                    f"req/s p50 {b['p50_ms']:.2f} ms | p50 +{row['p50_diff_ms']:.2f} ms, "
-                    f"throughput -{row['rps_loss']:.1%}",
-                    flush=True,
-                )
-            load.stop(on.proc)
-            load.stop(off.proc)
         if not args.restart:
             out["down"] = outage(args, tmp, up, procs)
     finally:
@@ -214,11 +177,7 @@ def run(args: argparse.Namespace) -> int:
     md = restart_markdown(out) if args.restart else markdown(out)
     print("\n" + md)
     load.RESULTS.mkdir(exist_ok=True)
-    name = (
-        "broadcast-restart-latest"
-        if args.restart
-        else ("broadcast-outage-latest" if args.outage_only else "broadcast-latest")
-    )
+    name = "broadcast-restart-latest" if args.restart else "broadcast-outage-latest"
     (load.RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
     (load.RESULTS / f"{name}.md").write_text(md)
     return 0
@@ -683,19 +642,6 @@ def markdown(out: dict[str, Any]) -> str:
         f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, Python {m.get('python', '?')}; {out['date']}; "
         "fake upstream, sink, gateway and load generator on one machine."
     ]
-    if out["on_off"]:
-        lines += [
-            "",
-            "On/off: non-streaming, 50 connections, wrk -t1.",
-            "",
-            "| upstream | broadcast off req/s | on req/s | throughput loss | off p50 ms | on p50 ms | p50 difference |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-    for r in out["on_off"]:
-        lines.append(
-            f"| {r['upstream_ms']} ms | {r['off']['rps']:,.0f} | {r['on']['rps']:,.0f} | {r['rps_loss']:.1%} | "
-            f"{r['off']['p50_ms']:.2f} | {r['on']['p50_ms']:.2f} | {r['p50_diff_ms']:+.2f} ms |"
-        )
     d = out.get("down") or {}
     if d.get("curve"):
         what = (
@@ -723,7 +669,6 @@ def markdown(out: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=int, default=8, help="seconds per on/off measurement (default 8)")
     p.add_argument("--down-minutes", type=float, default=10, help="minutes of the outage scenario (default 10)")
     p.add_argument(
         "--error-minutes", type=float, default=2, help="of those, minutes the intake answers 503 (default 2)"
@@ -732,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--wrk", type=int, metavar="CONNS", help="outage traffic from wrk with CONNS connections instead of --rate"
     )
-    p.add_argument("--outage-only", action="store_true", help="skip the on/off comparison (no wrk needed)")
+    p.add_argument("--outage-only", action="store_true", help=argparse.SUPPRESS)  # what it always does now
     p.add_argument("--healthy", action="store_true", help="control: the intake stays up during the outage scenario")
     p.add_argument(
         "--restart", action="store_true", help="the outage with a restart, records counted by request id (only)"
