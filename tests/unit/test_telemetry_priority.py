@@ -1,0 +1,49 @@
+"""`server.telemetry_priority` as the telemetry process applies it (`telemetry_process.lower_priority`): each case
+in a fresh interpreter, since a thread cannot raise its priority again once it has lowered it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import os, sys
+from relaycast.server.telemetry_process import lower_priority
+setting = sys.argv[1] if sys.argv[1] in ("auto", "idle") else int(sys.argv[1])
+before = os.nice(0)
+said = lower_priority(setting, sys.argv[2] == "limits")
+print(said, os.sched_getscheduler(0), os.nice(0) - before)
+"""
+
+
+def applied(setting: str, keeps_limits: bool) -> tuple[str, int, int]:
+    """What `lower_priority` said, the policy it left, and how many nice levels it went down."""
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, setting, "limits" if keeps_limits else "none"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    return " ".join(out[:-2]), int(out[-2]), int(out[-1])
+
+
+@pytest.mark.parametrize(
+    ("setting", "keeps_limits", "expected"),
+    [
+        ("auto", False, ("idle", os.SCHED_IDLE, 0)),
+        ("auto", True, ("nice +10", os.SCHED_OTHER, 10)),  # the workers wait for its limit answers
+        ("idle", True, ("idle", os.SCHED_IDLE, 0)),
+        ("7", False, ("nice +7", os.SCHED_OTHER, 7)),
+        ("0", False, ("nice +0", os.SCHED_OTHER, 0)),
+    ],
+)
+def test_the_setting_gives_the_workers_the_cpu_first_as_it_says(
+    setting: str, keeps_limits: bool, expected: tuple[str, int, int]
+) -> None:
+    if os.nice(0) + expected[2] > 19:
+        pytest.skip("this test already runs at a nice value too high to go 10 lower")
+    assert applied(setting, keeps_limits) == expected
