@@ -275,13 +275,14 @@ def _stop_seconds(r: Reader, m: Mapping[str, Any], key: str, default: float) -> 
 def _telemetry_priority(r: Reader, raw: Any) -> str | int:
     """`server.telemetry_priority`: `auto`, `idle`, or a nice increment from 0 to 19."""
     at = "server.telemetry_priority"
-    if isinstance(raw, str):
-        raw = text = str(r.expand(raw, at)).strip()
-        if text in ("auto", "idle"):
-            return text
-        if not text.isdigit():
-            raise ConfigError(at, f"expected 'auto', 'idle' or a nice increment from 0 to 19, got '{text[:40]}'")
-    return r.integer(raw, at, 0, 19)
+    if not isinstance(raw, str):
+        return r.integer(raw, at, 0, 19)
+    text = str(r.expand(raw, at)).strip()
+    if text in ("auto", "idle"):
+        return text
+    if not text.isdigit():
+        raise ConfigError(at, f"expected 'auto', 'idle' or a nice increment from 0 to 19, got '{text[:40]}'")
+    return r.integer(int(text), at, 0, 19)
 
 
 def _allowed_hosts(r: Reader, raw: Any) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ AUTO_NICE = 10  # `auto` when this process keeps the host's limits
 class TelemetryProcess:
     """What the socket's frames reach in the telemetry process."""
 
-    def __init__(self, config: Config, socket_path: str, shared_limits: bool) -> None:
+    def __init__(self, config: Config, socket_path: str, shared_limits: bool, priority: str = "unchanged") -> None:
         self.config = config
         self.redactor = Redactor(config.secrets())
         self.log = EventLog(self.redactor)
@@ -48,7 +48,7 @@ class TelemetryProcess:
         self._shared_limits = shared_limits
         self._spend: StoreReader | None = None
         self.received = 0
-        self.priority = "unchanged"  # what `lower_priority` set, logged at the start
+        self.priority = priority  # what `lower_priority` set, logged at the start
 
     async def start(self) -> None:
         await self.hub.start()
@@ -192,8 +192,7 @@ async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: fl
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    proc = TelemetryProcess(config, socket_path, shared_limits)
-    proc.priority = priority
+    proc = TelemetryProcess(config, socket_path, shared_limits, priority)
     try:
         await proc.start()
         tune_gc()  # what start-up made is frozen out of the collector's full passes
