@@ -193,13 +193,16 @@ class Services:
     def monitors(self) -> MonitorEngine | None:
         return self.hub.monitors if self.hub else None
 
-    async def telemetry(self, op: str, arg: object = None) -> Any:
-        """One admin view of the telemetry parts (`TelemetryHub.query`), here or in the telemetry process."""
+    async def telemetry(self, op: str, arg: object = None, after_records: bool = True) -> Any:
+        """One query to the telemetry parts (`TelemetryHub.query`), here or in the telemetry process. With
+        `after_records` (an admin view) its answer sees the records this worker handed over before it (unless the
+        telemetry process is far behind: `HostClient.query`); without (a stored response), it does not wait for
+        them."""
         if self.hub is not None:
             return await self.hub.query(op, (0, arg) if op == "metrics" else arg)
         assert self.host is not None
         try:
-            return await self.host.query(op, arg)
+            return await self.host.query(op, arg, after_records=after_records)
         except RemoteError as e:  # a failure inside the telemetry process: logged there and here, never detailed
             self.log.error("telemetry_query_failed", op=op, error=self.redactor.scrub(str(e))[:200])
             raise errors.RelaycastError("Internal error in the telemetry process.") from None

@@ -120,11 +120,16 @@ OPS = frozenset({"response_put", "response_get", "response_delete"})
 
 
 class StoredResponses:
-    """A worker's access to the host's `ResponseStore` (`ask` is `Services.telemetry`)."""
+    """A worker's access to the host's `ResponseStore` (`telemetry` is `Services.telemetry`). Its questions read
+    no records: they go without waiting behind them (`after_records=False`), so a worker busy with other requests
+    still stores and finds a response at once."""
 
-    def __init__(self, ask: Any, log: EventLog) -> None:
-        self._ask = ask
+    def __init__(self, telemetry: Any, log: EventLog) -> None:
+        self._telemetry = telemetry
         self._log = log
+
+    def _ask(self, op: str, arg: Any) -> Any:
+        return self._telemetry(op, arg, after_records=False)
 
     async def _get(self, rid: Any, key: KeyPolicy | None) -> dict[str, Any] | None:
         if not isinstance(rid, str) or not rid or len(rid) > MAX_ID:

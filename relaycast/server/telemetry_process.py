@@ -57,7 +57,7 @@ class TelemetryProcess:
                 self._spend = StoreReader(self.config.store, threads=1)
             self.limits = HostLimits(
                 build_limiter(self.config.limits, self.log, spend_loader(lambda: self._spend, self.log), time.time),
-                workers=lambda: len(self.server.peers),  # a lease takes a share of what is left per worker
+                workers=self.server.workers,  # a lease takes a share of what is left per worker
             )
         await self.server.start()
         self.log.info(
@@ -127,7 +127,7 @@ class TelemetryProcess:
         return sorted([r, t, why] for (r, t), why in self.alerts.monitor_alerts.items())
 
     def status(self) -> dict[str, Any]:
-        return {"received": self.received, "undecodable": self.server.undecodable, "workers": len(self.server.peers)}
+        return {"received": self.received, "undecodable": self.server.undecodable, "workers": self.server.workers()}
 
     # --- shutdown -----------------------------------------------------------------------------
 
@@ -135,8 +135,9 @@ class TelemetryProcess:
         began = time.monotonic()
         await self.server.stop_accepting()
         unfinished = 0
-        if self.server.peers:
-            _, pending = await asyncio.wait([p.conn.closed for p in self.server.peers], timeout=drain_s)
+        records = [p for p in self.server.peers if not p.control]  # the workers' last records come on these
+        if records:
+            _, pending = await asyncio.wait([p.conn.closed for p in records], timeout=drain_s)
             unfinished = len(pending)  # still connected at the deadline: their last records may be missing
         deadline = time.monotonic() + self.config.server.flush_timeout
 

@@ -14,6 +14,13 @@ the backlog, written and not yet acknowledged (`in_flight`), acknowledged, or co
 acknowledged record is in the telemetry process's queues, not yet stored or sent: if
 that process is killed, what its queues held (about a flush interval's worth) is lost without a count here; its
 own counters end with it.
+
+The records have a connection of their own. Everything else (queries, limit settlements and leases, gauges; the
+answers and the monitors' demotions back) goes on a second, control connection, so that a question never waits
+behind records the telemetry process has yet to read: under sustained load those can be seconds of work. A
+question that must see the records handed over before it (an admin view: `/metrics`, `/admin/store`) says how
+many there were; it is answered once the telemetry process has taken them, or after RECORDS_WAIT_S with what it
+has. The two connections are made and lost together.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
 from relaycast.errors import RemoteError, TelemetryUnavailable
@@ -33,6 +40,7 @@ from relaycast.records import RequestRecord
 from relaycast.telemetry.frames import (
     ACK,
     ANSWER,
+    CONTROL,
     DEMOTIONS,
     GAUGES,
     HELLO,
@@ -48,6 +56,7 @@ from relaycast.telemetry.frames import (
 MAX_BACKLOG_BYTES = 16 << 20
 MAX_QUERIES = 4096  # queries waiting for an answer, per serving process (limit admissions included)
 QUERY_TIMEOUT_S = 10.0
+RECORDS_WAIT_S = 0.5  # a question that must see the records waits this long at most for them, then is answered
 RECONNECT_BASE_S = 0.05  # doubling to RECONNECT_CAP_S while the telemetry process is away
 RECONNECT_CAP_S = 1.0
 GAUGES_EVERY_S = 1.0
@@ -107,13 +116,12 @@ class HostClient:
         self._out_bytes = 0
         self._out_records = 0
         self._flush_handle: asyncio.Handle | None = None
-        # Queries, settlements and gauges for the current connection, written at the end of this turn of the event
-        # loop: one write for every request of the turn, not one each. With the records waiting, when one of them
-        # must be answered after the records (`_ctl_after_records`); else alone, the records keeping their batch.
+        # Control frames (queries, settlements, leases, gauges), written on the control connection at the end of
+        # this turn of the event loop: one write for every request of the turn, not one each.
         self._ctl: list[bytes] = []
         self._ctl_handle: asyncio.Handle | None = None
-        self._ctl_after_records = False
-        self._conn: _Conn | None = None
+        self._conn: _Conn | None = None  # the records' connection
+        self._ctl_conn: _Conn | None = None  # the control connection, made and lost with it
         self._queries: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -154,27 +162,35 @@ class HostClient:
                 delay = min(RECONNECT_CAP_S, delay * 2)
 
     async def _connect_and_serve(self) -> bool:
-        """One connection, until it ends; False when none could be made."""
+        """One session (the records' connection and the control connection), until either ends; False when none
+        could be made."""
         try:
             _, conn = await self._loop.create_unix_connection(lambda: _Conn(self._frame), self.path)
         except OSError:
             return False
-        self._conn = conn
+        try:
+            _, ctl = await self._loop.create_unix_connection(lambda: _Conn(self._frame), self.path)
+        except OSError:
+            if conn.transport is not None:
+                conn.transport.abort()
+            return False
+        self._conn, self._ctl_conn = conn, ctl
         self._sent_on_conn = self._acked_on_conn = 0
         self.connects += 1
-        assert conn.transport is not None
+        assert conn.transport is not None and ctl.transport is not None
         conn.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid()]))
+        ctl.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid(), CONTROL]))
         self.connected.set()
         if self.connects > 1:
             self._log.info("telemetry_reconnected", worker=self.worker, backlog=self._out_records)
         self._flush()
         gauges_at = 0.0
-        while not conn.closed.done():
+        while not conn.closed.done() and not ctl.closed.done():
             now = time.monotonic()
             if self.gauges is not None and now >= gauges_at:
                 gauges_at = now + GAUGES_EVERY_S
                 self._write(GAUGES, self.gauges())
-            await asyncio.wait([conn.closed], timeout=GAUGES_EVERY_S)
+            await asyncio.wait([conn.closed, ctl.closed], timeout=GAUGES_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
         self._lost(conn)
         return True
 
@@ -183,7 +199,11 @@ class HostClient:
         if self._conn is conn:
             self._conn = None
             self._ctl.clear()  # its queries are failed below; a settlement means nothing to another process
-            self._ctl_after_records = False
+            ctl, self._ctl_conn = self._ctl_conn, None
+            if ctl is not None and ctl.transport is not None:
+                ctl.transport.abort()  # one goes, both go: a new session makes both again
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.abort()
         lost = self._sent_on_conn - self._acked_on_conn
         if lost > 0:
             self.dropped["lost_in_flight"] += lost
@@ -215,6 +235,9 @@ class HostClient:
         conn = self._conn
         if conn is not None and conn.transport is not None:
             conn.transport.close()
+            ctl = self._ctl_conn
+            if ctl is not None and ctl.transport is not None:
+                ctl.transport.close()
             self._lost(conn)
         if self._task is not None:
             self._task.cancel()
@@ -253,9 +276,9 @@ class HostClient:
         buffered = conn.transport.get_write_buffer_size() if conn is not None and conn.transport is not None else 0
         return self._out_bytes + buffered
 
-    def _writable(self) -> asyncio.Transport | None:
-        """The current connection's transport while it takes writes; None while away or closing."""
-        conn = self._conn
+    @staticmethod
+    def _writable(conn: _Conn | None) -> asyncio.Transport | None:
+        """The transport of `conn` while it takes writes; None while away or closing."""
         t = conn.transport if conn is not None else None
         return t if t is not None and not t.is_closing() else None
 
@@ -263,39 +286,28 @@ class HostClient:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self._ctl_handle is not None:
-            self._ctl_handle.cancel()
-            self._ctl_handle = None
-        self._ctl_after_records = False
-        t = self._writable()
+        t = self._writable(self._conn)
         if t is None:
             return
-        if self._out or self._ctl:
-            # records first: a query written after them is answered after they are taken
+        if self._out:
             self._sent_on_conn += self._out_records
-            t.writelines([*self._out, *self._ctl])
-            self._out, self._ctl = [], []
+            t.writelines(self._out)
+            self._out = []
             self._out_bytes = self._out_records = 0
 
     def _flush_turn(self) -> None:
-        """The end of a turn that wrote control frames: with the records waiting if one of them asks for it, else
-        the control frames alone (the records go with their batch, within FLUSH_EVERY_S)."""
-        if self._ctl_after_records:
-            self._flush()
-            return
+        """The end of a turn that wrote control frames: one write on the control connection."""
         self._ctl_handle = None
-        t = self._writable()
+        t = self._writable(self._ctl_conn)
         if self._ctl and t is not None:
             t.writelines(self._ctl)
-            self._ctl = []
+        self._ctl = []
 
-    def _write(self, kind: int, payload: Any, after_records: bool = True) -> bool:
-        """A control frame, written with whatever else this turn of the event loop writes. `after_records`: the
-        records handed over before it go first (the answer to a query sees them)."""
-        if self._writable() is None:
+    def _write(self, kind: int, payload: Any) -> bool:
+        """A control frame, written with whatever else this turn of the event loop writes."""
+        if self._writable(self._ctl_conn) is None:
             return False
         self._ctl.append(self._codec.frame(kind, payload))
-        self._ctl_after_records = self._ctl_after_records or after_records
         if self._ctl_handle is None:
             self._ctl_handle = self._loop.call_soon(self._flush_turn)
         return True
@@ -305,14 +317,20 @@ class HostClient:
     async def query(
         self, op: str, arg: Any = None, timeout_s: float = QUERY_TIMEOUT_S, after_records: bool = True
     ) -> Any:
-        """Ask the telemetry process; TelemetryUnavailable when it is away, busy or silent past `timeout_s`. The
-        answer sees the records handed over before the question, unless `after_records` is False (a limit
-        admission, which reads none of them: it is then written without waiting for, or pulling, their batch)."""
+        """Ask the telemetry process; TelemetryUnavailable when it is away, busy or silent past `timeout_s`. With
+        `after_records` (an admin view), the records handed over before the question are written at once and the
+        answer sees them, unless the telemetry process is more than RECORDS_WAIT_S behind on them (it then answers
+        with what it has taken). Without (a limit admission, a stored response: they read no records), the
+        question is answered as soon as the telemetry process reads it."""
         if len(self._queries) >= MAX_QUERIES:
             raise TelemetryUnavailable("Too many questions to the telemetry process are waiting for an answer.")
         qid = next(self._ids)
         fut: asyncio.Future[Any] = self._loop.create_future()
-        if not self._write(QUERY, [qid, op, arg], after_records):
+        question = [qid, op, arg]
+        if after_records:
+            self._flush()
+            question.append(self._sent_on_conn + self._out_records)  # the records it must see first
+        if not self._write(QUERY, question):
             raise TelemetryUnavailable("The telemetry process is not connected (it may be restarting).")
         self._queries[qid] = fut
         timer = self._loop.call_later(timeout_s, _expire, fut, timeout_s)  # cheaper than asyncio.wait_for
@@ -323,11 +341,11 @@ class HostClient:
             self._queries.pop(qid, None)
 
     def settle(self, reservation: str, tokens: int, nano: int) -> bool:
-        return self._write(SETTLE, [reservation, tokens, nano], after_records=False)
+        return self._write(SETTLE, [reservation, tokens, nano])
 
     def give_back(self, report: list[Any]) -> bool:
         """A lease's report to the host's limits (`relaycast.limits.lease`)."""
-        return self._write(LEASE, report, after_records=False)
+        return self._write(LEASE, report)
 
     def _frame(self, kind: int, payload: bytes) -> None:
         if kind == ACK:
@@ -401,7 +419,9 @@ class _Peer:
         self.key = key
         self.worker = -1
         self.pid = 0
+        self.control = False  # a worker's control connection (its hello says so), not its records'
         self.taken = 0
+        self.waiting: list[tuple[int, asyncio.Future[None]]] = []  # questions waiting for `taken` to reach a count
         self.conn = _Conn(self._frame)
         self.sent_demotions: list[list[str]] | None = None
         self.out: list[bytes] = []  # frames for this turn of the event loop
@@ -418,19 +438,15 @@ class _Peer:
                 h.record(rec)
             self.taken += 1
             s.ack_soon(self)
+            if self.waiting:
+                self._wake()
         elif kind == QUERY:
-            qid, op, arg = s.codec.data(payload)
-            try:
-                done, result = h.answer_now(self, op, arg)
-            except Exception as e:  # noqa: BLE001 - the asker gets the error, the process goes on
-                self.write(ANSWER, [qid, False, error_detail(e)])
-                return
-            if done:  # answered in this turn of the event loop: no task, no turn waited for
-                self.write(ANSWER, [qid, True, result])
-                return
-            task = asyncio.ensure_future(self._answer(qid, op, arg))
-            s.tasks.add(task)
-            task.add_done_callback(s.tasks.discard)
+            qid, op, arg, *seen = s.codec.data(payload)
+            records = s.records_of(self.pid) if seen else None
+            if records is not None and records.taken < seen[0]:
+                self._spawn(self._answer_after(records, seen[0], qid, op, arg))
+            else:
+                self._ask(qid, op, arg)
         elif kind == SETTLE:
             rid, tokens, nano = s.codec.data(payload)
             h.settle(self, rid, tokens, nano)
@@ -439,10 +455,51 @@ class _Peer:
         elif kind == GAUGES:
             h.gauges(self, s.codec.data(payload))
         elif kind == HELLO:
-            worker, pid = s.codec.data(payload)
+            worker, pid, *role = s.codec.data(payload)
             self.worker, self.pid = int(worker), int(pid)
+            self.control = role == [CONTROL]
             h.hello(self)
-            self.push_demotions()
+            if self.control:
+                self.push_demotions()
+            else:
+                s.records[self.pid] = self
+
+    def _ask(self, qid: int, op: str, arg: Any) -> None:
+        try:
+            done, result = self.server.handler.answer_now(self, op, arg)
+        except Exception as e:  # noqa: BLE001 - the asker gets the error, the process goes on
+            self.write(ANSWER, [qid, False, error_detail(e)])
+            return
+        if done:  # answered in this turn of the event loop: no task, no turn waited for
+            self.write(ANSWER, [qid, True, result])
+        else:
+            self._spawn(self._answer(qid, op, arg))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _answer_after(self, records: _Peer, count: int, qid: int, op: str, arg: Any) -> None:
+        """Answer once `records` has taken `count` records, or after RECORDS_WAIT_S with what it has."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        records.waiting.append((count, fut))
+        try:
+            await asyncio.wait([fut], timeout=RECORDS_WAIT_S)
+        finally:
+            if not fut.done():
+                records.waiting.remove((count, fut))
+        self._ask(qid, op, arg)
+
+    def _wake(self) -> None:
+        still = []
+        for count, fut in self.waiting:
+            if self.taken >= count:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                still.append((count, fut))
+        self.waiting = still
 
     async def _answer(self, qid: int, op: str, arg: Any) -> None:
         try:
@@ -501,6 +558,7 @@ class HostServer:
         self.codec = Codec()
         self._log = log
         self.peers: set[_Peer] = set()
+        self.records: dict[int, _Peer] = {}  # each worker's records' connection, by its process id
         self.tasks: set[asyncio.Future[None]] = set()
         self.undecodable = 0
         self._acks: set[_Peer] = set()
@@ -524,7 +582,17 @@ class HostServer:
         peer.conn.closed.add_done_callback(lambda _: self._gone(peer))
         return peer.conn
 
+    def workers(self) -> int:
+        """The workers connected (each has two connections)."""
+        return sum(1 for p in self.peers if not p.control)
+
+    def records_of(self, pid: int) -> _Peer | None:
+        """The records' connection of the worker with this process id."""
+        return self.records.get(pid)
+
     def _gone(self, peer: _Peer) -> None:
+        if self.records.get(peer.pid) is peer:
+            del self.records[peer.pid]
         self.peers.discard(peer)
         self._acks.discard(peer)
         self._writing.discard(peer)
@@ -564,7 +632,7 @@ class HostServer:
         """Send the monitors' demotions to every worker that has not seen them (written before any answer that
         follows on the same connection)."""
         for peer in list(self.peers):
-            if peer.worker >= 0:
+            if peer.control:
                 peer.push_demotions()
 
     async def stop_accepting(self) -> None:

@@ -4,10 +4,15 @@ A frame is a 4-byte big-endian payload length, one kind byte and a MessagePack p
 as `RequestRecord` itself (a msgspec Struct: about 1 µs to encode, 1.5 µs to decode), everything else as plain
 lists.
 
-From a worker: `H` hello [worker id, pid], `R` a record, `Q` a query [id, op, arg], `G` its gauges,
-`S` a limit settlement [reservation id, tokens, nano-dollars], `L` a lease's report (`relaycast.limits.lease`).
-From the telemetry process: `A` an answer [id, ok, result or error], `K` the count of records it has taken from
-this connection, `D` the monitors' demotions [[route, target, reason], ...].
+A worker opens two connections: one for its records, and a control connection for everything else, which must
+not wait behind records the telemetry process has yet to read. Its hello says which.
+
+From a worker: `H` hello [worker id, pid] (the records' connection) or [worker id, pid, CONTROL]; on the records'
+connection `R` a record; on the control connection `Q` a query [id, op, arg] or [id, op, arg, records] (answered
+once that many records of this worker were taken, or RECORDS_WAIT_S later), `G` its gauges, `S` a limit
+settlement [reservation id, tokens, nano-dollars], `L` a lease's report (`relaycast.limits.lease`). From the
+telemetry process: `K` the count of records it has taken from the records' connection; `A` an answer [id, ok,
+result or error] and `D` the monitors' demotions [[route, target, reason], ...] on the control connection.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ MAX_FRAME = 64 << 20  # a record bigger than this (a 20 MiB body's messages, esc
 
 HELLO, RECORD, QUERY, GAUGES, SETTLE, LEASE = b"H"[0], b"R"[0], b"Q"[0], b"G"[0], b"S"[0], b"L"[0]
 ANSWER, ACK, DEMOTIONS = b"A"[0], b"K"[0], b"D"[0]
+CONTROL = 1  # the third item of a control connection's hello
 
 
 class FrameTooLarge(Exception):

@@ -18,7 +18,7 @@ from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.server.metrics_gauges import merge_families
-from relaycast.telemetry.channel import HostClient, HostServer, Peer
+from relaycast.telemetry.channel import RECORDS_WAIT_S, HostClient, HostServer, Peer
 from relaycast.telemetry.frames import HELLO, QUERY, RECORD, SETTLE, Codec, FrameParser
 from tests.sample_records import sample_record
 
@@ -125,7 +125,7 @@ async def _records_arrive_in_order_and_are_acknowledged(tmp_path: Path) -> None:
     finally:
         await client.close(1.0)
         await server.close()
-    await until(lambda: handler.gone_workers == [3])
+    await until(lambda: handler.gone_workers == [3, 3])  # its records' connection and its control connection
 
 
 async def _while_the_telemetry_process_is_away_records_wait_in_a_bounded_backlog_then_arrive(
@@ -247,71 +247,129 @@ def test_a_question_answered_at_once_is_answered_in_order_with_the_others(tmp_pa
     asyncio.run(_a_question_answered_at_once_is_answered_in_order_with_the_others(tmp_path))
 
 
+class Wire:
+    """What a worker wrote, per connection (its hello says which), in the order the telemetry process would read
+    it: the kinds of the frames on the records' connection, the kinds and payloads on the control connection."""
+
+    def __init__(self) -> None:
+        self.records: list[int] = []
+        self.control: list[tuple[int, Any]] = []
+
+    def control_kinds(self) -> list[int]:
+        return [k for k, _ in self.control]
+
+
 @contextlib.asynccontextmanager
-async def on_the_wire(tmp_path: Path) -> AsyncIterator[tuple[HostClient, list[int]]]:
-    """A worker's link to a plain socket that notes the kind of every frame, in the order the telemetry process
-    would read them."""
-    kinds: list[int] = []
-    parser = FrameParser()
+async def on_the_wire(tmp_path: Path) -> AsyncIterator[tuple[HostClient, Wire]]:
+    """A worker's link to a plain socket that notes every frame on each connection."""
+    wire = Wire()
+    codec = Codec()
 
     async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        parser = FrameParser()
+        control: bool | None = None
         while data := await reader.read(65536):
-            kinds.extend(kind for kind, _ in parser.feed(data))
+            for kind, payload in parser.feed(data):
+                if control is None:  # the hello: [worker, pid] on the records' connection, [worker, pid, 1] else
+                    control = len(codec.data(payload)) == 3
+                if control:
+                    wire.control.append((kind, None if kind == RECORD else codec.data(payload)))
+                else:
+                    wire.records.append(kind)
 
     server = await asyncio.start_unix_server(read, str(tmp_path / "raw.sock"))
     client = HostClient(str(tmp_path / "raw.sock"), 1, log())
     client.start()
     try:
         await until(lambda: client.connected.is_set())
-        yield client, kinds
+        await until(lambda: wire.records == [HELLO] and wire.control_kinds() == [HELLO])
+        yield client, wire
     finally:
         await client.close(0.2)
         server.close()
 
 
-async def _records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
-    """On the wire, read as the telemetry process reads it: the records a worker handed over before a query (and a
-    settlement), in the same turn of the event loop, come first, so the answer sees them."""
-    async with on_the_wire(tmp_path) as (client, kinds):
+async def _a_question_that_must_see_the_records_sends_them_and_says_how_many(tmp_path: Path) -> None:
+    """On the wire, read as the telemetry process reads it: the records a worker handed over before an admin
+    question are written at once on the records' connection; the question, on the control connection, carries
+    their count (the telemetry process answers once it has taken that many). A settlement goes with it."""
+    async with on_the_wire(tmp_path) as (client, wire):
         for i in range(50):
             client(sample_record(i))
         asking = asyncio.ensure_future(client.query("count", timeout_s=5))
         await asyncio.sleep(0)  # the query is written (queued for the end of this turn)
         assert client.settle("r1", 1, 1)
-        await until(lambda: len(kinds) >= 53)
-        assert kinds == [HELLO] + [RECORD] * 50 + [QUERY, SETTLE]
+        await until(lambda: len(wire.records) >= 51 and len(wire.control) >= 3)
+        assert wire.records == [HELLO] + [RECORD] * 50
+        assert wire.control[1:] == [(QUERY, [1, "count", None, 50]), (SETTLE, ["r1", 1, 1])]
         asking.cancel()
 
 
-def test_records_handed_before_a_query_go_out_before_it(tmp_path: Path) -> None:
-    asyncio.run(_records_handed_before_a_query_go_out_before_it(tmp_path))
+def test_a_question_that_must_see_the_records_sends_them_and_says_how_many(tmp_path: Path) -> None:
+    asyncio.run(_a_question_that_must_see_the_records_sends_them_and_says_how_many(tmp_path))
 
 
 async def _an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path: Path) -> None:
-    """A limit admission and a settlement read none of the records: written at the end of their turn without the
-    records waiting (which go out with their batch, within FLUSH_EVERY_S), so a worker with limits does not write,
-    and the telemetry process does not wake for, every record on its own."""
-    async with on_the_wire(tmp_path) as (client, kinds):
+    """A limit admission and a settlement read none of the records: written on the control connection at the end
+    of their turn, while the records wait for their batch (written on its own timer, within FLUSH_EVERY_S), so a
+    worker with limits does not write, and the telemetry process does not wake for, every record on its own."""
+    async with on_the_wire(tmp_path) as (client, wire):
         for i in range(5):
             client(sample_record(i))
         asking = asyncio.ensure_future(client.query("limit_admit", [], timeout_s=5, after_records=False))
         await asyncio.sleep(0)
         assert client.settle("r1", 1, 1)
-        await until(lambda: len(kinds) >= 3)
-        assert kinds[:3] == [HELLO, QUERY, SETTLE]
-        await until(lambda: len(kinds) >= 8)  # the records' batch, on its own timer
-        assert kinds == [HELLO, QUERY, SETTLE] + [RECORD] * 5
+        await until(lambda: len(wire.control) >= 3)
+        assert wire.control[1:] == [(QUERY, [1, "limit_admit", []]), (SETTLE, ["r1", 1, 1])]
+        assert wire.records == [HELLO]  # the batch has not gone yet
+        await until(lambda: len(wire.records) >= 6)  # the records' batch, on its own timer
+        assert wire.records == [HELLO] + [RECORD] * 5
         for i in range(5, 8):
             client(sample_record(i))
-        asked = asyncio.ensure_future(client.query("count", timeout_s=5))  # a query that reads them pulls them
-        await until(lambda: len(kinds) >= 12)
-        assert kinds[8:] == [RECORD] * 3 + [QUERY]
+        asked = asyncio.ensure_future(client.query("count", timeout_s=5))  # a question that reads them pulls them
+        await until(lambda: len(wire.records) >= 9 and len(wire.control) >= 4)
+        assert wire.records[6:] == [RECORD] * 3
+        assert wire.control[3] == (QUERY, [2, "count", None, 8])
         asking.cancel()
         asked.cancel()
 
 
 def test_an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path: Path) -> None:
     asyncio.run(_an_admission_goes_out_alone_and_the_records_keep_their_batch(tmp_path))
+
+
+async def _a_question_that_reads_no_records_is_answered_while_records_wait_unread(tmp_path: Path) -> None:
+    """The telemetry process far behind on one worker's records (it reads none of them): a limit admission or a
+    stored response, asked without `after_records`, is answered at once; a question that must see the records
+    waits for them RECORDS_WAIT_S at most, then is answered with what was taken; once they are read, it sees them
+    all."""
+    handler, server, client = await linked(tmp_path, 4)
+    try:
+        records = [p for p in server.peers if not p.control]
+        assert len(records) == 1 and len(server.peers) == 2 and server.workers() == 1
+        assert records[0].conn.transport is not None
+        records[0].conn.transport.pause_reading()
+        for i in range(3000):  # more than the socket's buffers hold: most wait in the worker's transport
+            client(sample_record(i))
+        await asyncio.sleep(0.05)
+        assert client.status()["backlog_bytes"] > 0
+        ordered = asyncio.ensure_future(client.query("count", timeout_s=5))
+        answer = await asyncio.wait_for(client.query("now", "quick", timeout_s=5, after_records=False), 0.4)
+        assert answer == {"now": "quick", "records": len(handler.records)}
+        assert not ordered.done()
+        began = time.monotonic()
+        behind = await ordered
+        assert behind == len(handler.records) < 3000
+        assert RECORDS_WAIT_S * 0.5 < time.monotonic() - began < RECORDS_WAIT_S + 2
+        records[0].conn.transport.resume_reading()
+        assert await client.query("count", timeout_s=5) == 3000
+    finally:
+        await client.close(1.0)
+        await server.close()
+
+
+def test_a_question_that_reads_no_records_is_answered_while_records_wait_unread(tmp_path: Path) -> None:
+    asyncio.run(_a_question_that_reads_no_records_is_answered_while_records_wait_unread(tmp_path))
 
 
 def test_host_limits_undo_an_admission_the_worker_stopped_waiting_for() -> None:
