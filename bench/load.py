@@ -3,6 +3,7 @@
     python bench/load.py                  # 3 rounds, 8 s runs after a 2 s warm-up (about 10 minutes)
     python bench/load.py --rounds 5 --duration 10
     python bench/load.py --workers 2      # the scaling row: 2 workers each, everything on cores 0-1
+    python bench/load.py --telemetry-priority 10   # relaycast's telemetry process at nice 10 instead of auto
     python bench/load.py --quick          # smoke test: 1 round of 2 s runs
 
 Targets (bench/load_targets.py): `direct` (the fake upstream), `forwarder` (bench/forwarder.py: granian RSGI +
@@ -18,8 +19,9 @@ and wrk on core 1. With `--workers N`, everything on cores 0..N-1. CPU per reque
 process of the target, by role (`supervisor`, `worker`, `telemetry`, ...), from the start of a run until the target
 is idle again. Reports throughput, p50/p99, added latency against direct in the same round, CPU per request, peak
 RSS, the ratios to the bare forwarder and issue #14's goals, met or not. Writes bench/results/load-latest.{json,md}
-(`--workers N`: load-workers-N-latest.*; `--quick`: load-quick.* or load-quick-workers-N.*, so a smoke test never
-replaces a full run). Only ever talks to 127.0.0.1 and always stops its subprocesses.
+(`--workers N`: load-workers-N-latest.*; `--telemetry-priority P`: load-priority-P-latest.* or
+load-priority-P-workers-N-latest.*; `--quick`: load-quick.*, load-quick-workers-N.* and so on, so a smoke test or a
+run off relaycast's defaults never replaces a full run). Only ever talks to 127.0.0.1 and always stops its subprocesses.
 
 The helpers bench/broadcast.py, bench/limits.py and bench/dashboard.py use (free_port, start, stop, wait_http,
 Scenario, write_lua, run_wrk, parse_wrk, machine, ...) are importable from here.
@@ -258,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     telemetry = None
     drops_seen: dict[str, int] = {}
     try:
-        launch(fleet, names, args.workers)
+        launch(fleet, names, args.workers, args.telemetry_priority)
         for rnd in range(1, args.rounds + 1):
             for load in loads:
                 print(f"round {rnd}/{args.rounds}, {load.title}:", flush=True)
@@ -309,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
             "conns": args.conns,
             "workers": args.workers,
             "jitter_ms": args.jitter_ms,
+            "telemetry_priority": args.telemetry_priority or "auto (relaycast's default)",
             "layout": layout.describe(),
             "target_cpus": layout.target_cpus,
             "load_cpus": layout.load_cpus,
@@ -334,6 +337,8 @@ def run(args: argparse.Namespace) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     # A smoke test or a scaling run never replaces the headline results.
     scale = f"-workers-{args.workers}" if args.workers > 1 else ""
+    if args.telemetry_priority:
+        scale = f"-priority-{args.telemetry_priority}{scale}"
     stem = f"load-quick{scale}" if args.quick else f"load{scale}-latest"
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(md)
@@ -389,6 +394,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="each connection waits a random 0..N ms before each request (default 0: back to back). With a fixed "
         "upstream latency, back-to-back connections fall into step and arrive in waves; jitter spreads them out",
+    )
+    p.add_argument(
+        "--telemetry-priority",
+        help="relaycast's server.telemetry_priority (auto, idle or a nice increment 0..19) for every relaycast "
+        "target (default: relaycast's own, auto); the results go to load-priority-<value>[-workers-N]-latest.*",
     )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -291,7 +291,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{s['rounds']} interleaved round(s) (each round: every scenario; in each, direct, then the other targets in an order rotating by round), wrk -t1 "
         f"-c{s['conns']}, {s['duration_s']} s per run after a {s['warmup_s']} s warm-up; medians over rounds. "
         f"{workers} worker(s) per target (relaycast `serve{' --workers ' + str(workers) if workers > 1 else ''}`, "
-        f"the forwarder `--workers {workers}`). Layout: {s['layout']}. Every answer has 20 output tokens. "
+        f"the forwarder `--workers {workers}`); relaycast's `server.telemetry_priority`: "
+        f"{s.get('telemetry_priority', 'auto')}. Layout: {s['layout']}. Every answer has 20 output tokens. "
         "CPU per request: user+system time of the target's processes (all of them, found again at the start and "
         "end of each run) from the start of the run until the target is idle again, divided by the requests wrk "
         "completed.",

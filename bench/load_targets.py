@@ -83,12 +83,13 @@ class Running:
         return TITLES[self.name]
 
 
-def relaycast_config(name: str, upstream: int, sink: int, where: Path) -> str:
+def relaycast_config(name: str, upstream: int, sink: int, where: Path, priority: str | None = None) -> str:
+    """`priority`: `server.telemetry_priority` (None: relaycast's default)."""
+    server = f"server: {{host: {HOST}" + (f", telemetry_priority: '{priority}'" if priority else "") + "}\n"
     if name in ("relaycast-bare", "relaycast-off"):
         key = f"keys:\n  - {{name: bench, secret: {KEY}, {LIMITS}}}\n" if name == "relaycast-off" else ""
         return (
-            f"server: {{host: {HOST}}}\n"
-            f"providers:\n  - {{name: fake, kind: openai_compatible, base_url: 'http://{HOST}:{upstream}/v1', "
+            server + f"providers:\n  - {{name: fake, kind: openai_compatible, base_url: 'http://{HOST}:{upstream}/v1', "
             "api_key: bench-upstream-key}\n"
             "store: {enabled: false}\n" + key
         )
@@ -96,6 +97,7 @@ def relaycast_config(name: str, upstream: int, sink: int, where: Path) -> str:
 
     return (
         broadcast.config(upstream, where, "on", sink)
+        + server
         + f"store: {{path: {where / 'relaycast.db'}}}\n"
         + f"keys:\n  - {{name: bench, secret: {KEY}, {LIMITS}}}\n"
     )
@@ -138,8 +140,9 @@ class Fleet:
                 raise RuntimeError(f"{title} exited during {during} (code {p.returncode})")
 
 
-def launch(fleet: Fleet, names: list[str], workers: int) -> None:
-    """Start the fake upstream, the Datadog stand-in (when the production target runs) and the targets."""
+def launch(fleet: Fleet, names: list[str], workers: int, priority: str | None = None) -> None:
+    """Start the fake upstream, the Datadog stand-in (when the production target runs) and the targets (relaycast's
+    with `server.telemetry_priority` set to `priority` when given)."""
     py, tmp, lay = sys.executable, fleet.tmp, fleet.layout
     fleet.upstream_port = up = free_port()
     fake_cmd = [py, "-m", "relaycast", "fake-upstream", "--host", HOST, "--port", str(up), "--log-level", "critical"]
@@ -166,7 +169,7 @@ def launch(fleet: Fleet, names: list[str], workers: int) -> None:
             where = tmp / name
             where.mkdir()
             cfg = where / "relaycast.yaml"
-            cfg.write_text(relaycast_config(name, up, sink_port, where))
+            cfg.write_text(relaycast_config(name, up, sink_port, where, priority))
             cmd = [py, "-m", "relaycast", "serve", "--config", str(cfg), "--host", HOST, "--port", str(port)]
             cmd += ["--log-level", "warning"] + (["--workers", str(workers)] if workers > 1 else [])
             ready = f"http://{HOST}:{port}/healthz"
