@@ -57,6 +57,7 @@ MAX_BACKLOG_BYTES = 16 << 20
 MAX_QUERIES = 4096  # queries waiting for an answer, per serving process (limit admissions included)
 QUERY_TIMEOUT_S = 10.0
 RECORDS_WAIT_S = 0.5  # a question that must see the records waits this long at most for them, then is answered
+HELLO_POLL_S = 0.005  # how often such a question looks for its worker's records' connection, not yet greeted
 RECONNECT_BASE_S = 0.05  # doubling to RECONNECT_CAP_S while the telemetry process is away
 RECONNECT_CAP_S = 1.0
 GAUGES_EVERY_S = 1.0
@@ -442,11 +443,12 @@ class _Peer:
                 self._wake()
         elif kind == QUERY:
             qid, op, arg, *seen = s.codec.data(payload)
-            records = s.records_of(self.pid) if seen else None
-            if records is not None and records.taken < seen[0]:
-                self._spawn(self._answer_after(records, seen[0], qid, op, arg))
-            else:
-                self._ask(qid, op, arg)
+            if seen and seen[0] > 0:
+                records = s.records_of(self.pid)
+                if records is None or records.taken < seen[0]:
+                    self._spawn(self._answer_after(seen[0], qid, op, arg))
+                    return
+            self._ask(qid, op, arg)
         elif kind == SETTLE:
             rid, tokens, nano = s.codec.data(payload)
             h.settle(self, rid, tokens, nano)
@@ -480,15 +482,23 @@ class _Peer:
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
-    async def _answer_after(self, records: _Peer, count: int, qid: int, op: str, arg: Any) -> None:
-        """Answer once `records` has taken `count` records, or after RECORDS_WAIT_S with what it has."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        records.waiting.append((count, fut))
-        try:
-            await asyncio.wait([fut], timeout=RECORDS_WAIT_S)
-        finally:
-            if not fut.done():
-                records.waiting.remove((count, fut))
+    async def _answer_after(self, count: int, qid: int, op: str, arg: Any) -> None:
+        """Answer once this worker's records' connection has taken `count` records, or after RECORDS_WAIT_S with
+        what it has. (Its hello may come after this connection's: the two are read in no set order.)"""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECORDS_WAIT_S
+        records = self.server.records_of(self.pid)
+        while records is None and loop.time() < deadline:
+            await asyncio.sleep(HELLO_POLL_S)
+            records = self.server.records_of(self.pid)
+        if records is not None and records.taken < count:
+            fut: asyncio.Future[None] = loop.create_future()
+            records.waiting.append((count, fut))
+            try:
+                await asyncio.wait([fut], timeout=max(0.0, deadline - loop.time()))
+            finally:
+                if not fut.done():
+                    records.waiting.remove((count, fut))
         self._ask(qid, op, arg)
 
     def _wake(self) -> None:

@@ -19,7 +19,7 @@ from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.server.metrics_gauges import merge_families
 from relaycast.telemetry.channel import RECORDS_WAIT_S, HostClient, HostServer, Peer
-from relaycast.telemetry.frames import HELLO, QUERY, RECORD, SETTLE, Codec, FrameParser
+from relaycast.telemetry.frames import ANSWER, CONTROL, HELLO, QUERY, RECORD, SETTLE, Codec, FrameParser
 from tests.sample_records import sample_record
 
 
@@ -370,6 +370,42 @@ async def _a_question_that_reads_no_records_is_answered_while_records_wait_unrea
 
 def test_a_question_that_reads_no_records_is_answered_while_records_wait_unread(tmp_path: Path) -> None:
     asyncio.run(_a_question_that_reads_no_records_is_answered_while_records_wait_unread(tmp_path))
+
+
+async def _a_question_waits_for_a_records_connection_greeted_after_it(tmp_path: Path) -> None:
+    """A worker's two connections are read in no set order: a question that must see 3 records, read before the
+    records' connection has even said hello, is answered once those records are taken."""
+    handler = Collect()
+    server = HostServer(str(tmp_path / "t.sock"), handler, log())
+    await server.start()
+    codec = Codec()
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        ctl_reader, ctl = await asyncio.open_unix_connection(server.path)
+        writers.append(ctl)
+        ctl.write(codec.frame(HELLO, [5, 4242, CONTROL]) + codec.frame(QUERY, [1, "count", None, 3]))
+        await ctl.drain()
+        await asyncio.sleep(0.05)
+        _, records = await asyncio.open_unix_connection(server.path)
+        writers.append(records)
+        records.write(codec.frame(HELLO, [5, 4242]) + b"".join(codec.frame(RECORD, sample_record(i)) for i in range(3)))
+        await records.drain()
+        parser = FrameParser()
+        answers: list[Any] = []
+        async with asyncio.timeout(5):
+            while not answers:
+                data = await ctl_reader.read(65536)
+                assert data, "the telemetry process hung up"
+                answers += [codec.data(p) for kind, p in parser.feed(data) if kind == ANSWER]
+        assert answers == [[1, True, 3]]
+    finally:
+        for w in writers:
+            w.close()
+        await server.close()
+
+
+def test_a_question_waits_for_a_records_connection_greeted_after_it(tmp_path: Path) -> None:
+    asyncio.run(_a_question_waits_for_a_records_connection_greeted_after_it(tmp_path))
 
 
 def test_host_limits_undo_an_admission_the_worker_stopped_waiting_for() -> None:
