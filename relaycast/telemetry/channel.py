@@ -47,6 +47,7 @@ from relaycast.telemetry.frames import (
     LEASE,
     QUERY,
     RECORD,
+    RECORDS,
     SETTLE,
     Codec,
     FrameParser,
@@ -179,8 +180,8 @@ class HostClient:
         self._sent_on_conn = self._acked_on_conn = 0
         self.connects += 1
         assert conn.transport is not None and ctl.transport is not None
-        conn.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid()]))
-        ctl.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid(), CONTROL]))
+        conn.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid(), RECORDS, self.connects]))
+        ctl.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid(), CONTROL, self.connects]))
         self.connected.set()
         if self.connects > 1:
             self._log.info("telemetry_reconnected", worker=self.worker, backlog=self._out_records)
@@ -421,6 +422,7 @@ class _Peer:
         self.worker = -1
         self.pid = 0
         self.control = False  # a worker's control connection (its hello says so), not its records'
+        self.session = (0, 0)  # (pid, the worker's count of its connections): its two connections share it
         self.taken = 0
         self.waiting: list[tuple[int, asyncio.Future[None]]] = []  # questions waiting for `taken` to reach a count
         self.conn = _Conn(self._frame)
@@ -444,7 +446,7 @@ class _Peer:
         elif kind == QUERY:
             qid, op, arg, *seen = s.codec.data(payload)
             if seen and seen[0] > 0:
-                records = s.records_of(self.pid)
+                records = s.records.get(self.session)
                 if records is None or records.taken < seen[0]:
                     self._spawn(self._answer_after(seen[0], qid, op, arg))
                     return
@@ -457,14 +459,15 @@ class _Peer:
         elif kind == GAUGES:
             h.gauges(self, s.codec.data(payload))
         elif kind == HELLO:
-            worker, pid, *role = s.codec.data(payload)
+            worker, pid, *more = s.codec.data(payload)
             self.worker, self.pid = int(worker), int(pid)
-            self.control = role == [CONTROL]
+            self.control = bool(more) and more[0] == CONTROL
+            self.session = (self.pid, int(more[1]) if len(more) > 1 else 0)
             h.hello(self)
             if self.control:
                 self.push_demotions()
             else:
-                s.records[self.pid] = self
+                s.records[self.session] = self
 
     def _ask(self, qid: int, op: str, arg: Any) -> None:
         try:
@@ -487,10 +490,10 @@ class _Peer:
         what it has. (Its hello may come after this connection's: the two are read in no set order.)"""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RECORDS_WAIT_S
-        records = self.server.records_of(self.pid)
+        records = self.server.records.get(self.session)
         while records is None and loop.time() < deadline:
             await asyncio.sleep(HELLO_POLL_S)
-            records = self.server.records_of(self.pid)
+            records = self.server.records.get(self.session)
         if records is not None and records.taken < count:
             fut: asyncio.Future[None] = loop.create_future()
             records.waiting.append((count, fut))
@@ -568,7 +571,7 @@ class HostServer:
         self.codec = Codec()
         self._log = log
         self.peers: set[_Peer] = set()
-        self.records: dict[int, _Peer] = {}  # each worker's records' connection, by its process id
+        self.records: dict[tuple[int, int], _Peer] = {}  # each worker's records' connection, by its session
         self.tasks: set[asyncio.Future[None]] = set()
         self.undecodable = 0
         self._acks: set[_Peer] = set()
@@ -596,13 +599,9 @@ class HostServer:
         """The workers connected (each has two connections)."""
         return sum(1 for p in self.peers if not p.control)
 
-    def records_of(self, pid: int) -> _Peer | None:
-        """The records' connection of the worker with this process id."""
-        return self.records.get(pid)
-
     def _gone(self, peer: _Peer) -> None:
-        if self.records.get(peer.pid) is peer:
-            del self.records[peer.pid]
+        if self.records.get(peer.session) is peer:
+            del self.records[peer.session]
         self.peers.discard(peer)
         self._acks.discard(peer)
         self._writing.discard(peer)

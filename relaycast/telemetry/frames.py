@@ -7,8 +7,9 @@ lists.
 A worker opens two connections: one for its records, and a control connection for everything else, which must
 not wait behind records the telemetry process has yet to read. Its hello says which.
 
-From a worker: `H` hello [worker id, pid] (the records' connection) or [worker id, pid, CONTROL]; on the records'
-connection `R` a record; on the control connection `Q` a query [id, op, arg] or [id, op, arg, records] (answered
+From a worker: `H` hello [worker id, pid, RECORDS or CONTROL, session] (the session counts the worker's
+connections, so a question finds the records' connection made with its own); on the records' connection
+`R` a record; on the control connection `Q` a query [id, op, arg] or [id, op, arg, records] (answered
 once that many records of this worker were taken, or RECORDS_WAIT_S later), `G` its gauges, `S` a limit
 settlement [reservation id, tokens, nano-dollars], `L` a lease's report (`relaycast.limits.lease`). From the
 telemetry process: `K` the count of records it has taken from the records' connection; `A` an answer [id, ok,
@@ -29,7 +30,7 @@ MAX_FRAME = 64 << 20  # a record bigger than this (a 20 MiB body's messages, esc
 
 HELLO, RECORD, QUERY, GAUGES, SETTLE, LEASE = b"H"[0], b"R"[0], b"Q"[0], b"G"[0], b"S"[0], b"L"[0]
 ANSWER, ACK, DEMOTIONS = b"A"[0], b"K"[0], b"D"[0]
-CONTROL = 1  # the third item of a control connection's hello
+RECORDS, CONTROL = 0, 1  # which connection a hello opens
 
 
 class FrameTooLarge(Exception):

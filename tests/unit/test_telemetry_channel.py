@@ -19,7 +19,7 @@ from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.server.metrics_gauges import merge_families
 from relaycast.telemetry.channel import RECORDS_WAIT_S, HostClient, HostServer, Peer
-from relaycast.telemetry.frames import ANSWER, CONTROL, HELLO, QUERY, RECORD, SETTLE, Codec, FrameParser
+from relaycast.telemetry.frames import ANSWER, CONTROL, HELLO, QUERY, RECORD, RECORDS, SETTLE, Codec, FrameParser
 from tests.sample_records import sample_record
 
 
@@ -270,8 +270,8 @@ async def on_the_wire(tmp_path: Path) -> AsyncIterator[tuple[HostClient, Wire]]:
         control: bool | None = None
         while data := await reader.read(65536):
             for kind, payload in parser.feed(data):
-                if control is None:  # the hello: [worker, pid] on the records' connection, [worker, pid, 1] else
-                    control = len(codec.data(payload)) == 3
+                if control is None:  # the hello: [worker, pid, RECORDS or CONTROL, session]
+                    control = codec.data(payload)[2] == CONTROL
                 if control:
                     wire.control.append((kind, None if kind == RECORD else codec.data(payload)))
                 else:
@@ -372,24 +372,34 @@ def test_a_question_that_reads_no_records_is_answered_while_records_wait_unread(
     asyncio.run(_a_question_that_reads_no_records_is_answered_while_records_wait_unread(tmp_path))
 
 
-async def _a_question_waits_for_a_records_connection_greeted_after_it(tmp_path: Path) -> None:
-    """A worker's two connections are read in no set order: a question that must see 3 records, read before the
-    records' connection has even said hello, is answered once those records are taken."""
+async def _a_question_waits_for_its_own_sessions_records_connection_greeted_after_it(tmp_path: Path) -> None:
+    """A worker's two connections are read in no set order, and an earlier session's records connection may not be
+    seen gone yet: a question that must see 3 records, read before its own session's records connection has even
+    said hello, is answered once those 3 are taken, not from the old connection's count."""
     handler = Collect()
     server = HostServer(str(tmp_path / "t.sock"), handler, log())
     await server.start()
     codec = Codec()
     writers: list[asyncio.StreamWriter] = []
+
+    def records(session: int, n: int) -> bytes:
+        hello = codec.frame(HELLO, [5, 4242, RECORDS, session])
+        return hello + b"".join(codec.frame(RECORD, sample_record(i)) for i in range(n))
+
     try:
+        _, old = await asyncio.open_unix_connection(server.path)  # the worker's first session, still open here
+        writers.append(old)
+        old.write(records(1, 5))
+        await until(lambda: len(handler.records) == 5)
         ctl_reader, ctl = await asyncio.open_unix_connection(server.path)
         writers.append(ctl)
-        ctl.write(codec.frame(HELLO, [5, 4242, CONTROL]) + codec.frame(QUERY, [1, "count", None, 3]))
+        ctl.write(codec.frame(HELLO, [5, 4242, CONTROL, 2]) + codec.frame(QUERY, [1, "count", None, 3]))
         await ctl.drain()
         await asyncio.sleep(0.05)
-        _, records = await asyncio.open_unix_connection(server.path)
-        writers.append(records)
-        records.write(codec.frame(HELLO, [5, 4242]) + b"".join(codec.frame(RECORD, sample_record(i)) for i in range(3)))
-        await records.drain()
+        _, new = await asyncio.open_unix_connection(server.path)
+        writers.append(new)
+        new.write(records(2, 3))
+        await new.drain()
         parser = FrameParser()
         answers: list[Any] = []
         async with asyncio.timeout(5):
@@ -397,15 +407,15 @@ async def _a_question_waits_for_a_records_connection_greeted_after_it(tmp_path: 
                 data = await ctl_reader.read(65536)
                 assert data, "the telemetry process hung up"
                 answers += [codec.data(p) for kind, p in parser.feed(data) if kind == ANSWER]
-        assert answers == [[1, True, 3]]
+        assert answers == [[1, True, 8]]  # the old session's 5 and this one's 3
     finally:
         for w in writers:
             w.close()
         await server.close()
 
 
-def test_a_question_waits_for_a_records_connection_greeted_after_it(tmp_path: Path) -> None:
-    asyncio.run(_a_question_waits_for_a_records_connection_greeted_after_it(tmp_path))
+def test_a_question_waits_for_its_own_sessions_records_connection_greeted_after_it(tmp_path: Path) -> None:
+    asyncio.run(_a_question_waits_for_its_own_sessions_records_connection_greeted_after_it(tmp_path))
 
 
 def test_host_limits_undo_an_admission_the_worker_stopped_waiting_for() -> None:
