@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
             for ln in lines[-10:]:
                 print("  " + ln[:300])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    # A smoke test or a scaling run never replaces the headline results.
+    # A smoke test, a scaling run or one at another telemetry priority never replaces the headline results.
     scale = f"-workers-{args.workers}" if args.workers > 1 else ""
     if args.telemetry_priority:
         scale = f"-priority-{args.telemetry_priority}{scale}"

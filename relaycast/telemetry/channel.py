@@ -202,10 +202,10 @@ class HostClient:
             self._conn = None
             self._ctl.clear()  # its queries are failed below; a settlement means nothing to another process
             ctl, self._ctl_conn = self._ctl_conn, None
-            if ctl is not None and ctl.transport is not None:
-                ctl.transport.abort()  # one goes, both go: a new session makes both again
-            if conn.transport is not None and not conn.transport.is_closing():
-                conn.transport.abort()
+            for c in (ctl, conn):  # one goes, both go: a new session makes both again
+                t = c.transport if c is not None else None
+                if t is not None and not t.is_closing():  # one closed by `close` still sends what it holds
+                    t.abort()
         lost = self._sent_on_conn - self._acked_on_conn
         if lost > 0:
             self.dropped["lost_in_flight"] += lost
@@ -234,6 +234,9 @@ class HostClient:
             self.dropped["shutdown_deadline"] += self._out_records
         self._out.clear()
         self._out_bytes = self._out_records = 0
+        if self._ctl_handle is not None:  # this turn's settlements and reports go before the connections close
+            self._ctl_handle.cancel()
+            self._flush_turn()
         conn = self._conn
         if conn is not None and conn.transport is not None:
             conn.transport.close()

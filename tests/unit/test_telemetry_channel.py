@@ -224,6 +224,22 @@ def test_queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_o
     asyncio.run(_queries_of_one_turn_are_answered_each_in_order_and_a_silent_one_times_out(tmp_path))
 
 
+async def _a_settlement_written_just_before_close_still_arrives(tmp_path: Path) -> None:
+    """A worker that stops right after settling (no turn of the event loop between): the settlement is written on
+    the control connection before it closes, not dropped with the connection."""
+    handler, server, client = await linked(tmp_path, 6)
+    try:
+        assert client.settle("r9", 1, 2)
+        await client.close(1.0)
+        await until(lambda: handler.settled == [("r9", 1, 2)])
+    finally:
+        await server.close()
+
+
+def test_a_settlement_written_just_before_close_still_arrives(tmp_path: Path) -> None:
+    asyncio.run(_a_settlement_written_just_before_close_still_arrives(tmp_path))
+
+
 async def _a_question_answered_at_once_is_answered_in_order_with_the_others(tmp_path: Path) -> None:
     handler, server, client = await linked(tmp_path, 2)
     try:
