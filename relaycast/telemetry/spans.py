@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from relaycast.records import Attempt, RequestRecord, content_text
+from relaycast.records import TRACE_ID_KEYS, Attempt, RequestRecord, content_text
 
 DROPPED_IO = "[relaycast: dropped because of size]"
 
@@ -49,7 +49,8 @@ def trace_ids(record: RequestRecord) -> TraceIds:
     else:
         low = f"{_u64(rid):016x}"
         root = _u64("root:" + rid)
-    given = (record.attribution.trace or {}).get("trace_id")
+    t = record.attribution.trace
+    given = t.get("trace_id") if t else None
     if (
         isinstance(given, str)
         and len(given) == 32
@@ -96,8 +97,8 @@ def input_messages(record: RequestRecord) -> list[dict[str, str]]:
 def trace_metadata(record: RequestRecord) -> dict[str, Any]:
     """`trace` keys without special meaning go to span metadata, and the client's `x-request-id` as
     `client_request_id` (an attribute to search by, never an id)."""
-    special = {"trace_id", "trace_name", "span_name", "generation_name", "parent_span_id"}
-    out = {k: v for k, v in (record.attribution.trace or {}).items() if k not in special}
+    t = record.attribution.trace
+    out = {k: v for k, v in t.items() if k not in TRACE_ID_KEYS} if t else {}
     if record.client_request_id is not None:
         out["client_request_id"] = record.client_request_id
     return out

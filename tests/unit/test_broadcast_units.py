@@ -171,6 +171,20 @@ def test_an_oversized_span_keeps_everything_but_its_input_and_output() -> None:
     assert llm["metrics"]["output_tokens"] == 3
 
 
+def test_a_failover_spans_each_carry_the_prompt_and_an_oversized_one_loses_only_its_own() -> None:
+    served = _record()
+    huge = "e" * 5_100_000  # an oversized span keeps everything but its input and output: this one stays large
+    failed = Attempt("backup/m", "backup", "m", 0, 1000, error_class="upstream_5xx", error_message=huge)
+    rec = msgspec.structs.replace(served, attempts=(failed, *served.attempts))
+    _, first, second = (json.loads(x)["spans"][0] for x in _dd().encode(rec, False, ()))
+    assert first["collection_errors"] == ["dropped_io"] and "dropped because of size" in json.dumps(first["meta"])
+    assert first["tags"][-2:] == ["error:1", "error_type:upstream_5xx"] and "target:backup/m" in first["tags"]
+    assert second["meta"]["input"] == {"messages": [{"role": "user", "content": "2+2?"}]}
+    assert second["meta"]["output"] == {"messages": [{"role": "assistant", "content": "4"}]}
+    assert "collection_errors" not in second and second["tags"][-1] == "error:0"
+    assert "target:openai/gpt-4o-mini" in second["tags"] and "target:backup/m" not in second["tags"]
+
+
 def test_spooled_spans_older_than_24_hours_are_discarded_and_counted(tmp_path) -> None:
     now = time.time_ns()
 

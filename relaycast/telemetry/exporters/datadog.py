@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from relaycast.costs.money import usd_float
-from relaycast.records import Attempt, RequestRecord
+from relaycast.records import Attempt, RequestRecord, content_text
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, join_json_array, post
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig
@@ -88,8 +88,11 @@ class DatadogExporter:
         ids = spans.trace_ids(record)
         common = self._tags(record, tags)
         out = [self._envelope(self._root(record, ids, common, privacy))]
-        for i, a in enumerate(record.attempts):
-            out.append(self._envelope(self._attempt(record, i, a, ids, common, privacy)))
+        if record.attempts:
+            # Every llm span carries the same input messages: made once, read by each span's encoding in turn.
+            msgs = None if privacy or record.endpoint == "embeddings" else _messages(record)
+            for i, a in enumerate(record.attempts):
+                out.append(self._envelope(self._attempt(record, i, a, ids, common, privacy, msgs)))
         return out
 
     def _envelope(self, span: dict[str, Any]) -> bytes:
@@ -104,20 +107,23 @@ class DatadogExporter:
 
     def _tags(self, record: RequestRecord, extra: tuple[tuple[str, str], ...]) -> list[str]:
         a = record.attribution
-        t = list(self._base_tags)
-        for key, value in (
-            ("user_id", a.user),
-            ("session_id", a.session_id),
-            ("feature", a.feature),
-            ("app_url", a.app_url),
-            ("gateway_key", a.key_name),
-        ):
-            if value:
-                t.append(f"{key}:{value}")
+        t = self._base_tags.copy()
+        if a.user:
+            t.append(f"user_id:{a.user}")
+        if a.session_id:
+            t.append(f"session_id:{a.session_id}")
+        if a.feature:
+            t.append(f"feature:{a.feature}")
+        if a.app_url:
+            t.append(f"app_url:{a.app_url}")
+        if a.key_name:
+            t.append(f"gateway_key:{a.key_name}")
         # A client's tags (`X-Relaycast-Tags`, `trace`) never pass for one relaycast sets: a reserved key is sent
         # as `client.<key>`. The destination's own `tags` (the operator's) are sent as they are.
-        t.extend(_client_tag(k, v) for k, v in record.all_tags().items())
-        t.extend(f"{k}:{v}" for k, v in extra)
+        if a.trace or a.tags:
+            t.extend(_client_tag(k, v) for k, v in record.all_tags().items())
+        if extra:
+            t.extend(f"{k}:{v}" for k, v in extra)
         return t
 
     def _span(
@@ -132,24 +138,29 @@ class DatadogExporter:
         error: tuple[str, str] | None,
         tags: list[str],
     ) -> dict[str, Any]:
+        """A span; `tags` becomes its tags, with its error tags added (the list is the span's own)."""
+        sid = str(span_id)
+        if error:
+            tags.append("error:1")
+            tags.append(f"error_type:{error[0]}")
+        else:
+            tags.append("error:0")
         span: dict[str, Any] = {
             "trace_id": ids.trace_id,
-            "span_id": str(span_id),
+            "span_id": sid,
             "parent_id": parent,
             "name": name,
             "start_ns": start_ns,
             "duration": max(0, duration_ns),
             "status": "error" if error else "ok",
-            "meta": {},
+            "meta": {"error": {"type": error[0], "message": error[1]}} if error else {},
             "metrics": {},
-            "tags": [*tags, "error:1" if error else "error:0", *([f"error_type:{error[0]}"] if error else [])],
+            "tags": tags,
             # No `apm_trace_id`: ddtrace sends one to link an APM trace, and relaycast makes none.
-            "_dd": {"span_id": str(span_id), "trace_id": ids.trace_id},
+            "_dd": {"span_id": sid, "trace_id": ids.trace_id},
         }
         if record.attribution.session_id:
             span["session_id"] = record.attribution.session_id
-        if error:
-            span["meta"]["error"] = {"type": error[0], "message": error[1]}
         return span
 
     def _root(self, record: RequestRecord, ids: spans.TraceIds, tags: list[str], privacy: bool) -> dict[str, Any]:
@@ -163,7 +174,7 @@ class DatadogExporter:
             record.started_unix_ns,
             record.duration_ns,
             error,
-            tags,
+            tags.copy(),
         )
         meta = span["meta"]
         meta["span"] = {"kind": "workflow"}
@@ -171,21 +182,34 @@ class DatadogExporter:
             meta["input"] = {"value": spans.last_user_text(record)}
             if record.output_text is not None:
                 meta["output"] = {"value": record.output_text}
-        meta["metadata"] = {
-            **spans.trace_metadata(record),
-            "request_id": record.request_id,
-            "model_requested": record.model_requested,
-            "stream": record.stream,
-            "status_code": record.status_code,
-            "attempts": len(record.attempts),
-            **({"client_cancelled": True} if record.client_cancelled else {}),
-        }
+        metadata = spans.trace_metadata(record)
+        metadata["request_id"] = record.request_id
+        metadata["model_requested"] = record.model_requested
+        metadata["stream"] = record.stream
+        metadata["status_code"] = record.status_code
+        metadata["attempts"] = len(record.attempts)
+        if record.client_cancelled:
+            metadata["client_cancelled"] = True
+        meta["metadata"] = metadata
         return span  # tokens and cost live on the llm spans only, so Datadog does not count them twice
 
     def _attempt(
-        self, record: RequestRecord, i: int, a: Attempt, ids: spans.TraceIds, tags: list[str], privacy: bool
+        self,
+        record: RequestRecord,
+        i: int,
+        a: Attempt,
+        ids: spans.TraceIds,
+        tags: list[str],
+        privacy: bool,
+        msgs: list[dict[str, Any]] | None,
     ) -> dict[str, Any]:
+        """An attempt's llm span; `msgs`: the record's input messages as `_messages` gives them (None with
+        privacy, or for embeddings)."""
         error = (a.error_class, a.error_message or a.error_class) if a.error_class else None
+        own = tags.copy()
+        own.append(f"target:{a.target}")
+        own.append(f"provider:{a.provider}")
+        own.append(f"cost_source:{a.cost_source}")
         span = self._span(
             record,
             ids,
@@ -195,7 +219,7 @@ class DatadogExporter:
             record.started_unix_ns + a.started_ns,
             a.duration_ns,
             error,
-            [*tags, f"target:{a.target}", f"provider:{a.provider}", f"cost_source:{a.cost_source}"],
+            own,
         )
         meta = span["meta"]
         meta["span"] = {"kind": "embedding" if record.endpoint == "embeddings" else "llm"}
@@ -207,7 +231,7 @@ class DatadogExporter:
             if a.ok:
                 meta["output"] = {"value": f"[{len(record.input_messages)} embedding(s) returned]"}
         elif not privacy:
-            meta["input"] = {"messages": _messages(record)}
+            meta["input"] = {"messages": msgs}
             text = spans.attempt_output_text(record, i, a)
             serving = a.ok and i == len(record.attempts) - 1
             if text is not None or (serving and record.output_tool_calls):
@@ -215,11 +239,12 @@ class DatadogExporter:
                 if serving and record.output_tool_calls:
                     out["tool_calls"] = [_tool_call(c) for c in record.output_tool_calls]
                 meta["output"] = {"messages": [out]}
-        meta["metadata"] = {
-            **record.params,
-            **({"finish_reason": a.finish_reason} if a.finish_reason else {}),
-            **({"upstream_status": a.upstream_status} if a.upstream_status else {}),
-        }
+        metadata = dict(record.params)
+        if a.finish_reason:
+            metadata["finish_reason"] = a.finish_reason
+        if a.upstream_status:
+            metadata["upstream_status"] = a.upstream_status
+        meta["metadata"] = metadata
         span["metrics"] = _usage_metrics(a)
         return span
 
@@ -356,13 +381,15 @@ def _messages(record: RequestRecord) -> list[dict[str, Any]]:
     """The input messages as ddtrace sends them: text content, an assistant turn's `tool_calls`, and a tool
     message's `tool_results`."""
     out: list[dict[str, Any]] = []
-    for m, flat in zip(record.input_messages, spans.input_messages(record), strict=True):
-        msg: dict[str, Any] = dict(flat)
-        calls = spans.message_tool_calls(m)
-        if calls:
-            msg["tool_calls"] = [_tool_call(c) for c in calls]
-        if m.get("role") == "tool":
-            result = {"result": flat["content"], "tool_id": str(m.get("tool_call_id") or ""), "type": "function"}
+    for m in record.input_messages:
+        role = m.get("role", "")
+        msg: dict[str, Any] = {"role": str(role), "content": content_text(m.get("content"))}
+        if m.get("tool_calls"):
+            calls = spans.message_tool_calls(m)
+            if calls:
+                msg["tool_calls"] = [_tool_call(c) for c in calls]
+        if role == "tool":
+            result = {"result": msg["content"], "tool_id": str(m.get("tool_call_id") or ""), "type": "function"}
             msg["tool_results"] = [result]
             msg["content"] = ""
         out.append(msg)
