@@ -4,6 +4,12 @@ They are msgspec Structs: made on every request (four objects), encoded once to 
 decoded there. Measured against frozen dataclasses of the same fields: 0.55 against 8.2 µs to make, 1.0 against
 2.0 µs to encode, 1.5 against 4.4 µs to decode. `msgspec.structs.replace` makes a changed copy.
 
+`array_like`: encoded as arrays of their fields' values, in the order declared here, without the fields' names. A
+record shaped like bench/load.py's production request is 557 bytes on the wire instead of 1,210, and encodes in
+0.55 µs instead of 2.0 (in the serving process; decoding, 2.5 against 2.8 µs): the workers' backlog to the
+telemetry process holds twice the records. The order is the wire format between a worker and its telemetry
+process, which always run the same code: a new field goes last, with a default.
+
 `gc=False`: the cycle collector never tracks them. They hold plain data (strings, numbers, JSON-like dicts and
 lists, other records), which cannot form a reference cycle. A telemetry process holds tens of thousands of
 records in its queues; with them tracked, it spent about 10% of its CPU in collections at saturation (a full
@@ -17,7 +23,7 @@ from typing import Any
 import msgspec
 
 
-class Usage(msgspec.Struct, frozen=True, gc=False):
+class Usage(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Token counts as the upstream reported them, normalised to OpenAI's meaning.
 
     `prompt_tokens` includes cached and cache-write tokens; `completion_tokens` includes reasoning tokens.
@@ -86,7 +92,7 @@ class Usage(msgspec.Struct, frozen=True, gc=False):
         )
 
 
-class Attribution(msgspec.Struct, frozen=True, gc=False):
+class Attribution(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Who and what a request is for. Travels on every record and span."""
 
     user: str | None = None
@@ -100,7 +106,7 @@ class Attribution(msgspec.Struct, frozen=True, gc=False):
     ] = ()  # free-form, from the X-Relaycast-Tags header  # OpenRouter-style `trace` metadata, as the client sent it
 
 
-class Attempt(msgspec.Struct, frozen=True, gc=False):
+class Attempt(msgspec.Struct, frozen=True, gc=False, array_like=True):
     target: str  # "openai/gpt-4o-mini"
     provider: str
     model: str
@@ -125,7 +131,7 @@ class Attempt(msgspec.Struct, frozen=True, gc=False):
         return self.error_class is None
 
 
-class RequestRecord(msgspec.Struct, frozen=True, gc=False):
+class RequestRecord(msgspec.Struct, frozen=True, gc=False, array_like=True):
     request_id: str  # made by the gateway, unique: the record's key in the store and every export
     endpoint: str  # "chat.completions" | "embeddings" | "models" | "unknown" (another /v1 path)
     model_requested: str

@@ -1,8 +1,8 @@
 """The wire between serving processes and the telemetry process: length-prefixed frames over a Unix socket.
 
 A frame is a 4-byte big-endian payload length, one kind byte and a MessagePack payload (msgspec). Records travel
-as `RequestRecord` itself (a msgspec Struct: about 1 µs to encode, 1.5 µs to decode), everything else as plain
-lists.
+as `RequestRecord` itself (a msgspec Struct encoded as an array of its fields, `relaycast.records`: about 0.6 µs
+to encode and 2.5 µs to decode the production benchmark's request), everything else as plain lists.
 
 A worker opens two connections: one for its records, and a control connection for everything else, which must
 not wait behind records the telemetry process has yet to read. Its hello says which.

@@ -365,8 +365,8 @@ async def _a_question_that_reads_no_records_is_answered_while_records_wait_unrea
         assert len(records) == 1 and len(server.peers) == 2 and server.workers() == 1
         assert records[0].conn.transport is not None
         records[0].conn.transport.pause_reading()
-        for i in range(3000):  # more than the socket's buffers hold: most wait in the worker's transport
-            client(sample_record(i))
+        for i in range(3000):  # 1.5 MB: more than the socket's buffers hold, most wait in the worker's transport
+            client(sample_record(i, output_text="x" * 500))
         await asyncio.sleep(0.05)
         assert client.status()["backlog_bytes"] > 0
         ordered = asyncio.ensure_future(client.query("count", timeout_s=5))
