@@ -138,7 +138,7 @@ def main() -> None:
         f"| step | {' | '.join(shapes)} |",
         "|---|" + "---:|" * len(shapes),
     ]
-    step_names = list(steps(records(1, False)))
+    step_names = list(dict.fromkeys(step for _, step in cases))
     for step in step_names:
         lines.append(f"| {step} | " + " | ".join(f"{statistics.median(results[(s, step)]):.1f}" for s in shapes) + " |")
     in_telemetry = [

@@ -15,7 +15,7 @@ import aiohttp
 import orjson
 
 from relaycast.costs.money import usd_float
-from relaycast.records import Attempt, RequestRecord, content_text
+from relaycast.records import Attempt, RequestRecord
 from relaycast.telemetry import spans
 from relaycast.telemetry.exporters.base import ExportError, TestResult, join_json_array, post
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig
@@ -381,14 +381,12 @@ def _messages(record: RequestRecord) -> list[dict[str, Any]]:
     """The input messages as ddtrace sends them: text content, an assistant turn's `tool_calls`, and a tool
     message's `tool_results`."""
     out: list[dict[str, Any]] = []
-    for m in record.input_messages:
-        role = m.get("role", "")
-        msg: dict[str, Any] = {"role": str(role), "content": content_text(m.get("content"))}
-        if m.get("tool_calls"):
-            calls = spans.message_tool_calls(m)
-            if calls:
-                msg["tool_calls"] = [_tool_call(c) for c in calls]
-        if role == "tool":
+    for m, flat in zip(record.input_messages, spans.input_messages(record), strict=True):
+        msg: dict[str, Any] = flat  # a new dict per message: its role and content, added to here
+        calls = spans.message_tool_calls(m)
+        if calls:
+            msg["tool_calls"] = [_tool_call(c) for c in calls]
+        if m.get("role") == "tool":
             result = {"result": msg["content"], "tool_id": str(m.get("tool_call_id") or ""), "type": "function"}
             msg["tool_results"] = [result]
             msg["content"] = ""
