@@ -362,8 +362,14 @@ def _attempt_shares(rec: RequestRecord, error: int) -> dict[str, dict[str, list[
 _SOURCE_OF_RANK = {rank: source for source, rank in COST_RANK.items()}
 
 
-def build(records: Iterable[RequestRecord], redactor: Redactor, privacy: bool) -> Batch:
+def build(
+    records: Iterable[RequestRecord],
+    redactor: Redactor,
+    privacy: bool,
+    randbits: Callable[[int], int] = secrets.randbits,
+) -> Batch:
+    """The records' rows in one batch. `randbits` draws the row ids' random bits, as in `add`."""
     batch = Batch()
     for rec in records:
-        add(batch, rec, redactor, privacy)
+        add(batch, rec, redactor, privacy, randbits=randbits)
     return batch
