@@ -307,6 +307,8 @@ class Destination:
         encoding has passed (looked at every that many records), the body so far, marked `building` (its records
         are encoded: the caller may give the event loop a turn)."""
         exp = self.exporter
+        encode, scrub = exp.encode, self._redactor.scrub_known  # per record: looked up once per batch instead
+        privacy, tags = self.cfg.privacy_mode, self.cfg.tags
         limit = exp.max_batch_bytes
         max_age_ns = int(exp.max_age_s * 1e9) if exp.max_age_s else None
         now = self._clock()
@@ -318,28 +320,33 @@ class Destination:
                 yield _Chunk(items, oldest, taken, kept, building=True)
                 since = time.perf_counter()
             taken += 1
-            if max_age_ns is not None and now - rec.started_unix_ns > max_age_ns:
+            started = rec.started_unix_ns
+            if max_age_ns is not None and now - started > max_age_ns:
                 self.worker.drop("too_old")
                 continue
             try:
-                encoded = [
-                    self._redactor.scrub_known(it) for it in exp.encode(rec, self.cfg.privacy_mode, self.cfg.tags)
-                ]
+                encoded = [scrub(it) for it in encode(rec, privacy, tags)]
             except Exception as e:  # noqa: BLE001 - one bad record must not stop the destination
                 self.worker.drop("encode_error")
                 self._error(f"encode failed: {type(e).__name__}")
                 continue
-            if any(len(it) > limit for it in encoded):
+            rsize = biggest = 0
+            for it in encoded:
+                k = len(it)
+                rsize += k
+                if k > biggest:
+                    biggest = k
+            if biggest > limit:
                 self.worker.drop("too_large")  # the whole record: never half a trace
                 continue
-            rsize = sum(len(it) for it in encoded)
             if items and size + rsize > limit:
                 yield _Chunk(items, oldest, taken - 1, kept)  # this record starts the next body
                 items, size, oldest, taken, kept = [], 0, 0, 1, 0
-            items.extend(encoded)
+            items += encoded
             size += rsize
             kept += 1
-            oldest = rec.started_unix_ns if not oldest else min(oldest, rec.started_unix_ns)
+            if not oldest or started < oldest:
+                oldest = started
         if taken:
             yield _Chunk(items, oldest, taken, kept)
 
