@@ -105,7 +105,9 @@ class Handlers:
         self.s = services
         self.executor = executor
         self.shapes = Shapes(lambda: services.wall_ns() // 1_000_000_000)
-        self.stored = StoredResponses(services.telemetry, services.log)
+        # A host's only worker keeps its own copies and never waits for the telemetry process to store one.
+        alone = services.link is not None and services.link.workers == 1
+        self.stored = StoredResponses(services.telemetry, services.log, alone)
         self.max_body = services.config.server.max_body_bytes
         # Large bodies take turns (see `_checked`).
         self._large = asyncio.Semaphore(1)

@@ -6,7 +6,7 @@ runs workers), so every worker finds what another stored. Its memory is bounded 
 out; behind it, the store keeps every entry as long as it keeps requests (`relaycast.store.responses`; not with
 `store.privacy_mode`, nor without a store: then a restart forgets them). Each entry belongs to the gateway key
 that made it; another key does not see it. `StoredResponses` is a worker's side: it asks the host's store through
-`Services.telemetry`.
+`Services.telemetry`, and a host's only worker also keeps copies of the responses it stored last.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ MAX_ENTRIES = 10_000
 MAX_BYTES = 64 * 1024 * 1024
 MAX_ENTRY_BYTES = 8 * 1024 * 1024  # one conversation; a larger one is not stored (counted)
 MAX_ID = 128
-KEEP_TIMEOUT_S = 1.0  # storing a response holds its answer back at most this long
+KEEP_TIMEOUT_S = 1.0  # storing a response holds its answer back at most this long (with several workers)
+LOCAL_ENTRIES = 1_000  # a lone worker's own copies of the responses it stored last
+LOCAL_BYTES = MAX_ENTRY_BYTES
 
 
 class ResponseStore:
@@ -122,11 +124,21 @@ OPS = frozenset({"response_put", "response_get", "response_delete"})
 class StoredResponses:
     """A worker's access to the host's `ResponseStore` (`telemetry` is `Services.telemetry`). Its questions read
     no records: they go without waiting behind them (`after_records=False`), so a worker busy with other requests
-    still stores and finds a response at once."""
+    still stores and finds a response at once.
 
-    def __init__(self, telemetry: Any, log: EventLog) -> None:
+    With several workers, a response is stored before its answer goes out (for at most KEEP_TIMEOUT_S), so a
+    follow-up that another worker serves finds it. A host's only worker (`alone`) does not wait: its questions
+    reach the telemetry process in the order it asks them, on one connection, so a later read or delete of a
+    response comes after the store of it, and no other worker reads the store meanwhile. It keeps its own copies
+    of the last responses it stored (LOCAL_ENTRIES, LOCAL_BYTES), read before asking: a follow-up neither waits for
+    a telemetry process that is busy (under `SCHED_IDLE` at saturation it may turn its event loop once in seconds)
+    nor fails while that process restarts."""
+
+    def __init__(self, telemetry: Any, log: EventLog, alone: bool = False) -> None:
         self._telemetry = telemetry
         self._log = log
+        self._mine = ResponseStore(LOCAL_ENTRIES, LOCAL_BYTES) if alone else None
+        self._storing: set[asyncio.Task[None]] = set()  # stores sent and not yet answered (a lone worker's)
 
     def _ask(self, op: str, arg: Any) -> Any:
         return self._telemetry(op, arg, after_records=False)
@@ -134,7 +146,9 @@ class StoredResponses:
     async def _get(self, rid: Any, key: KeyPolicy | None) -> dict[str, Any] | None:
         if not isinstance(rid, str) or not rid or len(rid) > MAX_ID:
             return None
-        raw = await self._ask("response_get", rid)
+        raw = self._mine.get(rid) if self._mine is not None else None
+        if raw is None:
+            raw = await self._ask("response_get", rid)
         if raw is None:
             return None
         entry: dict[str, Any] = orjson.loads(raw)
@@ -177,11 +191,23 @@ class StoredResponses:
         if len(entry) > MAX_ENTRY_BYTES:
             self._log.warning("response_not_stored", response_id=rid, error="too_large", bytes=len(entry))
             return
+        if self._mine is not None and self._mine.put(rid, entry):
+            task = asyncio.ensure_future(self._store(rid, entry))  # answered later: nothing here waits for it
+            self._storing.add(task)
+            task.add_done_callback(self._storing.discard)
+            return
         try:
             # Awaited before the answer (or its last event) goes out, so a follow-up finds it; never for long.
             await asyncio.wait_for(self._ask("response_put", [rid, entry]), KEEP_TIMEOUT_S)
         except (errors.RelaycastError, TimeoutError) as e:
             self._log.warning("response_not_stored", response_id=rid, error=getattr(e, "error_class", "timeout"))
+
+    async def _store(self, rid: str, entry: bytes) -> None:
+        try:
+            await self._ask("response_put", [rid, entry])
+        except errors.RelaycastError as e:
+            # Still in this worker's copies (until LOCAL_ENTRIES newer ones push it out): not in the host's store.
+            self._log.warning("response_not_stored", response_id=rid, error=e.error_class)
 
     async def read(self, rid: str, key: KeyPolicy | None) -> dict[str, Any]:
         entry = await self._get(rid, key)
@@ -191,6 +217,10 @@ class StoredResponses:
         return response
 
     async def delete(self, rid: str, key: KeyPolicy | None) -> dict[str, Any]:
-        if await self._get(rid, key) is None or not await self._ask("response_delete", rid):
+        if await self._get(rid, key) is None:
+            raise errors.NotFoundRoute(f"Response with id '{rid[:MAX_ID]}' not found.", param="response_id")
+        mine = self._mine is not None and self._mine.delete(rid)
+        # The host's store deletes it too (asked after it was stored: a lone worker's questions keep their order).
+        if not await self._ask("response_delete", rid) and not mine:
             raise errors.NotFoundRoute(f"Response with id '{rid[:MAX_ID]}' not found.", param="response_id")
         return {"id": rid, "object": "response", "deleted": True}

@@ -363,6 +363,51 @@ def test_stored_responses_are_shared_by_the_workers_and_outlive_a_restart(fake: 
         again.stop()
 
 
+def test_a_lone_worker_stores_reads_and_continues_responses_while_its_telemetry_process_is_stopped(
+    fake: Fake, tmp_path: Path
+) -> None:
+    """One worker does not wait for the telemetry process to store a response, and reads its own copies first: a
+    stopped (or starved) telemetry process neither holds the answers back nor breaks a follow-up. The host's store
+    gets every response once that process runs again, and a delete (which waits for it) holds after a restart."""
+    config = telemetry_config(tmp_path)
+    gw = host(fake, config).wait_ready()
+    client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=5)
+    try:
+        (telemetry,) = role_pids(gw, "telemetry")
+        os.kill(telemetry, signal.SIGSTOP)
+        try:
+            made = client.responses.create(model="fakeai/gpt-4o-mini@tokens=3", input="q0")
+            assert client.responses.retrieve(made.id).output_text == "the quick brown"
+            follow = client.responses.create(
+                model="fakeai/gpt-4o-mini@tokens=2", previous_response_id=made.id, input="and then?"
+            )
+            assert follow.output_text == "the quick"
+            assert [m["content"] for m in fake.last_body()["messages"]] == ["q0", "the quick brown", "and then?"]
+            gone = client.responses.create(model="fakeai/gpt-4o-mini@tokens=1", input="short-lived")
+        finally:
+            os.kill(telemetry, signal.SIGCONT)
+        client.responses.delete(gone.id)  # a delete waits for the host's store: it must not come back
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(gone.id)
+
+        def stored() -> int:
+            entries: int = json.loads(admin_get(gw, "/admin/store"))["store"]["stored_responses"]["entries"]
+            return entries
+
+        wait_for(lambda: stored() == 2, what="the host's store to take the two responses kept (the third deleted)")
+    finally:
+        gw.stop()
+    again = host(fake, config).wait_ready()  # a new worker, with no copies: the host's store answers
+    client = openai.OpenAI(base_url=again.base_url, api_key="x", max_retries=0, timeout=5)
+    try:
+        assert client.responses.retrieve(made.id).output_text == "the quick brown"
+        assert client.responses.retrieve(follow.id).output_text == "the quick"
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(gone.id)
+    finally:
+        again.stop()
+
+
 def _field(line: str, name: str) -> str:
     m = re.search(rf'(?:^| ){name}=("[^"]*"|\S+)', line)
     assert m, f"{name} missing from: {line}"
