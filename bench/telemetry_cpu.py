@@ -7,16 +7,19 @@ Records shaped like bench/load.py's production request (the same two messages an
 twenty output tokens, one attempt with usage and a computed cost, the benchmark's gateway key), and the same request
 served after a failover (two attempts). Steps, each timed alone over the same records: the frame a worker encodes
 and the telemetry process decodes (`telemetry.frames`), the Prometheus metrics (`telemetry.metrics`), the Datadog
-LLM Observability spans (`exporters.datadog`), the file exporter's JSON line (`exporters.jsonrecord`, which the
-webhook shares) and the store's rows (`store.rows.build`, in batches of 1,000, without the database). Not timed:
-the store's database writes, the destinations' HTTP and disk I/O, and the channel and queues between the steps.
-No network. Prints the table and writes it to bench/results/telemetry_cpu-latest.md.
+LLM Observability spans and the file exporter's JSON lines (`exporters.datadog`, `exporters.jsonrecord`, which
+the webhook shares), each as its destination makes a batch's request bodies (`pipeline.Destination`: encoded, the
+known secrets masked, split into bodies), and the store's rows (`store.rows.build`, in batches of 1,000, without
+the database). The secrets known are the production target's (the Datadog API key, the admin key and the gateway
+key). Not timed: the store's database writes, the destinations' HTTP and disk I/O, and the channel and queues
+between the steps. No network. Prints the table and writes it to bench/results/telemetry_cpu-latest.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from relaycast.fake import openai_wire
+from relaycast.log import EventLog
 from relaycast.records import Attempt, Attribution, RequestRecord, Usage
 from relaycast.redact import Redactor
 from relaycast.store import rows
@@ -31,6 +35,7 @@ from relaycast.telemetry.exporters.datadog import DatadogExporter
 from relaycast.telemetry.exporters.file import FileExporter
 from relaycast.telemetry.frames import RECORD, Codec
 from relaycast.telemetry.metrics import Metrics
+from relaycast.telemetry.pipeline import ENCODE_CHECK, ENCODE_TURN_S, Destination
 from relaycast.telemetry.settings import DatadogOptions, DestinationConfig, FileOptions, MetricsConfig
 
 MODEL = "gpt-4o-mini@latency_ms=0,tokens=20"
@@ -39,6 +44,9 @@ MESSAGES = (
     {"role": "user", "content": "Say hello to the benchmark in one short sentence."},
 )
 BATCH = 1000
+# The production target's secrets (bench/broadcast.py's Datadog API key and admin key, bench/load_targets.py's
+# gateway key): every export is searched for them.
+SECRETS = ("benchmark0000000000000000000000000", "bench-admin-key-0123", "rk-bench-load-key-0000000001")
 
 
 def attempt(started_ns: int, error: str | None = None) -> Attempt:
@@ -101,15 +109,26 @@ def steps(recs: list[RequestRecord]) -> dict[str, Callable[[], Any]]:
     )
     file = FileExporter(DestinationConfig("file", "file", FileOptions("/nonexistent/records.jsonl")))
     metrics = Metrics(MetricsConfig())
-    redactor = Redactor(("bench-upstream-key-0001",))
+    redactor = Redactor(SECRETS)
+    log = EventLog(redactor)
+    to_datadog = Destination(datadog.dest, datadog, None, redactor, log, time.time_ns)
+    to_file = Destination(file.dest, file, None, redactor, log, time.time_ns)
+    randbits = random.Random().getrandbits  # the store writer's generator: row ids without a system call each
     return {
         "frame encode (in the worker)": lambda: [codec.frame(RECORD, r) for r in recs],
         "frame decode": lambda: [codec.record(f[5:]) for f in frames],
         "metrics": lambda: [metrics(r) for r in recs],
-        "Datadog spans": lambda: [datadog.encode(r, False, ()) for r in recs],
-        "file line": lambda: [file.encode(r, False, ()) for r in recs],
-        "store rows": lambda: [rows.build(recs[i : i + BATCH], redactor, False) for i in range(0, len(recs), BATCH)],
+        "Datadog spans": lambda: bodies(to_datadog, recs),
+        "file line": lambda: bodies(to_file, recs),
+        "store rows": lambda: [
+            rows.build(recs[i : i + BATCH], redactor, False, randbits) for i in range(0, len(recs), BATCH)
+        ],
     }
+
+
+def bodies(d: Destination, recs: list[RequestRecord]) -> list[Any]:
+    """The request bodies a destination makes of a batch, as its export does (before sending them)."""
+    return [list(d._chunks(recs[i : i + BATCH], ENCODE_CHECK, ENCODE_TURN_S)) for i in range(0, len(recs), BATCH)]
 
 
 def per_record_us(run: Callable[[], Any], n: int) -> float:
