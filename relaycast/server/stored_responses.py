@@ -204,9 +204,14 @@ class StoredResponses:
 
     async def _store(self, rid: str, entry: bytes) -> None:
         try:
-            await self._ask("response_put", [rid, entry])
+            # Its answer is waited for as long as a worker with company waits, so that questions left waiting stay
+            # as few as they were: a store not answered by then was sent, and is taken after the ones before it.
+            await asyncio.wait_for(self._ask("response_put", [rid, entry]), KEEP_TIMEOUT_S)
+        except TimeoutError:
+            pass
         except errors.RelaycastError as e:
-            # Still in this worker's copies (until LOCAL_ENTRIES newer ones push it out): not in the host's store.
+            # Not sent (the telemetry process is away, or too many questions wait) or refused: only in this
+            # worker's copies, until LOCAL_ENTRIES newer ones push it out.
             self._log.warning("response_not_stored", response_id=rid, error=e.error_class)
 
     async def read(self, rid: str, key: KeyPolicy | None) -> dict[str, Any]:
