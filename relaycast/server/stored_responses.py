@@ -134,10 +134,10 @@ class StoredResponses:
     a telemetry process that is busy (under `SCHED_IDLE` at saturation it may turn its event loop once in seconds)
     nor fails while that process restarts."""
 
-    def __init__(self, telemetry: Any, log: EventLog, alone: bool = False) -> None:
+    def __init__(self, telemetry: Any, log: EventLog, alone: bool = False, copies: int = LOCAL_ENTRIES) -> None:
         self._telemetry = telemetry
         self._log = log
-        self._mine = ResponseStore(LOCAL_ENTRIES, LOCAL_BYTES) if alone else None
+        self._mine = ResponseStore(copies, LOCAL_BYTES) if alone else None
         self._storing: set[asyncio.Task[None]] = set()  # stores sent and not yet answered (a lone worker's)
 
     def _ask(self, op: str, arg: Any) -> Any:

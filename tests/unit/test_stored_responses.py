@@ -1,10 +1,20 @@
-"""The host's memory of stored responses: bounded by count and bytes, oldest out first, every drop counted."""
+"""The host's memory of stored responses: bounded by count and bytes, oldest out first, every drop counted; and a
+lone worker's own copies in front of it."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from relaycast.server.stored_responses import MAX_ENTRY_BYTES, ResponseStore
+import pytest
+
+from relaycast import errors
+from relaycast.keys.policy import KeyPolicy
+from relaycast.log import EventLog
+from relaycast.records import Attribution
+from relaycast.redact import Redactor
+from relaycast.schema import ChatRequest
+from relaycast.server.stored_responses import MAX_ENTRY_BYTES, ResponseStore, StoredResponses
 
 
 def test_the_oldest_go_first_when_count_or_bytes_pass_their_bound() -> None:
@@ -32,5 +42,51 @@ def test_the_query_ops_put_get_and_delete() -> None:
         assert await store.query("response_delete", "resp_1") is True
         assert await store.query("response_get", "resp_1") is None
         assert await store.query("response_delete", "resp_1") is False
+
+    asyncio.run(run())
+
+
+def _asked(text: str) -> ChatRequest:
+    messages = [{"role": "user", "content": text}]
+    native = {"model": "m", "input": text}
+    return ChatRequest({}, "m", (), False, False, messages, Attribution(), dialect="responses", native=native)
+
+
+def _answer(rid: str, text: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text}]
+    return {"id": rid, "object": "response", "output": [{"type": "message", "role": "assistant", "content": content}]}
+
+
+def test_a_lone_worker_reads_its_copies_first_and_the_hosts_store_for_what_they_no_longer_hold() -> None:
+    async def run() -> None:
+        host = ResponseStore()  # the host's store, as the telemetry parts keep it
+        asked: list[str] = []
+
+        async def telemetry(op: str, arg: Any, after_records: bool = True) -> Any:
+            asked.append(op)
+            return await host.query(op, arg)
+
+        worker = StoredResponses(telemetry, EventLog(Redactor(())), alone=True, copies=2)
+        alice, bob = KeyPolicy(name="alice"), KeyPolicy(name="bob")
+        for i in range(3):
+            await worker.keep(_asked(f"q{i}"), alice, _answer(f"resp_{i}", f"a{i}"))
+        await asyncio.sleep(0.01)  # the stores, sent without waiting, are answered
+        assert asked == ["response_put"] * 3 and host.get("resp_0") is not None
+
+        asked.clear()
+        assert (await worker.read("resp_2", alice))["id"] == "resp_2"  # a copy: the host is not asked
+        assert asked == []
+        history = await worker.history({"previous_response_id": "resp_0"}, alice)  # no copy left: the host's
+        assert history == [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"}]
+        assert asked == ["response_get"]
+        with pytest.raises(errors.NotFoundRoute):
+            await worker.read("resp_2", bob)  # another key's, copy or not
+        with pytest.raises(errors.NotFoundRoute):
+            await worker.read("resp_0", bob)
+
+        assert (await worker.delete("resp_2", alice))["deleted"] is True
+        assert host.get("resp_2") is None  # the host's store deleted it too
+        with pytest.raises(errors.NotFoundRoute):
+            await worker.read("resp_2", alice)
 
     asyncio.run(run())
