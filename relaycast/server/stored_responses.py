@@ -192,26 +192,24 @@ class StoredResponses:
             self._log.warning("response_not_stored", response_id=rid, error="too_large", bytes=len(entry))
             return
         if self._mine is not None and self._mine.put(rid, entry):
-            task = asyncio.ensure_future(self._store(rid, entry))  # answered later: nothing here waits for it
+            task = asyncio.ensure_future(self._store(rid, entry, copied=True))  # nothing here waits for it
             self._storing.add(task)
             task.add_done_callback(self._storing.discard)
             return
-        try:
-            # Awaited before the answer (or its last event) goes out, so a follow-up finds it; never for long.
-            await asyncio.wait_for(self._ask("response_put", [rid, entry]), KEEP_TIMEOUT_S)
-        except (errors.RelaycastError, TimeoutError) as e:
-            self._log.warning("response_not_stored", response_id=rid, error=getattr(e, "error_class", "timeout"))
+        # Awaited before the answer (or its last event) goes out, so a follow-up finds it; never for long.
+        await self._store(rid, entry, copied=False)
 
-    async def _store(self, rid: str, entry: bytes) -> None:
+    async def _store(self, rid: str, entry: bytes, copied: bool) -> None:
+        """Store in the host's store, waiting at most KEEP_TIMEOUT_S for its answer (so that questions left
+        waiting stay few). `copied`: a lone worker's, kept in its copies; a store not answered by then was sent,
+        and is taken after the questions before it, so only one not sent (the telemetry process is away, or too
+        many questions wait) or refused is logged."""
         try:
-            # Its answer is waited for as long as a worker with company waits, so that questions left waiting stay
-            # as few as they were: a store not answered by then was sent, and is taken after the ones before it.
             await asyncio.wait_for(self._ask("response_put", [rid, entry]), KEEP_TIMEOUT_S)
         except TimeoutError:
-            pass
+            if not copied:
+                self._log.warning("response_not_stored", response_id=rid, error="timeout")
         except errors.RelaycastError as e:
-            # Not sent (the telemetry process is away, or too many questions wait) or refused: only in this
-            # worker's copies, until LOCAL_ENTRIES newer ones push it out.
             self._log.warning("response_not_stored", response_id=rid, error=e.error_class)
 
     async def read(self, rid: str, key: KeyPolicy | None) -> dict[str, Any]:
