@@ -86,6 +86,8 @@ class StreamState:
             self.tool_room -= len(arguments)
 
     def calls(self) -> list[dict[str, str]]:
+        if not self.tool_calls:
+            return []
         return [
             {"id": c[0][0], "name": c[0][1], "arguments": "".join(c[1])}
             for c in (self.tool_calls[i] for i in sorted(self.tool_calls))

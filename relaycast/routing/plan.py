@@ -19,6 +19,9 @@ from relaycast.schema import ProviderPrefs
 
 MAX_SUGGESTIONS = 300  # names compared for "did you mean" (about 1 ms at most)
 MAX_GUESSED_NAME = 64  # a longer name gets no suggestion (difflib is quadratic in its length)
+MAX_CACHED = 4096  # routes of names not configured (`provider/model`), and targets parsed, kept for the next request
+
+USABLE = ("ok", "half_open", "cooling")  # the states in which `order` keeps a route's only target
 
 if TYPE_CHECKING:
     from relaycast.providers.settings import ProviderConfig
@@ -55,23 +58,29 @@ class Planner:
             for m in p.models:
                 owners.setdefault(m, []).append(p.name)
         self._bare = {m: ps[0] for m, ps in owners.items() if len(ps) == 1}
-        self._parsed: dict[str, Target] = {}
+        # Parsed targets and the implicit routes of names a request gave: a client chooses those names, so both
+        # tables stop growing at MAX_CACHED (later names are parsed for each request); configured ones come first.
+        self._parsed = {text: Target.parse(text) for r in routes.values() for text in r.targets}
+        self._direct: dict[str, Route] = {}
         # The names a request may give, for "did you mean" when it gives none of them (bounded: difflib's work grows
         # with the square of a name's length, and a client chooses the name).
         known = (*routes, *(f"{p.name}/{m}" for p in providers.values() for m in p.models), *self._bare)
         self._known = tuple(dict.fromkeys(known))[:MAX_SUGGESTIONS]
 
     def route(self, model: str) -> Route:
-        hit = self._routes.get(model)
+        hit = self._routes.get(model) or self._direct.get(model)
         if hit is not None:
             return hit
         provider, sep, name = model.partition("/")
         if sep and name and provider in self._kinds:
-            return Route(name=model, targets=(model,))
-        owner = self._bare.get(model)
-        if owner is not None:
-            return Route(name=model, targets=(f"{owner}/{model}",))
-        raise ModelNotFound(self._unknown(model), param="model")
+            route = Route(name=model, targets=(model,))
+        elif (owner := self._bare.get(model)) is not None:
+            route = Route(name=model, targets=(f"{owner}/{model}",))
+        else:
+            raise ModelNotFound(self._unknown(model), param="model")
+        if len(self._direct) < MAX_CACHED:
+            self._direct[model] = route
+        return route
 
     def plan(self, model: str, fallbacks: tuple[str, ...] = (), prefs: ProviderPrefs = ProviderPrefs()) -> Plan:
         route = self.route(model)
@@ -90,17 +99,13 @@ class Planner:
         return Plan(route=route, targets=tuple(out))
 
     def ordered(self, route: Route, prefs: ProviderPrefs = ProviderPrefs()) -> list[Target]:
+        if len(route.targets) == 1 and not _filters(prefs):
+            return self._only(route)
         board = self._board
         cands = []
-        parsed = self._parsed
-        configured = route.name in self._routes  # only configured routes are cached: bounded
         priced = uses_price(route.strategy, prefs)
         for i, text in enumerate(route.targets):
-            t = parsed.get(text)
-            if t is None:
-                t = Target.parse(text)
-                if configured:
-                    parsed[text] = t
+            t = self._target(text)
             snap = board.target(t.name).snapshot()
             cands.append(
                 Candidate(
@@ -116,6 +121,24 @@ class Planner:
                 )
             )
         return order(cands, route.strategy, prefs, self._rng, board.settings.probe_share)
+
+    def _only(self, route: Route) -> list[Target]:
+        """A route of one target, with no preference that could leave it out: what `order` makes of it, without
+        ranking one candidate. Its health decides alone: usable unless its circuit is open (or probing)."""
+        t = self._target(route.targets[0])
+        name = t.name
+        board = self._board
+        usable = board.state(name) in USABLE
+        board.is_demoted(route.name, name, route.sla_p99_ms, route.sla_ttft_p99_ms)  # its bookkeeping, as always
+        return [t] if usable else []
+
+    def _target(self, text: str) -> Target:
+        t = self._parsed.get(text)
+        if t is None:
+            t = Target.parse(text)
+            if len(self._parsed) < MAX_CACHED:
+                self._parsed[text] = t
+        return t
 
     def _unknown(self, model: str) -> str:
         providers = ", ".join(self._providers)
@@ -137,3 +160,10 @@ class Planner:
         if prefs.only or prefs.ignore or prefs.max_prompt_price is not None or prefs.max_completion_price is not None:
             return f"No target of '{route.name}' matches the request's provider preferences ({states})."
         return f"No target of '{route.name}' is available right now ({states})."
+
+
+def _filters(prefs: ProviderPrefs) -> bool:
+    """Whether the preferences may leave targets out (`only`, `ignore`, a price cap), not just reorder them."""
+    return (
+        bool(prefs.only or prefs.ignore) or prefs.max_prompt_price is not None or prefs.max_completion_price is not None
+    )

@@ -217,3 +217,66 @@ def test_a_target_over_its_sla_is_demoted_and_promoted_when_it_recovers() -> Non
     clock.t += 1
     assert not b.is_demoted("fast", "t", 500, None)
     assert b.transitions[("t", "ok->demoted")] == 1 and b.transitions[("t", "demoted->ok")] == 1
+
+
+def _put_in(b: HealthBoard, clock: Clock, name: str, state: str, slow: bool) -> None:
+    """Bring `name` to `state` the way traffic would; `slow` puts its p99 over a 500 ms SLA."""
+    for _ in range(5):
+        b.observe(name, 800 if slow else 50, None, None)
+    if state in ("open", "half_open", "probing"):
+        for _ in range(3):
+            b.observe(name, 5, None, "upstream_5xx")
+        if state != "open":
+            clock.t += 11
+            if state == "probing":
+                assert b.admit(name)
+    elif state == "cooling":
+        b.observe(name, 5, None, "rate_limit", retry_after=30)
+    assert b.state(name) == state
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(STATES), st.booleans(), prefs, st.booleans())
+def test_a_route_of_one_target_is_planned_as_the_policy_orders_it(state, slow, p, direct) -> None:  # type: ignore[no-untyped-def]
+    """The planner takes a one-target route without ranking candidates: it must still decide what `order` decides,
+    in every health state, with every preference, and keep the demotion's bookkeeping."""
+    from relaycast.costs.pricer import build_pricer
+    from relaycast.errors import NoRoute
+    from relaycast.providers.settings import ProviderConfig
+    from relaycast.routing.plan import Planner
+    from relaycast.routing.settings import Route
+
+    clock = Clock()
+    b = _board(clock, circuit_failures=3, circuit_cooldown_s=10)
+    providers = {"openai": ProviderConfig("openai", "openai", "openai_compatible", "http://127.0.0.1:9/v1")}
+    routes = {} if direct else {"fast": Route(name="fast", targets=("openai/m1",), sla_p99_ms=500)}
+    planner = Planner(routes, providers, b, build_pricer(providers, routes, {}), random.Random(1))
+    model = "openai/m1" if direct else "fast"
+    _put_in(b, clock, "openai/m1", state, slow)
+    try:
+        got = list(planner.plan(model, prefs=p).targets)
+    except NoRoute:
+        got = []
+    assert (("fast", "openai/m1") in b.demoted) == (not direct and slow), "planning notes the demotion"
+    route = planner.route(model)
+    cand = Candidate(
+        Target("openai", "m1"),
+        kind="openai",
+        state=b.state("openai/m1"),
+        demoted=b.is_demoted(route.name, "openai/m1", route.sla_p99_ms, None),
+    )
+    assert got == order([cand], "priority", p, random.Random(1))
+
+
+def test_the_planners_tables_of_names_a_client_chose_stay_bounded() -> None:
+    from relaycast.costs.pricer import build_pricer
+    from relaycast.providers.settings import ProviderConfig
+    from relaycast.routing import plan
+
+    providers = {"openai": ProviderConfig("openai", "openai", "openai_compatible", "http://127.0.0.1:9/v1")}
+    b = _board(Clock())
+    planner = plan.Planner({}, providers, b, build_pricer(providers, {}, {}))
+    for i in range(plan.MAX_CACHED + 50):
+        assert [t.model for t in planner.plan(f"openai/m{i}").targets] == [f"m{i}"]
+    assert len(planner._direct) == plan.MAX_CACHED and len(planner._parsed) == plan.MAX_CACHED
+    assert planner.plan("openai/m1").targets == (Target("openai", "m1"),)
