@@ -217,6 +217,45 @@ def _login(gw: Gw, key: str, source: str | None = None) -> tuple[int, dict[str, 
     return status, headers
 
 
+def _proxied_login(gw: Gw, key: str, forwarded: dict[str, str], source: str | None = None) -> tuple[int, str]:
+    """A login as a reverse proxy forwards it: with its X-Forwarded-* headers. The status and the cookie set."""
+    status, headers, _ = gw.call(
+        "POST",
+        "/dashboard/login",
+        f"key={key}".encode(),
+        {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Origin": f"http://127.0.0.1:{gw.proc.port}",
+            **forwarded,
+        },
+        source=source,
+    )
+    return status, headers.get("set-cookie", "")
+
+
+def test_a_reverse_proxy_on_loopback_names_the_client_and_https_and_no_one_else_can(gw: Gw) -> None:
+    """Behind a reverse proxy on the same host, which connects from 127.0.0.1, the login throttle counts each client
+    by its X-Forwarded-For and the session cookie is Secure when X-Forwarded-Proto says https. A client connecting
+    from any other address cannot use those headers: not to get a Secure cookie, nor to escape the throttle."""
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    status, cookie = _proxied_login(gw, ADMIN_KEY, https)
+    assert status == 303 and "; Secure" in cookie and "HttpOnly" in cookie
+    status, cookie = _proxied_login(gw, ADMIN_KEY, {})
+    assert status == 303 and cookie and "Secure" not in cookie
+    status, cookie = _proxied_login(gw, ADMIN_KEY, https, source="127.0.0.4")
+    assert status == 303 and cookie and "Secure" not in cookie, "only the proxy's address is believed"
+
+    for i in range(5):
+        assert _proxied_login(gw, f"proxied-{i}", {"X-Forwarded-For": "198.51.100.1"})[0] == 401
+    assert _proxied_login(gw, "proxied-5", {"X-Forwarded-For": "198.51.100.1"})[0] == 429
+    assert _proxied_login(gw, "proxied-6", {"X-Forwarded-For": "198.51.100.2"})[0] == 401, "another client behind it"
+
+    spoofer = "127.0.0.5"  # not the proxy: a new X-Forwarded-For on every guess changes nothing
+    for i in range(5):
+        assert _proxied_login(gw, f"spoof-{i}", {"X-Forwarded-For": f"192.0.2.{i}"}, source=spoofer)[0] == 401
+    assert _proxied_login(gw, "spoof-5", {"X-Forwarded-For": "192.0.2.99"}, source=spoofer)[0] == 429
+
+
 def _session(gw: Gw) -> str:
     status, headers = _login(gw, ADMIN_KEY)
     assert status == 303 and headers["location"] == "/dashboard"
