@@ -123,8 +123,11 @@ def machine() -> dict[str, Any]:
     git = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=HERE
+    dirty = subprocess.run(  # the code, not the results an earlier run wrote
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"],
+        capture_output=True,
+        text=True,
+        cwd=HERE,
     ).stdout.strip()
     return {
         "cpu": cpu,
