@@ -113,6 +113,11 @@ def summarize(runs: list[RunResult]) -> dict[str, dict[str, dict[str, Any]]]:
                 "errors": errors,
                 "telemetry_dropped": _summed([r.telemetry_dropped for r in rs]),
                 "rps_by_round": [r.rps for r in rs],
+                # per round, for the ratios to the forwarder's run of the same round (`ratios`' ranges)
+                "by_round": {
+                    str(r.round): {"rps": r.rps, "cpu_total": r.cpu_total_us, "cpu_serving": r.cpu_us.get(SERVING, 0.0)}
+                    for r in rs
+                },
             }
     return out
 
@@ -132,10 +137,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b is not None and b > 0 else None
 
 
-def ratios(summ: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, float | None]]]:
-    """target -> scenario -> ratios to the bare forwarder in the same run (medians over medians)."""
+def ratios(summ: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """target -> scenario -> ratios to the bare forwarder in the same run (medians over medians), and for
+    throughput and CPU the lowest and highest of the ratios to the forwarder's run of the same round (`*_rounds`)."""
     fwd = summ.get("forwarder", {})
-    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for target, by_sc in summ.items():
         if target in ("direct",):
             continue
@@ -147,8 +153,19 @@ def ratios(summ: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, di
                 "cpu_serving": _ratio(s["serving_cpu_us"], f.get("serving_cpu_us")),
                 "added_p50": _ratio(s["added_p50_ms"], f.get("added_p50_ms")),
                 "added_p99": _ratio(s["added_p99_ms"], f.get("added_p99_ms")),
+                **{f"{k}_rounds": _round_range(s.get("by_round", {}), f.get("by_round", {}), k) for k in ROUND_RATIOS},
             }
     return out
+
+
+ROUND_RATIOS = ("rps", "cpu_total", "cpu_serving")
+
+
+def _round_range(mine: dict[str, dict[str, float]], fwd: dict[str, dict[str, float]], key: str) -> list[float] | None:
+    """[lowest, highest] of a target's ratio to the forwarder, round by round; None with fewer than two rounds."""
+    each = [_ratio(mine[r][key], fwd[r][key]) for r in mine if r in fwd]
+    vs = [v for v in each if v is not None]
+    return [min(vs), max(vs)] if len(vs) > 1 else None
 
 
 def _goal(target: str, value: float | None, limit: float, at_least: bool, shown: str) -> dict[str, Any]:
@@ -272,6 +289,11 @@ def _spread(values: list[float]) -> str:
     return f" ({min(values):,.0f}–{max(values):,.0f})" if len(values) > 1 else ""
 
 
+def _by_round(span: list[float] | None, unit: str = "x") -> str:
+    """`; by round 0.92–1.39x`: the range of a ratio taken round by round, when there were rounds to compare."""
+    return f"; by round {span[0]:.2f}–{span[1]:.2f}{unit}" if span else ""
+
+
 def _roles(cpu: dict[str, float | None]) -> str:
     order = ["worker", "telemetry", "supervisor"]
     keys = sorted(cpu, key=lambda k: (order.index(k) if k in order else len(order), k))
@@ -295,7 +317,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{s.get('telemetry_priority', 'auto')}. Layout: {s['layout']}. Every answer has 20 output tokens. "
         "CPU per request: user+system time of the target's processes (all of them, found again at the start and "
         "end of each run) from the start of the run until the target is idle again, divided by the requests wrk "
-        "completed.",
+        'completed. Ratios are of the medians; "by round": the lowest and highest of a target\'s ratio to the '
+        "forwarder's run in the same round.",
         "",
     ]
     if comp:
@@ -309,19 +332,31 @@ def markdown(result: dict[str, Any]) -> str:
             if all(sc in summ[t] for t in comp):
                 row(
                     label,
-                    [f"{_f(rat.get(t, {}).get(sc, {}).get('rps'), 2)} ({_f(summ[t][sc]['rps'], 0)})" for t in comp],
+                    [
+                        f"{_f(rat.get(t, {}).get(sc, {}).get('rps'), 2)} ({_f(summ[t][sc]['rps'], 0)}"
+                        f"{_by_round(rat.get(t, {}).get(sc, {}).get('rps_rounds') if t != 'forwarder' else None, '')})"
+                        for t in comp
+                    ],
                     f"≥ {GOAL_RPS}",
                 )
         for sc in ("json", "sse", "json-50ms"):
             if all(sc in summ[t] for t in comp):
                 row(
                     f"CPU per request, all processes ({SCENARIO_TITLES[sc]})",
-                    [f"{_f(rat[t][sc]['cpu_total'], 2)}x ({_f(summ[t][sc]['cpu_total_us'], 0)} µs)" for t in comp],
+                    [
+                        f"{_f(rat[t][sc]['cpu_total'], 2)}x ({_f(summ[t][sc]['cpu_total_us'], 0)} µs"
+                        f"{_by_round(rat[t][sc].get('cpu_total_rounds') if t != 'forwarder' else None)})"
+                        for t in comp
+                    ],
                     f"≤ {GOAL_CPU_TOTAL}x",
                 )
                 row(
                     f"CPU per request, serving process(es) ({SCENARIO_TITLES[sc]})",
-                    [f"{_f(rat[t][sc]['cpu_serving'], 2)}x ({_f(summ[t][sc]['serving_cpu_us'], 0)} µs)" for t in comp],
+                    [
+                        f"{_f(rat[t][sc]['cpu_serving'], 2)}x ({_f(summ[t][sc]['serving_cpu_us'], 0)} µs"
+                        f"{_by_round(rat[t][sc].get('cpu_serving_rounds') if t != 'forwarder' else None)})"
+                        for t in comp
+                    ],
                     f"≤ {GOAL_CPU_SERVING}x",
                 )
         if all("json-50ms" in summ[t] for t in comp):
