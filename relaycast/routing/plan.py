@@ -157,7 +157,7 @@ class Planner:
 
     def _no_route(self, route: Route, prefs: ProviderPrefs) -> str:
         states = ", ".join(f"{t}: {self._board.state(t)}" for t in route.targets)
-        if prefs.only or prefs.ignore or prefs.max_prompt_price is not None or prefs.max_completion_price is not None:
+        if _filters(prefs):
             return f"No target of '{route.name}' matches the request's provider preferences ({states})."
         return f"No target of '{route.name}' is available right now ({states})."
 
