@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import aiohttp
-
 RETRYABLE_STATUS: frozenset[int] = frozenset({408, 429}) | frozenset(range(500, 600))
 OTLP_RETRYABLE_STATUS: frozenset[int] = frozenset({429, 502, 503, 504})  # the OTLP/HTTP specification
 
@@ -72,6 +70,8 @@ def is_retryable(outcome: int | BaseException, retryable: frozenset[int] = RETRY
     status = getattr(outcome, "status", None)
     if isinstance(status, int) and not isinstance(status, bool):
         return status in retryable
+    import aiohttp  # the exporters' client, loaded where they run: not by a worker, which imports this module
+
     return isinstance(outcome, OSError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -32,9 +32,10 @@ from relaycast.server.services import Services
 from relaycast.store import destinations as table
 from relaycast.store.db import store_errors
 from relaycast.telemetry import forms, saved
-from relaycast.telemetry.exporters import tried
-from relaycast.telemetry.exporters.base import TestResult, http_session
 from relaycast.telemetry.settings import DestinationConfig
+
+if TYPE_CHECKING:
+    from relaycast.telemetry.exporters.base import TestResult
 
 PREFIX = "/admin/broadcast/"
 MAX_BODY = 64 * 1024
@@ -283,6 +284,10 @@ class BroadcastApi:
 
     async def _test(self, cfg: DestinationConfig) -> TestResult:
         """Test Connection with a destination's settings, from this process (nothing is built in the pipeline)."""
+        # The exporters and their HTTP client are loaded by the first test: a worker needs them for nothing else.
+        from relaycast.telemetry.exporters import tried
+        from relaycast.telemetry.exporters.base import TestResult, http_session
+
         redactor = Redactor(cfg.secrets())
         try:
             async with http_session() as session:

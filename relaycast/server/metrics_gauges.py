@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from relaycast.monitors.engine import MonitorEngine
 from relaycast.routing.health import configured_targets
-from relaycast.store.writer import StoreWriter
-from relaycast.telemetry.pipeline import DROP_REASONS, Broadcaster
 
 if TYPE_CHECKING:
+    from relaycast.monitors.engine import MonitorEngine
     from relaycast.server.services import Services
+    from relaycast.store.writer import StoreWriter
+    from relaycast.telemetry.pipeline import Broadcaster
 
 
 Samples = list[tuple[tuple[str, ...], float]]
@@ -48,6 +48,8 @@ def telemetry_gauges(
 ) -> list[Family]:
     out: list[Family] = []
     if broadcaster is not None:
+        from relaycast.telemetry.pipeline import DROP_REASONS  # loaded with the broadcaster: not in a worker
+
         dests: list[dict[str, Any]] = broadcaster.status()
         out.append(
             (

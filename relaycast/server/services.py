@@ -25,7 +25,6 @@ from relaycast.limits.admission import Admission, build_limiter
 from relaycast.limits.base import Limiter
 from relaycast.limits.host import RemoteLimiter
 from relaycast.log import EventLog
-from relaycast.monitors.engine import MonitorEngine
 from relaycast.providers.client import UpstreamClient
 from relaycast.providers.forward import forward_table
 from relaycast.providers.http import UpstreamBuffer
@@ -40,16 +39,18 @@ from relaycast.routing.settings import RoutingSettings
 from relaycast.server.analytics import Analytics
 from relaycast.server.auth import Authenticator
 from relaycast.server.dashboard import Dashboard
-from relaycast.server.telemetry_hub import TelemetryHub, shutdown_step
+from relaycast.server.shutdown import shutdown_step
 from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_loader
-from relaycast.store.writer import StoreWriter
 from relaycast.telemetry.channel import HostClient
 from relaycast.telemetry.metrics import Metrics
-from relaycast.telemetry.pipeline import Broadcaster
 
 if TYPE_CHECKING:
+    from relaycast.monitors.engine import MonitorEngine
     from relaycast.server.host import Link
+    from relaycast.server.telemetry_hub import TelemetryHub
+    from relaycast.store.writer import StoreWriter
+    from relaycast.telemetry.pipeline import Broadcaster
 
 Sink = Callable[[RequestRecord], None]
 STEP_S = 2.0  # at shutdown: stopping one background part (its own calls have shorter timeouts)
@@ -141,6 +142,9 @@ class Services:
             self.analytics = Analytics(self.reader, self.redactor)
         # The store's schema is migrated by the telemetry parts' writer: they start first.
         if self.link is None:
+            # Only here: a worker (the telemetry parts in their own process) never loads them, nor their HTTP client.
+            from relaycast.server.telemetry_hub import TelemetryHub
+
             self.hub = TelemetryHub(config, self.redactor, self.log, self.board, self.clock, self.reader)
             await self.hub.start()
             self.sinks = (*self.hub.sinks, *self._extra_sinks)

@@ -24,7 +24,8 @@ from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.server.runner import tune_gc
-from relaycast.server.telemetry_hub import Demotions, TelemetryHub, shutdown_step
+from relaycast.server.shutdown import shutdown_step
+from relaycast.server.telemetry_hub import Demotions, TelemetryHub
 from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_loader
 from relaycast.telemetry.channel import HostServer, Peer

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -26,8 +26,10 @@ from relaycast.sealed import Sealer, SealError
 from relaycast.store import destinations as table
 from relaycast.store.reader import StoreReader
 from relaycast.telemetry import forms
-from relaycast.telemetry.pipeline import Broadcaster
 from relaycast.telemetry.settings import KINDS, DestinationConfig, destination
+
+if TYPE_CHECKING:
+    from relaycast.telemetry.pipeline import Broadcaster
 
 SOURCE = "dashboard"
 POLL_S = 2.0

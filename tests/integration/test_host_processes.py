@@ -155,6 +155,24 @@ def test_records_reach_store_and_broadcast_through_the_telemetry_process_and_sig
         gw.stop()
 
 
+def maps_package(pid: int, package: str) -> bool:
+    """Whether the process has a compiled module of `package` mapped: it imported the package."""
+    return any(f"/{package}/" in line and ".so" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
+
+
+def test_a_worker_leaves_the_exporters_http_client_to_the_telemetry_process(fake: Fake, tmp_path: Path) -> None:
+    """aiohttp (the exporters' and notifications' client, about 10 MB) is loaded by the telemetry process, which
+    sends the records; a worker that served requests with a store and broadcast configured never loads it."""
+    gw = host(fake, telemetry_config(tmp_path)).wait_ready()
+    try:
+        assert {chat(gw)[0] for _ in range(5)} == {200}
+        [tele], [worker] = role_pids(gw, "telemetry"), role_pids(gw, "worker")
+        assert maps_package(tele, "aiohttp")
+        assert maps_package(worker, "httptools") and not maps_package(worker, "aiohttp")
+    finally:
+        gw.stop()
+
+
 def children_alive(roles_of: GatewayProcess) -> list[int]:
     try:
         return list(host_children(roles_of.proc.pid))
