@@ -1,4 +1,5 @@
-"""The pure routing policy, and the health statistics it reads. Property tests where a rule must always hold."""
+"""The pure routing policy, the health statistics it reads, and the planner's path for a route of one target. Property
+tests where a rule must always hold."""
 
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relaycast.costs.catalog import ModelPrice
+from relaycast.costs.pricer import build_pricer
+from relaycast.errors import NoRoute
 from relaycast.log import EventLog
+from relaycast.providers.settings import ProviderConfig
 from relaycast.redact import Redactor
+from relaycast.routing import plan
 from relaycast.routing.health import HealthBoard, TargetHealth
+from relaycast.routing.plan import Planner
 from relaycast.routing.policy import Candidate, order
-from relaycast.routing.settings import RoutingSettings
+from relaycast.routing.settings import Route, RoutingSettings
 from relaycast.routing.target import Target
 from relaycast.schema import ProviderPrefs
 
@@ -240,12 +246,6 @@ def _put_in(b: HealthBoard, clock: Clock, name: str, state: str, slow: bool) -> 
 def test_a_route_of_one_target_is_planned_as_the_policy_orders_it(state, slow, p, direct) -> None:  # type: ignore[no-untyped-def]
     """The planner takes a one-target route without ranking candidates: it must still decide what `order` decides,
     in every health state, with every preference, and keep the demotion's bookkeeping."""
-    from relaycast.costs.pricer import build_pricer
-    from relaycast.errors import NoRoute
-    from relaycast.providers.settings import ProviderConfig
-    from relaycast.routing.plan import Planner
-    from relaycast.routing.settings import Route
-
     clock = Clock()
     b = _board(clock, circuit_failures=3, circuit_cooldown_s=10)
     providers = {"openai": ProviderConfig("openai", "openai", "openai_compatible", "http://127.0.0.1:9/v1")}
@@ -269,10 +269,6 @@ def test_a_route_of_one_target_is_planned_as_the_policy_orders_it(state, slow, p
 
 
 def test_the_planners_tables_of_names_a_client_chose_stay_bounded() -> None:
-    from relaycast.costs.pricer import build_pricer
-    from relaycast.providers.settings import ProviderConfig
-    from relaycast.routing import plan
-
     providers = {"openai": ProviderConfig("openai", "openai", "openai_compatible", "http://127.0.0.1:9/v1")}
     b = _board(Clock())
     planner = plan.Planner({}, providers, b, build_pricer(providers, {}, {}))
