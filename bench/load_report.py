@@ -153,7 +153,7 @@ def ratios(summ: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, di
                 "cpu_serving": _ratio(s["serving_cpu_us"], f.get("serving_cpu_us")),
                 "added_p50": _ratio(s["added_p50_ms"], f.get("added_p50_ms")),
                 "added_p99": _ratio(s["added_p99_ms"], f.get("added_p99_ms")),
-                **{f"{k}_rounds": _round_range(s.get("by_round", {}), f.get("by_round", {}), k) for k in ROUND_RATIOS},
+                **{f"{k}_rounds": _round_range(target, s, f, k) for k in ROUND_RATIOS},
             }
     return out
 
@@ -161,9 +161,13 @@ def ratios(summ: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, di
 ROUND_RATIOS = ("rps", "cpu_total", "cpu_serving")
 
 
-def _round_range(mine: dict[str, dict[str, float]], fwd: dict[str, dict[str, float]], key: str) -> list[float] | None:
-    """[lowest, highest] of a target's ratio to the forwarder, round by round; None with fewer than two rounds."""
-    each = [_ratio(mine[r][key], fwd[r][key]) for r in mine if r in fwd]
+def _round_range(target: str, mine: dict[str, Any], fwd: dict[str, Any], key: str) -> list[float] | None:
+    """[lowest, highest] of a target's ratio to the forwarder, round by round; None with fewer than two rounds, and
+    for the forwarder itself (1 in every round)."""
+    if target == "forwarder":
+        return None
+    rounds, fwd_rounds = mine.get("by_round", {}), fwd.get("by_round", {})
+    each = [_ratio(rounds[r][key], fwd_rounds[r][key]) for r in rounds if r in fwd_rounds]
     vs = [v for v in each if v is not None]
     return [min(vs), max(vs)] if len(vs) > 1 else None
 
@@ -334,7 +338,7 @@ def markdown(result: dict[str, Any]) -> str:
                     label,
                     [
                         f"{_f(rat.get(t, {}).get(sc, {}).get('rps'), 2)} ({_f(summ[t][sc]['rps'], 0)}"
-                        f"{_by_round(rat.get(t, {}).get(sc, {}).get('rps_rounds') if t != 'forwarder' else None, '')})"
+                        f"{_by_round(rat.get(t, {}).get(sc, {}).get('rps_rounds'), '')})"
                         for t in comp
                     ],
                     f"≥ {GOAL_RPS}",
@@ -345,7 +349,7 @@ def markdown(result: dict[str, Any]) -> str:
                     f"CPU per request, all processes ({SCENARIO_TITLES[sc]})",
                     [
                         f"{_f(rat[t][sc]['cpu_total'], 2)}x ({_f(summ[t][sc]['cpu_total_us'], 0)} µs"
-                        f"{_by_round(rat[t][sc].get('cpu_total_rounds') if t != 'forwarder' else None)})"
+                        f"{_by_round(rat[t][sc].get('cpu_total_rounds'))})"
                         for t in comp
                     ],
                     f"≤ {GOAL_CPU_TOTAL}x",
@@ -354,7 +358,7 @@ def markdown(result: dict[str, Any]) -> str:
                     f"CPU per request, serving process(es) ({SCENARIO_TITLES[sc]})",
                     [
                         f"{_f(rat[t][sc]['cpu_serving'], 2)}x ({_f(summ[t][sc]['serving_cpu_us'], 0)} µs"
-                        f"{_by_round(rat[t][sc].get('cpu_serving_rounds') if t != 'forwarder' else None)})"
+                        f"{_by_round(rat[t][sc].get('cpu_serving_rounds'))})"
                         for t in comp
                     ],
                     f"≤ {GOAL_CPU_SERVING}x",
