@@ -58,6 +58,10 @@ class _Response:
     async def read(self) -> bytes:
         return next(self._reads, b"")
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
     def release(self) -> None:
         pass
 

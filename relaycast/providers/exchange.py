@@ -133,6 +133,11 @@ class Answer:
 
     # --- read by the adapter ------------------------------------------------------------------
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the answer is read on (its connection's)."""
+        return self._conn.loop
+
     def whole(self) -> bytes | None:
         """The whole body if all of it has arrived, uncompressed and whole; None otherwise (read it instead)."""
         if not self._ended or self._error is not None or self._decoder is not None or self._tail:

@@ -278,8 +278,8 @@ class IdleWatch:
 
     __slots__ = ("_loop", "_idle_s", "_handle", "_since", "_task", "_fired")
 
-    def __init__(self, idle_s: float) -> None:
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, idle_s: float, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop  # given: on Python 3.11 `asyncio.get_running_loop()` is a getpid() system call
         self._idle_s = idle_s
         self._handle: asyncio.TimerHandle | None = None
         self._since = -1.0  # loop time the current wait began; below 0 between reads
@@ -331,7 +331,7 @@ async def upstream_events(
     With `splitter`, the caller's (its `whole` tells about the read each list came from)."""
     if splitter is None:
         splitter = EventSplitter()
-    idle = IdleWatch(idle_s)
+    idle = IdleWatch(idle_s, resp.loop)
     try:
         while True:
             try:

@@ -7,16 +7,19 @@ bytes are first checked to be UTF-8 (what the full parse refuses most often in a
 past a double's range in a skipped field is not refused here, and the readers of the forwarded stream
 (`server.shapes.chat_events`) refuse it as a malformed answer. Anything else (the first chunk, a usage, error or
 tool-call chunk, a shape these types do not describe, a chunk that is not JSON, nested too deep) is left to the
-full parse, which decides what it is and how it fails.
+full parse, which decides what it is and how it fails. The plain deltas that follow one another in a read (a fast
+upstream's whole answer, or a backlog) are learned from in one loop, without a call per event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from relaycast.providers.base import StreamState
+from relaycast.sse import DONE, Event
 
 
 class _Delta(msgspec.Struct):
@@ -40,30 +43,40 @@ class _Chunk(msgspec.Struct):
 _decode = msgspec.json.Decoder(_Chunk).decode
 
 
-def learn_delta(state: StreamState, data: bytes) -> bool:
-    """Learn from a plain delta chunk (its text, or that it reasons, and its finish reason) and return True; False,
-    having learned nothing, for any other event."""
-    if not data.isascii():
+def learn_deltas(state: StreamState, events: Sequence[Event], i: int = 0) -> int:
+    """Learn from the plain delta chunks of `events` from `events[i]` on (each one's text, or that it reasons, and
+    its finish reason), in one loop, up to the first event that is not one; return that event's index
+    (`len(events)` when every one was). That event, and every one after it, is left as it was, having taught
+    nothing."""
+    text = state.text
+    n = len(events)
+    while i < n:
+        data = events[i].data
+        if data == DONE:
+            return i
+        if not data.isascii():
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                return i
         try:
-            data.decode()
-        except UnicodeDecodeError:
-            return False
-    try:
-        chunk = _decode(data)
-    except (msgspec.MsgspecError, RecursionError):  # not JSON, another shape, too deep: the full parse says which
-        return False
-    choices = chunk.choices
-    if chunk.error is not None or chunk.usage is not None or not choices:
-        return False
-    c0 = choices[0]
-    delta = c0.delta
-    if delta is None or delta.tool_calls is not None:
-        return False
-    if delta.content:
-        state.saw_token()
-        state.text.append(delta.content)
-    elif delta.reasoning or delta.reasoning_content:
-        state.saw_token()
-    if c0.finish_reason:
-        state.finish_reason = c0.finish_reason
-    return True
+            chunk = _decode(data)
+        except (msgspec.MsgspecError, RecursionError):  # not JSON, another shape, too deep: the full parse says which
+            return i
+        choices = chunk.choices
+        if chunk.error is not None or chunk.usage is not None or not choices:
+            return i
+        c0 = choices[0]
+        delta = c0.delta
+        if delta is None or delta.tool_calls is not None:
+            return i
+        if delta.content:
+            if state.first_token_ns is None:
+                state.saw_token()
+            text.append(delta.content)
+        elif delta.reasoning or delta.reasoning_content:
+            state.saw_token()
+        if c0.finish_reason:
+            state.finish_reason = c0.finish_reason
+        i += 1
+    return i

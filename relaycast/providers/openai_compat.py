@@ -29,13 +29,13 @@ from relaycast.providers.http import (
     read_answer,
     upstream_events,
 )
-from relaycast.providers.openai_chunks import learn_delta
+from relaycast.providers.openai_chunks import learn_deltas
 from relaycast.providers.presets import PRESETS
 from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage, content_text
 from relaycast.retry import retry_after_seconds
 from relaycast.schema import OPENROUTER_EXTENSIONS, ChatRequest, upstream_body
-from relaycast.sse import DONE, DONE_EVENT, EventSplitter, encode
+from relaycast.sse import DONE, DONE_EVENT, Event, EventSplitter, encode
 
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "invalid_prompt", "moderation_blocked"})
 CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
@@ -284,19 +284,27 @@ class OpenAIStream:
             async with aclosing(upstream_events(self._resp, self._idle_s, self._target, splitter)) as reads:
                 async for events in reads:
                     # A read of whole one-line events (`splitter.whole`) goes out as the bytes it came in, less the
-                    # events left out: no event is written again. `kept` is where the run of kept events began.
+                    # events left out: no event is written again. `kept` is where the run of kept events began, and
+                    # `pos` where event `at_i` begins (found only when an event is left out).
                     whole = splitter.whole
                     out: list[bytes] = []
-                    kept = pos = 0
-                    for ev in events:
-                        data = ev.data
-                        at, pos = pos, pos + len(data) + 8  # the event's place in `whole`
+                    kept = pos = at_i = i = 0
+                    n = len(events)
+                    while i < n:
+                        if state.response_id is not None:  # past the first chunk: a run of plain deltas at once
+                            j = learn_deltas(state, events, i)
+                            if whole is None:
+                                out += [encode(ev.data) for ev in events[i:j]]
+                            if j == n:
+                                break
+                            i = j
+                        data = events[i].data
                         try:
                             keep = self._learn(data)
                         except errors.ProviderError:
                             # what came before the failure in the same read still reaches the client
                             if whole is not None:
-                                out.append(whole[kept:at])
+                                out.append(whole[kept : _start(events, pos, at_i, i)])
                             if before := b"".join(out):
                                 yield before
                             raise
@@ -304,8 +312,10 @@ class OpenAIStream:
                             if keep:  # data of several lines goes out as several `data:` lines
                                 out.append(DONE_EVENT if data == DONE else encode(data))
                         elif not keep:
-                            out.append(whole[kept:at])
-                            kept = pos
+                            pos, at_i = _start(events, pos, at_i, i), i
+                            out.append(whole[kept:pos])
+                            kept = pos + len(data) + 8
+                        i += 1
                     if whole is not None:
                         out.append(whole[kept:])
                     chunk = out[0] if len(out) == 1 else b"".join(out)
@@ -323,15 +333,12 @@ class OpenAIStream:
         raise errors.StreamCut("upstream ended the stream before it finished", target=self._target)
 
     def _learn(self, data: bytes) -> bool:
-        """Learn from one event's data; return whether to forward it."""
+        """Learn from one event's data that `learn_deltas` did not take; return whether to forward it."""
         if data == DONE:
             self.state.done = True
             return True
         if not data:
             return False
-        # A plain delta, learned from here; every other event (the first included) in `_inspect`.
-        if self.state.response_id is not None and learn_delta(self.state, data):
-            return True
         return self._inspect(data)
 
     def _inspect(self, data: bytes) -> bool:
@@ -452,6 +459,14 @@ def function_calls(output: list[Any]) -> list[dict[str, Any]]:
         for item in output
         if isinstance(item, dict) and item.get("type") == "function_call"
     ]
+
+
+def _start(events: list[Event], pos: int, at: int, i: int) -> int:
+    """Where event `i` begins in its read of whole one-line events, from `pos`, where event `at` (<= i) begins: each
+    event is `data: `, its data and a blank line."""
+    for k in range(at, i):
+        pos += len(events[k].data) + 8
+    return pos
 
 
 def event_object(data: bytes, target: str) -> dict[str, Any]:

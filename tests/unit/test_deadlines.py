@@ -137,7 +137,7 @@ class Reads:
 
 @aio
 async def test_time_between_reads_is_not_idle_time() -> None:
-    reads, idle = Reads(), IdleWatch(0.02)
+    reads, idle = Reads(), IdleWatch(0.02, asyncio.get_running_loop())
     for i in range(4):
         reads.queue.put_nowait(b"x%d" % i)
         assert await idle.read(reads) == b"x%d" % i  # type: ignore[arg-type]
@@ -147,7 +147,7 @@ async def test_time_between_reads_is_not_idle_time() -> None:
 
 @aio
 async def test_a_read_that_waits_past_the_idle_bound_raises_timeout_error() -> None:
-    reads, idle = Reads(), IdleWatch(0.02)
+    reads, idle = Reads(), IdleWatch(0.02, asyncio.get_running_loop())
     reads.queue.put_nowait(b"first")
     assert await idle.read(reads) == b"first"  # type: ignore[arg-type]
     with pytest.raises(TimeoutError):
@@ -160,7 +160,7 @@ async def test_a_read_that_waits_past_the_idle_bound_raises_timeout_error() -> N
 @aio
 async def test_the_idle_bound_cancels_whichever_task_is_reading_and_nothing_else() -> None:
     """A hedged stream is opened (read up to its first token) by one task and relayed by another."""
-    reads, idle = Reads(), IdleWatch(0.02)
+    reads, idle = Reads(), IdleWatch(0.02, asyncio.get_running_loop())
 
     async def first_reader() -> bytes:
         return await idle.read(reads)  # type: ignore[arg-type]

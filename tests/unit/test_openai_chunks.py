@@ -1,9 +1,11 @@
-"""The plain-delta fast path of OpenAI streams (`providers.openai_chunks.learn_delta`) against the full parse
+"""The plain-delta fast path of OpenAI streams (`providers.openai_chunks.learn_deltas`) against the full parse
 (`OpenAIStream._inspect`): for every chunk it takes, it learns exactly what the full parse learns; every chunk it
-leaves, it leaves untouched, for the full parse to learn from or to refuse."""
+leaves, it leaves untouched, for the full parse to learn from or to refuse; a run of chunks is taken up to the first
+one it leaves, and a whole stream relayed through `OpenAIStream` learns what the full parse of each event learns."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import orjson
@@ -11,8 +13,9 @@ import pytest
 
 from relaycast import errors
 from relaycast.providers.base import StreamState
-from relaycast.providers.openai_chunks import learn_delta
+from relaycast.providers.openai_chunks import learn_deltas
 from relaycast.providers.openai_compat import OpenAIStream
+from relaycast.sse import Event
 
 
 def chunk(delta: Any = None, finish: Any = None, **top: Any) -> bytes:
@@ -69,6 +72,11 @@ def full() -> OpenAIStream:
     return s
 
 
+def learn_delta(state: StreamState, data: bytes) -> bool:
+    """Whether `learn_deltas` takes `data` as a run of one event."""
+    return learn_deltas(state, [Event(None, data)]) == 1
+
+
 def learned(state: StreamState) -> tuple[Any, ...]:
     return (state.text, state.first_token_ns is not None, state.finish_reason, state.usage, state.tool_calls)
 
@@ -101,3 +109,79 @@ def test_text_and_the_first_token_accumulate_over_a_stream_of_deltas() -> None:
     assert learn_delta(state, chunk({}, "stop"))
     assert "".join(state.text) == "the quick fox" and state.finish_reason == "stop"
     assert first is not None and state.first_token_ns == first
+
+
+def test_a_run_is_taken_up_to_the_first_event_left_and_from_where_it_is_asked() -> None:
+    events = [Event(None, d) for d in (chunk({"content": "a"}), chunk({"content": "b"}), LEFT[0], TAKEN[0], b"[DONE]")]
+    state = StreamState(response_id="chatcmpl-1")
+    assert learn_deltas(state, events) == 2
+    assert state.text == ["a", "b"] and state.usage is None
+    assert learn_deltas(state, events, 2) == 2  # the usage chunk is the full parse's
+    assert learn_deltas(state, events, 3) == 4  # [DONE] is the full parse's too
+    assert state.text == ["a", "b", " brown"]
+    assert learn_deltas(state, events, 5) == 5
+
+
+class _Reads:
+    """What `OpenAIStream` uses of the upstream client's answer: the reads given, then the end."""
+
+    def __init__(self, reads: list[bytes]) -> None:
+        self._reads = iter(reads)
+
+    async def read(self) -> bytes:
+        return next(self._reads, b"")
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def release(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+EVENTS = [
+    orjson.dumps({"id": "chatcmpl-9", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}),
+    *TAKEN,
+    b"",  # an empty event: taught nothing, and left out of what the client gets
+    *LEFT[:2],
+    chunk({"content": " after"}),
+    chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}]}),
+    chunk({"content": " end"}, "stop"),
+    b"[DONE]",
+]
+
+
+@pytest.mark.parametrize("how", ["one read", "event by event", "in pieces"])
+def test_a_stream_learns_what_the_full_parse_of_each_event_learns_and_forwards_every_event_but_the_empty_one(
+    how: str,
+) -> None:
+    wire = b"".join(b"data: " + d + b"\n\n" for d in EVENTS)
+    reads = {
+        "one read": [wire],
+        "event by event": [b"data: " + d + b"\n\n" for d in EVENTS],
+        "in pieces": [wire[i : i + 97] for i in range(0, len(wire), 97)],
+    }[how]
+    stream = OpenAIStream(cast(Any, _Reads(reads)), "oai/m", client_usage=True, idle_s=60.0)
+
+    async def relay() -> bytes:
+        return b"".join([c async for c in stream])
+
+    out = asyncio.run(relay())
+    assert out == b"".join(b"data: " + d + b"\n\n" for d in EVENTS if d)
+    slow = OpenAIStream(cast(Any, None), "oai/m", client_usage=True, idle_s=60.0)
+    for d in EVENTS[:-1]:
+        if d:
+            slow._inspect(d)
+    assert stream.state.done
+    fast, ref = stream.state, slow.state
+    assert (fast.text, fast.finish_reason, fast.usage, fast.tool_calls, fast.response_id) == (
+        ref.text,
+        ref.finish_reason,
+        ref.usage,
+        ref.tool_calls,
+        ref.response_id,
+    )
+    assert fast.first_token_ns is not None

@@ -30,6 +30,10 @@ class Reads:
     async def read(self) -> bytes:
         return next(self._reads, b"")
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
     def release(self) -> None:
         self.released = True
 
