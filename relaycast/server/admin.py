@@ -16,7 +16,7 @@ from relaycast import errors
 from relaycast.asgi import Request, send_bytes
 from relaycast.errors import error_sources
 from relaycast.limits.host import RemoteLimiter
-from relaycast.server.metrics_gauges import worker_gauges
+from relaycast.server.metrics_gauges import view_age, worker_gauges
 from relaycast.server.services import Services
 from relaycast.store.db import store_errors
 from relaycast.store.incidents import recent
@@ -116,5 +116,5 @@ class Admin:
     async def metrics(self, r: Request) -> None:
         if not self.s.config.metrics.public:
             self.s.auth.admin(r.headers)
-        body = await self.s.telemetry("metrics", worker_gauges(self.s))
-        await send_bytes(r.send, 200, body, r.id_headers, PROMETHEUS_TEXT)
+        body, age = await self.s.metrics_view(worker_gauges(self.s))
+        await send_bytes(r.send, 200, body + view_age(age), r.id_headers, PROMETHEUS_TEXT)

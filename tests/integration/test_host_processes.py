@@ -330,6 +330,38 @@ def test_metrics_answer_503_with_retry_after_while_the_telemetry_process_is_away
         gw.stop()
 
 
+def test_metrics_answer_with_the_last_view_and_its_age_while_the_telemetry_process_is_too_busy(
+    fake: Fake, tmp_path: Path
+) -> None:
+    """At saturation the telemetry process (under SCHED_IDLE) can take longer than a scrape's timeout to answer;
+    SIGSTOP stands for that: alive, connected, silent."""
+    gw = host(fake).wait_ready()
+    try:
+        assert chat(gw)[0] == 200
+        fresh = admin_get(gw, "/metrics").decode()
+        assert metric(fresh, "relaycast_metrics_view_age_seconds") == 0.0
+        assert metric(fresh, "relaycast_requests_total") == 1
+        [tele] = role_pids(gw, "telemetry")
+        signal_pid(tele, signal.SIGSTOP)
+        try:
+            assert chat(gw)[0] == 200
+            stale = admin_get(gw, "/metrics").decode()  # within admin_get's 5 s, where the question times out in 10
+            assert metric(stale, "relaycast_metrics_view_age_seconds") >= 2.0
+            assert metric(stale, "relaycast_requests_total") == 1  # the view it had: without the second request
+        finally:
+            signal_pid(tele, signal.SIGCONT)
+
+        def fresh_again() -> bool:
+            text = admin_get(gw, "/metrics").decode()
+            return metric(text, "relaycast_metrics_view_age_seconds") == 0.0 and (
+                metric(text, "relaycast_requests_total") == 2
+            )
+
+        wait_for(fresh_again, what="a fresh view with both requests")
+    finally:
+        gw.stop()
+
+
 def admin_get_or_empty(gw: GatewayProcess, path: str) -> bytes:
     try:
         return admin_get(gw, path)
