@@ -16,6 +16,7 @@ from relaycast.providers.base import StreamState
 from relaycast.providers.openai_chunks import learn_deltas
 from relaycast.providers.openai_compat import OpenAIStream
 from relaycast.sse import Event
+from tests.unit.test_openai_stream_reads import Reads
 
 
 def chunk(delta: Any = None, finish: Any = None, **top: Any) -> bytes:
@@ -122,26 +123,6 @@ def test_a_run_is_taken_up_to_the_first_event_left_and_from_where_it_is_asked() 
     assert learn_deltas(state, events, 5) == 5
 
 
-class _Reads:
-    """What `OpenAIStream` uses of the upstream client's answer: the reads given, then the end."""
-
-    def __init__(self, reads: list[bytes]) -> None:
-        self._reads = iter(reads)
-
-    async def read(self) -> bytes:
-        return next(self._reads, b"")
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
-
-    def release(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 EVENTS = [
     orjson.dumps({"id": "chatcmpl-9", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}),
     *TAKEN,
@@ -164,7 +145,7 @@ def test_a_stream_learns_what_the_full_parse_of_each_event_learns_and_forwards_e
         "event by event": [b"data: " + d + b"\n\n" for d in EVENTS],
         "in pieces": [wire[i : i + 97] for i in range(0, len(wire), 97)],
     }[how]
-    stream = OpenAIStream(cast(Any, _Reads(reads)), "oai/m", client_usage=True, idle_s=60.0)
+    stream = OpenAIStream(cast(Any, Reads(reads)), "oai/m", client_usage=True, idle_s=60.0)
 
     async def relay() -> bytes:
         return b"".join([c async for c in stream])
