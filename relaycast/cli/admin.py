@@ -157,10 +157,18 @@ def _seconds(s: float | None) -> str:
     return f"{s / 60:g} min" if s >= 60 and s % 60 == 0 else f"{s:g} s"
 
 
+def _as_of(body: dict[str, Any]) -> None:
+    """Say when a view is not fresh: the telemetry process was too busy, and the gateway served the last it had."""
+    age = body.get("view_age_s") or 0
+    if age > 0:
+        print(f"as of {age:.0f} s ago: the telemetry process is busy (the gateway's last view of it)")
+
+
 def broadcast_status(args: argparse.Namespace) -> int:
     body = _fetch(args, "/admin/broadcast")
     if isinstance(body, int):
         return body
+    _as_of(body)
     dests = body.get("destinations", [])
     if not dests:
         print("no broadcast destinations")
@@ -180,6 +188,7 @@ def monitors_status(args: argparse.Namespace) -> int:
     body = _fetch(args, "/admin/monitors")
     if isinstance(body, int):
         return body
+    _as_of(body)
     mon = body.get("monitors")
     if mon is None:
         print("no monitors configured (monitors: rules: in the config)")

@@ -46,8 +46,8 @@ class Admin:
 
     async def stats(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
-        body = await self.s.telemetry("stats")
-        body["uptime_s"] = round(time.time() - self.s.started, 3)
+        totals, age = await self.s.view("stats")
+        body = {**totals, "view_age_s": round(age, 3), "uptime_s": round(time.time() - self.s.started, 3)}
         body["limits"] = self.s.limiter.status() if self.s.limiter else None
         if isinstance(self.s.limiter, RemoteLimiter):  # the host's limits, kept by its telemetry process
             body["limits"]["host"] = await self.s.telemetry("limits")
@@ -76,7 +76,8 @@ class Admin:
 
     async def broadcast(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
-        await self._json(r, {"destinations": await self.s.telemetry("broadcast")})
+        destinations, age = await self.s.view("broadcast")
+        await self._json(r, {"destinations": destinations, "view_age_s": round(age, 3)})
 
     async def broadcast_test(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
@@ -90,17 +91,19 @@ class Admin:
 
     async def store(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
+        store, age = await self.s.view("store")
         body = {
-            "store": await self.s.telemetry("store"),
+            "store": store,
             "prices_as_of": self.s.coster.pricer.catalog.as_of,
             "token_estimator": self.s.coster.estimator.method,
+            "view_age_s": round(age, 3),
         }
         await self._json(r, body)
 
     async def monitors(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
-        status = await self.s.telemetry("monitors")
-        body: dict[str, Any] = {"monitors": status, "incidents": []}
+        status, age = await self.s.view("monitors")
+        body: dict[str, Any] = {"monitors": status, "incidents": [], "view_age_s": round(age, 3)}
         if self.s.reader is not None and status is not None:
             with store_errors(self.s.redactor.scrub, "The store cannot be read now"):
                 body["incidents"] = await self.s.reader.run(recent, 50)
@@ -116,5 +119,5 @@ class Admin:
     async def metrics(self, r: Request) -> None:
         if not self.s.config.metrics.public:
             self.s.auth.admin(r.headers)
-        body, age = await self.s.metrics_view(worker_gauges(self.s))
+        body, age = await self.s.view("metrics", worker_gauges(self.s))
         await send_bytes(r.send, 200, body + view_age(age), r.id_headers, PROMETHEUS_TEXT)

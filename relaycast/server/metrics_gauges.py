@@ -293,7 +293,7 @@ def link_gauges(st: dict[str, object]) -> list[Family]:
 
 
 def view_age(age_s: float) -> bytes:
-    """The family that says how old the host's view in a `/metrics` answer is (`Services.metrics_view`)."""
+    """The family that says how old the host's view in a `/metrics` answer is (`Services.view`)."""
     return (
         "# HELP relaycast_metrics_view_age_seconds Seconds since the telemetry process made the view served: 0 when "
         "it answered in time, else the age of the last view it gave this worker (it was busy, as at saturation).\n"

@@ -58,8 +58,9 @@ STEP_S = 2.0  # at shutdown: stopping one background part (its own calls have sh
 CLOSE_GRACE_S = 2.0  # at shutdown, past the flush deadline: to hand back what is left and close connections
 MIN_STEP_S = 0.2  # at shutdown, once the grace is spent: each last step's time to close
 LINK_WAIT_S = 15.0  # at start, a worker waits this long for its host's telemetry process before serving
-METRICS_WAIT_S = 2.0  # /metrics waits this long for the telemetry process's view before serving the last one
-METRICS_MAX_AGE_S = 300.0  # ... which it serves only this long after it came
+VIEW_WAIT_S = 2.0  # a view waits this long for the telemetry process's answer before serving the last one
+VIEW_MAX_AGE_S = 300.0  # ... which it serves only this long after it came
+VIEWS = ("metrics", "stats", "broadcast", "store", "monitors")  # what the admin views and /metrics read of it
 
 
 class Services:
@@ -118,7 +119,7 @@ class Services:
         self.sinks: tuple[Sink, ...] = self._extra_sinks
         self._http: UpstreamClient | None = None
         self._pending: set[asyncio.Task[None]] = set()
-        self._metrics_view: LatestAnswer[bytes] = LatestAnswer(METRICS_WAIT_S, METRICS_MAX_AGE_S)
+        self._views: dict[str, LatestAnswer[Any]] = {v: LatestAnswer(VIEW_WAIT_S, VIEW_MAX_AGE_S) for v in VIEWS}
 
     @classmethod
     async def start(
@@ -215,14 +216,14 @@ class Services:
             self.log.error("telemetry_query_failed", op=op, error=self.redactor.scrub(str(e))[:200])
             raise errors.RelaycastError("Internal error in the telemetry process.") from None
 
-    async def metrics_view(self, gauges: list[Any]) -> tuple[bytes, float]:
-        """The host's `/metrics` exposition, with this process's `gauges`, and its age in seconds: 0.0 when the
-        telemetry parts answered within METRICS_WAIT_S, else the last view this process was given (`LatestAnswer`)
-        while they are busy."""
+    async def view(self, op: str, arg: object = None) -> tuple[Any, float]:
+        """One of the telemetry parts' VIEWS (`/metrics` with this process's gauges as `arg`, an admin view's
+        counters) and its age in seconds: 0.0 when they answered within VIEW_WAIT_S, else the last answer this
+        process was given (`LatestAnswer`) while they are busy. Never to be changed: it may be served again."""
         if self.hub is not None:
-            return await self.telemetry("metrics", gauges), 0.0
-        view: tuple[bytes, float] = await self._metrics_view.get(lambda: self.telemetry("metrics", gauges))
-        return view
+            return await self.telemetry(op, arg), 0.0
+        answer: tuple[Any, float] = await self._views[op].get(lambda: self.telemetry(op, arg))
+        return answer
 
     async def close(self, flush_timeout_s: float = 10.0) -> None:
         """Stop within `flush_timeout_s` plus CLOSE_GRACE_S (give or take MIN_STEP_S per connection pool), whatever

@@ -13,6 +13,8 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -258,6 +260,8 @@ def test_two_workers_share_one_limit_and_one_metrics_view(fake: Fake, tmp_path: 
         [tele], workers = role_pids(gw, "telemetry"), role_pids(gw, "worker")
         assert {niceness(tele) - niceness(w) for w in workers} == {10}
         assert set(thread_policies(tele).values()) == {os.SCHED_OTHER}
+        # Its start line is written once its socket listens, which is when workers may already be serving.
+        wait_for(lambda: " telemetry_started " in gw.log(), what="the telemetry process's start line")
         assert _field(_last(gw.log(), "telemetry_started"), "priority") == "nice +10"
         # Both workers answer (each on connections of its own): the stats name the worker that answered. The
         # kernel gives each new connection to whichever worker takes it first: ask until both have (a worker
@@ -330,7 +334,7 @@ def test_metrics_answer_503_with_retry_after_while_the_telemetry_process_is_away
         gw.stop()
 
 
-def test_metrics_answer_with_the_last_view_and_its_age_while_the_telemetry_process_is_too_busy(
+def test_metrics_and_admin_views_answer_with_the_last_view_and_its_age_while_the_telemetry_process_is_too_busy(
     fake: Fake, tmp_path: Path
 ) -> None:
     """At saturation the telemetry process (under SCHED_IDLE) can take longer than a scrape's timeout to answer;
@@ -341,6 +345,9 @@ def test_metrics_answer_with_the_last_view_and_its_age_while_the_telemetry_proce
         fresh = admin_get(gw, "/metrics").decode()
         assert metric(fresh, "relaycast_metrics_view_age_seconds") == 0.0
         assert metric(fresh, "relaycast_requests_total") == 1
+        stats = json.loads(admin_get(gw, "/admin/stats"))
+        assert (stats["requests"], stats["view_age_s"]) == (1, 0.0)
+        assert json.loads(admin_get(gw, "/admin/broadcast"))["view_age_s"] == 0.0  # a view to stand in later
         [tele] = role_pids(gw, "telemetry")
         signal_pid(tele, signal.SIGSTOP)
         try:
@@ -348,16 +355,30 @@ def test_metrics_answer_with_the_last_view_and_its_age_while_the_telemetry_proce
             stale = admin_get(gw, "/metrics").decode()  # within admin_get's 5 s, where the question times out in 10
             assert metric(stale, "relaycast_metrics_view_age_seconds") >= 2.0
             assert metric(stale, "relaycast_requests_total") == 1  # the view it had: without the second request
+            stats = json.loads(admin_get(gw, "/admin/stats"))
+            assert stats["requests"] == 1 and stats["view_age_s"] >= 2.0
+            assert stats["telemetry"]["handed"] == 2  # what the worker knows itself is as of now
+            status = subprocess.run(
+                [sys.executable, "-m", "relaycast", "broadcast", "status", "--url", gw.url, "--admin-key", ADMIN_KEY],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert status.returncode == 0, status.stderr
+            assert "the telemetry process is busy" in status.stdout
         finally:
             signal_pid(tele, signal.SIGCONT)
 
         def fresh_again() -> bool:
             text = admin_get(gw, "/metrics").decode()
-            return metric(text, "relaycast_metrics_view_age_seconds") == 0.0 and (
-                metric(text, "relaycast_requests_total") == 2
+            now = json.loads(admin_get(gw, "/admin/stats"))
+            return (
+                metric(text, "relaycast_metrics_view_age_seconds") == 0.0
+                and metric(text, "relaycast_requests_total") == 2
+                and (now["requests"], now["view_age_s"]) == (2, 0.0)
             )
 
-        wait_for(fresh_again, what="a fresh view with both requests")
+        wait_for(fresh_again, what="fresh views with both requests")
     finally:
         gw.stop()
 
