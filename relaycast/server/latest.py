@@ -1,12 +1,13 @@
 """The latest answer to a question that can be slow, for a view that must answer in time.
 
-`/metrics` and the admin views ask the telemetry process for the host's counters. At saturation that process runs on
-what CPU the workers leave (`SCHED_IDLE` by default), and a question to it can wait seconds: longer than a scrape's
-timeout, just when the metrics matter most. A worker therefore keeps the last view it was given. When a fresh one does not come within
-`wait_s`, it answers with that one and says how old it is, while the question goes on; the next answer is the
-fresh view once it has come. One question at a time is asked per view, however many scrapes come while it waits.
-An error is the caller's, cached view or not (the telemetry process restarting answers 503, as it would without a
-cache), and a view older than `max_age_s` is never served: the caller waits for the fresh one, or its error.
+`/metrics` and the admin views ask the telemetry process for the host's counters. At saturation that process runs
+on what CPU the workers leave (`SCHED_IDLE` by default), and a question to it can wait seconds: longer than a
+scrape's timeout, just when the metrics matter most. A worker therefore keeps the last view it was given. When a
+fresh one does not come within `wait_s`, it answers with that one and says how old it is, while the question goes
+on; what that question brings stands in for the next slow one. One question at a time is asked per view, however
+many callers come while it waits. An error is the caller's, kept view or not (the telemetry process restarting
+answers 503, as it would without one), and a view older than `max_age_s` is never served: the caller waits for
+the fresh one, or its error.
 """
 
 from __future__ import annotations
