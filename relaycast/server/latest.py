@@ -21,13 +21,12 @@ T = TypeVar("T")
 
 
 class LatestAnswer(Generic[T]):
-    __slots__ = ("wait_s", "max_age_s", "_value", "_at", "_pending")
+    __slots__ = ("wait_s", "max_age_s", "_kept", "_pending")
 
     def __init__(self, wait_s: float, max_age_s: float) -> None:
         self.wait_s = wait_s
         self.max_age_s = max_age_s
-        self._value: T | None = None
-        self._at = 0.0  # monotonic time the value came; 0.0 while there is none
+        self._kept: tuple[T, float] | None = None  # the last answer and the monotonic time it came
         self._pending: asyncio.Future[T] | None = None
 
     async def get(self, ask: Callable[[], Awaitable[T]]) -> tuple[T, float]:
@@ -36,10 +35,11 @@ class LatestAnswer(Generic[T]):
         if pending is None:
             pending = self._pending = asyncio.ensure_future(ask())
             pending.add_done_callback(self._done)
-        if self._at and time.monotonic() - self._at <= self.max_age_s:
+        kept = self._kept
+        if kept is not None and time.monotonic() - kept[1] <= self.max_age_s:
             done, _ = await asyncio.wait({pending}, timeout=self.wait_s)
-            if not done and self._value is not None:
-                return self._value, time.monotonic() - self._at
+            if not done:
+                return kept[0], time.monotonic() - kept[1]
         # A caller that leaves (its client went away) does not cancel the question the next caller waits for.
         return await asyncio.shield(pending), 0.0
 
@@ -48,4 +48,4 @@ class LatestAnswer(Generic[T]):
             self._pending = None
         if fut.cancelled() or fut.exception() is not None:  # the exception is read: it is its waiters' to raise
             return
-        self._value, self._at = fut.result(), time.monotonic()
+        self._kept = (fut.result(), time.monotonic())
