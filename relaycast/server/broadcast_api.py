@@ -87,8 +87,12 @@ class BroadcastApi:
     # --- reading ------------------------------------------------------------------------------
 
     async def _listing(self) -> dict[str, Any]:
-        live = {d["name"]: d for d in await self.s.telemetry("broadcast") or []}
-        sync = await self.s.telemetry("broadcast_saved")
+        # The destinations' counters and the sync are the telemetry process's: at saturation, the last of each
+        # this worker was given (`Services.view`), so that the page answers in time.
+        (destinations, live_age), (sync, sync_age) = await asyncio.gather(
+            self.s.view("broadcast"), self.s.view("broadcast_saved")
+        )
+        live = {d["name"]: d for d in destinations or []}
         out: list[dict[str, Any]] = []
         for d in self.s.config.broadcast.destinations if self.s.config.broadcast else ():
             out.append(
@@ -134,6 +138,7 @@ class BroadcastApi:
             "store": self.s.reader is not None,
             "sync": sync,
             "destinations": out,
+            "view_age_s": round(max(live_age, sync_age), 3),
         }
 
     def _hidden(self, row: table.Row) -> dict[str, Any]:

@@ -60,7 +60,8 @@ MIN_STEP_S = 0.2  # at shutdown, once the grace is spent: each last step's time 
 LINK_WAIT_S = 15.0  # at start, a worker waits this long for its host's telemetry process before serving
 VIEW_WAIT_S = 2.0  # a view waits this long for the telemetry process's answer before serving the last one
 VIEW_MAX_AGE_S = 300.0  # ... which it serves only this long after it came
-VIEWS = ("metrics", "stats", "broadcast", "store", "monitors")  # what the admin views and /metrics read of it
+# what the admin views and /metrics read of it (`broadcast_saved`: the saved destinations' sync, for Settings)
+VIEWS = ("metrics", "stats", "broadcast", "broadcast_saved", "store", "monitors")
 
 
 class Services:

@@ -5,6 +5,7 @@ traffic reaches the test agent without a restart, and the page shows it sent."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import openai
@@ -13,6 +14,7 @@ import pytest
 from tests.browser import login, needs_chromium, shot
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
 from tests.integration.test_broadcast_settings import DD_KEY, listing, refusing, wait_for  # noqa: F401 - refusing: a fixture
+from tests.integration.test_host_processes import role_pids, signal_pid
 
 pytestmark = needs_chromium
 
@@ -96,6 +98,21 @@ def test_add_datadog_through_the_page(gw, agent, refusing, browser):  # noqa: F8
     page.wait_for_selector("#dest-table tr[data-destination='datadog'][data-state='off']", timeout=10_000)
     page.click("#broadcast-toggle")
     page.wait_for_selector("#dest-table tr[data-destination='datadog'][data-state='healthy']", timeout=10_000)
+
+    # While the telemetry process is too busy to answer (at saturation; SIGSTOP stands for it), the page still
+    # refreshes, with the statuses it last had, and says how old they are.
+    [telemetry] = role_pids(gw, "telemetry")
+    signal_pid(telemetry, signal.SIGSTOP)
+    try:
+        busy = (
+            "() => /Statuses as of \\d+ s ago: the telemetry process is busy/"
+            ".test(document.getElementById('settings-sync').textContent)"
+        )
+        page.wait_for_function(busy, timeout=15_000)
+        assert page.is_visible("#dest-table tr[data-destination='datadog'][data-state='healthy']")
+    finally:
+        signal_pid(telemetry, signal.SIGCONT)
+    page.wait_for_function(f"() => !({busy})()", timeout=15_000)
     assert not problems, problems
     page.close()
 

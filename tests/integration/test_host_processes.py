@@ -339,7 +339,7 @@ def test_metrics_and_admin_views_answer_with_the_last_view_and_its_age_while_the
 ) -> None:
     """At saturation the telemetry process (under SCHED_IDLE) can take longer than a scrape's timeout to answer;
     SIGSTOP stands for that: alive, connected, silent."""
-    gw = host(fake).wait_ready()
+    gw = host(fake, telemetry_config(tmp_path)).wait_ready()
     try:
         assert chat(gw)[0] == 200
         fresh = admin_get(gw, "/metrics").decode()
@@ -348,6 +348,13 @@ def test_metrics_and_admin_views_answer_with_the_last_view_and_its_age_while_the
         stats = json.loads(admin_get(gw, "/admin/stats"))
         assert (stats["requests"], stats["view_age_s"]) == (1, 0.0)
         assert json.loads(admin_get(gw, "/admin/broadcast"))["view_age_s"] == 0.0  # a view to stand in later
+
+        def file_sent() -> int:
+            listing = json.loads(admin_get(gw, "/admin/broadcast/destinations"))
+            [dest] = listing["destinations"]
+            return int(dest["status"]["sent"]) if listing["view_age_s"] == 0.0 else -1
+
+        wait_for(lambda: file_sent() == 1, what="the file destination's status with the first record")
         [tele] = role_pids(gw, "telemetry")
         signal_pid(tele, signal.SIGSTOP)
         try:
@@ -358,6 +365,9 @@ def test_metrics_and_admin_views_answer_with_the_last_view_and_its_age_while_the
             stats = json.loads(admin_get(gw, "/admin/stats"))
             assert stats["requests"] == 1 and stats["view_age_s"] >= 2.0
             assert stats["telemetry"]["handed"] == 2  # what the worker knows itself is as of now
+            listing = json.loads(admin_get(gw, "/admin/broadcast/destinations"))  # the Settings page's
+            assert listing["view_age_s"] >= 2.0
+            assert [(d["name"], d["status"]["sent"]) for d in listing["destinations"]] == [("file", 1)]
             status = subprocess.run(
                 [sys.executable, "-m", "relaycast", "broadcast", "status", "--url", gw.url, "--admin-key", ADMIN_KEY],
                 capture_output=True,

@@ -62,7 +62,9 @@ function renderList() {
   const rows = d.destinations.map(destRow);
   if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 10, class: "empty", text: "No destinations yet: add one below." })));
   tbody.replaceChildren(...rows);
-  $("settings-sync").textContent = d.sync && d.sync.synced_at ? `Applied ${fullTime(d.sync.synced_at * 1000)} · replicas pick changes up within ${d.sync.poll_s} s` : "";
+  const applied = d.sync && d.sync.synced_at ? `Applied ${fullTime(d.sync.synced_at * 1000)} · replicas pick changes up within ${d.sync.poll_s} s` : "";
+  const age = d.view_age_s > 0 ? `Statuses as of ${Math.round(d.view_age_s)} s ago: the telemetry process is busy` : "";
+  $("settings-sync").textContent = [applied, age].filter(Boolean).join(" · ");
 }
 async function refresh() {
   S.data = await admin("broadcast/destinations");
