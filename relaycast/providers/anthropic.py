@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from types import MappingProxyType
 from typing import Any
 
@@ -33,9 +32,9 @@ from relaycast.providers.forward import forward_table, merged
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
+    UpstreamEvents,
     post_upstream,
     read_answer,
-    upstream_events,
 )
 from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage
@@ -165,24 +164,25 @@ class AnthropicStream:
     async def _iterate(self) -> AsyncIterator[bytes]:
         translator = self._translator
         target = translator.target
+        reads = UpstreamEvents(self._resp, self._idle_s, target)
         try:
-            async with aclosing(upstream_events(self._resp, self._idle_s, target)) as reads:
-                async for events in reads:
-                    parts: list[bytes] = []
-                    try:
-                        for ev in events:
-                            chat = translator.feed(ev.event, ev.data)  # raises on an error event
-                            parts.append(encode(ev.data, ev.event) if self._native else chat)
-                    except errors.ProviderError:
-                        if parts:  # what came before the failure in the same read still reaches the client
-                            yield b"".join(parts)
-                        raise
-                    out = b"".join(parts)
-                    if out:
-                        yield out
-                    if self.state.done:
-                        return
+            while (events := await reads.next()) is not None:
+                parts: list[bytes] = []
+                try:
+                    for ev in events:
+                        chat = translator.feed(ev.event, ev.data)  # raises on an error event
+                        parts.append(encode(ev.data, ev.event) if self._native else chat)
+                except errors.ProviderError:
+                    if parts:  # what came before the failure in the same read still reaches the client
+                        yield b"".join(parts)
+                    raise
+                out = b"".join(parts)
+                if out:
+                    yield out
+                if self.state.done:
+                    return
         finally:
+            reads.close()
             self._resp.release() if self.state.done else self._resp.close()
         raise errors.StreamCut("upstream ended the stream before message_stop", target=target)
 

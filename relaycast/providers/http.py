@@ -2,8 +2,8 @@
 events, and classifying transport failures into the tree in `relaycast.errors`.
 
 The client (`providers.client.UpstreamClient`) enforces only the connect timeout; the first-token and idle budgets
-are enforced here (with `relaycast.deadlines`, and one `IdleWatch` per stream), so each phase fails with its own
-`Timeout(phase=...)`. Redirects are never followed: a 3xx answer is an `UpstreamRedirect` naming where it pointed.
+are enforced here (with `relaycast.deadlines`, and one idle timer per stream in `UpstreamEvents`), so each phase
+fails with its own `Timeout(phase=...)`. Redirects are never followed: a 3xx answer is an `UpstreamRedirect` naming where it pointed.
 
 Answers read whole (non-streaming chat, embeddings, error bodies) are bounded twice: each by its provider's cap,
 and all of them together by the process's `UpstreamBuffer`. The bytes counted are the decompressed ones (the client
@@ -13,7 +13,7 @@ inflates gzip and deflate in bounded steps as they are read), so a compression b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -266,44 +266,74 @@ async def post_upstream(
     return resp
 
 
-class IdleWatch:
-    """Bounds every wait for a stream's next read to `idle_s`, with one timer per stream instead of one per read.
+class UpstreamEvents:
+    """An upstream's SSE events, one list per network read, as they arrive (`next()`). Raises Timeout when a read
+    waited `idle_s`, StreamCut when the connection broke, MalformedResponse for an oversized event. Ends with the
+    body. With `splitter`, the caller's (its `whole` tells about the read each list came from). `close()` when
+    done (in a `finally`): it stops the idle timer.
 
-    A read notes when its wait began, and sets the timer if none is set; the timer, when it fires, finds a wait
-    older than `idle_s` (and cancels the reading task, which `read` turns into TimeoutError, as `asyncio.timeout`
-    does), or sets itself again for when the current wait would become too old, or (between reads) lets the next
-    read set it. So a timer is made about once per `idle_s` of a stream's life, not once per read, and time
-    spent between reads (the client taking the bytes) is never counted. The task may change from read to read
-    (a hedged stream is opened by one task and relayed by another): the one waiting is the one cancelled."""
+    The idle bound takes one timer per stream instead of one per read. A read notes when its wait began, and sets
+    the timer if none is set; the timer, when it fires, finds a wait older than `idle_s` (and cancels the reading
+    task, which `next` turns into Timeout, as `asyncio.timeout` does), or sets itself again for when the current
+    wait would become too old, or (between reads) lets the next read set it. So a timer is made about once per
+    `idle_s` of a stream's life, not once per read, and time spent between reads (the client taking the bytes) is
+    never counted. The task may change from read to read (a hedged stream is opened by one task and relayed by
+    another): the one waiting is the one cancelled.
 
-    __slots__ = ("_loop", "_idle_s", "_handle", "_since", "_task", "_fired")
+    An object rather than an async generator, with the idle bound in the same call: one coroutine per read."""
 
-    def __init__(self, idle_s: float, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop  # given: on Python 3.11 `asyncio.get_running_loop()` is a getpid() system call
+    __slots__ = ("_resp", "_loop", "_idle_s", "_target", "splitter", "_handle", "_since", "_task", "_fired")
+
+    def __init__(self, resp: Answer, idle_s: float, target: str, splitter: EventSplitter | None = None) -> None:
+        self._resp = resp
+        self._loop = resp.loop  # the answer's: on Python 3.11 `asyncio.get_running_loop()` is a getpid() system call
         self._idle_s = idle_s
+        self._target = target
+        self.splitter = splitter if splitter is not None else EventSplitter()
         self._handle: asyncio.TimerHandle | None = None
         self._since = -1.0  # loop time the current wait began; below 0 between reads
         self._task: asyncio.Task[Any] | None = None
         self._fired = False
 
-    async def read(self, answer: Answer) -> bytes:
-        """`answer.read()`, or TimeoutError when it waited `idle_s`."""
-        task = asyncio.current_task(self._loop)
-        assert task is not None
-        self._task = task
-        cancelling = task.cancelling()
-        self._since = self._loop.time()
-        if self._handle is None:
-            self._handle = self._loop.call_at(self._since + self._idle_s, self._check)
-        try:
-            return await answer.read()
-        except asyncio.CancelledError:
-            if self._fired and task.uncancel() <= cancelling:
-                raise TimeoutError from None
-            raise
-        finally:
-            self._since = -1.0
-            self._fired = False
+    async def next(self) -> list[Event] | None:
+        """The events of the next read that brought any; None at the end of the body."""
+        loop = self._loop
+        while True:
+            task = asyncio.current_task(loop)
+            assert task is not None
+            self._task = task
+            cancelling = task.cancelling()
+            self._since = loop.time()
+            if self._handle is None:
+                self._handle = loop.call_at(self._since + self._idle_s, self._check)
+            try:
+                chunk = await self._resp.read()
+            except asyncio.CancelledError:
+                if self._fired and task.uncancel() <= cancelling:
+                    raise self._idle_error() from None
+                raise
+            except TimeoutError:
+                raise self._idle_error() from None
+            except (BadAnswer, DecodeFailed) as e:  # a stream that does not decode is malformed, not cut
+                raise connection_error(e, self._target) from None
+            except TRANSPORT_ERRORS as e:
+                raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=self._target) from None
+            finally:
+                self._since = -1.0
+                self._fired = False
+            if not chunk:
+                return None
+            try:
+                events = self.splitter.feed(chunk)
+            except ValueError as e:
+                raise errors.MalformedResponse(str(e), target=self._target) from None
+            if events:
+                return events
+
+    def _idle_error(self) -> errors.Timeout:
+        return errors.Timeout(
+            f"upstream sent nothing for {self._idle_s:g}s mid-stream", phase="idle", target=self._target
+        )
 
     def _check(self) -> None:
         self._handle = None
@@ -321,36 +351,3 @@ class IdleWatch:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-
-async def upstream_events(
-    resp: Answer, idle_s: float, target: str, splitter: EventSplitter | None = None
-) -> AsyncGenerator[list[Event], None]:
-    """An upstream's SSE events, one list per network read, as they arrive. Raises Timeout when nothing came for
-    `idle_s`, StreamCut when the connection broke, MalformedResponse for an oversized event. Ends with the body.
-    With `splitter`, the caller's (its `whole` tells about the read each list came from)."""
-    if splitter is None:
-        splitter = EventSplitter()
-    idle = IdleWatch(idle_s, resp.loop)
-    try:
-        while True:
-            try:
-                chunk = await idle.read(resp)
-            except TimeoutError:
-                raise errors.Timeout(
-                    f"upstream sent nothing for {idle_s:g}s mid-stream", phase="idle", target=target
-                ) from None
-            except (BadAnswer, DecodeFailed) as e:  # a stream that does not decode is malformed, not cut
-                raise connection_error(e, target) from None
-            except TRANSPORT_ERRORS as e:
-                raise errors.StreamCut(f"upstream stream broke: {type(e).__name__}", target=target) from None
-            if not chunk:
-                return
-            try:
-                events = splitter.feed(chunk)
-            except ValueError as e:
-                raise errors.MalformedResponse(str(e), target=target) from None
-            if events:
-                yield events
-    finally:
-        idle.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -25,9 +24,9 @@ from relaycast.providers.forward import forward_table, merged
 from relaycast.providers.http import (
     ERROR_BODY_BYTES,
     UpstreamBuffer,
+    UpstreamEvents,
     post_upstream,
     read_answer,
-    upstream_events,
 )
 from relaycast.providers.openai_chunks import learn_deltas
 from relaycast.providers.presets import PRESETS
@@ -280,50 +279,51 @@ class OpenAIStream:
     async def _iterate(self) -> AsyncIterator[bytes]:
         state = self.state
         splitter = EventSplitter()
+        reads = UpstreamEvents(self._resp, self._idle_s, self._target, splitter)
         try:
-            async with aclosing(upstream_events(self._resp, self._idle_s, self._target, splitter)) as reads:
-                async for events in reads:
-                    # A read of whole one-line events (`splitter.whole`) goes out as the bytes it came in, less the
-                    # events left out: no event is written again. `kept` is where the run of kept events began, and
-                    # `pos` where event `at_i` begins (found only when an event is left out).
-                    whole = splitter.whole
-                    out: list[bytes] = []
-                    kept = pos = at_i = i = 0
-                    n = len(events)
-                    while i < n:
-                        if state.response_id is not None:  # past the first chunk: a run of plain deltas at once
-                            j = learn_deltas(state, events, i)
-                            if whole is None:
-                                out += [encode(ev.data) for ev in events[i:j]]
-                            if j == n:
-                                break
-                            i = j
-                        data = events[i].data
-                        try:
-                            keep = self._learn(data)
-                        except errors.ProviderError:
-                            # what came before the failure in the same read still reaches the client
-                            if whole is not None:
-                                out.append(whole[kept : _start(events, pos, at_i, i)])
-                            if before := b"".join(out):
-                                yield before
-                            raise
+            while (events := await reads.next()) is not None:
+                # A read of whole one-line events (`splitter.whole`) goes out as the bytes it came in, less the
+                # events left out: no event is written again. `kept` is where the run of kept events began, and
+                # `pos` where event `at_i` begins (found only when an event is left out).
+                whole = splitter.whole
+                out: list[bytes] = []
+                kept = pos = at_i = i = 0
+                n = len(events)
+                while i < n:
+                    if state.response_id is not None:  # past the first chunk: a run of plain deltas at once
+                        j = learn_deltas(state, events, i)
                         if whole is None:
-                            if keep:  # data of several lines goes out as several `data:` lines
-                                out.append(DONE_EVENT if data == DONE else encode(data))
-                        elif not keep:
-                            pos, at_i = _start(events, pos, at_i, i), i
-                            out.append(whole[kept:pos])
-                            kept = pos + len(data) + 8
-                        i += 1
-                    if whole is not None:
-                        out.append(whole[kept:])
-                    chunk = out[0] if len(out) == 1 else b"".join(out)
-                    if chunk:
-                        yield chunk
-                    if state.done:
-                        return
+                            out += [encode(ev.data) for ev in events[i:j]]
+                        if j == n:
+                            break
+                        i = j
+                    data = events[i].data
+                    try:
+                        keep = self._learn(data)
+                    except errors.ProviderError:
+                        # what came before the failure in the same read still reaches the client
+                        if whole is not None:
+                            out.append(whole[kept : _start(events, pos, at_i, i, len(whole))])
+                        if before := b"".join(out):
+                            yield before
+                        raise
+                    if whole is None:
+                        if keep:  # data of several lines goes out as several `data:` lines
+                            out.append(DONE_EVENT if data == DONE else encode(data))
+                    elif not keep:
+                        pos, at_i = _start(events, pos, at_i, i, len(whole)), i
+                        out.append(whole[kept:pos])
+                        kept = pos + len(data) + 8
+                    i += 1
+                if whole is not None:
+                    out.append(whole[kept:])
+                chunk = out[0] if len(out) == 1 else b"".join(out)
+                if chunk:
+                    yield chunk
+                if state.done:
+                    return
         finally:
+            reads.close()
             self._resp.release() if state.done else self._resp.close()
         if state.finish_reason is not None:
             # Ended without [DONE] but complete: finish it properly for the client.
@@ -411,25 +411,26 @@ class ResponsesStream:
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         state = self.state
+        reads = UpstreamEvents(self._resp, self._idle_s, self._target)
         try:
-            async with aclosing(upstream_events(self._resp, self._idle_s, self._target)) as reads:
-                async for events in reads:
-                    out: list[bytes] = []
-                    for ev in events:
-                        if not ev.data or ev.data == DONE:
-                            continue
-                        try:
-                            self._learn(ev.data)
-                        except errors.ProviderError:
-                            if out:
-                                yield b"".join(out)
-                            raise
-                        out.append(encode(ev.data, ev.event))
-                    if out:
-                        yield b"".join(out)
-                    if state.done:
-                        return
+            while (events := await reads.next()) is not None:
+                out: list[bytes] = []
+                for ev in events:
+                    if not ev.data or ev.data == DONE:
+                        continue
+                    try:
+                        self._learn(ev.data)
+                    except errors.ProviderError:
+                        if out:
+                            yield b"".join(out)
+                        raise
+                    out.append(encode(ev.data, ev.event))
+                if out:
+                    yield b"".join(out)
+                if state.done:
+                    return
         finally:
+            reads.close()
             self._resp.release() if state.done else self._resp.close()
         raise errors.StreamCut("upstream ended the stream before response.completed", target=self._target)
 
@@ -461,12 +462,18 @@ def function_calls(output: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _start(events: list[Event], pos: int, at: int, i: int) -> int:
-    """Where event `i` begins in its read of whole one-line events, from `pos`, where event `at` (<= i) begins: each
-    event is `data: `, its data and a blank line."""
-    for k in range(at, i):
-        pos += len(events[k].data) + 8
-    return pos
+def _start(events: list[Event], pos: int, at: int, i: int, size: int) -> int:
+    """Where event `i` begins in its read of whole one-line events (`size` bytes), each `data: `, its data and a
+    blank line: counted on from `pos`, where event `at` (<= i) begins, or back from the read's end, whichever
+    passes fewer events (a usage chunk left out is one of the last)."""
+    n = len(events)
+    if i - at <= n - i:
+        for k in range(at, i):
+            pos += len(events[k].data) + 8
+        return pos
+    for k in range(i, n):
+        size -= len(events[k].data) + 8
+    return size
 
 
 def event_object(data: bytes, target: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""Deadlines without a loop timer each (`relaycast.deadlines`) and a stream's idle bound (`providers.http.IdleWatch`)
-behave as `asyncio.timeout` does: the block raises TimeoutError once its time has passed (never before), a
-cancellation from elsewhere stays a cancellation, nested deadlines each answer for their own, and nothing is left
-pending. Each test runs on its own event loop."""
+"""Deadlines without a loop timer each (`relaycast.deadlines`) and a stream's idle bound
+(`providers.http.UpstreamEvents`) behave as `asyncio.timeout` does: the block raises TimeoutError (the idle bound:
+Timeout, phase `idle`) once its time has passed (never before), a cancellation from elsewhere stays a cancellation,
+nested deadlines each answer for their own, and nothing is left pending. Each test runs on its own event loop."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import functools
 
 import pytest
 
+from relaycast import errors
 from relaycast.deadlines import Deadlines
-from relaycast.providers.http import IdleWatch
+from relaycast.providers.http import UpstreamEvents
+from relaycast.sse import Event
 
 
 def aio(fn):  # type: ignore[no-untyped-def]
@@ -134,52 +136,67 @@ class Reads:
     async def read(self) -> bytes:
         return await self.queue.get()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def put(self, data: bytes) -> None:
+        self.queue.put_nowait(b"data: " + data + b"\n\n")
+
+
+def idle_events(reads: Reads, idle_s: float = 0.02) -> UpstreamEvents:
+    return UpstreamEvents(reads, idle_s, "up/m")  # type: ignore[arg-type]
+
 
 @aio
 async def test_time_between_reads_is_not_idle_time() -> None:
-    reads, idle = Reads(), IdleWatch(0.02, asyncio.get_running_loop())
+    reads = Reads()
+    up = idle_events(reads)
     for i in range(4):
-        reads.queue.put_nowait(b"x%d" % i)
-        assert await idle.read(reads) == b"x%d" % i  # type: ignore[arg-type]
+        reads.put(b"x%d" % i)
+        assert await up.next() == [Event(None, b"x%d" % i)]
         await asyncio.sleep(0.05)  # the client takes its time: longer than idle_s, but no read is waiting
-    idle.close()
+    up.close()
 
 
 @aio
-async def test_a_read_that_waits_past_the_idle_bound_raises_timeout_error() -> None:
-    reads, idle = Reads(), IdleWatch(0.02, asyncio.get_running_loop())
-    reads.queue.put_nowait(b"first")
-    assert await idle.read(reads) == b"first"  # type: ignore[arg-type]
-    with pytest.raises(TimeoutError):
-        await idle.read(reads)  # type: ignore[arg-type]
+async def test_a_read_that_waits_past_the_idle_bound_raises_timeout() -> None:
+    reads = Reads()
+    up = idle_events(reads)
+    reads.put(b"first")
+    assert await up.next() == [Event(None, b"first")]
+    with pytest.raises(errors.Timeout) as e:
+        await up.next()
+    assert e.value.phase == "idle" and "sent nothing for 0.02s" in str(e.value)
     await asyncio.sleep(0)
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
-    idle.close()
+    up.close()
 
 
 @aio
 async def test_the_idle_bound_cancels_whichever_task_is_reading_and_nothing_else() -> None:
     """A hedged stream is opened (read up to its first token) by one task and relayed by another."""
-    reads, idle = Reads(), IdleWatch(0.02, asyncio.get_running_loop())
+    reads = Reads()
+    up = idle_events(reads)
 
-    async def first_reader() -> bytes:
-        return await idle.read(reads)  # type: ignore[arg-type]
+    async def first_reader() -> list[Event] | None:
+        return await up.next()
 
-    reads.queue.put_nowait(b"token")
-    assert await asyncio.create_task(first_reader()) == b"token"
+    reads.put(b"token")
+    assert await asyncio.create_task(first_reader()) == [Event(None, b"token")]
     await asyncio.sleep(0.05)  # the first task has ended; the timer must not touch this one for it
-    reads.queue.put_nowait(b"more")
-    assert await idle.read(reads) == b"more"  # type: ignore[arg-type]
+    reads.put(b"more")
+    assert await up.next() == [Event(None, b"more")]
 
     async def outer_cancel() -> None:
-        await idle.read(reads)  # type: ignore[arg-type]
+        await up.next()
 
     task = asyncio.create_task(outer_cancel())
     await asyncio.sleep(0.005)
     task.cancel()  # the client left: a cancellation, not a timeout
     with pytest.raises(asyncio.CancelledError):
         await task
-    idle.close()
+    up.close()
 
 
 @aio

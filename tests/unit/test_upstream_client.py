@@ -30,7 +30,7 @@ from relaycast.providers.exchange import (
     DecodeFailed,
     Disconnected,
 )
-from relaycast.providers.http import upstream_events
+from relaycast.providers.http import UpstreamEvents
 from tests.certs import loopback_certs
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Upstream"], Awaitable[None]]
@@ -484,9 +484,11 @@ async def test_a_stream_that_does_not_inflate_is_malformed_and_one_cut_short_is_
     async with upstream(streams) as up, UpstreamClient() as client:
         for kind, error in ((b"garbled", errors.MalformedResponse), (b"cut", errors.StreamCut)):
             a = await client.post(up.url, kind, HEADERS, 2.0)
+            reads = UpstreamEvents(a, 2.0, "up/m")
             with pytest.raises(error):
-                async for _ in upstream_events(a, 2.0, "up/m"):
+                while await reads.next() is not None:
                     pass
+            reads.close()
             a.close()
 
 
