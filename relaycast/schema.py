@@ -42,6 +42,9 @@ class ProviderPrefs:
     max_completion_price: float | None = None
 
 
+NO_PREFS = ProviderPrefs()  # a request without a `provider` object (nearly all): one instance, immutable
+
+
 @dataclass(slots=True)
 class ChatRequest:
     body: dict[str, Any]  # the client's JSON, as sent
@@ -51,7 +54,7 @@ class ChatRequest:
     include_usage: bool  # the client asked for the usage chunk (stream_options.include_usage)
     messages: list[dict[str, Any]]
     attribution: Attribution
-    prefs: ProviderPrefs = ProviderPrefs()
+    prefs: ProviderPrefs = NO_PREFS
     # The API the client called: "chat" (chat completions), "messages" (Anthropic), "responses" (OpenAI Responses)
     # or "completions" (legacy). `body` is always a chat-completions body (translated for the others), except for
     # "completions", whose body is the client's own. `native` is the client's body as sent, for a provider that
@@ -348,7 +351,7 @@ def _tags(raw: bytes | None) -> tuple[tuple[str, str], ...]:
 def provider_prefs(raw: Any) -> ProviderPrefs:
     """OpenRouter's `provider` object: order, allow_fallbacks, only, ignore, sort, max_price."""
     if raw is None:
-        return ProviderPrefs()
+        return NO_PREFS
     if not isinstance(raw, dict):
         raise InvalidRequest("'provider' must be an object", param="provider")
 

@@ -73,12 +73,12 @@ class Snapshot:
     p99_ms: float | None
     ttft_p99_ms: float | None
     tokens_per_s: float | None
+    # The share of health failures: what demotion compares with `routing.error_rate` (every request reads it).
+    error_rate: float = field(init=False)
 
-    @property
-    def error_rate(self) -> float:
-        """The share of health failures: what demotion compares with `routing.error_rate`."""
+    def __post_init__(self) -> None:
         failures = sum(n for c, n in self.errors.items() if c in HEALTH_FAILURES)
-        return failures / self.requests if self.requests else 0.0
+        object.__setattr__(self, "error_rate", failures / self.requests if self.requests else 0.0)
 
     @property
     def provider_failures(self) -> int:

@@ -15,7 +15,7 @@ from relaycast.routing.health import HealthBoard
 from relaycast.routing.policy import Candidate, order, uses_price
 from relaycast.routing.settings import Route
 from relaycast.routing.target import Target
-from relaycast.schema import ProviderPrefs
+from relaycast.schema import NO_PREFS, ProviderPrefs
 
 MAX_SUGGESTIONS = 300  # names compared for "did you mean" (about 1 ms at most)
 MAX_GUESSED_NAME = 64  # a longer name gets no suggestion (difflib is quadratic in its length)
@@ -82,7 +82,7 @@ class Planner:
             self._direct[model] = route
         return route
 
-    def plan(self, model: str, fallbacks: tuple[str, ...] = (), prefs: ProviderPrefs = ProviderPrefs()) -> Plan:
+    def plan(self, model: str, fallbacks: tuple[str, ...] = (), prefs: ProviderPrefs = NO_PREFS) -> Plan:
         route = self.route(model)
         out = self.ordered(route, prefs)
         if fallbacks:
@@ -98,8 +98,8 @@ class Planner:
             raise NoRoute(self._no_route(route, prefs))
         return Plan(route=route, targets=tuple(out))
 
-    def ordered(self, route: Route, prefs: ProviderPrefs = ProviderPrefs()) -> list[Target]:
-        if len(route.targets) == 1 and not _filters(prefs):
+    def ordered(self, route: Route, prefs: ProviderPrefs = NO_PREFS) -> list[Target]:
+        if len(route.targets) == 1 and (prefs is NO_PREFS or not _filters(prefs)):
             return self._only(route)
         board = self._board
         cands = []
