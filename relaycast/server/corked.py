@@ -73,9 +73,12 @@ class CorkedTransport:
         self._held = None
         self._transport.abort()
 
+    def is_closing(self) -> bool:  # asked several times per request: not through __getattr__
+        return self._transport.is_closing()
+
     def get_write_buffer_size(self) -> int:
         self.flush()
         return self._transport.get_write_buffer_size()
 
-    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, can_write_eof, ...
+    def __getattr__(self, name: str) -> Any:  # get_extra_info, pause_reading, can_write_eof, ...
         return getattr(self._transport, name)
