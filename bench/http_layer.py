@@ -4,6 +4,11 @@ calls providers; and a minimal HTTP/1.1 client on an asyncio protocol and httpto
 five forwarders does what bench/forwarder.py does for a non-streaming answer and nothing else; the minimal client is
 a measuring stick (keep-alive, no TLS, no streaming, no limits), not a client relaycast could use as it is.
 
+Then the server alone, answering a fixed body without an upstream (`+fixed`): uvicorn with an ASGI app; uvicorn as
+relaycast runs it (`server.runner.uvicorn_config`: its connection guards and one write per response); and a bare
+asyncio protocol with httptools' request parser that writes the answer from its parser callback (keep-alive only,
+no ASGI, no limits: the floor a server in Python on uvloop stands on, not one relaycast could use as it is).
+
     python bench/http_layer.py [--rounds 3] [--duration 8]
 
 Layout as in bench/load.py with one worker: the forwarder under test on core 0, the fake upstream and wrk on core
@@ -31,7 +36,21 @@ sys.path.insert(0, str(HERE))
 
 from load_procs import HOST, free_port, pinned, settle, start, stop, tree_cpu_seconds, wait_http, wait_port  # noqa: E402
 
-VARIANTS = ("uvicorn+aiohttp", "uvicorn+relaycast", "uvicorn+protocol", "granian-rsgi+aiohttp", "granian-rsgi+protocol")
+VARIANTS = (
+    "uvicorn+aiohttp",
+    "uvicorn+relaycast",
+    "uvicorn+protocol",
+    "granian-rsgi+aiohttp",
+    "granian-rsgi+protocol",
+    "uvicorn+fixed",
+    "uvicorn-relaycast+fixed",
+    "httptools+fixed",
+)
+FIXED = (  # about the size of the fake upstream's answer
+    b'{"id":"chatcmpl-fixed","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":'
+    b'0,"message":{"role":"assistant","content":"the quick brown fox jumps over the lazy dog and the quick brown fox'
+    b' jumps"},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":20,"total_tokens":40}}'
+)
 BODY = (
     '{"model":"gpt-4o-mini@latency_ms=0,tokens=20","messages":[{"role":"user","content":"Say hello to the '
     'benchmark in one short sentence."}],"max_tokens":64}'
@@ -135,6 +154,8 @@ class _Asgi:
         await send({"type": "http.response.body", "body": data})
 
     async def _forward(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.client == "fixed":
+            return 200, FIXED
         host, port = _upstream()
         if self.client == "protocol":
             if self.proto is None:
@@ -177,12 +198,46 @@ def rsgi_protocol() -> _Rsgi:
     return _Rsgi("protocol")
 
 
+class _FixedAnswer(asyncio.Protocol):
+    """`httptools+fixed`: the fixed answer written from the parser's callback, on a kept-alive connection."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(FIXED), FIXED)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        import httptools
+
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_complete(self) -> None:
+        self.transport.write(self.ANSWER)
+
+
 def serve(variant: str, port: int) -> None:
     server, client = variant.split("+")
     if server == "uvicorn":
         import uvicorn
 
         uvicorn.run(_Asgi(client), host=HOST, port=port, loop="uvloop", http="httptools", log_level="warning")
+        return
+    if server == "uvicorn-relaycast":
+        import uvicorn
+
+        from relaycast.server.runner import uvicorn_config
+
+        uvicorn.Server(uvicorn_config(_Asgi(client), HOST, port)).run()
+        return
+    if server == "httptools":
+        import uvloop
+
+        async def main() -> None:
+            srv = await asyncio.get_running_loop().create_server(_FixedAnswer, HOST, port)
+            await srv.serve_forever()
+
+        uvloop.run(main())
         return
     from granian import Granian
     from granian.constants import Interfaces
@@ -266,10 +321,24 @@ def report(results: dict[str, list[tuple[float, float]]], rounds: int, duration:
         "| server + upstream client | CPU µs per request | against uvicorn + aiohttp | req/s |",
         "|---|---:|---:|---:|",
     ]
-    for v in VARIANTS:
+    forwarders = [v for v in VARIANTS if not v.endswith("+fixed")]
+    for v in forwarders:
         cpu = statistics.median(c for c, _ in results[v])
         rps = statistics.median(r for _, r in results[v])
-        lines.append(f"| {v} | {cpu:.0f} | {cpu / base:.2f}x | {rps:,.0f} |")
+        lines.append(f"| {v} | {cpu:.1f} | {cpu / base:.2f}x | {rps:,.0f} |")
+    fixed = statistics.median(c for c, _ in results["uvicorn+fixed"])
+    lines += [
+        "",
+        "The server alone, a fixed answer (no upstream):",
+        "",
+        "| server | CPU µs per request | against uvicorn | req/s |",
+        "|---|---:|---:|---:|",
+    ]
+    for v in VARIANTS:
+        if v not in forwarders:
+            cpu = statistics.median(c for c, _ in results[v])
+            rps = statistics.median(r for _, r in results[v])
+            lines.append(f"| {v.removesuffix('+fixed')} | {cpu:.1f} | {cpu / fixed:.2f}x | {rps:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
