@@ -3,7 +3,8 @@ events, and classifying transport failures into the tree in `relaycast.errors`.
 
 The client (`providers.client.UpstreamClient`) enforces only the connect timeout; the first-token and idle budgets
 are enforced here (with `relaycast.deadlines`, and one idle timer per stream in `UpstreamEvents`), so each phase
-fails with its own `Timeout(phase=...)`. Redirects are never followed: a 3xx answer is an `UpstreamRedirect` naming where it pointed.
+fails with its own `Timeout(phase=...)`. Redirects are never followed: a 3xx answer is an `UpstreamRedirect`
+naming where it pointed.
 
 Answers read whole (non-streaming chat, embeddings, error bodies) are bounded twice: each by its provider's cap,
 and all of them together by the process's `UpstreamBuffer`. The bytes counted are the decompressed ones (the client
