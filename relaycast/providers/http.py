@@ -270,8 +270,8 @@ async def post_upstream(
 class UpstreamEvents:
     """An upstream's SSE events, one list per network read, as they arrive (`next()`). Raises Timeout when a read
     waited `idle_s`, StreamCut when the connection broke, MalformedResponse for an oversized event. Ends with the
-    body. With `splitter`, the caller's (its `whole` tells about the read each list came from). `close()` when
-    done (in a `finally`): it stops the idle timer.
+    body. `splitter.whole` tells about the read the last list came from. `close()` when done (in a `finally`): it
+    stops the idle timer.
 
     The idle bound takes one timer per stream instead of one per read. A read notes when its wait began, and sets
     the timer if none is set; the timer, when it fires, finds a wait older than `idle_s` (and cancels the reading
@@ -285,12 +285,12 @@ class UpstreamEvents:
 
     __slots__ = ("_resp", "_loop", "_idle_s", "_target", "splitter", "_handle", "_since", "_task", "_fired")
 
-    def __init__(self, resp: Answer, idle_s: float, target: str, splitter: EventSplitter | None = None) -> None:
+    def __init__(self, resp: Answer, idle_s: float, target: str) -> None:
         self._resp = resp
         self._loop = resp.loop  # the answer's: on Python 3.11 `asyncio.get_running_loop()` is a getpid() system call
         self._idle_s = idle_s
         self._target = target
-        self.splitter = splitter if splitter is not None else EventSplitter()
+        self.splitter = EventSplitter()
         self._handle: asyncio.TimerHandle | None = None
         self._since = -1.0  # loop time the current wait began; below 0 between reads
         self._task: asyncio.Task[Any] | None = None

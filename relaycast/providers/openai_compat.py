@@ -34,7 +34,7 @@ from relaycast.providers.settings import ProviderConfig, Timeouts
 from relaycast.records import Usage, content_text
 from relaycast.retry import retry_after_seconds
 from relaycast.schema import OPENROUTER_EXTENSIONS, ChatRequest, upstream_body
-from relaycast.sse import DONE, DONE_EVENT, Event, EventSplitter, encode
+from relaycast.sse import DONE, DONE_EVENT, Event, encode
 
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "content_filter", "invalid_prompt", "moderation_blocked"})
 CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
@@ -278,14 +278,13 @@ class OpenAIStream:
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         state = self.state
-        splitter = EventSplitter()
-        reads = UpstreamEvents(self._resp, self._idle_s, self._target, splitter)
+        reads = UpstreamEvents(self._resp, self._idle_s, self._target)
         try:
             while (events := await reads.next()) is not None:
-                # A read of whole one-line events (`splitter.whole`) goes out as the bytes it came in, less the
+                # A read of whole one-line events (`reads.splitter.whole`) goes out as the bytes it came in, less the
                 # events left out: no event is written again. `kept` is where the run of kept events began, and
                 # `pos` where event `at_i` begins (found only when an event is left out).
-                whole = splitter.whole
+                whole = reads.splitter.whole
                 out: list[bytes] = []
                 kept = pos = at_i = i = 0
                 n = len(events)

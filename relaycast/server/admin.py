@@ -47,7 +47,7 @@ class Admin:
     async def stats(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
         totals, age = await self.s.view("stats")
-        body = {**totals, "view_age_s": round(age, 3), "uptime_s": round(time.time() - self.s.started, 3)}
+        body = {**totals, "view_age_s": age, "uptime_s": round(time.time() - self.s.started, 3)}
         body["limits"] = self.s.limiter.status() if self.s.limiter else None
         if isinstance(self.s.limiter, RemoteLimiter):  # the host's limits, kept by its telemetry process
             body["limits"]["host"] = await self.s.telemetry("limits")
@@ -77,7 +77,7 @@ class Admin:
     async def broadcast(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
         destinations, age = await self.s.view("broadcast")
-        await self._json(r, {"destinations": destinations, "view_age_s": round(age, 3)})
+        await self._json(r, {"destinations": destinations, "view_age_s": age})
 
     async def broadcast_test(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
@@ -96,14 +96,14 @@ class Admin:
             "store": store,
             "prices_as_of": self.s.coster.pricer.catalog.as_of,
             "token_estimator": self.s.coster.estimator.method,
-            "view_age_s": round(age, 3),
+            "view_age_s": age,
         }
         await self._json(r, body)
 
     async def monitors(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
         status, age = await self.s.view("monitors")
-        body: dict[str, Any] = {"monitors": status, "incidents": [], "view_age_s": round(age, 3)}
+        body: dict[str, Any] = {"monitors": status, "incidents": [], "view_age_s": age}
         if self.s.reader is not None and status is not None:
             with store_errors(self.s.redactor.scrub, "The store cannot be read now"):
                 body["incidents"] = await self.s.reader.run(recent, 50)

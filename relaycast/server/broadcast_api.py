@@ -138,7 +138,7 @@ class BroadcastApi:
             "store": self.s.reader is not None,
             "sync": sync,
             "destinations": out,
-            "view_age_s": round(max(live_age, sync_age), 3),
+            "view_age_s": max(live_age, sync_age),
         }
 
     def _hidden(self, row: table.Row) -> dict[str, Any]:

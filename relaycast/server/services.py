@@ -219,12 +219,13 @@ class Services:
 
     async def view(self, op: str, arg: object = None) -> tuple[Any, float]:
         """One of the telemetry parts' VIEWS (`/metrics` with this process's gauges as `arg`, an admin view's
-        counters) and its age in seconds: 0.0 when they answered within VIEW_WAIT_S, else the last answer this
-        process was given (`LatestAnswer`) while they are busy. Never to be changed: it may be served again."""
+        counters) and its age in seconds (to the millisecond): 0.0 when they answered within VIEW_WAIT_S, else the
+        last answer this process was given (`LatestAnswer`) while they are busy. Never to be changed: it may be
+        served again."""
         if self.hub is not None:
             return await self.telemetry(op, arg), 0.0
-        answer: tuple[Any, float] = await self._views[op].get(lambda: self.telemetry(op, arg))
-        return answer
+        answer, age = await self._views[op].get(lambda: self.telemetry(op, arg))
+        return answer, round(age, 3)
 
     async def close(self, flush_timeout_s: float = 10.0) -> None:
         """Stop within `flush_timeout_s` plus CLOSE_GRACE_S (give or take MIN_STEP_S per connection pool), whatever
