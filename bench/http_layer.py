@@ -1,13 +1,15 @@
 """What the HTTP layer costs a forwarder: the server (uvicorn with httptools, as relaycast serves, against granian's
-RSGI) crossed with the upstream client (aiohttp, a general-purpose client; relaycast's own `UpstreamClient`, as it
-calls providers; and a minimal HTTP/1.1 client on an asyncio protocol and httptools' response parser). Each of the
-five forwarders does what bench/forwarder.py does for a non-streaming answer and nothing else; the minimal client is
-a measuring stick (keep-alive, no TLS, no streaming, no limits), not a client relaycast could use as it is.
+RSGI, and relaycast's own server) crossed with the upstream client (aiohttp, a general-purpose client; relaycast's
+own `UpstreamClient`, as it calls providers; and a minimal HTTP/1.1 client on an asyncio protocol and httptools'
+response parser). Each of the six forwarders does what bench/forwarder.py does for a non-streaming answer and nothing
+else; the minimal client is a measuring stick (keep-alive, no TLS, no streaming, no limits), not a client relaycast
+could use as it is. `relaycast-server` is the server as relaycast runs it (`server.runner.uvicorn_config`: uvicorn's
+server around relaycast's own HTTP/1.1 protocol, with its connection guards and one write per response).
 
-Then the server alone, answering a fixed body without an upstream (`+fixed`): uvicorn with an ASGI app; uvicorn as
-relaycast runs it (`server.runner.uvicorn_config`: its connection guards and one write per response); and a bare
-asyncio protocol with httptools' request parser that writes the answer from its parser callback (keep-alive only,
-no ASGI, no limits: the floor a server in Python on uvloop stands on, not one relaycast could use as it is).
+Then the server alone, answering a fixed body without an upstream (`+fixed`): uvicorn with an ASGI app; relaycast's
+server with the same app; and a bare asyncio protocol with httptools' request parser that writes the answer from
+its parser callback (keep-alive only, no ASGI, no limits: the floor a server in Python on uvloop stands on, not one
+relaycast could use as it is).
 
     python bench/http_layer.py [--rounds 3] [--duration 8]
 
@@ -39,11 +41,12 @@ from load_procs import HOST, free_port, pinned, settle, start, stop, tree_cpu_se
 VARIANTS = (
     "uvicorn+aiohttp",
     "uvicorn+relaycast",
+    "relaycast-server+relaycast",
     "uvicorn+protocol",
     "granian-rsgi+aiohttp",
     "granian-rsgi+protocol",
     "uvicorn+fixed",
-    "uvicorn-relaycast+fixed",
+    "relaycast-server+fixed",
     "httptools+fixed",
 )
 FIXED = (  # about the size of the fake upstream's answer
@@ -223,7 +226,7 @@ def serve(variant: str, port: int) -> None:
 
         uvicorn.run(_Asgi(client), host=HOST, port=port, loop="uvloop", http="httptools", log_level="warning")
         return
-    if server == "uvicorn-relaycast":
+    if server == "relaycast-server":
         import uvicorn
 
         from relaycast.server.runner import uvicorn_config

@@ -1,6 +1,6 @@
-"""Running an ASGI app: in the foreground (the CLI) or on a background thread (tests, the demo), on uvloop and
-httptools with the connection guards of server/guards.py, by a `DrainingServer`, which says at its stop what it
-drained."""
+"""Running an ASGI app: in the foreground (the CLI) or on a background thread (tests, the demo), by uvicorn on uvloop
+with relaycast's own HTTP/1.1 protocol (server/http1.py, with the connection guards of server/guards.py), as a
+`DrainingServer`, which says at its stop what it drained."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import uvicorn
 
 from relaycast.config import ServerConfig
 from relaycast.server.guards import ConnectionGuard
+from relaycast.server.http1 import protocol_for
 
 
 def uvicorn_config(
@@ -34,7 +35,9 @@ def uvicorn_config(
         host=host,
         port=port,
         loop="uvloop",
-        http=guard.protocol(),
+        http=protocol_for(guard),
+        # X-Forwarded-* from trusted proxies are read by the protocol itself, for the requests that carry them.
+        proxy_headers=False,
         ws="none",
         lifespan="on",
         access_log=False,

@@ -153,7 +153,7 @@ def test_metrics_show_open_connections_and_refusals_by_reason(gw: GatewayProcess
         families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
     refused = {s.labels["reason"]: s.value for s in families["relaycast_connections_refused"].samples}
     assert refused["headers_too_large"] >= 1
-    assert set(refused) == {"header_timeout", "body_timeout", "headers_too_large", "over_capacity"}
+    assert set(refused) == {"header_timeout", "body_timeout", "headers_too_large", "over_capacity", "malformed"}
     assert families["relaycast_connections_open"].samples[0].value >= 1  # the scrape's own connection
 
 
@@ -271,12 +271,17 @@ def test_every_refusal_is_counted_by_reason() -> None:
         big.sendall(f"GET / HTTP/1.1\r\nx-big: {'a' * 100_000}\r\n\r\n".encode())
         assert read_until_closed(big)[0].startswith(b"HTTP/1.1 431")
         big.close()
+        garbage = connect(port)
+        garbage.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a TLS hello on the plain port
+        assert read_until_closed(garbage)[0].startswith(b"HTTP/1.1 400")
+        garbage.close()
         time.sleep(0.2)
         assert srv.guard.counts() == {
             "header_timeout": 1,
             "body_timeout": 1,
             "headers_too_large": 1,
             "over_capacity": 1,
+            "malformed": 1,
             "open": 0,
         }
 

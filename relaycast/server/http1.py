@@ -1,0 +1,646 @@
+"""relaycast's HTTP/1.1 server protocol: httptools' parser, each request run as an ASGI app in a task of its own,
+and the connection guards of `server/guards.py` built in. uvicorn still runs the server around it (sockets, the
+lifespan, signals, the graceful drain); only the per-connection protocol is relaycast's, given to uvicorn as its
+`http` class, constructed as uvicorn constructs its own.
+
+It is relaycast's own for speed: uvicorn's protocol spent about 19 µs of CPU per request on a loaded server, in
+some 25 Python calls (header callbacks in two layers, an `asyncio.Event` and a keep-alive timer per request, a
+middleware frame for proxy headers, regular expressions over every response header). This one does what relaycast
+needs of it and no more (`bench/http_layer.py` measures both):
+
+- The request: method, path (percent-decoded), raw path, query string, headers (names in lower case, values
+  without trailing white space), as an ASGI 3 `http` scope whose `extensions` hold the connection's `Disconnect`
+  (`relaycast.asgi`). The body is handed to `receive()` as it arrives; a body already read when the app asks (the
+  usual case) is handed over without waiting. Reading pauses while more than 64 KiB waits for the app.
+  `Expect: 100-continue` is answered at the app's first `receive()`.
+- The response: framed by its `content-length`, else chunked; none for HEAD, 204 and 304; `connection: close`
+  when either side ends the connection. A head with a CR or LF inside a header is refused (a RuntimeError in the
+  app's `send`) before anything is written. An app that fails before answering gets a 500 in OpenAI's format.
+- Keep-alive for `server.keep_alive_timeout` between requests: one timer per connection, moved on lazily (a
+  request does not cancel and re-arm it). Pipelined requests are served one after the other, in order.
+- `X-Forwarded-For` and `X-Forwarded-Proto` from a trusted proxy (`FORWARDED_ALLOW_IPS`) set the scope's
+  `client` and `scheme`, as uvicorn's `ProxyHeadersMiddleware` does (it is called for such requests only); the
+  peer's trust is decided once per connection.
+- A request the parser cannot read is answered 400 `invalid_request` and the connection closed (`malformed`).
+  WebSocket upgrades are not served: such a request is answered as a plain one, then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import urllib.parse
+from collections import deque
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+
+from relaycast import errors
+from relaycast.asgi import DISCONNECT, Disconnect
+from relaycast.server.corked import CorkedTransport
+from relaycast.server.guards import LINGER_S, ConnectionGuard, answer
+
+HIGH_WATER = 64 * 1024  # request body bytes held for the app before reading pauses
+ASGI = {"version": "3.0", "spec_version": "2.3"}
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+_IDLE, _HEADERS, _BODY = 0, 1, 2  # what the connection is reading
+_KEEP_ALIVE = "keep_alive"  # the timer's reason between requests (the others: guards.REASONS, "linger")
+_DISCONNECTED = {"type": "http.disconnect"}
+
+
+def _status_line(code: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {code} {phrase}\r\n".encode("ascii")
+
+
+STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
+
+
+def protocol_for(guard: ConnectionGuard) -> type[Http1Protocol]:
+    """The protocol class to give uvicorn (`uvicorn.Config(http=...)`), bound to one server's guard."""
+    return type("Http1Protocol", (Http1Protocol,), {"guard": guard, "proxied": None})
+
+
+class Http1Protocol(asyncio.Protocol):
+    """One client connection. Built by uvicorn's server with its config and shared state; registers itself in
+    `server_state.connections`, and each request's task in `server_state.tasks`, which the server's drain reads."""
+
+    guard: ClassVar[ConnectionGuard]
+    proxied: ClassVar[ProxyHeadersMiddleware | None] = None  # the app behind the proxy-header rewrite, once per server
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self.app = config.loaded_app
+        cls = type(self)
+        if cls.proxied is None:
+            cls.proxied = ProxyHeadersMiddleware(self.app, trusted_hosts=config.forwarded_allow_ips)
+        self.loop = _loop or asyncio.get_event_loop()
+        self.server_state = server_state
+        self.connections: set[Any] = server_state.connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
+        self.app_state = app_state
+        self.root_path: str = config.root_path
+        self.settings = self.guard.settings
+        self.parser: Any = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: CorkedTransport = None  # type: ignore[assignment]
+        self.raw: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int | None] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.trusted = False  # the peer is a proxy whose X-Forwarded-* headers are believed
+        self.cycle: Cycle | None = None  # the request parsed last (served, or queued behind the one served)
+        self.serving: Cycle | None = None  # the request whose app runs
+        self.pipeline: deque[tuple[Cycle, Any]] = deque()
+        self.read_paused = False
+        self.write_paused = False
+        self.drained: asyncio.Future[None] | None = None
+        self.disconnect = Disconnect(self.loop)  # the connection's end, for the requests served on it
+        self.extensions = {DISCONNECT: self.disconnect}
+        # the request being parsed
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.expect = False
+        self.forwarded = False
+        # guards
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_reason = ""
+        self.idle_at = 0.0  # loop time the last response completed (the keep-alive timer measures from it)
+        self.reading = _IDLE
+        self.begun = 0  # requests begun on this connection
+        self.header_bytes = 0  # request line and headers parsed so far (exact, from the parser's callbacks)
+        self.header_chunks = 0  # bytes of reads that fell wholly inside this request's headers
+        self.admitted = False
+        self.answered = False  # the guard answered or closed: nothing more is parsed
+        self.upgraded = False  # a request asked to upgrade: nothing after it is parsed
+
+    # --- connection ---------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.connections.add(self)
+        self.raw = transport
+        self.transport = CorkedTransport(transport, self.loop)  # one write per response
+        self.server = get_local_addr(transport)
+        self.client = get_remote_addr(transport)
+        if is_ssl(transport):
+            self.scheme = "https"
+        assert self.proxied is not None
+        self.trusted = (self.client[0] if self.client else None) in self.proxied.trusted_hosts
+        self.admitted = self.guard.admit()
+        self._arm(self.settings.header_timeout, "header_timeout")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self._disarm()
+        if self.admitted:
+            self.admitted = False
+            self.guard.release()
+        for c in (self.serving, self.cycle):
+            if c is not None and not c.complete:
+                c.disconnected = True
+                c.wake()
+        self.write_paused = False
+        self._wake_writer()
+        self.parser = None  # the parser holds this protocol: let both go
+        self.disconnect.fire()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes; a response being written is cut (as uvicorn does)
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered or self.upgraded:
+            return  # lingering after an answer, or after an upgrade request: discard
+        in_headers, begun = self.reading == _HEADERS, self.begun
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.upgraded = True
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
+            return
+        except httptools.HttpParserError:
+            if not self.answered:
+                self._refuse(errors.InvalidRequest("The request is not valid HTTP/1.1."), "malformed")
+            return
+        if self.answered or self.raw.is_closing():
+            return
+        s = self.settings
+        timed = self.timer is not None and self.timer_reason != _KEEP_ALIVE  # a deadline runs already
+        if self.reading == _HEADERS:
+            if in_headers and begun == self.begun:
+                # The parser keeps partial headers to itself until they complete: bound them by what arrives.
+                self.header_chunks += len(data)
+                if self.header_chunks > s.max_header_bytes:
+                    self._refuse(
+                        errors.HeadersTooLarge(f"Request headers are larger than {s.max_header_bytes} bytes."),
+                        "headers_too_large",
+                    )
+                    return
+            if not timed:
+                self._arm(s.header_timeout, "header_timeout")
+        elif self.reading == _BODY:
+            if not timed:
+                self._arm(s.body_timeout, "body_timeout")
+        elif not timed and self._between_requests():
+            # Bytes that begin no request (blank lines): time them as headers.
+            self._arm(s.header_timeout, "header_timeout")
+
+    # --- parser callbacks ---------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.answered:
+            return
+        self.url = b""
+        self.headers = []
+        self.expect = self.forwarded = False
+        self.reading = _HEADERS
+        self.begun += 1
+        self.header_bytes = self.header_chunks = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.header_bytes += len(url)
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        name = name.lower()
+        # llhttp keeps trailing white space, which RFC 9110 (5.5) excludes from a field's value.
+        value = value.rstrip(b" \t")
+        if name == b"expect":
+            self.expect = value.lower() == b"100-continue"
+        elif self.trusted and name.startswith(b"x-forwarded-"):
+            self.forwarded = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.answered:
+            return
+        self._disarm_deadline()
+        self.reading = _BODY
+        limit = self.settings.max_header_bytes
+        if self.header_bytes > limit:
+            self._refuse(errors.HeadersTooLarge(f"Request headers are larger than {limit} bytes."), "headers_too_large")
+            return
+        if not self.admitted:
+            self.admitted = self.guard.admit()
+            if not self.admitted:
+                self._refuse(
+                    errors.OverCapacity("The gateway is serving as many connections as it allows; retry shortly."),
+                    "over_capacity",
+                )
+                return
+        parser = self.parser
+        url = self.url
+        if url[:1] == b"/" and b"#" not in url:  # origin form, as clients send it
+            raw_path, _, query = url.partition(b"?")
+        else:
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        method_bytes = parser.get_method()
+        method = _METHODS.get(method_bytes) or method_bytes.decode("ascii")
+        version = parser.get_http_version()
+        root = self.root_path
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": ASGI,
+            "http_version": version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": root,
+            "path": root + path if root else path,
+            "raw_path": root.encode("ascii") + raw_path if root else raw_path,
+            "query_string": query,
+            "headers": self.headers,
+            "extensions": self.extensions,
+        }
+        if self.app_state:
+            scope["state"] = self.app_state.copy()
+        cycle = Cycle(self, scope, version != "1.0" and parser.should_keep_alive(), self.expect, method == "HEAD")
+        app = self.proxied if self.forwarded else self.app
+        previous, self.cycle = self.cycle, cycle
+        if previous is None or previous.complete:
+            self._start(cycle, app)
+        else:  # pipelined behind a request being served: queued, and reading pauses until its turn
+            self._pause_reading()
+            self.pipeline.append((cycle, app))
+
+    def on_body(self, body: bytes) -> None:
+        if self.answered:
+            return
+        c = self.cycle
+        if c is None or c.complete:
+            return
+        c.parts.append(body)
+        c.size += len(body)
+        if c.size > HIGH_WATER:
+            self._pause_reading()
+        c.pending = True
+        c.wake()
+
+    def on_message_complete(self) -> None:
+        if self.answered:
+            return
+        self._disarm_deadline()
+        self.reading = _IDLE
+        c = self.cycle
+        if c is not None and not c.complete:
+            c.more_body = False
+            c.pending = True
+            c.wake()
+        if not self.pipeline and self.read_paused:
+            # A large body paused reading until the app took it; the request is whole now: read on, so that a
+            # client that leaves is seen at once.
+            self._resume_reading()
+
+    # --- requests -----------------------------------------------------------------------------------------------
+
+    def _start(self, cycle: Cycle, app: Any) -> None:
+        self.serving = cycle
+        task = self.loop.create_task(cycle.run(app))
+        cycle.task = task
+        self.tasks.add(task)
+
+    def response_complete(self) -> None:
+        """The serving request's response is written whole: the next pipelined request's turn, or keep-alive."""
+        self.server_state.total_requests += 1
+        if self.raw.is_closing():
+            return
+        if self.pipeline:
+            cycle, app = self.pipeline.popleft()
+            if not self.pipeline:
+                self._resume_reading()
+            self._start(cycle, app)
+            return
+        if self.read_paused:
+            self._resume_reading()
+        self.idle_at = self.loop.time()
+        if self.timer is None:
+            self._arm(self.settings.keep_alive_timeout, _KEEP_ALIVE)
+
+    def shutdown(self) -> None:
+        """The server is stopping: close now when idle, else after the response being written."""
+        c = self.cycle
+        if c is None or c.complete:
+            self.transport.close()
+        else:
+            c.keep_alive = False
+
+    # --- flow control -------------------------------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.raw.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self.raw.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        waiter, self.drained = self.drained, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the client has read enough of what is written (or is gone)."""
+        if self.drained is None:
+            self.drained = self.loop.create_future()
+        await asyncio.shield(self.drained)
+
+    # --- deadlines ----------------------------------------------------------------------------------------------
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        self._disarm()
+        self.timer = self.loop.call_later(seconds, self._expire)
+        self.timer_reason = reason
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _disarm_deadline(self) -> None:
+        """Stop the header or body deadline; the keep-alive timer stays (it looks at the connection when it fires)."""
+        if self.timer is not None and self.timer_reason != _KEEP_ALIVE:
+            self.timer.cancel()
+            self.timer = None
+
+    def _between_requests(self) -> bool:
+        c = self.cycle
+        return c is None or c.complete
+
+    def _expire(self) -> None:
+        self.timer = None
+        reason = self.timer_reason
+        t = self.transport
+        if t.is_closing():
+            return
+        if reason == "linger":
+            t.close()
+            return
+        s = self.settings
+        if reason == _KEEP_ALIVE:
+            if self.reading != _IDLE or not self._between_requests():
+                return  # a request is being served: the keep-alive timer is armed again when it is answered
+            left = self.idle_at + s.keep_alive_timeout - self.loop.time()
+            if left > 0.001:
+                self._arm(left, _KEEP_ALIVE)
+            else:
+                t.close()
+            return
+        if self.read_paused:
+            # The server stopped reading (a queued pipelined request, or a body the app has not taken yet): the
+            # client is not the one who is slow.
+            self._arm(s.body_timeout if reason == "body_timeout" else s.header_timeout, reason)
+            return
+        message = "The request was not received in time."
+        c = self.cycle
+        if self.reading == _HEADERS and self._between_requests():
+            self._refuse(errors.RequestTimeout(message), reason)
+        elif self.reading == _BODY and c is not None and not c.started and not self.pipeline:
+            # The app is waiting for the body: it sees a disconnect, and its own answer is never written.
+            c.disconnected = True
+            c.wake()
+            self._refuse(errors.RequestTimeout(message), reason)
+        else:
+            # Nothing begun (an idle new connection), or a response already on the wire: close without a word.
+            self.guard.refused[reason] += 1
+            self.answered = True
+            t.close()
+
+    def _refuse(self, e: errors.RelaycastError, reason: str) -> None:
+        """Answer `e`, shut the write side, and discard what the client still sends for a moment, then close."""
+        self.guard.refused[reason] += 1
+        self.answered = True
+        self._disarm()
+        t = self.transport
+        t.write(answer(e))
+        if not t.can_write_eof():
+            t.close()
+            return
+        t.write_eof()
+        self._resume_reading()
+        self._arm(LINGER_S, "linger")
+
+
+_log = logging.getLogger("uvicorn.error")
+
+
+class Cycle:
+    """One request and its response: the app's `receive` and `send`."""
+
+    __slots__ = (
+        "proto",
+        "scope",
+        "keep_alive",
+        "expect",
+        "head",
+        "parts",
+        "size",
+        "more_body",
+        "pending",
+        "waiter",
+        "disconnected",
+        "started",
+        "complete",
+        "chunked",
+        "remaining",
+        "task",
+    )
+
+    def __init__(self, proto: Http1Protocol, scope: dict[str, Any], keep_alive: bool, expect: bool, head: bool):
+        self.proto = proto
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect = expect  # answer `100 Continue` at the first receive()
+        self.head = head  # a HEAD request: no body is written
+        self.parts: list[bytes] = []  # body received, not yet handed to the app
+        self.size = 0
+        self.more_body = True
+        self.pending = False  # something to hand to the app: body, or the body's end
+        self.waiter: asyncio.Future[None] | None = None
+        self.disconnected = False
+        self.started = False
+        self.complete = False
+        self.chunked = False
+        self.remaining = 0  # content-length bytes still to write
+        self.task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def run(self, app: Any) -> None:
+        proto = self.proto
+        try:
+            result = await app(self.scope, self.receive, self.send)
+        except BaseException as exc:  # noqa: BLE001 - the app's failure is answered or the connection closed
+            if self.disconnected:  # the client left, and the app learnt it by an exception: nothing to answer
+                return
+            _log.error("Exception in ASGI application", exc_info=exc)
+            if not self.started:
+                await self._send_500()
+            else:
+                proto.transport.close()
+        else:
+            if result is not None:
+                _log.error("ASGI callable should return None, but returned %r.", type(result).__name__)
+                proto.transport.close()
+            elif not self.started and not self.disconnected:
+                _log.error("ASGI callable returned without starting response.")
+                await self._send_500()
+            elif not self.complete and not self.disconnected:
+                _log.error("ASGI callable returned without completing response.")
+                proto.transport.close()
+        finally:
+            proto.tasks.discard(self.task)
+            if proto.serving is self:
+                proto.serving = None
+
+    async def _send_500(self) -> None:
+        body = errors.RelaycastError("Internal error in the gateway.").body_bytes()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        self.keep_alive = False
+        await self.send({"type": "http.response.start", "status": 500, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def receive(self) -> dict[str, Any]:
+        proto = self.proto
+        if self.expect:
+            self.expect = False
+            if not self.started and not proto.transport.is_closing():
+                proto.transport.write(CONTINUE)
+        if not self.pending and not self.disconnected and not self.complete:
+            if not proto.pipeline:
+                proto._resume_reading()
+            self.waiter = waiter = proto.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self.waiter = None
+        if self.disconnected or self.complete:
+            return _DISCONNECTED
+        self.pending = False
+        parts = self.parts
+        if not parts:
+            body = b""
+        else:
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            self.parts = []
+            self.size = 0
+            if proto.read_paused and not proto.pipeline:
+                proto._resume_reading()
+        return {"type": "http.request", "body": body, "more_body": self.more_body}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        proto = self.proto
+        if proto.write_paused and not self.disconnected:
+            await proto.drain()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{kind}'.")
+            self._write_head(message["status"], message.get("headers", ()))
+            return
+        if self.complete:
+            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, after response already completed.")
+        if kind != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        t = proto.transport
+        if self.head:
+            self.remaining = 0
+        elif self.chunked:
+            if body:
+                t.write(b"%x\r\n" % len(body))
+                t.write(body)
+                t.write(b"\r\n")
+            if not more_body:
+                t.write(b"0\r\n\r\n")
+        else:
+            n = len(body)
+            if n > self.remaining:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.remaining -= n
+            if n:
+                t.write(body)
+        if not more_body:
+            if self.remaining:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.complete = True
+            self.wake()
+            if not self.keep_alive:
+                t.close()
+            proto.response_complete()
+
+    def _write_head(self, status: int, headers: Any) -> None:
+        proto = self.proto
+        head = [STATUS_LINES[status]]
+        lines = 2  # the status line and the blank line
+        length: int | None = None
+        chunked = False
+        close = False
+        for name, value in proto.server_state.default_headers:
+            head += (name, b": ", value, b"\r\n")
+            lines += 1
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length":
+                if length is None and not chunked:
+                    length = int(value)
+            elif name == b"transfer-encoding":
+                if value.lower() == b"chunked":
+                    chunked, length = True, None
+            elif name == b"connection" and b"close" in [v.strip() for v in value.lower().split(b",")]:
+                close = True
+            head += (name, b": ", value, b"\r\n")
+            lines += 1
+        if close:
+            self.keep_alive = False
+        elif not self.keep_alive:
+            head.append(b"connection: close\r\n")
+            lines += 1
+        if length is None and not chunked and not self.head and status not in (204, 304):
+            chunked = True
+            head.append(b"transfer-encoding: chunked\r\n")
+            lines += 1
+        head.append(b"\r\n")
+        data = b"".join(head)
+        if data.count(b"\n") != lines or data.count(b"\r") != lines:
+            raise RuntimeError("Invalid HTTP header: a name or value holds CR or LF.")
+        self.started = True
+        self.expect = False
+        self.chunked = chunked
+        self.remaining = length or 0
+        proto.transport.write(data)
