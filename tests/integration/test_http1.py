@@ -311,3 +311,20 @@ def test_the_app_learns_at_once_that_the_client_left(served: tuple[ThreadedServe
     while "/wait" not in app.gone and time.monotonic() < deadline:
         time.sleep(0.01)
     assert "/wait" in app.gone
+
+
+def test_an_upgrade_request_is_answered_as_a_plain_one_then_the_connection_closed(
+    served: tuple[ThreadedServer, App],
+) -> None:
+    server, _ = served
+    s = connect(server)
+    upgrade = "connection: upgrade\r\nupgrade: websocket\r\n"
+    s.sendall(request("/scope/ws", method="GET", extra=upgrade) + b"\x81\x05frame")  # then a WebSocket frame
+    s.settimeout(10)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close" in head
+    assert orjson.loads(body)["path"] == "/scope/ws"
