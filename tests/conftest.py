@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
@@ -128,6 +129,28 @@ def host_children(pid: int) -> dict[int, str]:
             if b"relaycast.server.host" in argv:
                 out[int(child)] = argv[argv.index(b"relaycast.server.host") + 1].decode()
     return out
+
+
+def exact_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    source: str | None = None,
+    timeout: float = 10,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request exactly as given, on a connection of its own (from `source` when given): http.client adds no
+    Content-Type and keeps a Host header we pass. The status, the headers by lower-case name, and the body."""
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=timeout, source_address=(source, 0) if source else None
+    )
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
 
 
 def standard_config(fake_url: str, extra: str = "") -> str:

@@ -1,10 +1,11 @@
 """One write per response: a transport that holds what is written until the end of the event loop's current step,
 then writes it all at once.
 
-uvicorn writes a response's head when the app sends `http.response.start` and its body when the app sends
-`http.response.body`: two `send()` system calls (and often two TCP segments) for every answer, where one would do,
-as the app sends both in the same step. Held until the step ends (one `call_soon`), they leave in one write. A
-stream's chunks each leave at the end of the step that wrote them, as before; nothing is delayed past the step.
+The HTTP protocol (`server/http1.py`) writes a response's head when the app sends `http.response.start` and its
+body when the app sends `http.response.body`: written at once, two `send()` system calls (and often two TCP
+segments) for every answer, where one would do, as the app sends both in the same step. Held until the step ends
+(one `call_soon`), they leave in one write. A stream's chunks each leave at the end of the step that wrote them;
+nothing is delayed past the step.
 Closing, shutting the write side and asking for the write buffer's size write what is held first; aborting drops
 it, as aborting drops the transport's own buffer. More than HOLD_BYTES written in one step goes to the transport at
 once, so that its flow control (pausing the writer when the client reads slowly) still bounds what is buffered.

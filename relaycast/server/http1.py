@@ -50,7 +50,6 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 _IDLE, _HEADERS, _BODY = 0, 1, 2  # what the connection is reading
 _KEEP_ALIVE = "keep_alive"  # the timer's reason between requests (the others: guards.REASONS, "linger")
-_DISCONNECTED = {"type": "http.disconnect"}
 
 
 def _status_line(code: int) -> bytes:
@@ -548,7 +547,7 @@ class Cycle:
             finally:
                 self.waiter = None
         if self.disconnected or self.complete:
-            return _DISCONNECTED
+            return {"type": "http.disconnect"}
         self.pending = False
         parts = self.parts
         if not parts:

@@ -5,7 +5,6 @@ login form, and a client that picks another client's request id."""
 from __future__ import annotations
 
 import concurrent.futures
-import http.client
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from relaycast.config import ServerConfig
 from relaycast.server.app import allowed_hosts
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, standard_config
+from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, exact_request, standard_config
 from tests.store_helpers import wait_stored
 
 CHAT = orjson.dumps({"model": "fakeai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
@@ -36,16 +35,8 @@ class Gw:
         headers: dict[str, str] | None = None,
         source: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """One request exactly as given: http.client adds no Content-Type, and keeps a Host header we pass."""
-        conn = http.client.HTTPConnection(
-            "127.0.0.1", self.proc.port, timeout=10, source_address=(source, 0) if source else None
-        )
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            r = conn.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            conn.close()
+        """One request exactly as given (`exact_request`)."""
+        return exact_request(self.proc.port, method, path, body, headers, source)
 
 
 @pytest.fixture(scope="module")

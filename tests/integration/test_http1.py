@@ -17,6 +17,7 @@ import pytest
 from relaycast.asgi import DISCONNECT, read_body
 from relaycast.config import ServerConfig
 from relaycast.server.runner import ThreadedServer
+from tests.conftest import exact_request
 
 KEEP_ALIVE_S = 0.6
 
@@ -93,13 +94,7 @@ def served() -> Iterator[tuple[ThreadedServer, App]]:
 def fetch(
     server: ThreadedServer, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
+    return exact_request(server.port, method, path, body, headers, timeout=30)
 
 
 def connect(server: ThreadedServer) -> socket.socket:
