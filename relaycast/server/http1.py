@@ -23,7 +23,9 @@ what relaycast needs of it and no more:
   `client` and `scheme`, as uvicorn's `ProxyHeadersMiddleware` does (it is called for such requests only); the
   peer's trust is decided once per connection.
 - A request the parser cannot read is answered 400 `invalid_request` and the connection closed (`malformed`).
-  WebSocket upgrades are not served: such a request is answered as a plain one, then the connection is closed.
+- Nothing is upgraded (no WebSocket, no h2c): a request asking to upgrade, as `curl --http2` asks on every plain
+  `http://` request, is answered over HTTP/1.1, then the connection closed. httptools' parser stops at such a
+  request's headers, so its content-length body is read here; a chunked one is refused (400, `malformed`).
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ class Http1Protocol(asyncio.Protocol):
         self.header_chunks = 0  # bytes of reads that fell wholly inside this request's headers
         self.admitted = False
         self.answered = False  # the guard answered or closed: nothing more is parsed
-        self.upgraded = False  # a request asked to upgrade: nothing after it is parsed
+        self.upgraded = False  # a request asked to upgrade: the parser reads nothing after its headers
+        self.body_left = 0  # of such a request's content-length body, the bytes still to read past the parser
 
     # --- connection ---------------------------------------------------------------------------------------------
 
@@ -162,15 +165,20 @@ class Http1Protocol(asyncio.Protocol):
         return None  # the transport closes; a response being written is cut (as uvicorn does)
 
     def data_received(self, data: bytes) -> None:
-        if self.answered or self.upgraded:
-            return  # lingering after an answer, or after an upgrade request: discard
+        if self.answered:
+            return  # lingering after an answer: discard
+        if self.upgraded:
+            self._upgrade_body(data)
+            return
         in_headers, begun = self.reading == _HEADERS, self.begun
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as e:
+            # Nothing is upgraded (relaycast serves no WebSocket, no h2c): the request is answered as a plain one,
+            # then the connection closed. The parser stops at its headers, so its body is read here.
             self.upgraded = True
-            if self.cycle is not None:
-                self.cycle.keep_alive = False
+            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+            self._upgrade_body(data[offset:])
             return
         except httptools.HttpParserError:
             if not self.answered:
@@ -275,6 +283,10 @@ class Http1Protocol(asyncio.Protocol):
         if self.app_state:
             scope["state"] = self.app_state.copy()
         cycle = Cycle(self, scope, version != "1.0" and parser.should_keep_alive(), self.expect, method == "HEAD")
+        if parser.should_upgrade():
+            cycle.keep_alive = False
+            if not self._upgrade_framing():
+                return
         app = self.proxied if self.forwarded else self.app
         previous, self.cycle = self.cycle, cycle
         if previous is None or previous.complete:
@@ -297,8 +309,8 @@ class Http1Protocol(asyncio.Protocol):
         c.wake()
 
     def on_message_complete(self) -> None:
-        if self.answered:
-            return
+        if self.answered or self.body_left:
+            return  # a request asking to upgrade: its body is read past the parser (`_upgrade_body`)
         self._disarm_deadline()
         self.reading = _IDLE
         c = self.cycle
@@ -310,6 +322,39 @@ class Http1Protocol(asyncio.Protocol):
             # A large body paused reading until the app took it; the request is whole now: read on, so that a
             # client that leaves is seen at once.
             self._resume_reading()
+
+    def _upgrade_framing(self) -> bool:
+        """A request asking to upgrade: the parser will not read its body. A content-length body is read by
+        `_upgrade_body`; a chunked one is refused (no client sends one with an upgrade)."""
+        length = None
+        for name, value in self.headers:
+            if name == b"transfer-encoding":
+                self._refuse(
+                    errors.InvalidRequest("A request asking to upgrade may not have a chunked body."), "malformed"
+                )
+                return False
+            if name == b"content-length":
+                length = value
+        if length is not None:
+            try:
+                self.body_left = int(length)
+            except ValueError:
+                self._refuse(errors.InvalidRequest("The request's content-length is not a number."), "malformed")
+                return False
+        return True
+
+    def _upgrade_body(self, data: bytes) -> None:
+        """Bytes after the headers of a request that asked to upgrade: its body, then nothing (discarded)."""
+        left = self.body_left
+        if not left or not data:
+            return
+        part = data[:left] if len(data) > left else data
+        self.body_left = left = left - len(part)
+        self.on_body(part)
+        if not left:
+            self.on_message_complete()
+        elif self.timer is None or self.timer_reason == _KEEP_ALIVE:
+            self._arm(self.settings.body_timeout, "body_timeout")
 
     # --- requests -----------------------------------------------------------------------------------------------
 

@@ -308,6 +308,44 @@ def test_the_app_learns_at_once_that_the_client_left(served: tuple[ThreadedServe
     assert "/wait" in app.gone
 
 
+def test_curls_h2c_upgrade_of_a_post_is_answered_over_http_1_1_with_its_body(
+    served: tuple[ThreadedServer, App],
+) -> None:
+    server, _ = served
+    s = connect(server)
+    s.sendall(  # what `curl --http2 -d '{"a":1}' http://...` sends
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+        b"content-type: application/json\r\nContent-Length: 7\r\n\r\n"
+    )
+    time.sleep(0.05)
+    s.sendall(b'{"a":1}')  # the body in a read of its own
+    s.settimeout(10)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close" in head  # not upgraded
+    assert body == b'{"a":1}'
+
+
+def test_an_upgrade_request_with_a_chunked_body_is_refused(served: tuple[ThreadedServer, App]) -> None:
+    server, _ = served
+    s = connect(server)
+    s.sendall(
+        b"POST /echo HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: h2c\r\n"
+        b"transfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    )
+    s.settimeout(10)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert orjson.loads(data.partition(b"\r\n\r\n")[2])["error"]["code"] == "invalid_request"
+
+
 def test_an_upgrade_request_is_answered_as_a_plain_one_then_the_connection_closed(
     served: tuple[ThreadedServer, App],
 ) -> None:

@@ -112,6 +112,28 @@ def responses(data: bytes) -> list[tuple[int, bytes | None]]:
     return out
 
 
+async def run(reads: list[bytes]) -> Recorder:
+    """A connection fed `reads` one by one, the event loop let run between them until its requests are answered."""
+    config = uvicorn.Config(echo, http=protocol_for(ConnectionGuard(ServerConfig())), lifespan="off")
+    config.load()
+    proto = config.http_protocol_class(  # type: ignore[call-arg]
+        config=config, server_state=uvicorn.server.ServerState(), app_state={}, _loop=asyncio.get_running_loop()
+    )
+    t = Recorder()
+    proto.connection_made(t)
+    for piece in reads:
+        proto.data_received(piece)
+        for _ in range(3):
+            await asyncio.sleep(0)
+    for _ in range(200):  # the rest of the pipeline, one request after another
+        if not proto.server_state.tasks and not proto.pipeline:
+            break
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the last held write
+    proto.connection_lost(None)
+    return t
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(request_st, min_size=1, max_size=6), st.data())
 def test_any_cut_of_pipelined_requests_into_reads_gets_the_same_answers_in_order(
@@ -122,26 +144,26 @@ def test_any_cut_of_pipelined_requests_into_reads_gets_the_same_answers_in_order
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(wire) - 1)), max_size=12), label="cuts"))
     reads = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True) if wire[a:b]]
 
-    async def run() -> Recorder:
-        config = uvicorn.Config(echo, http=protocol_for(ConnectionGuard(ServerConfig())), lifespan="off")
-        config.load()
-        proto = config.http_protocol_class(  # type: ignore[call-arg]
-            config=config, server_state=uvicorn.server.ServerState(), app_state={}, _loop=asyncio.get_running_loop()
-        )
-        t = Recorder()
-        proto.connection_made(t)
-        for piece in reads:
-            proto.data_received(piece)
-            for _ in range(3):
-                await asyncio.sleep(0)
-        for _ in range(200):  # the rest of the pipeline, one request after another
-            if not proto.server_state.tasks and not proto.pipeline:
-                break
-            await asyncio.sleep(0)
-        await asyncio.sleep(0)  # the last held write
-        proto.connection_lost(None)
-        return t
-
-    t = asyncio.run(run())
+    t = asyncio.run(run(reads))
     assert not t.closed, bytes(t.out[-300:])
     assert responses(bytes(t.out)) == [(200, answer) for _, answer in encoded]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=300), st.data())
+def test_an_upgrade_request_cut_anywhere_is_answered_with_its_whole_body_then_closed(
+    body: bytes, data: st.DataObject
+) -> None:
+    wire = (
+        (
+            b"POST /up HTTP/1.1\r\nhost: gw\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\n"
+            b"http2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
+        + body
+        + b"GET /after HTTP/1.1\r\nhost: gw\r\n\r\n"
+    )  # after an upgrade request: never read as HTTP
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(wire) - 1), max_size=8), label="cuts"))
+    reads = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True) if wire[a:b]]
+    t = asyncio.run(run(reads))
+    assert t.closed
+    assert responses(bytes(t.out)) == [(200, b"POST /up %d " % len(body) + body)]
