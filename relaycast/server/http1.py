@@ -336,11 +336,10 @@ class Http1Protocol(asyncio.Protocol):
             if name == b"content-length":
                 length = value
         if length is not None:
-            try:
-                self.body_left = int(length)
-            except ValueError:
+            if not length.isdigit():  # the parser checks it too; never a negative or odd-looking count here
                 self._refuse(errors.InvalidRequest("The request's content-length is not a number."), "malformed")
                 return False
+            self.body_left = int(length)
         return True
 
     def _upgrade_body(self, data: bytes) -> None:
