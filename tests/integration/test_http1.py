@@ -141,6 +141,16 @@ def dechunk(data: bytes) -> bytes:
         out, data = out + data[:size], data[size + 2 :]
 
 
+def until_closed(s: socket.socket) -> bytes:
+    """Everything the server sends on `s` until it closes the connection; `s` is closed then."""
+    s.settimeout(10)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    return data
+
+
 def closed_within(s: socket.socket, seconds: float) -> bool:
     s.settimeout(seconds)
     try:
@@ -253,11 +263,7 @@ def test_bytes_that_are_not_http_get_400_in_openais_format_and_are_counted(serve
     before = server.guard.refused["malformed"]
     s = connect(server)
     s.sendall(b"GET / HTTP/1.1\r\nhost x\r\n\r\n")  # a header line without a colon
-    s.settimeout(10)
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    s.close()
+    data = until_closed(s)
     assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b"connection: close" in data
     error = orjson.loads(data.partition(b"\r\n\r\n")[2])["error"]
@@ -320,11 +326,7 @@ def test_curls_h2c_upgrade_of_a_post_is_answered_over_http_1_1_with_its_body(
     )
     time.sleep(0.05)
     s.sendall(b'{"a":1}')  # the body in a read of its own
-    s.settimeout(10)
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    s.close()
+    data = until_closed(s)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close" in head  # not upgraded
     assert body == b'{"a":1}'
@@ -337,11 +339,7 @@ def test_an_upgrade_request_with_a_chunked_body_is_refused(served: tuple[Threade
         b"POST /echo HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: h2c\r\n"
         b"transfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
     )
-    s.settimeout(10)
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    s.close()
+    data = until_closed(s)
     assert data.startswith(b"HTTP/1.1 400 ")
     assert orjson.loads(data.partition(b"\r\n\r\n")[2])["error"]["code"] == "invalid_request"
 
@@ -353,11 +351,7 @@ def test_an_upgrade_request_is_answered_as_a_plain_one_then_the_connection_close
     s = connect(server)
     upgrade = "connection: upgrade\r\nupgrade: websocket\r\n"
     s.sendall(request("/scope/ws", method="GET", extra=upgrade) + b"\x81\x05frame")  # then a WebSocket frame
-    s.settimeout(10)
-    data = b""
-    while chunk := s.recv(65536):
-        data += chunk
-    s.close()
+    data = until_closed(s)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close" in head
     assert orjson.loads(body)["path"] == "/scope/ws"
