@@ -24,10 +24,9 @@ is counted by reason in a `ConnectionGuard`, one per server (no module state).
 
 from __future__ import annotations
 
-import http
-
 from relaycast import errors
 from relaycast.config import ServerConfig
+from relaycast.server.cycle import STATUS_LINES
 
 REASONS = ("header_timeout", "body_timeout", "headers_too_large", "over_capacity", "malformed")
 LINGER_S = 2.0  # how long an answered connection reads and discards what the client still sends
@@ -57,10 +56,5 @@ class ConnectionGuard:
 
 def answer(e: errors.RelaycastError) -> bytes:
     body = e.body_bytes()
-    head = (
-        f"HTTP/1.1 {e.status_code} {http.HTTPStatus(e.status_code).phrase}\r\n"
-        "content-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+    head = f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    return STATUS_LINES[e.status_code] + head.encode("ascii") + body

@@ -149,9 +149,6 @@ class Http1Protocol(asyncio.Protocol):
         self.parser = None  # the parser holds this protocol: let both go
         self.disconnect.fire()
 
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes; a response being written is cut (as uvicorn does)
-
     def data_received(self, data: bytes) -> None:
         if self.answered:
             return  # lingering after an answer: discard
