@@ -12,6 +12,14 @@ Every estimate runs on the event loop, so its time is bounded: the heuristic is 
 20 ms per MiB), and past `FULL_COUNT_CHARS` it counts `SAMPLE_WINDOWS` windows at random places, one in each equal
 slice of the text, and scales up. That is coarse for a huge text but not biased low: its only use is sizing a
 reservation, which the real usage replaces.
+
+A prompt's texts are counted one by one and remembered (`MEMO_TEXTS` of them, by their hash and length, without
+keeping the text): a conversation sends its earlier messages again with every turn, and an application its system
+prompt with every request, and those are looked up rather than counted again (hashing is about 70 times cheaper
+than counting). Within one prompt, new texts are counted one by one while that counting stays within
+`FULL_COUNT_CHARS` (the first new text always is, sampled past it); the new texts past that share are counted
+together, as one sampled text, and not remembered, so no prompt costs more than twice what counting
+`FULL_COUNT_CHARS` costs, however it is split.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ FULL_COUNT_CHARS = 64 * 1024  # counted whole up to this; sampled past it
 SAMPLE_WINDOWS = 64
 SAMPLE_WINDOW_CHARS = 1024
 TOKENIZER_MAX_CHARS = 64 * 1024  # a BPE tokenizer on more than this costs milliseconds: the heuristic counts instead
+MEMO_TEXTS = 4096  # texts whose count an estimator remembers (by hash and length: a few hundred KB at most)
 _O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 
 
@@ -103,11 +112,14 @@ def _cached_tiktoken() -> Callable[[str], int] | None:
 
 class TokenEstimator:
     """Counts with `counter` (a tokenizer; by default tiktoken when cached) up to TOKENIZER_MAX_CHARS of text per
-    call, and with the bounded heuristic past that or without a tokenizer."""
+    call, and with the bounded heuristic past that or without a tokenizer. A prompt's texts are remembered once
+    counted (see the module's docstring)."""
 
-    def __init__(self, counter: Callable[[str], int] | None = None) -> None:
+    def __init__(self, counter: Callable[[str], int] | None = None, memo_texts: int = MEMO_TEXTS) -> None:
         self._tokenizer = counter or _cached_tiktoken()
         self.method = "tiktoken" if counter is None and self._tokenizer is not None else "heuristic"
+        self._memo: dict[tuple[int, int], int] = {}  # (hash, length) of a text -> its tokens; oldest first
+        self._memo_max = memo_texts
 
     def count(self, text: str) -> int:
         if self._tokenizer is not None and len(text) <= TOKENIZER_MAX_CHARS:
@@ -115,10 +127,34 @@ class TokenEstimator:
         return heuristic_tokens(text)
 
     def _texts(self, texts: list[str]) -> int:
-        if self._tokenizer is not None and sum(map(len, texts)) <= TOKENIZER_MAX_CHARS:
-            return sum(map(self._tokenizer, texts))
-        # Whitespace between them keeps runs apart: one pass over the whole, however it is split.
-        return heuristic_tokens("\n".join(texts))
+        memo, tokenizer = self._memo, self._tokenizer
+        total = tokenized = counted = 0
+        rest: list[str] = []
+        for text in texts:
+            key = (hash(text), len(text))
+            n = memo.get(key)
+            if n is not None:
+                total += n
+                continue
+            size = len(text)
+            if tokenizer is not None and tokenized + size <= TOKENIZER_MAX_CHARS:
+                tokenized += size
+                n = tokenizer(text)
+            else:
+                work = min(size, FULL_COUNT_CHARS)
+                if counted and counted + work > FULL_COUNT_CHARS:
+                    rest.append(text)
+                    continue
+                counted += work
+                n = heuristic_tokens(text)
+            if len(memo) >= self._memo_max:
+                del memo[next(iter(memo))]
+            memo[key] = n
+            total += n
+        if rest:
+            # Whitespace between them keeps runs apart: one pass over the whole, however it is split.
+            total += heuristic_tokens("\n".join(rest))
+        return total
 
     def prompt(self, messages: Iterable[dict[str, Any]]) -> int:
         texts = []

@@ -16,7 +16,7 @@ import pytest
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.costs.catalog import Catalog
 from relaycast.costs.compute import ESTIMATED
-from relaycast.costs.estimate import TOKENIZER_MAX_CHARS, TokenEstimator, heuristic_tokens
+from relaycast.costs.estimate import FULL_COUNT_CHARS, TOKENIZER_MAX_CHARS, TokenEstimator, heuristic_tokens
 from relaycast.costs.pricer import Pricer
 from relaycast.errors import (
     BudgetExceeded,
@@ -368,3 +368,38 @@ def test_a_huge_prompt_is_estimated_in_bounded_time_without_counting_low():
     counting.prompt([{"role": "user", "content": "x" * 10_000}] * 200)
     assert counting.count("y" * (TOKENIZER_MAX_CHARS + 1)) > 0
     assert sum(seen) <= TOKENIZER_MAX_CHARS
+
+
+def test_a_conversation_s_earlier_messages_are_not_counted_again():
+    seen: list[str] = []
+    est = TokenEstimator(lambda s: seen.append(s) or len(s) // 4)
+    system = {"role": "system", "content": "You are terse. " * 50}
+    turns = [system, {"role": "user", "content": "First question, please."}]
+    first = est.prompt(turns)
+    assert first == 3 + 3 * 2 + len(system["content"]) // 4 + len("First question, please.") // 4
+    # The next turn sends everything again (new string objects, as a new request's JSON makes them), plus two more.
+    turns = [dict(m, content=m["content"][:-1] + m["content"][-1]) for m in turns]
+    turns += [{"role": "assistant", "content": "An answer."}, {"role": "user", "content": "And another?"}]
+    seen.clear()
+    second = est.prompt(turns)
+    assert seen == ["An answer.", "And another?"]  # only the new messages were counted
+    assert second == first + 3 * 2 + len("An answer.") // 4 + len("And another?") // 4
+    # A text of the same length as one remembered is counted afresh.
+    seen.clear()
+    assert est.prompt([{"role": "user", "content": "An answes."}]) == 3 + 3 + 2 and seen == ["An answes."]
+
+
+def test_the_token_memo_is_bounded_and_new_text_past_its_share_is_counted_together():
+    est = TokenEstimator(heuristic_tokens, memo_texts=3)
+    texts = [f"message number {i} " * 10 for i in range(10)]
+    assert est.prompt([{"role": "user", "content": t} for t in texts]) == 3 + 3 * 10 + sum(map(heuristic_tokens, texts))
+    assert len(est._memo) == 3  # the oldest were forgotten
+    # Without a tokenizer, new text is counted text by text (and remembered) up to FULL_COUNT_CHARS; the rest
+    # together, sampled, and not remembered: a prompt never costs more than twice that, however it is split.
+    heuristic = TokenEstimator(None)
+    if heuristic.method != "heuristic":
+        pytest.skip("tiktoken's file is cached here: the tokenizer counts instead")
+    big = [("word " * 2_000)[:-1] + str(i) for i in range(40)]  # 40 texts of 10,000 characters
+    n = heuristic.prompt([{"role": "user", "content": t} for t in big])
+    assert len(heuristic._memo) == FULL_COUNT_CHARS // 10_000
+    assert n >= 3 + 3 * 40 + sum(map(heuristic_tokens, big)) * 0.9
