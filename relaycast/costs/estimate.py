@@ -16,10 +16,11 @@ reservation, which the real usage replaces.
 A prompt's texts are counted one by one and remembered (`MEMO_TEXTS` of them, by their hash and length, without
 keeping the text): a conversation sends its earlier messages again with every turn, and an application its system
 prompt with every request, and those are looked up rather than counted again (hashing is about 70 times cheaper
-than counting). Within one prompt, new texts are counted one by one while that counting stays within
-`FULL_COUNT_CHARS` (the first new text always is, sampled past it); the new texts past that share are counted
-together, as one sampled text, and not remembered, so no prompt costs more than twice what counting
-`FULL_COUNT_CHARS` costs, however it is split.
+than counting). Within one prompt, new texts go to the tokenizer while they stay within `TOKENIZER_MAX_CHARS` in
+all, then to the heuristic one by one while its counting stays within `FULL_COUNT_CHARS` (the first such text
+always does, sampled past it); the new texts past both shares are counted together, as one sampled text, and not
+remembered. So a prompt costs at most its share of the tokenizer and twice the heuristic's `FULL_COUNT_CHARS`,
+however it is split.
 """
 
 from __future__ import annotations
