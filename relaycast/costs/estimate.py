@@ -9,7 +9,7 @@ go in threes, each punctuation mark and each non-Latin character is a token, whi
 are marked "estimated".
 
 Every estimate runs on the event loop, so its time is bounded: the heuristic is a few byte-level passes in C (about
-20 ms per MiB), and past `FULL_COUNT_CHARS` it counts `SAMPLE_WINDOWS` windows at random places, one in each equal
+20 ms per MiB), and past `FULL_COUNT_CHARS` it counts 64 windows of `SAMPLE_WINDOW_CHARS` at random places, one in each equal
 slice of the text, and scales up. That is coarse for a huge text but not biased low: its only use is sizing a
 reservation, which the real usage replaces.
 
@@ -18,9 +18,9 @@ keeping the text): a conversation sends its earlier messages again with every tu
 prompt with every request, and those are looked up rather than counted again (hashing is about 70 times cheaper
 than counting). Within one prompt, new texts go to the tokenizer while they stay within `TOKENIZER_MAX_CHARS` in
 all, then to the heuristic one by one while its counting stays within `FULL_COUNT_CHARS` (the first such text
-always does, sampled past it); the new texts past both shares are counted together, as one sampled text, and not
-remembered. So a prompt costs at most its share of the tokenizer and twice the heuristic's `FULL_COUNT_CHARS`,
-however it is split.
+always does, sampled past it); the new texts past both shares are counted together, as one text sampled within
+what is left of the heuristic's share (`MIN_SAMPLE_WINDOWS` windows at least), and not remembered. So a prompt costs
+at most the tokenizer's share and about the heuristic's `FULL_COUNT_CHARS`, however it is split.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from relaycast.records import content_text
 PER_MESSAGE = 3  # OpenAI's chat format: tokens around each message
 REPLY_PRIMING = 3
 FULL_COUNT_CHARS = 64 * 1024  # counted whole up to this; sampled past it
-SAMPLE_WINDOWS = 64
 SAMPLE_WINDOW_CHARS = 1024
+MIN_SAMPLE_WINDOWS = 8  # a prompt's new texts past its share of counting are sampled with at least these
 TOKENIZER_MAX_CHARS = 64 * 1024  # a BPE tokenizer on more than this costs milliseconds: the heuristic counts instead
 MEMO_TEXTS = 4096  # texts whose count an estimator remembers (by hash and length: a few hundred KB at most)
 _O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
@@ -74,22 +74,25 @@ def _count_whole(text: str) -> int:
     return (b.count(b"a") + 3 * letter_runs) // 4 + (b.count(b"0") + 2 * digit_runs) // 3 + b.count(b".")
 
 
-def heuristic_tokens(text: str) -> int:
+def heuristic_tokens(text: str, budget: int = FULL_COUNT_CHARS) -> int:
+    """The heuristic's count: of the whole text up to `budget` characters, else of `budget` characters sampled
+    (windows of SAMPLE_WINDOW_CHARS, at least MIN_SAMPLE_WINDOWS of them), scaled up."""
     n = len(text)
-    if n <= FULL_COUNT_CHARS:
+    if n <= budget:
         return _count_whole(text)
+    windows = max(MIN_SAMPLE_WINDOWS, budget // SAMPLE_WINDOW_CHARS)
     # One window at a random place in each slice, wrapping around within the slice: every character of a slice
     # is equally likely to be counted, so no part of the text can be hidden from the estimate by where it sits.
-    part = n // SAMPLE_WINDOWS
+    part = n // windows
     sampled = 0
-    for i in range(SAMPLE_WINDOWS):
+    for i in range(windows):
         start, end = i * part, (i + 1) * part
         at = start + secrets.randbelow(part)
         window = text[at : min(at + SAMPLE_WINDOW_CHARS, end)]
         if len(window) < SAMPLE_WINDOW_CHARS:
             window += text[start : start + SAMPLE_WINDOW_CHARS - len(window)]
         sampled += _count_whole(window)
-    return -(-sampled * n // (SAMPLE_WINDOWS * SAMPLE_WINDOW_CHARS))
+    return -(-sampled * n // (windows * SAMPLE_WINDOW_CHARS))
 
 
 def _cached_tiktoken() -> Callable[[str], int] | None:
@@ -147,14 +150,16 @@ class TokenEstimator:
                     rest.append(text)
                     continue
                 counted += work
-                n = heuristic_tokens(text)
-            if len(memo) >= self._memo_max:
-                del memo[next(iter(memo))]
-            memo[key] = n
+                n = heuristic_tokens(text, FULL_COUNT_CHARS)
             total += n
+            if self._memo_max:
+                if len(memo) >= self._memo_max:
+                    del memo[next(iter(memo))]
+                memo[key] = n
         if rest:
-            # Whitespace between them keeps runs apart: one pass over the whole, however it is split.
-            total += heuristic_tokens("\n".join(rest))
+            # Whitespace between them keeps runs apart: one pass over the whole, however it is split, within what
+            # is left of the heuristic's share.
+            total += heuristic_tokens("\n".join(rest), FULL_COUNT_CHARS - counted)
         return total
 
     def prompt(self, messages: Iterable[dict[str, Any]]) -> int:

@@ -395,7 +395,7 @@ def test_the_token_memo_is_bounded_and_new_text_past_its_share_is_counted_togeth
     assert est.prompt([{"role": "user", "content": t} for t in texts]) == 3 + 3 * 10 + sum(map(heuristic_tokens, texts))
     assert len(est._memo) == 3  # the oldest were forgotten
     # Without a tokenizer, new text is counted text by text (and remembered) up to FULL_COUNT_CHARS; the rest
-    # together, sampled, and not remembered: a prompt never costs more than twice that, however it is split.
+    # together, sampled within what is left of that, and not remembered.
     heuristic = TokenEstimator(None)
     if heuristic.method != "heuristic":
         pytest.skip("tiktoken's file is cached here: the tokenizer counts instead")
