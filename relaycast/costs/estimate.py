@@ -40,7 +40,7 @@ FULL_COUNT_CHARS = 64 * 1024  # counted whole up to this; sampled past it
 SAMPLE_WINDOW_CHARS = 1024
 MIN_SAMPLE_WINDOWS = 8  # a prompt's new texts past its share of counting are sampled with at least these
 TOKENIZER_MAX_CHARS = 64 * 1024  # a BPE tokenizer on more than this costs milliseconds: the heuristic counts instead
-MEMO_TEXTS = 4096  # texts whose count an estimator remembers (by hash and length: a few hundred KB at most)
+MEMO_TEXTS = 4096  # texts whose count an estimator remembers, oldest out first (by hash and length: about 0.7 MB)
 _O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 
 
