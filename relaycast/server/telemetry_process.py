@@ -43,9 +43,10 @@ class FullCollections:
     `tune_gc` makes the collector's older generations rare: they are collected after so many allocations, and this
     process allocates little between records at a modest rate. A destination that refuses connections leaves
     reference cycles behind every failed attempt (its client's exceptions, tracebacks and frames): with a
-    destination down for 10 minutes at 300 requests a second, this process grew by 1.6 MB a minute until a full
-    collection came. Collected by the clock instead, such garbage never outlives a minute. What start-up made is
-    frozen out of these passes; they cost tens of milliseconds with tens of thousands of records queued."""
+    destination refusing connections for 8 minutes at 300 requests a second, this process grew by 1.6 MB a minute
+    and no full collection came; collected by the clock, it stayed within 3 MB (`bench/broadcast.py`). What
+    start-up made is frozen out of these passes; they cost tens of milliseconds with tens of thousands of records
+    queued."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, every_s: float = FULL_COLLECTION_S) -> None:
         self._loop = loop
