@@ -45,8 +45,7 @@ class FullCollections:
     reference cycles behind every failed attempt (its client's exceptions, tracebacks and frames): with a
     destination refusing connections for 8 minutes at 300 requests a second, this process grew by 1.6 MB a minute
     and no full collection came; collected by the clock, it stayed within 3 MB (`bench/broadcast.py`). What
-    start-up made is frozen out of these passes; they cost tens of milliseconds with tens of thousands of records
-    queued."""
+    start-up made is frozen out of these passes: one takes about 16 ms with 50,000 decoded records held."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, every_s: float = FULL_COLLECTION_S) -> None:
         self._loop = loop
