@@ -14,6 +14,7 @@ import asyncio
 import gc
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -65,7 +66,7 @@ class FullCollections:
 class TelemetryProcess:
     """What the socket's frames reach in the telemetry process."""
 
-    def __init__(self, config: Config, socket_path: str, shared_limits: bool, priority: str = "unchanged") -> None:
+    def __init__(self, config: Config, socket_path: str, shared_limits: bool) -> None:
         self.config = config
         self.redactor = Redactor(config.secrets())
         self.log = EventLog(self.redactor)
@@ -76,7 +77,7 @@ class TelemetryProcess:
         self._shared_limits = shared_limits
         self._spend: StoreReader | None = None
         self.received = 0
-        self.priority = priority  # what `lower_priority` set, logged at the start
+        self.priority = "unchanged"  # what `lower_priority` set, once started
 
     async def start(self) -> None:
         await self.hub.start()
@@ -88,11 +89,12 @@ class TelemetryProcess:
                 workers=self.server.workers,  # a lease takes a share of what is left per worker
             )
         await self.server.start()
+
+    def started(self, priority: str) -> None:
+        """Listening, at `priority` from now on."""
+        self.priority = priority
         self.log.info(
-            "telemetry_started",
-            socket=self.server.path,
-            shared_limits=self.limits is not None,
-            priority=self.priority,
+            "telemetry_started", socket=self.server.path, shared_limits=self.limits is not None, priority=priority
         )
 
     # --- the channel's handler ----------------------------------------------------------------
@@ -189,7 +191,9 @@ class TelemetryProcess:
 
 
 def lower_priority(setting: str | int, keeps_limits: bool) -> str:
-    """Give the workers (the requests) the CPU first, by `server.telemetry_priority`; what was set, as text.
+    """Give the workers (the requests) the CPU first, by `server.telemetry_priority`; what was set, as text. Every
+    thread of the process is lowered (the store writer's and the encoders' too: Linux keeps a policy and a nice
+    value per thread), and the threads made later inherit it.
 
     `idle` is Linux's SCHED_IDLE: the telemetry process runs on the CPU no worker wants, and a worker that wakes
     takes its core at once. At a nice increment, a waking worker may wait for the rest of the telemetry process's
@@ -201,30 +205,46 @@ def lower_priority(setting: str | int, keeps_limits: bool) -> str:
     keeps every core busy the telemetry queues grow and drop what overflows (counted); they drain when it eases."""
     if setting == "auto":
         setting = AUTO_NICE if keeps_limits else "idle"
+    threads = _threads()
     if setting == "idle":
         try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            for tid in threads:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
             return "idle"
         except (AttributeError, OSError):
             setting = IDLE_FALLBACK_NICE
     try:
-        os.nice(int(setting))
-    except OSError:
+        for tid in threads:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(setting))
+    except (AttributeError, OSError):
         return "unchanged"
     return f"nice +{int(setting)}"
 
 
+def _threads() -> list[int]:
+    """This process's threads (their ids), the calling one first; only the calling one where /proc is not."""
+    me = threading.get_native_id()
+    try:
+        others = [int(t) for t in os.listdir("/proc/self/task") if int(t) != me]
+    except OSError:
+        others = []
+    return [me, *others]
+
+
 async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: float) -> int:
-    """Serve until SIGTERM or SIGINT; then drain, flush and return."""
-    priority = lower_priority(config.server.telemetry_priority, shared_limits)
+    """Serve until SIGTERM or SIGINT; then drain, flush and return.
+
+    The process starts at the priority it was given and lowers it once it listens: the workers wait for its socket
+    before they serve (`services.LINK_WAIT_S`), and a busy host must not hold them up for it."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    proc = TelemetryProcess(config, socket_path, shared_limits, priority)
+    proc = TelemetryProcess(config, socket_path, shared_limits)
     collections: FullCollections | None = None
     try:
         await proc.start()
+        proc.started(lower_priority(config.server.telemetry_priority, shared_limits))
         tune_gc()  # what start-up made is frozen out of the collector's full passes
         collections = FullCollections(loop)
         await stop.wait()

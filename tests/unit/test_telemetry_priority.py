@@ -10,12 +10,24 @@ import sys
 import pytest
 
 PROBE = """
-import os, sys
+import os, sys, threading
 from relaycast.server.telemetry_process import lower_priority
 setting = sys.argv[1] if sys.argv[1] in ("auto", "idle") else int(sys.argv[1])
 before = os.nice(0)
+made, done = threading.Event(), threading.Event()
+tid = []
+def earlier():  # a thread made before the priority is lowered, as the store writer's is
+    tid.append(threading.get_native_id())
+    made.set()
+    done.wait()
+t = threading.Thread(target=earlier)
+t.start()
+made.wait()
 said = lower_priority(setting, sys.argv[2] == "limits")
 print(said, os.sched_getscheduler(0), os.nice(0) - before)
+print(os.sched_getscheduler(tid[0]), os.getpriority(os.PRIO_PROCESS, tid[0]) - before)
+done.set()
+t.join()
 """
 
 
@@ -28,7 +40,9 @@ def applied(setting: str, keeps_limits: bool) -> tuple[str, int, int]:
         timeout=30,
         check=True,
     ).stdout.split()
-    return " ".join(out[:-2]), int(out[-2]), int(out[-1])
+    # the last two: the earlier thread's policy and nice levels, which must be the calling thread's
+    assert out[-2:] == out[-4:-2], f"a thread made before was left at policy {out[-2]}, nice +{out[-1]}"
+    return " ".join(out[:-4]), int(out[-4]), int(out[-3])
 
 
 @pytest.mark.parametrize(
