@@ -16,7 +16,8 @@ reservation, which the real usage replaces.
 A prompt's texts are counted one by one and remembered (`MEMO_TEXTS` of them, by their hash and length, without
 keeping the text): a conversation sends its earlier messages again with every turn, and an application its system
 prompt with every request, and those are looked up rather than counted again (hashing is about 70 times cheaper
-than counting). Within one prompt, new texts go to the tokenizer while they stay within `TOKENIZER_MAX_CHARS` in
+than counting). A text past `MEMO_MAX_CHARS` is sampled every time instead: the sample's cost does not grow with
+the text, and its hash's would. Within one prompt, new texts go to the tokenizer while they stay within `TOKENIZER_MAX_CHARS` in
 all, then to the heuristic one by one while its counting stays within `FULL_COUNT_CHARS` (the first such text
 always does, sampled past it); the new texts past both shares are counted together, as one text sampled within
 what is left of the heuristic's share (`MIN_SAMPLE_WINDOWS` windows at least), and not remembered. So a prompt costs
@@ -41,6 +42,7 @@ SAMPLE_WINDOW_CHARS = 1024
 MIN_SAMPLE_WINDOWS = 8  # a prompt's new texts past its share of counting are sampled with at least these
 TOKENIZER_MAX_CHARS = 64 * 1024  # a BPE tokenizer on more than this costs milliseconds: the heuristic counts instead
 MEMO_TEXTS = 4096  # texts whose count an estimator remembers, oldest out first (by hash and length: about 0.7 MB)
+MEMO_MAX_CHARS = 4 * FULL_COUNT_CHARS  # longer texts are sampled every time: hashing them would cost more
 _O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 
 
@@ -135,12 +137,12 @@ class TokenEstimator:
         total = tokenized = counted = 0
         rest: list[str] = []
         for text in texts:
-            key = (hash(text), len(text))
-            n = memo.get(key)
+            size = len(text)
+            key = (hash(text), size) if size <= MEMO_MAX_CHARS else None
+            n = memo.get(key) if key is not None else None
             if n is not None:
                 total += n
                 continue
-            size = len(text)
             if tokenizer is not None and tokenized + size <= TOKENIZER_MAX_CHARS:
                 tokenized += size
                 n = tokenizer(text)
@@ -152,7 +154,7 @@ class TokenEstimator:
                 counted += work
                 n = heuristic_tokens(text, FULL_COUNT_CHARS)
             total += n
-            if self._memo_max:
+            if key is not None and self._memo_max:
                 if len(memo) >= self._memo_max:
                     del memo[next(iter(memo))]
                 memo[key] = n

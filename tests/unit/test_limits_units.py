@@ -16,7 +16,13 @@ import pytest
 from relaycast.config_reader import ConfigError, Reader
 from relaycast.costs.catalog import Catalog
 from relaycast.costs.compute import ESTIMATED
-from relaycast.costs.estimate import FULL_COUNT_CHARS, TOKENIZER_MAX_CHARS, TokenEstimator, heuristic_tokens
+from relaycast.costs.estimate import (
+    FULL_COUNT_CHARS,
+    MEMO_MAX_CHARS,
+    TOKENIZER_MAX_CHARS,
+    TokenEstimator,
+    heuristic_tokens,
+)
 from relaycast.costs.pricer import Pricer
 from relaycast.errors import (
     BudgetExceeded,
@@ -394,6 +400,9 @@ def test_the_token_memo_is_bounded_and_new_text_past_its_share_is_counted_togeth
     texts = [f"message number {i} " * 10 for i in range(10)]
     assert est.prompt([{"role": "user", "content": t} for t in texts]) == 3 + 3 * 10 + sum(map(heuristic_tokens, texts))
     assert len(est._memo) == 3  # the oldest were forgotten
+    huge = "many words here " * (MEMO_MAX_CHARS // 16 + 1)  # sampled every time: hashing it would cost more
+    assert est.prompt([{"role": "user", "content": huge}]) >= 3 + 3 + heuristic_tokens(huge) * 0.9
+    assert len(est._memo) == 3 and (hash(huge), len(huge)) not in est._memo
     # Without a tokenizer, new text is counted text by text (and remembered) up to FULL_COUNT_CHARS; the rest
     # together, sampled within what is left of that, and not remembered.
     heuristic = TokenEstimator(None)
