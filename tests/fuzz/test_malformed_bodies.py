@@ -17,6 +17,7 @@ from tests.fuzz.conftest import (
     BURST_HEALTH_BOUND_MS,
     HealthWatch,
     assert_acceptable,
+    health_bound_ms,
     post,
     records_written,
     rss_kib,
@@ -263,7 +264,7 @@ def test_hostile_chat_body(
     assert a.status == status, f"{name}: {a.status} {a.body[:500]!r}"
     if a.status >= 400:
         assert words in a.error()["error"]["message"], a.error()
-    w.assert_responsive()
+    w.assert_responsive(health_bound_ms(body))
 
 
 # Every field the gateway checks (and a few it passes on), with values of every JSON type: the document decides
