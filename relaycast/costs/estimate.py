@@ -9,19 +9,20 @@ go in threes, each punctuation mark and each non-Latin character is a token, whi
 are marked "estimated".
 
 Every estimate runs on the event loop, so its time is bounded: the heuristic is a few byte-level passes in C (about
-20 ms per MiB), and past `FULL_COUNT_CHARS` it counts 64 windows of `SAMPLE_WINDOW_CHARS` at random places, one in each equal
-slice of the text, and scales up. That is coarse for a huge text but not biased low: its only use is sizing a
-reservation, which the real usage replaces.
+20 ms per MiB), and past `FULL_COUNT_CHARS` it counts 64 windows of `SAMPLE_WINDOW_CHARS` at random places, one in
+each equal slice of the text, and scales up. That is coarse for a huge text but not biased low: its only use is
+sizing a reservation, which the real usage replaces.
 
 A prompt's texts are counted one by one and remembered (`MEMO_TEXTS` of them, by their hash and length, without
 keeping the text): a conversation sends its earlier messages again with every turn, and an application its system
 prompt with every request, and those are looked up rather than counted again (hashing is about 70 times cheaper
 than counting). A text past `MEMO_MAX_CHARS` is sampled every time instead: the sample's cost does not grow with
-the text, and its hash's would. Within one prompt, new texts go to the tokenizer while they stay within `TOKENIZER_MAX_CHARS` in
-all, then to the heuristic one by one while its counting stays within `FULL_COUNT_CHARS` (the first such text
-always does, sampled past it); the new texts past both shares are counted together, as one text sampled within
-what is left of the heuristic's share (`MIN_SAMPLE_WINDOWS` windows at least), and not remembered. So a prompt costs
-at most the tokenizer's share and about the heuristic's `FULL_COUNT_CHARS`, however it is split.
+the text, and its hash's would. Within one prompt, new texts go to the tokenizer while they stay within
+`TOKENIZER_MAX_CHARS` in all, then to the heuristic one by one while its counting stays within `FULL_COUNT_CHARS`
+(the first such text always does, sampled past it); the new texts past both shares are counted together, as one
+text sampled within what is left of the heuristic's share (`MIN_SAMPLE_WINDOWS` windows at least), and not
+remembered. So a prompt costs at most the tokenizer's share and about the heuristic's `FULL_COUNT_CHARS`, however
+it is split.
 """
 
 from __future__ import annotations
@@ -78,11 +79,12 @@ def _count_whole(text: str) -> int:
 
 def heuristic_tokens(text: str, budget: int = FULL_COUNT_CHARS) -> int:
     """The heuristic's count: of the whole text up to `budget` characters, else of `budget` characters sampled
-    (windows of SAMPLE_WINDOW_CHARS, at least MIN_SAMPLE_WINDOWS of them), scaled up."""
+    (windows of SAMPLE_WINDOW_CHARS, at least MIN_SAMPLE_WINDOWS of them: a text shorter than those is counted
+    whole, so that every window lies within its own slice of the text), scaled up."""
     n = len(text)
-    if n <= budget:
-        return _count_whole(text)
     windows = max(MIN_SAMPLE_WINDOWS, budget // SAMPLE_WINDOW_CHARS)
+    if n <= max(budget, windows * SAMPLE_WINDOW_CHARS):
+        return _count_whole(text)
     # One window at a random place in each slice, wrapping around within the slice: every character of a slice
     # is equally likely to be counted, so no part of the text can be hidden from the estimate by where it sits.
     part = n // windows

@@ -408,6 +408,11 @@ def test_the_token_memo_is_bounded_and_new_text_past_its_share_is_counted_togeth
     heuristic = TokenEstimator(None)
     if heuristic.method != "heuristic":
         pytest.skip("tiktoken's file is cached here: the tokenizer counts instead")
+    # What is left of the share may be less than a text past it: one shorter than the windows is counted whole.
+    first, second = "lorem ipsum " * 5_000, "dolor sit amet 42; " * 300  # 60,000 and 5,700 characters
+    exact = 3 + 3 * 2 + heuristic_tokens(first) + heuristic_tokens(second)
+    assert heuristic.prompt([{"role": "user", "content": first}, {"role": "user", "content": second}]) == exact
+    heuristic = TokenEstimator(None)
     big = [("word " * 2_000)[:-1] + str(i) for i in range(40)]  # 40 texts of 10,000 characters
     n = heuristic.prompt([{"role": "user", "content": t} for t in big])
     assert len(heuristic._memo) == FULL_COUNT_CHARS // 10_000
