@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relaycast.config import Config
@@ -209,16 +209,25 @@ def lower_priority(setting: str | int, keeps_limits: bool) -> str:
     if setting == "idle":
         try:
             for tid in threads:
-                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                _each(tid, lambda t: os.sched_setscheduler(t, os.SCHED_IDLE, os.sched_param(0)))
             return "idle"
         except (AttributeError, OSError):
             setting = IDLE_FALLBACK_NICE
     try:
         for tid in threads:
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(setting))
+            _each(tid, lambda t: os.setpriority(os.PRIO_PROCESS, t, os.getpriority(os.PRIO_PROCESS, t) + int(setting)))
     except (AttributeError, OSError):
         return "unchanged"
     return f"nice +{int(setting)}"
+
+
+def _each(tid: int, apply: Callable[[int], object]) -> None:
+    """`apply` to a thread; one that ended since it was listed is skipped."""
+    try:
+        apply(tid)
+    except ProcessLookupError:
+        if tid == threading.get_native_id():
+            raise
 
 
 def _threads() -> list[int]:
