@@ -77,7 +77,6 @@ class TelemetryProcess:
         self._shared_limits = shared_limits
         self._spend: StoreReader | None = None
         self.received = 0
-        self.priority = "unchanged"  # what `lower_priority` set, once started
 
     async def start(self) -> None:
         await self.hub.start()
@@ -91,8 +90,7 @@ class TelemetryProcess:
         await self.server.start()
 
     def started(self, priority: str) -> None:
-        """Listening, at `priority` from now on."""
-        self.priority = priority
+        """Listening, at `priority` (what `lower_priority` set) from now on."""
         self.log.info(
             "telemetry_started", socket=self.server.path, shared_limits=self.limits is not None, priority=priority
         )
@@ -205,39 +203,33 @@ def lower_priority(setting: str | int, keeps_limits: bool) -> str:
     keeps every core busy the telemetry queues grow and drop what overflows (counted); they drain when it eases."""
     if setting == "auto":
         setting = AUTO_NICE if keeps_limits else "idle"
-    threads = _threads()
     if setting == "idle":
         try:
-            for tid in threads:
-                _each(tid, lambda t: os.sched_setscheduler(t, os.SCHED_IDLE, os.sched_param(0)))
+            _each_thread(lambda t: os.sched_setscheduler(t, os.SCHED_IDLE, os.sched_param(0)))
             return "idle"
         except (AttributeError, OSError):
             setting = IDLE_FALLBACK_NICE
     try:
-        for tid in threads:
-            _each(tid, lambda t: os.setpriority(os.PRIO_PROCESS, t, os.getpriority(os.PRIO_PROCESS, t) + int(setting)))
+        _each_thread(lambda t: os.setpriority(os.PRIO_PROCESS, t, os.getpriority(os.PRIO_PROCESS, t) + int(setting)))
     except (AttributeError, OSError):
         return "unchanged"
     return f"nice +{int(setting)}"
 
 
-def _each(tid: int, apply: Callable[[int], object]) -> None:
-    """`apply` to a thread; one that ended since it was listed is skipped."""
-    try:
-        apply(tid)
-    except ProcessLookupError:
-        if tid == threading.get_native_id():
-            raise
-
-
-def _threads() -> list[int]:
-    """This process's threads (their ids), the calling one first; only the calling one where /proc is not."""
+def _each_thread(apply: Callable[[int], object]) -> None:
+    """`apply` to each of this process's threads (by id): the calling one, then the others /proc lists, skipping
+    one that ended since."""
     me = threading.get_native_id()
+    apply(me)
     try:
         others = [int(t) for t in os.listdir("/proc/self/task") if int(t) != me]
     except OSError:
         others = []
-    return [me, *others]
+    for tid in others:
+        try:
+            apply(tid)
+        except ProcessLookupError:
+            pass
 
 
 async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: float) -> int:
