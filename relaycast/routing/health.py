@@ -213,7 +213,8 @@ class HealthBoard:
         self.demoted: dict[tuple[str, str], str] = {}  # (route, target) -> reason
         # Set by the monitors: (route or "*", target or "provider:<name>") -> reason, while their alert is open.
         self.monitor_alerts: dict[tuple[str, str], str] = {}
-        # From other replicas (routing.shared): circuits they opened (target -> until, monotonic) and demotions.
+        # From other replicas or workers (routing.replicas): circuits they opened (target -> until, monotonic), and
+        # their demotions.
         self.shared_open: dict[str, float] = {}
         self.shared_demoted: dict[tuple[str, str], str] = {}
         self.demoted_source: dict[tuple[str, str], str] = {}  # local | monitor | shared: only local ones are published
@@ -288,7 +289,7 @@ class HealthBoard:
         if t.cooldown_until > now:
             return "cooling"
         if self.shared_open and self.shared_open.get(name, 0.0) > now:
-            return "open"  # another replica's circuit: avoided here too until its cool-down ends
+            return "open"  # another gateway's circuit (replica or worker): avoided here too until its cool-down ends
         return "ok"
 
     def admit(self, name: str) -> bool:

@@ -52,6 +52,7 @@ class Admin:
         if isinstance(self.s.limiter, RemoteLimiter):  # the host's limits, kept by its telemetry process
             body["limits"]["host"] = await self.s.telemetry("limits")
         body["keys"] = {"required": self.s.keys.required, "reloads": self.s.keys.reloads}
+        body["shared_health"] = self.s.replicas.status() if self.s.replicas is not None else None
         if self.s.host is not None:
             body["telemetry"] = self.s.host.status()
         await self._json(r, body)

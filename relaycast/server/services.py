@@ -34,7 +34,7 @@ from relaycast.redact import Redactor
 from relaycast.routing.executor import Executor
 from relaycast.routing.health import HealthBoard, configured_targets
 from relaycast.routing.plan import Planner
-from relaycast.routing.replicas import SharedHealth
+from relaycast.routing.replicas import HostExchange, RedisExchange, SharedHealth
 from relaycast.routing.settings import RoutingSettings
 from relaycast.server.analytics import Analytics
 from relaycast.server.auth import Authenticator
@@ -172,8 +172,12 @@ class Services:
                 config.limits, self.log, spend_loader(lambda: self.reader, self.log), self.clock
             )
         self.admission = Admission(config.limits, self.limiter, self.coster.pricer, self.clock, self.later)
+        # Routing health: shared through Redis across replicas (and workers); else by the workers of a host.
         if config.redis_url:
-            self.replicas = SharedHealth(config.redis_url, self.board, self.log)
+            self.replicas = SharedHealth(RedisExchange(config.redis_url), self.board, self.log)
+        elif self.host is not None and self.link is not None and self.link.workers > 1:
+            self.replicas = SharedHealth(HostExchange(self.host), self.board, self.log)
+        if self.replicas is not None:
             self.replicas.start()
         self.log.info(
             "gateway_started",

@@ -1,5 +1,6 @@
 """The telemetry process of a host: one `TelemetryHub` (metrics, store writes, broadcast, spool, monitors) fed by
-every worker over a Unix socket, and, when the workers share no Redis, the host's limits (`relaycast.limits.host`).
+every worker over a Unix socket, and, when the workers share no Redis, the host's limits (`relaycast.limits.host`)
+and the routing health they share (`relaycast.routing.replicas.HealthTable`: circuits opened, targets demoted).
 
 It stops on SIGTERM or SIGINT: it first waits for the workers to hang up (they hand over their last records as
 they finish their requests; at most `drain_s`), then flushes its queues as the in-process gateway does (broadcast
@@ -25,6 +26,7 @@ from relaycast.limits.host import HostLimits
 from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
+from relaycast.routing.replicas import HealthTable
 from relaycast.server.runner import tune_gc
 from relaycast.server.shutdown import shutdown_step
 from relaycast.server.telemetry_hub import Demotions, TelemetryHub
@@ -74,6 +76,7 @@ class TelemetryProcess:
         self.hub = TelemetryHub(config, self.redactor, self.log, self.alerts)
         self.server = HostServer(socket_path, self, self.log)
         self.limits: HostLimits | None = None
+        self.health = HealthTable()  # the workers' routing health, shared between them (without Redis)
         self._shared_limits = shared_limits
         self._spend: StoreReader | None = None
         self.received = 0
@@ -129,6 +132,8 @@ class TelemetryProcess:
             return self.limits.admit_now(peer.key, arg)
         if op == "limit_lease" and self.limits is not None:
             return True, self.limits.lease(peer.key, arg)
+        if op == "health_sync":
+            return True, self.health.swap(peer.key, arg)
         return False, None
 
     def gauges(self, peer: Peer, families: Any) -> None:
@@ -150,6 +155,7 @@ class TelemetryProcess:
             self.hub.retire(peer.worker, peer.pid)
         if self.limits is not None:
             self.limits.gone(peer.key)
+        self.health.gone(peer.key)
 
     def demotions(self) -> list[list[str]]:
         return sorted([r, t, why] for (r, t), why in self.alerts.monitor_alerts.items())

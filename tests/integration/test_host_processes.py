@@ -2,12 +2,13 @@
 
 Records reach the store and the broadcast destinations through the telemetry process; SIGTERM flushes both
 processes; a killed telemetry process is started again while requests keep succeeding, and loses only the records
-around its death; two workers share one set of limits and one `/metrics`.
+around its death; two workers share one set of limits, one `/metrics` and their routing health.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import os
 import re
@@ -594,3 +595,78 @@ def test_a_request_still_running_at_the_drain_deadline_is_counted_as_cut(tmp_pat
     assert server.drain is not None and (server.drain.in_flight, server.drain.cut, server.drain.drained) == (1, 1, 0)
     assert server.drain.seconds < 10  # cut at its 1 s deadline, not the default's 30 s
     assert server.report is not None and server.report["cut"] == 1
+
+
+HEALTH = """
+admin_key: {admin}
+routing: {{circuit: {{failures: 3, cooldown_s: 60}}}}
+providers:
+  - {{name: fakeai, kind: openai_compatible, base_url: '{fake}', api_key: '{upstream}', models: [gpt-4o-mini]}}
+  - name: bad
+    kind: openai_compatible
+    base_url: '{fake}'
+    api_key: '{upstream}'
+    headers: {{x-fake-behaviour: "error=503"}}
+models:
+  - {{name: guarded, targets: [bad/gpt-4o-mini, fakeai/gpt-4o-mini]}}
+"""
+
+
+class Connection:
+    """One keep-alive connection to a host: every request on it reaches the one worker that took it."""
+
+    def __init__(self, gw: GatewayProcess) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        self.worker = self.stats()["telemetry"]["worker"]
+
+    def stats(self) -> dict:  # type: ignore[type-arg]
+        return self._get_json("/admin/stats")
+
+    def _get_json(self, path: str) -> dict:  # type: ignore[type-arg]
+        self.conn.request("GET", path, headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        r = self.conn.getresponse()
+        body = r.read()
+        assert r.status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    def guarded(self) -> tuple[str, str]:
+        """One request to the alias whose first target always fails: (attempts, the target that answered)."""
+        body = json.dumps({"model": "guarded", "messages": [{"role": "user", "content": "hi"}]})
+        self.conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+        r = self.conn.getresponse()
+        r.read()
+        assert r.status == 200
+        return r.getheader("x-relaycast-attempts") or "", r.getheader("x-relaycast-target") or ""
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_a_circuit_one_worker_opens_is_avoided_by_the_other_without_redis(fake: Fake) -> None:
+    config = HEALTH.format(admin=ADMIN_KEY, fake=fake.url, upstream=UPSTREAM_KEY)
+    gw = GatewayProcess(config, extra_args=("--workers", "2")).wait_ready()
+    others: list[Connection] = []
+    try:
+        a = Connection(gw)
+        others.append(a)
+        for _ in range(3):  # three 503s from `bad` open its circuit on this worker; each request fails over
+            assert a.guarded() == ("2", "fakeai/gpt-4o-mini")
+        assert a.guarded() == ("1", "fakeai/gpt-4o-mini")
+
+        def on_the_other_worker() -> bool:  # new connections until one lands on the worker that saw none of it
+            c = Connection(gw)
+            others.append(c)
+            return c.worker != a.worker
+
+        wait_for(on_the_other_worker, what="a connection to the other worker")
+        b = others[-1]
+        time.sleep(2.0)  # a few rounds of sharing (each worker every 0.5 s, through the telemetry process)
+        # Its first request for the alias skips `bad` without trying it: it never saw `bad` fail.
+        assert b.guarded() == ("1", "fakeai/gpt-4o-mini")
+        shared = b.stats()["shared_health"]
+        assert (shared["via"], shared["others_open"], shared["errors"]) == ("telemetry_process", 1, 0)
+        assert shared["syncs"] >= 2
+    finally:
+        for c in others:
+            c.close()
+        gw.stop()
