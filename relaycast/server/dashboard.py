@@ -2,8 +2,9 @@
 
 `POST /dashboard/login` with the admin key sets an HttpOnly, SameSite=Strict session cookie: the key never goes in
 a URL and is never stored in the browser. The cookie is `<session id>.<expiry>.<HMAC(id.expiry)>`, signed with
-`dashboard.session_secret` (shared by replicas) or a per-process random secret, and bound to the admin key's
-hash, so changing the admin key ends every session.
+`dashboard.session_secret` (shared by replicas) or a random secret (the one `relaycast serve` gives all its
+workers: `server.host.SESSION_SECRET_ENV`), and bound to the admin key's hash, so changing the admin key ends every
+session.
 
 `POST /dashboard/logout` revokes the session: its id is kept until the session would have expired, in this
 process and, with a store, in the store every worker and replica shares (`store/sessions.py`: each polls it every

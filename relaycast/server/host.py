@@ -22,6 +22,7 @@ import argparse
 import ctypes
 import dataclasses
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from relaycast.config import Config
 
 TELEMETRY, WORKER = "telemetry", "worker"
+SESSION_SECRET_ENV = "RELAYCAST_HOST_SESSION_SECRET"  # the supervisor's to its workers: the dashboard's sessions
 POLL_S = 0.2
 RESTART_BASE_S = 0.1
 RESTART_CAP_S = 5.0
@@ -80,11 +82,14 @@ def cgroup_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
 
 
 class _Child:
-    def __init__(self, role: str, number: int, argv: list[str], pass_fds: tuple[int, ...]) -> None:
+    def __init__(
+        self, role: str, number: int, argv: list[str], pass_fds: tuple[int, ...], env: dict[str, str] | None = None
+    ) -> None:
         self.role = role
         self.number = number
         self.argv = argv
         self.pass_fds = pass_fds
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.quick_deaths = 0
@@ -96,7 +101,9 @@ class _Child:
 
     def start(self) -> None:
         # Its own process group: a Ctrl-C in the terminal reaches the supervisor alone, which stops the rest in order.
-        self.proc = subprocess.Popen(self.argv, pass_fds=self.pass_fds, preexec_fn=_die_with_parent, process_group=0)
+        self.proc = subprocess.Popen(
+            self.argv, pass_fds=self.pass_fds, env=self.env, preexec_fn=_die_with_parent, process_group=0
+        )
         self.started = time.monotonic()
 
     def exited(self) -> int | None:
@@ -138,8 +145,12 @@ def serve(cfg: Config, config_path: str, workers: int, log_level: str) -> int:
     common += ["--socket", sock_path, "--workers", str(workers)]
     children = [_Child(TELEMETRY, 0, [*base, TELEMETRY, *common], ())]
     fd = listener.fileno()
+    # One secret for the dashboard's sessions, unless the config sets one: a login holds on every worker (and on a
+    # worker started again), for as long as the host runs. In the environment, not on the command line.
+    env = {**os.environ, SESSION_SECRET_ENV: secrets.token_hex(32)}
     for i in range(workers):
-        children.append(_Child(WORKER, i, [*base, WORKER, *common, "--fd", str(fd), "--worker", str(i)], (fd,)))
+        argv = [*base, WORKER, *common, "--fd", str(fd), "--worker", str(i)]
+        children.append(_Child(WORKER, i, argv, (fd,), env))
 
     stopping: list[int] = []
 
@@ -222,13 +233,19 @@ def _stop(children: list[_Child], timeout_s: float) -> None:
 
 
 def _child_config(args: argparse.Namespace) -> Config:
-    """The config, as the supervisor's command line placed it; an invalid one ends the process with status 2."""
+    """The config, as the supervisor's command line placed it (and its dashboard session secret, when the config
+    sets none); an invalid one ends the process with status 2."""
     from relaycast import config as config_mod
 
     cfg = config_mod.load_or_say(args.config)
     if cfg is None:
         sys.exit(2)
-    return dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, host=args.host, port=args.port))
+    host_secret = os.environ.pop(SESSION_SECRET_ENV, None)
+    return dataclasses.replace(
+        cfg,
+        server=dataclasses.replace(cfg.server, host=args.host, port=args.port),
+        dashboard_secret=cfg.dashboard_secret or host_secret,
+    )
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
-"""Dashboard sessions across processes: a login's cookie holds on every replica that shares the session secret,
-and a logout ends it on all of them within a second (through the store they share)."""
+"""Dashboard sessions across processes: a login's cookie holds on every replica that shares the session secret and on
+every worker of a host, and a logout ends it on all of them within a second (through the store they share)."""
 
 from __future__ import annotations
 
 import http.client
+import json
 
 from tests.browser import session_cookie
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
@@ -34,3 +35,40 @@ def test_a_logout_ends_the_session_on_every_replica(fake: Fake, tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_login_holds_on_every_worker_of_a_host_without_a_configured_secret(fake: Fake, tmp_path):
+    extra = f"store: {{path: {tmp_path}/store.db}}\n"  # no dashboard.session_secret
+    gw = GatewayProcess(
+        standard_config(fake.url, extra), extra_args=("--workers", "2"), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    ).wait_ready()
+    try:
+        cookie = session_cookie(gw)
+
+        def answer() -> tuple[int, int | None]:
+            """(status, the worker that answered) of /admin/stats on a connection of its own, with the cookie."""
+            conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+            conn.request("GET", "/admin/stats", headers={"cookie": cookie})
+            r = conn.getresponse()
+            body = r.read()
+            conn.close()
+            return r.status, json.loads(body)["telemetry"]["worker"] if r.status == 200 else None
+
+        # The kernel gives each new connection to whichever worker takes it first: ask until both have answered.
+        workers: set[int | None] = set()
+
+        def both_answered() -> bool:
+            status, worker = answer()
+            assert status == 200, f"the login was refused on another connection ({len(workers)} answered before)"
+            workers.add(worker)
+            return workers == {0, 1}
+
+        wait_for(both_answered, "an answer from each worker")
+        # A logout on one worker ends the session on both (through the store, within a second).
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        conn.request("POST", "/dashboard/logout", headers={"cookie": cookie})
+        assert conn.getresponse().status == 303
+        conn.close()
+        wait_for(lambda: all(answer()[0] == 401 for _ in range(8)), "the logout on both workers")
+    finally:
+        gw.stop()
