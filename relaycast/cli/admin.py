@@ -99,8 +99,20 @@ def routes_status(args: argparse.Namespace) -> int:
         "client-caused refusals apart;\nlatencies of successful attempts (and timeouts), as the upper edge of their "
         "10%-wide histogram bucket"
     )
+    shared = body.get("shared") or {}
+    elsewhere = [
+        f"{n}: circuit open on another worker or replica (avoided here for {s:g} s more)"
+        for n, s in (shared.get("open") or {}).items()
+    ]
+    elsewhere += [
+        f"{d['target']}: demoted in {d['route']}: {d['why']}"
+        for d in shared.get("demoted") or ()
+        if d["route"] not in (targets.get(d["target"]) or {}).get("demoted_in", {})  # not listed with its target
+    ]
     if not targets:
         print("no traffic yet")
+        for n in elsewhere:
+            print(n)
         return 0
     header = ["TARGET", "STATE", "CIRCUIT", "REQUESTS", "ERROR RATE", "FAILED", "REFUSED", "P50", "P99", "TTFT P99"]
     header.append("ERRORS BY CLASS")
@@ -137,7 +149,7 @@ def routes_status(args: argparse.Namespace) -> int:
             where = f" in {h['route']}" if h.get("route") else ""
             notes.append(f"  {_utc(h['at'])}  {h['from']} -> {h['to']}{where}: {h['why']}")
     print_table(header, rows)
-    for n in notes:
+    for n in [*notes, *elsewhere]:
         print(n)
     return 0
 

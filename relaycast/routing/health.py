@@ -394,6 +394,15 @@ class HealthBoard:
 
     # --- the admin view -----------------------------------------------------------------------
 
+    def shared_status(self) -> dict[str, Any]:
+        """What this gateway adopted from the others (`routing.replicas`): the circuits they opened, with the
+        seconds left of their cool-down, and their demotions."""
+        now = self._clock()
+        return {
+            "open": {n: round(until - now, 1) for n, until in sorted(self.shared_open.items()) if until > now},
+            "demoted": [{"route": r, "target": t, "why": why} for (r, t), why in sorted(self.shared_demoted.items())],
+        }
+
     def status(self) -> dict[str, dict[str, Any]]:
         out = {}
         for name, t in sorted(self.targets().items()):

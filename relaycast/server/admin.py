@@ -72,6 +72,7 @@ class Admin:
             "window_s": self.s.board.settings.window_s,
             "error_sources": error_sources(),
             "targets": self.s.board.status(),
+            "shared": self.s.board.shared_status(),
         }
         await self._json(r, body)
 

@@ -622,6 +622,9 @@ class Connection:
     def stats(self) -> dict:  # type: ignore[type-arg]
         return self._get_json("/admin/stats")
 
+    def routes(self) -> dict:  # type: ignore[type-arg]
+        return self._get_json("/admin/routes")
+
     def _get_json(self, path: str) -> dict:  # type: ignore[type-arg]
         self.conn.request("GET", path, headers={"authorization": f"Bearer {ADMIN_KEY}"})
         r = self.conn.getresponse()
@@ -660,12 +663,29 @@ def test_a_circuit_one_worker_opens_is_avoided_by_the_other_without_redis(fake: 
 
         wait_for(on_the_other_worker, what="a connection to the other worker")
         b = others[-1]
-        time.sleep(2.0)  # a few rounds of sharing (each worker every 0.5 s, through the telemetry process)
-        # Its first request for the alias skips `bad` without trying it: it never saw `bad` fail.
+        # Within a second or so (each worker shares every 0.5 s, through the telemetry process) the other worker
+        # holds the circuit the first opened, and says so.
+        wait_for(lambda: "bad/gpt-4o-mini" in b.routes()["shared"]["open"], what="the open circuit on the other worker")
+        assert 0 < b.routes()["shared"]["open"]["bad/gpt-4o-mini"] <= 60
+        assert "bad/gpt-4o-mini" not in b.routes()["targets"]  # it never tried it itself
+        # Its first request for the alias skips `bad` without trying it.
         assert b.guarded() == ("1", "fakeai/gpt-4o-mini")
         shared = b.stats()["shared_health"]
         assert (shared["via"], shared["others_open"], shared["errors"]) == ("telemetry_process", 1, 0)
         assert shared["syncs"] >= 2
+
+        # `relaycast routes status` asks whichever worker takes its connection: on the other one, it names the
+        # circuit open elsewhere.
+        def status_names_it() -> bool:
+            out = subprocess.run(
+                [sys.executable, "-m", "relaycast", "routes", "status", "--url", gw.url, "--admin-key", ADMIN_KEY],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
+            return "bad/gpt-4o-mini: circuit open on another worker or replica (avoided here for" in out
+
+        wait_for(status_names_it, what="routes status on the other worker")
     finally:
         for c in others:
             c.close()

@@ -139,7 +139,11 @@ def test_a_target_failing_on_one_replica_is_avoided_by_the_other(replicas):
     for _ in range(3):  # replica A: three 503s from `bad` open its circuit (each request fails over and succeeds)
         status, d = _call(ca, "guarded")
         assert status == 200 and d["headers"]["x-relaycast-attempts"] == "2"
-    time.sleep(2.0)  # a few rounds of sharing (each replica every 0.5 s)
+    # Within a second or so (each replica shares every 0.5 s) B holds the circuit A opened, and says so.
+    deadline = time.monotonic() + 5
+    while "bad/gpt-4o-mini" not in admin_get(b.url, "/admin/routes")[1]["shared"]["open"]:
+        assert time.monotonic() < deadline, "replica B never learned of A's open circuit"
+        time.sleep(0.1)
     # B's first request skips `bad` without trying it: B never saw it fail (three failures of its own would have
     # opened its own circuit).
     status, d = _call(cb, "guarded")

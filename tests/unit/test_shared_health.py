@@ -85,6 +85,9 @@ async def _a_circuit_one_worker_opens_is_open_on_the_other_until_the_first_hangs
         assert b.is_demoted("route", "slow/m", None, None)
         assert b.demoted[("route", "slow/m")].endswith("(another worker)")
         assert not b.is_demoted("other", "slow/m", None, None)
+        shown = b.shared_status()  # what /admin/routes and `relaycast routes status` show of it
+        assert list(shown["open"]) == ["bad/m"] and 59 < shown["open"]["bad/m"] <= 60
+        assert [(d["route"], d["target"]) for d in shown["demoted"]] == [("route", "slow/m")]
         # What B adopted it does not publish as its own: only A's entries are in the table.
         assert len(host.health) == 2
         # A hangs up (it stopped, or died): its entries go with its connection, and B routes on its own again.
