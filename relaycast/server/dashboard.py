@@ -9,7 +9,8 @@ session.
 `POST /dashboard/logout` revokes the session: its id is kept until the session would have expired, in this
 process and, with a store, in the store every worker and replica shares (`store/sessions.py`: each polls it every
 second), so a logout holds everywhere within a second. The sets are bounded; when one is full, every session issued
-so far ends instead (the safe way to forget). Without a store, a logout holds in the process that served it.
+so far ends instead (the safe way to forget). Without a store, a logout holds in the gateway that served it: its
+workers share it through the host's telemetry process (`server.session_share`).
 
 Failed logins are throttled per client address: after `LOGIN_FAILURES` in `LOGIN_WINDOW_S` seconds, every login
 from that address gets a 429 with Retry-After until the window ends. The map is bounded: when it is full, new
@@ -33,8 +34,7 @@ from urllib.parse import parse_qsl
 from relaycast import errors
 from relaycast.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_bytes
 from relaycast.log import EventLog
-from relaycast.store import sessions
-from relaycast.store.reader import StoreReader
+from relaycast.server.session_share import SessionShare
 
 COOKIE = "relaycast_session"
 SESSION_S = 12 * 3600
@@ -93,7 +93,7 @@ class Dashboard:
         self._shared: dict[str, int] = {}  # the store's revoked sessions (every process's logouts)
         self._shared_not_before = 0
         self._marker: str | None = None
-        self._reader: StoreReader | None = None
+        self._share: SessionShare | None = None
         self._log: EventLog | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures: dict[str, tuple[float, int]] = {}  # client address -> (window start, failed logins)
@@ -159,14 +159,15 @@ class Dashboard:
         self._revoked[sid] = expiry
 
     async def logout(self, headers: dict[bytes, bytes]) -> None:
-        """End the request's session here at once, and everywhere through the store."""
+        """End the request's session here at once, and everywhere through the store (or the host's telemetry
+        process)."""
         found = self._session(headers)
         self.revoke(headers)
-        if found is None or self._reader is None:
+        if found is None or self._share is None:
             return
         sid, expiry = found
         try:
-            await self._reader.run(sessions.revoke, sid, expiry, int(self._clock()))
+            await self._share.revoke(sid, expiry, int(self._clock()))
             await self.sync()
         except Exception as e:  # noqa: BLE001 - it still holds in this process; logged for the others
             if self._log is not None:
@@ -174,9 +175,9 @@ class Dashboard:
 
     # --- sessions ended elsewhere ---------------------------------------------------------------
 
-    async def start(self, reader: StoreReader, log: EventLog) -> None:
-        """Follow the store's revoked sessions (every process's and replica's logouts)."""
-        self._reader, self._log = reader, log
+    async def start(self, share: SessionShare, log: EventLog) -> None:
+        """Follow the sessions ended everywhere (every worker's and replica's logouts: `server.session_share`)."""
+        self._share, self._log = share, log
         self._task = asyncio.create_task(self._poll(), name="relaycast-dashboard-sessions")
 
     async def stop(self) -> None:
@@ -186,10 +187,22 @@ class Dashboard:
             self._task = None
 
     async def sync(self) -> None:
-        assert self._reader is not None
-        if await self._reader.run(sessions.marker) == self._marker:
+        """Load the ended sessions when their marker changed. What was loaded before stays until it expires (or a
+        later start covers it): a telemetry process started again has forgotten the logouts it was told."""
+        assert self._share is not None
+        marker = await self._share.marker()
+        if marker == self._marker:
             return
-        self._marker, self._shared, self._shared_not_before = await self._reader.run(sessions.load, int(self._clock()))
+        now = int(self._clock())
+        marker, revoked, not_before = await self._share.load(now)
+        not_before = max(not_before, self._shared_not_before)
+        merged = {
+            sid: exp for sid, exp in {**self._shared, **revoked}.items() if exp >= now and exp - SESSION_S >= not_before
+        }
+        if len(merged) > MAX_REVOKED:  # forgetting one would revive it: every session issued so far ends instead
+            merged, not_before = {}, now + 1
+            self.counters["revoked_overflows"] += 1
+        self._marker, self._shared, self._shared_not_before = marker, merged, not_before
 
     async def _poll(self) -> None:
         while True:

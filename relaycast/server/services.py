@@ -40,6 +40,7 @@ from relaycast.server.analytics import Analytics
 from relaycast.server.auth import Authenticator
 from relaycast.server.dashboard import Dashboard
 from relaycast.server.latest import LatestAnswer
+from relaycast.server.session_share import HostShare, StoreShare
 from relaycast.server.shutdown import shutdown_step
 from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_loader
@@ -164,7 +165,9 @@ class Services:
                 self.log.error("telemetry_not_connected", waited_s=LINK_WAIT_S)
         if self.reader is not None:
             await self.keys.start(self.reader)
-            await self.dashboard.start(self.reader, self.log)
+            await self.dashboard.start(StoreShare(self.reader), self.log)
+        elif self.host is not None and self.link is not None and self.link.workers > 1:
+            await self.dashboard.start(HostShare(self.host), self.log)  # logouts through the telemetry process
         if self.host is not None and self.link is not None and self.link.workers > 1 and not _redis_limits(config):
             self.limiter = RemoteLimiter(self.host)  # one limiter for the host, in its telemetry process
         else:

@@ -1,6 +1,7 @@
 """The telemetry process of a host: one `TelemetryHub` (metrics, store writes, broadcast, spool, monitors) fed by
 every worker over a Unix socket, and, when the workers share no Redis, the host's limits (`relaycast.limits.host`)
-and the routing health they share (`relaycast.routing.replicas.HealthTable`: circuits opened, targets demoted).
+and the routing health they share (`relaycast.routing.replicas.HealthTable`: circuits opened, targets demoted),
+and, without a store, the dashboard sessions they ended (`relaycast.server.session_share.RevokedSessions`).
 
 It stops on SIGTERM or SIGINT: it first waits for the workers to hang up (they hand over their last records as
 they finish their requests; at most `drain_s`), then flushes its queues as the in-process gateway does (broadcast
@@ -28,6 +29,7 @@ from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
 from relaycast.routing.replicas import HealthTable
 from relaycast.server.runner import tune_gc
+from relaycast.server.session_share import RevokedSessions
 from relaycast.server.shutdown import shutdown_step
 from relaycast.server.telemetry_hub import Demotions, TelemetryHub
 from relaycast.store.reader import StoreReader
@@ -77,6 +79,7 @@ class TelemetryProcess:
         self.server = HostServer(socket_path, self, self.log)
         self.limits: HostLimits | None = None
         self.health = HealthTable()  # the workers' routing health, shared between them (without Redis)
+        self.sessions = RevokedSessions()  # the dashboard's logouts, shared by the workers (without a store)
         self._shared_limits = shared_limits
         self._spend: StoreReader | None = None
         self.received = 0
@@ -134,6 +137,13 @@ class TelemetryProcess:
             return True, self.limits.lease(peer.key, arg)
         if op == "health_sync":
             return True, self.health.swap(peer.key, arg)
+        if op == "session_marker":
+            return True, self.sessions.marker()
+        if op == "session_load":
+            return True, self.sessions.load(arg)
+        if op == "session_revoke":
+            self.sessions.revoke(arg)
+            return True, None
         return False, None
 
     def gauges(self, peer: Peer, families: Any) -> None:

@@ -1,10 +1,13 @@
 """Dashboard sessions across processes: a login's cookie holds on every replica that shares the session secret and on
-every worker of a host, and a logout ends it on all of them within a second (through the store they share)."""
+every worker of a host, and a logout ends it on all of them within a second (through the store they share, or the
+host's telemetry process)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+
+import pytest
 
 from tests.browser import session_cookie
 from tests.conftest import UPSTREAM_KEY, Fake, GatewayProcess, standard_config
@@ -37,8 +40,11 @@ def test_a_logout_ends_the_session_on_every_replica(fake: Fake, tmp_path):
         b.stop()
 
 
-def test_a_login_holds_on_every_worker_of_a_host_without_a_configured_secret(fake: Fake, tmp_path):
-    extra = f"store: {{path: {tmp_path}/store.db}}\n"  # no dashboard.session_secret
+@pytest.mark.parametrize("store", ["sqlite", "none"])
+def test_a_login_holds_on_every_worker_of_a_host_without_a_configured_secret(fake: Fake, tmp_path, store: str):
+    # no dashboard.session_secret; a logout reaches the other worker through the store, or without one through
+    # the telemetry process
+    extra = f"store: {{path: {tmp_path}/store.db}}\n" if store == "sqlite" else "store: {enabled: false}\n"
     gw = GatewayProcess(
         standard_config(fake.url, extra), extra_args=("--workers", "2"), env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY}
     ).wait_ready()
@@ -64,7 +70,7 @@ def test_a_login_holds_on_every_worker_of_a_host_without_a_configured_secret(fak
             return workers == {0, 1}
 
         wait_for(both_answered, "an answer from each worker")
-        # A logout on one worker ends the session on both (through the store, within a second).
+        # A logout on one worker ends the session on both, within a second.
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
         conn.request("POST", "/dashboard/logout", headers={"cookie": cookie})
         assert conn.getresponse().status == 303
