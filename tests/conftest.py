@@ -153,6 +153,19 @@ def exact_request(
         conn.close()
 
 
+# A provider whose every answer is a 503, and an alias that tries it before fakeai: its circuit opens after
+# `routing.circuit.failures` requests. The end of a config's `providers:` list and its `models:`, a `str.format`
+# template (`fake`: the fake upstream's URL, `upstream`: its key).
+GUARDED_ALIAS = """  - name: bad
+    kind: openai_compatible
+    base_url: '{fake}'
+    api_key: '{upstream}'
+    headers: {{x-fake-behaviour: "error=503"}}
+models:
+  - {{name: guarded, targets: [bad/gpt-4o-mini, fakeai/gpt-4o-mini]}}
+"""
+
+
 def standard_config(fake_url: str, extra: str = "") -> str:
     # Circuits would open on the deliberately failing targets and make tests depend on their order.
     return f"""

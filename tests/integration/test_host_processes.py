@@ -24,7 +24,15 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, Fake, GatewayProcess, host_children, standard_config
+from tests.conftest import (
+    ADMIN_KEY,
+    GUARDED_ALIAS,
+    UPSTREAM_KEY,
+    Fake,
+    GatewayProcess,
+    host_children,
+    standard_config,
+)
 
 KEY = "rk-host-processes-key-0000001"
 
@@ -597,19 +605,15 @@ def test_a_request_still_running_at_the_drain_deadline_is_counted_as_cut(tmp_pat
     assert server.report is not None and server.report["cut"] == 1
 
 
-HEALTH = """
+HEALTH = (
+    """
 admin_key: {admin}
 routing: {{circuit: {{failures: 3, cooldown_s: 60}}}}
 providers:
   - {{name: fakeai, kind: openai_compatible, base_url: '{fake}', api_key: '{upstream}', models: [gpt-4o-mini]}}
-  - name: bad
-    kind: openai_compatible
-    base_url: '{fake}'
-    api_key: '{upstream}'
-    headers: {{x-fake-behaviour: "error=503"}}
-models:
-  - {{name: guarded, targets: [bad/gpt-4o-mini, fakeai/gpt-4o-mini]}}
 """
+    + GUARDED_ALIAS
+)
 
 
 class Connection:

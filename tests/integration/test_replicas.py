@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from tests.capture import CaptureServer
-from tests.conftest import ADMIN_KEY, UPSTREAM_KEY, GatewayProcess
+from tests.conftest import ADMIN_KEY, GUARDED_ALIAS, UPSTREAM_KEY, GatewayProcess
 from tests.store_helpers import admin_get, postgres_database, wait_stored
 
 REDIS_DB = "redis://127.0.0.1:6379/5"
@@ -24,7 +24,8 @@ BUDGET_KEY = "rk-test-budget-key-0123456789"
 OPEN_KEY = "rk-test-open-key-0123456789"
 BUDGET_USD = 0.01
 
-CONFIG = """
+CONFIG = (
+    """
 admin_key: {admin}
 store: {{url: '{pg}'}}
 redis_url: {redis}
@@ -35,19 +36,15 @@ keys:
   - {{name: open, secret: {open_key}, models: ['fakeai/*', guarded]}}
 providers:
   - {{name: fakeai, kind: openai_compatible, base_url: '{fake}', api_key: '{upstream}', models: [gpt-4o-mini, gpt-4o]}}
-  - name: bad
-    kind: openai_compatible
-    base_url: '{fake}'
-    api_key: '{upstream}'
-    headers: {{x-fake-behaviour: "error=503"}}
-models:
-  - {{name: guarded, targets: [bad/gpt-4o-mini, fakeai/gpt-4o-mini]}}
-monitors:
+"""
+    + GUARDED_ALIAS
+    + """monitors:
   interval_s: 1
   notify: [{{name: hook, kind: webhook, url: '{hook}/hook'}}]
   rules:
     - {{name: bad-errors, kind: error_rate, provider: bad, threshold_pct: 20, min_requests: 3, window: 5m}}
 """
+)
 
 
 @pytest.fixture(scope="module")
