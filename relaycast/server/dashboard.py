@@ -90,7 +90,7 @@ class Dashboard:
         self._files = _load_static()
         self._revoked: dict[str, int] = {}  # session id -> its expiry (unix seconds)
         self._not_before = 0  # sessions issued before this (unix seconds) are over: set when _revoked overflows
-        self._shared: dict[str, int] = {}  # the store's revoked sessions (every process's logouts)
+        self._shared: dict[str, int] = {}  # sessions ended elsewhere (the store's, or the telemetry process's)
         self._shared_not_before = 0
         self._marker: str | None = None
         self._share: SessionShare | None = None
