@@ -61,6 +61,7 @@ RECORDS_WAIT_S = 0.5  # a question that must see the records waits this long at 
 HELLO_POLL_S = 0.005  # how often such a question looks for its worker's records' connection, not yet greeted
 RECONNECT_BASE_S = 0.05  # doubling to RECONNECT_CAP_S while the telemetry process is away
 RECONNECT_CAP_S = 1.0
+SESSION_HELD_S = 1.0  # a session that lasted this long was not a failure: the next connection is tried at the base
 GAUGES_EVERY_S = 1.0
 FLUSH_EVERY_S = 0.01  # records are written to the socket in batches: at most this late
 FLUSH_BYTES = 256 << 10  # ... or as soon as this much waits
@@ -147,6 +148,7 @@ class HostClient:
     async def _run(self) -> None:
         delay = RECONNECT_BASE_S
         while not self._closing:
+            began = time.monotonic()
             try:
                 connected = await self._connect_and_serve()
             except Exception as e:  # noqa: BLE001 - the link must outlive any one failure; logged, then retried
@@ -157,11 +159,12 @@ class HostClient:
                         conn.transport.abort()
                     self._lost(conn)
                 connected = False
-            if connected:
+            if connected and time.monotonic() - began >= SESSION_HELD_S:
                 delay = RECONNECT_BASE_S
-            else:
-                await asyncio.sleep(delay)
-                delay = min(RECONNECT_CAP_S, delay * 2)
+            # Never at once: a telemetry process being killed may still take a connection for a moment (and drop
+            # it), and one that takes connections and drops them would have every worker reconnect in a loop.
+            await asyncio.sleep(delay)
+            delay = min(RECONNECT_CAP_S, delay * 2)
 
     async def _connect_and_serve(self) -> bool:
         """One session (the records' connection and the control connection), until either ends; False when none

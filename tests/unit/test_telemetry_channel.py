@@ -178,6 +178,29 @@ async def _a_connection_that_breaks_counts_what_was_written_and_not_acknowledged
         await client.close(0.5)
 
 
+async def _a_telemetry_process_that_drops_every_connection_is_retried_with_backoff(tmp_path: Path) -> None:
+    accepted = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    path = str(tmp_path / "t.sock")
+    server = await asyncio.start_unix_server(drop, path)
+    client = HostClient(path, 0, log())
+    client.start()
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        await client.close(0.1)
+        server.close()
+    # Each session ends at once: the worker waits 0.05 s, doubling, before the next (two connections each), where
+    # it used to reconnect in a loop, logging `telemetry_link_lost` every time.
+    assert 4 <= accepted <= 12, accepted
+    assert client.connects <= 6
+
+
 def test_workers_gauges_merge_into_one_view() -> None:
     w0 = [
         ["relaycast_connections_open", "gauge", "Open.", [], [[[], 3.0]]],
@@ -191,6 +214,14 @@ def test_workers_gauges_merge_into_one_view() -> None:
     assert merged["relaycast_connections_open"] == {(): 7.0}
     # A target's state shows every state some worker has it in.
     assert merged["relaycast_target_state"] == {("a", "ok"): 1.0, ("a", "open"): 1.0}
+
+
+def test_a_telemetry_process_that_drops_every_connection_is_retried_with_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="relaycast"):
+        asyncio.run(_a_telemetry_process_that_drops_every_connection_is_retried_with_backoff(tmp_path))
+    assert 2 <= sum("telemetry_link_lost" in r.getMessage() for r in caplog.records) <= 6
 
 
 def test_records_arrive_in_order_and_are_acknowledged(tmp_path: Path) -> None:
