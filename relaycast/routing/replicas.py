@@ -19,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from relaycast.log import EventLog
 from relaycast.redis import RedisReplyError, RespClient
 from relaycast.routing.health import HealthBoard
+
+if TYPE_CHECKING:
+    from relaycast.telemetry.channel import HostClient
 
 KEY = "relaycast:health"
 DEMOTION_HOLD_S = 3.0  # a published demotion stands this long unless republished
@@ -86,17 +89,13 @@ class RedisExchange:
         await self._redis.close()
 
 
-class _Asker(Protocol):
-    async def query(self, op: str, arg: Any = None, timeout_s: float = ..., after_records: bool = ...) -> Any: ...
-
-
 class HostExchange:
     """Through the host's telemetry process (`HostClient`): it forgets a worker's fields when the worker hangs up."""
 
     via = "telemetry_process"
     others = "another worker"
 
-    def __init__(self, host: _Asker, timeout_s: float = HOST_SYNC_TIMEOUT_S) -> None:
+    def __init__(self, host: HostClient, timeout_s: float = HOST_SYNC_TIMEOUT_S) -> None:
         self._host = host
         self._timeout_s = timeout_s
 

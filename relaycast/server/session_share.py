@@ -12,10 +12,13 @@ the sessions themselves end with the host (their secret is the host's: `server.h
 from __future__ import annotations
 
 import secrets
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from relaycast.store import sessions
 from relaycast.store.reader import StoreReader
+
+if TYPE_CHECKING:
+    from relaycast.telemetry.channel import HostClient
 
 MAX_REVOKED = sessions.MAX_ROWS
 MAX_SID = 64
@@ -48,14 +51,10 @@ class StoreShare:
         return got
 
 
-class _Asker(Protocol):
-    async def query(self, op: str, arg: Any = None, timeout_s: float = ..., after_records: bool = ...) -> Any: ...
-
-
 class HostShare:
     """Through the host's telemetry process (`HostClient`); its questions read no records."""
 
-    def __init__(self, host: _Asker, timeout_s: float = QUERY_TIMEOUT_S) -> None:
+    def __init__(self, host: HostClient, timeout_s: float = QUERY_TIMEOUT_S) -> None:
         self._host = host
         self._timeout_s = timeout_s
 
