@@ -299,7 +299,7 @@ def _by_round(span: list[float] | None, unit: str = "x") -> str:
 
 
 def _roles(cpu: dict[str, float | None]) -> str:
-    order = ["worker", "telemetry", "supervisor"]
+    order = ["worker", "state", "telemetry", "supervisor"]
     keys = sorted(cpu, key=lambda k: (order.index(k) if k in order else len(order), k))
     return ", ".join(f"{k} {_f(cpu[k], 0)}" for k in keys)
 

@@ -1,8 +1,8 @@
-"""Limits shared by the workers of one host without Redis: the telemetry process keeps them (one in-memory
-limiter, `HostLimits`), and each worker asks it (`RemoteLimiter`) over the telemetry channel. One limiter for the
-host, so N requests per minute admit N across all workers, never N per worker. The telemetry process decides an
-admission in the turn of its event loop that read the question (`admit_now`: no task, no turn waited for), unless
-a budget must be loaded from the store first.
+"""Limits shared by the workers of one host without Redis: the host's state process keeps them (one in-memory
+limiter, `HostLimits`; `relaycast.server.state_process`), and each worker asks it (`RemoteLimiter`) over the host's
+channel. One limiter for the host, so N requests per minute admit N across all workers, never N per worker. The
+state process decides an admission in the turn of its event loop that read the question (`admit_now`: no task,
+no turn waited for), unless a budget must be loaded from the store first.
 
 Far from its limits, a scope's requests are admitted by the worker itself, under a lease (`relaycast.limits.lease`):
 with an admission the host may lend the worker capacity for more requests like it, for `LEASE_S`, taking at most
@@ -12,9 +12,9 @@ and every request is decided by the host, exactly. Capacity lent and not yet giv
 other workers meanwhile: a request another worker sends may so be refused up to `LEASE_S` early, never admitted
 past a limit.
 
-While the telemetry process is away (it is restarted within about a second) or does not answer within
+While the state process is away (it is restarted within about a second) or does not answer within
 `ADMIT_TIMEOUT_S`, a request with limits is refused with 503 `limiter_unavailable`, unless a lease granted before
-still covers it: a limit is never exceeded, and no worker guesses alone. A restarted telemetry process starts its
+still covers it: a limit is never exceeded, and no worker guesses alone. A restarted state process starts its
 windows afresh (budgets reload from the store).
 
 Reservation and lease ids are the worker's (a random prefix per process and a counter), so they stay unique across
@@ -100,7 +100,7 @@ class RemoteLimiter:
             self.unavailable += 1
             self._release(rid, lid)  # if it was admitted after all, undone
             raise LimiterUnavailable(
-                "The limits of this host cannot be checked now: its telemetry process did not answer in time "
+                "The limits of this host cannot be checked now: its state process did not answer in time "
                 "(restarting or overloaded). Retry shortly."
             ) from None
         except RemoteError as e:
@@ -179,7 +179,7 @@ class RemoteLimiter:
                 self._retire(lease)
             return
         if not self._link.settle(res.id, tokens, nano):
-            # The telemetry process is away: it settles what this worker held when the link broke.
+            # The state process is away: it settles what this worker held when the link broke.
             self.unsettled += 1
 
     def status(self) -> dict[str, Any]:
@@ -214,7 +214,7 @@ _CHECKS = tuple[Check, ...]
 
 
 class HostLimits:
-    """The telemetry process's side: one limiter, and the reservations and leases each worker holds."""
+    """The state process's side: one limiter, and the reservations and leases each worker holds."""
 
     def __init__(self, limiter: Limiter, workers: Callable[[], int] = lambda: 1) -> None:
         self.limiter = limiter

@@ -1,5 +1,5 @@
 """A worker's lease: capacity the host's limits lent it (`MemoryLimiter.grant`), so that it admits requests itself,
-without asking the telemetry process, while their scopes are far from their limits.
+without asking the state process, while their scopes are far from their limits.
 
 A lease covers one set of checks (a key, and the user and feature a request names) for up to `LEASE_S`: some
 requests, the tokens and the nano-dollars of their estimates. A request is admitted under it when what is left

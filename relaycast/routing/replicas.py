@@ -9,7 +9,7 @@ Entries are fields `<gateway>|open|<target>` and `<gateway>|demoted|<route>|<tar
 - `RedisExchange`, across replicas (and the workers of each) with `redis_url`: one hash, `relaycast:health`. A
   gateway rewrites only its own fields and removes the stale ones it sees. Each sync is one pipelined round trip
   on relaycast's Redis client (`relaycast.redis`).
-- `HostExchange`, across the workers of one host without Redis: the host's telemetry process keeps each worker's
+- `HostExchange`, across the workers of one host without Redis: the host's state process keeps each worker's
   entries (`HealthTable`) while the worker is connected, and answers each sync with the others'. While it is away
   or slow to answer (it restarts within about a second), each worker routes on what it last learned and its own.
 """
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 KEY = "relaycast:health"
 DEMOTION_HOLD_S = 3.0  # a published demotion stands this long unless republished
 HOST_SYNC_TIMEOUT_S = 2.0
-MAX_ENTRIES = 4096  # one gateway's entries the telemetry process keeps (its board's targets are bounded as well)
+MAX_ENTRIES = 4096  # one gateway's entries the state process keeps (its board's targets are bounded as well)
 MAX_FIELD = 1024  # bytes of an entry's name, and of its value
 
 
@@ -90,9 +90,9 @@ class RedisExchange:
 
 
 class HostExchange:
-    """Through the host's telemetry process (`HostClient`): it forgets a worker's fields when the worker hangs up."""
+    """Through the host's state process (`HostClient`): it forgets a worker's fields when the worker hangs up."""
 
-    via = "telemetry_process"
+    via = "state_process"
     others = "another worker"
 
     def __init__(self, host: HostClient, timeout_s: float = HOST_SYNC_TIMEOUT_S) -> None:
@@ -115,7 +115,7 @@ class HostExchange:
 
 
 class HealthTable:
-    """The telemetry process's side of `HostExchange`: each connected worker's fields, by its connection."""
+    """The state process's side of `HostExchange`: each connected worker's fields, by its connection."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._by_owner: dict[int, dict[str, bytes]] = {}

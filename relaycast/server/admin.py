@@ -49,12 +49,15 @@ class Admin:
         totals, age = await self.s.view("stats")
         body = {**totals, "view_age_s": age, "uptime_s": round(time.time() - self.s.started, 3)}
         body["limits"] = self.s.limiter.status() if self.s.limiter else None
-        if isinstance(self.s.limiter, RemoteLimiter):  # the host's limits, kept by its telemetry process
+        if isinstance(self.s.limiter, RemoteLimiter):  # the host's limits, kept by its state process
             body["limits"]["host"] = await self.s.telemetry("limits")
         body["keys"] = {"required": self.s.keys.required, "reloads": self.s.keys.reloads}
         body["shared_health"] = self.s.replicas.status() if self.s.replicas is not None else None
         if self.s.host is not None:
             body["telemetry"] = self.s.host.status()
+        if self.s.state is not None:
+            st = self.s.state.status()
+            body["state"] = {"connected": st["connected"], "connects": st["connects"]}
         await self._json(r, body)
 
     async def routing(self, r: Request) -> None:
@@ -94,6 +97,12 @@ class Admin:
     async def store(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
         store, age = await self.s.view("store")
+        if store is not None and self.s.state is not None:  # the stored responses are the state process's
+            try:
+                responses = await self.s.telemetry("responses_status")
+            except errors.RelaycastError:  # away (restarting): the rest of the view still answers
+                responses = None
+            store = {**store, "stored_responses": responses}
         body = {
             "store": store,
             "prices_as_of": self.s.coster.pricer.catalog.as_of,

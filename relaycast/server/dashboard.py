@@ -10,7 +10,7 @@ session.
 process and, with a store, in the store every worker and replica shares (`store/sessions.py`: each polls it every
 second), so a logout holds everywhere within a second. The sets are bounded; when one is full, every session issued
 so far ends instead (the safe way to forget). Without a store, a logout holds in the gateway that served it: its
-workers share it through the host's telemetry process (`server.session_share`).
+workers share it through the host's state process (`server.session_share`).
 
 Failed logins are throttled per client address: after `LOGIN_FAILURES` in `LOGIN_WINDOW_S` seconds, every login
 from that address gets a 429 with Retry-After until the window ends. The map is bounded: when it is full, new
@@ -90,7 +90,7 @@ class Dashboard:
         self._files = _load_static()
         self._revoked: dict[str, int] = {}  # session id -> its expiry (unix seconds)
         self._not_before = 0  # sessions issued before this (unix seconds) are over: set when _revoked overflows
-        self._shared: dict[str, int] = {}  # sessions ended elsewhere (the store's, or the telemetry process's)
+        self._shared: dict[str, int] = {}  # sessions ended elsewhere (the store's, or the state process's)
         self._shared_not_before = 0
         self._marker: str | None = None
         self._share: SessionShare | None = None
@@ -159,7 +159,7 @@ class Dashboard:
         self._revoked[sid] = expiry
 
     async def logout(self, headers: dict[bytes, bytes]) -> None:
-        """End the request's session here at once, and everywhere through the store (or the host's telemetry
+        """End the request's session here at once, and everywhere through the store (or the host's state
         process)."""
         found = self._session(headers)
         self.revoke(headers)
@@ -188,7 +188,7 @@ class Dashboard:
 
     async def sync(self) -> None:
         """Load the ended sessions when their marker changed. What was loaded before stays until it expires (or a
-        later start covers it): a telemetry process started again has forgotten the logouts it was told."""
+        later start covers it): a state process started again has forgotten the logouts it was told."""
         assert self._share is not None
         marker = await self._share.marker()
         if marker == self._marker:

@@ -1,19 +1,24 @@
 """`relaycast serve` on one host: a supervisor, one telemetry process and N workers serving one port.
 
     supervisor (this module's `serve`)   binds the port, starts and restarts the others, stops them in order
-      telemetry  (`python -m relaycast.server.host telemetry`)   store, broadcast, metrics, monitors, shared limits
+      telemetry  (`python -m relaycast.server.host telemetry`)   store, broadcast, metrics, monitors
+      state      (`python -m relaycast.server.host state`)       with N > 1: limits, health, logouts, responses
       worker x N (`python -m relaycast.server.host worker`)      the gateway: requests, routing, providers
 
 The workers share the listening socket the supervisor opened (the kernel spreads connections over them) and hand
 every finished record to the telemetry process over a Unix socket in a private directory
-(`relaycast.telemetry.channel`). A child that dies is started again (after 0.1 s, doubling to 5 s while it keeps
-dying within 10 s of its start); a child that dies that way five times in a row, or finds the config invalid
-(children read it again when they start: exit status 2), stops the host.
+(`relaycast.telemetry.channel`); with several workers, they ask the state process what they share
+(`relaycast.server.state_process`) over another. The telemetry process runs on the CPU the workers leave; the
+state process, which requests wait for, at their priority.
+
+A child that dies is started again (after 0.1 s, doubling to 5 s while it keeps dying within 10 s of its start);
+a child that dies that way five times in a row, or finds the config invalid (children read it again when they
+start: exit status 2), stops the host.
 
 On SIGTERM or SIGINT the supervisor closes the port (new connections are refused at once), stops the workers
 (each finishes its requests for up to 30 s, then hands over its last records), then the telemetry process (which
-flushes its queues and spools what it could not send), and exits 0. If the supervisor itself is killed, its
-children get SIGTERM from the kernel (Linux).
+flushes its queues and spools what it could not send) and the state process (which writes the stored responses
+it holds), and exits 0. If the supervisor itself is killed, its children get SIGTERM from the kernel (Linux).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 
 from relaycast.config import Config
 
-TELEMETRY, WORKER = "telemetry", "worker"
+TELEMETRY, STATE, WORKER = "telemetry", "state", "worker"
 SESSION_SECRET_ENV = "RELAYCAST_HOST_SESSION_SECRET"  # the supervisor's to its workers: the dashboard's sessions
 POLL_S = 0.2
 RESTART_BASE_S = 0.1
@@ -49,11 +54,12 @@ STOP_GRACE_S = 5.0
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """How a worker reaches its host's telemetry process."""
+    """How a worker reaches its host's telemetry process, and its state process (with several workers)."""
 
     socket: str
     worker: int
     workers: int
+    state: str | None = None
 
 
 def worker_count(value: str) -> int:
@@ -97,7 +103,7 @@ class _Child:
 
     @property
     def name(self) -> str:
-        return self.role if self.role == TELEMETRY else f"{self.role}-{self.number}"
+        return f"{self.role}-{self.number}" if self.role == WORKER else self.role
 
     def start(self) -> None:
         # Its own process group: a Ctrl-C in the terminal reaches the supervisor alone, which stops the rest in order.
@@ -143,7 +149,11 @@ def serve(cfg: Config, config_path: str, workers: int, log_level: str) -> int:
     base = [sys.executable, "-m", "relaycast.server.host"]
     common = ["--config", config_path, "--host", host, "--port", str(port), "--log-level", log_level]
     common += ["--socket", sock_path, "--workers", str(workers)]
+    if workers > 1:
+        common += ["--state-socket", os.path.join(rundir, "state.sock")]
     children = [_Child(TELEMETRY, 0, [*base, TELEMETRY, *common], ())]
+    if workers > 1:
+        children.append(_Child(STATE, 0, [*base, STATE, *common], ()))
     fd = listener.fileno()
     # One secret for the dashboard's sessions, unless the config sets one: a login holds on every worker (and on a
     # worker started again), for as long as the host runs. In the environment, not on the command line.
@@ -160,7 +170,7 @@ def serve(cfg: Config, config_path: str, workers: int, log_level: str) -> int:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     print(
         f"relaycast: serving on http://{host}:{port}/v1 (config {config_path}; {workers} worker"
-        f"{'s' if workers > 1 else ''} and a telemetry process)",
+        f"{'s, a state process' if workers > 1 else ''} and a telemetry process)",
         file=sys.stderr,
         flush=True,
     )
@@ -186,7 +196,7 @@ def serve(cfg: Config, config_path: str, workers: int, log_level: str) -> int:
         # the workers drain their requests and hand their last records over, then the telemetry process flushes
         drain, flush = cfg.server.drain_timeout, cfg.server.flush_timeout
         _stop([c for c in children if c.role == WORKER], drain + flush + STOP_GRACE_S)
-        _stop([c for c in children if c.role == TELEMETRY], flush + 2 * STOP_GRACE_S)
+        _stop([c for c in children if c.role != WORKER], flush + 2 * STOP_GRACE_S)
         shutil.rmtree(rundir, ignore_errors=True)
         for s, h in old.items():
             signal.signal(s, h)
@@ -258,7 +268,7 @@ def _worker(args: argparse.Namespace) -> int:
     configure(args.log_level)
     tune_gc()
     guard = ConnectionGuard(cfg.server)
-    link = Link(args.socket, args.worker, args.workers)
+    link = Link(args.socket, args.worker, args.workers, args.state_socket)
     app = Gateway(cfg, connections=guard.counts, link=link)
     server = DrainingServer(uvicorn_config(app, args.host, args.port, log_level="warning", guard=guard))
     server.run(sockets=[socket.socket(fileno=args.fd)])
@@ -273,23 +283,37 @@ def _telemetry(args: argparse.Namespace) -> int:
 
     cfg = _child_config(args)
     configure(args.log_level)
-    shared_limits = args.workers > 1 and not (cfg.limits is not None and cfg.limits.redis_url)
-    return uvloop.run(run(cfg, args.socket, shared_limits, drain_s=cfg.server.drain_timeout + STOP_GRACE_S))
+    keeps_responses = args.state_socket is None  # else the state process keeps them
+    return uvloop.run(run(cfg, args.socket, keeps_responses, drain_s=cfg.server.drain_timeout + STOP_GRACE_S))
+
+
+def _state(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from relaycast.log import configure
+    from relaycast.server.state_process import run
+
+    cfg = _child_config(args)
+    configure(args.log_level)
+    shared_limits = not (cfg.limits is not None and cfg.limits.redis_url)
+    drain_s = cfg.server.drain_timeout + STOP_GRACE_S
+    return uvloop.run(run(cfg, args.state_socket, args.socket, shared_limits, drain_s=drain_s))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m relaycast.server.host")
-    p.add_argument("role", choices=[TELEMETRY, WORKER])
+    p.add_argument("role", choices=[TELEMETRY, STATE, WORKER])
     p.add_argument("--config", required=True)
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--socket", required=True)
     p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--state-socket")
     p.add_argument("--log-level", default="info")
     p.add_argument("--fd", type=int)
     p.add_argument("--worker", type=int, default=0)
     args = p.parse_args(argv)
-    return _worker(args) if args.role == WORKER else _telemetry(args)
+    return {WORKER: _worker, TELEMETRY: _telemetry, STATE: _state}[args.role](args)
 
 
 if __name__ == "__main__":

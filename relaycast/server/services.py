@@ -4,7 +4,9 @@
 The telemetry parts (metrics, store writer, broadcast, monitors: `relaycast.server.telemetry_hub`) run in this process,
 or, when the gateway is one of a host's workers (`link`, from `relaycast.server.host`), in the host's telemetry
 process, which this process reaches through `host` (`relaycast.telemetry.channel`). Admin views read them through
-`telemetry()` either way."""
+`telemetry()` either way. What a host's several workers share and wait for (limits without Redis, routing health,
+dashboard logouts without a store, stored responses) is kept by its state process, reached through `state`
+(`relaycast.server.state_process`); `telemetry()` sends it the questions that are its (STATE_OPS)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from relaycast.server.dashboard import Dashboard
 from relaycast.server.latest import LatestAnswer
 from relaycast.server.session_share import HostShare, StoreShare
 from relaycast.server.shutdown import shutdown_step
+from relaycast.server.stored_responses import OPS as RESPONSE_OPS
 from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_loader
 from relaycast.telemetry.channel import HostClient
@@ -58,6 +61,7 @@ Sink = Callable[[RequestRecord], None]
 STEP_S = 2.0  # at shutdown: stopping one background part (its own calls have shorter timeouts)
 CLOSE_GRACE_S = 2.0  # at shutdown, past the flush deadline: to hand back what is left and close connections
 MIN_STEP_S = 0.2  # at shutdown, once the grace is spent: each last step's time to close
+STATE_OPS = RESPONSE_OPS | {"limits", "responses_status"}  # the state process's questions, where there is one
 LINK_WAIT_S = 15.0  # at start, a worker waits this long for its host's telemetry process before serving
 VIEW_WAIT_S = 2.0  # a view waits this long for the telemetry process's answer before serving the last one
 VIEW_MAX_AGE_S = 300.0  # ... which it serves only this long after it came
@@ -114,6 +118,7 @@ class Services:
         self.reader: StoreReader | None = None
         self.hub: TelemetryHub | None = None  # the telemetry parts, when they run in this process
         self.host: HostClient | None = None  # the link to the host's telemetry process, when they run there
+        self.state: HostClient | None = None  # the link to the host's state process, with several workers
         self.limiter: Limiter | None = None
         self.replicas: SharedHealth | None = None
         self.admission: Admission  # with the limiter, in _start
@@ -159,17 +164,23 @@ class Services:
             self.host = HostClient(self.link.socket, self.link.worker, self.log, on_demotions=self._demoted)
             self.host.start()
             self.sinks = (self.host, *self._extra_sinks)
-            try:  # the telemetry process listens once its store is migrated
-                await asyncio.wait_for(self.host.connected.wait(), LINK_WAIT_S)
-            except TimeoutError:
-                self.log.error("telemetry_not_connected", waited_s=LINK_WAIT_S)
+            links = [self.host]
+            if self.link.state is not None:
+                self.state = HostClient(self.link.state, self.link.worker, self.log, name="state")
+                self.state.start()
+                links.append(self.state)
+            for link in links:  # each listens once the store is migrated
+                try:
+                    await asyncio.wait_for(link.connected.wait(), LINK_WAIT_S)
+                except TimeoutError:
+                    self.log.error(f"{link.name}_not_connected", waited_s=LINK_WAIT_S)
         if self.reader is not None:
             await self.keys.start(self.reader)
             await self.dashboard.start(StoreShare(self.reader), self.log)
-        elif self.host is not None and self.link is not None and self.link.workers > 1:
-            await self.dashboard.start(HostShare(self.host), self.log)  # logouts through the telemetry process
-        if self.host is not None and self.link is not None and self.link.workers > 1 and not _redis_limits(config):
-            self.limiter = RemoteLimiter(self.host)  # one limiter for the host, in its telemetry process
+        elif self.state is not None:
+            await self.dashboard.start(HostShare(self.state), self.log)  # logouts through the state process
+        if self.state is not None and not _redis_limits(config):
+            self.limiter = RemoteLimiter(self.state)  # one limiter for the host, in its state process
         else:
             self.limiter = build_limiter(
                 config.limits, self.log, spend_loader(lambda: self.reader, self.log), self.clock
@@ -178,8 +189,8 @@ class Services:
         # Routing health: shared through Redis across replicas (and workers); else by the workers of a host.
         if config.redis_url:
             self.replicas = SharedHealth(RedisExchange(config.redis_url), self.board, self.log)
-        elif self.host is not None and self.link is not None and self.link.workers > 1:
-            self.replicas = SharedHealth(HostExchange(self.host), self.board, self.log)
+        elif self.state is not None:
+            self.replicas = SharedHealth(HostExchange(self.state), self.board, self.log)
         if self.replicas is not None:
             self.replicas.start()
         self.log.info(
@@ -217,12 +228,13 @@ class Services:
         them."""
         if self.hub is not None:
             return await self.hub.query(op, (0, arg) if op == "metrics" else arg)
-        assert self.host is not None
+        link = self.state if self.state is not None and op in STATE_OPS else self.host
+        assert link is not None
         try:
-            return await self.host.query(op, arg, after_records=after_records)
-        except RemoteError as e:  # a failure inside the telemetry process: logged there and here, never detailed
-            self.log.error("telemetry_query_failed", op=op, error=self.redactor.scrub(str(e))[:200])
-            raise errors.RelaycastError("Internal error in the telemetry process.") from None
+            return await link.query(op, arg, after_records=after_records and link is self.host)
+        except RemoteError as e:  # a failure inside that process: logged there and here, never detailed
+            self.log.error(f"{link.name}_query_failed", op=op, error=self.redactor.scrub(str(e))[:200])
+            raise errors.RelaycastError(f"Internal error in the {link.name} process.") from None
 
     async def view(self, op: str, arg: object = None) -> tuple[Any, float]:
         """One of the telemetry parts' VIEWS (`/metrics` with this process's gauges as `arg`, an admin view's
@@ -263,6 +275,8 @@ class Services:
         # The telemetry parts: their queues flushed within the deadline, or the last records handed over.
         if self.hub is not None:
             await self.hub.close(deadline, grace, self._bounded)
+        if self.state is not None:  # after the limiter: its last settlements and reports go first
+            await self._bounded("state_link", self.state.close(left(STEP_S)), grace())
         if self.host is not None:
             await self._bounded("telemetry_link", self.host.close(left()), grace())
         if self.reader is not None:

@@ -1,11 +1,11 @@
 """Where the dashboard's logouts are shared, so that a session one process ended is refused by every other:
 
 - `StoreShare`: in the store (`store/sessions.py`), which every worker and replica that shares it reads;
-- `HostShare`: without a store, in the host's telemetry process (`RevokedSessions`, in its memory), which every
+- `HostShare`: without a store, in the host's state process (`RevokedSessions`, in its memory), which every
   worker of `relaycast serve --workers N` reads.
 
 Each gateway polls the marker every second and loads the set when it changed (`server.dashboard.Dashboard.sync`).
-The telemetry process's set lives as long as that process: a worker keeps what it loaded when it restarts, and
+The state process's set lives as long as that process: a worker keeps what it loaded when it restarts, and
 the sessions themselves end with the host (their secret is the host's: `server.host.SESSION_SECRET_ENV`).
 """
 
@@ -52,7 +52,7 @@ class StoreShare:
 
 
 class HostShare:
-    """Through the host's telemetry process (`HostClient`); its questions read no records."""
+    """Through the host's state process (`HostClient`); its questions read no records."""
 
     def __init__(self, host: HostClient, timeout_s: float = QUERY_TIMEOUT_S) -> None:
         self._host = host
@@ -71,7 +71,7 @@ class HostShare:
 
 
 class RevokedSessions:
-    """The telemetry process's set of ended sessions, as `store/sessions.py` keeps them in a store: each until it
+    """The state process's set of ended sessions, as `store/sessions.py` keeps them in a store: each until it
     would have expired; when MAX_REVOKED are ended at once, every session issued so far ends instead."""
 
     def __init__(self, max_revoked: int = MAX_REVOKED) -> None:

@@ -1,8 +1,9 @@
 """Stored responses of the Responses API (`store`, true unless the client says false): what `GET` and `DELETE
 /v1/responses/{id}` read, and what `previous_response_id` continues.
 
-One `ResponseStore` per host, kept by the telemetry parts (`TelemetryHub`: in the telemetry process when the host
-runs workers), so every worker finds what another stored. Its memory is bounded by count and bytes, oldest first
+One `ResponseStore` per host, so every worker finds what another stored: kept by the telemetry parts
+(`TelemetryHub`: in the telemetry process of a host of one worker), or by the state process of a host of several
+(`relaycast.server.state_process`). Its memory is bounded by count and bytes, oldest first
 out; behind it, the store keeps every entry as long as it keeps requests (`relaycast.store.responses`; not with
 `store.privacy_mode`, nor without a store: then a restart forgets them). Each entry belongs to the gateway key
 that made it; another key does not see it. `StoredResponses` is a worker's side: it asks the host's store through
@@ -75,6 +76,9 @@ class ResponseStore:
 
     def get(self, rid: str) -> bytes | None:
         return self._items.get(rid)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def delete(self, rid: str) -> bool:
         old = self._items.pop(rid, None)

@@ -65,8 +65,11 @@ class TelemetryHub:
         alerts: Alerts,
         clock: Callable[[], float] = time.time,
         reader: StoreReader | None = None,
+        keeps_responses: bool = True,
     ) -> None:
         self.config = config
+        # False where a host's state process keeps the stored responses (`relaycast.server.state_process`).
+        self.keeps_responses = keeps_responses
         self.redactor = redactor
         self.log = log
         self.alerts = alerts
@@ -93,7 +96,7 @@ class TelemetryHub:
             self.store = StoreWriter(config.store, self.redactor, self.log, self.clock)
             await self.store.start()
             self.sinks = (*self.sinks, self.store)
-            if not config.store.privacy_mode:
+            if not config.store.privacy_mode and self.keeps_responses:
                 self.responses.table = ResponseTable(config.store, self.redactor, self.log)
                 self.responses.table.start()
             mon = config.monitors
@@ -160,7 +163,12 @@ class TelemetryHub:
             results = await b.test(arg or None)
             return {n: {"ok": t.ok, "message": t.message} for n, t in results.items()}
         if op == "store":
-            return {**self.store.status(), "stored_responses": self.responses.status()} if self.store else None
+            if self.store is None:
+                return None
+            return {
+                **self.store.status(),
+                "stored_responses": self.responses.status() if self.keeps_responses else None,
+            }
         if op == "monitors":
             return self.monitors.status() if self.monitors else None
         if op == "monitors_evaluate":

@@ -1,7 +1,7 @@
 """The telemetry process of a host: one `TelemetryHub` (metrics, store writes, broadcast, spool, monitors) fed by
-every worker over a Unix socket, and, when the workers share no Redis, the host's limits (`relaycast.limits.host`)
-and the routing health they share (`relaycast.routing.replicas.HealthTable`: circuits opened, targets demoted),
-and, without a store, the dashboard sessions they ended (`relaycast.server.session_share.RevokedSessions`).
+every worker over a Unix socket. With several workers, what they share and wait for (limits, routing health,
+dashboard logouts, stored responses) is kept by the host's state process (`relaycast.server.state_process`)
+instead, so that nothing a request waits for is left to this one, which runs on the CPU the workers leave.
 
 It stops on SIGTERM or SIGINT: it first waits for the workers to hang up (they hand over their last records as
 they finish their requests; at most `drain_s`), then flushes its queues as the in-process gateway does (broadcast
@@ -22,23 +22,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from relaycast.config import Config
-from relaycast.limits.admission import build_limiter
-from relaycast.limits.host import HostLimits
 from relaycast.log import EventLog
 from relaycast.records import RequestRecord
 from relaycast.redact import Redactor
-from relaycast.routing.replicas import HealthTable
 from relaycast.server.runner import tune_gc
-from relaycast.server.session_share import RevokedSessions
 from relaycast.server.shutdown import shutdown_step
 from relaycast.server.telemetry_hub import Demotions, TelemetryHub
-from relaycast.store.reader import StoreReader
-from relaycast.store.spend import spend_loader
 from relaycast.telemetry.channel import HostServer, Peer
 
 CLOSE_GRACE_S = 2.0
 IDLE_FALLBACK_NICE = 19  # where SCHED_IDLE is not to be had (not Linux)
-AUTO_NICE = 10  # `auto` when this process keeps the host's limits
 FULL_COLLECTION_S = 60.0
 
 
@@ -70,36 +63,22 @@ class FullCollections:
 class TelemetryProcess:
     """What the socket's frames reach in the telemetry process."""
 
-    def __init__(self, config: Config, socket_path: str, shared_limits: bool) -> None:
+    def __init__(self, config: Config, socket_path: str, keeps_responses: bool = True) -> None:
         self.config = config
         self.redactor = Redactor(config.secrets())
         self.log = EventLog(self.redactor)
         self.alerts = Demotions()
-        self.hub = TelemetryHub(config, self.redactor, self.log, self.alerts)
+        self.hub = TelemetryHub(config, self.redactor, self.log, self.alerts, keeps_responses=keeps_responses)
         self.server = HostServer(socket_path, self, self.log)
-        self.limits: HostLimits | None = None
-        self.health = HealthTable()  # the workers' routing health, shared between them (without Redis)
-        self.sessions = RevokedSessions()  # the dashboard's logouts, shared by the workers (without a store)
-        self._shared_limits = shared_limits
-        self._spend: StoreReader | None = None
         self.received = 0
 
     async def start(self) -> None:
         await self.hub.start()
-        if self._shared_limits:
-            if self.config.store is not None:
-                self._spend = StoreReader(self.config.store, threads=1)
-            self.limits = HostLimits(
-                build_limiter(self.config.limits, self.log, spend_loader(lambda: self._spend, self.log), time.time),
-                workers=self.server.workers,  # a lease takes a share of what is left per worker
-            )
         await self.server.start()
 
     def started(self, priority: str) -> None:
         """Listening, at `priority` (what `lower_priority` set) from now on."""
-        self.log.info(
-            "telemetry_started", socket=self.server.path, shared_limits=self.limits is not None, priority=priority
-        )
+        self.log.info("telemetry_started", socket=self.server.path, priority=priority)
 
     # --- the channel's handler ----------------------------------------------------------------
 
@@ -108,16 +87,6 @@ class TelemetryProcess:
         self.hub.sink(record)
 
     async def query(self, peer: Peer, op: str, arg: Any) -> Any:
-        if op == "limit_admit":
-            if self.limits is None:
-                raise RuntimeError("this host's limits are not kept by the telemetry process")
-            return await self.limits.admit(peer.key, arg)
-        if op == "limit_lease":
-            if self.limits is None:
-                raise RuntimeError("this host's limits are not kept by the telemetry process")
-            return self.limits.lease(peer.key, arg)
-        if op == "limits":
-            return self.limits.status() if self.limits else None
         if op == "metrics":
             return await self.hub.query("metrics", (peer.worker, arg))
         if op == "telemetry":
@@ -129,33 +98,16 @@ class TelemetryProcess:
         return result
 
     def answer_now(self, peer: Peer, op: str, arg: Any) -> tuple[bool, Any]:
-        # An admission the in-memory limits decide at once (nearly all): answered in the turn of the event loop
-        # that read it, where a task would wait for the next turn, behind whatever else that turn runs.
-        if op == "limit_admit" and self.limits is not None:
-            return self.limits.admit_now(peer.key, arg)
-        if op == "limit_lease" and self.limits is not None:
-            return True, self.limits.lease(peer.key, arg)
-        if op == "health_sync":
-            return True, self.health.swap(peer.key, arg)
-        if op == "session_marker":
-            return True, self.sessions.marker()
-        if op == "session_load":
-            return True, self.sessions.load(arg)
-        if op == "session_revoke":
-            self.sessions.revoke(arg)
-            return True, None
-        return False, None
+        return False, None  # every question here reads the telemetry parts: `query`
 
     def gauges(self, peer: Peer, families: Any) -> None:
         self.hub.workers[peer.worker] = families
 
     def settle(self, peer: Peer, reservation: str, tokens: int, nano: int) -> None:
-        if self.limits is not None:
-            self.limits.settle(reservation, tokens, nano)
+        pass  # a host's limits are kept by a worker alone, or by the state process
 
     def give_back(self, peer: Peer, report: list[Any]) -> None:
-        if self.limits is not None:
-            self.limits.give_back(report)
+        pass
 
     def hello(self, peer: Peer) -> None:
         self.hub.returned(peer.pid)
@@ -163,9 +115,6 @@ class TelemetryProcess:
     def gone(self, peer: Peer) -> None:
         if not any(p.worker == peer.worker for p in self.server.peers):
             self.hub.retire(peer.worker, peer.pid)
-        if self.limits is not None:
-            self.limits.gone(peer.key)
-        self.health.gone(peer.key)
 
     def demotions(self) -> list[list[str]]:
         return sorted([r, t, why] for (r, t), why in self.alerts.monitor_alerts.items())
@@ -190,8 +139,6 @@ class TelemetryProcess:
 
         await self.server.close()
         await self.hub.close(deadline, grace, self._bounded)
-        if self._spend is not None:
-            await self._bounded("spend_reader", self._spend.close(), grace())
         self.log.info(
             "telemetry_stopped",
             seconds=round(time.monotonic() - began, 3),
@@ -204,7 +151,7 @@ class TelemetryProcess:
         await shutdown_step(self.log, self.redactor, step, work, timeout_s)
 
 
-def lower_priority(setting: str | int, keeps_limits: bool) -> str:
+def lower_priority(setting: str | int) -> str:
     """Give the workers (the requests) the CPU first, by `server.telemetry_priority`; what was set, as text. Every
     thread of the process is lowered (the store writer's and the encoders' too: Linux keeps a policy and a nice
     value per thread), and the threads made later inherit it.
@@ -213,13 +160,10 @@ def lower_priority(setting: str | int, keeps_limits: bool) -> str:
     takes its core at once. At a nice increment, a waking worker may wait for the rest of the telemetry process's
     time slice, and the telemetry process takes much more than its weight of a busy core: with a nice 10 CPU hog on
     a worker's core, a streaming load's throughput fell by a third, and by 5% with the same hog at SCHED_IDLE.
-    `auto` (the default) is `idle`, unless this process keeps the host's limits (`keeps_limits`: several workers
-    without Redis): their admissions wait for its answers, which SCHED_IDLE leaves for whenever a core is free (a
-    p99 of 90 ms against 34 ms at nice 10, two workers at saturation), so it is nice 10 there. Under a load that
-    keeps every core busy the telemetry queues grow and drop what overflows (counted); they drain when it eases."""
-    if setting == "auto":
-        setting = AUTO_NICE if keeps_limits else "idle"
-    if setting == "idle":
+    `auto` (the default) is `idle`: no request waits for this process (what they wait for, with several workers,
+    is the state process's, at the workers' priority). Under a load that keeps every core busy the telemetry
+    queues grow and drop what overflows (counted); they drain when it eases."""
+    if setting in ("auto", "idle"):
         try:
             _each_thread(lambda t: os.sched_setscheduler(t, os.SCHED_IDLE, os.sched_param(0)))
             return "idle"
@@ -248,7 +192,7 @@ def _each_thread(apply: Callable[[int], object]) -> None:
             pass
 
 
-async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: float) -> int:
+async def run(config: Config, socket_path: str, keeps_responses: bool, drain_s: float) -> int:
     """Serve until SIGTERM or SIGINT; then drain, flush and return.
 
     The process starts at the priority it was given and lowers it once it listens: the workers wait for its socket
@@ -257,11 +201,11 @@ async def run(config: Config, socket_path: str, shared_limits: bool, drain_s: fl
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    proc = TelemetryProcess(config, socket_path, shared_limits)
+    proc = TelemetryProcess(config, socket_path, keeps_responses)
     collections: FullCollections | None = None
     try:
         await proc.start()
-        proc.started(lower_priority(config.server.telemetry_priority, shared_limits))
+        proc.started(lower_priority(config.server.telemetry_priority))
         tune_gc()  # what start-up made is frozen out of the collector's full passes
         collections = FullCollections(loop)
         await stop.wait()

@@ -107,9 +107,13 @@ class HostClient:
         gauges: Callable[[], list[Any]] | None = None,
         on_demotions: Callable[[dict[tuple[str, str], str]], None] | None = None,
         max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+        name: str = "telemetry",
     ) -> None:
         self.path = path
         self.worker = worker
+        # Which of the host's processes this links to: `telemetry`, or `state` (`relaycast.server.state_process`,
+        # which hands no records): the prefix of the events logged and the subject of the errors raised.
+        self.name = name
         self._log = log
         self.gauges = gauges  # this worker's own gauges, sent once a second for the host's /metrics
         self._on_demotions = on_demotions
@@ -152,7 +156,7 @@ class HostClient:
             try:
                 connected = await self._connect_and_serve()
             except Exception as e:  # noqa: BLE001 - the link must outlive any one failure; logged, then retried
-                self._log.error("telemetry_link_failed", worker=self.worker, error=type(e).__name__)
+                self._log.error(f"{self.name}_link_failed", worker=self.worker, error=type(e).__name__)
                 conn = self._conn
                 if conn is not None:
                     if conn.transport is not None:
@@ -187,7 +191,7 @@ class HostClient:
         ctl.transport.write(self._codec.frame(HELLO, [self.worker, os.getpid(), CONTROL, self.connects]))
         self.connected.set()
         if self.connects > 1:
-            self._log.info("telemetry_reconnected", worker=self.worker, backlog=self._out_records)
+            self._log.info(f"{self.name}_reconnected", worker=self.worker, backlog=self._out_records)
         self._flush()
         gauges_at = 0.0
         while not conn.closed.done() and not ctl.closed.done():
@@ -215,10 +219,10 @@ class HostClient:
         self._sent_on_conn = self._acked_on_conn = 0
         for f in self._queries.values():
             if not f.done():
-                f.set_exception(TelemetryUnavailable("The telemetry process went away before it answered."))
+                f.set_exception(TelemetryUnavailable(f"The {self.name} process went away before it answered."))
         self._queries.clear()
         if not self._closing:
-            self._log.error("telemetry_link_lost", worker=self.worker, lost_in_flight=max(lost, 0))
+            self._log.error(f"{self.name}_link_lost", worker=self.worker, lost_in_flight=max(lost, 0))
 
     async def close(self, timeout_s: float) -> None:
         """Send the backlog and wait for its acknowledgement for at most `timeout_s`; what is left is counted as
@@ -331,7 +335,7 @@ class HostClient:
         with what it has taken). Without (a limit admission, a stored response: they read no records), the
         question is answered as soon as the telemetry process reads it."""
         if len(self._queries) >= MAX_QUERIES:
-            raise TelemetryUnavailable("Too many questions to the telemetry process are waiting for an answer.")
+            raise TelemetryUnavailable(f"Too many questions to the {self.name} process are waiting for an answer.")
         qid = next(self._ids)
         fut: asyncio.Future[Any] = self._loop.create_future()
         question = [qid, op, arg]
@@ -339,9 +343,9 @@ class HostClient:
             self._flush()
             question.append(self._sent_on_conn + self._out_records)  # the records it must see first
         if not self._write(QUERY, question):
-            raise TelemetryUnavailable("The telemetry process is not connected (it may be restarting).")
+            raise TelemetryUnavailable(f"The {self.name} process is not connected (it may be restarting).")
         self._queries[qid] = fut
-        timer = self._loop.call_later(timeout_s, _expire, fut, timeout_s)  # cheaper than asyncio.wait_for
+        timer = self._loop.call_later(timeout_s, _expire, fut, timeout_s, self.name)  # cheaper than asyncio.wait_for
         try:
             return await fut
         finally:
@@ -552,9 +556,9 @@ class _Peer:
             self.write(DEMOTIONS, now)
 
 
-def _expire(fut: asyncio.Future[Any], timeout_s: float) -> None:
+def _expire(fut: asyncio.Future[Any], timeout_s: float, name: str) -> None:
     if not fut.done():
-        fut.set_exception(TelemetryUnavailable(f"The telemetry process did not answer within {timeout_s:g} s."))
+        fut.set_exception(TelemetryUnavailable(f"The {name} process did not answer within {timeout_s:g} s."))
 
 
 def error_detail(e: Exception) -> list[Any]:

@@ -263,15 +263,16 @@ keys:
 def test_two_workers_share_one_limit_and_one_metrics_view(fake: Fake, tmp_path: Path) -> None:
     gw = host(fake, telemetry_config(tmp_path, LIMITS), "--workers", "2").wait_ready()
     try:
-        assert sorted(host_children(gw.proc.pid).values()) == ["telemetry", "worker", "worker"]
-        # The telemetry process keeps the host's limits (no Redis): the workers wait for some of its answers, so it
-        # runs at an ordinary policy, 10 nice levels below them, rather than SCHED_IDLE.
-        [tele], workers = role_pids(gw, "telemetry"), role_pids(gw, "worker")
-        assert {niceness(tele) - niceness(w) for w in workers} == {10}
-        assert set(thread_policies(tele).values()) == {os.SCHED_OTHER}
+        assert sorted(host_children(gw.proc.pid).values()) == ["state", "telemetry", "worker", "worker"]
+        # The state process keeps the host's limits (no Redis): the workers wait for its answers, so it runs at their
+        # priority; the telemetry process, which no request waits for, runs only on CPU they leave.
+        [tele], [state], workers = role_pids(gw, "telemetry"), role_pids(gw, "state"), role_pids(gw, "worker")
+        assert {niceness(state) - niceness(w) for w in workers} == {0}
+        assert set(thread_policies(state).values()) == {os.SCHED_OTHER}
         # Its start line is written once its socket listens, which is when workers may already be serving.
         wait_for(lambda: " telemetry_started " in gw.log(), what="the telemetry process's start line")
-        assert _field(_last(gw.log(), "telemetry_started"), "priority") == "nice +10"
+        assert _field(_last(gw.log(), "telemetry_started"), "priority") == "idle"
+        assert set(thread_policies(tele).values()) == {os.SCHED_IDLE}
         # Both workers answer (each on connections of its own): the stats name the worker that answered. The
         # kernel gives each new connection to whichever worker takes it first: ask until both have (a worker
         # still starting takes none).
@@ -675,7 +676,7 @@ def test_a_circuit_one_worker_opens_is_avoided_by_the_other_without_redis(fake: 
         # Its first request for the alias skips `bad` without trying it.
         assert b.guarded() == ("1", "fakeai/gpt-4o-mini")
         shared = b.stats()["shared_health"]
-        assert (shared["via"], shared["others_open"], shared["errors"]) == ("telemetry_process", 1, 0)
+        assert (shared["via"], shared["others_open"], shared["errors"]) == ("state_process", 1, 0)
         assert shared["syncs"] >= 2
 
         # `relaycast routes status` asks whichever worker takes its connection: on the other one, it names the

@@ -25,7 +25,7 @@ from tests.unit.test_telemetry_channel import log, until
 
 
 class Telemetry:
-    """The telemetry process's side of the channel, as far as limits go (as `TelemetryProcess` dispatches them)."""
+    """The state process's side of the channel, as far as limits go (as `StateProcess` dispatches them)."""
 
     def __init__(self, limits: HostLimits) -> None:
         self.limits = limits
@@ -60,7 +60,7 @@ class Telemetry:
 
 
 class Host:
-    """A telemetry process's socket with the host's limits, and `workers` links to it, each with its limiter."""
+    """A state process's socket with the host's limits, and `workers` links to it, each with its limiter."""
 
     def __init__(self, tmp_path: Path, workers: int) -> None:
         self.path = str(tmp_path / "t.sock")
@@ -228,13 +228,13 @@ def test_a_departed_worker_s_lease_is_charged_as_reserved() -> None:
     asyncio.run(_a_departed_worker_s_lease_is_charged_as_reserved())
 
 
-async def _a_lease_is_void_once_its_telemetry_process_is_replaced(tmp_path: Path) -> None:
+async def _a_lease_is_void_once_its_state_process_is_replaced(tmp_path: Path) -> None:
     async with Host(tmp_path, 1) as host:
         w, link = host.workers[0], host.links[0]
         checks = key(rpm=1000)
         assert await admit(w, checks) is not None and await admit(w, checks) is not None
         assert w.status()["local"] == 1
-        # The telemetry process is replaced (killed and restarted): the new one knows nothing of the lease.
+        # The state process is replaced (killed and restarted): the new one knows nothing of the lease.
         assert host.server is not None
         await host.server.close()
         host.limits = HostLimits(MemoryLimiter())
@@ -247,5 +247,5 @@ async def _a_lease_is_void_once_its_telemetry_process_is_replaced(tmp_path: Path
         assert host.scope().request_count == 1 + 8
 
 
-def test_a_lease_is_void_once_its_telemetry_process_is_replaced(tmp_path: Path) -> None:
-    asyncio.run(_a_lease_is_void_once_its_telemetry_process_is_replaced(tmp_path))
+def test_a_lease_is_void_once_its_state_process_is_replaced(tmp_path: Path) -> None:
+    asyncio.run(_a_lease_is_void_once_its_state_process_is_replaced(tmp_path))

@@ -1,4 +1,4 @@
-"""Dashboard logouts shared without a store: the telemetry process's set (`RevokedSessions`), and a worker's
+"""Dashboard logouts shared without a store: the state process's set (`RevokedSessions`), and a worker's
 `Dashboard.sync`, which keeps what it loaded when that process starts again with an empty set."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_the_set_keeps_each_session_until_it_would_expire_and_ends_all_when_full
     assert RevokedSessions().marker() != RevokedSessions().marker()  # another process, another marker
 
 
-async def _a_logout_holds_on_another_worker_after_the_telemetry_process_starts_again() -> None:
+async def _a_logout_holds_on_another_worker_after_the_state_process_starts_again() -> None:
     clock = Clock()
     share = Local()
     a, b = Dashboard(ADMIN_SHA, "host-secret-0123456789", clock), Dashboard(ADMIN_SHA, "host-secret-0123456789", clock)
@@ -74,7 +74,7 @@ async def _a_logout_holds_on_another_worker_after_the_telemetry_process_starts_a
         assert not a.valid(headers(token))
         await b.sync()
         assert not b.valid(headers(token)) and b.valid(headers(other))
-        share.table = RevokedSessions()  # the telemetry process started again: it knows of no logout
+        share.table = RevokedSessions()  # the state process started again: it knows of no logout
         await b.sync()
         assert not b.valid(headers(token))  # what b loaded before stays
         clock.t += 13 * 3600  # past its expiry: refused anyway, and forgotten at the next change
@@ -88,5 +88,5 @@ async def _a_logout_holds_on_another_worker_after_the_telemetry_process_starts_a
         await b.stop()
 
 
-def test_a_logout_holds_on_another_worker_after_the_telemetry_process_starts_again() -> None:
-    asyncio.run(_a_logout_holds_on_another_worker_after_the_telemetry_process_starts_again())
+def test_a_logout_holds_on_another_worker_after_the_state_process_starts_again() -> None:
+    asyncio.run(_a_logout_holds_on_another_worker_after_the_state_process_starts_again())

@@ -1,5 +1,5 @@
 """Routing health shared by the workers of a host without Redis: each worker's circuits and demotions reach the
-others through the telemetry process's table (`HealthTable`), over a real Unix socket, and leave it with the
+others through the state process's table (`HealthTable`), over a real Unix socket, and leave it with the
 worker."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from relaycast.telemetry.channel import HostClient, HostServer, Peer
 
 
 class Host:
-    """The telemetry process's side of the channel, as far as routing health goes (what `TelemetryProcess` does)."""
+    """The state process's side of the channel, as far as routing health goes (what `StateProcess` does)."""
 
     def __init__(self) -> None:
         self.health = HealthTable()
