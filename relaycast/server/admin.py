@@ -50,7 +50,10 @@ class Admin:
         body = {**totals, "view_age_s": age, "uptime_s": round(time.time() - self.s.started, 3)}
         body["limits"] = self.s.limiter.status() if self.s.limiter else None
         if isinstance(self.s.limiter, RemoteLimiter):  # the host's limits, kept by its state process
-            body["limits"]["host"] = await self.s.telemetry("limits")
+            try:
+                body["limits"]["host"] = await self.s.telemetry("limits")
+            except errors.RelaycastError:  # away (restarting): the rest of the view still answers
+                body["limits"]["host"] = None
         body["keys"] = {"required": self.s.keys.required, "reloads": self.s.keys.reloads}
         body["shared_health"] = self.s.replicas.status() if self.s.replicas is not None else None
         if self.s.host is not None:

@@ -89,16 +89,24 @@ def test_a_killed_state_process_is_restarted_limits_refuse_meanwhile_and_respons
         # unchecked nor left waiting.
         assert chat(gw, KEY)[0] in (200, 503)
         assert chat(gw, BIG_KEY)[0] in (200, 503)
+        # The admin views still answer: /admin/stats without the host's limits while it is away (no 503).
+        assert "host" in json.loads(admin_get(gw, "/admin/stats"))["limits"]
         wait_for(lambda: [p for p in role_pids(gw, "state") if p != old], what="a new state process")
 
-        # The new one starts the key's window afresh: 10 more across both workers.
-        def admits_again() -> bool:
-            return chat(gw, KEY)[0] == 200
+        # Each worker connects to the new one (the stats name the worker that answered and its link to it).
+        reconnected: set[int] = set()
 
-        wait_for(admits_again, what="limits kept again once the workers reconnect")
+        def both_reconnected() -> bool:
+            stats = json.loads(admin_get(gw, "/admin/stats"))
+            if stats["state"] == {"connected": True, "connects": 2}:
+                reconnected.add(stats["telemetry"]["worker"])
+            return reconnected == {0, 1}
+
+        wait_for(both_reconnected, what="both workers connected to the new state process")
+        # It starts the key's window afresh: 10 more across both workers.
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            statuses = [s for s, _ in pool.map(lambda _: chat(gw, KEY), range(12))]
-        assert sorted(statuses) == [200] * 9 + [429] * 3
+            statuses = [s for s, _ in pool.map(lambda _: chat(gw, KEY), range(13))]
+        assert sorted(statuses) == [200] * 10 + [429] * 3
         # The stored response, which its memory lost, is read back from the store by either worker.
         for _ in range(4):
             assert client(gw).responses.retrieve(made.id).output_text == "the quick brown"
