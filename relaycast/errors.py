@@ -26,7 +26,7 @@ HTTP is the status the client gets; `code` is the `error_class` (the OpenAI erro
     │   ├── StoreNotReady            503  store_unavailable       no     no
     │   ├── NotReady                 503  not_ready               no     no   (starting or stopping)
     │   ├── LimiterUnavailable       503  limiter_unavailable     no     no   (Redis or the host's limits unreachable)
-    │   ├── TelemetryUnavailable     503  telemetry_unavailable   no     no   (an admin view; Retry-After: 1)
+    │   ├── TelemetryUnavailable     503  telemetry_unavailable   no     no   (a host process away; Retry-After: 1)
     │   └── OverCapacity             503  over_capacity           no     no   (a connection above server.max_connections)
     ├── ProviderError                     (an upstream attempt failed; classified once, in the adapter)
     │   ├── Timeout                  504  timeout                 yes    yes  (phase: connect|first_token|idle|total)
@@ -189,8 +189,8 @@ class RemoteError(RelaycastError):
 
 
 class TelemetryUnavailable(GatewayError):
-    """The host's telemetry process did not answer (it is restarting, or too busy): what an admin view or
-    `/metrics` asked of it cannot be served now."""
+    """The host's telemetry process, or its state process, did not answer (it is restarting, or too busy): what an
+    admin view or `/metrics` asked of it, or a stored response, cannot be served now."""
 
     status_code = 503
     error_class = "telemetry_unavailable"

@@ -222,10 +222,10 @@ class Services:
         return self.hub.monitors if self.hub else None
 
     async def telemetry(self, op: str, arg: object = None, after_records: bool = True) -> Any:
-        """One query to the telemetry parts (`TelemetryHub.query`), here or in the telemetry process. With
-        `after_records` (an admin view) its answer sees the records this worker handed over before it (unless the
-        telemetry process is far behind: `HostClient.query`); without (a stored response), it does not wait for
-        them."""
+        """One query to the telemetry parts (`TelemetryHub.query`), here or in the telemetry process, or to the
+        state process for STATE_OPS when the host has one. With `after_records` (an admin view of the telemetry
+        parts) its answer sees the records this worker handed over before it (unless the telemetry process is far
+        behind: `HostClient.query`); without (a stored response), it does not wait for them."""
         if self.hub is not None:
             return await self.hub.query(op, (0, arg) if op == "metrics" else arg)
         link = self.state if self.state is not None and op in STATE_OPS else self.host
