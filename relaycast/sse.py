@@ -58,10 +58,11 @@ class EventSplitter:
         else:
             buf = chunk
             # A read of whole events that are each one `data: ` line (OpenAI's streams; a fast upstream's answer
-            # in one read): their data split out at once. The newlines prove the shape: two per event, none in data.
+            # in one read): their data split out at once. No newline in any data proves the shape (looked for in
+            # them joined: one memchr, where counting the read's newlines is a byte-by-byte loop, 6x slower).
             if buf[:6] == b"data: " and buf[-2:] == b"\n\n":
                 datas = buf[6:-2].split(b"\n\ndata: ")
-                if buf.count(b"\n") == 2 * len(datas):
+                if b"\n" not in b"".join(datas):
                     self.whole = buf
                     return [Event(None, d) for d in datas]
         blocks = buf.split(b"\n\n")
