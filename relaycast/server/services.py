@@ -44,7 +44,7 @@ from relaycast.server.dashboard import Dashboard
 from relaycast.server.latest import LatestAnswer
 from relaycast.server.session_share import HostShare, StoreShare
 from relaycast.server.shutdown import shutdown_step
-from relaycast.server.stored_responses import OPS as RESPONSE_OPS
+from relaycast.server.state_process import STATE_OPS
 from relaycast.store.reader import StoreReader
 from relaycast.store.spend import spend_loader
 from relaycast.telemetry.channel import HostClient
@@ -61,7 +61,6 @@ Sink = Callable[[RequestRecord], None]
 STEP_S = 2.0  # at shutdown: stopping one background part (its own calls have shorter timeouts)
 CLOSE_GRACE_S = 2.0  # at shutdown, past the flush deadline: to hand back what is left and close connections
 MIN_STEP_S = 0.2  # at shutdown, once the grace is spent: each last step's time to close
-STATE_OPS = RESPONSE_OPS | {"limits", "responses_status"}  # the state process's questions, where there is one
 LINK_WAIT_S = 15.0  # at start, a worker waits this long for its host's telemetry process before serving
 VIEW_WAIT_S = 2.0  # a view waits this long for the telemetry process's answer before serving the last one
 VIEW_MAX_AGE_S = 300.0  # ... which it serves only this long after it came

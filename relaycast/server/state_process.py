@@ -48,7 +48,7 @@ from relaycast.telemetry.channel import HostServer, Peer
 SCHEMA_WAIT_S = 30.0  # the store's schema is migrated by the telemetry process: its socket appears once it is
 SCHEMA_POLL_S = 0.05
 STOP_STEP_S = 5.0
-# What a worker asks the state process rather than the telemetry process.
+# What a worker asks the state process rather than the telemetry process (`Services.telemetry`), where there is one.
 STATE_OPS = RESPONSE_OPS | {"limits", "responses_status"}
 
 
@@ -177,6 +177,7 @@ class StateProcess:
             seconds=round(time.monotonic() - began, 3),
             workers_unfinished=unfinished,
             stored_responses=len(self.responses),
+            unexpected_records=self.unexpected_records,
         )
 
     async def _bounded(self, step: str, work: Any) -> None:
