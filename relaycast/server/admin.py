@@ -44,16 +44,20 @@ class Admin:
     async def _json(self, r: Request, body: Any) -> None:
         await send_bytes(r.send, 200, self.s.redactor.scrub_bytes(orjson.dumps(body)), r.id_headers)
 
+    async def _state_part(self, op: str) -> Any:
+        """The state process's part of an admin view; None while it is away (restarting): the rest still answers."""
+        try:
+            return await self.s.telemetry(op)
+        except errors.RelaycastError:
+            return None
+
     async def stats(self, r: Request) -> None:
         self.s.auth.admin(r.headers)
         totals, age = await self.s.view("stats")
         body = {**totals, "view_age_s": age, "uptime_s": round(time.time() - self.s.started, 3)}
         body["limits"] = self.s.limiter.status() if self.s.limiter else None
         if isinstance(self.s.limiter, RemoteLimiter):  # the host's limits, kept by its state process
-            try:
-                body["limits"]["host"] = await self.s.telemetry("limits")
-            except errors.RelaycastError:  # away (restarting): the rest of the view still answers
-                body["limits"]["host"] = None
+            body["limits"]["host"] = await self._state_part("limits")
         body["keys"] = {"required": self.s.keys.required, "reloads": self.s.keys.reloads}
         body["shared_health"] = self.s.replicas.status() if self.s.replicas is not None else None
         if self.s.host is not None:
@@ -101,11 +105,7 @@ class Admin:
         self.s.auth.admin(r.headers)
         store, age = await self.s.view("store")
         if store is not None and self.s.state is not None:  # the stored responses are the state process's
-            try:
-                responses = await self.s.telemetry("responses_status")
-            except errors.RelaycastError:  # away (restarting): the rest of the view still answers
-                responses = None
-            store = {**store, "stored_responses": responses}
+            store = {**store, "stored_responses": await self._state_part("responses_status")}
         body = {
             "store": store,
             "prices_as_of": self.s.coster.pricer.catalog.as_of,

@@ -161,12 +161,7 @@ class StateProcess:
 
     async def close(self, drain_s: float) -> None:
         began = time.monotonic()
-        await self.server.stop_accepting()
-        unfinished = 0
-        control = [p for p in self.server.peers if p.control]  # the workers' last settlements come on these
-        if control:
-            _, pending = await asyncio.wait([p.conn.closed for p in control], timeout=drain_s)
-            unfinished = len(pending)
+        unfinished = await self.server.drain(control=True, timeout_s=drain_s)  # their last settlements come first
         await self.server.close()
         if self.responses.table is not None:
             await self._bounded("stored_responses", self.responses.table.stop(self.config.server.flush_timeout))

@@ -126,12 +126,8 @@ class TelemetryProcess:
 
     async def close(self, drain_s: float) -> None:
         began = time.monotonic()
-        await self.server.stop_accepting()
-        unfinished = 0
-        records = [p for p in self.server.peers if not p.control]  # the workers' last records come on these
-        if records:
-            _, pending = await asyncio.wait([p.conn.closed for p in records], timeout=drain_s)
-            unfinished = len(pending)  # still connected at the deadline: their last records may be missing
+        # The workers' last records come on their records' connections; one still open at the deadline may miss some.
+        unfinished = await self.server.drain(control=False, timeout_s=drain_s)
         deadline = time.monotonic() + self.config.server.flush_timeout
 
         def grace() -> float:

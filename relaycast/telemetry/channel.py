@@ -660,6 +660,16 @@ class HostServer:
         if self._server is not None:
             self._server.close()
 
+    async def drain(self, control: bool, timeout_s: float) -> int:
+        """Stop accepting, then wait up to `timeout_s` for the workers' open connections of one kind (`control`:
+        their questions and settlements; else their records) to close; how many were still open then."""
+        await self.stop_accepting()
+        peers = [p for p in self.peers if p.control == control]
+        if not peers:
+            return 0
+        _, pending = await asyncio.wait([p.conn.closed for p in peers], timeout=timeout_s)
+        return len(pending)
+
     async def close(self) -> None:
         if self._push is not None:
             self._push.cancel()
