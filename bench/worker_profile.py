@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import shutil
 import subprocess
 import sys
@@ -184,8 +185,7 @@ def report(name: str, sc: lw.Scenario, r: dict[str, object], functions: int) -> 
     for frame, n in counts.items():
         name_, _, where = frame.partition(" (")
         path = where.rsplit(":", 1)[0]
-        short = path.split("site-packages/")[-1].split("/lib/python3")[-1]
-        by_function[f"`{name_}` ({short.removeprefix('/work/').lstrip('/')})"] += n
+        by_function[f"`{name_}` ({path.split('site-packages/')[-1]})"] += n
     for fn, n in by_function.most_common(functions):
         lines.append(f"| {fn} | {n * per:.1f} |")
     return lines + [""]
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("wrk not found (apt-get install wrk)")
     if py_spy() is None:
         ap.error("py-spy not found (pip install -e '.[bench]')")
-    layout = lt.Layout.for_workers(1, 2, can_pin())
+    layout = lt.Layout.for_workers(1, os.cpu_count() or 1, can_pin())
     sc = lw.Scenario("relaycast", args.scenario == "stream", 0, CONNS)
     m = machine()
     lines = [
