@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import load_targets as lt
@@ -76,6 +77,7 @@ PARTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...] | None], ...] = (
     ("routing: plan, attempts, health, deadlines", ("relaycast/routing/", "relaycast/deadlines.py"), None),
     ("the request's flow: app, handlers, answer", ("relaycast/",), None),
 )
+RELAYCAST = tuple(t for t in lt.TARGETS if t.startswith("relaycast"))  # the targets with a relaycast worker
 OTHER = "other (the standard library's Python)"
 MAIN = "_run_module_as_main "  # the main thread's outermost frame (`python -m relaycast.server.host worker`)
 
@@ -110,7 +112,16 @@ def leaf_counts(raw: Path) -> tuple[collections.Counter[str], int]:
     return counts, total
 
 
-def profile(fleet: lt.Fleet, name: str, sc: lw.Scenario, seconds: int, rate: int, tmp: Path) -> dict[str, object]:
+@dataclass
+class Profile:
+    requests: int
+    rps: float
+    worker_us: float  # the worker's CPU per request over the sampled run
+    counts: collections.Counter[str]  # the main thread's samples by innermost frame
+    total: int
+
+
+def profile(fleet: lt.Fleet, name: str, sc: lw.Scenario, seconds: int, rate: int, tmp: Path) -> Profile:
     run = fleet.targets[name]
     err = lw.check_once(run.url, sc, run.headers)
     if err is not None:
@@ -150,13 +161,12 @@ def profile(fleet: lt.Fleet, name: str, sc: lw.Scenario, seconds: int, rate: int
     requests = int(res["requests"])
     worker_us = usage.cpu_s.get("worker", 0.0) * 1e6 / max(1, requests)
     counts, total = leaf_counts(raw)
-    return {"requests": requests, "rps": res.get("rps_text"), "worker_us": worker_us, "counts": counts, "total": total}
+    return Profile(requests, float(res.get("rps_text") or 0), worker_us, counts, total)
 
 
-def report(name: str, sc: lw.Scenario, r: dict[str, object], functions: int) -> list[str]:
-    counts: collections.Counter[str] = r["counts"]  # type: ignore[assignment]
-    total, worker_us = int(r["total"]), float(r["worker_us"])  # type: ignore[call-overload, arg-type]
-    per = worker_us / max(1, total)
+def report(name: str, sc: lw.Scenario, r: Profile, functions: int) -> list[str]:
+    counts, total = r.counts, r.total
+    per = r.worker_us / max(1, total)
     parts: collections.Counter[str] = collections.Counter()
     for frame, n in counts.items():
         parts[part_of(frame)] += n
@@ -164,7 +174,7 @@ def report(name: str, sc: lw.Scenario, r: dict[str, object], functions: int) -> 
     lines = [
         f"### {lt.TITLES[name]}: {kind}, instant upstream, {CONNS} connections",
         "",
-        f"{r['requests']:,} requests ({float(r['rps'] or 0):,.0f} a second), the worker at {worker_us:.1f} µs of CPU "
+        f"{r.requests:,} requests ({r.rps:,.0f} a second), the worker at {r.worker_us:.1f} µs of CPU "
         f"per request; {total:,} samples.",
         "",
         "| part | CPU µs per request | share |",
@@ -193,14 +203,14 @@ def report(name: str, sc: lw.Scenario, r: dict[str, object], functions: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--targets", default="relaycast-bare,relaycast-prod")
+    ap.add_argument("--targets", default="relaycast-bare,relaycast-prod", help=f"of {','.join(RELAYCAST)}")
     ap.add_argument("--scenario", choices=("stream", "json"), default="stream")
     ap.add_argument("--seconds", type=int, default=20, help="sampled seconds per target")
     ap.add_argument("--rate", type=int, default=200, help="samples a second")
     ap.add_argument("--functions", type=int, default=25, help="functions listed per target")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
-    bad = [n for n in names if n not in ("relaycast-bare", "relaycast-prod", "relaycast-off")]
+    bad = [n for n in names if n not in RELAYCAST]
     if bad:
         ap.error(f"not a relaycast target of bench/load_targets.py: {', '.join(bad)}")
     if shutil.which("wrk") is None:
