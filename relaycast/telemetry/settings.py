@@ -51,6 +51,7 @@ DD_SITES = (
     "ap2.datadoghq.com",
 )
 DEFAULT_SITE = "us5.datadoghq.com"
+OTEL_TIMEOUT_S = 10.0  # the OpenTelemetry specification's default for OTEL_EXPORTER_OTLP_TIMEOUT
 MiB = 1024 * 1024
 
 
@@ -363,8 +364,16 @@ def _override_origin(env: Mapping[str, str]) -> str | None:
     return origin.rstrip("/")
 
 
+def _off(value: str | None) -> bool:
+    """A switch variable set to off (`0`, `false`, `no`, `off`, any case)."""
+    return (value or "").strip().lower() in ("0", "false", "no", "off")
+
+
 def datadog_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
-    """A Datadog destination from DD_* variables alone, as Datadog's own library reads them."""
+    """A Datadog destination from DD_* variables alone, as Datadog's own library reads them; none when
+    `DD_LLMOBS_ENABLED` turns LLM Observability off."""
+    if _off(env.get("DD_LLMOBS_ENABLED")):
+        return None
     agentless = env.get("DD_LLMOBS_AGENTLESS_ENABLED", "").strip().lower() in ("1", "true", "yes")
     agent_url = env.get("DD_TRACE_AGENT_URL")
     if not agent_url and env.get("DD_AGENT_HOST"):
@@ -394,6 +403,13 @@ def datadog_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
 
 
 def otlp_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
+    """An OTLP destination from OTEL_* variables alone, as an OpenTelemetry SDK reads them: none when the SDK is
+    disabled (`OTEL_SDK_DISABLED=true`) or the traces exporters named (`OTEL_TRACES_EXPORTER`) leave out `otlp`."""
+    if (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true":
+        return None
+    exporters = (env.get("OTEL_TRACES_EXPORTER") or "").strip().lower()
+    if exporters and "otlp" not in {e.strip() for e in exporters.split(",")}:
+        return None
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if not endpoint and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
@@ -420,7 +436,27 @@ def otlp_from_env(env: Mapping[str, str]) -> DestinationConfig | None:
             == "gzip"
             else "none",
         ),
+        timeout_s=_otel_timeout_s(env),
     )
+
+
+def _otel_timeout_s(env: Mapping[str, str]) -> float:
+    """`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` (or `OTEL_EXPORTER_OTLP_TIMEOUT`): milliseconds, as the OpenTelemetry
+    specification has them, default 10 s; at most an hour."""
+    name = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        name = "OTEL_EXPORTER_OTLP_TIMEOUT"
+        raw = (env.get(name) or "").strip()
+    if not raw:
+        return OTEL_TIMEOUT_S
+    try:
+        ms = float(raw)
+    except ValueError:
+        ms = 0.0
+    if not 1 <= ms <= 3_600_000:  # NaN too
+        raise ConfigError(name, f"expected a number of milliseconds from 1 to 3600000, got '{raw[:40]}'")
+    return ms / 1000
 
 
 def typed_secrets(headers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:

@@ -111,6 +111,32 @@ def test_a_hanging_destination_does_not_hold_up_requests(fake: Fake, capture: Ca
         assert "did not answer" in gw.services.broadcaster.status()[0]["last_error"]
 
 
+def test_the_otel_timeout_variable_bounds_each_export_of_the_destination_the_variables_make(
+    fake: Fake, capture: CaptureServer, tmp_path
+) -> None:
+    """An OTLP receiver slower than OTEL_EXPORTER_OTLP_TIMEOUT (milliseconds, as OpenTelemetry's SDKs read it): the
+    export is abandoned at that bound and retried, and the span arrives once the receiver answers in time."""
+    capture.script.delay_s = 2.0
+    env = {
+        "TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": capture.url,
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "300",
+    }
+    cfg = parse(standard_config(fake.url, f"broadcast: {{spool_dir: {tmp_path}}}\n"), env=env)
+    gw = Gateway(cfg)
+    with ThreadedServer(gw) as srv:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=5)
+        c.chat.completions.create(model="fakeai/gpt-4o-mini", messages=MSGS)
+        capture.wait_for(lambda: gw.services.broadcaster.status()[0]["last_error"] is not None, timeout=10)
+        assert "did not answer within 0.3s" in gw.services.broadcaster.status()[0]["last_error"]
+        capture.script.delay_s = 0
+        capture.wait_for(lambda: gw.services.broadcaster.status()[0]["sent"] == 1, timeout=15)
+        status = gw.services.broadcaster.status()[0]
+    assert status["name"] == "otlp" and status["retries"] >= 1
+    posts = capture.posts("/v1/traces")
+    assert len(posts) >= 2 and posts[-1].status == 202
+
+
 def test_spans_spooled_while_the_destination_is_down_are_delivered_after_a_restart(
     fake: Fake, capture: CaptureServer, tmp_path
 ) -> None:

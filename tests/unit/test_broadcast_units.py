@@ -69,6 +69,18 @@ def test_agentless_enabled_without_a_key_is_a_config_error() -> None:
     assert "DD_API_KEY" in str(e.value)
 
 
+def test_dd_llmobs_enabled_off_makes_no_destination_from_the_environment_and_leaves_a_configured_one() -> None:
+    env = {"DD_API_KEY": "k" * 32}
+    assert len(parse(BASE, env=env).broadcast.destinations) == 1
+    for off in ("0", "false", "FALSE", " no ", "off"):
+        assert parse(BASE, env={**env, "DD_LLMOBS_ENABLED": off}).broadcast.destinations == ()
+    for on in ("1", "true", ""):
+        assert len(parse(BASE, env={**env, "DD_LLMOBS_ENABLED": on}).broadcast.destinations) == 1
+    text = BASE + "broadcast:\n  destinations:\n    - {kind: datadog}\n"  # the config names it: the config wins
+    [d] = parse(text, env={**env, "DD_LLMOBS_ENABLED": "false"}).broadcast.destinations
+    assert d.kind == "datadog" and d.options.api_key == "k" * 32
+
+
 def test_config_values_win_over_the_environment() -> None:
     text = (
         BASE + "broadcast:\n  destinations:\n    - {name: dd, kind: datadog, ml_app: from-yaml, site: datadoghq.eu}\n"

@@ -100,6 +100,44 @@ def test_otel_compression_variable_turns_on_gzip():
     assert d is not None and isinstance(d.options, OtlpOptions) and d.options.compression == "none"
 
 
+def test_otel_timeout_variables_are_milliseconds_and_default_to_the_specifications_ten_seconds():
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+
+    def timeout_s(**env: str) -> float:
+        d = otlp_from_env({**endpoint, **env})
+        assert d is not None
+        return d.timeout_s
+
+    assert timeout_s() == 10.0
+    assert timeout_s(OTEL_EXPORTER_OTLP_TIMEOUT="2500") == 2.5
+    assert timeout_s(OTEL_EXPORTER_OTLP_TIMEOUT="2500", OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="750") == 0.75
+    assert timeout_s(OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=" ", OTEL_EXPORTER_OTLP_TIMEOUT="30000") == 30.0
+    for bad in ("0", "-5", "10s", "nan", "inf", "3600001"):
+        with pytest.raises(ConfigError) as e:
+            timeout_s(OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=bad)
+        assert "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT" in str(e.value) and "milliseconds" in str(e.value)
+    # A configured destination keeps its own `timeout` (seconds); the variables describe only the one they make.
+    cfg = config_mod.parse(
+        PROVIDERS + "broadcast: {destinations: [{kind: otel_collector, timeout: 3}]}",
+        env={**endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "60000"},
+    )
+    assert cfg.broadcast is not None and cfg.broadcast.destinations[0].timeout_s == 3.0
+
+
+def test_an_otel_sdk_switched_off_or_another_traces_exporter_makes_no_otlp_destination():
+    endpoint = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}
+    assert otlp_from_env(endpoint) is not None
+    assert otlp_from_env({**endpoint, "OTEL_SDK_DISABLED": "true"}) is None
+    assert otlp_from_env({**endpoint, "OTEL_SDK_DISABLED": "TRUE "}) is None
+    assert otlp_from_env({**endpoint, "OTEL_SDK_DISABLED": "false"}) is not None
+    for exporters in ("none", "console", "zipkin,console"):
+        assert otlp_from_env({**endpoint, "OTEL_TRACES_EXPORTER": exporters}) is None
+    for exporters in ("otlp", "OTLP", "console, otlp", ""):
+        assert otlp_from_env({**endpoint, "OTEL_TRACES_EXPORTER": exporters}) is not None
+    cfg = config_mod.parse(PROVIDERS, env={**endpoint, "OTEL_SDK_DISABLED": "true"})
+    assert cfg.broadcast is not None and cfg.broadcast.destinations == ()
+
+
 def test_gzip_bodies_and_extra_resource_attributes_arrive_decodable():
     async def body(cap: Capture, session: aiohttp.ClientSession) -> None:
         ex = build(dest(cap.url + "/v1/traces", compression="gzip", resource=(("project.name", "shop"),)), session)
