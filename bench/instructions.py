@@ -4,6 +4,7 @@ else the machine is doing, where CPU time moves by a tenth or more between runs 
     python bench/instructions.py                       # the forwarder and relaycast's three targets, JSON and SSE
     python bench/instructions.py --targets forwarder,relaycast-bare --scenarios sse --seconds 20
     python bench/instructions.py --targets forwarder,relaycast-bare,relaycast-key,relaycast-rpm,relaycast-off
+    python bench/instructions.py --targets relaycast-bare --scenarios sse --keep /tmp/profiles   # then callgrind_annotate
 
 Needs `wrk`, `taskset` and valgrind (`apt-get install wrk valgrind`), and granian for the forwarder (`pip install -e
 '.[bench]'`). Each target (bench/load_targets.py's: the bare forwarder, relaycast with nothing on, with its key and
@@ -154,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default=",".join(TARGETS), help=f"of {','.join(ALL)}")
     ap.add_argument("--scenarios", default="json,sse", help="json, sse or both")
     ap.add_argument("--seconds", type=int, default=12, help="counted seconds per target and scenario")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the profiles in this directory (`<target>/callgrind.<pid>.<n>`, one per scenario, for "
+        "`callgrind_annotate`); a temporary directory otherwise",
+    )
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     if bad := [n for n in names if n not in ALL]:
@@ -166,8 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{tool} not found (apt-get install wrk valgrind)")
     m = machine()
     results: dict[str, dict[str, dict[str, Any]]] = {n: {} for n in names}
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        if any(args.keep.iterdir()):
+            ap.error(f"{args.keep} is not empty")
     with tempfile.TemporaryDirectory(prefix="relaycast-instructions-") as d:
-        tmp = Path(d)
+        tmp = args.keep.resolve() if args.keep is not None else Path(d)
         fleet = lt.Fleet(lt.Layout("0", LOAD_CPUS) if LOAD_CPUS else lt.Layout(None, None), tmp)
         try:
             lt.launch(fleet, ["direct"], 1)
