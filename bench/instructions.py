@@ -162,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         "`callgrind_annotate`); a temporary directory otherwise",
     )
     args = ap.parse_args(argv)
-    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in args.targets.split(",") if n.strip()))
     if bad := [n for n in names if n not in ALL]:
         ap.error(f"unknown target: {', '.join(bad)}")
-    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    scenarios = list(dict.fromkeys(s.strip() for s in args.scenarios.split(",") if s.strip()))
     if bad := [s for s in scenarios if s not in ("json", "sse")]:
         ap.error(f"unknown scenario: {', '.join(bad)}")
     for tool in ("wrk", "valgrind", "callgrind_control"):
