@@ -79,9 +79,9 @@ def start(name: str, upstream: int, sink: int, tmp: Path) -> lt.Running:
     else:
         cfg = where / "relaycast.yaml"
         if name in KEY_STEPS:
-            limits = KEY_STEPS[name][1]
-            key = f"keys:\n  - {{name: bench, secret: {lt.KEY}" + (f", {limits}" if limits else "") + "}\n"
-            cfg.write_text(lt.relaycast_config("relaycast-bare", upstream, sink, where) + key)
+            cfg.write_text(
+                lt.relaycast_config("relaycast-bare", upstream, sink, where) + lt.key_config(KEY_STEPS[name][1])
+            )
         else:
             cfg.write_text(lt.relaycast_config(name, upstream, sink, where))
         cmd = [py, "-m", "relaycast", "serve", "--config", str(cfg), "--host", lt.HOST, "--port", str(port)]
@@ -182,12 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet = lt.Fleet(lt.Layout("0", LOAD_CPUS) if LOAD_CPUS else lt.Layout(None, None), tmp)
         try:
             lt.launch(fleet, ["direct"], 1)
-            sink = 0
-            if "relaycast-prod" in names:  # the production target's Datadog stand-in, as load.py starts it
-                sink = lt.free_port()
-                cmd = [sys.executable, str(HERE / "broadcast.py"), "--sink", str(sink), "--sink-status", "202"]
-                fleet.sink = lt.start(lt.pinned(cmd, fleet.layout.load_cpus), tmp / "sink.log")
-                lt.wait_port(sink, fleet.sink)
+            sink = lt.start_sink(fleet) if "relaycast-prod" in names else 0
             for name in names:
                 run = start(name, fleet.upstream_port, sink, tmp)
                 try:

@@ -83,11 +83,16 @@ class Running:
         return TITLES[self.name]
 
 
+def key_config(limits: str = LIMITS) -> str:
+    """The `keys:` section of the benchmark's gateway key (`KEY`), with `limits` (YAML flow entries; "" for none)."""
+    return f"keys:\n  - {{name: bench, secret: {KEY}" + (f", {limits}" if limits else "") + "}\n"
+
+
 def relaycast_config(name: str, upstream: int, sink: int, where: Path, priority: str | None = None) -> str:
     """`priority`: `server.telemetry_priority` (None: relaycast's default)."""
     server = f"server: {{host: {HOST}" + (f", telemetry_priority: '{priority}'" if priority else "") + "}\n"
     if name in ("relaycast-bare", "relaycast-off"):
-        key = f"keys:\n  - {{name: bench, secret: {KEY}, {LIMITS}}}\n" if name == "relaycast-off" else ""
+        key = key_config() if name == "relaycast-off" else ""
         return (
             server + f"providers:\n  - {{name: fake, kind: openai_compatible, base_url: 'http://{HOST}:{upstream}/v1', "
             "api_key: bench-upstream-key}\n"
@@ -99,7 +104,7 @@ def relaycast_config(name: str, upstream: int, sink: int, where: Path, priority:
         broadcast.config(upstream, where, "on", sink)
         + server
         + f"store: {{path: {where / 'relaycast.db'}}}\n"
-        + f"keys:\n  - {{name: bench, secret: {KEY}, {LIMITS}}}\n"
+        + key_config()
     )
 
 
@@ -140,6 +145,16 @@ class Fleet:
                 raise RuntimeError(f"{title} exited during {during} (code {p.returncode})")
 
 
+def start_sink(fleet: Fleet) -> int:
+    """Start the production target's Datadog stand-in (bench/broadcast.py's sink, answering 202) on the load's
+    cores; its port."""
+    port = free_port()
+    cmd = [sys.executable, str(HERE / "broadcast.py"), "--sink", str(port), "--sink-status", "202"]
+    fleet.sink = start(pinned(cmd, fleet.layout.load_cpus), fleet.tmp / "sink.log")
+    wait_port(port, fleet.sink)
+    return port
+
+
 def launch(fleet: Fleet, names: list[str], workers: int, priority: str | None = None) -> None:
     """Start the fake upstream, the Datadog stand-in (when the production target runs) and the targets (relaycast's
     with `server.telemetry_priority` set to `priority` when given)."""
@@ -148,12 +163,7 @@ def launch(fleet: Fleet, names: list[str], workers: int, priority: str | None = 
     fake_cmd = [py, "-m", "relaycast", "fake-upstream", "--host", HOST, "--port", str(up), "--log-level", "critical"]
     fleet.upstream = start(pinned(fake_cmd, lay.load_cpus), tmp / "fake.log")
     wait_http(f"http://{HOST}:{up}/v1/models", fleet.upstream, tmp / "fake.log")
-    sink_port = 0
-    if "relaycast-prod" in names:
-        sink_port = free_port()
-        sink_cmd = [py, str(HERE / "broadcast.py"), "--sink", str(sink_port), "--sink-status", "202"]
-        fleet.sink = start(pinned(sink_cmd, lay.load_cpus), tmp / "sink.log")
-        wait_port(sink_port, fleet.sink)
+    sink_port = start_sink(fleet) if "relaycast-prod" in names else 0
     for name in names:
         if name == "direct":
             url = f"http://{HOST}:{up}/v1/chat/completions"
